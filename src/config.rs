@@ -1,0 +1,657 @@
+//! Typed, immutable configuration: the server settings, the sources and their data maps.
+//!
+//! A config is read from one TOML file, then from environment variables prefixed with
+//! `DSR_CONNECTOR_` (`__` separates nesting, so `DSR_CONNECTOR_SERVER__LISTEN=0.0.0.0:50051`
+//! overrides `server.listen`). Unknown keys are errors. After parsing, [`Config::validate`]
+//! checks every cross-reference of the data map and collects *all* problems, each naming the
+//! key it is about, so an operator fixes a config in one round.
+//!
+//! Secrets (database passwords, the subject-hash key) never live in the file: the file names an
+//! environment variable or a file that holds them, and they are read once at load time into
+//! [`secrecy`] wrappers that print as `[REDACTED]` in `Debug`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use serde::Deserialize;
+
+/// The prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "DSR_CONNECTOR_";
+
+/// The category that marks a column as holding no personal data.
+pub const NOT_PII: &str = "not_pii";
+
+/// Everything that can be wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a key is unknown or has the wrong type.
+    /// figment's message names the key and the file.
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// One or more semantic problems, each naming its key.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// The whole configuration. Immutable once loaded: the server shares it behind an `Arc`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub sources: Vec<SourceConfig>,
+}
+
+/// Listener and request limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Environment variable that holds the key for subject hashes (at least 16 bytes).
+    pub subject_key_env: Option<String>,
+    /// File that holds the key for subject hashes. Takes the place of `subject_key_env`.
+    pub subject_key_file: Option<PathBuf>,
+    /// Rows per batch when a request says 0.
+    pub default_batch_size: u32,
+    /// The largest batch_size a request may ask for.
+    pub max_batch_size: u32,
+    /// A batch is cut once its encoded size reaches this many bytes.
+    pub max_batch_bytes: usize,
+    /// Batches buffered between the database reader and the gRPC stream, per request.
+    pub stream_buffer: usize,
+    /// How long running streams may go on after a shutdown signal before they are cancelled.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// The key itself, resolved from `subject_key_env`/`subject_key_file` by [`Config::load`].
+    #[serde(skip)]
+    pub subject_key: Option<SubjectKey>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            subject_key_env: None,
+            subject_key_file: None,
+            default_batch_size: 500,
+            max_batch_size: 10_000,
+            max_batch_bytes: 1024 * 1024,
+            stream_buffer: 4,
+            shutdown_grace: Duration::from_secs(30),
+            subject_key: None,
+        }
+    }
+}
+
+/// The secret key of the subject hash. `Debug` prints it redacted.
+pub type SubjectKey = SecretBox<Vec<u8>>;
+
+/// The environment variable read for the subject key when the config names none.
+pub const DEFAULT_SUBJECT_KEY_ENV: &str = "DSR_SUBJECT_KEY";
+
+/// libpq's `sslmode`, with libpq's meanings. tokio-postgres knows only three of these, so
+/// [`crate::db::tls`] maps each mode to a rustls configuration:
+///
+/// - `disable`: plaintext only.
+/// - `prefer`: TLS when the server offers it, plaintext otherwise; the certificate is not
+///   verified (as in libpq), unless `root_cert` is set, in which case it is verified as in
+///   `verify-ca`.
+/// - `require`: TLS or fail; the certificate is not verified unless `root_cert` is set (then as
+///   `verify-ca`, again as in libpq).
+/// - `verify-ca`: TLS, and the server certificate must chain to `root_cert`.
+/// - `verify-full`: as `verify-ca`, and the certificate must also name `host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// One PostgreSQL database and its data map.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The name callers use in `ExtractRequest.source`.
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    /// Environment variable that holds the password.
+    pub password_env: Option<String>,
+    /// File that holds the password (a trailing newline is ignored).
+    pub password_file: Option<PathBuf>,
+    /// Present only to reject inline passwords with a precise message.
+    #[serde(default, rename = "password")]
+    password_inline: Option<toml_value::Ignored>,
+    #[serde(default)]
+    pub ssl_mode: SslMode,
+    /// PEM file with the CA certificate(s) that sign the server's certificate.
+    pub root_cert: Option<PathBuf>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    #[serde(default = "default_min_idle")]
+    pub min_idle: u32,
+    /// Time allowed to open a connection, and the longest wait for a pooled one.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_application_name")]
+    pub application_name: String,
+    /// The identity kinds callers may ask by, for example `["email", "customer_id"]`.
+    pub identity_kinds: Vec<String>,
+    /// The data map: every table that holds data about subjects.
+    pub tables: Vec<TableConfig>,
+    /// The password, resolved from `password_env`/`password_file` by [`Config::load`].
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+/// `Debug` by hand, so that the password's presence, never its value, is shown.
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("password", &self.password)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("root_cert", &self.root_cert)
+            .field("max_connections", &self.max_connections)
+            .field("min_idle", &self.min_idle)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("application_name", &self.application_name)
+            .field("identity_kinds", &self.identity_kinds)
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+/// A deserialize target that accepts any value and keeps nothing of it.
+mod toml_value {
+    #[derive(Debug)]
+    pub struct Ignored;
+    impl<'de> serde::Deserialize<'de> for Ignored {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            serde::de::IgnoredAny::deserialize(d).map(|_| Ignored)
+        }
+    }
+}
+
+fn default_port() -> u16 {
+    5432
+}
+fn default_max_connections() -> u32 {
+    10
+}
+fn default_min_idle() -> u32 {
+    2
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_application_name() -> String {
+    "dsr-connector".to_owned()
+}
+
+/// One mapped table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// `table` (schema `public`) or `schema.table`.
+    pub name: String,
+    /// Identity columns: the table is reached directly when the request's kind matches.
+    #[serde(default)]
+    pub identity: OneOrMany<IdentityColumn>,
+    /// References: the table is reached through another mapped table.
+    #[serde(default)]
+    pub reference: OneOrMany<Reference>,
+    /// Every exported column and its data category, or `not_pii`.
+    pub columns: BTreeMap<String, String>,
+}
+
+/// `identity = { kind = "email", column = "email" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityColumn {
+    pub kind: String,
+    pub column: String,
+}
+
+/// `reference = { column = "customer_id", table = "customers", to = "id" }`: rows of this table
+/// whose `column` equals `to` of a subject's row in `table`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    pub column: String,
+    pub table: String,
+    pub to: String,
+}
+
+/// Accepts either one inline table or an array of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        OneOrMany::Many(Vec::new())
+    }
+}
+
+impl<T> OneOrMany<T> {
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(one) => std::slice::from_ref(one),
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+/// A table name split into schema and relation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QualifiedName {
+    pub schema: String,
+    pub table: String,
+}
+
+impl QualifiedName {
+    /// Parses `table` or `schema.table`. Returns `None` for anything else.
+    pub fn parse(name: &str) -> Option<QualifiedName> {
+        let mut parts = name.split('.');
+        let (schema, table) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(t), None, None) => ("public", t),
+            (Some(s), Some(t), None) => (s, t),
+            _ => return None,
+        };
+        if schema.trim().is_empty() || table.trim().is_empty() {
+            return None;
+        }
+        Some(QualifiedName {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+        })
+    }
+
+    /// The name shown to callers: `table` in `public`, `schema.table` elsewhere.
+    pub fn display_name(&self) -> String {
+        if self.schema == "public" {
+            self.table.clone()
+        } else {
+            format!("{}.{}", self.schema, self.table)
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies environment overrides, resolves secrets and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        config.resolve_secrets(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a config from TOML text without reading the environment. For tests and tools.
+    pub fn from_toml_str(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
+        config.resolve_secrets(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads every secret the config points at. Collects all failures.
+    fn resolve_secrets(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+
+        if self.server.subject_key.is_none() {
+            let key = match (&self.server.subject_key_env, &self.server.subject_key_file) {
+                (Some(_), Some(_)) => Err(
+                    "server.subject_key_env: set either subject_key_env or subject_key_file, not both"
+                        .to_owned(),
+                ),
+                (None, Some(file)) => read_secret_file(file)
+                    .map(String::into_bytes)
+                    .map_err(|e| format!("server.subject_key_file: {e}")),
+                (var, None) => {
+                    let var = var.as_deref().unwrap_or(DEFAULT_SUBJECT_KEY_ENV);
+                    env(var).map(String::into_bytes).ok_or_else(|| {
+                        format!(
+                            "server.subject_key_env: environment variable {var} is not set \
+                             (it holds the secret key for subject hashes, at least 16 bytes)"
+                        )
+                    })
+                }
+            };
+            match key {
+                Ok(key) if key.len() < 16 => problems.push(
+                    "server.subject_key_env: the subject key must be at least 16 bytes long"
+                        .to_owned(),
+                ),
+                Ok(key) => self.server.subject_key = Some(SecretBox::new(Box::new(key))),
+                Err(problem) => problems.push(problem),
+            }
+        }
+
+        for (i, source) in self.sources.iter_mut().enumerate() {
+            let at = format!("sources[{i}]");
+            if source.password.is_some() {
+                continue; // set programmatically (the demo)
+            }
+            if source.password_inline.is_some() {
+                problems.push(format!(
+                    "{at}.password: inline passwords are not allowed; \
+                     use password_env or password_file"
+                ));
+                continue;
+            }
+            match (&source.password_env, &source.password_file) {
+                (Some(_), Some(_)) => problems.push(format!(
+                    "{at}.password_env: set either password_env or password_file, not both"
+                )),
+                (Some(var), None) => match env(var) {
+                    Some(value) => source.password = Some(SecretString::from(value)),
+                    None => problems.push(format!(
+                        "{at}.password_env: environment variable {var} is not set"
+                    )),
+                },
+                (None, Some(file)) => match read_secret_file(file) {
+                    Ok(value) => source.password = Some(SecretString::from(value)),
+                    Err(e) => problems.push(format!("{at}.password_file: {e}")),
+                },
+                (None, None) => {} // trust or certificate authentication
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Checks everything that serde cannot: ranges, names, and the data map's cross-references.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let server = &self.server;
+        if server.default_batch_size == 0 {
+            problems.push("server.default_batch_size: must be at least 1".to_owned());
+        }
+        if server.default_batch_size > server.max_batch_size {
+            problems.push(format!(
+                "server.default_batch_size: {} is above server.max_batch_size ({})",
+                server.default_batch_size, server.max_batch_size
+            ));
+        }
+        if server.max_batch_bytes < 1024 || server.max_batch_bytes > 3 * 1024 * 1024 {
+            problems.push(
+                "server.max_batch_bytes: must be between 1024 and 3145728 \
+                 (gRPC clients refuse messages over 4 MiB)"
+                    .to_owned(),
+            );
+        }
+        if server.stream_buffer == 0 {
+            problems.push("server.stream_buffer: must be at least 1".to_owned());
+        }
+        if self.sources.is_empty() {
+            problems.push("sources: at least one source is required".to_owned());
+        }
+        let mut names = HashSet::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            let at = format!("sources[{i}]");
+            if source.name.trim().is_empty() {
+                problems.push(format!("{at}.name: must not be empty"));
+            } else if !names.insert(source.name.as_str()) {
+                problems.push(format!(
+                    "{at}.name: duplicate source name '{}'",
+                    source.name
+                ));
+            }
+            source.validate(&at, &mut problems);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The subject key. Present after [`Config::load`]; the demo sets it directly.
+    pub fn subject_key(&self) -> &[u8] {
+        self.server
+            .subject_key
+            .as_ref()
+            .map(|k| k.expose_secret().as_slice())
+            .unwrap_or_default()
+    }
+}
+
+impl SourceConfig {
+    fn validate(&self, at: &str, problems: &mut Vec<String>) {
+        for (key, value) in [
+            ("host", &self.host),
+            ("database", &self.database),
+            ("user", &self.user),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(format!("{at}.{key}: must not be empty"));
+            }
+        }
+        if self.max_connections == 0 {
+            problems.push(format!("{at}.max_connections: must be at least 1"));
+        }
+        if self.min_idle > self.max_connections {
+            problems.push(format!(
+                "{at}.min_idle: {} is above max_connections ({})",
+                self.min_idle, self.max_connections
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            problems.push(format!("{at}.connect_timeout: must be above zero"));
+        }
+        match (&self.root_cert, self.ssl_mode) {
+            (None, SslMode::VerifyCa | SslMode::VerifyFull) => problems.push(format!(
+                "{at}.root_cert: required when ssl_mode is verify-ca or verify-full"
+            )),
+            (Some(path), _) if !path.is_file() => problems.push(format!(
+                "{at}.root_cert: {} is not a readable file",
+                path.display()
+            )),
+            _ => {}
+        }
+
+        let mut kinds = HashSet::new();
+        for kind in &self.identity_kinds {
+            if kind.trim().is_empty() {
+                problems.push(format!("{at}.identity_kinds: empty identity kind"));
+            } else if !kinds.insert(kind.as_str()) {
+                problems.push(format!("{at}.identity_kinds: duplicate kind '{kind}'"));
+            }
+        }
+        if self.identity_kinds.is_empty() {
+            problems.push(format!(
+                "{at}.identity_kinds: declare at least one identity kind callers may ask by"
+            ));
+        }
+        if self.tables.is_empty() {
+            problems.push(format!("{at}.tables: at least one table is required"));
+        }
+
+        let mut by_name: HashMap<QualifiedName, &TableConfig> = HashMap::new();
+        for (j, table) in self.tables.iter().enumerate() {
+            match QualifiedName::parse(&table.name) {
+                None => problems.push(format!(
+                    "{at}.tables[{j}].name: '{}' is not 'table' or 'schema.table'",
+                    table.name
+                )),
+                Some(qn) => {
+                    if by_name.insert(qn, table).is_some() {
+                        problems.push(format!(
+                            "{at}.tables[{j}].name: table '{}' is mapped twice",
+                            table.name
+                        ));
+                    }
+                }
+            }
+        }
+
+        let mut used_kinds = HashSet::new();
+        for (j, table) in self.tables.iter().enumerate() {
+            let tat = format!("{at}.tables[{j}]");
+            if table.columns.is_empty() {
+                problems.push(format!("{tat}.columns: at least one column is required"));
+            }
+            for (column, category) in &table.columns {
+                if column.is_empty() {
+                    problems.push(format!("{tat}.columns: empty column name"));
+                }
+                if category.trim().is_empty() {
+                    problems.push(format!(
+                        "{tat}.columns.{column}: empty category (use a data category or \"{NOT_PII}\")"
+                    ));
+                }
+            }
+            if table.identity.as_slice().is_empty() && table.reference.as_slice().is_empty() {
+                problems.push(format!(
+                    "{tat}: table '{}' has neither an identity nor a reference, so no subject can reach it",
+                    table.name
+                ));
+            }
+            for identity in table.identity.as_slice() {
+                used_kinds.insert(identity.kind.as_str());
+                if !kinds.contains(identity.kind.as_str()) {
+                    problems.push(format!(
+                        "{tat}.identity.kind: '{}' is not in {at}.identity_kinds",
+                        identity.kind
+                    ));
+                }
+                if !table.columns.contains_key(&identity.column) {
+                    problems.push(format!(
+                        "{tat}.identity.column: '{}' is not in the table's columns (classify it)",
+                        identity.column
+                    ));
+                }
+            }
+            for reference in table.reference.as_slice() {
+                if !table.columns.contains_key(&reference.column) {
+                    problems.push(format!(
+                        "{tat}.reference.column: '{}' is not in the table's columns (classify it)",
+                        reference.column
+                    ));
+                }
+                let parent = QualifiedName::parse(&reference.table).and_then(|q| by_name.get(&q));
+                match parent {
+                    None => problems.push(format!(
+                        "{tat}.reference.table: '{}' is not a mapped table of this source",
+                        reference.table
+                    )),
+                    Some(parent) if !parent.columns.contains_key(&reference.to) => {
+                        problems.push(format!(
+                            "{tat}.reference.to: '{}' is not in the columns of '{}'",
+                            reference.to, reference.table
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for kind in &self.identity_kinds {
+            if !used_kinds.contains(kind.as_str()) {
+                problems.push(format!(
+                    "{at}.identity_kinds: no table has an identity column of kind '{kind}'"
+                ));
+            }
+        }
+        if let Some(cycle) = self.reference_cycle() {
+            problems.push(format!(
+                "{at}.tables: references form a cycle: {}",
+                cycle.join(" -> ")
+            ));
+        }
+    }
+
+    /// Finds a cycle in the reference graph, if there is one.
+    fn reference_cycle(&self) -> Option<Vec<String>> {
+        let parents: HashMap<String, Vec<String>> = self
+            .tables
+            .iter()
+            .filter_map(|t| {
+                let qn = QualifiedName::parse(&t.name)?;
+                let ps = t
+                    .reference
+                    .as_slice()
+                    .iter()
+                    .filter_map(|r| QualifiedName::parse(&r.table).map(|q| q.display_name()))
+                    .collect();
+                Some((qn.display_name(), ps))
+            })
+            .collect();
+        fn visit(
+            node: &str,
+            parents: &HashMap<String, Vec<String>>,
+            path: &mut Vec<String>,
+            done: &mut HashSet<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(pos) = path.iter().position(|p| p == node) {
+                let mut cycle = path[pos..].to_vec();
+                cycle.push(node.to_owned());
+                return Some(cycle);
+            }
+            if done.contains(node) {
+                return None;
+            }
+            path.push(node.to_owned());
+            for parent in parents.get(node).into_iter().flatten() {
+                if let Some(cycle) = visit(parent, parents, path, done) {
+                    return Some(cycle);
+                }
+            }
+            path.pop();
+            done.insert(node.to_owned());
+            None
+        }
+        let mut done = HashSet::new();
+        let mut names: Vec<&String> = parents.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .find_map(|name| visit(name, &parents, &mut Vec::new(), &mut done))
+    }
+}
+
+/// Reads a secret from a file, without its trailing newline.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let trimmed = text.trim_end_matches(['\r', '\n']);
+    if trimmed.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(trimmed.to_owned())
+}

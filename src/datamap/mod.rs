@@ -1,0 +1,485 @@
+//! The data map checked against the live catalog, and the identity graph compiled into plans.
+//!
+//! A [`DataMap`] is built from a source's configuration plus its live catalog: every mapped
+//! table and column must exist, and every live column must be mapped (fail closed: a new column
+//! could hold personal data nobody classified). Then, for each identity kind, a [`Plan`] lists
+//! the tables reachable from that kind, each with a compiled, parameterized SELECT and COUNT.
+//!
+//! Reachability follows the identity graph: a table with an identity column of the kind is
+//! reached directly (`t0."email" = $1`); a table with a reference to a reached table is reached
+//! through it, at any depth
+//! (`t0."order_id" IN (SELECT t1."id" FROM "public"."orders" t1 WHERE t1."customer_id" IN (...))`).
+//! A table reached by several paths matches any of them. The identity value is always the
+//! bound parameter `$1`; names come from the data map, were found in the catalog, and are
+//! quoted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio_postgres::GenericClient;
+
+use crate::coerce::Decoder;
+use crate::config::{NOT_PII, QualifiedName, SourceConfig};
+use crate::pb::ValueKind;
+
+/// Problems that stop an extraction before any row is read.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "identity kind '{kind}' is not declared for source '{source_name}' (declared: {declared})"
+    )]
+    UnknownIdentityKind {
+        source_name: String,
+        kind: String,
+        declared: String,
+    },
+    #[error("table '{table}' is not in the data map of source '{source_name}'")]
+    UnknownTable { source_name: String, table: String },
+    #[error("table '{table}' cannot be reached from identity kind '{kind}': {reason}")]
+    Unreachable {
+        table: String,
+        kind: String,
+        reason: String,
+    },
+    /// The live schema does not match the data map.
+    #[error("schema drift in source '{source_name}': {problems}", problems = .problems.join("; "))]
+    SchemaDrift {
+        source_name: String,
+        problems: Vec<String>,
+    },
+    #[error("source '{source_name}': reading the catalog failed: {cause}")]
+    Catalog { source_name: String, cause: String },
+}
+
+/// One exported column.
+#[derive(Debug, Clone)]
+pub struct MappedColumn {
+    pub name: String,
+    /// The catalog's type name with modifiers, e.g. `character varying(255)`.
+    pub pg_type: String,
+    /// The type without modifiers, used to cast the identity parameter.
+    pub base_type: String,
+    pub category: String,
+    pub decoder: Decoder,
+}
+
+impl MappedColumn {
+    pub fn is_pii(&self) -> bool {
+        self.category != NOT_PII
+    }
+
+    pub fn kind(&self) -> ValueKind {
+        self.decoder.kind()
+    }
+}
+
+/// One mapped table, checked against the catalog.
+#[derive(Debug)]
+pub struct MappedTable {
+    pub name: QualifiedName,
+    /// Name shown to callers.
+    pub display: String,
+    /// Exported columns, in catalog order.
+    pub columns: Vec<MappedColumn>,
+    identities: Vec<(String, String)>,
+    /// (column, parent table index, parent column)
+    references: Vec<(String, usize, String)>,
+}
+
+impl MappedTable {
+    fn column(&self, name: &str) -> Option<&MappedColumn> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    fn quoted(&self) -> String {
+        format!(
+            "{}.{}",
+            quote_ident(&self.name.schema),
+            quote_ident(&self.name.table)
+        )
+    }
+}
+
+/// The tables and queries of one extraction by one identity kind.
+#[derive(Debug)]
+pub struct Plan {
+    pub kind: String,
+    pub tables: Vec<PlannedTable>,
+    pub unreachable: Vec<(String, String)>,
+}
+
+/// A table of a plan with its compiled queries.
+#[derive(Debug, Clone)]
+pub struct PlannedTable {
+    pub table: Arc<MappedTable>,
+    pub reached_via: String,
+    /// `SELECT <columns> FROM <table> t0 WHERE <condition>`, one parameter: the identity.
+    pub select_sql: String,
+    /// `SELECT count(*) FROM <table> t0 WHERE <condition>`.
+    pub count_sql: String,
+}
+
+/// A source's data map, checked against its catalog, with one plan per identity kind.
+#[derive(Debug)]
+pub struct DataMap {
+    pub source_name: String,
+    pub tables: Vec<Arc<MappedTable>>,
+    plans: HashMap<String, Arc<Plan>>,
+    declared_kinds: Vec<String>,
+}
+
+/// One live column as the catalog describes it.
+struct LiveColumn {
+    name: String,
+    pg_type: String,
+    base_type: String,
+    typname: String,
+    category: String,
+}
+
+const CATALOG_SQL: &str = "\
+SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), format_type(a.atttypid, NULL), \
+       t.typname::text, t.typcategory::text \
+FROM pg_catalog.pg_attribute a \
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+  AND a.attnum > 0 AND NOT a.attisdropped \
+ORDER BY a.attnum";
+
+impl DataMap {
+    /// Reads the catalog for every mapped table and compiles the plans.
+    pub async fn load(
+        source: &SourceConfig,
+        client: &impl GenericClient,
+    ) -> Result<DataMap, PlanError> {
+        let stmt = client
+            .prepare(CATALOG_SQL)
+            .await
+            .map_err(|e| catalog_error(source, &e))?;
+        let mut problems = Vec::new();
+        let mut tables = Vec::new();
+        let index: HashMap<QualifiedName, usize> = source
+            .tables
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| QualifiedName::parse(&t.name).map(|q| (q, i)))
+            .collect();
+
+        for table_cfg in &source.tables {
+            let name = QualifiedName::parse(&table_cfg.name)
+                .expect("table names are checked by Config::validate");
+            let rows = client
+                .query(&stmt, &[&name.schema, &name.table])
+                .await
+                .map_err(|e| catalog_error(source, &e))?;
+            let live: Vec<LiveColumn> = rows
+                .iter()
+                .map(|r| LiveColumn {
+                    name: r.get(0),
+                    pg_type: r.get(1),
+                    base_type: r.get(2),
+                    typname: r.get(3),
+                    category: r.get(4),
+                })
+                .collect();
+            let display = name.display_name();
+            if live.is_empty() {
+                problems.push(format!(
+                    "table '{display}' does not exist in database '{}'",
+                    source.database
+                ));
+                continue;
+            }
+            for column in table_cfg.columns.keys() {
+                if !live.iter().any(|l| &l.name == column) {
+                    problems.push(format!(
+                        "table '{display}': mapped column '{column}' does not exist"
+                    ));
+                }
+            }
+            let columns: Vec<MappedColumn> = live
+                .into_iter()
+                .filter_map(|l| match table_cfg.columns.get(&l.name) {
+                    Some(category) => Some(MappedColumn {
+                        decoder: Decoder::for_type(&l.typname, &l.category),
+                        category: category.trim().to_lowercase(),
+                        name: l.name,
+                        pg_type: l.pg_type,
+                        base_type: l.base_type,
+                    }),
+                    None => {
+                        problems.push(format!(
+                            "table '{display}': column '{}' ({}) is not in the data map; \
+                             classify it or mark it not_pii",
+                            l.name, l.pg_type
+                        ));
+                        None
+                    }
+                })
+                .collect();
+            tables.push(MappedTable {
+                name,
+                display,
+                columns,
+                identities: table_cfg
+                    .identity
+                    .as_slice()
+                    .iter()
+                    .map(|i| (i.kind.clone(), i.column.clone()))
+                    .collect(),
+                references: table_cfg
+                    .reference
+                    .as_slice()
+                    .iter()
+                    .map(|r| {
+                        let parent = QualifiedName::parse(&r.table)
+                            .and_then(|q| index.get(&q).copied())
+                            .expect("references are checked by Config::validate");
+                        (r.column.clone(), parent, r.to.clone())
+                    })
+                    .collect(),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(PlanError::SchemaDrift {
+                source_name: source.name.clone(),
+                problems,
+            });
+        }
+        let tables: Vec<Arc<MappedTable>> = tables.into_iter().map(Arc::new).collect();
+        let plans = source
+            .identity_kinds
+            .iter()
+            .map(|kind| (kind.clone(), Arc::new(compile_plan(&tables, kind))))
+            .collect();
+        Ok(DataMap {
+            source_name: source.name.clone(),
+            tables,
+            plans,
+            declared_kinds: source.identity_kinds.clone(),
+        })
+    }
+
+    /// The plan for `kind`, optionally restricted to `only` (table names as callers see them).
+    pub fn plan(&self, kind: &str, only: &[String]) -> Result<Arc<Plan>, PlanError> {
+        let plan = self
+            .plans
+            .get(kind)
+            .ok_or_else(|| PlanError::UnknownIdentityKind {
+                source_name: self.source_name.clone(),
+                kind: kind.to_owned(),
+                declared: self.declared_kinds.join(", "),
+            })?;
+        if only.is_empty() {
+            return Ok(plan.clone());
+        }
+        let mut tables = Vec::new();
+        for wanted in only {
+            let wanted_name = QualifiedName::parse(wanted).map(|q| q.display_name());
+            let Some(display) = wanted_name.filter(|d| self.tables.iter().any(|t| &t.display == d))
+            else {
+                return Err(PlanError::UnknownTable {
+                    source_name: self.source_name.clone(),
+                    table: wanted.clone(),
+                });
+            };
+            if let Some((_, reason)) = plan.unreachable.iter().find(|(t, _)| *t == display) {
+                return Err(PlanError::Unreachable {
+                    table: display,
+                    kind: kind.to_owned(),
+                    reason: reason.clone(),
+                });
+            }
+            if !tables
+                .iter()
+                .any(|t: &PlannedTable| t.table.display == display)
+            {
+                tables.extend(
+                    plan.tables
+                        .iter()
+                        .find(|t| t.table.display == display)
+                        .cloned(),
+                );
+            }
+        }
+        // Keep plan order, whatever order the caller listed the tables in.
+        tables.sort_by_key(|t| {
+            plan.tables
+                .iter()
+                .position(|p| p.table.display == t.table.display)
+        });
+        Ok(Arc::new(Plan {
+            kind: plan.kind.clone(),
+            tables,
+            unreachable: Vec::new(),
+        }))
+    }
+}
+
+fn catalog_error(source: &SourceConfig, e: &tokio_postgres::Error) -> PlanError {
+    PlanError::Catalog {
+        source_name: source.name.clone(),
+        cause: crate::db::describe(e),
+    }
+}
+
+/// How one table is reached: the SQL condition on alias `t{depth}`, a description, and the
+/// distance from the identity.
+#[derive(Clone)]
+struct Reach {
+    condition: String,
+    via: String,
+    depth: usize,
+}
+
+/// Compiles the plan for one identity kind.
+fn compile_plan(tables: &[Arc<MappedTable>], kind: &str) -> Plan {
+    // Conditions are built for alias depth 0; a parent's condition is rebuilt at its depth.
+    let mut memo: HashMap<(usize, usize), Option<Reach>> = HashMap::new();
+    let mut planned: Vec<(usize, usize, PlannedTable)> = Vec::new();
+    let mut unreachable = Vec::new();
+    for (i, table) in tables.iter().enumerate() {
+        match reach(tables, i, kind, 0, &mut memo) {
+            Some(r) => {
+                let columns = table
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        c.decoder
+                            .select_expr(&format!("t0.{}", quote_ident(&c.name)))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let from = format!("{} AS t0", table.quoted());
+                planned.push((
+                    r.depth,
+                    i,
+                    PlannedTable {
+                        table: table.clone(),
+                        reached_via: r.via,
+                        select_sql: format!("SELECT {columns} FROM {from} WHERE {}", r.condition),
+                        count_sql: format!("SELECT count(*) FROM {from} WHERE {}", r.condition),
+                    },
+                ));
+            }
+            None => unreachable.push((
+                table.display.clone(),
+                format!(
+                    "it has no identity column of kind '{kind}' and no reference to a table \
+                     that is reachable from it"
+                ),
+            )),
+        }
+    }
+    // Tables nearer the identity first; the data map's order among equals.
+    planned.sort_by_key(|(depth, i, _)| (*depth, *i));
+    Plan {
+        kind: kind.to_owned(),
+        tables: planned.into_iter().map(|(_, _, t)| t).collect(),
+        unreachable,
+    }
+}
+
+fn reach(
+    tables: &[Arc<MappedTable>],
+    i: usize,
+    kind: &str,
+    alias: usize,
+    memo: &mut HashMap<(usize, usize), Option<Reach>>,
+) -> Option<Reach> {
+    if let Some(known) = memo.get(&(i, alias)) {
+        return known.clone();
+    }
+    let table = &tables[i];
+    let t = format!("t{alias}");
+    let mut conditions = Vec::new();
+    let mut vias = Vec::new();
+    let mut depth = usize::MAX;
+    for (id_kind, column) in &table.identities {
+        if id_kind == kind {
+            let col = table.column(column).expect("identity columns are mapped");
+            conditions.push(format!(
+                "{t}.{} = CAST($1::text AS {})",
+                quote_ident(column),
+                col.base_type
+            ));
+            vias.push(format!("{kind} -> {}.{column}", table.display));
+            depth = 0;
+        }
+    }
+    for (column, parent, to) in &table.references {
+        // Reference graphs are acyclic (checked by Config::validate), so this terminates.
+        if let Some(p) = reach(tables, *parent, kind, alias + 1, memo) {
+            let parent_table = &tables[*parent];
+            conditions.push(format!(
+                "{t}.{} IN (SELECT t{}.{} FROM {} AS t{} WHERE {})",
+                quote_ident(column),
+                alias + 1,
+                quote_ident(to),
+                parent_table.quoted(),
+                alias + 1,
+                p.condition
+            ));
+            vias.push(format!(
+                "{}.{to} <- {}.{column}",
+                parent_table.display, table.display
+            ));
+            depth = depth.min(p.depth + 1);
+        }
+    }
+    let result = if conditions.is_empty() {
+        None
+    } else {
+        let condition = if conditions.len() == 1 {
+            conditions.pop().unwrap_or_default()
+        } else {
+            format!("({})", conditions.join(" OR "))
+        };
+        Some(Reach {
+            condition,
+            via: vias.join(" | "),
+            depth,
+        })
+    };
+    memo.insert((i, alias), result.clone());
+    result
+}
+
+/// Quotes an SQL identifier: wraps it in double quotes and doubles any double quote inside.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The personal-data fields of a plan, normalized: `table.column`, trimmed, lower-case,
+/// without empties or duplicates, sorted.
+pub fn pii_fields(plan: &Plan) -> Vec<String> {
+    let mut fields: BTreeMap<String, ()> = BTreeMap::new();
+    for t in &plan.tables {
+        for c in t.table.columns.iter().filter(|c| c.is_pii()) {
+            let field = format!("{}.{}", t.table.display, c.name)
+                .trim()
+                .to_lowercase();
+            if !field.is_empty() {
+                fields.insert(field, ());
+            }
+        }
+    }
+    fields.into_keys().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_ident_doubles_embedded_quotes() {
+        assert_eq!(quote_ident("plain"), "\"plain\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(
+            quote_ident("x\"; DROP TABLE t; --"),
+            "\"x\"\"; DROP TABLE t; --\""
+        );
+    }
+}

@@ -1,0 +1,311 @@
+//! The database boundary: connection pools, TLS, and the translation of PostgreSQL errors.
+//!
+//! Each source gets one bb8 pool. Connections are wrapped in [`PgConn`] so that the engine can
+//! mark one broken (after a cancel whose rollback did not confirm, say) and bb8 then discards it
+//! instead of handing it to the next request. bb8 hides connection errors behind a checkout
+//! timeout; the pool's error sink keeps the last real cause, so a caller hears "connection
+//! refused" or "password authentication failed", not just "timed out".
+//!
+//! PostgreSQL errors are classified here, once, into transient ones (worth a retry with
+//! backoff) and permanent ones.
+
+pub mod tls;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bb8::{ErrorSink, ManageConnection, Pool, PooledConnection, RunError};
+use bb8_postgres::PostgresConnectionManager;
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::SourceConfig;
+
+/// Everything that can go wrong at the database boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(
+        "source '{source_name}': all {max} pooled connections stayed busy for {waited:?}; retry later"
+    )]
+    PoolExhausted {
+        source_name: String,
+        max: u32,
+        waited: Duration,
+    },
+    #[error("source '{source_name}': cannot connect to the database: {cause}")]
+    Unavailable { source_name: String, cause: String },
+    #[error("source '{source_name}': the deadline passed while waiting for a connection")]
+    DeadlineWaitingForConnection { source_name: String },
+    #[error("source '{source_name}': SQLSTATE {code}: {message}")]
+    Query {
+        source_name: String,
+        code: String,
+        message: String,
+        transient: bool,
+    },
+    #[error("source '{source_name}': the database connection failed: {cause}")]
+    ConnectionLost { source_name: String, cause: String },
+}
+
+impl DbError {
+    /// Whether a retry with backoff may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::PoolExhausted { .. }
+            | DbError::Unavailable { .. }
+            | DbError::ConnectionLost { .. } => true,
+            DbError::DeadlineWaitingForConnection { .. } => false,
+            DbError::Query { transient, .. } => *transient,
+        }
+    }
+
+    /// The SQLSTATE, when PostgreSQL sent one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            DbError::Query { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Classifies an error from tokio-postgres.
+    pub fn from_pg(source_name: &str, error: &tokio_postgres::Error) -> DbError {
+        match error.as_db_error() {
+            Some(db) => {
+                let code = db.code().code().to_owned();
+                DbError::Query {
+                    source_name: source_name.to_owned(),
+                    transient: is_transient_sqlstate(&code),
+                    message: db.message().to_owned(),
+                    code,
+                }
+            }
+            None => DbError::ConnectionLost {
+                source_name: source_name.to_owned(),
+                cause: describe(error),
+            },
+        }
+    }
+}
+
+/// SQLSTATEs after which the same request may succeed: connection exceptions (class 08),
+/// serialization failures and deadlocks, insufficient resources (class 53), and operator
+/// intervention such as a server shutting down (57P01-57P03).
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03")
+}
+
+/// The full cause chain of a tokio-postgres error. Its `Display` alone is often just
+/// "db error" or "error connecting to server".
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("SQLSTATE {}: {}", db.code().code(), db.message());
+    }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// A pooled connection that can be marked broken, so that bb8 drops it.
+pub struct PgConn {
+    pub client: Client,
+    broken: bool,
+}
+
+impl PgConn {
+    /// The pool will discard this connection instead of reusing it.
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+}
+
+/// bb8 manager: bb8-postgres's manager, plus the broken flag.
+pub struct PgManager {
+    inner: PostgresConnectionManager<MakeRustlsConnect>,
+}
+
+impl ManageConnection for PgManager {
+    type Connection = PgConn;
+    type Error = tokio_postgres::Error;
+
+    async fn connect(&self) -> Result<PgConn, tokio_postgres::Error> {
+        let client = self.inner.connect().await?;
+        Ok(PgConn {
+            client,
+            broken: false,
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut PgConn) -> Result<(), tokio_postgres::Error> {
+        self.inner.is_valid(&mut conn.client).await
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.broken || conn.client.is_closed()
+    }
+}
+
+/// Keeps the latest connection error of a pool, and logs it (without secrets: tokio-postgres
+/// errors never contain the password).
+#[derive(Debug, Clone)]
+struct LastError {
+    source_name: String,
+    last: Arc<Mutex<Option<(Instant, String)>>>,
+}
+
+impl ErrorSink<tokio_postgres::Error> for LastError {
+    fn sink(&self, error: tokio_postgres::Error) {
+        let cause = describe(&error);
+        tracing::warn!(source = %self.source_name, error = %cause, "database connection failed");
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), cause));
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<tokio_postgres::Error>> {
+        Box::new(self.clone())
+    }
+}
+
+/// The connection pool of one source.
+pub struct SourcePool {
+    source_name: String,
+    pool: Pool<PgManager>,
+    cancel_tls: MakeRustlsConnect,
+    last_error: LastError,
+    checkout_timeout: Duration,
+    max: u32,
+}
+
+/// A connection checked out of a pool, owned (usable in a spawned task).
+pub type Conn = PooledConnection<'static, PgManager>;
+
+impl SourcePool {
+    /// Builds the pool. It connects lazily: a database that is down at start-up makes requests
+    /// fail with UNAVAILABLE (and the cause) rather than stopping the server.
+    pub fn new(cfg: &SourceConfig) -> Result<SourcePool, String> {
+        let tls = tls::source_tls(cfg.ssl_mode, cfg.root_cert.as_deref())
+            .map_err(|e| format!("source '{}': {e}", cfg.name))?;
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&cfg.host)
+            .port(cfg.port)
+            .dbname(&cfg.database)
+            .user(&cfg.user)
+            .application_name(&cfg.application_name)
+            .connect_timeout(cfg.connect_timeout)
+            .ssl_mode(tls.pg_mode);
+        if let Some(password) = &cfg.password {
+            pg.password(password.expose_secret());
+        }
+        let last_error = LastError {
+            source_name: cfg.name.clone(),
+            last: Arc::new(Mutex::new(None)),
+        };
+        let manager = PgManager {
+            inner: PostgresConnectionManager::new(pg, tls.connector.clone()),
+        };
+        let pool = Pool::builder()
+            .max_size(cfg.max_connections)
+            .min_idle(Some(cfg.min_idle))
+            .connection_timeout(cfg.connect_timeout)
+            .error_sink(Box::new(last_error.clone()))
+            .build_unchecked(manager);
+        Ok(SourcePool {
+            source_name: cfg.name.clone(),
+            pool,
+            cancel_tls: tls.connector,
+            last_error,
+            checkout_timeout: cfg.connect_timeout,
+            max: cfg.max_connections,
+        })
+    }
+
+    /// Checks out a connection, waiting at most the connect timeout or until `deadline`,
+    /// whichever comes first.
+    pub async fn checkout(&self, deadline: Option<Instant>) -> Result<Conn, DbError> {
+        let started = Instant::now();
+        let mut limit = started + self.checkout_timeout;
+        let mut deadline_first = false;
+        if let Some(deadline) = deadline
+            && deadline < limit
+        {
+            limit = deadline;
+            deadline_first = true;
+        }
+        match tokio::time::timeout_at(limit, self.pool.get_owned()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(RunError::User(e))) => Err(DbError::Unavailable {
+                source_name: self.source_name.clone(),
+                cause: describe(&e),
+            }),
+            Ok(Err(RunError::TimedOut)) | Err(_) => {
+                if deadline_first {
+                    return Err(DbError::DeadlineWaitingForConnection {
+                        source_name: self.source_name.clone(),
+                    });
+                }
+                Err(self.timeout_error(started))
+            }
+        }
+    }
+
+    /// Explains a checkout timeout: a full pool, or a database that cannot be reached.
+    fn timeout_error(&self, started: Instant) -> DbError {
+        let recent = self
+            .last_error
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(at, _)| *at >= started - self.checkout_timeout)
+            .map(|(_, cause)| cause.clone());
+        let state = self.pool.state();
+        match recent {
+            Some(cause) if state.connections < self.max || state.idle_connections > 0 => {
+                DbError::Unavailable {
+                    source_name: self.source_name.clone(),
+                    cause,
+                }
+            }
+            _ if state.connections >= self.max => DbError::PoolExhausted {
+                source_name: self.source_name.clone(),
+                max: self.max,
+                waited: started.elapsed(),
+            },
+            Some(cause) => DbError::Unavailable {
+                source_name: self.source_name.clone(),
+                cause,
+            },
+            None => DbError::Unavailable {
+                source_name: self.source_name.clone(),
+                cause: format!(
+                    "no connection could be opened within {:?}",
+                    self.checkout_timeout
+                ),
+            },
+        }
+    }
+
+    /// The TLS connector to use for cancel requests, which open their own connection.
+    pub fn cancel_tls(&self) -> MakeRustlsConnect {
+        self.cancel_tls.clone()
+    }
+
+    pub fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
+    /// Connections open and idle, for health and metrics.
+    pub fn state(&self) -> bb8::State {
+        self.pool.state()
+    }
+}

@@ -1,0 +1,69 @@
+//! The built-in demo: a throwaway PostgreSQL with a small shop's data, served as source `demo`.
+//!
+//! The same pieces serve the tests and the benchmark: [`load`] creates a database in a
+//! [`TempCluster`] and fills it, and [`config_toml`] writes the config that maps it.
+
+use std::net::SocketAddr;
+
+use crate::config::{Config, ConfigError};
+use crate::pgcluster::{SUPERUSER, TempCluster};
+
+/// The demo's schema and data.
+pub const SCHEMA_SQL: &str = include_str!("schema.sql");
+/// The demo's data map, with `{host}`, `{port}`, `{database}` and `{user}` placeholders.
+pub const DATAMAP_TEMPLATE: &str = include_str!("datamap.toml");
+/// The database the demo data lives in.
+pub const DATABASE: &str = "shop";
+/// A subject with rows in every demo table.
+pub const SUBJECT: &str = "alice@example.com";
+/// The environment variable name the demo config reads the password from.
+pub const PASSWORD_ENV: &str = "DSR_DEMO_PASSWORD";
+
+/// Creates `database` in the cluster, loads the demo schema and data, and runs VACUUM ANALYZE
+/// so that the planner uses the indexes on a freshly loaded database.
+pub async fn load(cluster: &TempCluster, database: &str) -> anyhow::Result<()> {
+    let admin = connect(cluster, "postgres").await?;
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE {}",
+            crate::datamap::quote_ident(database)
+        ))
+        .await?;
+    let db = connect(cluster, database).await?;
+    db.batch_execute(SCHEMA_SQL).await?;
+    db.batch_execute("VACUUM ANALYZE").await?;
+    Ok(())
+}
+
+/// Opens a plain connection to the cluster, as the superuser.
+pub async fn connect(
+    cluster: &TempCluster,
+    database: &str,
+) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) =
+        tokio_postgres::connect(&cluster.connection_string(database), tokio_postgres::NoTls)
+            .await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The config text for the demo data in `database`, served on `listen`.
+pub fn config_toml(cluster: &TempCluster, database: &str, listen: SocketAddr) -> String {
+    let datamap = DATAMAP_TEMPLATE
+        .replace("{host}", cluster.host())
+        .replace("{port}", &cluster.port().to_string())
+        .replace("{database}", database)
+        .replace("{user}", SUPERUSER);
+    format!("[server]\nlisten = \"{listen}\"\nshutdown_grace = \"5s\"\n\n{datamap}")
+}
+
+/// Parses demo config text with the cluster's password and the given subject key.
+pub fn config(cluster: &TempCluster, text: &str, subject_key: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, |name| match name {
+        PASSWORD_ENV => Some(cluster.password().to_owned()),
+        crate::config::DEFAULT_SUBJECT_KEY_ENV => Some(subject_key.to_owned()),
+        _ => None,
+    })
+}

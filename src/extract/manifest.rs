@@ -1,0 +1,104 @@
+//! The manifest rules of the DSRExtractionSchema contract.
+//!
+//! `subject_id` is non-empty; `pii_fields` is normalized (trimmed, lower-cased, empties
+//! dropped) and at least one remains; `extraction_timestamp` is present; `row_count` is at
+//! least 0. `metadata` is a string map and `compliance_tag` is optional by construction.
+//! Every violation is reported, not just the first.
+
+use crate::pb::Manifest;
+
+/// Normalizes PII field names as the contract requires: trimmed, lower-case, empties dropped.
+/// Duplicates are removed and the result sorted, so that manifests compare equal.
+pub fn normalize_pii_fields<I: IntoIterator<Item = S>, S: AsRef<str>>(fields: I) -> Vec<String> {
+    let mut out: Vec<String> = fields
+        .into_iter()
+        .map(|f| f.as_ref().trim().to_lowercase())
+        .filter(|f| !f.is_empty())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every rule the manifest breaks. Empty means valid.
+pub fn violations(manifest: &Manifest) -> Vec<String> {
+    let mut problems = Vec::new();
+    if manifest.subject_id.trim().is_empty() {
+        problems.push("subject_id: must not be empty".to_owned());
+    }
+    if normalize_pii_fields(&manifest.pii_fields).is_empty() {
+        problems.push(
+            "pii_fields: at least one non-empty field is required after normalization".to_owned(),
+        );
+    }
+    if manifest.extraction_timestamp.is_none() {
+        problems.push("extraction_timestamp: must be present".to_owned());
+    }
+    if manifest.row_count < 0 {
+        problems.push(format!(
+            "row_count: must be at least 0, got {}",
+            manifest.row_count
+        ));
+    }
+    let table_rows: u64 = manifest.tables.iter().map(|t| t.row_count).sum();
+    if !manifest.tables.is_empty() && table_rows != manifest.row_count.max(0) as u64 {
+        problems.push(format!(
+            "row_count: {} differs from the sum of the per-table counts ({table_rows})",
+            manifest.row_count
+        ));
+    }
+    for table in manifest.tables.iter().filter(|t| !t.verified) {
+        problems.push(format!(
+            "tables.{}: row count was not verified",
+            table.table
+        ));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::TableCount;
+
+    fn valid() -> Manifest {
+        Manifest {
+            subject_id: "hmac-sha256:00".into(),
+            pii_fields: vec!["customers.email".into()],
+            extraction_timestamp: Some(prost_types::Timestamp::default()),
+            row_count: 2,
+            tables: vec![TableCount {
+                table: "customers".into(),
+                row_count: 2,
+                verified: true,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pii_fields_are_trimmed_lowercased_and_deduplicated() {
+        assert_eq!(
+            normalize_pii_fields([" Customers.Email ", "", "  ", "customers.email", "a.b"]),
+            vec!["a.b".to_owned(), "customers.email".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_valid_manifest_has_no_violations() {
+        assert!(violations(&valid()).is_empty());
+    }
+
+    #[test]
+    fn every_violation_is_reported() {
+        let manifest = Manifest {
+            subject_id: " ".into(),
+            pii_fields: vec!["  ".into()],
+            extraction_timestamp: None,
+            row_count: -1,
+            ..valid()
+        };
+        let problems = violations(&manifest);
+        assert_eq!(problems.len(), 5, "{problems:?}");
+    }
+}

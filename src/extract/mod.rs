@@ -1,0 +1,798 @@
+//! The extraction engine: one subject, one snapshot, streamed in bounded batches.
+//!
+//! [`Engine::extract`] checks the request, resolves the plan, and spawns a producer task that
+//! owns one pooled connection for the whole extraction:
+//!
+//! 1. `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY`; the first query fixes the snapshot.
+//! 2. Per table, a portal over the compiled SELECT is read `batch_size` rows at a time; rows
+//!    are decoded and cut into batches by rows and by bytes, and each batch waits for room in
+//!    a bounded channel. A slow client therefore slows the database read instead of growing
+//!    the server's memory.
+//! 3. Per table, `COUNT(*)` in the same snapshot must equal the rows streamed, or the
+//!    extraction ends with DATA_LOSS.
+//! 4. The manifest is checked against the manifest rules and sent last, after the read-only
+//!    transaction committed.
+//!
+//! The producer races its work against three stop signals: the client went away (the channel
+//! closed), the caller's deadline passed, or the server is shutting down. On any of them the
+//! running query is cancelled on the PostgreSQL server with a cancel request, the transaction
+//! is rolled back, and the connection is returned clean, or marked broken so that the pool
+//! discards it.
+
+pub mod manifest;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use prost::Message;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_postgres::IsolationLevel;
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
+
+use crate::coerce::RawCell;
+use crate::config::Config;
+use crate::datamap::{DataMap, Plan, PlanError, PlannedTable, pii_fields};
+use crate::db::{Conn, DbError, SourcePool};
+use crate::pb::{self, ExtractResponse, extract_response::Event};
+use crate::subject::subject_id;
+
+/// The longest identity value accepted. Identities are e-mails, ids and the like; anything
+/// longer is a malformed request, not a subject.
+pub const MAX_IDENTITY_BYTES: usize = 1024;
+
+/// The largest single row that can be sent: gRPC clients refuse messages over 4 MiB, and a
+/// batch needs room for its envelope.
+pub const MAX_ROW_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+
+/// Everything that ends an extraction early.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("unknown source '{0}'")]
+    UnknownSource(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(
+        "table '{table}': {streamed} rows were streamed but COUNT(*) in the same snapshot is {counted}"
+    )]
+    CountMismatch {
+        table: String,
+        streamed: u64,
+        counted: i64,
+    },
+    #[error(
+        "table '{table}': a row is {bytes} bytes encoded (largest column: '{column}'), above the \
+         {limit}-byte message limit; such rows cannot be streamed"
+    )]
+    RowTooLarge {
+        table: String,
+        column: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("table '{table}', column '{column}': {reason}")]
+    Decode {
+        table: String,
+        column: String,
+        reason: String,
+    },
+    #[error("the deadline passed during the extraction; the database query was cancelled")]
+    DeadlineExceeded,
+    #[error("the server is shutting down; retry on another replica")]
+    ShuttingDown,
+    #[error("the extraction manifest breaks the manifest rules: {}", .0.join("; "))]
+    InvalidManifest(Vec<String>),
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The client went away. Nobody hears this error; it ends the producer.
+    #[error("the client went away")]
+    ClientGone,
+}
+
+/// What a caller asked for. The identity value is a secret: it never appears in `Debug`.
+#[derive(Debug)]
+pub struct ExtractParams {
+    pub source: String,
+    pub kind: String,
+    pub value: SecretString,
+    pub batch_size: u32,
+    pub request_id: String,
+    pub compliance_tag: String,
+    pub tables: Vec<String>,
+    pub deadline: Option<Instant>,
+}
+
+/// Request limits from the server config.
+#[derive(Debug, Clone)]
+struct Limits {
+    default_batch_size: u32,
+    max_batch_size: u32,
+    max_batch_bytes: usize,
+    stream_buffer: usize,
+}
+
+/// One source: its pool and its data map (loaded from the catalog on first use).
+struct Source {
+    index: usize,
+    pool: SourcePool,
+    map: Mutex<Option<Arc<DataMap>>>,
+}
+
+/// The extraction engine, shared by every request.
+pub struct Engine {
+    config: Arc<Config>,
+    sources: HashMap<String, Arc<Source>>,
+    limits: Limits,
+    shutdown: CancellationToken,
+}
+
+/// The stream of one extraction: the producer's messages, then its error if it failed.
+///
+/// The error travels on its own one-shot channel, so the producer never blocks on delivering
+/// it to a client that stopped reading, and the client still receives every buffered batch
+/// before the error. A stream that closes without a manifest and without an error (which the
+/// producer never does on purpose) still ends with an error: a stream never ends "OK" without
+/// its manifest.
+pub struct ExtractStream {
+    rx: mpsc::Receiver<ExtractResponse>,
+    outcome: oneshot::Receiver<ExtractError>,
+    saw_manifest: bool,
+    done: bool,
+}
+
+impl Stream for ExtractStream {
+    type Item = Result<ExtractResponse, ExtractError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match std::task::ready!(self.rx.poll_recv(cx)) {
+            Some(message) => {
+                if matches!(message.event, Some(Event::Manifest(_))) {
+                    self.saw_manifest = true;
+                }
+                Poll::Ready(Some(Ok(message)))
+            }
+            None => {
+                self.done = true;
+                match self.outcome.try_recv() {
+                    Ok(error) => Poll::Ready(Some(Err(error))),
+                    Err(_) if self.saw_manifest => Poll::Ready(None),
+                    Err(_) => Poll::Ready(Some(Err(ExtractError::Internal(
+                        "the extraction ended without a manifest".into(),
+                    )))),
+                }
+            }
+        }
+    }
+}
+
+/// Why the producer stopped before finishing.
+enum Stop {
+    ClientGone,
+    Deadline,
+    Shutdown,
+}
+
+impl Engine {
+    /// Builds the pools (which connect lazily). `shutdown` cancels running extractions.
+    pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> Result<Engine, String> {
+        let mut sources = HashMap::new();
+        for (index, cfg) in config.sources.iter().enumerate() {
+            let source = Source {
+                index,
+                pool: SourcePool::new(cfg)?,
+                map: Mutex::new(None),
+            };
+            sources.insert(cfg.name.clone(), Arc::new(source));
+        }
+        let server = &config.server;
+        let limits = Limits {
+            default_batch_size: server.default_batch_size,
+            max_batch_size: server.max_batch_size,
+            max_batch_bytes: server.max_batch_bytes,
+            stream_buffer: server.stream_buffer,
+        };
+        Ok(Engine {
+            config,
+            sources,
+            limits,
+            shutdown,
+        })
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Checks the request, resolves its plan and starts the producer.
+    pub async fn extract(&self, params: ExtractParams) -> Result<ExtractStream, ExtractError> {
+        let source = self
+            .sources
+            .get(&params.source)
+            .ok_or_else(|| ExtractError::UnknownSource(params.source.clone()))?
+            .clone();
+        let batch_size = self.check_request(&source, &params)?;
+        let map = self.data_map(&source, params.deadline).await?;
+        let plan = map.plan(&params.kind, &params.tables)?;
+
+        let (tx, rx) = mpsc::channel(self.limits.stream_buffer);
+        let (outcome_tx, outcome) = oneshot::channel();
+        let job = Job {
+            outcome: outcome_tx,
+            subject_id: subject_id(
+                self.config.subject_key(),
+                &params.kind,
+                params.value.expose_secret(),
+            ),
+            params,
+            plan,
+            batch_size,
+            max_batch_bytes: self.limits.max_batch_bytes,
+            source: source.clone(),
+            tx,
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(job.run());
+        Ok(ExtractStream {
+            rx,
+            outcome,
+            saw_manifest: false,
+            done: false,
+        })
+    }
+
+    /// Validates what can be validated without the database. Returns the batch size to use.
+    fn check_request(&self, source: &Source, params: &ExtractParams) -> Result<u32, ExtractError> {
+        let cfg = &self.config.sources[source.index];
+        if params.kind.is_empty() {
+            return Err(ExtractError::InvalidArgument(
+                "subject.kind: must not be empty".into(),
+            ));
+        }
+        if !cfg.identity_kinds.contains(&params.kind) {
+            return Err(ExtractError::InvalidArgument(format!(
+                "subject.kind: '{}' is not an identity kind of source '{}' (declared: {})",
+                params.kind,
+                cfg.name,
+                cfg.identity_kinds.join(", ")
+            )));
+        }
+        let value = params.value.expose_secret();
+        if value.trim().is_empty() {
+            return Err(ExtractError::InvalidArgument(
+                "subject.value: must not be empty".into(),
+            ));
+        }
+        if value.len() > MAX_IDENTITY_BYTES {
+            return Err(ExtractError::InvalidArgument(format!(
+                "subject.value: {} bytes is longer than the {MAX_IDENTITY_BYTES}-byte maximum",
+                value.len()
+            )));
+        }
+        if value.contains('\0') {
+            return Err(ExtractError::InvalidArgument(
+                "subject.value: must not contain NUL characters".into(),
+            ));
+        }
+        match params.batch_size {
+            0 => Ok(self.limits.default_batch_size),
+            n if n > self.limits.max_batch_size => Err(ExtractError::InvalidArgument(format!(
+                "batch_size: {n} is above the maximum of {}",
+                self.limits.max_batch_size
+            ))),
+            n => Ok(n),
+        }
+    }
+
+    /// The source's data map, loaded from the live catalog on first use. A failed load is not
+    /// cached: the next request tries again.
+    async fn data_map(
+        &self,
+        source: &Source,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<DataMap>, ExtractError> {
+        let mut slot = source.map.lock().await;
+        if let Some(map) = slot.as_ref() {
+            return Ok(map.clone());
+        }
+        let conn = source.pool.checkout(deadline).await?;
+        let map = Arc::new(DataMap::load(&self.config.sources[source.index], &conn.client).await?);
+        *slot = Some(map.clone());
+        Ok(map)
+    }
+
+    /// Forgets a source's data map, so that the next request reads the catalog again.
+    async fn forget_map(source: &Source) {
+        *source.map.lock().await = None;
+    }
+}
+
+/// One running extraction.
+struct Job {
+    params: ExtractParams,
+    subject_id: String,
+    plan: Arc<Plan>,
+    batch_size: u32,
+    max_batch_bytes: usize,
+    source: Arc<Source>,
+    tx: mpsc::Sender<ExtractResponse>,
+    outcome: oneshot::Sender<ExtractError>,
+    shutdown: CancellationToken,
+}
+
+/// Counters of a finished extraction, for the log line.
+#[derive(Default)]
+struct Progress {
+    rows: u64,
+    tables: usize,
+}
+
+impl Job {
+    async fn run(self) {
+        let extraction_id = uuid::Uuid::new_v4().to_string();
+        let started = Instant::now();
+        let mut progress = Progress::default();
+        let result = self.run_inner(&extraction_id, &mut progress).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let source = &self.params.source;
+        match &result {
+            Ok(()) => tracing::info!(
+                extraction_id, source, subject_id = %self.subject_id,
+                request_id = %self.params.request_id, rows = progress.rows,
+                tables = progress.tables, elapsed_ms, "extraction finished"
+            ),
+            Err(error) => tracing::warn!(
+                extraction_id, source, subject_id = %self.subject_id,
+                request_id = %self.params.request_id, rows = progress.rows,
+                tables = progress.tables, elapsed_ms, %error, "extraction failed"
+            ),
+        }
+        if let Err(error) = result {
+            if error_means_schema_changed(&error) {
+                Engine::forget_map(&self.source).await;
+            }
+            // Sent before `self.tx` drops, so the stream sees it when the channel closes.
+            let _ = self.outcome.send(error);
+        }
+    }
+
+    async fn run_inner(
+        &self,
+        extraction_id: &str,
+        progress: &mut Progress,
+    ) -> Result<(), ExtractError> {
+        let mut conn = self
+            .source
+            .pool
+            .checkout(self.params.deadline)
+            .await
+            .map_err(|e| match e {
+                DbError::DeadlineWaitingForConnection { .. } => ExtractError::DeadlineExceeded,
+                other => other.into(),
+            })?;
+        let cancel = conn.client.cancel_token();
+
+        let outcome = {
+            let body = self.stream_snapshot(&mut conn, extraction_id, progress);
+            tokio::pin!(body);
+            tokio::select! {
+                result = &mut body => Ok(result),
+                stop = self.stop_signal() => Err(stop),
+            }
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                // The transaction was dropped, which queues a ROLLBACK; confirm it.
+                reset_connection(&mut conn).await;
+                Err(match error {
+                    ExtractError::Db(DbError::Query { ref code, .. })
+                        if code == "57014" && self.params.deadline.is_some() =>
+                    {
+                        ExtractError::DeadlineExceeded
+                    }
+                    other => other,
+                })
+            }
+            Err(stop) => {
+                // The body future is gone; its query may still run on the server. Cancel it
+                // there, then make sure the connection is idle and outside any transaction.
+                if let Err(e) = cancel.cancel_query(self.source.pool.cancel_tls()).await {
+                    tracing::warn!(source = %self.params.source, error = %crate::db::describe(&e),
+                        "cancel request failed; discarding the connection");
+                    conn.mark_broken();
+                }
+                reset_connection(&mut conn).await;
+                Err(match stop {
+                    Stop::ClientGone => ExtractError::ClientGone,
+                    Stop::Deadline => ExtractError::DeadlineExceeded,
+                    Stop::Shutdown => ExtractError::ShuttingDown,
+                })
+            }
+        }
+    }
+
+    /// Resolves when the extraction must stop before it finishes.
+    async fn stop_signal(&self) -> Stop {
+        let deadline = async {
+            match self.params.deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.tx.closed() => Stop::ClientGone,
+            _ = deadline => Stop::Deadline,
+            _ = self.shutdown.cancelled() => Stop::Shutdown,
+        }
+    }
+
+    /// Reads every planned table inside one snapshot and sends the stream's messages.
+    async fn stream_snapshot(
+        &self,
+        conn: &mut Conn,
+        extraction_id: &str,
+        progress: &mut Progress,
+    ) -> Result<(), ExtractError> {
+        let source_name = self.params.source.as_str();
+        let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
+        let started_at = SystemTime::now();
+        let txn = conn
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db)?;
+        if let Some(deadline) = self.params.deadline {
+            let budget_ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .max(1);
+            txn.batch_execute(&format!("SET LOCAL statement_timeout = {budget_ms}"))
+                .await
+                .map_err(db)?;
+        }
+        // The first query of a REPEATABLE READ transaction takes the snapshot.
+        let row = txn
+            .query_one(
+                "SELECT extract(epoch from now())::float8, current_setting('server_version')",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        let snapshot_at = timestamp_from_epoch(row.get(0));
+        let server_version: String = row.get(1);
+
+        self.send(Event::Started(pb::ExtractionStarted {
+            extraction_id: extraction_id.to_owned(),
+            source: source_name.to_owned(),
+            tables: self
+                .plan
+                .tables
+                .iter()
+                .map(|t| pb::PlannedTable {
+                    table: t.table.display.clone(),
+                    reached_via: t.reached_via.clone(),
+                    columns: descriptors(t),
+                })
+                .collect(),
+            unreachable_tables: self
+                .plan
+                .unreachable
+                .iter()
+                .map(|(table, reason)| pb::UnreachableTable {
+                    table: table.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+            started_at: Some(prost_types::Timestamp::from(started_at)),
+            request_id: self.params.request_id.clone(),
+            subject_id: self.subject_id.clone(),
+        }))
+        .await?;
+
+        let value: &str = self.params.value.expose_secret();
+        let mut counts = Vec::with_capacity(self.plan.tables.len());
+        for table in &self.plan.tables {
+            let streamed = self
+                .stream_table(&txn, table, value)
+                .await
+                .map_err(|e| match e {
+                    ExtractError::Db(DbError::Query { ref code, .. }) if code.starts_with("22") => {
+                        ExtractError::InvalidArgument(format!(
+                            "subject.value: cannot be converted to the type of the identity \
+                             column for kind '{}' (SQLSTATE {code})",
+                            self.params.kind
+                        ))
+                    }
+                    other => other,
+                })?;
+            let counted: i64 = txn
+                .query_one(&table.count_sql, &[&value])
+                .await
+                .map_err(db)?
+                .get(0);
+            if counted < 0 || counted as u64 != streamed {
+                return Err(ExtractError::CountMismatch {
+                    table: table.table.display.clone(),
+                    streamed,
+                    counted,
+                });
+            }
+            progress.rows += streamed;
+            progress.tables += 1;
+            counts.push(pb::TableCount {
+                table: table.table.display.clone(),
+                row_count: streamed,
+                verified: true,
+            });
+            self.send(Event::TableCompleted(pb::TableCompleted {
+                table: table.table.display.clone(),
+                row_count: streamed,
+            }))
+            .await?;
+        }
+        txn.commit().await.map_err(db)?;
+
+        let manifest = self.manifest(
+            extraction_id,
+            started_at,
+            snapshot_at,
+            server_version,
+            counts,
+        );
+        let problems = manifest::violations(&manifest);
+        if !problems.is_empty() {
+            return Err(ExtractError::InvalidManifest(problems));
+        }
+        self.send(Event::Manifest(manifest)).await
+    }
+
+    /// Streams one table through a portal. Returns the number of rows sent.
+    async fn stream_table(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        table: &PlannedTable,
+        value: &str,
+    ) -> Result<u64, ExtractError> {
+        let source_name = self.params.source.as_str();
+        let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
+        let statement = txn.prepare(&table.select_sql).await.map_err(db)?;
+        let portal = txn.bind(&statement, &[&value]).await.map_err(db)?;
+        let columns = descriptors(table);
+        let mut batch = Batcher::new(&table.table.display, &columns, self.max_batch_bytes);
+        let mut streamed = 0u64;
+        loop {
+            let rows = txn
+                .query_portal(&portal, self.batch_size as i32)
+                .await
+                .map_err(db)?;
+            let fetched = rows.len();
+            for row in &rows {
+                let values = table
+                    .table
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, column)| {
+                        let cell: RawCell = row.try_get(i).map_err(db)?;
+                        column
+                            .decoder
+                            .decode(cell.0)
+                            .map_err(|e| ExtractError::Decode {
+                                table: table.table.display.clone(),
+                                column: column.name.clone(),
+                                reason: e.to_string(),
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let row = pb::Row { values };
+                let size = row.encoded_len();
+                if size > MAX_ROW_BYTES {
+                    return Err(row_too_large(table, &row, size));
+                }
+                if let Some(full) = batch.push(row, size) {
+                    self.send(Event::Batch(full)).await?;
+                }
+                streamed += 1;
+            }
+            if fetched < self.batch_size as usize {
+                break; // the portal is exhausted
+            }
+        }
+        if let Some(last) = batch.finish() {
+            self.send(Event::Batch(last)).await?;
+        }
+        Ok(streamed)
+    }
+
+    fn manifest(
+        &self,
+        extraction_id: &str,
+        started_at: SystemTime,
+        snapshot_at: prost_types::Timestamp,
+        server_version: String,
+        tables: Vec<pb::TableCount>,
+    ) -> pb::Manifest {
+        let row_count = tables.iter().map(|t| t.row_count as i64).sum();
+        let mut metadata = HashMap::new();
+        metadata.insert("request_id".to_owned(), self.params.request_id.clone());
+        metadata.insert("identity_kind".to_owned(), self.plan.kind.clone());
+        metadata.insert(
+            "isolation".to_owned(),
+            "repeatable read, read only".to_owned(),
+        );
+        metadata.insert("server_version".to_owned(), server_version);
+        metadata.insert(
+            "service_version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        );
+        metadata.insert("batch_size".to_owned(), self.batch_size.to_string());
+        metadata.insert(
+            "unreachable_tables".to_owned(),
+            self.plan
+                .unreachable
+                .iter()
+                .map(|(t, _)| t.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        pb::Manifest {
+            subject_id: self.subject_id.clone(),
+            pii_fields: manifest::normalize_pii_fields(pii_fields(&self.plan)),
+            extraction_timestamp: Some(snapshot_at),
+            row_count,
+            metadata,
+            compliance_tag: Some(self.params.compliance_tag.clone())
+                .filter(|tag| !tag.trim().is_empty()),
+            extraction_id: extraction_id.to_owned(),
+            source: self.params.source.clone(),
+            request_id: self.params.request_id.clone(),
+            tables,
+            started_at: Some(prost_types::Timestamp::from(started_at)),
+            finished_at: Some(prost_types::Timestamp::from(SystemTime::now())),
+            subject_kind: self.plan.kind.clone(),
+        }
+    }
+
+    /// Sends one message, waiting for room in the channel (backpressure).
+    async fn send(&self, event: Event) -> Result<(), ExtractError> {
+        self.tx
+            .send(ExtractResponse { event: Some(event) })
+            .await
+            .map_err(|_| ExtractError::ClientGone)
+    }
+}
+
+/// Cuts a table's rows into batches by row count (the portal fetch) and by encoded bytes.
+struct Batcher<'a> {
+    table: &'a str,
+    columns: &'a [pb::ColumnDescriptor],
+    max_bytes: usize,
+    rows: Vec<pb::Row>,
+    bytes: usize,
+    offset: u64,
+}
+
+impl<'a> Batcher<'a> {
+    fn new(table: &'a str, columns: &'a [pb::ColumnDescriptor], max_bytes: usize) -> Self {
+        Batcher {
+            table,
+            columns,
+            max_bytes,
+            rows: Vec::new(),
+            bytes: 0,
+            offset: 0,
+        }
+    }
+
+    /// Adds a row; returns a full batch when the row would push the batch over the byte
+    /// limit (the row then starts the next batch).
+    fn push(&mut self, row: pb::Row, size: usize) -> Option<pb::RowBatch> {
+        let full = if !self.rows.is_empty() && self.bytes + size > self.max_bytes {
+            self.finish()
+        } else {
+            None
+        };
+        self.bytes += size + 4;
+        self.rows.push(row);
+        full
+    }
+
+    fn finish(&mut self) -> Option<pb::RowBatch> {
+        if self.rows.is_empty() {
+            return None;
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let offset = self.offset;
+        self.offset += rows.len() as u64;
+        self.bytes = 0;
+        Some(pb::RowBatch {
+            table: self.table.to_owned(),
+            columns: self.columns.to_vec(),
+            rows,
+            offset,
+        })
+    }
+}
+
+/// Column descriptors of a planned table.
+fn descriptors(table: &PlannedTable) -> Vec<pb::ColumnDescriptor> {
+    table
+        .table
+        .columns
+        .iter()
+        .map(|c| pb::ColumnDescriptor {
+            name: c.name.clone(),
+            pg_type: c.pg_type.clone(),
+            category: c.category.clone(),
+            kind: c.kind() as i32,
+        })
+        .collect()
+}
+
+fn row_too_large(table: &PlannedTable, row: &pb::Row, size: usize) -> ExtractError {
+    let (largest, _) = row
+        .values
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, v)| v.encoded_len())
+        .unwrap_or((0, &pb::Value::default()));
+    ExtractError::RowTooLarge {
+        table: table.table.display.clone(),
+        column: table
+            .table
+            .columns
+            .get(largest)
+            .map(|c| c.name.clone())
+            .unwrap_or_default(),
+        bytes: size,
+        limit: MAX_ROW_BYTES,
+    }
+}
+
+fn timestamp_from_epoch(epoch: f64) -> prost_types::Timestamp {
+    let micros = (epoch * 1_000_000.0).round() as i64;
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// Whether an error suggests the catalog changed under a cached data map.
+fn error_means_schema_changed(error: &ExtractError) -> bool {
+    match error {
+        ExtractError::Plan(PlanError::SchemaDrift { .. }) => true,
+        // undefined_table, undefined_column, datatype_mismatch, cannot coerce
+        ExtractError::Db(DbError::Query { code, .. }) => {
+            matches!(code.as_str(), "42P01" | "42703" | "42804" | "42846")
+        }
+        _ => false,
+    }
+}
+
+/// Leaves the connection idle and outside any transaction, or marks it broken.
+async fn reset_connection(conn: &mut Conn) {
+    let reset = tokio::time::timeout(
+        Duration::from_secs(5),
+        conn.client.batch_execute("ROLLBACK"),
+    )
+    .await;
+    if !matches!(reset, Ok(Ok(()))) {
+        conn.mark_broken();
+    }
+}

@@ -1,0 +1,163 @@
+//! The gRPC surface: the service adapter, and the server with health, reflection and
+//! graceful shutdown.
+//!
+//! The adapter only translates: it reads the request and its deadline, calls the engine, and
+//! maps errors through [`status::to_status`]. No SQL lives here.
+
+pub mod status;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use crate::config::Config;
+use crate::extract::{Engine, ExtractParams};
+use crate::pb::dsr_connector_server::{DsrConnector, DsrConnectorServer};
+use crate::pb::{ExtractRequest, ExtractResponse, ValidateRequest, ValidateResponse};
+
+/// The descriptor set served by reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dsr_descriptor");
+
+/// The service adapter.
+pub struct Service {
+    engine: Arc<Engine>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DsrConnector for Service {
+    type ExtractStream = BoxStream<ExtractResponse>;
+    type ValidateStream = BoxStream<ValidateResponse>;
+
+    async fn extract(
+        &self,
+        request: Request<ExtractRequest>,
+    ) -> Result<Response<Self::ExtractStream>, Status> {
+        let deadline = grpc_deadline(request.metadata())?;
+        let request = request.into_inner();
+        if request.source.is_empty() {
+            return Err(Status::invalid_argument("source: must not be empty"));
+        }
+        let subject = request
+            .subject
+            .ok_or_else(|| Status::invalid_argument("subject: required"))?;
+        let params = ExtractParams {
+            source: request.source,
+            kind: subject.kind,
+            value: SecretString::from(subject.value),
+            batch_size: request.batch_size,
+            request_id: request.request_id,
+            compliance_tag: request.compliance_tag,
+            tables: request.tables,
+            deadline,
+        };
+        let stream = self
+            .engine
+            .extract(params)
+            .await
+            .map_err(|e| status::to_status(&e))?;
+        let stream = stream.map(|item| item.map_err(|e| status::to_status(&e)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn validate(
+        &self,
+        _request: Request<ValidateRequest>,
+    ) -> Result<Response<Self::ValidateStream>, Status> {
+        Err(Status::unimplemented(
+            "Validate is part of the contract but not implemented by this server version",
+        ))
+    }
+}
+
+/// Reads `grpc-timeout` (an ASCII integer of at most 8 digits and a unit: H, M, S, m, u, n).
+pub fn grpc_deadline(metadata: &MetadataMap) -> Result<Option<Instant>, Status> {
+    let Some(value) = metadata.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let bad = || Status::invalid_argument("grpc-timeout: malformed header");
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.len() < 2 || text.len() > 9 {
+        return Err(bad());
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let amount: u64 = digits.parse().map_err(|_| bad())?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return Err(bad()),
+    };
+    Ok(Some(Instant::now() + timeout))
+}
+
+/// Serves until `shutdown` resolves, then drains: the health status turns NOT_SERVING, new
+/// calls are refused, running streams get `shutdown_grace` to finish, and whatever still runs
+/// after that is cancelled (its query too) and ends with UNAVAILABLE.
+pub async fn run(
+    config: Arc<Config>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let cancel_streams = CancellationToken::new();
+    let engine = Arc::new(
+        Engine::new(config.clone(), cancel_streams.clone()).map_err(|e| anyhow::anyhow!(e))?,
+    );
+    let service = DsrConnectorServer::new(Service { engine });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<DsrConnectorServer<Service>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let grace = config.server.shutdown_grace;
+    let drain = async move {
+        shutdown.await;
+        tracing::info!(
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: draining streams"
+        );
+        health
+            .set_not_serving::<DsrConnectorServer<Service>>()
+            .await;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            tracing::warn!("shutdown grace period over: cancelling running streams");
+            cancel_streams.cancel();
+        });
+    };
+
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "dsr-connector listening");
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            drain,
+        )
+        .await?;
+    tracing::info!("server stopped");
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The one place where errors become gRPC statuses.
+//!
+//! The codes follow DESIGN.md: bad requests are INVALID_ARGUMENT, unknown names NOT_FOUND,
+//! schema drift FAILED_PRECONDITION, a full pool RESOURCE_EXHAUSTED, an unreachable database
+//! or a shutdown UNAVAILABLE (retryable), a count mismatch DATA_LOSS. Messages name the source,
+//! table, column or key at fault and never contain an identity or extracted value.
+
+use tonic::{Code, Status};
+
+use crate::datamap::PlanError;
+use crate::db::DbError;
+use crate::extract::ExtractError;
+
+/// Maps an engine error to the status the caller receives.
+pub fn to_status(error: &ExtractError) -> Status {
+    let code = match error {
+        ExtractError::InvalidArgument(_) => Code::InvalidArgument,
+        ExtractError::UnknownSource(_) => Code::NotFound,
+        ExtractError::Plan(plan) => match plan {
+            PlanError::UnknownIdentityKind { .. } | PlanError::Unreachable { .. } => {
+                Code::InvalidArgument
+            }
+            PlanError::UnknownTable { .. } => Code::NotFound,
+            PlanError::SchemaDrift { .. } => Code::FailedPrecondition,
+            PlanError::Catalog { .. } => Code::Unavailable,
+        },
+        ExtractError::Db(db) => db_code(db),
+        ExtractError::CountMismatch { .. } => Code::DataLoss,
+        ExtractError::RowTooLarge { .. } => Code::ResourceExhausted,
+        ExtractError::Decode { .. } | ExtractError::InvalidManifest(_) => Code::Internal,
+        ExtractError::Internal(_) => Code::Internal,
+        ExtractError::DeadlineExceeded => Code::DeadlineExceeded,
+        ExtractError::ShuttingDown => Code::Unavailable,
+        ExtractError::ClientGone => Code::Cancelled,
+    };
+    Status::new(code, error.to_string())
+}
+
+fn db_code(error: &DbError) -> Code {
+    match error {
+        DbError::PoolExhausted { .. } => Code::ResourceExhausted,
+        DbError::Unavailable { .. } | DbError::ConnectionLost { .. } => Code::Unavailable,
+        DbError::DeadlineWaitingForConnection { .. } => Code::DeadlineExceeded,
+        DbError::Query {
+            code, transient, ..
+        } => match code.as_str() {
+            "57014" => Code::DeadlineExceeded,
+            // undefined table or column, or types that no longer match the data map
+            "42P01" | "42703" | "42804" | "42846" => Code::FailedPrecondition,
+            // insufficient privilege: the source's database role cannot read a mapped table
+            "42501" => Code::FailedPrecondition,
+            _ if *transient => Code::Unavailable,
+            _ => Code::Internal,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(code: &str, transient: bool) -> ExtractError {
+        ExtractError::Db(DbError::Query {
+            source_name: "s".into(),
+            code: code.into(),
+            message: "m".into(),
+            transient,
+        })
+    }
+
+    #[test]
+    fn codes_follow_the_design() {
+        assert_eq!(
+            to_status(&ExtractError::UnknownSource("x".into())).code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            to_status(&ExtractError::CountMismatch {
+                table: "t".into(),
+                streamed: 1,
+                counted: 2
+            })
+            .code(),
+            Code::DataLoss
+        );
+        assert_eq!(
+            to_status(&query("42P01", false)).code(),
+            Code::FailedPrecondition
+        );
+        assert_eq!(to_status(&query("40001", true)).code(), Code::Unavailable);
+        assert_eq!(to_status(&query("XX000", false)).code(), Code::Internal);
+        assert_eq!(
+            to_status(&ExtractError::ShuttingDown).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            to_status(&ExtractError::Db(DbError::PoolExhausted {
+                source_name: "s".into(),
+                max: 1,
+                waited: std::time::Duration::from_secs(1),
+            }))
+            .code(),
+            Code::ResourceExhausted
+        );
+    }
+}

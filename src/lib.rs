@@ -1,0 +1,35 @@
+//! dsr-connector: a gRPC service that answers data-subject access requests against
+//! PostgreSQL, streaming every row of one subject from one consistent snapshot.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed, validated, immutable configuration; secrets redacted.
+//! - [`db`]: connection pools, libpq `sslmode` over rustls, PostgreSQL error classification.
+//! - [`datamap`]: the data map checked against the live catalog; the identity graph compiled
+//!   into per-identity-kind plans of parameterized queries.
+//! - [`coerce`]: PostgreSQL wire values to typed protobuf values.
+//! - [`extract`]: the engine: snapshot transaction, portal batches, bounded channel,
+//!   cancellation, count verification, manifest.
+//! - [`grpc`]: the service adapter, the error-to-status mapping, and the server (health,
+//!   reflection, graceful shutdown).
+//! - [`subject`]: the keyed hash that stands for a subject wherever one is recorded.
+//! - [`pgcluster`]: throwaway PostgreSQL clusters for the demo, tests and benchmarks.
+//! - [`demo`]: the built-in demo data and its data map.
+//! - [`pb`]: the generated protobuf and gRPC code of `proto/dsr/v1/dsr.proto`.
+#![forbid(unsafe_code)]
+
+pub mod coerce;
+pub mod config;
+pub mod datamap;
+pub mod db;
+pub mod demo;
+pub mod extract;
+pub mod grpc;
+pub mod pgcluster;
+pub mod subject;
+
+/// Generated code for the `dsr.v1` protobuf package.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("dsr.v1");
+}

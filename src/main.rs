@@ -1,0 +1,160 @@
+//! The `dsr-connector` command: `serve`, `check-config` and `demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use dsr_connector::config::Config;
+use dsr_connector::{demo, grpc, pgcluster};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Answers data-subject access requests against PostgreSQL over gRPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the configured sources.
+    Serve {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file (syntax, keys, secrets, data map) without serving.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+    /// Start a throwaway PostgreSQL with demo data and serve it as source `demo`.
+    Demo {
+        /// Where the gRPC server listens.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    dsr_connector::db::tls::install_crypto_provider();
+
+    let result = match cli.command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(&config))),
+        Command::Demo { listen } => runtime().and_then(|rt| rt.block_on(run_demo(listen))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    let tables: usize = config.sources.iter().map(|s| s.tables.len()).sum();
+    println!(
+        "{}: ok ({} source(s), {tables} mapped table(s))",
+        file.display(),
+        config.sources.len()
+    );
+    Ok(())
+}
+
+async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Arc::new(Config::load(path)?);
+    let listener = TcpListener::bind(config.server.listen).await?;
+    grpc::run(config, listener, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
+    eprintln!("starting a throwaway PostgreSQL cluster ...");
+    let cluster = tokio::task::spawn_blocking(|| {
+        pgcluster::TempCluster::start(&pgcluster::ClusterOptions::default())
+    })
+    .await??;
+    eprintln!(
+        "PostgreSQL from {} on 127.0.0.1:{}; loading demo data ...",
+        cluster.bindir().display(),
+        cluster.port()
+    );
+    demo::load(&cluster, demo::DATABASE).await?;
+    let text = demo::config_toml(&cluster, demo::DATABASE, listen);
+    let subject_key = uuid::Uuid::new_v4().simple().to_string();
+    let config = Arc::new(demo::config(&cluster, &text, &subject_key)?);
+    let listener = TcpListener::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {listen}: {e} (try --listen 127.0.0.1:0)")
+    })?;
+    let addr = listener.local_addr()?;
+    print_demo_help(addr);
+    let served = grpc::run(config, listener, shutdown_signal()).await;
+    eprintln!("removing the demo cluster ...");
+    drop(cluster);
+    served
+}
+
+fn print_demo_help(addr: SocketAddr) {
+    println!(
+        r#"
+dsr-connector demo is serving source "demo" on {addr}  (Ctrl-C stops it and removes all data)
+
+  # list services and describe the API (server reflection)
+  grpcurl -plaintext {addr} list
+  grpcurl -plaintext {addr} describe dsr.v1.DsrConnector
+
+  # everything the demo shop holds about alice@example.com, as a stream
+  grpcurl -plaintext -max-time 30 -d '{{"source": "demo", "subject": {{"kind": "email", "value": "{subject}"}}, "request_id": "dsr-0001", "compliance_tag": "gdpr-art15"}}' {addr} dsr.v1.DsrConnector/Extract
+
+  # only her orders and their items, by customer id, two rows per batch
+  grpcurl -plaintext -max-time 30 -d '{{"source": "demo", "subject": {{"kind": "customer_id", "value": "1"}}, "tables": ["orders", "order_items"], "batch_size": 2}}' {addr} dsr.v1.DsrConnector/Extract
+
+  # health
+  grpcurl -plaintext {addr} grpc.health.v1.Health/Check
+"#,
+        subject = demo::SUBJECT
+    );
+}
