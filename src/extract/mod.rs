@@ -610,12 +610,13 @@ impl Job {
                 }
                 streamed += 1;
             }
+            // One portal fetch is at most one batch's rows; the byte limit may cut it earlier.
+            if let Some(rest) = batch.finish() {
+                self.send(Event::Batch(rest)).await?;
+            }
             if fetched < self.batch_size as usize {
                 break; // the portal is exhausted
             }
-        }
-        if let Some(last) = batch.finish() {
-            self.send(Event::Batch(last)).await?;
         }
         Ok(streamed)
     }

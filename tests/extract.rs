@@ -1,0 +1,379 @@
+//! Extract against the demo data through a real tonic client: the rows, their types, the
+//! stream's shape, the manifest, and the documented status for each kind of bad input.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use dsr_connector::pb::{ValueKind, value::Kind};
+use support::{Extraction, TestServer, extract, request, sql, sql_text_expr, value_text};
+use tonic::Code;
+
+/// Direct SQL for each demo table: the rows that belong to the subject with e-mail `$1`,
+/// written by hand, independently of the service's plan compiler.
+const DIRECT: &[(&str, &str)] = &[
+    ("customers", "SELECT {cols} FROM customers WHERE email = $1"),
+    (
+        "orders",
+        "SELECT {cols} FROM orders WHERE customer_id IN (SELECT id FROM customers WHERE email = $1)",
+    ),
+    (
+        "order_items",
+        "SELECT {cols} FROM order_items WHERE order_id IN \
+         (SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id WHERE c.email = $1)",
+    ),
+    (
+        "events",
+        "SELECT {cols} FROM events WHERE customer_id IN (SELECT id FROM customers WHERE email = $1)",
+    ),
+    ("support_tickets", "SELECT {cols} FROM support_tickets WHERE requester_email = $1"),
+    ("legacy_accounts", "SELECT {cols} FROM legacy_accounts WHERE email = $1"),
+];
+
+/// Asserts that every table's streamed rows equal what direct SQL returns, as sorted rows of
+/// text.
+async fn assert_rows_match_direct_sql(x: &Extraction, email: &str) {
+    let db = sql().await;
+    let started = x.started.as_ref().expect("a started event");
+    for (table, template) in DIRECT {
+        let planned = started
+            .tables
+            .iter()
+            .find(|t| t.table == *table)
+            .unwrap_or_else(|| panic!("table {table} is not in the plan"));
+        let cols = planned
+            .columns
+            .iter()
+            .map(|c| sql_text_expr(&c.name, &c.pg_type))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let direct = db
+            .query(&template.replace("{cols}", &cols), &[&email])
+            .await
+            .unwrap();
+        let mut want: Vec<Vec<Option<String>>> = direct
+            .iter()
+            .map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect())
+            .collect();
+        let mut got: Vec<Vec<Option<String>>> = x
+            .rows(table)
+            .into_iter()
+            .map(|values| values.iter().map(value_text).collect())
+            .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "rows of {table}");
+    }
+}
+
+#[tokio::test]
+async fn alice_gets_exactly_her_rows_in_every_table() {
+    let server = TestServer::demo().await;
+    let x = extract(&mut server.client().await, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert_rows_match_direct_sql(&x, "alice@example.com").await;
+
+    let counts: BTreeMap<&str, u64> = x
+        .completed
+        .iter()
+        .map(|c| (c.table.as_str(), c.row_count))
+        .collect();
+    let expected = BTreeMap::from([
+        ("customers", 1),
+        ("orders", 3),
+        ("order_items", 5),
+        ("events", 4),
+        ("support_tickets", 2),
+        ("legacy_accounts", 1),
+    ]);
+    assert_eq!(counts, expected);
+
+    let manifest = x.manifest.as_ref().expect("a manifest");
+    assert_eq!(manifest.row_count, 16);
+    assert!(manifest.tables.iter().all(|t| t.verified));
+    assert_eq!(
+        manifest
+            .tables
+            .iter()
+            .map(|t| (t.table.as_str(), t.row_count))
+            .collect::<BTreeMap<_, _>>(),
+        expected
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn values_carry_their_types() {
+    let server = TestServer::demo().await;
+    let x = extract(&mut server.client().await, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    let started = x.started.as_ref().unwrap();
+    let customers = started.tables.iter().find(|t| t.table == "customers").unwrap();
+    let kind_of = |name: &str| {
+        customers
+            .columns
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| ValueKind::try_from(c.kind).unwrap())
+    };
+    assert_eq!(kind_of("id"), Some(ValueKind::Int64));
+    assert_eq!(kind_of("loyalty_points"), Some(ValueKind::Decimal));
+    assert_eq!(kind_of("created_at"), Some(ValueKind::Timestamp));
+    assert_eq!(kind_of("birth_date"), Some(ValueKind::Date));
+    assert_eq!(kind_of("marketing_opt_in"), Some(ValueKind::Bool));
+
+    let row = &x.rows("customers")[0];
+    let col = |name: &str| {
+        let i = customers.columns.iter().position(|c| c.name == name).unwrap();
+        row[i].kind.clone().unwrap()
+    };
+    assert_eq!(col("id"), Kind::Int64Value(1));
+    assert_eq!(col("email"), Kind::StringValue("alice@example.com".into()));
+    assert_eq!(col("loyalty_points"), Kind::DecimalValue("1250.50".into()));
+    assert_eq!(col("birth_date"), Kind::DateValue("1990-05-04".into()));
+    assert_eq!(col("marketing_opt_in"), Kind::BoolValue(true));
+    match col("created_at") {
+        Kind::TimestampValue(t) => {
+            // 2021-03-14 09:26:53.589793+00
+            assert_eq!(t.seconds, 1_615_714_013);
+            assert_eq!(t.nanos, 589_793_000);
+        }
+        other => panic!("created_at: {other:?}"),
+    }
+
+    // The exact decimal survives: 99999.99 is not representable as a double.
+    let items = started.tables.iter().find(|t| t.table == "order_items").unwrap();
+    let price = items.columns.iter().position(|c| c.name == "unit_price").unwrap();
+    let prices: Vec<_> = x.rows("order_items").iter().map(|r| r[price].kind.clone().unwrap()).collect();
+    assert!(prices.contains(&Kind::DecimalValue("99999.99".into())));
+
+    // JSONB comes through as JSON text that parses, nested personal data included.
+    let events = started.tables.iter().find(|t| t.table == "events").unwrap();
+    let payload = events.columns.iter().position(|c| c.name == "payload").unwrap();
+    let ip = events.columns.iter().position(|c| c.name == "ip").unwrap();
+    let mut found_nested_email = false;
+    for row in x.rows("events") {
+        let Some(Kind::JsonValue(text)) = &row[payload].kind else {
+            panic!("payload is not JSON: {:?}", row[payload]);
+        };
+        let json: serde_json::Value = serde_json::from_str(text).unwrap();
+        found_nested_email |= json.pointer("/contact/email").is_some();
+        assert!(matches!(
+            row[ip].kind,
+            Some(Kind::StringValue(_)) | Some(Kind::NullValue(_))
+        ));
+    }
+    assert!(found_nested_email);
+
+    // Arrays become JSON arrays; uuid becomes its text form.
+    let tickets = started.tables.iter().find(|t| t.table == "support_tickets").unwrap();
+    let tags = tickets.columns.iter().position(|c| c.name == "tags").unwrap();
+    let all_tags: Vec<_> = x.rows("support_tickets").iter().map(|r| r[tags].kind.clone().unwrap()).collect();
+    assert!(all_tags.contains(&Kind::JsonValue("[\"shipping\", \"urgent\"]".into())));
+    let legacy = started.tables.iter().find(|t| t.table == "legacy_accounts").unwrap();
+    let r = legacy.columns.iter().position(|c| c.name == "legacy_ref").unwrap();
+    assert_eq!(
+        x.rows("legacy_accounts")[0][r].kind,
+        Some(Kind::StringValue("a1b2c3d4-0000-4000-8000-000000000001".into()))
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn stream_has_start_then_tables_then_manifest() {
+    let server = TestServer::demo().await;
+    let mut req = request("email", "alice@example.com");
+    req.batch_size = 2;
+    let x = extract(&mut server.client().await, req).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert_eq!(x.order.first(), Some(&"started"));
+    assert_eq!(x.order.last(), Some(&"manifest"));
+    assert_eq!(x.order.iter().filter(|e| **e == "manifest").count(), 1);
+
+    // Each table's batches come before its completion, hold at most batch_size rows, and
+    // their offsets are contiguous.
+    let plan: Vec<&str> = x.started.as_ref().unwrap().tables.iter().map(|t| t.table.as_str()).collect();
+    let completed: Vec<&str> = x.completed.iter().map(|c| c.table.as_str()).collect();
+    assert_eq!(plan, completed, "tables complete in plan order");
+    for table in &plan {
+        let batches: Vec<_> = x.batches.iter().filter(|b| b.table == *table).collect();
+        let mut offset = 0;
+        for b in &batches {
+            assert!(b.rows.len() <= 2 && !b.rows.is_empty());
+            assert_eq!(b.offset, offset);
+            assert_eq!(b.columns.len(), b.rows[0].values.len());
+            offset += b.rows.len() as u64;
+        }
+    }
+    // order_items has 5 rows for alice: batches of 2, 2, 1.
+    let sizes: Vec<usize> = x.batches.iter().filter(|b| b.table == "order_items").map(|b| b.rows.len()).collect();
+    assert_eq!(sizes, vec![2, 2, 1]);
+    // The plan lists tables nearer the identity first: order_items needs two hops.
+    assert_eq!(plan.last(), Some(&"order_items"));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn manifest_follows_the_extraction_schema() {
+    let server = TestServer::demo().await;
+    let x = extract(&mut server.client().await, request("email", "alice@example.com")).await;
+    let m = x.manifest.expect("a manifest");
+    assert_eq!(
+        m.subject_id,
+        dsr_connector::subject::subject_id(support::SUBJECT_KEY.as_bytes(), "email", "alice@example.com")
+    );
+    assert!(!m.subject_id.contains("alice"));
+    assert!(m.pii_fields.contains(&"customers.email".to_owned()));
+    assert!(m.pii_fields.contains(&"order_items.sku".to_owned()));
+    assert!(!m.pii_fields.contains(&"customers.created_at".to_owned()), "not_pii is not listed");
+    let mut sorted = m.pii_fields.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, m.pii_fields);
+    assert!(m.pii_fields.iter().all(|f| f == &f.trim().to_lowercase()));
+    assert!(m.extraction_timestamp.is_some() && m.started_at.is_some() && m.finished_at.is_some());
+    assert_eq!(m.compliance_tag.as_deref(), Some("gdpr-art15"));
+    assert_eq!(m.request_id, "test-dsr-1");
+    assert_eq!(m.metadata.get("isolation").map(String::as_str), Some("repeatable read, read only"));
+    assert_eq!(m.extraction_id, x.started.unwrap().extraction_id);
+    assert!(dsr_connector::extract::manifest::violations(&m).is_empty());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn identity_by_customer_id_reports_tables_it_cannot_reach() {
+    let server = TestServer::demo().await;
+    let x = extract(&mut server.client().await, request("customer_id", "1")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    let started = x.started.as_ref().unwrap();
+    let mut unreachable: Vec<&str> = started.unreachable_tables.iter().map(|t| t.table.as_str()).collect();
+    unreachable.sort();
+    assert_eq!(unreachable, vec!["legacy_accounts", "support_tickets"]);
+    assert!(started.unreachable_tables.iter().all(|t| t.reason.contains("customer_id")));
+    assert_eq!(
+        x.manifest.as_ref().unwrap().metadata.get("unreachable_tables").map(String::as_str),
+        Some("support_tickets,legacy_accounts")
+    );
+    assert_eq!(x.rows("order_items").len(), 5);
+
+    // Asking for an unreachable table by name is an error, not a silent skip.
+    let mut req = request("customer_id", "1");
+    req.tables = vec!["support_tickets".into()];
+    let x = extract(&mut server.client().await, req).await;
+    assert_eq!(x.code(), Code::InvalidArgument);
+    assert!(x.message().contains("support_tickets"), "{}", x.message());
+
+    // An identity value that is not a valid customer id is a bad request, and the message does
+    // not echo the value.
+    let x = extract(&mut server.client().await, request("customer_id", "not-a-number")).await;
+    assert_eq!(x.code(), Code::InvalidArgument, "{}", x.message());
+    assert!(!x.message().contains("not-a-number"), "{}", x.message());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn tables_can_be_restricted() {
+    let server = TestServer::demo().await;
+    let mut req = request("email", "alice@example.com");
+    req.tables = vec!["order_items".into(), "public.orders".into()];
+    let x = extract(&mut server.client().await, req).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    let plan: Vec<&str> = x.started.as_ref().unwrap().tables.iter().map(|t| t.table.as_str()).collect();
+    assert_eq!(plan, vec!["orders", "order_items"]);
+    assert_eq!(x.rows("order_items").len(), 5);
+    assert_eq!(x.manifest.unwrap().row_count, 8);
+
+    let mut req = request("email", "alice@example.com");
+    req.tables = vec!["no_such_table".into()];
+    let x = extract(&mut server.client().await, req).await;
+    assert_eq!(x.code(), Code::NotFound);
+    assert!(x.message().contains("no_such_table"));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_subject_without_data_gets_a_verified_empty_manifest() {
+    let server = TestServer::demo().await;
+    let x = extract(&mut server.client().await, request("email", "nobody@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert!(x.batches.is_empty());
+    let m = x.manifest.unwrap();
+    assert_eq!(m.row_count, 0);
+    assert_eq!(m.tables.len(), 6);
+    assert!(m.tables.iter().all(|t| t.verified && t.row_count == 0));
+    assert!(!m.pii_fields.is_empty(), "the fields searched are listed");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn sql_in_identity_values_is_only_a_value() {
+    let server = TestServer::demo().await;
+    let db = sql().await;
+    let before: i64 = db.query_one("SELECT count(*) FROM customers", &[]).await.unwrap().get(0);
+    for hostile in [
+        "' OR 1=1 --",
+        "'; DROP TABLE customers; --",
+        "alice@example.com' OR 'a'='a",
+        "\") OR true; --",
+        "$1",
+        "alice@example.com\\'; SELECT pg_sleep(10); --",
+    ] {
+        let x = extract(&mut server.client().await, request("email", hostile)).await;
+        assert_eq!(x.code(), Code::Ok, "{hostile}: {}", x.message());
+        assert!(x.batches.is_empty(), "{hostile} matched rows");
+        assert_eq!(x.manifest.unwrap().row_count, 0);
+    }
+    let after: i64 = db.query_one("SELECT count(*) FROM customers", &[]).await.unwrap().get(0);
+    assert_eq!(before, after);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_documented_status() {
+    let server = TestServer::demo().await;
+    let mut client = server.client().await;
+
+    let mut req = request("email", "alice@example.com");
+    req.source = "nope".into();
+    let x = extract(&mut client, req).await;
+    assert_eq!(x.code(), Code::NotFound);
+    assert!(x.message().contains("'nope'"), "{}", x.message());
+
+    let x = extract(&mut client, request("phone", "+44")).await;
+    assert_eq!(x.code(), Code::InvalidArgument);
+    assert!(x.message().contains("'phone'") && x.message().contains("email"), "{}", x.message());
+
+    for empty in ["", "   "] {
+        let x = extract(&mut client, request("email", empty)).await;
+        assert_eq!(x.code(), Code::InvalidArgument);
+        assert!(x.message().contains("subject.value"), "{}", x.message());
+    }
+
+    let mut req = request("email", "alice@example.com");
+    req.batch_size = 10_001;
+    let x = extract(&mut client, req).await;
+    assert_eq!(x.code(), Code::InvalidArgument);
+    assert!(x.message().contains("batch_size"), "{}", x.message());
+
+    let mut req = request("email", "alice@example.com");
+    req.batch_size = u32::MAX;
+    assert_eq!(extract(&mut client, req).await.code(), Code::InvalidArgument);
+
+    let mut req = request("email", "alice@example.com");
+    req.subject = None;
+    let x = extract(&mut client, req).await;
+    assert_eq!(x.code(), Code::InvalidArgument);
+    assert!(x.message().contains("subject"));
+
+    let x = extract(&mut client, request("email", &"a".repeat(100_000))).await;
+    assert_eq!(x.code(), Code::InvalidArgument);
+    assert!(!x.message().contains("aaaa"), "the value is not echoed");
+
+    let x = extract(&mut client, request("email", "a\0b")).await;
+    assert_eq!(x.code(), Code::InvalidArgument);
+
+    // None of the failed requests left the server unable to serve.
+    let x = extract(&mut client, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Ok);
+    server.stop().await.unwrap();
+}

@@ -1,0 +1,287 @@
+//! Test support: one throwaway PostgreSQL cluster per test binary, loaded with the demo data,
+//! and in-process servers that tests start and stop with their own configs.
+//!
+//! If PostgreSQL cannot be found, every test fails with the message of
+//! [`ClusterError::BinariesNotFound`]: tests never skip.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use dsr_connector::config::Config;
+use dsr_connector::pb::dsr_connector_client::DsrConnectorClient;
+use dsr_connector::pb::{
+    ExtractRequest, ExtractionStarted, Identity, Manifest, RowBatch, TableCompleted, Value,
+    extract_response::Event, value::Kind,
+};
+use dsr_connector::pgcluster::{ClusterOptions, TempCluster};
+use dsr_connector::{demo, grpc};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// The subject key every test server uses, so tests can recompute subject ids.
+pub const SUBJECT_KEY: &str = "test-subject-key-0123456789";
+
+/// The cluster of this test binary, with the demo data in database `shop`.
+pub fn cluster() -> &'static TempCluster {
+    static CLUSTER: OnceLock<TempCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        // Loading needs a runtime of its own: the caller may be inside a test's runtime.
+        std::thread::spawn(|| {
+            dsr_connector::db::tls::install_crypto_provider();
+            let cluster = TempCluster::start(&ClusterOptions::default())
+                .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL cluster: {e}"));
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(demo::load(&cluster, demo::DATABASE))
+                .unwrap_or_else(|e| panic!("cannot load the demo data: {e:#}"));
+            cluster
+        })
+        .join()
+        .expect("cluster setup panicked")
+    })
+}
+
+/// A plain SQL connection to the demo database of this binary's cluster.
+pub async fn sql() -> tokio_postgres::Client {
+    demo::connect(cluster(), demo::DATABASE).await.unwrap()
+}
+
+/// The demo config text for this binary's cluster, with `extra` TOML appended (extra
+/// `[[sources.tables]]` entries join the demo source).
+pub fn config_text(extra: &str) -> String {
+    let mut text = demo::config_toml(cluster(), demo::DATABASE, "127.0.0.1:0".parse().unwrap());
+    text.push('\n');
+    text.push_str(extra);
+    text
+}
+
+/// Parses config text with this cluster's password and the test subject key.
+pub fn config(text: &str) -> Config {
+    demo::config(cluster(), text, SUBJECT_KEY).unwrap_or_else(|e| panic!("test config: {e}"))
+}
+
+/// A server running in this test's runtime. Dropping it does not stop it; call `stop`.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts a server for `config` on a free loopback port.
+    pub async fn start(config: Config) -> TestServer {
+        dsr_connector::db::tls::install_crypto_provider();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(grpc::run(Arc::new(config), listener, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            shutdown: Some(tx),
+            handle,
+        }
+    }
+
+    /// Starts a server with the demo config.
+    pub async fn demo() -> TestServer {
+        TestServer::start(config(&config_text(""))).await
+    }
+
+    pub async fn client(&self) -> DsrConnectorClient<Channel> {
+        DsrConnectorClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    /// Sends the shutdown signal and waits for the server to stop.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle.await.unwrap()
+    }
+
+    /// Sends the shutdown signal without waiting.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.handle.await.unwrap()
+    }
+}
+
+/// An Extract request for the demo source.
+pub fn request(kind: &str, value: &str) -> ExtractRequest {
+    ExtractRequest {
+        source: "demo".into(),
+        subject: Some(Identity {
+            kind: kind.into(),
+            value: value.into(),
+        }),
+        request_id: "test-dsr-1".into(),
+        compliance_tag: "gdpr-art15".into(),
+        ..Default::default()
+    }
+}
+
+/// Everything a client saw of one Extract stream.
+#[derive(Debug, Default)]
+pub struct Extraction {
+    pub started: Option<ExtractionStarted>,
+    pub batches: Vec<RowBatch>,
+    pub completed: Vec<TableCompleted>,
+    pub manifest: Option<Manifest>,
+    /// The final non-OK status, if the stream failed (at the call or mid-stream).
+    pub status: Option<tonic::Status>,
+    /// Event kinds in arrival order: "started", "batch", "completed", "manifest".
+    pub order: Vec<&'static str>,
+}
+
+impl Extraction {
+    /// The rows of one table, over all its batches.
+    pub fn rows(&self, table: &str) -> Vec<&Vec<Value>> {
+        self.batches
+            .iter()
+            .filter(|b| b.table == table)
+            .flat_map(|b| b.rows.iter().map(|r| &r.values))
+            .collect()
+    }
+
+    /// The status code, OK when the stream ended well.
+    pub fn code(&self) -> tonic::Code {
+        self.status
+            .as_ref()
+            .map(|s| s.code())
+            .unwrap_or(tonic::Code::Ok)
+    }
+
+    pub fn message(&self) -> String {
+        self.status
+            .as_ref()
+            .map(|s| s.message().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// Runs one Extract and collects the whole stream.
+pub async fn extract(client: &mut DsrConnectorClient<Channel>, req: ExtractRequest) -> Extraction {
+    let mut out = Extraction::default();
+    let mut stream = match client.extract(req).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            out.status = Some(status);
+            return out;
+        }
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(message)) => match message.event {
+                Some(Event::Started(s)) => {
+                    out.order.push("started");
+                    out.started = Some(s);
+                }
+                Some(Event::Batch(b)) => {
+                    out.order.push("batch");
+                    out.batches.push(b);
+                }
+                Some(Event::TableCompleted(c)) => {
+                    out.order.push("completed");
+                    out.completed.push(c);
+                }
+                Some(Event::Manifest(m)) => {
+                    out.order.push("manifest");
+                    out.manifest = Some(m);
+                }
+                None => panic!("a message without an event"),
+            },
+            Ok(None) => return out,
+            Err(status) => {
+                out.status = Some(status);
+                return out;
+            }
+        }
+    }
+}
+
+/// A value in a text form that direct SQL can produce too (see `sql_text_expr`).
+pub fn value_text(value: &Value) -> Option<String> {
+    Some(match value.kind.as_ref().expect("a value without a kind") {
+        Kind::NullValue(_) => return None,
+        Kind::BoolValue(b) => b.to_string(),
+        Kind::Int64Value(i) => i.to_string(),
+        Kind::DoubleValue(d) => d.to_string(),
+        Kind::StringValue(s) | Kind::DecimalValue(s) | Kind::JsonValue(s) | Kind::DateValue(s) => {
+            s.clone()
+        }
+        Kind::BytesValue(b) => format!("\\x{}", hex::encode(b)),
+        Kind::TimestampValue(t) => (t.seconds * 1_000_000 + i64::from(t.nanos) / 1000).to_string(),
+    })
+}
+
+/// The SQL expression that renders column `c` of type `pg_type` like [`value_text`].
+pub fn sql_text_expr(column: &str, pg_type: &str) -> String {
+    let c = format!("\"{column}\"");
+    if pg_type.starts_with("timestamp") {
+        format!("(extract(epoch from {c}) * 1000000)::bigint::text")
+    } else if pg_type.ends_with("[]") {
+        format!("to_jsonb({c})::text")
+    } else {
+        format!("{c}::text")
+    }
+}
+
+/// Polls `check` up to `tries` times, 100 ms apart, until it returns true. Counts tries, not
+/// time, so a slow machine only makes it slower, never flaky.
+pub async fn eventually<F, Fut>(tries: u32, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..tries {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The sessions the service holds open on the cluster: (state, query) pairs.
+pub async fn service_sessions(sql: &tokio_postgres::Client) -> Vec<(String, String)> {
+    sql.query(
+        "SELECT coalesce(state, ''), query FROM pg_stat_activity \
+         WHERE application_name = 'dsr-connector' AND pid <> pg_backend_pid()",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Runs SQL on the demo database from a thread of its own (usable inside `OnceLock` init).
+pub fn run_sql_blocking(statements: &str) {
+    let statements = statements.to_owned();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let db = demo::connect(cluster(), demo::DATABASE).await.unwrap();
+                db.batch_execute(&statements).await.unwrap();
+            })
+    })
+    .join()
+    .expect("SQL setup panicked");
+}
