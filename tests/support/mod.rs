@@ -255,12 +255,12 @@ where
     false
 }
 
-/// The sessions the service holds open on the cluster: (state, query) pairs.
-pub async fn service_sessions(sql: &tokio_postgres::Client) -> Vec<(String, String)> {
+/// The sessions a server opened with `application_name = app`: (state, query) pairs.
+pub async fn service_sessions(sql: &tokio_postgres::Client, app: &str) -> Vec<(String, String)> {
     sql.query(
         "SELECT coalesce(state, ''), query FROM pg_stat_activity \
-         WHERE application_name = 'dsr-connector' AND pid <> pg_backend_pid()",
-        &[],
+         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        &[&app],
     )
     .await
     .unwrap()

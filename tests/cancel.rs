@@ -1,0 +1,239 @@
+//! Invariant 3: when the client disconnects, its deadline passes, or the server shuts down,
+//! the running query is cancelled on the PostgreSQL server and the connection goes back to the
+//! pool clean. Also: a full pool and an unreachable database give their documented statuses.
+//!
+//! These tests use a deliberately slow view (every row costs 20 ms of `pg_sleep`), so that a
+//! query is certainly still running when the client goes away. They wait by polling
+//! `pg_stat_activity` a bounded number of times; they never assert a duration.
+
+mod support;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use dsr_connector::pb::extract_response::Event;
+use support::{TestServer, config, config_text, eventually, extract, request, service_sessions, sql};
+use tonic::Code;
+
+/// A customer with 5,000 rows in the slow view: reading one batch of 500 takes 10 s. The
+/// view's filter runs after the index condition, so other subjects' rows cost nothing.
+const SLOW_SUBJECT: &str = "slow@example.com";
+
+fn setup() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        support::run_sql_blocking(
+            "CREATE FUNCTION slow_pass(id bigint) RETURNS boolean LANGUAGE sql VOLATILE COST 1000
+                 AS $$ SELECT pg_sleep(0.02); SELECT id IS NOT NULL $$;
+             CREATE TABLE slow_rows (id bigint PRIMARY KEY, customer_id bigint NOT NULL);
+             CREATE INDEX slow_rows_customer_id ON slow_rows (customer_id);
+             CREATE VIEW slow_events AS SELECT id, customer_id FROM slow_rows WHERE slow_pass(id);
+             INSERT INTO customers (id, email, full_name, created_at)
+                 VALUES (700001, 'slow@example.com', 'Slow Subject', now());
+             INSERT INTO slow_rows SELECT i, 700001 FROM generate_series(1, 5000) AS i;
+             INSERT INTO slow_rows VALUES (9000001, 1);
+             ANALYZE slow_rows;",
+        );
+    });
+}
+
+/// The demo config with the slow view mapped, a pool of exactly one connection, a short
+/// checkout timeout and a short shutdown grace.
+fn slow_config(app: &str) -> dsr_connector::config::Config {
+    setup();
+    let text = config_text(
+        r#"
+[[sources.tables]]
+name = "slow_rows"
+reference = { column = "customer_id", table = "customers", to = "id" }
+columns = { id = "not_pii", customer_id = "identifier.customer_id" }
+
+[[sources.tables]]
+name = "slow_events"
+reference = { column = "customer_id", table = "customers", to = "id" }
+columns = { id = "not_pii", customer_id = "identifier.customer_id" }
+"#,
+    )
+    .replace(
+        "max_connections = 10",
+        &format!("max_connections = 1\napplication_name = \"{app}\""),
+    )
+    .replace("min_idle = 1", "min_idle = 0\nconnect_timeout = \"1s\"")
+    .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"300ms\"");
+    config(&text)
+}
+
+fn slow_request() -> dsr_connector::pb::ExtractRequest {
+    let mut req = request("email", SLOW_SUBJECT);
+    req.tables = vec!["slow_events".into()];
+    req
+}
+
+/// Whether the service has a query on the slow view running right now.
+async fn slow_query_running(db: &tokio_postgres::Client, app: &str) -> bool {
+    service_sessions(db, app)
+        .await
+        .iter()
+        .any(|(state, query)| state == "active" && query.contains("slow_events"))
+}
+
+/// Whether every session of the service is idle, outside any transaction.
+async fn all_idle(db: &tokio_postgres::Client, app: &str) -> bool {
+    service_sessions(db, app).await.iter().all(|(state, _)| state == "idle")
+}
+
+/// A full extraction on the one-connection pool: it only succeeds if the connection that
+/// served the cancelled request came back clean (or was replaced).
+async fn assert_pool_serves_again(server: &TestServer) {
+    let mut req = request("email", "alice@example.com");
+    req.tables = vec!["customers".into(), "order_items".into(), "slow_events".into()];
+    let x = extract(&mut server.client().await, req).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert_eq!(x.rows("order_items").len(), 5);
+    assert_eq!(x.rows("slow_events").len(), 1);
+    assert!(x.manifest.is_some());
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_query_on_the_server() {
+    let app = "t-client_disconnect_cancels_the_query_on_t";
+    let server = TestServer::start(slow_config(app)).await;
+    let db = sql().await;
+    let mut client = server.client().await;
+    let mut stream = client.extract(slow_request()).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(Event::Started(_))));
+    assert!(
+        eventually(200, || slow_query_running(&db, app)).await,
+        "the slow query never started: {:?}",
+        service_sessions(&db, app).await
+    );
+
+    drop(stream);
+    drop(client);
+
+    // Without a cancel request the query would run for about ten more seconds.
+    assert!(
+        eventually(50, || async { !slow_query_running(&db, app).await }).await,
+        "the query still runs after the client left: {:?}",
+        service_sessions(&db, app).await
+    );
+    assert!(
+        eventually(50, || all_idle(&db, app)).await,
+        "a session was left in a transaction: {:?}",
+        service_sessions(&db, app).await
+    );
+    assert_pool_serves_again(&server).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn deadline_ends_the_stream_with_deadline_exceeded_and_cancels_the_query() {
+    let app = "t-deadline_ends_the_stream_with_deadline_e";
+    let server = TestServer::start(slow_config(app)).await;
+    let db = sql().await;
+    let mut req = tonic::Request::new(slow_request());
+    req.set_timeout(Duration::from_millis(1500));
+    let mut client = server.client().await;
+    let status = match client.extract(req).await {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(message)) => assert!(
+                        !matches!(message.event, Some(Event::Manifest(_))),
+                        "no manifest after a deadline"
+                    ),
+                    Ok(None) => panic!("the stream ended OK despite the deadline"),
+                    Err(status) => break status,
+                }
+            }
+        }
+    };
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        eventually(50, || async { !slow_query_running(&db, app).await }).await,
+        "the query still runs after the deadline: {:?}",
+        service_sessions(&db, app).await
+    );
+    assert!(eventually(50, || all_idle(&db, app)).await);
+    assert_pool_serves_again(&server).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_full_pool_gives_resource_exhausted() {
+    let app = "t-a_full_pool_gives_resource_exhausted";
+    let server = TestServer::start(slow_config(app)).await;
+    let db = sql().await;
+    let mut holder = server.client().await;
+    let mut stream = holder.extract(slow_request()).await.unwrap().into_inner();
+    stream.message().await.unwrap().unwrap();
+    assert!(eventually(200, || slow_query_running(&db, app)).await);
+
+    // The only connection is busy; the second caller waits the 1 s checkout timeout.
+    let x = extract(&mut server.client().await, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::ResourceExhausted, "{}", x.message());
+    assert!(x.message().contains("busy"), "{}", x.message());
+    assert!(x.manifest.is_none());
+
+    drop(stream);
+    assert!(eventually(50, || all_idle(&db, app)).await);
+    assert_pool_serves_again(&server).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_drains_then_cancels_running_streams() {
+    let app = "t-shutdown_drains_then_cancels_running_str";
+    let mut server = TestServer::start(slow_config(app)).await;
+    let db = sql().await;
+    let mut client = server.client().await;
+    let mut stream = client.extract(slow_request()).await.unwrap().into_inner();
+    stream.message().await.unwrap().unwrap();
+    assert!(eventually(200, || slow_query_running(&db, app)).await);
+
+    server.signal_shutdown();
+    // After the 300 ms grace the stream is cancelled: UNAVAILABLE, so the caller retries
+    // elsewhere, and never a manifest.
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(message)) => {
+                assert!(!matches!(message.event, Some(Event::Manifest(_))))
+            }
+            Ok(None) => panic!("the stream ended OK during shutdown"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
+    server.join().await.unwrap();
+    assert!(
+        eventually(50, || async { !slow_query_running(&db, app).await }).await,
+        "{:?}",
+        service_sessions(&db, app).await
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_gives_unavailable_with_the_cause() {
+    setup();
+    // A port that nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = config_text("")
+        .replace(
+            &format!("port = {}", support::cluster().port()),
+            &format!("port = {port}"),
+        )
+        .replace("min_idle = 1", "min_idle = 0\nconnect_timeout = \"1s\"");
+    let server = TestServer::start(config(&text)).await;
+    let x = extract(&mut server.client().await, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+    assert!(x.message().to_lowercase().contains("refused"), "{}", x.message());
+    server.stop().await.unwrap();
+}
