@@ -31,7 +31,7 @@ pub const NOT_PII: &str = "not_pii";
 pub enum ConfigError {
     /// The file could not be read or parsed, or a key is unknown or has the wrong type.
     /// figment's message names the key and the file.
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] Box<figment::Error>),
     /// One or more semantic problems, each naming its key.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]

@@ -12,7 +12,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use dsr_connector::pb::extract_response::Event;
-use support::{TestServer, config, config_text, eventually, extract, request, service_sessions, sql};
+use support::{
+    TestServer, config, config_text, eventually, extract, request, service_sessions, sql,
+};
 use tonic::Code;
 
 /// A customer with 5,000 rows in the slow view: reading one batch of 500 takes 10 s. The
@@ -79,14 +81,21 @@ async fn slow_query_running(db: &tokio_postgres::Client, app: &str) -> bool {
 
 /// Whether every session of the service is idle, outside any transaction.
 async fn all_idle(db: &tokio_postgres::Client, app: &str) -> bool {
-    service_sessions(db, app).await.iter().all(|(state, _)| state == "idle")
+    service_sessions(db, app)
+        .await
+        .iter()
+        .all(|(state, _)| state == "idle")
 }
 
 /// A full extraction on the one-connection pool: it only succeeds if the connection that
 /// served the cancelled request came back clean (or was replaced).
 async fn assert_pool_serves_again(server: &TestServer) {
     let mut req = request("email", "alice@example.com");
-    req.tables = vec!["customers".into(), "order_items".into(), "slow_events".into()];
+    req.tables = vec![
+        "customers".into(),
+        "order_items".into(),
+        "slow_events".into(),
+    ];
     let x = extract(&mut server.client().await, req).await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     assert_eq!(x.rows("order_items").len(), 5);
@@ -173,7 +182,11 @@ async fn a_full_pool_gives_resource_exhausted() {
     assert!(eventually(200, || slow_query_running(&db, app)).await);
 
     // The only connection is busy; the second caller waits the 1 s checkout timeout.
-    let x = extract(&mut server.client().await, request("email", "alice@example.com")).await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "alice@example.com"),
+    )
+    .await;
     assert_eq!(x.code(), Code::ResourceExhausted, "{}", x.message());
     assert!(x.message().contains("busy"), "{}", x.message());
     assert!(x.manifest.is_none());
@@ -232,8 +245,16 @@ async fn an_unreachable_database_gives_unavailable_with_the_cause() {
         )
         .replace("min_idle = 1", "min_idle = 0\nconnect_timeout = \"1s\"");
     let server = TestServer::start(config(&text)).await;
-    let x = extract(&mut server.client().await, request("email", "alice@example.com")).await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "alice@example.com"),
+    )
+    .await;
     assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
-    assert!(x.message().to_lowercase().contains("refused"), "{}", x.message());
+    assert!(
+        x.message().to_lowercase().contains("refused"),
+        "{}",
+        x.message()
+    );
     server.stop().await.unwrap();
 }

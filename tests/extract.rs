@@ -26,8 +26,14 @@ const DIRECT: &[(&str, &str)] = &[
         "events",
         "SELECT {cols} FROM events WHERE customer_id IN (SELECT id FROM customers WHERE email = $1)",
     ),
-    ("support_tickets", "SELECT {cols} FROM support_tickets WHERE requester_email = $1"),
-    ("legacy_accounts", "SELECT {cols} FROM legacy_accounts WHERE email = $1"),
+    (
+        "support_tickets",
+        "SELECT {cols} FROM support_tickets WHERE requester_email = $1",
+    ),
+    (
+        "legacy_accounts",
+        "SELECT {cols} FROM legacy_accounts WHERE email = $1",
+    ),
 ];
 
 /// Asserts that every table's streamed rows equal what direct SQL returns, as sorted rows of
@@ -53,7 +59,11 @@ async fn assert_rows_match_direct_sql(x: &Extraction, email: &str) {
             .unwrap();
         let mut want: Vec<Vec<Option<String>>> = direct
             .iter()
-            .map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect())
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| r.get::<_, Option<String>>(i))
+                    .collect()
+            })
             .collect();
         let mut got: Vec<Vec<Option<String>>> = x
             .rows(table)
@@ -69,7 +79,11 @@ async fn assert_rows_match_direct_sql(x: &Extraction, email: &str) {
 #[tokio::test]
 async fn alice_gets_exactly_her_rows_in_every_table() {
     let server = TestServer::demo().await;
-    let x = extract(&mut server.client().await, request("email", "alice@example.com")).await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "alice@example.com"),
+    )
+    .await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     assert_rows_match_direct_sql(&x, "alice@example.com").await;
 
@@ -105,10 +119,18 @@ async fn alice_gets_exactly_her_rows_in_every_table() {
 #[tokio::test]
 async fn values_carry_their_types() {
     let server = TestServer::demo().await;
-    let x = extract(&mut server.client().await, request("email", "alice@example.com")).await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "alice@example.com"),
+    )
+    .await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     let started = x.started.as_ref().unwrap();
-    let customers = started.tables.iter().find(|t| t.table == "customers").unwrap();
+    let customers = started
+        .tables
+        .iter()
+        .find(|t| t.table == "customers")
+        .unwrap();
     let kind_of = |name: &str| {
         customers
             .columns
@@ -124,7 +146,11 @@ async fn values_carry_their_types() {
 
     let row = &x.rows("customers")[0];
     let col = |name: &str| {
-        let i = customers.columns.iter().position(|c| c.name == name).unwrap();
+        let i = customers
+            .columns
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap();
         row[i].kind.clone().unwrap()
     };
     assert_eq!(col("id"), Kind::Int64Value(1));
@@ -142,14 +168,30 @@ async fn values_carry_their_types() {
     }
 
     // The exact decimal survives: 99999.99 is not representable as a double.
-    let items = started.tables.iter().find(|t| t.table == "order_items").unwrap();
-    let price = items.columns.iter().position(|c| c.name == "unit_price").unwrap();
-    let prices: Vec<_> = x.rows("order_items").iter().map(|r| r[price].kind.clone().unwrap()).collect();
+    let items = started
+        .tables
+        .iter()
+        .find(|t| t.table == "order_items")
+        .unwrap();
+    let price = items
+        .columns
+        .iter()
+        .position(|c| c.name == "unit_price")
+        .unwrap();
+    let prices: Vec<_> = x
+        .rows("order_items")
+        .iter()
+        .map(|r| r[price].kind.clone().unwrap())
+        .collect();
     assert!(prices.contains(&Kind::DecimalValue("99999.99".into())));
 
     // JSONB comes through as JSON text that parses, nested personal data included.
     let events = started.tables.iter().find(|t| t.table == "events").unwrap();
-    let payload = events.columns.iter().position(|c| c.name == "payload").unwrap();
+    let payload = events
+        .columns
+        .iter()
+        .position(|c| c.name == "payload")
+        .unwrap();
     let ip = events.columns.iter().position(|c| c.name == "ip").unwrap();
     let mut found_nested_email = false;
     for row in x.rows("events") {
@@ -166,15 +208,37 @@ async fn values_carry_their_types() {
     assert!(found_nested_email);
 
     // Arrays become JSON arrays; uuid becomes its text form.
-    let tickets = started.tables.iter().find(|t| t.table == "support_tickets").unwrap();
-    let tags = tickets.columns.iter().position(|c| c.name == "tags").unwrap();
-    let all_tags: Vec<_> = x.rows("support_tickets").iter().map(|r| r[tags].kind.clone().unwrap()).collect();
+    let tickets = started
+        .tables
+        .iter()
+        .find(|t| t.table == "support_tickets")
+        .unwrap();
+    let tags = tickets
+        .columns
+        .iter()
+        .position(|c| c.name == "tags")
+        .unwrap();
+    let all_tags: Vec<_> = x
+        .rows("support_tickets")
+        .iter()
+        .map(|r| r[tags].kind.clone().unwrap())
+        .collect();
     assert!(all_tags.contains(&Kind::JsonValue("[\"shipping\", \"urgent\"]".into())));
-    let legacy = started.tables.iter().find(|t| t.table == "legacy_accounts").unwrap();
-    let r = legacy.columns.iter().position(|c| c.name == "legacy_ref").unwrap();
+    let legacy = started
+        .tables
+        .iter()
+        .find(|t| t.table == "legacy_accounts")
+        .unwrap();
+    let r = legacy
+        .columns
+        .iter()
+        .position(|c| c.name == "legacy_ref")
+        .unwrap();
     assert_eq!(
         x.rows("legacy_accounts")[0][r].kind,
-        Some(Kind::StringValue("a1b2c3d4-0000-4000-8000-000000000001".into()))
+        Some(Kind::StringValue(
+            "a1b2c3d4-0000-4000-8000-000000000001".into()
+        ))
     );
     server.stop().await.unwrap();
 }
@@ -192,7 +256,14 @@ async fn stream_has_start_then_tables_then_manifest() {
 
     // Each table's batches come before its completion, hold at most batch_size rows, and
     // their offsets are contiguous.
-    let plan: Vec<&str> = x.started.as_ref().unwrap().tables.iter().map(|t| t.table.as_str()).collect();
+    let plan: Vec<&str> = x
+        .started
+        .as_ref()
+        .unwrap()
+        .tables
+        .iter()
+        .map(|t| t.table.as_str())
+        .collect();
     let completed: Vec<&str> = x.completed.iter().map(|c| c.table.as_str()).collect();
     assert_eq!(plan, completed, "tables complete in plan order");
     for table in &plan {
@@ -206,7 +277,12 @@ async fn stream_has_start_then_tables_then_manifest() {
         }
     }
     // order_items has 5 rows for alice: batches of 2, 2, 1.
-    let sizes: Vec<usize> = x.batches.iter().filter(|b| b.table == "order_items").map(|b| b.rows.len()).collect();
+    let sizes: Vec<usize> = x
+        .batches
+        .iter()
+        .filter(|b| b.table == "order_items")
+        .map(|b| b.rows.len())
+        .collect();
     assert_eq!(sizes, vec![2, 2, 1]);
     // The plan lists tables nearer the identity first: order_items needs two hops.
     assert_eq!(plan.last(), Some(&"order_items"));
@@ -216,16 +292,27 @@ async fn stream_has_start_then_tables_then_manifest() {
 #[tokio::test]
 async fn manifest_follows_the_extraction_schema() {
     let server = TestServer::demo().await;
-    let x = extract(&mut server.client().await, request("email", "alice@example.com")).await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "alice@example.com"),
+    )
+    .await;
     let m = x.manifest.expect("a manifest");
     assert_eq!(
         m.subject_id,
-        dsr_connector::subject::subject_id(support::SUBJECT_KEY.as_bytes(), "email", "alice@example.com")
+        dsr_connector::subject::subject_id(
+            support::SUBJECT_KEY.as_bytes(),
+            "email",
+            "alice@example.com"
+        )
     );
     assert!(!m.subject_id.contains("alice"));
     assert!(m.pii_fields.contains(&"customers.email".to_owned()));
     assert!(m.pii_fields.contains(&"order_items.sku".to_owned()));
-    assert!(!m.pii_fields.contains(&"customers.created_at".to_owned()), "not_pii is not listed");
+    assert!(
+        !m.pii_fields.contains(&"customers.created_at".to_owned()),
+        "not_pii is not listed"
+    );
     let mut sorted = m.pii_fields.clone();
     sorted.sort();
     sorted.dedup();
@@ -234,7 +321,10 @@ async fn manifest_follows_the_extraction_schema() {
     assert!(m.extraction_timestamp.is_some() && m.started_at.is_some() && m.finished_at.is_some());
     assert_eq!(m.compliance_tag.as_deref(), Some("gdpr-art15"));
     assert_eq!(m.request_id, "test-dsr-1");
-    assert_eq!(m.metadata.get("isolation").map(String::as_str), Some("repeatable read, read only"));
+    assert_eq!(
+        m.metadata.get("isolation").map(String::as_str),
+        Some("repeatable read, read only")
+    );
     assert_eq!(m.extraction_id, x.started.unwrap().extraction_id);
     assert!(dsr_connector::extract::manifest::violations(&m).is_empty());
     server.stop().await.unwrap();
@@ -246,12 +336,26 @@ async fn identity_by_customer_id_reports_tables_it_cannot_reach() {
     let x = extract(&mut server.client().await, request("customer_id", "1")).await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     let started = x.started.as_ref().unwrap();
-    let mut unreachable: Vec<&str> = started.unreachable_tables.iter().map(|t| t.table.as_str()).collect();
+    let mut unreachable: Vec<&str> = started
+        .unreachable_tables
+        .iter()
+        .map(|t| t.table.as_str())
+        .collect();
     unreachable.sort();
     assert_eq!(unreachable, vec!["legacy_accounts", "support_tickets"]);
-    assert!(started.unreachable_tables.iter().all(|t| t.reason.contains("customer_id")));
+    assert!(
+        started
+            .unreachable_tables
+            .iter()
+            .all(|t| t.reason.contains("customer_id"))
+    );
     assert_eq!(
-        x.manifest.as_ref().unwrap().metadata.get("unreachable_tables").map(String::as_str),
+        x.manifest
+            .as_ref()
+            .unwrap()
+            .metadata
+            .get("unreachable_tables")
+            .map(String::as_str),
         Some("support_tickets,legacy_accounts")
     );
     assert_eq!(x.rows("order_items").len(), 5);
@@ -265,7 +369,11 @@ async fn identity_by_customer_id_reports_tables_it_cannot_reach() {
 
     // An identity value that is not a valid customer id is a bad request, and the message does
     // not echo the value.
-    let x = extract(&mut server.client().await, request("customer_id", "not-a-number")).await;
+    let x = extract(
+        &mut server.client().await,
+        request("customer_id", "not-a-number"),
+    )
+    .await;
     assert_eq!(x.code(), Code::InvalidArgument, "{}", x.message());
     assert!(!x.message().contains("not-a-number"), "{}", x.message());
     server.stop().await.unwrap();
@@ -278,7 +386,14 @@ async fn tables_can_be_restricted() {
     req.tables = vec!["order_items".into(), "public.orders".into()];
     let x = extract(&mut server.client().await, req).await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
-    let plan: Vec<&str> = x.started.as_ref().unwrap().tables.iter().map(|t| t.table.as_str()).collect();
+    let plan: Vec<&str> = x
+        .started
+        .as_ref()
+        .unwrap()
+        .tables
+        .iter()
+        .map(|t| t.table.as_str())
+        .collect();
     assert_eq!(plan, vec!["orders", "order_items"]);
     assert_eq!(x.rows("order_items").len(), 5);
     assert_eq!(x.manifest.unwrap().row_count, 8);
@@ -294,7 +409,11 @@ async fn tables_can_be_restricted() {
 #[tokio::test]
 async fn a_subject_without_data_gets_a_verified_empty_manifest() {
     let server = TestServer::demo().await;
-    let x = extract(&mut server.client().await, request("email", "nobody@example.com")).await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "nobody@example.com"),
+    )
+    .await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     assert!(x.batches.is_empty());
     let m = x.manifest.unwrap();
@@ -309,7 +428,11 @@ async fn a_subject_without_data_gets_a_verified_empty_manifest() {
 async fn sql_in_identity_values_is_only_a_value() {
     let server = TestServer::demo().await;
     let db = sql().await;
-    let before: i64 = db.query_one("SELECT count(*) FROM customers", &[]).await.unwrap().get(0);
+    let before: i64 = db
+        .query_one("SELECT count(*) FROM customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     for hostile in [
         "' OR 1=1 --",
         "'; DROP TABLE customers; --",
@@ -323,7 +446,11 @@ async fn sql_in_identity_values_is_only_a_value() {
         assert!(x.batches.is_empty(), "{hostile} matched rows");
         assert_eq!(x.manifest.unwrap().row_count, 0);
     }
-    let after: i64 = db.query_one("SELECT count(*) FROM customers", &[]).await.unwrap().get(0);
+    let after: i64 = db
+        .query_one("SELECT count(*) FROM customers", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(before, after);
     server.stop().await.unwrap();
 }
@@ -341,7 +468,11 @@ async fn bad_requests_get_the_documented_status() {
 
     let x = extract(&mut client, request("phone", "+44")).await;
     assert_eq!(x.code(), Code::InvalidArgument);
-    assert!(x.message().contains("'phone'") && x.message().contains("email"), "{}", x.message());
+    assert!(
+        x.message().contains("'phone'") && x.message().contains("email"),
+        "{}",
+        x.message()
+    );
 
     for empty in ["", "   "] {
         let x = extract(&mut client, request("email", empty)).await;
@@ -357,7 +488,10 @@ async fn bad_requests_get_the_documented_status() {
 
     let mut req = request("email", "alice@example.com");
     req.batch_size = u32::MAX;
-    assert_eq!(extract(&mut client, req).await.code(), Code::InvalidArgument);
+    assert_eq!(
+        extract(&mut client, req).await.code(),
+        Code::InvalidArgument
+    );
 
     let mut req = request("email", "alice@example.com");
     req.subject = None;

@@ -52,7 +52,10 @@ async fn concurrent_commits_do_not_leak_into_a_running_extraction() {
     .await
     .unwrap();
     let live: i64 = db
-        .query_one("SELECT count(*) FROM events WHERE customer_id = 500001", &[])
+        .query_one(
+            "SELECT count(*) FROM events WHERE customer_id = 500001",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -68,13 +71,19 @@ async fn concurrent_commits_do_not_leak_into_a_running_extraction() {
             Event::Batch(b) if b.table == "events" => {
                 let id = b.columns.iter().position(|c| c.name == "id").unwrap();
                 for row in &b.rows {
-                    let Some(Kind::Int64Value(v)) = row.values[id].kind else { panic!() };
+                    let Some(Kind::Int64Value(v)) = row.values[id].kind else {
+                        panic!()
+                    };
                     assert!(event_ids.insert(v), "event {v} streamed twice");
                 }
             }
             Event::Batch(b) if b.table == "orders" => orders += b.rows.len(),
             Event::Batch(b) if b.table == "customers" => {
-                let n = b.columns.iter().position(|c| c.name == "full_name").unwrap();
+                let n = b
+                    .columns
+                    .iter()
+                    .position(|c| c.name == "full_name")
+                    .unwrap();
                 names.extend(b.rows.iter().map(|r| r.values[n].kind.clone()));
             }
             Event::TableCompleted(c) => completed.push((c.table, c.row_count)),
@@ -82,9 +91,19 @@ async fn concurrent_commits_do_not_leak_into_a_running_extraction() {
             _ => {}
         }
     }
-    assert_eq!(event_ids.len() as i64, EVENTS, "the snapshot's events, all of them");
-    assert!(event_ids.contains(&5000001), "deleted later, but in the snapshot");
-    assert!(!event_ids.contains(&6000001), "committed later, not in the snapshot");
+    assert_eq!(
+        event_ids.len() as i64,
+        EVENTS,
+        "the snapshot's events, all of them"
+    );
+    assert!(
+        event_ids.contains(&5000001),
+        "deleted later, but in the snapshot"
+    );
+    assert!(
+        !event_ids.contains(&6000001),
+        "committed later, not in the snapshot"
+    );
     assert_eq!(orders, 1);
     assert_eq!(names, vec![Some(Kind::StringValue("Snap Shot".into()))]);
     assert!(completed.contains(&("events".to_owned(), EVENTS as u64)));

@@ -1,0 +1,327 @@
+//! Configuration: every bad config fails start-up with a message that names the key, secrets
+//! never show in `Debug` or in error messages, and `check-config` reports both ways.
+
+use std::io::Write;
+use std::process::Command;
+
+use dsr_connector::config::{Config, ConfigError};
+
+const PASSWORD: &str = "pa55-w0rd-that-must-not-leak";
+const KEY: &str = "subject-key-that-must-not-leak";
+
+fn source(extra: &str, tables: &str) -> String {
+    format!(
+        r#"
+[[sources]]
+name = "shop"
+host = "db.internal"
+database = "shop"
+user = "dsr_reader"
+password_env = "SHOP_DB_PASSWORD"
+identity_kinds = ["email"]
+{extra}
+{tables}
+"#
+    )
+}
+
+const TABLES: &str = r#"
+[[sources.tables]]
+name = "public.customers"
+identity = { kind = "email", column = "email" }
+columns = { id = "not_pii", email = "contact.email" }
+
+[[sources.tables]]
+name = "orders"
+reference = { column = "customer_id", table = "public.customers", to = "id" }
+columns = { id = "not_pii", customer_id = "identifier.customer_id" }
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "SHOP_DB_PASSWORD" => Some(PASSWORD.into()),
+        "DSR_SUBJECT_KEY" => Some(KEY.into()),
+        _ => None,
+    }
+}
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, env)
+}
+
+fn error(text: &str) -> String {
+    let e = load(text).expect_err("this config must be rejected");
+    let message = e.to_string();
+    assert!(
+        !message.contains(PASSWORD) && !message.contains(KEY),
+        "{message}"
+    );
+    message
+}
+
+#[test]
+fn a_good_config_loads_with_defaults() {
+    let config = load(&source("", TABLES)).unwrap();
+    let s = &config.sources[0];
+    assert_eq!(s.port, 5432);
+    assert_eq!(s.max_connections, 10);
+    assert_eq!(s.min_idle, 2);
+    assert_eq!(s.connect_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(s.application_name, "dsr-connector");
+    assert_eq!(s.ssl_mode, dsr_connector::config::SslMode::Prefer);
+    assert_eq!(config.server.default_batch_size, 500);
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:50051");
+}
+
+#[test]
+fn debug_output_holds_no_secret() {
+    let config = load(&source("", TABLES)).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains(PASSWORD), "{debug}");
+    assert!(!debug.contains(KEY), "{debug}");
+    assert!(
+        debug.contains("SHOP_DB_PASSWORD"),
+        "the env var name may show"
+    );
+    let pretty = format!("{config:#?}");
+    assert!(!pretty.contains(PASSWORD) && !pretty.contains(KEY));
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let message = error(&source("hots = \"x\"", TABLES));
+    assert!(message.contains("hots"), "{message}");
+    let message = error(&format!(
+        "[server]\nlisten_addr = \"x\"\n{}",
+        source("", TABLES)
+    ));
+    assert!(message.contains("listen_addr"), "{message}");
+    let message = error(&source(
+        "",
+        &TABLES.replace("columns = { id", "colums = { id"),
+    ));
+    assert!(message.contains("colums"), "{message}");
+}
+
+#[test]
+fn a_missing_password_env_var_is_named() {
+    let text = source("", TABLES).replace("SHOP_DB_PASSWORD", "NOT_SET_ANYWHERE");
+    let message = error(&text);
+    assert!(message.contains("sources[0].password_env"), "{message}");
+    assert!(message.contains("NOT_SET_ANYWHERE"), "{message}");
+}
+
+#[test]
+fn a_missing_subject_key_is_named() {
+    let e = Config::from_toml_str(&source("", TABLES), |n| {
+        (n == "SHOP_DB_PASSWORD").then(|| PASSWORD.to_owned())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("server.subject_key_env") && e.contains("DSR_SUBJECT_KEY"),
+        "{e}"
+    );
+}
+
+#[test]
+fn inline_passwords_are_refused_without_echoing_them() {
+    let text = source("password = \"hunter2-inline\"", TABLES);
+    let message = error(&text);
+    assert!(message.contains("sources[0].password"), "{message}");
+    assert!(message.contains("password_env"), "{message}");
+    assert!(!message.contains("hunter2-inline"), "{message}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    for (extra, key) in [
+        ("ssl_mode = \"sometimes\"", "ssl_mode"),
+        ("ssl_mode = \"verify-full\"", "sources[0].root_cert"),
+        ("max_connections = 0", "sources[0].max_connections"),
+        ("min_idle = 50", "sources[0].min_idle"),
+        ("connect_timeout = \"soon\"", "connect_timeout"),
+        ("port = 70000", "port"),
+    ] {
+        let message = error(&source(extra, TABLES));
+        assert!(message.contains(key), "{extra}: {message}");
+    }
+    let message = error(&format!(
+        "[server]\nmax_batch_size = 10\ndefault_batch_size = 20\n{}",
+        source("", TABLES)
+    ));
+    assert!(message.contains("server.default_batch_size"), "{message}");
+}
+
+#[test]
+fn data_map_mistakes_are_named() {
+    let cases = [
+        (
+            TABLES.replace(
+                "table = \"public.customers\"",
+                "table = \"public.custmers\"",
+            ),
+            "sources[0].tables[1].reference.table",
+        ),
+        (
+            TABLES.replace(
+                "identity = { kind = \"email\", column = \"email\" }",
+                "identity = { kind = \"email\", column = \"mail\" }",
+            ),
+            "sources[0].tables[0].identity.column",
+        ),
+        (
+            TABLES.replace("kind = \"email\"", "kind = \"phone\""),
+            "'phone' is not in sources[0].identity_kinds",
+        ),
+        (
+            TABLES.replace("to = \"id\"", "to = \"uid\""),
+            "sources[0].tables[1].reference.to",
+        ),
+        (
+            TABLES.replace("email = \"contact.email\"", "email = \"  \""),
+            "sources[0].tables[0].columns.email",
+        ),
+        (
+            format!(
+                "{TABLES}\n[[sources.tables]]\nname = \"orders\"\nidentity = {{ kind = \"email\", column = \"e\" }}\ncolumns = {{ e = \"x\" }}\n"
+            ),
+            "mapped twice",
+        ),
+        (
+            format!(
+                "{TABLES}\n[[sources.tables]]\nname = \"a.b.c\"\nidentity = {{ kind = \"email\", column = \"e\" }}\ncolumns = {{ e = \"x\" }}\n"
+            ),
+            "sources[0].tables[2].name",
+        ),
+        (
+            format!("{TABLES}\n[[sources.tables]]\nname = \"lonely\"\ncolumns = {{ e = \"x\" }}\n"),
+            "no subject can reach it",
+        ),
+    ];
+    for (tables, key) in cases {
+        let message = error(&source("", &tables));
+        assert!(message.contains(key), "expected '{key}' in: {message}");
+    }
+}
+
+#[test]
+fn reference_cycles_are_refused() {
+    let tables = r#"
+[[sources.tables]]
+name = "a"
+identity = { kind = "email", column = "email" }
+reference = { column = "b_id", table = "b", to = "id" }
+columns = { id = "not_pii", email = "contact.email", b_id = "not_pii" }
+
+[[sources.tables]]
+name = "b"
+reference = { column = "a_id", table = "a", to = "id" }
+columns = { id = "not_pii", a_id = "not_pii" }
+"#;
+    let message = error(&source("", tables));
+    assert!(message.contains("cycle"), "{message}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = source(
+        "max_connections = 0",
+        &TABLES.replace("to = \"id\"", "to = \"uid\""),
+    )
+    .replace("SHOP_DB_PASSWORD", "NOT_SET_ANYWHERE");
+    // Secrets are resolved first; fix that, then both data problems show together.
+    assert!(error(&text).contains("NOT_SET_ANYWHERE"));
+    let text = source(
+        "max_connections = 0",
+        &TABLES.replace("to = \"id\"", "to = \"uid\""),
+    );
+    let message = error(&text);
+    assert!(
+        message.contains("max_connections") && message.contains("reference.to"),
+        "{message}"
+    );
+}
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+fn check_config(file: &std::path::Path, envs: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dsr-connector"));
+    cmd.arg("check-config")
+        .arg(file)
+        .env_remove("DSR_SUBJECT_KEY");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn check_config_command_reports_both_ways() {
+    let file = write_config(&source("", TABLES));
+    let ok = check_config(
+        file.path(),
+        &[("SHOP_DB_PASSWORD", PASSWORD), ("DSR_SUBJECT_KEY", KEY)],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok (1 source(s), 2 mapped table(s))"));
+
+    let missing = check_config(file.path(), &[("DSR_SUBJECT_KEY", KEY)]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("SHOP_DB_PASSWORD"), "{stderr}");
+
+    // Environment overrides apply, and a bad one is named.
+    let bad = check_config(
+        file.path(),
+        &[
+            ("SHOP_DB_PASSWORD", PASSWORD),
+            ("DSR_SUBJECT_KEY", KEY),
+            ("DSR_CONNECTOR_SERVER__LISTEN", "not-an-address"),
+        ],
+    );
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.to_lowercase().contains("server.listen"), "{stderr}");
+    assert!(
+        !stderr.contains(PASSWORD) && !stderr.contains(KEY),
+        "{stderr}"
+    );
+
+    let nowhere = check_config(std::path::Path::new("does/not/exist.toml"), &[]);
+    assert!(!nowhere.status.success());
+    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("does/not/exist.toml"));
+}
+
+#[test]
+fn password_files_are_read_and_trimmed() {
+    let mut secret = tempfile::NamedTempFile::new().unwrap();
+    writeln!(secret, "{PASSWORD}").unwrap();
+    let text = source("", TABLES).replace(
+        "password_env = \"SHOP_DB_PASSWORD\"",
+        &format!("password_file = {:?}", secret.path().display().to_string()),
+    );
+    let config = load(&text).unwrap();
+    use secrecy::ExposeSecret;
+    assert_eq!(
+        config.sources[0].password.as_ref().unwrap().expose_secret(),
+        PASSWORD
+    );
+
+    let text = source("", TABLES).replace(
+        "password_env = \"SHOP_DB_PASSWORD\"",
+        "password_file = \"/nonexistent/secret\"",
+    );
+    let message = error(&text);
+    assert!(
+        message.contains("sources[0].password_file") && message.contains("/nonexistent/secret")
+    );
+}

@@ -1,0 +1,229 @@
+//! TLS to PostgreSQL: libpq's sslmodes, each against a real server with `ssl = on` and a
+//! certificate for `localhost` signed by a test CA, and `require` against a server without TLS.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use dsr_connector::pgcluster::{ClusterOptions, TempCluster};
+use dsr_connector::{demo, grpc};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use support::{extract, request};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+struct TlsFixture {
+    cluster: TempCluster,
+    ca_file: tempfile::NamedTempFile,
+    other_ca_file: tempfile::NamedTempFile,
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn pem_file(pem: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new().suffix(".pem").tempfile().unwrap();
+    std::fs::write(file.path(), pem).unwrap();
+    file
+}
+
+/// A TLS-enabled cluster with the demo data, and two CA files: the one that signed the
+/// server's certificate and an unrelated one.
+fn fixture() -> &'static TlsFixture {
+    static FIXTURE: OnceLock<TlsFixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        std::thread::spawn(|| {
+            let issuer = ca("dsr-connector test CA");
+            let leaf_key = KeyPair::generate().unwrap();
+            let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            leaf.distinguished_name
+                .push(DnType::CommonName, "localhost");
+            let cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+            let options = ClusterOptions {
+                tls: Some((cert.pem(), leaf_key.serialize_pem())),
+                ..Default::default()
+            };
+            let cluster = TempCluster::start(&options).expect("TLS cluster");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(demo::load(&cluster, demo::DATABASE))
+                .unwrap();
+            TlsFixture {
+                cluster,
+                ca_file: pem_file(&issuer.pem()),
+                other_ca_file: pem_file(&ca("some other CA").pem()),
+            }
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Runs Alice's extraction through a server whose source connects with these TLS settings.
+async fn extract_with(
+    cluster: &TempCluster,
+    host: &str,
+    ssl_mode: &str,
+    root_cert: Option<&PathBuf>,
+    app: &str,
+) -> support::Extraction {
+    dsr_connector::db::tls::install_crypto_provider();
+    let mut tls = format!(
+        "ssl_mode = \"{ssl_mode}\"\nconnect_timeout = \"2s\"\napplication_name = \"{app}\""
+    );
+    if let Some(path) = root_cert {
+        tls.push_str(&format!("\nroot_cert = {:?}", path.display().to_string()));
+    }
+    let text = demo::config_toml(cluster, demo::DATABASE, "127.0.0.1:0".parse().unwrap())
+        .replace("host = \"127.0.0.1\"", &format!("host = \"{host}\""))
+        .replace("ssl_mode = \"prefer\"", &tls)
+        .replace("min_idle = 1", "min_idle = 0");
+    let config = demo::config(cluster, &text, support::SUBJECT_KEY).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(grpc::run(Arc::new(config), listener, async move {
+        let _ = stopped.await;
+    }));
+    let mut client = dsr_connector::pb::dsr_connector_client::DsrConnectorClient::connect(format!(
+        "http://{addr}"
+    ))
+    .await
+    .unwrap();
+    let x = extract(&mut client, request("email", "alice@example.com")).await;
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    x
+}
+
+/// Whether the sessions of `app` used TLS, from `pg_stat_ssl`.
+async fn sessions_used_tls(cluster: &TempCluster, app: &str) -> Vec<bool> {
+    let db = demo::connect(cluster, "postgres").await.unwrap();
+    db.query(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = $1",
+        &[&app],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test]
+async fn verify_full_with_the_right_ca_and_host_works() {
+    let f = fixture();
+    let ca = f.ca_file.path().to_path_buf();
+    let x = extract_with(
+        &f.cluster,
+        "localhost",
+        "verify-full",
+        Some(&ca),
+        "tls-full",
+    )
+    .await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert_eq!(x.manifest.unwrap().row_count, 16);
+}
+
+#[tokio::test]
+async fn verify_full_fails_when_the_certificate_does_not_name_the_host() {
+    let f = fixture();
+    let ca = f.ca_file.path().to_path_buf();
+    let x = extract_with(
+        &f.cluster,
+        "127.0.0.1",
+        "verify-full",
+        Some(&ca),
+        "tls-wrong-host",
+    )
+    .await;
+    assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+    assert!(x.message().contains("certificate"), "{}", x.message());
+    assert!(x.message().contains("source 'demo'"), "{}", x.message());
+}
+
+#[tokio::test]
+async fn verify_ca_accepts_any_host_name_but_checks_the_chain() {
+    let f = fixture();
+    let ca = f.ca_file.path().to_path_buf();
+    let x = extract_with(&f.cluster, "127.0.0.1", "verify-ca", Some(&ca), "tls-ca").await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+
+    let other = f.other_ca_file.path().to_path_buf();
+    let x = extract_with(
+        &f.cluster,
+        "localhost",
+        "verify-ca",
+        Some(&other),
+        "tls-ca-other",
+    )
+    .await;
+    assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+    assert!(x.message().contains("certificate"), "{}", x.message());
+}
+
+#[tokio::test]
+async fn require_encrypts_without_checking_the_certificate() {
+    let f = fixture();
+    let x = extract_with(&f.cluster, "127.0.0.1", "require", None, "tls-require").await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+}
+
+#[tokio::test]
+async fn sessions_really_use_tls() {
+    let f = fixture();
+    let ca = f.ca_file.path().to_path_buf();
+    let app = "tls-check-session";
+    // Keep the server (and its pooled connection) alive while pg_stat_ssl is read.
+    dsr_connector::db::tls::install_crypto_provider();
+    let text = demo::config_toml(&f.cluster, demo::DATABASE, "127.0.0.1:0".parse().unwrap())
+        .replace("host = \"127.0.0.1\"", "host = \"localhost\"")
+        .replace(
+            "ssl_mode = \"prefer\"",
+            &format!(
+                "ssl_mode = \"verify-full\"\nroot_cert = {:?}\napplication_name = \"{app}\"",
+                ca.display().to_string()
+            ),
+        );
+    let config = demo::config(&f.cluster, &text, support::SUBJECT_KEY).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(grpc::run(Arc::new(config), listener, async move {
+        let _ = stopped.await;
+    }));
+    let mut client = dsr_connector::pb::dsr_connector_client::DsrConnectorClient::connect(format!(
+        "http://{addr}"
+    ))
+    .await
+    .unwrap();
+    let x = extract(&mut client, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    let tls = sessions_used_tls(&f.cluster, app).await;
+    assert!(!tls.is_empty(), "no session of the service found");
+    assert!(tls.iter().all(|ssl| *ssl), "{tls:?}");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn require_against_a_server_without_tls_fails_clearly() {
+    // This binary's plain cluster (no ssl) from the shared support code.
+    let plain = support::cluster();
+    let x = extract_with(plain, "127.0.0.1", "require", None, "tls-plain").await;
+    assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+    assert!(
+        x.message().to_lowercase().contains("tls"),
+        "the cause names TLS: {}",
+        x.message()
+    );
+}
