@@ -45,9 +45,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     dsr_connector::db::tls::install_crypto_provider();
@@ -64,6 +63,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `RUST_LOG` (default `info`), except that tokio-postgres never logs below INFO: at DEBUG it
+/// prints every bound parameter, and the identity value is a bound parameter.
+fn log_filter() -> EnvFilter {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    filter.add_directive(
+        "tokio_postgres=info"
+            .parse()
+            .expect("a valid static directive"),
+    )
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

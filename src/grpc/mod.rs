@@ -27,6 +27,9 @@ use crate::pb::{ExtractRequest, ExtractResponse, ValidateRequest, ValidateRespon
 /// The descriptor set served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dsr_descriptor");
 
+/// How long after the grace period open connections may delay the process's exit.
+const HARD_STOP_AFTER_GRACE: Duration = Duration::from_secs(2);
+
 /// The service adapter.
 pub struct Service {
     engine: Arc<Engine>,
@@ -130,25 +133,33 @@ pub async fn run(
         .build_v1alpha()?;
 
     let grace = config.server.shutdown_grace;
-    let drain = async move {
-        shutdown.await;
-        tracing::info!(
-            grace_secs = grace.as_secs_f64(),
-            "shutting down: draining streams"
-        );
-        health
-            .set_not_serving::<DsrConnectorServer<Service>>()
-            .await;
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            tracing::warn!("shutdown grace period over: cancelling running streams");
-            cancel_streams.cancel();
-        });
+    let hard_stop = CancellationToken::new();
+    let drain = {
+        let hard_stop = hard_stop.clone();
+        async move {
+            shutdown.await;
+            tracing::info!(
+                grace_secs = grace.as_secs_f64(),
+                "shutting down: draining streams"
+            );
+            health
+                .set_not_serving::<DsrConnectorServer<Service>>()
+                .await;
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                tracing::warn!("shutdown grace period over: cancelling running streams");
+                cancel_streams.cancel();
+                // Cancelled streams end within moments; a client that keeps its connection
+                // open after that must not keep the process alive.
+                tokio::time::sleep(HARD_STOP_AFTER_GRACE).await;
+                hard_stop.cancel();
+            });
+        }
     };
 
     let local = listener.local_addr()?;
     tracing::info!(%local, "dsr-connector listening");
-    tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -156,8 +167,13 @@ pub async fn run(
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             drain,
-        )
-        .await?;
+        );
+    tokio::select! {
+        served = serve => served?,
+        _ = hard_stop.cancelled() => {
+            tracing::warn!("connections still open after the grace period: closing them");
+        }
+    }
     tracing::info!("server stopped");
     Ok(())
 }

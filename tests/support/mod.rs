@@ -285,3 +285,19 @@ pub fn run_sql_blocking(statements: &str) {
     .join()
     .expect("SQL setup panicked");
 }
+
+/// A client tool from the test virtual environment (`DSR_TEST_VENV`, or `./.venv`), which
+/// `scripts/test.sh` installs. Missing tools fail the test: client tests never skip.
+pub fn venv_tool(name: &str) -> std::path::PathBuf {
+    let venv = std::env::var_os("DSR_TEST_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    let path = venv.join("bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: run the tests with scripts/test.sh, which installs grpcurl and Python \
+         grpcio into .venv (or run scripts/prereqs.sh --clients first)",
+        path.display()
+    );
+    path
+}

