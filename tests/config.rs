@@ -325,3 +325,17 @@ fn password_files_are_read_and_trimmed() {
         message.contains("sources[0].password_file") && message.contains("/nonexistent/secret")
     );
 }
+
+#[test]
+fn the_example_config_in_deploy_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml");
+    let out = check_config(
+        &path,
+        &[("SHOP_DB_PASSWORD", PASSWORD), ("DSR_SUBJECT_KEY", KEY)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
