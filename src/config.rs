@@ -44,7 +44,13 @@ pub enum ConfigError {
 pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
+    /// Categories added to the built-in classification matrix.
+    #[serde(default)]
+    pub classification: ClassificationConfig,
     pub sources: Vec<SourceConfig>,
+    /// The compiled classification matrix, built by [`Config::validate`].
+    #[serde(skip)]
+    matrix: Option<std::sync::Arc<crate::pii::Matrix>>,
 }
 
 /// Listener and request limits.
@@ -150,6 +156,18 @@ pub struct SourceConfig {
     pub application_name: String,
     /// The identity kinds callers may ask by, for example `["email", "customer_id"]`.
     pub identity_kinds: Vec<String>,
+    /// Time zone of `timestamp without time zone` columns (IANA name). Default UTC.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Live columns missing from the data map: `fail` (default) or `warn`.
+    #[serde(default)]
+    pub unmapped_columns: UnmappedPolicy,
+    /// Values that fail their coercion rule: `fail` (default) or `reject_row`.
+    #[serde(default)]
+    pub on_coercion_error: CoercionPolicy,
+    /// How long a passed schema check is trusted before the catalog is read again.
+    #[serde(default = "default_schema_refresh", with = "humantime_serde")]
+    pub schema_refresh: Duration,
     /// The data map: every table that holds data about subjects.
     pub tables: Vec<TableConfig>,
     /// The password, resolved from `password_env`/`password_file` by [`Config::load`].
@@ -176,6 +194,10 @@ impl std::fmt::Debug for SourceConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("application_name", &self.application_name)
             .field("identity_kinds", &self.identity_kinds)
+            .field("timezone", &self.timezone)
+            .field("unmapped_columns", &self.unmapped_columns)
+            .field("on_coercion_error", &self.on_coercion_error)
+            .field("schema_refresh", &self.schema_refresh)
             .field("tables", &self.tables)
             .finish()
     }
@@ -204,6 +226,12 @@ fn default_min_idle() -> u32 {
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
 }
+fn default_timezone() -> String {
+    "UTC".to_owned()
+}
+fn default_schema_refresh() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_application_name() -> String {
     "dsr-connector".to_owned()
 }
@@ -220,8 +248,112 @@ pub struct TableConfig {
     /// References: the table is reached through another mapped table.
     #[serde(default)]
     pub reference: OneOrMany<Reference>,
-    /// Every exported column and its data category, or `not_pii`.
-    pub columns: BTreeMap<String, String>,
+    /// Every column: its data category (or `not_pii`), or a table with the category and a
+    /// coercion rule or JSON scanning.
+    pub columns: BTreeMap<String, ColumnSpec>,
+}
+
+/// One column of the data map: `email = "contact.email"`, or
+/// `signup = { category = "account.signup_date", coerce = "date", formats = ["%d/%m/%Y"] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ColumnSpec {
+    Category(String),
+    Rule(ColumnRule),
+}
+
+impl ColumnSpec {
+    /// The data category, trimmed and lower-cased.
+    pub fn category(&self) -> String {
+        match self {
+            ColumnSpec::Category(c) => c,
+            ColumnSpec::Rule(r) => &r.category,
+        }
+        .trim()
+        .to_lowercase()
+    }
+
+    /// The column's rule, when it has more than a category.
+    pub fn rule(&self) -> Option<&ColumnRule> {
+        match self {
+            ColumnSpec::Category(_) => None,
+            ColumnSpec::Rule(r) => Some(r),
+        }
+    }
+}
+
+/// A column with a coercion rule or JSON scanning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnRule {
+    /// The data category, or `not_pii`.
+    pub category: String,
+    /// How values are turned into timestamps: `epoch_seconds`, `epoch_milliseconds`,
+    /// `epoch_microseconds` (integer columns) or `date` (text columns, with `formats`).
+    pub coerce: Option<CoerceRule>,
+    /// For `coerce = "date"`: chrono/strftime formats tried in order, e.g. `%d/%m/%Y`.
+    #[serde(default)]
+    pub formats: Vec<String>,
+    /// Time zone of `timestamp without time zone` values or of parsed dates; overrides the
+    /// source's `timezone`.
+    pub timezone: Option<String>,
+    /// For `%y` in `formats`: two-digit years below the pivot are 20yy, the others 19yy.
+    /// Default 69 (00-68 -> 2000-2068, 69-99 -> 1969-1999).
+    pub century_pivot: Option<u8>,
+    /// Walk json/jsonb values for nested personal data.
+    #[serde(default)]
+    pub scan_json: bool,
+}
+
+/// A coercion rule name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoerceRule {
+    EpochSeconds,
+    EpochMilliseconds,
+    EpochMicroseconds,
+    Date,
+}
+
+impl CoerceRule {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CoerceRule::EpochSeconds => "epoch_seconds",
+            CoerceRule::EpochMilliseconds => "epoch_milliseconds",
+            CoerceRule::EpochMicroseconds => "epoch_microseconds",
+            CoerceRule::Date => "date",
+        }
+    }
+}
+
+/// What to do with live columns that the data map does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnmappedPolicy {
+    /// Refuse to extract (FAILED_PRECONDITION) until the column is classified.
+    #[default]
+    Fail,
+    /// Extract the mapped columns, and report the unmapped ones as warnings.
+    Warn,
+}
+
+/// What to do with a value that fails its coercion rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CoercionPolicy {
+    /// End the extraction with FAILED_PRECONDITION, naming the violation.
+    #[default]
+    Fail,
+    /// Leave the row out, count it as rejected, and report the violation.
+    RejectRow,
+}
+
+/// Extra categories for the classification matrix.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassificationConfig {
+    #[serde(default)]
+    pub categories: Vec<crate::pii::CategoryConfig>,
 }
 
 /// `identity = { kind = "email", column = "email" }`.
@@ -310,6 +442,7 @@ impl Config {
             .map_err(Box::new)?;
         config.resolve_secrets(|name| std::env::var(name).ok())?;
         config.validate()?;
+        config.matrix = Some(std::sync::Arc::new(config.build_matrix()?));
         Ok(config)
     }
 
@@ -324,6 +457,7 @@ impl Config {
             .map_err(Box::new)?;
         config.resolve_secrets(env)?;
         config.validate()?;
+        config.matrix = Some(std::sync::Arc::new(config.build_matrix()?));
         Ok(config)
     }
 
@@ -422,6 +556,14 @@ impl Config {
         if self.sources.is_empty() {
             problems.push("sources: at least one source is required".to_owned());
         }
+        let matrix = match self.build_matrix() {
+            Ok(m) => Some(m),
+            Err(ConfigError::Invalid(mut p)) => {
+                problems.append(&mut p);
+                None
+            }
+            Err(other) => return Err(other),
+        };
         let mut names = HashSet::new();
         for (i, source) in self.sources.iter().enumerate() {
             let at = format!("sources[{i}]");
@@ -433,13 +575,28 @@ impl Config {
                     source.name
                 ));
             }
-            source.validate(&at, &mut problems);
+            source.validate(&at, matrix.as_ref(), &mut problems);
         }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    fn build_matrix(&self) -> Result<crate::pii::Matrix, ConfigError> {
+        crate::pii::Matrix::new(&self.classification.categories)
+            .map_err(|e| ConfigError::Invalid(vec![e.0]))
+    }
+
+    /// The classification matrix (built-in categories plus the configured ones).
+    pub fn matrix(&self) -> std::sync::Arc<crate::pii::Matrix> {
+        self.matrix.clone().unwrap_or_else(|| {
+            std::sync::Arc::new(
+                self.build_matrix()
+                    .expect("a loaded config has a valid classification matrix"),
+            )
+        })
     }
 
     /// The subject key. Present after [`Config::load`]; the demo sets it directly.
@@ -453,7 +610,7 @@ impl Config {
 }
 
 impl SourceConfig {
-    fn validate(&self, at: &str, problems: &mut Vec<String>) {
+    fn validate(&self, at: &str, matrix: Option<&crate::pii::Matrix>, problems: &mut Vec<String>) {
         for (key, value) in [
             ("host", &self.host),
             ("database", &self.database),
@@ -474,6 +631,12 @@ impl SourceConfig {
         }
         if self.connect_timeout.is_zero() {
             problems.push(format!("{at}.connect_timeout: must be above zero"));
+        }
+        if self.timezone.parse::<chrono_tz::Tz>().is_err() {
+            problems.push(format!(
+                "{at}.timezone: '{}' is not an IANA time zone name (for example \"Europe/London\")",
+                self.timezone
+            ));
         }
         match (&self.root_cert, self.ssl_mode) {
             (None, SslMode::VerifyCa | SslMode::VerifyFull) => problems.push(format!(
@@ -527,15 +690,11 @@ impl SourceConfig {
             if table.columns.is_empty() {
                 problems.push(format!("{tat}.columns: at least one column is required"));
             }
-            for (column, category) in &table.columns {
+            for (column, spec) in &table.columns {
                 if column.is_empty() {
                     problems.push(format!("{tat}.columns: empty column name"));
                 }
-                if category.trim().is_empty() {
-                    problems.push(format!(
-                        "{tat}.columns.{column}: empty category (use a data category or \"{NOT_PII}\")"
-                    ));
-                }
+                validate_column(&format!("{tat}.columns.{column}"), spec, matrix, problems);
             }
             if table.identity.as_slice().is_empty() && table.reference.as_slice().is_empty() {
                 problems.push(format!(
@@ -642,6 +801,81 @@ impl SourceConfig {
         names
             .into_iter()
             .find_map(|name| visit(name, &parents, &mut Vec::new(), &mut done))
+    }
+}
+
+/// Checks one column's category and rule.
+fn validate_column(
+    at: &str,
+    spec: &ColumnSpec,
+    matrix: Option<&crate::pii::Matrix>,
+    problems: &mut Vec<String>,
+) {
+    let category = spec.category();
+    if category.is_empty() {
+        problems.push(format!(
+            "{at}: empty category (use a data category or \"{NOT_PII}\")"
+        ));
+    } else if let Some(matrix) = matrix
+        && !matrix.knows(&category)
+    {
+        problems.push(format!(
+            "{at}: category '{category}' is not in the classification matrix \
+             (known: {}; add it under [[classification.categories]] or use \"{NOT_PII}\")",
+            matrix.names().join(", ")
+        ));
+    }
+    let Some(rule) = spec.rule() else {
+        return;
+    };
+    match rule.coerce {
+        Some(CoerceRule::Date) => {
+            if rule.formats.is_empty() {
+                problems.push(format!(
+                    "{at}.formats: coerce = \"date\" needs at least one format, e.g. \"%d/%m/%Y\""
+                ));
+            }
+            for format in &rule.formats {
+                if let Err(e) = crate::coerce::check_date_format(format) {
+                    problems.push(format!("{at}.formats: '{format}': {e}"));
+                }
+            }
+        }
+        Some(other) => {
+            if !rule.formats.is_empty() {
+                problems.push(format!(
+                    "{at}.formats: only coerce = \"date\" takes formats, not \"{}\"",
+                    other.name()
+                ));
+            }
+        }
+        None => {
+            if !rule.formats.is_empty() {
+                problems.push(format!(
+                    "{at}.formats: set coerce = \"date\" to use formats"
+                ));
+            }
+        }
+    }
+    if rule.century_pivot.is_some_and(|p| p > 99) {
+        problems.push(format!("{at}.century_pivot: must be between 0 and 99"));
+    }
+    if rule.century_pivot.is_some() && rule.coerce != Some(CoerceRule::Date) {
+        problems.push(format!(
+            "{at}.century_pivot: only applies to coerce = \"date\""
+        ));
+    }
+    if let Some(tz) = &rule.timezone
+        && tz.parse::<chrono_tz::Tz>().is_err()
+    {
+        problems.push(format!(
+            "{at}.timezone: '{tz}' is not an IANA time zone name"
+        ));
+    }
+    if rule.scan_json && rule.coerce.is_some() {
+        problems.push(format!(
+            "{at}.scan_json: a JSON column takes no coercion rule"
+        ));
     }
 }
 

@@ -7,7 +7,9 @@
 //! - [`db`]: connection pools, libpq `sslmode` over rustls, PostgreSQL error classification.
 //! - [`datamap`]: the data map checked against the live catalog; the identity graph compiled
 //!   into per-identity-kind plans of parameterized queries.
-//! - [`coerce`]: PostgreSQL wire values to typed protobuf values.
+//! - [`coerce`]: PostgreSQL wire values to typed protobuf values, and the coercion matrix
+//!   (time zones, epochs, legacy date strings).
+//! - [`pii`]: the classification matrix, value detectors, and the nested-JSON PII scan.
 //! - [`extract`]: the engine: snapshot transaction, portal batches, bounded channel,
 //!   cancellation, count verification, manifest.
 //! - [`grpc`]: the service adapter, the error-to-status mapping, and the server (health,
@@ -26,6 +28,7 @@ pub mod demo;
 pub mod extract;
 pub mod grpc;
 pub mod pgcluster;
+pub mod pii;
 pub mod subject;
 
 /// Generated code for the `dsr.v1` protobuf package.

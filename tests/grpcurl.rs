@@ -99,7 +99,7 @@ async fn grpcurl_streams_an_extraction() {
         .unwrap()
         .get("manifest")
         .expect("manifest last");
-    assert_eq!(manifest["rowCount"], "16");
+    assert_eq!(manifest["rowCount"], "18");
     assert_eq!(manifest["requestId"], "grpcurl-1");
     let batches = messages.iter().filter(|m| m.get("batch").is_some()).count();
     assert!(

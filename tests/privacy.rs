@@ -72,7 +72,7 @@ async fn logs_hold_no_identity_or_extracted_value_even_at_trace_level() {
     .unwrap();
     let x = extract(&mut client, request("email", "alice@example.com")).await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
-    assert_eq!(x.manifest.as_ref().unwrap().row_count, 16);
+    assert_eq!(x.manifest.as_ref().unwrap().row_count, 18);
     // Failures are logged too; they must not carry the value either.
     let x = extract(&mut client, request("customer_id", "not-a-number-123")).await;
     assert_eq!(x.code(), Code::InvalidArgument);

@@ -55,7 +55,7 @@ async fn python_grpcio_client_extracts_and_sees_statuses() {
 
     let ok = run_client(&server, stubs.path(), "demo", "email", "alice@example.com").await;
     assert_eq!(ok["code"], "OK", "{ok}");
-    assert_eq!(ok["row_count"], 16, "{ok}");
+    assert_eq!(ok["row_count"], 18, "{ok}");
     assert_eq!(ok["verified"], true);
     assert_eq!(ok["typed"], true);
     assert_eq!(ok["tables"]["order_items"], 5);

@@ -131,7 +131,7 @@ async fn verify_full_with_the_right_ca_and_host_works() {
     )
     .await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
-    assert_eq!(x.manifest.unwrap().row_count, 16);
+    assert_eq!(x.manifest.unwrap().row_count, 18);
 }
 
 #[tokio::test]

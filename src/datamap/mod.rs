@@ -18,9 +18,10 @@ use std::sync::Arc;
 
 use tokio_postgres::GenericClient;
 
-use crate::coerce::Decoder;
-use crate::config::{NOT_PII, QualifiedName, SourceConfig};
-use crate::pb::ValueKind;
+use crate::coerce::{Coercion, Decoder, EpochUnit};
+use crate::config::{CoerceRule, ColumnSpec, NOT_PII, QualifiedName, SourceConfig, UnmappedPolicy};
+use crate::pb::{TableStatus, ValueKind};
+use crate::pii::Matrix;
 
 /// Problems that stop an extraction before any row is read.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,12 @@ pub struct MappedColumn {
     pub base_type: String,
     pub category: String,
     pub decoder: Decoder,
+    /// The declared coercion, if any.
+    pub coercion: Option<Coercion>,
+    /// Walk values for nested personal data.
+    pub scan_json: bool,
+    /// `pg_type.typcategory`, for comparing reference columns.
+    pub typcategory: String,
 }
 
 impl MappedColumn {
@@ -69,7 +76,11 @@ impl MappedColumn {
     }
 
     pub fn kind(&self) -> ValueKind {
-        self.decoder.kind()
+        if self.coercion.is_some() {
+            ValueKind::Timestamp
+        } else {
+            self.decoder.kind()
+        }
     }
 }
 
@@ -81,6 +92,8 @@ pub struct MappedTable {
     pub display: String,
     /// Exported columns, in catalog order.
     pub columns: Vec<MappedColumn>,
+    /// Indexes into `columns` of the primary-key columns.
+    pub primary_key: Vec<usize>,
     identities: Vec<(String, String)>,
     /// (column, parent table index, parent column)
     references: Vec<(String, usize, String)>,
@@ -126,6 +139,8 @@ pub struct DataMap {
     pub tables: Vec<Arc<MappedTable>>,
     plans: HashMap<String, Arc<Plan>>,
     declared_kinds: Vec<String>,
+    /// Schema findings that did not stop extraction (unmapped columns under `warn`).
+    pub warnings: Vec<String>,
 }
 
 /// One live column as the catalog describes it.
@@ -148,118 +163,380 @@ WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f
   AND a.attnum > 0 AND NOT a.attisdropped \
 ORDER BY a.attnum";
 
-impl DataMap {
-    /// Reads the catalog for every mapped table and compiles the plans.
-    pub async fn load(
-        source: &SourceConfig,
-        client: &impl GenericClient,
-    ) -> Result<DataMap, PlanError> {
-        let stmt = client
-            .prepare(CATALOG_SQL)
-            .await
-            .map_err(|e| catalog_error(source, &e))?;
-        let mut problems = Vec::new();
-        let mut tables = Vec::new();
-        let index: HashMap<QualifiedName, usize> = source
-            .tables
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| QualifiedName::parse(&t.name).map(|q| (q, i)))
-            .collect();
+/// The primary-key columns of a table.
+const PRIMARY_KEY_SQL: &str = "\
+SELECT a.attname::text \
+FROM pg_catalog.pg_index i \
+JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary \
+ORDER BY array_position(i.indkey::int2[], a.attnum)";
 
-        for table_cfg in &source.tables {
-            let name = QualifiedName::parse(&table_cfg.name)
-                .expect("table names are checked by Config::validate");
-            let rows = client
-                .query(&stmt, &[&name.schema, &name.table])
-                .await
-                .map_err(|e| catalog_error(source, &e))?;
-            let live: Vec<LiveColumn> = rows
-                .iter()
-                .map(|r| LiveColumn {
-                    name: r.get(0),
-                    pg_type: r.get(1),
-                    base_type: r.get(2),
-                    typname: r.get(3),
-                    category: r.get(4),
-                })
-                .collect();
-            let display = name.display_name();
-            if live.is_empty() {
-                problems.push(format!(
-                    "table '{display}' does not exist in database '{}'",
-                    source.database
+/// The schema gate's finding for one table.
+#[derive(Debug, Clone)]
+pub struct TableReport {
+    /// Table name as callers see it.
+    pub table: String,
+    pub status: TableStatus,
+    /// Problems that stop an extraction, each naming the column and what is wrong.
+    pub problems: Vec<String>,
+    /// Findings that do not stop an extraction (unmapped columns under the warn policy).
+    pub warnings: Vec<String>,
+}
+
+/// The schema gate's result for a source: one report per mapped table, and the data map when
+/// nothing stops an extraction.
+#[derive(Debug, Clone)]
+pub struct SchemaReport {
+    pub tables: Vec<TableReport>,
+    pub map: Option<Arc<DataMap>>,
+}
+
+impl SchemaReport {
+    /// Every problem of every table.
+    pub fn problems(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .flat_map(|t| t.problems.iter().cloned())
+            .collect()
+    }
+
+    /// Every warning of every table.
+    pub fn warnings(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .flat_map(|t| t.warnings.iter().cloned())
+            .collect()
+    }
+}
+
+/// Text-like catalog types, whose values are PostgreSQL strings.
+fn is_text_type(typname: &str) -> bool {
+    matches!(typname, "text" | "varchar" | "bpchar" | "name" | "citext")
+}
+
+/// Checks the data map of `source` against the live catalog, table by table.
+pub async fn check_schema(
+    source: &SourceConfig,
+    matrix: &Matrix,
+    client: &impl GenericClient,
+) -> Result<SchemaReport, PlanError> {
+    let columns_stmt = client
+        .prepare(CATALOG_SQL)
+        .await
+        .map_err(|e| catalog_error(source, &e))?;
+    let pk_stmt = client
+        .prepare(PRIMARY_KEY_SQL)
+        .await
+        .map_err(|e| catalog_error(source, &e))?;
+    let source_tz: chrono_tz::Tz = source.timezone.parse().unwrap_or(chrono_tz::Tz::UTC);
+    let index: HashMap<QualifiedName, usize> = source
+        .tables
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| QualifiedName::parse(&t.name).map(|q| (q, i)))
+        .collect();
+
+    let mut reports = Vec::new();
+    let mut tables: Vec<Option<MappedTable>> = Vec::new();
+    for table_cfg in &source.tables {
+        let name = QualifiedName::parse(&table_cfg.name)
+            .expect("table names are checked by Config::validate");
+        let display = name.display_name();
+        let mut report = TableReport {
+            table: display.clone(),
+            status: TableStatus::Ok,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let live: Vec<LiveColumn> = client
+            .query(&columns_stmt, &[&name.schema, &name.table])
+            .await
+            .map_err(|e| catalog_error(source, &e))?
+            .iter()
+            .map(|r| LiveColumn {
+                name: r.get(0),
+                pg_type: r.get(1),
+                base_type: r.get(2),
+                typname: r.get(3),
+                category: r.get(4),
+            })
+            .collect();
+        if live.is_empty() {
+            report.status = TableStatus::Missing;
+            report.problems.push(format!(
+                "table '{display}' does not exist in database '{}' (or the role cannot see it)",
+                source.database
+            ));
+            reports.push(report);
+            tables.push(None);
+            continue;
+        }
+        let mut missing = false;
+        for column in table_cfg.columns.keys() {
+            if !live.iter().any(|l| &l.name == column) {
+                missing = true;
+                report.problems.push(format!(
+                    "table '{display}': mapped column '{column}' does not exist"
                 ));
-                continue;
             }
-            for column in table_cfg.columns.keys() {
-                if !live.iter().any(|l| &l.name == column) {
-                    problems.push(format!(
-                        "table '{display}': mapped column '{column}' does not exist"
-                    ));
+        }
+        let mut mismatch = false;
+        let mut unmapped = false;
+        let mut columns = Vec::new();
+        for l in live {
+            let Some(spec) = table_cfg.columns.get(&l.name) else {
+                let finding = format!(
+                    "table '{display}': column '{}' ({}) is not in the data map; \
+                     classify it or mark it not_pii",
+                    l.name, l.pg_type
+                );
+                match source.unmapped_columns {
+                    UnmappedPolicy::Fail => {
+                        unmapped = true;
+                        report.problems.push(finding);
+                    }
+                    UnmappedPolicy::Warn => report.warnings.push(finding),
+                }
+                continue;
+            };
+            match map_column(&display, l, spec, matrix, source_tz) {
+                Ok(column) => columns.push(column),
+                Err(problem) => {
+                    mismatch = true;
+                    report.problems.push(problem);
                 }
             }
-            let columns: Vec<MappedColumn> = live
-                .into_iter()
-                .filter_map(|l| match table_cfg.columns.get(&l.name) {
-                    Some(category) => Some(MappedColumn {
-                        decoder: Decoder::for_type(&l.typname, &l.category),
-                        category: category.trim().to_lowercase(),
-                        name: l.name,
-                        pg_type: l.pg_type,
-                        base_type: l.base_type,
-                    }),
-                    None => {
-                        problems.push(format!(
-                            "table '{display}': column '{}' ({}) is not in the data map; \
-                             classify it or mark it not_pii",
-                            l.name, l.pg_type
-                        ));
-                        None
-                    }
+        }
+        let primary_key: Vec<String> = client
+            .query(&pk_stmt, &[&name.schema, &name.table])
+            .await
+            .map_err(|e| catalog_error(source, &e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        report.status = if missing {
+            TableStatus::MissingColumns
+        } else if mismatch {
+            TableStatus::TypeMismatch
+        } else if unmapped {
+            TableStatus::UnmappedColumns
+        } else {
+            TableStatus::Ok
+        };
+        let primary_key = primary_key
+            .iter()
+            .filter_map(|pk| columns.iter().position(|c: &MappedColumn| &c.name == pk))
+            .collect();
+        tables.push(Some(MappedTable {
+            name,
+            display,
+            columns,
+            primary_key,
+            identities: table_cfg
+                .identity
+                .as_slice()
+                .iter()
+                .map(|i| (i.kind.clone(), i.column.clone()))
+                .collect(),
+            references: table_cfg
+                .reference
+                .as_slice()
+                .iter()
+                .map(|r| {
+                    let parent = QualifiedName::parse(&r.table)
+                        .and_then(|q| index.get(&q).copied())
+                        .expect("references are checked by Config::validate");
+                    (r.column.clone(), parent, r.to.clone())
                 })
-                .collect();
-            tables.push(MappedTable {
-                name,
-                display,
-                columns,
-                identities: table_cfg
-                    .identity
-                    .as_slice()
-                    .iter()
-                    .map(|i| (i.kind.clone(), i.column.clone()))
-                    .collect(),
-                references: table_cfg
-                    .reference
-                    .as_slice()
-                    .iter()
-                    .map(|r| {
-                        let parent = QualifiedName::parse(&r.table)
-                            .and_then(|q| index.get(&q).copied())
-                            .expect("references are checked by Config::validate");
-                        (r.column.clone(), parent, r.to.clone())
-                    })
-                    .collect(),
-            });
+                .collect(),
+        }));
+        reports.push(report);
+    }
+
+    // References must compare columns of the same kind of type.
+    for (i, table) in tables.iter().enumerate() {
+        let Some(table) = table else { continue };
+        for (column, parent, to) in &table.references {
+            let (Some(child), Some(Some(parent_table))) =
+                (table.column(column), tables.get(*parent))
+            else {
+                continue;
+            };
+            let Some(target) = parent_table.column(to) else {
+                continue;
+            };
+            if child.typcategory != target.typcategory {
+                reports[i].status = TableStatus::TypeMismatch;
+                reports[i].problems.push(format!(
+                    "table '{}': reference column '{column}' ({}) cannot be compared with '{}.{to}' ({})",
+                    table.display, child.pg_type, parent_table.display, target.pg_type
+                ));
+            }
         }
-        if !problems.is_empty() {
-            return Err(PlanError::SchemaDrift {
-                source_name: source.name.clone(),
-                problems,
-            });
+    }
+
+    let map = if reports.iter().all(|r| r.problems.is_empty()) {
+        let tables: Vec<Arc<MappedTable>> = tables.into_iter().flatten().map(Arc::new).collect();
+        let warnings = reports
+            .iter()
+            .flat_map(|r| r.warnings.iter().cloned())
+            .collect();
+        Some(Arc::new(DataMap::compile(source, tables, warnings)))
+    } else {
+        None
+    };
+    Ok(SchemaReport {
+        tables: reports,
+        map,
+    })
+}
+
+/// Checks one mapped column's type against its category and rule, and builds its decoder
+/// and coercion.
+fn map_column(
+    table: &str,
+    live: LiveColumn,
+    spec: &ColumnSpec,
+    matrix: &Matrix,
+    source_tz: chrono_tz::Tz,
+) -> Result<MappedColumn, String> {
+    let at = format!("table '{table}', column '{}' ({})", live.name, live.pg_type);
+    let category = spec.category();
+    if !matrix.knows(&category) {
+        return Err(format!(
+            "{at}: category '{category}' is not in the classification matrix"
+        ));
+    }
+    let rule = spec.rule();
+    let tz = match rule.and_then(|r| r.timezone.as_deref()) {
+        Some(name) => name
+            .parse()
+            .map_err(|_| format!("{at}: unknown time zone '{name}'"))?,
+        None => source_tz,
+    };
+    let decoder = Decoder::for_type(&live.typname, &live.category);
+    let coercion = match rule.and_then(|r| r.coerce) {
+        Some(
+            coerce @ (CoerceRule::EpochSeconds
+            | CoerceRule::EpochMilliseconds
+            | CoerceRule::EpochMicroseconds),
+        ) => {
+            if !matches!(live.typname.as_str(), "int2" | "int4" | "int8") {
+                return Err(format!(
+                    "{at}: coerce = \"{}\" needs an integer column",
+                    coerce.name()
+                ));
+            }
+            let unit = match coerce {
+                CoerceRule::EpochSeconds => EpochUnit::Seconds,
+                CoerceRule::EpochMilliseconds => EpochUnit::Milliseconds,
+                _ => EpochUnit::Microseconds,
+            };
+            Some(Coercion::Epoch { unit })
         }
-        let tables: Vec<Arc<MappedTable>> = tables.into_iter().map(Arc::new).collect();
+        Some(CoerceRule::Date) => {
+            if !is_text_type(&live.typname) {
+                return Err(format!("{at}: coerce = \"date\" needs a text column"));
+            }
+            Some(Coercion::Date {
+                formats: rule.map(|r| r.formats.clone()).unwrap_or_default(),
+                tz,
+                pivot: rule
+                    .and_then(|r| r.century_pivot)
+                    .unwrap_or(crate::coerce::DEFAULT_CENTURY_PIVOT),
+            })
+        }
+        None if live.typname == "timestamp" => {
+            (tz != chrono_tz::Tz::UTC).then_some(Coercion::LocalTimestamp { tz })
+        }
+        None => {
+            if rule.is_some_and(|r| r.timezone.is_some()) {
+                return Err(format!(
+                    "{at}: timezone applies only to timestamp without time zone or coerce = \"date\""
+                ));
+            }
+            None
+        }
+    };
+    let scan_json = rule.is_some_and(|r| r.scan_json);
+    if scan_json && !matches!(live.typname.as_str(), "json" | "jsonb") {
+        return Err(format!("{at}: scan_json needs a json or jsonb column"));
+    }
+    // Categories whose values have a known shape need a type that can hold it.
+    let text_like = live.category == "S";
+    let expected = match category.as_str() {
+        "contact.email" | "contact.phone" => text_like,
+        "network.ip" => text_like || matches!(live.typname.as_str(), "inet" | "cidr"),
+        "birth_date" => {
+            text_like
+                || coercion.is_some()
+                || matches!(live.typname.as_str(), "date" | "timestamp" | "timestamptz")
+        }
+        _ => true,
+    };
+    if !expected {
+        return Err(format!(
+            "{at}: the type cannot hold values of category '{category}'"
+        ));
+    }
+    Ok(MappedColumn {
+        decoder,
+        coercion,
+        scan_json,
+        category,
+        typcategory: live.category,
+        name: live.name,
+        pg_type: live.pg_type,
+        base_type: live.base_type,
+    })
+}
+
+impl DataMap {
+    /// Reads the catalog and returns the data map, or every schema problem at once.
+    pub async fn load(
+        source: &SourceConfig,
+        matrix: &Matrix,
+        client: &impl GenericClient,
+    ) -> Result<Arc<DataMap>, PlanError> {
+        let report = check_schema(source, matrix, client).await?;
+        report.map.clone().ok_or_else(|| PlanError::SchemaDrift {
+            source_name: source.name.clone(),
+            problems: report.problems(),
+        })
+    }
+
+    /// Compiles the plans of checked tables.
+    fn compile(
+        source: &SourceConfig,
+        tables: Vec<Arc<MappedTable>>,
+        warnings: Vec<String>,
+    ) -> DataMap {
         let plans = source
             .identity_kinds
             .iter()
             .map(|kind| (kind.clone(), Arc::new(compile_plan(&tables, kind))))
             .collect();
-        Ok(DataMap {
+        DataMap {
             source_name: source.name.clone(),
             tables,
             plans,
             declared_kinds: source.identity_kinds.clone(),
-        })
+            warnings,
+        }
+    }
+
+    /// The identity kinds from which `table` cannot be reached.
+    pub fn unreachable_from(&self, table: &str) -> Vec<String> {
+        let mut kinds: Vec<String> = self
+            .plans
+            .values()
+            .filter(|p| p.unreachable.iter().any(|(t, _)| t == table))
+            .map(|p| p.kind.clone())
+            .collect();
+        kinds.sort();
+        kinds
     }
 
     /// The plan for `kind`, optionally restricted to `only` (table names as callers see them).

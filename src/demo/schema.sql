@@ -103,9 +103,14 @@ INSERT INTO support_tickets VALUES
         '2024-08-01 09:00:00', '{gdpr}'),
     (3, 'bob@example.com', 'Refund', 'Refund for order 201 please.', '2024-02-02 10:00:00', '{}');
 
+-- Three date formats from three eras of the legacy system, and one row whose date never
+-- existed (it is rejected by the coercion rule and counted in the manifest).
 INSERT INTO legacy_accounts VALUES
     (1, 'alice@example.com', '14/03/2009', 1262304000, 'a1b2c3d4-0000-4000-8000-000000000001', 4200),
-    (2, 'dave@example.com', '01/01/2001', 978307200, 'a1b2c3d4-0000-4000-8000-000000000002', 0);
+    (2, 'dave@example.com', '01/01/2001', 978307200, 'a1b2c3d4-0000-4000-8000-000000000002', 0),
+    (3, 'alice@example.com', '31/02/2010', 1267401600, 'a1b2c3d4-0000-4000-8000-000000000003', 0),
+    (4, 'alice@example.com', '19991231', -86400, 'a1b2c3d4-0000-4000-8000-000000000004', 15),
+    (5, 'alice@example.com', '07-04-76', NULL, 'a1b2c3d4-0000-4000-8000-000000000005', 0);
 
 -- Other customers, so that the subject's rows are a needle in a haystack.
 INSERT INTO customers (id, email, full_name, phone, created_at)

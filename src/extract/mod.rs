@@ -36,10 +36,13 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::coerce::RawCell;
-use crate::config::Config;
-use crate::datamap::{DataMap, Plan, PlanError, PlannedTable, pii_fields};
+use crate::config::{CoercionPolicy, Config};
+use crate::datamap::{
+    DataMap, MappedTable, Plan, PlanError, PlannedTable, SchemaReport, pii_fields,
+};
 use crate::db::{Conn, DbError, SourcePool};
 use crate::pb::{self, ExtractResponse, extract_response::Event};
+use crate::pii::{Matrix, ScanLimits};
 use crate::subject::subject_id;
 
 /// The longest identity value accepted. Identities are e-mails, ids and the like; anything
@@ -85,6 +88,13 @@ pub enum ExtractError {
         column: String,
         reason: String,
     },
+    #[error(
+        "table '{}', column '{}', row {}: the value fails rule '{}' ({}); fix the data or the \
+         rule, or set on_coercion_error = \"reject_row\"",
+        .0.table, .0.column, if .0.primary_key.is_empty() { "without primary key" } else { &.0.primary_key },
+        .0.rule, .0.category
+    )]
+    Coercion(Box<pb::Violation>),
     #[error("the deadline passed during the extraction; the database query was cancelled")]
     DeadlineExceeded,
     #[error("the server is shutting down; retry on another replica")]
@@ -109,6 +119,8 @@ pub struct ExtractParams {
     pub compliance_tag: String,
     pub tables: Vec<String>,
     pub deadline: Option<Instant>,
+    /// Read, coerce, scan and count everything, but send no rows (Validate's dry run).
+    pub dry_run: bool,
 }
 
 /// Request limits from the server config.
@@ -120,16 +132,17 @@ struct Limits {
     stream_buffer: usize,
 }
 
-/// One source: its pool and its data map (loaded from the catalog on first use).
+/// One source: its pool and its data map, with the time the schema gate last passed.
 struct Source {
     index: usize,
     pool: SourcePool,
-    map: Mutex<Option<Arc<DataMap>>>,
+    map: Mutex<Option<(Instant, Arc<DataMap>)>>,
 }
 
 /// The extraction engine, shared by every request.
 pub struct Engine {
     config: Arc<Config>,
+    matrix: Arc<Matrix>,
     sources: HashMap<String, Arc<Source>>,
     limits: Limits,
     shutdown: CancellationToken,
@@ -204,6 +217,7 @@ impl Engine {
             stream_buffer: server.stream_buffer,
         };
         Ok(Engine {
+            matrix: config.matrix(),
             config,
             sources,
             limits,
@@ -229,8 +243,12 @@ impl Engine {
 
         let (tx, rx) = mpsc::channel(self.limits.stream_buffer);
         let (outcome_tx, outcome) = oneshot::channel();
+        let cfg = &self.config.sources[source.index];
         let job = Job {
             outcome: outcome_tx,
+            matrix: self.matrix.clone(),
+            coercion_policy: cfg.on_coercion_error,
+            warnings: map.warnings.clone(),
             subject_id: subject_id(
                 self.config.subject_key(),
                 &params.kind,
@@ -296,21 +314,45 @@ impl Engine {
         }
     }
 
-    /// The source's data map, loaded from the live catalog on first use. A failed load is not
-    /// cached: the next request tries again.
+    /// The source's data map. The schema gate runs on first use, again once the last pass is
+    /// older than the source's `schema_refresh`, and after any error that suggests the catalog
+    /// changed. A failed gate is not cached: the next request checks again.
     async fn data_map(
         &self,
         source: &Source,
         deadline: Option<Instant>,
     ) -> Result<Arc<DataMap>, ExtractError> {
+        let refresh = self.config.sources[source.index].schema_refresh;
         let mut slot = source.map.lock().await;
-        if let Some(map) = slot.as_ref() {
+        if let Some((checked, map)) = slot.as_ref()
+            && checked.elapsed() < refresh
+        {
             return Ok(map.clone());
         }
+        *slot = None;
         let conn = source.pool.checkout(deadline).await?;
-        let map = Arc::new(DataMap::load(&self.config.sources[source.index], &conn.client).await?);
-        *slot = Some(map.clone());
+        let cfg = &self.config.sources[source.index];
+        let map = DataMap::load(cfg, &self.matrix, &conn.client).await?;
+        *slot = Some((Instant::now(), map.clone()));
         Ok(map)
+    }
+
+    /// Runs the schema gate for `source` now, table by table (Validate without a subject).
+    pub async fn schema_report(
+        &self,
+        source: &str,
+        deadline: Option<Instant>,
+    ) -> Result<SchemaReport, ExtractError> {
+        let source = self
+            .sources
+            .get(source)
+            .ok_or_else(|| ExtractError::UnknownSource(source.to_owned()))?;
+        let conn = source.pool.checkout(deadline).await?;
+        let cfg = &self.config.sources[source.index];
+        let report = crate::datamap::check_schema(cfg, &self.matrix, &conn.client).await?;
+        let mut slot = source.map.lock().await;
+        *slot = report.map.clone().map(|map| (Instant::now(), map));
+        Ok(report)
     }
 
     /// Forgets a source's data map, so that the next request reads the catalog again.
@@ -322,6 +364,9 @@ impl Engine {
 /// One running extraction.
 struct Job {
     params: ExtractParams,
+    matrix: Arc<Matrix>,
+    coercion_policy: CoercionPolicy,
+    warnings: Vec<String>,
     subject_id: String,
     plan: Arc<Plan>,
     batch_size: u32,
@@ -507,8 +552,9 @@ impl Job {
 
         let value: &str = self.params.value.expose_secret();
         let mut counts = Vec::with_capacity(self.plan.tables.len());
+        let mut found = Found::default();
         for table in &self.plan.tables {
-            let streamed = self
+            let outcome = self
                 .stream_table(&txn, table, value)
                 .await
                 .map_err(|e| match e {
@@ -526,23 +572,33 @@ impl Job {
                 .await
                 .map_err(db)?
                 .get(0);
-            if counted < 0 || counted as u64 != streamed {
+            let read = outcome.streamed + outcome.rejected;
+            if counted < 0 || counted as u64 != read {
                 return Err(ExtractError::CountMismatch {
                     table: table.table.display.clone(),
-                    streamed,
+                    streamed: read,
                     counted,
                 });
             }
-            progress.rows += streamed;
+            progress.rows += outcome.streamed;
             progress.tables += 1;
             counts.push(pb::TableCount {
                 table: table.table.display.clone(),
-                row_count: streamed,
+                row_count: outcome.streamed,
                 verified: true,
             });
+            found.add(&outcome);
             self.send(Event::TableCompleted(pb::TableCompleted {
                 table: table.table.display.clone(),
-                row_count: streamed,
+                row_count: outcome.streamed,
+                rejected_count: outcome.rejected,
+                violations: outcome.violations,
+                violations_truncated: outcome.violations_truncated,
+                pii_fields: outcome
+                    .fields
+                    .iter()
+                    .map(|(path, category)| format!("{path}:{category}"))
+                    .collect(),
             }))
             .await?;
         }
@@ -554,6 +610,7 @@ impl Job {
             snapshot_at,
             server_version,
             counts,
+            &found,
         );
         let problems = manifest::violations(&manifest);
         if !problems.is_empty() {
@@ -562,20 +619,22 @@ impl Job {
         self.send(Event::Manifest(manifest)).await
     }
 
-    /// Streams one table through a portal. Returns the number of rows sent.
+    /// Streams one table through a portal: decodes, coerces and scans every row, cuts batches,
+    /// and (unless this is a dry run) sends them.
     async fn stream_table(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
         table: &PlannedTable,
         value: &str,
-    ) -> Result<u64, ExtractError> {
+    ) -> Result<TableOutcome, ExtractError> {
         let source_name = self.params.source.as_str();
         let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
         let statement = txn.prepare(&table.select_sql).await.map_err(db)?;
         let portal = txn.bind(&statement, &[&value]).await.map_err(db)?;
         let columns = descriptors(table);
         let mut batch = Batcher::new(&table.table.display, &columns, self.max_batch_bytes);
-        let mut streamed = 0u64;
+        let mut outcome = TableOutcome::default();
+        let mapped = &table.table;
         loop {
             let rows = txn
                 .query_portal(&portal, self.batch_size as i32)
@@ -583,32 +642,21 @@ impl Job {
                 .map_err(db)?;
             let fetched = rows.len();
             for row in &rows {
-                let values = table
-                    .table
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, column)| {
-                        let cell: RawCell = row.try_get(i).map_err(db)?;
-                        column
-                            .decoder
-                            .decode(cell.0)
-                            .map_err(|e| ExtractError::Decode {
-                                table: table.table.display.clone(),
-                                column: column.name.clone(),
-                                reason: e.to_string(),
-                            })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let Some(values) = self.convert_row(mapped, row, &mut outcome)? else {
+                    continue; // rejected
+                };
                 let row = pb::Row { values };
                 let size = row.encoded_len();
                 if size > MAX_ROW_BYTES {
                     return Err(row_too_large(table, &row, size));
                 }
+                outcome.streamed += 1;
+                if self.params.dry_run {
+                    continue;
+                }
                 if let Some(full) = batch.push(row, size) {
                     self.send(Event::Batch(full)).await?;
                 }
-                streamed += 1;
             }
             // One portal fetch is at most one batch's rows; the byte limit may cut it earlier.
             if let Some(rest) = batch.finish() {
@@ -618,7 +666,81 @@ impl Job {
                 break; // the portal is exhausted
             }
         }
-        Ok(streamed)
+        Ok(outcome)
+    }
+
+    /// Converts one database row: decodes each cell, applies coercion rules and scans JSON.
+    /// Returns `None` when the row is rejected under the `reject_row` policy.
+    fn convert_row(
+        &self,
+        table: &MappedTable,
+        row: &tokio_postgres::Row,
+        outcome: &mut TableOutcome,
+    ) -> Result<Option<Vec<pb::Value>>, ExtractError> {
+        let source_name = self.params.source.as_str();
+        let mut values = Vec::with_capacity(table.columns.len());
+        for (i, column) in table.columns.iter().enumerate() {
+            let cell: RawCell = row
+                .try_get(i)
+                .map_err(|e| ExtractError::from(DbError::from_pg(source_name, &e)))?;
+            let value = match (&column.coercion, cell.0) {
+                (Some(rule), Some(raw)) => match rule.apply(column.decoder, raw) {
+                    Ok(kind) => pb::Value { kind: Some(kind) },
+                    Err(e) => {
+                        let violation = pb::Violation {
+                            table: table.display.clone(),
+                            column: column.name.clone(),
+                            primary_key: primary_key_text(table, row),
+                            rule: e.rule.to_owned(),
+                            category: e.category.to_owned(),
+                            detail: String::new(),
+                        };
+                        match self.coercion_policy {
+                            CoercionPolicy::Fail => {
+                                return Err(ExtractError::Coercion(Box::new(violation)));
+                            }
+                            CoercionPolicy::RejectRow => {
+                                outcome.rejected += 1;
+                                *outcome
+                                    .rejected_by
+                                    .entry(violation.category.clone())
+                                    .or_default() += 1;
+                                outcome.record(violation);
+                                return Ok(None);
+                            }
+                        }
+                    }
+                },
+                (_, raw) => column
+                    .decoder
+                    .decode(raw)
+                    .map_err(|e| ExtractError::Decode {
+                        table: table.display.clone(),
+                        column: column.name.clone(),
+                        reason: e.to_string(),
+                    })?,
+            };
+            if column.scan_json
+                && let Some(pb::value::Kind::JsonValue(json)) = &value.kind
+            {
+                let root = format!("{}.{}", table.display, column.name);
+                let scan = crate::pii::scan_json(&self.matrix, &root, json, ScanLimits::default());
+                outcome.fields.extend(scan.fields);
+                for v in scan.violations {
+                    outcome.json_violations += 1;
+                    outcome.record(pb::Violation {
+                        table: table.display.clone(),
+                        column: column.name.clone(),
+                        primary_key: primary_key_text(table, row),
+                        rule: "json_scan".to_owned(),
+                        category: v.category.to_owned(),
+                        detail: v.detail,
+                    });
+                }
+            }
+            values.push(value);
+        }
+        Ok(Some(values))
     }
 
     fn manifest(
@@ -628,6 +750,7 @@ impl Job {
         snapshot_at: prost_types::Timestamp,
         server_version: String,
         tables: Vec<pb::TableCount>,
+        found: &Found,
     ) -> pb::Manifest {
         let row_count = tables.iter().map(|t| t.row_count as i64).sum();
         let mut metadata = HashMap::new();
@@ -652,9 +775,26 @@ impl Job {
                 .collect::<Vec<_>>()
                 .join(","),
         );
+        metadata.insert("rejected_rows".to_owned(), found.rejected.to_string());
+        for (category, n) in &found.rejected_by {
+            metadata.insert(format!("rejected.{category}"), n.to_string());
+        }
+        metadata.insert(
+            "json_scan_violations".to_owned(),
+            found.json_violations.to_string(),
+        );
+        if !self.warnings.is_empty() {
+            metadata.insert("schema_warnings".to_owned(), self.warnings.join("; "));
+        }
+        if self.params.dry_run {
+            metadata.insert("dry_run".to_owned(), "true".to_owned());
+        }
+        let fields = pii_fields(&self.plan)
+            .into_iter()
+            .chain(found.fields.iter().map(|(path, _)| path.clone()));
         pb::Manifest {
             subject_id: self.subject_id.clone(),
-            pii_fields: manifest::normalize_pii_fields(pii_fields(&self.plan)),
+            pii_fields: manifest::normalize_pii_fields(fields),
             extraction_timestamp: Some(snapshot_at),
             row_count,
             metadata,
@@ -677,6 +817,83 @@ impl Job {
             .await
             .map_err(|_| ExtractError::ClientGone)
     }
+}
+
+/// The most violations listed per table; the counts are always complete.
+pub const MAX_VIOLATIONS_PER_TABLE: usize = 100;
+
+/// What reading one table produced besides rows.
+#[derive(Default)]
+struct TableOutcome {
+    streamed: u64,
+    rejected: u64,
+    rejected_by: std::collections::BTreeMap<String, u64>,
+    json_violations: u64,
+    violations: Vec<pb::Violation>,
+    violations_truncated: bool,
+    fields: std::collections::BTreeSet<(String, String)>,
+}
+
+impl TableOutcome {
+    fn record(&mut self, violation: pb::Violation) {
+        if self.violations.len() < MAX_VIOLATIONS_PER_TABLE {
+            self.violations.push(violation);
+        } else {
+            self.violations_truncated = true;
+        }
+    }
+}
+
+/// Totals over the tables of one extraction, for the manifest.
+#[derive(Default)]
+struct Found {
+    rejected: u64,
+    rejected_by: std::collections::BTreeMap<String, u64>,
+    json_violations: u64,
+    fields: std::collections::BTreeSet<(String, String)>,
+}
+
+impl Found {
+    fn add(&mut self, table: &TableOutcome) {
+        self.rejected += table.rejected;
+        for (category, n) in &table.rejected_by {
+            *self.rejected_by.entry(category.clone()).or_default() += n;
+        }
+        self.json_violations += table.json_violations;
+        self.fields.extend(table.fields.iter().cloned());
+    }
+}
+
+/// A row's primary key for a violation: `id=42`, `[classified]` when a key column holds
+/// personal data, or empty without a primary key. Never an identity or classified value.
+fn primary_key_text(table: &MappedTable, row: &tokio_postgres::Row) -> String {
+    if table.primary_key.is_empty() {
+        return String::new();
+    }
+    if table.primary_key.iter().any(|i| table.columns[*i].is_pii()) {
+        return "[classified]".to_owned();
+    }
+    table
+        .primary_key
+        .iter()
+        .map(|i| {
+            let column = &table.columns[*i];
+            let text = row
+                .try_get::<_, RawCell>(*i)
+                .ok()
+                .and_then(|cell| column.decoder.decode(cell.0).ok())
+                .and_then(|v| v.kind)
+                .map(|k| match k {
+                    pb::value::Kind::Int64Value(n) => n.to_string(),
+                    pb::value::Kind::StringValue(s) | pb::value::Kind::DecimalValue(s) => s,
+                    pb::value::Kind::NullValue(_) => "NULL".to_owned(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            format!("{}={text}", column.name)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Cuts a table's rows into batches by row count (the portal fetch) and by encoded bytes.
@@ -742,6 +959,12 @@ fn descriptors(table: &PlannedTable) -> Vec<pb::ColumnDescriptor> {
             pg_type: c.pg_type.clone(),
             category: c.category.clone(),
             kind: c.kind() as i32,
+            coercion: c
+                .coercion
+                .as_ref()
+                .map(|r| r.rule().to_owned())
+                .unwrap_or_default(),
+            scan_json: c.scan_json,
         })
         .collect()
 }

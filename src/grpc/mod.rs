@@ -5,6 +5,7 @@
 //! maps errors through [`status::to_status`]. No SQL lives here.
 
 pub mod status;
+pub mod validate;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,6 +64,7 @@ impl DsrConnector for Service {
             compliance_tag: request.compliance_tag,
             tables: request.tables,
             deadline,
+            dry_run: false,
         };
         let stream = self
             .engine
@@ -75,11 +77,13 @@ impl DsrConnector for Service {
 
     async fn validate(
         &self,
-        _request: Request<ValidateRequest>,
+        request: Request<ValidateRequest>,
     ) -> Result<Response<Self::ValidateStream>, Status> {
-        Err(Status::unimplemented(
-            "Validate is part of the contract but not implemented by this server version",
-        ))
+        let deadline = grpc_deadline(request.metadata())?;
+        let messages = validate::run(&self.engine, request.into_inner(), deadline).await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            messages.into_iter().map(Ok),
+        ))))
     }
 }
 

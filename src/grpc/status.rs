@@ -26,6 +26,7 @@ pub fn to_status(error: &ExtractError) -> Status {
         },
         ExtractError::Db(db) => db_code(db),
         ExtractError::CountMismatch { .. } => Code::DataLoss,
+        ExtractError::Coercion(_) => Code::FailedPrecondition,
         ExtractError::RowTooLarge { .. } => Code::ResourceExhausted,
         ExtractError::Decode { .. } | ExtractError::InvalidManifest(_) => Code::Internal,
         ExtractError::Internal(_) => Code::Internal,

@@ -1,0 +1,666 @@
+//! The classification matrix, value detectors, and the recursive PII scan of nested JSON.
+//!
+//! A [`Matrix`] maps data categories (`contact.email`, `network.ip`, ...) to key-name patterns
+//! and value detectors. Every column of the data map must carry a category of the matrix or
+//! `not_pii`; config validation refuses any other. JSON columns marked `scan_json` are walked
+//! through objects and arrays: a key whose name matches a category's pattern, or a string value
+//! that a category's detector recognises, becomes a PII field with its path
+//! (`events.payload.contact.email`, arrays as `[]`).
+//!
+//! The walker is iterative (an explicit stack), so a hostile document cannot overflow the
+//! thread's stack, and it stops at a depth limit and a size limit with a [`ScanViolation`].
+//! Hits and violations carry paths and categories, never the values found.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::config::NOT_PII;
+
+/// Detectors for string values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    /// An e-mail address.
+    Email,
+    /// A phone number: international (`+44 20 7946 0958`) or common local forms
+    /// (`(415) 555-0100`, `020 7946 0958`, `415-555-0100`).
+    Phone,
+    /// An IPv4 or IPv6 address.
+    Ip,
+    /// A payment card number of 13 to 19 digits, spaces or dashes allowed, passing the Luhn
+    /// check.
+    Card,
+    /// The shape of a US social security number, `123-45-6789`, excluding the never-issued
+    /// area numbers 000, 666 and 900-999.
+    Ssn,
+}
+
+impl Detector {
+    /// Whether `text` looks like what this detector finds.
+    pub fn matches(&self, text: &str) -> bool {
+        let text = text.trim();
+        if text.is_empty() || text.len() > 320 {
+            return false;
+        }
+        match self {
+            Detector::Email => email_re().is_match(text),
+            Detector::Phone => {
+                // Dates share the shape of short numbers: a phone number has an
+                // international prefix or at least nine digits, and is not a date.
+                let digits = text.chars().filter(char::is_ascii_digit).count();
+                let plausible = if text.starts_with('+') {
+                    digits >= 7
+                } else {
+                    digits >= 9
+                };
+                plausible && digits <= 15 && phone_re().is_match(text) && !date_re().is_match(text)
+            }
+            Detector::Ip => text.parse::<IpAddr>().is_ok(),
+            Detector::Card => is_card_number(text),
+            Detector::Ssn => ssn_re().captures(text).is_some_and(|c| {
+                let area = &c[1];
+                area != "000"
+                    && area != "666"
+                    && !area.starts_with('9')
+                    && &c[2] != "00"
+                    && &c[3] != "0000"
+            }),
+        }
+    }
+}
+
+fn email_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+            .expect("a valid e-mail pattern")
+    })
+}
+
+fn phone_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}$")
+            .expect("a valid phone pattern")
+    })
+}
+
+fn date_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^(\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{8})$")
+            .expect("a valid date pattern")
+    })
+}
+
+fn ssn_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"^(\d{3})-(\d{2})-(\d{4})$").expect("a valid SSN pattern"))
+}
+
+/// 13-19 digits, optionally grouped by single spaces or dashes, passing the Luhn check.
+fn is_card_number(text: &str) -> bool {
+    if !text
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
+    {
+        return false;
+    }
+    if text.contains("  ") || text.contains("--") || text.starts_with([' ', '-']) {
+        return false;
+    }
+    let digits: Vec<u32> = text.chars().filter_map(|c| c.to_digit(10)).collect();
+    if !(13..=19).contains(&digits.len()) || digits.iter().all(|d| *d == digits[0]) {
+        return false;
+    }
+    luhn(&digits)
+}
+
+/// The Luhn checksum over decimal digits.
+pub fn luhn(digits: &[u32]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                *d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// One category of the matrix, as configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryConfig {
+    /// The category name, for example `contact.email`.
+    pub name: String,
+    /// Regular expressions matched against JSON key names (case-insensitive).
+    #[serde(default)]
+    pub key_patterns: Vec<String>,
+    /// Value detectors.
+    #[serde(default)]
+    pub detectors: Vec<Detector>,
+}
+
+/// A compiled category.
+#[derive(Debug)]
+struct Category {
+    name: String,
+    keys: Vec<Regex>,
+    detectors: Vec<Detector>,
+}
+
+/// The classification matrix: the built-in categories plus those of the config.
+#[derive(Debug)]
+pub struct Matrix {
+    categories: Vec<Category>,
+}
+
+/// The built-in categories: (name, key patterns, detectors).
+const BUILT_IN: &[(&str, &[&str], &[Detector])] = &[
+    (
+        "contact.email",
+        &[r"^e-?mail(_?address)?$", r"_email$"],
+        &[Detector::Email],
+    ),
+    (
+        "contact.phone",
+        &[
+            r"^(tele)?phone(_?number)?$",
+            r"^mobile$",
+            r"^cell$",
+            r"_phone$",
+            r"^tel$",
+        ],
+        &[Detector::Phone],
+    ),
+    (
+        "name",
+        &[
+            r"^(full_?|first_?|last_?|given_?|family_?|sur|middle_?|display_?)?name$",
+            r"^holder$",
+        ],
+        &[],
+    ),
+    (
+        "address",
+        &[r"^(street|address(_?line\d?)?|postcode|postal_?code|zip(_?code)?|city|town)$"],
+        &[],
+    ),
+    (
+        "government_id",
+        &[r"^(ssn|social_security(_number)?|passport(_?(no|number))?|national_?id|tax_?id|nin)$"],
+        &[Detector::Ssn],
+    ),
+    (
+        "financial.card",
+        &[r"^(card_?number|pan|cc_?number|credit_?card)$"],
+        &[Detector::Card],
+    ),
+    (
+        "financial.account",
+        &[r"^(iban|account_?number|bank_?account)$"],
+        &[],
+    ),
+    (
+        "network.ip",
+        &[r"^(ip|ip_?address|remote_?addr|client_?ip)$"],
+        &[Detector::Ip],
+    ),
+    (
+        "birth_date",
+        &[r"^(dob|birth_?date|date_?of_?birth|birthday)$"],
+        &[],
+    ),
+    (
+        "location",
+        &[r"^(lat|latitude|lng|lon|longitude|geo|coordinates)$"],
+        &[],
+    ),
+    (
+        "identifier",
+        &[r"^(user|customer|account|subject)_?id$"],
+        &[],
+    ),
+];
+
+/// Errors in configured categories.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MatrixError(pub String);
+
+impl Matrix {
+    /// The built-in categories plus `extra` (an extra category with a built-in name replaces it).
+    pub fn new(extra: &[CategoryConfig]) -> Result<Matrix, MatrixError> {
+        let mut by_name: BTreeMap<String, Category> = BTreeMap::new();
+        for (name, keys, detectors) in BUILT_IN {
+            let keys = keys
+                .iter()
+                .map(|k| case_insensitive(k).expect("built-in patterns are valid"))
+                .collect();
+            by_name.insert(
+                (*name).to_owned(),
+                Category {
+                    name: (*name).to_owned(),
+                    keys,
+                    detectors: detectors.to_vec(),
+                },
+            );
+        }
+        for (i, c) in extra.iter().enumerate() {
+            let name = c.name.trim().to_lowercase();
+            if name.is_empty() || name == NOT_PII {
+                return Err(MatrixError(format!(
+                    "classification.categories[{i}].name: '{}' is not a usable category name",
+                    c.name
+                )));
+            }
+            let keys = c
+                .key_patterns
+                .iter()
+                .map(|p| {
+                    case_insensitive(p).map_err(|e| {
+                        MatrixError(format!(
+                            "classification.categories[{i}].key_patterns: '{p}' is not a valid regular expression: {e}"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            by_name.insert(
+                name.clone(),
+                Category {
+                    name,
+                    keys,
+                    detectors: c.detectors.clone(),
+                },
+            );
+        }
+        Ok(Matrix {
+            categories: by_name.into_values().collect(),
+        })
+    }
+
+    /// Whether `category` is in the matrix (or is `not_pii`). Categories are compared
+    /// trimmed and lower-cased. A category is also accepted when it refines a known one
+    /// (`identifier.customer_id` refines `identifier`).
+    pub fn knows(&self, category: &str) -> bool {
+        let category = category.trim().to_lowercase();
+        category == NOT_PII
+            || self.categories.iter().any(|c| {
+                category == c.name
+                    || category
+                        .strip_prefix(c.name.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+    }
+
+    /// The category names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.categories.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    /// The category whose key pattern matches `key`, if any.
+    fn key_category(&self, key: &str) -> Option<&str> {
+        self.categories
+            .iter()
+            .find(|c| c.keys.iter().any(|k| k.is_match(key)))
+            .map(|c| c.name.as_str())
+    }
+
+    /// The category whose detector recognises `value`, if any.
+    fn value_category(&self, value: &str) -> Option<&str> {
+        self.categories
+            .iter()
+            .find(|c| c.detectors.iter().any(|d| d.matches(value)))
+            .map(|c| c.name.as_str())
+    }
+}
+
+fn case_insensitive(pattern: &str) -> Result<Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .case_insensitive(true)
+        .size_limit(1 << 20)
+        .build()
+}
+
+/// Limits of the JSON walker.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanLimits {
+    /// Deepest nesting walked.
+    pub max_depth: usize,
+    /// Largest document scanned, in bytes of JSON text.
+    pub max_bytes: usize,
+}
+
+impl Default for ScanLimits {
+    fn default() -> Self {
+        ScanLimits {
+            max_depth: 64,
+            max_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a document could not be scanned completely. Never holds a value from the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanViolation {
+    /// `json_too_deep`, `json_too_large`, `json_invalid` or `json_control_chars_in_key`.
+    pub category: &'static str,
+    /// Where it happened (a path), or a description.
+    pub detail: String,
+}
+
+/// The PII found in one document: path → category, plus the violations met.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanResult {
+    pub fields: BTreeSet<(String, String)>,
+    pub violations: Vec<ScanViolation>,
+}
+
+/// Scans one JSON document (as text). `root` is the path prefix, e.g. `events.payload`.
+pub fn scan_json(matrix: &Matrix, root: &str, json: &str, limits: ScanLimits) -> ScanResult {
+    let mut result = ScanResult::default();
+    if json.len() > limits.max_bytes {
+        result.violations.push(ScanViolation {
+            category: "json_too_large",
+            detail: format!(
+                "{root}: document of {} bytes is above the {}-byte scan limit",
+                json.len(),
+                limits.max_bytes
+            ),
+        });
+        return result;
+    }
+    // serde_json refuses nesting deeper than 128 without recursing further, so parsing itself
+    // cannot overflow the stack.
+    let value: serde_json::Value = match serde_json::from_str(json) {
+        Ok(v) => v,
+        Err(e) => {
+            let category = if e.to_string().contains("recursion limit") {
+                "json_too_deep"
+            } else {
+                "json_invalid"
+            };
+            result.violations.push(ScanViolation {
+                category,
+                detail: format!("{root}: {}", e.classify_text()),
+            });
+            return result;
+        }
+    };
+    let mut stack: Vec<(&serde_json::Value, String, usize)> = vec![(&value, root.to_owned(), 0)];
+    let mut reported_depth = false;
+    while let Some((node, path, depth)) = stack.pop() {
+        if depth > limits.max_depth {
+            if !reported_depth {
+                result.violations.push(ScanViolation {
+                    category: "json_too_deep",
+                    detail: format!("{root}: nesting deeper than {} levels", limits.max_depth),
+                });
+                reported_depth = true;
+            }
+            continue;
+        }
+        match node {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map {
+                    if key.chars().any(char::is_control) {
+                        result.violations.push(ScanViolation {
+                            category: "json_control_chars_in_key",
+                            detail: format!("{path}: a key holds control characters"),
+                        });
+                        continue;
+                    }
+                    let child_path = format!("{path}.{}", key.to_lowercase());
+                    if let Some(category) = matrix.key_category(key)
+                        && !child.is_null()
+                    {
+                        result
+                            .fields
+                            .insert((child_path.clone(), category.to_owned()));
+                    }
+                    stack.push((child, child_path, depth + 1));
+                }
+            }
+            serde_json::Value::Array(items) => {
+                let child_path = format!("{path}[]");
+                for item in items {
+                    stack.push((item, child_path.clone(), depth + 1));
+                }
+            }
+            serde_json::Value::String(s) => {
+                if let Some(category) = matrix.value_category(s) {
+                    result.fields.insert((path, category.to_owned()));
+                }
+            }
+            _ => {}
+        }
+    }
+    result
+}
+
+trait ClassifyText {
+    fn classify_text(&self) -> String;
+}
+
+impl ClassifyText for serde_json::Error {
+    /// The parse error's kind and position, without the excerpt of the input.
+    fn classify_text(&self) -> String {
+        let kind = match self.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "data error",
+            serde_json::error::Category::Eof => "unexpected end",
+        };
+        if self.to_string().contains("recursion limit") {
+            format!(
+                "nesting deeper than the parser's limit (line {}, column {})",
+                self.line(),
+                self.column()
+            )
+        } else {
+            format!(
+                "not valid JSON: {kind} at line {}, column {}",
+                self.line(),
+                self.column()
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix() -> Matrix {
+        Matrix::new(&[]).unwrap()
+    }
+
+    #[test]
+    fn detectors_recognise_their_shapes() {
+        for email in ["alice@example.com", "a.b+tag@sub.example.co.uk"] {
+            assert!(Detector::Email.matches(email), "{email}");
+        }
+        for not in ["alice@", "@example.com", "alice example.com", "a@b"] {
+            assert!(!Detector::Email.matches(not), "{not}");
+        }
+        for phone in [
+            "+44 20 7946 0958",
+            "(415) 555-0100",
+            "020 7946 0958",
+            "415-555-0100",
+            "+14155550100",
+        ] {
+            assert!(Detector::Phone.matches(phone), "{phone}");
+        }
+        for not in [
+            "12",
+            "2024-01-15",
+            "15/01/2024",
+            "20240115",
+            "hello",
+            "1.5",
+            "555-0100",
+        ] {
+            assert!(!Detector::Phone.matches(not), "{not}");
+        }
+        assert!(Detector::Ip.matches("203.0.113.7"));
+        assert!(Detector::Ip.matches("2001:db8::1"));
+        assert!(!Detector::Ip.matches("999.1.1.1"));
+        assert!(Detector::Card.matches("4242 4242 4242 4242"));
+        assert!(Detector::Card.matches("4111-1111-1111-1111"));
+        assert!(!Detector::Card.matches("4242 4242 4242 4241"), "Luhn fails");
+        assert!(!Detector::Card.matches("0000 0000 0000 0000"));
+        assert!(Detector::Ssn.matches("123-45-6789"));
+        assert!(!Detector::Ssn.matches("666-45-6789"));
+        assert!(!Detector::Ssn.matches("923-45-6789"));
+        assert!(!Detector::Ssn.matches("123456789"));
+    }
+
+    #[test]
+    fn categories_must_be_known() {
+        let m = matrix();
+        assert!(m.knows("contact.email"));
+        assert!(m.knows(" Contact.Email "));
+        assert!(m.knows("not_pii"));
+        assert!(m.knows("identifier.customer_id"), "refines 'identifier'");
+        assert!(!m.knows("identifierx"));
+        assert!(!m.knows("favourite.colour"));
+        let m = Matrix::new(&[CategoryConfig {
+            name: "favourite.colour".into(),
+            key_patterns: vec!["^colou?r$".into()],
+            detectors: vec![],
+        }])
+        .unwrap();
+        assert!(m.knows("favourite.colour"));
+        assert!(
+            Matrix::new(&[CategoryConfig {
+                name: "x".into(),
+                key_patterns: vec!["(".into()],
+                detectors: vec![]
+            }])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn nested_pii_is_found_with_paths() {
+        let doc = r#"{
+            "email": "alice@example.com",
+            "a": {"b": {"c": {"d": {"phone": "+44 20 7946 0958"}}}},
+            "items": [{"ip": "203.0.113.7"}, {"note": "call 415-555-0100"}, {"contact": "bob@example.com"}],
+            "count": 3, "ok": true, "none": null
+        }"#;
+        let result = scan_json(&matrix(), "t.doc", doc, ScanLimits::default());
+        let fields: Vec<(&str, &str)> = result
+            .fields
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("t.doc.a.b.c.d.phone", "contact.phone"),
+                ("t.doc.email", "contact.email"),
+                ("t.doc.items[].contact", "contact.email"),
+                ("t.doc.items[].ip", "network.ip"),
+            ]
+        );
+        assert!(result.violations.is_empty());
+    }
+
+    #[test]
+    fn hostile_documents_give_violations_not_crashes() {
+        let m = matrix();
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let r = scan_json(&m, "t.doc", &deep, ScanLimits::default());
+        assert_eq!(r.violations[0].category, "json_too_deep");
+
+        let big = format!("{{\"k\": \"{}\"}}", "x".repeat(9 * 1024 * 1024));
+        let r = scan_json(&m, "t.doc", &big, ScanLimits::default());
+        assert_eq!(r.violations[0].category, "json_too_large");
+
+        let r = scan_json(
+            &m,
+            "t.doc",
+            "{\"e\\u0000mail\": \"alice@example.com\"}",
+            ScanLimits::default(),
+        );
+        assert_eq!(r.violations[0].category, "json_control_chars_in_key");
+        assert!(!r.violations[0].detail.contains("alice"));
+
+        let nested_60 = "{\"a\":".repeat(100) + "1" + &"}".repeat(100);
+        let r = scan_json(&m, "t.doc", &nested_60, ScanLimits::default());
+        assert_eq!(r.violations[0].category, "json_too_deep");
+
+        let r = scan_json(
+            &m,
+            "t.doc",
+            "{\"email\": \"alice@example.com\"",
+            ScanLimits::default(),
+        );
+        assert_eq!(r.violations[0].category, "json_invalid");
+        assert!(
+            !r.violations[0].detail.contains("alice"),
+            "{:?}",
+            r.violations
+        );
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,20}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(8, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map(".{0,10}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_walker_never_panics_and_paths_start_at_the_root(doc in json_value()) {
+            let text = doc.to_string();
+            let result = scan_json(&Matrix::new(&[]).unwrap(), "t.c", &text, ScanLimits::default());
+            for (path, _) in &result.fields {
+                prop_assert!(path.starts_with("t.c"));
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,200}") {
+            let _ = scan_json(&Matrix::new(&[]).unwrap(), "t.c", &text, ScanLimits::default());
+        }
+
+        #[test]
+        fn an_email_under_any_key_is_found(key in "[a-z]{1,8}", local in "[a-z]{1,8}") {
+            let doc = serde_json::json!({ "wrap": [ { key.clone(): format!("{local}@example.com") } ] });
+            let result = scan_json(&Matrix::new(&[]).unwrap(), "t.c", &doc.to_string(), ScanLimits::default());
+            let path = format!("t.c.wrap[].{key}");
+            let found = result.fields.iter().any(|(p, c)| *p == path && c == "contact.email");
+            prop_assert!(found, "{:?}", result);
+        }
+    }
+}
