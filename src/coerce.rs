@@ -75,6 +75,26 @@ impl Decoder {
         }
     }
 
+    /// Whether a result column of type `ty` is what this decoder reads.
+    pub fn accepts(&self, ty: &Type) -> bool {
+        match self {
+            Decoder::Bool => *ty == Type::BOOL,
+            Decoder::Int2 => *ty == Type::INT2,
+            Decoder::Int4 => *ty == Type::INT4,
+            Decoder::Int8 => *ty == Type::INT8,
+            Decoder::Oid => *ty == Type::OID,
+            Decoder::Float4 => *ty == Type::FLOAT4,
+            Decoder::Float8 => *ty == Type::FLOAT8,
+            Decoder::Decimal | Decoder::AsText => *ty == Type::TEXT,
+            Decoder::Text => matches!(*ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME),
+            Decoder::Bytea => *ty == Type::BYTEA,
+            Decoder::Timestamp => matches!(*ty, Type::TIMESTAMP | Type::TIMESTAMPTZ),
+            Decoder::Date => *ty == Type::DATE,
+            Decoder::Json => *ty == Type::JSON,
+            Decoder::Jsonb | Decoder::Array => *ty == Type::JSONB,
+        }
+    }
+
     /// The select-list expression for a column reference.
     pub fn select_expr(&self, column: &str) -> String {
         match self {

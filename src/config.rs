@@ -23,6 +23,9 @@ use serde::Deserialize;
 /// The prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "DSR_CONNECTOR_";
 
+/// The largest `server.max_batch_size` accepted.
+pub const MAX_BATCH_SIZE_LIMIT: u32 = 100_000;
+
 /// The category that marks a column as holding no personal data.
 pub const NOT_PII: &str = "not_pii";
 
@@ -536,6 +539,11 @@ impl Config {
         let server = &self.server;
         if server.default_batch_size == 0 {
             problems.push("server.default_batch_size: must be at least 1".to_owned());
+        }
+        if server.max_batch_size > MAX_BATCH_SIZE_LIMIT {
+            problems.push(format!(
+                "server.max_batch_size: at most {MAX_BATCH_SIZE_LIMIT} rows per batch"
+            ));
         }
         if server.default_batch_size > server.max_batch_size {
             problems.push(format!(

@@ -44,11 +44,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     dsr_connector::db::tls::install_crypto_provider();
 
     let result = match cli.command {
@@ -65,15 +61,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// `RUST_LOG` (default `info`), except that tokio-postgres never logs below INFO: at DEBUG it
-/// prints every bound parameter, and the identity value is a bound parameter.
-fn log_filter() -> EnvFilter {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    filter.add_directive(
-        "tokio_postgres=info"
-            .parse()
-            .expect("a valid static directive"),
-    )
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Whatever `RUST_LOG` says,
+/// tokio-postgres never logs below INFO: at DEBUG it prints every bound parameter, and the
+/// identity value is a bound parameter. The cap is a filter of its own, so no directive, however
+/// specific (`tokio_postgres::query=trace`), can lift it.
+fn init_logging() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let cap = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("tokio_postgres") && *meta.level() > tracing::Level::INFO)
+    });
+    tracing_subscriber::registry()
+        .with(env)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .with_filter(cap),
+        )
+        .init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

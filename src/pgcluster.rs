@@ -103,7 +103,6 @@ impl TempCluster {
         let mut conf = String::new();
         let _ = writeln!(conf, "\n# throwaway cluster settings");
         for (key, value) in [
-            ("port", port.to_string()),
             ("listen_addresses", "'127.0.0.1'".into()),
             (
                 "unix_socket_directories",
@@ -141,20 +140,36 @@ impl TempCluster {
         existing.push_str(&conf);
         std::fs::write(&conf_path, existing).map_err(|e| step("writing postgresql.conf", e))?;
 
+        // The port was free when asked for, but another process may take it before the
+        // server binds it; then the next free port is tried.
         let log = dir.path().join("server.log");
-        let mut pg_ctl = Command::new(bindir.join("pg_ctl"));
-        pg_ctl
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "60", "start"]);
-        if let Err(e) = run(&mut pg_ctl, run_as, "pg_ctl start") {
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(ClusterError::Step {
-                step: "starting PostgreSQL".into(),
-                detail: format!("{e}\nserver log:\n{tail}"),
-            });
+        let mut port = port;
+        let mut attempt = 1;
+        loop {
+            let mut pg_ctl = Command::new(bindir.join("pg_ctl"));
+            pg_ctl
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(&log)
+                .args(["-w", "-t", "60", "-o"])
+                .arg(format!("-p {port}"))
+                .arg("start");
+            match run(&mut pg_ctl, run_as, "pg_ctl start") {
+                Ok(()) => break,
+                Err(e) => {
+                    let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                    if attempt < 3 && tail.contains("could not bind") {
+                        attempt += 1;
+                        port = free_port()?;
+                        continue;
+                    }
+                    return Err(ClusterError::Step {
+                        step: "starting PostgreSQL".into(),
+                        detail: format!("{e}\nserver log:\n{tail}"),
+                    });
+                }
+            }
         }
         spawn_watchdog(dir.path(), &data);
 

@@ -29,7 +29,10 @@ async fn logs_hold_no_identity_or_extracted_value_even_at_trace_level() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
         .args(["serve", "--config"])
         .arg(&config_path)
-        .env("RUST_LOG", "trace,tokio_postgres=trace")
+        .env(
+            "RUST_LOG",
+            "trace,tokio_postgres=trace,tokio_postgres::query=trace,tokio_postgres::prepare=trace",
+        )
         .env("DSR_DEMO_PASSWORD", cluster().password())
         .env("DSR_SUBJECT_KEY", support::SUBJECT_KEY)
         .stdout(Stdio::null())

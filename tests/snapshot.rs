@@ -29,6 +29,15 @@ async fn concurrent_commits_do_not_leak_into_a_running_extraction() {
 
     let server = TestServer::demo().await;
     let mut client = server.client().await;
+
+    // A second session locks `events`, so the extraction's read of that table must wait
+    // until this session has committed its changes: the ordering is certain, not a race.
+    let mut locker = sql().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
     let mut req = request("email", "snapshot@example.com");
     req.batch_size = 500;
     let mut stream = client.extract(req).await.unwrap().into_inner();
@@ -36,21 +45,36 @@ async fn concurrent_commits_do_not_leak_into_a_running_extraction() {
     // The snapshot is taken before `started` is sent.
     let first = stream.message().await.unwrap().unwrap();
     assert!(matches!(first.event, Some(Event::Started(_))));
+    assert!(
+        support::eventually(300, || async {
+            db.query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = 'dsr-connector' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+                == 1
+        })
+        .await,
+        "the extraction never waited for the lock on events"
+    );
 
-    // Another session changes the subject's data and commits: deletes 100 events that
-    // exist in the snapshot, adds 50 new ones and a new order, and renames the customer.
-    db.batch_execute(
-        "BEGIN;
-         DELETE FROM events WHERE id BETWEEN 5000001 AND 5000100;
+    // While it waits, the other session changes the subject's data and commits: deletes 100
+    // events that exist in the snapshot, adds 50 new ones and a new order, and renames the
+    // customer.
+    lock.batch_execute(
+        "DELETE FROM events WHERE id BETWEEN 5000001 AND 5000100;
          INSERT INTO events (id, customer_id, occurred_at, kind, payload)
              SELECT 6000000 + i, 500001, now(), 'late', '{}' FROM generate_series(1, 50) AS i;
          INSERT INTO orders (id, customer_id, placed_at, status, total)
              VALUES (500002, 500001, now(), 'late', 2.00);
-         UPDATE customers SET full_name = 'Changed Later' WHERE id = 500001;
-         COMMIT;",
+         UPDATE customers SET full_name = 'Changed Later' WHERE id = 500001;",
     )
     .await
     .unwrap();
+    lock.commit().await.unwrap();
     let live: i64 = db
         .query_one(
             "SELECT count(*) FROM events WHERE customer_id = 500001",

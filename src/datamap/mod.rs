@@ -48,6 +48,10 @@ pub enum PlanError {
         source_name: String,
         problems: Vec<String>,
     },
+    /// A manifest must list at least one personal-data field; a plan without any would
+    /// stream everything and then fail.
+    #[error("source '{source_name}': nothing to extract as personal data: {detail}")]
+    NoPersonalData { source_name: String, detail: String },
     #[error("source '{source_name}': reading the catalog failed: {cause}")]
     Catalog { source_name: String, cause: String },
 }
@@ -119,6 +123,8 @@ pub struct Plan {
     pub kind: String,
     pub tables: Vec<PlannedTable>,
     pub unreachable: Vec<(String, String)>,
+    /// The distinct types of the identity columns of this kind, to check the value against.
+    pub identity_types: Vec<String>,
 }
 
 /// A table of a plan with its compiled queries.
@@ -481,6 +487,13 @@ fn map_column(
             "{at}: the type cannot hold values of category '{category}'"
         ));
     }
+    // The identity parameter is cast to the column's type without modifiers; for blank-padded
+    // and bit strings that would mean length 1, so they get their unbounded forms.
+    let base_type = match live.typname.as_str() {
+        "bpchar" => "bpchar".to_owned(),
+        "bit" => "varbit".to_owned(),
+        _ => live.base_type,
+    };
     Ok(MappedColumn {
         decoder,
         coercion,
@@ -489,7 +502,7 @@ fn map_column(
         typcategory: live.category,
         name: live.name,
         pg_type: live.pg_type,
-        base_type: live.base_type,
+        base_type,
     })
 }
 
@@ -550,6 +563,12 @@ impl DataMap {
                 declared: self.declared_kinds.join(", "),
             })?;
         if only.is_empty() {
+            if pii_fields(plan).is_empty() {
+                return Err(PlanError::NoPersonalData {
+                    source_name: self.source_name.clone(),
+                    detail: format!("no table reachable by '{kind}' has a classified column"),
+                });
+            }
             return Ok(plan.clone());
         }
         let mut tables = Vec::new();
@@ -587,11 +606,19 @@ impl DataMap {
                 .iter()
                 .position(|p| p.table.display == t.table.display)
         });
-        Ok(Arc::new(Plan {
+        let restricted = Plan {
             kind: plan.kind.clone(),
             tables,
             unreachable: Vec::new(),
-        }))
+            identity_types: plan.identity_types.clone(),
+        };
+        if pii_fields(&restricted).is_empty() {
+            return Err(PlanError::NoPersonalData {
+                source_name: self.source_name.clone(),
+                detail: "the requested tables hold no classified column".into(),
+            });
+        }
+        Ok(Arc::new(restricted))
     }
 }
 
@@ -652,10 +679,22 @@ fn compile_plan(tables: &[Arc<MappedTable>], kind: &str) -> Plan {
     }
     // Tables nearer the identity first; the data map's order among equals.
     planned.sort_by_key(|(depth, i, _)| (*depth, *i));
+    let mut identity_types: Vec<String> = tables
+        .iter()
+        .flat_map(|t| {
+            t.identities
+                .iter()
+                .filter(|(k, _)| k == kind)
+                .filter_map(|(_, c)| t.column(c).map(|c| c.base_type.clone()))
+        })
+        .collect();
+    identity_types.sort();
+    identity_types.dedup();
     Plan {
         kind: kind.to_owned(),
         tables: planned.into_iter().map(|(_, _, t)| t).collect(),
         unreachable,
+        identity_types,
     }
 }
 

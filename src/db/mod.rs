@@ -36,6 +36,8 @@ pub enum DbError {
     },
     #[error("source '{source_name}': cannot connect to the database: {cause}")]
     Unavailable { source_name: String, cause: String },
+    #[error("source '{source_name}': the database refused the connection: {cause}")]
+    Refused { source_name: String, cause: String },
     #[error("source '{source_name}': the deadline passed while waiting for a connection")]
     DeadlineWaitingForConnection { source_name: String },
     #[error("source '{source_name}': SQLSTATE {code}: {message}")]
@@ -56,7 +58,7 @@ impl DbError {
             DbError::PoolExhausted { .. }
             | DbError::Unavailable { .. }
             | DbError::ConnectionLost { .. } => true,
-            DbError::DeadlineWaitingForConnection { .. } => false,
+            DbError::DeadlineWaitingForConnection { .. } | DbError::Refused { .. } => false,
             DbError::Query { transient, .. } => *transient,
         }
     }
@@ -77,7 +79,7 @@ impl DbError {
                 DbError::Query {
                     source_name: source_name.to_owned(),
                     transient: is_transient_sqlstate(&code),
-                    message: db.message().to_owned(),
+                    message: safe_message(&code, db.message()),
                     code,
                 }
             }
@@ -98,11 +100,32 @@ pub fn is_transient_sqlstate(code: &str) -> bool {
         || matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03")
 }
 
+/// PostgreSQL's message for SQLSTATE classes whose messages name objects and conditions, not
+/// data: connection (08), transaction state (25), authorization (28), catalog (3D), rollback
+/// (40), syntax and access (42), resources (53), object state (55), operator intervention (57).
+/// Other messages (data exceptions, integrity violations, errors raised by functions) may quote
+/// values, so they are withheld and only the SQLSTATE is reported.
+pub fn safe_message(code: &str, message: &str) -> String {
+    const SAFE_CLASSES: &[&str] = &["08", "25", "28", "3D", "40", "42", "53", "55", "57"];
+    if SAFE_CLASSES.iter().any(|class| code.starts_with(class)) {
+        message.to_owned()
+    } else {
+        "message withheld: it may quote data".to_owned()
+    }
+}
+
+/// Whether an SQLSTATE says the database refused this client for good: wrong password, no
+/// access rule, or no such database. Retrying does not help; the configuration must change.
+pub fn is_refusal_sqlstate(code: &str) -> bool {
+    code.starts_with("28") || code == "3D000"
+}
+
 /// The full cause chain of a tokio-postgres error. Its `Display` alone is often just
 /// "db error" or "error connecting to server".
 pub fn describe(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
-        return format!("SQLSTATE {}: {}", db.code().code(), db.message());
+        let code = db.code().code();
+        return format!("SQLSTATE {code}: {}", safe_message(code, db.message()));
     }
     let mut text = error.to_string();
     let mut cause = std::error::Error::source(error);
@@ -161,14 +184,18 @@ impl ManageConnection for PgManager {
 #[derive(Debug, Clone)]
 struct LastError {
     source_name: String,
-    last: Arc<Mutex<Option<(Instant, String)>>>,
+    last: Arc<Mutex<Option<(Instant, String, bool)>>>,
 }
 
 impl ErrorSink<tokio_postgres::Error> for LastError {
     fn sink(&self, error: tokio_postgres::Error) {
         let cause = describe(&error);
+        let refused = error
+            .as_db_error()
+            .is_some_and(|db| is_refusal_sqlstate(db.code().code()));
         tracing::warn!(source = %self.source_name, error = %cause, "database connection failed");
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), cause));
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), cause, refused));
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<tokio_postgres::Error>> {
@@ -243,10 +270,19 @@ impl SourcePool {
         }
         match tokio::time::timeout_at(limit, self.pool.get_owned()).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(RunError::User(e))) => Err(DbError::Unavailable {
-                source_name: self.source_name.clone(),
-                cause: describe(&e),
-            }),
+            Ok(Err(RunError::User(e))) => {
+                let cause = describe(&e);
+                let source_name = self.source_name.clone();
+                Err(
+                    if e.as_db_error()
+                        .is_some_and(|db| is_refusal_sqlstate(db.code().code()))
+                    {
+                        DbError::Refused { source_name, cause }
+                    } else {
+                        DbError::Unavailable { source_name, cause }
+                    },
+                )
+            }
             Ok(Err(RunError::TimedOut)) | Err(_) => {
                 if deadline_first {
                     return Err(DbError::DeadlineWaitingForConnection {
@@ -266,8 +302,15 @@ impl SourcePool {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .filter(|(at, _)| *at >= started - self.checkout_timeout)
-            .map(|(_, cause)| cause.clone());
+            .filter(|(at, _, _)| *at >= started - self.checkout_timeout)
+            .map(|(_, cause, refused)| (cause.clone(), *refused));
+        if let Some((cause, true)) = &recent {
+            return DbError::Refused {
+                source_name: self.source_name.clone(),
+                cause: cause.clone(),
+            };
+        }
+        let recent = recent.map(|(cause, _)| cause);
         let state = self.pool.state();
         match recent {
             Some(cause) if state.connections < self.max || state.idle_connections > 0 => {

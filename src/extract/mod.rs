@@ -49,9 +49,12 @@ use crate::subject::subject_id;
 /// longer is a malformed request, not a subject.
 pub const MAX_IDENTITY_BYTES: usize = 1024;
 
-/// The largest single row that can be sent: gRPC clients refuse messages over 4 MiB, and a
-/// batch needs room for its envelope.
-pub const MAX_ROW_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
+/// The longest request_id or compliance_tag accepted. Both are logged and echoed back.
+pub const MAX_LABEL_BYTES: usize = 128;
+
+/// The largest message sent: gRPC clients refuse messages over 4 MiB by default. A single row
+/// must fit in one message beside its batch's column descriptors.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 - 16 * 1024;
 
 /// Everything that ends an extraction early.
 #[derive(Debug, thiserror::Error)]
@@ -88,11 +91,12 @@ pub enum ExtractError {
         column: String,
         reason: String,
     },
+    /// The message names table, column, rule and category; the row's key stays in the
+    /// structured violation, out of log lines.
     #[error(
-        "table '{}', column '{}', row {}: the value fails rule '{}' ({}); fix the data or the \
-         rule, or set on_coercion_error = \"reject_row\"",
-        .0.table, .0.column, if .0.primary_key.is_empty() { "without primary key" } else { &.0.primary_key },
-        .0.rule, .0.category
+        "table '{}', column '{}': a value fails rule '{}' ({}); fix the data or the rule, or \
+         set on_coercion_error = \"reject_row\"",
+        .0.table, .0.column, .0.rule, .0.category
     )]
     Coercion(Box<pb::Violation>),
     #[error("the deadline passed during the extraction; the database query was cancelled")]
@@ -197,9 +201,22 @@ enum Stop {
     Shutdown,
 }
 
+impl Stop {
+    fn into_error(self) -> ExtractError {
+        match self {
+            Stop::ClientGone => ExtractError::ClientGone,
+            Stop::Deadline => ExtractError::DeadlineExceeded,
+            Stop::Shutdown => ExtractError::ShuttingDown,
+        }
+    }
+}
+
 impl Engine {
     /// Builds the pools (which connect lazily). `shutdown` cancels running extractions.
     pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> Result<Engine, String> {
+        if config.subject_key().len() < 16 {
+            return Err("the subject key is missing or shorter than 16 bytes".into());
+        }
         let mut sources = HashMap::new();
         for (index, cfg) in config.sources.iter().enumerate() {
             let source = Source {
@@ -303,6 +320,16 @@ impl Engine {
             return Err(ExtractError::InvalidArgument(
                 "subject.value: must not contain NUL characters".into(),
             ));
+        }
+        for (field, text) in [
+            ("request_id", &params.request_id),
+            ("compliance_tag", &params.compliance_tag),
+        ] {
+            if text.len() > MAX_LABEL_BYTES || text.chars().any(char::is_control) {
+                return Err(ExtractError::InvalidArgument(format!(
+                    "{field}: at most {MAX_LABEL_BYTES} bytes, without control characters"
+                )));
+            }
         }
         match params.batch_size {
             0 => Ok(self.limits.default_batch_size),
@@ -418,15 +445,14 @@ impl Job {
         extraction_id: &str,
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
-        let mut conn = self
-            .source
-            .pool
-            .checkout(self.params.deadline)
-            .await
-            .map_err(|e| match e {
+        let checkout = self.source.pool.checkout(self.params.deadline);
+        let mut conn = tokio::select! {
+            conn = checkout => conn.map_err(|e| match e {
                 DbError::DeadlineWaitingForConnection { .. } => ExtractError::DeadlineExceeded,
                 other => other.into(),
-            })?;
+            })?,
+            stop = self.stop_signal() => return Err(stop.into_error()),
+        };
         let cancel = conn.client.cancel_token();
 
         let outcome = {
@@ -453,18 +479,15 @@ impl Job {
             }
             Err(stop) => {
                 // The body future is gone; its query may still run on the server. Cancel it
-                // there, then make sure the connection is idle and outside any transaction.
+                // there. The cancel request travels on its own connection and PostgreSQL may
+                // act on it a moment later, so this connection is discarded rather than
+                // reused: a late cancel must never hit the next request's query.
                 if let Err(e) = cancel.cancel_query(self.source.pool.cancel_tls()).await {
                     tracing::warn!(source = %self.params.source, error = %crate::db::describe(&e),
-                        "cancel request failed; discarding the connection");
-                    conn.mark_broken();
+                        "cancel request failed");
                 }
-                reset_connection(&mut conn).await;
-                Err(match stop {
-                    Stop::ClientGone => ExtractError::ClientGone,
-                    Stop::Deadline => ExtractError::DeadlineExceeded,
-                    Stop::Shutdown => ExtractError::ShuttingDown,
-                })
+                conn.mark_broken();
+                Err(stop.into_error())
             }
         }
     }
@@ -551,22 +574,24 @@ impl Job {
         .await?;
 
         let value: &str = self.params.value.expose_secret();
+        // The identity value must convert to every identity column's type. Checked once, up
+        // front, so that a later data error is never mistaken for a bad identity.
+        for base_type in &self.plan.identity_types {
+            let check = format!("SELECT CAST($1::text AS {base_type}) IS NOT NULL");
+            if let Err(e) = txn.query_one(&check, &[&value]).await {
+                return Err(match e.as_db_error().map(|d| d.code().code().to_owned()) {
+                    Some(code) if code.starts_with("22") => ExtractError::InvalidArgument(format!(
+                        "subject.value: not a valid {base_type} for identity kind '{}' (SQLSTATE {code})",
+                        self.params.kind
+                    )),
+                    _ => db(e),
+                });
+            }
+        }
         let mut counts = Vec::with_capacity(self.plan.tables.len());
         let mut found = Found::default();
         for table in &self.plan.tables {
-            let outcome = self
-                .stream_table(&txn, table, value)
-                .await
-                .map_err(|e| match e {
-                    ExtractError::Db(DbError::Query { ref code, .. }) if code.starts_with("22") => {
-                        ExtractError::InvalidArgument(format!(
-                            "subject.value: cannot be converted to the type of the identity \
-                             column for kind '{}' (SQLSTATE {code})",
-                            self.params.kind
-                        ))
-                    }
-                    other => other,
-                })?;
+            let outcome = self.stream_table(&txn, table, value).await?;
             let counted: i64 = txn
                 .query_one(&table.count_sql, &[&value])
                 .await
@@ -630,8 +655,26 @@ impl Job {
         let source_name = self.params.source.as_str();
         let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
         let statement = txn.prepare(&table.select_sql).await.map_err(db)?;
+        // The decoders were chosen when the schema gate last passed; a column whose type
+        // changed since must not be decoded with the old one.
+        for (column, described) in table.table.columns.iter().zip(statement.columns()) {
+            if !column.decoder.accepts(described.type_()) {
+                return Err(ExtractError::Plan(PlanError::SchemaDrift {
+                    source_name: source_name.to_owned(),
+                    problems: vec![format!(
+                        "table '{}', column '{}': its type changed since the schema check (now {})",
+                        table.table.display,
+                        column.name,
+                        described.type_().name()
+                    )],
+                }));
+            }
+        }
         let portal = txn.bind(&statement, &[&value]).await.map_err(db)?;
         let columns = descriptors(table);
+        // A batch carries its column descriptors; a single row must fit beside them.
+        let row_limit = MAX_MESSAGE_BYTES
+            .saturating_sub(columns.iter().map(Message::encoded_len).sum::<usize>() + 1024);
         let mut batch = Batcher::new(&table.table.display, &columns, self.max_batch_bytes);
         let mut outcome = TableOutcome::default();
         let mapped = &table.table;
@@ -647,8 +690,8 @@ impl Job {
                 };
                 let row = pb::Row { values };
                 let size = row.encoded_len();
-                if size > MAX_ROW_BYTES {
-                    return Err(row_too_large(table, &row, size));
+                if size > row_limit {
+                    return Err(row_too_large(table, &row, size, row_limit));
                 }
                 outcome.streamed += 1;
                 if self.params.dry_run {
@@ -969,7 +1012,7 @@ fn descriptors(table: &PlannedTable) -> Vec<pb::ColumnDescriptor> {
         .collect()
 }
 
-fn row_too_large(table: &PlannedTable, row: &pb::Row, size: usize) -> ExtractError {
+fn row_too_large(table: &PlannedTable, row: &pb::Row, size: usize, limit: usize) -> ExtractError {
     let (largest, _) = row
         .values
         .iter()
@@ -985,7 +1028,7 @@ fn row_too_large(table: &PlannedTable, row: &pb::Row, size: usize) -> ExtractErr
             .map(|c| c.name.clone())
             .unwrap_or_default(),
         bytes: size,
-        limit: MAX_ROW_BYTES,
+        limit,
     }
 }
 
@@ -1000,7 +1043,7 @@ fn timestamp_from_epoch(epoch: f64) -> prost_types::Timestamp {
 /// Whether an error suggests the catalog changed under a cached data map.
 fn error_means_schema_changed(error: &ExtractError) -> bool {
     match error {
-        ExtractError::Plan(PlanError::SchemaDrift { .. }) => true,
+        ExtractError::Plan(PlanError::SchemaDrift { .. }) | ExtractError::Decode { .. } => true,
         // undefined_table, undefined_column, datatype_mismatch, cannot coerce
         ExtractError::Db(DbError::Query { code, .. }) => {
             matches!(code.as_str(), "42P01" | "42703" | "42804" | "42846")

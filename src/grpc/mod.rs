@@ -66,11 +66,16 @@ impl DsrConnector for Service {
             deadline,
             dry_run: false,
         };
-        let stream = self
-            .engine
-            .extract(params)
-            .await
-            .map_err(|e| status::to_status(&e))?;
+        // Resolving the plan may read the catalog; that too must end at the caller's deadline,
+        // with DEADLINE_EXCEEDED rather than tonic's CANCELLED.
+        let extract = self.engine.extract(params);
+        let stream = match deadline {
+            Some(at) => tokio::time::timeout_at(at, extract)
+                .await
+                .map_err(|_| status::to_status(&crate::extract::ExtractError::DeadlineExceeded))?,
+            None => extract.await,
+        }
+        .map_err(|e| status::to_status(&e))?;
         let stream = stream.map(|item| item.map_err(|e| status::to_status(&e)));
         Ok(Response::new(Box::pin(stream)))
     }
@@ -164,6 +169,10 @@ pub async fn run(
     let local = listener.local_addr()?;
     tracing::info!(%local, "dsr-connector listening");
     let serve = tonic::transport::Server::builder()
+        // Detects clients that vanished without closing their connection, whose streams would
+        // otherwise hold a snapshot open.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -21,7 +21,9 @@ pub fn to_status(error: &ExtractError) -> Status {
                 Code::InvalidArgument
             }
             PlanError::UnknownTable { .. } => Code::NotFound,
-            PlanError::SchemaDrift { .. } => Code::FailedPrecondition,
+            PlanError::SchemaDrift { .. } | PlanError::NoPersonalData { .. } => {
+                Code::FailedPrecondition
+            }
             PlanError::Catalog { .. } => Code::Unavailable,
         },
         ExtractError::Db(db) => db_code(db),
@@ -42,10 +44,13 @@ fn db_code(error: &DbError) -> Code {
         DbError::PoolExhausted { .. } => Code::ResourceExhausted,
         DbError::Unavailable { .. } | DbError::ConnectionLost { .. } => Code::Unavailable,
         DbError::DeadlineWaitingForConnection { .. } => Code::DeadlineExceeded,
+        DbError::Refused { .. } => Code::FailedPrecondition,
         DbError::Query {
             code, transient, ..
         } => match code.as_str() {
-            "57014" => Code::DeadlineExceeded,
+            // A statement cancelled by someone else (an administrator, a server timeout): the
+            // caller's own deadline is mapped before this point.
+            "57014" => Code::Unavailable,
             // undefined table or column, or types that no longer match the data map
             "42P01" | "42703" | "42804" | "42846" => Code::FailedPrecondition,
             // insufficient privilege: the source's database role cannot read a mapped table
