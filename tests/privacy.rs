@@ -19,6 +19,9 @@ const PERSONAL: &[&str] = &[
     "Where is my clock?",
     "a1b2c3d4-0000-4000-8000-000000000001",
     "not-a-number-123",
+    "31/02/2010",
+    "14/03/2009",
+    "203.0.113.7",
 ];
 
 #[tokio::test]
@@ -82,6 +85,20 @@ async fn logs_hold_no_identity_or_extracted_value_even_at_trace_level() {
     let mut req = request("email", "alice@example.com");
     req.source = "nope".into();
     assert_eq!(extract(&mut client, req).await.code(), Code::NotFound);
+    // A dry run walks every value, coerces legacy dates (one is rejected) and scans JSON.
+    let mut stream = client
+        .validate(dsr_connector::pb::ValidateRequest {
+            source: "demo".into(),
+            subject: Some(dsr_connector::pb::Identity {
+                kind: "email".into(),
+                value: "alice@example.com".into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
     drop(client);
 
     // Wait off the runtime, so that the client's connection task keeps running.
