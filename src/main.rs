@@ -170,6 +170,10 @@ dsr-connector demo is serving source "demo" on {addr}  (Ctrl-C stops it and remo
   # only her orders and their items, by customer id, two rows per batch
   grpcurl -plaintext -max-time 30 -d '{{"source": "demo", "subject": {{"kind": "customer_id", "value": "1"}}, "tables": ["orders", "order_items"], "batch_size": 2}}' {addr} dsr.v1.DsrConnector/Extract
 
+  # the schema gate table by table, then a dry run for alice (counts and findings, no values)
+  grpcurl -plaintext -d '{{"source": "demo"}}' {addr} dsr.v1.DsrConnector/Validate
+  grpcurl -plaintext -max-time 30 -d '{{"source": "demo", "subject": {{"kind": "email", "value": "{subject}"}}}}' {addr} dsr.v1.DsrConnector/Validate
+
   # health
   grpcurl -plaintext {addr} grpc.health.v1.Health/Check
 "#,
