@@ -1,0 +1,604 @@
+//! dsr-bench: the service against raw PostgreSQL, on the same data, in the same run.
+//!
+//! `cargo build --release && cargo run --release --bin dsr-bench -- [--scale 1.0]`
+//!
+//! Starts a throwaway PostgreSQL, generates a dataset (at scale 1: 100,000 customers with 10
+//! orders, 50 events and 2 support tickets each, plus one heavy subject with 1,000,000 events
+//! and 100,000 orders), starts the release `dsr-connector` binary as a separate process, and
+//! measures three scenarios, each repeated:
+//!
+//! - heavy: the heavy subject through Extract, decoded by a Rust tonic client; against
+//!   `psql \copy (...) TO STDOUT (FORMAT binary)` and a raw tokio-postgres portal reader.
+//! - sequential: ordinary subjects one at a time; against the raw reader doing the same
+//!   snapshot, queries and counts.
+//! - concurrent: the same subjects over 16 concurrent streams; against 16 raw readers.
+//!
+//! Prints a Markdown table and writes `bench-results/bench.json`. Nothing is asserted.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dsr_connector::db::tls::install_crypto_provider;
+use dsr_connector::pb::dsr_connector_client::DsrConnectorClient;
+use dsr_connector::pb::{ExtractRequest, Identity, extract_response::Event};
+use dsr_connector::pgcluster::{ClusterOptions, SUPERUSER, TempCluster};
+use dsr_connector::{datamap::quote_ident, demo};
+use prost::Message;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(about = "Benchmark dsr-connector against raw PostgreSQL in the same run")]
+struct Args {
+    /// Dataset scale: 1.0 is 100,000 customers and a 1,000,000-event heavy subject.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Ordinary subjects per sequential/concurrent run.
+    #[arg(long, default_value_t = 1000)]
+    subjects: usize,
+    /// Concurrent streams in the concurrent scenario.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Repetitions of each scenario.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Where bench.json goes.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+}
+
+const DATABASE: &str = "bench";
+const HEAVY: &str = "heavy@bench.example";
+
+/// The four tables of a subject, with the SQL a hand-written reader would use.
+const TABLES: &[(&str, &str)] = &[
+    ("customers", "SELECT * FROM customers WHERE email = $1"),
+    (
+        "support_tickets",
+        "SELECT * FROM support_tickets WHERE requester_email = $1",
+    ),
+    (
+        "orders",
+        "SELECT * FROM orders WHERE customer_id IN (SELECT id FROM customers WHERE email = $1)",
+    ),
+    (
+        "events",
+        "SELECT * FROM events WHERE customer_id IN (SELECT id FROM customers WHERE email = $1)",
+    ),
+];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    install_crypto_provider();
+    let args = Args::parse();
+    let binary = std::env::current_exe()?
+        .parent()
+        .map(|p| p.join("dsr-connector"))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("build the service first: cargo build --release"))?;
+
+    eprintln!("starting PostgreSQL ...");
+    let cluster = tokio::task::spawn_blocking(|| {
+        TempCluster::start(&ClusterOptions {
+            settings: vec![("shared_buffers".into(), "512MB".into())],
+            ..Default::default()
+        })
+    })
+    .await??;
+    let customers = ((100_000.0 * args.scale) as i64).max(args.subjects as i64);
+    let heavy_events = (1_000_000.0 * args.scale) as i64;
+    let started = Instant::now();
+    generate(&cluster, customers, heavy_events).await?;
+    eprintln!(
+        "dataset: {customers} customers, heavy subject with {heavy_events} events ({:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
+
+    let (mut server, addr) = start_server(&binary, &cluster)?;
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let subjects: Vec<String> = (0..args.subjects as i64)
+        .map(|i| {
+            format!(
+                "user{}@bench.example",
+                1 + i * (customers / args.subjects as i64)
+            )
+        })
+        .collect();
+
+    let mut results = Vec::new();
+    // heavy
+    let mut service = Vec::new();
+    let mut raw = Vec::new();
+    let mut copy = Vec::new();
+    let mut ttfb = Vec::new();
+    let mut mbps = Vec::new();
+    for round in 0..args.repeat {
+        eprintln!("heavy, round {} ...", round + 1);
+        let (rows, bytes, first, secs) = extract_one(channel.clone(), HEAVY).await?;
+        service.push(rows as f64 / secs);
+        mbps.push(bytes as f64 / secs / 1e6);
+        ttfb.push(first.as_secs_f64() * 1e3);
+        let (raw_rows, raw_secs) = raw_subject(&cluster, HEAVY).await?;
+        raw.push(raw_rows as f64 / raw_secs);
+        if let Some((copy_rows, copy_secs)) = psql_copy(&cluster, HEAVY)? {
+            copy.push(copy_rows as f64 / copy_secs);
+        }
+    }
+    let rss = peak_rss_kib(server.id());
+    results.push(Row::new(
+        "heavy: dsr-connector (rows/s)",
+        &service,
+        Some(&copy),
+        "psql \\copy binary",
+    ));
+    results.push(Row::new(
+        "heavy: raw tokio-postgres portal (rows/s)",
+        &raw,
+        Some(&copy),
+        "psql \\copy binary",
+    ));
+    results.push(Row::new(
+        "heavy: psql \\copy binary (rows/s)",
+        &copy,
+        None,
+        "",
+    ));
+    results.push(Row::new("heavy: dsr-connector MB/s", &mbps, None, ""));
+    results.push(Row::new("heavy: time to first batch (ms)", &ttfb, None, ""));
+    results.push(Row::new(
+        "heavy: service peak RSS (MiB)",
+        &[rss as f64 / 1024.0],
+        None,
+        "",
+    ));
+
+    // sequential and concurrent
+    for (name, concurrency) in [("sequential", 1), ("concurrent", args.concurrency)] {
+        let mut service = Vec::new();
+        let mut raw = Vec::new();
+        let mut p50 = Vec::new();
+        let mut p99 = Vec::new();
+        let mut raw_p99 = Vec::new();
+        for round in 0..args.repeat {
+            eprintln!("{name}, round {} ...", round + 1);
+            let (rate, lat) = many(&subjects, concurrency, |s| {
+                let channel = channel.clone();
+                async move { extract_one(channel, &s).await.map(|_| ()) }
+            })
+            .await?;
+            service.push(rate);
+            p50.push(percentile(&lat, 0.50));
+            p99.push(percentile(&lat, 0.99));
+            let cluster = &cluster;
+            let (rate, lat) = many(&subjects, concurrency, |s| async move {
+                raw_subject(cluster, &s).await.map(|_| ())
+            })
+            .await?;
+            raw.push(rate);
+            raw_p99.push(percentile(&lat, 0.99));
+        }
+        results.push(Row::new(
+            &format!("{name}: dsr-connector (subjects/s)"),
+            &service,
+            Some(&raw),
+            "raw tokio-postgres",
+        ));
+        results.push(Row::new(
+            &format!("{name}: raw tokio-postgres (subjects/s)"),
+            &raw,
+            None,
+            "",
+        ));
+        results.push(Row::new(
+            &format!("{name}: dsr-connector p50 (ms)"),
+            &p50,
+            None,
+            "",
+        ));
+        results.push(Row::new(
+            &format!("{name}: dsr-connector p99 (ms)"),
+            &p99,
+            Some(&raw_p99),
+            "raw p99",
+        ));
+        results.push(Row::new(
+            &format!("{name}: raw tokio-postgres p99 (ms)"),
+            &raw_p99,
+            None,
+            "",
+        ));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+
+    println!("\n| measure | median | min-max | ratio to baseline (same run) |\n|---|---|---|---|");
+    for r in &results {
+        println!("{}", r.markdown());
+    }
+    println!(
+        "\nscale {}, {} subjects, concurrency {}, {} repetitions, {} cores",
+        args.scale,
+        args.subjects,
+        args.concurrency,
+        args.repeat,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    std::fs::create_dir_all(&args.out)?;
+    let json = serde_json::json!({
+        "scale": args.scale,
+        "subjects": args.subjects,
+        "concurrency": args.concurrency,
+        "repeat": args.repeat,
+        "results": results.iter().map(Row::json).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        args.out.join("bench.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    eprintln!("wrote {}", args.out.join("bench.json").display());
+    Ok(())
+}
+
+/// One line of the report: a measure's repetitions and its ratio to a baseline's median.
+struct Row {
+    name: String,
+    values: Vec<f64>,
+    ratio: Option<(f64, String)>,
+}
+
+impl Row {
+    fn new(name: &str, values: &[f64], baseline: Option<&[f64]>, baseline_name: &str) -> Row {
+        let ratio = baseline
+            .filter(|b| !b.is_empty() && !values.is_empty())
+            .map(|b| (median(values) / median(b), baseline_name.to_owned()));
+        Row {
+            name: name.to_owned(),
+            values: values.to_vec(),
+            ratio,
+        }
+    }
+
+    fn markdown(&self) -> String {
+        if self.values.is_empty() {
+            return format!("| {} | n/a | | |", self.name);
+        }
+        let min = self.values.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = self
+            .values
+            .iter()
+            .cloned()
+            .fold(f64::NEG_INFINITY, f64::max);
+        let ratio = self
+            .ratio
+            .as_ref()
+            .map(|(r, b)| format!("{r:.2}x {b}"))
+            .unwrap_or_default();
+        format!(
+            "| {} | {} | {}-{} | {ratio} |",
+            self.name,
+            fmt(median(&self.values)),
+            fmt(min),
+            fmt(max)
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "values": self.values,
+            "median": if self.values.is_empty() { None } else { Some(median(&self.values)) },
+            "ratio": self.ratio.as_ref().map(|(r, _)| r),
+            "baseline": self.ratio.as_ref().map(|(_, b)| b),
+        })
+    }
+}
+
+fn fmt(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(latencies_ms: &[f64], p: f64) -> f64 {
+    let mut v = latencies_ms.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Runs `job` for every subject with `concurrency` in flight. Returns subjects/s and each
+/// subject's latency in ms.
+async fn many<F, Fut>(
+    subjects: &[String],
+    concurrency: usize,
+    job: F,
+) -> anyhow::Result<(f64, Vec<f64>)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use futures_util::{StreamExt, TryStreamExt};
+    let started = Instant::now();
+    let latencies: Vec<f64> = futures_util::stream::iter(subjects.iter().cloned())
+        .map(|s| {
+            let fut = job(s);
+            async move {
+                let t = Instant::now();
+                fut.await.map(|()| t.elapsed().as_secs_f64() * 1e3)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    Ok((
+        subjects.len() as f64 / started.elapsed().as_secs_f64(),
+        latencies,
+    ))
+}
+
+/// Extracts one subject through the service. Returns rows, bytes, time to first batch, seconds.
+async fn extract_one(channel: Channel, email: &str) -> anyhow::Result<(u64, usize, Duration, f64)> {
+    let mut client = DsrConnectorClient::new(channel);
+    let started = Instant::now();
+    let mut stream = client
+        .extract(ExtractRequest {
+            source: "bench".into(),
+            subject: Some(Identity {
+                kind: "email".into(),
+                value: email.into(),
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut rows = 0u64;
+    let mut bytes = 0usize;
+    let mut first = None;
+    let mut manifest = false;
+    while let Some(message) = stream.message().await? {
+        bytes += message.encoded_len();
+        match message.event {
+            Some(Event::Batch(b)) => {
+                first.get_or_insert_with(|| started.elapsed());
+                rows += b.rows.len() as u64;
+            }
+            Some(Event::Manifest(_)) => manifest = true,
+            _ => {}
+        }
+    }
+    anyhow::ensure!(manifest, "no manifest for {email}");
+    Ok((
+        rows,
+        bytes,
+        first.unwrap_or_default(),
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// What a careful hand-written reader does: one REPEATABLE READ snapshot, a portal per table
+/// in batches of 500, every column decoded to text-free Rust values, and COUNT(*) per table.
+async fn raw_subject(cluster: &TempCluster, email: &str) -> anyhow::Result<(u64, f64)> {
+    let started = Instant::now();
+    let pooled = RAW_POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let mut client = match pooled {
+        Some(c) => c,
+        None => demo::connect(cluster, DATABASE).await?,
+    };
+    let mut rows = 0u64;
+    {
+        let txn = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        for (_, sql) in TABLES {
+            let stmt = txn.prepare(sql).await?;
+            let portal = txn.bind(&stmt, &[&email]).await?;
+            loop {
+                let batch = txn.query_portal(&portal, 500).await?;
+                for row in &batch {
+                    for i in 0..row.len() {
+                        let _cell: dsr_connector::coerce::RawCell = row.try_get(i)?;
+                    }
+                }
+                rows += batch.len() as u64;
+                if batch.len() < 500 {
+                    break;
+                }
+            }
+            let count_sql = format!("SELECT count(*) FROM ({sql}) AS t");
+            let _: i64 = txn.query_one(&count_sql, &[&email]).await?.get(0);
+        }
+        txn.commit().await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    RAW_POOL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(client);
+    Ok((rows, secs))
+}
+
+/// The raw reader's connections, reused like a pool's (the service pools too).
+static RAW_POOL: std::sync::Mutex<Vec<tokio_postgres::Client>> = std::sync::Mutex::new(Vec::new());
+
+/// `psql \copy (...) TO STDOUT (FORMAT binary)` for each table of the subject, when psql is
+/// installed. Returns rows and seconds.
+fn psql_copy(cluster: &TempCluster, email: &str) -> anyhow::Result<Option<(u64, f64)>> {
+    if Command::new("psql").arg("--version").output().is_err() {
+        return Ok(None);
+    }
+    let literal = format!("'{}'", email.replace('\'', "''"));
+    let mut rows = 0u64;
+    let started = Instant::now();
+    for (_, sql) in TABLES {
+        let query = sql.replace("$1", &literal);
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                cluster.host(),
+                "-p",
+                &cluster.port().to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                DATABASE,
+                "-X",
+                "-q",
+            ])
+            .env("PGPASSWORD", cluster.password())
+            .arg("-c")
+            .arg(format!("\\copy ({query}) TO '/dev/null' (FORMAT binary)"))
+            .arg("-c")
+            .arg(format!("SELECT count(*) FROM ({query}) t"))
+            .arg("-t")
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rows += String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .next_back()
+            .unwrap_or(0);
+    }
+    Ok(Some((rows, started.elapsed().as_secs_f64())))
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Creates the bench database: the demo schema (without its data) and the generated dataset.
+async fn generate(cluster: &TempCluster, customers: i64, heavy_events: i64) -> anyhow::Result<()> {
+    let admin = demo::connect(cluster, "postgres").await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {}", quote_ident(DATABASE)))
+        .await?;
+    let db = demo::connect(cluster, DATABASE).await?;
+    let schema = demo::SCHEMA_SQL;
+    let ddl_end = schema.find("-- Alice has rows").unwrap_or(schema.len());
+    db.batch_execute(&schema[..ddl_end]).await?;
+    let heavy_orders = heavy_events / 10;
+    db.batch_execute(&format!(
+        "INSERT INTO customers (id, email, full_name, phone, birth_date, loyalty_points, created_at)
+         SELECT i, 'user' || i || '@bench.example', 'User ' || i, '+1 555 01' || lpad((i % 100)::text, 2, '0'),
+                date '1970-01-01' + (i % 15000), (i % 1000) + 0.5, timestamptz '2020-01-01' + i * interval '1 minute'
+         FROM generate_series(1, {customers}) AS i;
+         INSERT INTO customers (id, email, full_name, created_at) VALUES (0, '{HEAVY}', 'Heavy User', now());
+         INSERT INTO orders (id, customer_id, placed_at, status, total, shipping_address)
+         SELECT i, 1 + (i - 1) / 10, timestamptz '2023-01-01' + i * interval '1 minute', 'delivered',
+                (i % 500) + 0.99, i || ' Bench Street'
+         FROM generate_series(1, {customers} * 10) AS i;
+         INSERT INTO orders (id, customer_id, placed_at, status, total)
+         SELECT {customers} * 10 + i, 0, timestamptz '2023-01-01' + i * interval '1 second', 'delivered', 9.99
+         FROM generate_series(1, {heavy_orders}) AS i;
+         INSERT INTO events (id, customer_id, occurred_at, kind, ip, payload)
+         SELECT i, 1 + (i - 1) / 50, timestamptz '2023-01-01' + i * interval '1 second', 'page_view', '203.0.113.7',
+                jsonb_build_object('page', '/p/' || (i % 300), 'session', md5(i::text))
+         FROM generate_series(1, {customers} * 50) AS i;
+         INSERT INTO events (id, customer_id, occurred_at, kind, ip, payload)
+         SELECT {customers} * 50 + i, 0, timestamptz '2023-01-01' + i * interval '1 second', 'page_view', '203.0.113.7',
+                jsonb_build_object('page', '/p/' || (i % 300), 'session', md5(i::text))
+         FROM generate_series(1, {heavy_events}) AS i;
+         INSERT INTO support_tickets (id, requester_email, subject, body, opened_at)
+         SELECT i, 'user' || (1 + (i - 1) / 2) || '@bench.example', 'Question ' || i, 'Body of ticket ' || i,
+                timestamp '2024-01-01' + i * interval '1 hour'
+         FROM generate_series(1, {customers} * 2) AS i;"
+    ))
+    .await?;
+    db.batch_execute("VACUUM ANALYZE").await?;
+    Ok(())
+}
+
+/// Starts the release binary with a config for the bench database.
+fn start_server(
+    binary: &PathBuf,
+    cluster: &TempCluster,
+) -> anyhow::Result<(std::process::Child, String)> {
+    let dir = tempfile::tempdir()?.keep();
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+
+[[sources]]
+name = "bench"
+host = "{host}"
+port = {port}
+database = "{DATABASE}"
+user = "{SUPERUSER}"
+password_env = "DSR_BENCH_PASSWORD"
+max_connections = 20
+min_idle = 16
+identity_kinds = ["email"]
+
+[[sources.tables]]
+name = "customers"
+identity = {{ kind = "email", column = "email" }}
+columns = {{ id = "identifier", email = "contact.email", full_name = "name", phone = "contact.phone", birth_date = "birth_date", loyalty_points = "financial.account", marketing_opt_in = "not_pii", created_at = "not_pii" }}
+
+[[sources.tables]]
+name = "support_tickets"
+identity = {{ kind = "email", column = "requester_email" }}
+columns = {{ id = "not_pii", requester_email = "contact.email", subject = "not_pii", body = "not_pii", opened_at = "not_pii", tags = "not_pii" }}
+
+[[sources.tables]]
+name = "orders"
+reference = {{ column = "customer_id", table = "customers", to = "id" }}
+columns = {{ id = "identifier", customer_id = "identifier", placed_at = "not_pii", status = "not_pii", total = "financial.account", shipping_address = "address" }}
+
+[[sources.tables]]
+name = "events"
+reference = {{ column = "customer_id", table = "customers", to = "id" }}
+columns = {{ id = "not_pii", customer_id = "identifier", occurred_at = "not_pii", kind = "not_pii", ip = "network.ip", payload = "not_pii" }}
+"#,
+        host = cluster.host(),
+        port = cluster.port(),
+    );
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, config)?;
+    let mut child = Command::new(binary)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("DSR_BENCH_PASSWORD", cluster.password())
+        .env("DSR_SUBJECT_KEY", "bench-subject-key-0123456789")
+        .env("RUST_LOG", "warn,dsr_connector::grpc=info")
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the server exited"))??;
+        if let Some(rest) = line.split("local=").nth(1) {
+            break rest.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok((child, addr))
+}
