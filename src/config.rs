@@ -77,6 +77,9 @@ pub struct ServerConfig {
     /// How long running streams may go on after a shutdown signal before they are cancelled.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Runtime worker threads; default one per core. Fewer threads mean fewer cross-thread
+    /// wake-ups, which matters when the service shares a small machine with PostgreSQL.
+    pub worker_threads: Option<usize>,
     /// The key itself, resolved from `subject_key_env`/`subject_key_file` by [`Config::load`].
     #[serde(skip)]
     pub subject_key: Option<SubjectKey>,
@@ -93,6 +96,7 @@ impl Default for ServerConfig {
             max_batch_bytes: 1024 * 1024,
             stream_buffer: 4,
             shutdown_grace: Duration::from_secs(30),
+            worker_threads: None,
             subject_key: None,
         }
     }
@@ -557,6 +561,9 @@ impl Config {
                  (gRPC clients refuse messages over 4 MiB)"
                     .to_owned(),
             );
+        }
+        if server.worker_threads == Some(0) {
+            problems.push("server.worker_threads: must be at least 1".to_owned());
         }
         if server.stream_buffer == 0 {
             problems.push("server.stream_buffer: must be at least 1".to_owned());

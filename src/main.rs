@@ -47,11 +47,17 @@ fn main() -> ExitCode {
     init_logging();
     dsr_connector::db::tls::install_crypto_provider();
 
-    let result = match cli.command {
-        Command::CheckConfig { file } => check_config(&file),
-        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(&config))),
-        Command::Demo { listen } => runtime().and_then(|rt| rt.block_on(run_demo(listen))),
-    };
+    let result =
+        match cli.command {
+            Command::CheckConfig { file } => check_config(&file),
+            Command::Serve { config } => Config::load(&config)
+                .map_err(anyhow::Error::from)
+                .and_then(|config| {
+                    let threads = config.server.worker_threads;
+                    runtime(threads).and_then(|rt| rt.block_on(serve(config)))
+                }),
+            Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -84,10 +90,13 @@ fn init_logging() {
         .init();
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+/// The runtime: one worker thread per core, or `server.worker_threads`.
+fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    Ok(builder.enable_all().build()?)
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
@@ -101,8 +110,8 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Arc::new(Config::load(path)?);
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
     let listener = TcpListener::bind(config.server.listen).await?;
     grpc::run(config, listener, shutdown_signal()).await
 }

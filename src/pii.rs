@@ -46,11 +46,16 @@ impl Detector {
         if text.is_empty() || text.len() > 320 {
             return false;
         }
+        // Cheap shape checks first: most strings in a document are none of these.
+        let first = text.as_bytes()[0];
         match self {
-            Detector::Email => email_re().is_match(text),
+            Detector::Email => text.contains('@') && email_re().is_match(text),
             Detector::Phone => {
                 // Dates share the shape of short numbers: a phone number has an
                 // international prefix or at least nine digits, and is not a date.
+                if !(first.is_ascii_digit() || first == b'+' || first == b'(') {
+                    return false;
+                }
                 let digits = text.chars().filter(char::is_ascii_digit).count();
                 let plausible = if text.starts_with('+') {
                     digits >= 7
@@ -59,16 +64,21 @@ impl Detector {
                 };
                 plausible && digits <= 15 && phone_re().is_match(text) && !date_re().is_match(text)
             }
-            Detector::Ip => text.parse::<IpAddr>().is_ok(),
-            Detector::Card => is_card_number(text),
-            Detector::Ssn => ssn_re().captures(text).is_some_and(|c| {
-                let area = &c[1];
-                area != "000"
-                    && area != "666"
-                    && !area.starts_with('9')
-                    && &c[2] != "00"
-                    && &c[3] != "0000"
-            }),
+            Detector::Ip => {
+                (first.is_ascii_hexdigit() || first == b':') && text.parse::<IpAddr>().is_ok()
+            }
+            Detector::Card => first.is_ascii_digit() && is_card_number(text),
+            Detector::Ssn => {
+                text.len() == 11
+                    && ssn_re().captures(text).is_some_and(|c| {
+                        let area = &c[1];
+                        area != "000"
+                            && area != "666"
+                            && !area.starts_with('9')
+                            && &c[2] != "00"
+                            && &c[3] != "0000"
+                    })
+            }
         }
     }
 }

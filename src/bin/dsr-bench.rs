@@ -44,6 +44,9 @@ struct Args {
     /// Repetitions of each scenario.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// The service's `server.worker_threads` (default: one per core).
+    #[arg(long)]
+    server_threads: Option<usize>,
     /// Where bench.json goes.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -96,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let (mut server, addr) = start_server(&binary, &cluster)?;
+    let (mut server, addr) = start_server(&binary, &cluster, args.server_threads)?;
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
@@ -540,11 +543,13 @@ async fn generate(cluster: &TempCluster, customers: i64, heavy_events: i64) -> a
 fn start_server(
     binary: &PathBuf,
     cluster: &TempCluster,
+    threads: Option<usize>,
 ) -> anyhow::Result<(std::process::Child, String)> {
     let dir = tempfile::tempdir()?.keep();
     let config = format!(
         r#"[server]
 listen = "127.0.0.1:0"
+{threads}
 
 [[sources]]
 name = "bench"
@@ -579,6 +584,9 @@ columns = {{ id = "not_pii", customer_id = "identifier", occurred_at = "not_pii"
 "#,
         host = cluster.host(),
         port = cluster.port(),
+        threads = threads
+            .map(|n| format!("worker_threads = {n}"))
+            .unwrap_or_default(),
     );
     let path = dir.join("bench.toml");
     std::fs::write(&path, config)?;

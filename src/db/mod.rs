@@ -144,13 +144,44 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
 pub struct PgConn {
     pub client: Client,
     broken: bool,
+    /// Statements prepared on this connection, by SQL text. Extractions reuse them instead of
+    /// preparing the same query again: two round trips fewer per table.
+    statements: StatementCache,
 }
+
+/// Prepared statements of one connection, by SQL text.
+pub type StatementCache = std::collections::HashMap<String, tokio_postgres::Statement>;
 
 impl PgConn {
     /// The pool will discard this connection instead of reusing it.
     pub fn mark_broken(&mut self) {
         self.broken = true;
     }
+
+    /// The client and the statement cache, borrowed apart so that a transaction on the client
+    /// can use the cache.
+    pub fn parts(&mut self) -> (&mut Client, &mut StatementCache) {
+        (&mut self.client, &mut self.statements)
+    }
+
+    /// Forgets the prepared statements (after an error, or when the schema may have changed).
+    pub fn clear_statements(&mut self) {
+        self.statements.clear();
+    }
+}
+
+/// Prepares `sql` on the transaction's connection, or reuses the statement prepared before.
+pub async fn prepare_cached(
+    cache: &mut StatementCache,
+    txn: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    if let Some(statement) = cache.get(sql) {
+        return Ok(statement.clone());
+    }
+    let statement = txn.prepare(sql).await?;
+    cache.insert(sql.to_owned(), statement.clone());
+    Ok(statement)
 }
 
 /// bb8 manager: bb8-postgres's manager, plus the broken flag.
@@ -167,6 +198,7 @@ impl ManageConnection for PgManager {
         Ok(PgConn {
             client,
             broken: false,
+            statements: StatementCache::new(),
         })
     }
 

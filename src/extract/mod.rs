@@ -466,7 +466,9 @@ impl Job {
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
-                // The transaction was dropped, which queues a ROLLBACK; confirm it.
+                // The transaction was dropped, which queues a ROLLBACK; confirm it. Prepared
+                // statements may be stale if the error came from a schema change.
+                conn.clear_statements();
                 reset_connection(&mut conn).await;
                 Err(match error {
                     ExtractError::Db(DbError::Query { ref code, .. })
@@ -517,8 +519,8 @@ impl Job {
         let source_name = self.params.source.as_str();
         let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
         let started_at = SystemTime::now();
-        let txn = conn
-            .client
+        let (client, statements) = conn.parts();
+        let txn = client
             .build_transaction()
             .isolation_level(IsolationLevel::RepeatableRead)
             .read_only(true)
@@ -576,9 +578,17 @@ impl Job {
         let value: &str = self.params.value.expose_secret();
         // The identity value must convert to every identity column's type. Checked once, up
         // front, so that a later data error is never mistaken for a bad identity.
-        for base_type in &self.plan.identity_types {
+        for base_type in self
+            .plan
+            .identity_types
+            .iter()
+            .filter(|t| !is_string_type(t))
+        {
             let check = format!("SELECT CAST($1::text AS {base_type}) IS NOT NULL");
-            if let Err(e) = txn.query_one(&check, &[&value]).await {
+            let statement = crate::db::prepare_cached(statements, &txn, &check)
+                .await
+                .map_err(db)?;
+            if let Err(e) = txn.query_one(&statement, &[&value]).await {
                 return Err(match e.as_db_error().map(|d| d.code().code().to_owned()) {
                     Some(code) if code.starts_with("22") => ExtractError::InvalidArgument(format!(
                         "subject.value: not a valid {base_type} for identity kind '{}' (SQLSTATE {code})",
@@ -591,12 +601,11 @@ impl Job {
         let mut counts = Vec::with_capacity(self.plan.tables.len());
         let mut found = Found::default();
         for table in &self.plan.tables {
-            let outcome = self.stream_table(&txn, table, value).await?;
-            let counted: i64 = txn
-                .query_one(&table.count_sql, &[&value])
+            let outcome = self.stream_table(&txn, statements, table, value).await?;
+            let count = crate::db::prepare_cached(statements, &txn, &table.count_sql)
                 .await
-                .map_err(db)?
-                .get(0);
+                .map_err(db)?;
+            let counted: i64 = txn.query_one(&count, &[&value]).await.map_err(db)?.get(0);
             let read = outcome.streamed + outcome.rejected;
             if counted < 0 || counted as u64 != read {
                 return Err(ExtractError::CountMismatch {
@@ -649,12 +658,15 @@ impl Job {
     async fn stream_table(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
+        statements: &mut crate::db::StatementCache,
         table: &PlannedTable,
         value: &str,
     ) -> Result<TableOutcome, ExtractError> {
         let source_name = self.params.source.as_str();
         let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
-        let statement = txn.prepare(&table.select_sql).await.map_err(db)?;
+        let statement = crate::db::prepare_cached(statements, txn, &table.select_sql)
+            .await
+            .map_err(db)?;
         // The decoders were chosen when the schema gate last passed; a column whose type
         // changed since must not be decoded with the old one.
         for (column, described) in table.table.columns.iter().zip(statement.columns()) {
@@ -670,6 +682,21 @@ impl Job {
                 }));
             }
         }
+        // A statement prepared on this connection before a schema change fails with 0A000:
+        // say which table changed.
+        let db = |e: tokio_postgres::Error| match DbError::from_pg(source_name, &e) {
+            DbError::Query { code, .. } if code == "0A000" => {
+                ExtractError::Plan(PlanError::SchemaDrift {
+                    source_name: source_name.to_owned(),
+                    problems: vec![format!(
+                        "table '{}': its definition changed since its query was prepared; \
+                         the schema is checked again on the next request",
+                        table.table.display
+                    )],
+                })
+            }
+            other => ExtractError::from(other),
+        };
         let portal = txn.bind(&statement, &[&value]).await.map_err(db)?;
         let columns = descriptors(table);
         // A batch carries its column descriptors; a single row must fit beside them.
@@ -1040,13 +1067,21 @@ fn timestamp_from_epoch(epoch: f64) -> prost_types::Timestamp {
     }
 }
 
+/// Types to which any text converts: no need to check an identity value against them.
+fn is_string_type(base_type: &str) -> bool {
+    matches!(base_type, "text" | "character varying" | "bpchar" | "name")
+}
+
 /// Whether an error suggests the catalog changed under a cached data map.
 fn error_means_schema_changed(error: &ExtractError) -> bool {
     match error {
         ExtractError::Plan(PlanError::SchemaDrift { .. }) | ExtractError::Decode { .. } => true,
         // undefined_table, undefined_column, datatype_mismatch, cannot coerce
         ExtractError::Db(DbError::Query { code, .. }) => {
-            matches!(code.as_str(), "42P01" | "42703" | "42804" | "42846")
+            matches!(
+                code.as_str(),
+                "42P01" | "42703" | "42804" | "42846" | "0A000"
+            )
         }
         _ => false,
     }

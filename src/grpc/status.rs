@@ -53,6 +53,8 @@ fn db_code(error: &DbError) -> Code {
             "57014" => Code::Unavailable,
             // undefined table or column, or types that no longer match the data map
             "42P01" | "42703" | "42804" | "42846" => Code::FailedPrecondition,
+            // a prepared statement's result type changed under it (a schema change)
+            "0A000" => Code::FailedPrecondition,
             // insufficient privilege: the source's database role cannot read a mapped table
             "42501" => Code::FailedPrecondition,
             _ if *transient => Code::Unavailable,
