@@ -99,6 +99,20 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    // A slow client first, on a server of its own, so that its peak RSS is its own.
+    eprintln!("heavy with a slow client ...");
+    let (mut slow_server, slow_addr) = start_server(&binary, &cluster, args.server_threads)?;
+    let slow_channel = Channel::from_shared(format!("http://{slow_addr}"))?
+        .connect()
+        .await?;
+    let (slow_rows, slow_secs) =
+        extract_slowly(slow_channel, HEAVY, Duration::from_millis(2)).await?;
+    let slow_rss = peak_rss_kib(slow_server.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &slow_server.id().to_string()])
+        .status();
+    let _ = slow_server.wait();
+
     let (mut server, addr) = start_server(&binary, &cluster, args.server_threads)?;
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()
@@ -155,6 +169,18 @@ async fn main() -> anyhow::Result<()> {
     results.push(Row::new(
         "heavy: service peak RSS (MiB)",
         &[rss as f64 / 1024.0],
+        None,
+        "",
+    ));
+    results.push(Row::new(
+        "heavy, client sleeping 2 ms per message: service peak RSS (MiB)",
+        &[slow_rss as f64 / 1024.0],
+        None,
+        "",
+    ));
+    results.push(Row::new(
+        "heavy, client sleeping 2 ms per message: rows/s",
+        &[slow_rows as f64 / slow_secs],
         None,
         "",
     ));
@@ -393,14 +419,44 @@ async fn extract_one(channel: Channel, email: &str) -> anyhow::Result<(u64, usiz
     ))
 }
 
-/// What a careful hand-written reader does: one REPEATABLE READ snapshot, a portal per table
-/// in batches of 500, every column decoded to text-free Rust values, and COUNT(*) per table.
+/// Extracts one subject, sleeping after every message: a client slower than the database.
+async fn extract_slowly(
+    channel: Channel,
+    email: &str,
+    pause: Duration,
+) -> anyhow::Result<(u64, f64)> {
+    let mut client = DsrConnectorClient::new(channel);
+    let started = Instant::now();
+    let mut stream = client
+        .extract(ExtractRequest {
+            source: "bench".into(),
+            subject: Some(Identity {
+                kind: "email".into(),
+                value: email.into(),
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut rows = 0u64;
+    while let Some(message) = stream.message().await? {
+        if let Some(Event::Batch(b)) = message.event {
+            rows += b.rows.len() as u64;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    Ok((rows, started.elapsed().as_secs_f64()))
+}
+
+/// What a careful hand-written reader does: pooled connections with statements prepared once,
+/// one REPEATABLE READ snapshot, a portal per table in batches of 500, every cell read, and
+/// COUNT(*) per table. It sends nothing anywhere.
 async fn raw_subject(cluster: &TempCluster, email: &str) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
     let pooled = RAW_POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    let mut client = match pooled {
+    let (mut client, mut statements) = match pooled {
         Some(c) => c,
-        None => demo::connect(cluster, DATABASE).await?,
+        None => (demo::connect(cluster, DATABASE).await?, Default::default()),
     };
     let mut rows = 0u64;
     {
@@ -411,7 +467,7 @@ async fn raw_subject(cluster: &TempCluster, email: &str) -> anyhow::Result<(u64,
             .start()
             .await?;
         for (_, sql) in TABLES {
-            let stmt = txn.prepare(sql).await?;
+            let stmt = dsr_connector::db::prepare_cached(&mut statements, &txn, sql).await?;
             let portal = txn.bind(&stmt, &[&email]).await?;
             loop {
                 let batch = txn.query_portal(&portal, 500).await?;
@@ -426,7 +482,9 @@ async fn raw_subject(cluster: &TempCluster, email: &str) -> anyhow::Result<(u64,
                 }
             }
             let count_sql = format!("SELECT count(*) FROM ({sql}) AS t");
-            let _: i64 = txn.query_one(&count_sql, &[&email]).await?.get(0);
+            let count =
+                dsr_connector::db::prepare_cached(&mut statements, &txn, &count_sql).await?;
+            let _: i64 = txn.query_one(&count, &[&email]).await?.get(0);
         }
         txn.commit().await?;
     }
@@ -434,12 +492,14 @@ async fn raw_subject(cluster: &TempCluster, email: &str) -> anyhow::Result<(u64,
     RAW_POOL
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(client);
+        .push((client, statements));
     Ok((rows, secs))
 }
 
-/// The raw reader's connections, reused like a pool's (the service pools too).
-static RAW_POOL: std::sync::Mutex<Vec<tokio_postgres::Client>> = std::sync::Mutex::new(Vec::new());
+/// The raw reader's connections with their prepared statements, reused as the service reuses
+/// its pooled connections and statements.
+type RawConn = (tokio_postgres::Client, dsr_connector::db::StatementCache);
+static RAW_POOL: std::sync::Mutex<Vec<RawConn>> = std::sync::Mutex::new(Vec::new());
 
 /// `psql \copy (...) TO STDOUT (FORMAT binary)` for each table of the subject, when psql is
 /// installed. Returns rows and seconds.
