@@ -602,10 +602,7 @@ impl Job {
         let mut found = Found::default();
         for table in &self.plan.tables {
             let outcome = self.stream_table(&txn, statements, table, value).await?;
-            let count = crate::db::prepare_cached(statements, &txn, &table.count_sql)
-                .await
-                .map_err(db)?;
-            let counted: i64 = txn.query_one(&count, &[&value]).await.map_err(db)?.get(0);
+            let counted = outcome.counted;
             let read = outcome.streamed + outcome.rejected;
             if counted < 0 || counted as u64 != read {
                 return Err(ExtractError::CountMismatch {
@@ -705,11 +702,24 @@ impl Job {
         let mut batch = Batcher::new(&table.table.display, &columns, self.max_batch_bytes);
         let mut outcome = TableOutcome::default();
         let mapped = &table.table;
+        let count = crate::db::prepare_cached(statements, txn, &table.count_sql)
+            .await
+            .map_err(db)?;
+        let mut counted = None;
         loop {
-            let rows = txn
-                .query_portal(&portal, self.batch_size as i32)
-                .await
-                .map_err(db)?;
+            let fetch = txn.query_portal(&portal, self.batch_size as i32);
+            let rows = match counted {
+                Some(_) => fetch.await.map_err(db)?,
+                None => {
+                    // COUNT(*) in the same snapshot rides along with the first fetch: both
+                    // requests go out together, saving a round trip per table.
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&value];
+                    let (rows, count) = tokio::join!(fetch, txn.query_one(&count, &params));
+                    let rows = rows.map_err(db)?;
+                    counted = Some(count.map_err(db)?.get::<_, i64>(0));
+                    rows
+                }
+            };
             let fetched = rows.len();
             for row in &rows {
                 let Some(values) = self.convert_row(mapped, row, &mut outcome)? else {
@@ -736,6 +746,7 @@ impl Job {
                 break; // the portal is exhausted
             }
         }
+        outcome.counted = counted.unwrap_or(-1);
         Ok(outcome)
     }
 
@@ -895,6 +906,8 @@ pub const MAX_VIOLATIONS_PER_TABLE: usize = 100;
 /// What reading one table produced besides rows.
 #[derive(Default)]
 struct TableOutcome {
+    /// COUNT(*) of the table's query in the same snapshot.
+    counted: i64,
     streamed: u64,
     rejected: u64,
     rejected_by: std::collections::BTreeMap<String, u64>,
