@@ -4,13 +4,12 @@
 mod support;
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
+use dsr_connector::demo;
 use dsr_connector::pgcluster::{ClusterOptions, TempCluster};
-use dsr_connector::{demo, grpc};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use support::{extract, request};
-use tokio::net::TcpListener;
+use support::{TestServer, extract, request};
 use tonic::Code;
 
 struct TlsFixture {
@@ -66,15 +65,14 @@ fn fixture() -> &'static TlsFixture {
     })
 }
 
-/// Runs Alice's extraction through a server whose source connects with these TLS settings.
-async fn extract_with(
+/// The demo config for `cluster`, connecting with these TLS settings.
+fn tls_config(
     cluster: &TempCluster,
     host: &str,
     ssl_mode: &str,
     root_cert: Option<&PathBuf>,
     app: &str,
-) -> support::Extraction {
-    dsr_connector::db::tls::install_crypto_provider();
+) -> dsr_connector::config::Config {
     let mut tls = format!(
         "ssl_mode = \"{ssl_mode}\"\nconnect_timeout = \"2s\"\napplication_name = \"{app}\""
     );
@@ -85,21 +83,24 @@ async fn extract_with(
         .replace("host = \"127.0.0.1\"", &format!("host = \"{host}\""))
         .replace("ssl_mode = \"prefer\"", &tls)
         .replace("min_idle = 1", "min_idle = 0");
-    let config = demo::config(cluster, &text, support::SUBJECT_KEY).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(grpc::run(Arc::new(config), listener, async move {
-        let _ = stopped.await;
-    }));
-    let mut client = dsr_connector::pb::dsr_connector_client::DsrConnectorClient::connect(format!(
-        "http://{addr}"
-    ))
-    .await
-    .unwrap();
-    let x = extract(&mut client, request("email", "alice@example.com")).await;
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    demo::config(cluster, &text, support::SUBJECT_KEY).unwrap()
+}
+
+/// Runs Alice's extraction through a server whose source connects with these TLS settings.
+async fn extract_with(
+    cluster: &TempCluster,
+    host: &str,
+    ssl_mode: &str,
+    root_cert: Option<&PathBuf>,
+    app: &str,
+) -> support::Extraction {
+    let server = TestServer::start(tls_config(cluster, host, ssl_mode, root_cert, app)).await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "alice@example.com"),
+    )
+    .await;
+    server.stop().await.unwrap();
     x
 }
 
@@ -184,35 +185,24 @@ async fn sessions_really_use_tls() {
     let ca = f.ca_file.path().to_path_buf();
     let app = "tls-check-session";
     // Keep the server (and its pooled connection) alive while pg_stat_ssl is read.
-    dsr_connector::db::tls::install_crypto_provider();
-    let text = demo::config_toml(&f.cluster, demo::DATABASE, "127.0.0.1:0".parse().unwrap())
-        .replace("host = \"127.0.0.1\"", "host = \"localhost\"")
-        .replace(
-            "ssl_mode = \"prefer\"",
-            &format!(
-                "ssl_mode = \"verify-full\"\nroot_cert = {:?}\napplication_name = \"{app}\"",
-                ca.display().to_string()
-            ),
-        );
-    let config = demo::config(&f.cluster, &text, support::SUBJECT_KEY).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(grpc::run(Arc::new(config), listener, async move {
-        let _ = stopped.await;
-    }));
-    let mut client = dsr_connector::pb::dsr_connector_client::DsrConnectorClient::connect(format!(
-        "http://{addr}"
+    let server = TestServer::start(tls_config(
+        &f.cluster,
+        "localhost",
+        "verify-full",
+        Some(&ca),
+        app,
     ))
-    .await
-    .unwrap();
-    let x = extract(&mut client, request("email", "alice@example.com")).await;
+    .await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "alice@example.com"),
+    )
+    .await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     let tls = sessions_used_tls(&f.cluster, app).await;
     assert!(!tls.is_empty(), "no session of the service found");
     assert!(tls.iter().all(|ssl| *ssl), "{tls:?}");
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -105,8 +105,8 @@ async fn main() -> anyhow::Result<()> {
     let slow_channel = Channel::from_shared(format!("http://{slow_addr}"))?
         .connect()
         .await?;
-    let (slow_rows, slow_secs) =
-        extract_slowly(slow_channel, HEAVY, Duration::from_millis(2)).await?;
+    let (slow_rows, _, _, slow_secs) =
+        extract_one(slow_channel, HEAVY, Some(Duration::from_millis(2))).await?;
     let slow_rss = peak_rss_kib(slow_server.id());
     let _ = Command::new("kill")
         .args(["-TERM", &slow_server.id().to_string()])
@@ -135,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
     let mut mbps = Vec::new();
     for round in 0..args.repeat {
         eprintln!("heavy, round {} ...", round + 1);
-        let (rows, bytes, first, secs) = extract_one(channel.clone(), HEAVY).await?;
+        let (rows, bytes, first, secs) = extract_one(channel.clone(), HEAVY, None).await?;
         service.push(rows as f64 / secs);
         mbps.push(bytes as f64 / secs / 1e6);
         ttfb.push(first.as_secs_f64() * 1e3);
@@ -196,7 +196,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("{name}, round {} ...", round + 1);
             let (rate, lat) = many(&subjects, concurrency, |s| {
                 let channel = channel.clone();
-                async move { extract_one(channel, &s).await.map(|_| ()) }
+                async move { extract_one(channel, &s, None).await.map(|_| ()) }
             })
             .await?;
             service.push(rate);
@@ -380,8 +380,13 @@ where
     ))
 }
 
-/// Extracts one subject through the service. Returns rows, bytes, time to first batch, seconds.
-async fn extract_one(channel: Channel, email: &str) -> anyhow::Result<(u64, usize, Duration, f64)> {
+/// Extracts one subject through the service, sleeping `pause` after every message when given
+/// (a client slower than the database). Returns rows, bytes, time to first batch, seconds.
+async fn extract_one(
+    channel: Channel,
+    email: &str,
+    pause: Option<Duration>,
+) -> anyhow::Result<(u64, usize, Duration, f64)> {
     let mut client = DsrConnectorClient::new(channel);
     let started = Instant::now();
     let mut stream = client
@@ -409,6 +414,9 @@ async fn extract_one(channel: Channel, email: &str) -> anyhow::Result<(u64, usiz
             Some(Event::Manifest(_)) => manifest = true,
             _ => {}
         }
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
     }
     anyhow::ensure!(manifest, "no manifest for {email}");
     Ok((
@@ -417,35 +425,6 @@ async fn extract_one(channel: Channel, email: &str) -> anyhow::Result<(u64, usiz
         first.unwrap_or_default(),
         started.elapsed().as_secs_f64(),
     ))
-}
-
-/// Extracts one subject, sleeping after every message: a client slower than the database.
-async fn extract_slowly(
-    channel: Channel,
-    email: &str,
-    pause: Duration,
-) -> anyhow::Result<(u64, f64)> {
-    let mut client = DsrConnectorClient::new(channel);
-    let started = Instant::now();
-    let mut stream = client
-        .extract(ExtractRequest {
-            source: "bench".into(),
-            subject: Some(Identity {
-                kind: "email".into(),
-                value: email.into(),
-            }),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let mut rows = 0u64;
-    while let Some(message) = stream.message().await? {
-        if let Some(Event::Batch(b)) = message.event {
-            rows += b.rows.len() as u64;
-        }
-        tokio::time::sleep(pause).await;
-    }
-    Ok((rows, started.elapsed().as_secs_f64()))
 }
 
 /// What a careful hand-written reader does: pooled connections with statements prepared once,
