@@ -77,6 +77,21 @@ pub struct ServerConfig {
     /// How long running streams may go on after a shutdown signal before they are cancelled.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// `"none"` serves without authentication, on any address. Unset: bearer tokens when
+    /// `[[server.tokens]]` are configured; otherwise unauthenticated, and loopback only.
+    pub auth: Option<AuthMode>,
+    /// Callers that authenticate with a bearer token.
+    pub tokens: Vec<TokenConfig>,
+    /// Health checks and server reflection without authentication.
+    pub open_health: bool,
+    /// The deadline of a call that sends none (`grpc-timeout`).
+    #[serde(with = "humantime_serde")]
+    pub default_deadline: Duration,
+    /// Longer deadlines are cut to this.
+    #[serde(with = "humantime_serde")]
+    pub max_deadline: Duration,
+    /// Refuse calls without a deadline (INVALID_ARGUMENT) instead of applying the default.
+    pub require_deadline: bool,
     /// Runtime worker threads; default one per core. Fewer threads mean fewer cross-thread
     /// wake-ups, which matters when the service shares a small machine with PostgreSQL.
     pub worker_threads: Option<usize>,
@@ -97,9 +112,50 @@ impl Default for ServerConfig {
             stream_buffer: 4,
             shutdown_grace: Duration::from_secs(30),
             worker_threads: None,
+            auth: None,
+            tokens: Vec::new(),
+            open_health: true,
+            default_deadline: Duration::from_secs(300),
+            max_deadline: Duration::from_secs(3600),
+            require_deadline: false,
             subject_key: None,
         }
     }
+}
+
+/// How callers authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No authentication, on any address: an explicit choice.
+    None,
+    /// Bearer tokens, checked against `[[server.tokens]]`.
+    Tokens,
+}
+
+/// One caller with a bearer token. The config holds only the token's SHA-256, read from an
+/// environment variable or a file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The caller's name, as logs (and audit records) show it. Never the token.
+    pub name: String,
+    /// Environment variable holding the hex SHA-256 of the token.
+    pub sha256_env: Option<String>,
+    /// File holding the hex SHA-256 of the token.
+    pub sha256_file: Option<PathBuf>,
+    /// Sources this caller may read, or `["*"]`.
+    pub sources: Vec<String>,
+    /// RPCs this caller may call (`Extract`, `Validate`), or `["*"]`.
+    #[serde(default = "default_rpcs")]
+    pub rpcs: Vec<String>,
+    /// The digest, resolved by [`Config::load`].
+    #[serde(skip)]
+    pub sha256: Option<[u8; 32]>,
+}
+
+fn default_rpcs() -> Vec<String> {
+    vec!["Extract".to_owned(), "Validate".to_owned()]
 }
 
 /// The secret key of the subject hash. `Debug` prints it redacted.
@@ -501,6 +557,30 @@ impl Config {
             }
         }
 
+        for (i, token) in self.server.tokens.iter_mut().enumerate() {
+            let at = format!("server.tokens[{i}]");
+            let text = match (&token.sha256_env, &token.sha256_file) {
+                (Some(var), None) => env(var).ok_or_else(|| {
+                    format!("{at}.sha256_env: environment variable {var} is not set")
+                }),
+                (None, Some(file)) => {
+                    read_secret_file(file).map_err(|e| format!("{at}.sha256_file: {e}"))
+                }
+                _ => Err(format!(
+                    "{at}: set exactly one of sha256_env and sha256_file"
+                )),
+            };
+            match text.and_then(|t| {
+                let bytes = hex::decode(t.trim())
+                    .map_err(|_| format!("{at}: the token digest is not hex"))?;
+                <[u8; 32]>::try_from(bytes.as_slice())
+                    .map_err(|_| format!("{at}: the token digest must be 32 bytes (SHA-256)"))
+            }) {
+                Ok(digest) => token.sha256 = Some(digest),
+                Err(problem) => problems.push(problem),
+            }
+        }
+
         for (i, source) in self.sources.iter_mut().enumerate() {
             let at = format!("sources[{i}]");
             if source.password.is_some() {
@@ -562,6 +642,49 @@ impl Config {
                     .to_owned(),
             );
         }
+        if server.max_deadline.is_zero() || server.default_deadline.is_zero() {
+            problems
+                .push("server.default_deadline, server.max_deadline: must be above zero".into());
+        }
+        if server.default_deadline > server.max_deadline {
+            problems.push("server.default_deadline: above server.max_deadline".to_owned());
+        }
+        if server.auth == Some(AuthMode::Tokens) && server.tokens.is_empty() {
+            problems.push("server.auth: \"tokens\" needs at least one [[server.tokens]]".into());
+        }
+        if server.auth == Some(AuthMode::None) && !server.tokens.is_empty() {
+            problems
+                .push("server.auth: \"none\" contradicts the configured [[server.tokens]]".into());
+        }
+        if self.auth_mode() == AuthMode::None
+            && server.auth.is_none()
+            && !server.listen.ip().is_loopback()
+        {
+            problems.push(format!(
+                "server.auth: refusing to listen on {} without authentication; configure \
+                 [[server.tokens]], or set auth = \"none\" to serve unauthenticated on purpose",
+                server.listen
+            ));
+        }
+        let mut token_names = HashSet::new();
+        for (i, token) in server.tokens.iter().enumerate() {
+            let at = format!("server.tokens[{i}]");
+            if token.name.trim().is_empty() || !token_names.insert(token.name.as_str()) {
+                problems.push(format!("{at}.name: empty or duplicate caller name"));
+            }
+            for source in &token.sources {
+                if source != "*" && !self.sources.iter().any(|s| &s.name == source) {
+                    problems.push(format!("{at}.sources: unknown source '{source}'"));
+                }
+            }
+            for rpc in &token.rpcs {
+                if !matches!(rpc.as_str(), "*" | "Extract" | "Validate") {
+                    problems.push(format!(
+                        "{at}.rpcs: unknown RPC '{rpc}' (Extract, Validate or *)"
+                    ));
+                }
+            }
+        }
         if server.worker_threads == Some(0) {
             problems.push("server.worker_threads: must be at least 1".to_owned());
         }
@@ -612,6 +735,15 @@ impl Config {
                     .expect("a loaded config has a valid classification matrix"),
             )
         })
+    }
+
+    /// How callers authenticate, after defaults: tokens when any are configured.
+    pub fn auth_mode(&self) -> AuthMode {
+        match self.server.auth {
+            Some(mode) => mode,
+            None if self.server.tokens.is_empty() => AuthMode::None,
+            None => AuthMode::Tokens,
+        }
     }
 
     /// The subject key. Present after [`Config::load`]; the demo sets it directly.

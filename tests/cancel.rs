@@ -258,3 +258,60 @@ async fn an_unreachable_database_gives_unavailable_with_the_cause() {
     );
     server.stop().await.unwrap();
 }
+
+/// Runs the slow extraction and returns the status it ends with.
+async fn slow_status(server: &TestServer, timeout: Option<Duration>) -> tonic::Status {
+    let mut req = tonic::Request::new(slow_request());
+    if let Some(t) = timeout {
+        req.set_timeout(t);
+    }
+    let mut client = server.client().await;
+    match client.extract(req).await {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(message)) => {
+                        assert!(!matches!(message.event, Some(Event::Manifest(_))))
+                    }
+                    Ok(None) => panic!("the slow extraction ended OK"),
+                    Err(status) => break status,
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn calls_without_a_deadline_get_the_default_and_long_ones_are_clamped() {
+    let app = "t-default-deadline";
+    let db = sql().await;
+    let with = |setting: &str| {
+        let mut config = slow_config(app);
+        match setting {
+            "default" => config.server.default_deadline = Duration::from_millis(1500),
+            _ => config.server.max_deadline = Duration::from_millis(1500),
+        }
+        config.server.default_deadline = config
+            .server
+            .default_deadline
+            .min(config.server.max_deadline);
+        config
+    };
+    // No deadline from the client: the configured default ends the call.
+    let server = TestServer::start(with("default")).await;
+    let status = slow_status(&server, None).await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    server.stop().await.unwrap();
+    // A one-hour deadline is cut to the configured maximum.
+    let server = TestServer::start(with("max")).await;
+    let status = slow_status(&server, Some(Duration::from_secs(3600))).await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        eventually(50, || async { !slow_query_running(&db, app).await }).await,
+        "{:?}",
+        service_sessions(&db, app).await
+    );
+    server.stop().await.unwrap();
+}

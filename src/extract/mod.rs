@@ -125,6 +125,10 @@ pub struct ExtractParams {
     pub deadline: Option<Instant>,
     /// Read, coerce, scan and count everything, but send no rows (Validate's dry run).
     pub dry_run: bool,
+    /// The authenticated caller's name, for logs.
+    pub caller: String,
+    /// The call's `x-request-id`, for logs.
+    pub call_id: String,
 }
 
 /// Request limits from the server config.
@@ -422,11 +426,13 @@ impl Job {
         match &result {
             Ok(()) => tracing::info!(
                 extraction_id, source, subject_id = %self.subject_id,
+                caller = %self.params.caller, call_id = %self.params.call_id,
                 request_id = %self.params.request_id, rows = progress.rows,
                 tables = progress.tables, elapsed_ms, "extraction finished"
             ),
             Err(error) => tracing::warn!(
                 extraction_id, source, subject_id = %self.subject_id,
+                caller = %self.params.caller, call_id = %self.params.call_id,
                 request_id = %self.params.request_id, rows = progress.rows,
                 tables = progress.tables, elapsed_ms, %error, "extraction failed"
             ),

@@ -4,6 +4,7 @@
 //! The adapter only translates: it reads the request and its deadline, calls the engine, and
 //! maps errors through [`status::to_status`]. No SQL lives here.
 
+pub mod layers;
 pub mod status;
 pub mod validate;
 
@@ -47,53 +48,127 @@ impl DsrConnector for Service {
         &self,
         request: Request<ExtractRequest>,
     ) -> Result<Response<Self::ExtractStream>, Status> {
-        let deadline = grpc_deadline(request.metadata())?;
+        let context = CallContext::of(&request)?;
         let request = request.into_inner();
-        if request.source.is_empty() {
-            return Err(Status::invalid_argument("source: must not be empty"));
-        }
-        let subject = request
-            .subject
-            .ok_or_else(|| Status::invalid_argument("subject: required"))?;
-        let params = ExtractParams {
-            source: request.source,
-            kind: subject.kind,
-            value: SecretString::from(subject.value),
-            batch_size: request.batch_size,
-            request_id: request.request_id,
-            compliance_tag: request.compliance_tag,
-            tables: request.tables,
-            deadline,
-            dry_run: false,
-        };
-        // Resolving the plan may read the catalog; that too must end at the caller's deadline,
-        // with DEADLINE_EXCEEDED rather than tonic's CANCELLED.
-        let extract = self.engine.extract(params);
-        let stream = match deadline {
-            Some(at) => tokio::time::timeout_at(at, extract)
+        let result = async {
+            if request.source.is_empty() {
+                return Err(Status::invalid_argument("source: must not be empty"));
+            }
+            context.check_source(&request.source)?;
+            let subject = request
+                .subject
+                .ok_or_else(|| Status::invalid_argument("subject: required"))?;
+            let params = ExtractParams {
+                source: request.source,
+                kind: subject.kind,
+                value: SecretString::from(subject.value),
+                batch_size: request.batch_size,
+                request_id: request.request_id,
+                compliance_tag: request.compliance_tag,
+                tables: request.tables,
+                deadline: Some(context.deadline),
+                dry_run: false,
+                caller: context.caller.name.clone(),
+                call_id: context.request_id.clone(),
+            };
+            // Resolving the plan may read the catalog; that too must end at the deadline, with
+            // DEADLINE_EXCEEDED rather than tonic's CANCELLED.
+            let stream = tokio::time::timeout_at(context.deadline, self.engine.extract(params))
                 .await
-                .map_err(|_| status::to_status(&crate::extract::ExtractError::DeadlineExceeded))?,
-            None => extract.await,
+                .map_err(|_| status::to_status(&crate::extract::ExtractError::DeadlineExceeded))?
+                .map_err(|e| status::to_status(&e))?;
+            let stream = stream.map(|item| item.map_err(|e| status::to_status(&e)));
+            Ok(Box::pin(stream) as Self::ExtractStream)
         }
-        .map_err(|e| status::to_status(&e))?;
-        let stream = stream.map(|item| item.map_err(|e| status::to_status(&e)));
-        Ok(Response::new(Box::pin(stream)))
+        .await;
+        context.respond(result)
     }
 
     async fn validate(
         &self,
         request: Request<ValidateRequest>,
     ) -> Result<Response<Self::ValidateStream>, Status> {
-        let deadline = grpc_deadline(request.metadata())?;
-        let messages = validate::run(&self.engine, request.into_inner(), deadline).await?;
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            messages.into_iter().map(Ok),
-        ))))
+        let context = CallContext::of(&request)?;
+        let request = request.into_inner();
+        let result = async {
+            if !request.source.is_empty() {
+                context.check_source(&request.source)?;
+            }
+            let messages = validate::run(&self.engine, request, Some(context.deadline)).await?;
+            Ok(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok))) as Self::ValidateStream)
+        }
+        .await;
+        context.respond(result)
+    }
+}
+
+/// What the interceptor stack learned about a call.
+struct CallContext {
+    request_id: String,
+    deadline: Instant,
+    caller: layers::Caller,
+}
+
+impl CallContext {
+    fn of<T>(request: &Request<T>) -> Result<CallContext, Status> {
+        let missing = || Status::internal("the call did not pass the interceptor stack");
+        Ok(CallContext {
+            request_id: request
+                .extensions()
+                .get::<layers::RequestId>()
+                .ok_or_else(missing)?
+                .0
+                .clone(),
+            deadline: request
+                .extensions()
+                .get::<layers::Deadline>()
+                .ok_or_else(missing)?
+                .0,
+            caller: request
+                .extensions()
+                .get::<layers::Caller>()
+                .ok_or_else(missing)?
+                .clone(),
+        })
+    }
+
+    fn check_source(&self, source: &str) -> Result<(), Status> {
+        if self.caller.may_read(source) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "caller '{}' may not read source '{source}'",
+                self.caller.name
+            )))
+        }
+    }
+
+    /// Echoes the request id in the response metadata, or in the error's.
+    fn respond<T>(&self, result: Result<T, Status>) -> Result<Response<T>, Status> {
+        let id = self
+            .request_id
+            .parse::<tonic::metadata::MetadataValue<_>>()
+            .ok();
+        match result {
+            Ok(body) => {
+                let mut response = Response::new(body);
+                if let Some(id) = id {
+                    response.metadata_mut().insert("x-request-id", id);
+                }
+                Ok(response)
+            }
+            Err(mut status) => {
+                if let Some(id) = id {
+                    status.metadata_mut().insert("x-request-id", id);
+                }
+                Err(status)
+            }
+        }
     }
 }
 
 /// Reads `grpc-timeout` (an ASCII integer of at most 8 digits and a unit: H, M, S, m, u, n).
-pub fn grpc_deadline(metadata: &MetadataMap) -> Result<Option<Instant>, Status> {
+pub fn grpc_timeout(metadata: &MetadataMap) -> Result<Option<Duration>, Status> {
     let Some(value) = metadata.get("grpc-timeout") else {
         return Ok(None);
     };
@@ -104,7 +179,7 @@ pub fn grpc_deadline(metadata: &MetadataMap) -> Result<Option<Instant>, Status> 
     }
     let (digits, unit) = text.split_at(text.len() - 1);
     let amount: u64 = digits.parse().map_err(|_| bad())?;
-    let timeout = match unit {
+    Ok(Some(match unit {
         "H" => Duration::from_secs(amount.saturating_mul(3600)),
         "M" => Duration::from_secs(amount.saturating_mul(60)),
         "S" => Duration::from_secs(amount),
@@ -112,8 +187,7 @@ pub fn grpc_deadline(metadata: &MetadataMap) -> Result<Option<Instant>, Status> 
         "u" => Duration::from_micros(amount),
         "n" => Duration::from_nanos(amount),
         _ => return Err(bad()),
-    };
-    Ok(Some(Instant::now() + timeout))
+    }))
 }
 
 /// Serves until `shutdown` resolves, then drains: the health status turns NOT_SERVING, new
@@ -173,6 +247,7 @@ pub async fn run(
         // otherwise hold a snapshot open.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(layers::stack(&config))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

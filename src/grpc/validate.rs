@@ -118,6 +118,8 @@ async fn dry_run(
         tables: Vec::new(),
         deadline,
         dry_run: true,
+        caller: String::new(),
+        call_id: String::new(),
     };
     let mut stream = engine.extract(params).await.map_err(|e| to_status(&e))?;
     let mut planned: BTreeMap<String, bool> = BTreeMap::new();

@@ -1,0 +1,252 @@
+//! The interceptor stack: bearer tokens and their scopes, open health, request ids, and the
+//! deadline policy. Every call goes through a real server and a real tonic client.
+
+mod support;
+
+use dsr_connector::config::Config;
+use dsr_connector::demo;
+use dsr_connector::pb::ValidateRequest;
+use sha2::{Digest, Sha256};
+use support::{TestServer, config_text, request};
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+
+const ORCHESTRATOR: &str = "token-of-the-orchestrator-0123456789";
+const AUDITOR: &str = "token-of-the-auditor-0123456789";
+
+fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The demo config with two callers: the orchestrator may extract from `demo`; the auditor may
+/// only validate, and only a source that does not exist here... so it gets `*` sources.
+fn token_config(extra_server: &str) -> Config {
+    let text = with_server_block(
+        &config_text("").replace("[server]\n", &format!("[server]\n{extra_server}\n")),
+        "[[server.tokens]]\nname = \"orchestrator\"\nsha256_env = \"ORCH_SHA\"\nsources = [\"demo\"]\n\n\
+         [[server.tokens]]\nname = \"auditor\"\nsha256_env = \"AUDIT_SHA\"\nsources = [\"*\"]\nrpcs = [\"Validate\"]\n",
+    );
+    let cluster = support::cluster();
+    Config::from_toml_str(&text, |name| match name {
+        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
+        "DSR_SUBJECT_KEY" => Some(support::SUBJECT_KEY.to_owned()),
+        "ORCH_SHA" => Some(digest(ORCHESTRATOR)),
+        "AUDIT_SHA" => Some(digest(AUDITOR)),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Inserts `block` (arrays of tables under [server]) after the [server] keys, before the first
+/// top-level table of the data map.
+fn with_server_block(text: &str, block: &str) -> String {
+    let at = text
+        .find("[[classification.categories]]")
+        .expect("the demo data map");
+    format!("{}{block}\n{}", &text[..at], &text[at..])
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
+    request
+}
+
+async fn extract_code(
+    server: &TestServer,
+    request: tonic::Request<dsr_connector::pb::ExtractRequest>,
+) -> (Code, String) {
+    let mut client = server.client().await;
+    match client.extract(request).await {
+        Err(status) => (status.code(), status.message().to_owned()),
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return (Code::Ok, String::new()),
+                    Err(status) => return (status.code(), status.message().to_owned()),
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn tokens_and_scopes_decide_who_may_call_what() {
+    let server = TestServer::start(token_config("")).await;
+    let alice = || request("email", "alice@example.com");
+
+    let (code, message) = extract_code(&server, tonic::Request::new(alice())).await;
+    assert_eq!(code, Code::Unauthenticated);
+    assert!(message.contains("Bearer"), "{message}");
+
+    let (code, message) = extract_code(&server, with_token(alice(), "not-a-known-token")).await;
+    assert_eq!(code, Code::Unauthenticated);
+    assert!(
+        !message.contains("not-a-known-token"),
+        "the token is not echoed: {message}"
+    );
+
+    let mut basic = tonic::Request::new(alice());
+    basic
+        .metadata_mut()
+        .insert("authorization", MetadataValue::from_static("Basic abc"));
+    assert_eq!(extract_code(&server, basic).await.0, Code::Unauthenticated);
+
+    assert_eq!(
+        extract_code(&server, with_token(alice(), ORCHESTRATOR))
+            .await
+            .0,
+        Code::Ok
+    );
+
+    // The auditor may validate but not extract.
+    let (code, message) = extract_code(&server, with_token(alice(), AUDITOR)).await;
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(
+        message.contains("'auditor'") && message.contains("Extract"),
+        "{message}"
+    );
+    let mut client = server.client().await;
+    let validation = client
+        .validate(with_token(
+            ValidateRequest {
+                source: "demo".into(),
+                ..Default::default()
+            },
+            AUDITOR,
+        ))
+        .await;
+    assert!(validation.is_ok(), "{validation:?}");
+    let denied = client
+        .validate(with_token(
+            ValidateRequest {
+                source: "demo".into(),
+                ..Default::default()
+            },
+            "nope",
+        ))
+        .await;
+    assert_eq!(denied.err().unwrap().code(), Code::Unauthenticated);
+
+    // Health stays open for probes.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+    assert!(serving.is_ok(), "{serving:?}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_source_outside_the_scope_is_permission_denied() {
+    // The orchestrator's scope is ["demo"]; a second source it may not read.
+    let extra = config_text("");
+    let second = extra[extra.find("[[sources]]").unwrap()..].replacen(
+        "name = \"demo\"",
+        "name = \"other\"",
+        1,
+    );
+    let text = format!("{}\n{second}", config_text(""));
+    let text = with_server_block(
+        &text,
+        "[[server.tokens]]\nname = \"orchestrator\"\nsha256_env = \"ORCH_SHA\"\nsources = [\"demo\"]\n",
+    );
+    let cluster = support::cluster();
+    let config = Config::from_toml_str(&text, |name| match name {
+        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
+        "DSR_SUBJECT_KEY" => Some(support::SUBJECT_KEY.to_owned()),
+        "ORCH_SHA" => Some(digest(ORCHESTRATOR)),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let server = TestServer::start(config).await;
+    let mut other = request("email", "alice@example.com");
+    other.source = "other".into();
+    let (code, message) = extract_code(&server, with_token(other, ORCHESTRATOR)).await;
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(message.contains("'other'"), "{message}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let server = TestServer::demo().await;
+    let mut client = server.client().await;
+    let mut req = tonic::Request::new(request("email", "alice@example.com"));
+    req.metadata_mut()
+        .insert("x-request-id", MetadataValue::from_static("dsr-4242"));
+    let response = client.extract(req).await.unwrap();
+    assert_eq!(response.metadata().get("x-request-id").unwrap(), "dsr-4242");
+
+    let response = client
+        .extract(request("email", "alice@example.com"))
+        .await
+        .unwrap();
+    let generated = response
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+
+    // Errors carry it too.
+    let mut req = tonic::Request::new(request("email", ""));
+    req.metadata_mut()
+        .insert("x-request-id", MetadataValue::from_static("dsr-bad"));
+    let status = client.extract(req).await.err().unwrap();
+    assert_eq!(status.metadata().get("x-request-id").unwrap(), "dsr-bad");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_required_deadline_must_be_sent() {
+    let server = TestServer::start(token_config("require_deadline = true")).await;
+    let (code, message) = extract_code(
+        &server,
+        with_token(request("email", "alice@example.com"), ORCHESTRATOR),
+    )
+    .await;
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(message.contains("deadline"), "{message}");
+    let mut req = with_token(request("email", "alice@example.com"), ORCHESTRATOR);
+    req.set_timeout(std::time::Duration::from_secs(30));
+    assert_eq!(extract_code(&server, req).await.0, Code::Ok);
+    server.stop().await.unwrap();
+}
+
+#[test]
+fn no_auth_on_a_public_address_is_refused_unless_explicit() {
+    let public = config_text("").replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:50051\"");
+    let cluster = support::cluster();
+    let env = |name: &str| match name {
+        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
+        "DSR_SUBJECT_KEY" => Some(support::SUBJECT_KEY.to_owned()),
+        _ => None,
+    };
+    let error = Config::from_toml_str(&public, env).unwrap_err().to_string();
+    assert!(
+        error.contains("server.auth") && error.contains("0.0.0.0:50051"),
+        "{error}"
+    );
+    let explicit = public.replace("[server]\n", "[server]\nauth = \"none\"\n");
+    assert!(Config::from_toml_str(&explicit, env).is_ok());
+    let empty_tokens = config_text("").replace("[server]\n", "[server]\nauth = \"tokens\"\n");
+    let error = Config::from_toml_str(&empty_tokens, env)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("server.auth"), "{error}");
+}
