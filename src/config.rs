@@ -77,6 +77,8 @@ pub struct ServerConfig {
     /// How long running streams may go on after a shutdown signal before they are cancelled.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Address of the Prometheus `/metrics` listener; none when unset.
+    pub metrics_listen: Option<SocketAddr>,
     /// `"none"` serves without authentication, on any address. Unset: bearer tokens when
     /// `[[server.tokens]]` are configured; otherwise unauthenticated, and loopback only.
     pub auth: Option<AuthMode>,
@@ -112,6 +114,7 @@ impl Default for ServerConfig {
             stream_buffer: 4,
             shutdown_grace: Duration::from_secs(30),
             worker_threads: None,
+            metrics_listen: None,
             auth: None,
             tokens: Vec::new(),
             open_health: true,

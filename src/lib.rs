@@ -14,6 +14,7 @@
 //!   cancellation, count verification, manifest.
 //! - [`grpc`]: the service adapter, the error-to-status mapping, and the server (health,
 //!   reflection, graceful shutdown).
+//! - [`metrics`]: Prometheus metrics, passed to whoever records.
 //! - [`subject`]: the keyed hash that stands for a subject wherever one is recorded.
 //! - [`pgcluster`]: throwaway PostgreSQL clusters for the demo, tests and benchmarks.
 //! - [`demo`]: the built-in demo data and its data map.
@@ -27,6 +28,7 @@ pub mod db;
 pub mod demo;
 pub mod extract;
 pub mod grpc;
+pub mod metrics;
 pub mod pgcluster;
 pub mod pii;
 pub mod subject;

@@ -41,6 +41,7 @@ use crate::datamap::{
     DataMap, MappedTable, Plan, PlanError, PlannedTable, SchemaReport, pii_fields,
 };
 use crate::db::{Conn, DbError, SourcePool};
+use crate::metrics::Metrics;
 use crate::pb::{self, ExtractResponse, extract_response::Event};
 use crate::pii::{Matrix, ScanLimits};
 use crate::subject::subject_id;
@@ -151,6 +152,7 @@ struct Source {
 pub struct Engine {
     config: Arc<Config>,
     matrix: Arc<Matrix>,
+    metrics: Arc<Metrics>,
     sources: HashMap<String, Arc<Source>>,
     limits: Limits,
     shutdown: CancellationToken,
@@ -217,7 +219,11 @@ impl Stop {
 
 impl Engine {
     /// Builds the pools (which connect lazily). `shutdown` cancels running extractions.
-    pub fn new(config: Arc<Config>, shutdown: CancellationToken) -> Result<Engine, String> {
+    pub fn new(
+        config: Arc<Config>,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Result<Engine, String> {
         if config.subject_key().len() < 16 {
             return Err("the subject key is missing or shorter than 16 bytes".into());
         }
@@ -238,12 +244,38 @@ impl Engine {
             stream_buffer: server.stream_buffer,
         };
         Ok(Engine {
+            metrics,
             matrix: config.matrix(),
             config,
             sources,
             limits,
             shutdown,
         })
+    }
+
+    /// Copies each pool's state into the pool gauges (called when metrics are scraped).
+    pub fn update_pool_gauges(&self) {
+        for (name, source) in &self.sources {
+            let state = source.pool.state();
+            let labels = crate::metrics::source_labels(name);
+            self.metrics
+                .pool_connections
+                .get_or_create(&labels)
+                .set(i64::from(state.connections));
+            self.metrics
+                .pool_idle
+                .get_or_create(&labels)
+                .set(i64::from(state.idle_connections));
+            self.metrics
+                .pool_waiting
+                .get_or_create(&labels)
+                .set(state.statistics.pending_gets() as i64);
+        }
+    }
+
+    /// The metrics the engine records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The configuration the engine runs with.
@@ -266,6 +298,9 @@ impl Engine {
         let (outcome_tx, outcome) = oneshot::channel();
         let cfg = &self.config.sources[source.index];
         let job = Job {
+            metrics: self.metrics.clone(),
+            created: Instant::now(),
+            first_batch_sent: std::sync::atomic::AtomicBool::new(false),
             outcome: outcome_tx,
             matrix: self.matrix.clone(),
             coercion_policy: cfg.on_coercion_error,
@@ -363,7 +398,18 @@ impl Engine {
         *slot = None;
         let conn = source.pool.checkout(deadline).await?;
         let cfg = &self.config.sources[source.index];
-        let map = DataMap::load(cfg, &self.matrix, &conn.client).await?;
+        let map = match DataMap::load(cfg, &self.matrix, &conn.client).await {
+            Ok(map) => map,
+            Err(error) => {
+                if matches!(error, PlanError::SchemaDrift { .. }) {
+                    self.metrics
+                        .gate_rejections
+                        .get_or_create(&crate::metrics::source_labels(&cfg.name))
+                        .inc();
+                }
+                return Err(error.into());
+            }
+        };
         *slot = Some((Instant::now(), map.clone()));
         Ok(map)
     }
@@ -395,6 +441,9 @@ impl Engine {
 /// One running extraction.
 struct Job {
     params: ExtractParams,
+    metrics: Arc<Metrics>,
+    created: Instant,
+    first_batch_sent: std::sync::atomic::AtomicBool,
     matrix: Arc<Matrix>,
     coercion_policy: CoercionPolicy,
     warnings: Vec<String>,
@@ -422,6 +471,18 @@ impl Job {
         let mut progress = Progress::default();
         let result = self.run_inner(&extraction_id, &mut progress).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        if !self.params.dry_run {
+            self.metrics
+                .duration
+                .get_or_create(&crate::metrics::source_labels(&self.params.source))
+                .observe(self.created.elapsed().as_secs_f64());
+        }
+        if let Err(ExtractError::InvalidManifest(problems)) = &result {
+            self.metrics
+                .manifest_violations
+                .get_or_create(&crate::metrics::source_labels(&self.params.source))
+                .inc_by(problems.len() as u64);
+        }
         let source = &self.params.source;
         match &result {
             Ok(()) => tracing::info!(
@@ -741,12 +802,12 @@ impl Job {
                     continue;
                 }
                 if let Some(full) = batch.push(row, size) {
-                    self.send(Event::Batch(full)).await?;
+                    self.send_batch(full).await?;
                 }
             }
             // One portal fetch is at most one batch's rows; the byte limit may cut it earlier.
             if let Some(rest) = batch.finish() {
-                self.send(Event::Batch(rest)).await?;
+                self.send_batch(rest).await?;
             }
             if fetched < self.batch_size as usize {
                 break; // the portal is exhausted
@@ -895,6 +956,30 @@ impl Job {
             finished_at: Some(prost_types::Timestamp::from(SystemTime::now())),
             subject_kind: self.plan.kind.clone(),
         }
+    }
+
+    /// Sends one row batch, and counts it.
+    async fn send_batch(&self, batch: pb::RowBatch) -> Result<(), ExtractError> {
+        let labels = crate::metrics::table_labels(&self.params.source, &batch.table);
+        self.metrics
+            .rows
+            .get_or_create(&labels)
+            .inc_by(batch.rows.len() as u64);
+        self.metrics.batches.get_or_create(&labels).inc();
+        self.metrics
+            .bytes
+            .get_or_create(&labels)
+            .inc_by(batch.encoded_len() as u64);
+        if !self
+            .first_batch_sent
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.metrics
+                .first_batch
+                .get_or_create(&crate::metrics::source_labels(&self.params.source))
+                .observe(self.created.elapsed().as_secs_f64());
+        }
+        self.send(Event::Batch(batch)).await
     }
 
     /// Sends one message, waiting for room in the channel (backpressure).

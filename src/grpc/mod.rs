@@ -50,6 +50,8 @@ impl DsrConnector for Service {
     ) -> Result<Response<Self::ExtractStream>, Status> {
         let context = CallContext::of(&request)?;
         let request = request.into_inner();
+        let source = request.source.clone();
+        let engine = self.engine.clone();
         let result = async {
             if request.source.is_empty() {
                 return Err(Status::invalid_argument("source: must not be empty"));
@@ -77,10 +79,32 @@ impl DsrConnector for Service {
                 .await
                 .map_err(|_| status::to_status(&crate::extract::ExtractError::DeadlineExceeded))?
                 .map_err(|e| status::to_status(&e))?;
-            let stream = stream.map(|item| item.map_err(|e| status::to_status(&e)));
+            let counted = source.clone();
+            let stream = stream.map(move |item| {
+                let item = item.map_err(|e| status::to_status(&e));
+                match &item {
+                    Err(status) => {
+                        engine
+                            .metrics()
+                            .record_request("Extract", &counted, status.code())
+                    }
+                    Ok(ExtractResponse {
+                        event: Some(crate::pb::extract_response::Event::Manifest(_)),
+                    }) => engine
+                        .metrics()
+                        .record_request("Extract", &counted, tonic::Code::Ok),
+                    Ok(_) => {}
+                }
+                item
+            });
             Ok(Box::pin(stream) as Self::ExtractStream)
         }
         .await;
+        if let Err(status) = &result {
+            self.engine
+                .metrics()
+                .record_request("Extract", &source, status.code());
+        }
         context.respond(result)
     }
 
@@ -90,6 +114,7 @@ impl DsrConnector for Service {
     ) -> Result<Response<Self::ValidateStream>, Status> {
         let context = CallContext::of(&request)?;
         let request = request.into_inner();
+        let source = request.source.clone();
         let result = async {
             if !request.source.is_empty() {
                 context.check_source(&request.source)?;
@@ -98,6 +123,14 @@ impl DsrConnector for Service {
             Ok(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok))) as Self::ValidateStream)
         }
         .await;
+        let code = result
+            .as_ref()
+            .err()
+            .map(|s: &Status| s.code())
+            .unwrap_or(tonic::Code::Ok);
+        self.engine
+            .metrics()
+            .record_request("Validate", &source, code);
         context.respond(result)
     }
 }
@@ -167,6 +200,29 @@ impl CallContext {
     }
 }
 
+/// Serves `GET /metrics` in Prometheus text format until the process ends.
+async fn serve_metrics(listener: TcpListener, engine: Arc<Engine>) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let engine = engine.clone();
+            async move {
+                engine.update_pool_gauges();
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    engine.metrics().render(),
+                )
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!(error = %e, "metrics listener stopped");
+    }
+}
+
 /// Reads `grpc-timeout` (an ASCII integer of at most 8 digits and a unit: H, M, S, m, u, n).
 pub fn grpc_timeout(metadata: &MetadataMap) -> Result<Option<Duration>, Status> {
     let Some(value) = metadata.get("grpc-timeout") else {
@@ -198,10 +254,34 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics_listener =
+        match config.server.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("server.metrics_listen: cannot listen on {addr}: {e}")
+            })?),
+            None => None,
+        };
+    run_with(config, listener, metrics_listener, shutdown).await
+}
+
+/// [`run`], with the metrics listener bound by the caller (tests bind port 0).
+pub async fn run_with(
+    config: Arc<Config>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let cancel_streams = CancellationToken::new();
+    let metrics = Arc::new(crate::metrics::Metrics::new(&config));
     let engine = Arc::new(
-        Engine::new(config.clone(), cancel_streams.clone()).map_err(|e| anyhow::anyhow!(e))?,
+        Engine::new(config.clone(), cancel_streams.clone(), metrics.clone())
+            .map_err(|e| anyhow::anyhow!(e))?,
     );
+    if let Some(listener) = metrics_listener {
+        let local = listener.local_addr()?;
+        tracing::info!(%local, "metrics listening");
+        tokio::spawn(serve_metrics(listener, engine.clone()));
+    }
     let service = DsrConnectorServer::new(Service { engine });
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -42,6 +42,13 @@ pub async fn run(
     };
     if let Some(manifest) = &request.manifest {
         let problems = manifest::violations(manifest);
+        engine
+            .metrics()
+            .manifest_violations
+            .get_or_create(&crate::metrics::source_labels(
+                &engine.metrics().source_label(&request.source),
+            ))
+            .inc_by(problems.len() as u64);
         verdict
             .violations
             .extend(problems.into_iter().map(|p| format!("manifest: {p}")));
