@@ -329,10 +329,22 @@ fn password_files_are_read_and_trimmed() {
 #[test]
 fn the_example_config_in_deploy_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.example.toml");
-    let out = check_config(
-        &path,
-        &[("SHOP_DB_PASSWORD", PASSWORD), ("DSR_SUBJECT_KEY", KEY)],
+    let digest = "0".repeat(64);
+    let env = [
+        ("SHOP_DB_PASSWORD", PASSWORD),
+        ("DSR_SUBJECT_KEY", KEY),
+        ("DSR_ORCHESTRATOR_TOKEN_SHA256", digest.as_str()),
+    ];
+    let out = check_config(&path, &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    // As deployed: on all interfaces, which the tokens make acceptable.
+    let mut deployed = env.to_vec();
+    deployed.push(("DSR_CONNECTOR_SERVER__LISTEN", "0.0.0.0:50051"));
+    let out = check_config(&path, &deployed);
     assert!(
         out.status.success(),
         "{}",
