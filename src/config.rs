@@ -77,6 +77,9 @@ pub struct ServerConfig {
     /// How long running streams may go on after a shutdown signal before they are cancelled.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// OTLP/gRPC endpoint for traces, e.g. `http://jaeger:4317`; else `OTEL_EXPORTER_OTLP_ENDPOINT`;
+    /// no tracing when neither is set.
+    pub otlp_endpoint: Option<String>,
     /// Address of the Prometheus `/metrics` listener; none when unset.
     pub metrics_listen: Option<SocketAddr>,
     /// `"none"` serves without authentication, on any address. Unset: bearer tokens when
@@ -115,6 +118,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             worker_threads: None,
             metrics_listen: None,
+            otlp_endpoint: None,
             auth: None,
             tokens: Vec::new(),
             open_health: true,

@@ -15,6 +15,7 @@
 //! - [`grpc`]: the service adapter, the error-to-status mapping, and the server (health,
 //!   reflection, graceful shutdown).
 //! - [`metrics`]: Prometheus metrics, passed to whoever records.
+//! - [`telemetry`]: logs, and traces over OTLP with W3C trace context.
 //! - [`subject`]: the keyed hash that stands for a subject wherever one is recorded.
 //! - [`pgcluster`]: throwaway PostgreSQL clusters for the demo, tests and benchmarks.
 //! - [`demo`]: the built-in demo data and its data map.
@@ -32,6 +33,7 @@ pub mod metrics;
 pub mod pgcluster;
 pub mod pii;
 pub mod subject;
+pub mod telemetry;
 
 /// Generated code for the `dsr.v1` protobuf package.
 #[allow(clippy::all, missing_docs)]

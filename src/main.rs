@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use dsr_connector::config::Config;
-use dsr_connector::{demo, grpc, pgcluster};
+use dsr_connector::{demo, grpc, pgcluster, telemetry};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -44,20 +43,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     dsr_connector::db::tls::install_crypto_provider();
 
-    let result =
-        match cli.command {
-            Command::CheckConfig { file } => check_config(&file),
-            Command::Serve { config } => Config::load(&config)
+    let result = match cli.command {
+        Command::CheckConfig { file } => telemetry::init(None).and_then(|_| check_config(&file)),
+        Command::Serve { config } => {
+            Config::load(&config)
                 .map_err(anyhow::Error::from)
                 .and_then(|config| {
                     let threads = config.server.worker_threads;
                     runtime(threads).and_then(|rt| rt.block_on(serve(config)))
-                }),
-            Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
-        };
+                })
+        }
+        Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -65,29 +64,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Whatever `RUST_LOG` says,
-/// tokio-postgres never logs below INFO: at DEBUG it prints every bound parameter, and the
-/// identity value is a bound parameter. The cap is a filter of its own, so no directive, however
-/// specific (`tokio_postgres::query=trace`), can lift it.
-fn init_logging() {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let cap = tracing_subscriber::filter::filter_fn(|meta| {
-        !(meta.target().starts_with("tokio_postgres") && *meta.level() > tracing::Level::INFO)
-    });
-    tracing_subscriber::registry()
-        .with(env)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_writer(std::io::stderr)
-                .with_filter(cap),
-        )
-        .init();
 }
 
 /// The runtime: one worker thread per core, or `server.worker_threads`.
@@ -111,9 +87,14 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let telemetry = telemetry::init(telemetry::otlp_endpoint(
+        config.server.otlp_endpoint.as_deref(),
+    ))?;
     let config = Arc::new(config);
     let listener = TcpListener::bind(config.server.listen).await?;
-    grpc::run(config, listener, shutdown_signal()).await
+    let served = grpc::run(config, listener, shutdown_signal()).await;
+    telemetry.shutdown().await;
+    served
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -139,6 +120,7 @@ async fn shutdown_signal() {
 }
 
 async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
+    let telemetry = telemetry::init(telemetry::otlp_endpoint(None))?;
     eprintln!("starting a throwaway PostgreSQL cluster ...");
     let cluster = tokio::task::spawn_blocking(|| {
         pgcluster::TempCluster::start(&pgcluster::ClusterOptions::default())
@@ -161,6 +143,7 @@ async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
     let served = grpc::run(config, listener, shutdown_signal()).await;
     eprintln!("removing the demo cluster ...");
     drop(cluster);
+    telemetry.shutdown().await;
     served
 }
 

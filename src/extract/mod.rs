@@ -130,6 +130,8 @@ pub struct ExtractParams {
     pub caller: String,
     /// The call's `x-request-id`, for logs.
     pub call_id: String,
+    /// The call's server span; the extraction's hook spans are its children.
+    pub span: tracing::Span,
 }
 
 /// Request limits from the server config.
@@ -298,6 +300,7 @@ impl Engine {
         let (outcome_tx, outcome) = oneshot::channel();
         let cfg = &self.config.sources[source.index];
         let job = Job {
+            database: cfg.database.clone(),
             metrics: self.metrics.clone(),
             created: Instant::now(),
             first_batch_sent: std::sync::atomic::AtomicBool::new(false),
@@ -318,7 +321,8 @@ impl Engine {
             tx,
             shutdown: self.shutdown.clone(),
         };
-        tokio::spawn(job.run());
+        let span = job.params.span.clone();
+        tokio::spawn(tracing::Instrument::instrument(job.run(), span));
         Ok(ExtractStream {
             rx,
             outcome,
@@ -441,6 +445,7 @@ impl Engine {
 /// One running extraction.
 struct Job {
     params: ExtractParams,
+    database: String,
     metrics: Arc<Metrics>,
     created: Instant,
     first_batch_sent: std::sync::atomic::AtomicBool,
@@ -469,7 +474,41 @@ impl Job {
         let extraction_id = uuid::Uuid::new_v4().to_string();
         let started = Instant::now();
         let mut progress = Progress::default();
+        tracing::Span::current().record("dsr.subject_id", self.subject_id.as_str());
+        tracing::info_span!(
+            "compliance.extraction_start",
+            dsr.extraction_id = %extraction_id,
+            dsr.source = %self.params.source,
+            dsr.request_id = %self.params.request_id,
+            dsr.caller = %self.params.caller,
+            dsr.identity_kind = %self.plan.kind,
+            dsr.plan.tables = self.plan.tables.len() as u64,
+            dsr.plan.unreachable_tables = self.plan.unreachable.len() as u64,
+            dsr.dry_run = self.params.dry_run,
+        )
+        .in_scope(|| {});
+        // The breaker itself is not built yet: the state checked is always "closed".
+        tracing::info_span!(
+            "compliance.circuit_breaker",
+            dsr.source = %self.params.source,
+            dsr.breaker.state = "closed",
+        )
+        .in_scope(|| {});
         let result = self.run_inner(&extraction_id, &mut progress).await;
+        let code = match &result {
+            Ok(()) => tonic::Code::Ok,
+            Err(error) => crate::grpc::status::to_status(error).code(),
+        };
+        tracing::Span::current().record("rpc.grpc.status_code", code as i64);
+        tracing::info_span!(
+            "compliance.extraction_end",
+            dsr.extraction_id = %extraction_id,
+            dsr.rows = progress.rows,
+            dsr.tables = progress.tables as u64,
+            dsr.outcome = if result.is_ok() { "ok" } else { "failed" },
+            rpc.grpc.status_code = crate::metrics::code_name(code),
+        )
+        .in_scope(|| {});
         let elapsed_ms = started.elapsed().as_millis() as u64;
         if !self.params.dry_run {
             self.metrics
@@ -668,9 +707,34 @@ impl Job {
         let mut counts = Vec::with_capacity(self.plan.tables.len());
         let mut found = Found::default();
         for table in &self.plan.tables {
-            let outcome = self.stream_table(&txn, statements, table, value).await?;
+            let query = tracing::info_span!(
+                "db.query",
+                otel.name = %format!("SELECT {}", table.table.display),
+                otel.kind = "client",
+                db.system.name = "postgresql",
+                db.namespace = %self.database,
+                db.collection.name = %table.table.display,
+                db.operation.name = "SELECT",
+                db.query.text = %table.select_sql,
+                db.response.returned_rows = tracing::field::Empty,
+            );
+            let outcome = tracing::Instrument::instrument(
+                self.stream_table(&txn, statements, table, value),
+                query.clone(),
+            )
+            .await?;
+            query.record("db.response.returned_rows", outcome.streamed);
+            drop(query);
             let counted = outcome.counted;
             let read = outcome.streamed + outcome.rejected;
+            tracing::info_span!(
+                "compliance.row_count_verify",
+                dsr.table = %table.table.display,
+                dsr.streamed = read,
+                dsr.counted = counted,
+                dsr.ok = counted >= 0 && counted as u64 == read,
+            )
+            .in_scope(|| {});
             if counted < 0 || counted as u64 != read {
                 return Err(ExtractError::CountMismatch {
                     table: table.table.display.clone(),
@@ -711,6 +775,24 @@ impl Job {
             &found,
         );
         let problems = manifest::violations(&manifest);
+        let mut categories: Vec<&str> = self
+            .plan
+            .tables
+            .iter()
+            .flat_map(|t| t.table.columns.iter().filter(|c| c.is_pii()))
+            .map(|c| c.category.as_str())
+            .chain(found.fields.iter().map(|(_, c)| c.as_str()))
+            .collect();
+        categories.sort_unstable();
+        categories.dedup();
+        tracing::info_span!(
+            "compliance.pii_mapping_validate",
+            dsr.pii_fields = manifest.pii_fields.len() as u64,
+            dsr.categories = %categories.join(","),
+            dsr.result = if problems.is_empty() { "ok" } else { "violations" },
+            dsr.violations = problems.len() as u64,
+        )
+        .in_scope(|| {});
         if !problems.is_empty() {
             return Err(ExtractError::InvalidManifest(problems));
         }

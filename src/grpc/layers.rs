@@ -15,7 +15,10 @@
 //!    the handler, which sees the request). Health and reflection pass unauthenticated when
 //!    `server.open_health` is set. The [`Caller`] (a name, never the token) goes into the
 //!    request's extensions.
-//! 4. Metrics and trace context come with the telemetry work; they slot in here.
+//! 4. **Trace context:** a server span named after the RPC, the child of the caller's W3C
+//!    `traceparent` (see [`crate::telemetry`]); handlers and the engine run inside it.
+//!
+//! Calls are counted in the Prometheus metrics by the handlers, which know the final code.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +41,10 @@ pub struct MethodPath(pub String);
 /// The request id of the call.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
+
+/// The call's server span: a child of the caller's `traceparent`, when there is one.
+#[derive(Debug, Clone)]
+pub struct ServerSpan(pub tracing::Span);
 
 /// When the call must end.
 #[derive(Debug, Clone, Copy)]
@@ -202,9 +209,27 @@ impl tonic::service::Interceptor for Policy {
             .unwrap_or_default();
         let deadline = self.deadline(&request).map_err(with_id)?;
         let caller = self.authenticate(&request, &path).map_err(with_id)?;
-        if !path.starts_with("/grpc.") {
-            tracing::debug!(%request_id, caller = %caller.name, method = %path, "call accepted");
-        }
+        let span = if path.starts_with("/grpc.") {
+            tracing::Span::none()
+        } else {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let method = path.trim_start_matches('/');
+            let span = tracing::info_span!(
+                "rpc",
+                otel.name = %method,
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.method = %method,
+                request_id = %request_id,
+                caller = %caller.name,
+                dsr.subject_id = tracing::field::Empty,
+                rpc.grpc.status_code = tracing::field::Empty,
+            );
+            let _ = span.set_parent(crate::telemetry::parent_context(request.metadata()));
+            tracing::debug!(parent: &span, %request_id, caller = %caller.name, method = %path, "call accepted");
+            span
+        };
+        request.extensions_mut().insert(ServerSpan(span));
         request.extensions_mut().insert(RequestId(request_id));
         request.extensions_mut().insert(deadline);
         request.extensions_mut().insert(caller);

@@ -20,6 +20,7 @@ use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::extract::{Engine, ExtractParams};
@@ -72,6 +73,7 @@ impl DsrConnector for Service {
                 dry_run: false,
                 caller: context.caller.name.clone(),
                 call_id: context.request_id.clone(),
+                span: context.span.clone(),
             };
             // Resolving the plan may read the catalog; that too must end at the deadline, with
             // DEADLINE_EXCEEDED rather than tonic's CANCELLED.
@@ -99,6 +101,7 @@ impl DsrConnector for Service {
             });
             Ok(Box::pin(stream) as Self::ExtractStream)
         }
+        .instrument(context.span.clone())
         .await;
         if let Err(status) = &result {
             self.engine
@@ -122,6 +125,7 @@ impl DsrConnector for Service {
             let messages = validate::run(&self.engine, request, Some(context.deadline)).await?;
             Ok(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok))) as Self::ValidateStream)
         }
+        .instrument(context.span.clone())
         .await;
         let code = result
             .as_ref()
@@ -137,6 +141,7 @@ impl DsrConnector for Service {
 
 /// What the interceptor stack learned about a call.
 struct CallContext {
+    span: tracing::Span,
     request_id: String,
     deadline: Instant,
     caller: layers::Caller,
@@ -146,6 +151,11 @@ impl CallContext {
     fn of<T>(request: &Request<T>) -> Result<CallContext, Status> {
         let missing = || Status::internal("the call did not pass the interceptor stack");
         Ok(CallContext {
+            span: request
+                .extensions()
+                .get::<layers::ServerSpan>()
+                .map(|s| s.0.clone())
+                .unwrap_or_else(tracing::Span::none),
             request_id: request
                 .extensions()
                 .get::<layers::RequestId>()

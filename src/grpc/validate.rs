@@ -127,6 +127,7 @@ async fn dry_run(
         dry_run: true,
         caller: String::new(),
         call_id: String::new(),
+        span: tracing::Span::current(),
     };
     let mut stream = engine.extract(params).await.map_err(|e| to_status(&e))?;
     let mut planned: BTreeMap<String, bool> = BTreeMap::new();

@@ -1,0 +1,227 @@
+//! Traces over OTLP: the real binary exports to an in-process OTLP/gRPC receiver (the protocol
+//! Jaeger receives on 4317). The server span of an Extract is the child of the caller's
+//! `traceparent`, every compliance hook is its own span, and no identity or extracted value is
+//! in any span.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use support::{cluster, config_text, extract, request};
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes.iter().find(|a| a.key == key).and_then(|a| {
+        a.value.as_ref()?.value.as_ref().map(|v| match v {
+            Value::StringValue(s) => s.clone(),
+            Value::IntValue(i) => i.to_string(),
+            Value::BoolValue(b) => b.to_string(),
+            Value::DoubleValue(d) => d.to_string(),
+            other => format!("{other:?}"),
+        })
+    })
+}
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const PARENT_SPAN_ID: &str = "b7ad6b7169203331";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extract_spans_reach_an_otlp_receiver_as_children_of_the_caller() {
+    let receiver = Receiver::default();
+    let otlp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp_addr = otlp.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(otlp)),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config_text("")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp_addr}"))
+        .env("OTEL_SERVICE_NAME", "dsr-connector-test")
+        .env("RUST_LOG", "info")
+        .env("DSR_DEMO_PASSWORD", cluster().password())
+        .env("DSR_SUBJECT_KEY", support::SUBJECT_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("dsr-connector listening") {
+                let addr = line.rsplit("local=").next().unwrap().trim().to_owned();
+                let _ = addr_tx.send(addr);
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let addr =
+        tokio::task::spawn_blocking(move || addr_rx.recv().expect("the server never listened"))
+            .await
+            .unwrap();
+
+    let mut client = dsr_connector::pb::dsr_connector_client::DsrConnectorClient::connect(format!(
+        "http://{addr}"
+    ))
+    .await
+    .unwrap();
+    let mut req = tonic::Request::new(request("email", "alice@example.com"));
+    req.metadata_mut().insert(
+        "traceparent",
+        MetadataValue::try_from(format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01")).unwrap(),
+    );
+    let mut stream = client.extract(req).await.unwrap().into_inner();
+    let mut manifest = None;
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(dsr_connector::pb::extract_response::Event::Manifest(m)) = message.event {
+            manifest = Some(m);
+        }
+    }
+    assert_eq!(manifest.unwrap().row_count, 18);
+    let bad = extract(&mut client, request("customer_id", "not-a-number")).await;
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    drop(client);
+
+    // SIGTERM flushes the batched spans.
+    let (exit, log) = tokio::task::spawn_blocking(move || {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        (child.wait().unwrap(), reader.join().unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(exit.success(), "{log}");
+
+    let spans = receiver.spans.lock().unwrap().clone();
+    let trace_id = hex::decode(TRACE_ID).unwrap();
+    let server = spans
+        .iter()
+        .find(|s| s.name == "dsr.v1.DsrConnector/Extract" && s.trace_id == trace_id)
+        .unwrap_or_else(|| {
+            panic!(
+                "no server span in the caller's trace; got {:?}\n{log}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(server.parent_span_id, hex::decode(PARENT_SPAN_ID).unwrap());
+    assert_eq!(
+        attribute(server, "rpc.grpc.status_code").as_deref(),
+        Some("0")
+    );
+    assert!(
+        attribute(server, "dsr.subject_id")
+            .unwrap()
+            .starts_with("hmac-sha256:")
+    );
+
+    let children: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == trace_id && s.parent_span_id == server.span_id)
+        .collect();
+    let named = |name: &str| children.iter().filter(|s| s.name == name).count();
+    assert_eq!(named("compliance.extraction_start"), 1);
+    assert_eq!(named("compliance.circuit_breaker"), 1);
+    assert_eq!(named("compliance.row_count_verify"), 6);
+    assert_eq!(named("compliance.pii_mapping_validate"), 1);
+    assert_eq!(named("compliance.extraction_end"), 1);
+    let queries: Vec<&&Span> = children
+        .iter()
+        .filter(|s| s.name.starts_with("SELECT "))
+        .collect();
+    assert_eq!(queries.len(), 6, "one db.query span per table");
+    let items = queries
+        .iter()
+        .find(|s| attribute(s, "db.collection.name").as_deref() == Some("order_items"))
+        .unwrap();
+    assert_eq!(
+        attribute(items, "db.system.name").as_deref(),
+        Some("postgresql")
+    );
+    assert_eq!(attribute(items, "db.namespace").as_deref(), Some("shop"));
+    assert_eq!(
+        attribute(items, "db.operation.name").as_deref(),
+        Some("SELECT")
+    );
+    assert_eq!(
+        attribute(items, "db.response.returned_rows").as_deref(),
+        Some("5")
+    );
+    assert!(attribute(items, "db.query.text").unwrap().contains("$1"));
+    let verify = children
+        .iter()
+        .find(|s| {
+            s.name == "compliance.row_count_verify"
+                && attribute(s, "dsr.table").as_deref() == Some("events")
+        })
+        .unwrap();
+    assert_eq!(attribute(verify, "dsr.ok").as_deref(), Some("true"));
+    let end = children
+        .iter()
+        .find(|s| s.name == "compliance.extraction_end")
+        .unwrap();
+    assert_eq!(attribute(end, "dsr.rows").as_deref(), Some("18"));
+
+    // The failed call has its own server span with its status.
+    let failed = spans
+        .iter()
+        .find(|s| s.name == "dsr.v1.DsrConnector/Extract" && s.trace_id != trace_id)
+        .expect("a span for the failed call");
+    assert_eq!(
+        attribute(failed, "rpc.grpc.status_code").as_deref(),
+        Some("3")
+    );
+
+    let all = format!("{spans:?}");
+    for value in [
+        "alice@example.com",
+        "Alice Liddell",
+        "not-a-number",
+        "Rabbit Hole",
+    ] {
+        assert!(!all.contains(value), "a span holds '{value}'");
+    }
+}
