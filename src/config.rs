@@ -87,6 +87,10 @@ pub struct ServerConfig {
     pub auth: Option<AuthMode>,
     /// Callers that authenticate with a bearer token.
     pub tokens: Vec<TokenConfig>,
+    /// TLS for the gRPC listener, and client certificates (mutual TLS).
+    pub tls: Option<ServerTlsConfig>,
+    /// Callers that authenticate with a client certificate (needs `tls.client_ca_file`).
+    pub clients: Vec<ClientCertConfig>,
     /// Health checks and server reflection without authentication.
     pub open_health: bool,
     /// The deadline of a call that sends none (`grpc-timeout`).
@@ -121,6 +125,8 @@ impl Default for ServerConfig {
             otlp_endpoint: None,
             auth: None,
             tokens: Vec::new(),
+            tls: None,
+            clients: Vec::new(),
             open_health: true,
             default_deadline: Duration::from_secs(300),
             max_deadline: Duration::from_secs(3600),
@@ -159,6 +165,34 @@ pub struct TokenConfig {
     /// The digest, resolved by [`Config::load`].
     #[serde(skip)]
     pub sha256: Option<[u8; 32]>,
+}
+
+/// The gRPC listener's TLS (rustls).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert_file: PathBuf,
+    /// PEM private key of the server.
+    pub key_file: PathBuf,
+    /// PEM CA certificate(s) that sign client certificates; enables mutual TLS. Clients
+    /// without a certificate may still use a bearer token.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// One caller identified by its client certificate's common name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertConfig {
+    /// The caller's name, as logs show it.
+    pub name: String,
+    /// The subject common name (CN) of the client certificate.
+    pub common_name: String,
+    /// Sources this caller may read, or `["*"]`.
+    pub sources: Vec<String>,
+    /// RPCs this caller may call, or `["*"]`.
+    #[serde(default = "default_rpcs")]
+    pub rpcs: Vec<String>,
 }
 
 fn default_rpcs() -> Vec<String> {
@@ -748,7 +782,9 @@ impl Config {
     pub fn auth_mode(&self) -> AuthMode {
         match self.server.auth {
             Some(mode) => mode,
-            None if self.server.tokens.is_empty() => AuthMode::None,
+            None if self.server.tokens.is_empty() && self.server.clients.is_empty() => {
+                AuthMode::None
+            }
             None => AuthMode::Tokens,
         }
     }

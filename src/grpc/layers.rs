@@ -101,6 +101,8 @@ struct Token {
 pub struct Policy {
     mode: AuthMode,
     tokens: Arc<Vec<Token>>,
+    /// (common name, caller) of client certificates.
+    clients: Arc<Vec<(String, Caller)>>,
     open_health: bool,
     default_deadline: Duration,
     max_deadline: Duration,
@@ -125,6 +127,22 @@ impl Policy {
                                 rpcs: t.rpcs.clone(),
                             },
                         })
+                    })
+                    .collect(),
+            ),
+            clients: Arc::new(
+                server
+                    .clients
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.common_name.clone(),
+                            Caller {
+                                name: c.name.clone(),
+                                sources: c.sources.clone(),
+                                rpcs: c.rpcs.clone(),
+                            },
+                        )
                     })
                     .collect(),
             ),
@@ -156,6 +174,29 @@ impl Policy {
                 rpcs: vec!["*".into()],
             });
         }
+        let caller = match client_common_name(request) {
+            // A verified client certificate (mutual TLS) identifies the caller.
+            Some(cn) => self
+                .clients
+                .iter()
+                .find(|(name, _)| *name == cn)
+                .map(|(_, caller)| caller.clone())
+                .ok_or_else(|| {
+                    Status::unauthenticated("the client certificate is not a configured caller")
+                })?,
+            None => self.token_caller(request)?,
+        };
+        let rpc = path.rsplit('/').next().unwrap_or_default();
+        if !service_open && !caller.may_call(rpc) {
+            return Err(Status::permission_denied(format!(
+                "caller '{}' may not call {rpc}",
+                caller.name
+            )));
+        }
+        Ok(caller)
+    }
+
+    fn token_caller(&self, request: &Request<()>) -> Result<Caller, Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -175,16 +216,30 @@ impl Policy {
                 found = Some(candidate.caller.clone());
             }
         }
-        let caller = found.ok_or_else(|| Status::unauthenticated("unknown token"))?;
-        let rpc = path.rsplit('/').next().unwrap_or_default();
-        if !service_open && !caller.may_call(rpc) {
-            return Err(Status::permission_denied(format!(
-                "caller '{}' may not call {rpc}",
-                caller.name
-            )));
-        }
-        Ok(caller)
+        found.ok_or_else(|| Status::unauthenticated("unknown token"))
     }
+}
+
+/// The common name of the client certificate the TLS handshake verified, if any.
+fn client_common_name(request: &Request<()>) -> Option<String> {
+    use x509_cert::der::Decode;
+    let certs = request.peer_certs()?;
+    let cert = x509_cert::Certificate::from_der(certs.first()?.as_ref()).ok()?;
+    cert.tbs_certificate.subject.0.iter().find_map(|rdn| {
+        rdn.0.iter().find_map(|attr| {
+            (attr.oid == x509_cert::der::oid::db::rfc4519::CN)
+                .then(|| {
+                    x509_cert::der::asn1::Utf8StringRef::try_from(&attr.value)
+                        .map(|s| s.as_str().to_owned())
+                        .or_else(|_| {
+                            x509_cert::der::asn1::PrintableStringRef::try_from(&attr.value)
+                                .map(|s| s.as_str().to_owned())
+                        })
+                        .ok()
+                })
+                .flatten()
+        })
+    })
 }
 
 impl tonic::service::Interceptor for Policy {

@@ -210,6 +210,31 @@ impl CallContext {
     }
 }
 
+/// The listener's TLS settings; with a client CA, client certificates are verified (and
+/// optional: callers without one may still present a bearer token).
+fn server_tls(
+    tls: &crate::config::ServerTlsConfig,
+) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("server.tls.{key}: {}: {e}", path.display()))
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read("cert_file", &tls.cert_file)?,
+        read("key_file", &tls.key_file)?,
+    );
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        config = config
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(
+                "client_ca_file",
+                ca,
+            )?))
+            .client_auth_optional(true);
+    }
+    Ok(config)
+}
+
 /// Serves `GET /metrics` in Prometheus text format until the process ends.
 async fn serve_metrics(listener: TcpListener, engine: Arc<Engine>) {
     let app = axum::Router::new().route(
@@ -332,7 +357,11 @@ pub async fn run_with(
 
     let local = listener.local_addr()?;
     tracing::info!(%local, "dsr-connector listening");
-    let serve = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.server.tls {
+        builder = builder.tls_config(server_tls(tls)?)?;
+    }
+    let serve = builder
         // Detects clients that vanished without closing their connection, whose streams would
         // otherwise hold a snapshot open.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
