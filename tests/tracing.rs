@@ -136,6 +136,13 @@ async fn extract_spans_reach_an_otlp_receiver_as_children_of_the_caller() {
     .unwrap();
     assert!(exit.success(), "{log}");
 
+    // Log lines inside the call carry its request id and trace id.
+    let finished = log
+        .lines()
+        .find(|l| l.contains("extraction finished") && l.contains(TRACE_ID))
+        .unwrap_or_else(|| panic!("no log line with the trace id:\n{log}"));
+    assert!(finished.contains("request_id="), "{finished}");
+
     let spans = receiver.spans.lock().unwrap().clone();
     let trace_id = hex::decode(TRACE_ID).unwrap();
     let server = spans

@@ -277,10 +277,20 @@ impl tonic::service::Interceptor for Policy {
                 rpc.method = %method,
                 request_id = %request_id,
                 caller = %caller.name,
+                trace_id = tracing::field::Empty,
                 dsr.subject_id = tracing::field::Empty,
                 rpc.grpc.status_code = tracing::field::Empty,
             );
             let _ = span.set_parent(crate::telemetry::parent_context(request.metadata()));
+            // Log lines inside the call carry the trace id (when tracing is on).
+            {
+                use opentelemetry::trace::TraceContextExt;
+                let context = span.context();
+                let trace_id = context.span().span_context().trace_id();
+                if trace_id != opentelemetry::trace::TraceId::INVALID {
+                    span.record("trace_id", trace_id.to_string());
+                }
+            }
             tracing::debug!(parent: &span, %request_id, caller = %caller.name, method = %path, "call accepted");
             span
         };
