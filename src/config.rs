@@ -80,6 +80,8 @@ pub struct ServerConfig {
     /// OTLP/gRPC endpoint for traces, e.g. `http://jaeger:4317`; else `OTEL_EXPORTER_OTLP_ENDPOINT`;
     /// no tracing when neither is set.
     pub otlp_endpoint: Option<String>,
+    /// `"json"` for one JSON object per log line; text otherwise (or `DSR_LOG_FORMAT`).
+    pub log_format: Option<String>,
     /// Address of the Prometheus `/metrics` listener; none when unset.
     pub metrics_listen: Option<SocketAddr>,
     /// `"none"` serves without authentication, on any address. Unset: bearer tokens when
@@ -123,6 +125,7 @@ impl Default for ServerConfig {
             worker_threads: None,
             metrics_listen: None,
             otlp_endpoint: None,
+            log_format: None,
             auth: None,
             tokens: Vec::new(),
             tls: None,
@@ -725,6 +728,13 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Some(format) = &server.log_format
+            && !matches!(format.as_str(), "json" | "text")
+        {
+            problems.push(format!(
+                "server.log_format: '{format}' is not \"json\" or \"text\""
+            ));
         }
         if server.worker_threads == Some(0) {
             problems.push("server.worker_threads: must be at least 1".to_owned());

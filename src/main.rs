@@ -45,18 +45,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     dsr_connector::db::tls::install_crypto_provider();
 
-    let result = match cli.command {
-        Command::CheckConfig { file } => telemetry::init(None).and_then(|_| check_config(&file)),
-        Command::Serve { config } => {
-            Config::load(&config)
+    let result =
+        match cli.command {
+            Command::CheckConfig { file } => {
+                telemetry::init(None, telemetry::json_logs(None)).and_then(|_| check_config(&file))
+            }
+            Command::Serve { config } => Config::load(&config)
                 .map_err(anyhow::Error::from)
                 .and_then(|config| {
                     let threads = config.server.worker_threads;
                     runtime(threads).and_then(|rt| rt.block_on(serve(config)))
-                })
-        }
-        Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
-    };
+                }),
+            Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -87,9 +88,10 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let telemetry = telemetry::init(telemetry::otlp_endpoint(
-        config.server.otlp_endpoint.as_deref(),
-    ))?;
+    let telemetry = telemetry::init(
+        telemetry::otlp_endpoint(config.server.otlp_endpoint.as_deref()),
+        telemetry::json_logs(config.server.log_format.as_deref()),
+    )?;
     let config = Arc::new(config);
     let listener = TcpListener::bind(config.server.listen).await?;
     let served = grpc::run(config, listener, shutdown_signal()).await;
@@ -120,7 +122,7 @@ async fn shutdown_signal() {
 }
 
 async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
-    let telemetry = telemetry::init(telemetry::otlp_endpoint(None))?;
+    let telemetry = telemetry::init(telemetry::otlp_endpoint(None), telemetry::json_logs(None))?;
     eprintln!("starting a throwaway PostgreSQL cluster ...");
     let cluster = tokio::task::spawn_blocking(|| {
         pgcluster::TempCluster::start(&pgcluster::ClusterOptions::default())

@@ -1,6 +1,7 @@
 //! Logs and traces.
 //!
-//! Logs go to stderr, filtered by `RUST_LOG` (default `info`), with tokio-postgres capped at
+//! Logs go to stderr, as text or as one JSON object a line (`server.log_format = "json"`, or
+//! `DSR_LOG_FORMAT=json`), filtered by `RUST_LOG` (default `info`), with tokio-postgres capped at
 //! INFO whatever `RUST_LOG` says: at DEBUG it prints bound parameters, and the identity value is
 //! one. The cap is a filter of its own, so no directive can lift it.
 //!
@@ -37,6 +38,14 @@ impl Telemetry {
     }
 }
 
+/// Whether logs are JSON: the config's `log_format`, else `DSR_LOG_FORMAT`.
+pub fn json_logs(configured: Option<&str>) -> bool {
+    configured
+        .map(str::to_owned)
+        .or_else(|| std::env::var("DSR_LOG_FORMAT").ok())
+        .is_some_and(|f| f.eq_ignore_ascii_case("json"))
+}
+
 /// The OTLP endpoint: the config's, else `OTEL_EXPORTER_OTLP_ENDPOINT`.
 pub fn otlp_endpoint(configured: Option<&str>) -> Option<String> {
     configured
@@ -47,15 +56,26 @@ pub fn otlp_endpoint(configured: Option<&str>) -> Option<String> {
 
 /// Installs the global subscriber: logs, and traces when `endpoint` is set. Must run inside
 /// the tokio runtime (the OTLP exporter's client needs it).
-pub fn init(endpoint: Option<String>) -> anyhow::Result<Telemetry> {
+pub fn init(endpoint: Option<String>, json: bool) -> anyhow::Result<Telemetry> {
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let cap = tracing_subscriber::filter::filter_fn(|meta| {
         !(meta.target().starts_with("tokio_postgres") && *meta.level() > tracing::Level::INFO)
     });
-    let logs = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .with_filter(cap);
+    let logs = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_filter(cap)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .with_filter(cap)
+            .boxed()
+    };
     let Some(endpoint) = endpoint else {
         tracing_subscriber::registry()
             .with(env)

@@ -138,3 +138,72 @@ async fn logs_hold_no_identity_or_extracted_value_even_at_trace_level() {
         "the log holds the subject key"
     );
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_call_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config_text("")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("DSR_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("DSR_DEMO_PASSWORD", cluster().password())
+        .env("DSR_SUBJECT_KEY", support::SUBJECT_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let value: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if value["fields"]["message"] == "dsr-connector listening" {
+                let _ = addr_tx.send(value["fields"]["local"].as_str().unwrap().to_owned());
+            }
+            lines.push(value);
+        }
+        lines
+    });
+    let addr =
+        tokio::task::spawn_blocking(move || addr_rx.recv().expect("the server never listened"))
+            .await
+            .unwrap();
+    let mut client = dsr_connector::pb::dsr_connector_client::DsrConnectorClient::connect(format!(
+        "http://{addr}"
+    ))
+    .await
+    .unwrap();
+    let mut req = tonic::Request::new(request("email", "alice@example.com"));
+    req.metadata_mut().insert(
+        "x-request-id",
+        tonic::metadata::MetadataValue::from_static("dsr-json-1"),
+    );
+    let mut stream = client.extract(req).await.unwrap().into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    drop(client);
+    let (exit, lines) = tokio::task::spawn_blocking(move || {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        (child.wait().unwrap(), reader.join().unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(exit.success());
+    let finished = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "extraction finished")
+        .expect("the extraction was logged");
+    assert_eq!(finished["span"]["request_id"], "dsr-json-1", "{finished}");
+    assert_eq!(finished["span"]["caller"], "anonymous", "{finished}");
+    let all = serde_json::to_string(&lines).unwrap();
+    for value in PERSONAL {
+        assert!(!all.contains(value), "the log holds '{value}'");
+    }
+}
