@@ -315,3 +315,76 @@ async fn calls_without_a_deadline_get_the_default_and_long_ones_are_clamped() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_short_deadline_on_a_million_row_subject_is_deadline_exceeded() {
+    let app = "t-million";
+    setup();
+    static MILLION: OnceLock<()> = OnceLock::new();
+    MILLION.get_or_init(|| {
+        support::run_sql_blocking(
+            "CREATE TABLE big_rows (id bigint PRIMARY KEY, customer_id bigint NOT NULL, note text);
+             INSERT INTO customers (id, email, full_name, created_at)
+                 VALUES (800001, 'million@example.com', 'Million Rows', now());
+             INSERT INTO big_rows SELECT i, 800001, md5(i::text) FROM generate_series(1, 1000000) AS i;
+             CREATE INDEX big_rows_customer_id ON big_rows (customer_id);
+             ANALYZE big_rows;",
+        );
+    });
+    let text = config_text(
+        r#"
+[[sources.tables]]
+name = "big_rows"
+reference = { column = "customer_id", table = "customers", to = "id" }
+columns = { id = "not_pii", customer_id = "identifier.customer_id", note = "not_pii" }
+"#,
+    )
+    .replace(
+        "max_connections = 10",
+        &format!("max_connections = 1\napplication_name = \"{app}\""),
+    )
+    .replace("min_idle = 1", "min_idle = 0");
+    let server = TestServer::start(support::config(&text)).await;
+    let db = sql().await;
+    let mut req = tonic::Request::new({
+        let mut r = request("email", "million@example.com");
+        r.tables = vec!["big_rows".into()];
+        r
+    });
+    req.set_timeout(Duration::from_millis(300));
+    let mut client = server.client().await;
+    let status = match client.extract(req).await {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            let mut rows = 0usize;
+            loop {
+                match stream.message().await {
+                    Ok(Some(message)) => match message.event {
+                        Some(Event::Batch(b)) => {
+                            rows += b.rows.len();
+                            // A slow reader: the deadline passes long before a million rows.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Some(Event::Manifest(_)) => panic!("a manifest after the deadline"),
+                        _ => {}
+                    },
+                    Ok(None) => panic!("ended OK after {rows} rows"),
+                    Err(status) => break status,
+                }
+            }
+        }
+    };
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        eventually(50, || all_idle(&db, app)).await,
+        "{:?}",
+        service_sessions(&db, app).await
+    );
+    // The one-connection pool serves a full extraction again.
+    let mut req = request("email", "alice@example.com");
+    req.tables = vec!["customers".into(), "orders".into()];
+    let x = extract(&mut server.client().await, req).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    server.stop().await.unwrap();
+}

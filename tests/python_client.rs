@@ -61,6 +61,10 @@ async fn python_grpcio_client_extracts_and_sees_statuses() {
     assert_eq!(ok["tables"]["order_items"], 5);
     assert_eq!(ok["tables"]["events"], 4);
     assert_eq!(ok["order"][0], "started");
+    assert_eq!(
+        ok["request_id"], "py-request-1",
+        "the request id comes back: {ok}"
+    );
     assert_eq!(ok["order"].as_array().unwrap().last().unwrap(), "manifest");
     assert_eq!(
         ok["subject_id"],

@@ -2,6 +2,8 @@
 
 Usage: extract.py GENERATED_DIR ADDRESS SOURCE KIND VALUE [TIMEOUT_SECONDS]
 
+Calls with a deadline (timeout=) and a W3C traceparent, as an instrumented orchestrator would.
+
 Generates nothing itself: GENERATED_DIR holds dsr/v1/dsr_pb2*.py from grpc_tools.protoc.
 Prints one JSON summary: the status code, per-table row counts, the manifest's row count and
 subject id, and whether every value carried a typed field.
@@ -28,7 +30,12 @@ def main():
             batch_size=3,
         )
         try:
-            for message in stub.Extract(request, timeout=timeout):
+            metadata = [
+                ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                ("x-request-id", "py-request-1"),
+            ]
+            call = stub.Extract(request, timeout=timeout, metadata=metadata)
+            for message in call:
                 event = message.WhichOneof("event")
                 summary["order"].append(event)
                 if event == "batch":
@@ -42,6 +49,7 @@ def main():
                     summary["row_count"] = message.manifest.row_count
                     summary["subject_id"] = message.manifest.subject_id
                     summary["verified"] = all(t.verified for t in message.manifest.tables)
+            summary["request_id"] = dict(call.initial_metadata()).get("x-request-id")
         except grpc.RpcError as error:
             summary["code"] = error.code().name
             summary["details"] = error.details()
