@@ -4,10 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
-use support::{cluster, config_text, extract, request};
+use support::{ServeProcess, cluster, extract, request};
 use tonic::Code;
 
 /// Values that the extraction returns and that must never appear in a log line.
@@ -26,56 +23,12 @@ const PERSONAL: &[&str] = &[
 
 #[tokio::test]
 async fn logs_hold_no_identity_or_extracted_value_even_at_trace_level() {
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config_text("")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .env(
-            "RUST_LOG",
-            "trace,tokio_postgres=trace,tokio_postgres::query=trace,tokio_postgres::prepare=trace",
-        )
-        .env("DSR_DEMO_PASSWORD", cluster().password())
-        .env("DSR_SUBJECT_KEY", support::SUBJECT_KEY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-
-    // Read the log on a thread; learn the port from the "listening" line.
-    let stderr = child.stderr.take().unwrap();
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && line.contains("dsr-connector listening") {
-                let addr = line.rsplit("local=").next().unwrap().trim().to_owned();
-                let _ = port_tx.send(addr);
-                sent = true;
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    let addr =
-        tokio::task::spawn_blocking(move || port_rx.recv().expect("the server never listened"))
-            .await
-            .unwrap();
-    let addr = addr
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_matches('"')
-        .to_owned();
-
-    let mut client = dsr_connector::pb::dsr_connector_client::DsrConnectorClient::connect(format!(
-        "http://{addr}"
-    ))
-    .await
-    .unwrap();
+    let server = ServeProcess::start(&[(
+        "RUST_LOG",
+        "trace,tokio_postgres=trace,tokio_postgres::query=trace,tokio_postgres::prepare=trace",
+    )])
+    .await;
+    let mut client = server.client().await;
     let x = extract(&mut client, request("email", "alice@example.com")).await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     assert_eq!(x.manifest.as_ref().unwrap().row_count, 18);
@@ -101,17 +54,8 @@ async fn logs_hold_no_identity_or_extracted_value_even_at_trace_level() {
     while stream.message().await.unwrap().is_some() {}
     drop(client);
 
-    // Wait off the runtime, so that the client's connection task keeps running.
-    let (exit, log) = tokio::task::spawn_blocking(move || {
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        (child.wait().unwrap(), reader.join().unwrap())
-    })
-    .await
-    .unwrap();
+    let (exit, lines) = server.terminate().await;
+    let log = lines.join("\n");
     assert!(
         exit.success(),
         "SIGTERM ends the server cleanly: {exit:?}\n{log}"
@@ -125,7 +69,7 @@ async fn logs_hold_no_identity_or_extracted_value_even_at_trace_level() {
         log.contains("hmac-sha256:"),
         "the subject is logged as its keyed hash"
     );
-    assert!(log.lines().count() > 50, "trace logging was on");
+    assert!(lines.len() > 50, "trace logging was on");
     for value in PERSONAL {
         assert!(!log.contains(value), "the log holds '{value}'");
     }
@@ -141,43 +85,8 @@ async fn logs_hold_no_identity_or_extracted_value_even_at_trace_level() {
 
 #[tokio::test]
 async fn json_logs_are_one_object_per_line_with_the_call_context() {
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config_text("")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .env("DSR_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .env("DSR_DEMO_PASSWORD", cluster().password())
-        .env("DSR_SUBJECT_KEY", support::SUBJECT_KEY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let value: serde_json::Value =
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            if value["fields"]["message"] == "dsr-connector listening" {
-                let _ = addr_tx.send(value["fields"]["local"].as_str().unwrap().to_owned());
-            }
-            lines.push(value);
-        }
-        lines
-    });
-    let addr =
-        tokio::task::spawn_blocking(move || addr_rx.recv().expect("the server never listened"))
-            .await
-            .unwrap();
-    let mut client = dsr_connector::pb::dsr_connector_client::DsrConnectorClient::connect(format!(
-        "http://{addr}"
-    ))
-    .await
-    .unwrap();
+    let server = ServeProcess::start(&[("DSR_LOG_FORMAT", "json"), ("RUST_LOG", "info")]).await;
+    let mut client = server.client().await;
     let mut req = tonic::Request::new(request("email", "alice@example.com"));
     req.metadata_mut().insert(
         "x-request-id",
@@ -186,16 +95,12 @@ async fn json_logs_are_one_object_per_line_with_the_call_context() {
     let mut stream = client.extract(req).await.unwrap().into_inner();
     while stream.message().await.unwrap().is_some() {}
     drop(client);
-    let (exit, lines) = tokio::task::spawn_blocking(move || {
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        (child.wait().unwrap(), reader.join().unwrap())
-    })
-    .await
-    .unwrap();
+    let (exit, lines) = server.terminate().await;
     assert!(exit.success());
+    let lines: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
     let finished = lines
         .iter()
         .find(|l| l["fields"]["message"] == "extraction finished")

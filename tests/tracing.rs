@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -17,7 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use support::{cluster, config_text, extract, request};
+use support::{ServeProcess, extract, request};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
@@ -68,45 +66,14 @@ async fn extract_spans_reach_an_otlp_receiver_as_children_of_the_caller() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(otlp)),
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config_text("")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp_addr}"))
-        .env("OTEL_SERVICE_NAME", "dsr-connector-test")
-        .env("RUST_LOG", "info")
-        .env("DSR_DEMO_PASSWORD", cluster().password())
-        .env("DSR_SUBJECT_KEY", support::SUBJECT_KEY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("dsr-connector listening") {
-                let addr = line.rsplit("local=").next().unwrap().trim().to_owned();
-                let _ = addr_tx.send(addr);
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    let addr =
-        tokio::task::spawn_blocking(move || addr_rx.recv().expect("the server never listened"))
-            .await
-            .unwrap();
-
-    let mut client = dsr_connector::pb::dsr_connector_client::DsrConnectorClient::connect(format!(
-        "http://{addr}"
-    ))
-    .await
-    .unwrap();
+    let endpoint = format!("http://{otlp_addr}");
+    let server = ServeProcess::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", "dsr-connector-test"),
+        ("RUST_LOG", "info"),
+    ])
+    .await;
+    let mut client = server.client().await;
     let mut req = tonic::Request::new(request("email", "alice@example.com"));
     req.metadata_mut().insert(
         "traceparent",
@@ -125,15 +92,8 @@ async fn extract_spans_reach_an_otlp_receiver_as_children_of_the_caller() {
     drop(client);
 
     // SIGTERM flushes the batched spans.
-    let (exit, log) = tokio::task::spawn_blocking(move || {
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        (child.wait().unwrap(), reader.join().unwrap())
-    })
-    .await
-    .unwrap();
+    let (exit, lines) = server.terminate().await;
+    let log = lines.join("\n");
     assert!(exit.success(), "{log}");
 
     // Log lines inside the call carry its request id and trace id.

@@ -301,3 +301,95 @@ pub fn venv_tool(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// The real `dsr-connector serve` binary, running on this binary's cluster with the demo
+/// config, its stderr collected line by line.
+pub struct ServeProcess {
+    child: std::process::Child,
+    /// The gRPC address it listens on.
+    pub addr: String,
+    reader: std::thread::JoinHandle<Vec<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    /// Starts the binary with `env` added, and waits until it listens. Understands text and
+    /// JSON log lines.
+    pub async fn start(env: &[(&str, &str)]) -> ServeProcess {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config_text("")).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dsr-connector"));
+        command
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("DSR_DEMO_PASSWORD", cluster().password())
+            .env("DSR_SUBJECT_KEY", SUBJECT_KEY)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("dsr-connector listening") {
+                    let addr = match serde_json::from_str::<serde_json::Value>(&line) {
+                        Ok(json) => json["fields"]["local"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        Err(_) => line
+                            .rsplit("local=")
+                            .next()
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
+                    };
+                    let _ = addr_tx.send(addr);
+                }
+                lines.push(line);
+            }
+            lines
+        });
+        let addr =
+            tokio::task::spawn_blocking(move || addr_rx.recv().expect("the server never listened"))
+                .await
+                .unwrap();
+        ServeProcess {
+            child,
+            addr,
+            reader,
+            _dir: dir,
+        }
+    }
+
+    /// A tonic client for it.
+    pub async fn client(&self) -> DsrConnectorClient<Channel> {
+        DsrConnectorClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    /// Sends SIGTERM and waits (off the runtime, so clients and receivers keep running).
+    /// Returns the exit status and every log line.
+    pub async fn terminate(self) -> (std::process::ExitStatus, Vec<String>) {
+        let ServeProcess {
+            mut child, reader, ..
+        } = self;
+        tokio::task::spawn_blocking(move || {
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            (child.wait().unwrap(), reader.join().unwrap())
+        })
+        .await
+        .unwrap()
+    }
+}
