@@ -156,6 +156,28 @@ impl Extraction {
             .collect()
     }
 
+    /// Every value of one column of a table, over all its batches, located by the column
+    /// descriptors of the plan.
+    pub fn column(&self, table: &str, column: &str) -> Vec<Kind> {
+        let planned = self
+            .started
+            .as_ref()
+            .expect("a started event")
+            .tables
+            .iter()
+            .find(|t| t.table == table)
+            .unwrap_or_else(|| panic!("table {table} is not in the plan"));
+        let i = planned
+            .columns
+            .iter()
+            .position(|c| c.name == column)
+            .unwrap_or_else(|| panic!("{table} has no column {column}"));
+        self.rows(table)
+            .iter()
+            .map(|r| r[i].kind.clone().expect("a value with a kind"))
+            .collect()
+    }
+
     /// The status code, OK when the stream ended well.
     pub fn code(&self) -> tonic::Code {
         self.status
