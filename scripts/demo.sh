@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/prereqs.sh
-exec cargo run --locked --release --quiet -- demo "$@"
+exec cargo run --locked --release --quiet --bin dsr-connector -- demo "$@"

@@ -1,0 +1,306 @@
+//! The README's front door, walked as a newcomer walks it: `scripts/demo.sh` itself (which
+//! builds and runs the release binary), every grpcurl command of the README's "Calling it
+//! with grpcurl" block as written, then Ctrl-C. Afterwards the throwaway cluster, its
+//! temporary directory and every process the demo started must be gone.
+
+mod support;
+
+use std::io::{BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::venv_tool;
+
+/// The address the README's commands are written for.
+const README_ADDR: &str = "127.0.0.1:50051";
+/// The demo script builds the release binary on first use; a cold build on two cores takes
+/// a few minutes.
+const START_LIMIT: Duration = Duration::from_secs(25 * 60);
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shell commands of the README's grpcurl block, as the shell reads them: a command
+/// goes on while a line ends with `\` or a single quote is open.
+fn readme_grpcurl_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme
+        .split("## Calling it with grpcurl")
+        .nth(1)
+        .expect("the README has a 'Calling it with grpcurl' section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the section has a sh code block");
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in block.lines() {
+        if current.is_empty() && (line.trim().is_empty() || line.trim_start().starts_with('#')) {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        let quote_open = current.matches('\'').count() % 2 == 1;
+        if !quote_open && !line.trim_end().ends_with('\\') {
+            commands.push(current.trim_end().to_owned());
+            current.clear();
+        }
+    }
+    assert!(
+        current.is_empty(),
+        "unterminated command in the README: {current}"
+    );
+    commands
+}
+
+/// A free loopback port (free when asked; the demo binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs one shell command with the test virtual environment's tools first on PATH.
+fn shell(command: &str) -> std::process::Output {
+    let venv_bin = venv_tool("grpcurl").parent().unwrap().to_path_buf();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![venv_bin];
+    paths.extend(std::env::split_paths(&path));
+    Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env("PATH", std::env::join_paths(paths).unwrap())
+        .output()
+        .unwrap()
+}
+
+/// Collects a child's output on a thread, so the pipe never fills.
+fn collect(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(&mut pipe).read_to_string(&mut text);
+        text
+    })
+}
+
+/// Every live process whose working directory or command line lies under `dir`, or that is
+/// in process group `pgid`: PostgreSQL's processes run in their data directory, and the
+/// cluster's watchdog names the directory on its command line.
+fn processes_of(dir: &Path, pgid: Option<u32>) -> Vec<String> {
+    let dir_text = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let proc_dir = entry.path();
+        let cwd = std::fs::read_link(proc_dir.join("cwd")).unwrap_or_default();
+        let cmdline = std::fs::read(proc_dir.join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+        // Fields after the command name (which is in parentheses): state ppid pgrp ...
+        let group = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|g| g.parse::<u32>().ok());
+        let zombie = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("Z");
+        if zombie {
+            continue;
+        }
+        if cwd.starts_with(dir) || cmdline.contains(&dir_text) || (pgid.is_some() && group == pgid)
+        {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// Sends `signal` to every process of group `pgid`.
+fn signal_group(signal: &str, pgid: u32) {
+    let status = Command::new("kill")
+        .args(["-s", signal, "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        status.success() || signal == "KILL",
+        "kill -s {signal} -{pgid} failed"
+    );
+}
+
+/// Kills the demo's process group if the test fails before Ctrl-C ended it; the cluster's
+/// watchdog then removes the cluster.
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            signal_group("KILL", self.0);
+        }
+    }
+}
+
+fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+#[test]
+fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
+    let commands = readme_grpcurl_commands();
+    assert!(
+        commands.len() >= 8 && commands.iter().all(|c| c.starts_with("grpcurl ")),
+        "the README's grpcurl block parsed into {commands:#?}"
+    );
+
+    // The demo's temporary files go to a directory of this test, so that leftovers show.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+
+    let mut demo = Command::new(root().join("scripts/demo.sh"));
+    demo.args(["--listen", &addr])
+        .current_dir(root())
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, as a terminal's foreground job: Ctrl-C signals the group.
+        .process_group(0);
+    let mut child = demo.spawn().expect("scripts/demo.sh starts");
+    let pgid = child.id();
+    let _kill_on_failure = KillGroup(pgid);
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+
+    // Wait for SERVING, as a user would with the health check.
+    let health = format!("grpcurl -plaintext {addr} grpc.health.v1.Health/Check");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "scripts/demo.sh exited with {status} before serving:\n{}\n{}",
+                stderr.join().unwrap(),
+                stdout.join().unwrap()
+            );
+        }
+        assert!(
+            started.elapsed() < START_LIMIT,
+            "the demo did not serve within {START_LIMIT:?}"
+        );
+        let out = shell(&health);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("SERVING") {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let cluster_dir: PathBuf = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("dsr-pg-")
+        })
+        .expect("the demo's cluster lives in TMPDIR");
+    assert!(
+        !processes_of(&cluster_dir, None).is_empty(),
+        "PostgreSQL runs in the cluster directory"
+    );
+
+    // Every README command, as written, pointed at this demo's address.
+    let mut outputs = Vec::new();
+    for command in &commands {
+        let out = shell(&command.replace(README_ADDR, &addr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "README command failed: {command}\n{}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.push((command.clone(), text));
+    }
+    let output_of = |needle: &str, extra: &str| -> &str {
+        outputs
+            .iter()
+            .find(|(c, _)| c.contains(needle) && c.contains(extra))
+            .map(|(_, out)| out.as_str())
+            .unwrap_or_else(|| panic!("no README command with {needle} and {extra}"))
+    };
+    let alice = output_of("DsrConnector/Extract", "alice@example.com");
+    assert!(
+        alice.contains("\"started\"") && alice.contains("\"rowCount\": \"18\""),
+        "alice's extraction ends with a manifest of 18 rows:\n{alice}"
+    );
+    let by_id = output_of("DsrConnector/Extract", "customer_id");
+    assert!(by_id.contains("\"manifest\""), "{by_id}");
+    let dry_run = output_of("DsrConnector/Validate", "alice@example.com");
+    assert!(
+        dry_run.contains("\"verdict\"") && !dry_run.contains("alice@example.com"),
+        "a dry run reports a verdict and no values:\n{dry_run}"
+    );
+    let gate = output_of("DsrConnector/Validate", "{\"source\": \"demo\"}'");
+    assert!(
+        gate.contains("\"TABLE_STATUS_OK\"") && gate.contains("\"verdict\""),
+        "{gate}"
+    );
+    assert!(output_of("list", "").contains("dsr.v1.DsrConnector"));
+
+    // Ctrl-C: SIGINT to the foreground process group.
+    signal_group("INT", pgid);
+    let exit = wait_for_exit(&mut child, Duration::from_secs(60))
+        .expect("the demo stops within a minute of Ctrl-C");
+    let stderr = stderr.join().unwrap();
+    assert!(
+        exit.success(),
+        "the demo exits cleanly on Ctrl-C ({exit}):\n{stderr}"
+    );
+    assert!(
+        stderr.contains("removing the demo cluster"),
+        "the demo says it removes its cluster:\n{stderr}"
+    );
+
+    // Nothing is left: no directory, no PostgreSQL, no watchdog, nothing in the group.
+    let until = Instant::now() + Duration::from_secs(15);
+    let leftovers = loop {
+        let files: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        let procs = processes_of(tmp.path(), Some(pgid));
+        if (files.is_empty() && procs.is_empty()) || Instant::now() > until {
+            break (files, procs);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        leftovers.0.is_empty() && leftovers.1.is_empty(),
+        "left behind after Ctrl-C: files {:?}, processes {:#?}",
+        leftovers.0.iter().map(|e| e.path()).collect::<Vec<_>>(),
+        leftovers.1
+    );
+    let _ = stdout.join();
+}
