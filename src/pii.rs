@@ -343,13 +343,19 @@ fn case_insensitive(pattern: &str) -> Result<Regex, regex::Error> {
         .build()
 }
 
-/// Limits of the JSON walker.
+/// Limits of the JSON walker. Memory is bounded by depth (one small frame per level) and by
+/// the fields kept, never by how wide a document is.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanLimits {
-    /// Deepest nesting walked.
+    /// Deepest nesting walked; deeper parts are skipped with a violation.
     pub max_depth: usize,
     /// Largest document scanned, in bytes of JSON text.
     pub max_bytes: usize,
+    /// Most values (scalars, arrays and objects) visited per document; the scan stops there
+    /// with a violation.
+    pub max_nodes: usize,
+    /// Most distinct fields kept per document; more set `fields_truncated`.
+    pub max_fields: usize,
 }
 
 impl Default for ScanLimits {
@@ -357,16 +363,45 @@ impl Default for ScanLimits {
         ScanLimits {
             max_depth: 64,
             max_bytes: 8 * 1024 * 1024,
+            max_nodes: 1_000_000,
+            max_fields: 32,
         }
+    }
+}
+
+/// The longest JSON key shown in a path; longer keys show as [`WILDCARD`].
+pub const MAX_KEY_CHARS: usize = 64;
+
+/// What a path shows instead of a key that is not a plain name: keys are data as often as
+/// they are names (maps keyed by e-mail address, phone number or user id).
+pub const WILDCARD: &str = "*";
+
+/// How a JSON key appears in a path: lower-cased when it is a plain name (a letter or `_`,
+/// then letters, digits, `_` or `-`, at most [`MAX_KEY_CHARS`]), [`WILDCARD`] otherwise.
+/// Digits-only keys, keys with `@`, dots, spaces or control characters, and anything a
+/// detector recognises are never shown.
+pub fn path_segment(key: &str) -> String {
+    let bytes = key.as_bytes();
+    let plain = !bytes.is_empty()
+        && bytes.len() <= MAX_KEY_CHARS
+        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-');
+    if plain {
+        key.to_ascii_lowercase()
+    } else {
+        WILDCARD.to_owned()
     }
 }
 
 /// Why a document could not be scanned completely. Never holds a value from the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanViolation {
-    /// `json_too_deep`, `json_too_large`, `json_invalid` or `json_control_chars_in_key`.
+    /// `json_too_deep`, `json_too_large`, `json_too_many_nodes`, `json_invalid` or
+    /// `json_control_chars_in_key`.
     pub category: &'static str,
-    /// Where it happened (a path), or a description.
+    /// Where it happened (a path of plain names and `*`), or a description.
     pub detail: String,
 }
 
@@ -374,89 +409,274 @@ pub struct ScanViolation {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ScanResult {
     pub fields: BTreeSet<(String, String)>,
+    /// More distinct fields were found than [`ScanLimits::max_fields`].
+    pub fields_truncated: bool,
     pub violations: Vec<ScanViolation>,
 }
 
-/// Scans one JSON document (as text). `root` is the path prefix, e.g. `events.payload`.
+/// Scans one JSON document (as text) without building a tree: the parser drives a visitor
+/// that keeps one frame per nesting level, iterates arrays and objects lazily, and builds a
+/// path only when it records a field. `root` is the path prefix, e.g. `events.payload`.
 pub fn scan_json(matrix: &Matrix, root: &str, json: &str, limits: ScanLimits) -> ScanResult {
-    let mut result = ScanResult::default();
+    use serde::de::DeserializeSeed;
+    let mut walk = Walk {
+        matrix,
+        limits,
+        root,
+        frames: Vec::new(),
+        nodes: 0,
+        stopped: None,
+        result: ScanResult::default(),
+    };
     if json.len() > limits.max_bytes {
-        result.violations.push(ScanViolation {
-            category: "json_too_large",
-            detail: format!(
+        walk.violation(
+            "json_too_large",
+            format!(
                 "{root}: document of {} bytes is above the {}-byte scan limit",
                 json.len(),
                 limits.max_bytes
             ),
-        });
-        return result;
+        );
+        return walk.result;
     }
     // serde_json refuses nesting deeper than 128 without recursing further, so parsing itself
-    // cannot overflow the stack.
-    let value: serde_json::Value = match serde_json::from_str(json) {
-        Ok(v) => v,
-        Err(e) => {
-            let category = if e.to_string().contains("recursion limit") {
-                "json_too_deep"
-            } else {
-                "json_invalid"
-            };
-            result.violations.push(ScanViolation {
-                category,
-                detail: format!("{root}: {}", e.classify_text()),
-            });
-            return result;
-        }
-    };
-    let mut stack: Vec<(&serde_json::Value, String, usize)> = vec![(&value, root.to_owned(), 0)];
-    let mut reported_depth = false;
-    while let Some((node, path, depth)) = stack.pop() {
-        if depth > limits.max_depth {
-            if !reported_depth {
-                result.violations.push(ScanViolation {
-                    category: "json_too_deep",
-                    detail: format!("{root}: nesting deeper than {} levels", limits.max_depth),
-                });
-                reported_depth = true;
+    // cannot overflow the stack; the walker stops descending at `max_depth` before that.
+    let mut parser = serde_json::Deserializer::from_str(json);
+    let outcome = Node(&mut walk)
+        .deserialize(&mut parser)
+        .and_then(|_| parser.end());
+    if let Err(e) = outcome {
+        match walk.stopped.take() {
+            Some(violation) => walk.result.violations.push(violation),
+            None => {
+                let category = if e.to_string().contains("recursion limit") {
+                    "json_too_deep"
+                } else {
+                    "json_invalid"
+                };
+                walk.violation(category, format!("{root}: {}", e.classify_text()));
             }
-            continue;
-        }
-        match node {
-            serde_json::Value::Object(map) => {
-                for (key, child) in map {
-                    if key.chars().any(char::is_control) {
-                        result.violations.push(ScanViolation {
-                            category: "json_control_chars_in_key",
-                            detail: format!("{path}: a key holds control characters"),
-                        });
-                        continue;
-                    }
-                    let child_path = format!("{path}.{}", key.to_lowercase());
-                    if let Some(category) = matrix.key_category(key)
-                        && !child.is_null()
-                    {
-                        result
-                            .fields
-                            .insert((child_path.clone(), category.to_owned()));
-                    }
-                    stack.push((child, child_path, depth + 1));
-                }
-            }
-            serde_json::Value::Array(items) => {
-                let child_path = format!("{path}[]");
-                for item in items {
-                    stack.push((item, child_path.clone(), depth + 1));
-                }
-            }
-            serde_json::Value::String(s) => {
-                if let Some(category) = matrix.value_category(s) {
-                    result.fields.insert((path, category.to_owned()));
-                }
-            }
-            _ => {}
         }
     }
-    result
+    walk.result
+}
+
+/// The walker's state: the frames of the current path, and what it found.
+struct Walk<'a> {
+    matrix: &'a Matrix,
+    limits: ScanLimits,
+    root: &'a str,
+    /// One per enclosing container: a key's path segment, or `None` for an array item.
+    frames: Vec<Option<String>>,
+    nodes: usize,
+    /// The violation that ended the scan early, if one did.
+    stopped: Option<ScanViolation>,
+    result: ScanResult,
+}
+
+impl Walk<'_> {
+    fn path(&self) -> String {
+        let mut path = self.root.to_owned();
+        for frame in &self.frames {
+            match frame {
+                Some(segment) => {
+                    path.push('.');
+                    path.push_str(segment);
+                }
+                None => path.push_str("[]"),
+            }
+        }
+        path
+    }
+
+    fn field(&mut self, category: &str) {
+        let entry = (self.path(), category.to_owned());
+        if self.result.fields.contains(&entry) {
+            return;
+        }
+        if self.result.fields.len() >= self.limits.max_fields {
+            self.result.fields_truncated = true;
+        } else {
+            self.result.fields.insert(entry);
+        }
+    }
+
+    /// Records a violation once per category and document.
+    fn violation(&mut self, category: &'static str, detail: String) {
+        if !self
+            .result
+            .violations
+            .iter()
+            .any(|v| v.category == category)
+        {
+            self.result
+                .violations
+                .push(ScanViolation { category, detail });
+        }
+    }
+
+    /// Counts one visited value; past the node limit, ends the scan.
+    fn tick<E: serde::de::Error>(&mut self) -> Result<(), E> {
+        self.nodes += 1;
+        if self.nodes > self.limits.max_nodes {
+            self.stopped = Some(ScanViolation {
+                category: "json_too_many_nodes",
+                detail: format!(
+                    "{}: more than {} values; the rest of the document was not scanned",
+                    self.root, self.limits.max_nodes
+                ),
+            });
+            return Err(E::custom("node limit"));
+        }
+        Ok(())
+    }
+
+    /// Whether a container at the current position may be entered.
+    fn may_enter(&mut self) -> bool {
+        if self.frames.len() < self.limits.max_depth {
+            return true;
+        }
+        let detail = format!(
+            "{}: nesting deeper than {} levels was not scanned",
+            self.path(),
+            self.limits.max_depth
+        );
+        self.violation("json_too_deep", detail);
+        false
+    }
+}
+
+/// One JSON value at the walker's current position. Its output is whether the value was null.
+struct Node<'w, 'a>(&'w mut Walk<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Node<'_, '_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+        self.0.tick()?;
+        Ok(true)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
+        self.0.tick()?;
+        Ok(false)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
+        self.0.tick()?;
+        Ok(false)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
+        self.0.tick()?;
+        Ok(false)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
+        self.0.tick()?;
+        Ok(false)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<bool, E> {
+        self.0.tick()?;
+        if let Some(category) = self.0.matrix.value_category(text) {
+            self.0.field(category);
+        }
+        Ok(false)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<bool, A::Error> {
+        let walk = self.0;
+        walk.tick()?;
+        if !walk.may_enter() {
+            while items.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            return Ok(false);
+        }
+        walk.frames.push(None);
+        while items.next_element_seed(Node(&mut *walk))?.is_some() {}
+        walk.frames.pop();
+        Ok(false)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<bool, A::Error> {
+        let walk = self.0;
+        walk.tick()?;
+        if !walk.may_enter() {
+            while entries
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            return Ok(false);
+        }
+        while let Some(key) = entries.next_key_seed(KeySeed(walk.matrix))? {
+            if key.control_chars {
+                let detail = format!("{}: a key holds control characters", walk.path());
+                walk.violation("json_control_chars_in_key", detail);
+            }
+            walk.frames.push(Some(key.segment));
+            let is_null = entries.next_value_seed(Node(&mut *walk))?;
+            if let Some(category) = key.category
+                && !is_null
+            {
+                walk.field(category);
+            }
+            walk.frames.pop();
+        }
+        Ok(false)
+    }
+}
+
+/// What the walker keeps of a key: never the key itself unless it is a plain name.
+struct Key<'a> {
+    segment: String,
+    category: Option<&'a str>,
+    control_chars: bool,
+}
+
+struct KeySeed<'a>(&'a Matrix);
+
+impl<'de, 'a> serde::de::DeserializeSeed<'de> for KeySeed<'a> {
+    type Value = Key<'a>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Key<'a>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de, 'a> serde::de::Visitor<'de> for KeySeed<'a> {
+    type Value = Key<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key<'a>, E> {
+        let control_chars = key.chars().any(char::is_control);
+        Ok(Key {
+            segment: path_segment(key),
+            category: if control_chars {
+                None
+            } else {
+                self.0.key_category(key)
+            },
+            control_chars,
+        })
+    }
 }
 
 trait ClassifyText {
@@ -626,6 +846,77 @@ mod tests {
             r.violations
         );
     }
+    #[test]
+    fn keys_that_are_not_plain_names_show_as_a_wildcard() {
+        let doc = r#"{"friends": {"victim.person@example.net": {"phone": "+44 20 7946 0958"}},
+                      "+1 415 555 0100": {"email": "x"}, "12345": {"ip": "203.0.113.9"},
+                      "First Name": {"e-mail": "bob@example.com"}}"#;
+        let result = scan_json(&matrix(), "t.doc", doc, ScanLimits::default());
+        let paths: Vec<&str> = result.fields.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "t.doc.*.e-mail",
+                "t.doc.*.email",
+                "t.doc.*.ip",
+                "t.doc.friends.*.phone",
+            ]
+        );
+        assert_eq!(path_segment(&"k".repeat(65)), WILDCARD);
+        assert_eq!(path_segment("Contact_Email"), "contact_email");
+        assert_eq!(path_segment("bad\u{7}key"), WILDCARD);
+    }
+
+    #[test]
+    fn wide_documents_stop_at_the_node_limit_and_fields_at_the_field_limit() {
+        let m = matrix();
+        let limits = ScanLimits {
+            max_nodes: 1000,
+            max_fields: 3,
+            ..ScanLimits::default()
+        };
+        let wide = format!("[{}]", vec!["0"; 5000].join(","));
+        let r = scan_json(&m, "t.doc", &wide, limits);
+        assert_eq!(r.violations[0].category, "json_too_many_nodes");
+
+        let many: serde_json::Map<String, serde_json::Value> = (0..10)
+            .map(|i| (format!("k{i}"), format!("p{i}@example.org").into()))
+            .collect();
+        let r = scan_json(
+            &m,
+            "t.doc",
+            &serde_json::Value::Object(many).to_string(),
+            limits,
+        );
+        assert_eq!(r.fields.len(), 3);
+        assert!(r.fields_truncated);
+        assert!(r.violations.is_empty());
+    }
+
+    #[test]
+    fn a_deep_branch_is_skipped_and_its_siblings_are_still_scanned() {
+        let deep = "[".repeat(70) + &"]".repeat(70);
+        let doc = format!(r#"{{"a": {deep}, "email": "alice@example.com"}}"#);
+        let r = scan_json(&matrix(), "t.doc", &doc, ScanLimits::default());
+        assert_eq!(r.violations.len(), 1);
+        assert_eq!(r.violations[0].category, "json_too_deep");
+        assert!(
+            r.fields
+                .contains(&("t.doc.email".to_owned(), "contact.email".to_owned()))
+        );
+    }
+
+    #[test]
+    fn invalid_escapes_are_a_violation() {
+        for doc in [
+            r#"{"a": "\ud800"}"#,
+            r#"{"a": "\uZZZZ"}"#,
+            "{\"a\": \"\\x\"}",
+        ] {
+            let r = scan_json(&matrix(), "t.doc", doc, ScanLimits::default());
+            assert_eq!(r.violations[0].category, "json_invalid", "{doc}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -662,6 +953,30 @@ mod proptests {
         #[test]
         fn arbitrary_text_never_panics(text in ".{0,200}") {
             let _ = scan_json(&Matrix::new(&[]).unwrap(), "t.c", &text, ScanLimits::default());
+        }
+
+        #[test]
+        fn hostile_keys_never_reach_a_path(
+            keys in prop::collection::vec("[^\\x00]{0,80}", 1..8),
+            value in prop_oneof![Just("alice@example.com".to_owned()), Just("+44 20 7946 0958".to_owned())],
+        ) {
+            // Nest every key, with a detectable value at the bottom.
+            let mut doc = serde_json::Value::String(value);
+            for key in keys.iter().rev() {
+                let mut map = serde_json::Map::new();
+                map.insert(key.clone(), doc);
+                doc = serde_json::Value::Object(map);
+            }
+            let result = scan_json(&Matrix::new(&[]).unwrap(), "t.c", &doc.to_string(), ScanLimits::default());
+            prop_assert!(!result.fields.is_empty());
+            for (path, _) in &result.fields {
+                for segment in path.trim_start_matches("t.c").split('.').skip(1) {
+                    let plain = segment == WILDCARD
+                        || (segment.len() <= MAX_KEY_CHARS
+                            && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+                    prop_assert!(plain, "{segment:?} in {path:?}");
+                }
+            }
         }
 
         #[test]
