@@ -103,6 +103,10 @@ pub struct ServerConfig {
     pub max_deadline: Duration,
     /// Refuse calls without a deadline (INVALID_ARGUMENT) instead of applying the default.
     pub require_deadline: bool,
+    /// A stream whose client has not taken a message for this long is cancelled: its query
+    /// is cancelled on PostgreSQL and its connection and snapshot are released.
+    #[serde(with = "humantime_serde")]
+    pub send_stall_timeout: Duration,
     /// Runtime worker threads; default one per core. Fewer threads mean fewer cross-thread
     /// wake-ups, which matters when the service shares a small machine with PostgreSQL.
     pub worker_threads: Option<usize>,
@@ -134,6 +138,7 @@ impl Default for ServerConfig {
             default_deadline: Duration::from_secs(300),
             max_deadline: Duration::from_secs(3600),
             require_deadline: false,
+            send_stall_timeout: Duration::from_secs(30),
             subject_key: None,
         }
     }
@@ -256,6 +261,9 @@ pub struct SourceConfig {
     pub max_connections: u32,
     #[serde(default = "default_min_idle")]
     pub min_idle: u32,
+    /// The most calls one caller may run on this source at once; default half of
+    /// `max_connections`, rounded up, so that one caller cannot take the whole pool.
+    pub max_per_caller: Option<u32>,
     /// Time allowed to open a connection, and the longest wait for a pooled one.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -298,6 +306,7 @@ impl std::fmt::Debug for SourceConfig {
             .field("root_cert", &self.root_cert)
             .field("max_connections", &self.max_connections)
             .field("min_idle", &self.min_idle)
+            .field("max_per_caller", &self.max_per_caller)
             .field("connect_timeout", &self.connect_timeout)
             .field("application_name", &self.application_name)
             .field("identity_kinds", &self.identity_kinds)
@@ -317,6 +326,33 @@ mod toml_value {
     impl<'de> serde::Deserialize<'de> for Ignored {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             serde::de::IgnoredAny::deserialize(d).map(|_| Ignored)
+        }
+    }
+}
+
+/// The longest deadline, refresh or deadline default a config may set.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest connect timeout, grace period or stall timeout a config may set.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Checks a caller's scopes: known sources (or `*`) and known RPCs.
+fn check_scopes(
+    at: &str,
+    sources: &[String],
+    rpcs: &[String],
+    known: &[SourceConfig],
+    problems: &mut Vec<String>,
+) {
+    for source in sources {
+        if source != "*" && !known.iter().any(|s| &s.name == source) {
+            problems.push(format!("{at}.sources: unknown source '{source}'"));
+        }
+    }
+    for rpc in rpcs {
+        if !matches!(rpc.as_str(), "*" | "Extract" | "Validate") {
+            problems.push(format!(
+                "{at}.rpcs: unknown RPC '{rpc}' (Extract, Validate or *)"
+            ));
         }
     }
 }
@@ -690,6 +726,22 @@ impl Config {
             problems
                 .push("server.default_deadline, server.max_deadline: must be above zero".into());
         }
+        for (key, value, max) in [
+            ("default_deadline", server.default_deadline, MAX_DURATION),
+            ("max_deadline", server.max_deadline, MAX_DURATION),
+            ("shutdown_grace", server.shutdown_grace, MAX_TIMEOUT),
+            ("send_stall_timeout", server.send_stall_timeout, MAX_TIMEOUT),
+        ] {
+            if value > max {
+                problems.push(format!(
+                    "server.{key}: at most {}",
+                    humantime_serde::re::humantime::format_duration(max)
+                ));
+            }
+        }
+        if server.send_stall_timeout < Duration::from_millis(100) {
+            problems.push("server.send_stall_timeout: at least 100ms".to_owned());
+        }
         if server.default_deadline > server.max_deadline {
             problems.push("server.default_deadline: above server.max_deadline".to_owned());
         }
@@ -716,18 +768,43 @@ impl Config {
             if token.name.trim().is_empty() || !token_names.insert(token.name.as_str()) {
                 problems.push(format!("{at}.name: empty or duplicate caller name"));
             }
-            for source in &token.sources {
-                if source != "*" && !self.sources.iter().any(|s| &s.name == source) {
-                    problems.push(format!("{at}.sources: unknown source '{source}'"));
-                }
+            check_scopes(
+                &at,
+                &token.sources,
+                &token.rpcs,
+                &self.sources,
+                &mut problems,
+            );
+        }
+        let mut client_names = HashSet::new();
+        for (i, client) in server.clients.iter().enumerate() {
+            let at = format!("server.clients[{i}]");
+            if client.name.trim().is_empty()
+                || token_names.contains(client.name.as_str())
+                || !client_names.insert(client.name.as_str())
+            {
+                problems.push(format!("{at}.name: empty or duplicate caller name"));
             }
-            for rpc in &token.rpcs {
-                if !matches!(rpc.as_str(), "*" | "Extract" | "Validate") {
-                    problems.push(format!(
-                        "{at}.rpcs: unknown RPC '{rpc}' (Extract, Validate or *)"
-                    ));
-                }
+            if client.common_name.trim().is_empty() {
+                problems.push(format!("{at}.common_name: must not be empty"));
             }
+            check_scopes(
+                &at,
+                &client.sources,
+                &client.rpcs,
+                &self.sources,
+                &mut problems,
+            );
+        }
+        if !server.clients.is_empty()
+            && server
+                .tls
+                .as_ref()
+                .is_none_or(|t| t.client_ca_file.is_none())
+        {
+            problems.push(
+                "server.clients: client certificates need server.tls.client_ca_file".to_owned(),
+            );
         }
         if let Some(format) = &server.log_format
             && !matches!(format.as_str(), "json" | "text")
@@ -810,6 +887,13 @@ impl Config {
 }
 
 impl SourceConfig {
+    /// The most calls one caller may run on this source at once.
+    pub fn caller_share(&self) -> u32 {
+        self.max_per_caller
+            .unwrap_or(self.max_connections.div_ceil(2))
+            .clamp(1, self.max_connections.max(1))
+    }
+
     fn validate(&self, at: &str, matrix: Option<&crate::pii::Matrix>, problems: &mut Vec<String>) {
         for (key, value) in [
             ("host", &self.host),
@@ -829,8 +913,25 @@ impl SourceConfig {
                 self.min_idle, self.max_connections
             ));
         }
-        if self.connect_timeout.is_zero() {
-            problems.push(format!("{at}.connect_timeout: must be above zero"));
+        if let Some(share) = self.max_per_caller
+            && (share == 0 || share > self.max_connections)
+        {
+            problems.push(format!(
+                "{at}.max_per_caller: {share} is not between 1 and max_connections ({})",
+                self.max_connections
+            ));
+        }
+        if self.connect_timeout.is_zero() || self.connect_timeout > MAX_TIMEOUT {
+            problems.push(format!(
+                "{at}.connect_timeout: must be above zero and at most {}",
+                humantime_serde::re::humantime::format_duration(MAX_TIMEOUT)
+            ));
+        }
+        if self.schema_refresh > MAX_DURATION {
+            problems.push(format!(
+                "{at}.schema_refresh: at most {}",
+                humantime_serde::re::humantime::format_duration(MAX_DURATION)
+            ));
         }
         if self.timezone.parse::<chrono_tz::Tz>().is_err() {
             problems.push(format!(

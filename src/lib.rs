@@ -10,6 +10,7 @@
 //! - [`coerce`]: PostgreSQL wire values to typed protobuf values, and the coercion matrix
 //!   (time zones, epochs, legacy date strings).
 //! - [`pii`]: the classification matrix, value detectors, and the nested-JSON PII scan.
+//! - [`admission`]: per-source call slots and each caller's share of them (FIFO).
 //! - [`extract`]: the engine: snapshot transaction, portal batches, bounded channel,
 //!   cancellation, count verification, manifest.
 //! - [`grpc`]: the service adapter, the error-to-status mapping, and the server (health,
@@ -22,6 +23,7 @@
 //! - [`pb`]: the generated protobuf and gRPC code of `proto/dsr/v1/dsr.proto`.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod coerce;
 pub mod config;
 pub mod datamap;

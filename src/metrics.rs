@@ -36,6 +36,8 @@ pub struct Metrics {
     pub pool_connections: Family<Labels, Gauge>,
     pub pool_idle: Family<Labels, Gauge>,
     pub pool_waiting: Family<Labels, Gauge>,
+    /// Calls queued for a call slot (their caller's share, or the source's), by `source`.
+    pub slots_waiting: Family<Labels, Gauge>,
     /// Extractions refused by the schema gate, by `source`.
     pub gate_rejections: Family<Labels, Counter>,
     /// Manifest rule violations found (own manifests and Validate requests), by `source`.
@@ -64,6 +66,7 @@ impl Metrics {
             pool_connections: Family::default(),
             pool_idle: Family::default(),
             pool_waiting: Family::default(),
+            slots_waiting: Family::default(),
             gate_rejections: Family::default(),
             manifest_violations: Family::default(),
             breaker_state: Family::default(),
@@ -113,6 +116,11 @@ impl Metrics {
             "pool_waiting_checkouts",
             "Checkouts waiting for a connection by source",
             metrics.pool_waiting.clone(),
+        );
+        registry.register(
+            "calls_waiting",
+            "Calls queued for a call slot (the caller's share or the source's) by source",
+            metrics.slots_waiting.clone(),
         );
         registry.register(
             "schema_gate_rejections",

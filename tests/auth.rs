@@ -6,17 +6,12 @@ mod support;
 use dsr_connector::config::Config;
 use dsr_connector::demo;
 use dsr_connector::pb::ValidateRequest;
-use sha2::{Digest, Sha256};
-use support::{TestServer, config_text, request};
+use support::{TestServer, config_text, digest, request, with_server_block, with_token};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
 const ORCHESTRATOR: &str = "token-of-the-orchestrator-0123456789";
 const AUDITOR: &str = "token-of-the-auditor-0123456789";
-
-fn digest(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
 
 /// The demo config with two callers: the orchestrator may extract from `demo`; the auditor may
 /// only validate, and only a source that does not exist here... so it gets `*` sources.
@@ -35,24 +30,6 @@ fn token_config(extra_server: &str) -> Config {
         _ => None,
     })
     .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Inserts `block` (arrays of tables under [server]) after the [server] keys, before the first
-/// top-level table of the data map.
-fn with_server_block(text: &str, block: &str) -> String {
-    let at = text
-        .find("[[classification.categories]]")
-        .expect("the demo data map");
-    format!("{}{block}\n{}", &text[..at], &text[at..])
-}
-
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
-    );
-    request
 }
 
 async fn extract_code(
@@ -249,4 +226,43 @@ fn no_auth_on_a_public_address_is_refused_unless_explicit() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("server.auth"), "{error}");
+}
+
+#[tokio::test]
+async fn a_dry_run_for_a_subject_needs_the_extract_scope() {
+    let server = TestServer::start(token_config("")).await;
+    let mut client = server.client().await;
+    let dry_run = || ValidateRequest {
+        source: "demo".into(),
+        subject: Some(dsr_connector::pb::Identity {
+            kind: "email".into(),
+            value: "alice@example.com".into(),
+        }),
+        ..Default::default()
+    };
+    // A Validate-only caller may check the schema, but may not ask about a person.
+    let denied = client.validate(with_token(dry_run(), AUDITOR)).await;
+    let Err(status) = denied else {
+        panic!("the dry run is refused")
+    };
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("'auditor'") && status.message().contains("Extract"),
+        "{}",
+        status.message()
+    );
+    // A caller with Extract and Validate may.
+    let allowed = client.validate(with_token(dry_run(), ORCHESTRATOR)).await;
+    let mut stream = allowed.expect("the orchestrator may dry-run").into_inner();
+    let (mut verdict, mut counted) = (None, 0);
+    while let Some(message) = stream.message().await.unwrap() {
+        match message.event {
+            Some(dsr_connector::pb::validate_response::Event::Verdict(v)) => verdict = Some(v),
+            Some(dsr_connector::pb::validate_response::Event::Table(t)) => counted += t.row_count,
+            None => {}
+        }
+    }
+    assert!(verdict.is_some(), "the dry run ends with a verdict");
+    assert_eq!(counted, 18, "the dry run counted alice's rows");
+    server.stop().await.unwrap();
 }

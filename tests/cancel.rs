@@ -388,3 +388,37 @@ columns = { id = "not_pii", customer_id = "identifier.customer_id", note = "not_
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_cancel_by_someone_else_is_unavailable_not_the_callers_deadline() {
+    let app = "t-a_cancel_by_someone_else_is_unavailable";
+    let server = TestServer::start(slow_config(app)).await;
+    let db = sql().await;
+    let mut client = server.client().await;
+    // A long deadline that is nowhere near when the administrator cancels the query.
+    let mut req = tonic::Request::new(slow_request());
+    req.set_timeout(Duration::from_secs(120));
+    let mut stream = client.extract(req).await.unwrap().into_inner();
+    stream.message().await.unwrap().unwrap();
+    assert!(eventually(200, || slow_query_running(&db, app)).await);
+
+    db.execute(
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1 AND state = 'active' AND query LIKE '%slow_events%'",
+        &[&app],
+    )
+    .await
+    .unwrap();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(message)) => assert!(!matches!(message.event, Some(Event::Manifest(_)))),
+            Ok(None) => panic!("the stream ended OK although its query was cancelled"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("57014"), "{}", status.message());
+    assert!(eventually(50, || all_idle(&db, app)).await);
+    assert_pool_serves_again(&server).await;
+    server.stop().await.unwrap();
+}

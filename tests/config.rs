@@ -142,6 +142,14 @@ fn bad_values_are_named() {
         ("min_idle = 50", "sources[0].min_idle"),
         ("connect_timeout = \"soon\"", "connect_timeout"),
         ("port = 70000", "port"),
+        // Durations that would overflow a clock reading are refused, not a panic later.
+        (
+            "connect_timeout = \"100years\"",
+            "sources[0].connect_timeout",
+        ),
+        ("schema_refresh = \"100years\"", "sources[0].schema_refresh"),
+        ("max_per_caller = 11", "sources[0].max_per_caller"),
+        ("max_per_caller = 0", "sources[0].max_per_caller"),
     ] {
         let message = error(&source(extra, TABLES));
         assert!(message.contains(key), "{extra}: {message}");
@@ -151,6 +159,32 @@ fn bad_values_are_named() {
         source("", TABLES)
     ));
     assert!(message.contains("server.default_batch_size"), "{message}");
+    for (server, key) in [
+        ("max_deadline = \"100years\"", "server.max_deadline"),
+        ("send_stall_timeout = \"0s\"", "server.send_stall_timeout"),
+        ("shutdown_grace = \"100years\"", "server.shutdown_grace"),
+    ] {
+        let message = error(&format!("[server]\n{server}\n{}", source("", TABLES)));
+        assert!(message.contains(key), "{server}: {message}");
+    }
+}
+
+#[test]
+fn client_certificate_callers_are_checked_like_tokens() {
+    let text = format!(
+        "[server]\n\n[[server.clients]]\nname = \"orchestrator\"\ncommon_name = \"\"\n\
+         sources = [\"nowhere\"]\nrpcs = [\"Extract\", \"Delete\"]\n\n{}",
+        source("", TABLES)
+    );
+    let message = error(&text);
+    for expected in [
+        "server.clients[0].sources: unknown source 'nowhere'",
+        "server.clients[0].rpcs: unknown RPC 'Delete'",
+        "server.clients[0].common_name",
+        "server.tls.client_ca_file",
+    ] {
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
 }
 
 #[test]

@@ -598,6 +598,7 @@ database = "{DATABASE}"
 user = "{SUPERUSER}"
 password_env = "DSR_BENCH_PASSWORD"
 max_connections = 20
+max_per_caller = 20
 min_idle = 16
 identity_kinds = ["email"]
 

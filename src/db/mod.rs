@@ -91,6 +91,38 @@ impl DbError {
     }
 }
 
+impl DbError {
+    /// Classifies an error of a statement that binds the identity value. Its message is
+    /// passed on only for classes that never quote input ([`is_quote_free_sqlstate`]); a
+    /// cast into a `reg*` type, for one, fails with messages (classes 42 and 0A) that name
+    /// the value it could not find.
+    pub fn from_pg_bound(source_name: &str, error: &tokio_postgres::Error) -> DbError {
+        match DbError::from_pg(source_name, error) {
+            DbError::Query {
+                source_name,
+                code,
+                transient,
+                ..
+            } if !is_quote_free_sqlstate(&code) => DbError::Query {
+                source_name,
+                message: "message withheld: the statement binds the identity value".to_owned(),
+                code,
+                transient,
+            },
+            other => other,
+        }
+    }
+}
+
+/// SQLSTATE classes whose messages never quote a statement's input: connection (08),
+/// transaction state (25), rollback (40), resources (53), object state (55), operator
+/// intervention (57).
+pub fn is_quote_free_sqlstate(code: &str) -> bool {
+    ["08", "25", "40", "53", "55", "57"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
 /// SQLSTATEs after which the same request may succeed: connection exceptions (class 08),
 /// serialization failures and deadlocks, insufficient resources (class 53), and operator
 /// intervention such as a server shutting down (57P01-57P03).
@@ -334,7 +366,11 @@ impl SourcePool {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .filter(|(at, _, _)| *at >= started - self.checkout_timeout)
+            .filter(|(at, _, _)| {
+                started
+                    .checked_sub(self.checkout_timeout)
+                    .is_none_or(|since| *at >= since)
+            })
             .map(|(_, cause, refused)| (cause.clone(), *refused));
         if let Some((cause, true)) = &recent {
             return DbError::Refused {

@@ -40,12 +40,20 @@ pub fn violations(manifest: &Manifest) -> Vec<String> {
             manifest.row_count
         ));
     }
-    let table_rows: u64 = manifest.tables.iter().map(|t| t.row_count).sum();
-    if !manifest.tables.is_empty() && table_rows != manifest.row_count.max(0) as u64 {
-        problems.push(format!(
-            "row_count: {} differs from the sum of the per-table counts ({table_rows})",
-            manifest.row_count
-        ));
+    // The counts may come from any system: summed without overflow.
+    let table_rows = manifest
+        .tables
+        .iter()
+        .try_fold(0u64, |sum, t| sum.checked_add(t.row_count));
+    match table_rows {
+        None => problems.push("tables: the per-table row counts overflow a 64-bit sum".to_owned()),
+        Some(sum) if !manifest.tables.is_empty() && sum != manifest.row_count.max(0) as u64 => {
+            problems.push(format!(
+                "row_count: {} differs from the sum of the per-table counts ({sum})",
+                manifest.row_count
+            ))
+        }
+        Some(_) => {}
     }
     for table in manifest.tables.iter().filter(|t| !t.verified) {
         problems.push(format!(
@@ -87,6 +95,28 @@ mod tests {
     #[test]
     fn a_valid_manifest_has_no_violations() {
         assert!(violations(&valid()).is_empty());
+    }
+
+    #[test]
+    fn per_table_counts_that_overflow_are_a_violation_not_a_panic() {
+        let mut manifest = valid();
+        manifest.tables = vec![
+            TableCount {
+                table: "a".into(),
+                row_count: u64::MAX,
+                verified: true,
+            },
+            TableCount {
+                table: "b".into(),
+                row_count: 2,
+                verified: true,
+            },
+        ];
+        let problems = violations(&manifest);
+        assert!(
+            problems.iter().any(|p| p.contains("overflow")),
+            "{problems:?}"
+        );
     }
 
     #[test]

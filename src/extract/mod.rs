@@ -32,9 +32,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_postgres::IsolationLevel;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{AdmissionError, Permit, SourceSlots};
 use crate::coerce::RawCell;
 use crate::config::{CoercionPolicy, Config};
 use crate::datamap::{
@@ -56,6 +57,17 @@ pub const MAX_LABEL_BYTES: usize = 128;
 /// The largest message sent: gRPC clients refuse messages over 4 MiB by default. A single row
 /// must fit in one message beside its batch's column descriptors.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 - 16 * 1024;
+
+/// The most table names one request may list.
+pub const MAX_REQUESTED_TABLES: usize = 1000;
+
+/// The most distinct fields found in one scanned JSON column and table; more set
+/// `pii_fields_truncated`.
+pub const MAX_PII_FIELDS_PER_COLUMN: usize = 32;
+
+/// The longest primary-key text and violation detail sent or recorded.
+pub const MAX_PRIMARY_KEY_CHARS: usize = 128;
+pub const MAX_DETAIL_CHARS: usize = 256;
 
 /// Everything that ends an extraction early.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +114,22 @@ pub enum ExtractError {
     Coercion(Box<pb::Violation>),
     #[error("the deadline passed during the extraction; the database query was cancelled")]
     DeadlineExceeded,
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
+    #[error(
+        "the client took no message for {0:?} (server.send_stall_timeout); the extraction was \
+         cancelled and its snapshot released"
+    )]
+    Stalled(Duration),
+    #[error(
+        "the {what} message would be {bytes} bytes, above the {limit}-byte message limit; \
+         request fewer tables"
+    )]
+    MessageTooLarge {
+        what: &'static str,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("the server is shutting down; retry on another replica")]
     ShuttingDown,
     #[error("the extraction manifest breaks the manifest rules: {}", .0.join("; "))]
@@ -141,12 +169,14 @@ struct Limits {
     max_batch_size: u32,
     max_batch_bytes: usize,
     stream_buffer: usize,
+    stall_timeout: Duration,
 }
 
 /// One source: its pool and its data map, with the time the schema gate last passed.
 struct Source {
     index: usize,
     pool: SourcePool,
+    slots: SourceSlots,
     map: Mutex<Option<(Instant, Arc<DataMap>)>>,
 }
 
@@ -234,6 +264,12 @@ impl Engine {
             let source = Source {
                 index,
                 pool: SourcePool::new(cfg)?,
+                slots: SourceSlots::new(
+                    &cfg.name,
+                    cfg.max_connections as usize,
+                    cfg.caller_share() as usize,
+                    cfg.connect_timeout,
+                ),
                 map: Mutex::new(None),
             };
             sources.insert(cfg.name.clone(), Arc::new(source));
@@ -244,6 +280,7 @@ impl Engine {
             max_batch_size: server.max_batch_size,
             max_batch_bytes: server.max_batch_bytes,
             stream_buffer: server.stream_buffer,
+            stall_timeout: server.send_stall_timeout,
         };
         Ok(Engine {
             metrics,
@@ -272,6 +309,10 @@ impl Engine {
                 .pool_waiting
                 .get_or_create(&labels)
                 .set(state.statistics.pending_gets() as i64);
+            self.metrics
+                .slots_waiting
+                .get_or_create(&labels)
+                .set(source.slots.waiting());
         }
     }
 
@@ -287,12 +328,11 @@ impl Engine {
 
     /// Checks the request, resolves its plan and starts the producer.
     pub async fn extract(&self, params: ExtractParams) -> Result<ExtractStream, ExtractError> {
-        let source = self
-            .sources
-            .get(&params.source)
-            .ok_or_else(|| ExtractError::UnknownSource(params.source.clone()))?
-            .clone();
+        let source = self.source(&params.source)?.clone();
         let batch_size = self.check_request(&source, &params)?;
+        // The slots are held until the producer ends: a stalled stream gives them back at the
+        // stall timeout.
+        let permit = source.slots.admit(&params.caller, params.deadline).await?;
         let map = self.data_map(&source, params.deadline).await?;
         let plan = map.plan(&params.kind, &params.tables)?;
 
@@ -319,7 +359,9 @@ impl Engine {
             max_batch_bytes: self.limits.max_batch_bytes,
             source: source.clone(),
             tx,
+            stall_timeout: self.limits.stall_timeout,
             shutdown: self.shutdown.clone(),
+            _permit: permit,
         };
         let span = job.params.span.clone();
         tokio::spawn(tracing::Instrument::instrument(job.run(), span));
@@ -331,6 +373,18 @@ impl Engine {
         })
     }
 
+    /// The named source. Names are echoed in errors, so an overlong one is refused unread.
+    fn source(&self, name: &str) -> Result<&Arc<Source>, ExtractError> {
+        if name.len() > MAX_LABEL_BYTES {
+            return Err(ExtractError::InvalidArgument(format!(
+                "source: at most {MAX_LABEL_BYTES} bytes"
+            )));
+        }
+        self.sources
+            .get(name)
+            .ok_or_else(|| ExtractError::UnknownSource(name.to_owned()))
+    }
+
     /// Validates what can be validated without the database. Returns the batch size to use.
     fn check_request(&self, source: &Source, params: &ExtractParams) -> Result<u32, ExtractError> {
         let cfg = &self.config.sources[source.index];
@@ -338,6 +392,22 @@ impl Engine {
             return Err(ExtractError::InvalidArgument(
                 "subject.kind: must not be empty".into(),
             ));
+        }
+        if params.kind.len() > MAX_LABEL_BYTES || params.kind.chars().any(char::is_control) {
+            return Err(ExtractError::InvalidArgument(format!(
+                "subject.kind: at most {MAX_LABEL_BYTES} bytes, without control characters"
+            )));
+        }
+        if params.tables.len() > MAX_REQUESTED_TABLES
+            || params
+                .tables
+                .iter()
+                .any(|t| t.len() > MAX_LABEL_BYTES || t.chars().any(char::is_control))
+        {
+            return Err(ExtractError::InvalidArgument(format!(
+                "tables: at most {MAX_REQUESTED_TABLES} names of at most {MAX_LABEL_BYTES} \
+                 bytes, without control characters"
+            )));
         }
         if !cfg.identity_kinds.contains(&params.kind) {
             return Err(ExtractError::InvalidArgument(format!(
@@ -422,15 +492,17 @@ impl Engine {
     pub async fn schema_report(
         &self,
         source: &str,
+        caller: &str,
         deadline: Option<Instant>,
     ) -> Result<SchemaReport, ExtractError> {
-        let source = self
-            .sources
-            .get(source)
-            .ok_or_else(|| ExtractError::UnknownSource(source.to_owned()))?;
+        let source = self.source(source)?;
+        let _permit = source.slots.admit(caller, deadline).await?;
         let conn = source.pool.checkout(deadline).await?;
         let cfg = &self.config.sources[source.index];
         let report = crate::datamap::check_schema(cfg, &self.matrix, &conn.client).await?;
+        // The connection goes back before the map's lock is taken: `data_map` takes the lock
+        // and then a connection, and the opposite order could wait on it until a timeout.
+        drop(conn);
         let mut slot = source.map.lock().await;
         *slot = report.map.clone().map(|map| (Instant::now(), map));
         Ok(report)
@@ -459,7 +531,10 @@ struct Job {
     source: Arc<Source>,
     tx: mpsc::Sender<ExtractResponse>,
     outcome: oneshot::Sender<ExtractError>,
+    stall_timeout: Duration,
     shutdown: CancellationToken,
+    /// The source and caller slots, released when the producer ends.
+    _permit: Permit,
 }
 
 /// Counters of a finished extraction, for the log line.
@@ -571,33 +646,56 @@ impl Job {
         };
         match outcome {
             Ok(Ok(())) => Ok(()),
+            Ok(Err(error @ ExtractError::Stalled(_))) => {
+                // A portal fetch may be in flight behind the client that stopped reading:
+                // cancel it rather than drain it.
+                self.cancel_and_discard(&cancel, &mut conn).await;
+                Err(error)
+            }
             Ok(Err(error)) => {
                 // The transaction was dropped, which queues a ROLLBACK; confirm it. Prepared
                 // statements may be stale if the error came from a schema change.
                 conn.clear_statements();
                 reset_connection(&mut conn).await;
                 Err(match error {
-                    ExtractError::Db(DbError::Query { ref code, .. })
-                        if code == "57014" && self.params.deadline.is_some() =>
-                    {
+                    ExtractError::Db(DbError::Query {
+                        ref code,
+                        ref message,
+                        ..
+                    }) if code == "57014" && self.statement_timeout_fired(message) => {
                         ExtractError::DeadlineExceeded
                     }
                     other => other,
                 })
             }
             Err(stop) => {
-                // The body future is gone; its query may still run on the server. Cancel it
-                // there. The cancel request travels on its own connection and PostgreSQL may
-                // act on it a moment later, so this connection is discarded rather than
-                // reused: a late cancel must never hit the next request's query.
-                if let Err(e) = cancel.cancel_query(self.source.pool.cancel_tls()).await {
-                    tracing::warn!(source = %self.params.source, error = %crate::db::describe(&e),
-                        "cancel request failed");
-                }
-                conn.mark_broken();
+                // The body future is gone; its query may still run on the server.
+                self.cancel_and_discard(&cancel, &mut conn).await;
                 Err(stop.into_error())
             }
         }
+    }
+
+    /// Cancels whatever runs on the connection, on the server, and discards the connection.
+    /// The cancel request travels on its own connection and PostgreSQL may act on it a moment
+    /// later, so the connection is never reused: a late cancel must not hit the next query.
+    async fn cancel_and_discard(&self, cancel: &tokio_postgres::CancelToken, conn: &mut Conn) {
+        if let Err(e) = cancel.cancel_query(self.source.pool.cancel_tls()).await {
+            tracing::warn!(source = %self.params.source, error = %crate::db::describe(&e),
+                "cancel request failed");
+        }
+        conn.mark_broken();
+    }
+
+    /// Whether a cancelled statement (57014) was ended by this call's statement timeout,
+    /// rather than by someone else (an administrator's `pg_cancel_backend`, say), which is
+    /// not the caller's fault and is reported as retryable.
+    fn statement_timeout_fired(&self, message: &str) -> bool {
+        message.contains("statement timeout")
+            || self
+                .params
+                .deadline
+                .is_some_and(|d| Instant::now() + Duration::from_millis(250) >= d)
     }
 
     /// Resolves when the extraction must stop before it finishes.
@@ -642,6 +740,14 @@ impl Job {
                 .await
                 .map_err(db)?;
         }
+        // A backstop behind the stall timeout: should this process stop driving the
+        // transaction, PostgreSQL ends it and releases the snapshot itself.
+        let idle_ms = (self.stall_timeout + Duration::from_secs(5)).as_millis();
+        txn.batch_execute(&format!(
+            "SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"
+        ))
+        .await
+        .map_err(db)?;
         // The first query of a REPEATABLE READ transaction takes the snapshot.
         let row = txn
             .query_one(
@@ -695,12 +801,18 @@ impl Job {
                 .await
                 .map_err(db)?;
             if let Err(e) = txn.query_one(&statement, &[&value]).await {
+                // A failed cast's message quotes its input (a regclass cast says "relation ...
+                // does not exist" or "cross-database references are not implemented: ..."):
+                // only the SQLSTATE is passed on, and anything but an infrastructure failure
+                // means the value is not one of this kind.
                 return Err(match e.as_db_error().map(|d| d.code().code().to_owned()) {
-                    Some(code) if code.starts_with("22") => ExtractError::InvalidArgument(format!(
-                        "subject.value: not a valid {base_type} for identity kind '{}' (SQLSTATE {code})",
-                        self.params.kind
-                    )),
-                    _ => db(e),
+                    Some(code) if !crate::db::is_quote_free_sqlstate(&code) => {
+                        ExtractError::InvalidArgument(format!(
+                            "subject.value: not a valid {base_type} for identity kind '{}' (SQLSTATE {code})",
+                            self.params.kind
+                        ))
+                    }
+                    _ => ExtractError::from(DbError::from_pg_bound(source_name, &e)),
                 });
             }
         }
@@ -749,13 +861,14 @@ impl Job {
                 row_count: outcome.streamed,
                 verified: true,
             });
-            found.add(&outcome);
+            found.add(&table.table.display, &outcome);
             self.send(Event::TableCompleted(pb::TableCompleted {
                 table: table.table.display.clone(),
                 row_count: outcome.streamed,
                 rejected_count: outcome.rejected,
                 violations: outcome.violations,
                 violations_truncated: outcome.violations_truncated,
+                pii_fields_truncated: outcome.fields_truncated,
                 pii_fields: outcome
                     .fields
                     .iter()
@@ -829,8 +942,9 @@ impl Job {
             }
         }
         // A statement prepared on this connection before a schema change fails with 0A000:
-        // say which table changed.
-        let db = |e: tokio_postgres::Error| match DbError::from_pg(source_name, &e) {
+        // say which table changed. These statements bind the identity, so PostgreSQL's
+        // messages are withheld unless their class never quotes input.
+        let db = |e: tokio_postgres::Error| match DbError::from_pg_bound(source_name, &e) {
             DbError::Query { code, .. } if code == "0A000" => {
                 ExtractError::Plan(PlanError::SchemaDrift {
                     source_name: source_name.to_owned(),
@@ -854,24 +968,42 @@ impl Job {
         let count = crate::db::prepare_cached(statements, txn, &table.count_sql)
             .await
             .map_err(db)?;
+        let fetch_rows = self.batch_size as i32;
         let mut counted = None;
         loop {
-            let fetch = txn.query_portal(&portal, self.batch_size as i32);
+            // Rows are taken off the connection one at a time as they arrive, so memory is
+            // bounded by the batch's bytes, not by `batch_size` rows of unknown width: the
+            // connection stops reading the socket while a row waits to be taken.
             let rows = match counted {
-                Some(_) => fetch.await.map_err(db)?,
+                Some(_) => txn
+                    .query_portal_raw(&portal, fetch_rows)
+                    .await
+                    .map_err(db)?,
                 None => {
-                    // COUNT(*) in the same snapshot rides along with the first fetch: both
-                    // requests go out together, saving a round trip per table.
+                    // COUNT(*) in the same snapshot rides along with the first fetch. It goes
+                    // out first, so that its answer arrives before the portal's rows, which
+                    // wait on the connection until they are read.
                     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&value];
-                    let (rows, count) = tokio::join!(fetch, txn.query_one(&count, &params));
-                    let rows = rows.map_err(db)?;
+                    let (count, rows) = tokio::join!(
+                        biased;
+                        txn.query_one(&count, &params),
+                        txn.query_portal_raw(&portal, fetch_rows)
+                    );
                     counted = Some(count.map_err(db)?.get::<_, i64>(0));
-                    rows
+                    rows.map_err(db)?
                 }
             };
-            let fetched = rows.len();
-            for row in &rows {
-                let Some(values) = self.convert_row(mapped, row, &mut outcome)? else {
+            let mut rows = std::pin::pin!(rows);
+            let mut fetched = 0;
+            while let Some(row) = rows.next().await {
+                let row = row.map_err(db)?;
+                fetched += 1;
+                let converted = self.convert_row(mapped, &row, &mut outcome)?;
+                drop(row);
+                // Decoding, coercion and JSON scans run without awaiting anything else; let
+                // other streams on this worker run now and then.
+                tokio::task::consume_budget().await;
+                let Some(values) = converted else {
                     continue; // rejected
                 };
                 let row = pb::Row { values };
@@ -891,7 +1023,7 @@ impl Job {
             if let Some(rest) = batch.finish() {
                 self.send_batch(rest).await?;
             }
-            if fetched < self.batch_size as usize {
+            if fetched < fetch_rows {
                 break; // the portal is exhausted
             }
         }
@@ -955,7 +1087,7 @@ impl Job {
             {
                 let root = format!("{}.{}", table.display, column.name);
                 let scan = crate::pii::scan_json(&self.matrix, &root, json, ScanLimits::default());
-                outcome.fields.extend(scan.fields);
+                outcome.add_fields(i, scan.fields, scan.fields_truncated);
                 for v in scan.violations {
                     outcome.json_violations += 1;
                     outcome.record(pb::Violation {
@@ -964,7 +1096,7 @@ impl Job {
                         primary_key: primary_key_text(table, row),
                         rule: "json_scan".to_owned(),
                         category: v.category.to_owned(),
-                        detail: v.detail,
+                        detail: clip(&v.detail, MAX_DETAIL_CHARS),
                     });
                 }
             }
@@ -1013,6 +1145,9 @@ impl Job {
             "json_scan_violations".to_owned(),
             found.json_violations.to_string(),
         );
+        if !found.truncated.is_empty() {
+            metadata.insert("pii_fields_truncated".to_owned(), found.truncated.join(","));
+        }
         if !self.warnings.is_empty() {
             metadata.insert("schema_warnings".to_owned(), self.warnings.join("; "));
         }
@@ -1064,12 +1199,32 @@ impl Job {
         self.send(Event::Batch(batch)).await
     }
 
-    /// Sends one message, waiting for room in the channel (backpressure).
+    /// Sends one message, waiting for room in the channel (backpressure), at most the stall
+    /// timeout. Messages other than batches (which are cut by bytes) are size-checked first,
+    /// so that a client never meets a message it cannot receive.
     async fn send(&self, event: Event) -> Result<(), ExtractError> {
-        self.tx
-            .send(ExtractResponse { event: Some(event) })
-            .await
-            .map_err(|_| ExtractError::ClientGone)
+        let what = match &event {
+            Event::Batch(_) => None,
+            Event::Started(_) => Some("started"),
+            Event::TableCompleted(_) => Some("table_completed"),
+            Event::Manifest(_) => Some("manifest"),
+        };
+        let message = ExtractResponse { event: Some(event) };
+        if let Some(what) = what {
+            let bytes = message.encoded_len();
+            if bytes > MAX_MESSAGE_BYTES {
+                return Err(ExtractError::MessageTooLarge {
+                    what,
+                    bytes,
+                    limit: MAX_MESSAGE_BYTES,
+                });
+            }
+        }
+        match tokio::time::timeout(self.stall_timeout, self.tx.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(ExtractError::ClientGone),
+            Err(_) => Err(ExtractError::Stalled(self.stall_timeout)),
+        }
     }
 }
 
@@ -1088,9 +1243,34 @@ struct TableOutcome {
     violations: Vec<pb::Violation>,
     violations_truncated: bool,
     fields: std::collections::BTreeSet<(String, String)>,
+    /// Distinct fields kept per scanned column (by column index).
+    fields_per_column: HashMap<usize, usize>,
+    fields_truncated: bool,
 }
 
 impl TableOutcome {
+    /// Keeps a document's fields, at most [`MAX_PII_FIELDS_PER_COLUMN`] per column.
+    fn add_fields(
+        &mut self,
+        column: usize,
+        fields: std::collections::BTreeSet<(String, String)>,
+        truncated: bool,
+    ) {
+        self.fields_truncated |= truncated;
+        let kept = self.fields_per_column.entry(column).or_default();
+        for field in fields {
+            if self.fields.contains(&field) {
+                continue;
+            }
+            if *kept >= MAX_PII_FIELDS_PER_COLUMN {
+                self.fields_truncated = true;
+                break;
+            }
+            *kept += 1;
+            self.fields.insert(field);
+        }
+    }
+
     fn record(&mut self, violation: pb::Violation) {
         if self.violations.len() < MAX_VIOLATIONS_PER_TABLE {
             self.violations.push(violation);
@@ -1107,10 +1287,15 @@ struct Found {
     rejected_by: std::collections::BTreeMap<String, u64>,
     json_violations: u64,
     fields: std::collections::BTreeSet<(String, String)>,
+    /// Tables whose found fields were cut at the limit.
+    truncated: Vec<String>,
 }
 
 impl Found {
-    fn add(&mut self, table: &TableOutcome) {
+    fn add(&mut self, name: &str, table: &TableOutcome) {
+        if table.fields_truncated {
+            self.truncated.push(name.to_owned());
+        }
         self.rejected += table.rejected;
         for (category, n) in &table.rejected_by {
             *self.rejected_by.entry(category.clone()).or_default() += n;
@@ -1123,6 +1308,10 @@ impl Found {
 /// A row's primary key for a violation: `id=42`, `[classified]` when a key column holds
 /// personal data, or empty without a primary key. Never an identity or classified value.
 fn primary_key_text(table: &MappedTable, row: &tokio_postgres::Row) -> String {
+    clip(&primary_key_full(table, row), MAX_PRIMARY_KEY_CHARS)
+}
+
+fn primary_key_full(table: &MappedTable, row: &tokio_postgres::Row) -> String {
     if table.primary_key.is_empty() {
         return String::new();
     }
@@ -1201,6 +1390,14 @@ impl<'a> Batcher<'a> {
             rows,
             offset,
         })
+    }
+}
+
+/// `text`, cut to at most `max` characters (with a trailing `…` when cut).
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 

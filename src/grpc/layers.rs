@@ -65,7 +65,8 @@ impl Caller {
         self.sources.iter().any(|s| s == "*" || s == source)
     }
 
-    fn may_call(&self, rpc: &str) -> bool {
+    /// Whether this caller may call `rpc` (`Extract`, `Validate`).
+    pub fn may_call(&self, rpc: &str) -> bool {
         self.rpcs.iter().any(|r| r == "*" || r == rpc)
     }
 }

@@ -122,7 +122,22 @@ impl DsrConnector for Service {
             if !request.source.is_empty() {
                 context.check_source(&request.source)?;
             }
-            let messages = validate::run(&self.engine, request, Some(context.deadline)).await?;
+            // A dry run for a subject tells whether that person is in the source and how many
+            // rows each table holds: it needs the Extract scope, not only Validate.
+            if request.subject.is_some() && !context.caller.may_call("Extract") {
+                return Err(Status::permission_denied(format!(
+                    "caller '{}' may not run a dry run for a subject: that needs the Extract \
+                     scope as well as Validate",
+                    context.caller.name
+                )));
+            }
+            let messages = validate::run(
+                &self.engine,
+                request,
+                &context.caller.name,
+                Some(context.deadline),
+            )
+            .await?;
             Ok(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok))) as Self::ValidateStream)
         }
         .instrument(context.span.clone())

@@ -7,6 +7,7 @@
 
 use tonic::{Code, Status};
 
+use crate::admission::AdmissionError;
 use crate::datamap::PlanError;
 use crate::db::DbError;
 use crate::extract::ExtractError;
@@ -33,6 +34,9 @@ pub fn to_status(error: &ExtractError) -> Status {
         ExtractError::Decode { .. } | ExtractError::InvalidManifest(_) => Code::Internal,
         ExtractError::Internal(_) => Code::Internal,
         ExtractError::DeadlineExceeded => Code::DeadlineExceeded,
+        ExtractError::Admission(AdmissionError::Deadline { .. }) => Code::DeadlineExceeded,
+        ExtractError::Admission(_) => Code::ResourceExhausted,
+        ExtractError::Stalled(_) | ExtractError::MessageTooLarge { .. } => Code::ResourceExhausted,
         ExtractError::ShuttingDown => Code::Unavailable,
         ExtractError::ClientGone => Code::Cancelled,
     };

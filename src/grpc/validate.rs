@@ -33,6 +33,7 @@ use super::status::to_status;
 pub async fn run(
     engine: &Engine,
     request: ValidateRequest,
+    caller: &str,
     deadline: Option<Instant>,
 ) -> Result<Vec<ValidateResponse>, Status> {
     let mut messages = Vec::new();
@@ -65,7 +66,7 @@ pub async fn run(
     }
 
     let report = engine
-        .schema_report(&request.source, deadline)
+        .schema_report(&request.source, caller, deadline)
         .await
         .map_err(|e| to_status(&e))?;
     let mut checks: Vec<TableCheck> = report
@@ -91,6 +92,7 @@ pub async fn run(
         dry_run(
             engine,
             &request.source,
+            caller,
             subject,
             deadline,
             &mut checks,
@@ -110,6 +112,7 @@ pub async fn run(
 async fn dry_run(
     engine: &Engine,
     source: &str,
+    caller: &str,
     subject: crate::pb::Identity,
     deadline: Option<Instant>,
     checks: &mut [TableCheck],
@@ -125,7 +128,7 @@ async fn dry_run(
         tables: Vec::new(),
         deadline,
         dry_run: true,
-        caller: String::new(),
+        caller: caller.to_owned(),
         call_id: String::new(),
         span: tracing::Span::current(),
     };

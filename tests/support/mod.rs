@@ -338,10 +338,15 @@ impl ServeProcess {
     /// Starts the binary with `env` added, and waits until it listens. Understands text and
     /// JSON log lines.
     pub async fn start(env: &[(&str, &str)]) -> ServeProcess {
+        ServeProcess::start_with(&config_text(""), env).await
+    }
+
+    /// Starts the binary with the config `text` and `env` added.
+    pub async fn start_with(text: &str, env: &[(&str, &str)]) -> ServeProcess {
         use std::io::{BufRead, BufReader};
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, config_text("")).unwrap();
+        std::fs::write(&config_path, text).unwrap();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dsr-connector"));
         command
             .args(["serve", "--config"])
@@ -397,6 +402,16 @@ impl ServeProcess {
             .unwrap()
     }
 
+    /// The process's peak resident set size so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+    }
+
     /// Sends SIGTERM and waits (off the runtime, so clients and receivers keep running).
     /// Returns the exit status and every log line.
     pub async fn terminate(self) -> (std::process::ExitStatus, Vec<String>) {
@@ -414,4 +429,28 @@ impl ServeProcess {
         .await
         .unwrap()
     }
+}
+
+/// The hex SHA-256 of a bearer token, as `[[server.tokens]]` digests are written.
+pub fn digest(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Inserts `block` (arrays of tables under [server]) after the [server] keys, before the first
+/// top-level table of the data map.
+pub fn with_server_block(text: &str, block: &str) -> String {
+    let at = text
+        .find("[[classification.categories]]")
+        .expect("the demo data map");
+    format!("{}{block}\n{}", &text[..at], &text[at..])
+}
+
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
+    request
 }
