@@ -13,7 +13,7 @@ use dsr_connector::demo;
 use dsr_connector::pb::extract_response::Event;
 use dsr_connector::pb::{Manifest, TableCount, ValidateRequest};
 use support::{
-    ServeProcess, TestServer, config, config_text, digest, eventually, extract, request,
+    ServeProcess, TestServer, config, config_text, digest, eventually, extract, request, scrape,
     service_sessions, with_server_block, with_token,
 };
 use tonic::Code;
@@ -111,9 +111,27 @@ fn artifacts(x: &support::Extraction) -> String {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_rows_neither_crash_nor_leak_and_the_binary_stays_within_its_memory_bound() {
-    let server = ServeProcess::start_with(&text(), &[("RUST_LOG", "trace")]).await;
+    let (receiver, otlp_addr) = support::otlp::start().await;
+    let endpoint = format!("http://{otlp_addr}");
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let metrics_listen = metrics_addr.to_string();
+    let server = ServeProcess::start_with(
+        &text(),
+        &[
+            ("RUST_LOG", "trace"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            (
+                "DSR_CONNECTOR_SERVER__METRICS_LISTEN",
+                metrics_listen.as_str(),
+            ),
+        ],
+    )
+    .await;
     let mut client = server.client().await;
 
     // Another caller's extraction runs beside the hostile one.
@@ -181,8 +199,13 @@ async fn hostile_rows_neither_crash_nor_leak_and_the_binary_stays_within_its_mem
     let again = extract(&mut client, request("email", "alice@example.com")).await;
     assert_eq!(again.code(), Code::Ok, "{}", again.message());
 
+    let metrics = scrape(metrics_addr).await;
+    assert!(metrics.contains("dsr_rows_streamed_total"), "{metrics}");
+    // SIGTERM flushes the spans.
     let (status, lines) = server.terminate().await;
     assert!(status.success());
+    let spans = support::otlp::span_text(&receiver.spans.lock().unwrap());
+    assert!(spans.contains("SELECT hostile_docs"), "{spans}");
     let artifacts = artifacts(&x);
     let logs = lines.join("\n");
     for secret in SECRETS {
@@ -191,6 +214,11 @@ async fn hostile_rows_neither_crash_nor_leak_and_the_binary_stays_within_its_mem
             "{secret} leaked into the messages"
         );
         assert!(!logs.contains(secret), "{secret} leaked into the logs");
+        assert!(!spans.contains(secret), "{secret} leaked into a span");
+        assert!(
+            !metrics.contains(secret),
+            "{secret} leaked into the metrics"
+        );
     }
 }
 
@@ -397,13 +425,15 @@ columns = { id = "not_pii", rel = "identifier.relation" }
     assert_eq!(x.code(), Code::InvalidArgument);
     assert!(x.message().len() < 200, "{}", x.message());
 
-    // A cast into regclass fails with "relation ... does not exist", quoting its input.
-    let person = "maria.gonzalez.private";
-    let mut req = request("relation", person);
-    req.tables = vec!["reg_things".into()];
-    let x = extract(&mut client, req).await;
-    assert_eq!(x.code(), Code::InvalidArgument, "{}", x.message());
-    assert!(!x.message().contains(person), "{}", x.message());
+    // A cast into regclass fails with messages that quote its input: "relation ... does not
+    // exist" (42P01) and "cross-database references are not implemented: ..." (0A000).
+    for person in ["mariagonzalezprivate", "maria.gonzalez.private"] {
+        let mut req = request("relation", person);
+        req.tables = vec!["reg_things".into()];
+        let x = extract(&mut client, req).await;
+        assert_eq!(x.code(), Code::InvalidArgument, "{}", x.message());
+        assert!(!x.message().contains(person), "{}", x.message());
+    }
 
     // A manifest from elsewhere whose counts overflow a sum is a finding, not a crash.
     let verdict = client

@@ -6,22 +6,9 @@ mod support;
 use std::sync::Arc;
 
 use dsr_connector::grpc;
-use support::{config, config_text, extract, request};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use support::{config, config_text, extract, request, scrape};
+use tokio::net::TcpListener;
 use tonic::Code;
-
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
 
 /// The value of the sample whose line starts with `prefix`.
 fn sample(text: &str, prefix: &str) -> f64 {

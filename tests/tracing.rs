@@ -5,67 +5,18 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
-
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use support::otlp::attribute;
 use support::{ServeProcess, extract, request};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
-
-#[derive(Clone, Default)]
-struct Receiver {
-    spans: Arc<Mutex<Vec<Span>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock().unwrap();
-        for resource in request.into_inner().resource_spans {
-            for scope in resource.scope_spans {
-                spans.extend(scope.spans);
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-fn attribute(span: &Span, key: &str) -> Option<String> {
-    span.attributes.iter().find(|a| a.key == key).and_then(|a| {
-        a.value.as_ref()?.value.as_ref().map(|v| match v {
-            Value::StringValue(s) => s.clone(),
-            Value::IntValue(i) => i.to_string(),
-            Value::BoolValue(b) => b.to_string(),
-            Value::DoubleValue(d) => d.to_string(),
-            other => format!("{other:?}"),
-        })
-    })
-}
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT_SPAN_ID: &str = "b7ad6b7169203331";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extract_spans_reach_an_otlp_receiver_as_children_of_the_caller() {
-    let receiver = Receiver::default();
-    let otlp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp_addr = otlp.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(otlp)),
-    );
-
+    let (receiver, otlp_addr) = support::otlp::start().await;
     let endpoint = format!("http://{otlp_addr}");
     let server = ServeProcess::start(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),

@@ -69,6 +69,14 @@ pub const MAX_PII_FIELDS_PER_COLUMN: usize = 32;
 pub const MAX_PRIMARY_KEY_CHARS: usize = 128;
 pub const MAX_DETAIL_CHARS: usize = 256;
 
+/// The first statement of every extraction: it takes the snapshot and sets the
+/// transaction's statement timeout (`$1`, milliseconds; NULL keeps the server's) and
+/// idle-in-transaction timeout (`$2`).
+const SNAPSHOT_SQL: &str = "SELECT extract(epoch from now())::float8, \
+     current_setting('server_version'), \
+     set_config('statement_timeout', coalesce($1, current_setting('statement_timeout')), true), \
+     set_config('idle_in_transaction_session_timeout', $2, true)";
+
 /// Everything that ends an extraction early.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -731,29 +739,26 @@ impl Job {
             .start()
             .await
             .map_err(db)?;
-        if let Some(deadline) = self.params.deadline {
-            let budget_ms = deadline
+        // The first query of a REPEATABLE READ transaction takes the snapshot. The same round
+        // trip sets the transaction's limits: the statement timeout is the call's remaining
+        // deadline, and the idle-in-transaction timeout is a backstop behind the stall
+        // timeout (should this process stop driving the transaction, PostgreSQL ends it and
+        // releases the snapshot itself).
+        let statement_timeout = self.params.deadline.map(|deadline| {
+            deadline
                 .saturating_duration_since(Instant::now())
                 .as_millis()
-                .max(1);
-            txn.batch_execute(&format!("SET LOCAL statement_timeout = {budget_ms}"))
-                .await
-                .map_err(db)?;
-        }
-        // A backstop behind the stall timeout: should this process stop driving the
-        // transaction, PostgreSQL ends it and releases the snapshot itself.
-        let idle_ms = (self.stall_timeout + Duration::from_secs(5)).as_millis();
-        txn.batch_execute(&format!(
-            "SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"
-        ))
-        .await
-        .map_err(db)?;
-        // The first query of a REPEATABLE READ transaction takes the snapshot.
+                .max(1)
+                .to_string()
+        });
+        let idle_timeout = (self.stall_timeout + Duration::from_secs(5))
+            .as_millis()
+            .to_string();
+        let snapshot = crate::db::prepare_cached(statements, &txn, SNAPSHOT_SQL)
+            .await
+            .map_err(db)?;
         let row = txn
-            .query_one(
-                "SELECT extract(epoch from now())::float8, current_setting('server_version')",
-                &[],
-            )
+            .query_one(&snapshot, &[&statement_timeout, &idle_timeout])
             .await
             .map_err(db)?;
         let snapshot_at = timestamp_from_epoch(row.get(0));

@@ -5,6 +5,8 @@
 //! [`ClusterError::BinariesNotFound`]: tests never skip.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -453,4 +455,18 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
         tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
     );
     request
+}
+
+/// The Prometheus page of a metrics listener, over plain HTTP/1.1.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }
