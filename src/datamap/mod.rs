@@ -13,6 +13,8 @@
 //! bound parameter `$1`; names come from the data map, were found in the catalog, and are
 //! quoted.
 
+pub mod cache;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 

@@ -82,20 +82,20 @@ impl DsrConnector for Service {
                 .map_err(|_| status::to_status(&crate::extract::ExtractError::DeadlineExceeded))?
                 .map_err(|e| status::to_status(&e))?;
             let counted = source.clone();
+            // A stream dropped before its end (the client went away) is CANCELLED.
+            let mut ending = StatusOnDrop(Some(context.span.clone()));
             let stream = stream.map(move |item| {
                 let item = item.map_err(|e| status::to_status(&e));
-                match &item {
-                    Err(status) => {
-                        engine
-                            .metrics()
-                            .record_request("Extract", &counted, status.code())
-                    }
+                let code = match &item {
+                    Err(status) => Some(status.code()),
                     Ok(ExtractResponse {
                         event: Some(crate::pb::extract_response::Event::Manifest(_)),
-                    }) => engine
-                        .metrics()
-                        .record_request("Extract", &counted, tonic::Code::Ok),
-                    Ok(_) => {}
+                    }) => Some(tonic::Code::Ok),
+                    Ok(_) => None,
+                };
+                if let Some(code) = code {
+                    engine.metrics().record_request("Extract", &counted, code);
+                    ending.record(code);
                 }
                 item
             });
@@ -107,6 +107,7 @@ impl DsrConnector for Service {
             self.engine
                 .metrics()
                 .record_request("Extract", &source, status.code());
+            record_status(&context.span, status.code());
         }
         context.respond(result)
     }
@@ -150,7 +151,31 @@ impl DsrConnector for Service {
         self.engine
             .metrics()
             .record_request("Validate", &source, code);
+        record_status(&context.span, code);
         context.respond(result)
+    }
+}
+
+/// Records a call's final gRPC status on its server span.
+fn record_status(span: &tracing::Span, code: tonic::Code) {
+    span.record("rpc.grpc.status_code", code as i64);
+}
+
+/// Records the stream's final status once; if the stream is dropped before it ended (the
+/// client went away), records CANCELLED.
+struct StatusOnDrop(Option<tracing::Span>);
+
+impl StatusOnDrop {
+    fn record(&mut self, code: tonic::Code) {
+        if let Some(span) = self.0.take() {
+            record_status(&span, code);
+        }
+    }
+}
+
+impl Drop for StatusOnDrop {
+    fn drop(&mut self) {
+        self.record(tonic::Code::Cancelled);
     }
 }
 

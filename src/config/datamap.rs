@@ -1,0 +1,257 @@
+//! The data map as configured: tables, their identity columns and references, and the
+//! classification and rules of every column.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::pii::NOT_PII;
+
+/// One mapped table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// `table` (schema `public`) or `schema.table`.
+    pub name: String,
+    /// Identity columns: the table is reached directly when the request's kind matches.
+    #[serde(default)]
+    pub identity: OneOrMany<IdentityColumn>,
+    /// References: the table is reached through another mapped table.
+    #[serde(default)]
+    pub reference: OneOrMany<Reference>,
+    /// Every column: its data category (or `not_pii`), or a table with the category and a
+    /// coercion rule or JSON scanning.
+    pub columns: BTreeMap<String, ColumnSpec>,
+}
+
+/// One column of the data map: `email = "contact.email"`, or
+/// `signup = { category = "account.signup_date", coerce = "date", formats = ["%d/%m/%Y"] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ColumnSpec {
+    Category(String),
+    Rule(ColumnRule),
+}
+
+impl ColumnSpec {
+    /// The data category, trimmed and lower-cased.
+    pub fn category(&self) -> String {
+        match self {
+            ColumnSpec::Category(c) => c,
+            ColumnSpec::Rule(r) => &r.category,
+        }
+        .trim()
+        .to_lowercase()
+    }
+
+    /// The column's rule, when it has more than a category.
+    pub fn rule(&self) -> Option<&ColumnRule> {
+        match self {
+            ColumnSpec::Category(_) => None,
+            ColumnSpec::Rule(r) => Some(r),
+        }
+    }
+}
+
+/// A column with a coercion rule or JSON scanning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnRule {
+    /// The data category, or `not_pii`.
+    pub category: String,
+    /// How values are turned into timestamps: `epoch_seconds`, `epoch_milliseconds`,
+    /// `epoch_microseconds` (integer columns) or `date` (text columns, with `formats`).
+    pub coerce: Option<CoerceRule>,
+    /// For `coerce = "date"`: chrono/strftime formats tried in order, e.g. `%d/%m/%Y`.
+    #[serde(default)]
+    pub formats: Vec<String>,
+    /// Time zone of `timestamp without time zone` values or of parsed dates; overrides the
+    /// source's `timezone`.
+    pub timezone: Option<String>,
+    /// For `%y` in `formats`: two-digit years below the pivot are 20yy, the others 19yy.
+    /// Default 69 (00-68 -> 2000-2068, 69-99 -> 1969-1999).
+    pub century_pivot: Option<u8>,
+    /// Walk json/jsonb values for nested personal data.
+    #[serde(default)]
+    pub scan_json: bool,
+}
+
+/// A coercion rule name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoerceRule {
+    EpochSeconds,
+    EpochMilliseconds,
+    EpochMicroseconds,
+    Date,
+}
+
+impl CoerceRule {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CoerceRule::EpochSeconds => "epoch_seconds",
+            CoerceRule::EpochMilliseconds => "epoch_milliseconds",
+            CoerceRule::EpochMicroseconds => "epoch_microseconds",
+            CoerceRule::Date => "date",
+        }
+    }
+}
+
+/// Extra categories for the classification matrix.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassificationConfig {
+    #[serde(default)]
+    pub categories: Vec<crate::pii::CategoryConfig>,
+}
+
+/// `identity = { kind = "email", column = "email" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityColumn {
+    pub kind: String,
+    pub column: String,
+}
+
+/// `reference = { column = "customer_id", table = "customers", to = "id" }`: rows of this table
+/// whose `column` equals `to` of a subject's row in `table`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    pub column: String,
+    pub table: String,
+    pub to: String,
+}
+
+/// Accepts either one inline table or an array of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        OneOrMany::Many(Vec::new())
+    }
+}
+
+impl<T> OneOrMany<T> {
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(one) => std::slice::from_ref(one),
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+/// A table name split into schema and relation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QualifiedName {
+    pub schema: String,
+    pub table: String,
+}
+
+impl QualifiedName {
+    /// Parses `table` or `schema.table`. Returns `None` for anything else.
+    pub fn parse(name: &str) -> Option<QualifiedName> {
+        let mut parts = name.split('.');
+        let (schema, table) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(t), None, None) => ("public", t),
+            (Some(s), Some(t), None) => (s, t),
+            _ => return None,
+        };
+        if schema.trim().is_empty() || table.trim().is_empty() {
+            return None;
+        }
+        Some(QualifiedName {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+        })
+    }
+
+    /// The name shown to callers: `table` in `public`, `schema.table` elsewhere.
+    pub fn display_name(&self) -> String {
+        if self.schema == "public" {
+            self.table.clone()
+        } else {
+            format!("{}.{}", self.schema, self.table)
+        }
+    }
+}
+
+/// Checks one column's category and rule.
+pub(super) fn validate_column(
+    at: &str,
+    spec: &ColumnSpec,
+    matrix: Option<&crate::pii::Matrix>,
+    problems: &mut Vec<String>,
+) {
+    let category = spec.category();
+    if category.is_empty() {
+        problems.push(format!(
+            "{at}: empty category (use a data category or \"{NOT_PII}\")"
+        ));
+    } else if let Some(matrix) = matrix
+        && !matrix.knows(&category)
+    {
+        problems.push(format!(
+            "{at}: category '{category}' is not in the classification matrix \
+             (known: {}; add it under [[classification.categories]] or use \"{NOT_PII}\")",
+            matrix.names().join(", ")
+        ));
+    }
+    let Some(rule) = spec.rule() else {
+        return;
+    };
+    match rule.coerce {
+        Some(CoerceRule::Date) => {
+            if rule.formats.is_empty() {
+                problems.push(format!(
+                    "{at}.formats: coerce = \"date\" needs at least one format, e.g. \"%d/%m/%Y\""
+                ));
+            }
+            for format in &rule.formats {
+                if let Err(e) = crate::coerce::check_date_format(format) {
+                    problems.push(format!("{at}.formats: '{format}': {e}"));
+                }
+            }
+        }
+        Some(other) => {
+            if !rule.formats.is_empty() {
+                problems.push(format!(
+                    "{at}.formats: only coerce = \"date\" takes formats, not \"{}\"",
+                    other.name()
+                ));
+            }
+        }
+        None => {
+            if !rule.formats.is_empty() {
+                problems.push(format!(
+                    "{at}.formats: set coerce = \"date\" to use formats"
+                ));
+            }
+        }
+    }
+    if rule.century_pivot.is_some_and(|p| p > 99) {
+        problems.push(format!("{at}.century_pivot: must be between 0 and 99"));
+    }
+    if rule.century_pivot.is_some() && rule.coerce != Some(CoerceRule::Date) {
+        problems.push(format!(
+            "{at}.century_pivot: only applies to coerce = \"date\""
+        ));
+    }
+    if let Some(tz) = &rule.timezone
+        && tz.parse::<chrono_tz::Tz>().is_err()
+    {
+        problems.push(format!(
+            "{at}.timezone: '{tz}' is not an IANA time zone name"
+        ));
+    }
+    if rule.scan_json && rule.coerce.is_some() {
+        problems.push(format!(
+            "{at}.scan_json: a JSON column takes no coercion rule"
+        ));
+    }
+}

@@ -1,0 +1,313 @@
+//! Typed, immutable configuration: the server settings, the sources and their data maps.
+//!
+//! A config is read from one TOML file, then from environment variables prefixed with
+//! `DSR_CONNECTOR_` (`__` separates nesting, so `DSR_CONNECTOR_SERVER__LISTEN=0.0.0.0:50051`
+//! overrides `server.listen`). Unknown keys are errors. After parsing, [`Config::validate`]
+//! checks every cross-reference of the data map and collects *all* problems, each naming the
+//! key it is about, so an operator fixes a config in one round.
+//!
+//! Secrets (database passwords, the subject-hash key) never live in the file: the file names an
+//! environment variable or a file that holds them, and they are read once at load time into
+//! [`secrecy`] wrappers that print as `[REDACTED]` in `Debug`.
+//!
+//! The parts: [`server`] (listener, callers, deadlines), [`source`] (a database, its pool and
+//! policies), [`datamap`] (tables, columns, identities and references) and [`secrets`]
+//! (resolving the secrets a config points at).
+
+mod datamap;
+mod secrets;
+mod server;
+mod source;
+
+/// The category that marks a column as holding no personal data (owned by [`crate::pii`]).
+pub use crate::pii::NOT_PII;
+pub use datamap::*;
+pub use server::*;
+pub use source::*;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+/// The prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "DSR_CONNECTOR_";
+
+/// The largest `server.max_batch_size` accepted.
+pub const MAX_BATCH_SIZE_LIMIT: u32 = 100_000;
+
+/// Everything that can be wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a key is unknown or has the wrong type.
+    /// figment's message names the key and the file.
+    #[error(transparent)]
+    Parse(#[from] Box<figment::Error>),
+    /// One or more semantic problems, each naming its key.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// The whole configuration. Immutable once loaded: the server shares it behind an `Arc`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Categories added to the built-in classification matrix.
+    #[serde(default)]
+    pub classification: ClassificationConfig,
+    pub sources: Vec<SourceConfig>,
+    /// The compiled classification matrix, built by [`Config::validate`].
+    #[serde(skip)]
+    matrix: Option<std::sync::Arc<crate::pii::Matrix>>,
+}
+
+/// The longest deadline, refresh or deadline default a config may set.
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest connect timeout, grace period or stall timeout a config may set.
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Checks a caller's scopes: known sources (or `*`) and known RPCs.
+fn check_scopes(
+    at: &str,
+    sources: &[String],
+    rpcs: &[String],
+    known: &[SourceConfig],
+    problems: &mut Vec<String>,
+) {
+    for source in sources {
+        if source != "*" && !known.iter().any(|s| &s.name == source) {
+            problems.push(format!("{at}.sources: unknown source '{source}'"));
+        }
+    }
+    for rpc in rpcs {
+        if !matches!(rpc.as_str(), "*" | "Extract" | "Validate") {
+            problems.push(format!(
+                "{at}.rpcs: unknown RPC '{rpc}' (Extract, Validate or *)"
+            ));
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies environment overrides, resolves secrets and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        config.resolve_secrets(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        config.matrix = Some(std::sync::Arc::new(config.build_matrix()?));
+        Ok(config)
+    }
+
+    /// Parses a config from TOML text without reading the environment. For tests and tools.
+    pub fn from_toml_str(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
+        config.resolve_secrets(env)?;
+        config.validate()?;
+        config.matrix = Some(std::sync::Arc::new(config.build_matrix()?));
+        Ok(config)
+    }
+
+    /// Checks everything that serde cannot: ranges, names, and the data map's cross-references.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let server = &self.server;
+        if server.default_batch_size == 0 {
+            problems.push("server.default_batch_size: must be at least 1".to_owned());
+        }
+        if server.max_batch_size > MAX_BATCH_SIZE_LIMIT {
+            problems.push(format!(
+                "server.max_batch_size: at most {MAX_BATCH_SIZE_LIMIT} rows per batch"
+            ));
+        }
+        if server.default_batch_size > server.max_batch_size {
+            problems.push(format!(
+                "server.default_batch_size: {} is above server.max_batch_size ({})",
+                server.default_batch_size, server.max_batch_size
+            ));
+        }
+        if server.max_batch_bytes < 1024 || server.max_batch_bytes > 3 * 1024 * 1024 {
+            problems.push(
+                "server.max_batch_bytes: must be between 1024 and 3145728 \
+                 (gRPC clients refuse messages over 4 MiB)"
+                    .to_owned(),
+            );
+        }
+        if server.max_deadline.is_zero() || server.default_deadline.is_zero() {
+            problems
+                .push("server.default_deadline, server.max_deadline: must be above zero".into());
+        }
+        for (key, value, max) in [
+            ("default_deadline", server.default_deadline, MAX_DURATION),
+            ("max_deadline", server.max_deadline, MAX_DURATION),
+            ("shutdown_grace", server.shutdown_grace, MAX_TIMEOUT),
+            ("send_stall_timeout", server.send_stall_timeout, MAX_TIMEOUT),
+        ] {
+            if value > max {
+                problems.push(format!(
+                    "server.{key}: at most {}",
+                    humantime_serde::re::humantime::format_duration(max)
+                ));
+            }
+        }
+        if server.send_stall_timeout < Duration::from_millis(100) {
+            problems.push("server.send_stall_timeout: at least 100ms".to_owned());
+        }
+        if server.default_deadline > server.max_deadline {
+            problems.push("server.default_deadline: above server.max_deadline".to_owned());
+        }
+        if server.auth == Some(AuthMode::Tokens) && server.tokens.is_empty() {
+            problems.push("server.auth: \"tokens\" needs at least one [[server.tokens]]".into());
+        }
+        if server.auth == Some(AuthMode::None) && !server.tokens.is_empty() {
+            problems
+                .push("server.auth: \"none\" contradicts the configured [[server.tokens]]".into());
+        }
+        if self.auth_mode() == AuthMode::None
+            && server.auth.is_none()
+            && !server.listen.ip().is_loopback()
+        {
+            problems.push(format!(
+                "server.auth: refusing to listen on {} without authentication; configure \
+                 [[server.tokens]], or set auth = \"none\" to serve unauthenticated on purpose",
+                server.listen
+            ));
+        }
+        let mut token_names = HashSet::new();
+        for (i, token) in server.tokens.iter().enumerate() {
+            let at = format!("server.tokens[{i}]");
+            if token.name.trim().is_empty() || !token_names.insert(token.name.as_str()) {
+                problems.push(format!("{at}.name: empty or duplicate caller name"));
+            }
+            check_scopes(
+                &at,
+                &token.sources,
+                &token.rpcs,
+                &self.sources,
+                &mut problems,
+            );
+        }
+        let mut client_names = HashSet::new();
+        for (i, client) in server.clients.iter().enumerate() {
+            let at = format!("server.clients[{i}]");
+            if client.name.trim().is_empty()
+                || token_names.contains(client.name.as_str())
+                || !client_names.insert(client.name.as_str())
+            {
+                problems.push(format!("{at}.name: empty or duplicate caller name"));
+            }
+            if client.common_name.trim().is_empty() {
+                problems.push(format!("{at}.common_name: must not be empty"));
+            }
+            check_scopes(
+                &at,
+                &client.sources,
+                &client.rpcs,
+                &self.sources,
+                &mut problems,
+            );
+        }
+        if !server.clients.is_empty()
+            && server
+                .tls
+                .as_ref()
+                .is_none_or(|t| t.client_ca_file.is_none())
+        {
+            problems.push(
+                "server.clients: client certificates need server.tls.client_ca_file".to_owned(),
+            );
+        }
+        if let Some(format) = &server.log_format
+            && !matches!(format.as_str(), "json" | "text")
+        {
+            problems.push(format!(
+                "server.log_format: '{format}' is not \"json\" or \"text\""
+            ));
+        }
+        if server.worker_threads == Some(0) {
+            problems.push("server.worker_threads: must be at least 1".to_owned());
+        }
+        if server.stream_buffer == 0 {
+            problems.push("server.stream_buffer: must be at least 1".to_owned());
+        }
+        if self.sources.is_empty() {
+            problems.push("sources: at least one source is required".to_owned());
+        }
+        let matrix = match self.build_matrix() {
+            Ok(m) => Some(m),
+            Err(ConfigError::Invalid(mut p)) => {
+                problems.append(&mut p);
+                None
+            }
+            Err(other) => return Err(other),
+        };
+        let mut names = HashSet::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            let at = format!("sources[{i}]");
+            if source.name.trim().is_empty() {
+                problems.push(format!("{at}.name: must not be empty"));
+            } else if !names.insert(source.name.as_str()) {
+                problems.push(format!(
+                    "{at}.name: duplicate source name '{}'",
+                    source.name
+                ));
+            }
+            source.validate(&at, matrix.as_ref(), &mut problems);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn build_matrix(&self) -> Result<crate::pii::Matrix, ConfigError> {
+        crate::pii::Matrix::new(&self.classification.categories)
+            .map_err(|e| ConfigError::Invalid(vec![e.0]))
+    }
+
+    /// The classification matrix (built-in categories plus the configured ones).
+    pub fn matrix(&self) -> std::sync::Arc<crate::pii::Matrix> {
+        self.matrix.clone().unwrap_or_else(|| {
+            std::sync::Arc::new(
+                self.build_matrix()
+                    .expect("a loaded config has a valid classification matrix"),
+            )
+        })
+    }
+
+    /// How callers authenticate, after defaults: tokens when any are configured.
+    pub fn auth_mode(&self) -> AuthMode {
+        match self.server.auth {
+            Some(mode) => mode,
+            None if self.server.tokens.is_empty() && self.server.clients.is_empty() => {
+                AuthMode::None
+            }
+            None => AuthMode::Tokens,
+        }
+    }
+
+    /// The subject key. Present after [`Config::load`]; the demo sets it directly.
+    pub fn subject_key(&self) -> &[u8] {
+        self.server
+            .subject_key
+            .as_ref()
+            .map(|k| k.expose_secret().as_slice())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,165 @@
+//! The server's settings: listener, TLS, callers and their scopes, deadlines and limits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretBox;
+use serde::Deserialize;
+
+/// Listener and request limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Environment variable that holds the key for subject hashes (at least 16 bytes).
+    pub subject_key_env: Option<String>,
+    /// File that holds the key for subject hashes. Takes the place of `subject_key_env`.
+    pub subject_key_file: Option<PathBuf>,
+    /// Rows per batch when a request says 0.
+    pub default_batch_size: u32,
+    /// The largest batch_size a request may ask for.
+    pub max_batch_size: u32,
+    /// A batch is cut once its encoded size reaches this many bytes.
+    pub max_batch_bytes: usize,
+    /// Batches buffered between the database reader and the gRPC stream, per request.
+    pub stream_buffer: usize,
+    /// How long running streams may go on after a shutdown signal before they are cancelled.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// OTLP/gRPC endpoint for traces, e.g. `http://jaeger:4317`; else `OTEL_EXPORTER_OTLP_ENDPOINT`;
+    /// no tracing when neither is set.
+    pub otlp_endpoint: Option<String>,
+    /// `"json"` for one JSON object per log line; text otherwise (or `DSR_LOG_FORMAT`).
+    pub log_format: Option<String>,
+    /// Address of the Prometheus `/metrics` listener; none when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `"none"` serves without authentication, on any address. Unset: bearer tokens when
+    /// `[[server.tokens]]` are configured; otherwise unauthenticated, and loopback only.
+    pub auth: Option<AuthMode>,
+    /// Callers that authenticate with a bearer token.
+    pub tokens: Vec<TokenConfig>,
+    /// TLS for the gRPC listener, and client certificates (mutual TLS).
+    pub tls: Option<ServerTlsConfig>,
+    /// Callers that authenticate with a client certificate (needs `tls.client_ca_file`).
+    pub clients: Vec<ClientCertConfig>,
+    /// Health checks and server reflection without authentication.
+    pub open_health: bool,
+    /// The deadline of a call that sends none (`grpc-timeout`).
+    #[serde(with = "humantime_serde")]
+    pub default_deadline: Duration,
+    /// Longer deadlines are cut to this.
+    #[serde(with = "humantime_serde")]
+    pub max_deadline: Duration,
+    /// Refuse calls without a deadline (INVALID_ARGUMENT) instead of applying the default.
+    pub require_deadline: bool,
+    /// A stream whose client has not taken a message for this long is cancelled: its query
+    /// is cancelled on PostgreSQL and its connection and snapshot are released.
+    #[serde(with = "humantime_serde")]
+    pub send_stall_timeout: Duration,
+    /// Runtime worker threads; default one per core. Fewer threads mean fewer cross-thread
+    /// wake-ups, which matters when the service shares a small machine with PostgreSQL.
+    pub worker_threads: Option<usize>,
+    /// The key itself, resolved from `subject_key_env`/`subject_key_file` by [`Config::load`].
+    #[serde(skip)]
+    pub subject_key: Option<SubjectKey>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            subject_key_env: None,
+            subject_key_file: None,
+            default_batch_size: 500,
+            max_batch_size: 10_000,
+            max_batch_bytes: 1024 * 1024,
+            stream_buffer: 4,
+            shutdown_grace: Duration::from_secs(30),
+            worker_threads: None,
+            metrics_listen: None,
+            otlp_endpoint: None,
+            log_format: None,
+            auth: None,
+            tokens: Vec::new(),
+            tls: None,
+            clients: Vec::new(),
+            open_health: true,
+            default_deadline: Duration::from_secs(300),
+            max_deadline: Duration::from_secs(3600),
+            require_deadline: false,
+            send_stall_timeout: Duration::from_secs(30),
+            subject_key: None,
+        }
+    }
+}
+
+/// How callers authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No authentication, on any address: an explicit choice.
+    None,
+    /// Bearer tokens, checked against `[[server.tokens]]`.
+    Tokens,
+}
+
+/// One caller with a bearer token. The config holds only the token's SHA-256, read from an
+/// environment variable or a file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The caller's name, as logs (and audit records) show it. Never the token.
+    pub name: String,
+    /// Environment variable holding the hex SHA-256 of the token.
+    pub sha256_env: Option<String>,
+    /// File holding the hex SHA-256 of the token.
+    pub sha256_file: Option<PathBuf>,
+    /// Sources this caller may read, or `["*"]`.
+    pub sources: Vec<String>,
+    /// RPCs this caller may call (`Extract`, `Validate`), or `["*"]`.
+    #[serde(default = "default_rpcs")]
+    pub rpcs: Vec<String>,
+    /// The digest, resolved by [`Config::load`].
+    #[serde(skip)]
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// The gRPC listener's TLS (rustls).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert_file: PathBuf,
+    /// PEM private key of the server.
+    pub key_file: PathBuf,
+    /// PEM CA certificate(s) that sign client certificates; enables mutual TLS. Clients
+    /// without a certificate may still use a bearer token.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// One caller identified by its client certificate's common name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertConfig {
+    /// The caller's name, as logs show it.
+    pub name: String,
+    /// The subject common name (CN) of the client certificate.
+    pub common_name: String,
+    /// Sources this caller may read, or `["*"]`.
+    pub sources: Vec<String>,
+    /// RPCs this caller may call, or `["*"]`.
+    #[serde(default = "default_rpcs")]
+    pub rpcs: Vec<String>,
+}
+
+fn default_rpcs() -> Vec<String> {
+    vec!["Extract".to_owned(), "Validate".to_owned()]
+}
+
+/// The secret key of the subject hash. `Debug` prints it redacted.
+pub type SubjectKey = SecretBox<Vec<u8>>;
+
+/// The environment variable read for the subject key when the config names none.
+pub const DEFAULT_SUBJECT_KEY_ENV: &str = "DSR_SUBJECT_KEY";

@@ -1,0 +1,402 @@
+//! One source: the database, its pool and TLS settings, and its policies.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::datamap::validate_column;
+use super::{MAX_DURATION, MAX_TIMEOUT, QualifiedName, TableConfig};
+
+/// libpq's `sslmode`, with libpq's meanings. tokio-postgres knows only three of these, so
+/// [`crate::db::tls`] maps each mode to a rustls configuration:
+///
+/// - `disable`: plaintext only.
+/// - `prefer`: TLS when the server offers it, plaintext otherwise; the certificate is not
+///   verified (as in libpq), unless `root_cert` is set, in which case it is verified as in
+///   `verify-ca`.
+/// - `require`: TLS or fail; the certificate is not verified unless `root_cert` is set (then as
+///   `verify-ca`, again as in libpq).
+/// - `verify-ca`: TLS, and the server certificate must chain to `root_cert`.
+/// - `verify-full`: as `verify-ca`, and the certificate must also name `host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// One PostgreSQL database and its data map.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The name callers use in `ExtractRequest.source`.
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    /// Environment variable that holds the password.
+    pub password_env: Option<String>,
+    /// File that holds the password (a trailing newline is ignored).
+    pub password_file: Option<PathBuf>,
+    /// Present only to reject inline passwords with a precise message.
+    #[serde(default, rename = "password")]
+    pub(super) password_inline: Option<toml_value::Ignored>,
+    #[serde(default)]
+    pub ssl_mode: SslMode,
+    /// PEM file with the CA certificate(s) that sign the server's certificate.
+    pub root_cert: Option<PathBuf>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    #[serde(default = "default_min_idle")]
+    pub min_idle: u32,
+    /// The most calls one caller may run on this source at once; default half of
+    /// `max_connections`, rounded up, so that one caller cannot take the whole pool.
+    pub max_per_caller: Option<u32>,
+    /// Time allowed to open a connection, and the longest wait for a pooled one.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_application_name")]
+    pub application_name: String,
+    /// The identity kinds callers may ask by, for example `["email", "customer_id"]`.
+    pub identity_kinds: Vec<String>,
+    /// Time zone of `timestamp without time zone` columns (IANA name). Default UTC.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Live columns missing from the data map: `fail` (default) or `warn`.
+    #[serde(default)]
+    pub unmapped_columns: UnmappedPolicy,
+    /// Values that fail their coercion rule: `fail` (default) or `reject_row`.
+    #[serde(default)]
+    pub on_coercion_error: CoercionPolicy,
+    /// How long a passed schema check is trusted before the catalog is read again.
+    #[serde(default = "default_schema_refresh", with = "humantime_serde")]
+    pub schema_refresh: Duration,
+    /// The data map: every table that holds data about subjects.
+    pub tables: Vec<TableConfig>,
+    /// The password, resolved from `password_env`/`password_file` by [`Config::load`].
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+/// `Debug` by hand, so that the password's presence, never its value, is shown.
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("password", &self.password)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("root_cert", &self.root_cert)
+            .field("max_connections", &self.max_connections)
+            .field("min_idle", &self.min_idle)
+            .field("max_per_caller", &self.max_per_caller)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("application_name", &self.application_name)
+            .field("identity_kinds", &self.identity_kinds)
+            .field("timezone", &self.timezone)
+            .field("unmapped_columns", &self.unmapped_columns)
+            .field("on_coercion_error", &self.on_coercion_error)
+            .field("schema_refresh", &self.schema_refresh)
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+/// A deserialize target that accepts any value and keeps nothing of it.
+mod toml_value {
+    #[derive(Debug)]
+    pub struct Ignored;
+    impl<'de> serde::Deserialize<'de> for Ignored {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            serde::de::IgnoredAny::deserialize(d).map(|_| Ignored)
+        }
+    }
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+fn default_max_connections() -> u32 {
+    10
+}
+
+fn default_min_idle() -> u32 {
+    2
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_timezone() -> String {
+    "UTC".to_owned()
+}
+
+fn default_schema_refresh() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_application_name() -> String {
+    "dsr-connector".to_owned()
+}
+
+impl SourceConfig {
+    /// The most calls one caller may run on this source at once.
+    pub fn caller_share(&self) -> u32 {
+        self.max_per_caller
+            .unwrap_or(self.max_connections.div_ceil(2))
+            .clamp(1, self.max_connections.max(1))
+    }
+
+    pub(super) fn validate(
+        &self,
+        at: &str,
+        matrix: Option<&crate::pii::Matrix>,
+        problems: &mut Vec<String>,
+    ) {
+        for (key, value) in [
+            ("host", &self.host),
+            ("database", &self.database),
+            ("user", &self.user),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(format!("{at}.{key}: must not be empty"));
+            }
+        }
+        if self.max_connections == 0 {
+            problems.push(format!("{at}.max_connections: must be at least 1"));
+        }
+        if self.min_idle > self.max_connections {
+            problems.push(format!(
+                "{at}.min_idle: {} is above max_connections ({})",
+                self.min_idle, self.max_connections
+            ));
+        }
+        if let Some(share) = self.max_per_caller
+            && (share == 0 || share > self.max_connections)
+        {
+            problems.push(format!(
+                "{at}.max_per_caller: {share} is not between 1 and max_connections ({})",
+                self.max_connections
+            ));
+        }
+        if self.connect_timeout.is_zero() || self.connect_timeout > MAX_TIMEOUT {
+            problems.push(format!(
+                "{at}.connect_timeout: must be above zero and at most {}",
+                humantime_serde::re::humantime::format_duration(MAX_TIMEOUT)
+            ));
+        }
+        if self.schema_refresh > MAX_DURATION {
+            problems.push(format!(
+                "{at}.schema_refresh: at most {}",
+                humantime_serde::re::humantime::format_duration(MAX_DURATION)
+            ));
+        }
+        if self.timezone.parse::<chrono_tz::Tz>().is_err() {
+            problems.push(format!(
+                "{at}.timezone: '{}' is not an IANA time zone name (for example \"Europe/London\")",
+                self.timezone
+            ));
+        }
+        match (&self.root_cert, self.ssl_mode) {
+            (None, SslMode::VerifyCa | SslMode::VerifyFull) => problems.push(format!(
+                "{at}.root_cert: required when ssl_mode is verify-ca or verify-full"
+            )),
+            (Some(path), _) if !path.is_file() => problems.push(format!(
+                "{at}.root_cert: {} is not a readable file",
+                path.display()
+            )),
+            _ => {}
+        }
+
+        let mut kinds = HashSet::new();
+        for kind in &self.identity_kinds {
+            if kind.trim().is_empty() {
+                problems.push(format!("{at}.identity_kinds: empty identity kind"));
+            } else if !kinds.insert(kind.as_str()) {
+                problems.push(format!("{at}.identity_kinds: duplicate kind '{kind}'"));
+            }
+        }
+        if self.identity_kinds.is_empty() {
+            problems.push(format!(
+                "{at}.identity_kinds: declare at least one identity kind callers may ask by"
+            ));
+        }
+        if self.tables.is_empty() {
+            problems.push(format!("{at}.tables: at least one table is required"));
+        }
+
+        let mut by_name: HashMap<QualifiedName, &TableConfig> = HashMap::new();
+        for (j, table) in self.tables.iter().enumerate() {
+            match QualifiedName::parse(&table.name) {
+                None => problems.push(format!(
+                    "{at}.tables[{j}].name: '{}' is not 'table' or 'schema.table'",
+                    table.name
+                )),
+                Some(qn) => {
+                    if by_name.insert(qn, table).is_some() {
+                        problems.push(format!(
+                            "{at}.tables[{j}].name: table '{}' is mapped twice",
+                            table.name
+                        ));
+                    }
+                }
+            }
+        }
+
+        let mut used_kinds = HashSet::new();
+        for (j, table) in self.tables.iter().enumerate() {
+            let tat = format!("{at}.tables[{j}]");
+            if table.columns.is_empty() {
+                problems.push(format!("{tat}.columns: at least one column is required"));
+            }
+            for (column, spec) in &table.columns {
+                if column.is_empty() {
+                    problems.push(format!("{tat}.columns: empty column name"));
+                }
+                validate_column(&format!("{tat}.columns.{column}"), spec, matrix, problems);
+            }
+            if table.identity.as_slice().is_empty() && table.reference.as_slice().is_empty() {
+                problems.push(format!(
+                    "{tat}: table '{}' has neither an identity nor a reference, so no subject can reach it",
+                    table.name
+                ));
+            }
+            for identity in table.identity.as_slice() {
+                used_kinds.insert(identity.kind.as_str());
+                if !kinds.contains(identity.kind.as_str()) {
+                    problems.push(format!(
+                        "{tat}.identity.kind: '{}' is not in {at}.identity_kinds",
+                        identity.kind
+                    ));
+                }
+                if !table.columns.contains_key(&identity.column) {
+                    problems.push(format!(
+                        "{tat}.identity.column: '{}' is not in the table's columns (classify it)",
+                        identity.column
+                    ));
+                }
+            }
+            for reference in table.reference.as_slice() {
+                if !table.columns.contains_key(&reference.column) {
+                    problems.push(format!(
+                        "{tat}.reference.column: '{}' is not in the table's columns (classify it)",
+                        reference.column
+                    ));
+                }
+                let parent = QualifiedName::parse(&reference.table).and_then(|q| by_name.get(&q));
+                match parent {
+                    None => problems.push(format!(
+                        "{tat}.reference.table: '{}' is not a mapped table of this source",
+                        reference.table
+                    )),
+                    Some(parent) if !parent.columns.contains_key(&reference.to) => {
+                        problems.push(format!(
+                            "{tat}.reference.to: '{}' is not in the columns of '{}'",
+                            reference.to, reference.table
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for kind in &self.identity_kinds {
+            if !used_kinds.contains(kind.as_str()) {
+                problems.push(format!(
+                    "{at}.identity_kinds: no table has an identity column of kind '{kind}'"
+                ));
+            }
+        }
+        if let Some(cycle) = self.reference_cycle() {
+            problems.push(format!(
+                "{at}.tables: references form a cycle: {}",
+                cycle.join(" -> ")
+            ));
+        }
+    }
+
+    /// Finds a cycle in the reference graph, if there is one.
+    fn reference_cycle(&self) -> Option<Vec<String>> {
+        let parents: HashMap<String, Vec<String>> = self
+            .tables
+            .iter()
+            .filter_map(|t| {
+                let qn = QualifiedName::parse(&t.name)?;
+                let ps = t
+                    .reference
+                    .as_slice()
+                    .iter()
+                    .filter_map(|r| QualifiedName::parse(&r.table).map(|q| q.display_name()))
+                    .collect();
+                Some((qn.display_name(), ps))
+            })
+            .collect();
+        fn visit(
+            node: &str,
+            parents: &HashMap<String, Vec<String>>,
+            path: &mut Vec<String>,
+            done: &mut HashSet<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(pos) = path.iter().position(|p| p == node) {
+                let mut cycle = path[pos..].to_vec();
+                cycle.push(node.to_owned());
+                return Some(cycle);
+            }
+            if done.contains(node) {
+                return None;
+            }
+            path.push(node.to_owned());
+            for parent in parents.get(node).into_iter().flatten() {
+                if let Some(cycle) = visit(parent, parents, path, done) {
+                    return Some(cycle);
+                }
+            }
+            path.pop();
+            done.insert(node.to_owned());
+            None
+        }
+        let mut done = HashSet::new();
+        let mut names: Vec<&String> = parents.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .find_map(|name| visit(name, &parents, &mut Vec::new(), &mut done))
+    }
+}
+
+/// What to do with live columns that the data map does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnmappedPolicy {
+    /// Refuse to extract (FAILED_PRECONDITION) until the column is classified.
+    #[default]
+    Fail,
+    /// Extract the mapped columns, and report the unmapped ones as warnings.
+    Warn,
+}
+
+/// What to do with a value that fails its coercion rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CoercionPolicy {
+    /// End the extraction with FAILED_PRECONDITION, naming the violation.
+    #[default]
+    Fail,
+    /// Leave the row out, count it as rejected, and report the violation.
+    RejectRow,
+}

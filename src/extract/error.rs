@@ -1,0 +1,138 @@
+//! What ends an extraction early, and why a producer stopped.
+
+use std::time::Duration;
+
+use crate::admission::AdmissionError;
+use crate::datamap::PlanError;
+use crate::db::DbError;
+use crate::pb;
+
+/// Everything that ends an extraction early.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("unknown source '{0}'")]
+    UnknownSource(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(
+        "table '{table}': {streamed} rows were streamed but COUNT(*) in the same snapshot is {counted}"
+    )]
+    CountMismatch {
+        table: String,
+        streamed: u64,
+        counted: i64,
+    },
+    #[error(
+        "table '{table}': a row is {bytes} bytes encoded (largest column: '{column}'), above the \
+         {limit}-byte message limit; such rows cannot be streamed"
+    )]
+    RowTooLarge {
+        table: String,
+        column: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("table '{table}', column '{column}': {reason}")]
+    Decode {
+        table: String,
+        column: String,
+        reason: String,
+    },
+    /// The message names table, column, rule and category; the row's key stays in the
+    /// structured violation, out of log lines.
+    #[error(
+        "table '{}', column '{}': a value fails rule '{}' ({}); fix the data or the rule, or \
+         set on_coercion_error = \"reject_row\"",
+        .0.table, .0.column, .0.rule, .0.category
+    )]
+    Coercion(Box<pb::Violation>),
+    #[error("the deadline passed during the extraction; the database query was cancelled")]
+    DeadlineExceeded,
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
+    #[error(
+        "the client took no message for {0:?} (server.send_stall_timeout); the extraction was \
+         cancelled and its snapshot released"
+    )]
+    Stalled(Duration),
+    #[error(
+        "the {what} message would be {bytes} bytes, above the {limit}-byte message limit; \
+         request fewer tables"
+    )]
+    MessageTooLarge {
+        what: &'static str,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("the server is shutting down; retry on another replica")]
+    ShuttingDown,
+    #[error("the extraction manifest breaks the manifest rules: {}", .0.join("; "))]
+    InvalidManifest(Vec<String>),
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The client went away. Nobody hears this error; it ends the producer.
+    #[error("the client went away")]
+    ClientGone,
+}
+
+impl ExtractError {
+    /// A short, stable name for what ended the extraction, for spans and records. It never
+    /// holds a value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExtractError::InvalidArgument(_) => "invalid_argument",
+            ExtractError::UnknownSource(_) => "unknown_source",
+            ExtractError::Plan(PlanError::SchemaDrift { .. }) => "schema_drift",
+            ExtractError::Plan(_) => "plan",
+            ExtractError::Db(_) => "database",
+            ExtractError::CountMismatch { .. } => "count_mismatch",
+            ExtractError::RowTooLarge { .. } => "row_too_large",
+            ExtractError::Decode { .. } => "decode",
+            ExtractError::Coercion(_) => "coercion",
+            ExtractError::DeadlineExceeded => "deadline",
+            ExtractError::Admission(_) => "admission",
+            ExtractError::Stalled(_) => "stalled",
+            ExtractError::MessageTooLarge { .. } => "message_too_large",
+            ExtractError::ShuttingDown => "shutting_down",
+            ExtractError::InvalidManifest(_) => "invalid_manifest",
+            ExtractError::Internal(_) => "internal",
+            ExtractError::ClientGone => "client_gone",
+        }
+    }
+}
+
+/// Why the producer stopped before finishing.
+pub(super) enum Stop {
+    ClientGone,
+    Deadline,
+    Shutdown,
+}
+
+impl Stop {
+    pub(super) fn into_error(self) -> ExtractError {
+        match self {
+            Stop::ClientGone => ExtractError::ClientGone,
+            Stop::Deadline => ExtractError::DeadlineExceeded,
+            Stop::Shutdown => ExtractError::ShuttingDown,
+        }
+    }
+}
+
+/// Whether an error suggests the catalog changed under a cached data map.
+pub(super) fn error_means_schema_changed(error: &ExtractError) -> bool {
+    match error {
+        ExtractError::Plan(PlanError::SchemaDrift { .. }) | ExtractError::Decode { .. } => true,
+        // undefined_table, undefined_column, datatype_mismatch, cannot coerce
+        ExtractError::Db(DbError::Query { code, .. }) => {
+            matches!(
+                code.as_str(),
+                "42P01" | "42703" | "42804" | "42846" | "0A000"
+            )
+        }
+        _ => false,
+    }
+}
