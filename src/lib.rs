@@ -15,6 +15,7 @@
 //!   cancellation, count verification, manifest.
 //! - [`grpc`]: the service adapter, the error-to-status mapping, and the server (health,
 //!   reflection, graceful shutdown).
+//! - [`resilience`]: the circuit breaker of each source (pure state, time passed in).
 //! - [`metrics`]: Prometheus metrics, passed to whoever records.
 //! - [`telemetry`]: logs, and traces over OTLP with W3C trace context.
 //! - [`subject`]: the keyed hash that stands for a subject wherever one is recorded.
@@ -34,6 +35,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod pgcluster;
 pub mod pii;
+pub mod resilience;
 pub mod subject;
 pub mod telemetry;
 

@@ -48,6 +48,7 @@ pub struct TempCluster {
     port: u16,
     password: String,
     bindir: PathBuf,
+    run_as: Option<(u32, u32)>,
 }
 
 impl std::fmt::Debug for TempCluster {
@@ -179,6 +180,7 @@ impl TempCluster {
             port,
             password,
             bindir,
+            run_as,
         })
     }
 
@@ -208,6 +210,32 @@ impl TempCluster {
             self.port,
             self.password
         )
+    }
+
+    /// Stops the server and keeps its files, so that [`TempCluster::resume`] can start it
+    /// again on the same port: a database outage, for fault tests.
+    pub fn pause(&self) -> Result<(), ClusterError> {
+        let mut pg_ctl = Command::new(self.bindir.join("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "-t", "60", "stop"]);
+        run(&mut pg_ctl, self.run_as, "pg_ctl stop")
+    }
+
+    /// Starts a paused server again, on the same port.
+    pub fn resume(&self) -> Result<(), ClusterError> {
+        let dir = self.dir.as_ref().map(|d| d.path()).unwrap_or(&self.data);
+        let mut pg_ctl = Command::new(self.bindir.join("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(dir.join("server.log"))
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!("-p {}", self.port))
+            .arg("start");
+        run(&mut pg_ctl, self.run_as, "pg_ctl start")
     }
 
     /// Stops the server (fast shutdown, then immediate) and removes its files.

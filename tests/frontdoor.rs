@@ -271,6 +271,10 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         "{gate}"
     );
     assert!(output_of("list", "").contains("dsr.v1.DsrConnector"));
+    assert!(
+        output_of("Health/Check", "DsrConnector/demo").contains("SERVING"),
+        "the demo source's health is reported"
+    );
 
     // Ctrl-C: SIGINT to the foreground process group.
     signal_group("INT", pgid);

@@ -77,6 +77,9 @@ pub struct SourceConfig {
     /// Values that fail their coercion rule: `fail` (default) or `reject_row`.
     #[serde(default)]
     pub on_coercion_error: CoercionPolicy,
+    /// The source's circuit breaker.
+    #[serde(default)]
+    pub circuit_breaker: BreakerConfig,
     /// How long a passed schema check is trusted before the catalog is read again.
     #[serde(default = "default_schema_refresh", with = "humantime_serde")]
     pub schema_refresh: Duration,
@@ -111,6 +114,7 @@ impl std::fmt::Debug for SourceConfig {
             .field("unmapped_columns", &self.unmapped_columns)
             .field("on_coercion_error", &self.on_coercion_error)
             .field("schema_refresh", &self.schema_refresh)
+            .field("circuit_breaker", &self.circuit_breaker)
             .field("tables", &self.tables)
             .finish()
     }
@@ -201,6 +205,7 @@ impl SourceConfig {
                 humantime_serde::re::humantime::format_duration(MAX_TIMEOUT)
             ));
         }
+        self.circuit_breaker.validate(at, problems);
         if self.schema_refresh > MAX_DURATION {
             problems.push(format!(
                 "{at}.schema_refresh: at most {}",
@@ -399,4 +404,69 @@ pub enum CoercionPolicy {
     Fail,
     /// Leave the row out, count it as rejected, and report the violation.
     RejectRow,
+}
+
+/// `[sources.circuit_breaker]`: when the source's breaker opens, and for how long.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Opens when the share of infrastructure failures in the window is above this.
+    pub failure_ratio: f64,
+    /// ... and the window holds at least this many calls.
+    pub min_calls: u32,
+    /// How far back calls are counted.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long it stays open before probe calls are let through.
+    #[serde(with = "humantime_serde")]
+    pub cool_down: Duration,
+    /// Probe calls let through at once while half-open.
+    pub probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        let d = crate::resilience::breaker::BreakerSettings::default();
+        BreakerConfig {
+            failure_ratio: d.failure_ratio,
+            min_calls: d.min_calls,
+            window: d.window,
+            cool_down: d.cool_down,
+            probes: d.probes,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// The breaker's settings.
+    pub fn settings(&self) -> crate::resilience::breaker::BreakerSettings {
+        crate::resilience::breaker::BreakerSettings {
+            failure_ratio: self.failure_ratio,
+            min_calls: self.min_calls,
+            window: self.window,
+            cool_down: self.cool_down,
+            probes: self.probes,
+        }
+    }
+
+    fn validate(&self, at: &str, problems: &mut Vec<String>) {
+        let at = format!("{at}.circuit_breaker");
+        if !(self.failure_ratio > 0.0 && self.failure_ratio < 1.0) {
+            problems.push(format!(
+                "{at}.failure_ratio: must be above 0 and below 1 (0.02 is 2%)"
+            ));
+        }
+        if self.min_calls == 0 {
+            problems.push(format!("{at}.min_calls: must be at least 1"));
+        }
+        if self.probes == 0 {
+            problems.push(format!("{at}.probes: must be at least 1"));
+        }
+        if self.window < Duration::from_secs(1) || self.window > MAX_DURATION {
+            problems.push(format!("{at}.window: between 1s and 7 days"));
+        }
+        if self.cool_down.is_zero() || self.cool_down > MAX_TIMEOUT {
+            problems.push(format!("{at}.cool_down: above zero and at most 1 hour"));
+        }
+    }
 }

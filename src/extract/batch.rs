@@ -125,7 +125,9 @@ mod tests {
         let big = row(&"x".repeat(50));
         let size = big.encoded_len();
         assert!(batcher.push(big.clone(), size).is_none());
-        let first = batcher.push(big, size).expect("the second row cuts the first");
+        let first = batcher
+            .push(big, size)
+            .expect("the second row cuts the first");
         assert_eq!(first.rows.len(), 1);
         assert_eq!(batcher.finish().unwrap().offset, 1);
     }

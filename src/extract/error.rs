@@ -6,6 +6,7 @@ use crate::admission::AdmissionError;
 use crate::datamap::PlanError;
 use crate::db::DbError;
 use crate::pb;
+use crate::resilience::breaker::Outcome;
 
 /// Everything that ends an extraction early.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,14 @@ pub enum ExtractError {
     #[error(transparent)]
     Admission(#[from] AdmissionError),
     #[error(
+        "source '{source_name}': the circuit breaker is open after repeated database failures; \
+         calls fail fast, retry after {retry_after:?}"
+    )]
+    CircuitOpen {
+        source_name: String,
+        retry_after: Duration,
+    },
+    #[error(
         "the client took no message for {0:?} (server.send_stall_timeout); the extraction was \
          cancelled and its snapshot released"
     )]
@@ -95,6 +104,7 @@ impl ExtractError {
             ExtractError::Coercion(_) => "coercion",
             ExtractError::DeadlineExceeded => "deadline",
             ExtractError::Admission(_) => "admission",
+            ExtractError::CircuitOpen { .. } => "circuit_open",
             ExtractError::Stalled(_) => "stalled",
             ExtractError::MessageTooLarge { .. } => "message_too_large",
             ExtractError::ShuttingDown => "shutting_down",
@@ -102,6 +112,31 @@ impl ExtractError {
             ExtractError::Internal(_) => "internal",
             ExtractError::ClientGone => "client_gone",
         }
+    }
+}
+
+/// What a call's error (`None`: it succeeded) says about its source, for the circuit breaker. Only the source's
+/// infrastructure failures count against it: refused, reset or lost connections, pool
+/// checkout timeouts, SQLSTATE classes 08 and 53 and 57P0x, and catalog reads that failed.
+/// A caller's bad input, its deadline, unknown names, drift and the service's own limits say
+/// nothing about the source's health.
+pub fn breaker_outcome(error: Option<&ExtractError>) -> Outcome {
+    match error {
+        None => Outcome::Success,
+        Some(ExtractError::Db(db)) => match db {
+            DbError::Unavailable { .. }
+            | DbError::ConnectionLost { .. }
+            | DbError::PoolExhausted { .. }
+            | DbError::Refused { .. } => Outcome::Failure,
+            DbError::Query { code, .. }
+                if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0") =>
+            {
+                Outcome::Failure
+            }
+            _ => Outcome::Neutral,
+        },
+        Some(ExtractError::Plan(PlanError::Catalog { .. })) => Outcome::Failure,
+        Some(_) => Outcome::Neutral,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::datamap::{Plan, pii_fields};
 use crate::metrics::Metrics;
 use crate::pb::{self, ExtractResponse, extract_response::Event};
 use crate::pii::Matrix;
+use crate::resilience::breaker::Pass;
 
 /// One running extraction.
 pub(super) struct Job {
@@ -41,6 +42,8 @@ pub(super) struct Job {
     pub(super) shutdown: CancellationToken,
     /// The source and caller slots, released when the producer ends.
     pub(super) _permit: Permit,
+    /// The call's pass through the source's circuit breaker, settled when the producer ends.
+    pub(super) breaker: Option<Pass>,
 }
 
 /// Counters of a finished extraction, for the log line.
@@ -51,7 +54,7 @@ pub(super) struct Progress {
 }
 
 impl Job {
-    pub(super) async fn run(self) {
+    pub(super) async fn run(mut self) {
         let extraction_id = uuid::Uuid::new_v4().to_string();
         let started = Instant::now();
         let mut progress = Progress::default();
@@ -68,14 +71,14 @@ impl Job {
             dsr.dry_run = self.params.dry_run,
         )
         .in_scope(|| {});
-        // The breaker itself is not built yet: the state checked is always "closed".
-        tracing::info_span!(
-            "compliance.circuit_breaker",
-            dsr.source = %self.params.source,
-            dsr.breaker.state = "closed",
-        )
-        .in_scope(|| {});
         let result = self.run_inner(&extraction_id, &mut progress).await;
+        if let Some(pass) = self.breaker.take() {
+            super::settle(
+                &self.source,
+                pass,
+                super::error::breaker_outcome(result.as_ref().err()),
+            );
+        }
         // The gRPC status is the adapter's to record on the server span; the engine names
         // what ended the extraction.
         tracing::info_span!(

@@ -56,7 +56,9 @@ use crate::db::SourcePool;
 use crate::metrics::Metrics;
 use crate::pb::{ExtractResponse, extract_response::Event};
 use crate::pii::Matrix;
+use crate::resilience::breaker::{Breaker, Outcome, Pass, State, Transition};
 use crate::subject::subject_id;
+use error::breaker_outcome;
 
 /// The longest identity value accepted. Identities are e-mails, ids and the like; anything
 /// longer is a malformed request, not a subject.
@@ -106,9 +108,64 @@ struct Limits {
 /// One source: its pool and its data map, with the time the schema gate last passed.
 struct Source {
     index: usize,
+    name: String,
+    breaker: Arc<Breaker>,
     pool: SourcePool,
     slots: SourceSlots,
     schema: SchemaCache,
+}
+
+/// Lets a call through the source's breaker, or refuses it with `CircuitOpen` while open.
+/// Either way the check is a `compliance.circuit_breaker` hook span.
+fn pass_breaker(source: &Source) -> Result<Pass, ExtractError> {
+    let (pass, moved) = source.breaker.admit(Instant::now());
+    breaker_hook(&source.name, source.breaker.state(), moved);
+    pass.map_err(|refused| ExtractError::CircuitOpen {
+        source_name: source.name.clone(),
+        retry_after: refused.retry_after,
+    })
+}
+
+/// Reports a call's outcome to its source's breaker; a state change is a hook span too.
+fn settle(source: &Source, pass: Pass, outcome: Outcome) {
+    if let Some(moved) = source.breaker.finish(pass, outcome, Instant::now()) {
+        breaker_hook(&source.name, moved.to, Some(moved));
+    }
+}
+
+/// Settles the breaker when a step before the producer failed; passes the pass on otherwise.
+fn settle_on_error<T>(
+    source: &Source,
+    pass: Pass,
+    result: Result<T, ExtractError>,
+) -> Result<(T, Pass), ExtractError> {
+    match result {
+        Ok(value) => Ok((value, pass)),
+        Err(error) => {
+            settle(source, pass, breaker_outcome(Some(&error)));
+            Err(error)
+        }
+    }
+}
+
+/// The `compliance.circuit_breaker` hook: the state checked or reached, and a transition as
+/// an event of the span.
+pub(crate) fn breaker_hook(source: &str, state: State, moved: Option<Transition>) {
+    let span = tracing::info_span!(
+        "compliance.circuit_breaker",
+        dsr.source = %source,
+        dsr.breaker.state = state.as_str(),
+    );
+    if let Some(t) = moved {
+        tracing::info!(
+            parent: &span,
+            dsr.breaker.from = t.from.as_str(),
+            dsr.breaker.to = t.to.as_str(),
+            dsr.breaker.calls = t.calls,
+            dsr.breaker.failures = t.failures,
+            "circuit breaker transition"
+        );
+    }
 }
 
 /// The extraction engine, shared by every request.
@@ -177,6 +234,8 @@ impl Engine {
         for (index, cfg) in config.sources.iter().enumerate() {
             let source = Source {
                 index,
+                name: cfg.name.clone(),
+                breaker: Breaker::new(&cfg.name, cfg.circuit_breaker.settings()),
                 pool: SourcePool::new(cfg)?,
                 slots: SourceSlots::new(
                     &cfg.name,
@@ -230,6 +289,14 @@ impl Engine {
         }
     }
 
+    /// Each source's circuit breaker state, and its changes.
+    pub fn breaker_states(&self) -> Vec<(String, tokio::sync::watch::Receiver<State>)> {
+        self.sources
+            .values()
+            .map(|s| (s.name.clone(), s.breaker.watch()))
+            .collect()
+    }
+
     /// The metrics the engine records into.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -244,10 +311,12 @@ impl Engine {
     pub async fn extract(&self, params: ExtractParams) -> Result<ExtractStream, ExtractError> {
         let source = self.source(&params.source)?.clone();
         let batch_size = self.check_request(&source, &params)?;
+        let pass = pass_breaker(&source)?;
         // The slots are held until the producer ends: a stalled stream gives them back at the
         // stall timeout.
         let permit = source.slots.admit(&params.caller, params.deadline).await?;
-        let map = self.data_map(&source, params.deadline).await?;
+        let (map, pass) =
+            settle_on_error(&source, pass, self.data_map(&source, params.deadline).await)?;
         let plan = map.plan(&params.kind, &params.tables)?;
 
         let (tx, rx) = mpsc::channel(self.limits.stream_buffer);
@@ -276,6 +345,7 @@ impl Engine {
             stall_timeout: self.limits.stall_timeout,
             shutdown: self.shutdown.clone(),
             _permit: permit,
+            breaker: Some(pass),
         };
         let span = job.params.span.clone();
         tokio::spawn(tracing::Instrument::instrument(job.run(), span));
@@ -404,10 +474,17 @@ impl Engine {
         deadline: Option<Instant>,
     ) -> Result<SchemaReport, ExtractError> {
         let source = self.source(source)?;
+        let pass = pass_breaker(source)?;
         let _permit = source.slots.admit(caller, deadline).await?;
-        let conn = source.pool.checkout(deadline).await?;
-        let cfg = &self.config.sources[source.index];
-        let report = crate::datamap::check_schema(cfg, &self.matrix, &conn.client).await?;
+        let checked = async {
+            let conn = source.pool.checkout(deadline).await?;
+            let cfg = &self.config.sources[source.index];
+            let report = crate::datamap::check_schema(cfg, &self.matrix, &conn.client).await?;
+            Ok::<_, ExtractError>((conn, report))
+        }
+        .await;
+        settle(source, pass, breaker_outcome(checked.as_ref().err()));
+        let (conn, report) = checked?;
         // The connection goes back before the map's lock is taken: `data_map` takes the lock
         // and then a connection, and the opposite order could wait on it until a timeout.
         drop(conn);

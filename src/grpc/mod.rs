@@ -298,6 +298,51 @@ async fn serve_metrics(listener: TcpListener, engine: Arc<Engine>) {
     }
 }
 
+/// Reports each source's circuit breaker as a health service of its own,
+/// `dsr.v1.DsrConnector/<source>` (SERVING while closed, NOT_SERVING while open or
+/// half-open), and as the `dsr_circuit_breaker_state` gauge. The server's own health stays
+/// SERVING while a source is open: the other sources still serve. Returns the service names.
+async fn follow_breakers(
+    engine: &Arc<Engine>,
+    health: &tonic_health::server::HealthReporter,
+    stop: &CancellationToken,
+) -> Vec<String> {
+    use tonic::server::NamedService;
+    let mut names = Vec::new();
+    for (source, mut state) in engine.breaker_states() {
+        let name = format!("{}/{source}", DsrConnectorServer::<Service>::NAME);
+        names.push(name.clone());
+        let (health, engine) = (health.clone(), engine.clone());
+        let labels = crate::metrics::source_labels(&source);
+        let report = move |now: crate::resilience::breaker::State| {
+            engine
+                .metrics()
+                .breaker_state
+                .get_or_create(&labels)
+                .set(now.gauge());
+            if now == crate::resilience::breaker::State::Closed {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            }
+        };
+        let first = report(*state.borrow_and_update());
+        health.set_service_status(&name, first).await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = state.changed() => if changed.is_err() { break },
+                    _ = stop.cancelled() => break,
+                }
+                let status = report(*state.borrow_and_update());
+                health.set_service_status(&name, status).await;
+            }
+        });
+    }
+    names
+}
+
 /// Reads `grpc-timeout` (an ASCII integer of at most 8 digits and a unit: H, M, S, m, u, n).
 pub fn grpc_timeout(metadata: &MetadataMap) -> Result<Option<Duration>, Status> {
     let Some(value) = metadata.get("grpc-timeout") else {
@@ -357,10 +402,16 @@ pub async fn run_with(
         tracing::info!(%local, "metrics listening");
         tokio::spawn(serve_metrics(listener, engine.clone()));
     }
-    let service = DsrConnectorServer::new(Service { engine });
+    let service = DsrConnectorServer::new(Service {
+        engine: engine.clone(),
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<DsrConnectorServer<Service>>().await;
+    // The watchers end with the server (the guard cancels them when this function returns).
+    let watchers = CancellationToken::new();
+    let _stop_watchers = watchers.clone().drop_guard();
+    let source_services = follow_breakers(&engine, &health, &watchers).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -383,6 +434,11 @@ pub async fn run_with(
             health
                 .set_not_serving::<DsrConnectorServer<Service>>()
                 .await;
+            for name in &source_services {
+                health
+                    .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
             tokio::spawn(async move {
                 tokio::time::sleep(grace).await;
                 tracing::warn!("shutdown grace period over: cancelling running streams");

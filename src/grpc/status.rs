@@ -37,10 +37,19 @@ pub fn to_status(error: &ExtractError) -> Status {
         ExtractError::Admission(AdmissionError::Deadline { .. }) => Code::DeadlineExceeded,
         ExtractError::Admission(_) => Code::ResourceExhausted,
         ExtractError::Stalled(_) | ExtractError::MessageTooLarge { .. } => Code::ResourceExhausted,
-        ExtractError::ShuttingDown => Code::Unavailable,
+        ExtractError::ShuttingDown | ExtractError::CircuitOpen { .. } => Code::Unavailable,
         ExtractError::ClientGone => Code::Cancelled,
     };
-    Status::new(code, error.to_string())
+    let mut status = Status::new(code, error.to_string());
+    if let ExtractError::CircuitOpen { retry_after, .. } = error
+        && let Ok(value) = retry_after.as_millis().max(1).to_string().parse()
+    {
+        // gRPC's retry pushback: when the client's retry policy may try again.
+        status
+            .metadata_mut()
+            .insert("grpc-retry-pushback-ms", value);
+    }
+    status
 }
 
 fn db_code(error: &DbError) -> Code {

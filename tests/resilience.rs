@@ -1,0 +1,134 @@
+//! The circuit breaker end to end, against a real PostgreSQL that is stopped and started
+//! again: the source's breaker opens after repeated failures, calls then fail fast with
+//! UNAVAILABLE and a retry pushback, the source's health turns NOT_SERVING while the server's
+//! stays SERVING; once PostgreSQL is back, a probe after the cool-down closes the breaker.
+//! The timings are printed, never asserted.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use dsr_connector::demo;
+use dsr_connector::pgcluster::{ClusterOptions, TempCluster};
+use support::{SUBJECT_KEY, TestServer, extract, request};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// A cluster of this test's own, which it may stop.
+async fn own_cluster() -> TempCluster {
+    let cluster = tokio::task::spawn_blocking(|| {
+        dsr_connector::db::tls::install_crypto_provider();
+        TempCluster::start(&ClusterOptions::default()).expect("a PostgreSQL cluster")
+    })
+    .await
+    .unwrap();
+    demo::load(&cluster, demo::DATABASE).await.unwrap();
+    cluster
+}
+
+async fn health(server: &TestServer, service: &str) -> ServingStatus {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let response = client
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap();
+    response.into_inner().status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_while_postgres_is_down_fails_fast_and_closes_when_it_is_back() {
+    let cluster = own_cluster().await;
+    let text = demo::config_toml(&cluster, demo::DATABASE, "127.0.0.1:0".parse().unwrap()).replace(
+        "min_idle = 1",
+        "min_idle = 0\nconnect_timeout = \"1s\"\n\
+             circuit_breaker = { min_calls = 5, cool_down = \"2s\" }",
+    );
+    let config = demo::config(&cluster, &text, SUBJECT_KEY).unwrap();
+    let server = TestServer::start(config).await;
+    let mut client = server.client().await;
+    let source_health = "dsr.v1.DsrConnector/demo";
+
+    let x = extract(&mut client, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert_eq!(health(&server, source_health).await, ServingStatus::Serving);
+
+    // PostgreSQL goes away: calls fail with UNAVAILABLE until the breaker opens.
+    tokio::task::block_in_place(|| cluster.pause()).unwrap();
+    let down = Instant::now();
+    let mut failures = 0;
+    let open = loop {
+        let x = extract(&mut client, request("email", "alice@example.com")).await;
+        assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+        if x.message().contains("circuit breaker is open") {
+            break x;
+        }
+        failures += 1;
+        assert!(failures <= 4, "still closed after {failures} failures");
+    };
+    println!(
+        "opened after {failures} failed calls, {:?} after PostgreSQL stopped",
+        down.elapsed()
+    );
+    // min_calls = 5: the window holds the first success and four failures (80% > 2%).
+    assert_eq!(failures, 4);
+    assert!(open.manifest.is_none());
+
+    // Open: calls fail fast, with a retry pushback, and the source reports NOT_SERVING while
+    // the server itself stays SERVING.
+    let asked = Instant::now();
+    let fast = client
+        .extract(request("email", "alice@example.com"))
+        .await
+        .expect_err("refused while open");
+    println!("fail-fast while open: {:?}", asked.elapsed());
+    assert_eq!(fast.code(), Code::Unavailable);
+    let pushback: u64 = fast
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .expect("a retry pushback")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pushback > 0 && pushback <= 2000, "{pushback}");
+    assert_eq!(
+        health(&server, source_health).await,
+        ServingStatus::NotServing
+    );
+    assert_eq!(health(&server, "").await, ServingStatus::Serving);
+    assert_eq!(
+        health(&server, "dsr.v1.DsrConnector").await,
+        ServingStatus::Serving
+    );
+
+    // PostgreSQL is back: after the cool-down a probe goes through and closes the breaker.
+    tokio::task::block_in_place(|| cluster.resume()).unwrap();
+    let back = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let x = extract(&mut client, request("email", "alice@example.com")).await;
+        if x.code() == Code::Ok {
+            assert_eq!(x.manifest.unwrap().row_count, 18);
+            break;
+        }
+        assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+        assert!(attempts < 100, "never closed again: {}", x.message());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "closed {:?} after PostgreSQL was back ({attempts} attempts)",
+        back.elapsed()
+    );
+    assert_eq!(health(&server, source_health).await, ServingStatus::Serving);
+    server.stop().await.unwrap();
+}
