@@ -10,6 +10,8 @@
 //! - [`coerce`]: PostgreSQL wire values to typed protobuf values, and the coercion matrix
 //!   (time zones, epochs, legacy date strings).
 //! - [`pii`]: the classification matrix, value detectors, and the nested-JSON PII scan.
+//! - [`appender`]: append-only JSON-lines files with group commit (fsync per batch).
+//! - [`audit`]: the hash-chained audit log, one durable record per call, and its check.
 //! - [`admission`]: per-source call slots and each caller's share of them (FIFO).
 //! - [`extract`]: the engine: snapshot transaction, portal batches, bounded channel,
 //!   cancellation, count verification, manifest.
@@ -25,6 +27,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod appender;
+pub mod audit;
 pub mod coerce;
 pub mod config;
 pub mod datamap;

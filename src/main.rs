@@ -1,4 +1,4 @@
-//! The `dsr-connector` command: `serve`, `check-config` and `demo`.
+//! The `dsr-connector` command: `serve`, `check-config`, `demo` and `audit verify`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +39,27 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
     },
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check that an audit log is whole: every record in order, unedited, under the key, and
+    /// none cut from the end. Exits non-zero and names the first bad record.
+    Verify {
+        /// The audit log file.
+        file: PathBuf,
+        /// Environment variable holding the audit key.
+        #[arg(long, default_value = dsr_connector::config::DEFAULT_AUDIT_KEY_ENV)]
+        key_env: String,
+        /// A file holding the audit key (instead of the environment variable).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +78,14 @@ fn main() -> ExitCode {
                     runtime(threads).and_then(|rt| rt.block_on(serve(config)))
                 }),
             Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
+            Command::Audit {
+                command:
+                    AuditCommand::Verify {
+                        file,
+                        key_env,
+                        key_file,
+                    },
+            } => audit_verify(&file, &key_env, key_file.as_deref()),
         };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,7 +113,48 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         file.display(),
         config.sources.len()
     );
+    if config.server.audit.is_none() {
+        println!("warning: no [server.audit]: calls will not be recorded in an audit log");
+    }
     Ok(())
+}
+
+fn audit_verify(
+    file: &std::path::Path,
+    key_env: &str,
+    key_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let key = match key_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--key-file {}: {e}", path.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        None => std::env::var(key_env).map_err(|_| {
+            anyhow::anyhow!("environment variable {key_env} (the audit key) is not set")
+        })?,
+    };
+    match dsr_connector::audit::verify(file, key.as_bytes()) {
+        Ok(report) => {
+            println!(
+                "{}: ok ({} records, last hash {})",
+                file.display(),
+                report.records,
+                if report.last_hash.is_empty() {
+                    "-"
+                } else {
+                    &report.last_hash
+                }
+            );
+            if report.torn_tail {
+                println!(
+                    "note: the log ends in a torn line (a write cut short by a crash); the \
+                     records before it verify, and the service cuts it off when it starts"
+                );
+            }
+            Ok(())
+        }
+        Err(error) => Err(anyhow::anyhow!("{}: {error}", file.display())),
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -134,7 +204,16 @@ async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
         cluster.port()
     );
     demo::load(&cluster, demo::DATABASE).await?;
-    let text = demo::config_toml(&cluster, demo::DATABASE, listen);
+    // The audit log lives in a temporary directory of its own, removed with the demo.
+    let audit_dir = tempfile::Builder::new()
+        .prefix("dsr-demo-audit-")
+        .tempdir()?;
+    let audit_path = audit_dir.path().join("audit.log");
+    let text = format!(
+        "{}\n[server.audit]\npath = {:?}\n",
+        demo::config_toml(&cluster, demo::DATABASE, listen),
+        audit_path.display().to_string()
+    );
     let subject_key = uuid::Uuid::new_v4().simple().to_string();
     let config = Arc::new(demo::config(&cluster, &text, &subject_key)?);
     let listener = TcpListener::bind(listen).await.map_err(|e| {
@@ -142,9 +221,19 @@ async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
     })?;
     let addr = listener.local_addr()?;
     print_demo_help(addr);
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "dsr-connector".to_owned());
+    println!(
+        "  # the demo's audit log, one record per call (its key is a throwaway one)\n  \
+         DSR_AUDIT_KEY={} {exe} audit verify {}\n",
+        demo::audit_key(&subject_key),
+        audit_path.display()
+    );
     let served = grpc::run(config, listener, shutdown_signal()).await;
     eprintln!("removing the demo cluster ...");
     drop(cluster);
+    drop(audit_dir);
     telemetry.shutdown().await;
     served
 }

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub gate_rejections: Family<Labels, Counter>,
     /// Manifest rule violations found (own manifests and Validate requests), by `source`.
     pub manifest_violations: Family<Labels, Counter>,
+    /// Audit records that could not be written.
+    pub audit_failures: Counter,
     /// Circuit breaker state by `source`: 0 closed, 1 half-open, 2 open.
     pub breaker_state: Family<Labels, Gauge>,
 }
@@ -70,6 +72,7 @@ impl Metrics {
             gate_rejections: Family::default(),
             manifest_violations: Family::default(),
             breaker_state: Family::default(),
+            audit_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -131,6 +134,11 @@ impl Metrics {
             "manifest_violations",
             "Manifest rule violations found by source",
             metrics.manifest_violations.clone(),
+        );
+        registry.register(
+            "audit_write_failures",
+            "Audit records that could not be made durable (their calls failed)",
+            metrics.audit_failures.clone(),
         );
         registry.register(
             "circuit_breaker_state",

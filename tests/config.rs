@@ -368,12 +368,17 @@ fn the_example_config_in_deploy_is_valid() {
         ("SHOP_DB_PASSWORD", PASSWORD),
         ("DSR_SUBJECT_KEY", KEY),
         ("DSR_ORCHESTRATOR_TOKEN_SHA256", digest.as_str()),
+        ("DSR_AUDIT_KEY", KEY),
     ];
     let out = check_config(&path, &env);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("warning"),
+        "the example records calls in an audit log"
     );
     // As deployed: on all interfaces, which the tokens make acceptable.
     let mut deployed = env.to_vec();

@@ -194,7 +194,19 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
     let mut child = demo.spawn().expect("scripts/demo.sh starts");
     let pgid = child.id();
     let _kill_on_failure = KillGroup(pgid);
-    let stdout = collect(child.stdout.take().unwrap());
+    // The demo's stdout, line by line as it comes: it prints the audit command once serving.
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stdout = {
+        use std::io::BufRead;
+        let pipe = child.stdout.take().unwrap();
+        let printed = printed.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                printed.lock().unwrap().push(line);
+            }
+            printed.lock().unwrap().join("\n")
+        })
+    };
     let stderr = collect(child.stderr.take().unwrap());
 
     // Wait for SERVING, as a user would with the health check.
@@ -275,6 +287,20 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         output_of("Health/Check", "DsrConnector/demo").contains("SERVING"),
         "the demo source's health is reported"
     );
+
+    // The audit log holds a record for each call so far, and verifies, with the command the
+    // demo printed.
+    let verify = printed
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("audit verify"))
+        .cloned()
+        .expect("the demo prints how to verify its audit log");
+    let out = shell(verify.trim());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{verify}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(": ok ("), "{text}");
 
     // Ctrl-C: SIGINT to the foreground process group.
     signal_group("INT", pgid);

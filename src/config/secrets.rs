@@ -5,7 +5,7 @@ use std::path::Path;
 
 use secrecy::{SecretBox, SecretString};
 
-use super::{Config, ConfigError, DEFAULT_SUBJECT_KEY_ENV};
+use super::{Config, ConfigError, DEFAULT_AUDIT_KEY_ENV, DEFAULT_SUBJECT_KEY_ENV};
 
 impl Config {
     /// Reads every secret the config points at. Collects all failures.
@@ -40,6 +40,35 @@ impl Config {
                         .to_owned(),
                 ),
                 Ok(key) => self.server.subject_key = Some(SecretBox::new(Box::new(key))),
+                Err(problem) => problems.push(problem),
+            }
+        }
+
+        if let Some(audit) = self.server.audit.as_mut()
+            && audit.key.is_none()
+        {
+            let key = match (&audit.key_env, &audit.key_file) {
+                (Some(_), Some(_)) => {
+                    Err("server.audit.key_env: set either key_env or key_file, not both".to_owned())
+                }
+                (None, Some(file)) => read_secret_file(file)
+                    .map(String::into_bytes)
+                    .map_err(|e| format!("server.audit.key_file: {e}")),
+                (var, None) => {
+                    let var = var.as_deref().unwrap_or(DEFAULT_AUDIT_KEY_ENV);
+                    env(var).map(String::into_bytes).ok_or_else(|| {
+                        format!(
+                            "server.audit.key_env: environment variable {var} is not set \
+                             (it holds the key of the audit chain, at least 16 bytes)"
+                        )
+                    })
+                }
+            };
+            match key {
+                Ok(key) if key.len() < 16 => problems.push(
+                    "server.audit.key_env: the audit key must be at least 16 bytes long".into(),
+                ),
+                Ok(key) => audit.key = Some(SecretBox::new(Box::new(key))),
                 Err(problem) => problems.push(problem),
             }
         }

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     /// Runtime worker threads; default one per core. Fewer threads mean fewer cross-thread
     /// wake-ups, which matters when the service shares a small machine with PostgreSQL.
     pub worker_threads: Option<usize>,
+    /// The audit log (`[server.audit]`); without it no call is recorded.
+    pub audit: Option<AuditConfig>,
     /// The key itself, resolved from `subject_key_env`/`subject_key_file` by [`Config::load`].
     #[serde(skip)]
     pub subject_key: Option<SubjectKey>,
@@ -90,6 +92,7 @@ impl Default for ServerConfig {
             max_deadline: Duration::from_secs(3600),
             require_deadline: false,
             send_stall_timeout: Duration::from_secs(30),
+            audit: None,
             subject_key: None,
         }
     }
@@ -160,6 +163,41 @@ fn default_rpcs() -> Vec<String> {
 
 /// The secret key of the subject hash. `Debug` prints it redacted.
 pub type SubjectKey = SecretBox<Vec<u8>>;
+
+/// The environment variable read for the audit key when `[server.audit]` names none.
+pub const DEFAULT_AUDIT_KEY_ENV: &str = "DSR_AUDIT_KEY";
+
+/// `[server.audit]`: the append-only, hash-chained audit log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The log file (its head is `<path>.head`).
+    pub path: PathBuf,
+    /// Environment variable with the key of the chain's keyed hash (at least 16 bytes);
+    /// default `DSR_AUDIT_KEY`.
+    pub key_env: Option<String>,
+    /// Or a file holding the key.
+    pub key_file: Option<PathBuf>,
+    /// This replica's name in its records; default the host name.
+    pub replica: Option<String>,
+    /// The key, resolved by [`super::Config::load`].
+    #[serde(skip)]
+    pub key: Option<SubjectKey>,
+}
+
+impl AuditConfig {
+    /// The replica name: configured, or the host name.
+    pub fn replica_name(&self) -> String {
+        self.replica.clone().unwrap_or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "dsr-connector".to_owned())
+        })
+    }
+}
 
 /// The environment variable read for the subject key when the config names none.
 pub const DEFAULT_SUBJECT_KEY_ENV: &str = "DSR_SUBJECT_KEY";

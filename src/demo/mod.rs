@@ -59,11 +59,19 @@ pub fn config_toml(cluster: &TempCluster, database: &str, listen: SocketAddr) ->
     format!("[server]\nlisten = \"{listen}\"\nshutdown_grace = \"5s\"\n\n{datamap}")
 }
 
-/// Parses demo config text with the cluster's password and the given subject key.
+/// Parses demo config text with the cluster's password and the given subject key. When the
+/// text configures an audit log, its key is [`audit_key`] of the subject key.
 pub fn config(cluster: &TempCluster, text: &str, subject_key: &str) -> Result<Config, ConfigError> {
     Config::from_toml_str(text, |name| match name {
         PASSWORD_ENV => Some(cluster.password().to_owned()),
         crate::config::DEFAULT_SUBJECT_KEY_ENV => Some(subject_key.to_owned()),
+        crate::config::DEFAULT_AUDIT_KEY_ENV => Some(audit_key(subject_key)),
         _ => None,
     })
+}
+
+/// The audit key of a demo or test config: derived from its subject key, so that tests can
+/// verify the logs they make.
+pub fn audit_key(subject_key: &str) -> String {
+    format!("audit-{subject_key}")
 }

@@ -79,6 +79,9 @@ pub enum ExtractError {
     },
     #[error("the server is shutting down; retry on another replica")]
     ShuttingDown,
+    /// The audit record could not be made durable, so the manifest was withheld.
+    #[error(transparent)]
+    AuditUnavailable(#[from] crate::audit::AuditError),
     #[error("the extraction manifest breaks the manifest rules: {}", .0.join("; "))]
     InvalidManifest(Vec<String>),
     #[error("internal error: {0}")]
@@ -108,6 +111,7 @@ impl ExtractError {
             ExtractError::Stalled(_) => "stalled",
             ExtractError::MessageTooLarge { .. } => "message_too_large",
             ExtractError::ShuttingDown => "shutting_down",
+            ExtractError::AuditUnavailable(_) => "audit_unavailable",
             ExtractError::InvalidManifest(_) => "invalid_manifest",
             ExtractError::Internal(_) => "internal",
             ExtractError::ClientGone => "client_gone",

@@ -1,7 +1,7 @@
 //! The producer of one extraction: its hook spans and log line, the messages it sends (with
 //! the stall timeout and the size check), and the manifest it ends with.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -44,6 +44,11 @@ pub(super) struct Job {
     pub(super) _permit: Permit,
     /// The call's pass through the source's circuit breaker, settled when the producer ends.
     pub(super) breaker: Option<Pass>,
+    pub(super) audit: super::Audit,
+    /// What the call's audit record holds before the extraction adds its own.
+    pub(super) entry: crate::audit::Entry,
+    /// The call's record was written (with its manifest).
+    pub(super) audited: std::sync::atomic::AtomicBool,
 }
 
 /// Counters of a finished extraction, for the log line.
@@ -78,6 +83,16 @@ impl Job {
                 pass,
                 super::error::breaker_outcome(result.as_ref().err()),
             );
+        }
+        if let Err(error) = &result
+            && !self.audited.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let entry = crate::audit::Entry {
+                extraction_id: extraction_id.clone(),
+                row_count: progress.rows,
+                ..self.entry.clone()
+            };
+            self.audit.failed(&self.metrics, entry, error).await;
         }
         // The gRPC status is the adapter's to record on the server span; the engine names
         // what ended the extraction.
@@ -137,7 +152,7 @@ impl Job {
         found: &Found,
     ) -> pb::Manifest {
         let row_count = tables.iter().map(|t| t.row_count as i64).sum();
-        let mut metadata = HashMap::new();
+        let mut metadata = BTreeMap::new();
         metadata.insert("request_id".to_owned(), self.params.request_id.clone());
         metadata.insert("identity_kind".to_owned(), self.plan.kind.clone());
         metadata.insert(
@@ -195,6 +210,40 @@ impl Job {
             finished_at: Some(prost_types::Timestamp::from(SystemTime::now())),
             subject_kind: self.plan.kind.clone(),
         }
+    }
+
+    /// Makes the manifest's audit record durable. Only then may the manifest leave: if the
+    /// record cannot be written, the call fails and no manifest is sent.
+    pub(super) async fn record_manifest(
+        &self,
+        manifest: &pb::Manifest,
+    ) -> Result<(), ExtractError> {
+        let entry = crate::audit::Entry {
+            extraction_id: manifest.extraction_id.clone(),
+            outcome: "ok".into(),
+            status: "OK".into(),
+            snapshot_at: manifest
+                .extraction_timestamp
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                .unwrap_or_default(),
+            tables: manifest
+                .tables
+                .iter()
+                .map(|t| crate::audit::TableEntry {
+                    table: t.table.clone(),
+                    rows: t.row_count,
+                    verified: t.verified,
+                })
+                .collect(),
+            row_count: manifest.row_count.max(0) as u64,
+            manifest_sha256: crate::audit::message_sha256(manifest),
+            ..self.entry.clone()
+        };
+        self.audit.record(&self.metrics, entry).await?;
+        self.audited
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sends one row batch, and counts it.

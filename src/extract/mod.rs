@@ -115,6 +115,60 @@ struct Source {
     schema: SchemaCache,
 }
 
+/// The audit log and how the engine's errors are named in it. The engine does not know
+/// gRPC: whoever builds it says how an error becomes a status name.
+#[derive(Clone)]
+pub struct Audit {
+    pub log: Option<crate::audit::AuditLog>,
+    pub status_name: fn(&ExtractError) -> &'static str,
+}
+
+impl Audit {
+    /// No audit log: nothing is recorded.
+    pub fn none(status_name: fn(&ExtractError) -> &'static str) -> Audit {
+        Audit {
+            log: None,
+            status_name,
+        }
+    }
+
+    /// Appends a record and waits until it is durable.
+    pub async fn record(
+        &self,
+        metrics: &Metrics,
+        entry: crate::audit::Entry,
+    ) -> Result<(), crate::audit::AuditError> {
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        match log.append(entry).await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                metrics.audit_failures.inc();
+                Err(error)
+            }
+        }
+    }
+
+    /// Records a call that failed; a record that cannot be written is logged and counted.
+    pub async fn failed(
+        &self,
+        metrics: &Metrics,
+        entry: crate::audit::Entry,
+        error: &ExtractError,
+    ) {
+        let entry = crate::audit::Entry {
+            outcome: "failed".into(),
+            status: (self.status_name)(error).into(),
+            error: error.kind().into(),
+            ..entry
+        };
+        if let Err(e) = self.record(metrics, entry).await {
+            tracing::error!(error = %e, "a failed call could not be recorded in the audit log");
+        }
+    }
+}
+
 /// Lets a call through the source's breaker, or refuses it with `CircuitOpen` while open.
 /// Either way the check is a `compliance.circuit_breaker` hook span.
 fn pass_breaker(source: &Source) -> Result<Pass, ExtractError> {
@@ -170,6 +224,7 @@ pub(crate) fn breaker_hook(source: &str, state: State, moved: Option<Transition>
 
 /// The extraction engine, shared by every request.
 pub struct Engine {
+    audit: Audit,
     config: Arc<Config>,
     matrix: Arc<Matrix>,
     metrics: Arc<Metrics>,
@@ -226,6 +281,7 @@ impl Engine {
         config: Arc<Config>,
         shutdown: CancellationToken,
         metrics: Arc<Metrics>,
+        audit: Audit,
     ) -> Result<Engine, String> {
         if config.subject_key().len() < 16 {
             return Err("the subject key is missing or shorter than 16 bytes".into());
@@ -256,6 +312,7 @@ impl Engine {
             stall_timeout: server.send_stall_timeout,
         };
         Ok(Engine {
+            audit,
             metrics,
             matrix: config.matrix(),
             config,
@@ -309,6 +366,58 @@ impl Engine {
 
     /// Checks the request, resolves its plan and starts the producer.
     pub async fn extract(&self, params: ExtractParams) -> Result<ExtractStream, ExtractError> {
+        let entry = self.entry(&params);
+        match self.start(params, entry.clone()).await {
+            Ok(stream) => Ok(stream),
+            Err(error) => {
+                self.audit.failed(&self.metrics, entry, &error).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// What every audit record of this call holds. Fields the caller chose are recorded only
+    /// when they are within the request limits.
+    fn entry(&self, params: &ExtractParams) -> crate::audit::Entry {
+        let label = |text: &str| {
+            if text.len() <= MAX_LABEL_BYTES && !text.chars().any(char::is_control) {
+                text.to_owned()
+            } else {
+                "[refused: too long or control characters]".to_owned()
+            }
+        };
+        let value = params.value.expose_secret();
+        crate::audit::Entry {
+            rpc: if params.dry_run {
+                "Validate"
+            } else {
+                "Extract"
+            }
+            .to_owned(),
+            caller: params.caller.clone(),
+            source: label(&params.source),
+            subject_id: if value.is_empty() || value.len() > MAX_IDENTITY_BYTES {
+                String::new()
+            } else {
+                subject_id(self.config.subject_key(), &label(&params.kind), value)
+            },
+            request_id: label(&params.request_id),
+            call_id: params.call_id.clone(),
+            dry_run: params.dry_run,
+            ..Default::default()
+        }
+    }
+
+    /// The audit log, when one is configured.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    async fn start(
+        &self,
+        params: ExtractParams,
+        entry: crate::audit::Entry,
+    ) -> Result<ExtractStream, ExtractError> {
         let source = self.source(&params.source)?.clone();
         let batch_size = self.check_request(&source, &params)?;
         let pass = pass_breaker(&source)?;
@@ -346,6 +455,9 @@ impl Engine {
             shutdown: self.shutdown.clone(),
             _permit: permit,
             breaker: Some(pass),
+            audit: self.audit.clone(),
+            entry,
+            audited: std::sync::atomic::AtomicBool::new(false),
         };
         let span = job.params.span.clone();
         tokio::spawn(tracing::Instrument::instrument(job.run(), span));

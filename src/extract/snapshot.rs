@@ -306,6 +306,8 @@ impl Job {
         if !problems.is_empty() {
             return Err(ExtractError::InvalidManifest(problems));
         }
+        // Audited before answered: the record is durable before the manifest leaves.
+        self.record_manifest(&manifest).await?;
         self.send(Event::Manifest(manifest)).await
     }
 }

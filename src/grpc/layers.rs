@@ -78,10 +78,10 @@ pub type Layers =
 type TagMethod = fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>;
 
 /// Builds the interceptor stack for `config`.
-pub fn stack(config: &Config) -> Layers {
+pub fn stack(config: &Config, audit: Option<crate::audit::AuditLog>) -> Layers {
     ServiceBuilder::new()
         .map_request(tag_method as TagMethod)
-        .layer(InterceptorLayer::new(Policy::new(config)))
+        .layer(InterceptorLayer::new(Policy::new(config, audit)))
 }
 
 fn tag_method(mut request: http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> {
@@ -108,10 +108,12 @@ pub struct Policy {
     default_deadline: Duration,
     max_deadline: Duration,
     require_deadline: bool,
+    /// Refused calls are recorded here.
+    audit: Option<crate::audit::AuditLog>,
 }
 
 impl Policy {
-    fn new(config: &Config) -> Policy {
+    fn new(config: &Config, audit: Option<crate::audit::AuditLog>) -> Policy {
         let server = &config.server;
         Policy {
             mode: config.auth_mode(),
@@ -151,6 +153,7 @@ impl Policy {
             default_deadline: server.default_deadline,
             max_deadline: server.max_deadline,
             require_deadline: server.require_deadline,
+            audit,
         }
     }
 
@@ -263,8 +266,25 @@ impl tonic::service::Interceptor for Policy {
             .get::<MethodPath>()
             .map(|p| p.0.clone())
             .unwrap_or_default();
-        let deadline = self.deadline(&request).map_err(with_id)?;
-        let caller = self.authenticate(&request, &path).map_err(with_id)?;
+        let refused = |status: Status, caller: &str| {
+            if let Some(audit) = &self.audit {
+                audit.append_nowait(crate::audit::Entry {
+                    rpc: path.rsplit('/').next().unwrap_or_default().to_owned(),
+                    caller: caller.to_owned(),
+                    call_id: request_id.clone(),
+                    outcome: "refused".into(),
+                    status: crate::metrics::code_name(status.code()).into(),
+                    ..Default::default()
+                });
+            }
+            with_id(status)
+        };
+        let deadline = self
+            .deadline(&request)
+            .map_err(|status| refused(status, ""))?;
+        let caller = self
+            .authenticate(&request, &path)
+            .map_err(|status| refused(status, ""))?;
         let span = if path.starts_with("/grpc.") {
             tracing::Span::none()
         } else {

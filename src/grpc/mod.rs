@@ -53,6 +53,9 @@ impl DsrConnector for Service {
         let request = request.into_inner();
         let source = request.source.clone();
         let engine = self.engine.clone();
+        // The engine records every call it answers; calls refused before it, or cut off by
+        // the deadline while it resolved the plan, are recorded here.
+        let mut engine_answered = false;
         let result = async {
             if request.source.is_empty() {
                 return Err(Status::invalid_argument("source: must not be empty"));
@@ -79,8 +82,9 @@ impl DsrConnector for Service {
             // DEADLINE_EXCEEDED rather than tonic's CANCELLED.
             let stream = tokio::time::timeout_at(context.deadline, self.engine.extract(params))
                 .await
-                .map_err(|_| status::to_status(&crate::extract::ExtractError::DeadlineExceeded))?
-                .map_err(|e| status::to_status(&e))?;
+                .map_err(|_| status::to_status(&crate::extract::ExtractError::DeadlineExceeded))?;
+            engine_answered = true;
+            let stream = stream.map_err(|e| status::to_status(&e))?;
             let counted = source.clone();
             // A stream dropped before its end (the client went away) is CANCELLED.
             let mut ending = StatusOnDrop(Some(context.span.clone()));
@@ -108,6 +112,10 @@ impl DsrConnector for Service {
                 .metrics()
                 .record_request("Extract", &source, status.code());
             record_status(&context.span, status.code());
+            if !engine_answered {
+                self.record_call(&context, "Extract", &source, status.code())
+                    .await;
+            }
         }
         context.respond(result)
     }
@@ -152,7 +160,37 @@ impl DsrConnector for Service {
             .metrics()
             .record_request("Validate", &source, code);
         record_status(&context.span, code);
+        self.record_call(&context, "Validate", &source, code).await;
         context.respond(result)
+    }
+}
+
+impl Service {
+    /// Appends a call-level audit record (a Validate call, or a call refused before the
+    /// engine answered it), and waits until it is durable.
+    async fn record_call(&self, context: &CallContext, rpc: &str, source: &str, code: tonic::Code) {
+        let entry = crate::audit::Entry {
+            rpc: rpc.to_owned(),
+            caller: context.caller.name.clone(),
+            source: if source.len() <= crate::extract::MAX_LABEL_BYTES {
+                source.to_owned()
+            } else {
+                "[refused: too long]".to_owned()
+            },
+            call_id: context.request_id.clone(),
+            outcome: if code == tonic::Code::Ok {
+                "ok"
+            } else {
+                "failed"
+            }
+            .into(),
+            status: crate::metrics::code_name(code).into(),
+            ..Default::default()
+        };
+        let audit = self.engine.audit();
+        if let Err(error) = audit.record(self.engine.metrics(), entry).await {
+            tracing::error!(%error, "a call could not be recorded in the audit log");
+        }
     }
 }
 
@@ -393,9 +431,34 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let cancel_streams = CancellationToken::new();
     let metrics = Arc::new(crate::metrics::Metrics::new(&config));
+    let audit_log = match &config.server.audit {
+        Some(audit) => {
+            let key = audit
+                .key
+                .as_ref()
+                .map(|k| secrecy::ExposeSecret::expose_secret(k).clone())
+                .unwrap_or_default();
+            let log = crate::audit::AuditLog::open(&audit.path, &key, &audit.replica_name())?;
+            tracing::info!(log = %audit.path.display(), "audit log open");
+            Some(log)
+        }
+        None => {
+            tracing::warn!("no [server.audit] configured: calls are not recorded in an audit log");
+            None
+        }
+    };
+    let audit = crate::extract::Audit {
+        log: audit_log.clone(),
+        status_name: |error| crate::metrics::code_name(status::to_status(error).code()),
+    };
     let engine = Arc::new(
-        Engine::new(config.clone(), cancel_streams.clone(), metrics.clone())
-            .map_err(|e| anyhow::anyhow!(e))?,
+        Engine::new(
+            config.clone(),
+            cancel_streams.clone(),
+            metrics.clone(),
+            audit,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
     );
     if let Some(listener) = metrics_listener {
         let local = listener.local_addr()?;
@@ -462,7 +525,7 @@ pub async fn run_with(
         // otherwise hold a snapshot open.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(layers::stack(&config))
+        .layer(layers::stack(&config, audit_log))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

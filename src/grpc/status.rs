@@ -37,7 +37,9 @@ pub fn to_status(error: &ExtractError) -> Status {
         ExtractError::Admission(AdmissionError::Deadline { .. }) => Code::DeadlineExceeded,
         ExtractError::Admission(_) => Code::ResourceExhausted,
         ExtractError::Stalled(_) | ExtractError::MessageTooLarge { .. } => Code::ResourceExhausted,
-        ExtractError::ShuttingDown | ExtractError::CircuitOpen { .. } => Code::Unavailable,
+        ExtractError::ShuttingDown
+        | ExtractError::CircuitOpen { .. }
+        | ExtractError::AuditUnavailable(_) => Code::Unavailable,
         ExtractError::ClientGone => Code::Cancelled,
     };
     let mut status = Status::new(code, error.to_string());

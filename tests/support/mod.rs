@@ -404,6 +404,22 @@ impl ServeProcess {
             .unwrap()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to end by itself (or by a signal sent elsewhere). Returns the
+    /// exit status and every log line.
+    pub async fn wait(self) -> (std::process::ExitStatus, Vec<String>) {
+        let ServeProcess {
+            mut child, reader, ..
+        } = self;
+        tokio::task::spawn_blocking(move || (child.wait().unwrap(), reader.join().unwrap()))
+            .await
+            .unwrap()
+    }
+
     /// The process's peak resident set size so far (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();

@@ -1,0 +1,314 @@
+//! Invariant 10: audited before answered. Every call leaves a record in a hash-chained log
+//! (extractions with their verified counts and the manifest's hash; refused and failed calls
+//! with their status); `dsr-connector audit verify`, the real binary, proves the log whole and
+//! names the first bad record; a store that cannot be written withholds the manifest; and a
+//! server killed with SIGKILL mid-stream leaves a log that verifies and holds every manifest
+//! that left.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use dsr_connector::demo;
+use dsr_connector::pb::{ExtractRequest, ValidateRequest, extract_response::Event};
+use support::{
+    SUBJECT_KEY, ServeProcess, TestServer, config, config_text, digest, extract, request,
+    with_server_block, with_token,
+};
+use tonic::Code;
+
+const TOKEN: &str = "token-of-the-orchestrator-0123456789";
+
+fn setup() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        support::run_sql_blocking(
+            "CREATE TABLE bulk_rows (id int PRIMARY KEY, owner text NOT NULL, note text);
+             CREATE INDEX ON bulk_rows (owner);
+             INSERT INTO bulk_rows SELECT g, 'bulk' || (g % 10) || '@example.com', repeat('x', 100)
+               FROM generate_series(1, 300000) g;
+             ANALYZE bulk_rows;",
+        );
+    });
+}
+
+const BULK: &str = r#"
+[[sources.tables]]
+name = "bulk_rows"
+identity = { kind = "email", column = "owner" }
+columns = { id = "not_pii", owner = "contact.email", note = "not_pii" }
+"#;
+
+/// The demo config with an audit log at `path` (and `extra` TOML appended).
+fn audited_text(path: &Path, extra: &str) -> String {
+    setup();
+    format!(
+        "{}\n[server.audit]\npath = {:?}\nreplica = \"replica-test\"\n",
+        config_text(&format!("{BULK}\n{extra}")),
+        path.display().to_string()
+    )
+}
+
+fn records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Runs `dsr-connector audit verify` with the test audit key.
+fn verify(path: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
+        .args(["audit", "verify"])
+        .arg(path)
+        .env("DSR_AUDIT_KEY", demo::audit_key(SUBJECT_KEY))
+        .output()
+        .unwrap()
+}
+
+fn with_token_config(path: &Path) -> dsr_connector::config::Config {
+    let text = with_server_block(
+        &audited_text(path, ""),
+        "[[server.tokens]]\nname = \"orchestrator\"\nsha256_env = \"ORCH_SHA\"\nsources = [\"demo\"]\n",
+    );
+    let cluster = support::cluster();
+    dsr_connector::config::Config::from_toml_str(&text, |name| match name {
+        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
+        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
+        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
+        "ORCH_SHA" => Some(digest(TOKEN)),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn every_call_is_recorded_and_the_log_verifies_until_a_byte_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let server = TestServer::start(with_token_config(&path)).await;
+    let mut client = server.client().await;
+
+    let mut alice = request("email", "alice@example.com");
+    alice.request_id = "dsr-audit-1".into();
+    let mut stream = client
+        .extract(with_token(alice, TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut manifest = None;
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(Event::Manifest(m)) = message.event {
+            manifest = Some(m);
+        }
+    }
+    let manifest = manifest.expect("a manifest");
+
+    // A wrong token, an unknown source, and a schema check.
+    let refused = client
+        .extract(with_token(request("email", "alice@example.com"), "wrong"))
+        .await;
+    assert_eq!(refused.unwrap_err().code(), Code::Unauthenticated);
+    let mut unknown = request("email", "alice@example.com");
+    unknown.source = "nope".into();
+    let failed = client.extract(with_token(unknown, TOKEN)).await;
+    assert_eq!(failed.unwrap_err().code(), Code::PermissionDenied);
+    let checked = client
+        .validate(with_token(
+            ValidateRequest {
+                source: "demo".into(),
+                ..Default::default()
+            },
+            TOKEN,
+        ))
+        .await;
+    assert!(checked.is_ok());
+    server.stop().await.unwrap();
+
+    let all = records(&path);
+    let by = |outcome: &str, status: &str| {
+        all.iter()
+            .find(|r| r["outcome"] == outcome && r["status"] == status)
+            .unwrap_or_else(|| panic!("no {outcome}/{status} record in {all:#?}"))
+    };
+    let ok = by("ok", "OK");
+    assert_eq!(ok["rpc"], "Extract");
+    assert_eq!(ok["caller"], "orchestrator");
+    assert_eq!(ok["request_id"], "dsr-audit-1");
+    assert_eq!(ok["extraction_id"], manifest.extraction_id.as_str());
+    assert_eq!(ok["subject_id"], manifest.subject_id.as_str());
+    assert_eq!(ok["row_count"], 18);
+    assert_eq!(ok["replica"], "replica-test");
+    assert!(
+        ok["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["verified"] == true)
+    );
+    assert_eq!(
+        ok["manifest_sha256"],
+        dsr_connector::audit::message_sha256(&manifest).as_str(),
+        "the record holds the hash of the manifest as the client received it"
+    );
+    assert_eq!(by("refused", "UNAUTHENTICATED")["rpc"], "Extract");
+    assert_eq!(by("failed", "PERMISSION_DENIED")["source"], "nope");
+    assert_eq!(by("ok", "OK")["seq"], 1);
+    assert!(
+        all.iter()
+            .any(|r| r["rpc"] == "Validate" && r["status"] == "OK")
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("alice@example.com"),
+        "no identity in the log"
+    );
+    assert!(
+        !text.contains("Alice Liddell"),
+        "no extracted value in the log"
+    );
+
+    let out = verify(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("ok ({} records", all.len())),
+        "{stdout}"
+    );
+
+    // One changed byte in the second record: verify fails and names it.
+    let edited = text.replacen("\"replica-test\"", "\"replica-tesT\"", 2);
+    let first_len = text.find('\n').unwrap() + 1;
+    let edited = format!("{}{}", &text[..first_len], &edited[first_len..]);
+    std::fs::write(&path, edited).unwrap();
+    let out = verify(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("record 2 (line 2)"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_written_withholds_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let server = TestServer::start(config(&audited_text(&path, ""))).await;
+    let mut client = server.client().await;
+    let x = extract(&mut client, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+
+    // The head file can no longer be replaced: every append fails from now on.
+    let blocker = PathBuf::from(format!("{}.head.tmp", path.display()));
+    std::fs::create_dir(&blocker).unwrap();
+    let x = extract(&mut client, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+    assert!(
+        x.message().contains("audit log cannot be written"),
+        "{}",
+        x.message()
+    );
+    assert!(x.manifest.is_none(), "no manifest without its audit record");
+    assert!(!x.rows("customers").is_empty(), "the rows had streamed");
+
+    // The store recovers; the failed batch left nothing behind.
+    std::fs::remove_dir(&blocker).unwrap();
+    let x = extract(&mut client, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    server.stop().await.unwrap();
+    let out = verify(&path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_twenty_extractions_leaves_every_manifest_recorded_and_a_log_that_verifies()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let audit_key = demo::audit_key(SUBJECT_KEY);
+    let server =
+        ServeProcess::start_with(&audited_text(&path, ""), &[("DSR_AUDIT_KEY", &audit_key)]).await;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let mut client = server.client().await;
+        let done = done_tx.clone();
+        calls.push(tokio::spawn(async move {
+            // Half are quick, half stream 30,000 rows.
+            let subject = if i % 2 == 0 {
+                "alice@example.com".to_owned()
+            } else {
+                format!("bulk{}@example.com", i % 10)
+            };
+            let req = ExtractRequest {
+                batch_size: 500,
+                ..request("email", &subject)
+            };
+            let mut manifest_id = None;
+            if let Ok(response) = client.extract(req).await {
+                let mut stream = response.into_inner();
+                while let Ok(Some(message)) = stream.message().await {
+                    if let Some(Event::Manifest(m)) = message.event {
+                        manifest_id = Some(m.extraction_id);
+                        let _ = done.send(());
+                    }
+                }
+            }
+            manifest_id
+        }));
+    }
+    // Once some calls got their manifest, the server is killed mid-stream.
+    for _ in 0..5 {
+        done_rx.recv().await.unwrap();
+    }
+    let pid = server.pid();
+    let killed = Command::new("kill")
+        .args(["-s", "KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut manifests = Vec::new();
+    for call in calls {
+        manifests.extend(call.await.unwrap());
+    }
+    let (status, _) = server.wait().await;
+    assert!(!status.success(), "the server was killed");
+    assert!(
+        manifests.len() >= 5 && manifests.len() < 20,
+        "{} manifests",
+        manifests.len()
+    );
+    println!(
+        "{} of 20 calls got a manifest before SIGKILL",
+        manifests.len()
+    );
+
+    let out = verify(&path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let recorded: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for id in &manifests {
+        assert!(
+            recorded
+                .iter()
+                .any(|r| r["extraction_id"] == id.as_str() && r["outcome"] == "ok"),
+            "the manifest of {id} left without its audit record"
+        );
+    }
+}
