@@ -299,7 +299,11 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         .expect("the demo prints how to verify its audit log");
     let out = shell(verify.trim());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{verify}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{verify}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains(": ok ("), "{text}");
 
     // Ctrl-C: SIGINT to the foreground process group.

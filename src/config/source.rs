@@ -80,6 +80,9 @@ pub struct SourceConfig {
     /// The source's circuit breaker.
     #[serde(default)]
     pub circuit_breaker: BreakerConfig,
+    /// Retries of transient failures before anything was sent.
+    #[serde(default)]
+    pub retry: RetryConfig,
     /// How long a passed schema check is trusted before the catalog is read again.
     #[serde(default = "default_schema_refresh", with = "humantime_serde")]
     pub schema_refresh: Duration,
@@ -115,6 +118,7 @@ impl std::fmt::Debug for SourceConfig {
             .field("on_coercion_error", &self.on_coercion_error)
             .field("schema_refresh", &self.schema_refresh)
             .field("circuit_breaker", &self.circuit_breaker)
+            .field("retry", &self.retry)
             .field("tables", &self.tables)
             .finish()
     }
@@ -206,6 +210,7 @@ impl SourceConfig {
             ));
         }
         self.circuit_breaker.validate(at, problems);
+        self.retry.validate(at, problems);
         if self.schema_refresh > MAX_DURATION {
             problems.push(format!(
                 "{at}.schema_refresh: at most {}",
@@ -467,6 +472,56 @@ impl BreakerConfig {
         }
         if self.cool_down.is_zero() || self.cool_down > MAX_TIMEOUT {
             problems.push(format!("{at}.cool_down: above zero and at most 1 hour"));
+        }
+    }
+}
+
+/// `retry = { ... }` of a source: transient failures before the first message are tried
+/// again, with exponential backoff and jitter, inside the call's deadline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included; 1 turns retries off.
+    pub attempts: u32,
+    /// The first delay; each next one doubles (with jitter).
+    #[serde(with = "humantime_serde")]
+    pub min_delay: Duration,
+    /// The longest delay.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        let d = crate::resilience::retry::RetryPolicy::default();
+        RetryConfig {
+            attempts: d.attempts,
+            min_delay: d.min_delay,
+            max_delay: d.max_delay,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The retry policy.
+    pub fn policy(&self) -> crate::resilience::retry::RetryPolicy {
+        crate::resilience::retry::RetryPolicy {
+            attempts: self.attempts,
+            min_delay: self.min_delay,
+            max_delay: self.max_delay,
+        }
+    }
+
+    fn validate(&self, at: &str, problems: &mut Vec<String>) {
+        let at = format!("{at}.retry");
+        if !(1..=10).contains(&self.attempts) {
+            problems.push(format!("{at}.attempts: between 1 and 10"));
+        }
+        if self.min_delay.is_zero() || self.min_delay > self.max_delay {
+            problems.push(format!("{at}.min_delay: above zero and at most max_delay"));
+        }
+        if self.max_delay > MAX_TIMEOUT {
+            problems.push(format!("{at}.max_delay: at most 1 hour"));
         }
     }
 }

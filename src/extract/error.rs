@@ -119,6 +119,20 @@ impl ExtractError {
     }
 }
 
+impl ExtractError {
+    /// Whether trying again may succeed: a transient database error (connection refused,
+    /// reset or lost; SQLSTATE 40001, 40P01, class 08 and 53, 57P01-57P03) or a catalog
+    /// read that failed. A full pool is not: the call already waited its checkout timeout.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ExtractError::Db(DbError::PoolExhausted { .. }) => false,
+            ExtractError::Db(db) => db.is_transient(),
+            ExtractError::Plan(PlanError::Catalog { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
 /// What a call's error (`None`: it succeeded) says about its source, for the circuit breaker. Only the source's
 /// infrastructure failures count against it: refused, reset or lost connections, pool
 /// checkout timeouts, SQLSTATE classes 08 and 53 and 57P0x, and catalog reads that failed.

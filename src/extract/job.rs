@@ -49,6 +49,14 @@ pub(super) struct Job {
     pub(super) entry: crate::audit::Entry,
     /// The call's record was written (with its manifest).
     pub(super) audited: std::sync::atomic::AtomicBool,
+    /// How transient failures are retried, and how many attempts were made.
+    pub(super) retry: crate::resilience::retry::RetryPolicy,
+    pub(super) attempts: std::sync::atomic::AtomicU32,
+    /// The `started` event went out (once, whatever the attempts).
+    pub(super) started_sent: std::sync::atomic::AtomicBool,
+    /// A batch, a table's completion or the manifest went out: from then on a failure is
+    /// not retried, because the client has seen part of one snapshot.
+    pub(super) sent_data: std::sync::atomic::AtomicBool,
 }
 
 /// Counters of a finished extraction, for the log line.
@@ -166,6 +174,12 @@ impl Job {
         );
         metadata.insert("batch_size".to_owned(), self.batch_size.to_string());
         metadata.insert(
+            "attempts".to_owned(),
+            self.attempts
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        );
+        metadata.insert(
             "unreachable_tables".to_owned(),
             self.plan
                 .unreachable
@@ -273,7 +287,29 @@ impl Job {
     /// Sends one message, waiting for room in the channel (backpressure), at most the stall
     /// timeout. Messages other than batches (which are cut by bytes) are size-checked first,
     /// so that a client never meets a message it cannot receive.
+    /// Sends the `started` event, unless an earlier attempt did: a retry runs the same plan
+    /// under the same extraction id.
+    pub(super) async fn send_started(
+        &self,
+        started: pb::ExtractionStarted,
+    ) -> Result<(), ExtractError> {
+        if self
+            .started_sent
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        self.send(Event::Started(started)).await
+    }
+
+    /// Whether part of the snapshot's data (a batch, a table's completion, the manifest) has
+    /// left for the client.
+    pub(super) fn sent_data(&self) -> bool {
+        self.sent_data.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(super) async fn send(&self, event: Event) -> Result<(), ExtractError> {
+        let data = !matches!(event, Event::Started(_));
         let what = match &event {
             Event::Batch(_) => None,
             Event::Started(_) => Some("started"),
@@ -292,7 +328,13 @@ impl Job {
             }
         }
         match tokio::time::timeout(self.stall_timeout, self.tx.send(message)).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                if data {
+                    self.sent_data
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            }
             Ok(Err(_)) => Err(ExtractError::ClientGone),
             Err(_) => Err(ExtractError::Stalled(self.stall_timeout)),
         }

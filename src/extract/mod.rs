@@ -424,8 +424,8 @@ impl Engine {
         // The slots are held until the producer ends: a stalled stream gives them back at the
         // stall timeout.
         let permit = source.slots.admit(&params.caller, params.deadline).await?;
-        let (map, pass) =
-            settle_on_error(&source, pass, self.data_map(&source, params.deadline).await)?;
+        let map = self.data_map_retrying(&source, params.deadline).await;
+        let (map, pass) = settle_on_error(&source, pass, map)?;
         let plan = map.plan(&params.kind, &params.tables)?;
 
         let (tx, rx) = mpsc::channel(self.limits.stream_buffer);
@@ -458,6 +458,10 @@ impl Engine {
             audit: self.audit.clone(),
             entry,
             audited: std::sync::atomic::AtomicBool::new(false),
+            retry: cfg.retry.policy(),
+            attempts: std::sync::atomic::AtomicU32::new(0),
+            started_sent: std::sync::atomic::AtomicBool::new(false),
+            sent_data: std::sync::atomic::AtomicBool::new(false),
         };
         let span = job.params.span.clone();
         tokio::spawn(tracing::Instrument::instrument(job.run(), span));
@@ -576,6 +580,29 @@ impl Engine {
                     })
             })
             .await
+    }
+
+    /// The data map, with transient failures of the schema gate retried inside the deadline.
+    async fn data_map_retrying(
+        &self,
+        source: &Source,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<DataMap>, ExtractError> {
+        let mut delays = self.config.sources[source.index].retry.policy().delays();
+        loop {
+            let result = self.data_map(source, deadline).await;
+            match &result {
+                Err(error) if error.is_retryable() => match delays.next_before(deadline) {
+                    Some(delay) => {
+                        tracing::warn!(source = %source.name, delay_ms = delay.as_millis() as u64,
+                            %error, "transient failure of the schema gate: trying again");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return result,
+                },
+                _ => return result,
+            }
+        }
     }
 
     /// Runs the schema gate for `source` now, table by table (Validate without a subject).

@@ -17,7 +17,45 @@ use crate::db::{Conn, DbError};
 use crate::pb::{self, extract_response::Event};
 
 impl Job {
+    /// Runs the extraction, and runs it again after a transient failure (a lost connection, a
+    /// serialization failure, a server restart) while none of the snapshot's data has left for
+    /// the client: checkout, BEGIN, the snapshot, the identity check, the first fetch. Retries
+    /// back off with jitter inside the deadline. Once data has left, a failure ends the
+    /// stream: the client retries the call with the same request id.
     pub(super) async fn run_inner(
+        &self,
+        extraction_id: &str,
+        progress: &mut Progress,
+    ) -> Result<(), ExtractError> {
+        let mut delays = self.retry.delays();
+        loop {
+            let attempt = 1 + self
+                .attempts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let result = self.attempt(extraction_id, progress).await;
+            let Err(error) = &result else {
+                return result;
+            };
+            if self.sent_data() || !error.is_retryable() {
+                return result;
+            }
+            let Some(delay) = delays.next_before(self.params.deadline) else {
+                return result;
+            };
+            tracing::warn!(
+                source = %self.params.source, attempt, delay_ms = delay.as_millis() as u64,
+                %error, "transient failure before anything was sent: trying again"
+            );
+            *progress = Progress::default();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                stop = self.stop_signal() => return Err(stop.into_error()),
+            }
+        }
+    }
+
+    /// One attempt: a connection, its snapshot, every table, and the connection back clean.
+    async fn attempt(
         &self,
         extraction_id: &str,
         progress: &mut Progress,
@@ -156,7 +194,7 @@ impl Job {
         let snapshot_at = timestamp_from_epoch(row.get(0));
         let server_version: String = row.get(1);
 
-        self.send(Event::Started(pb::ExtractionStarted {
+        self.send_started(pb::ExtractionStarted {
             extraction_id: extraction_id.to_owned(),
             source: source_name.to_owned(),
             tables: self
@@ -181,7 +219,7 @@ impl Job {
             started_at: Some(prost_types::Timestamp::from(started_at)),
             request_id: self.params.request_id.clone(),
             subject_id: self.subject_id.clone(),
-        }))
+        })
         .await?;
 
         let value: &str = self.params.value.expose_secret();

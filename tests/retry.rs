@@ -1,0 +1,154 @@
+//! Retries, with a real fault: the service's PostgreSQL backend is terminated with
+//! `pg_terminate_backend` while a table is read. Before any of the snapshot's data has left,
+//! the extraction is retried on a new connection and succeeds; after a batch has left, the
+//! stream ends with UNAVAILABLE and no manifest, and the orchestrator's retry with the same
+//! request id succeeds.
+
+mod support;
+
+use std::sync::OnceLock;
+
+use dsr_connector::pb::extract_response::Event;
+use support::{config, config_text, eventually, request, service_sessions, sql};
+use tonic::Code;
+
+/// 100 rows in the slow view, 20 ms each: one fetch of them all takes about 2 s.
+const SUBJECT: &str = "retry@example.com";
+
+fn setup() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        support::run_sql_blocking(
+            "CREATE FUNCTION slow_pass(id bigint) RETURNS boolean LANGUAGE sql VOLATILE COST 1000
+                 AS $$ SELECT pg_sleep(0.02); SELECT id IS NOT NULL $$;
+             CREATE TABLE retry_rows (id bigint PRIMARY KEY, customer_id bigint NOT NULL);
+             CREATE INDEX ON retry_rows (customer_id);
+             CREATE VIEW retry_events AS SELECT id, customer_id FROM retry_rows WHERE slow_pass(id);
+             INSERT INTO customers (id, email, full_name, created_at)
+                 VALUES (800001, 'retry@example.com', 'Retry Subject', now());
+             INSERT INTO retry_rows SELECT i, 800001 FROM generate_series(1, 100) AS i;
+             ANALYZE retry_rows;",
+        );
+    });
+}
+
+fn retry_config(app: &str) -> dsr_connector::config::Config {
+    setup();
+    let text = config_text(
+        r#"
+[[sources.tables]]
+name = "retry_events"
+reference = { column = "customer_id", table = "customers", to = "id" }
+columns = { id = "not_pii", customer_id = "identifier.customer_id" }
+"#,
+    )
+    .replace(
+        "max_connections = 10",
+        &format!("max_connections = 10\napplication_name = \"{app}\""),
+    );
+    config(&text)
+}
+
+fn slow_request(batch_size: u32) -> dsr_connector::pb::ExtractRequest {
+    let mut req = request("email", SUBJECT);
+    req.tables = vec!["retry_events".into()];
+    req.batch_size = batch_size;
+    req.request_id = "dsr-retry-1".into();
+    req
+}
+
+/// Terminates the service's backend that reads the slow view.
+async fn terminate_reader(db: &tokio_postgres::Client, app: &str) {
+    let reading = || async {
+        service_sessions(db, app)
+            .await
+            .iter()
+            .any(|(state, query)| state == "active" && query.contains("retry_events"))
+    };
+    assert!(
+        eventually(200, reading).await,
+        "the slow read never started"
+    );
+    let terminated = db
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND state = 'active' AND query LIKE '%retry_events%') t",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(terminated, 1);
+}
+
+#[tokio::test]
+async fn a_connection_lost_before_any_data_left_is_retried_and_the_call_succeeds() {
+    let app = "t-retry-before-data";
+    let server = support::TestServer::start(retry_config(app)).await;
+    let db = sql().await;
+    let mut client = server.client().await;
+    let mut stream = client
+        .extract(slow_request(500))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(Event::Started(_))));
+
+    terminate_reader(&db, app).await;
+    let mut rows = 0;
+    let mut started = 1;
+    let mut manifest = None;
+    loop {
+        match stream.message().await {
+            Ok(Some(message)) => match message.event {
+                Some(Event::Batch(b)) => rows += b.rows.len(),
+                Some(Event::Started(_)) => started += 1,
+                Some(Event::Manifest(m)) => manifest = Some(m),
+                _ => {}
+            },
+            Ok(None) => break,
+            Err(status) => panic!("the retry should have succeeded: {status:?}"),
+        }
+    }
+    let manifest = manifest.expect("a manifest after the retry");
+    assert_eq!(rows, 100);
+    assert_eq!(started, 1, "a retry does not start the stream again");
+    assert_eq!(
+        manifest.metadata.get("attempts").map(String::as_str),
+        Some("2")
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_lost_after_a_batch_left_ends_unavailable_and_the_callers_retry_succeeds() {
+    let app = "t-retry-after-data";
+    let server = support::TestServer::start(retry_config(app)).await;
+    let db = sql().await;
+    let mut client = server.client().await;
+    let mut stream = client.extract(slow_request(10)).await.unwrap().into_inner();
+    // Wait for the first batch, then cut the connection.
+    loop {
+        let message = stream.message().await.unwrap().unwrap();
+        if matches!(message.event, Some(Event::Batch(_))) {
+            break;
+        }
+    }
+    terminate_reader(&db, app).await;
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(message)) => assert!(!matches!(message.event, Some(Event::Manifest(_)))),
+            Ok(None) => panic!("the stream ended OK after losing its connection"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    // The orchestrator retries the call with the same request id.
+    let x = support::extract(&mut client, slow_request(500)).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert_eq!(x.rows("retry_events").len(), 100);
+    assert_eq!(x.manifest.unwrap().request_id, "dsr-retry-1");
+    server.stop().await.unwrap();
+}
