@@ -12,6 +12,7 @@
 //! - [`pii`]: the classification matrix, value detectors, and the nested-JSON PII scan.
 //! - [`appender`]: append-only JSON-lines files with group commit (fsync per batch).
 //! - [`audit`]: the hash-chained audit log, one durable record per call, and its check.
+//! - [`deadletter`]: the dead-letter queue of rejected rows and failed extractions.
 //! - [`admission`]: per-source call slots and each caller's share of them (FIFO).
 //! - [`extract`]: the engine: snapshot transaction, portal batches, bounded channel,
 //!   cancellation, count verification, manifest.
@@ -33,6 +34,7 @@ pub mod coerce;
 pub mod config;
 pub mod datamap;
 pub mod db;
+pub mod deadletter;
 pub mod demo;
 pub mod extract;
 pub mod grpc;

@@ -1,4 +1,5 @@
-//! The `dsr-connector` command: `serve`, `check-config`, `demo` and `audit verify`.
+//! The `dsr-connector` command: `serve`, `check-config`, `demo`, `audit verify` and
+//! `dead-letters list`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +45,27 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Read the dead-letter queue.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// Print dead letters as JSON lines, oldest first.
+    List {
+        /// The dead-letter file (`[server.dead_letters] path`).
+        file: PathBuf,
+        /// Only those at or after this time (RFC 3339, e.g. 2026-11-28T00:00:00Z).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only this category: coercion, schema_drift, integrity, transport, deadline,
+        /// authorization, internal.
+        #[arg(long)]
+        category: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -86,6 +108,14 @@ fn main() -> ExitCode {
                         key_file,
                     },
             } => audit_verify(&file, &key_env, key_file.as_deref()),
+            Command::DeadLetters {
+                command:
+                    DeadLetterCommand::List {
+                        file,
+                        since,
+                        category,
+                    },
+            } => dead_letters_list(&file, since, category.as_deref()),
         };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -155,6 +185,28 @@ fn audit_verify(
         }
         Err(error) => Err(anyhow::anyhow!("{}: {error}", file.display())),
     }
+}
+
+fn dead_letters_list(
+    file: &std::path::Path,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    category: Option<&str>,
+) -> anyhow::Result<()> {
+    if let Some(category) = category
+        && !dsr_connector::deadletter::CATEGORIES.contains(&category)
+    {
+        anyhow::bail!(
+            "--category: '{category}' is not one of {}",
+            dsr_connector::deadletter::CATEGORIES.join(", ")
+        );
+    }
+    let letters =
+        dsr_connector::deadletter::read(file, since, category).map_err(anyhow::Error::msg)?;
+    for letter in &letters {
+        println!("{}", serde_json::to_string(letter)?);
+    }
+    eprintln!("{} dead letter(s)", letters.len());
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub manifest_violations: Family<Labels, Counter>,
     /// Audit records that could not be written.
     pub audit_failures: Counter,
+    /// Dead letters by `category`.
+    pub dead_letters: Family<Labels, Counter>,
     /// Circuit breaker state by `source`: 0 closed, 1 half-open, 2 open.
     pub breaker_state: Family<Labels, Gauge>,
 }
@@ -73,6 +75,7 @@ impl Metrics {
             manifest_violations: Family::default(),
             breaker_state: Family::default(),
             audit_failures: Counter::default(),
+            dead_letters: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -134,6 +137,11 @@ impl Metrics {
             "manifest_violations",
             "Manifest rule violations found by source",
             metrics.manifest_violations.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Dead letters (rejected rows, failed extractions) by category",
+            metrics.dead_letters.clone(),
         );
         registry.register(
             "audit_write_failures",

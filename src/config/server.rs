@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub worker_threads: Option<usize>,
     /// The audit log (`[server.audit]`); without it no call is recorded.
     pub audit: Option<AuditConfig>,
+    /// The dead-letter queue (`[server.dead_letters]`); without it dead letters are only
+    /// counted.
+    pub dead_letters: Option<DeadLetterConfig>,
     /// The key itself, resolved from `subject_key_env`/`subject_key_file` by [`Config::load`].
     #[serde(skip)]
     pub subject_key: Option<SubjectKey>,
@@ -93,6 +96,7 @@ impl Default for ServerConfig {
             require_deadline: false,
             send_stall_timeout: Duration::from_secs(30),
             audit: None,
+            dead_letters: None,
             subject_key: None,
         }
     }
@@ -166,6 +170,14 @@ pub type SubjectKey = SecretBox<Vec<u8>>;
 
 /// The environment variable read for the audit key when `[server.audit]` names none.
 pub const DEFAULT_AUDIT_KEY_ENV: &str = "DSR_AUDIT_KEY";
+
+/// `[server.dead_letters]`: the dead-letter queue file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// An append-only JSON-lines file.
+    pub path: PathBuf,
+}
 
 /// `[server.audit]`: the append-only, hash-chained audit log.
 #[derive(Debug, Deserialize)]

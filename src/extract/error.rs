@@ -133,6 +133,38 @@ impl ExtractError {
     }
 }
 
+impl ExtractError {
+    /// The dead-letter category of a failure on the service's or the data's side; `None`
+    /// for the caller's own mistakes (bad input, unknown names) and for a client that left.
+    pub fn dead_letter_category(&self) -> Option<&'static str> {
+        Some(match self {
+            ExtractError::Coercion(_) => "coercion",
+            ExtractError::Plan(PlanError::SchemaDrift { .. }) | ExtractError::Decode { .. } => {
+                "schema_drift"
+            }
+            ExtractError::CountMismatch { .. } | ExtractError::InvalidManifest(_) => "integrity",
+            ExtractError::Db(DbError::Refused { .. }) => "authorization",
+            ExtractError::Db(DbError::Query { code, .. }) if code == "42501" => "authorization",
+            ExtractError::DeadlineExceeded
+            | ExtractError::Admission(AdmissionError::Deadline { .. }) => "deadline",
+            ExtractError::Db(_)
+            | ExtractError::Plan(PlanError::Catalog { .. })
+            | ExtractError::Admission(_)
+            | ExtractError::CircuitOpen { .. }
+            | ExtractError::Stalled(_)
+            | ExtractError::ShuttingDown
+            | ExtractError::AuditUnavailable(_)
+            | ExtractError::RowTooLarge { .. }
+            | ExtractError::MessageTooLarge { .. } => "transport",
+            ExtractError::Internal(_) => "internal",
+            ExtractError::InvalidArgument(_)
+            | ExtractError::UnknownSource(_)
+            | ExtractError::Plan(_)
+            | ExtractError::ClientGone => return None,
+        })
+    }
+}
+
 /// What a call's error (`None`: it succeeded) says about its source, for the circuit breaker. Only the source's
 /// infrastructure failures count against it: refused, reset or lost connections, pool
 /// checkout timeouts, SQLSTATE classes 08 and 53 and 57P0x, and catalog reads that failed.

@@ -44,7 +44,7 @@ pub(super) struct Job {
     pub(super) _permit: Permit,
     /// The call's pass through the source's circuit breaker, settled when the producer ends.
     pub(super) breaker: Option<Pass>,
-    pub(super) audit: super::Audit,
+    pub(super) records: super::Records,
     /// What the call's audit record holds before the extraction adds its own.
     pub(super) entry: crate::audit::Entry,
     /// The call's record was written (with its manifest).
@@ -68,7 +68,7 @@ pub(super) struct Progress {
 
 impl Job {
     pub(super) async fn run(mut self) {
-        let extraction_id = uuid::Uuid::new_v4().to_string();
+        let extraction_id = self.entry.extraction_id.clone();
         let started = Instant::now();
         let mut progress = Progress::default();
         tracing::Span::current().record("dsr.subject_id", self.subject_id.as_str());
@@ -96,11 +96,10 @@ impl Job {
             && !self.audited.load(std::sync::atomic::Ordering::Relaxed)
         {
             let entry = crate::audit::Entry {
-                extraction_id: extraction_id.clone(),
                 row_count: progress.rows,
                 ..self.entry.clone()
             };
-            self.audit.failed(&self.metrics, entry, error).await;
+            self.records.failed(&self.metrics, entry, error).await;
         }
         // The gRPC status is the adapter's to record on the server span; the engine names
         // what ended the extraction.
@@ -254,7 +253,7 @@ impl Job {
             manifest_sha256: crate::audit::message_sha256(manifest),
             ..self.entry.clone()
         };
-        self.audit.record(&self.metrics, entry).await?;
+        self.records.record(&self.metrics, entry).await?;
         self.audited
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())

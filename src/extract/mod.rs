@@ -27,11 +27,13 @@ mod batch;
 mod error;
 mod job;
 pub mod manifest;
+mod records;
 mod snapshot;
 mod table;
 
 pub use error::ExtractError;
 use job::Job;
+pub use records::Records;
 pub use table::{
     MAX_DETAIL_CHARS, MAX_PII_FIELDS_PER_COLUMN, MAX_PRIMARY_KEY_CHARS, MAX_VIOLATIONS_PER_TABLE,
 };
@@ -115,60 +117,6 @@ struct Source {
     schema: SchemaCache,
 }
 
-/// The audit log and how the engine's errors are named in it. The engine does not know
-/// gRPC: whoever builds it says how an error becomes a status name.
-#[derive(Clone)]
-pub struct Audit {
-    pub log: Option<crate::audit::AuditLog>,
-    pub status_name: fn(&ExtractError) -> &'static str,
-}
-
-impl Audit {
-    /// No audit log: nothing is recorded.
-    pub fn none(status_name: fn(&ExtractError) -> &'static str) -> Audit {
-        Audit {
-            log: None,
-            status_name,
-        }
-    }
-
-    /// Appends a record and waits until it is durable.
-    pub async fn record(
-        &self,
-        metrics: &Metrics,
-        entry: crate::audit::Entry,
-    ) -> Result<(), crate::audit::AuditError> {
-        let Some(log) = &self.log else {
-            return Ok(());
-        };
-        match log.append(entry).await {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                metrics.audit_failures.inc();
-                Err(error)
-            }
-        }
-    }
-
-    /// Records a call that failed; a record that cannot be written is logged and counted.
-    pub async fn failed(
-        &self,
-        metrics: &Metrics,
-        entry: crate::audit::Entry,
-        error: &ExtractError,
-    ) {
-        let entry = crate::audit::Entry {
-            outcome: "failed".into(),
-            status: (self.status_name)(error).into(),
-            error: error.kind().into(),
-            ..entry
-        };
-        if let Err(e) = self.record(metrics, entry).await {
-            tracing::error!(error = %e, "a failed call could not be recorded in the audit log");
-        }
-    }
-}
-
 /// Lets a call through the source's breaker, or refuses it with `CircuitOpen` while open.
 /// Either way the check is a `compliance.circuit_breaker` hook span.
 fn pass_breaker(source: &Source) -> Result<Pass, ExtractError> {
@@ -224,7 +172,7 @@ pub(crate) fn breaker_hook(source: &str, state: State, moved: Option<Transition>
 
 /// The extraction engine, shared by every request.
 pub struct Engine {
-    audit: Audit,
+    records: Records,
     config: Arc<Config>,
     matrix: Arc<Matrix>,
     metrics: Arc<Metrics>,
@@ -281,7 +229,7 @@ impl Engine {
         config: Arc<Config>,
         shutdown: CancellationToken,
         metrics: Arc<Metrics>,
-        audit: Audit,
+        records: Records,
     ) -> Result<Engine, String> {
         if config.subject_key().len() < 16 {
             return Err("the subject key is missing or shorter than 16 bytes".into());
@@ -312,7 +260,7 @@ impl Engine {
             stall_timeout: server.send_stall_timeout,
         };
         Ok(Engine {
-            audit,
+            records,
             metrics,
             matrix: config.matrix(),
             config,
@@ -370,7 +318,7 @@ impl Engine {
         match self.start(params, entry.clone()).await {
             Ok(stream) => Ok(stream),
             Err(error) => {
-                self.audit.failed(&self.metrics, entry, &error).await;
+                self.records.failed(&self.metrics, entry, &error).await;
                 Err(error)
             }
         }
@@ -408,9 +356,9 @@ impl Engine {
         }
     }
 
-    /// The audit log, when one is configured.
-    pub fn audit(&self) -> &Audit {
-        &self.audit
+    /// Where calls are recorded: the audit log and the dead-letter queue.
+    pub fn records(&self) -> &Records {
+        &self.records
     }
 
     async fn start(
@@ -455,8 +403,11 @@ impl Engine {
             shutdown: self.shutdown.clone(),
             _permit: permit,
             breaker: Some(pass),
-            audit: self.audit.clone(),
-            entry,
+            records: self.records.clone(),
+            entry: crate::audit::Entry {
+                extraction_id: uuid::Uuid::new_v4().to_string(),
+                ..entry
+            },
             audited: std::sync::atomic::AtomicBool::new(false),
             retry: cfg.retry.policy(),
             attempts: std::sync::atomic::AtomicU32::new(0),

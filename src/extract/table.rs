@@ -168,6 +168,29 @@ impl Job {
                                 return Err(ExtractError::Coercion(Box::new(violation)));
                             }
                             CoercionPolicy::RejectRow => {
+                                if !self.params.dry_run {
+                                    self.records.dead_letter(
+                                        &self.metrics,
+                                        crate::deadletter::DeadLetter {
+                                            category: "coercion".into(),
+                                            source: self.entry.source.clone(),
+                                            table: violation.table.clone(),
+                                            column: violation.column.clone(),
+                                            primary_key: violation.primary_key.clone(),
+                                            rule: violation.rule.clone(),
+                                            detail: format!(
+                                                "the row was left out (reject_row); category {}",
+                                                violation.category
+                                            ),
+                                            rpc: self.entry.rpc.clone(),
+                                            request_id: self.entry.request_id.clone(),
+                                            call_id: self.entry.call_id.clone(),
+                                            extraction_id: self.entry.extraction_id.clone(),
+                                            subject_id: self.entry.subject_id.clone(),
+                                            ..Default::default()
+                                        },
+                                    );
+                                }
                                 outcome.rejected += 1;
                                 *outcome
                                     .rejected_by

@@ -187,8 +187,8 @@ impl Service {
             status: crate::metrics::code_name(code).into(),
             ..Default::default()
         };
-        let audit = self.engine.audit();
-        if let Err(error) = audit.record(self.engine.metrics(), entry).await {
+        let records = self.engine.records();
+        if let Err(error) = records.record(self.engine.metrics(), entry).await {
             tracing::error!(%error, "a call could not be recorded in the audit log");
         }
     }
@@ -447,8 +447,16 @@ pub async fn run_with(
             None
         }
     };
-    let audit = crate::extract::Audit {
+    let dead_letters =
+        match &config.server.dead_letters {
+            Some(queue) => Some(crate::deadletter::DeadLetters::open(&queue.path).map_err(
+                |e| anyhow::anyhow!("server.dead_letters.path: {}: {e}", queue.path.display()),
+            )?),
+            None => None,
+        };
+    let records = crate::extract::Records {
         log: audit_log.clone(),
+        dead_letters,
         status_name: |error| crate::metrics::code_name(status::to_status(error).code()),
     };
     let engine = Arc::new(
@@ -456,7 +464,7 @@ pub async fn run_with(
             config.clone(),
             cancel_streams.clone(),
             metrics.clone(),
-            audit,
+            records,
         )
         .map_err(|e| anyhow::anyhow!(e))?,
     );
