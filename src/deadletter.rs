@@ -11,7 +11,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::appender::{Appender, Lines};
+use crate::appender::{Appender, FileSink, Line, Lines};
+use crate::control::{Control, ControlSink, Table};
 
 /// The error categories of dead letters.
 pub const CATEGORIES: &[&str] = &[
@@ -50,14 +51,12 @@ struct Plain;
 impl Lines for Plain {
     type Item = DeadLetter;
 
-    fn line(&mut self, item: DeadLetter) -> (String, String) {
-        let line = serde_json::to_string(&item).expect("a dead letter serializes");
-        (line, String::new())
+    fn line(&mut self, item: DeadLetter) -> (Line, String) {
+        let text = serde_json::to_string(&item).expect("a dead letter serializes");
+        (Line { text, chain: None }, String::new())
     }
 
-    fn commit(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    fn commit(&mut self) {}
 
     fn rollback(&mut self) {}
 }
@@ -71,18 +70,27 @@ pub struct DeadLetters {
 impl DeadLetters {
     /// Opens (or creates) the queue file; a line torn by a crash at its end is cut off.
     pub fn open(path: &Path) -> std::io::Result<DeadLetters> {
-        let len = match std::fs::read(path) {
-            Ok(bytes) => bytes
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map(|i| i + 1)
-                .unwrap_or(0),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e),
-        };
+        let len = FileSink::complete_len(path)?;
+        let sink = FileSink::open(path, len, None)?;
         Ok(DeadLetters {
-            appender: Appender::start(path, len as u64, Plain)?,
+            appender: Appender::start(sink, Plain)?,
         })
+    }
+
+    /// Opens the queue in the control database (its tables are created if missing).
+    pub async fn open_control(control: &Control) -> Result<DeadLetters, String> {
+        let control = control.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The sink owns a runtime of its own, so it is built on a thread outside any runtime.
+        std::thread::spawn(move || {
+            let opened = ControlSink::open(&control, Table::DeadLetters)
+                .and_then(|sink| Appender::start(sink, Plain).map_err(|e| e.to_string()));
+            let _ = tx.send(opened);
+        });
+        let appender = rx
+            .await
+            .map_err(|_| "the dead-letter store could not be opened".to_owned())??;
+        Ok(DeadLetters { appender })
     }
 
     /// Appends a dead letter and waits until it is durable.
@@ -105,7 +113,7 @@ fn stamp(letter: &mut DeadLetter) {
 }
 
 /// Reads the dead letters of a queue file, oldest first, optionally only those at or after
-/// `since` (RFC 3339) and of one category. A torn last line is skipped.
+/// `since` and of one category. A torn last line is skipped.
 pub fn read(
     path: &Path,
     since: Option<chrono::DateTime<chrono::Utc>>,
@@ -116,16 +124,27 @@ pub fn read(
         Some(i) => &text[..i],
         None => "",
     };
+    let lines: Vec<&str> = complete.lines().collect();
+    select(&lines, since, category)
+        .map_err(|(i, e)| format!("{} line {}: {e}", path.display(), i + 1))
+}
+
+/// The dead letters among `lines` (JSON, oldest first) at or after `since` and of
+/// `category`. An error names the index of the line that is not a dead letter.
+pub fn select(
+    lines: &[&str],
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    category: Option<&str>,
+) -> Result<Vec<DeadLetter>, (usize, String)> {
     let mut letters = Vec::new();
-    for (i, line) in complete.lines().enumerate() {
-        let letter: DeadLetter = serde_json::from_str(line)
-            .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
+    for (i, line) in lines.iter().enumerate() {
+        let letter: DeadLetter = serde_json::from_str(line).map_err(|e| (i, e.to_string()))?;
         if category.is_some_and(|c| c != letter.category) {
             continue;
         }
         if let Some(since) = since {
             let at = chrono::DateTime::parse_from_rfc3339(&letter.time)
-                .map_err(|e| format!("{} line {}: time: {e}", path.display(), i + 1))?;
+                .map_err(|e| (i, format!("time: {e}")))?;
             if at < since {
                 continue;
             }

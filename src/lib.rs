@@ -10,7 +10,8 @@
 //! - [`coerce`]: PostgreSQL wire values to typed protobuf values, and the coercion matrix
 //!   (time zones, epochs, legacy date strings).
 //! - [`pii`]: the classification matrix, value detectors, and the nested-JSON PII scan.
-//! - [`appender`]: append-only JSON-lines files with group commit (fsync per batch).
+//! - [`appender`]: append-only records with group commit, into a file or a database.
+//! - [`control`]: the PostgreSQL control database that replicas share for their records.
 //! - [`audit`]: the hash-chained audit log, one durable record per call, and its check.
 //! - [`deadletter`]: the dead-letter queue of rejected rows and failed extractions.
 //! - [`admission`]: per-source call slots and each caller's share of them (FIFO).
@@ -32,6 +33,7 @@ pub mod appender;
 pub mod audit;
 pub mod coerce;
 pub mod config;
+pub mod control;
 pub mod datamap;
 pub mod db;
 pub mod deadletter;

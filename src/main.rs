@@ -56,8 +56,12 @@ enum Command {
 enum DeadLetterCommand {
     /// Print dead letters as JSON lines, oldest first.
     List {
-        /// The dead-letter file (`[server.dead_letters] path`).
-        file: PathBuf,
+        /// The dead-letter file (`[server.dead_letters] path`), or --control-url-env.
+        #[arg(required_unless_present = "control_url_env")]
+        file: Option<PathBuf>,
+        /// Environment variable holding the control database's connection string.
+        #[arg(long)]
+        control_url_env: Option<String>,
         /// Only those at or after this time (RFC 3339, e.g. 2026-11-28T00:00:00Z).
         #[arg(long)]
         since: Option<chrono::DateTime<chrono::Utc>>,
@@ -73,8 +77,16 @@ enum AuditCommand {
     /// Check that an audit log is whole: every record in order, unedited, under the key, and
     /// none cut from the end. Exits non-zero and names the first bad record.
     Verify {
-        /// The audit log file.
-        file: PathBuf,
+        /// The audit log file (or, with --control-url-env, a replica's chain in the control
+        /// database).
+        #[arg(required_unless_present = "control_url_env")]
+        file: Option<PathBuf>,
+        /// Environment variable holding the control database's connection string.
+        #[arg(long, requires = "replica")]
+        control_url_env: Option<String>,
+        /// The replica whose chain to verify in the control database.
+        #[arg(long)]
+        replica: Option<String>,
         /// Environment variable holding the audit key.
         #[arg(long, default_value = dsr_connector::config::DEFAULT_AUDIT_KEY_ENV)]
         key_env: String,
@@ -104,18 +116,29 @@ fn main() -> ExitCode {
                 command:
                     AuditCommand::Verify {
                         file,
+                        control_url_env,
+                        replica,
                         key_env,
                         key_file,
                     },
-            } => audit_verify(&file, &key_env, key_file.as_deref()),
+            } => audit_verify(
+                Log::of(file, control_url_env, replica),
+                &key_env,
+                key_file.as_deref(),
+            ),
             Command::DeadLetters {
                 command:
                     DeadLetterCommand::List {
                         file,
+                        control_url_env,
                         since,
                         category,
                     },
-            } => dead_letters_list(&file, since, category.as_deref()),
+            } => dead_letters_list(
+                Log::of(file, control_url_env, None),
+                since,
+                category.as_deref(),
+            ),
         };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -149,11 +172,52 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn audit_verify(
-    file: &std::path::Path,
-    key_env: &str,
-    key_file: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
+/// Where the command-line tools read records: a file, or the control database.
+enum Log {
+    File(PathBuf),
+    Control {
+        url_env: String,
+        replica: Option<String>,
+    },
+}
+
+impl Log {
+    fn of(file: Option<PathBuf>, control_url_env: Option<String>, replica: Option<String>) -> Log {
+        match (control_url_env, file) {
+            (Some(url_env), _) => Log::Control { url_env, replica },
+            (None, Some(file)) => Log::File(file),
+            (None, None) => unreachable!("clap requires one of them"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Log::File(file) => file.display().to_string(),
+            Log::Control { replica, .. } => match replica {
+                Some(replica) => format!("control database, replica {replica}"),
+                None => "control database".to_owned(),
+            },
+        }
+    }
+
+    /// Connects to the control database and runs `read` on it.
+    fn read_control<T>(
+        url_env: &str,
+        read: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, String>,
+    ) -> anyhow::Result<T> {
+        let url = std::env::var(url_env).map_err(|_| {
+            anyhow::anyhow!("environment variable {url_env} (the control database) is not set")
+        })?;
+        let control =
+            dsr_connector::control::Control::from_url(&url).map_err(anyhow::Error::msg)?;
+        runtime(Some(1))?.block_on(async {
+            let client = control.connect().await.map_err(anyhow::Error::msg)?;
+            read(&client).await.map_err(anyhow::Error::msg)
+        })
+    }
+}
+
+fn audit_verify(log: Log, key_env: &str, key_file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let key = match key_file {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("--key-file {}: {e}", path.display()))?
@@ -163,11 +227,21 @@ fn audit_verify(
             anyhow::anyhow!("environment variable {key_env} (the audit key) is not set")
         })?,
     };
-    match dsr_connector::audit::verify(file, key.as_bytes()) {
+    let verified = match &log {
+        Log::File(file) => dsr_connector::audit::verify(file, key.as_bytes()),
+        Log::Control { url_env, replica } => {
+            let replica = replica.clone().unwrap_or_default();
+            let (lines, head) = Log::read_control(url_env, async |client| {
+                dsr_connector::control::audit_lines(client, &replica).await
+            })?;
+            dsr_connector::audit::verify_control(&lines, head, key.as_bytes())
+        }
+    };
+    let file = log.describe();
+    match verified {
         Ok(report) => {
             println!(
-                "{}: ok ({} records, last hash {})",
-                file.display(),
+                "{file}: ok ({} records, last hash {})",
                 report.records,
                 if report.last_hash.is_empty() {
                     "-"
@@ -183,12 +257,12 @@ fn audit_verify(
             }
             Ok(())
         }
-        Err(error) => Err(anyhow::anyhow!("{}: {error}", file.display())),
+        Err(error) => Err(anyhow::anyhow!("{file}: {error}")),
     }
 }
 
 fn dead_letters_list(
-    file: &std::path::Path,
+    log: Log,
     since: Option<chrono::DateTime<chrono::Utc>>,
     category: Option<&str>,
 ) -> anyhow::Result<()> {
@@ -200,8 +274,19 @@ fn dead_letters_list(
             dsr_connector::deadletter::CATEGORIES.join(", ")
         );
     }
-    let letters =
-        dsr_connector::deadletter::read(file, since, category).map_err(anyhow::Error::msg)?;
+    let letters = match &log {
+        Log::File(file) => {
+            dsr_connector::deadletter::read(file, since, category).map_err(anyhow::Error::msg)?
+        }
+        Log::Control { url_env, .. } => {
+            let lines = Log::read_control(url_env, async |client| {
+                dsr_connector::control::dead_letter_lines(client).await
+            })?;
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            dsr_connector::deadletter::select(&lines, since, category)
+                .map_err(|(i, e)| anyhow::anyhow!("dead letter {}: {e}", i + 1))?
+        }
+    };
     for letter in &letters {
         println!("{}", serde_json::to_string(letter)?);
     }

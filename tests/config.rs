@@ -170,6 +170,31 @@ fn bad_values_are_named() {
 }
 
 #[test]
+fn record_stores_name_what_they_lack() {
+    for (server, key) in [
+        (
+            "[server.audit]\n",
+            "server.audit.path: required for store = \"file\"",
+        ),
+        (
+            "[server.audit]\nstore = \"control\"\n",
+            "server.audit.store: \"control\" needs a [server.control] database",
+        ),
+        (
+            "[server.dead_letters]\nstore = \"control\"\npath = \"x\"\n",
+            "server.dead_letters.path: not used with store = \"control\"",
+        ),
+        (
+            "[server.control]\nurl_env = \"NOT_SET_ANYWHERE\"\n",
+            "server.control.url_env: environment variable NOT_SET_ANYWHERE is not set",
+        ),
+    ] {
+        let message = error(&format!("{server}\n{}", source("", TABLES)));
+        assert!(message.contains(key), "{server}: {message}");
+    }
+}
+
+#[test]
 fn client_certificate_callers_are_checked_like_tokens() {
     let text = format!(
         "[server]\n\n[[server.clients]]\nname = \"orchestrator\"\ncommon_name = \"\"\n\

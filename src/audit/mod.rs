@@ -20,9 +20,10 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::appender::{Appender, Lines};
+use crate::appender::{Appender, FileSink, Line, Lines};
+use crate::control::{Control, ControlSink, Table};
 
-pub use verify::{VerifyError, VerifyReport, verify};
+pub use verify::{VerifyError, VerifyReport, verify, verify_control};
 
 /// What one call contributes to its record.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -116,7 +117,6 @@ pub fn head_path(log: &Path) -> PathBuf {
 struct Chain {
     key: Vec<u8>,
     replica: String,
-    head: PathBuf,
     last: Head,
     committed: Head,
 }
@@ -124,7 +124,7 @@ struct Chain {
 impl Lines for Chain {
     type Item = Entry;
 
-    fn line(&mut self, entry: Entry) -> (String, String) {
+    fn line(&mut self, entry: Entry) -> (Line, String) {
         let body = Body {
             seq: self.last.seq + 1,
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -137,14 +137,19 @@ impl Lines for Chain {
             seq: body.seq,
             hash: hash.clone(),
         };
-        let line = serde_json::to_string(&Record { body, hash }).expect("a record serializes");
-        (line, format!("{}:{}", self.last.seq, self.last.hash))
+        let text = serde_json::to_string(&Record { body, hash }).expect("a record serializes");
+        let said = format!("{}:{}", self.last.seq, self.last.hash);
+        (
+            Line {
+                text,
+                chain: Some((self.last.seq, self.last.hash.clone())),
+            },
+            said,
+        )
     }
 
-    fn commit(&mut self) -> std::io::Result<()> {
-        write_head(&self.head, &self.last)?;
+    fn commit(&mut self) {
         self.committed = self.last.clone();
-        Ok(())
     }
 
     fn rollback(&mut self) {
@@ -152,16 +157,40 @@ impl Lines for Chain {
     }
 }
 
-/// Replaces the head file atomically: a new file, fsynced, renamed over the old one.
-fn write_head(path: &Path, head: &Head) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(serde_json::to_string(head)?.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+/// The chain's last durable record, from the last line of a log and its head: the line must
+/// verify under the key, and the head must not be ahead of it.
+fn chain_end(last_line: Option<&[u8]>, head: Option<Head>, key: &[u8]) -> Result<Head, String> {
+    let last = match last_line {
+        None => Head {
+            seq: 0,
+            hash: String::new(),
+        },
+        Some(line) => {
+            let record: Record = serde_json::from_slice(line)
+                .map_err(|e| format!("the last record is not valid: {e}"))?;
+            if chain_hash(key, &record.body) != record.hash {
+                return Err(
+                    "the last record does not verify under the configured key: the key \
+                     is not this log's, or the record was edited"
+                        .into(),
+                );
+            }
+            Head {
+                seq: record.body.seq,
+                hash: record.hash,
+            }
+        }
+    };
+    if let Some(written) = head
+        && written.seq > last.seq
+    {
+        return Err(format!(
+            "the head says record {} is durable but the log ends at record {}: records were \
+             cut from the end",
+            written.seq, last.seq
+        ));
+    }
+    Ok(last)
 }
 
 /// The audit log of this process; cheap to clone.
@@ -171,73 +200,89 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log. A line torn by a crash at the end is cut off; a log that
-    /// ends before its head file says, or whose last record does not verify under `key`,
-    /// is refused: someone cut or edited it, or the key is not the log's.
+    /// Opens (or creates) the log file. A line torn by a crash at the end is cut off; a log
+    /// that ends before its head file says, or whose last record does not verify under
+    /// `key`, is refused: someone cut or edited it, or the key is not the log's.
     pub fn open(path: &Path, key: &[u8], replica: &str) -> Result<AuditLog, AuditError> {
         let fail = |reason: String| AuditError::Open {
             path: path.display().to_string(),
             reason,
         };
+        let durable = FileSink::complete_len(path).map_err(|e| fail(e.to_string()))?;
         let text = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(fail(e.to_string())),
         };
-        let durable = text
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map(|i| i + 1)
-            .unwrap_or(0);
-        if durable < text.len() {
-            tracing::warn!(log = %path.display(), bytes = text.len() - durable,
+        if (durable as usize) < text.len() {
+            tracing::warn!(log = %path.display(), bytes = text.len() - durable as usize,
                 "the audit log ends in a torn line (a crash mid-write); it is cut off");
         }
-        let last = match text[..durable]
+        let last_line = text[..durable as usize]
             .split(|b| *b == b'\n')
-            .rfind(|l| !l.is_empty())
-        {
-            None => Head {
-                seq: 0,
-                hash: String::new(),
-            },
-            Some(line) => {
-                let record: Record = serde_json::from_slice(line)
-                    .map_err(|e| fail(format!("the last record is not valid: {e}")))?;
-                if chain_hash(key, &record.body) != record.hash {
-                    return Err(fail(
-                        "the last record does not verify under the configured key: the key \
-                         is not this log's, or the record was edited"
-                            .into(),
-                    ));
-                }
-                Head {
-                    seq: record.body.seq,
-                    hash: record.hash,
-                }
-            }
+            .rfind(|l| !l.is_empty());
+        let head_file = head_path(path);
+        let head = match std::fs::read_to_string(&head_file) {
+            Ok(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| fail(format!("{}: not a valid head: {e}", head_file.display())))?,
+            ),
+            Err(_) => None,
         };
-        let head = head_path(path);
-        if let Ok(text) = std::fs::read_to_string(&head) {
-            let written: Head = serde_json::from_str(&text)
-                .map_err(|e| fail(format!("{}: not a valid head: {e}", head.display())))?;
-            if written.seq > last.seq {
-                return Err(fail(format!(
-                    "the head says record {} is durable but the log ends at record {}: \
-                     records were cut from the end",
-                    written.seq, last.seq
-                )));
-            }
-        }
+        let last = chain_end(last_line, head, key).map_err(fail)?;
         let chain = Chain {
             key: key.to_vec(),
             replica: replica.to_owned(),
-            head,
             committed: last.clone(),
             last,
         };
-        let appender =
-            Appender::start(path, durable as u64, chain).map_err(|e| fail(e.to_string()))?;
+        let sink =
+            FileSink::open(path, durable, Some(head_file)).map_err(|e| fail(e.to_string()))?;
+        let appender = Appender::start(sink, chain).map_err(|e| fail(e.to_string()))?;
+        Ok(AuditLog { appender })
+    }
+
+    /// Opens this replica's chain in the control database (its tables are created if
+    /// missing), with the same checks as a file: the last record must verify, and the head
+    /// must not be ahead of it.
+    pub async fn open_control(
+        control: &Control,
+        key: &[u8],
+        replica: &str,
+    ) -> Result<AuditLog, AuditError> {
+        let fail = |reason: String| AuditError::Open {
+            path: format!("control database, replica {replica}"),
+            reason,
+        };
+        let (control, key, replica) = (control.clone(), key.to_vec(), replica.to_owned());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The sink owns a runtime of its own, so it is built on a thread outside any runtime.
+        std::thread::spawn(move || {
+            let opened = (|| {
+                let sink = ControlSink::open(
+                    &control,
+                    Table::Audit {
+                        replica: replica.clone(),
+                    },
+                )?;
+                let (last_line, head) = sink
+                    .block_on(async |client| crate::control::audit_end(client, &replica).await)?;
+                let head = head.map(|(seq, hash)| Head { seq, hash });
+                let last = chain_end(last_line.as_deref().map(str::as_bytes), head, &key)?;
+                let chain = Chain {
+                    key,
+                    replica,
+                    committed: last.clone(),
+                    last,
+                };
+                Appender::start(sink, chain).map_err(|e| e.to_string())
+            })();
+            let _ = tx.send(opened);
+        });
+        let appender = rx
+            .await
+            .map_err(|_| fail("the store could not be opened".into()))?
+            .map_err(fail)?;
         Ok(AuditLog { appender })
     }
 
@@ -251,8 +296,9 @@ impl AuditLog {
         self.appender.append_nowait(entry);
     }
 
-    pub fn path(&self) -> &Path {
-        self.appender.path()
+    /// What logs and errors call this log.
+    pub fn name(&self) -> &str {
+        self.appender.name()
     }
 }
 

@@ -25,7 +25,7 @@ pub struct VerifyError {
     pub reason: String,
 }
 
-/// Verifies the log at `path` under `key`.
+/// Verifies the log file at `path` under `key`, with its head file if there is one.
 pub fn verify(path: &Path, key: &[u8]) -> Result<VerifyReport, VerifyError> {
     let text = std::fs::read(path).map_err(|e| VerifyError {
         record: 0,
@@ -45,14 +45,43 @@ pub fn verify(path: &Path, key: &[u8]) -> Result<VerifyReport, VerifyError> {
         })?),
         Err(_) => None,
     };
-    let complete = &text[..durable];
-    let lines: Vec<&[u8]> = match complete.split_last() {
+    let lines: Vec<&[u8]> = match text[..durable].split_last() {
         Some((_, without_newline)) => without_newline.split(|b| *b == b'\n').collect(),
         None => Vec::new(),
     };
+    let (records, last_hash) = verify_lines(&lines, head.as_ref(), key)?;
+    Ok(VerifyReport {
+        records,
+        last_hash,
+        torn_tail: durable < text.len(),
+    })
+}
+
+/// Verifies one replica's chain in the control database.
+pub fn verify_control(
+    lines: &[String],
+    head: Option<(u64, String)>,
+    key: &[u8],
+) -> Result<VerifyReport, VerifyError> {
+    let lines: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+    let head = head.map(|(seq, hash)| Head { seq, hash });
+    let (records, last_hash) = verify_lines(&lines, head.as_ref(), key)?;
+    Ok(VerifyReport {
+        records,
+        last_hash,
+        torn_tail: false,
+    })
+}
+
+/// Verifies records in order; returns their number and the last hash.
+fn verify_lines(
+    lines: &[&[u8]],
+    head: Option<&Head>,
+    key: &[u8],
+) -> Result<(u64, String), VerifyError> {
     let mut prev = String::new();
     let mut seq = 0;
-    for (i, line) in lines.into_iter().enumerate() {
+    for (i, line) in lines.iter().enumerate() {
         let expected = seq + 1;
         let bad = |reason: String| VerifyError {
             record: expected,
@@ -62,7 +91,7 @@ pub fn verify(path: &Path, key: &[u8]) -> Result<VerifyReport, VerifyError> {
         let record: Record =
             serde_json::from_slice(line).map_err(|e| bad(format!("not a valid record: {e}")))?;
         let canonical = serde_json::to_vec(&record).expect("a record serializes");
-        if canonical != line {
+        if canonical != *line {
             return Err(bad(
                 "not in canonical form: bytes were added, removed or changed".into(),
             ));
@@ -87,16 +116,16 @@ pub fn verify(path: &Path, key: &[u8]) -> Result<VerifyReport, VerifyError> {
                     .into(),
             ));
         }
-        if let Some(head) = &head
+        if let Some(head) = head
             && head.seq == expected
             && head.hash != record.hash
         {
-            return Err(bad("the head file names another record here".into()));
+            return Err(bad("the head names another record here".into()));
         }
         prev = record.hash;
         seq = expected;
     }
-    if let Some(head) = &head
+    if let Some(head) = head
         && head.seq > seq
     {
         return Err(VerifyError {
@@ -109,9 +138,5 @@ pub fn verify(path: &Path, key: &[u8]) -> Result<VerifyReport, VerifyError> {
             ),
         });
     }
-    Ok(VerifyReport {
-        records: seq,
-        last_hash: prev,
-        torn_tail: durable < text.len(),
-    })
+    Ok((seq, prev))
 }

@@ -97,15 +97,29 @@ fn check_scopes(
 impl Config {
     /// Reads `path`, applies environment overrides, resolves secrets and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = Figment::new()
+        let config: Config = Figment::new()
             .merge(Toml::file_exact(path))
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .extract()
             .map_err(Box::new)?;
-        config.resolve_secrets(|name| std::env::var(name).ok())?;
-        config.validate()?;
-        config.matrix = Some(std::sync::Arc::new(config.build_matrix()?));
-        Ok(config)
+        config.finish(|name| std::env::var(name).ok())
+    }
+
+    /// Resolves the secrets and validates, reporting the problems of both at once.
+    fn finish(mut self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        for step in [self.resolve_secrets(env), self.validate()] {
+            match step {
+                Ok(()) => {}
+                Err(ConfigError::Invalid(mut more)) => problems.append(&mut more),
+                Err(other) => return Err(other),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        self.matrix = Some(std::sync::Arc::new(self.build_matrix()?));
+        Ok(self)
     }
 
     /// Parses a config from TOML text without reading the environment. For tests and tools.
@@ -113,14 +127,11 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut config: Config = Figment::new()
+        let config: Config = Figment::new()
             .merge(Toml::string(text))
             .extract()
             .map_err(Box::new)?;
-        config.resolve_secrets(env)?;
-        config.validate()?;
-        config.matrix = Some(std::sync::Arc::new(config.build_matrix()?));
-        Ok(config)
+        config.finish(env)
     }
 
     /// Checks everything that serde cannot: ranges, names, and the data map's cross-references.
@@ -200,6 +211,43 @@ impl Config {
                 &token.rpcs,
                 &self.sources,
                 &mut problems,
+            );
+        }
+        let stores = [
+            (
+                "server.audit",
+                server.audit.as_ref().map(|a| (a.store, a.path.is_some())),
+            ),
+            (
+                "server.dead_letters",
+                server
+                    .dead_letters
+                    .as_ref()
+                    .map(|d| (d.store, d.path.is_some())),
+            ),
+        ];
+        for (at, store) in stores {
+            match store {
+                Some((StoreKind::File, false)) => {
+                    problems.push(format!("{at}.path: required for store = \"file\""));
+                }
+                Some((StoreKind::Control, true)) => problems.push(format!(
+                    "{at}.path: not used with store = \"control\" (the records go to the \
+                     control database)"
+                )),
+                Some((StoreKind::Control, false)) if server.control.is_none() => problems.push(
+                    format!("{at}.store: \"control\" needs a [server.control] database"),
+                ),
+                _ => {}
+            }
+        }
+        if let Some(control) = &server.control
+            && control.root_cert.is_none()
+            && matches!(control.ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull)
+        {
+            problems.push(
+                "server.control.root_cert: required when ssl_mode is verify-ca or verify-full"
+                    .to_owned(),
             );
         }
         let mut client_names = HashSet::new();

@@ -73,6 +73,24 @@ impl Config {
             }
         }
 
+        if let Some(control) = self.server.control.as_mut()
+            && control.url.is_none()
+        {
+            let url = match (&control.url_env, &control.url_file) {
+                (Some(var), None) => env(var).ok_or_else(|| {
+                    format!("server.control.url_env: environment variable {var} is not set")
+                }),
+                (None, Some(file)) => {
+                    read_secret_file(file).map_err(|e| format!("server.control.url_file: {e}"))
+                }
+                _ => Err("server.control: set exactly one of url_env and url_file".to_owned()),
+            };
+            match url {
+                Ok(url) => control.url = Some(SecretString::from(url)),
+                Err(problem) => problems.push(problem),
+            }
+        }
+
         for (i, token) in self.server.tokens.iter_mut().enumerate() {
             let at = format!("server.tokens[{i}]");
             let text = match (&token.sha256_env, &token.sha256_file) {

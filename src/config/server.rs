@@ -7,6 +7,8 @@ use std::time::Duration;
 use secrecy::SecretBox;
 use serde::Deserialize;
 
+use super::SslMode;
+
 /// Listener and request limits.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -66,6 +68,8 @@ pub struct ServerConfig {
     /// The dead-letter queue (`[server.dead_letters]`); without it dead letters are only
     /// counted.
     pub dead_letters: Option<DeadLetterConfig>,
+    /// The shared control database (`[server.control]`).
+    pub control: Option<ControlConfig>,
     /// The key itself, resolved from `subject_key_env`/`subject_key_file` by [`Config::load`].
     #[serde(skip)]
     pub subject_key: Option<SubjectKey>,
@@ -97,6 +101,7 @@ impl Default for ServerConfig {
             send_stall_timeout: Duration::from_secs(30),
             audit: None,
             dead_letters: None,
+            control: None,
             subject_key: None,
         }
     }
@@ -171,20 +176,69 @@ pub type SubjectKey = SecretBox<Vec<u8>>;
 /// The environment variable read for the audit key when `[server.audit]` names none.
 pub const DEFAULT_AUDIT_KEY_ENV: &str = "DSR_AUDIT_KEY";
 
-/// `[server.dead_letters]`: the dead-letter queue file.
+/// Where a store keeps its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// An append-only JSON-lines file (`path`), fsynced per batch: one machine.
+    #[default]
+    File,
+    /// A table of the `[server.control]` PostgreSQL database, committed per batch: several
+    /// replicas share it.
+    Control,
+}
+
+/// `[server.control]`: a PostgreSQL database that several replicas share for their audit
+/// logs (one chain per replica) and their dead letters. The service creates its tables.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Environment variable holding a libpq-style connection string (it may hold a password,
+    /// so it never lives in the file).
+    pub url_env: Option<String>,
+    /// Or a file holding it.
+    pub url_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ssl_mode: SslMode,
+    pub root_cert: Option<PathBuf>,
+    /// The connection string, resolved by [`super::Config::load`].
+    #[serde(skip)]
+    pub url: Option<secrecy::SecretString>,
+}
+
+/// `Debug` by hand: the connection string may hold a password.
+impl std::fmt::Debug for ControlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlConfig")
+            .field("url_env", &self.url_env)
+            .field("url_file", &self.url_file)
+            .field("url", &self.url.as_ref().map(|_| "[REDACTED]"))
+            .field("ssl_mode", &self.ssl_mode)
+            .field("root_cert", &self.root_cert)
+            .finish()
+    }
+}
+
+/// `[server.dead_letters]`: the dead-letter queue.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
-    /// An append-only JSON-lines file.
-    pub path: PathBuf,
+    /// `file` (default) or `control`.
+    #[serde(default)]
+    pub store: StoreKind,
+    /// The JSON-lines file, for `store = "file"`.
+    pub path: Option<PathBuf>,
 }
 
 /// `[server.audit]`: the append-only, hash-chained audit log.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// The log file (its head is `<path>.head`).
-    pub path: PathBuf,
+    /// `file` (default) or `control`.
+    #[serde(default)]
+    pub store: StoreKind,
+    /// The log file, for `store = "file"` (its head is `<path>.head`).
+    pub path: Option<PathBuf>,
     /// Environment variable with the key of the chain's keyed hash (at least 16 bytes);
     /// default `DSR_AUDIT_KEY`.
     pub key_env: Option<String>,

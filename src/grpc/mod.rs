@@ -431,6 +431,10 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let cancel_streams = CancellationToken::new();
     let metrics = Arc::new(crate::metrics::Metrics::new(&config));
+    let control = match &config.server.control {
+        Some(cfg) => Some(crate::control::Control::new(cfg).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let audit_log = match &config.server.audit {
         Some(audit) => {
             let key = audit
@@ -438,8 +442,15 @@ pub async fn run_with(
                 .as_ref()
                 .map(|k| secrecy::ExposeSecret::expose_secret(k).clone())
                 .unwrap_or_default();
-            let log = crate::audit::AuditLog::open(&audit.path, &key, &audit.replica_name())?;
-            tracing::info!(log = %audit.path.display(), "audit log open");
+            let replica = audit.replica_name();
+            let log = match (audit.store, &audit.path, &control) {
+                (crate::config::StoreKind::Control, _, Some(control)) => {
+                    crate::audit::AuditLog::open_control(control, &key, &replica).await?
+                }
+                (_, Some(path), _) => crate::audit::AuditLog::open(path, &key, &replica)?,
+                _ => anyhow::bail!("server.audit: no store to open (check-config names why)"),
+            };
+            tracing::info!(log = %log.name(), %replica, "audit log open");
             Some(log)
         }
         None => {
@@ -447,13 +458,20 @@ pub async fn run_with(
             None
         }
     };
-    let dead_letters =
-        match &config.server.dead_letters {
-            Some(queue) => Some(crate::deadletter::DeadLetters::open(&queue.path).map_err(
-                |e| anyhow::anyhow!("server.dead_letters.path: {}: {e}", queue.path.display()),
-            )?),
-            None => None,
-        };
+    let dead_letters = match &config.server.dead_letters {
+        Some(queue) => Some(match (queue.store, &queue.path, &control) {
+            (crate::config::StoreKind::Control, _, Some(control)) => {
+                crate::deadletter::DeadLetters::open_control(control)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("server.dead_letters: {e}"))?
+            }
+            (_, Some(path), _) => crate::deadletter::DeadLetters::open(path).map_err(|e| {
+                anyhow::anyhow!("server.dead_letters.path: {}: {e}", path.display())
+            })?,
+            _ => anyhow::bail!("server.dead_letters: no store to open (check-config names why)"),
+        }),
+        None => None,
+    };
     let records = crate::extract::Records {
         log: audit_log.clone(),
         dead_letters,

@@ -1,0 +1,139 @@
+//! Several replicas, one control database: two servers keep their audit chains (one per
+//! replica) and their dead letters in PostgreSQL tables the service creates; `audit verify`
+//! and `dead-letters list`, the real binary, read them back from the database, and a record
+//! edited or cut in the table is found.
+
+mod support;
+
+use std::process::Command;
+
+use dsr_connector::config::Config;
+use dsr_connector::demo;
+use support::{SUBJECT_KEY, TestServer, config_text, extract, request};
+use tonic::Code;
+
+fn control_url() -> String {
+    support::cluster().connection_string("postgres")
+}
+
+fn replica_config(replica: &str) -> Config {
+    let text = format!(
+        "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\n\n\
+         [server.audit]\nstore = \"control\"\nreplica = \"{replica}\"\n\n\
+         [server.dead_letters]\nstore = \"control\"\n",
+        config_text("")
+    );
+    let cluster = support::cluster();
+    Config::from_toml_str(&text, |name| match name {
+        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
+        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
+        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
+        "CONTROL_URL" => Some(control_url()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
+        .args(args)
+        .env("CONTROL_URL", control_url())
+        .env("DSR_AUDIT_KEY", demo::audit_key(SUBJECT_KEY))
+        .output()
+        .unwrap()
+}
+
+fn verify(replica: &str) -> std::process::Output {
+    cli(&[
+        "audit",
+        "verify",
+        "--control-url-env",
+        "CONTROL_URL",
+        "--replica",
+        replica,
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_keep_their_chains_and_dead_letters_in_the_control_database() {
+    let a = TestServer::start(replica_config("replica-a")).await;
+    let b = TestServer::start(replica_config("replica-b")).await;
+    let mut calls = Vec::new();
+    for server in [&a, &b] {
+        for _ in 0..5 {
+            let mut client = server.client().await;
+            calls.push(tokio::spawn(async move {
+                // alice's legacy row with an impossible date is a dead letter each time.
+                extract(&mut client, request("email", "alice@example.com")).await
+            }));
+        }
+    }
+    for call in calls {
+        let x = call.await.unwrap();
+        assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+
+    for replica in ["replica-a", "replica-b"] {
+        let out = verify(replica);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("ok (5 records"), "{stdout}");
+    }
+    let out = cli(&[
+        "dead-letters",
+        "list",
+        "--control-url-env",
+        "CONTROL_URL",
+        "--category",
+        "coercion",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let letters = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(letters.lines().count(), 10, "{letters}");
+    assert!(letters.contains("legacy_accounts") && !letters.contains("31/02/2010"));
+
+    // A record edited in the table is found and named.
+    let db = demo::connect(support::cluster(), "postgres").await.unwrap();
+    db.execute(
+        "UPDATE dsr_audit SET line = replace(line, '\"row_count\":18', '\"row_count\":17') \
+         WHERE replica = 'replica-a' AND seq = 2",
+        &[],
+    )
+    .await
+    .unwrap();
+    let out = verify("replica-a");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("record 2"), "{stderr}");
+
+    // Records cut from the end of a chain are noticed through its head, and the service
+    // refuses to go on writing it.
+    db.execute(
+        "DELETE FROM dsr_audit WHERE replica = 'replica-b' AND seq = 5",
+        &[],
+    )
+    .await
+    .unwrap();
+    let out = verify("replica-b");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cut from the end"));
+    let cut = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = dsr_connector::grpc::run(
+        std::sync::Arc::new(replica_config("replica-b")),
+        cut,
+        async {},
+    )
+    .await;
+    let message = format!("{:#}", refused.expect_err("a cut chain is not written on"));
+    assert!(message.contains("cut from the end"), "{message}");
+}
