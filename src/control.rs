@@ -71,17 +71,11 @@ impl Control {
             .expose_secret()
             .parse()
             .map_err(|e| format!("server.control: not a valid connection string: {e}"))?;
-        let (client, connection) = config
-            .connect(self.tls.clone())
-            .await
-            .map_err(|e| format!("control database: {}", crate::db::describe(&e)))?;
+        let (client, connection) = config.connect(self.tls.clone()).await.map_err(describe)?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        client
-            .batch_execute(SCHEMA_SQL)
-            .await
-            .map_err(|e| format!("control database: {}", crate::db::describe(&e)))?;
+        client.batch_execute(SCHEMA_SQL).await.map_err(describe)?;
         Ok(client)
     }
 }
@@ -99,6 +93,7 @@ pub enum Table {
 /// A [`Sink`] into the control database, on a writer thread with a runtime of its own.
 pub struct ControlSink {
     runtime: tokio::runtime::Runtime,
+    control: Control,
     client: Client,
     table: Table,
 }
@@ -113,6 +108,7 @@ impl ControlSink {
         let client = runtime.block_on(control.connect())?;
         Ok(ControlSink {
             runtime,
+            control: control.clone(),
             client,
             table,
         })
@@ -126,6 +122,14 @@ impl ControlSink {
 
 impl Sink for ControlSink {
     fn write(&mut self, batch: &[Line]) -> std::io::Result<()> {
+        // A connection the database closed (a restart, a failover) is opened again; if that
+        // fails, this batch fails and the next one tries again.
+        if self.client.is_closed() {
+            self.client = self
+                .runtime
+                .block_on(self.control.connect())
+                .map_err(std::io::Error::other)?;
+        }
         let client = &mut self.client;
         let table = &self.table;
         self.runtime
@@ -175,13 +179,28 @@ impl Sink for ControlSink {
     }
 }
 
+/// A control-database error, as the tools and logs say it.
+fn describe(e: tokio_postgres::Error) -> String {
+    format!("control database: {}", crate::db::describe(&e))
+}
+
+/// The head of one replica's chain: the last durable record's number and hash.
+async fn audit_head(client: &Client, replica: &str) -> Result<Option<(u64, String)>, String> {
+    Ok(client
+        .query_opt(
+            "SELECT seq, hash FROM dsr_audit_head WHERE replica = $1",
+            &[&replica],
+        )
+        .await
+        .map_err(describe)?
+        .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, String>(1))))
+}
+
 /// The audit lines of one replica in order, and its head, from the control database.
 pub async fn audit_lines(
     client: &Client,
     replica: &str,
 ) -> Result<(Vec<String>, Option<(u64, String)>), String> {
-    let describe =
-        |e: tokio_postgres::Error| format!("control database: {}", crate::db::describe(&e));
     let lines = client
         .query(
             "SELECT line FROM dsr_audit WHERE replica = $1 ORDER BY seq",
@@ -192,26 +211,7 @@ pub async fn audit_lines(
         .iter()
         .map(|r| r.get::<_, String>(0))
         .collect();
-    let head = client
-        .query_opt(
-            "SELECT seq, hash FROM dsr_audit_head WHERE replica = $1",
-            &[&replica],
-        )
-        .await
-        .map_err(describe)?
-        .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, String>(1)));
-    Ok((lines, head))
-}
-
-/// Every dead letter in the control database, oldest first, as JSON text.
-pub async fn dead_letter_lines(client: &Client) -> Result<Vec<String>, String> {
-    Ok(client
-        .query("SELECT letter::text FROM dsr_dead_letters ORDER BY id", &[])
-        .await
-        .map_err(|e| format!("control database: {}", crate::db::describe(&e)))?
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect())
+    Ok((lines, audit_head(client, replica).await?))
 }
 
 /// The last audit line of one replica and its head: where its chain goes on.
@@ -219,8 +219,6 @@ pub async fn audit_end(
     client: &Client,
     replica: &str,
 ) -> Result<(Option<String>, Option<(u64, String)>), String> {
-    let describe =
-        |e: tokio_postgres::Error| format!("control database: {}", crate::db::describe(&e));
     let last = client
         .query_opt(
             "SELECT line FROM dsr_audit WHERE replica = $1 ORDER BY seq DESC LIMIT 1",
@@ -229,13 +227,16 @@ pub async fn audit_end(
         .await
         .map_err(describe)?
         .map(|r| r.get::<_, String>(0));
-    let head = client
-        .query_opt(
-            "SELECT seq, hash FROM dsr_audit_head WHERE replica = $1",
-            &[&replica],
-        )
+    Ok((last, audit_head(client, replica).await?))
+}
+
+/// Every dead letter in the control database, oldest first, as JSON text.
+pub async fn dead_letter_lines(client: &Client) -> Result<Vec<String>, String> {
+    Ok(client
+        .query("SELECT letter::text FROM dsr_dead_letters ORDER BY id", &[])
         .await
         .map_err(describe)?
-        .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, String>(1)));
-    Ok((last, head))
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect())
 }

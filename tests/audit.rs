@@ -14,8 +14,8 @@ use std::sync::OnceLock;
 use dsr_connector::demo;
 use dsr_connector::pb::{ExtractRequest, ValidateRequest, extract_response::Event};
 use support::{
-    SUBJECT_KEY, ServeProcess, TestServer, config, config_text, digest, extract, request,
-    with_server_block, with_token,
+    SUBJECT_KEY, ServeProcess, TestServer, config, config_text, config_with_tokens, extract,
+    request, with_token,
 };
 use tonic::Code;
 
@@ -70,19 +70,10 @@ fn verify(path: &Path) -> std::process::Output {
 }
 
 fn with_token_config(path: &Path) -> dsr_connector::config::Config {
-    let text = with_server_block(
+    config_with_tokens(
         &audited_text(path, ""),
-        "[[server.tokens]]\nname = \"orchestrator\"\nsha256_env = \"ORCH_SHA\"\nsources = [\"demo\"]\n",
-    );
-    let cluster = support::cluster();
-    dsr_connector::config::Config::from_toml_str(&text, |name| match name {
-        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
-        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
-        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
-        "ORCH_SHA" => Some(digest(TOKEN)),
-        _ => None,
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
+        &[("orchestrator", TOKEN, "sources = [\"demo\"]")],
+    )
 }
 
 #[tokio::test]

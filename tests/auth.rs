@@ -6,7 +6,7 @@ mod support;
 use dsr_connector::config::Config;
 use dsr_connector::demo;
 use dsr_connector::pb::ValidateRequest;
-use support::{TestServer, config_text, digest, request, with_server_block, with_token};
+use support::{TestServer, config_text, config_with_tokens, request, with_token};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
@@ -14,22 +14,19 @@ const ORCHESTRATOR: &str = "token-of-the-orchestrator-0123456789";
 const AUDITOR: &str = "token-of-the-auditor-0123456789";
 
 /// The demo config with two callers: the orchestrator may extract from `demo`; the auditor may
-/// only validate, and only a source that does not exist here... so it gets `*` sources.
+/// only validate, any source.
 fn token_config(extra_server: &str) -> Config {
-    let text = with_server_block(
+    config_with_tokens(
         &config_text("").replace("[server]\n", &format!("[server]\n{extra_server}\n")),
-        "[[server.tokens]]\nname = \"orchestrator\"\nsha256_env = \"ORCH_SHA\"\nsources = [\"demo\"]\n\n\
-         [[server.tokens]]\nname = \"auditor\"\nsha256_env = \"AUDIT_SHA\"\nsources = [\"*\"]\nrpcs = [\"Validate\"]\n",
-    );
-    let cluster = support::cluster();
-    Config::from_toml_str(&text, |name| match name {
-        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
-        "DSR_SUBJECT_KEY" => Some(support::SUBJECT_KEY.to_owned()),
-        "ORCH_SHA" => Some(digest(ORCHESTRATOR)),
-        "AUDIT_SHA" => Some(digest(AUDITOR)),
-        _ => None,
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
+        &[
+            ("orchestrator", ORCHESTRATOR, "sources = [\"demo\"]"),
+            (
+                "auditor",
+                AUDITOR,
+                "sources = [\"*\"]\nrpcs = [\"Validate\"]",
+            ),
+        ],
+    )
 }
 
 async fn extract_code(
@@ -136,18 +133,10 @@ async fn a_source_outside_the_scope_is_permission_denied() {
         1,
     );
     let text = format!("{}\n{second}", config_text(""));
-    let text = with_server_block(
+    let config = config_with_tokens(
         &text,
-        "[[server.tokens]]\nname = \"orchestrator\"\nsha256_env = \"ORCH_SHA\"\nsources = [\"demo\"]\n",
+        &[("orchestrator", ORCHESTRATOR, "sources = [\"demo\"]")],
     );
-    let cluster = support::cluster();
-    let config = Config::from_toml_str(&text, |name| match name {
-        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
-        "DSR_SUBJECT_KEY" => Some(support::SUBJECT_KEY.to_owned()),
-        "ORCH_SHA" => Some(digest(ORCHESTRATOR)),
-        _ => None,
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
     let server = TestServer::start(config).await;
     let mut other = request("email", "alice@example.com");
     other.source = "other".into();

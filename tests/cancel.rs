@@ -24,18 +24,11 @@ const SLOW_SUBJECT: &str = "slow@example.com";
 fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        support::run_sql_blocking(
-            "CREATE FUNCTION slow_pass(id bigint) RETURNS boolean LANGUAGE sql VOLATILE COST 1000
-                 AS $$ SELECT pg_sleep(0.02); SELECT id IS NOT NULL $$;
-             CREATE TABLE slow_rows (id bigint PRIMARY KEY, customer_id bigint NOT NULL);
-             CREATE INDEX slow_rows_customer_id ON slow_rows (customer_id);
-             CREATE VIEW slow_events AS SELECT id, customer_id FROM slow_rows WHERE slow_pass(id);
-             INSERT INTO customers (id, email, full_name, created_at)
-                 VALUES (700001, 'slow@example.com', 'Slow Subject', now());
-             INSERT INTO slow_rows SELECT i, 700001 FROM generate_series(1, 5000) AS i;
-             INSERT INTO slow_rows VALUES (9000001, 1);
-             ANALYZE slow_rows;",
-        );
+        support::run_sql_blocking(&format!(
+            "{}
+ INSERT INTO slow_rows VALUES (9000001, 1); ANALYZE slow_rows;",
+            support::slow_view_sql("slow_events", "slow_rows", 700001, SLOW_SUBJECT, 5000)
+        ));
     });
 }
 

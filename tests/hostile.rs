@@ -9,12 +9,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use dsr_connector::config::Config;
-use dsr_connector::demo;
 use dsr_connector::pb::extract_response::Event;
 use dsr_connector::pb::{Manifest, TableCount, ValidateRequest};
 use support::{
-    ServeProcess, TestServer, config, config_text, digest, eventually, extract, request, scrape,
-    service_sessions, with_server_block, with_token,
+    ServeProcess, TestServer, config, config_text, config_with_tokens, eventually, extract,
+    request, scrape, service_sessions, with_token,
 };
 use tonic::Code;
 
@@ -252,25 +251,18 @@ const STALLED: &str = "token-of-a-caller-that-stops-reading";
 const OTHER: &str = "token-of-another-caller-0123456789";
 
 fn stall_config(app: &str) -> Config {
-    let text = with_server_block(
+    config_with_tokens(
         &text()
             .replace("[server]\n", "[server]\nsend_stall_timeout = \"2s\"\n")
             .replace(
                 "max_connections = 10",
                 &format!("max_connections = 10\napplication_name = \"{app}\""),
             ),
-        "[[server.tokens]]\nname = \"stalled\"\nsha256_env = \"STALLED_SHA\"\nsources = [\"demo\"]\n\n\
-         [[server.tokens]]\nname = \"other\"\nsha256_env = \"OTHER_SHA\"\nsources = [\"demo\"]\n",
-    );
-    let cluster = support::cluster();
-    Config::from_toml_str(&text, |name| match name {
-        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
-        "DSR_SUBJECT_KEY" => Some(support::SUBJECT_KEY.to_owned()),
-        "STALLED_SHA" => Some(digest(STALLED)),
-        "OTHER_SHA" => Some(digest(OTHER)),
-        _ => None,
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
+        &[
+            ("stalled", STALLED, "sources = [\"demo\"]"),
+            ("other", OTHER, "sources = [\"demo\"]"),
+        ],
+    )
 }
 
 #[tokio::test]

@@ -16,19 +16,7 @@ use tonic::Code;
 fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        support::run_sql_blocking(
-            "CREATE FUNCTION first_statement_only() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
-             DECLARE first text := current_setting('dsrtest.first_statement', true);
-             BEGIN
-                 IF first IS NULL OR first = '' THEN
-                     PERFORM set_config('dsrtest.first_statement', statement_timestamp()::text, true);
-                     RETURN true;
-                 END IF;
-                 RETURN first = statement_timestamp()::text;
-             END $$;
-             CREATE VIEW shifting_events AS
-                 SELECT id, customer_id FROM events WHERE first_statement_only();",
-        );
+        support::run_sql_blocking(support::SHIFTING_VIEW_SQL);
     });
 }
 

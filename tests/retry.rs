@@ -18,17 +18,13 @@ const SUBJECT: &str = "retry@example.com";
 fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        support::run_sql_blocking(
-            "CREATE FUNCTION slow_pass(id bigint) RETURNS boolean LANGUAGE sql VOLATILE COST 1000
-                 AS $$ SELECT pg_sleep(0.02); SELECT id IS NOT NULL $$;
-             CREATE TABLE retry_rows (id bigint PRIMARY KEY, customer_id bigint NOT NULL);
-             CREATE INDEX ON retry_rows (customer_id);
-             CREATE VIEW retry_events AS SELECT id, customer_id FROM retry_rows WHERE slow_pass(id);
-             INSERT INTO customers (id, email, full_name, created_at)
-                 VALUES (800001, 'retry@example.com', 'Retry Subject', now());
-             INSERT INTO retry_rows SELECT i, 800001 FROM generate_series(1, 100) AS i;
-             ANALYZE retry_rows;",
-        );
+        support::run_sql_blocking(&support::slow_view_sql(
+            "retry_events",
+            "retry_rows",
+            800001,
+            SUBJECT,
+            100,
+        ));
     });
 }
 

@@ -16,30 +16,16 @@ impl Config {
         let mut problems = Vec::new();
 
         if self.server.subject_key.is_none() {
-            let key = match (&self.server.subject_key_env, &self.server.subject_key_file) {
-                (Some(_), Some(_)) => Err(
-                    "server.subject_key_env: set either subject_key_env or subject_key_file, not both"
-                        .to_owned(),
-                ),
-                (None, Some(file)) => read_secret_file(file)
-                    .map(String::into_bytes)
-                    .map_err(|e| format!("server.subject_key_file: {e}")),
-                (var, None) => {
-                    let var = var.as_deref().unwrap_or(DEFAULT_SUBJECT_KEY_ENV);
-                    env(var).map(String::into_bytes).ok_or_else(|| {
-                        format!(
-                            "server.subject_key_env: environment variable {var} is not set \
-                             (it holds the secret key for subject hashes, at least 16 bytes)"
-                        )
-                    })
-                }
-            };
+            let key = KeySource {
+                at: "server.subject_key",
+                env_var: self.server.subject_key_env.as_deref(),
+                file: self.server.subject_key_file.as_deref(),
+                default_env: DEFAULT_SUBJECT_KEY_ENV,
+                what: "the secret key for subject hashes",
+            }
+            .resolve(&env);
             match key {
-                Ok(key) if key.len() < 16 => problems.push(
-                    "server.subject_key_env: the subject key must be at least 16 bytes long"
-                        .to_owned(),
-                ),
-                Ok(key) => self.server.subject_key = Some(SecretBox::new(Box::new(key))),
+                Ok(key) => self.server.subject_key = Some(key),
                 Err(problem) => problems.push(problem),
             }
         }
@@ -47,28 +33,16 @@ impl Config {
         if let Some(audit) = self.server.audit.as_mut()
             && audit.key.is_none()
         {
-            let key = match (&audit.key_env, &audit.key_file) {
-                (Some(_), Some(_)) => {
-                    Err("server.audit.key_env: set either key_env or key_file, not both".to_owned())
-                }
-                (None, Some(file)) => read_secret_file(file)
-                    .map(String::into_bytes)
-                    .map_err(|e| format!("server.audit.key_file: {e}")),
-                (var, None) => {
-                    let var = var.as_deref().unwrap_or(DEFAULT_AUDIT_KEY_ENV);
-                    env(var).map(String::into_bytes).ok_or_else(|| {
-                        format!(
-                            "server.audit.key_env: environment variable {var} is not set \
-                             (it holds the key of the audit chain, at least 16 bytes)"
-                        )
-                    })
-                }
-            };
+            let key = KeySource {
+                at: "server.audit.key",
+                env_var: audit.key_env.as_deref(),
+                file: audit.key_file.as_deref(),
+                default_env: DEFAULT_AUDIT_KEY_ENV,
+                what: "the key of the audit chain",
+            }
+            .resolve(&env);
             match key {
-                Ok(key) if key.len() < 16 => problems.push(
-                    "server.audit.key_env: the audit key must be at least 16 bytes long".into(),
-                ),
-                Ok(key) => audit.key = Some(SecretBox::new(Box::new(key))),
+                Ok(key) => audit.key = Some(key),
                 Err(problem) => problems.push(problem),
             }
         }
@@ -149,6 +123,44 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+}
+
+/// Where a key comes from: `<at>_env` (or its default variable) or `<at>_file`.
+struct KeySource<'a> {
+    at: &'a str,
+    env_var: Option<&'a str>,
+    file: Option<&'a Path>,
+    default_env: &'a str,
+    what: &'a str,
+}
+
+impl KeySource<'_> {
+    /// Reads the key; it must be at least 16 bytes long. A problem names its key.
+    fn resolve(&self, env: &impl Fn(&str) -> Option<String>) -> Result<SecretBox<Vec<u8>>, String> {
+        let at = self.at;
+        let key = match (self.env_var, self.file) {
+            (Some(_), Some(_)) => Err(format!(
+                "{at}_env: set either {at}_env or {at}_file, not both"
+            )),
+            (None, Some(file)) => read_secret_file(file)
+                .map(String::into_bytes)
+                .map_err(|e| format!("{at}_file: {e}")),
+            (var, None) => {
+                let var = var.unwrap_or(self.default_env);
+                env(var).map(String::into_bytes).ok_or_else(|| {
+                    format!(
+                        "{at}_env: environment variable {var} is not set (it holds {}, at \
+                         least 16 bytes)",
+                        self.what
+                    )
+                })
+            }
+        }?;
+        if key.len() < 16 {
+            return Err(format!("{at}_env: the key must be at least 16 bytes long"));
+        }
+        Ok(SecretBox::new(Box::new(key)))
     }
 }
 

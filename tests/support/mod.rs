@@ -486,3 +486,60 @@ pub async fn scrape(addr: std::net::SocketAddr) -> String {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response
 }
+
+/// A view whose rows pass only in the first statement of a transaction that reads it: the
+/// COUNT (which goes out first) sees alice's four events, the SELECT none. A consistent
+/// snapshot cannot produce a count mismatch on its own; this view does.
+pub const SHIFTING_VIEW_SQL: &str = "
+    CREATE FUNCTION first_statement_only() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+    DECLARE first text := current_setting('dsrtest.first_statement', true);
+    BEGIN
+        IF first IS NULL OR first = '' THEN
+            PERFORM set_config('dsrtest.first_statement', statement_timestamp()::text, true);
+            RETURN true;
+        END IF;
+        RETURN first = statement_timestamp()::text;
+    END $$;
+    CREATE VIEW shifting_events AS
+        SELECT id, customer_id FROM events WHERE first_statement_only();";
+
+/// A table `table` of `rows` rows for a new customer `email` (id `customer_id`), read
+/// through a view `view` that sleeps 20 ms a row, so that a query is certainly still running when a
+/// test acts on it. The view's filter runs after the index condition, so other subjects'
+/// rows cost nothing.
+pub fn slow_view_sql(view: &str, table: &str, customer_id: i64, email: &str, rows: i64) -> String {
+    format!(
+        "CREATE FUNCTION slow_pass(id bigint) RETURNS boolean LANGUAGE sql VOLATILE COST 1000
+             AS $$ SELECT pg_sleep(0.02); SELECT id IS NOT NULL $$;
+         CREATE TABLE {table} (id bigint PRIMARY KEY, customer_id bigint NOT NULL);
+         CREATE INDEX ON {table} (customer_id);
+         CREATE VIEW {view} AS SELECT id, customer_id FROM {table} WHERE slow_pass(id);
+         INSERT INTO customers (id, email, full_name, created_at)
+             VALUES ({customer_id}, '{email}', 'Slow Subject', now());
+         INSERT INTO {table} SELECT i, {customer_id} FROM generate_series(1, {rows}) AS i;
+         ANALYZE {table};"
+    )
+}
+
+/// Parses `text` with callers that hold bearer tokens, each `(name, token, extra TOML of its
+/// [[server.tokens]] entry)`, and this cluster's secrets (the audit key too).
+pub fn config_with_tokens(text: &str, tokens: &[(&str, &str, &str)]) -> Config {
+    let mut block = String::new();
+    for (i, (name, _, extra)) in tokens.iter().enumerate() {
+        block.push_str(&format!(
+            "[[server.tokens]]\nname = \"{name}\"\nsha256_env = \"TOKEN_SHA_{i}\"\n{extra}\n\n"
+        ));
+    }
+    let text = with_server_block(text, &block);
+    let digests: Vec<String> = tokens.iter().map(|(_, token, _)| digest(token)).collect();
+    Config::from_toml_str(&text, |var| match var {
+        demo::PASSWORD_ENV => Some(cluster().password().to_owned()),
+        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
+        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
+        other => other
+            .strip_prefix("TOKEN_SHA_")
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| digests.get(i).cloned()),
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
