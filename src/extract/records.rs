@@ -17,15 +17,6 @@ pub struct Records {
 }
 
 impl Records {
-    /// No stores: nothing is recorded.
-    pub fn none(status_name: fn(&ExtractError) -> &'static str) -> Records {
-        Records {
-            log: None,
-            dead_letters: None,
-            status_name,
-        }
-    }
-
     /// Appends an audit record and waits until it is durable.
     pub async fn record(&self, metrics: &Metrics, entry: Entry) -> Result<(), AuditError> {
         let Some(log) = &self.log else {
