@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use dsr_connector::pb::dsr_connector_client::DsrConnectorClient;
+use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
 use dsr_connector::pb::{ExtractRequest, Identity, extract_response::Event};
 use dsr_connector::pgcluster::{ClusterOptions, TempCluster};
 use dsr_connector::{db::tls::install_crypto_provider, demo};
@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
     };
     std::thread::spawn(move || for _ in lines {});
 
-    let mut client = DsrConnectorClient::connect(format!("http://{addr}")).await?;
+    let mut client = DsrConnectorServiceClient::connect(format!("http://{addr}")).await?;
     let started = Instant::now();
     let mut stream = client
         .extract(ExtractRequest {

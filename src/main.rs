@@ -382,17 +382,17 @@ dsr-connector demo is serving source "demo" on {addr}  (Ctrl-C stops it and remo
 
   # list services and describe the API (server reflection)
   grpcurl -plaintext {addr} list
-  grpcurl -plaintext {addr} describe dsr.v1.DsrConnector
+  grpcurl -plaintext {addr} describe dsr.v1.DsrConnectorService
 
   # everything the demo shop holds about alice@example.com, as a stream
-  grpcurl -plaintext -max-time 30 -d '{{"source": "demo", "subject": {{"kind": "email", "value": "{subject}"}}, "request_id": "dsr-0001", "compliance_tag": "gdpr-art15"}}' {addr} dsr.v1.DsrConnector/Extract
+  grpcurl -plaintext -max-time 30 -d '{{"source": "demo", "subject": {{"kind": "email", "value": "{subject}"}}, "request_id": "dsr-0001", "compliance_tag": "gdpr-art15"}}' {addr} dsr.v1.DsrConnectorService/Extract
 
   # only her orders and their items, by customer id, two rows per batch
-  grpcurl -plaintext -max-time 30 -d '{{"source": "demo", "subject": {{"kind": "customer_id", "value": "1"}}, "tables": ["orders", "order_items"], "batch_size": 2}}' {addr} dsr.v1.DsrConnector/Extract
+  grpcurl -plaintext -max-time 30 -d '{{"source": "demo", "subject": {{"kind": "customer_id", "value": "1"}}, "tables": ["orders", "order_items"], "batch_size": 2}}' {addr} dsr.v1.DsrConnectorService/Extract
 
   # the schema gate table by table, then a dry run for alice (counts and findings, no values)
-  grpcurl -plaintext -d '{{"source": "demo"}}' {addr} dsr.v1.DsrConnector/Validate
-  grpcurl -plaintext -max-time 30 -d '{{"source": "demo", "subject": {{"kind": "email", "value": "{subject}"}}}}' {addr} dsr.v1.DsrConnector/Validate
+  grpcurl -plaintext -d '{{"source": "demo"}}' {addr} dsr.v1.DsrConnectorService/Validate
+  grpcurl -plaintext -max-time 30 -d '{{"source": "demo", "subject": {{"kind": "email", "value": "{subject}"}}}}' {addr} dsr.v1.DsrConnectorService/Validate
 
   # health
   grpcurl -plaintext {addr} grpc.health.v1.Health/Check

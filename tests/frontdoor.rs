@@ -265,26 +265,26 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
             .map(|(_, out)| out.as_str())
             .unwrap_or_else(|| panic!("no README command with {needle} and {extra}"))
     };
-    let alice = output_of("DsrConnector/Extract", "alice@example.com");
+    let alice = output_of("DsrConnectorService/Extract", "alice@example.com");
     assert!(
         alice.contains("\"started\"") && alice.contains("\"rowCount\": \"18\""),
         "alice's extraction ends with a manifest of 18 rows:\n{alice}"
     );
-    let by_id = output_of("DsrConnector/Extract", "customer_id");
+    let by_id = output_of("DsrConnectorService/Extract", "customer_id");
     assert!(by_id.contains("\"manifest\""), "{by_id}");
-    let dry_run = output_of("DsrConnector/Validate", "alice@example.com");
+    let dry_run = output_of("DsrConnectorService/Validate", "alice@example.com");
     assert!(
         dry_run.contains("\"verdict\"") && !dry_run.contains("alice@example.com"),
         "a dry run reports a verdict and no values:\n{dry_run}"
     );
-    let gate = output_of("DsrConnector/Validate", "{\"source\": \"demo\"}'");
+    let gate = output_of("DsrConnectorService/Validate", "{\"source\": \"demo\"}'");
     assert!(
         gate.contains("\"TABLE_STATUS_OK\"") && gate.contains("\"verdict\""),
         "{gate}"
     );
-    assert!(output_of("list", "").contains("dsr.v1.DsrConnector"));
+    assert!(output_of("list", "").contains("dsr.v1.DsrConnectorService"));
     assert!(
-        output_of("Health/Check", "DsrConnector/demo").contains("SERVING"),
+        output_of("Health/Check", "DsrConnectorService/demo").contains("SERVING"),
         "the demo source's health is reported"
     );
 

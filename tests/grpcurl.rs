@@ -51,10 +51,10 @@ fn stdout(out: &Output) -> String {
 async fn grpcurl_lists_and_describes_the_service_through_reflection() {
     let server = TestServer::demo().await;
     let list = stdout(&grpcurl(args(&server, &["@", "list"])).await);
-    assert!(list.lines().any(|l| l == "dsr.v1.DsrConnector"), "{list}");
+    assert!(list.lines().any(|l| l == "dsr.v1.DsrConnectorService"), "{list}");
     assert!(list.lines().any(|l| l == "grpc.health.v1.Health"), "{list}");
 
-    let describe = stdout(&grpcurl(args(&server, &["@", "describe", "dsr.v1.DsrConnector"])).await);
+    let describe = stdout(&grpcurl(args(&server, &["@", "describe", "dsr.v1.DsrConnectorService"])).await);
     assert!(
         describe.contains(
             "rpc Extract ( .dsr.v1.ExtractRequest ) returns ( stream .dsr.v1.ExtractResponse )"
@@ -84,7 +84,7 @@ async fn grpcurl_streams_an_extraction() {
                 "-d",
                 request,
                 "@",
-                "dsr.v1.DsrConnector/Extract",
+                "dsr.v1.DsrConnectorService/Extract",
             ],
         ))
         .await,
@@ -124,7 +124,7 @@ async fn grpcurl_sees_health_and_error_statuses() {
             "-d",
             request,
             "@",
-            "dsr.v1.DsrConnector/Extract",
+            "dsr.v1.DsrConnectorService/Extract",
         ],
     ))
     .await;

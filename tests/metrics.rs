@@ -38,7 +38,7 @@ async fn metrics_count_calls_rows_and_pools_without_personal_data() {
             let _ = stopped.await;
         },
     ));
-    let mut client = dsr_connector::pb::dsr_connector_client::DsrConnectorClient::connect(format!(
+    let mut client = dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient::connect(format!(
         "http://{addr}"
     ))
     .await

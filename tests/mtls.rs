@@ -3,7 +3,7 @@
 
 mod support;
 
-use dsr_connector::pb::dsr_connector_client::DsrConnectorClient;
+use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use support::{TestServer, config, config_text, extract, request};
 use tonic::Code;
@@ -30,7 +30,7 @@ async fn client(
     server: &TestServer,
     ca_pem: &str,
     identity: Option<&(String, String)>,
-) -> Result<DsrConnectorClient<Channel>, tonic::transport::Error> {
+) -> Result<DsrConnectorServiceClient<Channel>, tonic::transport::Error> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
         .domain_name("localhost");
@@ -42,7 +42,7 @@ async fn client(
         .tls_config(tls)?
         .connect()
         .await?;
-    Ok(DsrConnectorClient::new(channel))
+    Ok(DsrConnectorServiceClient::new(channel))
 }
 
 #[tokio::test]

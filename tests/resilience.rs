@@ -55,7 +55,7 @@ async fn the_breaker_opens_while_postgres_is_down_fails_fast_and_closes_when_it_
     let config = demo::config(&cluster, &text, SUBJECT_KEY).unwrap();
     let server = TestServer::start(config).await;
     let mut client = server.client().await;
-    let source_health = "dsr.v1.DsrConnector/demo";
+    let source_health = "dsr.v1.DsrConnectorService/demo";
 
     let x = extract(&mut client, request("email", "alice@example.com")).await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
@@ -106,7 +106,7 @@ async fn the_breaker_opens_while_postgres_is_down_fails_fast_and_closes_when_it_
     );
     assert_eq!(health(&server, "").await, ServingStatus::Serving);
     assert_eq!(
-        health(&server, "dsr.v1.DsrConnector").await,
+        health(&server, "dsr.v1.DsrConnectorService").await,
         ServingStatus::Serving
     );
 

@@ -58,7 +58,7 @@ async fn extract_spans_reach_an_otlp_receiver_as_children_of_the_caller() {
     let trace_id = hex::decode(TRACE_ID).unwrap();
     let server = spans
         .iter()
-        .find(|s| s.name == "dsr.v1.DsrConnector/Extract" && s.trace_id == trace_id)
+        .find(|s| s.name == "dsr.v1.DsrConnectorService/Extract" && s.trace_id == trace_id)
         .unwrap_or_else(|| {
             panic!(
                 "no server span in the caller's trace; got {:?}\n{log}",
@@ -126,7 +126,7 @@ async fn extract_spans_reach_an_otlp_receiver_as_children_of_the_caller() {
     // The failed call has its own server span with its status.
     let failed = spans
         .iter()
-        .find(|s| s.name == "dsr.v1.DsrConnector/Extract" && s.trace_id != trace_id)
+        .find(|s| s.name == "dsr.v1.DsrConnectorService/Extract" && s.trace_id != trace_id)
         .expect("a span for the failed call");
     assert_eq!(
         attribute(failed, "rpc.grpc.status_code").as_deref(),

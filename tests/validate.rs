@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::OnceLock;
 
-use dsr_connector::pb::dsr_connector_client::DsrConnectorClient;
+use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
 use dsr_connector::pb::{
     Identity, Manifest, TableCheck, TableStatus, ValidateRequest, ValidationVerdict,
     validate_response::Event,
@@ -32,7 +32,7 @@ impl Validation {
 }
 
 async fn validate(
-    client: &mut DsrConnectorClient<Channel>,
+    client: &mut DsrConnectorServiceClient<Channel>,
     req: ValidateRequest,
 ) -> Result<Validation, tonic::Status> {
     let mut stream = client.validate(req).await?.into_inner();

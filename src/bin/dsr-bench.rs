@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use dsr_connector::db::tls::install_crypto_provider;
-use dsr_connector::pb::dsr_connector_client::DsrConnectorClient;
+use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
 use dsr_connector::pb::{ExtractRequest, Identity, extract_response::Event};
 use dsr_connector::pgcluster::{ClusterOptions, SUPERUSER, TempCluster};
 use dsr_connector::{datamap::quote_ident, demo};
@@ -387,7 +387,7 @@ async fn extract_one(
     email: &str,
     pause: Option<Duration>,
 ) -> anyhow::Result<(u64, usize, Duration, f64)> {
-    let mut client = DsrConnectorClient::new(channel);
+    let mut client = DsrConnectorServiceClient::new(channel);
     let started = Instant::now();
     let mut stream = client
         .extract(ExtractRequest {

@@ -34,7 +34,7 @@ use tower::util::MapRequestLayer;
 
 use crate::config::{AuthMode, Config};
 
-/// The RPC path of the call, e.g. `/dsr.v1.DsrConnector/Extract`.
+/// The RPC path of the call, e.g. `/dsr.v1.DsrConnectorService/Extract`.
 #[derive(Debug, Clone)]
 pub struct MethodPath(pub String);
 

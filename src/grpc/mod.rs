@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::extract::{Engine, ExtractParams};
-use crate::pb::dsr_connector_server::{DsrConnector, DsrConnectorServer};
+use crate::pb::dsr_connector_service_server::{DsrConnectorService, DsrConnectorServiceServer};
 use crate::pb::{ExtractRequest, ExtractResponse, ValidateRequest, ValidateResponse};
 
 /// The descriptor set served by reflection.
@@ -41,7 +41,7 @@ pub struct Service {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl DsrConnector for Service {
+impl DsrConnectorService for Service {
     type ExtractStream = BoxStream<ExtractResponse>;
     type ValidateStream = BoxStream<ValidateResponse>;
 
@@ -337,7 +337,7 @@ async fn serve_metrics(listener: TcpListener, engine: Arc<Engine>) {
 }
 
 /// Reports each source's circuit breaker as a health service of its own,
-/// `dsr.v1.DsrConnector/<source>` (SERVING while closed, NOT_SERVING while open or
+/// `dsr.v1.DsrConnectorService/<source>` (SERVING while closed, NOT_SERVING while open or
 /// half-open), and as the `dsr_circuit_breaker_state` gauge. The server's own health stays
 /// SERVING while a source is open: the other sources still serve. Returns the service names.
 async fn follow_breakers(
@@ -348,7 +348,7 @@ async fn follow_breakers(
     use tonic::server::NamedService;
     let mut names = Vec::new();
     for (source, mut state) in engine.breaker_states() {
-        let name = format!("{}/{source}", DsrConnectorServer::<Service>::NAME);
+        let name = format!("{}/{source}", DsrConnectorServiceServer::<Service>::NAME);
         names.push(name.clone());
         let (health, engine) = (health.clone(), engine.clone());
         let labels = crate::metrics::source_labels(&source);
@@ -491,12 +491,12 @@ pub async fn run_with(
         tracing::info!(%local, "metrics listening");
         tokio::spawn(serve_metrics(listener, engine.clone()));
     }
-    let service = DsrConnectorServer::new(Service {
+    let service = DsrConnectorServiceServer::new(Service {
         engine: engine.clone(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<DsrConnectorServer<Service>>().await;
+    health.set_serving::<DsrConnectorServiceServer<Service>>().await;
     // The watchers end with the server (the guard cancels them when this function returns).
     let watchers = CancellationToken::new();
     let _stop_watchers = watchers.clone().drop_guard();
@@ -521,7 +521,7 @@ pub async fn run_with(
                 "shutting down: draining streams"
             );
             health
-                .set_not_serving::<DsrConnectorServer<Service>>()
+                .set_not_serving::<DsrConnectorServiceServer<Service>>()
                 .await;
             for name in &source_services {
                 health

@@ -22,7 +22,7 @@ def main():
     timeout = float(rest[0]) if rest else 60.0
     summary = {"code": "OK", "tables": {}, "order": [], "typed": True}
     with grpc.insecure_channel(address) as channel:
-        stub = dsr_pb2_grpc.DsrConnectorStub(channel)
+        stub = dsr_pb2_grpc.DsrConnectorServiceStub(channel)
         request = dsr_pb2.ExtractRequest(
             source=source,
             subject=dsr_pb2.Identity(kind=kind, value=value),

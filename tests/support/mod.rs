@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use dsr_connector::config::Config;
-use dsr_connector::pb::dsr_connector_client::DsrConnectorClient;
+use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
 use dsr_connector::pb::{
     ExtractRequest, ExtractionStarted, Identity, Manifest, RowBatch, TableCompleted, Value,
     extract_response::Event, value::Kind,
@@ -95,8 +95,8 @@ impl TestServer {
         TestServer::start(config(&config_text(""))).await
     }
 
-    pub async fn client(&self) -> DsrConnectorClient<Channel> {
-        DsrConnectorClient::connect(format!("http://{}", self.addr))
+    pub async fn client(&self) -> DsrConnectorServiceClient<Channel> {
+        DsrConnectorServiceClient::connect(format!("http://{}", self.addr))
             .await
             .unwrap()
     }
@@ -197,7 +197,7 @@ impl Extraction {
 }
 
 /// Runs one Extract and collects the whole stream.
-pub async fn extract(client: &mut DsrConnectorClient<Channel>, req: ExtractRequest) -> Extraction {
+pub async fn extract(client: &mut DsrConnectorServiceClient<Channel>, req: ExtractRequest) -> Extraction {
     let mut out = Extraction::default();
     let mut stream = match client.extract(req).await {
         Ok(response) => response.into_inner(),
@@ -398,8 +398,8 @@ impl ServeProcess {
     }
 
     /// A tonic client for it.
-    pub async fn client(&self) -> DsrConnectorClient<Channel> {
-        DsrConnectorClient::connect(format!("http://{}", self.addr))
+    pub async fn client(&self) -> DsrConnectorServiceClient<Channel> {
+        DsrConnectorServiceClient::connect(format!("http://{}", self.addr))
             .await
             .unwrap()
     }
