@@ -161,6 +161,25 @@ pub struct CategoryConfig {
     /// Value detectors.
     #[serde(default)]
     pub detectors: Vec<Detector>,
+    /// What the category holds, in words for the data subject.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// The longest description a table or category may have.
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+
+/// What is wrong with a configured description, if anything.
+pub fn description_problem(text: &str) -> Option<String> {
+    if text.trim().is_empty() {
+        Some("must not be empty when given".to_owned())
+    } else if text.chars().count() > MAX_DESCRIPTION_CHARS {
+        Some(format!("longer than {MAX_DESCRIPTION_CHARS} characters"))
+    } else if text.chars().any(|c| c.is_control() && c != '\n') {
+        Some("control characters other than new lines are not allowed".to_owned())
+    } else {
+        None
+    }
 }
 
 /// A compiled category.
@@ -169,6 +188,7 @@ struct Category {
     name: String,
     keys: Vec<Regex>,
     detectors: Vec<Detector>,
+    description: Option<String>,
 }
 
 /// The classification matrix: the built-in categories plus those of the config.
@@ -177,12 +197,13 @@ pub struct Matrix {
     categories: Vec<Category>,
 }
 
-/// The built-in categories: (name, key patterns, detectors).
-const BUILT_IN: &[(&str, &[&str], &[Detector])] = &[
+/// The built-in categories: (name, key patterns, detectors, description).
+const BUILT_IN: &[(&str, &[&str], &[Detector], &str)] = &[
     (
         "contact.email",
         &[r"^e-?mail(_?address)?$", r"_email$"],
         &[Detector::Email],
+        "E-mail addresses.",
     ),
     (
         "contact.phone",
@@ -194,6 +215,7 @@ const BUILT_IN: &[(&str, &[&str], &[Detector])] = &[
             r"^tel$",
         ],
         &[Detector::Phone],
+        "Telephone numbers.",
     ),
     (
         "name",
@@ -202,46 +224,55 @@ const BUILT_IN: &[(&str, &[&str], &[Detector])] = &[
             r"^holder$",
         ],
         &[],
+        "Names of people.",
     ),
     (
         "address",
         &[r"^(street|address(_?line\d?)?|postcode|postal_?code|zip(_?code)?|city|town)$"],
         &[],
+        "Postal addresses and parts of them (street, post code, city).",
     ),
     (
         "government_id",
         &[r"^(ssn|social_security(_number)?|passport(_?(no|number))?|national_?id|tax_?id|nin)$"],
         &[Detector::Ssn],
+        "Numbers issued by a government, such as a social security or passport number.",
     ),
     (
         "financial.card",
         &[r"^(card_?number|pan|cc_?number|credit_?card)$"],
         &[Detector::Card],
+        "Payment card numbers.",
     ),
     (
         "financial.account",
         &[r"^(iban|account_?number|bank_?account)$"],
         &[],
+        "Bank account numbers, such as an IBAN.",
     ),
     (
         "network.ip",
         &[r"^(ip|ip_?address|remote_?addr|client_?ip)$"],
         &[Detector::Ip],
+        "Internet (IP) addresses of the devices used.",
     ),
     (
         "birth_date",
         &[r"^(dob|birth_?date|date_?of_?birth|birthday)$"],
         &[],
+        "Dates of birth.",
     ),
     (
         "location",
         &[r"^(lat|latitude|lng|lon|longitude|geo|coordinates)$"],
         &[],
+        "Geographic locations, such as coordinates.",
     ),
     (
         "identifier",
         &[r"^(user|customer|account|subject)_?id$"],
         &[],
+        "Numbers or codes that identify a person or an account, such as a customer number.",
     ),
 ];
 
@@ -254,7 +285,7 @@ impl Matrix {
     /// The built-in categories plus `extra` (an extra category with a built-in name replaces it).
     pub fn new(extra: &[CategoryConfig]) -> Result<Matrix, MatrixError> {
         let mut by_name: BTreeMap<String, Category> = BTreeMap::new();
-        for (name, keys, detectors) in BUILT_IN {
+        for (name, keys, detectors, description) in BUILT_IN {
             let keys = keys
                 .iter()
                 .map(|k| case_insensitive(k).expect("built-in patterns are valid"))
@@ -265,6 +296,7 @@ impl Matrix {
                     name: (*name).to_owned(),
                     keys,
                     detectors: detectors.to_vec(),
+                    description: Some((*description).to_owned()),
                 },
             );
         }
@@ -287,12 +319,18 @@ impl Matrix {
                     })
                 })
                 .collect::<Result<_, _>>()?;
+            if let Some(problem) = c.description.as_deref().and_then(description_problem) {
+                return Err(MatrixError(format!(
+                    "classification.categories[{i}].description: {problem}"
+                )));
+            }
             by_name.insert(
                 name.clone(),
                 Category {
                     name,
                     keys,
                     detectors: c.detectors.clone(),
+                    description: c.description.clone(),
                 },
             );
         }
@@ -313,6 +351,24 @@ impl Matrix {
                         .strip_prefix(c.name.as_str())
                         .is_some_and(|rest| rest.starts_with('.'))
             })
+    }
+
+    /// What `category` means, in words: its own description, or that of the nearest
+    /// described category it refines (`identifier.customer_id` takes `identifier`'s).
+    pub fn describe(&self, category: &str) -> Option<&str> {
+        let category = category.trim().to_lowercase();
+        let mut name = category.as_str();
+        loop {
+            if let Some(description) = self
+                .categories
+                .iter()
+                .find(|c| c.name == name)
+                .and_then(|c| c.description.as_deref())
+            {
+                return Some(description);
+            }
+            name = &name[..name.rfind('.')?];
+        }
     }
 
     /// The category names, sorted.
@@ -771,14 +827,27 @@ mod tests {
             name: "favourite.colour".into(),
             key_patterns: vec!["^colou?r$".into()],
             detectors: vec![],
+            description: Some("The colour you like best.".into()),
         }])
         .unwrap();
         assert!(m.knows("favourite.colour"));
+        assert_eq!(
+            m.describe("Favourite.Colour.Shade"),
+            Some("The colour you like best.")
+        );
+        assert_eq!(
+            m.describe("identifier.customer_id"),
+            m.describe("identifier")
+        );
+        assert!(m.describe("identifier").is_some());
+        assert_eq!(m.describe("favourite"), None);
+        assert_eq!(m.describe("not_pii"), None);
         assert!(
             Matrix::new(&[CategoryConfig {
                 name: "x".into(),
                 key_patterns: vec!["(".into()],
-                detectors: vec![]
+                detectors: vec![],
+                description: None,
             }])
             .is_err()
         );

@@ -415,3 +415,26 @@ fn the_example_config_in_deploy_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn descriptions_are_bounded_and_named_when_wrong() {
+    let long = "x".repeat(501);
+    let tables = TABLES.replace(
+        "name = \"orders\"",
+        &format!("name = \"orders\"\ndescription = \"{long}\""),
+    );
+    let message = error(&source("", &tables));
+    assert!(
+        message.contains("sources[0].tables[1].description: longer than 500"),
+        "{message}"
+    );
+    let category =
+        "[[classification.categories]]\nname = \"loyalty\"\ndescription = \"a\\u0007b\"\n";
+    let message = error(&format!("{category}{}", source("", TABLES)));
+    assert!(
+        message.contains("classification.categories[0].description: control characters"),
+        "{message}"
+    );
+    let fine = "[[classification.categories]]\nname = \"loyalty\"\ndescription = \"Points.\\nAnd more.\"\n";
+    load(&format!("{fine}{}", source("", TABLES))).expect("a described category loads");
+}

@@ -223,6 +223,31 @@ async fn stream_has_start_then_tables_then_manifest() {
         .collect();
     let completed: Vec<&str> = x.completed.iter().map(|c| c.table.as_str()).collect();
     assert_eq!(plan, completed, "tables complete in plan order");
+    // Each table opens with its expected count, then its batches, then its completion; the
+    // tables do not interleave.
+    let mut expected = Vec::new();
+    for (table, done) in plan.iter().zip(&x.completed) {
+        expected.push(("table_started", table.to_string()));
+        let batches = x.batches.iter().filter(|b| b.table == *table).count();
+        expected.extend(std::iter::repeat_n(("batch", table.to_string()), batches));
+        expected.push(("completed", table.to_string()));
+        let started = x.table_started.iter().find(|t| t.table == *table).unwrap();
+        assert_eq!(
+            started.expected_rows,
+            done.row_count + done.rejected_count,
+            "table {table}: the count announced first is the one verified"
+        );
+    }
+    assert_eq!(x.table_events, expected);
+    // A subject without rows: every table is still announced, with zero.
+    let none = extract(
+        &mut server.client().await,
+        request("email", "nobody@example.com"),
+    )
+    .await;
+    assert_eq!(none.code(), Code::Ok, "{}", none.message());
+    assert_eq!(none.table_started.len(), plan.len());
+    assert!(none.table_started.iter().all(|t| t.expected_rows == 0));
     for table in &plan {
         let batches: Vec<_> = x.batches.iter().filter(|b| b.table == *table).collect();
         let mut offset = 0;
@@ -590,5 +615,50 @@ async fn nested_json_pii_is_reported_with_paths() {
             .contains(&"events.payload.contact.email".to_owned())
     );
     assert!(m.pii_fields.contains(&"events.payload".to_owned()));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_plan_says_in_words_what_tables_and_categories_hold() {
+    let server = TestServer::demo().await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "alice@example.com"),
+    )
+    .await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    let started = x.started.unwrap();
+    let customers = started
+        .tables
+        .iter()
+        .find(|t| t.table == "customers")
+        .unwrap();
+    assert!(customers.description.starts_with("Your customer record"));
+    let described: std::collections::BTreeMap<&str, &str> = started
+        .categories
+        .iter()
+        .map(|c| (c.name.as_str(), c.description.as_str()))
+        .collect();
+    let used: std::collections::BTreeSet<&str> = started
+        .tables
+        .iter()
+        .flat_map(|t| t.columns.iter().map(|c| c.category.as_str()))
+        .collect();
+    assert_eq!(
+        described
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        used
+    );
+    assert_eq!(described["contact.email"], "E-mail addresses.");
+    // A refinement takes its parent's words: a configured one and a built-in one.
+    assert!(described["financial.loyalty"].starts_with("Money matters"));
+    assert_eq!(
+        described["identifier.customer_id"],
+        described["identifier.order_id"]
+    );
+    assert!(!described["identifier.customer_id"].is_empty());
+    assert_eq!(described["not_pii"], "");
     server.stop().await.unwrap();
 }

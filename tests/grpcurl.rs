@@ -51,10 +51,19 @@ fn stdout(out: &Output) -> String {
 async fn grpcurl_lists_and_describes_the_service_through_reflection() {
     let server = TestServer::demo().await;
     let list = stdout(&grpcurl(args(&server, &["@", "list"])).await);
-    assert!(list.lines().any(|l| l == "dsr.v1.DsrConnectorService"), "{list}");
+    assert!(
+        list.lines().any(|l| l == "dsr.v1.DsrConnectorService"),
+        "{list}"
+    );
     assert!(list.lines().any(|l| l == "grpc.health.v1.Health"), "{list}");
 
-    let describe = stdout(&grpcurl(args(&server, &["@", "describe", "dsr.v1.DsrConnectorService"])).await);
+    let describe = stdout(
+        &grpcurl(args(
+            &server,
+            &["@", "describe", "dsr.v1.DsrConnectorService"],
+        ))
+        .await,
+    );
     assert!(
         describe.contains(
             "rpc Extract ( .dsr.v1.ExtractRequest ) returns ( stream .dsr.v1.ExtractResponse )"

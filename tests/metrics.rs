@@ -38,11 +38,12 @@ async fn metrics_count_calls_rows_and_pools_without_personal_data() {
             let _ = stopped.await;
         },
     ));
-    let mut client = dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient::connect(format!(
-        "http://{addr}"
-    ))
-    .await
-    .unwrap();
+    let mut client =
+        dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient::connect(
+            format!("http://{addr}"),
+        )
+        .await
+        .unwrap();
 
     let x = extract(&mut client, request("email", "alice@example.com")).await;
     assert_eq!(x.code(), Code::Ok);

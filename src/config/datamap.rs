@@ -13,6 +13,10 @@ use crate::pii::NOT_PII;
 pub struct TableConfig {
     /// `table` (schema `public`) or `schema.table`.
     pub name: String,
+    /// What the table holds, in words for the data subject (shown in `started` and in data
+    /// packages).
+    #[serde(default)]
+    pub description: Option<String>,
     /// Identity columns: the table is reached directly when the request's kind matches.
     #[serde(default)]
     pub identity: OneOrMany<IdentityColumn>,

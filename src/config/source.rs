@@ -272,6 +272,13 @@ impl SourceConfig {
         let mut used_kinds = HashSet::new();
         for (j, table) in self.tables.iter().enumerate() {
             let tat = format!("{at}.tables[{j}]");
+            if let Some(problem) = table
+                .description
+                .as_deref()
+                .and_then(crate::pii::description_problem)
+            {
+                problems.push(format!("{tat}.description: {problem}"));
+            }
             if table.columns.is_empty() {
                 problems.push(format!("{tat}.columns: at least one column is required"));
             }

@@ -96,6 +96,8 @@ pub struct MappedTable {
     pub name: QualifiedName,
     /// Name shown to callers.
     pub display: String,
+    /// What the table holds, in words, from the data map; empty when not given.
+    pub description: String,
     /// Exported columns, in catalog order.
     pub columns: Vec<MappedColumn>,
     /// Indexes into `columns` of the primary-key columns.
@@ -340,6 +342,7 @@ pub async fn check_schema(
         tables.push(Some(MappedTable {
             name,
             display,
+            description: table_cfg.description.clone().unwrap_or_default(),
             columns,
             primary_key,
             identities: table_cfg

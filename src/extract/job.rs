@@ -301,6 +301,23 @@ impl Job {
         self.send(Event::Started(started)).await
     }
 
+    /// The data categories of the planned columns, each with its description.
+    pub(super) fn category_descriptions(&self) -> Vec<pb::CategoryDescription> {
+        let names: std::collections::BTreeSet<&str> = self
+            .plan
+            .tables
+            .iter()
+            .flat_map(|t| t.table.columns.iter().map(|c| c.category.as_str()))
+            .collect();
+        names
+            .into_iter()
+            .map(|name| pb::CategoryDescription {
+                name: name.to_owned(),
+                description: self.matrix.describe(name).unwrap_or_default().to_owned(),
+            })
+            .collect()
+    }
+
     /// Whether part of the snapshot's data (a batch, a table's completion, the manifest) has
     /// left for the client.
     pub(super) fn sent_data(&self) -> bool {
@@ -312,6 +329,7 @@ impl Job {
         let what = match &event {
             Event::Batch(_) => None,
             Event::Started(_) => Some("started"),
+            Event::TableStarted(_) => Some("table_started"),
             Event::TableCompleted(_) => Some("table_completed"),
             Event::Manifest(_) => Some("manifest"),
         };

@@ -205,6 +205,7 @@ impl Job {
                     table: t.table.display.clone(),
                     reached_via: t.reached_via.clone(),
                     columns: descriptors(t),
+                    description: t.table.description.clone(),
                 })
                 .collect(),
             unreachable_tables: self
@@ -219,6 +220,7 @@ impl Job {
             started_at: Some(prost_types::Timestamp::from(started_at)),
             request_id: self.params.request_id.clone(),
             subject_id: self.subject_id.clone(),
+            categories: self.category_descriptions(),
         })
         .await?;
 

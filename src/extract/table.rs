@@ -14,7 +14,7 @@ use crate::coerce::RawCell;
 use crate::config::CoercionPolicy;
 use crate::datamap::{MappedTable, PlanError, PlannedTable};
 use crate::db::DbError;
-use crate::pb;
+use crate::pb::{self, extract_response::Event};
 use crate::pii::ScanLimits;
 
 impl Job {
@@ -95,7 +95,15 @@ impl Job {
                         txn.query_one(&count, &params),
                         txn.query_portal_raw(&portal, fetch_rows)
                     );
-                    counted = Some(count.map_err(db)?.get::<_, i64>(0));
+                    let count = count.map_err(db)?.get::<_, i64>(0);
+                    counted = Some(count);
+                    if !self.params.dry_run {
+                        self.send(Event::TableStarted(pb::TableStarted {
+                            table: mapped.display.clone(),
+                            expected_rows: count.max(0) as u64,
+                        }))
+                        .await?;
+                    }
                     rows.map_err(db)?
                 }
             };

@@ -496,7 +496,9 @@ pub async fn run_with(
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<DsrConnectorServiceServer<Service>>().await;
+    health
+        .set_serving::<DsrConnectorServiceServer<Service>>()
+        .await;
     // The watchers end with the server (the guard cancels them when this function returns).
     let watchers = CancellationToken::new();
     let _stop_watchers = watchers.clone().drop_guard();

@@ -183,7 +183,7 @@ async fn dry_run(
                     }
                 }
                 Some(Event::Manifest(m)) => manifest = Some(m),
-                Some(Event::Batch(_)) | None => {}
+                Some(Event::Batch(_) | Event::TableStarted(_)) | None => {}
             },
             Err(error) => {
                 if !is_finding(&error) {

@@ -141,11 +141,15 @@ pub struct Extraction {
     pub started: Option<ExtractionStarted>,
     pub batches: Vec<RowBatch>,
     pub completed: Vec<TableCompleted>,
+    pub table_started: Vec<dsr_connector::pb::TableStarted>,
     pub manifest: Option<Manifest>,
     /// The final non-OK status, if the stream failed (at the call or mid-stream).
     pub status: Option<tonic::Status>,
-    /// Event kinds in arrival order: "started", "batch", "completed", "manifest".
+    /// Event kinds in arrival order: "started", "table_started", "batch", "completed",
+    /// "manifest".
     pub order: Vec<&'static str>,
+    /// The per-table events in arrival order, with their table.
+    pub table_events: Vec<(&'static str, String)>,
 }
 
 impl Extraction {
@@ -197,7 +201,10 @@ impl Extraction {
 }
 
 /// Runs one Extract and collects the whole stream.
-pub async fn extract(client: &mut DsrConnectorServiceClient<Channel>, req: ExtractRequest) -> Extraction {
+pub async fn extract(
+    client: &mut DsrConnectorServiceClient<Channel>,
+    req: ExtractRequest,
+) -> Extraction {
     let mut out = Extraction::default();
     let mut stream = match client.extract(req).await {
         Ok(response) => response.into_inner(),
@@ -213,12 +220,19 @@ pub async fn extract(client: &mut DsrConnectorServiceClient<Channel>, req: Extra
                     out.order.push("started");
                     out.started = Some(s);
                 }
+                Some(Event::TableStarted(t)) => {
+                    out.order.push("table_started");
+                    out.table_events.push(("table_started", t.table.clone()));
+                    out.table_started.push(t);
+                }
                 Some(Event::Batch(b)) => {
                     out.order.push("batch");
+                    out.table_events.push(("batch", b.table.clone()));
                     out.batches.push(b);
                 }
                 Some(Event::TableCompleted(c)) => {
                     out.order.push("completed");
+                    out.table_events.push(("completed", c.table.clone()));
                     out.completed.push(c);
                 }
                 Some(Event::Manifest(m)) => {
