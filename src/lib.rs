@@ -23,6 +23,7 @@
 //! - [`metrics`]: Prometheus metrics, passed to whoever records.
 //! - [`telemetry`]: logs, and traces over OTLP with W3C trace context.
 //! - [`subject`]: the keyed hash that stands for a subject wherever one is recorded.
+//! - [`client`]: the `extract` command, a client that writes a data package for people.
 //! - [`pgcluster`]: throwaway PostgreSQL clusters for the demo, tests and benchmarks.
 //! - [`demo`]: the built-in demo data and its data map.
 //! - [`pb`]: the generated protobuf and gRPC code of `proto/dsr/v1/dsr.proto`.
@@ -31,6 +32,7 @@
 pub mod admission;
 pub mod appender;
 pub mod audit;
+pub mod client;
 pub mod coerce;
 pub mod config;
 pub mod control;

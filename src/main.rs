@@ -1,5 +1,5 @@
-//! The `dsr-connector` command: `serve`, `check-config`, `demo`, `audit verify` and
-//! `dead-letters list`.
+//! The `dsr-connector` command: `serve`, `check-config`, `demo`, `extract` (a client),
+//! `audit verify` and `dead-letters list`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +40,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
     },
+    /// Call Extract on a running server and write the answer as a data package: one
+    /// JSON-lines file per table, manifest.json and a README.txt for the data subject.
+    Extract(Box<dsr_connector::client::ExtractArgs>),
     /// Work with the audit log.
     Audit {
         #[command(subcommand)]
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
                     runtime(threads).and_then(|rt| rt.block_on(serve(config)))
                 }),
             Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
+            Command::Extract(args) => runtime(None).and_then(|rt| rt.block_on(extract(*args))),
             Command::Audit {
                 command:
                     AuditCommand::Verify {
@@ -156,6 +160,18 @@ fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runt
         builder.worker_threads(n);
     }
     Ok(builder.enable_all().build()?)
+}
+
+async fn extract(args: dsr_connector::client::ExtractArgs) -> anyhow::Result<()> {
+    let written = dsr_connector::client::run(args).await?;
+    println!(
+        "{}: {} row(s) from {} table(s), every count verified (extraction {})",
+        written.path.display(),
+        written.rows,
+        written.tables,
+        written.extraction_id
+    );
+    Ok(())
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {

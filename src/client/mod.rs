@@ -1,0 +1,347 @@
+//! `dsr-connector extract`: a client for one-off requests. It calls `Extract` on a running
+//! server and writes the answer as a data package (see [`package`]), with a progress bar per
+//! table on a terminal.
+//!
+//! It behaves as the proto asks of every client: it sets a deadline, sends `x-request-id` and
+//! a bearer token, retries UNAVAILABLE with backoff (waiting at least what
+//! `grpc-retry-pushback-ms` asks), and stops on every other error, leaving nothing behind.
+
+pub mod package;
+pub mod render;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::time::Instant;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::pb::dsr_connector_service_client::DsrConnectorServiceClient;
+use crate::pb::{self, extract_response::Event};
+use package::{Package, Written};
+
+/// Arguments of `dsr-connector extract`. Not `Debug`: it holds the identity value.
+#[derive(clap::Args)]
+pub struct ExtractArgs {
+    /// The server: http://HOST:PORT, or https://HOST:PORT for TLS.
+    #[arg(long)]
+    pub addr: String,
+    /// The source to read, as configured on the server.
+    #[arg(long)]
+    pub source: String,
+    /// The identity kind, for example email or customer_id.
+    #[arg(long)]
+    pub kind: String,
+    /// The identity value. Other users of this machine can see it in the process list;
+    /// --value-env keeps it out of there.
+    #[arg(
+        long,
+        required_unless_present = "value_env",
+        conflicts_with = "value_env"
+    )]
+    pub value: Option<String>,
+    /// An environment variable holding the identity value.
+    #[arg(long)]
+    pub value_env: Option<String>,
+    /// The package directory to create. It must not exist.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// An environment variable holding the bearer token, when the server asks for one.
+    #[arg(long)]
+    pub token_env: Option<String>,
+    /// Your own id for this request, sent as x-request-id and kept in the manifest.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// A compliance tag for the manifest, for example gdpr-art15.
+    #[arg(long)]
+    pub compliance_tag: Option<String>,
+    /// Only this table (repeatable). By default every table the identity reaches.
+    #[arg(long = "table")]
+    pub tables: Vec<String>,
+    /// How long the whole request may take, retries included.
+    #[arg(long, default_value = "10m", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub deadline: Duration,
+    /// Attempts in all when the server answers UNAVAILABLE.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub attempts: u32,
+    /// With https: the CA certificate (PEM) that signed the server's certificate.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// With https: a client certificate (PEM), for servers that identify callers by it.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// With --cert: its private key (PEM).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// No progress or per-table lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Why an attempt failed.
+enum Failure {
+    /// The server said UNAVAILABLE: worth another attempt, after at least this long.
+    Retryable(tonic::Status, Duration),
+    Fatal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+/// Runs `dsr-connector extract`.
+pub async fn run(args: ExtractArgs) -> anyhow::Result<Written> {
+    let value = match (&args.value, &args.value_env) {
+        (Some(value), _) => value.clone(),
+        (None, Some(var)) => std::env::var(var)
+            .with_context(|| format!("--value-env: environment variable {var} is not set"))?,
+        (None, None) => bail!("give the identity with --value or --value-env"),
+    };
+    if value.trim().is_empty() {
+        bail!("the identity value is empty");
+    }
+    let token = match &args.token_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .with_context(|| format!("--token-env: environment variable {var} is not set"))?,
+        ),
+        None => None,
+    };
+    if args.out.exists() {
+        bail!(
+            "{} already exists; choose a new directory for the package",
+            args.out.display()
+        );
+    }
+    let request_id = args
+        .request_id
+        .clone()
+        .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4()));
+    let request = pb::ExtractRequest {
+        source: args.source.clone(),
+        subject: Some(pb::Identity {
+            kind: args.kind.clone(),
+            value,
+        }),
+        batch_size: 0,
+        request_id: request_id.clone(),
+        compliance_tag: args.compliance_tag.clone().unwrap_or_default(),
+        tables: args.tables.clone(),
+    };
+    let channel = connect(&args).await?;
+    let mut client = DsrConnectorServiceClient::new(channel);
+    let deadline = Instant::now() + args.deadline;
+    let progress = Progress::new(args.quiet);
+    let mut backoff = Duration::from_millis(500);
+    for attempt in 1..=args.attempts {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut call = tonic::Request::new(request.clone());
+        call.set_timeout(left);
+        let metadata = call.metadata_mut();
+        metadata.insert(
+            "x-request-id",
+            request_id
+                .parse()
+                .context("--request-id: not a valid header value")?,
+        );
+        if let Some(token) = &token {
+            metadata.insert(
+                "authorization",
+                format!("Bearer {token}")
+                    .parse()
+                    .context("the token is not a valid header value")?,
+            );
+        }
+        match attempt_once(&mut client, call, &args, &progress).await {
+            Ok(written) => return Ok(written),
+            Err(Failure::Retryable(status, pushback)) if attempt < args.attempts => {
+                let wait = backoff.max(pushback);
+                if Instant::now() + wait >= deadline {
+                    return Err(status_error(&status));
+                }
+                progress.note(&format!(
+                    "attempt {attempt} of {}: {}; trying again in {} ms",
+                    args.attempts,
+                    status_line(&status),
+                    wait.as_millis()
+                ));
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(Failure::Retryable(status, _)) => return Err(status_error(&status)),
+            Err(Failure::Fatal(e)) => return Err(e),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// One call: the stream, written to a fresh package.
+async fn attempt_once(
+    client: &mut DsrConnectorServiceClient<Channel>,
+    call: tonic::Request<pb::ExtractRequest>,
+    args: &ExtractArgs,
+    progress: &Progress,
+) -> Result<Written, Failure> {
+    let mut package = Package::create(&args.out)?;
+    let mut stream = client.extract(call).await.map_err(classify)?.into_inner();
+    let mut bar: Option<ProgressBar> = None;
+    loop {
+        let message = match stream.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                return Err(Failure::Fatal(anyhow::anyhow!(
+                    "the stream ended without a manifest; nothing was written"
+                )));
+            }
+            Err(status) => {
+                if let Some(bar) = bar.take() {
+                    bar.abandon();
+                }
+                return Err(classify(status));
+            }
+        };
+        let contract = |e: anyhow::Error| {
+            Failure::Fatal(e.context("the server's stream broke the contract; nothing was written"))
+        };
+        match message.event {
+            Some(Event::Started(started)) => package.start(&started).map_err(contract)?,
+            Some(Event::TableStarted(table)) => {
+                let expected = package.table_started(&table).map_err(contract)?;
+                bar = Some(progress.table(&table.table, expected));
+            }
+            Some(Event::Batch(batch)) => {
+                let rows = package.batch(&batch).map_err(contract)?;
+                if let Some(bar) = &bar {
+                    bar.inc(rows);
+                }
+            }
+            Some(Event::TableCompleted(done)) => {
+                package.table_completed(&done).map_err(contract)?;
+                if let Some(bar) = bar.take() {
+                    bar.finish();
+                }
+                progress.completed(&done);
+            }
+            Some(Event::Manifest(manifest)) => {
+                return package.finish(&manifest).map_err(contract);
+            }
+            None => {
+                return Err(contract(anyhow::anyhow!(
+                    "a message of a kind this client does not know; upgrade it"
+                )));
+            }
+        }
+    }
+}
+
+/// UNAVAILABLE is retried; everything else stops the command.
+fn classify(status: tonic::Status) -> Failure {
+    if status.code() == tonic::Code::Unavailable {
+        let pushback = status
+            .metadata()
+            .get("grpc-retry-pushback-ms")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        Failure::Retryable(status, pushback)
+    } else {
+        Failure::Fatal(status_error(&status))
+    }
+}
+
+fn status_line(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+fn status_error(status: &tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the server answered {}; nothing was written",
+        status_line(status)
+    )
+}
+
+async fn connect(args: &ExtractArgs) -> anyhow::Result<Channel> {
+    let mut endpoint = Channel::from_shared(args.addr.clone())
+        .with_context(|| format!("--addr: '{}' is not a URL like http://host:port", args.addr))?
+        .connect_timeout(Duration::from_secs(10));
+    if args.addr.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &args.ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("--ca-cert {}", ca.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+            let cert_pem =
+                std::fs::read(cert).with_context(|| format!("--cert {}", cert.display()))?;
+            let key_pem = std::fs::read(key).with_context(|| format!("--key {}", key.display()))?;
+            tls = tls.identity(Identity::from_pem(cert_pem, key_pem));
+        }
+        endpoint = endpoint.tls_config(tls).context("TLS settings")?;
+    } else if args.ca_cert.is_some() || args.cert.is_some() {
+        bail!("--ca-cert and --cert need an https:// address");
+    }
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {}", args.addr))
+}
+
+/// What the command shows while it runs: bars on a terminal, a line per table otherwise.
+struct Progress {
+    bars: Option<MultiProgress>,
+    lines: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        let terminal = std::io::stderr().is_terminal();
+        Progress {
+            bars: (!quiet && terminal)
+                .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            lines: !quiet && !terminal,
+        }
+    }
+
+    fn table(&self, table: &str, expected: u64) -> ProgressBar {
+        let Some(bars) = &self.bars else {
+            return ProgressBar::hidden();
+        };
+        let bar = bars.add(ProgressBar::new(expected));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} rows {elapsed}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(table.to_owned());
+        bar
+    }
+
+    fn completed(&self, done: &pb::TableCompleted) {
+        if self.lines {
+            eprintln!(
+                "{}: {} row(s){}, count verified",
+                done.table,
+                done.row_count,
+                if done.rejected_count > 0 {
+                    format!(" ({} left out)", done.rejected_count)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+
+    fn note(&self, line: &str) {
+        match &self.bars {
+            Some(bars) => {
+                let _ = bars.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+}
