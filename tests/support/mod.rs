@@ -76,8 +76,12 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server for `config` on a free loopback port.
     pub async fn start(config: Config) -> TestServer {
+        TestServer::start_on(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// Starts a server for `config` on `listener`.
+    pub fn start_on(config: Config, listener: TcpListener) -> TestServer {
         dsr_connector::db::tls::install_crypto_provider();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
         let handle = tokio::spawn(grpc::run(Arc::new(config), listener, async move {
