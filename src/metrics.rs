@@ -34,6 +34,7 @@ pub struct Metrics {
     pub first_batch: Histograms,
     /// Pool connections, idle connections and waiting checkouts, by `source`.
     pub pool_connections: Family<Labels, Gauge>,
+    pub pool_max: Family<Labels, Gauge>,
     pub pool_idle: Family<Labels, Gauge>,
     pub pool_waiting: Family<Labels, Gauge>,
     /// Calls queued for a call slot (their caller's share, or the source's), by `source`.
@@ -68,6 +69,7 @@ impl Metrics {
             duration: Histograms::new_with_constructor(seconds_histogram),
             first_batch: Histograms::new_with_constructor(seconds_histogram),
             pool_connections: Family::default(),
+            pool_max: Family::default(),
             pool_idle: Family::default(),
             pool_waiting: Family::default(),
             slots_waiting: Family::default(),
@@ -114,6 +116,11 @@ impl Metrics {
             metrics.pool_connections.clone(),
         );
         registry.register(
+            "pool_max_connections",
+            "The pool's size (max_connections) by source",
+            metrics.pool_max.clone(),
+        );
+        registry.register(
             "pool_idle_connections",
             "Idle pooled connections by source",
             metrics.pool_idle.clone(),
@@ -153,11 +160,19 @@ impl Metrics {
             "Circuit breaker state by source: 0 closed, 1 half-open, 2 open",
             metrics.breaker_state.clone(),
         );
+        // Series that alerts and dashboards watch for a first increase exist from the start,
+        // at zero, so that `increase()` sees the first event.
         for source in &metrics.sources {
+            let labels = source_labels(source);
+            metrics.breaker_state.get_or_create(&labels).set(0);
+            metrics.gate_rejections.get_or_create(&labels).inc_by(0);
+            metrics.manifest_violations.get_or_create(&labels).inc_by(0);
+        }
+        for category in crate::deadletter::CATEGORIES {
             metrics
-                .breaker_state
-                .get_or_create(&source_labels(source))
-                .set(0);
+                .dead_letters
+                .get_or_create(&vec![("category".to_owned(), (*category).to_owned())])
+                .inc_by(0);
         }
         Metrics {
             registry,

@@ -113,6 +113,10 @@ async fn metrics_count_calls_rows_and_pools_without_personal_data() {
     );
     assert!(sample(&text, r#"dsr_pool_connections{source="demo"}"#) >= 1.0);
     assert_eq!(
+        sample(&text, r#"dsr_pool_max_connections{source="demo"}"#),
+        10.0
+    );
+    assert_eq!(
         sample(&text, r#"dsr_circuit_breaker_state{source="demo"}"#),
         0.0
     );

@@ -280,6 +280,10 @@ impl Engine {
                 .get_or_create(&labels)
                 .set(i64::from(state.connections));
             self.metrics
+                .pool_max
+                .get_or_create(&labels)
+                .set(i64::from(self.config.sources[source.index].max_connections));
+            self.metrics
                 .pool_idle
                 .get_or_create(&labels)
                 .set(i64::from(state.idle_connections));
