@@ -352,3 +352,38 @@ async fn the_token_comes_from_the_environment() {
     assert!(out.join("manifest.json").exists());
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn on_a_terminal_each_table_gets_a_progress_bar_against_its_count() {
+    let server = TestServer::demo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tty");
+    // `script` runs the command on a pseudo-terminal, as an operator's shell would.
+    let command = std::iter::once(env!("CARGO_BIN_EXE_dsr-connector").to_owned())
+        .chain(std::iter::once("extract".to_owned()))
+        .chain(args(&server, "alice@example.com", &out, &[]))
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("script")
+            .args(["-qefc", &command, "/dev/null"])
+            .env("TERM", "xterm")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let shown = text(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    for (table, rows) in [("customers", 1), ("order_items", 5), ("events", 4)] {
+        assert!(
+            shown.contains(table) && shown.contains(&format!("{rows}/{rows} rows")),
+            "no finished bar for {table}: {shown:?}"
+        );
+    }
+    // Bars, not the plain lines a pipe gets.
+    assert!(!shown.contains("customers: 1 row(s)"), "{shown:?}");
+    assert!(out.join("manifest.json").exists());
+    server.stop().await.unwrap();
+}
