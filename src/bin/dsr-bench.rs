@@ -47,6 +47,10 @@ struct Args {
     /// The service's `server.worker_threads` (default: one per core).
     #[arg(long)]
     server_threads: Option<usize>,
+    /// Reach support_tickets by e-mail only (by default it has a second path, through
+    /// customers.email), to compare multi-path plans with single-path ones.
+    #[arg(long)]
+    single_path: bool,
     /// Where bench.json goes.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -101,7 +105,8 @@ async fn main() -> anyhow::Result<()> {
 
     // A slow client first, on a server of its own, so that its peak RSS is its own.
     eprintln!("heavy with a slow client ...");
-    let (mut slow_server, slow_addr) = start_server(&binary, &cluster, args.server_threads)?;
+    let (mut slow_server, slow_addr) =
+        start_server(&binary, &cluster, args.server_threads, args.single_path)?;
     let slow_channel = Channel::from_shared(format!("http://{slow_addr}"))?
         .connect()
         .await?;
@@ -113,7 +118,8 @@ async fn main() -> anyhow::Result<()> {
         .status();
     let _ = slow_server.wait();
 
-    let (mut server, addr) = start_server(&binary, &cluster, args.server_threads)?;
+    let (mut server, addr) =
+        start_server(&binary, &cluster, args.server_threads, args.single_path)?;
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
@@ -263,6 +269,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let json = serde_json::json!({
         "scale": args.scale,
+        "single_path": args.single_path,
         "subjects": args.subjects,
         "concurrency": args.concurrency,
         "repeat": args.repeat,
@@ -579,10 +586,25 @@ async fn generate(cluster: &TempCluster, customers: i64, heavy_events: i64) -> a
 }
 
 /// Starts the release binary with a config for the bench database.
+/// The benchmark's data map; with `single_path`, support_tickets is reached by e-mail only.
+fn bench_datamap(single_path: bool) -> String {
+    const DATAMAP: &str = include_str!("dsr-bench.datamap.toml");
+    if single_path {
+        DATAMAP
+            .lines()
+            .filter(|l| !l.ends_with("# second path"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        DATAMAP.to_owned()
+    }
+}
+
 fn start_server(
     binary: &PathBuf,
     cluster: &TempCluster,
     threads: Option<usize>,
+    single_path: bool,
 ) -> anyhow::Result<(std::process::Child, String)> {
     let dir = tempfile::tempdir()?.keep();
     let config = format!(
@@ -602,28 +624,11 @@ max_per_caller = 20
 min_idle = 16
 identity_kinds = ["email"]
 
-[[sources.tables]]
-name = "customers"
-identity = {{ kind = "email", column = "email" }}
-columns = {{ id = "identifier", email = "contact.email", full_name = "name", phone = "contact.phone", birth_date = "birth_date", loyalty_points = "financial.account", marketing_opt_in = "not_pii", created_at = "not_pii" }}
-
-[[sources.tables]]
-name = "support_tickets"
-identity = {{ kind = "email", column = "requester_email" }}
-columns = {{ id = "not_pii", requester_email = "contact.email", subject = "not_pii", body = "not_pii", opened_at = "not_pii", tags = "not_pii" }}
-
-[[sources.tables]]
-name = "orders"
-reference = {{ column = "customer_id", table = "customers", to = "id" }}
-columns = {{ id = "identifier", customer_id = "identifier", placed_at = "not_pii", status = "not_pii", total = "financial.account", shipping_address = "address" }}
-
-[[sources.tables]]
-name = "events"
-reference = {{ column = "customer_id", table = "customers", to = "id" }}
-columns = {{ id = "not_pii", customer_id = "identifier", occurred_at = "not_pii", kind = "not_pii", ip = "network.ip", payload = "not_pii" }}
+{tables}
 "#,
         host = cluster.host(),
         port = cluster.port(),
+        tables = bench_datamap(single_path),
         threads = threads
             .map(|n| format!("worker_threads = {n}"))
             .unwrap_or_default(),

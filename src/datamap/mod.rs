@@ -14,6 +14,7 @@
 //! quoted.
 
 pub mod cache;
+mod plan;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -534,7 +535,7 @@ impl DataMap {
         let plans = source
             .identity_kinds
             .iter()
-            .map(|kind| (kind.clone(), Arc::new(compile_plan(&tables, kind))))
+            .map(|kind| (kind.clone(), Arc::new(plan::compile(&tables, kind))))
             .collect();
         DataMap {
             source_name: source.name.clone(),
@@ -632,140 +633,6 @@ fn catalog_error(source: &SourceConfig, e: &tokio_postgres::Error) -> PlanError 
         source_name: source.name.clone(),
         cause: crate::db::describe(e),
     }
-}
-
-/// How one table is reached: the SQL condition on alias `t{depth}`, a description, and the
-/// distance from the identity.
-#[derive(Clone)]
-struct Reach {
-    condition: String,
-    via: String,
-    depth: usize,
-}
-
-/// Compiles the plan for one identity kind.
-fn compile_plan(tables: &[Arc<MappedTable>], kind: &str) -> Plan {
-    // Conditions are built for alias depth 0; a parent's condition is rebuilt at its depth.
-    let mut memo: HashMap<(usize, usize), Option<Reach>> = HashMap::new();
-    let mut planned: Vec<(usize, usize, PlannedTable)> = Vec::new();
-    let mut unreachable = Vec::new();
-    for (i, table) in tables.iter().enumerate() {
-        match reach(tables, i, kind, 0, &mut memo) {
-            Some(r) => {
-                let columns = table
-                    .columns
-                    .iter()
-                    .map(|c| {
-                        c.decoder
-                            .select_expr(&format!("t0.{}", quote_ident(&c.name)))
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let from = format!("{} AS t0", table.quoted());
-                planned.push((
-                    r.depth,
-                    i,
-                    PlannedTable {
-                        table: table.clone(),
-                        reached_via: r.via,
-                        select_sql: format!("SELECT {columns} FROM {from} WHERE {}", r.condition),
-                        count_sql: format!("SELECT count(*) FROM {from} WHERE {}", r.condition),
-                    },
-                ));
-            }
-            None => unreachable.push((
-                table.display.clone(),
-                format!(
-                    "it has no identity column of kind '{kind}' and no reference to a table \
-                     that is reachable from it"
-                ),
-            )),
-        }
-    }
-    // Tables nearer the identity first; the data map's order among equals.
-    planned.sort_by_key(|(depth, i, _)| (*depth, *i));
-    let mut identity_types: Vec<String> = tables
-        .iter()
-        .flat_map(|t| {
-            t.identities
-                .iter()
-                .filter(|(k, _)| k == kind)
-                .filter_map(|(_, c)| t.column(c).map(|c| c.base_type.clone()))
-        })
-        .collect();
-    identity_types.sort();
-    identity_types.dedup();
-    Plan {
-        kind: kind.to_owned(),
-        tables: planned.into_iter().map(|(_, _, t)| t).collect(),
-        unreachable,
-        identity_types,
-    }
-}
-
-fn reach(
-    tables: &[Arc<MappedTable>],
-    i: usize,
-    kind: &str,
-    alias: usize,
-    memo: &mut HashMap<(usize, usize), Option<Reach>>,
-) -> Option<Reach> {
-    if let Some(known) = memo.get(&(i, alias)) {
-        return known.clone();
-    }
-    let table = &tables[i];
-    let t = format!("t{alias}");
-    let mut conditions = Vec::new();
-    let mut vias = Vec::new();
-    let mut depth = usize::MAX;
-    for (id_kind, column) in &table.identities {
-        if id_kind == kind {
-            let col = table.column(column).expect("identity columns are mapped");
-            conditions.push(format!(
-                "{t}.{} = CAST($1::text AS {})",
-                quote_ident(column),
-                col.base_type
-            ));
-            vias.push(format!("{kind} -> {}.{column}", table.display));
-            depth = 0;
-        }
-    }
-    for (column, parent, to) in &table.references {
-        // Reference graphs are acyclic (checked by Config::validate), so this terminates.
-        if let Some(p) = reach(tables, *parent, kind, alias + 1, memo) {
-            let parent_table = &tables[*parent];
-            conditions.push(format!(
-                "{t}.{} IN (SELECT t{}.{} FROM {} AS t{} WHERE {})",
-                quote_ident(column),
-                alias + 1,
-                quote_ident(to),
-                parent_table.quoted(),
-                alias + 1,
-                p.condition
-            ));
-            vias.push(format!(
-                "{}.{to} <- {}.{column}",
-                parent_table.display, table.display
-            ));
-            depth = depth.min(p.depth + 1);
-        }
-    }
-    let result = if conditions.is_empty() {
-        None
-    } else {
-        let condition = if conditions.len() == 1 {
-            conditions.pop().unwrap_or_default()
-        } else {
-            format!("({})", conditions.join(" OR "))
-        };
-        Some(Reach {
-            condition,
-            via: vias.join(" | "),
-            depth,
-        })
-    };
-    memo.insert((i, alias), result.clone());
-    result
 }
 
 /// Quotes an SQL identifier: wraps it in double quotes and doubles any double quote inside.

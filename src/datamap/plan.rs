@@ -1,0 +1,202 @@
+//! Compiling the identity graph into one plan per identity kind: for each reachable table, a
+//! SELECT and a COUNT with one parameter, the identity value.
+//!
+//! A table reached by several paths (an identity column and a reference, say) is never
+//! compiled to `path1 OR path2`: PostgreSQL cannot use an index for such an OR, and reads the
+//! whole table or index instead. Each path stays a condition of its own, which an index can
+//! serve, and the paths are combined with `UNION ALL`, branch k keeping only rows that no
+//! earlier path reached (`(path_j) IS NOT TRUE`), so a row reached twice streams once. A
+//! reference to a table reached by several paths takes the parent's keys as a `UNION ALL` of
+//! one index-friendly SELECT per path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{MappedTable, Plan, PlannedTable, quote_ident};
+
+/// How one table is reached at alias `t{alias}`: one SQL condition per path, each usable as
+/// an index condition, their descriptions, and the distance from the identity.
+#[derive(Clone)]
+struct Reach {
+    paths: Vec<String>,
+    via: Vec<String>,
+    depth: usize,
+}
+
+/// Compiles the plan for one identity kind.
+pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str) -> Plan {
+    // Conditions are built for alias depth 0; a parent's conditions are rebuilt at its depth.
+    let mut memo: HashMap<(usize, usize), Option<Reach>> = HashMap::new();
+    let mut planned: Vec<(usize, usize, PlannedTable)> = Vec::new();
+    let mut unreachable = Vec::new();
+    for (i, table) in tables.iter().enumerate() {
+        match reach(tables, i, kind, 0, &mut memo) {
+            Some(r) => {
+                let columns = table
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        c.decoder
+                            .select_expr(&format!("t0.{}", quote_ident(&c.name)))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let from = format!("{} AS t0", table.quoted());
+                let branches = branches(&r.paths);
+                let select_sql = branches
+                    .iter()
+                    .map(|w| format!("SELECT {columns} FROM {from} WHERE {w}"))
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
+                let count_sql = match branches.as_slice() {
+                    [only] => format!("SELECT count(*) FROM {from} WHERE {only}"),
+                    _ => format!(
+                        "SELECT {}",
+                        branches
+                            .iter()
+                            .map(|w| format!("(SELECT count(*) FROM {from} WHERE {w})"))
+                            .collect::<Vec<_>>()
+                            .join(" + ")
+                    ),
+                };
+                planned.push((
+                    r.depth,
+                    i,
+                    PlannedTable {
+                        table: table.clone(),
+                        reached_via: r.via.join(" | "),
+                        select_sql,
+                        count_sql,
+                    },
+                ));
+            }
+            None => unreachable.push((
+                table.display.clone(),
+                format!(
+                    "it has no identity column of kind '{kind}' and no reference to a table \
+                     that is reachable from it"
+                ),
+            )),
+        }
+    }
+    // Tables nearer the identity first; the data map's order among equals.
+    planned.sort_by_key(|(depth, i, _)| (*depth, *i));
+    let mut identity_types: Vec<String> = tables
+        .iter()
+        .flat_map(|t| {
+            t.identities
+                .iter()
+                .filter(|(k, _)| k == kind)
+                .filter_map(|(_, c)| t.column(c).map(|c| c.base_type.clone()))
+        })
+        .collect();
+    identity_types.sort();
+    identity_types.dedup();
+    Plan {
+        kind: kind.to_owned(),
+        tables: planned.into_iter().map(|(_, _, t)| t).collect(),
+        unreachable,
+        identity_types,
+    }
+}
+
+/// The WHERE clause of each UNION ALL branch: path k, and no earlier path. `IS NOT TRUE`
+/// rather than `NOT`, so that a path that is NULL for a row (a NULL column) does not hide it
+/// from a later path that matches: exactly the rows `path1 OR path2 OR ...` would select,
+/// each once.
+fn branches(paths: &[String]) -> Vec<String> {
+    paths
+        .iter()
+        .enumerate()
+        .map(|(k, path)| {
+            std::iter::once(path.clone())
+                .chain(
+                    paths[..k]
+                        .iter()
+                        .map(|earlier| format!("({earlier}) IS NOT TRUE")),
+                )
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        })
+        .collect()
+}
+
+fn reach(
+    tables: &[Arc<MappedTable>],
+    i: usize,
+    kind: &str,
+    alias: usize,
+    memo: &mut HashMap<(usize, usize), Option<Reach>>,
+) -> Option<Reach> {
+    if let Some(known) = memo.get(&(i, alias)) {
+        return known.clone();
+    }
+    let table = &tables[i];
+    let t = format!("t{alias}");
+    let mut paths = Vec::new();
+    let mut via = Vec::new();
+    let mut depth = usize::MAX;
+    for (id_kind, column) in &table.identities {
+        if id_kind == kind {
+            let col = table.column(column).expect("identity columns are mapped");
+            paths.push(format!(
+                "{t}.{} = CAST($1::text AS {})",
+                quote_ident(column),
+                col.base_type
+            ));
+            via.push(format!("{kind} -> {}.{column}", table.display));
+            depth = 0;
+        }
+    }
+    for (column, parent, to) in &table.references {
+        // Reference graphs are acyclic (checked by Config::validate), so this terminates.
+        if let Some(p) = reach(tables, *parent, kind, alias + 1, memo) {
+            let parent_table = &tables[*parent];
+            let a = alias + 1;
+            let keys = p
+                .paths
+                .iter()
+                .map(|condition| {
+                    format!(
+                        "SELECT t{a}.{} FROM {} AS t{a} WHERE {condition}",
+                        quote_ident(to),
+                        parent_table.quoted(),
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            paths.push(format!("{t}.{} IN ({keys})", quote_ident(column)));
+            via.push(format!(
+                "{}.{to} <- {}.{column}",
+                parent_table.display, table.display
+            ));
+            depth = depth.min(p.depth + 1);
+        }
+    }
+    let result = (!paths.is_empty()).then_some(Reach { paths, via, depth });
+    memo.insert((i, alias), result.clone());
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_branch_excludes_what_earlier_paths_reached() {
+        let paths = vec![
+            "a = 1".to_owned(),
+            "b IN (SELECT 1)".to_owned(),
+            "c = 2".to_owned(),
+        ];
+        assert_eq!(
+            branches(&paths),
+            [
+                "a = 1",
+                "b IN (SELECT 1) AND (a = 1) IS NOT TRUE",
+                "c = 2 AND (a = 1) IS NOT TRUE AND (b IN (SELECT 1)) IS NOT TRUE",
+            ]
+        );
+        assert_eq!(branches(&paths[..1]), ["a = 1"]);
+    }
+}
