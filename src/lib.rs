@@ -22,6 +22,7 @@
 //! - [`resilience`]: the circuit breaker of each source (pure state, time passed in).
 //! - [`metrics`]: Prometheus metrics, passed to whoever records.
 //! - [`telemetry`]: logs, and traces over OTLP with W3C trace context.
+//! - [`identity`]: identity values normalised per kind (trim, NFC, lower-case, E.164).
 //! - [`subject`]: the keyed hash that stands for a subject wherever one is recorded.
 //! - [`client`]: the `extract` command, a client that writes a data package for people.
 //! - [`pgcluster`]: throwaway PostgreSQL clusters for the demo, tests and benchmarks.
@@ -42,6 +43,7 @@ pub mod deadletter;
 pub mod demo;
 pub mod extract;
 pub mod grpc;
+pub mod identity;
 pub mod metrics;
 pub mod pgcluster;
 pub mod pii;

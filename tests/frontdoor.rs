@@ -320,6 +320,22 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         alice.contains("\"started\"") && alice.contains("\"rowCount\": \"18\""),
         "alice's extraction ends with a manifest of 18 rows:\n{alice}"
     );
+    let typed = output_of("DsrConnectorService/Extract", " Alice@Example.com");
+    assert!(
+        typed.contains("\"rowCount\": \"18\"") && typed.contains("\"subject_found\": \"true\""),
+        "{typed}"
+    );
+    let subject_of = |out: &str| {
+        out.lines()
+            .find(|l| l.contains("\"subjectId\""))
+            .map(str::trim)
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        subject_of(typed),
+        subject_of(alice),
+        "one subject however typed"
+    );
     let by_id = output_of("DsrConnectorService/Extract", "customer_id");
     assert!(by_id.contains("\"manifest\""), "{by_id}");
     let dry_run = output_of("DsrConnectorService/Validate", "alice@example.com");

@@ -9,7 +9,7 @@ mod support;
 use std::sync::OnceLock;
 
 use dsr_connector::pb::extract_response::Event;
-use support::{config, config_text, eventually, request, service_sessions, sql};
+use support::{config, config_text, eventually, request, sql};
 use tonic::Code;
 
 /// 100 rows in the slow view, 20 ms each: one fetch of them all takes about 2 s.
@@ -53,28 +53,25 @@ fn slow_request(batch_size: u32) -> dsr_connector::pb::ExtractRequest {
     req
 }
 
-/// Terminates the service's backend that reads the slow view.
-async fn terminate_reader(db: &tokio_postgres::Client, app: &str) {
-    let reading = || async {
-        service_sessions(db, app)
-            .await
-            .iter()
-            .any(|(state, query)| state == "active" && query.contains("retry_events"))
-    };
-    assert!(
-        eventually(200, reading).await,
-        "the slow read never started"
-    );
-    let terminated = db
-        .query_one(
+/// Terminates the service's backend while it runs a query on the slow view that matches
+/// `pattern` (a LIKE pattern). Finding and terminating are one statement, tried until it
+/// terminates one, so the backend cannot finish between the two.
+async fn terminate_reader(db: &tokio_postgres::Client, app: &str, pattern: &str) {
+    let terminate = || async {
+        db.query_one(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = $1 AND state = 'active' AND query LIKE '%retry_events%') t",
-            &[&app],
+             WHERE application_name = $1 AND state = 'active' AND query LIKE $2) t",
+            &[&app, &pattern],
         )
         .await
         .unwrap()
-        .get::<_, i64>(0);
-    assert_eq!(terminated, 1);
+        .get::<_, i64>(0)
+            == 1
+    };
+    assert!(
+        eventually(200, terminate).await,
+        "no query like {pattern} ran to be terminated"
+    );
 }
 
 #[tokio::test]
@@ -91,7 +88,8 @@ async fn a_connection_lost_before_any_data_left_is_retried_and_the_call_succeeds
     let first = stream.message().await.unwrap().unwrap();
     assert!(matches!(first.event, Some(Event::Started(_))));
 
-    terminate_reader(&db, app).await;
+    // While the table's COUNT runs: before its table_started, so before any data left.
+    terminate_reader(&db, app, "SELECT count(*)%retry_events%").await;
     let mut rows = 0;
     let mut started = 1;
     let mut manifest = None;
@@ -131,7 +129,7 @@ async fn a_connection_lost_after_a_batch_left_ends_unavailable_and_the_callers_r
             break;
         }
     }
-    terminate_reader(&db, app).await;
+    terminate_reader(&db, app, "%retry_events%").await;
     let status = loop {
         match stream.message().await {
             Ok(Some(message)) => assert!(!matches!(message.event, Some(Event::Manifest(_)))),

@@ -109,12 +109,37 @@ pub struct ClassificationConfig {
     pub categories: Vec<crate::pii::CategoryConfig>,
 }
 
-/// `identity = { kind = "email", column = "email" }`.
+/// `identity = { kind = "email", column = "email" }`, or with
+/// `match = "case_insensitive"` for a column whose values are stored in mixed case.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityColumn {
     pub kind: String,
     pub column: String,
+    /// How the column is compared with the (normalised) identity value.
+    #[serde(default, rename = "match")]
+    pub matching: MatchMode,
+}
+
+/// How an identity column is compared with the identity value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchMode {
+    /// `column = value` (the default).
+    #[default]
+    Exact,
+    /// `lower(column) = lower(value)`, or `column = value` on a `citext` column. Needs an
+    /// index on `lower(column)` to be fast; the schema gate says when one is missing.
+    CaseInsensitive,
+}
+
+impl MatchMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            MatchMode::Exact => "exact",
+            MatchMode::CaseInsensitive => "case_insensitive",
+        }
+    }
 }
 
 /// `reference = { column = "customer_id", table = "customers", to = "id" }`: rows of this table

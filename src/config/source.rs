@@ -68,6 +68,10 @@ pub struct SourceConfig {
     pub application_name: String,
     /// The identity kinds callers may ask by, for example `["email", "customer_id"]`.
     pub identity_kinds: Vec<String>,
+    /// How each kind's values are normalised (`[sources.identities.email]`); kinds not listed
+    /// get their defaults (see [`crate::identity::default_steps`]).
+    #[serde(default)]
+    pub identities: std::collections::BTreeMap<String, crate::identity::IdentityKindConfig>,
     /// Time zone of `timestamp without time zone` columns (IANA name). Default UTC.
     #[serde(default = "default_timezone")]
     pub timezone: String,
@@ -113,6 +117,7 @@ impl std::fmt::Debug for SourceConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("application_name", &self.application_name)
             .field("identity_kinds", &self.identity_kinds)
+            .field("identities", &self.identities)
             .field("timezone", &self.timezone)
             .field("unmapped_columns", &self.unmapped_columns)
             .field("on_coercion_error", &self.on_coercion_error)
@@ -164,6 +169,12 @@ fn default_application_name() -> String {
 }
 
 impl SourceConfig {
+    /// How values of `kind` are normalised. The configuration was validated at load.
+    pub fn normalizer(&self, kind: &str) -> crate::identity::Normalizer {
+        crate::identity::Normalizer::new(kind, self.identities.get(kind))
+            .unwrap_or_else(|_| crate::identity::Normalizer::new(kind, None).expect("defaults"))
+    }
+
     /// The most calls one caller may run on this source at once.
     pub fn caller_share(&self) -> u32 {
         self.max_per_caller
@@ -246,6 +257,16 @@ impl SourceConfig {
             problems.push(format!(
                 "{at}.identity_kinds: declare at least one identity kind callers may ask by"
             ));
+        }
+        for (kind, identity) in &self.identities {
+            if !kinds.contains(kind.as_str()) {
+                problems.push(format!(
+                    "{at}.identities.{kind}: '{kind}' is not in {at}.identity_kinds"
+                ));
+            }
+            if let Err(problem) = crate::identity::Normalizer::new(kind, Some(identity)) {
+                problems.push(format!("{at}.identities.{kind}.{problem}"));
+            }
         }
         if self.tables.is_empty() {
             problems.push(format!("{at}.tables: at least one table is required"));

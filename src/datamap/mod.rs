@@ -16,13 +16,17 @@
 pub mod cache;
 mod plan;
 
+pub use plan::Looser;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tokio_postgres::GenericClient;
 
 use crate::coerce::{Coercion, Decoder, EpochUnit};
-use crate::config::{CoerceRule, ColumnSpec, NOT_PII, QualifiedName, SourceConfig, UnmappedPolicy};
+use crate::config::{
+    CoerceRule, ColumnSpec, MatchMode, NOT_PII, QualifiedName, SourceConfig, UnmappedPolicy,
+};
 use crate::pb::{TableStatus, ValueKind};
 use crate::pii::Matrix;
 
@@ -75,6 +79,8 @@ pub struct MappedColumn {
     pub scan_json: bool,
     /// `pg_type.typcategory`, for comparing reference columns.
     pub typcategory: String,
+    /// `pg_type.typname` (`text`, `citext`, `int8`, ...).
+    pub typname: String,
 }
 
 impl MappedColumn {
@@ -103,7 +109,7 @@ pub struct MappedTable {
     pub columns: Vec<MappedColumn>,
     /// Indexes into `columns` of the primary-key columns.
     pub primary_key: Vec<usize>,
-    identities: Vec<(String, String)>,
+    identities: Vec<IdentityMatch>,
     /// (column, parent table index, parent column)
     references: Vec<(String, usize, String)>,
 }
@@ -120,6 +126,14 @@ impl MappedTable {
             quote_ident(&self.name.table)
         )
     }
+}
+
+/// An identity column of a table: the kind it answers, and how it is compared.
+#[derive(Debug, Clone)]
+struct IdentityMatch {
+    kind: String,
+    column: String,
+    matching: MatchMode,
 }
 
 /// The tables and queries of one extraction by one identity kind.
@@ -184,6 +198,59 @@ JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.
 WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary \
 ORDER BY array_position(i.indkey::int2[], a.attnum)";
 
+/// The first key of every usable index of a table (valid, not partial): the column when it
+/// is a plain column, or the column inside `lower(column)` when the first key is that
+/// expression. Read from the catalog alone: `pg_get_indexdef` would lock each index, and the
+/// gate must not wait on a table that someone holds locked.
+const INDEX_KEYS_SQL: &str = "\
+SELECT a.attname::text, e.attname::text \
+FROM pg_catalog.pg_index i \
+JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+LEFT JOIN pg_catalog.pg_attribute a \
+  ON a.attrelid = i.indrelid AND i.indkey[0] <> 0 AND a.attnum = i.indkey[0] \
+LEFT JOIN pg_catalog.pg_attribute e \
+  ON e.attrelid = i.indrelid AND i.indkey[0] = 0 \
+  AND substring(i.indexprs::text from '^\\(\\{FUNCEXPR :funcid ([0-9]+) ')::oid \
+      = 'pg_catalog.lower(text)'::pg_catalog.regprocedure::oid \
+  AND e.attnum = substring(i.indexprs::text from ':varattno ([0-9]+)')::int2 \
+WHERE n.nspname = $1 AND c.relname = $2 AND i.indisvalid AND i.indpred IS NULL";
+
+/// An index's first key: a plain column, or the column of `lower(column)`.
+struct IndexKey {
+    column: Option<String>,
+    lower_of: Option<String>,
+}
+
+/// The index to create when none of `keys` serves the identity match of `column`, or `None`
+/// when one does.
+fn missing_index(
+    table: &QualifiedName,
+    column: &MappedColumn,
+    matching: MatchMode,
+    keys: &[IndexKey],
+) -> Option<String> {
+    let (served, expression) = match matching {
+        MatchMode::CaseInsensitive if column.typname != "citext" => (
+            keys.iter()
+                .any(|k| k.lower_of.as_deref() == Some(column.name.as_str())),
+            format!("lower({})", quote_ident(&column.name)),
+        ),
+        _ => (
+            keys.iter()
+                .any(|k| k.column.as_deref() == Some(column.name.as_str())),
+            quote_ident(&column.name),
+        ),
+    };
+    (!served).then(|| {
+        format!(
+            "CREATE INDEX ON {}.{} ({expression});",
+            quote_ident(&table.schema),
+            quote_ident(&table.table)
+        )
+    })
+}
+
 /// The schema gate's finding for one table.
 #[derive(Debug, Clone)]
 pub struct TableReport {
@@ -239,6 +306,10 @@ pub async fn check_schema(
         .map_err(|e| catalog_error(source, &e))?;
     let pk_stmt = client
         .prepare(PRIMARY_KEY_SQL)
+        .await
+        .map_err(|e| catalog_error(source, &e))?;
+    let index_stmt = client
+        .prepare(INDEX_KEYS_SQL)
         .await
         .map_err(|e| catalog_error(source, &e))?;
     let source_tz: chrono_tz::Tz = source.timezone.parse().unwrap_or(chrono_tz::Tz::UTC);
@@ -327,6 +398,41 @@ pub async fn check_schema(
             .iter()
             .map(|r| r.get(0))
             .collect();
+        let index_keys: Vec<IndexKey> = client
+            .query(&index_stmt, &[&name.schema, &name.table])
+            .await
+            .map_err(|e| catalog_error(source, &e))?
+            .iter()
+            .map(|r| IndexKey {
+                column: r.get(0),
+                lower_of: r.get(1),
+            })
+            .collect();
+        for identity in table_cfg.identity.as_slice() {
+            let Some(column) = columns.iter().find(|c| c.name == identity.column) else {
+                continue; // reported above
+            };
+            let at = format!(
+                "table '{display}', identity column '{}' (kind {}, {})",
+                column.name,
+                identity.kind,
+                identity.matching.name()
+            );
+            if identity.matching == MatchMode::CaseInsensitive && !is_text_type(&column.typname) {
+                mismatch = true;
+                report.problems.push(format!(
+                    "{at}: case_insensitive matching needs a text column; this one is {}",
+                    column.pg_type
+                ));
+                continue;
+            }
+            if let Some(create) = missing_index(&name, column, identity.matching, &index_keys) {
+                report.warnings.push(format!(
+                    "{at}: no index serves this match, so every subject costs a sequential \
+                     scan of the table; create one: {create}"
+                ));
+            }
+        }
         report.status = if missing {
             TableStatus::MissingColumns
         } else if mismatch {
@@ -350,7 +456,11 @@ pub async fn check_schema(
                 .identity
                 .as_slice()
                 .iter()
-                .map(|i| (i.kind.clone(), i.column.clone()))
+                .map(|i| IdentityMatch {
+                    kind: i.kind.clone(),
+                    column: i.column.clone(),
+                    matching: i.matching,
+                })
                 .collect(),
             references: table_cfg
                 .reference
@@ -506,6 +616,7 @@ fn map_column(
         scan_json,
         category,
         typcategory: live.category,
+        typname: live.typname,
         name: live.name,
         pg_type: live.pg_type,
         base_type,
@@ -535,7 +646,7 @@ impl DataMap {
         let plans = source
             .identity_kinds
             .iter()
-            .map(|kind| (kind.clone(), Arc::new(plan::compile(&tables, kind))))
+            .map(|kind| (kind.clone(), Arc::new(plan::compile(&tables, kind, None))))
             .collect();
         DataMap {
             source_name: source.name.clone(),
@@ -556,6 +667,19 @@ impl DataMap {
             .collect();
         kinds.sort();
         kinds
+    }
+
+    /// The plan for `kind` with its text identity columns compared more loosely than declared
+    /// (for counting what an empty answer may have missed), restricted to the tables of
+    /// `like`.
+    pub fn looser_plan(&self, like: &Plan, looser: Looser) -> Plan {
+        let mut plan = plan::compile(&self.tables, &like.kind, Some(looser));
+        plan.tables.retain(|t| {
+            like.tables
+                .iter()
+                .any(|l| l.table.display == t.table.display)
+        });
+        plan
     }
 
     /// The plan for `kind`, optionally restricted to `only` (table names as callers see them).

@@ -12,7 +12,27 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{MappedTable, Plan, PlannedTable, quote_ident};
+use super::{MappedColumn, MappedTable, Plan, PlannedTable, is_text_type, quote_ident};
+use crate::config::MatchMode;
+
+/// A looser match than the data map declares, for telling an operator what an empty answer
+/// may have missed: every text identity column compared case-insensitively, or trimmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Looser {
+    CaseInsensitive,
+    Trimmed,
+}
+
+impl Looser {
+    pub const ALL: [Looser; 2] = [Looser::CaseInsensitive, Looser::Trimmed];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Looser::CaseInsensitive => "case_insensitive",
+            Looser::Trimmed => "trimmed",
+        }
+    }
+}
 
 /// How one table is reached at alias `t{alias}`: one SQL condition per path, each usable as
 /// an index condition, their descriptions, and the distance from the identity.
@@ -23,14 +43,16 @@ struct Reach {
     depth: usize,
 }
 
-/// Compiles the plan for one identity kind.
-pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str) -> Plan {
+/// Compiles the plan for one identity kind; with `looser`, identity columns are compared more
+/// loosely than declared.
+pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str, looser: Option<Looser>) -> Plan {
     // Conditions are built for alias depth 0; a parent's conditions are rebuilt at its depth.
     let mut memo: HashMap<(usize, usize), Option<Reach>> = HashMap::new();
     let mut planned: Vec<(usize, usize, PlannedTable)> = Vec::new();
     let mut unreachable = Vec::new();
+    let matcher = Matcher { kind, looser };
     for (i, table) in tables.iter().enumerate() {
-        match reach(tables, i, kind, 0, &mut memo) {
+        match reach(tables, i, &matcher, 0, &mut memo) {
             Some(r) => {
                 let columns = table
                     .columns
@@ -86,8 +108,8 @@ pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str) -> Plan {
         .flat_map(|t| {
             t.identities
                 .iter()
-                .filter(|(k, _)| k == kind)
-                .filter_map(|(_, c)| t.column(c).map(|c| c.base_type.clone()))
+                .filter(|i| i.kind == kind)
+                .filter_map(|i| t.column(&i.column).map(|c| c.base_type.clone()))
         })
         .collect();
     identity_types.sort();
@@ -121,13 +143,38 @@ fn branches(paths: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// The identity kind of a plan, and how its identity columns are compared.
+struct Matcher<'a> {
+    kind: &'a str,
+    looser: Option<Looser>,
+}
+
+impl Matcher<'_> {
+    /// The condition on `{t}.column` for the identity parameter `$1`. Each form can use an
+    /// index: on the column, or on `lower(column)`.
+    fn condition(&self, t: &str, column: &MappedColumn, matching: MatchMode) -> String {
+        let c = format!("{t}.{}", quote_ident(&column.name));
+        let text = is_text_type(&column.typname);
+        match (self.looser, matching) {
+            (Some(Looser::CaseInsensitive), _) if text => format!("lower({c}) = lower($1::text)"),
+            (Some(Looser::Trimmed), _) if text => format!("btrim({c}) = btrim($1::text)"),
+            (_, MatchMode::CaseInsensitive) if column.typname != "citext" => {
+                format!("lower({c}) = lower($1::text)")
+            }
+            // citext compares case-insensitively by itself.
+            _ => format!("{c} = CAST($1::text AS {})", column.base_type),
+        }
+    }
+}
+
 fn reach(
     tables: &[Arc<MappedTable>],
     i: usize,
-    kind: &str,
+    matcher: &Matcher<'_>,
     alias: usize,
     memo: &mut HashMap<(usize, usize), Option<Reach>>,
 ) -> Option<Reach> {
+    let kind = matcher.kind;
     if let Some(known) = memo.get(&(i, alias)) {
         return known.clone();
     }
@@ -136,21 +183,27 @@ fn reach(
     let mut paths = Vec::new();
     let mut via = Vec::new();
     let mut depth = usize::MAX;
-    for (id_kind, column) in &table.identities {
-        if id_kind == kind {
-            let col = table.column(column).expect("identity columns are mapped");
-            paths.push(format!(
-                "{t}.{} = CAST($1::text AS {})",
-                quote_ident(column),
-                col.base_type
+    for identity in &table.identities {
+        if identity.kind == kind {
+            let column = table
+                .column(&identity.column)
+                .expect("identity columns are mapped");
+            paths.push(matcher.condition(&t, column, identity.matching));
+            via.push(format!(
+                "{kind} -> {}.{}{}",
+                table.display,
+                identity.column,
+                match identity.matching {
+                    MatchMode::Exact => "",
+                    MatchMode::CaseInsensitive => " (case-insensitive)",
+                }
             ));
-            via.push(format!("{kind} -> {}.{column}", table.display));
             depth = 0;
         }
     }
     for (column, parent, to) in &table.references {
         // Reference graphs are acyclic (checked by Config::validate), so this terminates.
-        if let Some(p) = reach(tables, *parent, kind, alias + 1, memo) {
+        if let Some(p) = reach(tables, *parent, matcher, alias + 1, memo) {
             let parent_table = &tables[*parent];
             let a = alias + 1;
             let keys = p

@@ -32,6 +32,9 @@ pub(super) struct Job {
     pub(super) coercion_policy: CoercionPolicy,
     pub(super) warnings: Vec<String>,
     pub(super) subject_id: String,
+    /// How the identity value was normalised before it was bound and hashed ("trim, nfc,
+    /// lowercase"), for the manifest.
+    pub(super) normalization: String,
     pub(super) plan: Arc<Plan>,
     pub(super) batch_size: u32,
     pub(super) max_batch_bytes: usize,
@@ -188,6 +191,16 @@ impl Job {
                 .join(","),
         );
         metadata.insert("rejected_rows".to_owned(), found.rejected.to_string());
+        // An empty answer says so: no table held a row for this subject (rows left out under
+        // reject_row are rows held, so they count as found).
+        metadata.insert(
+            "subject_found".to_owned(),
+            (row_count > 0 || found.rejected > 0).to_string(),
+        );
+        metadata.insert(
+            "identity_normalization".to_owned(),
+            self.normalization.clone(),
+        );
         for (category, n) in &found.rejected_by {
             metadata.insert(format!("rejected.{category}"), n.to_string());
         }

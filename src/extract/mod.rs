@@ -26,6 +26,7 @@
 mod batch;
 mod error;
 mod job;
+mod looser;
 pub mod manifest;
 mod records;
 mod snapshot;
@@ -351,7 +352,19 @@ impl Engine {
             subject_id: if value.is_empty() || value.len() > MAX_IDENTITY_BYTES {
                 String::new()
             } else {
-                subject_id(self.config.subject_key(), &label(&params.kind), value)
+                // The normalised value where the source and kind are known, so that a call
+                // refused later is recorded under the same subject as its successful retry.
+                let normalized = self
+                    .sources
+                    .get(&params.source)
+                    .map(|s| &self.config.sources[s.index])
+                    .filter(|cfg| cfg.identity_kinds.contains(&params.kind))
+                    .and_then(|cfg| cfg.normalizer(&params.kind).apply(value).ok());
+                subject_id(
+                    self.config.subject_key(),
+                    &label(&params.kind),
+                    normalized.as_deref().unwrap_or(value),
+                )
             },
             request_id: label(&params.request_id),
             call_id: params.call_id.clone(),
@@ -367,11 +380,28 @@ impl Engine {
 
     async fn start(
         &self,
-        params: ExtractParams,
+        mut params: ExtractParams,
         entry: crate::audit::Entry,
     ) -> Result<ExtractStream, ExtractError> {
         let source = self.source(&params.source)?.clone();
         let batch_size = self.check_request(&source, &params)?;
+        // The value is bound, hashed and recorded as its kind's normalisation makes it.
+        let normalizer = self.config.sources[source.index].normalizer(&params.kind);
+        let value = normalizer
+            .apply(params.value.expose_secret())
+            .map_err(|e| {
+                ExtractError::InvalidArgument(format!(
+                    "subject.value: {e} (identity kind '{}' is normalised by: {})",
+                    params.kind,
+                    normalizer.describe()
+                ))
+            })?;
+        if value.len() > MAX_IDENTITY_BYTES {
+            return Err(ExtractError::InvalidArgument(format!(
+                "subject.value: longer than the {MAX_IDENTITY_BYTES}-byte maximum once normalised"
+            )));
+        }
+        params.value = secrecy::SecretString::from(value);
         let pass = pass_breaker(&source)?;
         // The slots are held until the producer ends: a stalled stream gives them back at the
         // stall timeout.
@@ -392,6 +422,7 @@ impl Engine {
             matrix: self.matrix.clone(),
             coercion_policy: cfg.on_coercion_error,
             warnings: map.warnings.clone(),
+            normalization: normalizer.describe(),
             subject_id: subject_id(
                 self.config.subject_key(),
                 &params.kind,

@@ -118,10 +118,11 @@ async fn dry_run(
     checks: &mut [TableCheck],
     verdict: &mut ValidationVerdict,
 ) -> Result<(), Status> {
+    let value = SecretString::from(subject.value);
     let params = ExtractParams {
         source: source.to_owned(),
         kind: subject.kind.clone(),
-        value: SecretString::from(subject.value),
+        value: value.clone(),
         batch_size: 0,
         request_id: String::new(),
         compliance_tag: String::new(),
@@ -200,7 +201,43 @@ async fn dry_run(
             }
         }
     }
+    // An empty answer: say what a looser match would have found, in counts.
+    let empty = manifest
+        .as_ref()
+        .and_then(|m| m.metadata.get("subject_found"))
+        .is_some_and(|found| found == "false");
     verdict.manifest = manifest;
+    if empty {
+        let matches = engine
+            .looser_counts(source, caller, &subject.kind, &value, deadline)
+            .await
+            .map_err(|e| to_status(&e))?;
+        let mut words = Vec::new();
+        for m in &matches {
+            let tables: Vec<String> = m
+                .tables
+                .iter()
+                .filter(|t| t.row_count > 0)
+                .map(|t| format!("{} {}", t.table, t.row_count))
+                .collect();
+            words.push(if tables.is_empty() {
+                format!("{}: none", m.r#match)
+            } else {
+                format!(
+                    "{}: {} rows ({})",
+                    m.r#match,
+                    m.row_count,
+                    tables.join(", ")
+                )
+            });
+        }
+        verdict.warnings.push(format!(
+            "no table holds a row for this subject; looser matches of the identity columns \
+             would find {}",
+            words.join("; ")
+        ));
+        verdict.looser_matches = matches;
+    }
     Ok(())
 }
 
