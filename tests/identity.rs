@@ -8,9 +8,8 @@ mod support;
 
 use std::sync::OnceLock;
 
-use dsr_connector::pb::{ValidateRequest, validate_response};
-use support::{SUBJECT_KEY, TestServer, config, config_text, extract, request, sql};
-use tokio_stream::StreamExt;
+use dsr_connector::pb::ValidateRequest;
+use support::{SUBJECT_KEY, TestServer, config, config_text, extract, request, sql, validate};
 use tonic::Code;
 
 const SETUP_SQL: &str = "
@@ -146,21 +145,20 @@ async fn a_case_insensitive_column_matches_and_the_gate_names_the_index_it_needs
     assert_eq!(x.rows("mixed_indexed").len(), 1);
 
     // The schema gate: a warning that names the index to create, only where it is missing.
-    let mut client = server.client().await;
-    let mut stream = client
-        .validate(ValidateRequest {
+    let checked = validate(
+        &mut server.client().await,
+        ValidateRequest {
             source: "demo".into(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut warnings = std::collections::BTreeMap::new();
-    while let Some(message) = stream.next().await {
-        if let Some(validate_response::Event::Table(check)) = message.unwrap().event {
-            warnings.insert(check.table.clone(), check.warnings.join("\n"));
-        }
-    }
+        },
+    )
+    .await
+    .unwrap();
+    let warnings: std::collections::BTreeMap<String, String> = checked
+        .tables
+        .iter()
+        .map(|c| (c.table.clone(), c.warnings.join("\n")))
+        .collect();
     assert!(
         warnings["mixed_unindexed"].contains(
             r#"create one: CREATE INDEX ON "public"."mixed_unindexed" (lower("email"));"#
@@ -222,28 +220,19 @@ async fn an_empty_answer_says_so_and_a_dry_run_counts_looser_matches_without_val
     assert_eq!(manifest.metadata["subject_found"], "false");
 
     let mut client = server.client().await;
-    let mut stream = client
-        .validate(ValidateRequest {
-            source: "demo".into(),
-            subject: Some(dsr_connector::pb::Identity {
-                kind: "email".into(),
-                value: "Bob.Legacy@example.com".into(),
-            }),
-            ..Default::default()
-        })
+    let dry_run = |value: &str| ValidateRequest {
+        source: "demo".into(),
+        subject: Some(dsr_connector::pb::Identity {
+            kind: "email".into(),
+            value: value.into(),
+        }),
+        ..Default::default()
+    };
+    let checked = validate(&mut client, dry_run("Bob.Legacy@example.com"))
         .await
-        .unwrap()
-        .into_inner();
-    let mut everything = String::new();
-    let mut verdict = None;
-    while let Some(message) = stream.next().await {
-        let message = message.unwrap();
-        everything.push_str(&format!("{message:?}"));
-        if let Some(validate_response::Event::Verdict(v)) = message.event {
-            verdict = Some(v);
-        }
-    }
-    let verdict = verdict.unwrap();
+        .unwrap();
+    let everything = checked.text.clone();
+    let verdict = checked.verdict;
     type Found = (u64, Vec<(String, u64)>);
     let counts: std::collections::BTreeMap<&str, Found> = verdict
         .looser_matches
@@ -286,24 +275,12 @@ async fn an_empty_answer_says_so_and_a_dry_run_counts_looser_matches_without_val
     );
 
     // A subject that is found gets no looser counts.
-    let mut stream = client
-        .validate(ValidateRequest {
-            source: "demo".into(),
-            subject: Some(dsr_connector::pb::Identity {
-                kind: "email".into(),
-                value: "alice@example.com".into(),
-            }),
-            ..Default::default()
-        })
+    let found = validate(&mut client, dry_run("alice@example.com"))
         .await
         .unwrap()
-        .into_inner();
-    while let Some(message) = stream.next().await {
-        if let Some(validate_response::Event::Verdict(v)) = message.unwrap().event {
-            assert!(v.looser_matches.is_empty());
-            assert_eq!(v.manifest.unwrap().metadata["subject_found"], "true");
-        }
-    }
+        .verdict;
+    assert!(found.looser_matches.is_empty());
+    assert_eq!(found.manifest.unwrap().metadata["subject_found"], "true");
     server.stop().await.unwrap();
 }
 

@@ -3,11 +3,7 @@
 
 mod support;
 
-use std::sync::Arc;
-
-use dsr_connector::grpc;
-use support::{config, config_text, extract, request, scrape};
-use tokio::net::TcpListener;
+use support::{TestServer, config, config_text, extract, request, scrape};
 use tonic::Code;
 
 /// The value of the sample whose line starts with `prefix`.
@@ -24,26 +20,9 @@ fn sample(text: &str, prefix: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_calls_rows_and_pools_without_personal_data() {
-    dsr_connector::db::tls::install_crypto_provider();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics_addr = metrics_listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(grpc::run_with(
-        Arc::new(config(&config_text(""))),
-        listener,
-        Some(metrics_listener),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let mut client =
-        dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient::connect(
-            format!("http://{addr}"),
-        )
-        .await
-        .unwrap();
+    let server = TestServer::start_with_metrics(config(&config_text(""))).await;
+    let metrics_addr = server.metrics_addr.unwrap();
+    let mut client = server.client().await;
 
     let x = extract(&mut client, request("email", "alice@example.com")).await;
     assert_eq!(x.code(), Code::Ok);
@@ -128,6 +107,5 @@ async fn metrics_count_calls_rows_and_pools_without_personal_data() {
     ] {
         assert!(!text.contains(value), "the metrics hold '{value}'");
     }
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await.unwrap();
 }

@@ -7,12 +7,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use dsr_connector::grpc;
 use support::{config, config_text, extract, request, scrape, venv_tool};
-use tokio::net::TcpListener;
 use tonic::Code;
 
 fn root() -> &'static Path {
@@ -196,26 +193,9 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_service_and_every_dashboard_query_runs() {
-    dsr_connector::db::tls::install_crypto_provider();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics_addr = metrics_listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(grpc::run_with(
-        Arc::new(config(&config_text(""))),
-        listener,
-        Some(metrics_listener),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let mut client =
-        dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient::connect(
-            format!("http://{addr}"),
-        )
-        .await
-        .unwrap();
+    let server = support::TestServer::start_with_metrics(config(&config_text(""))).await;
+    let metrics_addr = server.metrics_addr.unwrap();
+    let mut client = server.client().await;
     let x = extract(&mut client, request("email", "alice@example.com")).await;
     assert_eq!(x.code(), Code::Ok);
     let exposed = scrape(metrics_addr).await;
@@ -309,6 +289,5 @@ async fn a_real_prometheus_scrapes_the_service_and_every_dashboard_query_runs() 
     }
 
     drop(prometheus);
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await.unwrap();
 }

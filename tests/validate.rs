@@ -5,53 +5,9 @@ mod support;
 
 use std::sync::OnceLock;
 
-use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
-use dsr_connector::pb::{
-    Identity, Manifest, TableCheck, TableStatus, ValidateRequest, ValidationVerdict,
-    validate_response::Event,
-};
-use support::{TestServer, config, config_text, extract, request, sql};
+use dsr_connector::pb::{Identity, Manifest, TableCheck, TableStatus, ValidateRequest};
+use support::{TestServer, config, config_text, extract, request, sql, validate};
 use tonic::Code;
-use tonic::transport::Channel;
-
-/// Every message of a Validate stream.
-struct Validation {
-    tables: Vec<TableCheck>,
-    verdict: ValidationVerdict,
-    /// The whole response, printed, for searching.
-    text: String,
-}
-
-impl Validation {
-    fn table(&self, name: &str) -> &TableCheck {
-        self.tables
-            .iter()
-            .find(|t| t.table == name)
-            .unwrap_or_else(|| panic!("no check for {name}: {:?}", self.tables))
-    }
-}
-
-async fn validate(
-    client: &mut DsrConnectorServiceClient<Channel>,
-    req: ValidateRequest,
-) -> Result<Validation, tonic::Status> {
-    let mut stream = client.validate(req).await?.into_inner();
-    let mut tables = Vec::new();
-    let mut verdict = None;
-    let mut text = String::new();
-    while let Some(message) = stream.message().await? {
-        text.push_str(&format!("{message:?}\n"));
-        match message.event.unwrap() {
-            Event::Table(t) => tables.push(t),
-            Event::Verdict(v) => verdict = Some(v),
-        }
-    }
-    Ok(Validation {
-        tables,
-        verdict: verdict.expect("a verdict ends the stream"),
-        text,
-    })
-}
 
 fn schema_only(source: &str) -> ValidateRequest {
     ValidateRequest {

@@ -69,6 +69,8 @@ pub fn config(text: &str) -> Config {
 /// A server running in this test's runtime. Dropping it does not stop it; call `stop`.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The Prometheus listener, when started with [`TestServer::start_with_metrics`].
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -89,6 +91,31 @@ impl TestServer {
         }));
         TestServer {
             addr,
+            metrics_addr: None,
+            shutdown: Some(tx),
+            handle,
+        }
+    }
+
+    /// Starts a server for `config` with its metrics on a listener of their own.
+    pub async fn start_with_metrics(config: Config) -> TestServer {
+        dsr_connector::db::tls::install_crypto_provider();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics_addr = metrics_listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(grpc::run_with(
+            Arc::new(config),
+            listener,
+            Some(metrics_listener),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        TestServer {
+            addr,
+            metrics_addr: Some(metrics_addr),
             shutdown: Some(tx),
             handle,
         }
@@ -560,4 +587,43 @@ pub fn config_with_tokens(text: &str, tokens: &[(&str, &str, &str)]) -> Config {
             .and_then(|i| digests.get(i).cloned()),
     })
     .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every message of a Validate stream.
+pub struct Validation {
+    pub tables: Vec<dsr_connector::pb::TableCheck>,
+    pub verdict: dsr_connector::pb::ValidationVerdict,
+    /// The whole response, printed, for searching.
+    pub text: String,
+}
+
+impl Validation {
+    pub fn table(&self, name: &str) -> &dsr_connector::pb::TableCheck {
+        self.tables
+            .iter()
+            .find(|t| t.table == name)
+            .unwrap_or_else(|| panic!("no check for {name}: {:?}", self.tables))
+    }
+}
+
+pub async fn validate(
+    client: &mut DsrConnectorServiceClient<Channel>,
+    req: dsr_connector::pb::ValidateRequest,
+) -> Result<Validation, tonic::Status> {
+    let mut stream = client.validate(req).await?.into_inner();
+    let mut tables = Vec::new();
+    let mut verdict = None;
+    let mut text = String::new();
+    while let Some(message) = stream.message().await? {
+        text.push_str(&format!("{message:?}\n"));
+        match message.event.unwrap() {
+            dsr_connector::pb::validate_response::Event::Table(t) => tables.push(t),
+            dsr_connector::pb::validate_response::Event::Verdict(v) => verdict = Some(v),
+        }
+    }
+    Ok(Validation {
+        tables,
+        verdict: verdict.expect("a verdict ends the stream"),
+        text,
+    })
 }
