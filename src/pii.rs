@@ -195,6 +195,10 @@ struct Category {
 #[derive(Debug)]
 pub struct Matrix {
     categories: Vec<Category>,
+    /// Every category's key patterns in one set, so that a key is matched in one pass.
+    key_set: regex::RegexSet,
+    /// For each pattern of `key_set`, the index of its category.
+    key_owner: Vec<usize>,
 }
 
 /// The built-in categories: (name, key patterns, detectors, description).
@@ -334,8 +338,24 @@ impl Matrix {
                 },
             );
         }
+        let categories: Vec<Category> = by_name.into_values().collect();
+        let mut patterns = Vec::new();
+        let mut key_owner = Vec::new();
+        for (i, category) in categories.iter().enumerate() {
+            for key in &category.keys {
+                patterns.push(key.as_str().to_owned());
+                key_owner.push(i);
+            }
+        }
+        let key_set = regex::RegexSetBuilder::new(&patterns)
+            .case_insensitive(true)
+            .size_limit(1 << 24)
+            .build()
+            .map_err(|e| MatrixError(format!("classification key patterns: {e}")))?;
         Ok(Matrix {
-            categories: by_name.into_values().collect(),
+            categories,
+            key_set,
+            key_owner,
         })
     }
 
@@ -376,12 +396,18 @@ impl Matrix {
         self.categories.iter().map(|c| c.name.as_str()).collect()
     }
 
-    /// The category whose key pattern matches `key`, if any.
+    /// The category whose key pattern matches `key`, if any (the first category in name
+    /// order when several do). Most keys match nothing, which one pass of the set tells.
     fn key_category(&self, key: &str) -> Option<&str> {
-        self.categories
+        if !self.key_set.is_match(key) {
+            return None;
+        }
+        self.key_set
+            .matches(key)
             .iter()
-            .find(|c| c.keys.iter().any(|k| k.is_match(key)))
-            .map(|c| c.name.as_str())
+            .map(|pattern| self.key_owner[pattern])
+            .min()
+            .map(|i| self.categories[i].name.as_str())
     }
 
     /// The category whose detector recognises `value`, if any.
@@ -438,6 +464,13 @@ pub const WILDCARD: &str = "*";
 /// Digits-only keys, keys with `@`, dots, spaces or control characters, and anything a
 /// detector recognises are never shown.
 pub fn path_segment(key: &str) -> String {
+    let mut segment = String::new();
+    push_segment(&mut segment, key);
+    segment
+}
+
+/// Appends `key` as [`path_segment`] shows it.
+fn push_segment(path: &mut String, key: &str) {
     let bytes = key.as_bytes();
     let plain = !bytes.is_empty()
         && bytes.len() <= MAX_KEY_CHARS
@@ -446,9 +479,9 @@ pub fn path_segment(key: &str) -> String {
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-');
     if plain {
-        key.to_ascii_lowercase()
+        path.extend(bytes.iter().map(|b| b.to_ascii_lowercase() as char));
     } else {
-        WILDCARD.to_owned()
+        path.push_str(WILDCARD);
     }
 }
 
@@ -480,6 +513,7 @@ pub fn scan_json(matrix: &Matrix, root: &str, json: &str, limits: ScanLimits) ->
         matrix,
         limits,
         root,
+        path: String::new(),
         frames: Vec::new(),
         nodes: 0,
         stopped: None,
@@ -523,8 +557,11 @@ struct Walk<'a> {
     matrix: &'a Matrix,
     limits: ScanLimits,
     root: &'a str,
-    /// One per enclosing container: a key's path segment, or `None` for an array item.
-    frames: Vec<Option<String>>,
+    /// The path below the root, as `.segment` and `[]` parts, built in place: a key costs
+    /// no allocation unless something is found under it.
+    path: String,
+    /// One per enclosing container: the length of `path` before its part.
+    frames: Vec<usize>,
     nodes: usize,
     /// The violation that ended the scan early, if one did.
     stopped: Option<ScanViolation>,
@@ -533,24 +570,30 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn path(&self) -> String {
-        let mut path = self.root.to_owned();
-        for frame in &self.frames {
-            match frame {
-                Some(segment) => {
-                    path.push('.');
-                    path.push_str(segment);
-                }
-                None => path.push_str("[]"),
-            }
-        }
+        let mut path = String::with_capacity(self.root.len() + self.path.len());
+        path.push_str(self.root);
+        path.push_str(&self.path);
         path
     }
 
+    /// Leaves the innermost container's part of the path.
+    fn pop(&mut self) {
+        if let Some(len) = self.frames.pop() {
+            self.path.truncate(len);
+        }
+    }
+
     fn field(&mut self, category: &str) {
-        let entry = (self.path(), category.to_owned());
-        if self.result.fields.contains(&entry) {
+        let already = self.result.fields.iter().any(|(path, c)| {
+            c == category
+                && path.len() == self.root.len() + self.path.len()
+                && path.starts_with(self.root)
+                && path.ends_with(self.path.as_str())
+        });
+        if already {
             return;
         }
+        let entry = (self.path(), category.to_owned());
         if self.result.fields.len() >= self.limits.max_fields {
             self.result.fields_truncated = true;
         } else {
@@ -661,9 +704,10 @@ impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
             while items.next_element::<serde::de::IgnoredAny>()?.is_some() {}
             return Ok(false);
         }
-        walk.frames.push(None);
+        walk.frames.push(walk.path.len());
+        walk.path.push_str("[]");
         while items.next_element_seed(Node(&mut *walk))?.is_some() {}
-        walk.frames.pop();
+        walk.pop();
         Ok(false)
     }
 
@@ -677,34 +721,39 @@ impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
             {}
             return Ok(false);
         }
-        while let Some(key) = entries.next_key_seed(KeySeed(walk.matrix))? {
+        loop {
+            let mark = walk.path.len();
+            let Some(key) = entries.next_key_seed(KeySeed(walk.matrix, &mut walk.path))? else {
+                break;
+            };
+            walk.frames.push(mark);
             if key.control_chars {
                 let detail = format!("{}: a key holds control characters", walk.path());
                 walk.violation("json_control_chars_in_key", detail);
             }
-            walk.frames.push(Some(key.segment));
             let is_null = entries.next_value_seed(Node(&mut *walk))?;
             if let Some(category) = key.category
                 && !is_null
             {
                 walk.field(category);
             }
-            walk.frames.pop();
+            walk.pop();
         }
         Ok(false)
     }
 }
 
-/// What the walker keeps of a key: never the key itself unless it is a plain name.
+/// What the walker keeps of a key: its category, and whether it holds control characters. The
+/// key itself reaches the path only as [`path_segment`] shows it.
 struct Key<'a> {
-    segment: String,
     category: Option<&'a str>,
     control_chars: bool,
 }
 
-struct KeySeed<'a>(&'a Matrix);
+/// Reads a key: classifies it, and appends its path part (`.segment`) to the path.
+struct KeySeed<'a, 'p>(&'a Matrix, &'p mut String);
 
-impl<'de, 'a> serde::de::DeserializeSeed<'de> for KeySeed<'a> {
+impl<'de, 'a> serde::de::DeserializeSeed<'de> for KeySeed<'a, '_> {
     type Value = Key<'a>;
 
     fn deserialize<D: serde::Deserializer<'de>>(
@@ -715,7 +764,7 @@ impl<'de, 'a> serde::de::DeserializeSeed<'de> for KeySeed<'a> {
     }
 }
 
-impl<'de, 'a> serde::de::Visitor<'de> for KeySeed<'a> {
+impl<'de, 'a> serde::de::Visitor<'de> for KeySeed<'a, '_> {
     type Value = Key<'a>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -724,8 +773,9 @@ impl<'de, 'a> serde::de::Visitor<'de> for KeySeed<'a> {
 
     fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key<'a>, E> {
         let control_chars = key.chars().any(char::is_control);
+        self.1.push('.');
+        push_segment(self.1, key);
         Ok(Key {
-            segment: path_segment(key),
             category: if control_chars {
                 None
             } else {

@@ -51,6 +51,9 @@ struct Args {
     /// customers.email), to compare multi-path plans with single-path ones.
     #[arg(long)]
     single_path: bool,
+    /// Scan `events.payload` for nested personal data (off by default), to measure the scan.
+    #[arg(long)]
+    scan_json: bool,
     /// Where bench.json goes.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -105,8 +108,13 @@ async fn main() -> anyhow::Result<()> {
 
     // A slow client first, on a server of its own, so that its peak RSS is its own.
     eprintln!("heavy with a slow client ...");
-    let (mut slow_server, slow_addr) =
-        start_server(&binary, &cluster, args.server_threads, args.single_path)?;
+    let (mut slow_server, slow_addr) = start_server(
+        &binary,
+        &cluster,
+        args.server_threads,
+        args.single_path,
+        args.scan_json,
+    )?;
     let slow_channel = Channel::from_shared(format!("http://{slow_addr}"))?
         .connect()
         .await?;
@@ -118,8 +126,13 @@ async fn main() -> anyhow::Result<()> {
         .status();
     let _ = slow_server.wait();
 
-    let (mut server, addr) =
-        start_server(&binary, &cluster, args.server_threads, args.single_path)?;
+    let (mut server, addr) = start_server(
+        &binary,
+        &cluster,
+        args.server_threads,
+        args.single_path,
+        args.scan_json,
+    )?;
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
@@ -270,6 +283,7 @@ async fn main() -> anyhow::Result<()> {
     let json = serde_json::json!({
         "scale": args.scale,
         "single_path": args.single_path,
+        "scan_json": args.scan_json,
         "subjects": args.subjects,
         "concurrency": args.concurrency,
         "repeat": args.repeat,
@@ -586,10 +600,11 @@ async fn generate(cluster: &TempCluster, customers: i64, heavy_events: i64) -> a
 }
 
 /// Starts the release binary with a config for the bench database.
-/// The benchmark's data map; with `single_path`, support_tickets is reached by e-mail only.
-fn bench_datamap(single_path: bool) -> String {
+/// The benchmark's data map; with `single_path`, support_tickets is reached by e-mail only;
+/// with `scan_json`, events.payload is scanned for nested personal data.
+fn bench_datamap(single_path: bool, scan_json: bool) -> String {
     const DATAMAP: &str = include_str!("dsr-bench.datamap.toml");
-    if single_path {
+    let mut map = if single_path {
         DATAMAP
             .lines()
             .filter(|l| !l.ends_with("# second path"))
@@ -597,7 +612,14 @@ fn bench_datamap(single_path: bool) -> String {
             .join("\n")
     } else {
         DATAMAP.to_owned()
+    };
+    if scan_json {
+        map = map.replace(
+            r#"payload = "not_pii""#,
+            r#"payload = { category = "not_pii", scan_json = true }"#,
+        );
     }
+    map
 }
 
 fn start_server(
@@ -605,6 +627,7 @@ fn start_server(
     cluster: &TempCluster,
     threads: Option<usize>,
     single_path: bool,
+    scan_json: bool,
 ) -> anyhow::Result<(std::process::Child, String)> {
     let dir = tempfile::tempdir()?.keep();
     let config = format!(
@@ -628,7 +651,7 @@ identity_kinds = ["email"]
 "#,
         host = cluster.host(),
         port = cluster.port(),
-        tables = bench_datamap(single_path),
+        tables = bench_datamap(single_path, scan_json),
         threads = threads
             .map(|n| format!("worker_threads = {n}"))
             .unwrap_or_default(),
