@@ -173,6 +173,24 @@ async fn every_call_is_recorded_and_the_log_verifies_until_a_byte_changes() {
         stdout.contains(&format!("ok ({} records", all.len())),
         "{stdout}"
     );
+    // The README's command, with this log and key for the deployment's.
+    for command in support::readme_commands_with("audit verify /var/lib") {
+        let out = support::run_readme_command(
+            &command,
+            &[
+                (
+                    "DSR_AUDIT_KEY=...",
+                    format!("DSR_AUDIT_KEY={}", demo::audit_key(SUBJECT_KEY)),
+                ),
+                (
+                    "/var/lib/dsr-connector/audit.log",
+                    path.display().to_string(),
+                ),
+            ],
+            &[],
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+    }
 
     // One changed byte in the second record: verify fails and names it.
     let edited = text.replacen("\"replica-test\"", "\"replica-tesT\"", 2);

@@ -101,6 +101,25 @@ async fn two_replicas_keep_their_chains_and_dead_letters_in_the_control_database
     let letters = String::from_utf8_lossy(&out.stdout);
     assert_eq!(letters.lines().count(), 10, "{letters}");
     assert!(letters.contains("legacy_accounts") && !letters.contains("31/02/2010"));
+    // The README's commands, with this control database and replica for the deployment's.
+    for command in support::readme_commands_with("--control-url-env DSR_CONTROL_URL") {
+        let mut replacements = Vec::new();
+        if command.contains("audit verify") {
+            replacements.push((
+                "DSR_AUDIT_KEY=...",
+                format!("DSR_AUDIT_KEY={}", demo::audit_key(SUBJECT_KEY)),
+            ));
+            replacements.push(("dsr-connector-0", "replica-b".to_owned()));
+        }
+        let out = support::run_readme_command(
+            &command,
+            &replacements,
+            &[("DSR_CONTROL_URL", control_url())],
+        );
+        if command.contains("audit verify") {
+            assert!(String::from_utf8_lossy(&out.stdout).contains("ok (5 records"));
+        }
+    }
 
     // A record edited in the table is found and named.
     let db = demo::connect(support::cluster(), "postgres").await.unwrap();

@@ -114,4 +114,18 @@ columns = { id = "not_pii", customer_id = "identifier.customer_id" }
     let out = list(&path, &["--category", "misc"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("coercion"));
+    // The README's command, with this queue for the deployment's.
+    for command in support::readme_commands_with("dead-letters list /var/lib") {
+        let out = support::run_readme_command(
+            &command,
+            &[(
+                "/var/lib/dsr-connector/dead-letters.jsonl",
+                path.display().to_string(),
+            )],
+            &[],
+        );
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(printed.lines().count(), 1, "{printed}");
+        assert!(printed.contains("legacy_accounts"));
+    }
 }

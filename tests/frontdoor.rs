@@ -24,8 +24,7 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The shell commands of the first `sh` block of a README section, as the shell reads them:
-/// a command goes on while a line ends with `\` or a single quote is open.
+/// The shell commands of the first `sh` block of a README section.
 fn readme_commands(heading: &str) -> Vec<String> {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let section = readme
@@ -37,25 +36,7 @@ fn readme_commands(heading: &str) -> Vec<String> {
         .nth(1)
         .and_then(|rest| rest.split("\n```").next())
         .expect("the section has a sh code block");
-    let mut commands = Vec::new();
-    let mut current = String::new();
-    for line in block.lines() {
-        if current.is_empty() && (line.trim().is_empty() || line.trim_start().starts_with('#')) {
-            continue;
-        }
-        current.push_str(line);
-        current.push('\n');
-        let quote_open = current.matches('\'').count() % 2 == 1;
-        if !quote_open && !line.trim_end().ends_with('\\') {
-            commands.push(current.trim_end().to_owned());
-            current.clear();
-        }
-    }
-    assert!(
-        current.is_empty(),
-        "unterminated command in the README: {current}"
-    );
-    commands
+    support::shell_commands(block)
 }
 
 /// A free loopback port (free when asked; the demo binds it right after).

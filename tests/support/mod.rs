@@ -8,6 +8,7 @@
 pub mod otlp;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use dsr_connector::config::Config;
@@ -626,4 +627,78 @@ pub async fn validate(
         verdict: verdict.expect("a verdict ends the stream"),
         text,
     })
+}
+
+/// The shell commands of a `sh` block, as the shell reads them: a command goes on while a
+/// line ends with `\` or a single quote is open; comments and blank lines are skipped.
+pub fn shell_commands(block: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in block.lines() {
+        if current.is_empty() && (line.trim().is_empty() || line.trim_start().starts_with('#')) {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        let quote_open = current.matches('\'').count() % 2 == 1;
+        if !quote_open && !line.trim_end().ends_with('\\') {
+            commands.push(current.trim_end().to_owned());
+            current.clear();
+        }
+    }
+    assert!(
+        current.is_empty(),
+        "unterminated command in the README: {current}"
+    );
+    commands
+}
+
+/// Every command of the README's `sh` blocks that mentions `needle`.
+pub fn readme_commands_with(needle: &str) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let commands: Vec<String> = readme
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("\n```").next())
+        .flat_map(shell_commands)
+        .filter(|c| c.contains(needle))
+        .collect();
+    assert!(!commands.is_empty(), "no README command mentions {needle}");
+    commands
+}
+
+/// Runs a README command as written, but for `replacements` (a deployment's paths and
+/// placeholders for this test's), with `dsr-connector` on PATH as the binary under test.
+pub fn run_readme_command(
+    command: &str,
+    replacements: &[(&str, String)],
+    env: &[(&str, String)],
+) -> std::process::Output {
+    let mut command = command.to_owned();
+    for (from, to) in replacements {
+        assert!(command.contains(from), "{from} is not in: {command}");
+        command = command.replace(from, to);
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_dsr-connector"))
+        .parent()
+        .unwrap();
+    let mut paths = vec![bin.to_path_buf()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .env("PATH", std::env::join_paths(paths).unwrap())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "README command failed: {command}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
