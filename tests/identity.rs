@@ -298,3 +298,24 @@ fn identity_settings_are_checked_at_load() {
     );
     assert!(message.contains("default_region: 'Narnia'"), "{message}");
 }
+
+#[tokio::test]
+async fn case_insensitive_matching_on_a_number_column_is_a_named_schema_problem() {
+    let text = config_text("").replace(
+        r#"{ kind = "customer_id", column = "id" }"#,
+        r#"{ kind = "customer_id", column = "id", match = "case_insensitive" }"#,
+    );
+    assert!(text.contains("case_insensitive"), "the demo map changed");
+    let server = TestServer::start(config(&text)).await;
+    let x = extract(&mut server.client().await, request("customer_id", "1")).await;
+    assert_eq!(x.code(), Code::FailedPrecondition, "{}", x.message());
+    assert!(
+        x.message().contains(
+            "table 'customers', identity column 'id' (kind customer_id, case_insensitive): \
+             case_insensitive matching needs a text column; this one is bigint"
+        ),
+        "{}",
+        x.message()
+    );
+    server.stop().await.unwrap();
+}
