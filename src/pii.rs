@@ -186,7 +186,8 @@ pub fn description_problem(text: &str) -> Option<String> {
 #[derive(Debug)]
 struct Category {
     name: String,
-    keys: Vec<Regex>,
+    /// Key-name patterns, matched case-insensitively (through the matrix's `key_set`).
+    keys: Vec<String>,
     detectors: Vec<Detector>,
     description: Option<String>,
 }
@@ -290,10 +291,7 @@ impl Matrix {
     pub fn new(extra: &[CategoryConfig]) -> Result<Matrix, MatrixError> {
         let mut by_name: BTreeMap<String, Category> = BTreeMap::new();
         for (name, keys, detectors, description) in BUILT_IN {
-            let keys = keys
-                .iter()
-                .map(|k| case_insensitive(k).expect("built-in patterns are valid"))
-                .collect();
+            let keys = keys.iter().map(|k| (*k).to_owned()).collect();
             by_name.insert(
                 (*name).to_owned(),
                 Category {
@@ -312,17 +310,15 @@ impl Matrix {
                     c.name
                 )));
             }
-            let keys = c
-                .key_patterns
-                .iter()
-                .map(|p| {
-                    case_insensitive(p).map_err(|e| {
-                        MatrixError(format!(
-                            "classification.categories[{i}].key_patterns: '{p}' is not a valid regular expression: {e}"
-                        ))
-                    })
-                })
-                .collect::<Result<_, _>>()?;
+            // Each pattern is compiled alone once, so that a bad one is named.
+            for p in &c.key_patterns {
+                case_insensitive(p).map_err(|e| {
+                    MatrixError(format!(
+                        "classification.categories[{i}].key_patterns: '{p}' is not a valid regular expression: {e}"
+                    ))
+                })?;
+            }
+            let keys = c.key_patterns.clone();
             if let Some(problem) = c.description.as_deref().and_then(description_problem) {
                 return Err(MatrixError(format!(
                     "classification.categories[{i}].description: {problem}"
@@ -343,7 +339,7 @@ impl Matrix {
         let mut key_owner = Vec::new();
         for (i, category) in categories.iter().enumerate() {
             for key in &category.keys {
-                patterns.push(key.as_str().to_owned());
+                patterns.push(key.clone());
                 key_owner.push(i);
             }
         }

@@ -172,7 +172,7 @@ impl SourceConfig {
     /// How values of `kind` are normalised. The configuration was validated at load.
     pub fn normalizer(&self, kind: &str) -> crate::identity::Normalizer {
         crate::identity::Normalizer::new(kind, self.identities.get(kind))
-            .unwrap_or_else(|_| crate::identity::Normalizer::new(kind, None).expect("defaults"))
+            .expect("identity settings are checked when the config is loaded")
     }
 
     /// The most calls one caller may run on this source at once.

@@ -4,7 +4,6 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
-use tokio_postgres::IsolationLevel;
 
 use super::error::breaker_outcome;
 use super::{Engine, ExtractError, pass_breaker, settle};
@@ -46,13 +45,7 @@ impl Engine {
         let counted = async {
             let mut conn = source.pool.checkout(deadline).await?;
             let (client, _) = conn.parts();
-            let txn = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(db)?;
+            let txn = crate::db::read_only_snapshot(client).await.map_err(db)?;
             let timeout = deadline
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or(DEFAULT_TIMEOUT)

@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime};
 
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
-use tokio_postgres::IsolationLevel;
 
 use super::batch::descriptors;
 use super::error::{ExtractError, Stop};
@@ -162,13 +161,7 @@ impl Job {
         let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
         let started_at = SystemTime::now();
         let (client, statements) = conn.parts();
-        let txn = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db)?;
+        let txn = crate::db::read_only_snapshot(client).await.map_err(db)?;
         // The first query of a REPEATABLE READ transaction takes the snapshot. The same round
         // trip sets the transaction's limits: the statement timeout is the call's remaining
         // deadline, and the idle-in-transaction timeout is a backstop behind the stall
