@@ -91,6 +91,12 @@ impl Normalizer {
         Ok(Normalizer { steps, region })
     }
 
+    /// Whether values are lower-cased whole, so that a column stored in mixed case needs
+    /// `match = "case_insensitive"`.
+    pub fn lowercases(&self) -> bool {
+        self.steps.contains(&Step::Lowercase)
+    }
+
     /// The steps, by name.
     pub fn describe(&self) -> String {
         if self.steps.is_empty() {

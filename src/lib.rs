@@ -41,6 +41,7 @@ pub mod datamap;
 pub mod db;
 pub mod deadletter;
 pub mod demo;
+pub mod discover;
 pub mod extract;
 pub mod grpc;
 pub mod identity;

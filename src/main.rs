@@ -43,6 +43,10 @@ enum Command {
     /// Call Extract on a running server and write the answer as a data package: one
     /// JSON-lines file per table, manifest.json and a README.txt for the data subject.
     Extract(Box<dsr_connector::client::ExtractArgs>),
+    /// Draft the data map of a configured source from its live database: tables, identities,
+    /// references and a category for every column, each with its evidence. Writes the config
+    /// with the draft in place of the source's tables.
+    Discover(Box<dsr_connector::discover::command::DiscoverArgs>),
     /// Work with the audit log.
     Audit {
         #[command(subcommand)]
@@ -116,6 +120,9 @@ fn main() -> ExitCode {
                 }),
             Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
             Command::Extract(args) => runtime(None).and_then(|rt| rt.block_on(extract(*args))),
+            Command::Discover(args) => telemetry::init(None, telemetry::json_logs(None))
+                .and_then(|_| runtime(None))
+                .and_then(|rt| rt.block_on(dsr_connector::discover::command::run(*args))),
             Command::Audit {
                 command:
                     AuditCommand::Verify {

@@ -394,7 +394,7 @@ impl Matrix {
 
     /// The category whose key pattern matches `key`, if any (the first category in name
     /// order when several do). Most keys match nothing, which one pass of the set tells.
-    fn key_category(&self, key: &str) -> Option<&str> {
+    pub fn key_category(&self, key: &str) -> Option<&str> {
         if !self.key_set.is_match(key) {
             return None;
         }
@@ -407,7 +407,7 @@ impl Matrix {
     }
 
     /// The category whose detector recognises `value`, if any.
-    fn value_category(&self, value: &str) -> Option<&str> {
+    pub fn value_category(&self, value: &str) -> Option<&str> {
         self.categories
             .iter()
             .find(|c| c.detectors.iter().any(|d| d.matches(value)))

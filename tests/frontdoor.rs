@@ -301,6 +301,13 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         alice.contains("\"started\"") && alice.contains("\"rowCount\": \"18\""),
         "alice's extraction ends with a manifest of 18 rows:\n{alice}"
     );
+    let drafted = output_of("DsrConnectorService/Discover", "sample_rows");
+    assert!(
+        drafted.contains("\"summary\"")
+            && drafted.contains("\"table\": \"support_tickets\"")
+            && !drafted.contains("alice@example.com"),
+        "the draft proposes the demo's tables, with evidence and no value:\n{drafted}"
+    );
     let typed = output_of("DsrConnectorService/Extract", " Alice@Example.com");
     assert!(
         typed.contains("\"rowCount\": \"18\"") && typed.contains("\"subject_found\": \"true\""),

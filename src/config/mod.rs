@@ -86,9 +86,9 @@ fn check_scopes(
         }
     }
     for rpc in rpcs {
-        if !matches!(rpc.as_str(), "*" | "Extract" | "Validate") {
+        if !matches!(rpc.as_str(), "*" | "Extract" | "Validate" | "Discover") {
             problems.push(format!(
-                "{at}.rpcs: unknown RPC '{rpc}' (Extract, Validate or *)"
+                "{at}.rpcs: unknown RPC '{rpc}' (Extract, Validate, Discover or *)"
             ));
         }
     }
@@ -102,6 +102,27 @@ impl Config {
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .extract()
             .map_err(Box::new)?;
+        config.finish(|name| std::env::var(name).ok())
+    }
+
+    /// Reads `path` as [`Config::load`] does, for drafting the data map of `source`: that
+    /// source's tables are dropped (a draft replaces them) and the checks an empty data map
+    /// fails are skipped. Everything else is checked as for serving.
+    pub fn load_for_discovery(path: &Path, source: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        let known: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+        let Some(entry) = config.sources.iter_mut().find(|s| s.name == source) else {
+            return Err(ConfigError::Invalid(vec![format!(
+                "sources: no source named '{source}' (known: {})",
+                known.join(", ")
+            )]));
+        };
+        entry.tables.clear();
+        entry.drafting = true;
         config.finish(|name| std::env::var(name).ok())
     }
 

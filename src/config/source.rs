@@ -90,8 +90,13 @@ pub struct SourceConfig {
     /// How long a passed schema check is trusted before the catalog is read again.
     #[serde(default = "default_schema_refresh", with = "humantime_serde")]
     pub schema_refresh: Duration,
-    /// The data map: every table that holds data about subjects.
+    /// The data map: every table that holds data about subjects. Required, but may be left
+    /// out of a config read to draft it (`discover`).
+    #[serde(default)]
     pub tables: Vec<TableConfig>,
+    /// Read to draft its data map: the data-map checks that an empty map fails are skipped.
+    #[serde(skip)]
+    pub drafting: bool,
     /// The password, resolved from `password_env`/`password_file` by [`Config::load`].
     #[serde(skip)]
     pub password: Option<SecretString>,
@@ -268,7 +273,7 @@ impl SourceConfig {
                 problems.push(format!("{at}.identities.{kind}.{problem}"));
             }
         }
-        if self.tables.is_empty() {
+        if self.tables.is_empty() && !self.drafting {
             problems.push(format!("{at}.tables: at least one table is required"));
         }
 
@@ -354,7 +359,7 @@ impl SourceConfig {
             }
         }
         for kind in &self.identity_kinds {
-            if !used_kinds.contains(kind.as_str()) {
+            if !used_kinds.contains(kind.as_str()) && !self.drafting {
                 problems.push(format!(
                     "{at}.identity_kinds: no table has an identity column of kind '{kind}'"
                 ));

@@ -586,19 +586,7 @@ fn map_column(
     if scan_json && !matches!(live.typname.as_str(), "json" | "jsonb") {
         return Err(format!("{at}: scan_json needs a json or jsonb column"));
     }
-    // Categories whose values have a known shape need a type that can hold it.
-    let text_like = live.category == "S";
-    let expected = match category.as_str() {
-        "contact.email" | "contact.phone" => text_like,
-        "network.ip" => text_like || matches!(live.typname.as_str(), "inet" | "cidr"),
-        "birth_date" => {
-            text_like
-                || coercion.is_some()
-                || matches!(live.typname.as_str(), "date" | "timestamp" | "timestamptz")
-        }
-        _ => true,
-    };
-    if !expected {
+    if !category_fits_type(&category, &live.typname, &live.category, coercion.is_some()) {
         return Err(format!(
             "{at}: the type cannot hold values of category '{category}'"
         ));
@@ -621,6 +609,20 @@ fn map_column(
         pg_type: live.pg_type,
         base_type,
     })
+}
+
+/// Whether a column of this type (`pg_type.typname`, `pg_type.typcategory`) can hold values
+/// of `category`: categories whose values have a known shape need a type that can hold it.
+pub fn category_fits_type(category: &str, typname: &str, typcategory: &str, coerced: bool) -> bool {
+    let text_like = typcategory == "S";
+    match category {
+        "contact.email" | "contact.phone" => text_like,
+        "network.ip" => text_like || matches!(typname, "inet" | "cidr"),
+        "birth_date" => {
+            text_like || coerced || matches!(typname, "date" | "timestamp" | "timestamptz")
+        }
+        _ => true,
+    }
 }
 
 impl DataMap {

@@ -317,6 +317,33 @@ impl Engine {
         &self.config
     }
 
+    /// Drafts the data map of `source` from its database (the Discover RPC), on a pooled
+    /// connection checked out before `deadline`.
+    pub async fn discover(
+        &self,
+        source: &str,
+        options: &crate::discover::Options,
+        deadline: Option<Instant>,
+    ) -> Result<crate::discover::Proposal, ExtractError> {
+        let entry = self
+            .sources
+            .get(source)
+            .ok_or_else(|| ExtractError::UnknownSource(source.to_owned()))?;
+        let config = self
+            .config
+            .sources
+            .iter()
+            .find(|s| s.name == source)
+            .ok_or_else(|| ExtractError::UnknownSource(source.to_owned()))?;
+        let mut conn = entry.pool.checkout(deadline).await?;
+        let (client, _) = conn.parts();
+        let proposal = crate::discover::discover(client, config, &self.matrix, options).await;
+        if proposal.is_err() {
+            conn.mark_broken();
+        }
+        Ok(proposal?)
+    }
+
     /// Checks the request, resolves its plan and starts the producer.
     pub async fn extract(&self, params: ExtractParams) -> Result<ExtractStream, ExtractError> {
         let entry = self.entry(&params);

@@ -4,6 +4,7 @@
 //! The adapter only translates: it reads the request and its deadline, calls the engine, and
 //! maps errors through [`status::to_status`]. No SQL lives here.
 
+pub mod discover;
 pub mod layers;
 pub mod status;
 pub mod validate;
@@ -25,7 +26,10 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::extract::{Engine, ExtractParams};
 use crate::pb::dsr_connector_service_server::{DsrConnectorService, DsrConnectorServiceServer};
-use crate::pb::{ExtractRequest, ExtractResponse, ValidateRequest, ValidateResponse};
+use crate::pb::{
+    DiscoverRequest, DiscoverResponse, ExtractRequest, ExtractResponse, ValidateRequest,
+    ValidateResponse,
+};
 
 /// The descriptor set served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("dsr_descriptor");
@@ -44,6 +48,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl DsrConnectorService for Service {
     type ExtractStream = BoxStream<ExtractResponse>;
     type ValidateStream = BoxStream<ValidateResponse>;
+    type DiscoverStream = BoxStream<DiscoverResponse>;
 
     async fn extract(
         &self,
@@ -161,6 +166,36 @@ impl DsrConnectorService for Service {
             .record_request("Validate", &source, code);
         record_status(&context.span, code);
         self.record_call(&context, "Validate", &source, code).await;
+        context.respond(result)
+    }
+
+    async fn discover(
+        &self,
+        request: Request<DiscoverRequest>,
+    ) -> Result<Response<Self::DiscoverStream>, Status> {
+        let context = CallContext::of(&request)?;
+        let request = request.into_inner();
+        let source = request.source.clone();
+        let result = async {
+            if request.source.is_empty() {
+                return Err(Status::invalid_argument("source: must not be empty"));
+            }
+            context.check_source(&request.source)?;
+            let messages = discover::run(&self.engine, request, context.deadline).await?;
+            Ok(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok))) as Self::DiscoverStream)
+        }
+        .instrument(context.span.clone())
+        .await;
+        let code = result
+            .as_ref()
+            .err()
+            .map(|s: &Status| s.code())
+            .unwrap_or(tonic::Code::Ok);
+        self.engine
+            .metrics()
+            .record_request("Discover", &source, code);
+        record_status(&context.span, code);
+        self.record_call(&context, "Discover", &source, code).await;
         context.respond(result)
     }
 }

@@ -506,7 +506,8 @@ pub fn digest(token: &str) -> String {
 pub fn with_server_block(text: &str, block: &str) -> String {
     let at = text
         .find("[[classification.categories]]")
-        .expect("the demo data map");
+        .or_else(|| text.find("[[sources]]"))
+        .expect("a data map");
     format!("{}{block}\n{}", &text[..at], &text[at..])
 }
 
