@@ -317,31 +317,35 @@ impl Engine {
         &self.config
     }
 
-    /// Drafts the data map of `source` from its database (the Discover RPC), on a pooled
-    /// connection checked out before `deadline`.
+    /// Drafts the data map of `source` from its database (the Discover RPC). Like an
+    /// extraction, it passes the source's circuit breaker and holds one of the caller's slots
+    /// and one pooled connection, checked out before `deadline`.
     pub async fn discover(
         &self,
-        source: &str,
+        source_name: &str,
+        caller: &str,
         options: &crate::discover::Options,
         deadline: Option<Instant>,
     ) -> Result<crate::discover::Proposal, ExtractError> {
-        let entry = self
+        let source = self
             .sources
-            .get(source)
-            .ok_or_else(|| ExtractError::UnknownSource(source.to_owned()))?;
-        let config = self
-            .config
-            .sources
-            .iter()
-            .find(|s| s.name == source)
-            .ok_or_else(|| ExtractError::UnknownSource(source.to_owned()))?;
-        let mut conn = entry.pool.checkout(deadline).await?;
-        let (client, _) = conn.parts();
-        let proposal = crate::discover::discover(client, config, &self.matrix, options).await;
-        if proposal.is_err() {
-            conn.mark_broken();
+            .get(source_name)
+            .ok_or_else(|| ExtractError::UnknownSource(source_name.to_owned()))?;
+        let config = &self.config.sources[source.index];
+        let pass = pass_breaker(source)?;
+        let drafted = async {
+            let _permit = source.slots.admit(caller, deadline).await?;
+            let mut conn = source.pool.checkout(deadline).await?;
+            let (client, _) = conn.parts();
+            let proposal = crate::discover::discover(client, config, &self.matrix, options).await;
+            if proposal.is_err() {
+                conn.mark_broken();
+            }
+            Ok::<_, ExtractError>(proposal?)
         }
-        Ok(proposal?)
+        .await;
+        settle(source, pass, breaker_outcome(drafted.as_ref().err()));
+        drafted
     }
 
     /// Checks the request, resolves its plan and starts the producer.

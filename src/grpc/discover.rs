@@ -18,6 +18,7 @@ use super::status::to_status;
 pub async fn run(
     engine: &Engine,
     request: DiscoverRequest,
+    caller: &str,
     deadline: Instant,
 ) -> Result<Vec<DiscoverResponse>, Status> {
     if request.sample_rows > MAX_SAMPLE {
@@ -39,7 +40,7 @@ pub async fn run(
     };
     let proposal = tokio::time::timeout_at(
         deadline,
-        engine.discover(&request.source, &options, Some(deadline)),
+        engine.discover(&request.source, caller, &options, Some(deadline)),
     )
     .await
     .map_err(|_| to_status(&crate::extract::ExtractError::DeadlineExceeded))?

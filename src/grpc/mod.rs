@@ -156,17 +156,8 @@ impl DsrConnectorService for Service {
         }
         .instrument(context.span.clone())
         .await;
-        let code = result
-            .as_ref()
-            .err()
-            .map(|s: &Status| s.code())
-            .unwrap_or(tonic::Code::Ok);
-        self.engine
-            .metrics()
-            .record_request("Validate", &source, code);
-        record_status(&context.span, code);
-        self.record_call(&context, "Validate", &source, code).await;
-        context.respond(result)
+        self.finish_call(&context, "Validate", &source, result)
+            .await
     }
 
     async fn discover(
@@ -181,26 +172,43 @@ impl DsrConnectorService for Service {
                 return Err(Status::invalid_argument("source: must not be empty"));
             }
             context.check_source(&request.source)?;
-            let messages = discover::run(&self.engine, request, context.deadline).await?;
+            let messages = discover::run(
+                &self.engine,
+                request,
+                &context.caller.name,
+                context.deadline,
+            )
+            .await?;
             Ok(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok))) as Self::DiscoverStream)
         }
         .instrument(context.span.clone())
         .await;
+        self.finish_call(&context, "Discover", &source, result)
+            .await
+    }
+}
+
+impl Service {
+    /// Ends a call answered in one piece (Validate, Discover): counts it, records its status
+    /// on the span and in the audit log, and echoes the request id.
+    async fn finish_call<T>(
+        &self,
+        context: &CallContext,
+        rpc: &str,
+        source: &str,
+        result: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
         let code = result
             .as_ref()
             .err()
             .map(|s: &Status| s.code())
             .unwrap_or(tonic::Code::Ok);
-        self.engine
-            .metrics()
-            .record_request("Discover", &source, code);
+        self.engine.metrics().record_request(rpc, source, code);
         record_status(&context.span, code);
-        self.record_call(&context, "Discover", &source, code).await;
+        self.record_call(context, rpc, source, code).await;
         context.respond(result)
     }
-}
 
-impl Service {
     /// Appends a call-level audit record (a Validate call, or a call refused before the
     /// engine answered it), and waits until it is durable.
     async fn record_call(&self, context: &CallContext, rpc: &str, source: &str, code: tonic::Code) {
