@@ -1,6 +1,7 @@
 //! Invariant 4: no personal data sideways. The real binary runs `serve` with every log level
-//! switched on (`RUST_LOG=trace`), serves extractions, and its whole log output is searched for
-//! the identity value and for extracted values. SIGTERM then stops it cleanly.
+//! switched on (`RUST_LOG=trace`), serves extractions, a dry run and a discovery that samples
+//! every row, and its whole log output is searched for the identity value and for extracted
+//! values. SIGTERM then stops it cleanly.
 
 mod support;
 
@@ -52,6 +53,25 @@ async fn logs_hold_no_identity_or_extracted_value_even_at_trace_level() {
         .unwrap()
         .into_inner();
     while stream.message().await.unwrap().is_some() {}
+    // Discovery samples every demo row (alice's among them), checks inferred links by looking
+    // sampled e-mail addresses up, and walks the JSON payloads.
+    let mut stream = client
+        .discover(dsr_connector::pb::DiscoverRequest {
+            source: "demo".into(),
+            sample_rows: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut proposed = 0;
+    while let Some(message) = stream.message().await.unwrap() {
+        proposed += usize::from(matches!(
+            message.event,
+            Some(dsr_connector::pb::discover_response::Event::Table(_))
+        ));
+    }
+    assert_eq!(proposed, 6, "every demo table is proposed");
     drop(client);
 
     let (exit, lines) = server.terminate().await;
@@ -62,8 +82,8 @@ async fn logs_hold_no_identity_or_extracted_value_even_at_trace_level() {
     );
     assert!(log.contains("server stopped"), "{log}");
     assert!(
-        log.contains("extraction finished"),
-        "the extraction was logged: {log}"
+        log.contains("extraction finished") && log.contains("discovery finished"),
+        "the extraction and the discovery were logged: {log}"
     );
     assert!(
         log.contains("hmac-sha256:"),

@@ -345,6 +345,19 @@ impl Engine {
         }
         .await;
         settle(source, pass, breaker_outcome(drafted.as_ref().err()));
+        if let Ok(proposal) = &drafted {
+            tracing::info!(
+                dsr.source = %source_name,
+                dsr.discover.tables = proposal.tables.len(),
+                dsr.discover.unreachable = proposal.unreachable.len(),
+                dsr.discover.sampled_rows = proposal
+                    .tables
+                    .iter()
+                    .map(|t| u64::from(t.sampled_rows))
+                    .sum::<u64>(),
+                "discovery finished"
+            );
+        }
         drafted
     }
 
