@@ -4,10 +4,11 @@
 use crate::datamap::PlannedTable;
 use crate::pb;
 
-/// Cuts a table's rows into batches by row count (the portal fetch) and by encoded bytes.
+/// Cuts a table's rows into batches by row count (`batch_size`) and by encoded bytes.
 pub(super) struct Batcher<'a> {
     table: &'a str,
     columns: &'a [pb::ColumnDescriptor],
+    max_rows: usize,
     max_bytes: usize,
     rows: Vec<pb::Row>,
     bytes: usize,
@@ -18,11 +19,13 @@ impl<'a> Batcher<'a> {
     pub(super) fn new(
         table: &'a str,
         columns: &'a [pb::ColumnDescriptor],
+        max_rows: usize,
         max_bytes: usize,
     ) -> Self {
         Batcher {
             table,
             columns,
+            max_rows: max_rows.max(1),
             max_bytes,
             rows: Vec::new(),
             bytes: 0,
@@ -30,10 +33,12 @@ impl<'a> Batcher<'a> {
         }
     }
 
-    /// Adds a row; returns a full batch when the row would push the batch over the byte
-    /// limit (the row then starts the next batch).
+    /// Adds a row; returns a full batch when the batch already holds `max_rows` rows or the
+    /// row would push it over the byte limit (the row then starts the next batch).
     pub(super) fn push(&mut self, row: pb::Row, size: usize) -> Option<pb::RowBatch> {
-        let full = if !self.rows.is_empty() && self.bytes + size > self.max_bytes {
+        let full = if !self.rows.is_empty()
+            && (self.rows.len() >= self.max_rows || self.bytes + size > self.max_bytes)
+        {
             self.finish()
         } else {
             None
@@ -47,7 +52,7 @@ impl<'a> Batcher<'a> {
         if self.rows.is_empty() {
             return None;
         }
-        let rows = std::mem::take(&mut self.rows);
+        let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(self.max_rows.min(4096)));
         let offset = self.offset;
         self.offset += rows.len() as u64;
         self.bytes = 0;
@@ -97,7 +102,7 @@ mod tests {
     #[test]
     fn batches_are_cut_by_bytes_and_offsets_run_on() {
         let columns = [pb::ColumnDescriptor::default()];
-        let mut batcher = Batcher::new("t", &columns, 100);
+        let mut batcher = Batcher::new("t", &columns, 1000, 100);
         let mut batches = Vec::new();
         for i in 0..10 {
             let r = row(&format!("{i:040}"));
@@ -119,9 +124,23 @@ mod tests {
     }
 
     #[test]
+    fn batches_are_cut_by_rows_too() {
+        let columns = [pb::ColumnDescriptor::default()];
+        let mut batcher = Batcher::new("t", &columns, 3, 1 << 20);
+        let mut sizes = Vec::new();
+        for i in 0..7 {
+            let r = row(&i.to_string());
+            let size = r.encoded_len();
+            sizes.extend(batcher.push(r, size).map(|b| b.rows.len()));
+        }
+        sizes.extend(batcher.finish().map(|b| b.rows.len()));
+        assert_eq!(sizes, [3, 3, 1]);
+    }
+
+    #[test]
     fn a_row_larger_than_the_limit_is_a_batch_of_its_own() {
         let columns = [pb::ColumnDescriptor::default()];
-        let mut batcher = Batcher::new("t", &columns, 10);
+        let mut batcher = Batcher::new("t", &columns, 1000, 10);
         let big = row(&"x".repeat(50));
         let size = big.encoded_len();
         assert!(batcher.push(big.clone(), size).is_none());

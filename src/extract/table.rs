@@ -68,13 +68,21 @@ impl Job {
         // A batch carries its column descriptors; a single row must fit beside them.
         let row_limit = MAX_MESSAGE_BYTES
             .saturating_sub(columns.iter().map(Message::encoded_len).sum::<usize>() + 1024);
-        let mut batch = Batcher::new(&table.table.display, &columns, self.max_batch_bytes);
+        let mut batch = Batcher::new(
+            &table.table.display,
+            &columns,
+            self.batch_size as usize,
+            self.max_batch_bytes,
+        );
         let mut outcome = TableOutcome::default();
         let mapped = &table.table;
         let count = crate::db::prepare_cached(statements, txn, &table.count_sql)
             .await
             .map_err(db)?;
-        let fetch_rows = self.batch_size as i32;
+        // A portal fetch is a round trip in which PostgreSQL stops and waits, so fetches are
+        // larger than batches. Memory does not grow with them: rows are taken off the socket
+        // one at a time, and batches are cut by rows and bytes as they fill.
+        let fetch_rows = (self.batch_size as i32).max(FETCH_ROWS);
         let mut counted = None;
         loop {
             // Rows are taken off the connection one at a time as they arrive, so memory is
@@ -133,13 +141,12 @@ impl Job {
                     self.send_batch(full).await?;
                 }
             }
-            // One portal fetch is at most one batch's rows; the byte limit may cut it earlier.
-            if let Some(rest) = batch.finish() {
-                self.send_batch(rest).await?;
-            }
             if fetched < fetch_rows {
                 break; // the portal is exhausted
             }
+        }
+        if let Some(rest) = batch.finish() {
+            self.send_batch(rest).await?;
         }
         outcome.counted = counted.unwrap_or(-1);
         Ok(outcome)
@@ -242,6 +249,9 @@ impl Job {
         Ok(Some(values))
     }
 }
+
+/// Rows asked of PostgreSQL per portal fetch, unless `batch_size` is larger.
+const FETCH_ROWS: i32 = 10_000;
 
 /// The most violations listed per table; the counts are always complete.
 pub const MAX_VIOLATIONS_PER_TABLE: usize = 100;
