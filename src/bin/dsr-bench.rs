@@ -10,8 +10,12 @@
 //! - heavy: the heavy subject through Extract, decoded by a Rust tonic client; against
 //!   `psql \copy (...) TO STDOUT (FORMAT binary)` and a raw tokio-postgres portal reader.
 //! - sequential: ordinary subjects one at a time; against the raw reader doing the same
-//!   snapshot, queries and counts.
-//! - concurrent: the same subjects over 16 concurrent streams; against 16 raw readers.
+//!   snapshot, queries and counts, and against pooled psql sessions scripted with `\copy`.
+//! - concurrent: the same subjects over 16 concurrent streams; against 16 raw readers and
+//!   16 psql sessions.
+//!
+//! `--shape wide` generates wider rows (JSONB addresses, legacy VARCHAR dates, epochs, numeric
+//! amounts, timestamps without a zone, ~300-byte payloads; see `generate_wide`).
 //!
 //! Prints a Markdown table and writes `bench-results/bench.json`. Nothing is asserted.
 
@@ -51,12 +55,32 @@ struct Args {
     /// customers.email), to compare multi-path plans with single-path ones.
     #[arg(long)]
     single_path: bool,
-    /// Scan `events.payload` for nested personal data (off by default), to measure the scan.
+    /// Scan JSON for nested personal data (off by default), to measure the scan:
+    /// `events.payload`, and in the wide shape `customers.address` too.
     #[arg(long)]
     scan_json: bool,
+    /// The dataset's shape: `narrow` (the demo schema) or `wide` (JSONB addresses, legacy
+    /// VARCHAR dates, epochs, numeric amounts, timestamps without a zone, ~300-byte payloads).
+    #[arg(long, value_enum, default_value_t = Shape::Narrow)]
+    shape: Shape,
     /// Where bench.json goes.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Shape {
+    Narrow,
+    Wide,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Narrow => "narrow",
+            Shape::Wide => "wide",
+        }
+    }
 }
 
 const DATABASE: &str = "bench";
@@ -100,9 +124,10 @@ async fn main() -> anyhow::Result<()> {
     let customers = ((100_000.0 * args.scale) as i64).max(args.subjects as i64);
     let heavy_events = (1_000_000.0 * args.scale) as i64;
     let started = Instant::now();
-    generate(&cluster, customers, heavy_events).await?;
+    generate(&cluster, args.shape, customers, heavy_events).await?;
     eprintln!(
-        "dataset: {customers} customers, heavy subject with {heavy_events} events ({:.0} s)",
+        "dataset ({}): {customers} customers, heavy subject with {heavy_events} events ({:.0} s)",
+        args.shape.name(),
         started.elapsed().as_secs_f64()
     );
 
@@ -112,8 +137,7 @@ async fn main() -> anyhow::Result<()> {
         &binary,
         &cluster,
         args.server_threads,
-        args.single_path,
-        args.scan_json,
+        bench_datamap(args.shape, args.single_path, args.scan_json),
     )?;
     let slow_channel = Channel::from_shared(format!("http://{slow_addr}"))?
         .connect()
@@ -130,8 +154,7 @@ async fn main() -> anyhow::Result<()> {
         &binary,
         &cluster,
         args.server_threads,
-        args.single_path,
-        args.scan_json,
+        bench_datamap(args.shape, args.single_path, args.scan_json),
     )?;
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()
@@ -211,6 +234,9 @@ async fn main() -> anyhow::Result<()> {
         let mut p50 = Vec::new();
         let mut p99 = Vec::new();
         let mut raw_p99 = Vec::new();
+        let mut psql = Vec::new();
+        let mut psql_p50 = Vec::new();
+        let mut psql_p99 = Vec::new();
         for round in 0..args.repeat {
             eprintln!("{name}, round {} ...", round + 1);
             let (rate, lat) = many(&subjects, concurrency, |s| {
@@ -228,6 +254,25 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             raw.push(rate);
             raw_p99.push(percentile(&lat, 0.99));
+            if psql_installed() {
+                let (rate, lat) = many(&subjects, concurrency, |s| {
+                    let (host, port, password) = (
+                        cluster.host().to_owned(),
+                        cluster.port(),
+                        cluster.password().to_owned(),
+                    );
+                    async move {
+                        tokio::task::spawn_blocking(move || {
+                            psql_subject(&host, port, &password, &s).map(|_| ())
+                        })
+                        .await?
+                    }
+                })
+                .await?;
+                psql.push(rate);
+                psql_p50.push(percentile(&lat, 0.50));
+                psql_p99.push(percentile(&lat, 0.99));
+            }
         }
         results.push(Row::new(
             &format!("{name}: dsr-connector (subjects/s)"),
@@ -259,6 +304,36 @@ async fn main() -> anyhow::Result<()> {
             None,
             "",
         ));
+        results.push(Row::new(
+            &format!("{name}: dsr-connector against psql (subjects/s)"),
+            &service,
+            Some(&psql),
+            "psql \\copy binary",
+        ));
+        results.push(Row::new(
+            &format!("{name}: psql \\copy binary, pooled psql sessions (subjects/s)"),
+            &psql,
+            None,
+            "",
+        ));
+        results.push(Row::new(
+            &format!("{name}: psql \\copy binary p50 (ms)"),
+            &psql_p50,
+            None,
+            "",
+        ));
+        results.push(Row::new(
+            &format!("{name}: psql \\copy binary p99 (ms)"),
+            &psql_p99,
+            None,
+            "",
+        ));
+        results.push(Row::new(
+            &format!("{name}: dsr-connector p99 against psql (ms)"),
+            &p99,
+            Some(&psql_p99),
+            "psql p99",
+        ));
     }
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
@@ -270,8 +345,15 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", r.markdown());
     }
     println!(
-        "\nscale {}, {} subjects, concurrency {}, {} repetitions, {} cores",
+        "\n{} shape, scale {}{}{}, {} subjects, concurrency {}, {} repetitions, {} cores",
+        args.shape.name(),
         args.scale,
+        if args.scan_json { ", JSON scanned" } else { "" },
+        if args.single_path {
+            ", single path"
+        } else {
+            ""
+        },
         args.subjects,
         args.concurrency,
         args.repeat,
@@ -282,6 +364,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let json = serde_json::json!({
         "scale": args.scale,
+        "shape": args.shape.name(),
         "single_path": args.single_path,
         "scan_json": args.scan_json,
         "subjects": args.subjects,
@@ -501,49 +584,119 @@ async fn raw_subject(cluster: &TempCluster, email: &str) -> anyhow::Result<(u64,
 type RawConn = (tokio_postgres::Client, dsr_connector::db::StatementCache);
 static RAW_POOL: std::sync::Mutex<Vec<RawConn>> = std::sync::Mutex::new(Vec::new());
 
-/// `psql \copy (...) TO STDOUT (FORMAT binary)` for each table of the subject, when psql is
+fn psql_installed() -> bool {
+    Command::new("psql").arg("--version").output().is_ok()
+}
+
+/// The heavy subject through one psql session (started before the clock), when psql is
 /// installed. Returns rows and seconds.
 fn psql_copy(cluster: &TempCluster, email: &str) -> anyhow::Result<Option<(u64, f64)>> {
-    if Command::new("psql").arg("--version").output().is_err() {
+    if !psql_installed() {
         return Ok(None);
     }
-    let literal = format!("'{}'", email.replace('\'', "''"));
-    let mut rows = 0u64;
+    let mut session = PsqlSession::start(cluster.host(), cluster.port(), cluster.password())?;
     let started = Instant::now();
-    for (_, sql) in TABLES {
-        let query = sql.replace("$1", &literal);
-        let out = Command::new("psql")
+    let rows = session.subject(email)?;
+    Ok(Some((rows, started.elapsed().as_secs_f64())))
+}
+
+/// A long-lived psql process fed on stdin, as a careful operator would script it: per
+/// subject, one REPEATABLE READ read-only transaction with, per table,
+/// `\copy (...) TO '/dev/null' (FORMAT binary)` and its COUNT(*).
+struct PsqlSession {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+const PSQL_DONE: &str = "dsr-bench-subject-done";
+
+impl PsqlSession {
+    fn start(host: &str, port: u16, password: &str) -> anyhow::Result<PsqlSession> {
+        let mut child = Command::new("psql")
             .args([
                 "-h",
-                cluster.host(),
+                host,
                 "-p",
-                &cluster.port().to_string(),
+                &port.to_string(),
                 "-U",
                 SUPERUSER,
                 "-d",
                 DATABASE,
                 "-X",
                 "-q",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
             ])
-            .env("PGPASSWORD", cluster.password())
-            .arg("-c")
-            .arg(format!("\\copy ({query}) TO '/dev/null' (FORMAT binary)"))
-            .arg("-c")
-            .arg(format!("SELECT count(*) FROM ({query}) t"))
-            .arg("-t")
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "psql failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        rows += String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse::<u64>().ok())
-            .next_back()
-            .unwrap_or(0);
+            .env("PGPASSWORD", password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        Ok(PsqlSession {
+            child,
+            stdin,
+            stdout,
+        })
     }
-    Ok(Some((rows, started.elapsed().as_secs_f64())))
+
+    /// Reads one subject; returns the rows counted.
+    fn subject(&mut self, email: &str) -> anyhow::Result<u64> {
+        use std::io::Write;
+        let literal = format!("'{}'", email.replace('\'', "''"));
+        let mut script = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n");
+        for (_, sql) in TABLES {
+            let query = sql.replace("$1", &literal);
+            script.push_str(&format!(
+                "\\copy ({query}) TO '/dev/null' (FORMAT binary)\nSELECT count(*) FROM ({query}) t;\n"
+            ));
+        }
+        script.push_str(&format!("COMMIT;\n\\echo {PSQL_DONE}\n"));
+        self.stdin.write_all(script.as_bytes())?;
+        self.stdin.flush()?;
+        let mut rows = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            anyhow::ensure!(
+                self.stdout.read_line(&mut line)? > 0,
+                "psql ended early: {:?}",
+                self.child.try_wait()
+            );
+            if line.trim() == PSQL_DONE {
+                return Ok(rows);
+            }
+            rows += line.trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+}
+
+impl Drop for PsqlSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The psql sessions of the sequential and concurrent runs, reused as the raw reader reuses
+/// its connections.
+static PSQL_POOL: std::sync::Mutex<Vec<PsqlSession>> = std::sync::Mutex::new(Vec::new());
+
+/// One subject through a pooled psql session; returns the rows counted.
+fn psql_subject(host: &str, port: u16, password: &str, email: &str) -> anyhow::Result<u64> {
+    let pooled = PSQL_POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let mut session = match pooled {
+        Some(s) => s,
+        None => PsqlSession::start(host, port, password)?,
+    };
+    let rows = session.subject(email)?;
+    PSQL_POOL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(session);
+    Ok(rows)
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -557,13 +710,32 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Creates the bench database: the demo schema (without its data) and the generated dataset.
-async fn generate(cluster: &TempCluster, customers: i64, heavy_events: i64) -> anyhow::Result<()> {
+/// Creates the bench database and its generated dataset in the given shape.
+async fn generate(
+    cluster: &TempCluster,
+    shape: Shape,
+    customers: i64,
+    heavy_events: i64,
+) -> anyhow::Result<()> {
     let admin = demo::connect(cluster, "postgres").await?;
     admin
         .batch_execute(&format!("CREATE DATABASE {}", quote_ident(DATABASE)))
         .await?;
     let db = demo::connect(cluster, DATABASE).await?;
+    match shape {
+        Shape::Narrow => generate_narrow(&db, customers, heavy_events).await?,
+        Shape::Wide => generate_wide(&db, customers, heavy_events).await?,
+    }
+    db.batch_execute("VACUUM ANALYZE").await?;
+    Ok(())
+}
+
+/// The demo schema (without its data), with narrow generated rows.
+async fn generate_narrow(
+    db: &tokio_postgres::Client,
+    customers: i64,
+    heavy_events: i64,
+) -> anyhow::Result<()> {
     let schema = demo::SCHEMA_SQL;
     let ddl_end = schema.find("-- Alice has rows").unwrap_or(schema.len());
     db.batch_execute(&schema[..ddl_end]).await?;
@@ -595,39 +767,121 @@ async fn generate(cluster: &TempCluster, customers: i64, heavy_events: i64) -> a
          FROM generate_series(1, {customers} * 2) AS i;"
     ))
     .await?;
-    db.batch_execute("VACUUM ANALYZE").await?;
     Ok(())
 }
 
-/// Starts the release binary with a config for the bench database.
-/// The benchmark's data map; with `single_path`, support_tickets is reached by e-mail only;
-/// with `scan_json`, events.payload is scanned for nested personal data.
-fn bench_datamap(single_path: bool, scan_json: bool) -> String {
-    const DATAMAP: &str = include_str!("dsr-bench.datamap.toml");
+/// The wide shape: the same four tables with the columns real sources have. Ordinary
+/// subjects have 10 orders, 20 events and 2 tickets each.
+async fn generate_wide(
+    db: &tokio_postgres::Client,
+    customers: i64,
+    heavy_events: i64,
+) -> anyhow::Result<()> {
+    let heavy_orders = heavy_events / 10;
+    // About 300 bytes of JSON text per event.
+    let payload = "jsonb_build_object(
+            'page', '/products/' || (i % 300) || '/details', 'session', md5(i::text),
+            'referrer', 'https://www.example.org/search?q=item' || (i % 97),
+            'device', jsonb_build_object('os', 'Android 14', 'browser', 'Chrome 131.0',
+                                         'screen', '1080x2400', 'lang', 'en-GB'),
+            'utm', jsonb_build_object('source', 'newsletter', 'medium', 'email',
+                                      'campaign', 'winter-' || (i % 12)),
+            'cart', jsonb_build_object('items', i % 7, 'value', ((i % 5000) / 100.0)::text,
+                                       'currency', 'GBP'))";
+    db.batch_execute(&format!(
+        "CREATE TABLE customers (
+            id bigint PRIMARY KEY, email text NOT NULL UNIQUE, full_name text NOT NULL,
+            phone text, address jsonb, signup_date varchar(10), last_login_epoch bigint,
+            loyalty_points numeric(12, 2) NOT NULL DEFAULT 0, created_at timestamptz NOT NULL);
+         CREATE TABLE orders (
+            id bigint PRIMARY KEY, customer_id bigint NOT NULL, placed_at timestamp NOT NULL,
+            status text NOT NULL, subtotal numeric(12, 2) NOT NULL, tax numeric(12, 2) NOT NULL,
+            total numeric(12, 2) NOT NULL, currency text NOT NULL, shipping_address text,
+            notes text);
+         CREATE INDEX orders_customer_id ON orders (customer_id);
+         CREATE TABLE events (
+            id bigint PRIMARY KEY, customer_id bigint NOT NULL, occurred_at timestamptz NOT NULL,
+            kind text NOT NULL, ip inet, user_agent text, payload jsonb NOT NULL);
+         CREATE INDEX events_customer_id ON events (customer_id);
+         CREATE TABLE support_tickets (
+            id bigint PRIMARY KEY, requester_email text NOT NULL, subject text NOT NULL,
+            body text NOT NULL, opened_at timestamp NOT NULL, tags text[] NOT NULL DEFAULT '{{}}');
+         CREATE INDEX support_tickets_requester_email ON support_tickets (requester_email);
+
+         INSERT INTO customers
+         SELECT i, 'user' || i || '@bench.example', 'User ' || i, '+1 555 01' || lpad((i % 100)::text, 2, '0'),
+                jsonb_build_object('street', i || ' Bench Street', 'city', 'Springfield',
+                                   'postcode', 'SP' || (i % 90 + 10) || ' ' || (i % 9) || 'AB',
+                                   'country', 'GB',
+                                   'lines', jsonb_build_array('Flat ' || (i % 40), 'Building ' || (i % 7))),
+                to_char(date '2000-01-01' + (i % 8000), 'DD/MM/YYYY'), 1500000000 + i * 60,
+                (i % 1000) + 0.5, timestamptz '2020-01-01' + i * interval '1 minute'
+         FROM generate_series(0, {customers}) AS i;
+         UPDATE customers SET email = '{HEAVY}', full_name = 'Heavy User' WHERE id = 0;
+         INSERT INTO orders
+         SELECT i, 1 + (i - 1) / 10, timestamp '2023-01-01' + i * interval '1 minute', 'delivered',
+                (i % 500) + 0.99, ((i % 500) + 0.99) * 0.2, ((i % 500) + 0.99) * 1.2, 'GBP',
+                i || ' Bench Street, Springfield', 'Leave at the door'
+         FROM generate_series(1, {customers} * 10) AS i;
+         INSERT INTO orders
+         SELECT {customers} * 10 + i, 0, timestamp '2023-01-01' + i * interval '1 second', 'delivered',
+                9.99, 2.00, 11.99, 'GBP', '1 Heavy Road, Springfield', NULL
+         FROM generate_series(1, {heavy_orders}) AS i;
+         INSERT INTO events
+         SELECT i, 1 + (i - 1) / 20, timestamptz '2023-01-01' + i * interval '1 second', 'page_view',
+                '203.0.113.7', 'Mozilla/5.0 (Linux; Android 14) Chrome/131.0 Mobile', {payload}
+         FROM generate_series(1, {customers} * 20) AS i;
+         INSERT INTO events
+         SELECT {customers} * 20 + i, 0, timestamptz '2023-01-01' + i * interval '1 second', 'page_view',
+                '203.0.113.7', 'Mozilla/5.0 (Linux; Android 14) Chrome/131.0 Mobile', {payload}
+         FROM generate_series(1, {heavy_events}) AS i;
+         INSERT INTO support_tickets (id, requester_email, subject, body, opened_at, tags)
+         SELECT i, 'user' || (1 + (i - 1) / 2) || '@bench.example', 'Question ' || i,
+                'Body of ticket ' || i || ': the parcel has not arrived, please advise.',
+                timestamp '2024-01-01' + i * interval '1 hour', ARRAY['shipping', 'tier-' || (i % 3)]
+         FROM generate_series(1, {customers} * 2) AS i;"
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The benchmark's data map for `shape`; with `single_path`, support_tickets is reached by
+/// e-mail only; with `scan_json`, events.payload (and customers.address in the wide shape) is
+/// scanned for nested personal data.
+fn bench_datamap(shape: Shape, single_path: bool, scan_json: bool) -> String {
+    let datamap = match shape {
+        Shape::Narrow => include_str!("dsr-bench.datamap.toml"),
+        Shape::Wide => include_str!("dsr-bench.wide.datamap.toml"),
+    };
     let mut map = if single_path {
-        DATAMAP
+        datamap
             .lines()
             .filter(|l| !l.ends_with("# second path"))
             .collect::<Vec<_>>()
             .join("\n")
     } else {
-        DATAMAP.to_owned()
+        datamap.to_owned()
     };
     if scan_json {
-        map = map.replace(
-            r#"payload = "not_pii""#,
-            r#"payload = { category = "not_pii", scan_json = true }"#,
-        );
+        map = map
+            .replace(
+                r#"payload = "not_pii""#,
+                r#"payload = { category = "not_pii", scan_json = true }"#,
+            )
+            .replace(
+                "address = \"address\"\n",
+                "address = { category = \"address\", scan_json = true }\n",
+            );
     }
     map
 }
 
+/// Starts the release binary with a config for the bench database and the data map `tables`.
 fn start_server(
     binary: &PathBuf,
     cluster: &TempCluster,
     threads: Option<usize>,
-    single_path: bool,
-    scan_json: bool,
+    tables: String,
 ) -> anyhow::Result<(std::process::Child, String)> {
     let dir = tempfile::tempdir()?.keep();
     let config = format!(
@@ -651,7 +905,7 @@ identity_kinds = ["email"]
 "#,
         host = cluster.host(),
         port = cluster.port(),
-        tables = bench_datamap(single_path, scan_json),
+        tables = tables,
         threads = threads
             .map(|n| format!("worker_threads = {n}"))
             .unwrap_or_default(),
