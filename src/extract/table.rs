@@ -79,10 +79,14 @@ impl Job {
         let count = crate::db::prepare_cached(statements, txn, &table.count_sql)
             .await
             .map_err(db)?;
-        // A portal fetch is a round trip in which PostgreSQL stops and waits, so fetches are
-        // larger than batches. Memory does not grow with them: rows are taken off the socket
-        // one at a time, and batches are cut by rows and bytes as they fill.
-        let fetch_rows = (self.batch_size as i32).max(FETCH_ROWS);
+        // A portal fetch is a round trip in which PostgreSQL stops and waits, so fetches grow
+        // from one batch's rows, doubling up to FETCH_ROWS. The first is small because
+        // PostgreSQL flushes rows only every 8 KiB or at the end of a fetch: a slow query's
+        // first batch is not held back behind thousands of rows. Memory does not grow with
+        // the fetch: rows are taken off the socket one at a time, and batches are cut by rows
+        // and bytes as they fill.
+        let batch_rows = self.batch_size as i32;
+        let mut fetch_rows = batch_rows;
         let mut counted = None;
         loop {
             // Rows are taken off the connection one at a time as they arrive, so memory is
@@ -144,6 +148,7 @@ impl Job {
             if fetched < fetch_rows {
                 break; // the portal is exhausted
             }
+            fetch_rows = fetch_rows.saturating_mul(2).min(FETCH_ROWS.max(batch_rows));
         }
         if let Some(rest) = batch.finish() {
             self.send_batch(rest).await?;
@@ -250,7 +255,7 @@ impl Job {
     }
 }
 
-/// Rows asked of PostgreSQL per portal fetch, unless `batch_size` is larger.
+/// The most rows asked of PostgreSQL per portal fetch, unless `batch_size` is larger.
 const FETCH_ROWS: i32 = 10_000;
 
 /// The most violations listed per table; the counts are always complete.
