@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{ExtractError, error_means_schema_changed};
-use super::table::Found;
+use super::outcome::Found;
 use super::{Engine, ExtractParams, MAX_MESSAGE_BYTES, Source, manifest};
 use crate::admission::Permit;
 use crate::config::CoercionPolicy;

@@ -28,16 +28,16 @@ mod error;
 mod job;
 mod looser;
 pub mod manifest;
+mod outcome;
 mod records;
 mod snapshot;
 mod table;
 
 pub use error::ExtractError;
 use job::Job;
+pub use outcome::{MAX_PII_FIELDS_PER_COLUMN, MAX_VIOLATIONS_PER_TABLE};
 pub use records::Records;
-pub use table::{
-    MAX_DETAIL_CHARS, MAX_PII_FIELDS_PER_COLUMN, MAX_PRIMARY_KEY_CHARS, MAX_VIOLATIONS_PER_TABLE,
-};
+pub use table::{MAX_DETAIL_CHARS, MAX_PRIMARY_KEY_CHARS};
 
 use std::collections::HashMap;
 use std::pin::Pin;

@@ -11,7 +11,7 @@ use super::batch::descriptors;
 use super::error::{ExtractError, Stop};
 use super::job::{Job, Progress};
 use super::manifest;
-use super::table::Found;
+use super::outcome::Found;
 use crate::db::{Conn, DbError};
 use crate::pb::{self, extract_response::Event};
 

@@ -1,8 +1,6 @@
 //! One table: its portal read row by row, each row decoded, coerced and scanned, cut into
 //! batches and sent; what the table produced besides rows.
 
-use std::collections::HashMap;
-
 use prost::Message;
 use tokio_stream::StreamExt;
 
@@ -10,6 +8,7 @@ use super::MAX_MESSAGE_BYTES;
 use super::batch::{Batcher, descriptors};
 use super::error::ExtractError;
 use super::job::Job;
+use super::outcome::TableOutcome;
 use crate::coerce::RawCell;
 use crate::config::CoercionPolicy;
 use crate::datamap::{MappedTable, PlanError, PlannedTable};
@@ -258,83 +257,6 @@ impl Job {
 /// The most rows asked of PostgreSQL per portal fetch, unless `batch_size` is larger.
 const FETCH_ROWS: i32 = 10_000;
 
-/// The most violations listed per table; the counts are always complete.
-pub const MAX_VIOLATIONS_PER_TABLE: usize = 100;
-
-/// What reading one table produced besides rows.
-#[derive(Default)]
-pub(super) struct TableOutcome {
-    /// COUNT(*) of the table's query in the same snapshot.
-    pub(super) counted: i64,
-    pub(super) streamed: u64,
-    pub(super) rejected: u64,
-    pub(super) rejected_by: std::collections::BTreeMap<String, u64>,
-    pub(super) json_violations: u64,
-    pub(super) violations: Vec<pb::Violation>,
-    pub(super) violations_truncated: bool,
-    pub(super) fields: std::collections::BTreeSet<(String, String)>,
-    /// Distinct fields kept per scanned column (by column index).
-    pub(super) fields_per_column: HashMap<usize, usize>,
-    pub(super) fields_truncated: bool,
-}
-
-impl TableOutcome {
-    /// Keeps a document's fields, at most [`MAX_PII_FIELDS_PER_COLUMN`] per column.
-    pub(super) fn add_fields(
-        &mut self,
-        column: usize,
-        fields: std::collections::BTreeSet<(String, String)>,
-        truncated: bool,
-    ) {
-        self.fields_truncated |= truncated;
-        let kept = self.fields_per_column.entry(column).or_default();
-        for field in fields {
-            if self.fields.contains(&field) {
-                continue;
-            }
-            if *kept >= MAX_PII_FIELDS_PER_COLUMN {
-                self.fields_truncated = true;
-                break;
-            }
-            *kept += 1;
-            self.fields.insert(field);
-        }
-    }
-
-    pub(super) fn record(&mut self, violation: pb::Violation) {
-        if self.violations.len() < MAX_VIOLATIONS_PER_TABLE {
-            self.violations.push(violation);
-        } else {
-            self.violations_truncated = true;
-        }
-    }
-}
-
-/// Totals over the tables of one extraction, for the manifest.
-#[derive(Default)]
-pub(super) struct Found {
-    pub(super) rejected: u64,
-    pub(super) rejected_by: std::collections::BTreeMap<String, u64>,
-    pub(super) json_violations: u64,
-    pub(super) fields: std::collections::BTreeSet<(String, String)>,
-    /// Tables whose found fields were cut at the limit.
-    pub(super) truncated: Vec<String>,
-}
-
-impl Found {
-    pub(super) fn add(&mut self, name: &str, table: &TableOutcome) {
-        if table.fields_truncated {
-            self.truncated.push(name.to_owned());
-        }
-        self.rejected += table.rejected;
-        for (category, n) in &table.rejected_by {
-            *self.rejected_by.entry(category.clone()).or_default() += n;
-        }
-        self.json_violations += table.json_violations;
-        self.fields.extend(table.fields.iter().cloned());
-    }
-}
-
 /// A row's primary key for a violation: `id=42`, `[classified]` when a key column holds
 /// personal data, or empty without a primary key. Never an identity or classified value.
 pub(super) fn primary_key_text(table: &MappedTable, row: &tokio_postgres::Row) -> String {
@@ -403,10 +325,6 @@ pub(super) fn row_too_large(
         limit,
     }
 }
-
-/// The most distinct fields found in one scanned JSON column and table; more set
-/// `pii_fields_truncated`.
-pub const MAX_PII_FIELDS_PER_COLUMN: usize = 32;
 
 /// The longest primary-key text and violation detail sent or recorded.
 pub const MAX_PRIMARY_KEY_CHARS: usize = 128;
