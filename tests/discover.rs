@@ -696,3 +696,65 @@ async fn the_readme_new_source_commands_run_as_written() {
             .contains("[[sources.tables]]")
     );
 }
+
+#[tokio::test]
+async fn a_discovery_cut_off_by_its_deadline_leaves_no_query_behind() {
+    let sql = support::sql().await;
+    sql.batch_execute(
+        "CREATE SCHEMA held;
+         CREATE TABLE held.accounts (id bigint PRIMARY KEY, email text UNIQUE);
+         INSERT INTO held.accounts VALUES (1, 'mina@whitby.example');",
+    )
+    .await
+    .unwrap();
+    let holder = support::sql().await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE held.accounts IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .unwrap();
+    // The server gives the call its deadline (the client sets none, so that the answer is
+    // the server's).
+    let text = config_text("").replacen(
+        "[server]\n",
+        "[server]\ndefault_deadline = \"1s\"\n",
+        1,
+    );
+    let server = TestServer::start(config(&text)).await;
+    let mut client = server.client().await;
+    let ask = || DiscoverRequest {
+        source: "demo".into(),
+        schemas: vec!["held".into()],
+        ..Default::default()
+    };
+    let status = client
+        .discover(ask())
+        .await
+        .expect_err("the locked table outlasts the deadline");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+
+    // The sampling statement ended with the call: nothing of the service still waits on the
+    // lock, and once it is released the same discovery succeeds.
+    let waiting = support::eventually(50, || async {
+        sql.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND query LIKE '%held%' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 0
+    })
+    .await;
+    assert!(waiting, "a query of the cut-off discovery still waits on the lock");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let mut stream = client.discover(ask()).await.unwrap().into_inner();
+    let mut tables = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(Event::Table(t)) = message.event {
+            tables.push(t.table);
+        }
+    }
+    assert_eq!(tables, ["held.accounts"]);
+    server.stop().await.unwrap();
+}

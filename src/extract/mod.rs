@@ -336,12 +336,27 @@ impl Engine {
         let drafted = async {
             let _permit = source.slots.admit(caller, deadline).await?;
             let mut conn = source.pool.checkout(deadline).await?;
+            // No statement outlives the call's deadline, and a connection left mid-query by
+            // the deadline is not reused.
+            let mut options = options.clone();
+            if let Some(deadline) = deadline {
+                options.statement_timeout = options
+                    .statement_timeout
+                    .min(deadline.saturating_duration_since(Instant::now()));
+            }
             let (client, _) = conn.parts();
-            let proposal = crate::discover::discover(client, config, &self.matrix, options).await;
+            let run = crate::discover::discover(client, config, &self.matrix, &options);
+            let proposal = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, run).await {
+                    Ok(drafted) => drafted.map_err(ExtractError::from),
+                    Err(_) => Err(ExtractError::DeadlineExceeded),
+                },
+                None => run.await.map_err(ExtractError::from),
+            };
             if proposal.is_err() {
                 conn.mark_broken();
             }
-            Ok::<_, ExtractError>(proposal?)
+            proposal
         }
         .await;
         settle(source, pass, breaker_outcome(drafted.as_ref().err()));

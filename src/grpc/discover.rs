@@ -38,13 +38,11 @@ pub async fn run(
         },
         ..Options::default()
     };
-    let proposal = tokio::time::timeout_at(
-        deadline,
-        engine.discover(&request.source, caller, &options, Some(deadline)),
-    )
-    .await
-    .map_err(|_| to_status(&crate::extract::ExtractError::DeadlineExceeded))?
-    .map_err(|e| to_status(&e))?;
+    // The engine ends at the deadline itself, leaving no query running behind it.
+    let proposal = engine
+        .discover(&request.source, caller, &options, Some(deadline))
+        .await
+        .map_err(|e| to_status(&e))?;
     Ok(messages(&proposal))
 }
 
