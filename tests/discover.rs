@@ -181,7 +181,13 @@ fn rows_by_table(
 #[tokio::test]
 async fn the_demo_schema_drafts_the_hand_written_map_and_extracts_the_same_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let (drafted, printed) = discover(dir.path(), &demo_without_map(), "demo", &[]);
+    // Only the demo's schema: other tests of this binary add schemas of their own.
+    let (drafted, printed) = discover(
+        dir.path(),
+        &demo_without_map(),
+        "demo",
+        &["--schema", "public"],
+    );
     assert_no_values_beyond("the draft", &drafted, &demo_without_map());
     assert_no_values("the command's output", &printed);
 
@@ -557,6 +563,40 @@ async fn the_discover_rpc_streams_the_same_proposal_and_needs_its_own_scope() {
         attachments.reason
     );
 
+    // From the catalog alone: no row is read, and names still carry the proposal.
+    let mut stream = client
+        .discover(support::with_token(
+            DiscoverRequest {
+                catalog_only: true,
+                ..ask()
+            },
+            "onboarding-token",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut named = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(Event::Table(t)) = message.event {
+            assert_eq!(t.sampled_rows, 0, "{}", t.table);
+            named.push(t);
+        }
+    }
+    let members = named.iter().find(|t| t.table == "crm.members").unwrap();
+    assert!(
+        members
+            .identities
+            .iter()
+            .any(|i| i.kind == "email" && i.column == "email"),
+        "{members:?}"
+    );
+    assert!(
+        named
+            .iter()
+            .all(|t| t.references.iter().all(|r| !r.inferred)),
+        "no values, no inferred links"
+    );
+
     let bad = client
         .discover(support::with_token(
             DiscoverRequest {
@@ -714,11 +754,12 @@ async fn a_discovery_cut_off_by_its_deadline_leaves_no_query_behind() {
         .unwrap();
     // The server gives the call its deadline (the client sets none, so that the answer is
     // the server's).
-    let text = config_text("").replacen(
-        "[server]\n",
-        "[server]\ndefault_deadline = \"1s\"\n",
-        1,
-    );
+    let text = config_text("")
+        .replacen("[server]\n", "[server]\ndefault_deadline = \"1s\"\n", 1)
+        .replace(
+            "max_connections = 10",
+            "max_connections = 10\napplication_name = \"t-discover-deadline\"",
+        );
     let server = TestServer::start(config(&text)).await;
     let mut client = server.client().await;
     let ask = || DiscoverRequest {
@@ -737,7 +778,7 @@ async fn a_discovery_cut_off_by_its_deadline_leaves_no_query_behind() {
     let waiting = support::eventually(50, || async {
         sql.query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-             AND query LIKE '%held%' AND pid <> pg_backend_pid()",
+             AND application_name = 't-discover-deadline'",
             &[],
         )
         .await
@@ -746,7 +787,10 @@ async fn a_discovery_cut_off_by_its_deadline_leaves_no_query_behind() {
             == 0
     })
     .await;
-    assert!(waiting, "a query of the cut-off discovery still waits on the lock");
+    assert!(
+        waiting,
+        "a query of the cut-off discovery still waits on the lock"
+    );
     holder.batch_execute("ROLLBACK").await.unwrap();
     let mut stream = client.discover(ask()).await.unwrap().into_inner();
     let mut tables = Vec::new();
@@ -757,4 +801,29 @@ async fn a_discovery_cut_off_by_its_deadline_leaves_no_query_behind() {
     }
     assert_eq!(tables, ["held.accounts"]);
     server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_source_that_has_a_map_gets_it_replaced_not_extended() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = config_text("");
+    let (drafted, _) = discover(
+        dir.path(),
+        &full,
+        "demo",
+        &["--sample", "20", "--schema", "public"],
+    );
+    assert_eq!(
+        drafted.matches("[[sources.tables]]").count(),
+        6,
+        "one entry per demo table:\n{drafted}"
+    );
+    // The hand-written map's own comments went with it; the rest of the file stayed.
+    assert!(drafted.contains("Legacy values that fail"), "{drafted}");
+    assert!(
+        !drafted.contains("VARCHAR dates in three historical formats"),
+        "{drafted}"
+    );
+    let before_sources = &full[..full.find("[[sources]]").unwrap()];
+    assert!(drafted.starts_with(before_sources), "{drafted}");
 }
