@@ -462,3 +462,56 @@ async fn hostile_json_gives_violations_and_the_server_stays_up() {
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_reference_without_an_index_is_a_warning_that_names_the_index() {
+    let db = sql().await;
+    db.batch_execute(
+        "CREATE TABLE ref_unindexed (id bigint PRIMARY KEY, customer_id bigint NOT NULL);
+         CREATE TABLE ref_indexed (id bigint PRIMARY KEY, customer_id bigint NOT NULL);
+         CREATE INDEX ref_indexed_customer_id ON ref_indexed (customer_id);
+         CREATE VIEW ref_view AS SELECT id, customer_id FROM ref_unindexed;
+         INSERT INTO ref_unindexed VALUES (1, 1);
+         INSERT INTO ref_indexed VALUES (1, 1);",
+    )
+    .await
+    .unwrap();
+    let mut extra = String::new();
+    for table in ["ref_unindexed", "ref_indexed", "ref_view"] {
+        extra.push_str(&format!(
+            "[[sources.tables]]\nname = \"{table}\"\n\
+             reference = {{ column = \"customer_id\", table = \"customers\", to = \"id\" }}\n\
+             columns = {{ id = \"not_pii\", customer_id = \"identifier.customer_id\" }}\n\n"
+        ));
+    }
+    let server = TestServer::start(config(&config_text(&extra))).await;
+    let mut client = server.client().await;
+    let v = validate(&mut client, schema_only("demo")).await.unwrap();
+    assert!(
+        v.verdict.ok,
+        "a warning does not fail the gate: {:?}",
+        v.verdict
+    );
+    let unindexed = v.table("ref_unindexed").warnings.join("\n");
+    assert!(
+        unindexed
+            .contains(r#"reference column 'customer_id' (to customers.id): no index serves it"#)
+            && unindexed.contains(
+                r#"create one: CREATE INDEX ON "public"."ref_unindexed" ("customer_id");"#
+            ),
+        "{unindexed}"
+    );
+    assert!(v.table("ref_indexed").warnings.is_empty());
+    assert!(
+        v.table("ref_view").warnings.is_empty(),
+        "a view has no index to advise on"
+    );
+    // The demo's own references all have their indexes.
+    for table in ["orders", "order_items", "events"] {
+        assert!(v.table(table).warnings.is_empty(), "{table}");
+    }
+    let x = extract(&mut client, request("customer_id", "1")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert_eq!(x.rows("ref_unindexed").len(), 1);
+    server.stop().await.unwrap();
+}

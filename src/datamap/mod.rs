@@ -179,7 +179,7 @@ struct LiveColumn {
 
 const CATALOG_SQL: &str = "\
 SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), format_type(a.atttypid, NULL), \
-       t.typname::text, t.typcategory::text \
+       t.typname::text, t.typcategory::text, c.relkind::text \
 FROM pg_catalog.pg_attribute a \
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -332,10 +332,15 @@ pub async fn check_schema(
             problems: Vec::new(),
             warnings: Vec::new(),
         };
-        let live: Vec<LiveColumn> = client
+        let rows = client
             .query(&columns_stmt, &[&name.schema, &name.table])
             .await
-            .map_err(|e| catalog_error(source, &e))?
+            .map_err(|e| catalog_error(source, &e))?;
+        // Views and foreign tables have no indexes to advise on.
+        let indexable = rows
+            .first()
+            .is_some_and(|r| matches!(r.get::<_, String>(5).as_str(), "r" | "p" | "m"));
+        let live: Vec<LiveColumn> = rows
             .iter()
             .map(|r| LiveColumn {
                 name: r.get(0),
@@ -426,10 +431,29 @@ pub async fn check_schema(
                 ));
                 continue;
             }
-            if let Some(create) = missing_index(&name, column, identity.matching, &index_keys) {
+            if indexable
+                && let Some(create) = missing_index(&name, column, identity.matching, &index_keys)
+            {
                 report.warnings.push(format!(
                     "{at}: no index serves this match, so every subject costs a sequential \
                      scan of the table; create one: {create}"
+                ));
+            }
+        }
+        // A reference finds its rows by its column: without an index on it, every subject
+        // reached through it costs a sequential scan of this table.
+        for reference in table_cfg.reference.as_slice() {
+            let Some(column) = columns.iter().find(|c| c.name == reference.column) else {
+                continue; // reported above
+            };
+            if indexable
+                && let Some(create) = missing_index(&name, column, MatchMode::Exact, &index_keys)
+            {
+                report.warnings.push(format!(
+                    "table '{display}', reference column '{}' (to {}.{}): no index serves it, \
+                     so every subject reached through it costs a sequential scan of the table; \
+                     create one: {create}",
+                    column.name, reference.table, reference.to
                 ));
             }
         }
