@@ -18,8 +18,14 @@ use crate::pii::{Matrix, ScanLimits};
 const TEXT_PREFIX: usize = 320;
 /// The largest JSON document read from a sample; larger ones are counted, not scanned.
 const JSON_LIMIT: usize = 1 << 20;
+/// The most JSON text read from one sampled row, shared by its JSON columns (each gets at
+/// least [`JSON_FLOOR`]), so that a row's memory is bounded whatever the table's width.
+const JSON_ROW_BUDGET: usize = 8 << 20;
+const JSON_FLOOR: usize = 4 << 10;
 /// Distinct values kept per column for checking inferred links.
 const KEPT_VALUES: usize = 256;
+/// The most bytes of values kept per table for checking inferred links.
+const KEPT_BYTES: usize = 4 << 20;
 
 /// Date formats tried on text columns, most common first.
 pub const DATE_FORMATS: &[&str] = &[
@@ -79,11 +85,20 @@ pub struct TableEvidence {
     pub error: Option<String>,
 }
 
-/// How a column is read for sampling.
-fn sample_expr(column: &Column) -> String {
+/// The byte limit of each JSON document of `table`'s rows.
+fn json_limit(table: &Table) -> usize {
+    let json_columns = table.columns.iter().filter(|c| c.is_json()).count().max(1);
+    (JSON_ROW_BUDGET / json_columns).clamp(JSON_FLOOR, JSON_LIMIT)
+}
+
+/// How a column is read for sampling. A JSON document over `json_limit` bytes is read as
+/// the empty string (no JSON text is empty), counted as unscanned.
+fn sample_expr(column: &Column, json_limit: usize) -> String {
     let quoted = quote_ident(&column.name);
     if column.is_json() {
-        format!("left({quoted}::text, {})", JSON_LIMIT + 1)
+        format!(
+            "CASE WHEN octet_length({quoted}::text) <= {json_limit} THEN {quoted}::text ELSE '' END"
+        )
     } else if column.typname == "bytea" {
         "NULL::text".to_owned()
     } else {
@@ -95,7 +110,12 @@ fn sample_expr(column: &Column) -> String {
 /// that the same data gives the same draft. Small or never-analysed tables are sampled at
 /// 100%; large ones by pages (SYSTEM), which does not read the whole table.
 pub fn sample_sql(table: &Table, limit: u32) -> String {
-    let exprs: Vec<String> = table.columns.iter().map(sample_expr).collect();
+    let json_limit = json_limit(table);
+    let exprs: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| sample_expr(c, json_limit))
+        .collect();
     let estimated = table.estimated_rows;
     let (method, percent) = if estimated <= 0.0 {
         ("BERNOULLI", 100.0)
@@ -142,19 +162,23 @@ pub async fn sample(
             )
             .await?;
         futures_util::pin_mut!(rows);
+        let mut kept_bytes = 0;
         while let Some(row) = rows.try_next().await? {
             evidence.rows += 1;
             for (i, column) in table.columns.iter().enumerate() {
                 let value: Option<&str> = row.try_get(i)?;
                 if let Some(value) = value {
-                    observe(
+                    let keep = keep[i] && kept_bytes + value.len() <= KEPT_BYTES;
+                    if observe(
                         &mut evidence.columns[i],
                         column,
                         &table.name.display_name(),
                         value,
                         matrix,
-                        keep[i],
-                    );
+                        keep,
+                    ) {
+                        kept_bytes += value.len();
+                    }
                 }
             }
         }
@@ -167,7 +191,8 @@ pub async fn sample(
     evidence
 }
 
-/// Classifies one sampled value and forgets it (unless the column may link tables).
+/// Classifies one sampled value and forgets it, unless `keep` (the column may link tables):
+/// returns whether it was kept.
 fn observe(
     evidence: &mut ColumnEvidence,
     column: &Column,
@@ -175,12 +200,12 @@ fn observe(
     value: &str,
     matrix: &Matrix,
     keep: bool,
-) {
+) -> bool {
     evidence.non_null += 1;
     if column.is_json() {
-        if value.len() > JSON_LIMIT {
-            evidence.json_unscanned += 1;
-            return;
+        if value.is_empty() {
+            evidence.json_unscanned += 1; // over the row's JSON budget
+            return false;
         }
         let root = format!("{table}.{}", crate::pii::path_segment(&column.name));
         let result = crate::pii::scan_json(matrix, &root, value, ScanLimits::default());
@@ -193,7 +218,7 @@ fn observe(
         for field in result.fields {
             *evidence.json_fields.entry(field).or_default() += 1;
         }
-        return;
+        return false;
     }
     if column.is_integer() {
         evidence.integers += 1;
@@ -215,9 +240,7 @@ fn observe(
             evidence.date_masks.push(date_mask(value));
         }
     }
-    if keep && evidence.values.len() < KEPT_VALUES {
-        evidence.values.insert(value.to_owned());
-    }
+    keep && evidence.values.len() < KEPT_VALUES && evidence.values.insert(value.to_owned())
 }
 
 /// Which of [`DATE_FORMATS`] parse `text` as a date.
@@ -291,6 +314,35 @@ mod tests {
         let (formats, covered) = date_cover(&masks);
         assert_eq!(formats, ["%d/%m/%Y", "%Y%m%d", "%m-%d-%y"]);
         assert_eq!(covered, 4);
+    }
+
+    #[test]
+    fn wide_rows_share_one_json_budget() {
+        let table = |json_columns: usize| Table {
+            name: crate::config::QualifiedName {
+                schema: "public".into(),
+                table: "t".into(),
+            },
+            estimated_rows: 0.0,
+            columns: (0..json_columns)
+                .map(|i| Column {
+                    name: format!("doc{i}"),
+                    attnum: i as i16 + 1,
+                    typname: "jsonb".into(),
+                    typcategory: "U".into(),
+                })
+                .collect(),
+            primary_key: None,
+            unique: Vec::new(),
+            foreign_keys: Vec::new(),
+            unproposed_keys: Vec::new(),
+            readable: true,
+        };
+        assert_eq!(json_limit(&table(1)), JSON_LIMIT);
+        assert_eq!(json_limit(&table(64)), JSON_ROW_BUDGET / 64);
+        assert_eq!(json_limit(&table(1600)), JSON_ROW_BUDGET / 1600);
+        assert_eq!(json_limit(&table(3000)), JSON_FLOOR);
+        assert!(sample_sql(&table(2), 10).contains("octet_length(\"doc0\"::text) <= 1048576"));
     }
 
     #[test]
