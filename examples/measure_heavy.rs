@@ -13,10 +13,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use dsr_connector::demo::cluster::{ClusterOptions, TempCluster};
 use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
 use dsr_connector::pb::{ExtractRequest, Identity, extract_response::Event};
-use dsr_connector::pgcluster::{ClusterOptions, TempCluster};
-use dsr_connector::{db::tls::install_crypto_provider, demo};
+use dsr_connector::{demo, store::postgres::tls::install_crypto_provider};
 use prost::Message;
 
 const SUBJECT: &str = "heavy@example.com";

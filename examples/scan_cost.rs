@@ -8,7 +8,7 @@
 //! demo's: a page, a session, and every fourth one a nested contact with an e-mail address and
 //! a phone number, and a device. Prints the fields found, so the work cannot be optimised away.
 
-use dsr_connector::pii::{Matrix, ScanLimits, scan_json};
+use dsr_connector::classify::{Matrix, ScanLimits, scan_json};
 
 fn main() {
     let docs: usize = std::env::var("DSR_SCAN_DOCS")

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use dsr_connector::config::Config;
-use dsr_connector::{demo, grpc, pgcluster, telemetry};
+#[cfg(feature = "demo")]
+use dsr_connector::demo;
+use dsr_connector::{api, observability::telemetry};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -35,6 +37,7 @@ enum Command {
         file: PathBuf,
     },
     /// Start a throwaway PostgreSQL with demo data and serve it as source `demo`.
+    #[cfg(feature = "demo")]
     Demo {
         /// Where the gRPC server listens.
         #[arg(long, default_value = "127.0.0.1:50051")]
@@ -42,11 +45,11 @@ enum Command {
     },
     /// Call Extract on a running server and write the answer as a data package: one
     /// JSON-lines file per table, manifest.json and a README.txt for the data subject.
-    Extract(Box<dsr_connector::client::ExtractArgs>),
+    Extract(Box<dsr_connector::cli::extract::ExtractArgs>),
     /// Draft the data map of a configured source from its live database: tables, identities,
     /// references and a category for every column, each with its evidence. Writes the config
     /// with the draft in place of the source's tables.
-    Discover(Box<dsr_connector::discover::command::DiscoverArgs>),
+    Discover(Box<dsr_connector::cli::discover::DiscoverArgs>),
     /// Work with the audit log.
     Audit {
         #[command(subcommand)]
@@ -105,7 +108,7 @@ enum AuditCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    dsr_connector::db::tls::install_crypto_provider();
+    dsr_connector::store::postgres::tls::install_crypto_provider();
 
     let result =
         match cli.command {
@@ -118,11 +121,12 @@ fn main() -> ExitCode {
                     let threads = config.server.worker_threads;
                     runtime(threads).and_then(|rt| rt.block_on(serve(config)))
                 }),
+            #[cfg(feature = "demo")]
             Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
             Command::Extract(args) => runtime(None).and_then(|rt| rt.block_on(extract(*args))),
             Command::Discover(args) => telemetry::init(None, telemetry::json_logs(None))
                 .and_then(|_| runtime(None))
-                .and_then(|rt| rt.block_on(dsr_connector::discover::command::run(*args))),
+                .and_then(|rt| rt.block_on(dsr_connector::cli::discover::run(*args))),
             Command::Audit {
                 command:
                     AuditCommand::Verify {
@@ -169,8 +173,8 @@ fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runt
     Ok(builder.enable_all().build()?)
 }
 
-async fn extract(args: dsr_connector::client::ExtractArgs) -> anyhow::Result<()> {
-    let written = dsr_connector::client::run(args).await?;
+async fn extract(args: dsr_connector::cli::extract::ExtractArgs) -> anyhow::Result<()> {
+    let written = dsr_connector::cli::extract::run(args).await?;
     println!(
         "{}: {} row(s) from {} table(s), every count verified (extraction {})",
         written.path.display(),
@@ -232,7 +236,7 @@ impl Log {
             anyhow::anyhow!("environment variable {url_env} (the control database) is not set")
         })?;
         let control =
-            dsr_connector::control::Control::from_url(&url).map_err(anyhow::Error::msg)?;
+            dsr_connector::records::control::Control::from_url(&url).map_err(anyhow::Error::msg)?;
         runtime(Some(1))?.block_on(async {
             let client = control.connect().await.map_err(anyhow::Error::msg)?;
             read(&client).await.map_err(anyhow::Error::msg)
@@ -251,13 +255,13 @@ fn audit_verify(log: Log, key_env: &str, key_file: Option<&std::path::Path>) -> 
         })?,
     };
     let verified = match &log {
-        Log::File(file) => dsr_connector::audit::verify(file, key.as_bytes()),
+        Log::File(file) => dsr_connector::records::audit::verify(file, key.as_bytes()),
         Log::Control { url_env, replica } => {
             let replica = replica.clone().unwrap_or_default();
             let (lines, head) = Log::read_control(url_env, async |client| {
-                dsr_connector::control::audit_lines(client, &replica).await
+                dsr_connector::records::control::audit_lines(client, &replica).await
             })?;
-            dsr_connector::audit::verify_control(&lines, head, key.as_bytes())
+            dsr_connector::records::audit::verify_control(&lines, head, key.as_bytes())
         }
     };
     let file = log.describe();
@@ -290,23 +294,22 @@ fn dead_letters_list(
     category: Option<&str>,
 ) -> anyhow::Result<()> {
     if let Some(category) = category
-        && !dsr_connector::deadletter::CATEGORIES.contains(&category)
+        && !dsr_connector::records::deadletter::CATEGORIES.contains(&category)
     {
         anyhow::bail!(
             "--category: '{category}' is not one of {}",
-            dsr_connector::deadletter::CATEGORIES.join(", ")
+            dsr_connector::records::deadletter::CATEGORIES.join(", ")
         );
     }
     let letters = match &log {
-        Log::File(file) => {
-            dsr_connector::deadletter::read(file, since, category).map_err(anyhow::Error::msg)?
-        }
+        Log::File(file) => dsr_connector::records::deadletter::read(file, since, category)
+            .map_err(anyhow::Error::msg)?,
         Log::Control { url_env, .. } => {
             let lines = Log::read_control(url_env, async |client| {
-                dsr_connector::control::dead_letter_lines(client).await
+                dsr_connector::records::control::dead_letter_lines(client).await
             })?;
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            dsr_connector::deadletter::select(&lines, since, category)
+            dsr_connector::records::deadletter::select(&lines, since, category)
                 .map_err(|(i, e)| anyhow::anyhow!("dead letter {}: {e}", i + 1))?
         }
     };
@@ -324,7 +327,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )?;
     let config = Arc::new(config);
     let listener = TcpListener::bind(config.server.listen).await?;
-    let served = grpc::run(config, listener, shutdown_signal()).await;
+    let served = api::run(config, listener, shutdown_signal()).await;
     telemetry.shutdown().await;
     served
 }
@@ -351,11 +354,12 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+#[cfg(feature = "demo")]
 async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
     let telemetry = telemetry::init(telemetry::otlp_endpoint(None), telemetry::json_logs(None))?;
     eprintln!("starting a throwaway PostgreSQL cluster ...");
     let cluster = tokio::task::spawn_blocking(|| {
-        pgcluster::TempCluster::start(&pgcluster::ClusterOptions::default())
+        demo::cluster::TempCluster::start(&demo::cluster::ClusterOptions::default())
     })
     .await??;
     eprintln!(
@@ -390,7 +394,7 @@ async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
         demo::audit_key(&subject_key),
         audit_path.display()
     );
-    let served = grpc::run(config, listener, shutdown_signal()).await;
+    let served = api::run(config, listener, shutdown_signal()).await;
     eprintln!("removing the demo cluster ...");
     drop(cluster);
     drop(audit_dir);
@@ -398,6 +402,7 @@ async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
     served
 }
 
+#[cfg(feature = "demo")]
 fn print_demo_help(addr: SocketAddr) {
     println!(
         r#"

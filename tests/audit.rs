@@ -142,7 +142,7 @@ async fn every_call_is_recorded_and_the_log_verifies_until_a_byte_changes() {
     );
     assert_eq!(
         ok["manifest_sha256"],
-        dsr_connector::audit::message_sha256(&manifest).as_str(),
+        dsr_connector::records::audit::message_sha256(&manifest).as_str(),
         "the record holds the hash of the manifest as the client received it"
     );
     assert_eq!(by("refused", "UNAUTHENTICATED")["rpc"], "Extract");

@@ -147,7 +147,7 @@ async fn two_replicas_keep_their_chains_and_dead_letters_in_the_control_database
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cut from the end"));
     let cut = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let refused = dsr_connector::grpc::run(
+    let refused = dsr_connector::api::run(
         std::sync::Arc::new(replica_config("replica-b")),
         cut,
         async {},

@@ -308,7 +308,7 @@ async fn manifest_follows_the_extraction_schema() {
         Some("repeatable read, read only")
     );
     assert_eq!(m.extraction_id, x.started.unwrap().extraction_id);
-    assert!(dsr_connector::extract::manifest::violations(&m).is_empty());
+    assert!(dsr_connector::engine::extract::manifest::violations(&m).is_empty());
     server.stop().await.unwrap();
 }
 

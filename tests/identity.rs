@@ -176,7 +176,7 @@ async fn a_case_insensitive_column_matches_and_the_gate_names_the_index_it_needs
     // With the index, the compiled query reads through it.
     let config = identity_config();
     let db = sql().await;
-    let map = dsr_connector::datamap::DataMap::load(&config.sources[0], &config.matrix(), &db)
+    let map = dsr_connector::schema::DataMap::load(&config.sources[0], &config.matrix(), &db)
         .await
         .unwrap();
     let plan = map.plan("email", &["mixed_indexed".into()]).unwrap();

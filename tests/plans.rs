@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use dsr_connector::config::Config;
-use dsr_connector::datamap::DataMap;
+use dsr_connector::schema::DataMap;
 use support::{TestServer, config, config_text, extract, request, sql};
 use tonic::Code;
 
@@ -143,7 +143,7 @@ async fn every_demo_query_reads_through_indexes() {
 
 #[tokio::test]
 async fn every_benchmark_query_reads_through_indexes_including_its_multi_path_table() {
-    let map = include_str!("../src/bin/dsr-bench.datamap.toml");
+    let map = include_str!("../src/bin/dsr-bench/datamap.toml");
     assert!(map.contains("# second path"));
     let config = with_tables(map);
     let (problems, checked) = check_plans(&config, &[("email", "alice@example.com")]).await;

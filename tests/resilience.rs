@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use dsr_connector::demo;
-use dsr_connector::pgcluster::{ClusterOptions, TempCluster};
+use dsr_connector::demo::cluster::{ClusterOptions, TempCluster};
 use support::{SUBJECT_KEY, TestServer, extract, request};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -19,7 +19,7 @@ use tonic_health::pb::health_client::HealthClient;
 /// A cluster of this test's own, which it may stop.
 async fn own_cluster() -> TempCluster {
     let cluster = tokio::task::spawn_blocking(|| {
-        dsr_connector::db::tls::install_crypto_provider();
+        dsr_connector::store::postgres::tls::install_crypto_provider();
         TempCluster::start(&ClusterOptions::default()).expect("a PostgreSQL cluster")
     })
     .await

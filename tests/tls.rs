@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use dsr_connector::demo;
-use dsr_connector::pgcluster::{ClusterOptions, TempCluster};
+use dsr_connector::demo::cluster::{ClusterOptions, TempCluster};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use support::{TestServer, extract, request};
 use tonic::Code;

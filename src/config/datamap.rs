@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::pii::NOT_PII;
+use crate::classify::NOT_PII;
 
 /// One mapped table.
 #[derive(Debug, Clone, Deserialize)]
@@ -106,7 +106,7 @@ impl CoerceRule {
 #[serde(deny_unknown_fields)]
 pub struct ClassificationConfig {
     #[serde(default)]
-    pub categories: Vec<crate::pii::CategoryConfig>,
+    pub categories: Vec<crate::classify::CategoryConfig>,
 }
 
 /// `identity = { kind = "email", column = "email" }`, or with
@@ -214,7 +214,7 @@ impl QualifiedName {
 pub(super) fn validate_column(
     at: &str,
     spec: &ColumnSpec,
-    matrix: Option<&crate::pii::Matrix>,
+    matrix: Option<&crate::classify::Matrix>,
     problems: &mut Vec<String>,
 ) {
     let category = spec.category();
@@ -242,7 +242,7 @@ pub(super) fn validate_column(
                 ));
             }
             for format in &rule.formats {
-                if let Err(e) = crate::coerce::check_date_format(format) {
+                if let Err(e) = crate::values::coerce::check_date_format(format) {
                     problems.push(format!("{at}.formats: '{format}': {e}"));
                 }
             }

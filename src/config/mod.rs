@@ -19,8 +19,8 @@ mod secrets;
 mod server;
 mod source;
 
-/// The category that marks a column as holding no personal data (owned by [`crate::pii`]).
-pub use crate::pii::NOT_PII;
+/// The category that marks a column as holding no personal data (owned by [`crate::classify`]).
+pub use crate::classify::NOT_PII;
 pub use datamap::*;
 pub use server::*;
 pub use source::*;
@@ -64,7 +64,7 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// The compiled classification matrix, built by [`Config::validate`].
     #[serde(skip)]
-    matrix: Option<std::sync::Arc<crate::pii::Matrix>>,
+    matrix: Option<std::sync::Arc<crate::classify::Matrix>>,
 }
 
 /// The longest deadline, refresh or deadline default a config may set.
@@ -345,13 +345,13 @@ impl Config {
         }
     }
 
-    fn build_matrix(&self) -> Result<crate::pii::Matrix, ConfigError> {
-        crate::pii::Matrix::new(&self.classification.categories)
+    fn build_matrix(&self) -> Result<crate::classify::Matrix, ConfigError> {
+        crate::classify::Matrix::new(&self.classification.categories)
             .map_err(|e| ConfigError::Invalid(vec![e.0]))
     }
 
     /// The classification matrix (built-in categories plus the configured ones).
-    pub fn matrix(&self) -> std::sync::Arc<crate::pii::Matrix> {
+    pub fn matrix(&self) -> std::sync::Arc<crate::classify::Matrix> {
         self.matrix.clone().unwrap_or_else(|| {
             std::sync::Arc::new(
                 self.build_matrix()

@@ -11,7 +11,7 @@ use super::datamap::validate_column;
 use super::{MAX_DURATION, MAX_TIMEOUT, QualifiedName, TableConfig};
 
 /// libpq's `sslmode`, with libpq's meanings. tokio-postgres knows only three of these, so
-/// [`crate::db::tls`] maps each mode to a rustls configuration:
+/// [`crate::store::postgres::tls`] maps each mode to a rustls configuration:
 ///
 /// - `disable`: plaintext only.
 /// - `prefer`: TLS when the server offers it, plaintext otherwise; the certificate is not
@@ -69,9 +69,10 @@ pub struct SourceConfig {
     /// The identity kinds callers may ask by, for example `["email", "customer_id"]`.
     pub identity_kinds: Vec<String>,
     /// How each kind's values are normalised (`[sources.identities.email]`); kinds not listed
-    /// get their defaults (see [`crate::identity::default_steps`]).
+    /// get their defaults (see [`crate::subject::normalize::default_steps`]).
     #[serde(default)]
-    pub identities: std::collections::BTreeMap<String, crate::identity::IdentityKindConfig>,
+    pub identities:
+        std::collections::BTreeMap<String, crate::subject::normalize::IdentityKindConfig>,
     /// Time zone of `timestamp without time zone` columns (IANA name). Default UTC.
     #[serde(default = "default_timezone")]
     pub timezone: String,
@@ -175,8 +176,8 @@ fn default_application_name() -> String {
 
 impl SourceConfig {
     /// How values of `kind` are normalised. The configuration was validated at load.
-    pub fn normalizer(&self, kind: &str) -> crate::identity::Normalizer {
-        crate::identity::Normalizer::new(kind, self.identities.get(kind))
+    pub fn normalizer(&self, kind: &str) -> crate::subject::normalize::Normalizer {
+        crate::subject::normalize::Normalizer::new(kind, self.identities.get(kind))
             .expect("identity settings are checked when the config is loaded")
     }
 
@@ -190,7 +191,7 @@ impl SourceConfig {
     pub(super) fn validate(
         &self,
         at: &str,
-        matrix: Option<&crate::pii::Matrix>,
+        matrix: Option<&crate::classify::Matrix>,
         problems: &mut Vec<String>,
     ) {
         for (key, value) in [
@@ -269,7 +270,7 @@ impl SourceConfig {
                     "{at}.identities.{kind}: '{kind}' is not in {at}.identity_kinds"
                 ));
             }
-            if let Err(problem) = crate::identity::Normalizer::new(kind, Some(identity)) {
+            if let Err(problem) = crate::subject::normalize::Normalizer::new(kind, Some(identity)) {
                 problems.push(format!("{at}.identities.{kind}.{problem}"));
             }
         }
@@ -301,7 +302,7 @@ impl SourceConfig {
             if let Some(problem) = table
                 .description
                 .as_deref()
-                .and_then(crate::pii::description_problem)
+                .and_then(crate::classify::description_problem)
             {
                 problems.push(format!("{tat}.description: {problem}"));
             }

@@ -3,10 +3,12 @@
 //! The same pieces serve the tests and the benchmark: [`load`] creates a database in a
 //! [`TempCluster`] and fills it, and [`config_toml`] writes the config that maps it.
 
+pub mod cluster;
+
 use std::net::SocketAddr;
 
 use crate::config::{Config, ConfigError};
-use crate::pgcluster::{SUPERUSER, TempCluster};
+use crate::demo::cluster::{SUPERUSER, TempCluster};
 
 /// The demo's schema and data.
 pub const SCHEMA_SQL: &str = include_str!("schema.sql");
@@ -26,7 +28,7 @@ pub async fn load(cluster: &TempCluster, database: &str) -> anyhow::Result<()> {
     admin
         .batch_execute(&format!(
             "CREATE DATABASE {}",
-            crate::datamap::quote_ident(database)
+            crate::schema::quote_ident(database)
         ))
         .await?;
     let db = connect(cluster, database).await?;

@@ -12,13 +12,13 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use dsr_connector::config::Config;
+use dsr_connector::demo::cluster::{ClusterOptions, TempCluster};
 use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
 use dsr_connector::pb::{
     ExtractRequest, ExtractionStarted, Identity, Manifest, RowBatch, TableCompleted, Value,
     extract_response::Event, value::Kind,
 };
-use dsr_connector::pgcluster::{ClusterOptions, TempCluster};
-use dsr_connector::{demo, grpc};
+use dsr_connector::{api, demo};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -32,7 +32,7 @@ pub fn cluster() -> &'static TempCluster {
     CLUSTER.get_or_init(|| {
         // Loading needs a runtime of its own: the caller may be inside a test's runtime.
         std::thread::spawn(|| {
-            dsr_connector::db::tls::install_crypto_provider();
+            dsr_connector::store::postgres::tls::install_crypto_provider();
             let cluster = TempCluster::start(&ClusterOptions::default())
                 .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL cluster: {e}"));
             tokio::runtime::Builder::new_current_thread()
@@ -84,10 +84,10 @@ impl TestServer {
 
     /// Starts a server for `config` on `listener`.
     pub fn start_on(config: Config, listener: TcpListener) -> TestServer {
-        dsr_connector::db::tls::install_crypto_provider();
+        dsr_connector::store::postgres::tls::install_crypto_provider();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let handle = tokio::spawn(grpc::run(Arc::new(config), listener, async move {
+        let handle = tokio::spawn(api::run(Arc::new(config), listener, async move {
             let _ = rx.await;
         }));
         TestServer {
@@ -100,13 +100,13 @@ impl TestServer {
 
     /// Starts a server for `config` with its metrics on a listener of their own.
     pub async fn start_with_metrics(config: Config) -> TestServer {
-        dsr_connector::db::tls::install_crypto_provider();
+        dsr_connector::store::postgres::tls::install_crypto_provider();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics_addr = metrics_listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let handle = tokio::spawn(grpc::run_with(
+        let handle = tokio::spawn(api::run_with(
             Arc::new(config),
             listener,
             Some(metrics_listener),

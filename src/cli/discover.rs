@@ -1,0 +1,127 @@
+//! `dsr-connector discover`: drafts the data map of a configured source and writes the config
+//! with the draft in place of the source's tables.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::config::Config;
+use crate::engine::discover::{
+    DEFAULT_SAMPLE, DEFAULT_STATEMENT_TIMEOUT, Filter, MAX_SAMPLE, Options, discover, render,
+};
+
+/// Arguments of `dsr-connector discover`.
+#[derive(Debug, clap::Args)]
+pub struct DiscoverArgs {
+    /// The config file: the source's connection settings are read from it, and the draft is
+    /// that file with the source's tables replaced.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The source whose database is read.
+    #[arg(long)]
+    pub source: String,
+    /// Rows sampled per table (0 reads the catalog only).
+    #[arg(long, default_value_t = DEFAULT_SAMPLE,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_SAMPLE)))]
+    pub sample: u32,
+    /// A schema to read (repeatable); without it, every schema but PostgreSQL's own.
+    #[arg(long = "schema")]
+    pub schemas: Vec<String>,
+    /// A table to leave out: `table` or `schema.table`, `*` matching any characters
+    /// (repeatable).
+    #[arg(long = "exclude")]
+    pub exclude: Vec<String>,
+    /// How long one sampling statement may run before it is cancelled.
+    #[arg(long, default_value = "10s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub statement_timeout: Duration,
+    /// Where to write the draft config; it must not exist. Without it, standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs the command.
+pub async fn run(args: DiscoverArgs) -> anyhow::Result<()> {
+    if let Some(out) = &args.out
+        && out.exists()
+    {
+        bail!(
+            "{} exists: discover writes a new file and never replaces one",
+            out.display()
+        );
+    }
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let config = Config::load_for_discovery(&args.config, &args.source)?;
+    let source = config
+        .sources
+        .iter()
+        .find(|s| s.name == args.source)
+        .context("the source vanished from the config")?;
+    let pool = crate::store::postgres::SourcePool::new(source).map_err(anyhow::Error::msg)?;
+    let mut conn = pool.checkout(None).await?;
+    let options = Options {
+        sample: args.sample,
+        filter: Filter {
+            schemas: args.schemas.clone(),
+            exclude: args.exclude.clone(),
+        },
+        statement_timeout: if args.statement_timeout.is_zero() {
+            DEFAULT_STATEMENT_TIMEOUT
+        } else {
+            args.statement_timeout
+        },
+    };
+    let (client, _) = conn.parts();
+    let proposal = discover(client, source, &config.matrix(), &options).await?;
+    let draft = render::into_config(&text, &args.source, &proposal)?;
+    match &args.out {
+        Some(out) => {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            file.write_all(draft.as_bytes())?;
+            file.sync_all()?;
+        }
+        None => print!("{draft}"),
+    }
+    let identities: usize = proposal.tables.iter().map(|t| t.identities.len()).sum();
+    let references: usize = proposal.tables.iter().map(|t| t.references.len()).sum();
+    let inferred: usize = proposal
+        .tables
+        .iter()
+        .flat_map(|t| &t.references)
+        .filter(|r| r.inferred)
+        .count();
+    let unchecked: usize = proposal
+        .tables
+        .iter()
+        .flat_map(|t| &t.columns)
+        .filter(|c| c.no_evidence)
+        .count();
+    eprintln!(
+        "discover: {} table(s) drafted with {identities} identity column(s) and {references} \
+         reference(s) ({inferred} inferred, check them); {unchecked} column(s) without evidence \
+         marked not_pii (check them); {} table(s) no identity reaches",
+        proposal.tables.len(),
+        proposal.unreachable.len()
+    );
+    if !proposal.kinds_without_identity.is_empty() {
+        eprintln!(
+            "discover: no column found for identity kind(s) {}: check-config will refuse the \
+             draft until each has one",
+            proposal.kinds_without_identity.join(", ")
+        );
+    }
+    if let Some(out) = &args.out {
+        eprintln!(
+            "discover: wrote {}; check it with: dsr-connector check-config {}",
+            out.display(),
+            out.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! A data package: what one extraction returned, as files a person can read and a program can
+//! parse. One JSON-lines file per table, `manifest.json`, and a `README.txt` that says what
+//! each table and category means.
+//!
+//! The package is written to a hidden temporary directory beside its destination and renamed
+//! into place only once the manifest has arrived and every count agrees, so a package that
+//! exists is complete. A failed extraction leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail, ensure};
+
+use super::render;
+use crate::pb;
+
+/// The manifest's file name in a package.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The explanation's file name in a package.
+pub const README_FILE: &str = "README.txt";
+
+/// A package being written.
+pub struct Package {
+    out: PathBuf,
+    dir: tempfile::TempDir,
+    started: Option<pb::ExtractionStarted>,
+    tables: Vec<TableFile>,
+}
+
+/// One table's file and what the stream said about it.
+struct TableFile {
+    table: String,
+    file_name: String,
+    columns: Vec<pb::ColumnDescriptor>,
+    writer: Option<BufWriter<File>>,
+    rows: u64,
+    expected: Option<u64>,
+    completed: Option<pb::TableCompleted>,
+}
+
+/// What a finished package holds.
+#[derive(Debug)]
+pub struct Written {
+    pub path: PathBuf,
+    pub rows: u64,
+    pub tables: usize,
+    pub extraction_id: String,
+}
+
+impl Package {
+    /// Starts a package that will be `out`. Refuses when `out` exists.
+    pub fn create(out: &Path) -> anyhow::Result<Package> {
+        ensure!(
+            !out.exists(),
+            "{} already exists; choose a new directory for the package",
+            out.display()
+        );
+        let name = out
+            .file_name()
+            .with_context(|| format!("{} does not name a directory", out.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        // Beside the destination, so that the final rename stays on one file system. The
+        // directory is private to the user (0700): it holds personal data.
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(".{name}.partial-"))
+            .tempdir_in(&parent)
+            .with_context(|| format!("cannot create a directory in {}", parent.display()))?;
+        Ok(Package {
+            out: out.to_path_buf(),
+            dir,
+            started: None,
+            tables: Vec::new(),
+        })
+    }
+
+    /// The plan: one file per planned table, created now, so that a table without rows has
+    /// an empty file.
+    pub fn start(&mut self, started: &pb::ExtractionStarted) -> anyhow::Result<()> {
+        ensure!(self.started.is_none(), "a second `started` event");
+        let mut used = std::collections::HashSet::new();
+        for planned in &started.tables {
+            let file_name = unique_file_name(&planned.table, &mut used);
+            let file = private_file(&self.dir.path().join(&file_name))?;
+            self.tables.push(TableFile {
+                table: planned.table.clone(),
+                file_name,
+                columns: planned.columns.clone(),
+                writer: Some(BufWriter::with_capacity(256 * 1024, file)),
+                rows: 0,
+                expected: None,
+                completed: None,
+            });
+        }
+        self.started = Some(started.clone());
+        Ok(())
+    }
+
+    /// A table's count, before its rows.
+    pub fn table_started(&mut self, event: &pb::TableStarted) -> anyhow::Result<u64> {
+        let table = self.table(&event.table)?;
+        ensure!(
+            table.expected.is_none(),
+            "table '{}' was started twice",
+            event.table
+        );
+        table.expected = Some(event.expected_rows);
+        Ok(event.expected_rows)
+    }
+
+    /// Writes a batch's rows to its table's file. Returns the rows written.
+    pub fn batch(&mut self, batch: &pb::RowBatch) -> anyhow::Result<u64> {
+        let table = self.table(&batch.table)?;
+        ensure!(
+            table.completed.is_none(),
+            "rows for table '{}' after its completion",
+            batch.table
+        );
+        ensure!(
+            batch.offset == table.rows,
+            "table '{}': a batch at offset {} after {} rows",
+            batch.table,
+            batch.offset,
+            table.rows
+        );
+        let writer = table.writer.as_mut().expect("open until completed");
+        for row in &batch.rows {
+            render::write_row(writer, &table.columns, row)
+                .with_context(|| format!("table '{}', row {}", batch.table, table.rows))?;
+            writer.write_all(b"\n")?;
+            table.rows += 1;
+        }
+        Ok(batch.rows.len() as u64)
+    }
+
+    /// A table is complete: its file is flushed to disk, and the streamed rows must be what
+    /// the server counted.
+    pub fn table_completed(&mut self, done: &pb::TableCompleted) -> anyhow::Result<()> {
+        let table = self.table(&done.table)?;
+        ensure!(
+            done.row_count == table.rows,
+            "table '{}': {} rows received, the server says {}",
+            done.table,
+            table.rows,
+            done.row_count
+        );
+        if let Some(expected) = table.expected {
+            ensure!(
+                expected == done.row_count + done.rejected_count,
+                "table '{}': {} rows announced, {} streamed and {} left out",
+                done.table,
+                expected,
+                done.row_count,
+                done.rejected_count
+            );
+        }
+        let writer = table.writer.take().context("a table completed twice")?;
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        table.completed = Some(done.clone());
+        Ok(())
+    }
+
+    /// The manifest arrived: it must agree with every table, then `manifest.json` and
+    /// `README.txt` are written and the package is renamed into place.
+    pub fn finish(self, manifest: &pb::Manifest) -> anyhow::Result<Written> {
+        let started = self.started.as_ref().context("a manifest without a plan")?;
+        ensure!(
+            manifest.tables.len() == self.tables.len(),
+            "the manifest lists {} tables, the plan {}",
+            manifest.tables.len(),
+            self.tables.len()
+        );
+        for (counted, table) in manifest.tables.iter().zip(&self.tables) {
+            ensure!(
+                table.completed.is_some(),
+                "table '{}' never completed",
+                table.table
+            );
+            ensure!(
+                counted.table == table.table && counted.row_count == table.rows && counted.verified,
+                "the manifest's count for '{}' does not match the stream",
+                table.table
+            );
+        }
+        let rows: u64 = self.tables.iter().map(|t| t.rows).sum();
+        ensure!(
+            u64::try_from(manifest.row_count).ok() == Some(rows),
+            "the manifest counts {} rows, the stream had {rows}",
+            manifest.row_count
+        );
+
+        let mut json = serde_json::to_vec_pretty(&render::manifest_json(manifest))?;
+        json.push(b'\n');
+        write_file(&self.dir.path().join(MANIFEST_FILE), &json)?;
+        let readme = readme(started, &self.tables, manifest);
+        write_file(&self.dir.path().join(README_FILE), readme.as_bytes())?;
+
+        if self.out.exists() {
+            bail!(
+                "{} appeared while the package was written; the package was not moved there",
+                self.out.display()
+            );
+        }
+        let partial = self.dir.keep();
+        if let Err(e) = std::fs::rename(&partial, &self.out) {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(e)
+                .with_context(|| format!("cannot move the package to {}", self.out.display()));
+        }
+        if let Some(parent) = self.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // The rename itself is durable once the directory is.
+            if let Ok(dir) = File::open(parent) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(Written {
+            path: self.out,
+            rows,
+            tables: self.tables.len(),
+            extraction_id: manifest.extraction_id.clone(),
+        })
+    }
+
+    fn table(&mut self, name: &str) -> anyhow::Result<&mut TableFile> {
+        self.tables
+            .iter_mut()
+            .find(|t| t.table == name)
+            .with_context(|| format!("the stream sent table '{name}', which is not in the plan"))
+    }
+}
+
+/// A file name for a table's rows: the table name where it is a plain name, with anything
+/// else replaced, so that no name from the server reaches outside the package.
+fn unique_file_name(table: &str, used: &mut std::collections::HashSet<String>) -> String {
+    let mut base: String = table
+        .chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if base.is_empty() || base.starts_with('.') {
+        base.insert(0, '_');
+    }
+    let mut name = format!("{base}.jsonl");
+    let mut n = 2;
+    while !used.insert(name.clone()) {
+        name = format!("{base}-{n}.jsonl");
+        n += 1;
+    }
+    name
+}
+
+/// Creates a file that only its owner can read.
+fn private_file(path: &Path) -> anyhow::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut file = private_file(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The package's explanation, for the data subject.
+fn readme(
+    started: &pb::ExtractionStarted,
+    tables: &[TableFile],
+    manifest: &pb::Manifest,
+) -> String {
+    let snapshot = manifest
+        .extraction_timestamp
+        .as_ref()
+        .map(render::timestamp)
+        .unwrap_or_default();
+    let described: BTreeMap<&str, &str> = started
+        .categories
+        .iter()
+        .map(|c| (c.name.as_str(), c.description.as_str()))
+        .collect();
+    let mut s = String::new();
+    let _ = writeln!(s, "Your personal data from \"{}\"", manifest.source);
+    let _ = writeln!(s, "{}", "=".repeat(26 + manifest.source.chars().count()));
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "This package holds every record about you that was found in \"{}\", looked up by\n\
+         your {}. All of it was read from one consistent copy (snapshot) of the database, taken\n\
+         at {snapshot}. For each table, the number of records written here was checked\n\
+         against the database's own count in the same snapshot.",
+        manifest.source, manifest.subject_kind
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Request:     {}", manifest.request_id);
+    let _ = writeln!(s, "Extraction:  {}", manifest.extraction_id);
+    let _ = writeln!(
+        s,
+        "Reference:   {} (a keyed fingerprint of the identity you gave, not the identity itself)",
+        manifest.subject_id
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Files");
+    let _ = writeln!(s, "-----");
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{MANIFEST_FILE}\n    The verified record of this extraction: the tables, their record counts, the\n    fields searched and when. It is protobuf JSON (dsr.v1.Manifest)."
+    );
+    for (table, planned) in tables.iter().zip(&started.tables) {
+        let done = table.completed.as_ref();
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "{}\n    Table \"{}\": {} record{}.{}",
+            table.file_name,
+            table.table,
+            table.rows,
+            if table.rows == 1 { "" } else { "s" },
+            if planned.description.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", planned.description)
+            }
+        );
+        let _ = writeln!(
+            s,
+            "    One record per line, as a JSON object with these fields:"
+        );
+        let width = table
+            .columns
+            .iter()
+            .map(|c| c.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        for column in &table.columns {
+            let _ = writeln!(
+                s,
+                "      {:width$}  {}",
+                column.name,
+                if column.category == crate::classify::NOT_PII {
+                    "not personal data on its own".to_owned()
+                } else {
+                    column.category.clone()
+                }
+            );
+        }
+        if let Some(done) = done {
+            if done.rejected_count > 0 {
+                let _ = writeln!(
+                    s,
+                    "    {} more record{} of this table could not be read as declared and {} not\n    included here; ask us about {}, quoting the extraction id above.",
+                    done.rejected_count,
+                    if done.rejected_count == 1 { "" } else { "s" },
+                    if done.rejected_count == 1 {
+                        "is"
+                    } else {
+                        "are"
+                    },
+                    if done.rejected_count == 1 {
+                        "it"
+                    } else {
+                        "them"
+                    },
+                );
+            }
+            if !done.pii_fields.is_empty() {
+                let _ = writeln!(s, "    Inside its JSON fields we also found:");
+                for field in &done.pii_fields {
+                    let (path, category) = field.rsplit_once(':').unwrap_or((field, ""));
+                    let _ = writeln!(s, "      {path}  {category}");
+                }
+            }
+        }
+    }
+    if !started.unreachable_tables.is_empty() {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "Not searched");
+        let _ = writeln!(s, "------------");
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "These tables cannot be reached from your {}, so they were not searched:",
+            manifest.subject_kind
+        );
+        for u in &started.unreachable_tables {
+            let _ = writeln!(s, "  {}: {}", u.table, u.reason);
+        }
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "What the categories mean");
+    let _ = writeln!(s, "------------------------");
+    let _ = writeln!(s);
+    for (name, description) in &described {
+        if *name == crate::classify::NOT_PII {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "  {name}: {}",
+            if description.is_empty() {
+                "(no description given)"
+            } else {
+                description
+            }
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "How values are written");
+    let _ = writeln!(s, "----------------------");
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "  Times are UTC, in ISO 8601 (2024-03-14T09:26:53Z); dates are YYYY-MM-DD.\n  \
+         Exact decimal numbers (amounts of money, for example) are text, so that no digit is\n  \
+         lost. Binary data is base64. Nested documents are JSON, as stored. A missing value\n  \
+         is null."
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_stay_inside_the_package_and_are_unique() {
+        let mut used = std::collections::HashSet::new();
+        assert_eq!(unique_file_name("orders", &mut used), "orders.jsonl");
+        assert_eq!(
+            unique_file_name("billing.invoices", &mut used),
+            "billing.invoices.jsonl"
+        );
+        assert_eq!(
+            unique_file_name("../../etc/passwd", &mut used),
+            "_.._.._etc_passwd.jsonl"
+        );
+        assert_eq!(unique_file_name(".hidden", &mut used), "_.hidden.jsonl");
+        assert_eq!(unique_file_name("", &mut used), "_.jsonl");
+        assert_eq!(unique_file_name("a/b", &mut used), "a_b.jsonl");
+        assert_eq!(unique_file_name("a?b", &mut used), "a_b-2.jsonl");
+    }
+}

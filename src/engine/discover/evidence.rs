@@ -1,0 +1,358 @@
+//! Evidence from sampled rows: what the detectors recognise, which date formats parse, which
+//! integers look like epochs, and what the JSON walker finds. Every value is classified and
+//! dropped as its row is read; only counts leave this module, and the few distinct values of
+//! columns that may link tables, which stay in memory until the links are checked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use tokio_postgres::Transaction;
+
+use super::catalog::{Column, Table};
+use crate::classify::{Matrix, ScanLimits};
+use crate::schema::quote_ident;
+
+/// The longest text read of a value that is not JSON: longer than any e-mail address
+/// (254), phone number or date, and what the detectors look at (they refuse longer text).
+const TEXT_PREFIX: usize = 320;
+/// The largest JSON document read from a sample; larger ones are counted, not scanned.
+const JSON_LIMIT: usize = 1 << 20;
+/// The most JSON text read from one sampled row, shared by its JSON columns (each gets at
+/// least [`JSON_FLOOR`]), so that a row's memory is bounded whatever the table's width.
+const JSON_ROW_BUDGET: usize = 8 << 20;
+const JSON_FLOOR: usize = 4 << 10;
+/// Distinct values kept per column for checking inferred links.
+const KEPT_VALUES: usize = 256;
+/// The most bytes of values kept per table for checking inferred links.
+const KEPT_BYTES: usize = 4 << 20;
+
+/// Date formats tried on text columns, most common first.
+pub const DATE_FORMATS: &[&str] = &[
+    "%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%Y%m%d", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y", "%Y/%m/%d",
+    "%d/%m/%y", "%m/%d/%y", "%m-%d-%y", "%d-%m-%y",
+];
+
+/// Epoch ranges (2000-01-01 to 2100-01-01) in seconds, milliseconds and microseconds.
+pub const EPOCH_RANGES: [(i64, i64); 3] = [
+    (946_684_800, 4_102_444_800),
+    (946_684_800_000, 4_102_444_800_000),
+    (946_684_800_000_000, 4_102_444_800_000_000),
+];
+
+/// What the samples of one column showed.
+#[derive(Debug, Default, Clone)]
+pub struct ColumnEvidence {
+    /// Samples that were not NULL.
+    pub non_null: u32,
+    /// Category → samples a detector of that category recognises.
+    pub detected: BTreeMap<String, u32>,
+    /// Text samples that lower-casing would change.
+    pub with_capitals: u32,
+    /// For each text sample, which of [`DATE_FORMATS`] parse it (bit i for format i).
+    pub date_masks: Vec<u16>,
+    /// Integer samples within each of [`EPOCH_RANGES`].
+    pub epochs: [u32; 3],
+    /// Integer samples in all.
+    pub integers: u32,
+    /// (path, category) → documents where the JSON walker found it.
+    pub json_fields: BTreeMap<(String, String), u32>,
+    /// Documents with at least one field found.
+    pub json_documents_with_pii: u32,
+    /// Documents too large or too hostile to scan completely.
+    pub json_unscanned: u32,
+    /// Distinct sampled values, kept only while links between tables are checked.
+    pub values: BTreeSet<String>,
+}
+
+impl ColumnEvidence {
+    /// The category most samples were recognised as, with its count.
+    pub fn leading_category(&self) -> Option<(&str, u32)> {
+        self.detected
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(c, n)| (c.as_str(), *n))
+    }
+}
+
+/// What the samples of one table showed.
+#[derive(Debug, Default, Clone)]
+pub struct TableEvidence {
+    pub rows: u32,
+    /// In the order of the table's columns.
+    pub columns: Vec<ColumnEvidence>,
+    /// Why sampling stopped early (a statement timeout, a permission), never a value.
+    pub error: Option<String>,
+}
+
+/// The byte limit of each JSON document of `table`'s rows.
+fn json_limit(table: &Table) -> usize {
+    let json_columns = table.columns.iter().filter(|c| c.is_json()).count().max(1);
+    (JSON_ROW_BUDGET / json_columns).clamp(JSON_FLOOR, JSON_LIMIT)
+}
+
+/// How a column is read for sampling. A JSON document over `json_limit` bytes is read as
+/// the empty string (no JSON text is empty), counted as unscanned.
+fn sample_expr(column: &Column, json_limit: usize) -> String {
+    let quoted = quote_ident(&column.name);
+    if column.is_json() {
+        format!(
+            "CASE WHEN octet_length({quoted}::text) <= {json_limit} THEN {quoted}::text ELSE '' END"
+        )
+    } else if column.typname == "bytea" {
+        "NULL::text".to_owned()
+    } else {
+        format!("left({quoted}::text, {TEXT_PREFIX})")
+    }
+}
+
+/// The sampling query: at most `limit` rows, chosen by `TABLESAMPLE` with a fixed seed so
+/// that the same data gives the same draft. Small or never-analysed tables are sampled at
+/// 100%; large ones by pages (SYSTEM), which does not read the whole table.
+pub fn sample_sql(table: &Table, limit: u32) -> String {
+    let json_limit = json_limit(table);
+    let exprs: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| sample_expr(c, json_limit))
+        .collect();
+    let estimated = table.estimated_rows;
+    let (method, percent) = if estimated <= 0.0 {
+        ("BERNOULLI", 100.0)
+    } else {
+        let percent = (f64::from(limit) * 4.0 * 100.0 / estimated).clamp(0.001, 100.0);
+        let method = if estimated > 1_000_000.0 {
+            "SYSTEM"
+        } else {
+            "BERNOULLI"
+        };
+        (method, percent)
+    };
+    format!(
+        "SELECT {} FROM {}.{} TABLESAMPLE {method} ({percent}) REPEATABLE (42) LIMIT {limit}",
+        exprs.join(", "),
+        quote_ident(&table.name.schema),
+        quote_ident(&table.name.table)
+    )
+}
+
+/// Samples `table` inside the snapshot `tx`, under a savepoint so that a timeout on one
+/// table leaves the others to be sampled. `keep[i]` says whether column i's distinct values
+/// are kept (for checking links).
+pub async fn sample(
+    tx: &mut Transaction<'_>,
+    table: &Table,
+    limit: u32,
+    matrix: &Matrix,
+    keep: &[bool],
+) -> TableEvidence {
+    let mut evidence = TableEvidence {
+        columns: vec![ColumnEvidence::default(); table.columns.len()],
+        ..Default::default()
+    };
+    if table.columns.is_empty() || limit == 0 {
+        return evidence;
+    }
+    let result = async {
+        let savepoint = tx.savepoint("dsr_discover_sample").await?;
+        let rows = savepoint
+            .query_raw(
+                sample_sql(table, limit).as_str(),
+                std::iter::empty::<&str>(),
+            )
+            .await?;
+        futures_util::pin_mut!(rows);
+        let mut kept_bytes = 0;
+        while let Some(row) = rows.try_next().await? {
+            evidence.rows += 1;
+            for (i, column) in table.columns.iter().enumerate() {
+                let value: Option<&str> = row.try_get(i)?;
+                if let Some(value) = value {
+                    let keep = keep[i] && kept_bytes + value.len() <= KEPT_BYTES;
+                    if observe(
+                        &mut evidence.columns[i],
+                        column,
+                        &table.name.display_name(),
+                        value,
+                        matrix,
+                        keep,
+                    ) {
+                        kept_bytes += value.len();
+                    }
+                }
+            }
+        }
+        savepoint.commit().await
+    }
+    .await;
+    if let Err(e) = result {
+        evidence.error = Some(crate::store::postgres::describe(&e));
+    }
+    evidence
+}
+
+/// Classifies one sampled value and forgets it, unless `keep` (the column may link tables):
+/// returns whether it was kept.
+fn observe(
+    evidence: &mut ColumnEvidence,
+    column: &Column,
+    table: &str,
+    value: &str,
+    matrix: &Matrix,
+    keep: bool,
+) -> bool {
+    evidence.non_null += 1;
+    if column.is_json() {
+        if value.is_empty() {
+            evidence.json_unscanned += 1; // over the row's JSON budget
+            return false;
+        }
+        let root = format!("{table}.{}", crate::classify::path_segment(&column.name));
+        let result = crate::classify::scan_json(matrix, &root, value, ScanLimits::default());
+        if !result.violations.is_empty() {
+            evidence.json_unscanned += 1;
+        }
+        if !result.fields.is_empty() {
+            evidence.json_documents_with_pii += 1;
+        }
+        for field in result.fields {
+            *evidence.json_fields.entry(field).or_default() += 1;
+        }
+        return false;
+    }
+    if column.is_integer() {
+        evidence.integers += 1;
+        if let Ok(n) = value.parse::<i64>() {
+            for (i, (low, high)) in EPOCH_RANGES.iter().enumerate() {
+                if (*low..*high).contains(&n) {
+                    evidence.epochs[i] += 1;
+                }
+            }
+        }
+    } else if matches!(column.typcategory.as_str(), "S" | "I") {
+        if let Some(category) = matrix.value_category(value) {
+            *evidence.detected.entry(category.to_owned()).or_default() += 1;
+        }
+        if column.typcategory == "S" {
+            if value.chars().any(char::is_uppercase) {
+                evidence.with_capitals += 1;
+            }
+            evidence.date_masks.push(date_mask(value));
+        }
+    }
+    keep && evidence.values.len() < KEPT_VALUES && evidence.values.insert(value.to_owned())
+}
+
+/// Which of [`DATE_FORMATS`] parse `text` as a date.
+fn date_mask(text: &str) -> u16 {
+    let text = text.trim();
+    if text.len() < 6 || text.len() > 10 || !text.starts_with(|c: char| c.is_ascii_digit()) {
+        return 0;
+    }
+    let mut mask = 0;
+    for (i, format) in DATE_FORMATS.iter().enumerate() {
+        let formats = [(*format).to_owned()];
+        // A four-digit year must be plausible: "07-04-76" is not 7 April of the year 76.
+        let parsed = crate::values::coerce::parse_legacy_date(
+            text,
+            &formats,
+            crate::values::coerce::DEFAULT_CENTURY_PIVOT,
+        );
+        if parsed.is_some_and(|d| (1800..=2200).contains(&chrono::Datelike::year(&d))) {
+            mask |= 1 << i;
+        }
+    }
+    mask
+}
+
+/// The fewest formats (at most three, chosen greedily) that parse the most samples, with the
+/// number they parse. Empty when no sample is a date.
+pub fn date_cover(masks: &[u16]) -> (Vec<&'static str>, u32) {
+    let mut left: Vec<u16> = masks.iter().copied().filter(|m| *m != 0).collect();
+    let mut chosen = Vec::new();
+    let mut covered = 0;
+    while chosen.len() < 3 && !left.is_empty() {
+        let best = (0..DATE_FORMATS.len())
+            .map(|i| (i, left.iter().filter(|m| *m & (1 << i) != 0).count()))
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
+        let Some((i, n)) = best.filter(|(_, n)| *n > 0) else {
+            break;
+        };
+        chosen.push(DATE_FORMATS[i]);
+        covered += n as u32;
+        left.retain(|m| *m & (1 << i) == 0);
+    }
+    (chosen, covered)
+}
+
+/// Sets the snapshot's statement timeout.
+pub async fn set_statement_timeout(
+    tx: &Transaction<'_>,
+    timeout: Duration,
+) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}",
+        timeout.as_millis().max(1)
+    ))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_covered_by_the_fewest_formats() {
+        let masks: Vec<u16> = [
+            "14/03/2009",
+            "01/01/2001",
+            "31/02/2010",
+            "19991231",
+            "07-04-76",
+        ]
+        .iter()
+        .map(|t| date_mask(t))
+        .collect();
+        assert_eq!(masks[2], 0, "31 February is no date");
+        let (formats, covered) = date_cover(&masks);
+        assert_eq!(formats, ["%d/%m/%Y", "%Y%m%d", "%m-%d-%y"]);
+        assert_eq!(covered, 4);
+    }
+
+    #[test]
+    fn wide_rows_share_one_json_budget() {
+        let table = |json_columns: usize| Table {
+            name: crate::config::QualifiedName {
+                schema: "public".into(),
+                table: "t".into(),
+            },
+            estimated_rows: 0.0,
+            columns: (0..json_columns)
+                .map(|i| Column {
+                    name: format!("doc{i}"),
+                    attnum: i as i16 + 1,
+                    typname: "jsonb".into(),
+                    typcategory: "U".into(),
+                })
+                .collect(),
+            primary_key: None,
+            unique: Vec::new(),
+            foreign_keys: Vec::new(),
+            unproposed_keys: Vec::new(),
+            readable: true,
+        };
+        assert_eq!(json_limit(&table(1)), JSON_LIMIT);
+        assert_eq!(json_limit(&table(64)), JSON_ROW_BUDGET / 64);
+        assert_eq!(json_limit(&table(1600)), JSON_ROW_BUDGET / 1600);
+        assert_eq!(json_limit(&table(3000)), JSON_FLOOR);
+        assert!(sample_sql(&table(2), 10).contains("octet_length(\"doc0\"::text) <= 1048576"));
+    }
+
+    #[test]
+    fn text_that_is_not_a_date_has_no_format() {
+        for text in ["hello", "2024", "+44 20 7946 0958", "alice@example.com", ""] {
+            assert_eq!(date_mask(text), 0, "{text}");
+        }
+        assert_eq!(date_cover(&[0, 0]), (Vec::new(), 0));
+    }
+}

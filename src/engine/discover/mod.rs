@@ -1,0 +1,235 @@
+//! Discovery: a draft data map read from the live database.
+//!
+//! In one read-only REPEATABLE READ snapshot, under a statement timeout:
+//! 1. [`catalog`]: tables, columns, unique keys and foreign keys;
+//! 2. [`evidence`]: a bounded `TABLESAMPLE` of each table, every value classified by the
+//!    classification matrix's detectors, date formats, epoch ranges and the JSON walker, then
+//!    dropped;
+//! 3. [`propose`]: identities for the source's kinds, foreign keys as references, links
+//!    without a foreign key checked against the data ("inferred, check"), and a category and
+//!    rule for every column, each with its evidence;
+//! 4. [`render`]: the draft as TOML that `check-config` accepts.
+//!
+//! No sampled value leaves this module: not in the draft, the logs or the spans. Evidence is
+//! names, categories, formats and counts.
+
+pub mod catalog;
+pub mod evidence;
+pub mod propose;
+pub mod render;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_postgres::Client;
+
+use super::{Engine, ExtractError};
+use crate::classify::Matrix;
+use crate::config::SourceConfig;
+use crate::store::postgres::DbError;
+pub use catalog::Filter;
+pub use propose::{Proposal, TableProposal};
+
+/// The largest sample per table a caller may ask for.
+pub const MAX_SAMPLE: u32 = 10_000;
+/// Rows sampled per table unless asked otherwise.
+pub const DEFAULT_SAMPLE: u32 = 100;
+/// The statement timeout of the sampling snapshot unless asked otherwise.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to read and how much.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rows sampled per table, at most [`MAX_SAMPLE`]; 0 reads the catalog only.
+    pub sample: u32,
+    pub filter: Filter,
+    /// Each sampling statement is cancelled after this long; the table's evidence is then
+    /// what the catalog and the names say.
+    pub statement_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sample: DEFAULT_SAMPLE,
+            filter: Filter::default(),
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+        }
+    }
+}
+
+/// Drafts the data map of `source` from the database `client` is connected to.
+pub async fn discover(
+    client: &mut Client,
+    source: &SourceConfig,
+    matrix: &Matrix,
+    options: &Options,
+) -> Result<Proposal, DbError> {
+    let db = |e: tokio_postgres::Error| DbError::from_pg(&source.name, &e);
+    let limit = options.sample.min(MAX_SAMPLE);
+    let mut tx = crate::store::postgres::read_only_snapshot(client)
+        .await
+        .map_err(db)?;
+    evidence::set_statement_timeout(&tx, options.statement_timeout)
+        .await
+        .map_err(db)?;
+    let tables = catalog::read(&tx, &options.filter).await.map_err(db)?;
+    let mut sampled = Vec::with_capacity(tables.len());
+    for table in &tables {
+        // Values are kept only where a link without a foreign key may start.
+        let keep: Vec<bool> = table
+            .columns
+            .iter()
+            .map(|c| {
+                table.foreign_key(&c.name).is_none()
+                    && (c.is_text() || (c.is_integer() && c.name.ends_with("_id")))
+            })
+            .collect();
+        let evidence = if table.readable {
+            evidence::sample(&mut tx, table, limit, matrix, &keep).await
+        } else {
+            evidence::TableEvidence {
+                columns: vec![Default::default(); table.columns.len()],
+                ..Default::default()
+            }
+        };
+        sampled.push(evidence);
+    }
+    let planner = propose::Planner {
+        tables: &tables,
+        evidence: &sampled,
+        source,
+        matrix,
+    };
+    let identities: Vec<_> = (0..tables.len()).map(|t| planner.identities(t)).collect();
+    let mut links = Vec::new();
+    for candidate in planner.link_candidates(&identities) {
+        if let Some(evidence) = check_link(&mut tx, &tables, &sampled, &candidate).await {
+            links.push((candidate, evidence));
+        }
+    }
+    let proposal = planner.propose(identities, links);
+    drop(sampled);
+    tx.rollback().await.map_err(db)?;
+    Ok(proposal)
+}
+
+/// Looks the child column's sampled values up in the parent's column. Returns the evidence
+/// when most of them are there.
+async fn check_link(
+    tx: &mut tokio_postgres::Transaction<'_>,
+    tables: &[catalog::Table],
+    sampled: &[evidence::TableEvidence],
+    link: &propose::LinkCandidate,
+) -> Option<String> {
+    let child = &tables[link.child];
+    let parent = &tables[link.parent];
+    let c = child.columns.iter().position(|c| c.name == link.column)?;
+    let to = parent.column(&link.to)?;
+    let values = &sampled[link.child].columns[c].values;
+    if values.is_empty() {
+        return None;
+    }
+    let from = format!(
+        "{}.{}",
+        crate::schema::quote_ident(&parent.name.schema),
+        crate::schema::quote_ident(&parent.name.table)
+    );
+    let column = crate::schema::quote_ident(&to.name);
+    let savepoint = tx.savepoint("dsr_discover_link").await.ok()?;
+    let found: Result<i64, _> = if to.is_integer() {
+        let numbers: Vec<i64> = values.iter().filter_map(|v| v.parse().ok()).collect();
+        let sql = format!("SELECT count(*) FROM {from} WHERE {column} = ANY($1::int8[])");
+        savepoint
+            .query_one(sql.as_str(), &[&numbers])
+            .await
+            .map(|r| r.get(0))
+    } else {
+        let texts: Vec<&str> = values.iter().map(String::as_str).collect();
+        let sql = format!("SELECT count(*) FROM {from} WHERE {column} = ANY($1::text[])");
+        savepoint
+            .query_one(sql.as_str(), &[&texts])
+            .await
+            .map(|r| r.get(0))
+    };
+    // A failed lookup (a timeout) leaves the link unproposed and the snapshot usable.
+    let found = match found {
+        Ok(found) => {
+            savepoint.commit().await.ok()?;
+            found
+        }
+        Err(_) => {
+            let _ = savepoint.rollback().await;
+            return None;
+        }
+    };
+    let distinct = values.len() as i64;
+    (found > 0 && found * 2 >= distinct).then(|| {
+        format!(
+            "inferred, check: {found} of {distinct} distinct sampled values of {}.{} are in \
+             {}.{}, and no foreign key says so",
+            child.name.display_name(),
+            link.column,
+            parent.name.display_name(),
+            link.to
+        )
+    })
+}
+
+impl Engine {
+    /// Drafts the data map of `source` from its database (the Discover RPC), as a guarded
+    /// call: like an extraction, it passes the source's circuit breaker and holds one of the
+    /// caller's slots and one pooled connection, checked out before `deadline`.
+    pub async fn discover(
+        &self,
+        source_name: &str,
+        caller: &str,
+        options: &Options,
+        deadline: Option<Instant>,
+    ) -> Result<Proposal, ExtractError> {
+        let source = self
+            .sources
+            .get(source_name)
+            .ok_or_else(|| ExtractError::UnknownSource(source_name.to_owned()))?;
+        let config = &self.config.sources[source.index];
+        let drafted = self
+            .guarded(source, caller, deadline, |mut conn| async move {
+                // No statement outlives the call's deadline, and a connection left mid-query
+                // by the deadline is not reused.
+                let mut options = options.clone();
+                if let Some(deadline) = deadline {
+                    options.statement_timeout = options
+                        .statement_timeout
+                        .min(deadline.saturating_duration_since(Instant::now()));
+                }
+                let (client, _) = conn.parts();
+                let run = discover(client, config, &self.matrix, &options);
+                let proposal = match deadline {
+                    Some(deadline) => match tokio::time::timeout_at(deadline, run).await {
+                        Ok(drafted) => drafted.map_err(ExtractError::from),
+                        Err(_) => Err(ExtractError::DeadlineExceeded),
+                    },
+                    None => run.await.map_err(ExtractError::from),
+                };
+                if proposal.is_err() {
+                    conn.mark_broken();
+                }
+                proposal
+            })
+            .await;
+        if let Ok(proposal) = &drafted {
+            tracing::info!(
+                dsr.source = %source_name,
+                dsr.discover.tables = proposal.tables.len(),
+                dsr.discover.unreachable = proposal.unreachable.len(),
+                dsr.discover.sampled_rows = proposal
+                    .tables
+                    .iter()
+                    .map(|t| u64::from(t.sampled_rows))
+                    .sum::<u64>(),
+                "discovery finished"
+            );
+        }
+        drafted
+    }
+}

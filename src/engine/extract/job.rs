@@ -1,0 +1,369 @@
+//! The producer of one extraction: its hook spans and log line, the messages it sends (with
+//! the stall timeout and the size check), and the manifest it ends with.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::outcome::Found;
+use super::{Engine, ExtractParams, MAX_MESSAGE_BYTES, manifest};
+use crate::classify::Matrix;
+use crate::config::CoercionPolicy;
+use crate::engine::error::{ExtractError, error_means_schema_changed};
+use crate::engine::guard::Guard;
+use crate::observability::metrics::Metrics;
+use crate::pb::{self, ExtractResponse, extract_response::Event};
+use crate::schema::{Plan, pii_fields};
+
+/// One running extraction.
+pub(super) struct Job {
+    pub(super) params: ExtractParams,
+    pub(super) database: String,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) created: Instant,
+    pub(super) first_batch_sent: std::sync::atomic::AtomicBool,
+    pub(super) matrix: Arc<Matrix>,
+    pub(super) coercion_policy: CoercionPolicy,
+    pub(super) warnings: Vec<String>,
+    pub(super) subject_id: String,
+    /// How the identity value was normalised before it was bound and hashed ("trim, nfc,
+    /// lowercase"), for the manifest.
+    pub(super) normalization: String,
+    pub(super) plan: Arc<Plan>,
+    pub(super) batch_size: u32,
+    pub(super) max_batch_bytes: usize,
+    pub(super) tx: mpsc::Sender<ExtractResponse>,
+    pub(super) outcome: oneshot::Sender<ExtractError>,
+    pub(super) stall_timeout: Duration,
+    pub(super) shutdown: CancellationToken,
+    /// The call's pass through the source's breaker, settled when the producer ends, and its
+    /// call slots, released then.
+    pub(super) guard: Guard,
+    pub(super) records: crate::engine::error::Recorder,
+    /// What the call's audit record holds before the extraction adds its own.
+    pub(super) entry: crate::records::audit::Entry,
+    /// The call's record was written (with its manifest).
+    pub(super) audited: std::sync::atomic::AtomicBool,
+    /// How transient failures are retried, and how many attempts were made.
+    pub(super) retry: crate::resilience::retry::RetryPolicy,
+    pub(super) attempts: std::sync::atomic::AtomicU32,
+    /// The `started` event went out (once, whatever the attempts).
+    pub(super) started_sent: std::sync::atomic::AtomicBool,
+    /// A batch, a table's completion or the manifest went out: from then on a failure is
+    /// not retried, because the client has seen part of one snapshot.
+    pub(super) sent_data: std::sync::atomic::AtomicBool,
+}
+
+/// Counters of a finished extraction, for the log line.
+#[derive(Default)]
+pub(super) struct Progress {
+    pub(super) rows: u64,
+    pub(super) tables: usize,
+}
+
+impl Job {
+    pub(super) async fn run(mut self) {
+        let extraction_id = self.entry.extraction_id.clone();
+        let started = Instant::now();
+        let mut progress = Progress::default();
+        tracing::Span::current().record("dsr.subject_id", self.subject_id.as_str());
+        tracing::info_span!(
+            "compliance.extraction_start",
+            dsr.extraction_id = %extraction_id,
+            dsr.source = %self.params.source,
+            dsr.request_id = %self.params.request_id,
+            dsr.caller = %self.params.caller,
+            dsr.identity_kind = %self.plan.kind,
+            dsr.plan.tables = self.plan.tables.len() as u64,
+            dsr.plan.unreachable_tables = self.plan.unreachable.len() as u64,
+            dsr.dry_run = self.params.dry_run,
+        )
+        .in_scope(|| {});
+        let result = self.run_inner(&extraction_id, &mut progress).await;
+        self.guard.settle(result.as_ref().err());
+        if let Err(error) = &result
+            && !self.audited.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let entry = crate::records::audit::Entry {
+                row_count: progress.rows,
+                ..self.entry.clone()
+            };
+            self.records.failed(&self.metrics, entry, error).await;
+        }
+        // The gRPC status is the adapter's to record on the server span; the engine names
+        // what ended the extraction.
+        tracing::info_span!(
+            "compliance.extraction_end",
+            dsr.extraction_id = %extraction_id,
+            dsr.rows = progress.rows,
+            dsr.tables = progress.tables as u64,
+            dsr.outcome = if result.is_ok() { "ok" } else { "failed" },
+            dsr.error = result.as_ref().err().map(ExtractError::kind).unwrap_or(""),
+        )
+        .in_scope(|| {});
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if !self.params.dry_run {
+            self.metrics
+                .duration
+                .get_or_create(&crate::observability::metrics::source_labels(
+                    &self.params.source,
+                ))
+                .observe(self.created.elapsed().as_secs_f64());
+        }
+        if let Err(ExtractError::InvalidManifest(problems)) = &result {
+            self.metrics
+                .manifest_violations
+                .get_or_create(&crate::observability::metrics::source_labels(
+                    &self.params.source,
+                ))
+                .inc_by(problems.len() as u64);
+        }
+        let source = &self.params.source;
+        match &result {
+            Ok(()) => tracing::info!(
+                extraction_id, source, subject_id = %self.subject_id,
+                caller = %self.params.caller, call_id = %self.params.call_id,
+                request_id = %self.params.request_id, rows = progress.rows,
+                tables = progress.tables, elapsed_ms, "extraction finished"
+            ),
+            Err(error) => tracing::warn!(
+                extraction_id, source, subject_id = %self.subject_id,
+                caller = %self.params.caller, call_id = %self.params.call_id,
+                request_id = %self.params.request_id, rows = progress.rows,
+                tables = progress.tables, elapsed_ms, %error, "extraction failed"
+            ),
+        }
+        if let Err(error) = result {
+            if error_means_schema_changed(&error) {
+                Engine::forget_map(self.guard.source()).await;
+            }
+            // Sent before `self.tx` drops, so the stream sees it when the channel closes.
+            let _ = self.outcome.send(error);
+        }
+    }
+
+    pub(super) fn manifest(
+        &self,
+        extraction_id: &str,
+        started_at: SystemTime,
+        snapshot_at: prost_types::Timestamp,
+        server_version: String,
+        tables: Vec<pb::TableCount>,
+        found: &Found,
+    ) -> pb::Manifest {
+        let row_count = tables.iter().map(|t| t.row_count as i64).sum();
+        let mut metadata = BTreeMap::new();
+        metadata.insert("request_id".to_owned(), self.params.request_id.clone());
+        metadata.insert("identity_kind".to_owned(), self.plan.kind.clone());
+        metadata.insert(
+            "isolation".to_owned(),
+            "repeatable read, read only".to_owned(),
+        );
+        metadata.insert("server_version".to_owned(), server_version);
+        metadata.insert(
+            "service_version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        );
+        metadata.insert("batch_size".to_owned(), self.batch_size.to_string());
+        metadata.insert(
+            "attempts".to_owned(),
+            self.attempts
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        );
+        metadata.insert(
+            "unreachable_tables".to_owned(),
+            self.plan
+                .unreachable
+                .iter()
+                .map(|(t, _)| t.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        metadata.insert("rejected_rows".to_owned(), found.rejected.to_string());
+        // An empty answer says so: no table held a row for this subject (rows left out under
+        // reject_row are rows held, so they count as found).
+        metadata.insert(
+            "subject_found".to_owned(),
+            (row_count > 0 || found.rejected > 0).to_string(),
+        );
+        metadata.insert(
+            "identity_normalization".to_owned(),
+            self.normalization.clone(),
+        );
+        for (category, n) in &found.rejected_by {
+            metadata.insert(format!("rejected.{category}"), n.to_string());
+        }
+        metadata.insert(
+            "json_scan_violations".to_owned(),
+            found.json_violations.to_string(),
+        );
+        if !found.truncated.is_empty() {
+            metadata.insert("pii_fields_truncated".to_owned(), found.truncated.join(","));
+        }
+        if !self.warnings.is_empty() {
+            metadata.insert("schema_warnings".to_owned(), self.warnings.join("; "));
+        }
+        if self.params.dry_run {
+            metadata.insert("dry_run".to_owned(), "true".to_owned());
+        }
+        let fields = pii_fields(&self.plan)
+            .into_iter()
+            .chain(found.fields.iter().map(|(path, _)| path.clone()));
+        pb::Manifest {
+            subject_id: self.subject_id.clone(),
+            pii_fields: manifest::normalize_pii_fields(fields),
+            extraction_timestamp: Some(snapshot_at),
+            row_count,
+            metadata,
+            compliance_tag: Some(self.params.compliance_tag.clone())
+                .filter(|tag| !tag.trim().is_empty()),
+            extraction_id: extraction_id.to_owned(),
+            source: self.params.source.clone(),
+            request_id: self.params.request_id.clone(),
+            tables,
+            started_at: Some(prost_types::Timestamp::from(started_at)),
+            finished_at: Some(prost_types::Timestamp::from(SystemTime::now())),
+            subject_kind: self.plan.kind.clone(),
+        }
+    }
+
+    /// Makes the manifest's audit record durable. Only then may the manifest leave: if the
+    /// record cannot be written, the call fails and no manifest is sent.
+    pub(super) async fn record_manifest(
+        &self,
+        manifest: &pb::Manifest,
+    ) -> Result<(), ExtractError> {
+        let entry = crate::records::audit::Entry {
+            extraction_id: manifest.extraction_id.clone(),
+            outcome: "ok".into(),
+            status: "OK".into(),
+            snapshot_at: manifest
+                .extraction_timestamp
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                .unwrap_or_default(),
+            tables: manifest
+                .tables
+                .iter()
+                .map(|t| crate::records::audit::TableEntry {
+                    table: t.table.clone(),
+                    rows: t.row_count,
+                    verified: t.verified,
+                })
+                .collect(),
+            row_count: manifest.row_count.max(0) as u64,
+            manifest_sha256: crate::records::audit::message_sha256(manifest),
+            ..self.entry.clone()
+        };
+        self.records.record(&self.metrics, entry).await?;
+        self.audited
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends one row batch, and counts it.
+    pub(super) async fn send_batch(&self, batch: pb::RowBatch) -> Result<(), ExtractError> {
+        let labels = crate::observability::metrics::table_labels(&self.params.source, &batch.table);
+        self.metrics
+            .rows
+            .get_or_create(&labels)
+            .inc_by(batch.rows.len() as u64);
+        self.metrics.batches.get_or_create(&labels).inc();
+        self.metrics
+            .bytes
+            .get_or_create(&labels)
+            .inc_by(batch.encoded_len() as u64);
+        if !self
+            .first_batch_sent
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.metrics
+                .first_batch
+                .get_or_create(&crate::observability::metrics::source_labels(
+                    &self.params.source,
+                ))
+                .observe(self.created.elapsed().as_secs_f64());
+        }
+        self.send(Event::Batch(batch)).await
+    }
+
+    /// Sends one message, waiting for room in the channel (backpressure), at most the stall
+    /// timeout. Messages other than batches (which are cut by bytes) are size-checked first,
+    /// so that a client never meets a message it cannot receive.
+    /// Sends the `started` event, unless an earlier attempt did: a retry runs the same plan
+    /// under the same extraction id.
+    pub(super) async fn send_started(
+        &self,
+        started: pb::ExtractionStarted,
+    ) -> Result<(), ExtractError> {
+        if self
+            .started_sent
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        self.send(Event::Started(started)).await
+    }
+
+    /// The data categories of the planned columns, each with its description.
+    pub(super) fn category_descriptions(&self) -> Vec<pb::CategoryDescription> {
+        let names: std::collections::BTreeSet<&str> = self
+            .plan
+            .tables
+            .iter()
+            .flat_map(|t| t.table.columns.iter().map(|c| c.category.as_str()))
+            .collect();
+        names
+            .into_iter()
+            .map(|name| pb::CategoryDescription {
+                name: name.to_owned(),
+                description: self.matrix.describe(name).unwrap_or_default().to_owned(),
+            })
+            .collect()
+    }
+
+    /// Whether part of the snapshot's data (a batch, a table's completion, the manifest) has
+    /// left for the client.
+    pub(super) fn sent_data(&self) -> bool {
+        self.sent_data.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) async fn send(&self, event: Event) -> Result<(), ExtractError> {
+        let data = !matches!(event, Event::Started(_));
+        let what = match &event {
+            Event::Batch(_) => None,
+            Event::Started(_) => Some("started"),
+            Event::TableStarted(_) => Some("table_started"),
+            Event::TableCompleted(_) => Some("table_completed"),
+            Event::Manifest(_) => Some("manifest"),
+        };
+        let message = ExtractResponse { event: Some(event) };
+        if let Some(what) = what {
+            let bytes = message.encoded_len();
+            if bytes > MAX_MESSAGE_BYTES {
+                return Err(ExtractError::MessageTooLarge {
+                    what,
+                    bytes,
+                    limit: MAX_MESSAGE_BYTES,
+                });
+            }
+        }
+        match tokio::time::timeout(self.stall_timeout, self.tx.send(message)).await {
+            Ok(Ok(())) => {
+                if data {
+                    self.sent_data
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Ok(Err(_)) => Err(ExtractError::ClientGone),
+            Err(_) => Err(ExtractError::Stalled(self.stall_timeout)),
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The extraction engine: one subject, one snapshot, streamed in bounded batches.
+//!
+//! [`Engine::extract`] checks the request, resolves the plan, and spawns a producer task that
+//! owns one pooled connection for the whole extraction:
+//!
+//! 1. `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY`; the first query fixes the snapshot.
+//! 2. Per table, a portal over the compiled SELECT is read `batch_size` rows at a time; rows
+//!    are decoded and cut into batches by rows and by bytes, and each batch waits for room in
+//!    a bounded channel. A slow client therefore slows the database read instead of growing
+//!    the server's memory.
+//! 3. Per table, `COUNT(*)` in the same snapshot must equal the rows streamed, or the
+//!    extraction ends with DATA_LOSS.
+//! 4. The manifest is checked against the manifest rules and sent last, after the read-only
+//!    transaction committed.
+//!
+//! The producer races its work against three stop signals: the client went away (the channel
+//! closed), the caller's deadline passed, or the server is shutting down. On any of them the
+//! running query is cancelled on the PostgreSQL server with a cancel request, the transaction
+//! is rolled back, and the connection is returned clean, or marked broken so that the pool
+//! discards it.
+//!
+//! The steps live apart: [`snapshot`] holds the transaction and its cancellation, [`table`]
+//! one table's portal reads and row conversion, [`batch`] the cutting of batches, [`job`] the
+//! producer's hooks, messages and manifest, and [`super::ExtractError`] what ends an
+//! extraction.
+
+mod batch;
+mod job;
+pub mod manifest;
+mod outcome;
+mod snapshot;
+mod table;
+
+use job::Job;
+pub use outcome::{MAX_PII_FIELDS_PER_COLUMN, MAX_VIOLATIONS_PER_TABLE};
+pub use table::{MAX_DETAIL_CHARS, MAX_PRIMARY_KEY_CHARS};
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::Stream;
+
+use super::{Engine, ExtractError, Source};
+use crate::pb::{ExtractResponse, extract_response::Event};
+use crate::subject::subject_id;
+
+/// The longest identity value accepted. Identities are e-mails, ids and the like; anything
+/// longer is a malformed request, not a subject.
+pub const MAX_IDENTITY_BYTES: usize = 1024;
+
+/// The longest request_id or compliance_tag accepted. Both are logged and echoed back.
+pub const MAX_LABEL_BYTES: usize = 128;
+
+/// The largest message sent: gRPC clients refuse messages over 4 MiB by default. A single row
+/// must fit in one message beside its batch's column descriptors.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 - 16 * 1024;
+
+/// The most table names one request may list.
+pub const MAX_REQUESTED_TABLES: usize = 1000;
+
+/// What a caller asked for. The identity value is a secret: it never appears in `Debug`.
+#[derive(Debug)]
+pub struct ExtractParams {
+    pub source: String,
+    pub kind: String,
+    pub value: SecretString,
+    pub batch_size: u32,
+    pub request_id: String,
+    pub compliance_tag: String,
+    pub tables: Vec<String>,
+    pub deadline: Option<Instant>,
+    /// Read, coerce, scan and count everything, but send no rows (Validate's dry run).
+    pub dry_run: bool,
+    /// The authenticated caller's name, for logs.
+    pub caller: String,
+    /// The call's `x-request-id`, for logs.
+    pub call_id: String,
+    /// The call's server span; the extraction's hook spans are its children.
+    pub span: tracing::Span,
+}
+
+/// The stream of one extraction: the producer's messages, then its error if it failed.
+///
+/// The error travels on its own one-shot channel, so the producer never blocks on delivering
+/// it to a client that stopped reading, and the client still receives every buffered batch
+/// before the error. A stream that closes without a manifest and without an error (which the
+/// producer never does on purpose) still ends with an error: a stream never ends "OK" without
+/// its manifest.
+pub struct ExtractStream {
+    rx: mpsc::Receiver<ExtractResponse>,
+    outcome: oneshot::Receiver<ExtractError>,
+    saw_manifest: bool,
+    done: bool,
+}
+
+impl Stream for ExtractStream {
+    type Item = Result<ExtractResponse, ExtractError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match std::task::ready!(self.rx.poll_recv(cx)) {
+            Some(message) => {
+                if matches!(message.event, Some(Event::Manifest(_))) {
+                    self.saw_manifest = true;
+                }
+                Poll::Ready(Some(Ok(message)))
+            }
+            None => {
+                self.done = true;
+                match self.outcome.try_recv() {
+                    Ok(error) => Poll::Ready(Some(Err(error))),
+                    Err(_) if self.saw_manifest => Poll::Ready(None),
+                    Err(_) => Poll::Ready(Some(Err(ExtractError::Internal(
+                        "the extraction ended without a manifest".into(),
+                    )))),
+                }
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Checks the request, resolves its plan and starts the producer.
+    pub async fn extract(&self, params: ExtractParams) -> Result<ExtractStream, ExtractError> {
+        let entry = self.entry(&params);
+        match self.start(params, entry.clone()).await {
+            Ok(stream) => Ok(stream),
+            Err(error) => {
+                self.records.failed(&self.metrics, entry, &error).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// What every audit record of this call holds. Fields the caller chose are recorded only
+    /// when they are within the request limits.
+    fn entry(&self, params: &ExtractParams) -> crate::records::audit::Entry {
+        let label = |text: &str| {
+            if text.len() <= MAX_LABEL_BYTES && !text.chars().any(char::is_control) {
+                text.to_owned()
+            } else {
+                "[refused: too long or control characters]".to_owned()
+            }
+        };
+        let value = params.value.expose_secret();
+        crate::records::audit::Entry {
+            rpc: if params.dry_run {
+                "Validate"
+            } else {
+                "Extract"
+            }
+            .to_owned(),
+            caller: params.caller.clone(),
+            source: label(&params.source),
+            subject_id: if value.is_empty() || value.len() > MAX_IDENTITY_BYTES {
+                String::new()
+            } else {
+                // The normalised value where the source and kind are known, so that a call
+                // refused later is recorded under the same subject as its successful retry.
+                let normalized = self
+                    .sources
+                    .get(&params.source)
+                    .map(|s| &self.config.sources[s.index])
+                    .filter(|cfg| cfg.identity_kinds.contains(&params.kind))
+                    .and_then(|cfg| cfg.normalizer(&params.kind).apply(value).ok());
+                subject_id(
+                    self.config.subject_key(),
+                    &label(&params.kind),
+                    normalized.as_deref().unwrap_or(value),
+                )
+            },
+            request_id: label(&params.request_id),
+            call_id: params.call_id.clone(),
+            dry_run: params.dry_run,
+            ..Default::default()
+        }
+    }
+
+    async fn start(
+        &self,
+        mut params: ExtractParams,
+        entry: crate::records::audit::Entry,
+    ) -> Result<ExtractStream, ExtractError> {
+        let source = self.source(&params.source)?.clone();
+        let batch_size = self.check_request(&source, &params)?;
+        // The value is bound, hashed and recorded as its kind's normalisation makes it.
+        let normalizer = self.config.sources[source.index].normalizer(&params.kind);
+        let value = normalizer
+            .apply(params.value.expose_secret())
+            .map_err(|e| {
+                ExtractError::InvalidArgument(format!(
+                    "subject.value: {e} (identity kind '{}' is normalised by: {})",
+                    params.kind,
+                    normalizer.describe()
+                ))
+            })?;
+        if value.len() > MAX_IDENTITY_BYTES {
+            return Err(ExtractError::InvalidArgument(format!(
+                "subject.value: longer than the {MAX_IDENTITY_BYTES}-byte maximum once normalised"
+            )));
+        }
+        params.value = secrecy::SecretString::from(value);
+        // The slots are held until the producer ends: a stalled stream gives them back at the
+        // stall timeout.
+        let mut guard = self.admit(&source, &params.caller, params.deadline).await?;
+        let map = self.data_map_retrying(&source, params.deadline).await;
+        if let Err(error) = &map {
+            guard.settle(Some(error));
+        }
+        let map = map?;
+        let plan = map.plan(&params.kind, &params.tables)?;
+
+        let (tx, rx) = mpsc::channel(self.limits.stream_buffer);
+        let (outcome_tx, outcome) = oneshot::channel();
+        let cfg = &self.config.sources[source.index];
+        let job = Job {
+            database: cfg.database.clone(),
+            metrics: self.metrics.clone(),
+            created: Instant::now(),
+            first_batch_sent: std::sync::atomic::AtomicBool::new(false),
+            outcome: outcome_tx,
+            matrix: self.matrix.clone(),
+            coercion_policy: cfg.on_coercion_error,
+            warnings: map.warnings.clone(),
+            normalization: normalizer.describe(),
+            subject_id: subject_id(
+                self.config.subject_key(),
+                &params.kind,
+                params.value.expose_secret(),
+            ),
+            params,
+            plan,
+            batch_size,
+            max_batch_bytes: self.limits.max_batch_bytes,
+            tx,
+            stall_timeout: self.limits.stall_timeout,
+            shutdown: self.shutdown.clone(),
+            guard,
+            records: self.records.clone(),
+            entry: crate::records::audit::Entry {
+                extraction_id: uuid::Uuid::new_v4().to_string(),
+                ..entry
+            },
+            audited: std::sync::atomic::AtomicBool::new(false),
+            retry: cfg.retry.policy(),
+            attempts: std::sync::atomic::AtomicU32::new(0),
+            started_sent: std::sync::atomic::AtomicBool::new(false),
+            sent_data: std::sync::atomic::AtomicBool::new(false),
+        };
+        let span = job.params.span.clone();
+        tokio::spawn(tracing::Instrument::instrument(job.run(), span));
+        Ok(ExtractStream {
+            rx,
+            outcome,
+            saw_manifest: false,
+            done: false,
+        })
+    }
+
+    /// Validates what can be validated without the database. Returns the batch size to use.
+    fn check_request(&self, source: &Source, params: &ExtractParams) -> Result<u32, ExtractError> {
+        let cfg = &self.config.sources[source.index];
+        if params.kind.is_empty() {
+            return Err(ExtractError::InvalidArgument(
+                "subject.kind: must not be empty".into(),
+            ));
+        }
+        if params.kind.len() > MAX_LABEL_BYTES || params.kind.chars().any(char::is_control) {
+            return Err(ExtractError::InvalidArgument(format!(
+                "subject.kind: at most {MAX_LABEL_BYTES} bytes, without control characters"
+            )));
+        }
+        if params.tables.len() > MAX_REQUESTED_TABLES
+            || params
+                .tables
+                .iter()
+                .any(|t| t.len() > MAX_LABEL_BYTES || t.chars().any(char::is_control))
+        {
+            return Err(ExtractError::InvalidArgument(format!(
+                "tables: at most {MAX_REQUESTED_TABLES} names of at most {MAX_LABEL_BYTES} \
+                 bytes, without control characters"
+            )));
+        }
+        if !cfg.identity_kinds.contains(&params.kind) {
+            return Err(ExtractError::InvalidArgument(format!(
+                "subject.kind: '{}' is not an identity kind of source '{}' (declared: {})",
+                params.kind,
+                cfg.name,
+                cfg.identity_kinds.join(", ")
+            )));
+        }
+        let value = params.value.expose_secret();
+        if value.trim().is_empty() {
+            return Err(ExtractError::InvalidArgument(
+                "subject.value: must not be empty".into(),
+            ));
+        }
+        if value.len() > MAX_IDENTITY_BYTES {
+            return Err(ExtractError::InvalidArgument(format!(
+                "subject.value: {} bytes is longer than the {MAX_IDENTITY_BYTES}-byte maximum",
+                value.len()
+            )));
+        }
+        if value.contains('\0') {
+            return Err(ExtractError::InvalidArgument(
+                "subject.value: must not contain NUL characters".into(),
+            ));
+        }
+        for (field, text) in [
+            ("request_id", &params.request_id),
+            ("compliance_tag", &params.compliance_tag),
+        ] {
+            if text.len() > MAX_LABEL_BYTES || text.chars().any(char::is_control) {
+                return Err(ExtractError::InvalidArgument(format!(
+                    "{field}: at most {MAX_LABEL_BYTES} bytes, without control characters"
+                )));
+            }
+        }
+        match params.batch_size {
+            0 => Ok(self.limits.default_batch_size),
+            n if n > self.limits.max_batch_size => Err(ExtractError::InvalidArgument(format!(
+                "batch_size: {n} is above the maximum of {}",
+                self.limits.max_batch_size
+            ))),
+            n => Ok(n),
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The snapshot: one REPEATABLE READ, READ ONLY transaction on one connection for every
+//! table of an extraction, raced against the stop signals, cancelled on the server when it
+//! must stop, and the connection reset or discarded afterwards.
+
+use std::time::{Duration, SystemTime};
+
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+
+use super::batch::descriptors;
+use super::job::{Job, Progress};
+use super::manifest;
+use super::outcome::Found;
+use crate::engine::error::{ExtractError, Stop};
+use crate::pb::{self, extract_response::Event};
+use crate::store::postgres::{Conn, DbError};
+
+impl Job {
+    /// Runs the extraction, and runs it again after a transient failure (a lost connection, a
+    /// serialization failure, a server restart) while none of the snapshot's data has left for
+    /// the client: checkout, BEGIN, the snapshot, the identity check, the first fetch. Retries
+    /// back off with jitter inside the deadline. Once data has left, a failure ends the
+    /// stream: the client retries the call with the same request id.
+    pub(super) async fn run_inner(
+        &self,
+        extraction_id: &str,
+        progress: &mut Progress,
+    ) -> Result<(), ExtractError> {
+        let mut delays = self.retry.delays();
+        loop {
+            let attempt = 1 + self
+                .attempts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let result = self.attempt(extraction_id, progress).await;
+            let Err(error) = &result else {
+                return result;
+            };
+            if self.sent_data() || !error.is_retryable() {
+                return result;
+            }
+            let Some(delay) = delays.next_before(self.params.deadline) else {
+                return result;
+            };
+            tracing::warn!(
+                source = %self.params.source, attempt, delay_ms = delay.as_millis() as u64,
+                %error, "transient failure before anything was sent: trying again"
+            );
+            *progress = Progress::default();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                stop = self.stop_signal() => return Err(stop.into_error()),
+            }
+        }
+    }
+
+    /// One attempt: a connection, its snapshot, every table, and the connection back clean.
+    async fn attempt(
+        &self,
+        extraction_id: &str,
+        progress: &mut Progress,
+    ) -> Result<(), ExtractError> {
+        let checkout = self.guard.source().pool.checkout(self.params.deadline);
+        let mut conn = tokio::select! {
+            conn = checkout => conn.map_err(|e| match e {
+                DbError::DeadlineWaitingForConnection { .. } => ExtractError::DeadlineExceeded,
+                other => other.into(),
+            })?,
+            stop = self.stop_signal() => return Err(stop.into_error()),
+        };
+        let cancel = conn.client.cancel_token();
+
+        let outcome = {
+            let body = self.stream_snapshot(&mut conn, extraction_id, progress);
+            tokio::pin!(body);
+            tokio::select! {
+                result = &mut body => Ok(result),
+                stop = self.stop_signal() => Err(stop),
+            }
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error @ ExtractError::Stalled(_))) => {
+                // A portal fetch may be in flight behind the client that stopped reading:
+                // cancel it rather than drain it.
+                self.cancel_and_discard(&cancel, &mut conn).await;
+                Err(error)
+            }
+            Ok(Err(error)) => {
+                // The transaction was dropped, which queues a ROLLBACK; confirm it. Prepared
+                // statements may be stale if the error came from a schema change.
+                conn.clear_statements();
+                reset_connection(&mut conn).await;
+                Err(match error {
+                    ExtractError::Db(DbError::Query {
+                        ref code,
+                        ref message,
+                        ..
+                    }) if code == "57014" && self.statement_timeout_fired(message) => {
+                        ExtractError::DeadlineExceeded
+                    }
+                    other => other,
+                })
+            }
+            Err(stop) => {
+                // The body future is gone; its query may still run on the server.
+                self.cancel_and_discard(&cancel, &mut conn).await;
+                Err(stop.into_error())
+            }
+        }
+    }
+
+    /// Cancels whatever runs on the connection, on the server, and discards the connection.
+    /// The cancel request travels on its own connection and PostgreSQL may act on it a moment
+    /// later, so the connection is never reused: a late cancel must not hit the next query.
+    pub(super) async fn cancel_and_discard(
+        &self,
+        cancel: &tokio_postgres::CancelToken,
+        conn: &mut Conn,
+    ) {
+        if let Err(e) = cancel
+            .cancel_query(self.guard.source().pool.cancel_tls())
+            .await
+        {
+            tracing::warn!(source = %self.params.source, error = %crate::store::postgres::describe(&e),
+                "cancel request failed");
+        }
+        conn.mark_broken();
+    }
+
+    /// Whether a cancelled statement (57014) was ended by this call's statement timeout,
+    /// rather than by someone else (an administrator's `pg_cancel_backend`, say), which is
+    /// not the caller's fault and is reported as retryable.
+    pub(super) fn statement_timeout_fired(&self, message: &str) -> bool {
+        message.contains("statement timeout")
+            || self
+                .params
+                .deadline
+                .is_some_and(|d| Instant::now() + Duration::from_millis(250) >= d)
+    }
+
+    /// Resolves when the extraction must stop before it finishes.
+    pub(super) async fn stop_signal(&self) -> Stop {
+        let deadline = async {
+            match self.params.deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.tx.closed() => Stop::ClientGone,
+            _ = deadline => Stop::Deadline,
+            _ = self.shutdown.cancelled() => Stop::Shutdown,
+        }
+    }
+
+    /// Reads every planned table inside one snapshot and sends the stream's messages.
+    pub(super) async fn stream_snapshot(
+        &self,
+        conn: &mut Conn,
+        extraction_id: &str,
+        progress: &mut Progress,
+    ) -> Result<(), ExtractError> {
+        let source_name = self.params.source.as_str();
+        let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
+        let started_at = SystemTime::now();
+        let (client, statements) = conn.parts();
+        let txn = crate::store::postgres::read_only_snapshot(client)
+            .await
+            .map_err(db)?;
+        // The first query of a REPEATABLE READ transaction takes the snapshot. The same round
+        // trip sets the transaction's limits: the statement timeout is the call's remaining
+        // deadline, and the idle-in-transaction timeout is a backstop behind the stall
+        // timeout (should this process stop driving the transaction, PostgreSQL ends it and
+        // releases the snapshot itself).
+        let statement_timeout = self.params.deadline.map(|deadline| {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .max(1)
+                .to_string()
+        });
+        let idle_timeout = (self.stall_timeout + Duration::from_secs(5))
+            .as_millis()
+            .to_string();
+        let snapshot = crate::store::postgres::prepare_cached(statements, &txn, SNAPSHOT_SQL)
+            .await
+            .map_err(db)?;
+        let row = txn
+            .query_one(&snapshot, &[&statement_timeout, &idle_timeout])
+            .await
+            .map_err(db)?;
+        let snapshot_at = timestamp_from_epoch(row.get(0));
+        let server_version: String = row.get(1);
+
+        self.send_started(pb::ExtractionStarted {
+            extraction_id: extraction_id.to_owned(),
+            source: source_name.to_owned(),
+            tables: self
+                .plan
+                .tables
+                .iter()
+                .map(|t| pb::PlannedTable {
+                    table: t.table.display.clone(),
+                    reached_via: t.reached_via.clone(),
+                    columns: descriptors(t),
+                    description: t.table.description.clone(),
+                })
+                .collect(),
+            unreachable_tables: self
+                .plan
+                .unreachable
+                .iter()
+                .map(|(table, reason)| pb::UnreachableTable {
+                    table: table.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+            started_at: Some(prost_types::Timestamp::from(started_at)),
+            request_id: self.params.request_id.clone(),
+            subject_id: self.subject_id.clone(),
+            categories: self.category_descriptions(),
+        })
+        .await?;
+
+        let value: &str = self.params.value.expose_secret();
+        // The identity value must convert to every identity column's type. Checked once, up
+        // front, so that a later data error is never mistaken for a bad identity.
+        for base_type in self
+            .plan
+            .identity_types
+            .iter()
+            .filter(|t| !is_string_type(t))
+        {
+            let check = format!("SELECT CAST($1::text AS {base_type}) IS NOT NULL");
+            let statement = crate::store::postgres::prepare_cached(statements, &txn, &check)
+                .await
+                .map_err(db)?;
+            if let Err(e) = txn.query_one(&statement, &[&value]).await {
+                // A failed cast's message quotes its input (a regclass cast says "relation ...
+                // does not exist" or "cross-database references are not implemented: ..."):
+                // only the SQLSTATE is passed on, and anything but an infrastructure failure
+                // means the value is not one of this kind.
+                return Err(match e.as_db_error().map(|d| d.code().code().to_owned()) {
+                    Some(code) if !crate::store::postgres::is_quote_free_sqlstate(&code) => {
+                        ExtractError::InvalidArgument(format!(
+                            "subject.value: not a valid {base_type} for identity kind '{}' (SQLSTATE {code})",
+                            self.params.kind
+                        ))
+                    }
+                    _ => ExtractError::from(DbError::from_pg_bound(source_name, &e)),
+                });
+            }
+        }
+        let mut counts = Vec::with_capacity(self.plan.tables.len());
+        let mut found = Found::default();
+        for table in &self.plan.tables {
+            let query = tracing::info_span!(
+                "db.query",
+                otel.name = %format!("SELECT {}", table.table.display),
+                otel.kind = "client",
+                db.system.name = "postgresql",
+                db.namespace = %self.database,
+                db.collection.name = %table.table.display,
+                db.operation.name = "SELECT",
+                db.query.text = %table.select_sql,
+                db.response.returned_rows = tracing::field::Empty,
+            );
+            let outcome = tracing::Instrument::instrument(
+                self.stream_table(&txn, statements, table, value),
+                query.clone(),
+            )
+            .await?;
+            query.record("db.response.returned_rows", outcome.streamed);
+            drop(query);
+            let counted = outcome.counted;
+            let read = outcome.streamed + outcome.rejected;
+            tracing::info_span!(
+                "compliance.row_count_verify",
+                dsr.table = %table.table.display,
+                dsr.streamed = read,
+                dsr.counted = counted,
+                dsr.ok = counted >= 0 && counted as u64 == read,
+            )
+            .in_scope(|| {});
+            if counted < 0 || counted as u64 != read {
+                return Err(ExtractError::CountMismatch {
+                    table: table.table.display.clone(),
+                    streamed: read,
+                    counted,
+                });
+            }
+            progress.rows += outcome.streamed;
+            progress.tables += 1;
+            counts.push(pb::TableCount {
+                table: table.table.display.clone(),
+                row_count: outcome.streamed,
+                verified: true,
+            });
+            found.add(&table.table.display, &outcome);
+            self.send(Event::TableCompleted(pb::TableCompleted {
+                table: table.table.display.clone(),
+                row_count: outcome.streamed,
+                rejected_count: outcome.rejected,
+                violations: outcome.violations,
+                violations_truncated: outcome.violations_truncated,
+                pii_fields_truncated: outcome.fields_truncated,
+                pii_fields: outcome
+                    .fields
+                    .iter()
+                    .map(|(path, category)| format!("{path}:{category}"))
+                    .collect(),
+            }))
+            .await?;
+        }
+        txn.commit().await.map_err(db)?;
+
+        let manifest = self.manifest(
+            extraction_id,
+            started_at,
+            snapshot_at,
+            server_version,
+            counts,
+            &found,
+        );
+        let problems = manifest::violations(&manifest);
+        let mut categories: Vec<&str> = self
+            .plan
+            .tables
+            .iter()
+            .flat_map(|t| t.table.columns.iter().filter(|c| c.is_pii()))
+            .map(|c| c.category.as_str())
+            .chain(found.fields.iter().map(|(_, c)| c.as_str()))
+            .collect();
+        categories.sort_unstable();
+        categories.dedup();
+        tracing::info_span!(
+            "compliance.pii_mapping_validate",
+            dsr.pii_fields = manifest.pii_fields.len() as u64,
+            dsr.categories = %categories.join(","),
+            dsr.result = if problems.is_empty() { "ok" } else { "violations" },
+            dsr.violations = problems.len() as u64,
+        )
+        .in_scope(|| {});
+        if !problems.is_empty() {
+            return Err(ExtractError::InvalidManifest(problems));
+        }
+        // Audited before answered: the record is durable before the manifest leaves.
+        self.record_manifest(&manifest).await?;
+        self.send(Event::Manifest(manifest)).await
+    }
+}
+
+/// The first statement of every extraction: it takes the snapshot and sets the
+/// transaction's statement timeout (`$1`, milliseconds; NULL keeps the server's) and
+/// idle-in-transaction timeout (`$2`).
+pub(super) const SNAPSHOT_SQL: &str = "SELECT extract(epoch from now())::float8, \
+     current_setting('server_version'), \
+     set_config('statement_timeout', coalesce($1, current_setting('statement_timeout')), true), \
+     set_config('idle_in_transaction_session_timeout', $2, true)";
+
+pub(super) fn timestamp_from_epoch(epoch: f64) -> prost_types::Timestamp {
+    let micros = (epoch * 1_000_000.0).round() as i64;
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// Types to which any text converts: no need to check an identity value against them.
+pub(super) fn is_string_type(base_type: &str) -> bool {
+    matches!(base_type, "text" | "character varying" | "bpchar" | "name")
+}
+
+/// Leaves the connection idle and outside any transaction, or marks it broken.
+pub(super) async fn reset_connection(conn: &mut Conn) {
+    let reset = tokio::time::timeout(
+        Duration::from_secs(5),
+        conn.client.batch_execute("ROLLBACK"),
+    )
+    .await;
+    if !matches!(reset, Ok(Ok(()))) {
+        conn.mark_broken();
+    }
+}

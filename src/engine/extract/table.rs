@@ -1,0 +1,333 @@
+//! One table: its portal read row by row, each row decoded, coerced and scanned, cut into
+//! batches and sent; what the table produced besides rows.
+
+use prost::Message;
+use tokio_stream::StreamExt;
+
+use super::MAX_MESSAGE_BYTES;
+use super::batch::{Batcher, descriptors};
+use super::job::Job;
+use super::outcome::TableOutcome;
+use crate::classify::ScanLimits;
+use crate::config::CoercionPolicy;
+use crate::engine::error::ExtractError;
+use crate::pb::{self, extract_response::Event};
+use crate::schema::{MappedTable, PlanError, PlannedTable};
+use crate::store::postgres::DbError;
+use crate::values::coerce::RawCell;
+
+impl Job {
+    /// Streams one table through a portal: decodes, coerces and scans every row, cuts batches,
+    /// and (unless this is a dry run) sends them.
+    pub(super) async fn stream_table(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        statements: &mut crate::store::postgres::StatementCache,
+        table: &PlannedTable,
+        value: &str,
+    ) -> Result<TableOutcome, ExtractError> {
+        let source_name = self.params.source.as_str();
+        let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
+        let statement = crate::store::postgres::prepare_cached(statements, txn, &table.select_sql)
+            .await
+            .map_err(db)?;
+        // The decoders were chosen when the schema gate last passed; a column whose type
+        // changed since must not be decoded with the old one.
+        for (column, described) in table.table.columns.iter().zip(statement.columns()) {
+            if !column.decoder.accepts(described.type_()) {
+                return Err(ExtractError::Plan(PlanError::SchemaDrift {
+                    source_name: source_name.to_owned(),
+                    problems: vec![format!(
+                        "table '{}', column '{}': its type changed since the schema check (now {})",
+                        table.table.display,
+                        column.name,
+                        described.type_().name()
+                    )],
+                }));
+            }
+        }
+        // A statement prepared on this connection before a schema change fails with 0A000:
+        // say which table changed. These statements bind the identity, so PostgreSQL's
+        // messages are withheld unless their class never quotes input.
+        let db = |e: tokio_postgres::Error| match DbError::from_pg_bound(source_name, &e) {
+            DbError::Query { code, .. } if code == "0A000" => {
+                ExtractError::Plan(PlanError::SchemaDrift {
+                    source_name: source_name.to_owned(),
+                    problems: vec![format!(
+                        "table '{}': its definition changed since its query was prepared; \
+                         the schema is checked again on the next request",
+                        table.table.display
+                    )],
+                })
+            }
+            other => ExtractError::from(other),
+        };
+        let portal = txn.bind(&statement, &[&value]).await.map_err(db)?;
+        let columns = descriptors(table);
+        // A batch carries its column descriptors; a single row must fit beside them.
+        let row_limit = MAX_MESSAGE_BYTES
+            .saturating_sub(columns.iter().map(Message::encoded_len).sum::<usize>() + 1024);
+        let mut batch = Batcher::new(
+            &table.table.display,
+            &columns,
+            self.batch_size as usize,
+            self.max_batch_bytes,
+        );
+        let mut outcome = TableOutcome::default();
+        let mapped = &table.table;
+        let count = crate::store::postgres::prepare_cached(statements, txn, &table.count_sql)
+            .await
+            .map_err(db)?;
+        // A portal fetch is a round trip in which PostgreSQL stops and waits, so fetches grow
+        // from one batch's rows, doubling up to FETCH_ROWS. The first is small because
+        // PostgreSQL flushes rows only every 8 KiB or at the end of a fetch: a slow query's
+        // first batch is not held back behind thousands of rows. Memory does not grow with
+        // the fetch: rows are taken off the socket one at a time, and batches are cut by rows
+        // and bytes as they fill.
+        let batch_rows = self.batch_size as i32;
+        let mut fetch_rows = batch_rows;
+        let mut counted = None;
+        loop {
+            // Rows are taken off the connection one at a time as they arrive, so memory is
+            // bounded by the batch's bytes, not by `batch_size` rows of unknown width: the
+            // connection stops reading the socket while a row waits to be taken.
+            let rows = match counted {
+                Some(_) => txn
+                    .query_portal_raw(&portal, fetch_rows)
+                    .await
+                    .map_err(db)?,
+                None => {
+                    // COUNT(*) in the same snapshot rides along with the first fetch. It goes
+                    // out first, so that its answer arrives before the portal's rows, which
+                    // wait on the connection until they are read.
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&value];
+                    let (count, rows) = tokio::join!(
+                        biased;
+                        txn.query_one(&count, &params),
+                        txn.query_portal_raw(&portal, fetch_rows)
+                    );
+                    let count = count.map_err(db)?.get::<_, i64>(0);
+                    counted = Some(count);
+                    if !self.params.dry_run {
+                        self.send(Event::TableStarted(pb::TableStarted {
+                            table: mapped.display.clone(),
+                            expected_rows: count.max(0) as u64,
+                        }))
+                        .await?;
+                    }
+                    rows.map_err(db)?
+                }
+            };
+            let mut rows = std::pin::pin!(rows);
+            let mut fetched = 0;
+            while let Some(row) = rows.next().await {
+                let row = row.map_err(db)?;
+                fetched += 1;
+                let converted = self.convert_row(mapped, &row, &mut outcome)?;
+                drop(row);
+                // Decoding, coercion and JSON scans run without awaiting anything else; let
+                // other streams on this worker run now and then.
+                tokio::task::consume_budget().await;
+                let Some(values) = converted else {
+                    continue; // rejected
+                };
+                let row = pb::Row { values };
+                let size = row.encoded_len();
+                if size > row_limit {
+                    return Err(row_too_large(table, &row, size, row_limit));
+                }
+                outcome.streamed += 1;
+                if self.params.dry_run {
+                    continue;
+                }
+                if let Some(full) = batch.push(row, size) {
+                    self.send_batch(full).await?;
+                }
+            }
+            if fetched < fetch_rows {
+                break; // the portal is exhausted
+            }
+            fetch_rows = fetch_rows.saturating_mul(2).min(FETCH_ROWS.max(batch_rows));
+        }
+        if let Some(rest) = batch.finish() {
+            self.send_batch(rest).await?;
+        }
+        outcome.counted = counted.unwrap_or(-1);
+        Ok(outcome)
+    }
+
+    /// Converts one database row: decodes each cell, applies coercion rules and scans JSON.
+    /// Returns `None` when the row is rejected under the `reject_row` policy.
+    pub(super) fn convert_row(
+        &self,
+        table: &MappedTable,
+        row: &tokio_postgres::Row,
+        outcome: &mut TableOutcome,
+    ) -> Result<Option<Vec<pb::Value>>, ExtractError> {
+        let source_name = self.params.source.as_str();
+        let mut values = Vec::with_capacity(table.columns.len());
+        for (i, column) in table.columns.iter().enumerate() {
+            let cell: RawCell = row
+                .try_get(i)
+                .map_err(|e| ExtractError::from(DbError::from_pg(source_name, &e)))?;
+            let value = match (&column.coercion, cell.0) {
+                (Some(rule), Some(raw)) => match rule.apply(column.decoder, raw) {
+                    Ok(kind) => pb::Value { kind: Some(kind) },
+                    Err(e) => {
+                        let violation = pb::Violation {
+                            table: table.display.clone(),
+                            column: column.name.clone(),
+                            primary_key: primary_key_text(table, row),
+                            rule: e.rule.to_owned(),
+                            category: e.category.to_owned(),
+                            detail: String::new(),
+                        };
+                        match self.coercion_policy {
+                            CoercionPolicy::Fail => {
+                                return Err(ExtractError::Coercion(Box::new(violation)));
+                            }
+                            CoercionPolicy::RejectRow => {
+                                if !self.params.dry_run {
+                                    self.records.dead_letter(
+                                        &self.metrics,
+                                        crate::records::deadletter::DeadLetter {
+                                            category: "coercion".into(),
+                                            source: self.entry.source.clone(),
+                                            table: violation.table.clone(),
+                                            column: violation.column.clone(),
+                                            primary_key: violation.primary_key.clone(),
+                                            rule: violation.rule.clone(),
+                                            detail: format!(
+                                                "the row was left out (reject_row); category {}",
+                                                violation.category
+                                            ),
+                                            rpc: self.entry.rpc.clone(),
+                                            request_id: self.entry.request_id.clone(),
+                                            call_id: self.entry.call_id.clone(),
+                                            extraction_id: self.entry.extraction_id.clone(),
+                                            subject_id: self.entry.subject_id.clone(),
+                                            ..Default::default()
+                                        },
+                                    );
+                                }
+                                outcome.rejected += 1;
+                                *outcome
+                                    .rejected_by
+                                    .entry(violation.category.clone())
+                                    .or_default() += 1;
+                                outcome.record(violation);
+                                return Ok(None);
+                            }
+                        }
+                    }
+                },
+                (_, raw) => column
+                    .decoder
+                    .decode(raw)
+                    .map_err(|e| ExtractError::Decode {
+                        table: table.display.clone(),
+                        column: column.name.clone(),
+                        reason: e.to_string(),
+                    })?,
+            };
+            if column.scan_json
+                && let Some(pb::value::Kind::JsonValue(json)) = &value.kind
+            {
+                let root = format!("{}.{}", table.display, column.name);
+                let scan =
+                    crate::classify::scan_json(&self.matrix, &root, json, ScanLimits::default());
+                outcome.add_fields(i, scan.fields, scan.fields_truncated);
+                for v in scan.violations {
+                    outcome.json_violations += 1;
+                    outcome.record(pb::Violation {
+                        table: table.display.clone(),
+                        column: column.name.clone(),
+                        primary_key: primary_key_text(table, row),
+                        rule: "json_scan".to_owned(),
+                        category: v.category.to_owned(),
+                        detail: clip(&v.detail, MAX_DETAIL_CHARS),
+                    });
+                }
+            }
+            values.push(value);
+        }
+        Ok(Some(values))
+    }
+}
+
+/// The most rows asked of PostgreSQL per portal fetch, unless `batch_size` is larger.
+const FETCH_ROWS: i32 = 10_000;
+
+/// A row's primary key for a violation: `id=42`, `[classified]` when a key column holds
+/// personal data, or empty without a primary key. Never an identity or classified value.
+pub(super) fn primary_key_text(table: &MappedTable, row: &tokio_postgres::Row) -> String {
+    clip(&primary_key_full(table, row), MAX_PRIMARY_KEY_CHARS)
+}
+
+pub(super) fn primary_key_full(table: &MappedTable, row: &tokio_postgres::Row) -> String {
+    if table.primary_key.is_empty() {
+        return String::new();
+    }
+    if table.primary_key.iter().any(|i| table.columns[*i].is_pii()) {
+        return "[classified]".to_owned();
+    }
+    table
+        .primary_key
+        .iter()
+        .map(|i| {
+            let column = &table.columns[*i];
+            let text = row
+                .try_get::<_, RawCell>(*i)
+                .ok()
+                .and_then(|cell| column.decoder.decode(cell.0).ok())
+                .and_then(|v| v.kind)
+                .map(|k| match k {
+                    pb::value::Kind::Int64Value(n) => n.to_string(),
+                    pb::value::Kind::StringValue(s) | pb::value::Kind::DecimalValue(s) => s,
+                    pb::value::Kind::NullValue(_) => "NULL".to_owned(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            format!("{}={text}", column.name)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `text`, cut to at most `max` characters (with a trailing `…` when cut).
+pub(super) fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+pub(super) fn row_too_large(
+    table: &PlannedTable,
+    row: &pb::Row,
+    size: usize,
+    limit: usize,
+) -> ExtractError {
+    let (largest, _) = row
+        .values
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, v)| v.encoded_len())
+        .unwrap_or((0, &pb::Value::default()));
+    ExtractError::RowTooLarge {
+        table: table.table.display.clone(),
+        column: table
+            .table
+            .columns
+            .get(largest)
+            .map(|c| c.name.clone())
+            .unwrap_or_default(),
+        bytes: size,
+        limit,
+    }
+}
+
+/// The longest primary-key text and violation detail sent or recorded.
+pub const MAX_PRIMARY_KEY_CHARS: usize = 128;
+
+pub const MAX_DETAIL_CHARS: usize = 256;

@@ -1,0 +1,247 @@
+//! The engine: every RPC's database work, behind one guarded call.
+//!
+//! [`Engine`] holds the sources (pool, breaker, call slots, schema cache) and the stores that
+//! record calls. Each RPC's work lives in a room of its own: [`extract`] streams one subject
+//! from one snapshot, [`validate`] runs the schema gate and counts looser matches, and
+//! [`discover`] drafts a data map. Each passes through [`guard`]: the source's circuit
+//! breaker, then the caller's call slots, then a pooled connection, and the outcome settled
+//! with the breaker, written once.
+//!
+//! The engine does not know gRPC: the API layer maps [`ExtractError`] to a status.
+//! It may import the schema, store, values, classify, records, resilience, observability and
+//! subject rooms; nothing below it imports the engine.
+
+pub mod discover;
+mod error;
+pub mod extract;
+mod guard;
+mod validate;
+
+pub use error::ExtractError;
+use error::Recorder;
+pub use extract::{
+    ExtractParams, ExtractStream, MAX_DETAIL_CHARS, MAX_IDENTITY_BYTES, MAX_LABEL_BYTES,
+    MAX_MESSAGE_BYTES, MAX_PII_FIELDS_PER_COLUMN, MAX_PRIMARY_KEY_CHARS, MAX_REQUESTED_TABLES,
+    MAX_VIOLATIONS_PER_TABLE,
+};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::classify::Matrix;
+use crate::config::Config;
+use crate::observability::metrics::Metrics;
+use crate::records::Records;
+use crate::resilience::admission::SourceSlots;
+use crate::resilience::breaker::{Breaker, State};
+use crate::schema::cache::SchemaCache;
+use crate::schema::{DataMap, PlanError};
+use crate::store::postgres::SourcePool;
+
+/// Request limits from the server config.
+#[derive(Debug, Clone)]
+struct Limits {
+    default_batch_size: u32,
+    max_batch_size: u32,
+    max_batch_bytes: usize,
+    stream_buffer: usize,
+    stall_timeout: Duration,
+}
+
+/// One source: its pool and its data map, with the time the schema gate last passed.
+pub(crate) struct Source {
+    index: usize,
+    name: String,
+    breaker: Arc<Breaker>,
+    pool: SourcePool,
+    slots: SourceSlots,
+    schema: SchemaCache,
+}
+
+/// The engine, shared by every request.
+pub struct Engine {
+    records: Recorder,
+    config: Arc<Config>,
+    matrix: Arc<Matrix>,
+    metrics: Arc<Metrics>,
+    sources: HashMap<String, Arc<Source>>,
+    limits: Limits,
+    shutdown: CancellationToken,
+}
+
+impl Engine {
+    /// Builds the pools (which connect lazily). `shutdown` cancels running extractions.
+    pub fn new(
+        config: Arc<Config>,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+        records: Records,
+        status_name: fn(&ExtractError) -> &'static str,
+    ) -> Result<Engine, String> {
+        if config.subject_key().len() < 16 {
+            return Err("the subject key is missing or shorter than 16 bytes".into());
+        }
+        let mut sources = HashMap::new();
+        for (index, cfg) in config.sources.iter().enumerate() {
+            let source = Source {
+                index,
+                name: cfg.name.clone(),
+                breaker: Breaker::new(&cfg.name, cfg.circuit_breaker.settings()),
+                pool: SourcePool::new(cfg)?,
+                slots: SourceSlots::new(
+                    &cfg.name,
+                    cfg.max_connections as usize,
+                    cfg.caller_share() as usize,
+                    cfg.connect_timeout,
+                ),
+                schema: SchemaCache::default(),
+            };
+            sources.insert(cfg.name.clone(), Arc::new(source));
+        }
+        let server = &config.server;
+        let limits = Limits {
+            default_batch_size: server.default_batch_size,
+            max_batch_size: server.max_batch_size,
+            max_batch_bytes: server.max_batch_bytes,
+            stream_buffer: server.stream_buffer,
+            stall_timeout: server.send_stall_timeout,
+        };
+        Ok(Engine {
+            records: Recorder {
+                records,
+                status_name,
+            },
+            metrics,
+            matrix: config.matrix(),
+            config,
+            sources,
+            limits,
+            shutdown,
+        })
+    }
+
+    /// Copies each pool's state into the pool gauges (called when metrics are scraped).
+    pub fn update_pool_gauges(&self) {
+        for (name, source) in &self.sources {
+            let state = source.pool.state();
+            let labels = crate::observability::metrics::source_labels(name);
+            self.metrics
+                .pool_connections
+                .get_or_create(&labels)
+                .set(i64::from(state.connections));
+            self.metrics
+                .pool_max
+                .get_or_create(&labels)
+                .set(i64::from(self.config.sources[source.index].max_connections));
+            self.metrics
+                .pool_idle
+                .get_or_create(&labels)
+                .set(i64::from(state.idle_connections));
+            self.metrics
+                .pool_waiting
+                .get_or_create(&labels)
+                .set(state.statistics.pending_gets() as i64);
+            self.metrics
+                .slots_waiting
+                .get_or_create(&labels)
+                .set(source.slots.waiting());
+        }
+    }
+
+    /// Each source's circuit breaker state, and its changes.
+    pub fn breaker_states(&self) -> Vec<(String, tokio::sync::watch::Receiver<State>)> {
+        self.sources
+            .values()
+            .map(|s| (s.name.clone(), s.breaker.watch()))
+            .collect()
+    }
+
+    /// The metrics the engine records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where calls are recorded: the audit log and the dead-letter queue.
+    pub fn records(&self) -> &Records {
+        &self.records.records
+    }
+
+    /// The named source. Names are echoed in errors, so an overlong one is refused unread.
+    fn source(&self, name: &str) -> Result<&Arc<Source>, ExtractError> {
+        if name.len() > MAX_LABEL_BYTES {
+            return Err(ExtractError::InvalidArgument(format!(
+                "source: at most {MAX_LABEL_BYTES} bytes"
+            )));
+        }
+        self.sources
+            .get(name)
+            .ok_or_else(|| ExtractError::UnknownSource(name.to_owned()))
+    }
+
+    /// The source's data map. The schema gate runs on first use, again once the last pass is
+    /// older than the source's `schema_refresh`, and after any error that suggests the catalog
+    /// changed. A failed gate is not cached: the next request checks again.
+    async fn data_map(
+        &self,
+        source: &Source,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<DataMap>, ExtractError> {
+        let cfg = &self.config.sources[source.index];
+        source
+            .schema
+            .get_or_load(cfg.schema_refresh, || async {
+                let conn = source.pool.checkout(deadline).await?;
+                DataMap::load(cfg, &self.matrix, &conn.client)
+                    .await
+                    .map_err(|error| {
+                        if matches!(error, PlanError::SchemaDrift { .. }) {
+                            self.metrics
+                                .gate_rejections
+                                .get_or_create(&crate::observability::metrics::source_labels(
+                                    &cfg.name,
+                                ))
+                                .inc();
+                        }
+                        ExtractError::from(error)
+                    })
+            })
+            .await
+    }
+
+    /// The data map, with transient failures of the schema gate retried inside the deadline.
+    async fn data_map_retrying(
+        &self,
+        source: &Source,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<DataMap>, ExtractError> {
+        let mut delays = self.config.sources[source.index].retry.policy().delays();
+        loop {
+            let result = self.data_map(source, deadline).await;
+            match &result {
+                Err(error) if error.is_retryable() => match delays.next_before(deadline) {
+                    Some(delay) => {
+                        tracing::warn!(source = %source.name, delay_ms = delay.as_millis() as u64,
+                            %error, "transient failure of the schema gate: trying again");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return result,
+                },
+                _ => return result,
+            }
+        }
+    }
+
+    /// Forgets a source's data map, so that the next request reads the catalog again.
+    async fn forget_map(source: &Source) {
+        source.schema.forget().await;
+    }
+}

@@ -1,0 +1,107 @@
+//! Validate's database work: the schema gate run now, table by table, and, for a subject no
+//! table holds, how many rows a looser match of the identity columns would find
+//! (case-insensitive, and trimmed): counts only, from one read-only snapshot, never a value.
+//! A dry run for a subject is an extraction that sends no rows (see [`super::extract`]).
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
+
+use super::{Engine, ExtractError};
+use crate::pb;
+use crate::schema::{Looser, SchemaReport};
+use crate::store::postgres::DbError;
+
+/// The longest a looser count may run when the call has no deadline: these matches may not
+/// have an index, so they can scan whole tables.
+const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Engine {
+    /// Runs the schema gate for `source` now, table by table (Validate without a subject).
+    pub async fn schema_report(
+        &self,
+        source: &str,
+        caller: &str,
+        deadline: Option<Instant>,
+    ) -> Result<SchemaReport, ExtractError> {
+        let source = self.source(source)?;
+        let cfg = &self.config.sources[source.index];
+        // The connection goes back (when the guarded call ends) before the map's lock is
+        // taken: `data_map` takes the lock and then a connection, and the opposite order could
+        // wait on it until a timeout.
+        let report = self
+            .guarded(source, caller, deadline, |conn| async move {
+                Ok(crate::schema::check_schema(cfg, &self.matrix, &conn.client).await?)
+            })
+            .await?;
+        source.schema.store(report.map.clone()).await;
+        Ok(report)
+    }
+
+    /// Counts, table by table, what each looser match of `kind` finds for `value` (as the
+    /// kind's normalisation makes it) in the tables of the kind's plan.
+    pub async fn looser_counts(
+        &self,
+        source_name: &str,
+        caller: &str,
+        kind: &str,
+        value: &SecretString,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<pb::LooserMatch>, ExtractError> {
+        let source = self.source(source_name)?;
+        let cfg = &self.config.sources[source.index];
+        let value = cfg
+            .normalizer(kind)
+            .apply(value.expose_secret())
+            .map_err(|e| ExtractError::InvalidArgument(format!("subject.value: {e}")))?;
+        let map = self.data_map(source, deadline).await?;
+        let plan = map.plan(kind, &[])?;
+        let plans: Vec<_> = Looser::ALL
+            .iter()
+            .map(|looser| (*looser, map.looser_plan(&plan, *looser)))
+            .collect();
+        let db =
+            |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg_bound(source_name, &e));
+        self.guarded(source, caller, deadline, |mut conn| async move {
+            let (client, _) = conn.parts();
+            let txn = crate::store::postgres::read_only_snapshot(client)
+                .await
+                .map_err(db)?;
+            let timeout = deadline
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(DEFAULT_TIMEOUT)
+                .min(DEFAULT_TIMEOUT)
+                .as_millis()
+                .max(1)
+                .to_string();
+            txn.query(
+                "SELECT set_config('statement_timeout', $1, true)",
+                &[&timeout],
+            )
+            .await
+            .map_err(db)?;
+            let mut matches = Vec::new();
+            for (looser, plan) in &plans {
+                let mut found = pb::LooserMatch {
+                    r#match: looser.name().to_owned(),
+                    ..Default::default()
+                };
+                for table in &plan.tables {
+                    let n: i64 = txn
+                        .query_one(&table.count_sql, &[&value])
+                        .await
+                        .map_err(db)?
+                        .get(0);
+                    found.row_count += n.max(0) as u64;
+                    found.tables.push(pb::TableRowCount {
+                        table: table.table.display.clone(),
+                        row_count: n.max(0) as u64,
+                    });
+                }
+                matches.push(found);
+            }
+            txn.commit().await.map_err(db)?;
+            Ok(matches)
+        })
+        .await
+    }
+}

@@ -1,0 +1,221 @@
+//! Append-only records with group commit: records from many calls are written by one thread,
+//! made durable together, and each caller hears when its record is durable.
+//!
+//! What a record says is up to a [`Lines`] implementation, which runs on the writer thread in
+//! append order (the audit log chains each record to the one before). Where it goes is up to
+//! a [`Sink`]: a JSON-lines file fsynced per batch ([`FileSink`], the embedded default), or a
+//! table of a PostgreSQL control database committed per batch ([`crate::records::control`], for
+//! several replicas). A batch that fails is undone in both, and every caller of that batch
+//! hears the error.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+
+use tokio::sync::{mpsc, oneshot};
+
+/// The most records made durable together.
+const MAX_BATCH: usize = 256;
+
+/// A record ready to be written: its line (JSON, without a newline) and, for a chain, its
+/// sequence number and hash.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub text: String,
+    pub chain: Option<(u64, String)>,
+}
+
+/// What a store makes of its items, on the writer thread.
+pub trait Lines: Send + 'static {
+    type Item: Send + 'static;
+    /// The record for `item`, and what its caller hears once it is durable. Called in append
+    /// order; a failed batch is undone with [`Lines::rollback`].
+    fn line(&mut self, item: Self::Item) -> (Line, String);
+    /// The batch is durable.
+    fn commit(&mut self);
+    /// The batch failed: return to the last committed state.
+    fn rollback(&mut self);
+}
+
+/// Where records go. `write` makes a batch durable, in order, or leaves none of it behind.
+pub trait Sink: Send + 'static {
+    fn write(&mut self, batch: &[Line]) -> std::io::Result<()>;
+    /// What logs and errors call this store.
+    fn name(&self) -> String;
+}
+
+type Ack = oneshot::Sender<Result<String, String>>;
+
+/// A handle to the writer; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Appender<T: Send + 'static> {
+    tx: mpsc::UnboundedSender<(T, Option<Ack>)>,
+    name: String,
+}
+
+impl<T: Send + 'static> Appender<T> {
+    /// Starts the writer thread over `sink`.
+    pub fn start<L: Lines<Item = T>, S: Sink>(sink: S, lines: L) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let name = sink.name();
+        std::thread::Builder::new()
+            .name("dsr-appender".into())
+            .spawn(move || write_loop(sink, lines, rx))?;
+        Ok(Appender { tx, name })
+    }
+
+    /// Appends `item` and waits until it is durable. Returns what the store's [`Lines`] said
+    /// of it (the audit log: the record's sequence number and hash).
+    pub async fn append(&self, item: T) -> Result<String, String> {
+        let (ack, heard) = oneshot::channel();
+        let stopped = || format!("{}: the writer has stopped", self.name);
+        self.tx.send((item, Some(ack))).map_err(|_| stopped())?;
+        heard.await.map_err(|_| stopped())?
+    }
+
+    /// Appends `item` without waiting (for callers that cannot wait, such as an interceptor).
+    pub fn append_nowait(&self, item: T) {
+        let _ = self.tx.send((item, None));
+    }
+
+    /// What logs and errors call this store.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn write_loop<L: Lines, S: Sink>(
+    mut sink: S,
+    mut lines: L,
+    mut rx: mpsc::UnboundedReceiver<(L::Item, Option<Ack>)>,
+) {
+    let name = sink.name();
+    while let Some(first) = rx.blocking_recv() {
+        let mut items = vec![first];
+        while items.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => items.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut batch = Vec::with_capacity(items.len());
+        let mut acks = Vec::with_capacity(items.len());
+        for (item, ack) in items {
+            let (line, said) = lines.line(item);
+            batch.push(line);
+            acks.push((ack, said));
+        }
+        match sink.write(&batch) {
+            Ok(()) => {
+                lines.commit();
+                for (ack, said) in acks {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Ok(said));
+                    }
+                }
+            }
+            Err(e) => {
+                lines.rollback();
+                tracing::error!(store = %name, error = %e, records = acks.len(),
+                    "cannot write to the store; the records of this batch were not kept");
+                for (ack, _) in acks {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Err(format!("{name}: {e}")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A JSON-lines file, fsynced per batch; for a chain, a head file beside it holds the last
+/// durable record's number and hash.
+pub struct FileSink {
+    file: File,
+    path: PathBuf,
+    durable: u64,
+    head: Option<PathBuf>,
+}
+
+impl FileSink {
+    /// Opens `path` for appending after its first `len` bytes (anything past them, such as a
+    /// line torn by a crash, is cut off). With `head`, each batch also replaces that file.
+    pub fn open(path: &Path, len: u64, head: Option<PathBuf>) -> std::io::Result<FileSink> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        file.set_len(len)?;
+        file.sync_all()?;
+        Ok(FileSink {
+            file,
+            path: path.to_owned(),
+            durable: len,
+            head,
+        })
+    }
+
+    /// The length of the complete lines of a file (0 when it does not exist).
+    pub fn complete_len(path: &Path) -> std::io::Result<u64> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(bytes
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map(|i| i as u64 + 1)
+                .unwrap_or(0)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, batch: &[Line]) -> std::io::Result<()> {
+        let mut text = String::new();
+        for line in batch {
+            text.push_str(&line.text);
+            text.push('\n');
+        }
+        let written = self
+            .file
+            .seek(std::io::SeekFrom::Start(self.durable))
+            .and_then(|_| self.file.write_all(text.as_bytes()))
+            .and_then(|_| self.file.sync_data())
+            .and_then(
+                |_| match (&self.head, batch.last().and_then(|l| l.chain.as_ref())) {
+                    (Some(head), Some((seq, hash))) => write_head(head, *seq, hash),
+                    _ => Ok(()),
+                },
+            );
+        match written {
+            Ok(()) => {
+                self.durable += text.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.file.set_len(self.durable);
+                Err(e)
+            }
+        }
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// Replaces a head file atomically: a new file, fsynced, renamed over the old one.
+fn write_head(path: &Path, seq: u64, hash: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = File::create(&tmp)?;
+    file.write_all(
+        serde_json::json!({ "seq": seq, "hash": hash })
+            .to_string()
+            .as_bytes(),
+    )?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

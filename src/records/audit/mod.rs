@@ -1,0 +1,432 @@
+//! The audit log: one record per call, appended to a file, hash-chained with a keyed hash,
+//! and durable (fsynced) before the call's answer leaves.
+//!
+//! Each record holds who called what (time, replica, caller, RPC, source, the subject's keyed
+//! hash, request and extraction ids) and how it ended (outcome, gRPC status, error kind,
+//! snapshot time, tables and verified counts, the SHA-256 of the manifest's encoding). It
+//! never holds an identity or extracted value.
+//!
+//! The chain: every record carries the hash of the one before (`prev`) and its own `hash`,
+//! HMAC-SHA256 under the audit key over the record's canonical JSON without `hash`. Someone
+//! who can write the file but lacks the key cannot rebuild the chain after an edit. A head
+//! file beside the log (`<log>.head`) holds the sequence number and hash of the last durable
+//! record, so that records cut from the end are noticed too. [`verify`] checks all of it.
+
+mod verify;
+
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::records::appender::{Appender, FileSink, Line, Lines};
+use crate::records::control::{Control, ControlSink, Table};
+
+pub use verify::{VerifyError, VerifyReport, verify, verify_control};
+
+/// What one call contributes to its record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// `Extract` or `Validate`.
+    pub rpc: String,
+    pub caller: String,
+    pub source: String,
+    /// The subject's keyed hash, when the call named a subject.
+    pub subject_id: String,
+    pub request_id: String,
+    /// The call's `x-request-id`.
+    pub call_id: String,
+    pub extraction_id: String,
+    pub dry_run: bool,
+    /// `ok`, `failed` or `refused`.
+    pub outcome: String,
+    /// The gRPC status code name (`OK`, `UNAVAILABLE`, ...).
+    pub status: String,
+    /// What ended the call, as a stable name (`count_mismatch`, `circuit_open`, ...).
+    pub error: String,
+    /// When the extraction's snapshot was taken (RFC 3339).
+    pub snapshot_at: String,
+    pub tables: Vec<TableEntry>,
+    pub row_count: u64,
+    /// SHA-256 (hex) of the manifest's protobuf encoding, as sent.
+    pub manifest_sha256: String,
+}
+
+/// One table of an extraction and its verified count.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TableEntry {
+    pub table: String,
+    pub rows: u64,
+    pub verified: bool,
+}
+
+/// A record as written: the entry, its place in the chain, and the chain's keyed hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Body {
+    pub seq: u64,
+    pub time: String,
+    pub replica: String,
+    #[serde(flatten)]
+    pub entry: Entry,
+    pub prev: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Record {
+    #[serde(flatten)]
+    pub body: Body,
+    pub hash: String,
+}
+
+/// The head file: the last durable record's sequence number and hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// Why the audit log cannot be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("the audit log cannot be written ({0}); the call's answer was withheld")]
+    Write(String),
+}
+
+/// The keyed hash of a record body: HMAC-SHA256 under the audit key, hex.
+pub(crate) fn chain_hash(key: &[u8], body: &Body) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(
+        serde_json::to_string(body)
+            .expect("a record serializes")
+            .as_bytes(),
+    );
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The head file of a log.
+pub fn head_path(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".head");
+    PathBuf::from(name)
+}
+
+/// Assigns each record its place in the chain, on the writer thread.
+struct Chain {
+    key: Vec<u8>,
+    replica: String,
+    last: Head,
+    committed: Head,
+}
+
+impl Lines for Chain {
+    type Item = Entry;
+
+    fn line(&mut self, entry: Entry) -> (Line, String) {
+        let body = Body {
+            seq: self.last.seq + 1,
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            replica: self.replica.clone(),
+            entry,
+            prev: self.last.hash.clone(),
+        };
+        let hash = chain_hash(&self.key, &body);
+        self.last = Head {
+            seq: body.seq,
+            hash: hash.clone(),
+        };
+        let text = serde_json::to_string(&Record { body, hash }).expect("a record serializes");
+        let said = format!("{}:{}", self.last.seq, self.last.hash);
+        (
+            Line {
+                text,
+                chain: Some((self.last.seq, self.last.hash.clone())),
+            },
+            said,
+        )
+    }
+
+    fn commit(&mut self) {
+        self.committed = self.last.clone();
+    }
+
+    fn rollback(&mut self) {
+        self.last = self.committed.clone();
+    }
+}
+
+/// The chain's last durable record, from the last line of a log and its head: the line must
+/// verify under the key, and the head must not be ahead of it.
+fn chain_end(last_line: Option<&[u8]>, head: Option<Head>, key: &[u8]) -> Result<Head, String> {
+    let last = match last_line {
+        None => Head {
+            seq: 0,
+            hash: String::new(),
+        },
+        Some(line) => {
+            let record: Record = serde_json::from_slice(line)
+                .map_err(|e| format!("the last record is not valid: {e}"))?;
+            if chain_hash(key, &record.body) != record.hash {
+                return Err(
+                    "the last record does not verify under the configured key: the key \
+                     is not this log's, or the record was edited"
+                        .into(),
+                );
+            }
+            Head {
+                seq: record.body.seq,
+                hash: record.hash,
+            }
+        }
+    };
+    if let Some(written) = head
+        && written.seq > last.seq
+    {
+        return Err(format!(
+            "the head says record {} is durable but the log ends at record {}: records were \
+             cut from the end",
+            written.seq, last.seq
+        ));
+    }
+    Ok(last)
+}
+
+/// The audit log of this process; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    appender: Appender<Entry>,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log file. A line torn by a crash at the end is cut off; a log
+    /// that ends before its head file says, or whose last record does not verify under
+    /// `key`, is refused: someone cut or edited it, or the key is not the log's.
+    pub fn open(path: &Path, key: &[u8], replica: &str) -> Result<AuditLog, AuditError> {
+        let fail = |reason: String| AuditError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        let durable = FileSink::complete_len(path).map_err(|e| fail(e.to_string()))?;
+        let text = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        if (durable as usize) < text.len() {
+            tracing::warn!(log = %path.display(), bytes = text.len() - durable as usize,
+                "the audit log ends in a torn line (a crash mid-write); it is cut off");
+        }
+        let last_line = text[..durable as usize]
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty());
+        let head_file = head_path(path);
+        let head = match std::fs::read_to_string(&head_file) {
+            Ok(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| fail(format!("{}: not a valid head: {e}", head_file.display())))?,
+            ),
+            Err(_) => None,
+        };
+        let last = chain_end(last_line, head, key).map_err(fail)?;
+        let chain = Chain {
+            key: key.to_vec(),
+            replica: replica.to_owned(),
+            committed: last.clone(),
+            last,
+        };
+        let sink =
+            FileSink::open(path, durable, Some(head_file)).map_err(|e| fail(e.to_string()))?;
+        let appender = Appender::start(sink, chain).map_err(|e| fail(e.to_string()))?;
+        Ok(AuditLog { appender })
+    }
+
+    /// Opens this replica's chain in the control database (its tables are created if
+    /// missing), with the same checks as a file: the last record must verify, and the head
+    /// must not be ahead of it.
+    pub async fn open_control(
+        control: &Control,
+        key: &[u8],
+        replica: &str,
+    ) -> Result<AuditLog, AuditError> {
+        let fail = |reason: String| AuditError::Open {
+            path: format!("control database, replica {replica}"),
+            reason,
+        };
+        let (control, key, replica) = (control.clone(), key.to_vec(), replica.to_owned());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The sink owns a runtime of its own, so it is built on a thread outside any runtime.
+        std::thread::spawn(move || {
+            let opened = (|| {
+                let sink = ControlSink::open(
+                    &control,
+                    Table::Audit {
+                        replica: replica.clone(),
+                    },
+                )?;
+                let (last_line, head) = sink.block_on(async |client| {
+                    crate::records::control::audit_end(client, &replica).await
+                })?;
+                let head = head.map(|(seq, hash)| Head { seq, hash });
+                let last = chain_end(last_line.as_deref().map(str::as_bytes), head, &key)?;
+                let chain = Chain {
+                    key,
+                    replica,
+                    committed: last.clone(),
+                    last,
+                };
+                Appender::start(sink, chain).map_err(|e| e.to_string())
+            })();
+            let _ = tx.send(opened);
+        });
+        let appender = rx
+            .await
+            .map_err(|_| fail("the store could not be opened".into()))?
+            .map_err(fail)?;
+        Ok(AuditLog { appender })
+    }
+
+    /// Appends a record and waits until it is durable. Returns `seq:hash` of the record.
+    pub async fn append(&self, entry: Entry) -> Result<String, AuditError> {
+        self.appender.append(entry).await.map_err(AuditError::Write)
+    }
+
+    /// Appends a record without waiting (refused calls, from the interceptor).
+    pub fn append_nowait(&self, entry: Entry) {
+        self.appender.append_nowait(entry);
+    }
+
+    /// What logs and errors call this log.
+    pub fn name(&self) -> &str {
+        self.appender.name()
+    }
+}
+
+/// The SHA-256 (hex) of a message's protobuf encoding. Map fields encode in key order, so
+/// the encoding of a manifest is canonical.
+pub fn message_sha256(message: &impl prost::Message) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(message.encode_to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"audit-key-0123456789abcdef";
+
+    fn entry(n: u64) -> Entry {
+        Entry {
+            rpc: "Extract".into(),
+            caller: "orchestrator".into(),
+            source: "shop".into(),
+            subject_id: format!("hmac-sha256:{n:064x}"),
+            outcome: "ok".into(),
+            status: "OK".into(),
+            row_count: n,
+            ..Entry::default()
+        }
+    }
+
+    async fn log_with(records: u64) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, KEY, "replica-a").unwrap();
+        for n in 1..=records {
+            let said = log.append(entry(n)).await.unwrap();
+            assert!(said.starts_with(&format!("{n}:")), "{said}");
+        }
+        (dir, path)
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn write_lines(path: &Path, lines: &[String]) {
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_log_verifies_and_reopening_continues_the_chain() {
+        let (_dir, path) = log_with(3).await;
+        assert_eq!(verify(&path, KEY).unwrap().records, 3);
+        let log = AuditLog::open(&path, KEY, "replica-a").unwrap();
+        assert!(log.append(entry(4)).await.unwrap().starts_with("4:"));
+        let report = verify(&path, KEY).unwrap();
+        assert_eq!(report.records, 4);
+        assert!(!report.torn_tail);
+    }
+
+    #[tokio::test]
+    async fn an_edited_byte_is_found_and_named() {
+        let (_dir, path) = log_with(3).await;
+        let mut all = lines(&path);
+        all[1] = all[1].replace("\"row_count\":2", "\"row_count\":9");
+        write_lines(&path, &all);
+        let error = verify(&path, KEY).unwrap_err();
+        assert_eq!((error.record, error.line), (2, 2), "{error}");
+        assert!(error.reason.contains("edited"), "{error}");
+
+        // Whitespace is a change too.
+        let (_dir, path) = log_with(2).await;
+        let mut all = lines(&path);
+        all[0] = all[0].replacen(':', ": ", 1);
+        write_lines(&path, &all);
+        assert_eq!(verify(&path, KEY).unwrap_err().record, 1);
+    }
+
+    #[tokio::test]
+    async fn deleted_reordered_and_cut_records_are_found() {
+        let (_dir, path) = log_with(4).await;
+        let all = lines(&path);
+        write_lines(&path, &[all[0].clone(), all[2].clone(), all[3].clone()]);
+        let error = verify(&path, KEY).unwrap_err();
+        assert_eq!(error.record, 2, "{error}");
+
+        write_lines(
+            &path,
+            &[
+                all[0].clone(),
+                all[2].clone(),
+                all[1].clone(),
+                all[3].clone(),
+            ],
+        );
+        assert_eq!(verify(&path, KEY).unwrap_err().record, 2);
+
+        write_lines(&path, &all[..3]);
+        let error = verify(&path, KEY).unwrap_err();
+        assert!(error.reason.contains("cut from the end"), "{error}");
+        // And the service refuses to append to it.
+        assert!(AuditLog::open(&path, KEY, "replica-a").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_leaves_a_verifiable_prefix_and_is_cut_on_reopen() {
+        let (_dir, path) = log_with(3).await;
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"seq\":4,\"time\":\"2026-");
+        std::fs::write(&path, text).unwrap();
+        let report = verify(&path, KEY).unwrap();
+        assert_eq!(report.records, 3);
+        assert!(report.torn_tail);
+        let log = AuditLog::open(&path, KEY, "replica-a").unwrap();
+        assert!(log.append(entry(4)).await.unwrap().starts_with("4:"));
+        let report = verify(&path, KEY).unwrap();
+        assert_eq!((report.records, report.torn_tail), (4, false));
+    }
+
+    #[tokio::test]
+    async fn another_key_does_not_verify() {
+        let (_dir, path) = log_with(2).await;
+        let error = verify(&path, b"another-key-0123456789").unwrap_err();
+        assert_eq!(error.record, 1);
+        assert!(AuditLog::open(&path, b"another-key-0123456789", "r").is_err());
+    }
+}

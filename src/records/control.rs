@@ -1,0 +1,242 @@
+//! The control database: a PostgreSQL database that several replicas share for their records:
+//! the audit log (one chain per replica, with its head) and the dead-letter queue. The
+//! service creates the tables it needs. Each batch of records is one transaction, so a batch
+//! is durable when it commits, or not there at all.
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::ControlConfig;
+use crate::records::appender::{Line, Sink};
+
+/// The tables, created when a store opens.
+const SCHEMA_SQL: &str = "
+CREATE TABLE IF NOT EXISTS dsr_audit (
+    replica text NOT NULL,
+    seq bigint NOT NULL,
+    line text NOT NULL,
+    PRIMARY KEY (replica, seq)
+);
+CREATE TABLE IF NOT EXISTS dsr_audit_head (
+    replica text PRIMARY KEY,
+    seq bigint NOT NULL,
+    hash text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dsr_dead_letters (
+    id bigserial PRIMARY KEY,
+    letter jsonb NOT NULL
+);";
+
+/// How to reach the control database.
+#[derive(Clone)]
+pub struct Control {
+    url: SecretString,
+    tls: MakeRustlsConnect,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Control { url: [REDACTED] }")
+    }
+}
+
+impl Control {
+    pub fn new(cfg: &ControlConfig) -> Result<Control, String> {
+        let url = cfg
+            .url
+            .clone()
+            .ok_or("server.control: the connection string was not resolved")?;
+        let tls = crate::store::postgres::tls::source_tls(cfg.ssl_mode, cfg.root_cert.as_deref())
+            .map_err(|e| format!("server.control: {e}"))?;
+        Ok(Control {
+            url,
+            tls: tls.connector,
+        })
+    }
+
+    /// From a connection string given directly (the command-line tools).
+    pub fn from_url(url: &str) -> Result<Control, String> {
+        let tls = crate::store::postgres::tls::source_tls(crate::config::SslMode::Prefer, None)?;
+        Ok(Control {
+            url: SecretString::from(url.to_owned()),
+            tls: tls.connector,
+        })
+    }
+
+    /// Connects, drives the connection on the current runtime, and creates the tables.
+    pub async fn connect(&self) -> Result<Client, String> {
+        let config: tokio_postgres::Config = self
+            .url
+            .expose_secret()
+            .parse()
+            .map_err(|e| format!("server.control: not a valid connection string: {e}"))?;
+        let (client, connection) = config.connect(self.tls.clone()).await.map_err(describe)?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client.batch_execute(SCHEMA_SQL).await.map_err(describe)?;
+        Ok(client)
+    }
+}
+
+/// Which table a [`ControlSink`] writes.
+#[derive(Debug, Clone)]
+pub enum Table {
+    /// The audit chain of one replica, with its head.
+    Audit {
+        replica: String,
+    },
+    DeadLetters,
+}
+
+/// A [`Sink`] into the control database, on a writer thread with a runtime of its own.
+pub struct ControlSink {
+    runtime: tokio::runtime::Runtime,
+    control: Control,
+    client: Client,
+    table: Table,
+}
+
+impl ControlSink {
+    /// Connects from the calling (writer) thread, which must not be inside a runtime.
+    pub fn open(control: &Control, table: Table) -> Result<ControlSink, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let client = runtime.block_on(control.connect())?;
+        Ok(ControlSink {
+            runtime,
+            control: control.clone(),
+            client,
+            table,
+        })
+    }
+
+    /// Runs a query of the store's own on its connection (reading the chain's last record).
+    pub fn block_on<T>(&self, work: impl AsyncFnOnce(&Client) -> T) -> T {
+        self.runtime.block_on(work(&self.client))
+    }
+}
+
+impl Sink for ControlSink {
+    fn write(&mut self, batch: &[Line]) -> std::io::Result<()> {
+        // A connection the database closed (a restart, a failover) is opened again; if that
+        // fails, this batch fails and the next one tries again.
+        if self.client.is_closed() {
+            self.client = self
+                .runtime
+                .block_on(self.control.connect())
+                .map_err(std::io::Error::other)?;
+        }
+        let client = &mut self.client;
+        let table = &self.table;
+        self.runtime
+            .block_on(async move {
+                let txn = client.transaction().await?;
+                let texts: Vec<&str> = batch.iter().map(|l| l.text.as_str()).collect();
+                match table {
+                    Table::Audit { replica } => {
+                        let seqs: Vec<i64> = batch
+                            .iter()
+                            .map(|l| l.chain.as_ref().map(|(s, _)| *s as i64).unwrap_or(0))
+                            .collect();
+                        txn.execute(
+                            "INSERT INTO dsr_audit (replica, seq, line) \
+                             SELECT $1, s, l FROM unnest($2::bigint[], $3::text[]) AS u(s, l)",
+                            &[replica, &seqs, &texts],
+                        )
+                        .await?;
+                        if let Some((seq, hash)) = batch.last().and_then(|l| l.chain.as_ref()) {
+                            txn.execute(
+                                "INSERT INTO dsr_audit_head (replica, seq, hash) VALUES ($1, $2, $3) \
+                                 ON CONFLICT (replica) DO UPDATE SET seq = $2, hash = $3",
+                                &[replica, &(*seq as i64), hash],
+                            )
+                            .await?;
+                        }
+                    }
+                    Table::DeadLetters => {
+                        txn.execute(
+                            "INSERT INTO dsr_dead_letters (letter) \
+                             SELECT l::jsonb FROM unnest($1::text[]) AS u(l)",
+                            &[&texts],
+                        )
+                        .await?;
+                    }
+                }
+                txn.commit().await
+            })
+            .map_err(|e| std::io::Error::other(crate::store::postgres::describe(&e)))
+    }
+
+    fn name(&self) -> String {
+        match &self.table {
+            Table::Audit { replica } => format!("control database (audit of {replica})"),
+            Table::DeadLetters => "control database (dead letters)".to_owned(),
+        }
+    }
+}
+
+/// A control-database error, as the tools and logs say it.
+fn describe(e: tokio_postgres::Error) -> String {
+    format!("control database: {}", crate::store::postgres::describe(&e))
+}
+
+/// The head of one replica's chain: the last durable record's number and hash.
+async fn audit_head(client: &Client, replica: &str) -> Result<Option<(u64, String)>, String> {
+    Ok(client
+        .query_opt(
+            "SELECT seq, hash FROM dsr_audit_head WHERE replica = $1",
+            &[&replica],
+        )
+        .await
+        .map_err(describe)?
+        .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, String>(1))))
+}
+
+/// The audit lines of one replica in order, and its head, from the control database.
+pub async fn audit_lines(
+    client: &Client,
+    replica: &str,
+) -> Result<(Vec<String>, Option<(u64, String)>), String> {
+    let lines = client
+        .query(
+            "SELECT line FROM dsr_audit WHERE replica = $1 ORDER BY seq",
+            &[&replica],
+        )
+        .await
+        .map_err(describe)?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    Ok((lines, audit_head(client, replica).await?))
+}
+
+/// The last audit line of one replica and its head: where its chain goes on.
+pub async fn audit_end(
+    client: &Client,
+    replica: &str,
+) -> Result<(Option<String>, Option<(u64, String)>), String> {
+    let last = client
+        .query_opt(
+            "SELECT line FROM dsr_audit WHERE replica = $1 ORDER BY seq DESC LIMIT 1",
+            &[&replica],
+        )
+        .await
+        .map_err(describe)?
+        .map(|r| r.get::<_, String>(0));
+    Ok((last, audit_head(client, replica).await?))
+}
+
+/// Every dead letter in the control database, oldest first, as JSON text.
+pub async fn dead_letter_lines(client: &Client) -> Result<Vec<String>, String> {
+    Ok(client
+        .query("SELECT letter::text FROM dsr_dead_letters ORDER BY id", &[])
+        .await
+        .map_err(describe)?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect())
+}

@@ -1,0 +1,109 @@
+//! Records, one concern: where calls are recorded and how the records are kept.
+//!
+//! - [`appender`]: append-only records with group commit, into a file or a database;
+//! - [`audit`]: the hash-chained audit log, one durable record per call, and its check;
+//! - [`deadletter`]: the dead-letter queue of rejected rows and failed calls;
+//! - [`control`]: the PostgreSQL control database that replicas share for their records.
+//!
+//! [`Records`] is what the engine holds: the audit log and the dead-letter queue together.
+//! This room knows nothing of the engine or of gRPC: a failed call arrives as a [`Failure`],
+//! already named. It may import config, observability and the store's PostgreSQL helpers.
+
+pub mod appender;
+pub mod audit;
+pub mod control;
+pub mod deadletter;
+
+use audit::{AuditError, AuditLog, Entry};
+use deadletter::{DeadLetter, DeadLetters};
+
+use crate::observability::metrics::Metrics;
+
+/// The stores a call is recorded in.
+#[derive(Clone)]
+pub struct Records {
+    pub log: Option<AuditLog>,
+    pub dead_letters: Option<DeadLetters>,
+}
+
+/// A failed call, as its records name it.
+pub struct Failure {
+    /// The gRPC status name the caller received.
+    pub status: &'static str,
+    /// The error's stable kind.
+    pub error: &'static str,
+    /// The error's message (no personal data by construction).
+    pub detail: String,
+    /// The dead-letter category, when the failure is the service's or the data's (not the
+    /// caller's).
+    pub dead_letter: Option<&'static str>,
+}
+
+impl Records {
+    /// Appends an audit record and waits until it is durable.
+    pub async fn record(&self, metrics: &Metrics, entry: Entry) -> Result<(), AuditError> {
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        match log.append(entry).await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                metrics.audit_failures.inc();
+                Err(error)
+            }
+        }
+    }
+
+    /// Records a call that failed: its audit record, and a dead letter when the failure is
+    /// the service's or the data's (not the caller's). A record that cannot be written is
+    /// logged and counted.
+    pub async fn failed(&self, metrics: &Metrics, entry: Entry, failure: Failure) {
+        if let Some(category) = failure.dead_letter
+            && !entry.dry_run
+        {
+            self.dead_letter(
+                metrics,
+                DeadLetter {
+                    category: category.into(),
+                    source: entry.source.clone(),
+                    rule: failure.error.into(),
+                    detail: clip(&failure.detail, 512),
+                    rpc: entry.rpc.clone(),
+                    request_id: entry.request_id.clone(),
+                    call_id: entry.call_id.clone(),
+                    extraction_id: entry.extraction_id.clone(),
+                    subject_id: entry.subject_id.clone(),
+                    ..Default::default()
+                },
+            );
+        }
+        let entry = Entry {
+            outcome: "failed".into(),
+            status: failure.status.into(),
+            error: failure.error.into(),
+            ..entry
+        };
+        if let Err(e) = self.record(metrics, entry).await {
+            tracing::error!(error = %e, "a failed call could not be recorded in the audit log");
+        }
+    }
+
+    /// Queues a dead letter without waiting, and counts it by category.
+    pub fn dead_letter(&self, metrics: &Metrics, letter: DeadLetter) {
+        metrics
+            .dead_letters
+            .get_or_create(&vec![("category".to_owned(), letter.category.clone())])
+            .inc();
+        if let Some(queue) = &self.dead_letters {
+            queue.append_nowait(letter);
+        }
+    }
+}
+
+/// `text`, cut to at most `max` characters.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
