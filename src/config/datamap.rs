@@ -242,7 +242,7 @@ pub(super) fn validate_column(
                 ));
             }
             for format in &rule.formats {
-                if let Err(e) = crate::values::coerce::check_date_format(format) {
+                if let Err(e) = crate::values::check_date_format(format) {
                     problems.push(format!("{at}.formats: '{format}': {e}"));
                 }
             }

@@ -40,6 +40,60 @@ pub struct Failure {
 }
 
 impl Records {
+    /// Opens the stores the server's config names (a file, or the control database that
+    /// replicas share), with errors that name the config key.
+    pub async fn open(server: &crate::config::ServerConfig) -> anyhow::Result<Records> {
+        let control = match &server.control {
+            Some(cfg) => Some(control::Control::new(cfg).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let audit_log = match &server.audit {
+            Some(audit) => {
+                let key = audit
+                    .key
+                    .as_ref()
+                    .map(|k| secrecy::ExposeSecret::expose_secret(k).clone())
+                    .unwrap_or_default();
+                let replica = audit.replica_name();
+                let log = match (audit.store, &audit.path, &control) {
+                    (crate::config::StoreKind::Control, _, Some(control)) => {
+                        audit::AuditLog::open_control(control, &key, &replica).await?
+                    }
+                    (_, Some(path), _) => audit::AuditLog::open(path, &key, &replica)?,
+                    _ => anyhow::bail!("server.audit: no store to open (check-config names why)"),
+                };
+                tracing::info!(log = %log.name(), %replica, "audit log open");
+                Some(log)
+            }
+            None => {
+                tracing::warn!(
+                    "no [server.audit] configured: calls are not recorded in an audit log"
+                );
+                None
+            }
+        };
+        let dead_letters = match &server.dead_letters {
+            Some(queue) => Some(match (queue.store, &queue.path, &control) {
+                (crate::config::StoreKind::Control, _, Some(control)) => {
+                    deadletter::DeadLetters::open_control(control)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("server.dead_letters: {e}"))?
+                }
+                (_, Some(path), _) => deadletter::DeadLetters::open(path).map_err(|e| {
+                    anyhow::anyhow!("server.dead_letters.path: {}: {e}", path.display())
+                })?,
+                _ => {
+                    anyhow::bail!("server.dead_letters: no store to open (check-config names why)")
+                }
+            }),
+            None => None,
+        };
+        Ok(Records {
+            log: audit_log,
+            dead_letters,
+        })
+    }
+
     /// Appends an audit record and waits until it is durable.
     pub async fn record(&self, metrics: &Metrics, entry: Entry) -> Result<(), AuditError> {
         let Some(log) = &self.log else {

@@ -557,7 +557,7 @@ async fn raw_subject(cluster: &TempCluster, email: &str) -> anyhow::Result<(u64,
                 let batch = txn.query_portal(&portal, 500).await?;
                 for row in &batch {
                     for i in 0..row.len() {
-                        let _cell: dsr_connector::values::coerce::RawCell = row.try_get(i)?;
+                        let _cell: dsr_connector::values::RawCell = row.try_get(i)?;
                     }
                 }
                 rows += batch.len() as u64;

@@ -253,11 +253,8 @@ fn date_mask(text: &str) -> u16 {
     for (i, format) in DATE_FORMATS.iter().enumerate() {
         let formats = [(*format).to_owned()];
         // A four-digit year must be plausible: "07-04-76" is not 7 April of the year 76.
-        let parsed = crate::values::coerce::parse_legacy_date(
-            text,
-            &formats,
-            crate::values::coerce::DEFAULT_CENTURY_PIVOT,
-        );
+        let parsed =
+            crate::values::parse_legacy_date(text, &formats, crate::values::DEFAULT_CENTURY_PIVOT);
         if parsed.is_some_and(|d| (1800..=2200).contains(&chrono::Datelike::year(&d))) {
             mask |= 1 << i;
         }

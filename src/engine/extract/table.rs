@@ -14,7 +14,7 @@ use crate::engine::error::ExtractError;
 use crate::pb::{self, extract_response::Event};
 use crate::schema::{MappedTable, PlanError, PlannedTable};
 use crate::store::postgres::DbError;
-use crate::values::coerce::RawCell;
+use crate::values::RawCell;
 
 impl Job {
     /// Streams one table through a portal: decodes, coerces and scans every row, cuts batches,

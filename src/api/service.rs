@@ -1,0 +1,314 @@
+//! The service adapter: one handler per RPC. A handler reads the request and what the
+//! policy layers learned (caller, deadline, request id, span), calls the engine, maps its
+//! errors through [`super::status::to_status`], and records the call's status. No SQL here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use tokio::time::Instant;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::{discover, layers, status, validate};
+use crate::engine::{Engine, ExtractParams};
+use crate::pb::dsr_connector_service_server::DsrConnectorService;
+use crate::pb::{
+    DiscoverRequest, DiscoverResponse, ExtractRequest, ExtractResponse, ValidateRequest,
+    ValidateResponse,
+};
+
+/// The service adapter.
+pub struct Service {
+    pub(super) engine: Arc<Engine>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DsrConnectorService for Service {
+    type ExtractStream = BoxStream<ExtractResponse>;
+    type ValidateStream = BoxStream<ValidateResponse>;
+    type DiscoverStream = BoxStream<DiscoverResponse>;
+
+    async fn extract(
+        &self,
+        request: Request<ExtractRequest>,
+    ) -> Result<Response<Self::ExtractStream>, Status> {
+        let context = CallContext::of(&request)?;
+        let request = request.into_inner();
+        let source = request.source.clone();
+        let engine = self.engine.clone();
+        // The engine records every call it answers; calls refused before it, or cut off by
+        // the deadline while it resolved the plan, are recorded here.
+        let mut engine_answered = false;
+        let result = async {
+            if request.source.is_empty() {
+                return Err(Status::invalid_argument("source: must not be empty"));
+            }
+            context.check_source(&request.source)?;
+            let subject = request
+                .subject
+                .ok_or_else(|| Status::invalid_argument("subject: required"))?;
+            let params = ExtractParams {
+                source: request.source,
+                kind: subject.kind,
+                value: SecretString::from(subject.value),
+                batch_size: request.batch_size,
+                request_id: request.request_id,
+                compliance_tag: request.compliance_tag,
+                tables: request.tables,
+                deadline: Some(context.deadline),
+                dry_run: false,
+                caller: context.caller.name.clone(),
+                call_id: context.request_id.clone(),
+                span: context.span.clone(),
+            };
+            // Resolving the plan may read the catalog; that too must end at the deadline, with
+            // DEADLINE_EXCEEDED rather than tonic's CANCELLED.
+            let stream = tokio::time::timeout_at(context.deadline, self.engine.extract(params))
+                .await
+                .map_err(|_| status::to_status(&crate::engine::ExtractError::DeadlineExceeded))?;
+            engine_answered = true;
+            let stream = stream.map_err(|e| status::to_status(&e))?;
+            let counted = source.clone();
+            // A stream dropped before its end (the client went away) is CANCELLED.
+            let mut ending = StatusOnDrop(Some(context.span.clone()));
+            let stream = stream.map(move |item| {
+                let item = item.map_err(|e| status::to_status(&e));
+                let code = match &item {
+                    Err(status) => Some(status.code()),
+                    Ok(ExtractResponse {
+                        event: Some(crate::pb::extract_response::Event::Manifest(_)),
+                    }) => Some(tonic::Code::Ok),
+                    Ok(_) => None,
+                };
+                if let Some(code) = code {
+                    engine.metrics().record_request("Extract", &counted, code);
+                    ending.record(code);
+                }
+                item
+            });
+            Ok(Box::pin(stream) as Self::ExtractStream)
+        }
+        .instrument(context.span.clone())
+        .await;
+        if let Err(status) = &result {
+            self.engine
+                .metrics()
+                .record_request("Extract", &source, status.code());
+            record_status(&context.span, status.code());
+            if !engine_answered {
+                self.record_call(&context, "Extract", &source, status.code())
+                    .await;
+            }
+        }
+        context.respond(result)
+    }
+
+    async fn validate(
+        &self,
+        request: Request<ValidateRequest>,
+    ) -> Result<Response<Self::ValidateStream>, Status> {
+        let context = CallContext::of(&request)?;
+        let request = request.into_inner();
+        let source = request.source.clone();
+        let result = async {
+            if !request.source.is_empty() {
+                context.check_source(&request.source)?;
+            }
+            // A dry run for a subject tells whether that person is in the source and how many
+            // rows each table holds: it needs the Extract scope, not only Validate.
+            if request.subject.is_some() && !context.caller.may_call("Extract") {
+                return Err(Status::permission_denied(format!(
+                    "caller '{}' may not run a dry run for a subject: that needs the Extract \
+                     scope as well as Validate",
+                    context.caller.name
+                )));
+            }
+            let messages = validate::run(
+                &self.engine,
+                request,
+                &context.caller.name,
+                Some(context.deadline),
+            )
+            .await?;
+            Ok(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok))) as Self::ValidateStream)
+        }
+        .instrument(context.span.clone())
+        .await;
+        self.finish_call(&context, "Validate", &source, result)
+            .await
+    }
+
+    async fn discover(
+        &self,
+        request: Request<DiscoverRequest>,
+    ) -> Result<Response<Self::DiscoverStream>, Status> {
+        let context = CallContext::of(&request)?;
+        let request = request.into_inner();
+        let source = request.source.clone();
+        let result = async {
+            if request.source.is_empty() {
+                return Err(Status::invalid_argument("source: must not be empty"));
+            }
+            context.check_source(&request.source)?;
+            let messages = discover::run(
+                &self.engine,
+                request,
+                &context.caller.name,
+                context.deadline,
+            )
+            .await?;
+            Ok(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok))) as Self::DiscoverStream)
+        }
+        .instrument(context.span.clone())
+        .await;
+        self.finish_call(&context, "Discover", &source, result)
+            .await
+    }
+}
+
+impl Service {
+    /// Ends a call answered in one piece (Validate, Discover): counts it, records its status
+    /// on the span and in the audit log, and echoes the request id.
+    async fn finish_call<T>(
+        &self,
+        context: &CallContext,
+        rpc: &str,
+        source: &str,
+        result: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let code = result
+            .as_ref()
+            .err()
+            .map(|s: &Status| s.code())
+            .unwrap_or(tonic::Code::Ok);
+        self.engine.metrics().record_request(rpc, source, code);
+        record_status(&context.span, code);
+        self.record_call(context, rpc, source, code).await;
+        context.respond(result)
+    }
+
+    /// Appends a call-level audit record (a Validate call, or a call refused before the
+    /// engine answered it), and waits until it is durable.
+    async fn record_call(&self, context: &CallContext, rpc: &str, source: &str, code: tonic::Code) {
+        let entry = crate::records::audit::Entry {
+            rpc: rpc.to_owned(),
+            caller: context.caller.name.clone(),
+            source: if source.len() <= crate::engine::MAX_LABEL_BYTES {
+                source.to_owned()
+            } else {
+                "[refused: too long]".to_owned()
+            },
+            call_id: context.request_id.clone(),
+            outcome: if code == tonic::Code::Ok {
+                "ok"
+            } else {
+                "failed"
+            }
+            .into(),
+            status: crate::observability::metrics::code_name(code).into(),
+            ..Default::default()
+        };
+        let records = self.engine.records();
+        if let Err(error) = records.record(self.engine.metrics(), entry).await {
+            tracing::error!(%error, "a call could not be recorded in the audit log");
+        }
+    }
+}
+
+/// Records a call's final gRPC status on its server span.
+fn record_status(span: &tracing::Span, code: tonic::Code) {
+    span.record("rpc.grpc.status_code", code as i64);
+}
+
+/// Records the stream's final status once; if the stream is dropped before it ended (the
+/// client went away), records CANCELLED.
+struct StatusOnDrop(Option<tracing::Span>);
+
+impl StatusOnDrop {
+    fn record(&mut self, code: tonic::Code) {
+        if let Some(span) = self.0.take() {
+            record_status(&span, code);
+        }
+    }
+}
+
+impl Drop for StatusOnDrop {
+    fn drop(&mut self) {
+        self.record(tonic::Code::Cancelled);
+    }
+}
+
+/// What the interceptor stack learned about a call.
+struct CallContext {
+    span: tracing::Span,
+    request_id: String,
+    deadline: Instant,
+    caller: layers::Caller,
+}
+
+impl CallContext {
+    fn of<T>(request: &Request<T>) -> Result<CallContext, Status> {
+        let missing = || Status::internal("the call did not pass the interceptor stack");
+        Ok(CallContext {
+            span: request
+                .extensions()
+                .get::<layers::ServerSpan>()
+                .map(|s| s.0.clone())
+                .unwrap_or_else(tracing::Span::none),
+            request_id: request
+                .extensions()
+                .get::<layers::RequestId>()
+                .ok_or_else(missing)?
+                .0
+                .clone(),
+            deadline: request
+                .extensions()
+                .get::<layers::Deadline>()
+                .ok_or_else(missing)?
+                .0,
+            caller: request
+                .extensions()
+                .get::<layers::Caller>()
+                .ok_or_else(missing)?
+                .clone(),
+        })
+    }
+
+    fn check_source(&self, source: &str) -> Result<(), Status> {
+        if self.caller.may_read(source) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "caller '{}' may not read source '{source}'",
+                self.caller.name
+            )))
+        }
+    }
+
+    /// Echoes the request id in the response metadata, or in the error's.
+    fn respond<T>(&self, result: Result<T, Status>) -> Result<Response<T>, Status> {
+        let id = self
+            .request_id
+            .parse::<tonic::metadata::MetadataValue<_>>()
+            .ok();
+        match result {
+            Ok(body) => {
+                let mut response = Response::new(body);
+                if let Some(id) = id {
+                    response.metadata_mut().insert("x-request-id", id);
+                }
+                Ok(response)
+            }
+            Err(mut status) => {
+                if let Some(id) = id {
+                    status.metadata_mut().insert("x-request-id", id);
+                }
+                Err(status)
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! PostgreSQL values to typed protobuf values.
+//!
+//! Each exported column gets a [`Decoder`] chosen once, from its catalog type, when the data
+//! map is loaded. Types with a compact binary form (booleans, integers, floats, bytea,
+//! timestamps, dates, json/jsonb) are decoded straight from PostgreSQL's binary wire format,
+//! without an intermediate value per cell. Types whose exact text form matters more than a
+//! binary decoding (numeric, uuid, inet, enums, intervals, ...) are cast to text in the query
+//! itself, and arrays become JSON with `to_jsonb`, so that nothing is rounded or lost.
+
+use prost_types::Timestamp;
+use tokio_postgres::types::{FromSql, Type};
+
+use crate::pb::{Value, ValueKind, value::Kind};
+
+/// How one column's values are read and converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Oid,
+    Float4,
+    Float8,
+    /// numeric, selected as `::text`, kept exact.
+    Decimal,
+    /// Any text type, or any other type selected as `::text`.
+    Text,
+    /// A type without a dedicated decoder, selected as `::text`.
+    AsText,
+    Bytea,
+    /// timestamp and timestamptz: microseconds since 2000-01-01 UTC.
+    Timestamp,
+    /// date: days since 2000-01-01.
+    Date,
+    Json,
+    /// jsonb, and arrays selected as `to_jsonb(..)`: a version byte, then JSON text.
+    Jsonb,
+    /// An array, selected as `to_jsonb(..)`.
+    Array,
+}
+
+/// Microseconds and days between the Unix epoch and PostgreSQL's epoch (2000-01-01).
+pub(super) const PG_EPOCH_UNIX_SECS: i64 = 946_684_800;
+pub(super) const PG_EPOCH_UNIX_DAYS: i64 = 10_957;
+
+/// A value could not be decoded. Names the problem, never the value.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode a {decoder:?} value: {reason}")]
+pub struct DecodeError {
+    pub decoder: Decoder,
+    pub reason: &'static str,
+}
+
+impl Decoder {
+    /// Chooses the decoder for a catalog type (`pg_type.typname`, `pg_type.typcategory`).
+    pub fn for_type(typname: &str, typcategory: &str) -> Decoder {
+        match typname {
+            "bool" => Decoder::Bool,
+            "int2" => Decoder::Int2,
+            "int4" => Decoder::Int4,
+            "int8" => Decoder::Int8,
+            "oid" => Decoder::Oid,
+            "float4" => Decoder::Float4,
+            "float8" => Decoder::Float8,
+            "numeric" => Decoder::Decimal,
+            "text" | "varchar" | "bpchar" | "name" => Decoder::Text,
+            "bytea" => Decoder::Bytea,
+            "timestamp" | "timestamptz" => Decoder::Timestamp,
+            "date" => Decoder::Date,
+            "json" => Decoder::Json,
+            "jsonb" => Decoder::Jsonb,
+            _ if typcategory == "A" => Decoder::Array,
+            _ => Decoder::AsText,
+        }
+    }
+
+    /// Whether a result column of type `ty` is what this decoder reads.
+    pub fn accepts(&self, ty: &Type) -> bool {
+        match self {
+            Decoder::Bool => *ty == Type::BOOL,
+            Decoder::Int2 => *ty == Type::INT2,
+            Decoder::Int4 => *ty == Type::INT4,
+            Decoder::Int8 => *ty == Type::INT8,
+            Decoder::Oid => *ty == Type::OID,
+            Decoder::Float4 => *ty == Type::FLOAT4,
+            Decoder::Float8 => *ty == Type::FLOAT8,
+            Decoder::Decimal | Decoder::AsText => *ty == Type::TEXT,
+            Decoder::Text => matches!(*ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME),
+            Decoder::Bytea => *ty == Type::BYTEA,
+            Decoder::Timestamp => matches!(*ty, Type::TIMESTAMP | Type::TIMESTAMPTZ),
+            Decoder::Date => *ty == Type::DATE,
+            Decoder::Json => *ty == Type::JSON,
+            Decoder::Jsonb | Decoder::Array => *ty == Type::JSONB,
+        }
+    }
+
+    /// The select-list expression for a column reference.
+    pub fn select_expr(&self, column: &str) -> String {
+        match self {
+            Decoder::Decimal | Decoder::AsText => format!("{column}::text"),
+            Decoder::Array => format!("to_jsonb({column})"),
+            _ => column.to_owned(),
+        }
+    }
+
+    /// The Value field this decoder fills.
+    pub fn kind(&self) -> ValueKind {
+        match self {
+            Decoder::Bool => ValueKind::Bool,
+            Decoder::Int2 | Decoder::Int4 | Decoder::Int8 | Decoder::Oid => ValueKind::Int64,
+            Decoder::Float4 | Decoder::Float8 => ValueKind::Double,
+            Decoder::Decimal => ValueKind::Decimal,
+            Decoder::Text | Decoder::AsText => ValueKind::String,
+            Decoder::Bytea => ValueKind::Bytes,
+            Decoder::Timestamp => ValueKind::Timestamp,
+            Decoder::Date => ValueKind::Date,
+            Decoder::Json | Decoder::Jsonb | Decoder::Array => ValueKind::Json,
+        }
+    }
+
+    /// Decodes one cell from its binary wire form (`None` is SQL NULL).
+    pub fn decode(&self, raw: Option<&[u8]>) -> Result<Value, DecodeError> {
+        let Some(raw) = raw else {
+            return Ok(Value {
+                kind: Some(Kind::NullValue(0)),
+            });
+        };
+        let kind = match self {
+            Decoder::Bool => Kind::BoolValue(*self.fixed::<1>(raw)?.first().unwrap_or(&0) != 0),
+            Decoder::Int2 => Kind::Int64Value(i16::from_be_bytes(self.fixed(raw)?).into()),
+            Decoder::Int4 => Kind::Int64Value(i32::from_be_bytes(self.fixed(raw)?).into()),
+            Decoder::Int8 => Kind::Int64Value(i64::from_be_bytes(self.fixed(raw)?)),
+            Decoder::Oid => Kind::Int64Value(u32::from_be_bytes(self.fixed(raw)?).into()),
+            Decoder::Float4 => Kind::DoubleValue(f32::from_be_bytes(self.fixed(raw)?).into()),
+            Decoder::Float8 => Kind::DoubleValue(f64::from_be_bytes(self.fixed(raw)?)),
+            Decoder::Decimal => Kind::DecimalValue(self.text(raw)?),
+            Decoder::Text | Decoder::AsText => Kind::StringValue(self.text(raw)?),
+            Decoder::Bytea => Kind::BytesValue(raw.to_vec()),
+            Decoder::Timestamp => match i64::from_be_bytes(self.fixed(raw)?) {
+                i64::MAX => Kind::StringValue("infinity".to_owned()),
+                i64::MIN => Kind::StringValue("-infinity".to_owned()),
+                micros => Kind::TimestampValue(Timestamp {
+                    seconds: micros.div_euclid(1_000_000) + PG_EPOCH_UNIX_SECS,
+                    nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+                }),
+            },
+            Decoder::Date => match i32::from_be_bytes(self.fixed(raw)?) {
+                i32::MAX => Kind::StringValue("infinity".to_owned()),
+                i32::MIN => Kind::StringValue("-infinity".to_owned()),
+                days => Kind::DateValue(format_date(i64::from(days) + PG_EPOCH_UNIX_DAYS)),
+            },
+            Decoder::Json => Kind::JsonValue(self.text(raw)?),
+            Decoder::Jsonb | Decoder::Array => match raw.split_first() {
+                Some((1, json)) => Kind::JsonValue(self.text(json)?),
+                _ => return Err(self.error("unsupported jsonb version")),
+            },
+        };
+        Ok(Value { kind: Some(kind) })
+    }
+
+    fn fixed<const N: usize>(&self, raw: &[u8]) -> Result<[u8; N], DecodeError> {
+        raw.try_into()
+            .map_err(|_| self.error("unexpected length of binary value"))
+    }
+
+    fn text(&self, raw: &[u8]) -> Result<String, DecodeError> {
+        String::from_utf8(raw.to_vec()).map_err(|_| self.error("text is not valid UTF-8"))
+    }
+
+    fn error(&self, reason: &'static str) -> DecodeError {
+        DecodeError {
+            decoder: *self,
+            reason,
+        }
+    }
+}
+
+/// Formats days since the Unix epoch as `YYYY-MM-DD` (proleptic Gregorian; years before 1
+/// and after 9999 keep their sign and digits, as ISO 8601 expanded years).
+fn format_date(unix_days: i64) -> String {
+    // Howard Hinnant's civil_from_days.
+    let z = unix_days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if (0..=9999).contains(&year) {
+        format!("{year:04}-{month:02}-{day:02}")
+    } else {
+        format!("{year:+05}-{month:02}-{day:02}")
+    }
+}
+
+/// A cell's raw binary bytes, whatever its type. Lets the engine decode without tokio-postgres
+/// building an intermediate value per cell.
+pub struct RawCell<'a>(pub Option<&'a [u8]>);
+
+impl<'a> FromSql<'a> for RawCell<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawCell(Some(raw)))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawCell(None))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(d: Decoder, raw: &[u8]) -> Kind {
+        d.decode(Some(raw)).unwrap().kind.unwrap()
+    }
+
+    #[test]
+    fn null_is_null_for_every_decoder() {
+        for d in [
+            Decoder::Bool,
+            Decoder::Text,
+            Decoder::Timestamp,
+            Decoder::Jsonb,
+        ] {
+            assert_eq!(d.decode(None).unwrap().kind, Some(Kind::NullValue(0)));
+        }
+    }
+
+    #[test]
+    fn integers_widen_to_int64() {
+        assert_eq!(
+            decode(Decoder::Int2, &(-3i16).to_be_bytes()),
+            Kind::Int64Value(-3)
+        );
+        assert_eq!(
+            decode(Decoder::Int4, &i32::MIN.to_be_bytes()),
+            Kind::Int64Value(i32::MIN.into())
+        );
+        assert_eq!(
+            decode(Decoder::Oid, &u32::MAX.to_be_bytes()),
+            Kind::Int64Value(4294967295)
+        );
+        assert!(Decoder::Int8.decode(Some(&[0, 1])).is_err());
+    }
+
+    #[test]
+    fn timestamps_count_from_the_postgres_epoch() {
+        assert_eq!(
+            decode(Decoder::Timestamp, &0i64.to_be_bytes()),
+            Kind::TimestampValue(Timestamp {
+                seconds: 946_684_800,
+                nanos: 0
+            })
+        );
+        // One microsecond before 2000-01-01 keeps nanos positive.
+        assert_eq!(
+            decode(Decoder::Timestamp, &(-1i64).to_be_bytes()),
+            Kind::TimestampValue(Timestamp {
+                seconds: 946_684_799,
+                nanos: 999_999_000
+            })
+        );
+        assert_eq!(
+            decode(Decoder::Timestamp, &i64::MAX.to_be_bytes()),
+            Kind::StringValue("infinity".into())
+        );
+    }
+
+    #[test]
+    fn dates_format_as_iso() {
+        assert_eq!(
+            decode(Decoder::Date, &0i32.to_be_bytes()),
+            Kind::DateValue("2000-01-01".into())
+        );
+        assert_eq!(
+            decode(Decoder::Date, &59i32.to_be_bytes()),
+            Kind::DateValue("2000-02-29".into())
+        );
+        assert_eq!(
+            decode(Decoder::Date, &(-10_957i32).to_be_bytes()),
+            Kind::DateValue("1970-01-01".into())
+        );
+        assert_eq!(format_date(-719_528), "0000-01-01");
+    }
+
+    #[test]
+    fn jsonb_strips_its_version_byte() {
+        assert_eq!(
+            decode(Decoder::Jsonb, b"\x01{\"a\":1}"),
+            Kind::JsonValue("{\"a\":1}".into())
+        );
+        assert!(Decoder::Jsonb.decode(Some(b"\x02{}")).is_err());
+    }
+
+    #[test]
+    fn unknown_types_are_cast_to_text_and_arrays_to_json() {
+        assert_eq!(Decoder::for_type("uuid", "U"), Decoder::AsText);
+        assert_eq!(Decoder::AsText.select_expr("t0.\"id\""), "t0.\"id\"::text");
+        assert_eq!(Decoder::for_type("_text", "A"), Decoder::Array);
+        assert_eq!(
+            Decoder::Array.select_expr("t0.\"tags\""),
+            "to_jsonb(t0.\"tags\")"
+        );
+        assert_eq!(Decoder::for_type("numeric", "N").kind(), ValueKind::Decimal);
+    }
+}
