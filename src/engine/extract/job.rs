@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::time::{Duration, SystemTime};
 
 use prost::Message;
@@ -20,27 +21,53 @@ use crate::observability::metrics::Metrics;
 use crate::pb::{self, ExtractResponse, extract_response::Event};
 use crate::schema::{Plan, pii_fields};
 
-/// One running extraction.
+/// One running extraction: what was asked, the plan, how it reads, what it sends, and what
+/// the call answers for.
 pub(super) struct Job {
     pub(super) params: ExtractParams,
-    pub(super) database: String,
+    pub(super) plan: Arc<Plan>,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) created: Instant,
-    pub(super) first_batch_sent: std::sync::atomic::AtomicBool,
+    pub(super) shutdown: CancellationToken,
+    pub(super) reading: Reading,
+    pub(super) outbox: Outbox,
+    pub(super) call: Call,
+}
+
+/// How the job reads its source, fixed when it starts.
+pub(super) struct Reading {
+    pub(super) database: String,
     pub(super) matrix: Arc<Matrix>,
     pub(super) coercion_policy: CoercionPolicy,
+    /// The schema gate's warnings, for the manifest.
     pub(super) warnings: Vec<String>,
-    pub(super) subject_id: String,
     /// How the identity value was normalised before it was bound and hashed ("trim, nfc,
     /// lowercase"), for the manifest.
     pub(super) normalization: String,
-    pub(super) plan: Arc<Plan>,
     pub(super) batch_size: u32,
     pub(super) max_batch_bytes: usize,
-    pub(super) tx: mpsc::Sender<ExtractResponse>,
-    pub(super) outcome: oneshot::Sender<ExtractError>,
+    /// How transient failures are retried.
+    pub(super) retry: crate::resilience::retry::RetryPolicy,
+    /// How long a send may wait for room in the channel before the stream counts as stalled.
     pub(super) stall_timeout: Duration,
-    pub(super) shutdown: CancellationToken,
+}
+
+/// What the job sends, and what has gone out. The flags are atomics because the job's body
+/// and its stop signal borrow the job at once, in one task.
+pub(super) struct Outbox {
+    pub(super) tx: mpsc::Sender<ExtractResponse>,
+    /// The error that ended the job, delivered after every buffered message.
+    pub(super) outcome: oneshot::Sender<ExtractError>,
+    pub(super) created: Instant,
+    pub(super) first_batch_sent: AtomicBool,
+    /// The `started` event went out (once, whatever the attempts).
+    pub(super) started_sent: AtomicBool,
+    /// A batch, a table's completion or the manifest went out: from then on a failure is
+    /// not retried, because the client has seen part of one snapshot.
+    pub(super) sent_data: AtomicBool,
+}
+
+/// What the call answers for: its breaker pass and slots, its records, its attempts.
+pub(super) struct Call {
     /// The call's pass through the source's breaker, settled when the producer ends, and its
     /// call slots, released then.
     pub(super) guard: Guard,
@@ -48,15 +75,10 @@ pub(super) struct Job {
     /// What the call's audit record holds before the extraction adds its own.
     pub(super) entry: crate::records::audit::Entry,
     /// The call's record was written (with its manifest).
-    pub(super) audited: std::sync::atomic::AtomicBool,
-    /// How transient failures are retried, and how many attempts were made.
-    pub(super) retry: crate::resilience::retry::RetryPolicy,
-    pub(super) attempts: std::sync::atomic::AtomicU32,
-    /// The `started` event went out (once, whatever the attempts).
-    pub(super) started_sent: std::sync::atomic::AtomicBool,
-    /// A batch, a table's completion or the manifest went out: from then on a failure is
-    /// not retried, because the client has seen part of one snapshot.
-    pub(super) sent_data: std::sync::atomic::AtomicBool,
+    pub(super) audited: AtomicBool,
+    /// How many attempts were made.
+    pub(super) attempts: AtomicU32,
+    pub(super) subject_id: String,
 }
 
 /// Counters of a finished extraction, for the log line.
@@ -68,10 +90,10 @@ pub(super) struct Progress {
 
 impl Job {
     pub(super) async fn run(mut self) {
-        let extraction_id = self.entry.extraction_id.clone();
+        let extraction_id = self.call.entry.extraction_id.clone();
         let started = Instant::now();
         let mut progress = Progress::default();
-        tracing::Span::current().record("dsr.subject_id", self.subject_id.as_str());
+        tracing::Span::current().record("dsr.subject_id", self.call.subject_id.as_str());
         tracing::info_span!(
             "compliance.extraction_start",
             dsr.extraction_id = %extraction_id,
@@ -85,15 +107,15 @@ impl Job {
         )
         .in_scope(|| {});
         let result = self.run_inner(&extraction_id, &mut progress).await;
-        self.guard.settle(result.as_ref().err());
+        self.call.guard.settle(result.as_ref().err());
         if let Err(error) = &result
-            && !self.audited.load(std::sync::atomic::Ordering::Relaxed)
+            && !self.call.audited.load(std::sync::atomic::Ordering::Relaxed)
         {
             let entry = crate::records::audit::Entry {
                 row_count: progress.rows,
-                ..self.entry.clone()
+                ..self.call.entry.clone()
             };
-            self.records.failed(&self.metrics, entry, error).await;
+            self.call.records.failed(&self.metrics, entry, error).await;
         }
         // The gRPC status is the adapter's to record on the server span; the engine names
         // what ended the extraction.
@@ -113,7 +135,7 @@ impl Job {
                 .get_or_create(&crate::observability::metrics::source_labels(
                     &self.params.source,
                 ))
-                .observe(self.created.elapsed().as_secs_f64());
+                .observe(self.outbox.created.elapsed().as_secs_f64());
         }
         if let Err(ExtractError::InvalidManifest(problems)) = &result {
             self.metrics
@@ -126,13 +148,13 @@ impl Job {
         let source = &self.params.source;
         match &result {
             Ok(()) => tracing::info!(
-                extraction_id, source, subject_id = %self.subject_id,
+                extraction_id, source, subject_id = %self.call.subject_id,
                 caller = %self.params.caller, call_id = %self.params.call_id,
                 request_id = %self.params.request_id, rows = progress.rows,
                 tables = progress.tables, elapsed_ms, "extraction finished"
             ),
             Err(error) => tracing::warn!(
-                extraction_id, source, subject_id = %self.subject_id,
+                extraction_id, source, subject_id = %self.call.subject_id,
                 caller = %self.params.caller, call_id = %self.params.call_id,
                 request_id = %self.params.request_id, rows = progress.rows,
                 tables = progress.tables, elapsed_ms, %error, "extraction failed"
@@ -140,10 +162,10 @@ impl Job {
         }
         if let Err(error) = result {
             if error_means_schema_changed(&error) {
-                Engine::forget_map(self.guard.source()).await;
+                Engine::forget_map(self.call.guard.source()).await;
             }
-            // Sent before `self.tx` drops, so the stream sees it when the channel closes.
-            let _ = self.outcome.send(error);
+            // Sent before `self.outbox.tx` drops, so the stream sees it when the channel closes.
+            let _ = self.outbox.outcome.send(error);
         }
     }
 
@@ -169,10 +191,11 @@ impl Job {
             "service_version".to_owned(),
             env!("CARGO_PKG_VERSION").to_owned(),
         );
-        metadata.insert("batch_size".to_owned(), self.batch_size.to_string());
+        metadata.insert("batch_size".to_owned(), self.reading.batch_size.to_string());
         metadata.insert(
             "attempts".to_owned(),
-            self.attempts
+            self.call
+                .attempts
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .to_string(),
         );
@@ -194,7 +217,7 @@ impl Job {
         );
         metadata.insert(
             "identity_normalization".to_owned(),
-            self.normalization.clone(),
+            self.reading.normalization.clone(),
         );
         for (category, n) in &found.rejected_by {
             metadata.insert(format!("rejected.{category}"), n.to_string());
@@ -206,8 +229,11 @@ impl Job {
         if !found.truncated.is_empty() {
             metadata.insert("pii_fields_truncated".to_owned(), found.truncated.join(","));
         }
-        if !self.warnings.is_empty() {
-            metadata.insert("schema_warnings".to_owned(), self.warnings.join("; "));
+        if !self.reading.warnings.is_empty() {
+            metadata.insert(
+                "schema_warnings".to_owned(),
+                self.reading.warnings.join("; "),
+            );
         }
         if self.params.dry_run {
             metadata.insert("dry_run".to_owned(), "true".to_owned());
@@ -216,7 +242,7 @@ impl Job {
             .into_iter()
             .chain(found.fields.iter().map(|(path, _)| path.clone()));
         pb::Manifest {
-            subject_id: self.subject_id.clone(),
+            subject_id: self.call.subject_id.clone(),
             pii_fields: manifest::normalize_pii_fields(fields),
             extraction_timestamp: Some(snapshot_at),
             row_count,
@@ -259,10 +285,11 @@ impl Job {
                 .collect(),
             row_count: manifest.row_count.max(0) as u64,
             manifest_sha256: crate::records::audit::message_sha256(manifest),
-            ..self.entry.clone()
+            ..self.call.entry.clone()
         };
-        self.records.record(&self.metrics, entry).await?;
-        self.audited
+        self.call.records.record(&self.metrics, entry).await?;
+        self.call
+            .audited
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
@@ -280,6 +307,7 @@ impl Job {
             .get_or_create(&labels)
             .inc_by(batch.encoded_len() as u64);
         if !self
+            .outbox
             .first_batch_sent
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
@@ -288,7 +316,7 @@ impl Job {
                 .get_or_create(&crate::observability::metrics::source_labels(
                     &self.params.source,
                 ))
-                .observe(self.created.elapsed().as_secs_f64());
+                .observe(self.outbox.created.elapsed().as_secs_f64());
         }
         self.send(Event::Batch(batch)).await
     }
@@ -303,6 +331,7 @@ impl Job {
         started: pb::ExtractionStarted,
     ) -> Result<(), ExtractError> {
         if self
+            .outbox
             .started_sent
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
@@ -323,7 +352,12 @@ impl Job {
             .into_iter()
             .map(|name| pb::CategoryDescription {
                 name: name.to_owned(),
-                description: self.matrix.describe(name).unwrap_or_default().to_owned(),
+                description: self
+                    .reading
+                    .matrix
+                    .describe(name)
+                    .unwrap_or_default()
+                    .to_owned(),
             })
             .collect()
     }
@@ -331,7 +365,9 @@ impl Job {
     /// Whether part of the snapshot's data (a batch, a table's completion, the manifest) has
     /// left for the client.
     pub(super) fn sent_data(&self) -> bool {
-        self.sent_data.load(std::sync::atomic::Ordering::Relaxed)
+        self.outbox
+            .sent_data
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(super) async fn send(&self, event: Event) -> Result<(), ExtractError> {
@@ -354,16 +390,17 @@ impl Job {
                 });
             }
         }
-        match tokio::time::timeout(self.stall_timeout, self.tx.send(message)).await {
+        match tokio::time::timeout(self.reading.stall_timeout, self.outbox.tx.send(message)).await {
             Ok(Ok(())) => {
                 if data {
-                    self.sent_data
+                    self.outbox
+                        .sent_data
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 Ok(())
             }
             Ok(Err(_)) => Err(ExtractError::ClientGone),
-            Err(_) => Err(ExtractError::Stalled(self.stall_timeout)),
+            Err(_) => Err(ExtractError::Stalled(self.reading.stall_timeout)),
         }
     }
 }

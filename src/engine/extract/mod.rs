@@ -36,6 +36,7 @@ pub use outcome::{MAX_PII_FIELDS_PER_COLUMN, MAX_VIOLATIONS_PER_TABLE};
 pub use table::{MAX_DETAIL_CHARS, MAX_PRIMARY_KEY_CHARS};
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::task::{Context, Poll};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -218,39 +219,46 @@ impl Engine {
         let (tx, rx) = mpsc::channel(self.limits.stream_buffer);
         let (outcome_tx, outcome) = oneshot::channel();
         let cfg = &self.config.sources[source.index];
+        let subject_id = subject_id(
+            self.config.subject_key(),
+            &params.kind,
+            params.value.expose_secret(),
+        );
         let job = Job {
-            database: cfg.database.clone(),
-            metrics: self.metrics.clone(),
-            created: Instant::now(),
-            first_batch_sent: std::sync::atomic::AtomicBool::new(false),
-            outcome: outcome_tx,
-            matrix: self.matrix.clone(),
-            coercion_policy: cfg.on_coercion_error,
-            warnings: map.warnings.clone(),
-            normalization: normalizer.describe(),
-            subject_id: subject_id(
-                self.config.subject_key(),
-                &params.kind,
-                params.value.expose_secret(),
-            ),
             params,
             plan,
-            batch_size,
-            max_batch_bytes: self.limits.max_batch_bytes,
-            tx,
-            stall_timeout: self.limits.stall_timeout,
+            metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
-            guard,
-            records: self.records.clone(),
-            entry: crate::records::audit::Entry {
-                extraction_id: uuid::Uuid::new_v4().to_string(),
-                ..entry
+            reading: job::Reading {
+                database: cfg.database.clone(),
+                matrix: self.matrix.clone(),
+                coercion_policy: cfg.on_coercion_error,
+                warnings: map.warnings.clone(),
+                normalization: normalizer.describe(),
+                batch_size,
+                max_batch_bytes: self.limits.max_batch_bytes,
+                retry: cfg.retry.policy(),
+                stall_timeout: self.limits.stall_timeout,
             },
-            audited: std::sync::atomic::AtomicBool::new(false),
-            retry: cfg.retry.policy(),
-            attempts: std::sync::atomic::AtomicU32::new(0),
-            started_sent: std::sync::atomic::AtomicBool::new(false),
-            sent_data: std::sync::atomic::AtomicBool::new(false),
+            outbox: job::Outbox {
+                tx,
+                outcome: outcome_tx,
+                created: Instant::now(),
+                first_batch_sent: AtomicBool::new(false),
+                started_sent: AtomicBool::new(false),
+                sent_data: AtomicBool::new(false),
+            },
+            call: job::Call {
+                guard,
+                records: self.records.clone(),
+                entry: crate::records::audit::Entry {
+                    extraction_id: uuid::Uuid::new_v4().to_string(),
+                    ..entry
+                },
+                audited: AtomicBool::new(false),
+                attempts: AtomicU32::new(0),
+                subject_id,
+            },
         };
         let span = job.params.span.clone();
         tokio::spawn(tracing::Instrument::instrument(job.run(), span));

@@ -26,9 +26,10 @@ impl Job {
         extraction_id: &str,
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
-        let mut delays = self.retry.delays();
+        let mut delays = self.reading.retry.delays();
         loop {
             let attempt = 1 + self
+                .call
                 .attempts
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let result = self.attempt(extraction_id, progress).await;
@@ -59,7 +60,7 @@ impl Job {
         extraction_id: &str,
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
-        let checkout = self.guard.source().pool.checkout(self.params.deadline);
+        let checkout = self.call.guard.source().pool.checkout(self.params.deadline);
         let mut conn = tokio::select! {
             conn = checkout => conn.map_err(|e| match e {
                 DbError::DeadlineWaitingForConnection { .. } => ExtractError::DeadlineExceeded,
@@ -118,7 +119,7 @@ impl Job {
         conn: &mut Conn,
     ) {
         if let Err(e) = cancel
-            .cancel_query(self.guard.source().pool.cancel_tls())
+            .cancel_query(self.call.guard.source().pool.cancel_tls())
             .await
         {
             tracing::warn!(source = %self.params.source, error = %crate::store::postgres::describe(&e),
@@ -147,7 +148,7 @@ impl Job {
             }
         };
         tokio::select! {
-            _ = self.tx.closed() => Stop::ClientGone,
+            _ = self.outbox.tx.closed() => Stop::ClientGone,
             _ = deadline => Stop::Deadline,
             _ = self.shutdown.cancelled() => Stop::Shutdown,
         }
@@ -179,7 +180,7 @@ impl Job {
                 .max(1)
                 .to_string()
         });
-        let idle_timeout = (self.stall_timeout + Duration::from_secs(5))
+        let idle_timeout = (self.reading.stall_timeout + Duration::from_secs(5))
             .as_millis()
             .to_string();
         let snapshot = crate::store::postgres::prepare_cached(statements, &txn, SNAPSHOT_SQL)
@@ -217,7 +218,7 @@ impl Job {
                 .collect(),
             started_at: Some(prost_types::Timestamp::from(started_at)),
             request_id: self.params.request_id.clone(),
-            subject_id: self.subject_id.clone(),
+            subject_id: self.call.subject_id.clone(),
             categories: self.category_descriptions(),
         })
         .await?;
@@ -259,7 +260,7 @@ impl Job {
                 otel.name = %format!("SELECT {}", table.table.display),
                 otel.kind = "client",
                 db.system.name = "postgresql",
-                db.namespace = %self.database,
+                db.namespace = %self.reading.database,
                 db.collection.name = %table.table.display,
                 db.operation.name = "SELECT",
                 db.query.text = %table.select_sql,

@@ -70,8 +70,8 @@ impl Job {
         let mut batch = Batcher::new(
             &table.table.display,
             &columns,
-            self.batch_size as usize,
-            self.max_batch_bytes,
+            self.reading.batch_size as usize,
+            self.reading.max_batch_bytes,
         );
         let mut outcome = TableOutcome::default();
         let mapped = &table.table;
@@ -84,7 +84,7 @@ impl Job {
         // first batch is not held back behind thousands of rows. Memory does not grow with
         // the fetch: rows are taken off the socket one at a time, and batches are cut by rows
         // and bytes as they fill.
-        let batch_rows = self.batch_size as i32;
+        let batch_rows = self.reading.batch_size as i32;
         let mut fetch_rows = batch_rows;
         let mut counted = None;
         loop {
@@ -182,17 +182,17 @@ impl Job {
                             category: e.category.to_owned(),
                             detail: String::new(),
                         };
-                        match self.coercion_policy {
+                        match self.reading.coercion_policy {
                             CoercionPolicy::Fail => {
                                 return Err(ExtractError::Coercion(Box::new(violation)));
                             }
                             CoercionPolicy::RejectRow => {
                                 if !self.params.dry_run {
-                                    self.records.dead_letter(
+                                    self.call.records.dead_letter(
                                         &self.metrics,
                                         crate::records::deadletter::DeadLetter {
                                             category: "coercion".into(),
-                                            source: self.entry.source.clone(),
+                                            source: self.call.entry.source.clone(),
                                             table: violation.table.clone(),
                                             column: violation.column.clone(),
                                             primary_key: violation.primary_key.clone(),
@@ -201,11 +201,11 @@ impl Job {
                                                 "the row was left out (reject_row); category {}",
                                                 violation.category
                                             ),
-                                            rpc: self.entry.rpc.clone(),
-                                            request_id: self.entry.request_id.clone(),
-                                            call_id: self.entry.call_id.clone(),
-                                            extraction_id: self.entry.extraction_id.clone(),
-                                            subject_id: self.entry.subject_id.clone(),
+                                            rpc: self.call.entry.rpc.clone(),
+                                            request_id: self.call.entry.request_id.clone(),
+                                            call_id: self.call.entry.call_id.clone(),
+                                            extraction_id: self.call.entry.extraction_id.clone(),
+                                            subject_id: self.call.entry.subject_id.clone(),
                                             ..Default::default()
                                         },
                                     );
@@ -234,8 +234,12 @@ impl Job {
                 && let Some(pb::value::Kind::JsonValue(json)) = &value.kind
             {
                 let root = format!("{}.{}", table.display, column.name);
-                let scan =
-                    crate::classify::scan_json(&self.matrix, &root, json, ScanLimits::default());
+                let scan = crate::classify::scan_json(
+                    &self.reading.matrix,
+                    &root,
+                    json,
+                    ScanLimits::default(),
+                );
                 outcome.add_fields(i, scan.fields, scan.fields_truncated);
                 for v in scan.violations {
                     outcome.json_violations += 1;

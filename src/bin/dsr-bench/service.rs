@@ -1,0 +1,160 @@
+//! The service under test: the release binary started as a separate process, and the
+//! Rust tonic client that drives it.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dsr_connector::demo::cluster::{SUPERUSER, TempCluster};
+use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
+use dsr_connector::pb::{ExtractRequest, Identity, extract_response::Event};
+use prost::Message;
+use tonic::transport::Channel;
+
+use super::*;
+
+/// Runs `job` for every subject with `concurrency` in flight. Returns subjects/s and each
+/// subject's latency in ms.
+pub(crate) async fn many<F, Fut>(
+    subjects: &[String],
+    concurrency: usize,
+    job: F,
+) -> anyhow::Result<(f64, Vec<f64>)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use futures_util::{StreamExt, TryStreamExt};
+    let started = Instant::now();
+    let latencies: Vec<f64> = futures_util::stream::iter(subjects.iter().cloned())
+        .map(|s| {
+            let fut = job(s);
+            async move {
+                let t = Instant::now();
+                fut.await.map(|()| t.elapsed().as_secs_f64() * 1e3)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    Ok((
+        subjects.len() as f64 / started.elapsed().as_secs_f64(),
+        latencies,
+    ))
+}
+
+/// Extracts one subject through the service, sleeping `pause` after every message when given
+/// (a client slower than the database). Returns rows, bytes, time to first batch, seconds.
+pub(crate) async fn extract_one(
+    channel: Channel,
+    email: &str,
+    pause: Option<Duration>,
+) -> anyhow::Result<(u64, usize, Duration, f64)> {
+    let mut client = DsrConnectorServiceClient::new(channel);
+    let started = Instant::now();
+    let mut stream = client
+        .extract(ExtractRequest {
+            source: "bench".into(),
+            subject: Some(Identity {
+                kind: "email".into(),
+                value: email.into(),
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut rows = 0u64;
+    let mut bytes = 0usize;
+    let mut first = None;
+    let mut manifest = false;
+    while let Some(message) = stream.message().await? {
+        bytes += message.encoded_len();
+        match message.event {
+            Some(Event::Batch(b)) => {
+                first.get_or_insert_with(|| started.elapsed());
+                rows += b.rows.len() as u64;
+            }
+            Some(Event::Manifest(_)) => manifest = true,
+            _ => {}
+        }
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    anyhow::ensure!(manifest, "no manifest for {email}");
+    Ok((
+        rows,
+        bytes,
+        first.unwrap_or_default(),
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Starts the release binary with a config for the bench database and the data map `tables`.
+pub(crate) fn start_server(
+    binary: &PathBuf,
+    cluster: &TempCluster,
+    threads: Option<usize>,
+    tables: String,
+) -> anyhow::Result<(std::process::Child, String)> {
+    let dir = tempfile::tempdir()?.keep();
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+{threads}
+
+[[sources]]
+name = "bench"
+host = "{host}"
+port = {port}
+database = "{DATABASE}"
+user = "{SUPERUSER}"
+password_env = "DSR_BENCH_PASSWORD"
+max_connections = 20
+max_per_caller = 20
+min_idle = 16
+identity_kinds = ["email"]
+
+{tables}
+"#,
+        host = cluster.host(),
+        port = cluster.port(),
+        tables = tables,
+        threads = threads
+            .map(|n| format!("worker_threads = {n}"))
+            .unwrap_or_default(),
+    );
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, config)?;
+    let mut child = Command::new(binary)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("DSR_BENCH_PASSWORD", cluster.password())
+        .env("DSR_SUBJECT_KEY", "bench-subject-key-0123456789")
+        .env("RUST_LOG", "warn,dsr_connector::api=info")
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("the server exited"))??;
+        if let Some(rest) = line.split("local=").nth(1) {
+            break rest.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok((child, addr))
+}
