@@ -225,12 +225,10 @@ async fn shutdown_drains_then_cancels_running_streams() {
 #[tokio::test]
 async fn an_unreachable_database_gives_unavailable_with_the_cause() {
     setup();
-    // A port that nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port that nothing listens on: bound but not listening, held for the whole test.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = reserved.local_addr().unwrap().port();
     let text = config_text("")
         .replace(
             &format!("port = {}", support::cluster().port()),

@@ -218,12 +218,11 @@ async fn a_refused_call_stops_at_once_and_leaves_nothing() {
 #[tokio::test]
 async fn unavailable_is_retried_until_the_server_is_there() {
     use std::io::{BufRead, BufReader, Read};
-    // A port that nothing listens on yet.
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let addr = format!("127.0.0.1:{port}");
+    // A port that nothing listens on yet: bound but not listening, so connections to it are
+    // refused until the server listens on this same socket, and no other test can take it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let (retrying_tx, retrying_rx) = std::sync::mpsc::channel();
     let mut running = Vec::new();
@@ -272,7 +271,7 @@ async fn unavailable_is_retried_until_the_server_is_there() {
         waited.is_ok(),
         "a client never reported a retry: {waited:?}"
     );
-    let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    let listener = socket.listen(1024).unwrap();
     let server = TestServer::start_on(server_config(), listener);
     for (client, out, mut child, reader) in running {
         let (status, stderr, stdout) = tokio::task::spawn_blocking(move || {

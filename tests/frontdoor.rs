@@ -39,15 +39,6 @@ fn readme_commands(heading: &str) -> Vec<String> {
     support::shell_commands(block)
 }
 
-/// A free loopback port (free when asked; the demo binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs one shell command with the test virtual environment's tools first on PATH.
 fn shell(command: &str) -> std::process::Output {
     let venv_bin = venv_tool("grpcurl").parent().unwrap().to_path_buf();
@@ -175,10 +166,10 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-
+    // Port 0: the demo binds a free port itself and prints the address it serves on, so no
+    // other test can take the port between a probe and the bind.
     let mut demo = Command::new(root().join("scripts/demo.sh"));
-    demo.args(["--listen", &addr])
+    demo.args(["--listen", "127.0.0.1:0"])
         .current_dir(root())
         .env("TMPDIR", tmp.path())
         .stdin(Stdio::null())
@@ -204,9 +195,10 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
     };
     let stderr = collect(child.stderr.take().unwrap());
 
-    // Wait for SERVING, as a user would with the health check.
-    let health = format!("grpcurl -plaintext {addr} grpc.health.v1.Health/Check");
+    // Wait for the address the demo prints, then for SERVING, as a user would with the
+    // health check.
     let started = Instant::now();
+    let mut addr = String::new();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             panic!(
@@ -219,9 +211,22 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
             started.elapsed() < START_LIMIT,
             "the demo did not serve within {START_LIMIT:?}"
         );
-        let out = shell(&health);
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("SERVING") {
-            break;
+        if addr.is_empty() {
+            addr = printed
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|line| line.split_once("is serving source \"demo\" on "))
+                .map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_owned())
+                .unwrap_or_default();
+        }
+        if !addr.is_empty() {
+            let out = shell(&format!(
+                "grpcurl -plaintext {addr} grpc.health.v1.Health/Check"
+            ));
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("SERVING") {
+                break;
+            }
         }
         std::thread::sleep(Duration::from_secs(1));
     }

@@ -114,20 +114,12 @@ fn artifacts(x: &support::Extraction) -> String {
 async fn hostile_rows_neither_crash_nor_leak_and_the_binary_stays_within_its_memory_bound() {
     let (receiver, otlp_addr) = support::otlp::start().await;
     let endpoint = format!("http://{otlp_addr}");
-    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let metrics_listen = metrics_addr.to_string();
     let server = ServeProcess::start_with(
         &text(),
         &[
             ("RUST_LOG", "trace"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            (
-                "DSR_CONNECTOR_SERVER__METRICS_LISTEN",
-                metrics_listen.as_str(),
-            ),
+            ("DSR_CONNECTOR_SERVER__METRICS_LISTEN", "127.0.0.1:0"),
         ],
     )
     .await;
@@ -198,6 +190,12 @@ async fn hostile_rows_neither_crash_nor_leak_and_the_binary_stays_within_its_mem
     let again = extract(&mut client, request("email", "alice@example.com")).await;
     assert_eq!(again.code(), Code::Ok, "{}", again.message());
 
+    let metrics_addr = server
+        .metrics_addr
+        .clone()
+        .expect("the server logs its metrics listener")
+        .parse()
+        .unwrap();
     let metrics = scrape(metrics_addr).await;
     assert!(metrics.contains("dsr_rows_streamed_total"), "{metrics}");
     // SIGTERM flushes the spans.

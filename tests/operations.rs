@@ -108,13 +108,12 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
+    /// Starts Prometheus on a free port. A port is free when probed, and another process may
+    /// take it before Prometheus binds it: Prometheus then exits, and another port is tried.
+    /// It counts as started once its own log says it serves, so the test never talks to a
+    /// stranger on that port.
     fn start(target: std::net::SocketAddr) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {}\n\
@@ -122,25 +121,50 @@ impl Prometheus {
             root().join("deploy/prometheus/alerts.yml").display()
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let child = Command::new(tool("prometheus"))
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Prometheus {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-            _dir: dir,
+        for attempt in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let log_path = dir.path().join(format!("prometheus-{attempt}.log"));
+            let mut child = Command::new(tool("prometheus"))
+                .arg(format!(
+                    "--config.file={}",
+                    dir.path().join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join(format!("data-{attempt}")).display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log_path).unwrap())
+                .spawn()
+                .unwrap();
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_secs(60) {
+                if child.try_wait().unwrap().is_some() {
+                    break; // the port was taken: try another
+                }
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if log.contains("Server is ready to receive web requests") {
+                    return Prometheus {
+                        child,
+                        addr: format!("127.0.0.1:{port}"),
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!(
+                "Prometheus did not start on port {port}:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
         }
+        panic!("Prometheus did not start in 5 tries");
     }
 
     /// GET an API path; the JSON answer, or None while the server is not up.

@@ -175,8 +175,20 @@ async fn verify_ca_accepts_any_host_name_but_checks_the_chain() {
 #[tokio::test]
 async fn require_encrypts_without_checking_the_certificate() {
     let f = fixture();
-    let x = extract_with(&f.cluster, "127.0.0.1", "require", None, "tls-require").await;
+    let app = "tls-require";
+    // The certificate names localhost and its CA is not given: only the encryption counts.
+    // The server (and its pooled connection) stays up while pg_stat_ssl is read.
+    let server = TestServer::start(tls_config(&f.cluster, "127.0.0.1", "require", None, app)).await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "alice@example.com"),
+    )
+    .await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    let tls = sessions_used_tls(&f.cluster, app).await;
+    assert!(!tls.is_empty(), "no session of the service found");
+    assert!(tls.iter().all(|ssl| *ssl), "sessions without TLS: {tls:?}");
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]

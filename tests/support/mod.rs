@@ -378,6 +378,8 @@ pub struct ServeProcess {
     child: std::process::Child,
     /// The gRPC address it listens on.
     pub addr: String,
+    /// The metrics listener's address, when it has one and logs at INFO.
+    pub metrics_addr: Option<String>,
     reader: std::thread::JoinHandle<Vec<String>>,
     _dir: tempfile::TempDir,
 }
@@ -410,34 +412,43 @@ impl ServeProcess {
         let stderr = child.stderr.take().unwrap();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
+            // The `local` field of a log line, in text or JSON logs.
+            let local = |line: &str| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(json) => json["fields"]["local"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                Err(_) => line
+                    .rsplit("local=")
+                    .next()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            };
             let mut lines = Vec::new();
+            let mut metrics = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // The metrics listener is bound and logged before the gRPC listener.
+                if line.contains("metrics listening") {
+                    metrics = Some(local(&line));
+                }
                 if line.contains("dsr-connector listening") {
-                    let addr = match serde_json::from_str::<serde_json::Value>(&line) {
-                        Ok(json) => json["fields"]["local"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        Err(_) => line
-                            .rsplit("local=")
-                            .next()
-                            .unwrap_or_default()
-                            .trim()
-                            .to_owned(),
-                    };
-                    let _ = addr_tx.send(addr);
+                    let _ = addr_tx.send((local(&line), metrics.clone()));
                 }
                 lines.push(line);
             }
             lines
         });
-        let addr =
+        let (addr, metrics_addr) =
             tokio::task::spawn_blocking(move || addr_rx.recv().expect("the server never listened"))
                 .await
                 .unwrap();
         ServeProcess {
             child,
             addr,
+            metrics_addr,
             reader,
             _dir: dir,
         }
