@@ -156,3 +156,31 @@ async fn two_replicas_keep_their_chains_and_dead_letters_in_the_control_database
     let message = format!("{:#}", refused.expect_err("a cut chain is not written on"));
     assert!(message.contains("cut from the end"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_on_a_fresh_control_database_all_open_it() {
+    // Replicas that start together create the control tables at the same moment; without a
+    // lock, PostgreSQL's CREATE TABLE IF NOT EXISTS fails for all but one of them.
+    let admin = demo::connect(support::cluster(), "postgres").await.unwrap();
+    for round in 0..10 {
+        let database = format!("control_fresh_{round}");
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {database}"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .unwrap();
+        let url = support::cluster().connection_string(&database);
+        let control = dsr_connector::records::control::Control::from_url(&url).unwrap();
+        let opened = futures_util::future::join_all((0..8).map(|_| {
+            let control = control.clone();
+            async move { control.connect().await.map(drop) }
+        }))
+        .await;
+        for result in opened {
+            assert!(result.is_ok(), "round {round}: {}", result.unwrap_err());
+        }
+    }
+}

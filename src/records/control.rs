@@ -10,8 +10,13 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::config::ControlConfig;
 use crate::records::appender::{Line, Sink};
 
-/// The tables, created when a store opens.
+/// The tables, created when a store opens. Replicas that start together run this at the same
+/// time, and concurrent `CREATE TABLE IF NOT EXISTS` races in PostgreSQL (one of them fails
+/// with "already exists" or a duplicate `pg_type` key), so a transaction-scoped advisory lock
+/// serialises it: the second replica waits, then finds the tables there.
 const SCHEMA_SQL: &str = "
+BEGIN;
+SELECT pg_advisory_xact_lock(hashtext('dsr-connector control schema'));
 CREATE TABLE IF NOT EXISTS dsr_audit (
     replica text NOT NULL,
     seq bigint NOT NULL,
@@ -26,7 +31,14 @@ CREATE TABLE IF NOT EXISTS dsr_audit_head (
 CREATE TABLE IF NOT EXISTS dsr_dead_letters (
     id bigserial PRIMARY KEY,
     letter jsonb NOT NULL
-);";
+);
+COMMIT;";
+
+/// Limits of the control connection unless its connection string sets them: a database that
+/// does not answer must fail a batch (which is retried) rather than hang the writer.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+const STATEMENT_TIMEOUT_OPTION: &str = "-c statement_timeout=30s";
 
 /// How to reach the control database.
 #[derive(Clone)]
@@ -66,11 +78,21 @@ impl Control {
 
     /// Connects, drives the connection on the current runtime, and creates the tables.
     pub async fn connect(&self) -> Result<Client, String> {
-        let config: tokio_postgres::Config = self
+        let mut config: tokio_postgres::Config = self
             .url
             .expose_secret()
             .parse()
             .map_err(|e| format!("server.control: not a valid connection string: {e}"))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.keepalives(true);
+        if config.get_keepalives_idle() > KEEPALIVE_IDLE {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        if config.get_options().is_none() {
+            config.options(STATEMENT_TIMEOUT_OPTION);
+        }
         let (client, connection) = config.connect(self.tls.clone()).await.map_err(describe)?;
         tokio::spawn(async move {
             let _ = connection.await;
