@@ -51,6 +51,8 @@ func appendValue(b []byte, value *dsrv1.Value) []byte {
 		return appendString(b, v.DecimalValue)
 	case *dsrv1.Value_DateValue:
 		return appendString(b, v.DateValue)
+	case *dsrv1.Value_TimestampText:
+		return appendString(b, v.TimestampText)
 	case *dsrv1.Value_BytesValue:
 		return appendString(b, base64.StdEncoding.EncodeToString(v.BytesValue))
 	case *dsrv1.Value_TimestampValue:

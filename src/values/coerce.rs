@@ -4,7 +4,9 @@
 
 use prost_types::Timestamp;
 
-use super::decode::{Decoder, PG_EPOCH_UNIX_SECS};
+use super::decode::{
+    Decoder, MAX_TIMESTAMP_SECS, MIN_TIMESTAMP_SECS, PG_EPOCH_UNIX_SECS, timestamp_kind,
+};
 use crate::pb::{Value, value::Kind};
 
 /// A declared coercion: how a column's values become UTC timestamps.
@@ -54,11 +56,6 @@ pub struct CoerceError {
 /// The default century pivot for `%y`.
 pub const DEFAULT_CENTURY_PIVOT: u8 = 69;
 
-/// Seconds of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the range of
-/// `google.protobuf.Timestamp`.
-const MIN_TIMESTAMP_SECS: i64 = -62_135_596_800;
-const MAX_TIMESTAMP_SECS: i64 = 253_402_300_799;
-
 impl Coercion {
     /// The rule's name, as violations report it.
     pub fn rule(&self) -> &'static str {
@@ -106,12 +103,14 @@ impl Coercion {
                         .map(|v| v.kind.unwrap_or(Kind::NullValue(0)))
                         .map_err(|_| fail("not_a_timestamp"));
                 }
-                let naive = chrono::DateTime::from_timestamp_micros(
-                    micros + PG_EPOCH_UNIX_SECS * 1_000_000,
-                )
-                .ok_or(fail("timestamp_out_of_range"))?
-                .naive_utc();
-                Ok(Kind::TimestampValue(local_to_utc(naive, *tz)))
+                // PostgreSQL allows years up to 294276, whose microseconds since 1970 do not
+                // fit in an i64: checked, never wrapped.
+                let naive = micros
+                    .checked_add(PG_EPOCH_UNIX_SECS * 1_000_000)
+                    .and_then(chrono::DateTime::from_timestamp_micros)
+                    .ok_or(fail("timestamp_out_of_range"))?
+                    .naive_utc();
+                Ok(timestamp_kind(local_to_utc(naive, *tz)))
             }
             Coercion::Date { formats, tz, pivot } => {
                 let text = std::str::from_utf8(raw)
@@ -119,7 +118,7 @@ impl Coercion {
                     .trim();
                 let naive =
                     parse_legacy_date(text, formats, *pivot).ok_or(fail("unparseable_date"))?;
-                Ok(Kind::TimestampValue(local_to_utc(naive, *tz)))
+                Ok(timestamp_kind(local_to_utc(naive, *tz)))
             }
         }
     }
@@ -150,17 +149,17 @@ pub fn local_to_utc(naive: chrono::NaiveDateTime, tz: chrono_tz::Tz) -> Timestam
         chrono::LocalResult::Ambiguous(earlier, _) => earlier.naive_utc(),
         chrono::LocalResult::None => {
             // In a gap: use the offset in force just before it. Gaps are at most a few hours.
-            let before = naive - chrono::Duration::hours(6);
-            let offset = tz
-                .offset_from_local_datetime(&before)
-                .earliest()
+            let offset = naive
+                .checked_sub_signed(chrono::Duration::hours(6))
+                .and_then(|before| tz.offset_from_local_datetime(&before).earliest())
                 .map(|o| o.fix());
-            match offset {
-                Some(offset) => {
-                    naive - chrono::Duration::seconds(i64::from(offset.local_minus_utc()))
-                }
-                None => naive,
-            }
+            offset
+                .and_then(|offset| {
+                    naive.checked_sub_signed(chrono::Duration::seconds(i64::from(
+                        offset.local_minus_utc(),
+                    )))
+                })
+                .unwrap_or(naive)
         }
     };
     let utc = utc.and_utc();
@@ -396,6 +395,33 @@ mod coercion_tests {
 }
 
 #[cfg(test)]
+mod coercion_extremes {
+    use super::*;
+
+    /// PostgreSQL's largest timestamp, 294276-12-31 23:59:59.999999, in microseconds since
+    /// 2000-01-01: its microseconds since 1970 do not fit in an i64.
+    const PG_MAX_TIMESTAMP_MICROS: i64 = 9_223_371_331_199_999_999;
+
+    #[test]
+    fn the_timezone_rule_reports_the_far_future_instead_of_wrapping() {
+        let rule = Coercion::LocalTimestamp {
+            tz: chrono_tz::Tz::Europe__Berlin,
+        };
+        let error = rule
+            .apply(Decoder::Timestamp, &PG_MAX_TIMESTAMP_MICROS.to_be_bytes())
+            .unwrap_err();
+        assert_eq!(
+            (error.rule, error.category),
+            ("timezone", "timestamp_out_of_range")
+        );
+        assert_eq!(
+            rule.apply(Decoder::Timestamp, &i64::MAX.to_be_bytes()),
+            Ok(Kind::TimestampText("infinity".into()))
+        );
+    }
+}
+
+#[cfg(test)]
 mod coercion_proptests {
     use super::*;
     use proptest::prelude::*;
@@ -420,6 +446,39 @@ mod coercion_proptests {
             let t = epoch_timestamp(s, EpochUnit::Seconds).unwrap();
             prop_assert_eq!(t.seconds, s);
             prop_assert_eq!(t.nanos, 0);
+        }
+
+        /// Every 64-bit value a timestamp column can send, PostgreSQL's extremes (4713 BC,
+        /// 294276 AD, infinities) and beyond: a local-time rule never panics or wraps, and
+        /// a Timestamp it gives is one protobuf allows; anything else is text or a
+        /// violation with the rule's name.
+        #[test]
+        fn the_timezone_rule_holds_at_any_64_bit_timestamp(micros in any::<i64>()) {
+            for tz in [chrono_tz::Tz::UTC, chrono_tz::Tz::Pacific__Kiritimati, chrono_tz::Tz::America__St_Johns] {
+                match (Coercion::LocalTimestamp { tz }).apply(Decoder::Timestamp, &micros.to_be_bytes()) {
+                    Ok(Kind::TimestampValue(t)) => {
+                        prop_assert!((MIN_TIMESTAMP_SECS..=MAX_TIMESTAMP_SECS).contains(&t.seconds));
+                        prop_assert!((0..1_000_000_000).contains(&t.nanos));
+                    }
+                    Ok(Kind::TimestampText(_)) => {}
+                    Ok(other) => prop_assert!(false, "{other:?}"),
+                    Err(e) => {
+                        prop_assert_eq!(e.rule, "timezone");
+                        prop_assert_eq!(e.category, "timestamp_out_of_range");
+                    }
+                }
+            }
+        }
+
+        /// Any 64-bit integer under any epoch unit: a valid Timestamp or `epoch_out_of_range`.
+        #[test]
+        fn epoch_rules_hold_at_any_64_bit_integer(n in any::<i64>()) {
+            for unit in [EpochUnit::Seconds, EpochUnit::Milliseconds, EpochUnit::Microseconds] {
+                if let Some(t) = epoch_timestamp(n, unit) {
+                    prop_assert!((MIN_TIMESTAMP_SECS..=MAX_TIMESTAMP_SECS).contains(&t.seconds));
+                    prop_assert!((0..1_000_000_000).contains(&t.nanos));
+                }
+            }
         }
 
         #[test]

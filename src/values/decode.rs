@@ -42,6 +42,9 @@ pub enum Decoder {
 
 /// Microseconds and days between the Unix epoch and PostgreSQL's epoch (2000-01-01).
 pub(super) const PG_EPOCH_UNIX_SECS: i64 = 946_684_800;
+/// The range google.protobuf.Timestamp allows: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+pub(super) const MIN_TIMESTAMP_SECS: i64 = -62_135_596_800;
+pub(super) const MAX_TIMESTAMP_SECS: i64 = 253_402_300_799;
 pub(super) const PG_EPOCH_UNIX_DAYS: i64 = 10_957;
 
 /// A value could not be decoded. Names the problem, never the value.
@@ -138,16 +141,17 @@ impl Decoder {
             Decoder::Text | Decoder::AsText => Kind::StringValue(self.text(raw)?),
             Decoder::Bytea => Kind::BytesValue(raw.to_vec()),
             Decoder::Timestamp => match i64::from_be_bytes(self.fixed(raw)?) {
-                i64::MAX => Kind::StringValue("infinity".to_owned()),
-                i64::MIN => Kind::StringValue("-infinity".to_owned()),
-                micros => Kind::TimestampValue(Timestamp {
+                i64::MAX => Kind::TimestampText("infinity".to_owned()),
+                i64::MIN => Kind::TimestampText("-infinity".to_owned()),
+                // No overflow: |micros / 10^6| is below 10^13.
+                micros => timestamp_kind(Timestamp {
                     seconds: micros.div_euclid(1_000_000) + PG_EPOCH_UNIX_SECS,
                     nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
                 }),
             },
             Decoder::Date => match i32::from_be_bytes(self.fixed(raw)?) {
-                i32::MAX => Kind::StringValue("infinity".to_owned()),
-                i32::MIN => Kind::StringValue("-infinity".to_owned()),
+                i32::MAX => Kind::DateValue("infinity".to_owned()),
+                i32::MIN => Kind::DateValue("-infinity".to_owned()),
                 days => Kind::DateValue(format_date(i64::from(days) + PG_EPOCH_UNIX_DAYS)),
             },
             Decoder::Json => Kind::JsonValue(self.text(raw)?),
@@ -173,6 +177,25 @@ impl Decoder {
             decoder: *self,
             reason,
         }
+    }
+}
+
+/// A timestamp as a value: `timestamp_value` within the years google.protobuf.Timestamp
+/// allows (1-9999), `timestamp_text` beyond them, so that no client meets an invalid
+/// Timestamp.
+pub fn timestamp_kind(t: Timestamp) -> Kind {
+    if (MIN_TIMESTAMP_SECS..=MAX_TIMESTAMP_SECS).contains(&t.seconds) {
+        Kind::TimestampValue(t)
+    } else {
+        let second_of_day = t.seconds.rem_euclid(86_400);
+        Kind::TimestampText(format!(
+            "{}T{:02}:{:02}:{:02}.{:06}Z",
+            format_date(t.seconds.div_euclid(86_400)),
+            second_of_day / 3600,
+            second_of_day % 3600 / 60,
+            second_of_day % 60,
+            t.nanos / 1000
+        ))
     }
 }
 
@@ -211,6 +234,46 @@ impl<'a> FromSql<'a> for RawCell<'a> {
 
     fn accepts(_: &Type) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any 8 bytes a timestamp column can send: a Timestamp protobuf allows, or text.
+        #[test]
+        fn any_timestamp_decodes_to_a_valid_value(micros in any::<i64>()) {
+            match Decoder::Timestamp.decode(Some(&micros.to_be_bytes())).unwrap().kind {
+                Some(Kind::TimestampValue(t)) => {
+                    prop_assert!((MIN_TIMESTAMP_SECS..=MAX_TIMESTAMP_SECS).contains(&t.seconds));
+                    prop_assert!((0..1_000_000_000).contains(&t.nanos));
+                }
+                Some(Kind::TimestampText(text)) => prop_assert!(
+                    text.ends_with('Z') || text.ends_with("infinity"), "{}", text
+                ),
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        /// Any 4 bytes a date column can send: a date, an infinity, or an expanded year.
+        #[test]
+        fn any_date_decodes(days in any::<i32>()) {
+            let Some(Kind::DateValue(text)) = Decoder::Date.decode(Some(&days.to_be_bytes())).unwrap().kind else {
+                panic!("not a date");
+            };
+            prop_assert!(text.len() >= 8, "{}", text);
+        }
+
+        /// Any bits of a float: decoded as sent, NaN and infinities included.
+        #[test]
+        fn any_float_decodes(bits in any::<u64>()) {
+            let value = Decoder::Float8.decode(Some(&bits.to_be_bytes())).unwrap();
+            let Some(Kind::DoubleValue(d)) = value.kind else { panic!("not a double") };
+            prop_assert!(d.to_bits() == bits || d.is_nan());
+        }
     }
 }
 
@@ -270,7 +333,41 @@ mod tests {
         );
         assert_eq!(
             decode(Decoder::Timestamp, &i64::MAX.to_be_bytes()),
-            Kind::StringValue("infinity".into())
+            Kind::TimestampText("infinity".into())
+        );
+        assert_eq!(
+            decode(Decoder::Timestamp, &i64::MIN.to_be_bytes()),
+            Kind::TimestampText("-infinity".into())
+        );
+    }
+
+    /// PostgreSQL's extremes, 4713 BC and 294276 AD, are beyond what google.protobuf.Timestamp
+    /// holds: they arrive as text, never as an invalid Timestamp.
+    #[test]
+    fn timestamps_beyond_years_1_to_9999_are_text() {
+        assert_eq!(
+            decode(
+                Decoder::Timestamp,
+                &9_223_371_331_199_999_999i64.to_be_bytes()
+            ),
+            Kind::TimestampText("+294276-12-31T23:59:59.999999Z".into())
+        );
+        assert_eq!(
+            decode(
+                Decoder::Timestamp,
+                &(-211_813_488_000_000_000i64).to_be_bytes()
+            ),
+            Kind::TimestampText("-4713-11-24T00:00:00.000000Z".into())
+        );
+        // The last instant of 9999 is still a Timestamp; the next is text.
+        let end_of_9999 = (253_402_300_799 - PG_EPOCH_UNIX_SECS) * 1_000_000 + 999_999;
+        assert!(matches!(
+            decode(Decoder::Timestamp, &end_of_9999.to_be_bytes()),
+            Kind::TimestampValue(_)
+        ));
+        assert_eq!(
+            decode(Decoder::Timestamp, &(end_of_9999 + 1).to_be_bytes()),
+            Kind::TimestampText("+10000-01-01T00:00:00.000000Z".into())
         );
     }
 
@@ -289,6 +386,19 @@ mod tests {
             Kind::DateValue("1970-01-01".into())
         );
         assert_eq!(format_date(-719_528), "0000-01-01");
+        // PostgreSQL's extremes: 4713 BC (year -4712) and 5874897 AD, and the infinities.
+        assert_eq!(
+            decode(Decoder::Date, &(-2_451_545i32).to_be_bytes()),
+            Kind::DateValue("-4713-11-24".into())
+        );
+        assert_eq!(
+            decode(Decoder::Date, &2_145_031_948i32.to_be_bytes()),
+            Kind::DateValue("+5874897-12-31".into())
+        );
+        assert_eq!(
+            decode(Decoder::Date, &i32::MAX.to_be_bytes()),
+            Kind::DateValue("infinity".into())
+        );
     }
 
     #[test]

@@ -289,9 +289,11 @@ pub fn value_text(value: &Value) -> Option<String> {
         Kind::BoolValue(b) => b.to_string(),
         Kind::Int64Value(i) => i.to_string(),
         Kind::DoubleValue(d) => d.to_string(),
-        Kind::StringValue(s) | Kind::DecimalValue(s) | Kind::JsonValue(s) | Kind::DateValue(s) => {
-            s.clone()
-        }
+        Kind::StringValue(s)
+        | Kind::DecimalValue(s)
+        | Kind::JsonValue(s)
+        | Kind::DateValue(s)
+        | Kind::TimestampText(s) => s.clone(),
         Kind::BytesValue(b) => format!("\\x{}", hex::encode(b)),
         Kind::TimestampValue(t) => (t.seconds * 1_000_000 + i64::from(t.nanos) / 1000).to_string(),
     })

@@ -65,9 +65,10 @@ pub fn write_value(out: &mut impl Write, value: &pb::Value) -> io::Result<()> {
             },
         )
         .map_err(io::Error::from),
-        Kind::StringValue(s) | Kind::DecimalValue(s) | Kind::DateValue(s) => {
-            serde_json::to_writer(out, s).map_err(io::Error::from)
-        }
+        Kind::StringValue(s)
+        | Kind::DecimalValue(s)
+        | Kind::DateValue(s)
+        | Kind::TimestampText(s) => serde_json::to_writer(out, s).map_err(io::Error::from),
         Kind::BytesValue(b) => {
             serde_json::to_writer(out, &base64::engine::general_purpose::STANDARD.encode(b))
                 .map_err(io::Error::from)
