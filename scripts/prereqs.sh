@@ -55,8 +55,8 @@ if [ "${1:-}" = "--clients" ]; then
         npm ci --prefix examples/node --no-audit --no-fund --loglevel=error >/dev/null
     fi
     # The Go example builds in GOPATH mode from Debian's Go packages (no module proxy).
-    go_packages="golang-go protobuf-compiler libprotobuf-dev protoc-gen-go protoc-gen-go-grpc
-        golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev"
+    go_packages=(golang-go protobuf-compiler libprotobuf-dev protoc-gen-go protoc-gen-go-grpc
+        golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev)
     if ! command -v go >/dev/null 2>&1 || ! command -v protoc >/dev/null 2>&1 \
         || ! command -v protoc-gen-go >/dev/null 2>&1 || ! command -v protoc-gen-go-grpc >/dev/null 2>&1 \
         || [ ! -d /usr/share/gocode/src/google.golang.org/grpc ] \
@@ -64,11 +64,10 @@ if [ "${1:-}" = "--clients" ]; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
             echo "prereqs: installing Go, protoc and the Go gRPC packages with apt-get" >&2
             apt-get update -qq
-            # shellcheck disable=SC2086
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $go_packages >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${go_packages[@]}" >/dev/null
         else
             echo "prereqs: Go, protoc or the Go gRPC packages are missing (the Go example is tested)." >&2
-            echo "  Debian/Ubuntu: sudo apt-get install" $go_packages >&2
+            echo "  Debian/Ubuntu: sudo apt-get install ${go_packages[*]}" >&2
             exit 1
         fi
     fi

@@ -155,7 +155,7 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
             .iter()
             .filter(|c| c.contains("--out "))
             .count()
-            == 3,
+            == 4,
         "the README's package commands parsed into {package_commands:#?}"
     );
 
@@ -284,7 +284,10 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     written.sort();
-    assert_eq!(written, ["alice-node", "alice-package", "alice-python"]);
+    assert_eq!(
+        written,
+        ["alice-go", "alice-node", "alice-package", "alice-python"]
+    );
     for name in &written {
         let manifest: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(packages.path().join(name).join("manifest.json")).unwrap(),

@@ -10,7 +10,7 @@ use tonic::{Code, Status};
 use crate::engine::ExtractError;
 use crate::resilience::admission::AdmissionError;
 use crate::schema::PlanError;
-use crate::store::postgres::DbError;
+use crate::store::postgres::{DbError, QueryFailure};
 
 /// Maps an engine error to the status the caller receives.
 pub fn to_status(error: &ExtractError) -> Status {
@@ -60,19 +60,16 @@ fn db_code(error: &DbError) -> Code {
         DbError::Unavailable { .. } | DbError::ConnectionLost { .. } => Code::Unavailable,
         DbError::DeadlineWaitingForConnection { .. } => Code::DeadlineExceeded,
         DbError::Refused { .. } => Code::FailedPrecondition,
-        DbError::Query {
-            code, transient, ..
-        } => match code.as_str() {
+        DbError::Query { failure, .. } => match failure {
             // A statement cancelled by someone else (an administrator, a server timeout): the
             // caller's own deadline is mapped before this point.
-            "57014" => Code::Unavailable,
-            // undefined table or column, or types that no longer match the data map
-            "42P01" | "42703" | "42804" | "42846" => Code::FailedPrecondition,
-            // a prepared statement's result type changed under it (a schema change)
-            "0A000" => Code::FailedPrecondition,
-            // insufficient privilege: the source's database role cannot read a mapped table
-            "42501" => Code::FailedPrecondition,
-            _ if *transient => Code::Unavailable,
+            QueryFailure::Cancelled => Code::Unavailable,
+            // undefined table or column, types that no longer match the data map, or a
+            // prepared statement whose result type changed under it
+            QueryFailure::SchemaChanged => Code::FailedPrecondition,
+            // the source's database role cannot read a mapped table
+            QueryFailure::InsufficientPrivilege => Code::FailedPrecondition,
+            failure if failure.is_transient() => Code::Unavailable,
             _ => Code::Internal,
         },
     }
@@ -82,12 +79,13 @@ fn db_code(error: &DbError) -> Code {
 mod tests {
     use super::*;
 
-    fn query(code: &str, transient: bool) -> ExtractError {
+    fn query(code: &str) -> ExtractError {
+        let state = tokio_postgres::error::SqlState::from_code(code);
         ExtractError::Db(DbError::Query {
             source_name: "s".into(),
             code: code.into(),
             message: "m".into(),
-            transient,
+            failure: QueryFailure::of(&state),
         })
     }
 
@@ -106,12 +104,13 @@ mod tests {
             .code(),
             Code::DataLoss
         );
-        assert_eq!(
-            to_status(&query("42P01", false)).code(),
-            Code::FailedPrecondition
-        );
-        assert_eq!(to_status(&query("40001", true)).code(), Code::Unavailable);
-        assert_eq!(to_status(&query("XX000", false)).code(), Code::Internal);
+        assert_eq!(to_status(&query("42P01")).code(), Code::FailedPrecondition);
+        assert_eq!(to_status(&query("40001")).code(), Code::Unavailable);
+        assert_eq!(to_status(&query("XX000")).code(), Code::Internal);
+        assert_eq!(to_status(&query("57014")).code(), Code::Unavailable);
+        assert_eq!(to_status(&query("08006")).code(), Code::Unavailable);
+        assert_eq!(to_status(&query("42501")).code(), Code::FailedPrecondition);
+        assert_eq!(to_status(&query("0A000")).code(), Code::FailedPrecondition);
         assert_eq!(
             to_status(&ExtractError::ShuttingDown).code(),
             Code::Unavailable

@@ -10,7 +10,7 @@ use crate::records::{Failure, Records};
 use crate::resilience::admission::AdmissionError;
 use crate::resilience::breaker::Outcome;
 use crate::schema::PlanError;
-use crate::store::postgres::DbError;
+use crate::store::postgres::{DbError, QueryFailure};
 
 /// Everything that ends an extraction early.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +148,10 @@ impl ExtractError {
             }
             ExtractError::CountMismatch { .. } | ExtractError::InvalidManifest(_) => "integrity",
             ExtractError::Db(DbError::Refused { .. }) => "authorization",
-            ExtractError::Db(DbError::Query { code, .. }) if code == "42501" => "authorization",
+            ExtractError::Db(DbError::Query {
+                failure: QueryFailure::InsufficientPrivilege,
+                ..
+            }) => "authorization",
             ExtractError::DeadlineExceeded
             | ExtractError::Admission(AdmissionError::Deadline { .. }) => "deadline",
             ExtractError::Db(_)
@@ -182,11 +185,7 @@ pub fn breaker_outcome(error: Option<&ExtractError>) -> Outcome {
             | DbError::ConnectionLost { .. }
             | DbError::PoolExhausted { .. }
             | DbError::Refused { .. } => Outcome::Failure,
-            DbError::Query { code, .. }
-                if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0") =>
-            {
-                Outcome::Failure
-            }
+            DbError::Query { failure, .. } if failure.is_source_failure() => Outcome::Failure,
             _ => Outcome::Neutral,
         },
         Some(ExtractError::Plan(PlanError::Catalog { .. })) => Outcome::Failure,
@@ -215,13 +214,7 @@ impl Stop {
 pub(super) fn error_means_schema_changed(error: &ExtractError) -> bool {
     match error {
         ExtractError::Plan(PlanError::SchemaDrift { .. }) | ExtractError::Decode { .. } => true,
-        // undefined_table, undefined_column, datatype_mismatch, cannot coerce
-        ExtractError::Db(DbError::Query { code, .. }) => {
-            matches!(
-                code.as_str(),
-                "42P01" | "42703" | "42804" | "42846" | "0A000"
-            )
-        }
+        ExtractError::Db(DbError::Query { failure, .. }) => *failure == QueryFailure::SchemaChanged,
         _ => false,
     }
 }

@@ -13,7 +13,7 @@ use super::manifest;
 use super::outcome::Found;
 use crate::engine::error::{ExtractError, Stop};
 use crate::pb::{self, extract_response::Event};
-use crate::store::postgres::{Conn, DbError};
+use crate::store::postgres::{Conn, DbError, QueryFailure};
 
 impl Job {
     /// Runs the extraction, and runs it again after a transient failure (a lost connection, a
@@ -93,12 +93,10 @@ impl Job {
                 reset_connection(&mut conn).await;
                 Err(match error {
                     ExtractError::Db(DbError::Query {
-                        ref code,
+                        failure: QueryFailure::Cancelled,
                         ref message,
                         ..
-                    }) if code == "57014" && self.statement_timeout_fired(message) => {
-                        ExtractError::DeadlineExceeded
-                    }
+                    }) if self.statement_timeout_fired(message) => ExtractError::DeadlineExceeded,
                     other => other,
                 })
             }

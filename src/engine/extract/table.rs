@@ -46,11 +46,14 @@ impl Job {
                 }));
             }
         }
-        // A statement prepared on this connection before a schema change fails with 0A000:
+        // A statement prepared on this connection before a schema change fails with 0A000
+        // ("cached plan must not change result type"):
         // say which table changed. These statements bind the identity, so PostgreSQL's
         // messages are withheld unless their class never quotes input.
         let db = |e: tokio_postgres::Error| match DbError::from_pg_bound(source_name, &e) {
-            DbError::Query { code, .. } if code == "0A000" => {
+            DbError::Query { code, .. }
+                if code == tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED.code() =>
+            {
                 ExtractError::Plan(PlanError::SchemaDrift {
                     source_name: source_name.to_owned(),
                     problems: vec![format!(

@@ -19,6 +19,7 @@ use bb8_postgres::PostgresConnectionManager;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::SourceConfig;
@@ -45,7 +46,8 @@ pub enum DbError {
         source_name: String,
         code: String,
         message: String,
-        transient: bool,
+        /// What the SQLSTATE means, classified once, here.
+        failure: QueryFailure,
     },
     #[error("source '{source_name}': the database connection failed: {cause}")]
     ConnectionLost { source_name: String, cause: String },
@@ -59,7 +61,7 @@ impl DbError {
             | DbError::Unavailable { .. }
             | DbError::ConnectionLost { .. } => true,
             DbError::DeadlineWaitingForConnection { .. } | DbError::Refused { .. } => false,
-            DbError::Query { transient, .. } => *transient,
+            DbError::Query { failure, .. } => failure.is_transient(),
         }
     }
 
@@ -78,7 +80,7 @@ impl DbError {
                 let code = db.code().code().to_owned();
                 DbError::Query {
                     source_name: source_name.to_owned(),
-                    transient: is_transient_sqlstate(&code),
+                    failure: QueryFailure::of(db.code()),
                     message: safe_message(&code, db.message()),
                     code,
                 }
@@ -101,13 +103,13 @@ impl DbError {
             DbError::Query {
                 source_name,
                 code,
-                transient,
+                failure,
                 ..
             } if !is_quote_free_sqlstate(&code) => DbError::Query {
                 source_name,
                 message: "message withheld: the statement binds the identity value".to_owned(),
                 code,
-                transient,
+                failure,
             },
             other => other,
         }
@@ -123,13 +125,81 @@ pub fn is_quote_free_sqlstate(code: &str) -> bool {
         .any(|class| code.starts_with(class))
 }
 
-/// SQLSTATEs after which the same request may succeed: connection exceptions (class 08),
-/// serialization failures and deadlocks, insufficient resources (class 53), and operator
-/// intervention such as a server shutting down (57P01-57P03).
-pub fn is_transient_sqlstate(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("53")
-        || matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03")
+/// What a failed statement's SQLSTATE means to the service. Every SQLSTATE the engine or the
+/// API acts on is named here, once, through [`SqlState`]; the rest of the service matches on
+/// this instead of on codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryFailure {
+    /// The connection or the server failed: connection exceptions (class 08), or a server
+    /// shutting down or starting (57P01-57P03). Transient, and the source's own failure.
+    Connection,
+    /// Insufficient resources (class 53). Transient, and the source's own failure.
+    Resources,
+    /// A serialization failure or deadlock. Transient, and not the source's failure.
+    Serialization,
+    /// The statement was cancelled (57014): by its statement timeout, or by someone else.
+    Cancelled,
+    /// The schema changed under a statement: undefined table or column, a type that no longer
+    /// matches, or a cached plan whose result type changed (0A000).
+    SchemaChanged,
+    /// The source's role may not read what the data map names (42501).
+    InsufficientPrivilege,
+    /// Anything else.
+    Other,
+}
+
+impl QueryFailure {
+    pub fn of(code: &SqlState) -> QueryFailure {
+        let class = |prefix: &str| code.code().starts_with(prefix);
+        if class("08")
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(code)
+        {
+            QueryFailure::Connection
+        } else if class("53") {
+            QueryFailure::Resources
+        } else if [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+        ]
+        .contains(code)
+        {
+            QueryFailure::Serialization
+        } else if *code == SqlState::QUERY_CANCELED {
+            QueryFailure::Cancelled
+        } else if [
+            SqlState::UNDEFINED_TABLE,
+            SqlState::UNDEFINED_COLUMN,
+            SqlState::DATATYPE_MISMATCH,
+            SqlState::CANNOT_COERCE,
+            SqlState::FEATURE_NOT_SUPPORTED,
+        ]
+        .contains(code)
+        {
+            QueryFailure::SchemaChanged
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            QueryFailure::InsufficientPrivilege
+        } else {
+            QueryFailure::Other
+        }
+    }
+
+    /// Whether the same request may succeed if tried again.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            QueryFailure::Connection | QueryFailure::Resources | QueryFailure::Serialization
+        )
+    }
+
+    /// Whether the failure is the source's own (counted by its circuit breaker).
+    pub fn is_source_failure(self) -> bool {
+        matches!(self, QueryFailure::Connection | QueryFailure::Resources)
+    }
 }
 
 /// PostgreSQL's message for SQLSTATE classes whose messages name objects and conditions, not
@@ -149,7 +219,7 @@ pub fn safe_message(code: &str, message: &str) -> String {
 /// Whether an SQLSTATE says the database refused this client for good: wrong password, no
 /// access rule, or no such database. Retrying does not help; the configuration must change.
 pub fn is_refusal_sqlstate(code: &str) -> bool {
-    code.starts_with("28") || code == "3D000"
+    code.starts_with("28") || code == SqlState::INVALID_CATALOG_NAME.code()
 }
 
 /// The full cause chain of a tokio-postgres error. Its `Display` alone is often just
