@@ -33,16 +33,33 @@ async fn extract_code(
     server: &TestServer,
     request: tonic::Request<dsr_connector::pb::ExtractRequest>,
 ) -> (Code, String) {
+    let (code, message, _) = extract_status(server, request).await;
+    (code, message)
+}
+
+/// The call's code, message, and the reason of its ErrorInfo ("" when OK).
+async fn extract_status(
+    server: &TestServer,
+    request: tonic::Request<dsr_connector::pb::ExtractRequest>,
+) -> (Code, String, String) {
+    use tonic_types::StatusExt;
+    let ended = |status: tonic::Status| {
+        let reason = status
+            .get_details_error_info()
+            .map(|info| info.reason)
+            .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+        (status.code(), status.message().to_owned(), reason)
+    };
     let mut client = server.client().await;
     match client.extract(request).await {
-        Err(status) => (status.code(), status.message().to_owned()),
+        Err(status) => ended(status),
         Ok(response) => {
             let mut stream = response.into_inner();
             loop {
                 match stream.message().await {
                     Ok(Some(_)) => {}
-                    Ok(None) => return (Code::Ok, String::new()),
-                    Err(status) => return (status.code(), status.message().to_owned()),
+                    Ok(None) => return (Code::Ok, String::new(), String::new()),
+                    Err(status) => return ended(status),
                 }
             }
         }
@@ -54,12 +71,19 @@ async fn tokens_and_scopes_decide_who_may_call_what() {
     let server = TestServer::start(token_config("")).await;
     let alice = || request("email", "alice@example.com");
 
-    let (code, message) = extract_code(&server, tonic::Request::new(alice())).await;
-    assert_eq!(code, Code::Unauthenticated);
+    let (code, message, reason) = extract_status(&server, tonic::Request::new(alice())).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::Unauthenticated, "MISSING_TOKEN")
+    );
     assert!(message.contains("Bearer"), "{message}");
 
-    let (code, message) = extract_code(&server, with_token(alice(), "not-a-known-token")).await;
-    assert_eq!(code, Code::Unauthenticated);
+    let (code, message, reason) =
+        extract_status(&server, with_token(alice(), "not-a-known-token")).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::Unauthenticated, "UNKNOWN_TOKEN")
+    );
     assert!(
         !message.contains("not-a-known-token"),
         "the token is not echoed: {message}"

@@ -385,7 +385,30 @@ async fn tables_can_be_restricted() {
     let x = extract(&mut server.client().await, req).await;
     assert_eq!(x.code(), Code::NotFound);
     assert!(x.message().contains("no_such_table"));
+    // The status carries a google.rpc.ErrorInfo with a stable reason and the names at fault.
+    let info = error_info(x.status.as_ref().unwrap());
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("UNKNOWN_TABLE", "dsr-connector")
+    );
+    assert_eq!(info.metadata.get("table").unwrap(), "no_such_table");
+    assert_eq!(info.metadata.get("source").unwrap(), "demo");
+
+    let mut req = request("email", "alice@example.com");
+    req.source = "nowhere".into();
+    let x = extract(&mut server.client().await, req).await;
+    let info = error_info(x.status.as_ref().unwrap());
+    assert_eq!(info.reason, "UNKNOWN_SOURCE");
+    assert_eq!(info.metadata.get("source").unwrap(), "nowhere");
     server.stop().await.unwrap();
+}
+
+/// The ErrorInfo of a status, which every status of the service carries.
+fn error_info(status: &tonic::Status) -> tonic_types::ErrorInfo {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"))
 }
 
 #[tokio::test]

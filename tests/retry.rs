@@ -146,3 +146,50 @@ async fn a_connection_lost_after_a_batch_left_ends_unavailable_and_the_callers_r
     assert_eq!(x.manifest.unwrap().request_id, "dsr-retry-1");
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_connection_lost_after_table_started_is_not_retried_because_its_count_left() {
+    // `table_started` carries the table's COUNT(*) from the snapshot: once it has left, a
+    // retry would read another snapshot behind it, so the stream ends with UNAVAILABLE and
+    // no manifest, and the caller retries the whole call.
+    let app = "t-retry-after-table-started";
+    let server = support::TestServer::start(retry_config(app)).await;
+    let db = sql().await;
+    let mut client = server.client().await;
+    let mut stream = client
+        .extract(slow_request(500))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let message = stream.message().await.unwrap().unwrap();
+        match message.event {
+            Some(Event::TableStarted(t)) => {
+                assert_eq!(t.expected_rows, 100);
+                break;
+            }
+            Some(Event::Batch(_)) => panic!("a batch before table_started"),
+            _ => {}
+        }
+    }
+    // The count is done; the table's one fetch of 100 slow rows runs now.
+    terminate_reader(&db, app, "%retry_events%").await;
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(message)) => assert!(
+                !matches!(
+                    message.event,
+                    Some(Event::Manifest(_) | Event::TableStarted(_) | Event::Started(_))
+                ),
+                "the extraction started again behind a count that had left: {message:?}"
+            ),
+            Ok(None) => panic!("the stream ended OK after losing its connection"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let x = support::extract(&mut client, slow_request(500)).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert_eq!(x.rows("retry_events").len(), 100);
+    server.stop().await.unwrap();
+}

@@ -133,7 +133,7 @@ async fn concurrent_commits_do_not_leak_into_a_running_extraction() {
     assert!(completed.contains(&("events".to_owned(), EVENTS as u64)));
     let manifest = manifest.expect("a verified manifest");
     assert!(manifest.tables.iter().all(|t| t.verified));
-    assert_eq!(manifest.row_count, EVENTS + 1 + 1);
+    assert_eq!(manifest.row_count as i64, EVENTS + 1 + 1);
 
     // A new extraction sees the new state.
     let x = support::extract(&mut client, request("email", "snapshot@example.com")).await;

@@ -326,8 +326,15 @@ async fn manifests_are_checked_rule_by_rule() {
             "extraction_timestamp",
         ),
         (
+            // The total must be the per-table counts' sum (a negative total no longer fits
+            // the contract's uint64).
             Manifest {
-                row_count: -3,
+                row_count: 3,
+                tables: vec![dsr_connector::pb::TableCount {
+                    table: "orders".into(),
+                    row_count: 2,
+                    verified: true,
+                }],
                 ..good_manifest()
             },
             "row_count",
@@ -352,7 +359,12 @@ async fn manifests_are_checked_rule_by_rule() {
         subject_id: String::new(),
         pii_fields: vec![],
         extraction_timestamp: None,
-        row_count: -1,
+        row_count: 3,
+        tables: vec![dsr_connector::pb::TableCount {
+            table: "orders".into(),
+            row_count: 2,
+            verified: true,
+        }],
         ..good_manifest()
     };
     let v = validate(&mut client, check(all)).await.unwrap();

@@ -4,12 +4,13 @@
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::config::CoerceRule;
 use crate::engine::Engine;
 use crate::engine::discover::propose::CoerceProposal;
 use crate::engine::discover::{Filter, MAX_SAMPLE, Options, Proposal, render};
 use crate::pb::{
-    DiscoverRequest, DiscoverResponse, DiscoverySummary, ProposedColumn, ProposedIdentity,
-    ProposedReference, ProposedTable, UnreachableTable, discover_response,
+    DiscoverRequest, DiscoverResponse, DiscoverySummary, MatchMode, ProposedColumn,
+    ProposedIdentity, ProposedReference, ProposedTable, Rule, UnreachableTable, discover_response,
 };
 
 use super::status::to_status;
@@ -22,9 +23,11 @@ pub async fn run(
     deadline: Instant,
 ) -> Result<Vec<DiscoverResponse>, Status> {
     if request.sample_rows > MAX_SAMPLE {
-        return Err(Status::invalid_argument(format!(
-            "sample_rows: at most {MAX_SAMPLE} rows per table"
-        )));
+        return Err(super::status::refusal(
+            tonic::Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+            format!("sample_rows: at most {MAX_SAMPLE} rows per table"),
+        ));
     }
     let options = Options {
         sample: match (request.catalog_only, request.sample_rows) {
@@ -69,6 +72,12 @@ fn messages(proposal: &Proposal) -> Vec<DiscoverResponse> {
                         }
                         .to_owned(),
                         evidence: i.evidence.clone(),
+                        match_mode: if i.case_insensitive {
+                            MatchMode::CaseInsensitive
+                        } else {
+                            MatchMode::Exact
+                        }
+                        .into(),
                     })
                     .collect(),
                 references: t
@@ -101,6 +110,17 @@ fn messages(proposal: &Proposal) -> Vec<DiscoverResponse> {
                             Some(CoerceProposal::Date { formats }) => formats.clone(),
                             _ => Vec::new(),
                         },
+                        coerce_rule: match &c.coerce {
+                            None => Rule::Unspecified,
+                            Some(CoerceProposal::Date { .. }) => Rule::Date,
+                            Some(CoerceProposal::Epoch(rule)) => match rule {
+                                CoerceRule::EpochSeconds => Rule::EpochSeconds,
+                                CoerceRule::EpochMilliseconds => Rule::EpochMilliseconds,
+                                CoerceRule::EpochMicroseconds => Rule::EpochMicroseconds,
+                                CoerceRule::Date => Rule::Date,
+                            },
+                        }
+                        .into(),
                     })
                     .collect(),
                 notes: t.notes.clone(),

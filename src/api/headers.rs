@@ -10,7 +10,13 @@ pub fn grpc_timeout(metadata: &MetadataMap) -> Result<Option<Duration>, Status> 
     let Some(value) = metadata.get("grpc-timeout") else {
         return Ok(None);
     };
-    let bad = || Status::invalid_argument("grpc-timeout: malformed header");
+    let bad = || {
+        super::status::refusal(
+            tonic::Code::InvalidArgument,
+            "MALFORMED_DEADLINE",
+            "grpc-timeout: malformed header",
+        )
+    };
     let text = value.to_str().map_err(|_| bad())?;
     if text.len() < 2 || text.len() > 9 {
         return Err(bad());

@@ -27,7 +27,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 use tonic::service::InterceptorLayer;
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
+
+use super::status::refusal;
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 use tower::util::MapRequestLayer;
@@ -161,7 +163,9 @@ impl Policy {
         let now = Instant::now();
         match super::grpc_timeout(request.metadata())? {
             Some(timeout) => Ok(Deadline(now + timeout.min(self.max_deadline))),
-            None if self.require_deadline => Err(Status::invalid_argument(
+            None if self.require_deadline => Err(refusal(
+                Code::InvalidArgument,
+                "DEADLINE_REQUIRED",
                 "this server requires a deadline (grpc-timeout); set one on the call",
             )),
             None => Ok(Deadline(now + self.default_deadline)),
@@ -186,32 +190,46 @@ impl Policy {
                 .find(|(name, _)| *name == cn)
                 .map(|(_, caller)| caller.clone())
                 .ok_or_else(|| {
-                    Status::unauthenticated("the client certificate is not a configured caller")
+                    refusal(
+                        Code::Unauthenticated,
+                        "UNKNOWN_CLIENT_CERTIFICATE",
+                        "the client certificate is not a configured caller",
+                    )
                 })?,
             None => self.token_caller(request)?,
         };
         let rpc = path.rsplit('/').next().unwrap_or_default();
         if !service_open && !caller.may_call(rpc) {
-            return Err(Status::permission_denied(format!(
-                "caller '{}' may not call {rpc}",
-                caller.name
-            )));
+            return Err(refusal(
+                Code::PermissionDenied,
+                "RPC_NOT_ALLOWED",
+                format!("caller '{}' may not call {rpc}", caller.name),
+            ));
         }
         Ok(caller)
     }
 
     fn token_caller(&self, request: &Request<()>) -> Result<Caller, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?;
+        let header = request.metadata().get("authorization").ok_or_else(|| {
+            refusal(
+                Code::Unauthenticated,
+                "MISSING_TOKEN",
+                "missing authorization: Bearer <token>",
+            )
+        })?;
         let token = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?;
+            .ok_or_else(|| {
+                refusal(
+                    Code::Unauthenticated,
+                    "MALFORMED_AUTHORIZATION",
+                    "authorization must be \"Bearer <token>\"",
+                )
+            })?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Compare with every digest, so that timing says nothing about which one matched.
         let mut found = None;
@@ -220,7 +238,7 @@ impl Policy {
                 found = Some(candidate.caller.clone());
             }
         }
-        found.ok_or_else(|| Status::unauthenticated("unknown token"))
+        found.ok_or_else(|| refusal(Code::Unauthenticated, "UNKNOWN_TOKEN", "unknown token"))
     }
 }
 

@@ -45,12 +45,12 @@ impl DsrConnectorService for Service {
         let mut engine_answered = false;
         let result = async {
             if request.source.is_empty() {
-                return Err(Status::invalid_argument("source: must not be empty"));
+                return Err(invalid("source: must not be empty"));
             }
             context.check_source(&request.source)?;
             let subject = request
                 .subject
-                .ok_or_else(|| Status::invalid_argument("subject: required"))?;
+                .ok_or_else(|| invalid("subject: required"))?;
             let params = ExtractParams {
                 source: request.source,
                 kind: subject.kind,
@@ -121,11 +121,15 @@ impl DsrConnectorService for Service {
             // A dry run for a subject tells whether that person is in the source and how many
             // rows each table holds: it needs the Extract scope, not only Validate.
             if request.subject.is_some() && !context.caller.may_call("Extract") {
-                return Err(Status::permission_denied(format!(
-                    "caller '{}' may not run a dry run for a subject: that needs the Extract \
-                     scope as well as Validate",
-                    context.caller.name
-                )));
+                return Err(status::refusal(
+                    tonic::Code::PermissionDenied,
+                    "RPC_NOT_ALLOWED",
+                    format!(
+                        "caller '{}' may not run a dry run for a subject: that needs the \
+                         Extract scope as well as Validate",
+                        context.caller.name
+                    ),
+                ));
             }
             let messages = validate::run(
                 &self.engine,
@@ -151,7 +155,7 @@ impl DsrConnectorService for Service {
         let source = request.source.clone();
         let result = async {
             if request.source.is_empty() {
-                return Err(Status::invalid_argument("source: must not be empty"));
+                return Err(invalid("source: must not be empty"));
             }
             context.check_source(&request.source)?;
             let messages = discover::run(
@@ -219,6 +223,11 @@ impl Service {
     }
 }
 
+/// A malformed request.
+fn invalid(message: &str) -> Status {
+    status::refusal(tonic::Code::InvalidArgument, "INVALID_ARGUMENT", message)
+}
+
 /// Records a call's final gRPC status on its server span.
 fn record_status(span: &tracing::Span, code: tonic::Code) {
     span.record("rpc.grpc.status_code", code as i64);
@@ -252,7 +261,13 @@ struct CallContext {
 
 impl CallContext {
     fn of<T>(request: &Request<T>) -> Result<CallContext, Status> {
-        let missing = || Status::internal("the call did not pass the interceptor stack");
+        let missing = || {
+            status::refusal(
+                tonic::Code::Internal,
+                "INTERNAL",
+                "the call did not pass the interceptor stack",
+            )
+        };
         Ok(CallContext {
             span: request
                 .extensions()
@@ -282,10 +297,15 @@ impl CallContext {
         if self.caller.may_read(source) {
             Ok(())
         } else {
-            Err(Status::permission_denied(format!(
-                "caller '{}' may not read source '{source}'",
-                self.caller.name
-            )))
+            Err(status::with_error_info(
+                tonic::Code::PermissionDenied,
+                format!(
+                    "caller '{}' may not read source '{source}'",
+                    self.caller.name
+                ),
+                "SOURCE_NOT_ALLOWED",
+                [("source".to_owned(), source.to_owned())].into(),
+            ))
         }
     }
 

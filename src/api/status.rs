@@ -4,8 +4,15 @@
 //! schema drift FAILED_PRECONDITION, a full pool RESOURCE_EXHAUSTED, an unreachable database
 //! or a shutdown UNAVAILABLE (retryable), a count mismatch DATA_LOSS. Messages name the source,
 //! table, column or key at fault and never contain an identity or extracted value.
+//!
+//! Every status carries a `google.rpc.ErrorInfo` in its details: domain [`DOMAIN`], a stable
+//! upper-case reason, and the source, table and column it concerns where there is one (names
+//! from the data map, never values). The proto file lists the reasons under each code.
+
+use std::collections::HashMap;
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::engine::ExtractError;
 use crate::resilience::admission::AdmissionError;
@@ -42,7 +49,7 @@ pub fn to_status(error: &ExtractError) -> Status {
         | ExtractError::AuditUnavailable(_) => Code::Unavailable,
         ExtractError::ClientGone => Code::Cancelled,
     };
-    let mut status = Status::new(code, error.to_string());
+    let mut status = with_error_info(code, error.to_string(), reason(error), place(error));
     if let ExtractError::CircuitOpen { retry_after, .. } = error
         && let Ok(value) = retry_after.as_millis().max(1).to_string().parse()
     {
@@ -52,6 +59,113 @@ pub fn to_status(error: &ExtractError) -> Status {
             .insert("grpc-retry-pushback-ms", value);
     }
     status
+}
+
+/// The ErrorInfo domain of every status the service sends.
+pub const DOMAIN: &str = "dsr-connector";
+
+/// A status with its ErrorInfo: `reason` stable and upper-case, `metadata` the names of what
+/// it concerns.
+pub fn with_error_info(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    metadata: HashMap<String, String>,
+) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, DOMAIN, metadata),
+    )
+}
+
+/// A refusal of the API layer (a header, a token, a scope), with its reason.
+pub fn refusal(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    with_error_info(code, message, reason, HashMap::new())
+}
+
+/// The stable reason of an engine error.
+fn reason(error: &ExtractError) -> &'static str {
+    match error {
+        ExtractError::InvalidArgument(_) => "INVALID_ARGUMENT",
+        ExtractError::UnknownSource(_) => "UNKNOWN_SOURCE",
+        ExtractError::Plan(plan) => match plan {
+            PlanError::UnknownIdentityKind { .. } => "UNKNOWN_IDENTITY_KIND",
+            PlanError::Unreachable { .. } => "UNREACHABLE_TABLE",
+            PlanError::UnknownTable { .. } => "UNKNOWN_TABLE",
+            PlanError::SchemaDrift { .. } => "SCHEMA_DRIFT",
+            PlanError::NoPersonalData { .. } => "NO_PERSONAL_DATA",
+            PlanError::Catalog { .. } => "CATALOG_UNAVAILABLE",
+        },
+        ExtractError::Db(db) => match db {
+            DbError::PoolExhausted { .. } => "POOL_EXHAUSTED",
+            DbError::Unavailable { .. } => "DATABASE_UNAVAILABLE",
+            DbError::Refused { .. } => "DATABASE_REFUSED",
+            DbError::DeadlineWaitingForConnection { .. } => "DEADLINE",
+            DbError::ConnectionLost { .. } => "CONNECTION_LOST",
+            DbError::Query { failure, .. } => match failure {
+                QueryFailure::Connection | QueryFailure::Resources => "DATABASE_UNAVAILABLE",
+                QueryFailure::Serialization => "SERIALIZATION_FAILURE",
+                QueryFailure::Cancelled => "QUERY_CANCELLED",
+                QueryFailure::SchemaChanged => "SCHEMA_CHANGED",
+                QueryFailure::InsufficientPrivilege => "INSUFFICIENT_PRIVILEGE",
+                QueryFailure::Other => "DATABASE_ERROR",
+            },
+        },
+        ExtractError::CountMismatch { .. } => "COUNT_MISMATCH",
+        ExtractError::RowTooLarge { .. } => "ROW_TOO_LARGE",
+        ExtractError::Decode { .. } => "DECODE",
+        ExtractError::Coercion(_) => "COERCION",
+        ExtractError::DeadlineExceeded => "DEADLINE",
+        ExtractError::Admission(AdmissionError::Deadline { .. }) => "DEADLINE",
+        ExtractError::Admission(_) => "BUSY",
+        ExtractError::CircuitOpen { .. } => "CIRCUIT_OPEN",
+        ExtractError::Stalled(_) => "STALLED",
+        ExtractError::MessageTooLarge { .. } => "MESSAGE_TOO_LARGE",
+        ExtractError::ShuttingDown => "SHUTTING_DOWN",
+        ExtractError::AuditUnavailable(_) => "AUDIT_UNAVAILABLE",
+        ExtractError::InvalidManifest(_) => "INVALID_MANIFEST",
+        ExtractError::Internal(_) => "INTERNAL",
+        ExtractError::ClientGone => "CLIENT_GONE",
+    }
+}
+
+/// The source, table and column an engine error concerns, where it names them.
+fn place(error: &ExtractError) -> HashMap<String, String> {
+    let mut at = HashMap::new();
+    let mut put = |key: &str, value: &str| {
+        if !value.is_empty() {
+            at.insert(key.to_owned(), value.to_owned());
+        }
+    };
+    match error {
+        ExtractError::UnknownSource(source) => put("source", source),
+        ExtractError::Plan(plan) => match plan {
+            PlanError::UnknownIdentityKind { source_name, .. }
+            | PlanError::SchemaDrift { source_name, .. }
+            | PlanError::NoPersonalData { source_name, .. }
+            | PlanError::Catalog { source_name, .. } => put("source", source_name),
+            PlanError::UnknownTable { source_name, table } => {
+                put("source", source_name);
+                put("table", table);
+            }
+            PlanError::Unreachable { table, .. } => put("table", table),
+        },
+        ExtractError::Db(db) => put("source", db.source_name()),
+        ExtractError::CountMismatch { table, .. } => put("table", table),
+        ExtractError::RowTooLarge { table, column, .. }
+        | ExtractError::Decode { table, column, .. } => {
+            put("table", table);
+            put("column", column);
+        }
+        ExtractError::Coercion(violation) => {
+            put("table", &violation.table);
+            put("column", &violation.column);
+        }
+        ExtractError::CircuitOpen { source_name, .. } => put("source", source_name),
+        _ => {}
+    }
+    at
 }
 
 fn db_code(error: &DbError) -> Code {

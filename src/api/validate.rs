@@ -57,7 +57,9 @@ pub async fn run(
     }
     if request.source.is_empty() {
         if request.manifest.is_none() {
-            return Err(Status::invalid_argument(
+            return Err(super::status::refusal(
+                tonic::Code::InvalidArgument,
+                "INVALID_ARGUMENT",
                 "source: required unless only a manifest is validated",
             ));
         }
@@ -156,6 +158,7 @@ async fn dry_run(
                         check.row_count = done.row_count;
                         check.rejected_count = done.rejected_count;
                         check.pii_fields = done.pii_fields.clone();
+                        check.found_fields = done.found_fields.clone();
                         for v in &done.violations {
                             verdict.violations.push(format!(
                                 "table '{}', column '{}', row {}: {} ({}){}",

@@ -83,6 +83,11 @@ impl Engine {
             for (looser, plan) in &plans {
                 let mut found = pb::LooserMatch {
                     r#match: looser.name().to_owned(),
+                    match_mode: match looser {
+                        Looser::CaseInsensitive => pb::MatchMode::CaseInsensitive,
+                        Looser::Trimmed => pb::MatchMode::Trimmed,
+                    }
+                    .into(),
                     ..Default::default()
                 };
                 for table in &plan.tables {

@@ -74,6 +74,24 @@ impl Coercion {
         }
     }
 
+    /// The rule, as the proto types it.
+    pub fn rule_type(&self) -> crate::pb::Rule {
+        use crate::pb::Rule;
+        match self {
+            Coercion::Epoch {
+                unit: EpochUnit::Seconds,
+            } => Rule::EpochSeconds,
+            Coercion::Epoch {
+                unit: EpochUnit::Milliseconds,
+            } => Rule::EpochMilliseconds,
+            Coercion::Epoch {
+                unit: EpochUnit::Microseconds,
+            } => Rule::EpochMicroseconds,
+            Coercion::LocalTimestamp { .. } => Rule::Timezone,
+            Coercion::Date { .. } => Rule::Date,
+        }
+    }
+
     /// Applies the rule to one non-null cell, decoded first with `decoder`.
     pub fn apply(&self, decoder: Decoder, raw: &[u8]) -> Result<Kind, CoerceError> {
         let fail = |category| CoerceError {

@@ -192,7 +192,7 @@ impl Package {
         }
         let rows: u64 = self.tables.iter().map(|t| t.rows).sum();
         ensure!(
-            u64::try_from(manifest.row_count).ok() == Some(rows),
+            manifest.row_count == rows,
             "the manifest counts {} rows, the stream had {rows}",
             manifest.row_count
         );

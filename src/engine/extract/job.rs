@@ -178,7 +178,7 @@ impl Job {
         tables: Vec<pb::TableCount>,
         found: &Found,
     ) -> pb::Manifest {
-        let row_count = tables.iter().map(|t| t.row_count as i64).sum();
+        let row_count = tables.iter().map(|t| t.row_count).sum();
         let mut metadata = BTreeMap::new();
         metadata.insert("request_id".to_owned(), self.params.request_id.clone());
         metadata.insert("identity_kind".to_owned(), self.plan.kind.clone());
@@ -283,7 +283,7 @@ impl Job {
                     verified: t.verified,
                 })
                 .collect(),
-            row_count: manifest.row_count.max(0) as u64,
+            row_count: manifest.row_count,
             manifest_sha256: crate::records::audit::message_sha256(manifest),
             ..self.call.entry.clone()
         };

@@ -1,8 +1,9 @@
 //! The manifest rules of the DSRExtractionSchema contract.
 //!
 //! `subject_id` is non-empty; `pii_fields` is normalized (trimmed, lower-cased, empties
-//! dropped) and at least one remains; `extraction_timestamp` is present; `row_count` is at
-//! least 0. `metadata` is a string map and `compliance_tag` is optional by construction.
+//! dropped) and at least one remains; `extraction_timestamp` is present; `row_count` equals
+//! the per-table counts' sum. `row_count` is at least 0, `metadata` a string map and
+//! `compliance_tag` optional by construction.
 //! Every violation is reported, not just the first.
 
 use crate::pb::Manifest;
@@ -34,12 +35,6 @@ pub fn violations(manifest: &Manifest) -> Vec<String> {
     if manifest.extraction_timestamp.is_none() {
         problems.push("extraction_timestamp: must be present".to_owned());
     }
-    if manifest.row_count < 0 {
-        problems.push(format!(
-            "row_count: must be at least 0, got {}",
-            manifest.row_count
-        ));
-    }
     // The counts may come from any system: summed without overflow.
     let table_rows = manifest
         .tables
@@ -47,7 +42,7 @@ pub fn violations(manifest: &Manifest) -> Vec<String> {
         .try_fold(0u64, |sum, t| sum.checked_add(t.row_count));
     match table_rows {
         None => problems.push("tables: the per-table row counts overflow a 64-bit sum".to_owned()),
-        Some(sum) if !manifest.tables.is_empty() && sum != manifest.row_count.max(0) as u64 => {
+        Some(sum) if !manifest.tables.is_empty() && sum != manifest.row_count => {
             problems.push(format!(
                 "row_count: {} differs from the sum of the per-table counts ({sum})",
                 manifest.row_count
@@ -125,10 +120,10 @@ mod tests {
             subject_id: " ".into(),
             pii_fields: vec!["  ".into()],
             extraction_timestamp: None,
-            row_count: -1,
+            row_count: 3,
             ..valid()
         };
         let problems = violations(&manifest);
-        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
     }
 }

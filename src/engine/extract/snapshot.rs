@@ -308,6 +308,14 @@ impl Job {
                     .iter()
                     .map(|(path, category)| format!("{path}:{category}"))
                     .collect(),
+                found_fields: outcome
+                    .fields
+                    .iter()
+                    .map(|(path, category)| pb::PiiField {
+                        path: path.clone(),
+                        category: category.clone(),
+                    })
+                    .collect(),
             }))
             .await?;
         }

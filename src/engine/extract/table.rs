@@ -184,6 +184,7 @@ impl Job {
                             rule: e.rule.to_owned(),
                             category: e.category.to_owned(),
                             detail: String::new(),
+                            rule_type: rule.rule_type().into(),
                         };
                         match self.reading.coercion_policy {
                             CoercionPolicy::Fail => {
@@ -253,6 +254,7 @@ impl Job {
                         rule: "json_scan".to_owned(),
                         category: v.category.to_owned(),
                         detail: clip(&v.detail, MAX_DETAIL_CHARS),
+                        rule_type: pb::Rule::JsonScan.into(),
                     });
                 }
             }

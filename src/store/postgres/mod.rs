@@ -65,6 +65,18 @@ impl DbError {
         }
     }
 
+    /// The source the error happened on.
+    pub fn source_name(&self) -> &str {
+        match self {
+            DbError::PoolExhausted { source_name, .. }
+            | DbError::Unavailable { source_name, .. }
+            | DbError::Refused { source_name, .. }
+            | DbError::DeadlineWaitingForConnection { source_name }
+            | DbError::Query { source_name, .. }
+            | DbError::ConnectionLost { source_name, .. } => source_name,
+        }
+    }
+
     /// The SQLSTATE, when PostgreSQL sent one.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
