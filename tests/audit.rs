@@ -212,8 +212,10 @@ async fn a_store_that_cannot_be_written_withholds_the_manifest() {
     let x = extract(&mut client, request("email", "alice@example.com")).await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
 
-    // The head file can no longer be replaced: every append fails from now on.
-    let blocker = PathBuf::from(format!("{}.head.tmp", path.display()));
+    // The head file can no longer be replaced (a directory stands in its place, and a file
+    // is not renamed over a directory): every append fails from now on.
+    let blocker = PathBuf::from(format!("{}.head", path.display()));
+    std::fs::remove_file(&blocker).unwrap();
     std::fs::create_dir(&blocker).unwrap();
     let x = extract(&mut client, request("email", "alice@example.com")).await;
     assert_eq!(x.code(), Code::Unavailable, "{}", x.message());

@@ -190,7 +190,8 @@ pub enum StoreKind {
 
 /// `[server.control]`: a PostgreSQL database that several replicas share for their audit
 /// logs (one chain per replica) and their dead letters. The service creates its tables.
-#[derive(Deserialize)]
+/// `Debug` is derived: the connection string is a `SecretString`, which prints redacted.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
     /// Environment variable holding a libpq-style connection string (it may hold a password,
@@ -204,19 +205,6 @@ pub struct ControlConfig {
     /// The connection string, resolved by [`super::Config::load`].
     #[serde(skip)]
     pub url: Option<secrecy::SecretString>,
-}
-
-/// `Debug` by hand: the connection string may hold a password.
-impl std::fmt::Debug for ControlConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlConfig")
-            .field("url_env", &self.url_env)
-            .field("url_file", &self.url_file)
-            .field("url", &self.url.as_ref().map(|_| "[REDACTED]"))
-            .field("ssl_mode", &self.ssl_mode)
-            .field("root_cert", &self.root_cert)
-            .finish()
-    }
 }
 
 /// `[server.dead_letters]`: the dead-letter queue.
@@ -267,3 +255,25 @@ impl AuditConfig {
 
 /// The environment variable read for the subject key when the config names none.
 pub const DEFAULT_SUBJECT_KEY_ENV: &str = "DSR_SUBJECT_KEY";
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn the_control_connection_string_never_shows_in_debug() {
+        let control = ControlConfig {
+            url_env: Some("DSR_CONTROL_URL".into()),
+            url_file: None,
+            ssl_mode: SslMode::default(),
+            root_cert: None,
+            url: Some(secrecy::SecretString::from(
+                "host=db user=dsr password=hunter2-secret".to_owned(),
+            )),
+        };
+        for text in [format!("{control:?}"), format!("{control:#?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("DSR_CONTROL_URL"), "{text}");
+        }
+    }
+}

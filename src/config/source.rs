@@ -32,8 +32,9 @@ pub enum SslMode {
     VerifyFull,
 }
 
-/// One PostgreSQL database and its data map.
-#[derive(Deserialize)]
+/// One PostgreSQL database and its data map. `Debug` is derived: the password is a
+/// `SecretString`, which prints redacted, so a new field can never leak it.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// The name callers use in `ExtractRequest.source`.
@@ -101,38 +102,6 @@ pub struct SourceConfig {
     /// The password, resolved from `password_env`/`password_file` by [`Config::load`].
     #[serde(skip)]
     pub password: Option<SecretString>,
-}
-
-/// `Debug` by hand, so that the password's presence, never its value, is shown.
-impl std::fmt::Debug for SourceConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SourceConfig")
-            .field("name", &self.name)
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("password_env", &self.password_env)
-            .field("password_file", &self.password_file)
-            .field("password", &self.password)
-            .field("ssl_mode", &self.ssl_mode)
-            .field("root_cert", &self.root_cert)
-            .field("max_connections", &self.max_connections)
-            .field("min_idle", &self.min_idle)
-            .field("max_per_caller", &self.max_per_caller)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("application_name", &self.application_name)
-            .field("identity_kinds", &self.identity_kinds)
-            .field("identities", &self.identities)
-            .field("timezone", &self.timezone)
-            .field("unmapped_columns", &self.unmapped_columns)
-            .field("on_coercion_error", &self.on_coercion_error)
-            .field("schema_refresh", &self.schema_refresh)
-            .field("circuit_breaker", &self.circuit_breaker)
-            .field("retry", &self.retry)
-            .field("tables", &self.tables)
-            .finish()
-    }
 }
 
 /// A deserialize target that accepts any value and keeps nothing of it.

@@ -205,17 +205,21 @@ impl Sink for FileSink {
     }
 }
 
-/// Replaces a head file atomically: a new file, fsynced, renamed over the old one.
+/// Replaces a head file atomically: a new temporary file beside it, fsynced, persisted over
+/// the old one (a rename), and then the directory fsynced, so that the rename itself survives
+/// a crash. A crash before the rename leaves the old head and no stray file behind.
 fn write_head(path: &Path, seq: u64, hash: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut file = File::create(&tmp)?;
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::Builder::new().prefix(".head-").tempfile_in(dir)?;
     file.write_all(
         serde_json::json!({ "seq": seq, "hash": hash })
             .to_string()
             .as_bytes(),
     )?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
 }

@@ -136,7 +136,14 @@ pub async fn run(args: ExtractArgs) -> anyhow::Result<Written> {
     let mut client = DsrConnectorServiceClient::new(channel);
     let deadline = Instant::now() + args.deadline;
     let progress = Progress::new(args.quiet);
-    let mut backoff = Duration::from_millis(500);
+    // Exponential backoff with jitter (backon, as the server's own retries), from 0.5 s to
+    // 30 s, and never shorter than the server's pushback.
+    let mut delays = crate::resilience::retry::RetryPolicy {
+        attempts: args.attempts,
+        min_delay: Duration::from_millis(500),
+        max_delay: Duration::from_secs(30),
+    }
+    .delays();
     for attempt in 1..=args.attempts {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut call = tonic::Request::new(request.clone());
@@ -159,6 +166,9 @@ pub async fn run(args: ExtractArgs) -> anyhow::Result<Written> {
         match attempt_once(&mut client, call, &args, &progress).await {
             Ok(written) => return Ok(written),
             Err(Failure::Retryable(status, pushback)) if attempt < args.attempts => {
+                let Some(backoff) = delays.next_before(None) else {
+                    return Err(status_error(&status));
+                };
                 let wait = backoff.max(pushback);
                 if Instant::now() + wait >= deadline {
                     return Err(status_error(&status));
@@ -170,7 +180,6 @@ pub async fn run(args: ExtractArgs) -> anyhow::Result<Written> {
                     wait.as_millis()
                 ));
                 tokio::time::sleep(wait).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(Failure::Retryable(status, _)) => return Err(status_error(&status)),
             Err(Failure::Fatal(e)) => return Err(e),
