@@ -1,11 +1,13 @@
-//! The README's benchmark commands, run as written but at a small scale (1% of the dataset,
-//! 50 subjects, one repetition; results in a directory of this test rather than
-//! `bench-results/`): each builds the release binaries, generates its shape's dataset, and
-//! measures the service against psql and raw PostgreSQL. The full-scale run is the README's
-//! command itself, for people measuring. Nothing here asserts a time; the test checks the
-//! report's shape and that every scenario ran and produced its figures.
+//! The README's benchmark commands, at a small scale: each command's `dsr-bench` arguments
+//! (its shape) are run with 1% of the dataset, 50 subjects and one repetition, results in a
+//! directory of this test rather than `bench-results/`. The suite checks the report's shape
+//! and that every scenario ran against psql and raw PostgreSQL; it runs the binaries the test
+//! build made, so that it compiles nothing in release mode. The full-scale run, in release
+//! mode, is the README's command itself, for people measuring. Nothing here asserts a time.
 
 mod support;
+
+use std::process::Command;
 
 #[test]
 fn the_readme_benchmark_commands_run_every_scenario_on_both_shapes() {
@@ -13,19 +15,29 @@ fn the_readme_benchmark_commands_run_every_scenario_on_both_shapes() {
     assert_eq!(commands.len(), 2, "{commands:?}");
     let mut shapes = Vec::new();
     for command in &commands {
-        let out_dir = tempfile::tempdir().unwrap();
-        let output = support::run_readme_command(
-            command,
-            &[(
-                "--scale 1.0",
-                format!(
-                    "--scale 0.01 --subjects 50 --repeat 1 --out {}",
-                    out_dir.path().display()
-                ),
-            )],
-            &[],
+        let (build, args) = command
+            .split_once(" -- ")
+            .unwrap_or_else(|| panic!("no dsr-bench arguments in: {command}"));
+        assert_eq!(
+            build, "cargo build --release && cargo run --release --bin dsr-bench",
+            "the README's benchmark command changed; update this test"
         );
+        let args: Vec<&str> = args.split_whitespace().collect();
+        assert_eq!(args[..2], ["--scale", "1.0"], "{command}");
+        let out_dir = tempfile::tempdir().unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_dsr-bench"))
+            .args(&args[2..])
+            .args(["--scale", "0.01", "--subjects", "50", "--repeat", "1"])
+            .arg("--out")
+            .arg(out_dir.path())
+            .output()
+            .unwrap();
         let table = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{command}\n{table}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let report: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(out_dir.path().join("bench.json")).unwrap(),
         )
@@ -36,7 +48,9 @@ fn the_readme_benchmark_commands_run_every_scenario_on_both_shapes() {
         for measure in [
             "heavy: dsr-connector (rows/s)",
             "heavy: psql \\copy binary (rows/s)",
+            "heavy: raw tokio-postgres portal (rows/s)",
             "sequential: dsr-connector (subjects/s)",
+            "sequential: raw tokio-postgres (subjects/s)",
             "concurrent: dsr-connector (subjects/s)",
             "concurrent: psql \\copy binary, pooled psql sessions (subjects/s)",
             "heavy: service peak RSS (MiB)",
