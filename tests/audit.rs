@@ -345,3 +345,115 @@ async fn sigkill_during_twenty_extractions_leaves_every_manifest_recorded_and_a_
         );
     }
 }
+
+#[tokio::test]
+async fn a_validate_dry_run_is_one_record_and_a_refused_caller_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let config = config_with_tokens(
+        &audited_text(&path, ""),
+        &[
+            ("orchestrator", TOKEN, "sources = [\"demo\"]"),
+            (
+                "schema-checker",
+                "token-of-the-schema-checker-0123456789",
+                "sources = [\"demo\"]\nrpcs = [\"Validate\"]",
+            ),
+        ],
+    );
+    let server = TestServer::start(config).await;
+    let mut client = server.client().await;
+
+    // A dry run for alice, under the caller's own request id.
+    let mut dry_run = with_token(
+        ValidateRequest {
+            source: "demo".into(),
+            subject: Some(dsr_connector::pb::Identity {
+                kind: "email".into(),
+                value: "Alice@Example.com ".into(),
+            }),
+            ..Default::default()
+        },
+        TOKEN,
+    );
+    dry_run
+        .metadata_mut()
+        .insert("x-request-id", "validate-call-2".parse().unwrap());
+    let mut stream = client.validate(dry_run).await.unwrap().into_inner();
+    while stream.message().await.unwrap().is_some() {}
+
+    // A caller whose token may only Validate calls Extract.
+    let refused = client
+        .extract(with_token(
+            request("email", "alice@example.com"),
+            "token-of-the-schema-checker-0123456789",
+        ))
+        .await;
+    assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
+    server.stop().await.unwrap();
+
+    let all = records(&path);
+    let of_call: Vec<_> = all
+        .iter()
+        .filter(|r| r["call_id"] == "validate-call-2")
+        .collect();
+    assert_eq!(of_call.len(), 1, "one record per call: {of_call:#?}");
+    let record = of_call[0];
+    assert_eq!(record["rpc"], "Validate");
+    assert_eq!(record["status"], "OK");
+    assert_eq!(record["dry_run"], true);
+    // The subject as the dry run normalised it: the same id as alice's extractions.
+    assert_eq!(
+        record["subject_id"],
+        dsr_connector::subject::subject_id(SUBJECT_KEY.as_bytes(), "email", "alice@example.com")
+    );
+    assert!(
+        all.iter()
+            .all(|r| r["rpc"] != "Validate" || r["call_id"] != ""),
+        "a Validate record without its call id: {all:#?}"
+    );
+    let denied = all
+        .iter()
+        .find(|r| r["status"] == "PERMISSION_DENIED")
+        .unwrap_or_else(|| panic!("no PERMISSION_DENIED record in {all:#?}"));
+    assert_eq!(denied["caller"], "schema-checker");
+    assert_eq!(denied["outcome"], "refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_producer_ends_the_call_as_internal_with_its_record() {
+    // The debug build's fault hook: the producer panics while it reads legacy_accounts.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let audit_key = demo::audit_key(SUBJECT_KEY);
+    let server = ServeProcess::start_with(
+        &audited_text(&path, ""),
+        &[
+            ("DSR_AUDIT_KEY", &audit_key),
+            ("DSR_DEBUG_PANIC_AT_TABLE", "legacy_accounts"),
+        ],
+    )
+    .await;
+    let mut client = server.client().await;
+    let mut req = request("email", "alice@example.com");
+    req.request_id = "dsr-panic-1".into();
+    let x = extract(&mut client, req).await;
+    assert_eq!(x.code(), Code::Internal, "{}", x.message());
+    assert!(x.manifest.is_none());
+    // The server goes on serving: a call that does not reach the table succeeds.
+    let mut orders = request("email", "alice@example.com");
+    orders.tables = vec!["orders".into()];
+    let x = extract(&mut client, orders).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    let (status, log) = server.terminate().await;
+    assert!(status.success(), "{}", log.join("\n"));
+
+    let all = records(&path);
+    let failed = all
+        .iter()
+        .find(|r| r["request_id"] == "dsr-panic-1")
+        .unwrap_or_else(|| panic!("no record of the call that panicked: {all:#?}"));
+    assert_eq!(failed["outcome"], "failed");
+    assert_eq!(failed["status"], "INTERNAL");
+    assert!(verify(&path).status.success());
+}

@@ -29,20 +29,7 @@ fn setup() {
 }
 
 fn retry_config(app: &str) -> dsr_connector::config::Config {
-    setup();
-    let text = config_text(
-        r#"
-[[sources.tables]]
-name = "retry_events"
-reference = { column = "customer_id", table = "customers", to = "id" }
-columns = { id = "not_pii", customer_id = "identifier.customer_id" }
-"#,
-    )
-    .replace(
-        "max_connections = 10",
-        &format!("max_connections = 10\napplication_name = \"{app}\""),
-    );
-    config(&text)
+    config(&retry_config_text(app))
 }
 
 fn slow_request(batch_size: u32) -> dsr_connector::pb::ExtractRequest {
@@ -192,4 +179,71 @@ async fn a_connection_lost_after_table_started_is_not_retried_because_its_count_
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     assert_eq!(x.rows("retry_events").len(), 100);
     server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_attempt_counts_with_the_circuit_breaker_though_the_retry_succeeds() {
+    // A breaker that judges from two outcomes: the lost connection (a failure of the source)
+    // and the retry's success make 1 failure in 2, above the ratio. Counting calls instead of
+    // attempts saw one success and kept the breaker closed.
+    let app = "t-retry-breaker";
+    let text = toml_edit_source(
+        &retry_config_text(app),
+        "circuit_breaker = { min_calls = 2 }",
+    );
+    let server = support::TestServer::start(config(&text)).await;
+    let db = sql().await;
+    let mut client = server.client().await;
+    let mut stream = client
+        .extract(slow_request(500))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    terminate_reader(&db, app, "SELECT count(*)%retry_events%").await;
+    let mut manifest = None;
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(Event::Manifest(m)) = message.event {
+            manifest = Some(m);
+        }
+    }
+    let manifest = manifest.expect("the retry succeeded");
+    assert_eq!(
+        manifest.metadata.get("attempts").map(String::as_str),
+        Some("2")
+    );
+    let x = support::extract(&mut client, slow_request(500)).await;
+    assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+    assert!(
+        x.message().contains("circuit breaker is open"),
+        "{}",
+        x.message()
+    );
+    server.stop().await.unwrap();
+}
+
+/// The retry test's config text, before it is parsed.
+fn retry_config_text(app: &str) -> String {
+    setup();
+    config_text(
+        r#"
+[[sources.tables]]
+name = "retry_events"
+reference = { column = "customer_id", table = "customers", to = "id" }
+columns = { id = "not_pii", customer_id = "identifier.customer_id" }
+"#,
+    )
+    .replace(
+        "max_connections = 10",
+        &format!("max_connections = 10\napplication_name = \"{app}\""),
+    )
+}
+
+/// `setting` added to the source's keys (they end where its first table begins).
+fn toml_edit_source(text: &str, setting: &str) -> String {
+    text.replacen(
+        "max_connections = 10",
+        &format!("max_connections = 10\n{setting}"),
+        1,
+    )
 }

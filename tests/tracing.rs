@@ -109,6 +109,17 @@ async fn extract_spans_reach_an_otlp_receiver_as_children_of_the_caller() {
         Some("5")
     );
     assert!(attribute(items, "db.query.text").unwrap().contains("$1"));
+    // legacy_accounts returns 4 rows, of which one is rejected by its coercion rule: the query
+    // span says what the database returned, and the rejected row apart.
+    let legacy = queries
+        .iter()
+        .find(|s| attribute(s, "db.collection.name").as_deref() == Some("legacy_accounts"))
+        .unwrap();
+    assert_eq!(
+        attribute(legacy, "db.response.returned_rows").as_deref(),
+        Some("4")
+    );
+    assert_eq!(attribute(legacy, "dsr.rows.rejected").as_deref(), Some("1"));
     let verify = children
         .iter()
         .find(|s| {

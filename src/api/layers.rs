@@ -198,15 +198,23 @@ impl Policy {
                 })?,
             None => self.token_caller(request)?,
         };
+        Ok(caller)
+    }
+
+    /// Whether an authenticated caller may call the method at `path`.
+    fn authorize(caller: &Caller, path: &str) -> Result<(), Status> {
+        let service_open =
+            path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.");
         let rpc = path.rsplit('/').next().unwrap_or_default();
-        if !service_open && !caller.may_call(rpc) {
-            return Err(refusal(
+        if service_open || caller.may_call(rpc) {
+            Ok(())
+        } else {
+            Err(refusal(
                 Code::PermissionDenied,
                 "RPC_NOT_ALLOWED",
                 format!("caller '{}' may not call {rpc}", caller.name),
-            ));
+            ))
         }
-        Ok(caller)
     }
 
     fn token_caller(&self, request: &Request<()>) -> Result<Caller, Status> {
@@ -303,6 +311,8 @@ impl tonic::service::Interceptor for Policy {
         let caller = self
             .authenticate(&request, &path)
             .map_err(|status| refused(status, ""))?;
+        // A caller refused for its scopes is known: its record names it.
+        Self::authorize(&caller, &path).map_err(|status| refused(status, &caller.name))?;
         let span = if path.starts_with("/grpc.") {
             tracing::Span::none()
         } else {

@@ -70,7 +70,10 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cancel_streams = CancellationToken::new();
-    let metrics = Arc::new(crate::observability::metrics::Metrics::new(&config));
+    let metrics = Arc::new(crate::observability::metrics::Metrics::new(
+        &config,
+        crate::records::deadletter::CATEGORIES,
+    ));
     let records = crate::records::Records::open(&config.server).await?;
     let audit_log = records.log.clone();
     let engine = Arc::new(

@@ -100,7 +100,7 @@ impl DsrConnectorService for Service {
                 .record_request("Extract", &source, status.code());
             record_status(&context.span, status.code());
             if !engine_answered {
-                self.record_call(&context, "Extract", &source, status.code())
+                self.record_call(&context, "Extract", &source, "", status.code())
                     .await;
             }
         }
@@ -114,6 +114,12 @@ impl DsrConnectorService for Service {
         let context = CallContext::of(&request)?;
         let request = request.into_inner();
         let source = request.source.clone();
+        // The call's one record names the subject of a dry run, as a keyed hash.
+        let subject_id = request
+            .subject
+            .as_ref()
+            .map(|s| self.engine.subject_id_of(&source, &s.kind, &s.value))
+            .unwrap_or_default();
         let result = async {
             if !request.source.is_empty() {
                 context.check_source(&request.source)?;
@@ -135,6 +141,7 @@ impl DsrConnectorService for Service {
                 &self.engine,
                 request,
                 &context.caller.name,
+                &context.request_id,
                 Some(context.deadline),
             )
             .await?;
@@ -142,7 +149,7 @@ impl DsrConnectorService for Service {
         }
         .instrument(context.span.clone())
         .await;
-        self.finish_call(&context, "Validate", &source, result)
+        self.finish_call(&context, "Validate", &source, &subject_id, result)
             .await
     }
 
@@ -169,7 +176,7 @@ impl DsrConnectorService for Service {
         }
         .instrument(context.span.clone())
         .await;
-        self.finish_call(&context, "Discover", &source, result)
+        self.finish_call(&context, "Discover", &source, "", result)
             .await
     }
 }
@@ -182,6 +189,7 @@ impl Service {
         context: &CallContext,
         rpc: &str,
         source: &str,
+        subject_id: &str,
         result: Result<T, Status>,
     ) -> Result<Response<T>, Status> {
         let code = result
@@ -191,13 +199,21 @@ impl Service {
             .unwrap_or(tonic::Code::Ok);
         self.engine.metrics().record_request(rpc, source, code);
         record_status(&context.span, code);
-        self.record_call(context, rpc, source, code).await;
+        self.record_call(context, rpc, source, subject_id, code)
+            .await;
         context.respond(result)
     }
 
     /// Appends a call-level audit record (a Validate call, or a call refused before the
     /// engine answered it), and waits until it is durable.
-    async fn record_call(&self, context: &CallContext, rpc: &str, source: &str, code: tonic::Code) {
+    async fn record_call(
+        &self,
+        context: &CallContext,
+        rpc: &str,
+        source: &str,
+        subject_id: &str,
+        code: tonic::Code,
+    ) {
         let entry = crate::records::audit::Entry {
             rpc: rpc.to_owned(),
             caller: context.caller.name.clone(),
@@ -207,6 +223,8 @@ impl Service {
                 "[refused: too long]".to_owned()
             },
             call_id: context.request_id.clone(),
+            subject_id: subject_id.to_owned(),
+            dry_run: !subject_id.is_empty(),
             outcome: if code == tonic::Code::Ok {
                 "ok"
             } else {

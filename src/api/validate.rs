@@ -35,6 +35,7 @@ pub async fn run(
     engine: &Engine,
     request: ValidateRequest,
     caller: &str,
+    call_id: &str,
     deadline: Option<Instant>,
 ) -> Result<Vec<ValidateResponse>, Status> {
     let mut messages = Vec::new();
@@ -95,7 +96,7 @@ pub async fn run(
         dry_run(
             engine,
             &request.source,
-            caller,
+            (caller, call_id),
             subject,
             deadline,
             &mut checks,
@@ -115,7 +116,7 @@ pub async fn run(
 async fn dry_run(
     engine: &Engine,
     source: &str,
-    caller: &str,
+    (caller, call_id): (&str, &str),
     subject: crate::pb::Identity,
     deadline: Option<Instant>,
     checks: &mut [TableCheck],
@@ -133,7 +134,7 @@ async fn dry_run(
         deadline,
         dry_run: true,
         caller: caller.to_owned(),
-        call_id: String::new(),
+        call_id: call_id.to_owned(),
         span: tracing::Span::current(),
     };
     let mut stream = engine.extract(params).await.map_err(|e| to_status(&e))?;

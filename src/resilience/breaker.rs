@@ -217,6 +217,21 @@ impl Breaker {
         self.settle(pass.probe, outcome, now)
     }
 
+    /// Reports one failed attempt of a call that goes on (it is tried again): the source
+    /// failed, whatever the call's final outcome, so the failure counts now. A probe's failed
+    /// attempt opens the breaker again. The pass stays open for the call's final outcome.
+    pub fn attempt_failed(&self, pass: &Pass, now: Instant) -> Option<Transition> {
+        let mut inner = self.lock();
+        match inner.state {
+            State::HalfOpen if pass.probe => {
+                inner.opened_at = Some(now);
+                Some(self.change(&mut inner, State::Open))
+            }
+            State::Closed => self.count_closed(&mut inner, true, now),
+            _ => None,
+        }
+    }
+
     fn settle(&self, probe: bool, outcome: Outcome, now: Instant) -> Option<Transition> {
         let mut inner = self.lock();
         if probe {
@@ -231,16 +246,21 @@ impl Breaker {
             }
             (State::Open, _) => None,
             (State::Closed, outcome) => {
-                self.count(&mut inner, outcome == Outcome::Failure, now);
-                let (calls, failures) = totals(&inner);
-                let ratio = f64::from(failures) / f64::from(calls.max(1));
-                if calls >= self.settings.min_calls && ratio > self.settings.failure_ratio {
-                    inner.opened_at = Some(now);
-                    Some(self.change(&mut inner, State::Open))
-                } else {
-                    None
-                }
+                self.count_closed(&mut inner, outcome == Outcome::Failure, now)
             }
+        }
+    }
+
+    /// Counts one outcome while closed, and opens when the window's failure ratio is over.
+    fn count_closed(&self, inner: &mut Inner, failure: bool, now: Instant) -> Option<Transition> {
+        self.count(inner, failure, now);
+        let (calls, failures) = totals(inner);
+        let ratio = f64::from(failures) / f64::from(calls.max(1));
+        if calls >= self.settings.min_calls && ratio > self.settings.failure_ratio {
+            inner.opened_at = Some(now);
+            Some(self.change(inner, State::Open))
+        } else {
+            None
         }
     }
 
@@ -326,6 +346,43 @@ mod tests {
         let pass = pass.expect("let through");
         assert!(moved.is_none());
         breaker.finish(pass, outcome, Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_attempts_count_even_when_the_call_succeeds_in_the_end() {
+        let breaker = Breaker::new("s", settings());
+        // 25 calls that each failed once and then succeeded: 50 outcomes, 25 failures.
+        let mut opened = None;
+        for _ in 0..25 {
+            let (pass, _) = breaker.admit(Instant::now());
+            let pass = pass.expect("let through");
+            opened = opened.or(breaker.attempt_failed(&pass, Instant::now()));
+            opened = opened.or(breaker.finish(pass, Outcome::Success, Instant::now()));
+        }
+        let opened = opened.expect("a source that fails every first attempt opens the breaker");
+        assert_eq!(
+            (opened.to, opened.calls, opened.failures),
+            (State::Open, 50, 25)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_whose_attempt_fails_opens_again() {
+        let breaker = Breaker::new("s", settings());
+        for _ in 0..50 {
+            call(&breaker, Outcome::Failure);
+        }
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let (probe, moved) = breaker.admit(Instant::now());
+        assert_eq!(moved.map(|m| m.to), Some(State::HalfOpen));
+        let probe = probe.unwrap();
+        let reopened = breaker.attempt_failed(&probe, Instant::now()).unwrap();
+        assert_eq!(reopened.to, State::Open);
+        assert_eq!(
+            breaker.finish(probe, Outcome::Success, Instant::now()),
+            None
+        );
+        assert_eq!(breaker.state(), State::Open);
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -106,9 +107,30 @@ impl Job {
             dsr.dry_run = self.params.dry_run,
         )
         .in_scope(|| {});
-        let result = self.run_inner(&extraction_id, &mut progress).await;
+        // A panic in the producer (a bug) ends the call as INTERNAL with its record, like
+        // any other failure, instead of a stream that just stops.
+        let result = std::panic::AssertUnwindSafe(self.run_inner(&extraction_id, &mut progress))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                // The panic's text may quote a value: it goes to the log at most by length.
+                tracing::error!(
+                    panic_chars = what.chars().count(),
+                    "the extraction's producer panicked (a bug); the call ends as INTERNAL"
+                );
+                Err(ExtractError::Internal(
+                    "the extraction failed on a bug in the service; it was recorded".into(),
+                ))
+            });
         self.call.guard.settle(result.as_ref().err());
+        // A dry run is part of a Validate call, which the API layer records once.
         if let Err(error) = &result
+            && !self.params.dry_run
             && !self.call.audited.load(std::sync::atomic::Ordering::Relaxed)
         {
             let entry = crate::records::audit::Entry {
@@ -265,6 +287,10 @@ impl Job {
         &self,
         manifest: &pb::Manifest,
     ) -> Result<(), ExtractError> {
+        if self.params.dry_run {
+            // A dry run's manifest answers a Validate call, which the API layer records.
+            return Ok(());
+        }
         let entry = crate::records::audit::Entry {
             extraction_id: manifest.extraction_id.clone(),
             outcome: "ok".into(),

@@ -62,6 +62,15 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 - 16 * 1024;
 /// The most table names one request may list.
 pub const MAX_REQUESTED_TABLES: usize = 1000;
 
+/// A label the caller chose, as records show it: itself within the request limits.
+fn label(text: &str) -> String {
+    if text.len() <= MAX_LABEL_BYTES && !text.chars().any(char::is_control) {
+        text.to_owned()
+    } else {
+        "[refused: too long or control characters]".to_owned()
+    }
+}
+
 /// What a caller asked for. The identity value is a secret: it never appears in `Debug`.
 #[derive(Debug)]
 pub struct ExtractParams {
@@ -129,26 +138,43 @@ impl Engine {
     /// Checks the request, resolves its plan and starts the producer.
     pub async fn extract(&self, params: ExtractParams) -> Result<ExtractStream, ExtractError> {
         let entry = self.entry(&params);
+        let dry_run = params.dry_run;
         match self.start(params, entry.clone()).await {
             Ok(stream) => Ok(stream),
             Err(error) => {
-                self.records.failed(&self.metrics, entry, &error).await;
+                // A dry run is part of a Validate call, which the API layer records once.
+                if !dry_run {
+                    self.records.failed(&self.metrics, entry, &error).await;
+                }
                 Err(error)
             }
         }
     }
 
+    /// The subject id of an identity value, as a call's records name it: the value as its
+    /// kind's normalisation makes it where the source and kind are known, so that a call
+    /// refused later is recorded under the same subject as its successful retry. Empty for a
+    /// value no call accepts (empty or oversized).
+    pub fn subject_id_of(&self, source: &str, kind: &str, value: &str) -> String {
+        if value.is_empty() || value.len() > MAX_IDENTITY_BYTES {
+            return String::new();
+        }
+        let normalized = self
+            .sources
+            .get(source)
+            .map(|s| &self.config.sources[s.index])
+            .filter(|cfg| cfg.identity_kinds.iter().any(|k| k == kind))
+            .and_then(|cfg| cfg.normalizer(kind).apply(value).ok());
+        subject_id(
+            self.config.subject_key(),
+            &label(kind),
+            normalized.as_deref().unwrap_or(value),
+        )
+    }
+
     /// What every audit record of this call holds. Fields the caller chose are recorded only
     /// when they are within the request limits.
     fn entry(&self, params: &ExtractParams) -> crate::records::audit::Entry {
-        let label = |text: &str| {
-            if text.len() <= MAX_LABEL_BYTES && !text.chars().any(char::is_control) {
-                text.to_owned()
-            } else {
-                "[refused: too long or control characters]".to_owned()
-            }
-        };
-        let value = params.value.expose_secret();
         crate::records::audit::Entry {
             rpc: if params.dry_run {
                 "Validate"
@@ -158,23 +184,11 @@ impl Engine {
             .to_owned(),
             caller: params.caller.clone(),
             source: label(&params.source),
-            subject_id: if value.is_empty() || value.len() > MAX_IDENTITY_BYTES {
-                String::new()
-            } else {
-                // The normalised value where the source and kind are known, so that a call
-                // refused later is recorded under the same subject as its successful retry.
-                let normalized = self
-                    .sources
-                    .get(&params.source)
-                    .map(|s| &self.config.sources[s.index])
-                    .filter(|cfg| cfg.identity_kinds.contains(&params.kind))
-                    .and_then(|cfg| cfg.normalizer(&params.kind).apply(value).ok());
-                subject_id(
-                    self.config.subject_key(),
-                    &label(&params.kind),
-                    normalized.as_deref().unwrap_or(value),
-                )
-            },
+            subject_id: self.subject_id_of(
+                &params.source,
+                &params.kind,
+                params.value.expose_secret(),
+            ),
             request_id: label(&params.request_id),
             call_id: params.call_id.clone(),
             dry_run: params.dry_run,

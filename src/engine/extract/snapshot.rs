@@ -46,6 +46,7 @@ impl Job {
                 source = %self.params.source, attempt, delay_ms = delay.as_millis() as u64,
                 %error, "transient failure before anything was sent: trying again"
             );
+            self.call.guard.attempt_failed(error);
             *progress = Progress::default();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -263,13 +264,21 @@ impl Job {
                 db.operation.name = "SELECT",
                 db.query.text = %table.select_sql,
                 db.response.returned_rows = tracing::field::Empty,
+                dsr.rows.rejected = tracing::field::Empty,
             );
             let outcome = tracing::Instrument::instrument(
                 self.stream_table(&txn, statements, table, value),
                 query.clone(),
             )
             .await?;
-            query.record("db.response.returned_rows", outcome.streamed);
+            // The database returned every row read; those a coercion rule left out are counted
+            // apart (OpenTelemetry's database conventions: returned_rows is what the query
+            // returned).
+            query.record(
+                "db.response.returned_rows",
+                outcome.streamed + outcome.rejected,
+            );
+            query.record("dsr.rows.rejected", outcome.rejected);
             drop(query);
             let counted = outcome.counted;
             let read = outcome.streamed + outcome.rejected;

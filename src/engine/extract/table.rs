@@ -26,6 +26,12 @@ impl Job {
         table: &PlannedTable,
         value: &str,
     ) -> Result<TableOutcome, ExtractError> {
+        // Fault injection for the tests, in debug builds only: a bug in the producer (a
+        // panic) while this table is read. Release builds have no such hook.
+        #[cfg(debug_assertions)]
+        if std::env::var("DSR_DEBUG_PANIC_AT_TABLE").is_ok_and(|t| t == table.table.display) {
+            panic!("injected panic while reading {}", table.table.display);
+        }
         let source_name = self.params.source.as_str();
         let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
         let statement = crate::store::postgres::prepare_cached(statements, txn, &table.select_sql)
