@@ -44,7 +44,7 @@ fn the_alert_rules_are_valid_and_every_alert_fires_when_it_should() {
             .args(["check", "rules", "alerts.yml"])
             .current_dir(&dir),
     );
-    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
     let tested = run_ok(
         Command::new(tool("promtool"))
             .args(["test", "rules", "alerts.test.yml"])
@@ -259,13 +259,13 @@ async fn a_real_prometheus_scrapes_the_service_and_every_dashboard_query_runs() 
                 )
             })
             .collect::<Vec<_>>();
-        if healthy.len() == 6 && healthy.iter().all(|(_, h)| h == "ok") {
+        if healthy.len() == 7 && healthy.iter().all(|(_, h)| h == "ok") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        healthy.len() == 6 && healthy.iter().all(|(_, h)| h == "ok"),
+        healthy.len() == 7 && healthy.iter().all(|(_, h)| h == "ok"),
         "{healthy:?}"
     );
     let firing = prometheus.get("/api/v1/alerts").await.unwrap();

@@ -170,6 +170,9 @@ pub async fn run_with(
             tracing::warn!("connections still open after the grace period: closing them");
         }
     }
+    // Every record and dead letter queued before the stop is written before the process
+    // ends: the writers' queues are drained, not dropped.
+    engine.records().flush().await;
     tracing::info!("server stopped");
     Ok(())
 }

@@ -46,7 +46,8 @@ pub fn to_status(error: &ExtractError) -> Status {
         ExtractError::Stalled(_) | ExtractError::MessageTooLarge { .. } => Code::ResourceExhausted,
         ExtractError::ShuttingDown
         | ExtractError::CircuitOpen { .. }
-        | ExtractError::AuditUnavailable(_) => Code::Unavailable,
+        | ExtractError::AuditUnavailable(_)
+        | ExtractError::DeadLettersUnavailable(_) => Code::Unavailable,
         ExtractError::ClientGone => Code::Cancelled,
     };
     let mut status = with_error_info(code, error.to_string(), reason(error), place(error));
@@ -124,6 +125,7 @@ fn reason(error: &ExtractError) -> &'static str {
         ExtractError::MessageTooLarge { .. } => "MESSAGE_TOO_LARGE",
         ExtractError::ShuttingDown => "SHUTTING_DOWN",
         ExtractError::AuditUnavailable(_) => "AUDIT_UNAVAILABLE",
+        ExtractError::DeadLettersUnavailable(_) => "DEAD_LETTERS_UNAVAILABLE",
         ExtractError::InvalidManifest(_) => "INVALID_MANIFEST",
         ExtractError::Internal(_) => "INTERNAL",
         ExtractError::ClientGone => "CLIENT_GONE",

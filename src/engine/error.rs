@@ -86,6 +86,13 @@ pub enum ExtractError {
     /// The audit record could not be made durable, so the manifest was withheld.
     #[error(transparent)]
     AuditUnavailable(#[from] crate::records::audit::AuditError),
+    /// A rejected row's dead letter could not be made durable, so the manifest was withheld:
+    /// the queue is the only list of what the answer left out.
+    #[error(
+        "the dead-letter queue cannot be written ({0}); the call's answer was withheld because \
+         it would leave rows out without a record of them"
+    )]
+    DeadLettersUnavailable(String),
     #[error("the extraction manifest breaks the manifest rules: {}", .0.join("; "))]
     InvalidManifest(Vec<String>),
     #[error("internal error: {0}")]
@@ -116,6 +123,7 @@ impl ExtractError {
             ExtractError::MessageTooLarge { .. } => "message_too_large",
             ExtractError::ShuttingDown => "shutting_down",
             ExtractError::AuditUnavailable(_) => "audit_unavailable",
+            ExtractError::DeadLettersUnavailable(_) => "dead_letters_unavailable",
             ExtractError::InvalidManifest(_) => "invalid_manifest",
             ExtractError::Internal(_) => "internal",
             ExtractError::ClientGone => "client_gone",
@@ -161,6 +169,7 @@ impl ExtractError {
             | ExtractError::Stalled(_)
             | ExtractError::ShuttingDown
             | ExtractError::AuditUnavailable(_)
+            | ExtractError::DeadLettersUnavailable(_)
             | ExtractError::RowTooLarge { .. }
             | ExtractError::MessageTooLarge { .. } => "transport",
             ExtractError::Internal(_) => "internal",
@@ -245,8 +254,24 @@ impl Recorder {
         self.records.failed(metrics, entry, failure).await;
     }
 
-    /// Queues a dead letter, and counts it by category.
-    pub(crate) fn dead_letter(&self, metrics: &Metrics, letter: DeadLetter) {
-        self.records.dead_letter(metrics, letter);
+    /// Queues a dead letter, and counts it by category; what says when it is durable.
+    pub(crate) fn dead_letter(
+        &self,
+        metrics: &Metrics,
+        letter: DeadLetter,
+    ) -> Option<crate::records::appender::Pending> {
+        self.records.dead_letter(metrics, letter)
+    }
+
+    /// Waits for a queued dead letter; its error when it could not be made durable.
+    pub(crate) async fn letter_heard(
+        &self,
+        metrics: &Metrics,
+        pending: crate::records::appender::Pending,
+    ) -> Result<(), ExtractError> {
+        self.records
+            .letter_heard(metrics, pending)
+            .await
+            .map_err(ExtractError::DeadLettersUnavailable)
     }
 }

@@ -45,6 +45,7 @@ pub struct Metrics {
     pub manifest_violations: Family<Labels, Counter>,
     /// Audit records that could not be written.
     pub audit_failures: Counter,
+    pub dead_letter_failures: Counter,
     /// Dead letters by `category`.
     pub dead_letters: Family<Labels, Counter>,
     /// Circuit breaker state by `source`: 0 closed, 1 half-open, 2 open.
@@ -79,6 +80,7 @@ impl Metrics {
             manifest_violations: Family::default(),
             breaker_state: Family::default(),
             audit_failures: Counter::default(),
+            dead_letter_failures: Counter::default(),
             dead_letters: Family::default(),
             registry: Registry::default(),
         };
@@ -156,6 +158,11 @@ impl Metrics {
             "audit_write_failures",
             "Audit records that could not be made durable (their calls failed)",
             metrics.audit_failures.clone(),
+        );
+        registry.register(
+            "dead_letter_write_failures",
+            "Dead letters that could not be made durable (their calls failed)",
+            metrics.dead_letter_failures.clone(),
         );
         registry.register(
             "circuit_breaker_state",

@@ -46,10 +46,17 @@ pub trait Sink: Send + 'static {
 
 type Ack = oneshot::Sender<Result<String, String>>;
 
+/// What the caller of [`Appender::append_pending`] awaits: the record is durable, or why not.
+pub type Pending = oneshot::Receiver<Result<String, String>>;
+
+/// A record for the writer, or (without one) a flush marker whose ack says that everything
+/// queued before it was written or failed.
+type Queued<T> = (Option<T>, Option<Ack>);
+
 /// A handle to the writer; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Appender<T: Send + 'static> {
-    tx: mpsc::UnboundedSender<(T, Option<Ack>)>,
+    tx: mpsc::UnboundedSender<Queued<T>>,
     name: String,
 }
 
@@ -67,15 +74,39 @@ impl<T: Send + 'static> Appender<T> {
     /// Appends `item` and waits until it is durable. Returns what the store's [`Lines`] said
     /// of it (the audit log: the record's sequence number and hash).
     pub async fn append(&self, item: T) -> Result<String, String> {
+        let heard = self.append_pending(item)?;
+        self.heard(heard).await
+    }
+
+    /// Appends `item` and returns at once what says when it is durable, for a caller that
+    /// goes on working and waits later (before it answers).
+    pub fn append_pending(&self, item: T) -> Result<Pending, String> {
         let (ack, heard) = oneshot::channel();
-        let stopped = || format!("{}: the writer has stopped", self.name);
-        self.tx.send((item, Some(ack))).map_err(|_| stopped())?;
-        heard.await.map_err(|_| stopped())?
+        self.tx
+            .send((Some(item), Some(ack)))
+            .map_err(|_| format!("{}: the writer has stopped", self.name))?;
+        Ok(heard)
+    }
+
+    /// Waits for a pending record.
+    pub async fn heard(&self, pending: Pending) -> Result<String, String> {
+        pending
+            .await
+            .map_err(|_| format!("{}: the writer has stopped", self.name))?
     }
 
     /// Appends `item` without waiting (for callers that cannot wait, such as an interceptor).
     pub fn append_nowait(&self, item: T) {
-        let _ = self.tx.send((item, None));
+        let _ = self.tx.send((Some(item), None));
+    }
+
+    /// Waits until everything queued so far was written (or failed): at shutdown, nothing
+    /// queued is left behind in memory.
+    pub async fn flush(&self) {
+        let (ack, heard) = oneshot::channel();
+        if self.tx.send((None, Some(ack))).is_ok() {
+            let _ = heard.await;
+        }
     }
 
     /// What logs and errors call this store.
@@ -87,7 +118,7 @@ impl<T: Send + 'static> Appender<T> {
 fn write_loop<L: Lines, S: Sink>(
     mut sink: S,
     mut lines: L,
-    mut rx: mpsc::UnboundedReceiver<(L::Item, Option<Ack>)>,
+    mut rx: mpsc::UnboundedReceiver<Queued<L::Item>>,
 ) {
     let name = sink.name();
     while let Some(first) = rx.blocking_recv() {
@@ -101,11 +132,22 @@ fn write_loop<L: Lines, S: Sink>(
         let mut batch = Vec::with_capacity(items.len());
         let mut acks = Vec::with_capacity(items.len());
         for (item, ack) in items {
-            let (line, said) = lines.line(item);
-            batch.push(line);
-            acks.push((ack, said));
+            match item {
+                Some(item) => {
+                    let (line, said) = lines.line(item);
+                    batch.push(line);
+                    acks.push((ack, said));
+                }
+                // A flush marker: acknowledged with the batch that holds what came before.
+                None => acks.push((ack, String::new())),
+            }
         }
-        match sink.write(&batch) {
+        let written = if batch.is_empty() {
+            Ok(())
+        } else {
+            sink.write(&batch)
+        };
+        match written {
             Ok(()) => {
                 lines.commit();
                 for (ack, said) in acks {

@@ -99,10 +99,24 @@ impl DeadLetters {
         self.appender.append(letter).await.map(|_| ())
     }
 
-    /// Appends a dead letter without waiting (from a row loop that must not block).
-    pub fn append_nowait(&self, mut letter: DeadLetter) {
+    /// Appends a dead letter and returns at once what says when it is durable (a row loop
+    /// goes on, and waits before it answers).
+    pub fn append_pending(
+        &self,
+        mut letter: DeadLetter,
+    ) -> Result<crate::records::appender::Pending, String> {
         stamp(&mut letter);
-        self.appender.append_nowait(letter);
+        self.appender.append_pending(letter)
+    }
+
+    /// Waits for a pending letter.
+    pub async fn heard(&self, pending: crate::records::appender::Pending) -> Result<(), String> {
+        self.appender.heard(pending).await.map(|_| ())
+    }
+
+    /// Waits until every letter queued so far was written or failed.
+    pub async fn flush(&self) {
+        self.appender.flush().await;
     }
 }
 

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod control;
 pub mod deadletter;
 
+use appender::Pending;
 use audit::{AuditError, AuditLog, Entry};
 use deadletter::{DeadLetter, DeadLetters};
 
@@ -114,8 +115,7 @@ impl Records {
     pub async fn failed(&self, metrics: &Metrics, entry: Entry, failure: Failure) {
         if let Some(category) = failure.dead_letter
             && !entry.dry_run
-        {
-            self.dead_letter(
+            && let Some(pending) = self.dead_letter(
                 metrics,
                 DeadLetter {
                     category: category.into(),
@@ -129,7 +129,10 @@ impl Records {
                     subject_id: entry.subject_id.clone(),
                     ..Default::default()
                 },
-            );
+            )
+        {
+            // The failed call's letter is durable before its status leaves.
+            let _ = self.letter_heard(metrics, pending).await;
         }
         let entry = Entry {
             outcome: "failed".into(),
@@ -142,14 +145,46 @@ impl Records {
         }
     }
 
-    /// Queues a dead letter without waiting, and counts it by category.
-    pub fn dead_letter(&self, metrics: &Metrics, letter: DeadLetter) {
+    /// Queues a dead letter, counts it by category, and returns what says when it is durable
+    /// (None without a queue). The caller waits for it before it answers
+    /// ([`Records::letter_heard`]).
+    pub fn dead_letter(&self, metrics: &Metrics, letter: DeadLetter) -> Option<Pending> {
         metrics
             .dead_letters
             .get_or_create(&vec![("category".to_owned(), letter.category.clone())])
             .inc();
+        let queue = self.dead_letters.as_ref()?;
+        match queue.append_pending(letter) {
+            Ok(pending) => Some(pending),
+            Err(error) => {
+                metrics.dead_letter_failures.inc();
+                tracing::error!(%error, "a dead letter could not be queued");
+                None
+            }
+        }
+    }
+
+    /// Waits for a queued dead letter. A letter that could not be made durable is counted
+    /// and logged, and its error returned: the call it belongs to must not answer as if
+    /// nothing had been left out.
+    pub async fn letter_heard(&self, metrics: &Metrics, pending: Pending) -> Result<(), String> {
+        let Some(queue) = &self.dead_letters else {
+            return Ok(());
+        };
+        queue.heard(pending).await.inspect_err(|error| {
+            metrics.dead_letter_failures.inc();
+            tracing::error!(%error, "a dead letter could not be made durable");
+        })
+    }
+
+    /// Waits until every record and letter queued so far was written or failed (at
+    /// shutdown).
+    pub async fn flush(&self) {
+        if let Some(log) = &self.log {
+            log.flush().await;
+        }
         if let Some(queue) = &self.dead_letters {
-            queue.append_nowait(letter);
+            queue.flush().await;
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::engine::error::{ExtractError, error_means_schema_changed};
 use crate::engine::guard::Guard;
 use crate::observability::metrics::Metrics;
 use crate::pb::{self, ExtractResponse, extract_response::Event};
+use crate::records::appender::Pending;
 use crate::schema::{Plan, pii_fields};
 
 /// One running extraction: what was asked, the plan, how it reads, what it sends, and what
@@ -79,6 +80,8 @@ pub(super) struct Call {
     pub(super) audited: AtomicBool,
     /// How many attempts were made.
     pub(super) attempts: AtomicU32,
+    /// The dead letters of rejected rows, queued and not yet known to be durable.
+    pub(super) letters: std::sync::Mutex<std::collections::VecDeque<Pending>>,
     pub(super) subject_id: String,
 }
 
@@ -278,6 +281,27 @@ impl Job {
             started_at: Some(prost_types::Timestamp::from(started_at)),
             finished_at: Some(prost_types::Timestamp::from(SystemTime::now())),
             subject_kind: self.plan.kind.clone(),
+        }
+    }
+
+    /// Waits until at most `keep` of the call's dead letters are in flight, oldest first. A
+    /// letter that could not be made durable fails the call: the manifest would otherwise
+    /// leave rows out with no record of them.
+    pub(super) async fn letters_heard(&self, keep: usize) -> Result<(), ExtractError> {
+        loop {
+            let oldest = {
+                let mut letters = self.call.letters.lock().unwrap_or_else(|e| e.into_inner());
+                if letters.len() <= keep {
+                    return Ok(());
+                }
+                letters.pop_front()
+            };
+            if let Some(pending) = oldest {
+                self.call
+                    .records
+                    .letter_heard(&self.metrics, pending)
+                    .await?;
+            }
         }
     }
 

@@ -271,6 +271,7 @@ impl Engine {
                 },
                 audited: AtomicBool::new(false),
                 attempts: AtomicU32::new(0),
+                letters: Default::default(),
                 subject_id,
             },
         };

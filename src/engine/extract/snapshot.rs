@@ -360,7 +360,9 @@ impl Job {
         if !problems.is_empty() {
             return Err(ExtractError::InvalidManifest(problems));
         }
-        // Audited before answered: the record is durable before the manifest leaves.
+        // Audited before answered: the rejected rows' dead letters and then the call's record
+        // are durable before the manifest leaves.
+        self.letters_heard(0).await?;
         self.record_manifest(&manifest).await?;
         self.send(Event::Manifest(manifest)).await
     }

@@ -133,6 +133,9 @@ impl Job {
                 let row = row.map_err(db)?;
                 fetched += 1;
                 let converted = self.convert_row(mapped, &row, &mut outcome)?;
+                // Memory for rejected rows' letters is bounded: past a few hundred in
+                // flight, reading waits for the queue's writer.
+                self.letters_heard(MAX_LETTERS_IN_FLIGHT).await?;
                 drop(row);
                 // Decoding, coercion and JSON scans run without awaiting anything else; let
                 // other streams on this worker run now and then.
@@ -197,8 +200,8 @@ impl Job {
                                 return Err(ExtractError::Coercion(Box::new(violation)));
                             }
                             CoercionPolicy::RejectRow => {
-                                if !self.params.dry_run {
-                                    self.call.records.dead_letter(
+                                if !self.params.dry_run
+                                    && let Some(pending) = self.call.records.dead_letter(
                                         &self.metrics,
                                         crate::records::deadletter::DeadLetter {
                                             category: "coercion".into(),
@@ -218,7 +221,13 @@ impl Job {
                                             subject_id: self.call.entry.subject_id.clone(),
                                             ..Default::default()
                                         },
-                                    );
+                                    )
+                                {
+                                    self.call
+                                        .letters
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .push_back(pending);
                                 }
                                 outcome.rejected += 1;
                                 *outcome
@@ -344,5 +353,7 @@ pub(super) fn row_too_large(
 
 /// The longest primary-key text and violation detail sent or recorded.
 pub const MAX_PRIMARY_KEY_CHARS: usize = 128;
-
 pub const MAX_DETAIL_CHARS: usize = 256;
+
+/// Dead letters of rejected rows one extraction may have in flight before it waits.
+const MAX_LETTERS_IN_FLIGHT: usize = 256;

@@ -292,6 +292,11 @@ impl AuditLog {
         self.appender.append(entry).await.map_err(AuditError::Write)
     }
 
+    /// Waits until every record queued so far was written or failed.
+    pub async fn flush(&self) {
+        self.appender.flush().await;
+    }
+
     /// Appends a record without waiting (refused calls, from the interceptor).
     pub fn append_nowait(&self, entry: Entry) {
         self.appender.append_nowait(entry);
