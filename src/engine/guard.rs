@@ -37,15 +37,17 @@ impl Guard {
         }
     }
 
-    /// Reports a failed attempt of a call that is tried again: a failure of the source
-    /// counts with the breaker now, not only through the call's final outcome.
-    pub(crate) fn attempt_failed(&self, error: &ExtractError) {
+    /// Reports a failed attempt of a call that would be tried again: a failure of the source
+    /// counts with the breaker now, not only through the call's final outcome. Returns
+    /// whether the breaker is open now, in which case the call tries no more.
+    pub(crate) fn attempt_failed(&self, error: &ExtractError) -> bool {
         if let Some(pass) = &self.pass
             && breaker_outcome(Some(error)) == crate::resilience::breaker::Outcome::Failure
             && let Some(moved) = self.source.breaker.attempt_failed(pass, Instant::now())
         {
             breaker_hook(&self.source.name, moved.to, Some(moved));
         }
+        self.source.breaker.state() == crate::resilience::breaker::State::Open
     }
 
     /// The source this call was admitted to.

@@ -42,11 +42,15 @@ impl Job {
             let Some(delay) = delays.next_before(self.params.deadline) else {
                 return result;
             };
+            // The failed attempt counts with the breaker now; a breaker it opened stops the
+            // retries too, so the source is left alone as the breaker says.
+            if self.call.guard.attempt_failed(error) {
+                return result;
+            }
             tracing::warn!(
                 source = %self.params.source, attempt, delay_ms = delay.as_millis() as u64,
                 %error, "transient failure before anything was sent: trying again"
             );
-            self.call.guard.attempt_failed(error);
             *progress = Progress::default();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
