@@ -147,7 +147,16 @@ async fn every_call_is_recorded_and_the_log_verifies_until_a_byte_changes() {
     );
     assert_eq!(by("refused", "UNAUTHENTICATED")["rpc"], "Extract");
     assert_eq!(by("failed", "PERMISSION_DENIED")["source"], "nope");
-    assert_eq!(by("ok", "OK")["seq"], 1);
+    // The extraction's first record, durable before anything left, then its completion.
+    let started = all
+        .iter()
+        .find(|r| r["outcome"] == "started")
+        .unwrap_or_else(|| panic!("no started record in {all:#?}"));
+    assert_eq!(started["seq"], 1);
+    assert_eq!(started["extraction_id"], manifest.extraction_id.as_str());
+    assert_eq!(started["subject_id"], manifest.subject_id.as_str());
+    assert_eq!(started["caller"], "orchestrator");
+    assert_eq!(by("ok", "OK")["seq"], 2);
     assert!(
         all.iter()
             .any(|r| r["rpc"] == "Validate" && r["status"] == "OK")
@@ -225,7 +234,11 @@ async fn a_store_that_cannot_be_written_withholds_the_manifest() {
         x.message()
     );
     assert!(x.manifest.is_none(), "no manifest without its audit record");
-    assert!(!x.rows("customers").is_empty(), "the rows had streamed");
+    // Audited before any row leaves: a call that cannot be recorded sends nothing at all.
+    assert!(
+        x.started.is_none() && x.rows("customers").is_empty(),
+        "something left before its call was recorded"
+    );
 
     // The store recovers; the failed batch left nothing behind.
     std::fs::remove_dir(&blocker).unwrap();
@@ -451,7 +464,7 @@ async fn a_panic_in_the_producer_ends_the_call_as_internal_with_its_record() {
     let all = records(&path);
     let failed = all
         .iter()
-        .find(|r| r["request_id"] == "dsr-panic-1")
+        .find(|r| r["request_id"] == "dsr-panic-1" && r["outcome"] != "started")
         .unwrap_or_else(|| panic!("no record of the call that panicked: {all:#?}"));
     assert_eq!(failed["outcome"], "failed");
     assert_eq!(failed["status"], "INTERNAL");

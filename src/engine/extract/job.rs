@@ -112,7 +112,19 @@ impl Job {
         .in_scope(|| {});
         // A panic in the producer (a bug) ends the call as INTERNAL with its record, like
         // any other failure, instead of a stream that just stops.
-        let result = std::panic::AssertUnwindSafe(self.run_inner(&extraction_id, &mut progress))
+        // Audited before any row leaves: a record naming the call (caller, source, subject's
+        // hash, time) is durable before the stream sends anything; a call that cannot be
+        // recorded sends nothing. A dry run is part of a Validate call, recorded by the API.
+        let recorded = if self.params.dry_run {
+            Ok(())
+        } else {
+            self.record_start().await
+        };
+        let work = async {
+            recorded?;
+            self.run_inner(&extraction_id, &mut progress).await
+        };
+        let result = std::panic::AssertUnwindSafe(work)
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| {
@@ -282,6 +294,19 @@ impl Job {
             finished_at: Some(prost_types::Timestamp::from(SystemTime::now())),
             subject_kind: self.plan.kind.clone(),
         }
+    }
+
+    /// Makes the call's first record durable: that it started, and for whom.
+    async fn record_start(&self) -> Result<(), ExtractError> {
+        let entry = crate::records::audit::Entry {
+            outcome: "started".into(),
+            ..self.call.entry.clone()
+        };
+        self.call
+            .records
+            .record(&self.metrics, entry)
+            .await
+            .map_err(ExtractError::AuditUnavailable)
     }
 
     /// Waits until at most `keep` of the call's dead letters are in flight, oldest first. A

@@ -39,7 +39,8 @@ pub struct Entry {
     pub call_id: String,
     pub extraction_id: String,
     pub dry_run: bool,
-    /// `ok`, `failed` or `refused`.
+    /// `started` (an extraction's first record, durable before anything of the subject's
+    /// leaves), then `ok` or `failed`; `refused` for calls refused before they began.
     pub outcome: String,
     /// The gRPC status code name (`OK`, `UNAVAILABLE`, ...).
     pub status: String,
