@@ -147,8 +147,11 @@ async fn verify_full_fails_when_the_certificate_does_not_name_the_host() {
         "tls-wrong-host",
     )
     .await;
-    assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+    // A certificate that fails verification is a refusal for good: not retried, and the
+    // message says what to change.
+    assert_eq!(x.code(), Code::FailedPrecondition, "{}", x.message());
     assert!(x.message().contains("certificate"), "{}", x.message());
+    assert!(x.message().contains("root_cert"), "{}", x.message());
     assert!(x.message().contains("source 'demo'"), "{}", x.message());
 }
 
@@ -168,7 +171,7 @@ async fn verify_ca_accepts_any_host_name_but_checks_the_chain() {
         "tls-ca-other",
     )
     .await;
-    assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+    assert_eq!(x.code(), Code::FailedPrecondition, "{}", x.message());
     assert!(x.message().contains("certificate"), "{}", x.message());
 }
 
@@ -228,4 +231,83 @@ async fn require_against_a_server_without_tls_fails_clearly() {
         "the cause names TLS: {}",
         x.message()
     );
+}
+
+/// A cluster whose server certificate is self-signed for `localhost`, as `openssl req -x509`
+/// makes one (a CA certificate used as its own server certificate), and that certificate.
+fn self_signed_fixture() -> &'static (TempCluster, tempfile::NamedTempFile) {
+    static FIXTURE: OnceLock<(TempCluster, tempfile::NamedTempFile)> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        std::thread::spawn(|| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "localhost");
+            let cert = params.self_signed(&key).unwrap();
+            let options = ClusterOptions {
+                tls: Some((cert.pem(), key.serialize_pem())),
+                ..Default::default()
+            };
+            let cluster = TempCluster::start(&options).expect("TLS cluster");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(demo::load(&cluster, demo::DATABASE))
+                .unwrap();
+            (cluster, pem_file(&cert.pem()))
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+#[tokio::test]
+async fn a_self_signed_server_certificate_given_as_its_own_root_passes_verify_full() {
+    let (cluster, cert) = self_signed_fixture();
+    let root = cert.path().to_path_buf();
+    let app = "tls-self-signed";
+    let server = TestServer::start(tls_config(
+        cluster,
+        "localhost",
+        "verify-full",
+        Some(&root),
+        app,
+    ))
+    .await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "alice@example.com"),
+    )
+    .await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    let tls = sessions_used_tls(cluster, app).await;
+    assert!(!tls.is_empty() && tls.iter().all(|ssl| *ssl), "{tls:?}");
+    server.stop().await.unwrap();
+
+    // The same certificate does not name 127.0.0.1: verify-full still checks the name.
+    let x = extract_with(
+        cluster,
+        "127.0.0.1",
+        "verify-full",
+        Some(&root),
+        "tls-self-host",
+    )
+    .await;
+    assert_eq!(x.code(), Code::FailedPrecondition, "{}", x.message());
+
+    // Another root: refused at once as a precondition to fix, not retried until the deadline.
+    let other = fixture().other_ca_file.path().to_path_buf();
+    let x = extract_with(
+        cluster,
+        "localhost",
+        "verify-full",
+        Some(&other),
+        "tls-self-other",
+    )
+    .await;
+    assert_eq!(x.code(), Code::FailedPrecondition, "{}", x.message());
+    assert!(x.message().contains("CA-signed"), "{}", x.message());
 }

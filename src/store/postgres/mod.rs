@@ -228,6 +228,47 @@ pub fn safe_message(code: &str, message: &str) -> String {
     }
 }
 
+/// Whether a connection error is a refusal for good: an SQLSTATE that says so, or a server
+/// certificate that failed verification (retrying cannot change the certificate).
+fn is_refusal(error: &tokio_postgres::Error) -> bool {
+    error
+        .as_db_error()
+        .is_some_and(|db| is_refusal_sqlstate(db.code().code()))
+        || is_certificate_failure(error)
+}
+
+/// Whether a connection failed because the server's TLS certificate failed verification.
+fn is_certificate_failure(error: &tokio_postgres::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = next {
+        let rustls = current.downcast_ref::<rustls::Error>().or_else(|| {
+            current
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if matches!(rustls, Some(rustls::Error::InvalidCertificate(_))) {
+            return true;
+        }
+        next = current.source();
+    }
+    false
+}
+
+/// A connection error's cause, with what to do about a certificate that failed verification.
+fn refusal_cause(error: &tokio_postgres::Error) -> String {
+    let cause = describe(error);
+    if is_certificate_failure(error) {
+        format!(
+            "{cause}; the server's TLS certificate failed verification: give root_cert the CA \
+             that signed it, or use a CA-signed server certificate (a self-signed certificate \
+             is accepted when root_cert is that certificate itself)"
+        )
+    } else {
+        cause
+    }
+}
+
 /// Whether an SQLSTATE says the database refused this client for good: wrong password, no
 /// access rule, or no such database. Retrying does not help; the configuration must change.
 pub fn is_refusal_sqlstate(code: &str) -> bool {
@@ -344,17 +385,21 @@ impl ManageConnection for PgManager {
 struct LastError {
     source_name: String,
     last: Arc<Mutex<Option<(Instant, String, bool)>>>,
+    /// Wakes waiting checkouts when the database refused a connection for good: retrying
+    /// until the checkout timeout cannot help.
+    refused: Arc<tokio::sync::Notify>,
 }
 
 impl ErrorSink<tokio_postgres::Error> for LastError {
     fn sink(&self, error: tokio_postgres::Error) {
-        let cause = describe(&error);
-        let refused = error
-            .as_db_error()
-            .is_some_and(|db| is_refusal_sqlstate(db.code().code()));
+        let cause = refusal_cause(&error);
+        let refused = is_refusal(&error);
         tracing::warn!(source = %self.source_name, error = %cause, "database connection failed");
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), cause, refused));
+        if refused {
+            self.refused.notify_waiters();
+        }
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<tokio_postgres::Error>> {
@@ -395,6 +440,7 @@ impl SourcePool {
         let last_error = LastError {
             source_name: cfg.name.clone(),
             last: Arc::new(Mutex::new(None)),
+            refused: Arc::new(tokio::sync::Notify::new()),
         };
         let manager = PgManager {
             inner: PostgresConnectionManager::new(pg, tls.connector.clone()),
@@ -427,20 +473,23 @@ impl SourcePool {
             limit = deadline;
             deadline_first = true;
         }
-        match tokio::time::timeout_at(limit, self.pool.get_owned()).await {
+        // A refusal for good (a wrong password, a certificate that fails verification) ends
+        // the wait at once, instead of at the checkout timeout.
+        let refused = self.last_error.refused.notified();
+        let got = tokio::select! {
+            got = tokio::time::timeout_at(limit, self.pool.get_owned()) => got,
+            () = refused => return Err(self.timeout_error(started)),
+        };
+        match got {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(RunError::User(e))) => {
-                let cause = describe(&e);
+                let cause = refusal_cause(&e);
                 let source_name = self.source_name.clone();
-                Err(
-                    if e.as_db_error()
-                        .is_some_and(|db| is_refusal_sqlstate(db.code().code()))
-                    {
-                        DbError::Refused { source_name, cause }
-                    } else {
-                        DbError::Unavailable { source_name, cause }
-                    },
-                )
+                Err(if is_refusal(&e) {
+                    DbError::Refused { source_name, cause }
+                } else {
+                    DbError::Unavailable { source_name, cause }
+                })
             }
             Ok(Err(RunError::TimedOut)) | Err(_) => {
                 if deadline_first {

@@ -39,23 +39,32 @@ pub struct SourceTls {
 /// Builds the TLS setup for `mode`, reading `root_cert` when given.
 pub fn source_tls(mode: SslMode, root_cert: Option<&Path>) -> Result<SourceTls, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = match root_cert {
-        Some(path) => Some(Arc::new(load_roots(path)?)),
-        None => None,
+    let (roots, root_certs) = match root_cert {
+        Some(path) => {
+            let (store, certs) = load_roots(path)?;
+            (Some(Arc::new(store)), certs)
+        }
+        None => (None, Vec::new()),
     };
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, roots) {
-        (SslMode::VerifyFull, Some(roots)) => {
-            WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        (SslMode::VerifyFull, Some(roots)) => Arc::new(SelfSignedRoot {
+            inner: WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
-                .map_err(|e| format!("root_cert: {e}"))?
-        }
+                .map_err(|e| format!("root_cert: {e}"))?,
+            roots: root_certs,
+            check_name: true,
+        }),
         (SslMode::VerifyFull | SslMode::VerifyCa, None) => {
             return Err("root_cert: required when ssl_mode is verify-ca or verify-full".into());
         }
         (_, Some(roots)) => Arc::new(ChainOnly {
-            inner: WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                .build()
-                .map_err(|e| format!("root_cert: {e}"))?,
+            inner: Arc::new(SelfSignedRoot {
+                inner: WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                    .build()
+                    .map_err(|e| format!("root_cert: {e}"))?,
+                roots: root_certs,
+                check_name: false,
+            }),
         }),
         (_, None) => Arc::new(EncryptOnly {
             algorithms: provider.signature_verification_algorithms,
@@ -78,26 +87,116 @@ pub fn source_tls(mode: SslMode, root_cert: Option<&Path>) -> Result<SourceTls, 
     })
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+fn load_roots(path: &Path) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), String> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("root_cert: cannot read {}: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("root_cert: {} is not PEM: {e}", path.display()))?;
     let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    let (added, _ignored) = roots.add_parsable_certificates(certs.iter().cloned());
     if added == 0 {
         return Err(format!(
             "root_cert: {} holds no usable CA certificate",
             path.display()
         ));
     }
-    Ok(roots)
+    Ok((roots, certs))
+}
+
+/// The chain to a root of `root_cert`, as WebPKI checks it; and, as libpq accepts, a server
+/// certificate that is itself one of those roots (a self-signed certificate, as
+/// `openssl req -x509` makes, given as its own root), provided it is valid now and, for
+/// verify-full, names the host. WebPKI alone refuses it as a CA used as an end entity.
+#[derive(Debug)]
+struct SelfSignedRoot {
+    inner: Arc<WebPkiServerVerifier>,
+    roots: Vec<CertificateDer<'static>>,
+    check_name: bool,
+}
+
+impl SelfSignedRoot {
+    fn accepts_itself(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        use x509_cert::der::Decode;
+        let cert = x509_cert::Certificate::from_der(end_entity.as_ref())
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let validity = &cert.tbs_certificate.validity;
+        let now = std::time::Duration::from_secs(now.as_secs());
+        if now < validity.not_before.to_unix_duration() {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidYet,
+            ));
+        }
+        if now > validity.not_after.to_unix_duration() {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+        }
+        if self.check_name {
+            let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_name(&parsed, server_name)?;
+        }
+        Ok(())
+    }
+}
+
+impl ServerCertVerifier for SelfSignedRoot {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            // WebPKI refuses a root as an end entity; libpq accepts the configured root
+            // itself.
+            Err(_)
+                if self
+                    .roots
+                    .iter()
+                    .any(|root| root.as_ref() == end_entity.as_ref()) =>
+            {
+                self.accepts_itself(end_entity, server_name, now)
+                    .map(|()| ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// verify-ca: the chain must lead to a trusted root; the host name is not checked.
 #[derive(Debug)]
 struct ChainOnly {
-    inner: Arc<WebPkiServerVerifier>,
+    inner: Arc<SelfSignedRoot>,
 }
 
 impl ServerCertVerifier for ChainOnly {
