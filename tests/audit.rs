@@ -470,3 +470,44 @@ async fn a_panic_in_the_producer_ends_the_call_as_internal_with_its_record() {
     assert_eq!(failed["status"], "INTERNAL");
     assert!(verify(&path).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_storm_is_counted_not_written_record_by_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let server = TestServer::start_with_metrics(with_token_config(&path)).await;
+    let mut client = server.client().await;
+    const STORM: usize = 300;
+    for _ in 0..STORM {
+        let refused = client
+            .extract(with_token(request("email", "alice@example.com"), "wrong"))
+            .await;
+        assert_eq!(refused.unwrap_err().code(), Code::Unauthenticated);
+    }
+    let metrics = support::scrape(server.metrics_addr.unwrap()).await;
+    assert!(
+        metrics.contains(&format!(
+            "dsr_refused_calls_total{{code=\"UNAUTHENTICATED\"}} {STORM}"
+        )),
+        "{metrics}"
+    );
+    server.stop().await.unwrap();
+
+    // The storm is a handful of records (one per caller, RPC and status each interval, and
+    // the rest at the stop) that account for every refused call.
+    let all = records(&path);
+    let refused: Vec<_> = all.iter().filter(|r| r["outcome"] == "refused").collect();
+    assert!(
+        !refused.is_empty() && refused.len() <= 3,
+        "{} refusal records: {refused:#?}",
+        refused.len()
+    );
+    let counted: u64 = refused.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, STORM as u64);
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["status"] == "UNAUTHENTICATED" && r["rpc"] == "Extract")
+    );
+    assert!(verify(&path).status.success());
+}

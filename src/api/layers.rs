@@ -80,10 +80,10 @@ pub type Layers =
 type TagMethod = fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>;
 
 /// Builds the interceptor stack for `config`.
-pub fn stack(config: &Config, audit: Option<crate::records::audit::AuditLog>) -> Layers {
+pub fn stack(config: &Config, refusals: Arc<crate::records::refusals::Refusals>) -> Layers {
     ServiceBuilder::new()
         .map_request(tag_method as TagMethod)
-        .layer(InterceptorLayer::new(Policy::new(config, audit)))
+        .layer(InterceptorLayer::new(Policy::new(config, refusals)))
 }
 
 fn tag_method(mut request: http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> {
@@ -110,12 +110,12 @@ pub struct Policy {
     default_deadline: Duration,
     max_deadline: Duration,
     require_deadline: bool,
-    /// Refused calls are recorded here.
-    audit: Option<crate::records::audit::AuditLog>,
+    /// Refused calls are counted here, and recorded per caller and interval.
+    refusals: Arc<crate::records::refusals::Refusals>,
 }
 
 impl Policy {
-    fn new(config: &Config, audit: Option<crate::records::audit::AuditLog>) -> Policy {
+    fn new(config: &Config, refusals: Arc<crate::records::refusals::Refusals>) -> Policy {
         let server = &config.server;
         Policy {
             mode: config.auth_mode(),
@@ -155,7 +155,7 @@ impl Policy {
             default_deadline: server.default_deadline,
             max_deadline: server.max_deadline,
             require_deadline: server.require_deadline,
-            audit,
+            refusals,
         }
     }
 
@@ -293,16 +293,11 @@ impl tonic::service::Interceptor for Policy {
             .map(|p| p.0.clone())
             .unwrap_or_default();
         let refused = |status: Status, caller: &str| {
-            if let Some(audit) = &self.audit {
-                audit.append_nowait(crate::records::audit::Entry {
-                    rpc: path.rsplit('/').next().unwrap_or_default().to_owned(),
-                    caller: caller.to_owned(),
-                    call_id: request_id.clone(),
-                    outcome: "refused".into(),
-                    status: crate::observability::metrics::code_name(status.code()).into(),
-                    ..Default::default()
-                });
-            }
+            self.refusals.count(
+                path.rsplit('/').next().unwrap_or_default(),
+                caller,
+                crate::observability::metrics::code_name(status.code()),
+            );
             with_id(status)
         };
         let deadline = self

@@ -16,6 +16,9 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::pb::dsr_connector_service_server::DsrConnectorServiceServer;
 
+/// How often refused calls are written to the audit log, as one record per caller and status.
+const REFUSALS_EVERY: Duration = Duration::from_secs(10);
+
 /// How long after the grace period open connections may delay the process's exit.
 const HARD_STOP_AFTER_GRACE: Duration = Duration::from_secs(2);
 
@@ -75,7 +78,11 @@ pub async fn run_with(
         crate::records::deadletter::CATEGORIES,
     ));
     let records = crate::records::Records::open(&config.server).await?;
-    let audit_log = records.log.clone();
+    // Refused calls are written as one record per caller and status every few seconds, and
+    // once more at the stop.
+    let refusals = crate::records::refusals::Refusals::new(records.log.clone(), metrics.clone());
+    let refusals_stop = CancellationToken::new();
+    refusals.spawn_writer(REFUSALS_EVERY, refusals_stop.clone());
     let engine = Arc::new(
         Engine::new(
             config.clone(),
@@ -153,7 +160,7 @@ pub async fn run_with(
         // otherwise hold a snapshot open.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(layers::stack(&config, audit_log))
+        .layer(layers::stack(&config, refusals.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -171,7 +178,9 @@ pub async fn run_with(
         }
     }
     // Every record and dead letter queued before the stop is written before the process
-    // ends: the writers' queues are drained, not dropped.
+    // ends: the refusals counted since the last write, then the writers' queues, drained.
+    refusals_stop.cancel();
+    refusals.flush().await;
     engine.records().flush().await;
     tracing::info!("server stopped");
     Ok(())

@@ -46,6 +46,8 @@ pub struct Metrics {
     /// Audit records that could not be written.
     pub audit_failures: Counter,
     pub dead_letter_failures: Counter,
+    /// Calls refused before they began (token, scope, deadline header), by gRPC `code`.
+    pub refused_calls: Family<Labels, Counter>,
     /// Dead letters by `category`.
     pub dead_letters: Family<Labels, Counter>,
     /// Circuit breaker state by `source`: 0 closed, 1 half-open, 2 open.
@@ -81,6 +83,7 @@ impl Metrics {
             breaker_state: Family::default(),
             audit_failures: Counter::default(),
             dead_letter_failures: Counter::default(),
+            refused_calls: Family::default(),
             dead_letters: Family::default(),
             registry: Registry::default(),
         };
@@ -158,6 +161,11 @@ impl Metrics {
             "audit_write_failures",
             "Audit records that could not be made durable (their calls failed)",
             metrics.audit_failures.clone(),
+        );
+        registry.register(
+            "refused_calls",
+            "Calls refused before they began (authentication, scope, deadline header), by code",
+            metrics.refused_calls.clone(),
         );
         registry.register(
             "dead_letter_write_failures",

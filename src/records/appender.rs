@@ -17,6 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 /// The most records made durable together.
 const MAX_BATCH: usize = 256;
 
+/// The most records waiting for the writer. Callers that wait for durability wait for room
+/// too; a record that must not wait ([`Appender::append_pending`]) fails when it is full.
+const QUEUE: usize = 4096;
+
 /// A record ready to be written: its line (JSON, without a newline) and, for a chain, its
 /// sequence number and hash.
 #[derive(Debug, Clone)]
@@ -56,14 +60,14 @@ type Queued<T> = (Option<T>, Option<Ack>);
 /// A handle to the writer; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Appender<T: Send + 'static> {
-    tx: mpsc::UnboundedSender<Queued<T>>,
+    tx: mpsc::Sender<Queued<T>>,
     name: String,
 }
 
 impl<T: Send + 'static> Appender<T> {
     /// Starts the writer thread over `sink`.
     pub fn start<L: Lines<Item = T>, S: Sink>(sink: S, lines: L) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE);
         let name = sink.name();
         std::thread::Builder::new()
             .name("dsr-appender".into())
@@ -74,7 +78,11 @@ impl<T: Send + 'static> Appender<T> {
     /// Appends `item` and waits until it is durable. Returns what the store's [`Lines`] said
     /// of it (the audit log: the record's sequence number and hash).
     pub async fn append(&self, item: T) -> Result<String, String> {
-        let heard = self.append_pending(item)?;
+        let (ack, heard) = oneshot::channel();
+        self.tx
+            .send((Some(item), Some(ack)))
+            .await
+            .map_err(|_| format!("{}: the writer has stopped", self.name))?;
         self.heard(heard).await
     }
 
@@ -83,8 +91,15 @@ impl<T: Send + 'static> Appender<T> {
     pub fn append_pending(&self, item: T) -> Result<Pending, String> {
         let (ack, heard) = oneshot::channel();
         self.tx
-            .send((Some(item), Some(ack)))
-            .map_err(|_| format!("{}: the writer has stopped", self.name))?;
+            .try_send((Some(item), Some(ack)))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    format!("{}: {QUEUE} records wait for the writer already", self.name)
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    format!("{}: the writer has stopped", self.name)
+                }
+            })?;
         Ok(heard)
     }
 
@@ -95,16 +110,11 @@ impl<T: Send + 'static> Appender<T> {
             .map_err(|_| format!("{}: the writer has stopped", self.name))?
     }
 
-    /// Appends `item` without waiting (for callers that cannot wait, such as an interceptor).
-    pub fn append_nowait(&self, item: T) {
-        let _ = self.tx.send((Some(item), None));
-    }
-
     /// Waits until everything queued so far was written (or failed): at shutdown, nothing
     /// queued is left behind in memory.
     pub async fn flush(&self) {
         let (ack, heard) = oneshot::channel();
-        if self.tx.send((None, Some(ack))).is_ok() {
+        if self.tx.send((None, Some(ack))).await.is_ok() {
             let _ = heard.await;
         }
     }
@@ -118,7 +128,7 @@ impl<T: Send + 'static> Appender<T> {
 fn write_loop<L: Lines, S: Sink>(
     mut sink: S,
     mut lines: L,
-    mut rx: mpsc::UnboundedReceiver<Queued<L::Item>>,
+    mut rx: mpsc::Receiver<Queued<L::Item>>,
 ) {
     let name = sink.name();
     while let Some(first) = rx.blocking_recv() {

@@ -3,7 +3,8 @@
 //! - [`appender`]: append-only records with group commit, into a file or a database;
 //! - [`audit`]: the hash-chained audit log, one durable record per call, and its check;
 //! - [`deadletter`]: the dead-letter queue of rejected rows and failed calls;
-//! - [`control`]: the PostgreSQL control database that replicas share for their records.
+//! - [`control`]: the PostgreSQL control database that replicas share for their records;
+//! - [`refusals`]: refused calls, counted and written as one record per caller and interval.
 //!
 //! [`Records`] is what the engine holds: the audit log and the dead-letter queue together.
 //! This room knows nothing of the engine or of gRPC: a failed call arrives as a [`Failure`],
@@ -13,6 +14,7 @@ pub mod appender;
 pub mod audit;
 pub mod control;
 pub mod deadletter;
+pub mod refusals;
 
 use appender::Pending;
 use audit::{AuditError, AuditLog, Entry};

@@ -52,6 +52,14 @@ pub struct Entry {
     pub row_count: u64,
     /// SHA-256 (hex) of the manifest's protobuf encoding, as sent.
     pub manifest_sha256: String,
+    /// For aggregated refusals: how many calls this record stands for (absent otherwise, so
+    /// that records written before it existed verify unchanged).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub count: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One table of an extraction and its verified count.
@@ -296,11 +304,6 @@ impl AuditLog {
     /// Waits until every record queued so far was written or failed.
     pub async fn flush(&self) {
         self.appender.flush().await;
-    }
-
-    /// Appends a record without waiting (refused calls, from the interceptor).
-    pub fn append_nowait(&self, entry: Entry) {
-        self.appender.append_nowait(entry);
     }
 
     /// What logs and errors call this log.
