@@ -511,3 +511,85 @@ async fn a_refusal_storm_is_counted_not_written_record_by_record() {
     );
     assert!(verify(&path).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_log_is_verified_and_reopened_in_bounded_memory() {
+    use dsr_connector::records::audit::{AuditLog, Entry, TableEntry};
+    // About 40 MB of records, written through the service's own log in group commits.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = demo::audit_key(SUBJECT_KEY);
+    let log = AuditLog::open(&path, key.as_bytes(), "replica-big").unwrap();
+    let entry = |i: usize| Entry {
+        rpc: "Extract".into(),
+        caller: "orchestrator".into(),
+        source: "demo".into(),
+        subject_id: format!("hmac-sha256:{:064x}", i),
+        request_id: format!("dsr-{i}"),
+        extraction_id: format!("{i:036}"),
+        outcome: "ok".into(),
+        status: "OK".into(),
+        tables: (0..6)
+            .map(|t| TableEntry {
+                table: format!("table_number_{t}"),
+                rows: t,
+                verified: true,
+            })
+            .collect(),
+        manifest_sha256: format!("{:064x}", i * 7),
+        ..Default::default()
+    };
+    for chunk in (0..60_000).collect::<Vec<_>>().chunks(2_000) {
+        let appends = chunk.iter().map(|i| log.append(entry(*i)));
+        for appended in futures_util::future::join_all(appends).await {
+            appended.unwrap();
+        }
+    }
+    drop(log);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > 40 * 1024 * 1024, "{size} bytes");
+
+    // `audit verify`, the real binary, under a Python parent that reports its children's
+    // peak resident set size.
+    let measure = r#"
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, done.stdout.strip())
+"#;
+    let out = Command::new(support::venv_tool("python"))
+        .args([
+            "-c",
+            measure,
+            env!("CARGO_BIN_EXE_dsr-connector"),
+            "audit",
+            "verify",
+        ])
+        .arg(&path)
+        .env("DSR_AUDIT_KEY", &key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut fields = text.split_whitespace();
+    assert_eq!(
+        fields.next(),
+        Some("0"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peak_kib: u64 = fields.next().unwrap().parse().unwrap();
+    println!(
+        "audit verify of {size} bytes: peak RSS {} MiB",
+        peak_kib / 1024
+    );
+    assert!(text.contains("ok (60000 records"), "{text}");
+    assert!(
+        peak_kib < 24 * 1024,
+        "audit verify held {peak_kib} KiB for a {size}-byte log"
+    );
+
+    // The service reopens it from its last line, and goes on with the chain.
+    let log = AuditLog::open(&path, key.as_bytes(), "replica-big").unwrap();
+    log.append(entry(60_000)).await.unwrap();
+    drop(log);
+    assert!(verify(&path).status.success());
+}

@@ -180,6 +180,77 @@ fn write_loop<L: Lines, S: Sink>(
     }
 }
 
+/// The end of a JSON-lines file, read backwards from its end: whatever the file's size, only
+/// its last complete line is held in memory.
+#[derive(Debug, Default)]
+pub struct Tail {
+    /// The bytes up to and with the last newline: what a crash left whole.
+    pub durable: u64,
+    /// The file's length; more than `durable` when its last line was torn.
+    pub len: u64,
+    /// The last complete line, without its newline.
+    pub last_line: Option<Vec<u8>>,
+}
+
+impl Tail {
+    /// The longest last line read: a longer one is not a record.
+    const MAX_LINE: u64 = 1024 * 1024;
+
+    pub fn of(path: &Path) -> std::io::Result<Tail> {
+        use std::io::Read;
+        let mut file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Tail::default()),
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        // The positions of the last two newlines, searched backwards in chunks.
+        let mut newlines: Vec<u64> = Vec::with_capacity(2);
+        let mut end = len;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while end > 0 && newlines.len() < 2 {
+            let start = end.saturating_sub(chunk.len() as u64);
+            let buf = &mut chunk[..(end - start) as usize];
+            file.seek(std::io::SeekFrom::Start(start))?;
+            file.read_exact(buf)?;
+            for (i, b) in buf.iter().enumerate().rev() {
+                if *b == b'\n' {
+                    newlines.push(start + i as u64);
+                    if newlines.len() == 2 {
+                        break;
+                    }
+                }
+            }
+            end = start;
+            if newlines.len() == 1 && newlines[0] - end > Self::MAX_LINE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: its last line is longer than any record",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        let Some(&last) = newlines.first() else {
+            return Ok(Tail {
+                durable: 0,
+                len,
+                last_line: None,
+            });
+        };
+        let from = newlines.get(1).map(|p| p + 1).unwrap_or(0);
+        let mut line = vec![0u8; (last - from) as usize];
+        file.seek(std::io::SeekFrom::Start(from))?;
+        file.read_exact(&mut line)?;
+        Ok(Tail {
+            durable: last + 1,
+            len,
+            last_line: Some(line),
+        })
+    }
+}
+
 /// A JSON-lines file, fsynced per batch; for a chain, a head file beside it holds the last
 /// durable record's number and hash.
 pub struct FileSink {
@@ -210,15 +281,7 @@ impl FileSink {
 
     /// The length of the complete lines of a file (0 when it does not exist).
     pub fn complete_len(path: &Path) -> std::io::Result<u64> {
-        match std::fs::read(path) {
-            Ok(bytes) => Ok(bytes
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map(|i| i as u64 + 1)
-                .unwrap_or(0)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e),
-        }
+        Ok(Tail::of(path)?.durable)
     }
 }
 

@@ -20,7 +20,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::records::appender::{Appender, FileSink, Line, Lines};
+use crate::records::appender::{Appender, FileSink, Line, Lines, Tail};
 use crate::records::control::{Control, ControlSink, Table};
 
 pub use verify::{VerifyError, VerifyReport, verify, verify_control};
@@ -217,19 +217,15 @@ impl AuditLog {
             path: path.display().to_string(),
             reason,
         };
-        let durable = FileSink::complete_len(path).map_err(|e| fail(e.to_string()))?;
-        let text = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(fail(e.to_string())),
-        };
-        if (durable as usize) < text.len() {
-            tracing::warn!(log = %path.display(), bytes = text.len() - durable as usize,
+        // Only the log's last complete line is read: start-up costs the same for a log of a
+        // day or of a year.
+        let tail = Tail::of(path).map_err(|e| fail(e.to_string()))?;
+        let durable = tail.durable;
+        if durable < tail.len {
+            tracing::warn!(log = %path.display(), bytes = tail.len - durable,
                 "the audit log ends in a torn line (a crash mid-write); it is cut off");
         }
-        let last_line = text[..durable as usize]
-            .split(|b| *b == b'\n')
-            .rfind(|l| !l.is_empty());
+        let last_line = tail.last_line.as_deref().filter(|l| !l.is_empty());
         let head_file = head_path(path);
         let head = match std::fs::read_to_string(&head_file) {
             Ok(text) => Some(
