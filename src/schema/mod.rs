@@ -169,6 +169,20 @@ pub struct DataMap {
     pub warnings: Vec<String>,
 }
 
+impl DataMap {
+    /// A map with no table, for the cache's tests.
+    #[cfg(test)]
+    pub(crate) fn empty_for_tests() -> DataMap {
+        DataMap {
+            source_name: "test".into(),
+            tables: Vec::new(),
+            plans: HashMap::new(),
+            declared_kinds: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// Text-like catalog types, whose values are PostgreSQL strings.
 fn is_text_type(typname: &str) -> bool {
     matches!(typname, "text" | "varchar" | "bpchar" | "name" | "citext")
