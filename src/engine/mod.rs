@@ -41,6 +41,7 @@ use crate::resilience::breaker::{Breaker, State};
 use crate::schema::cache::SchemaCache;
 use crate::schema::{DataMap, PlanError};
 use crate::store::postgres::SourcePool;
+use crate::subject::normalize::Normalizer;
 
 /// Request limits from the server config.
 #[derive(Debug, Clone)]
@@ -60,6 +61,8 @@ pub(crate) struct Source {
     pool: SourcePool,
     slots: SourceSlots,
     schema: SchemaCache,
+    /// Each identity kind's normaliser, built once when the engine starts.
+    normalizers: HashMap<String, Normalizer>,
 }
 
 /// The engine, shared by every request.
@@ -99,6 +102,11 @@ impl Engine {
                     cfg.connect_timeout,
                 ),
                 schema: SchemaCache::default(),
+                normalizers: cfg
+                    .identity_kinds
+                    .iter()
+                    .map(|kind| (kind.clone(), cfg.normalizer(kind)))
+                    .collect(),
             };
             sources.insert(cfg.name.clone(), Arc::new(source));
         }
@@ -173,6 +181,11 @@ impl Engine {
     /// Where calls are recorded: the audit log and the dead-letter queue.
     pub fn records(&self) -> &Records {
         &self.records.records
+    }
+
+    /// The normaliser of `kind` in `source`, when the source declares that kind.
+    fn normalizer(&self, source: &str, kind: &str) -> Option<&Normalizer> {
+        self.sources.get(source)?.normalizers.get(kind)
     }
 
     /// The named source. Names are echoed in errors, so an overlong one is refused unread.

@@ -48,9 +48,14 @@ impl Engine {
         deadline: Option<Instant>,
     ) -> Result<Vec<pb::LooserMatch>, ExtractError> {
         let source = self.source(source_name)?;
-        let cfg = &self.config.sources[source.index];
-        let value = cfg
-            .normalizer(kind)
+        let value = source
+            .normalizers
+            .get(kind)
+            .ok_or_else(|| {
+                ExtractError::InvalidArgument(format!(
+                    "subject.kind: '{kind}' is not an identity kind of source '{source_name}'"
+                ))
+            })?
             .apply(value.expose_secret())
             .map_err(|e| ExtractError::InvalidArgument(format!("subject.value: {e}")))?;
         let map = self.data_map(source, deadline).await?;

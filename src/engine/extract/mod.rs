@@ -137,9 +137,17 @@ impl Stream for ExtractStream {
 impl Engine {
     /// Checks the request, resolves its plan and starts the producer.
     pub async fn extract(&self, params: ExtractParams) -> Result<ExtractStream, ExtractError> {
-        let entry = self.entry(&params);
+        // The value as its kind's normalisation makes it, once: so it is bound, hashed and
+        // recorded.
+        // A value no call accepts (empty, oversized) is refused unread by check_request.
+        let value = params.value.expose_secret();
+        let normalized = self
+            .normalizer(&params.source, &params.kind)
+            .filter(|_| !value.is_empty() && value.len() <= MAX_IDENTITY_BYTES)
+            .map(|n| n.apply(value));
+        let entry = self.entry(&params, normalized.as_ref().and_then(|n| n.as_deref().ok()));
         let dry_run = params.dry_run;
-        match self.start(params, entry.clone()).await {
+        match self.start(params, normalized, entry.clone()).await {
             Ok(stream) => Ok(stream),
             Err(error) => {
                 // A dry run is part of a Validate call, which the API layer records once.
@@ -156,25 +164,31 @@ impl Engine {
     /// refused later is recorded under the same subject as its successful retry. Empty for a
     /// value no call accepts (empty or oversized).
     pub fn subject_id_of(&self, source: &str, kind: &str, value: &str) -> String {
+        let normalized = self
+            .normalizer(source, kind)
+            .and_then(|n| n.apply(value).ok());
+        self.subject_id_normalized(kind, value, normalized.as_deref())
+    }
+
+    /// The subject id of `value`, as normalised already (`normalized`, when it could be).
+    fn subject_id_normalized(&self, kind: &str, value: &str, normalized: Option<&str>) -> String {
         if value.is_empty() || value.len() > MAX_IDENTITY_BYTES {
             return String::new();
         }
-        let normalized = self
-            .sources
-            .get(source)
-            .map(|s| &self.config.sources[s.index])
-            .filter(|cfg| cfg.identity_kinds.iter().any(|k| k == kind))
-            .and_then(|cfg| cfg.normalizer(kind).apply(value).ok());
         subject_id(
             self.config.subject_key(),
             &label(kind),
-            normalized.as_deref().unwrap_or(value),
+            normalized.unwrap_or(value),
         )
     }
 
     /// What every audit record of this call holds. Fields the caller chose are recorded only
     /// when they are within the request limits.
-    fn entry(&self, params: &ExtractParams) -> crate::records::audit::Entry {
+    fn entry(
+        &self,
+        params: &ExtractParams,
+        normalized: Option<&str>,
+    ) -> crate::records::audit::Entry {
         crate::records::audit::Entry {
             rpc: if params.dry_run {
                 "Validate"
@@ -184,10 +198,10 @@ impl Engine {
             .to_owned(),
             caller: params.caller.clone(),
             source: label(&params.source),
-            subject_id: self.subject_id_of(
-                &params.source,
+            subject_id: self.subject_id_normalized(
                 &params.kind,
                 params.value.expose_secret(),
+                normalized,
             ),
             request_id: label(&params.request_id),
             call_id: params.call_id.clone(),
@@ -199,14 +213,18 @@ impl Engine {
     async fn start(
         &self,
         mut params: ExtractParams,
+        normalized: Option<Result<String, crate::subject::normalize::NormalizeError>>,
         entry: crate::records::audit::Entry,
     ) -> Result<ExtractStream, ExtractError> {
         let source = self.source(&params.source)?.clone();
         let batch_size = self.check_request(&source, &params)?;
-        // The value is bound, hashed and recorded as its kind's normalisation makes it.
-        let normalizer = self.config.sources[source.index].normalizer(&params.kind);
-        let value = normalizer
-            .apply(params.value.expose_secret())
+        // The value is bound, hashed and recorded as its kind's normalisation made it.
+        let normalizer = source
+            .normalizers
+            .get(&params.kind)
+            .ok_or_else(|| ExtractError::Internal("no normaliser for a declared kind".into()))?;
+        let value = normalized
+            .ok_or_else(|| ExtractError::Internal("the value was not normalised".into()))?
             .map_err(|e| {
                 ExtractError::InvalidArgument(format!(
                     "subject.value: {e} (identity kind '{}' is normalised by: {})",
