@@ -494,3 +494,49 @@ async fn validate_and_extract_side_by_side_on_a_one_connection_pool_both_finish(
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_above_one_message_is_refused_without_entering_the_process() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        // 100 MB of text in one value (TOAST compresses it on disk; its length is 100 MB).
+        support::run_sql_blocking(
+            "CREATE TABLE huge_notes (id int PRIMARY KEY, owner text NOT NULL, note text);
+             INSERT INTO huge_notes VALUES (1, 'huge@example.com', repeat('x', 100000000)),
+                                           (2, 'small@example.com', 'fine');
+             ANALYZE huge_notes;",
+        );
+    });
+    let text = config_text(
+        r#"
+[[sources.tables]]
+name = "huge_notes"
+identity = { kind = "email", column = "owner" }
+columns = { id = "not_pii", owner = "contact.email", note = "not_pii" }
+"#,
+    );
+    let server = ServeProcess::start_with(&text, &[]).await;
+    let mut client = server.client().await;
+    let mut req = request("email", "huge@example.com");
+    req.tables = vec!["huge_notes".into()];
+    let x = extract(&mut client, req).await;
+    assert_eq!(x.code(), Code::ResourceExhausted, "{}", x.message());
+    assert!(
+        x.message().contains("huge_notes") && x.message().contains("'note'"),
+        "{}",
+        x.message()
+    );
+    // The value was measured in the query and never sent: the process stays far below it.
+    let peak_kib = server.peak_rss_kib();
+    println!("a 100 MB value refused: peak RSS {peak_kib} KiB");
+    assert!(
+        peak_kib < 64 * 1024,
+        "peak RSS {peak_kib} KiB: the 100 MB value entered the process"
+    );
+    // Other rows of the table still stream.
+    let mut req = request("email", "small@example.com");
+    req.tables = vec!["huge_notes".into()];
+    let x = extract(&mut client, req).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert_eq!(x.rows("huge_notes").len(), 1);
+}

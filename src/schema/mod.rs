@@ -19,7 +19,7 @@ mod gate;
 mod plan;
 
 pub use gate::{SchemaReport, TableReport, category_fits_type, check_schema};
-pub use plan::Looser;
+pub use plan::{Looser, MAX_VALUE_BYTES};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -153,7 +153,11 @@ pub struct PlannedTable {
     pub table: Arc<MappedTable>,
     pub reached_via: String,
     /// `SELECT <columns> FROM <table> t0 WHERE <condition>`, one parameter: the identity.
+    /// With `bounded`, two more columns follow the table's: which column (1-based, 0 for
+    /// none) holds a value above [`MAX_VALUE_BYTES`], and its size; such a value is sent as
+    /// NULL, so it never crosses into the process.
     pub select_sql: String,
+    pub bounded: bool,
     /// `SELECT count(*) FROM <table> t0 WHERE <condition>`.
     pub count_sql: String,
 }

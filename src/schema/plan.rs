@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::{MappedColumn, MappedTable, Plan, PlannedTable, is_text_type, quote_ident};
 use crate::config::MatchMode;
+use crate::values::Decoder;
 
 /// A looser match than the data map declares, for telling an operator what an empty answer
 /// may have missed: every text identity column compared case-insensitively, or trimmed.
@@ -43,6 +44,22 @@ struct Reach {
     depth: usize,
 }
 
+/// The largest single value a plan lets through: one gRPC message (4 MiB, less room for the
+/// message's own fields). A larger text, varchar, bytea or json value is measured in the
+/// query (`octet_length` reads its stored length without reading it) and sent as NULL, so a
+/// 200 MB value never crosses into the process; the extraction then refuses its row.
+pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024 - 16 * 1024;
+
+/// The bytes of a column's value, as SQL measures it cheaply, for columns that can hold a
+/// value larger than a message and whose size PostgreSQL knows without building the value.
+fn measured(decoder: Decoder, column: &str) -> Option<String> {
+    match decoder {
+        Decoder::Text | Decoder::Bytea => Some(format!("octet_length({column})")),
+        Decoder::Json => Some(format!("octet_length({column}::text)")),
+        _ => None,
+    }
+}
+
 /// Compiles the plan for one identity kind; with `looser`, identity columns are compared more
 /// loosely than declared.
 pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str, looser: Option<Looser>) -> Plan {
@@ -54,15 +71,40 @@ pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str, looser: Option<Lo
     for (i, table) in tables.iter().enumerate() {
         match reach(tables, i, &matcher, 0, &mut memo) {
             Some(r) => {
-                let columns = table
+                let mut checks = Vec::new();
+                let mut columns = table
                     .columns
                     .iter()
-                    .map(|c| {
-                        c.decoder
-                            .select_expr(&format!("t0.{}", quote_ident(&c.name)))
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let column = format!("t0.{}", quote_ident(&c.name));
+                        let expr = c.decoder.select_expr(&column);
+                        match measured(c.decoder, &column) {
+                            Some(size) => {
+                                let over = format!("{size} > {MAX_VALUE_BYTES}");
+                                checks.push((i + 1, over.clone(), size));
+                                format!("CASE WHEN {over} THEN NULL ELSE {expr} END")
+                            }
+                            None => expr,
+                        }
                     })
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                    .collect::<Vec<_>>();
+                let bounded = !checks.is_empty();
+                if bounded {
+                    let which = checks
+                        .iter()
+                        .map(|(i, over, _)| format!("WHEN {over} THEN {i}"))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let size = checks
+                        .iter()
+                        .map(|(_, over, size)| format!("WHEN {over} THEN {size}"))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    columns.push(format!("CASE {which} ELSE 0 END"));
+                    columns.push(format!("(CASE {size} ELSE 0 END)::bigint"));
+                }
+                let columns = columns.join(", ");
                 let from = format!("{} AS t0", table.quoted());
                 let branches = branches(&r.paths);
                 let select_sql = branches
@@ -88,6 +130,7 @@ pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str, looser: Option<Lo
                         table: table.clone(),
                         reached_via: r.via.join(" | "),
                         select_sql,
+                        bounded,
                         count_sql,
                     },
                 ));

@@ -57,7 +57,7 @@ pub const MAX_LABEL_BYTES: usize = 128;
 
 /// The largest message sent: gRPC clients refuse messages over 4 MiB by default. A single row
 /// must fit in one message beside its batch's column descriptors.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024 - 16 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = crate::schema::MAX_VALUE_BYTES;
 
 /// The most table names one request may list.
 pub const MAX_REQUESTED_TABLES: usize = 1000;

@@ -132,6 +132,20 @@ impl Job {
             while let Some(row) = rows.next().await {
                 let row = row.map_err(db)?;
                 fetched += 1;
+                if table.bounded {
+                    // A value the query measured above one message was sent as NULL: refuse
+                    // its row, naming the column.
+                    let column: i32 = row.try_get(mapped.columns.len()).map_err(db)?;
+                    if column > 0 {
+                        let bytes: i64 = row.try_get(mapped.columns.len() + 1).map_err(db)?;
+                        return Err(ExtractError::RowTooLarge {
+                            table: mapped.display.clone(),
+                            column: mapped.columns[column as usize - 1].name.clone(),
+                            bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+                            limit: row_limit,
+                        });
+                    }
+                }
                 let converted = self.convert_row(mapped, &row, &mut outcome)?;
                 // Memory for rejected rows' letters is bounded: past a few hundred in
                 // flight, reading waits for the queue's writer.
