@@ -269,3 +269,139 @@ async fn a_manifest_waits_for_its_dead_letters_and_is_withheld_when_they_cannot_
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     server.stop().await.unwrap();
 }
+
+/// A TCP proxy to the control database that, once armed, passes one COMMIT on to PostgreSQL
+/// and then cuts the connection before PostgreSQL's answer comes back: a COMMIT whose outcome
+/// the client never hears (it went through).
+struct CommitCutter {
+    addr: std::net::SocketAddr,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CommitCutter {
+    async fn start(target: u16) -> CommitCutter {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = std::sync::Arc::new(AtomicBool::new(false));
+        let cuts = std::sync::Arc::new(AtomicUsize::new(0));
+        let (armed_, cuts_) = (armed.clone(), cuts.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let cut = std::sync::Arc::new(AtomicBool::new(false));
+                let (armed, cuts, cut_up) = (armed_.clone(), cuts_.clone(), cut.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = client_rx.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let commit = buf[..n].windows(6).any(|w| w == b"COMMIT");
+                        if commit && armed.swap(false, Ordering::SeqCst) {
+                            cut_up.store(true, Ordering::SeqCst);
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            let _ = server_tx.write_all(&buf[..n]).await;
+                            // PostgreSQL commits; its answer is dropped on the way back.
+                            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                            break;
+                        }
+                        if server_tx.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = server_rx.read(&mut buf).await {
+                        if n == 0 || cut.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if client_tx.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        CommitCutter { addr, armed, cuts }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_was_lost_does_not_stop_the_audit_chain() {
+    let admin = demo::connect(support::cluster(), "postgres").await.unwrap();
+    for statement in [
+        "DROP DATABASE IF EXISTS control_commit",
+        "CREATE DATABASE control_commit",
+    ] {
+        admin.batch_execute(statement).await.unwrap();
+    }
+    let cluster = support::cluster();
+    let cutter = CommitCutter::start(cluster.port()).await;
+    let url = format!(
+        "host=127.0.0.1 port={} user={} password={} dbname=control_commit sslmode=disable",
+        cutter.addr.port(),
+        dsr_connector::demo::cluster::SUPERUSER,
+        cluster.password()
+    );
+    let text = format!(
+        "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\nssl_mode = \"disable\"\n\n\
+         [server.audit]\nstore = \"control\"\nreplica = \"replica-commit\"\n",
+        config_text("")
+    );
+    let config = Config::from_toml_str(&text, |name| match name {
+        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
+        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
+        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
+        "CONTROL_URL" => Some(url.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let server = TestServer::start(config).await;
+    let mut client = server.client().await;
+    let x = extract(&mut client, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+
+    // The next batch's COMMIT goes through, but its answer is lost: that call fails.
+    cutter
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let x = extract(&mut client, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+    assert_eq!(
+        cutter.cuts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "{}",
+        x.message()
+    );
+
+    // The chain goes on from what the database holds: the calls after it are recorded.
+    for _ in 0..3 {
+        let x = extract(&mut client, request("email", "alice@example.com")).await;
+        assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    }
+    server.stop().await.unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
+        .args(["audit", "verify", "--control-url-env", "CONTROL_URL"])
+        .args(["--replica", "replica-commit"])
+        .env("CONTROL_URL", cluster.connection_string("control_commit"))
+        .env("DSR_AUDIT_KEY", demo::audit_key(SUBJECT_KEY))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -31,6 +31,22 @@ fn pem_file(pem: &str) -> tempfile::NamedTempFile {
     file
 }
 
+/// A cluster with `ssl = on` serving this certificate and key, loaded with the demo data.
+fn tls_cluster(cert_pem: String, key_pem: String) -> TempCluster {
+    let options = ClusterOptions {
+        tls: Some((cert_pem, key_pem)),
+        ..Default::default()
+    };
+    let cluster = TempCluster::start(&options).expect("TLS cluster");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(demo::load(&cluster, demo::DATABASE))
+        .unwrap();
+    cluster
+}
+
 /// A TLS-enabled cluster with the demo data, and two CA files: the one that signed the
 /// server's certificate and an unrelated one.
 fn fixture() -> &'static TlsFixture {
@@ -43,19 +59,8 @@ fn fixture() -> &'static TlsFixture {
             leaf.distinguished_name
                 .push(DnType::CommonName, "localhost");
             let cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-            let options = ClusterOptions {
-                tls: Some((cert.pem(), leaf_key.serialize_pem())),
-                ..Default::default()
-            };
-            let cluster = TempCluster::start(&options).expect("TLS cluster");
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(demo::load(&cluster, demo::DATABASE))
-                .unwrap();
             TlsFixture {
-                cluster,
+                cluster: tls_cluster(cert.pem(), leaf_key.serialize_pem()),
                 ca_file: pem_file(&issuer.pem()),
                 other_ca_file: pem_file(&ca("some other CA").pem()),
             }
@@ -246,18 +251,10 @@ fn self_signed_fixture() -> &'static (TempCluster, tempfile::NamedTempFile) {
                 .distinguished_name
                 .push(DnType::CommonName, "localhost");
             let cert = params.self_signed(&key).unwrap();
-            let options = ClusterOptions {
-                tls: Some((cert.pem(), key.serialize_pem())),
-                ..Default::default()
-            };
-            let cluster = TempCluster::start(&options).expect("TLS cluster");
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(demo::load(&cluster, demo::DATABASE))
-                .unwrap();
-            (cluster, pem_file(&cert.pem()))
+            (
+                tls_cluster(cert.pem(), key.serialize_pem()),
+                pem_file(&cert.pem()),
+            )
         })
         .join()
         .unwrap()

@@ -39,13 +39,27 @@ pub trait Lines: Send + 'static {
     fn commit(&mut self);
     /// The batch failed: return to the last committed state.
     fn rollback(&mut self);
+    /// After a failed batch, the store's own account of what is durable (see
+    /// [`Sink::durable_tail`]): take it as the last committed state.
+    fn resync(&mut self, _tail: DurableTail) -> Result<(), String> {
+        Ok(())
+    }
 }
+
+/// A store's last durable record (its line) and its head (sequence number and hash).
+pub type DurableTail = (Option<String>, Option<(u64, String)>);
 
 /// Where records go. `write` makes a batch durable, in order, or leaves none of it behind.
 pub trait Sink: Send + 'static {
     fn write(&mut self, batch: &[Line]) -> std::io::Result<()>;
     /// What logs and errors call this store.
     fn name(&self) -> String;
+    /// After a failed batch, what the store itself holds as durable, where it can say: a
+    /// database whose COMMIT was cut off may hold the batch after all. `None` when the local
+    /// rollback is exact (a file, cut back to its durable length).
+    fn durable_tail(&mut self) -> Option<Result<DurableTail, String>> {
+        None
+    }
 }
 
 type Ack = oneshot::Sender<Result<String, String>>;
@@ -168,6 +182,15 @@ fn write_loop<L: Lines, S: Sink>(
             }
             Err(e) => {
                 lines.rollback();
+                // The store may hold more than the rollback assumes (a COMMIT whose answer
+                // was lost): go on from what it holds, or the next batch would reuse its
+                // sequence numbers for ever.
+                if let Some(tail) = sink.durable_tail()
+                    && let Err(error) = tail.and_then(|tail| lines.resync(tail))
+                {
+                    tracing::error!(store = %name, %error,
+                        "cannot read back the store's last durable record; the next batch tries again");
+                }
                 tracing::error!(store = %name, error = %e, records = acks.len(),
                     "cannot write to the store; the records of this batch were not kept");
                 for (ack, _) in acks {

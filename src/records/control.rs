@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::ControlConfig;
-use crate::records::appender::{Line, Sink};
+use crate::records::appender::{DurableTail, Line, Sink};
 
 /// The tables, created when a store opens. Replicas that start together run this at the same
 /// time, and concurrent `CREATE TABLE IF NOT EXISTS` races in PostgreSQL (one of them fails
@@ -198,6 +198,22 @@ impl Sink for ControlSink {
             Table::Audit { replica } => format!("control database (audit of {replica})"),
             Table::DeadLetters => "control database (dead letters)".to_owned(),
         }
+    }
+
+    /// The chain's last record and head as the database holds them: after a failed batch,
+    /// its COMMIT may have gone through all the same (the connection dropped before the
+    /// answer), and only the database can say.
+    fn durable_tail(&mut self) -> Option<Result<DurableTail, String>> {
+        let Table::Audit { replica } = &self.table else {
+            return None;
+        };
+        if self.client.is_closed() {
+            match self.runtime.block_on(self.control.connect()) {
+                Ok(client) => self.client = client,
+                Err(error) => return Some(Err(error)),
+            }
+        }
+        Some(self.runtime.block_on(audit_end(&self.client, replica)))
     }
 }
 

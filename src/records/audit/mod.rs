@@ -20,7 +20,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::records::appender::{Appender, FileSink, Line, Lines, Tail};
+use crate::records::appender::{Appender, DurableTail, FileSink, Line, Lines, Tail};
 use crate::records::control::{Control, ControlSink, Table};
 
 pub use verify::{VerifyError, VerifyReport, verify, verify_control};
@@ -159,6 +159,14 @@ impl Lines for Chain {
 
     fn commit(&mut self) {
         self.committed = self.last.clone();
+    }
+
+    fn resync(&mut self, (last_line, head): DurableTail) -> Result<(), String> {
+        let head = head.map(|(seq, hash)| Head { seq, hash });
+        let end = chain_end(last_line.as_deref().map(str::as_bytes), head, &self.key)?;
+        self.committed = end.clone();
+        self.last = end;
+        Ok(())
     }
 
     fn rollback(&mut self) {
