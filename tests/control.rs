@@ -405,3 +405,87 @@ async fn a_commit_whose_answer_was_lost_does_not_stop_the_audit_chain() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_database_restarts_under_load_and_the_chain_goes_on() {
+    // A control database of its own, stopped and started while calls are running.
+    let control = tokio::task::spawn_blocking(|| {
+        dsr_connector::demo::cluster::TempCluster::start(&Default::default()).unwrap()
+    })
+    .await
+    .unwrap();
+    let url = control.connection_string("postgres");
+    let text = format!(
+        "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\n\n\
+         [server.audit]\nstore = \"control\"\nreplica = \"replica-restart\"\n",
+        config_text("")
+    );
+    let cluster = support::cluster();
+    let config = Config::from_toml_str(&text, |name| match name {
+        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
+        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
+        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
+        "CONTROL_URL" => Some(url.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let server = TestServer::start(config).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let mut client = server.client().await;
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let x = extract(&mut client, request("email", "alice@example.com")).await;
+                match x.code() {
+                    Code::Ok => ok += 1,
+                    // The audit log cannot be written while the control database is down.
+                    Code::Unavailable => failed += 1,
+                    other => panic!("{other:?}: {}", x.message()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| control.pause()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| control.resume()).unwrap();
+    // Once it is back, calls are recorded again.
+    let mut client = server.client().await;
+    let mut recovered = false;
+    for _ in 0..100 {
+        let x = extract(&mut client, request("email", "alice@example.com")).await;
+        if x.code() == Code::Ok {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "calls were not recorded again after the restart");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, 0);
+    for task in load {
+        let (o, f) = task.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    println!("under load: {ok} calls recorded, {failed} refused while the database was down");
+    assert!(ok > 0);
+    server.stop().await.unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
+        .args(["audit", "verify", "--control-url-env", "CONTROL_URL"])
+        .args(["--replica", "replica-restart"])
+        .env("CONTROL_URL", &url)
+        .env("DSR_AUDIT_KEY", demo::audit_key(SUBJECT_KEY))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
