@@ -501,9 +501,13 @@ async fn a_value_above_one_message_is_refused_without_entering_the_process() {
     DONE.get_or_init(|| {
         // 100 MB of text in one value (TOAST compresses it on disk; its length is 100 MB).
         support::run_sql_blocking(
-            "CREATE TABLE huge_notes (id int PRIMARY KEY, owner text NOT NULL, note text);
-             INSERT INTO huge_notes VALUES (1, 'huge@example.com', repeat('x', 100000000)),
-                                           (2, 'small@example.com', 'fine');
+            "CREATE TABLE huge_notes (id int PRIMARY KEY, owner text NOT NULL, note text,
+                                      doc jsonb);
+             INSERT INTO huge_notes VALUES
+               (1, 'huge@example.com', repeat('x', 100000000), NULL),
+               (2, 'small@example.com', 'fine', '{\"a\": 1}'),
+               (3, 'hugedoc@example.com', 'fine',
+                (SELECT jsonb_agg(g) FROM generate_series(1, 12000000) g));
              ANALYZE huge_notes;",
         );
     });
@@ -512,7 +516,7 @@ async fn a_value_above_one_message_is_refused_without_entering_the_process() {
 [[sources.tables]]
 name = "huge_notes"
 identity = { kind = "email", column = "owner" }
-columns = { id = "not_pii", owner = "contact.email", note = "not_pii" }
+columns = { id = "not_pii", owner = "contact.email", note = "not_pii", doc = "not_pii" }
 "#,
     );
     let server = ServeProcess::start_with(&text, &[]).await;
@@ -526,9 +530,15 @@ columns = { id = "not_pii", owner = "contact.email", note = "not_pii" }
         "{}",
         x.message()
     );
-    // The value was measured in the query and never sent: the process stays far below it.
+    // A jsonb document of about 100 MB as text: its stored size sends it to be measured.
+    let mut req = request("email", "hugedoc@example.com");
+    req.tables = vec!["huge_notes".into()];
+    let x = extract(&mut client, req).await;
+    assert_eq!(x.code(), Code::ResourceExhausted, "{}", x.message());
+    assert!(x.message().contains("'doc'"), "{}", x.message());
+    // The values were measured in the query and never sent: the process stays far below them.
     let peak_kib = server.peak_rss_kib();
-    println!("a 100 MB value refused: peak RSS {peak_kib} KiB");
+    println!("100 MB text and jsonb values refused: peak RSS {peak_kib} KiB");
     assert!(
         peak_kib < 64 * 1024,
         "peak RSS {peak_kib} KiB: the 100 MB value entered the process"

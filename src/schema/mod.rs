@@ -155,7 +155,7 @@ pub struct PlannedTable {
     /// `SELECT <columns> FROM <table> t0 WHERE <condition>`, one parameter: the identity.
     /// With `bounded`, two more columns follow the table's: which column (1-based, 0 for
     /// none) holds a value above [`MAX_VALUE_BYTES`], and its size; such a value is sent as
-    /// NULL, so it never crosses into the process.
+    /// NULL, so it never crosses into the process (text, bytea, json, jsonb and arrays).
     pub select_sql: String,
     pub bounded: bool,
     /// `SELECT count(*) FROM <table> t0 WHERE <condition>`.

@@ -45,17 +45,36 @@ struct Reach {
 }
 
 /// The largest single value a plan lets through: one gRPC message (4 MiB, less room for the
-/// message's own fields). A larger text, varchar, bytea or json value is measured in the
-/// query (`octet_length` reads its stored length without reading it) and sent as NULL, so a
+/// message's own fields). A larger value is measured in the query and sent as NULL, so a
 /// 200 MB value never crosses into the process; the extraction then refuses its row.
 pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024 - 16 * 1024;
 
-/// The bytes of a column's value, as SQL measures it cheaply, for columns that can hold a
-/// value larger than a message and whose size PostgreSQL knows without building the value.
-fn measured(decoder: Decoder, column: &str) -> Option<String> {
+/// jsonb and arrays have no cheap length: their stored size (`pg_column_size`, compressed)
+/// comes first, and only a value stored larger than this is rendered to be measured.
+/// Compression never shrinks a value by more than a few hundred times, so a value above
+/// [`MAX_VALUE_BYTES`] is always stored larger than this.
+const STORED_BYTES_WORTH_MEASURING: usize = 8 * 1024;
+
+/// How a column's value is found to be above [`MAX_VALUE_BYTES`] in SQL, and its size then,
+/// for columns that can hold such a value.
+fn measured(decoder: Decoder, column: &str) -> Option<(String, String)> {
+    let plain = |size: String| Some((format!("{size} > {MAX_VALUE_BYTES}"), size));
+    let rendered = |text: String| {
+        let size = format!("octet_length({text})");
+        Some((
+            format!(
+                "(CASE WHEN pg_column_size({column}) <= {STORED_BYTES_WORTH_MEASURING} \
+                 THEN false ELSE {size} > {MAX_VALUE_BYTES} END)"
+            ),
+            size,
+        ))
+    };
     match decoder {
-        Decoder::Text | Decoder::Bytea => Some(format!("octet_length({column})")),
-        Decoder::Json => Some(format!("octet_length({column}::text)")),
+        // octet_length reads the stored length of text and bytea without reading the value.
+        Decoder::Text | Decoder::Bytea => plain(format!("octet_length({column})")),
+        Decoder::Json => plain(format!("octet_length({column}::text)")),
+        Decoder::Jsonb => rendered(format!("{column}::text")),
+        Decoder::Array => rendered(format!("to_jsonb({column})::text")),
         _ => None,
     }
 }
@@ -80,10 +99,10 @@ pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str, looser: Option<Lo
                         let column = format!("t0.{}", quote_ident(&c.name));
                         let expr = c.decoder.select_expr(&column);
                         match measured(c.decoder, &column) {
-                            Some(size) => {
-                                let over = format!("{size} > {MAX_VALUE_BYTES}");
-                                checks.push((i + 1, over.clone(), size));
-                                format!("CASE WHEN {over} THEN NULL ELSE {expr} END")
+                            Some((over, size)) => {
+                                let value = format!("CASE WHEN {over} THEN NULL ELSE {expr} END");
+                                checks.push((i + 1, over, size));
+                                value
                             }
                             None => expr,
                         }
