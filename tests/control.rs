@@ -17,18 +17,29 @@ fn control_url() -> String {
 }
 
 fn replica_config(replica: &str) -> Config {
+    control_config(&control_url(), replica, "", true)
+}
+
+/// The demo config with its records in the control database at `url`, under `replica`:
+/// the audit log, and the dead letters too when `dead_letters`. `control` adds keys to
+/// `[server.control]`.
+fn control_config(url: &str, replica: &str, control: &str, dead_letters: bool) -> Config {
     let text = format!(
-        "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\n\n\
-         [server.audit]\nstore = \"control\"\nreplica = \"{replica}\"\n\n\
-         [server.dead_letters]\nstore = \"control\"\n",
-        config_text("")
+        "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\n{control}\n\n\
+         [server.audit]\nstore = \"control\"\nreplica = \"{replica}\"\n\n{}",
+        config_text(""),
+        if dead_letters {
+            "[server.dead_letters]\nstore = \"control\"\n"
+        } else {
+            ""
+        }
     );
     let cluster = support::cluster();
     Config::from_toml_str(&text, |name| match name {
         demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
         "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
         "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
-        "CONTROL_URL" => Some(control_url()),
+        "CONTROL_URL" => Some(url.to_owned()),
         _ => None,
     })
     .unwrap_or_else(|e| panic!("{e}"))
@@ -206,21 +217,7 @@ async fn a_manifest_waits_for_its_dead_letters_and_is_withheld_when_they_cannot_
         admin.batch_execute(statement).await.unwrap();
     }
     let url = support::cluster().connection_string("control_letters");
-    let text = format!(
-        "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\n\n\
-         [server.audit]\nstore = \"control\"\nreplica = \"replica-letters\"\n\n\
-         [server.dead_letters]\nstore = \"control\"\n",
-        config_text("")
-    );
-    let cluster = support::cluster();
-    let config = Config::from_toml_str(&text, |name| match name {
-        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
-        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
-        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
-        "CONTROL_URL" => Some(url.clone()),
-        _ => None,
-    })
-    .unwrap();
+    let config = control_config(&url, "replica-letters", "", true);
     let server = TestServer::start(config).await;
     let mut client = server.client().await;
     let control = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -354,19 +351,7 @@ async fn a_commit_whose_answer_was_lost_does_not_stop_the_audit_chain() {
         dsr_connector::demo::cluster::SUPERUSER,
         cluster.password()
     );
-    let text = format!(
-        "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\nssl_mode = \"disable\"\n\n\
-         [server.audit]\nstore = \"control\"\nreplica = \"replica-commit\"\n",
-        config_text("")
-    );
-    let config = Config::from_toml_str(&text, |name| match name {
-        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
-        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
-        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
-        "CONTROL_URL" => Some(url.clone()),
-        _ => None,
-    })
-    .unwrap();
+    let config = control_config(&url, "replica-commit", "ssl_mode = \"disable\"", false);
     let server = TestServer::start(config).await;
     let mut client = server.client().await;
     let x = extract(&mut client, request("email", "alice@example.com")).await;
@@ -415,20 +400,7 @@ async fn the_control_database_restarts_under_load_and_the_chain_goes_on() {
     .await
     .unwrap();
     let url = control.connection_string("postgres");
-    let text = format!(
-        "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\n\n\
-         [server.audit]\nstore = \"control\"\nreplica = \"replica-restart\"\n",
-        config_text("")
-    );
-    let cluster = support::cluster();
-    let config = Config::from_toml_str(&text, |name| match name {
-        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
-        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
-        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
-        "CONTROL_URL" => Some(url.clone()),
-        _ => None,
-    })
-    .unwrap();
+    let config = control_config(&url, "replica-restart", "", false);
     let server = TestServer::start(config).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();

@@ -148,8 +148,11 @@ impl Job {
                 }
                 let converted = self.convert_row(mapped, &row, &mut outcome)?;
                 // Memory for rejected rows' letters is bounded: past a few hundred in
-                // flight, reading waits for the queue's writer.
-                self.letters_heard(MAX_LETTERS_IN_FLIGHT).await?;
+                // flight, reading waits for the queue's writer. Only a rejected row queues
+                // one, so rows that stream pay nothing here.
+                if converted.is_none() {
+                    self.letters_heard(MAX_LETTERS_IN_FLIGHT).await?;
+                }
                 drop(row);
                 // Decoding, coercion and JSON scans run without awaiting anything else; let
                 // other streams on this worker run now and then.
