@@ -593,3 +593,82 @@ print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, d
     drop(log);
     assert!(verify(&path).status.success());
 }
+
+/// The real binary under a flood of refused calls (wrong tokens and none, on 16 connections at
+/// once): its memory stays bounded, and the log holds a few aggregated records that account for
+/// every refused call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_flood_on_the_real_binary_stays_in_bounded_memory_and_is_accounted_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let text = support::with_server_block(
+        &audited_text(&path, ""),
+        "[[server.tokens]]\nname = \"orchestrator\"\nsha256_env = \"TOKEN_SHA\"\nsources = [\"demo\"]\n",
+    );
+    let digest = support::digest(TOKEN);
+    let server = support::ServeProcess::start_with(
+        &text,
+        &[
+            ("TOKEN_SHA", digest.as_str()),
+            ("DSR_AUDIT_KEY", &demo::audit_key(SUBJECT_KEY)),
+        ],
+    )
+    .await;
+    let idle_kib = server.peak_rss_kib();
+    const TASKS: usize = 16;
+    const EACH: usize = 1_250;
+    let flood: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let addr = server.addr.clone();
+            tokio::spawn(async move {
+                let mut client =
+                    dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient::connect(
+                        format!("http://{addr}"),
+                    )
+                    .await
+                    .unwrap();
+                for i in 0..EACH {
+                    let alice = request("email", "alice@example.com");
+                    let call = if task % 4 == 0 {
+                        tonic::Request::new(alice)
+                    } else {
+                        with_token(alice, &format!("wrong-token-{task}-{i}"))
+                    };
+                    let refused = client.extract(call).await.unwrap_err();
+                    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+                }
+            })
+        })
+        .collect();
+    for task in flood {
+        task.await.unwrap();
+    }
+    let peak_kib = server.peak_rss_kib();
+    let (status, _) = server.terminate().await;
+    assert!(status.success(), "{status}");
+
+    let all = records(&path);
+    let refused: Vec<_> = all.iter().filter(|r| r["outcome"] == "refused").collect();
+    let counted: u64 = refused.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    println!(
+        "{} refused calls: {} audit records (of {} in the log) counting {counted}; \
+         peak RSS {} MiB (idle {} MiB)",
+        TASKS * EACH,
+        refused.len(),
+        all.len(),
+        peak_kib / 1024,
+        idle_kib / 1024
+    );
+    assert_eq!(
+        counted,
+        (TASKS * EACH) as u64,
+        "every refused call is counted"
+    );
+    assert!(refused.len() <= 20, "{} refusal records", refused.len());
+    assert!(
+        peak_kib < 128 * 1024,
+        "peak RSS {} MiB under a refusal flood",
+        peak_kib / 1024
+    );
+    assert!(verify(&path).status.success());
+}

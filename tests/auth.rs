@@ -279,3 +279,86 @@ async fn a_dry_run_for_a_subject_needs_the_extract_scope() {
     assert_eq!(counted, 18, "the dry run counted alice's rows");
     server.stop().await.unwrap();
 }
+
+/// Reads a whole Extract stream: its final code and message.
+async fn drain(
+    response: Result<
+        tonic::Response<tonic::Streaming<dsr_connector::pb::ExtractResponse>>,
+        tonic::Status,
+    >,
+) -> (Code, String) {
+    let mut stream = match response {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (status.code(), status.message().to_owned()),
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return (Code::Ok, String::new()),
+            Err(status) => return (status.code(), status.message().to_owned()),
+        }
+    }
+}
+
+/// One caller opens 3,000 Extract streams at once (on 30 connections) against the real binary.
+/// It gets at most its share of the pool; the calls beyond are refused as busy, not queued
+/// without end; another caller is served meanwhile; and the server's memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_thousand_streams_from_one_caller_leave_room_for_another() {
+    let text = support::with_server_block(
+        &config_text(""),
+        "[[server.tokens]]\nname = \"orchestrator\"\nsha256_env = \"TOKEN_SHA_0\"\n\
+         sources = [\"demo\"]\n\n[[server.tokens]]\nname = \"other\"\n\
+         sha256_env = \"TOKEN_SHA_1\"\nsources = [\"demo\"]\n",
+    );
+    const OTHER: &str = "token-of-another-team-0123456789";
+    let (first, second) = (support::digest(ORCHESTRATOR), support::digest(OTHER));
+    let server = support::ServeProcess::start_with(
+        &text,
+        &[
+            ("TOKEN_SHA_0", first.as_str()),
+            ("TOKEN_SHA_1", second.as_str()),
+        ],
+    )
+    .await;
+    let mut channels = Vec::new();
+    for _ in 0..30 {
+        channels.push(server.client().await);
+    }
+    let flood: Vec<_> = (0..3_000)
+        .map(|i| {
+            let mut client = channels[i % channels.len()].clone();
+            tokio::spawn(async move {
+                let asked = with_token(request("email", "alice@example.com"), ORCHESTRATOR);
+                drain(client.extract(asked).await).await
+            })
+        })
+        .collect();
+    // The other caller, while the flood runs.
+    let other = {
+        let mut client = server.client().await;
+        let mut asked = with_token(request("email", "bob@example.com"), OTHER);
+        asked.set_timeout(std::time::Duration::from_secs(60));
+        drain(client.extract(asked).await).await.0
+    };
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    for call in flood {
+        let (code, message) = call.await.unwrap();
+        assert!(
+            matches!(code, Code::Ok | Code::ResourceExhausted),
+            "{code:?}: {message}"
+        );
+        *codes.entry(format!("{code:?}")).or_default() += 1;
+    }
+    let peak_kib = server.peak_rss_kib();
+    println!(
+        "3,000 streams from one caller: {codes:?}; the other caller: {other:?}; \
+         peak RSS {} MiB",
+        peak_kib / 1024
+    );
+    assert_eq!(other, Code::Ok, "the other caller was not served");
+    assert!(codes.get("Ok").copied().unwrap_or(0) > 0);
+    assert!(peak_kib < 96 * 1024, "peak RSS {} MiB", peak_kib / 1024);
+    let (status, _) = server.terminate().await;
+    assert!(status.success(), "{status}");
+}

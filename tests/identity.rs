@@ -101,6 +101,32 @@ async fn an_address_as_people_type_it_is_one_subject() {
     server.stop().await.unwrap();
 }
 
+/// Look-alike spellings of alice's address (a Cyrillic letter, a full-width @, a zero-width
+/// space, a ligature) are other people's addresses: none of them matches her rows, and none is
+/// folded into her subject id.
+#[tokio::test]
+async fn a_look_alike_address_never_matches_another_persons_rows() {
+    let server = TestServer::demo().await;
+    let alice = expected_subject_id("email", "alice@example.com");
+    for typed in [
+        "alice@ex\u{0430}mple.com",
+        "\u{0430}lice@example.com",
+        "alice\u{FF20}example.com",
+        "ali\u{200B}ce@example.com",
+        "alice@example.com\u{200B}",
+        "alice@exa\u{FB01}mple.com",
+    ] {
+        let x = extract(&mut server.client().await, request("email", typed)).await;
+        assert_eq!(x.code(), Code::Ok, "{typed:?}: {}", x.message());
+        assert!(x.batches.is_empty(), "{typed:?} matched rows");
+        let manifest = x.manifest.unwrap();
+        assert_eq!(manifest.row_count, 0, "{typed:?}");
+        assert_eq!(manifest.metadata["subject_found"], "false", "{typed:?}");
+        assert_ne!(manifest.subject_id, alice, "{typed:?}");
+    }
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_phone_number_written_three_ways_matches_its_e164_form() {
     let server = TestServer::start(identity_config()).await;

@@ -134,3 +134,184 @@ async fn the_breaker_opens_while_postgres_is_down_fails_fast_and_closes_when_it_
     assert_eq!(health(&server, source_health).await, ServingStatus::Serving);
     server.stop().await.unwrap();
 }
+
+/// Every PostgreSQL process is frozen (SIGSTOP): its connections stay open and nothing
+/// answers. A call with a 5 s deadline ends at its deadline, health still answers, and calls
+/// work again once PostgreSQL is woken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_database_ends_calls_at_their_deadline_and_health_still_answers() {
+    let cluster = own_cluster().await;
+    let text = demo::config_toml(&cluster, demo::DATABASE, "127.0.0.1:0".parse().unwrap())
+        .replace("min_idle = 1", "min_idle = 1\nconnect_timeout = \"2s\"");
+    let config = demo::config(&cluster, &text, SUBJECT_KEY).unwrap();
+    let server = TestServer::start(config).await;
+    let mut client = server.client().await;
+    let x = extract(&mut client, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+
+    cluster.freeze().unwrap();
+    let asked = Instant::now();
+    let mut frozen = tonic::Request::new(request("email", "alice@example.com"));
+    frozen.set_timeout(Duration::from_secs(5));
+    let outcome = tokio::time::timeout(Duration::from_secs(60), async {
+        match client.extract(frozen).await {
+            Err(status) => status,
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => panic!("a call to a frozen database ended OK"),
+                        Err(status) => break status,
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the call ends while the database is frozen");
+    let took = asked.elapsed();
+    println!(
+        "a 5 s call against a frozen database ended in {took:?}: {:?} {}",
+        outcome.code(),
+        outcome.message()
+    );
+    assert!(
+        matches!(
+            outcome.code(),
+            Code::DeadlineExceeded | Code::Unavailable | Code::Cancelled
+        ),
+        "{outcome:?}"
+    );
+    let asked = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(30), health(&server, ""))
+        .await
+        .expect("health answers while the database is frozen");
+    println!("health answered in {:?} while frozen", asked.elapsed());
+    assert_eq!(status, ServingStatus::Serving);
+
+    cluster.thaw().unwrap();
+    let woken = Instant::now();
+    let served = support::eventually(60, || {
+        let mut client = client.clone();
+        async move {
+            extract(&mut client, request("email", "alice@example.com"))
+                .await
+                .code()
+                == Code::Ok
+        }
+    })
+    .await;
+    println!("served again {:?} after SIGCONT", woken.elapsed());
+    assert!(served, "no call succeeded after the database woke");
+    server.stop().await.unwrap();
+}
+
+/// A TCP proxy in front of PostgreSQL that holds, while it is told to, every message from
+/// the service that reads `pg_catalog.pg_attribute` (the schema gate's catalog read), and
+/// passes everything else through.
+struct CatalogHold {
+    port: u16,
+    hold: tokio::sync::watch::Sender<bool>,
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CatalogHold {
+    async fn start(target: u16) -> CatalogHold {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (hold, holding) = tokio::sync::watch::channel(false);
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = held.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let (mut holding, counted) = (holding.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = client_rx.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let catalog = buf[..n]
+                            .windows(23)
+                            .any(|w| w == b"pg_catalog.pg_attribute");
+                        if catalog && *holding.borrow() {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            let _ = holding.wait_for(|hold| !hold).await;
+                        }
+                        if server_tx.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+                });
+            }
+        });
+        CatalogHold { port, hold, held }
+    }
+}
+
+/// The schema gate's catalog read is held (by a proxy between the service and PostgreSQL)
+/// when a source's data map is due for its reload. The caller that reloads waits for it; every
+/// other caller is served the old map meanwhile, rather than queueing behind the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_are_served_the_old_data_map_while_one_reload_waits_on_the_catalog() {
+    use std::sync::atomic::Ordering;
+    let cluster = support::cluster();
+    let proxy = CatalogHold::start(cluster.port()).await;
+    let text = support::config_text("")
+        .replace(
+            &format!("port = {}", cluster.port()),
+            &format!("port = {}", proxy.port),
+        )
+        .replace("ssl_mode = \"prefer\"", "ssl_mode = \"disable\"")
+        .replace("min_idle = 1", "min_idle = 1\nschema_refresh = \"1s\"");
+    let server = TestServer::start(support::config(&text)).await;
+    let client = server.client().await;
+    let x = extract(&mut client.clone(), request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    proxy.hold.send_replace(true);
+    let reloading = {
+        let mut client = client.clone();
+        tokio::spawn(
+            async move { extract(&mut client, request("email", "alice@example.com")).await },
+        )
+    };
+    let waiting =
+        support::eventually(100, || async { proxy.held.load(Ordering::SeqCst) > 0 }).await;
+    assert!(waiting, "the reload never read the catalog");
+
+    let asked = Instant::now();
+    let served = tokio::time::timeout(
+        Duration::from_secs(30),
+        extract(&mut client.clone(), request("email", "bob@example.com")),
+    )
+    .await
+    .expect("another caller is served while the reload waits");
+    println!(
+        "served the old map in {:?} while the reload waited",
+        asked.elapsed()
+    );
+    assert_eq!(served.code(), Code::Ok, "{}", served.message());
+    assert!(!served.batches.is_empty());
+    assert!(
+        !reloading.is_finished(),
+        "the reload finished while its catalog read was held"
+    );
+
+    proxy.hold.send_replace(false);
+    let reloaded = reloading.await.unwrap();
+    assert_eq!(reloaded.code(), Code::Ok, "{}", reloaded.message());
+    server.stop().await.unwrap();
+}

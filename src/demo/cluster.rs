@@ -238,6 +238,44 @@ impl TempCluster {
         run(&mut pg_ctl, self.run_as, "pg_ctl start")
     }
 
+    /// Freezes every process of the server (SIGSTOP to the postmaster and its children): a
+    /// database that holds its connections open and answers nothing, for fault tests.
+    pub fn freeze(&self) -> Result<(), ClusterError> {
+        self.signal_all("STOP")
+    }
+
+    /// Wakes a frozen server (SIGCONT).
+    pub fn thaw(&self) -> Result<(), ClusterError> {
+        self.signal_all("CONT")
+    }
+
+    fn signal_all(&self, name: &str) -> Result<(), ClusterError> {
+        let pid = postmaster_pid(&self.data)
+            .ok_or_else(|| step("signal the server", "no postmaster.pid"))?;
+        let mut pids = vec![pid];
+        for entry in std::fs::read_dir("/proc").map_err(|e| step("list processes", e))? {
+            let Ok(child) = entry.map(|e| e.file_name()) else {
+                continue;
+            };
+            let Some(child) = child.to_str().and_then(|c| c.parse::<u32>().ok()) else {
+                continue;
+            };
+            // /proc/<pid>/stat: "pid (comm) state ppid ...", with comm in parentheses.
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                pids.push(child);
+            }
+        }
+        for pid in pids {
+            signal(pid, name);
+        }
+        Ok(())
+    }
+
     /// Stops the server (fast shutdown, then immediate) and removes its files.
     pub fn stop(&mut self) {
         let Some(dir) = self.dir.take() else {

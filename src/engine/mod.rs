@@ -258,3 +258,76 @@ impl Engine {
         source.schema.forget().await;
     }
 }
+
+#[cfg(all(test, feature = "demo"))]
+mod tests {
+    use super::*;
+    use crate::engine::extract::ExtractParams;
+    use crate::subject::normalize::counts;
+    use secrecy::SecretString;
+
+    /// The demo data map, pointed at a port where nothing listens: the call fails at its
+    /// checkout, after its value was normalised.
+    fn unreachable_config() -> Config {
+        let text = crate::demo::DATAMAP_TEMPLATE
+            .replace("{host}", "127.0.0.1")
+            .replace("{port}", "1")
+            .replace("{database}", "shop")
+            .replace("{user}", "nobody");
+        let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n{text}");
+        Config::from_toml_str(&text, |name| match name {
+            crate::demo::PASSWORD_ENV => Some("unused".to_owned()),
+            crate::config::DEFAULT_SUBJECT_KEY_ENV => Some("unit-subject-key-0123456789".into()),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn normalisers_are_built_at_start_and_a_call_normalises_its_value_once() {
+        let config = Arc::new(unreachable_config());
+        let kinds = config.sources[0].identity_kinds.len();
+        let metrics = Arc::new(Metrics::new(&config, &[]));
+        let records = Records::open(&config.server).await.unwrap();
+        let (built_before, _) = counts::get();
+        let engine = Engine::new(
+            config,
+            CancellationToken::new(),
+            metrics,
+            records,
+            |_| "UNAVAILABLE",
+        )
+        .unwrap();
+        let (built, applied) = counts::get();
+        assert_eq!(
+            built - built_before,
+            kinds,
+            "one normaliser per identity kind"
+        );
+
+        let params = ExtractParams {
+            source: "demo".into(),
+            kind: "email".into(),
+            value: SecretString::from(" Alice@Example.com "),
+            batch_size: 0,
+            request_id: "normalise-once".into(),
+            compliance_tag: String::new(),
+            tables: vec![],
+            deadline: Some(Instant::now() + Duration::from_millis(300)),
+            dry_run: false,
+            caller: "unit".into(),
+            call_id: String::new(),
+            span: tracing::Span::none(),
+        };
+        let error = match engine.extract(params).await {
+            Ok(_) => panic!("nothing listens on port 1"),
+            Err(error) => error,
+        };
+        assert!(error.to_string().contains("source 'demo'"), "{error}");
+        assert_eq!(
+            counts::get(),
+            (built, applied + 1),
+            "the call built no normaliser and normalised its value once"
+        );
+    }
+}

@@ -76,6 +76,8 @@ impl Normalizer {
     /// The normalisation of `kind` under `config` (the source's entry for it, if any).
     /// Errors name what is wrong with the configuration.
     pub fn new(kind: &str, config: Option<&IdentityKindConfig>) -> Result<Normalizer, String> {
+        #[cfg(test)]
+        counts::BUILT.with(|n| n.set(n.get() + 1));
         let steps = config
             .and_then(|c| c.normalize.clone())
             .unwrap_or_else(|| default_steps(kind));
@@ -112,6 +114,8 @@ impl Normalizer {
 
     /// Normalises one value.
     pub fn apply(&self, value: &str) -> Result<String, NormalizeError> {
+        #[cfg(test)]
+        counts::APPLIED.with(|n| n.set(n.get() + 1));
         let mut value = value.to_owned();
         for step in &self.steps {
             value = match step {
@@ -147,6 +151,23 @@ impl Normalizer {
             ));
         }
         Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+    }
+}
+
+/// How many normalisers this thread built and how many values it normalised, so that tests
+/// can check that a call normalises its value once, with a normaliser built at start.
+#[cfg(test)]
+pub(crate) mod counts {
+    use std::cell::Cell;
+
+    thread_local! {
+        pub static BUILT: Cell<usize> = const { Cell::new(0) };
+        pub static APPLIED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// (built, applied) on this thread so far.
+    pub fn get() -> (usize, usize) {
+        (BUILT.with(Cell::get), APPLIED.with(Cell::get))
     }
 }
 
