@@ -534,6 +534,7 @@ async fn a_large_log_is_verified_and_reopened_in_bounded_memory() {
                 table: format!("table_number_{t}"),
                 rows: t,
                 verified: true,
+                ..Default::default()
             })
             .collect(),
         manifest_sha256: format!("{:064x}", i * 7),

@@ -67,9 +67,12 @@ impl Caller {
         self.sources.iter().any(|s| s == "*" || s == source)
     }
 
-    /// Whether this caller may call `rpc` (`Extract`, `Validate`).
+    /// Whether this caller may call `rpc` (`Extract`, `Validate`, ...). `*` grants every RPC
+    /// but `Erase`, which a caller's scopes must name.
     pub fn may_call(&self, rpc: &str) -> bool {
-        self.rpcs.iter().any(|r| r == "*" || r == rpc)
+        self.rpcs
+            .iter()
+            .any(|r| r == rpc || (r == "*" && rpc != "Erase"))
     }
 }
 
@@ -179,7 +182,9 @@ impl Policy {
             return Ok(Caller {
                 name: "anonymous".into(),
                 sources: vec!["*".into()],
-                rpcs: vec!["*".into()],
+                // A server without authentication lets anyone do anything, erasure included;
+                // each source's erase policies and preview still apply.
+                rpcs: vec!["*".into(), "Erase".into()],
             });
         }
         let caller = match client_common_name(request) {

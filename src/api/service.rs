@@ -12,11 +12,12 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::{discover, layers, status, validate};
+use crate::engine::erase::EraseParams;
 use crate::engine::{Engine, ExtractParams};
 use crate::pb::dsr_connector_service_server::DsrConnectorService;
 use crate::pb::{
-    DiscoverRequest, DiscoverResponse, ExtractRequest, ExtractResponse, ValidateRequest,
-    ValidateResponse,
+    DiscoverRequest, DiscoverResponse, EraseRequest, EraseResponse, ExtractRequest,
+    ExtractResponse, ValidateRequest, ValidateResponse, erase_response,
 };
 
 /// The service adapter.
@@ -31,6 +32,98 @@ impl DsrConnectorService for Service {
     type ExtractStream = BoxStream<ExtractResponse>;
     type ValidateStream = BoxStream<ValidateResponse>;
     type DiscoverStream = BoxStream<DiscoverResponse>;
+    type EraseStream = BoxStream<EraseResponse>;
+
+    async fn erase(
+        &self,
+        request: Request<EraseRequest>,
+    ) -> Result<Response<Self::EraseStream>, Status> {
+        let context = CallContext::of(&request)?;
+        let request = request.into_inner();
+        let source = request.source.clone();
+        // The engine records every erasure it begins; calls refused before it are recorded
+        // here.
+        let mut engine_answered = false;
+        let result = async {
+            if request.source.is_empty() {
+                return Err(invalid("source: must not be empty"));
+            }
+            context.check_source(&request.source)?;
+            let subject = request
+                .subject
+                .ok_or_else(|| invalid("subject: required"))?;
+            let stop = tokio_util::sync::CancellationToken::new();
+            // Dropped with this handler when the client goes away: the erasure stops, and
+            // rolls back unless its COMMIT was already sent.
+            let client_gone = stop.clone().drop_guard();
+            let params = EraseParams {
+                source: request.source,
+                kind: subject.kind,
+                value: SecretString::from(subject.value),
+                request_id: request.request_id,
+                compliance_tag: request.compliance_tag,
+                dry_run: request.dry_run,
+                preview_digest: request.preview_digest,
+                deadline: Some(context.deadline),
+                caller: context.caller.name.clone(),
+                call_id: context.request_id.clone(),
+                stop: stop.clone(),
+            };
+            // The erasure runs on its own task, so that it is never dropped halfway: a client
+            // that goes away stops it through `stop`.
+            let engine = self.engine.clone();
+            let work = tokio::spawn(
+                async move {
+                    engine
+                        .erase(params)
+                        .await
+                        .map_err(|e| status::to_status(&e))
+                }
+                .instrument(context.span.clone()),
+            );
+            let answer = work.await;
+            client_gone.disarm();
+            let receipt = match answer {
+                Ok(done) => {
+                    engine_answered = true;
+                    done?
+                }
+                Err(_) => {
+                    return Err(status::refusal(
+                        tonic::Code::Internal,
+                        "INTERNAL",
+                        "the erasure's task ended without an answer",
+                    ));
+                }
+            };
+            let mut messages: Vec<Result<EraseResponse, Status>> = receipt
+                .tables
+                .iter()
+                .map(|table| {
+                    Ok(EraseResponse {
+                        event: Some(erase_response::Event::Table(table.clone())),
+                    })
+                })
+                .collect();
+            messages.push(Ok(EraseResponse {
+                event: Some(erase_response::Event::Receipt(receipt)),
+            }));
+            Ok(Box::pin(tokio_stream::iter(messages)) as Self::EraseStream)
+        }
+        .instrument(context.span.clone())
+        .await;
+        let code = result
+            .as_ref()
+            .err()
+            .map(|s: &Status| s.code())
+            .unwrap_or(tonic::Code::Ok);
+        self.engine.metrics().record_request("Erase", &source, code);
+        record_status(&context.span, code);
+        if result.is_err() && !engine_answered {
+            self.record_call(&context, "Erase", &source, "", code).await;
+        }
+        context.respond(result)
+    }
 
     async fn extract(
         &self,

@@ -15,6 +15,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::engine::ExtractError;
+use crate::engine::erase::ErasureRefusal;
 use crate::resilience::admission::AdmissionError;
 use crate::schema::PlanError;
 use crate::store::postgres::{DbError, QueryFailure};
@@ -49,6 +50,12 @@ pub fn to_status(error: &ExtractError) -> Status {
         | ExtractError::AuditUnavailable(_)
         | ExtractError::DeadLettersUnavailable(_) => Code::Unavailable,
         ExtractError::ClientGone => Code::Cancelled,
+        ExtractError::Erasure(refusal) => match refusal {
+            ErasureRefusal::PreviewChanged | ErasureRefusal::CountChanged { .. } => Code::Aborted,
+            ErasureRefusal::Unverified { .. } => Code::DataLoss,
+            ErasureRefusal::CommitOutcomeUnknown => Code::Unknown,
+            _ => Code::FailedPrecondition,
+        },
     };
     let mut status = with_error_info(code, error.to_string(), reason(error), place(error));
     if let ExtractError::CircuitOpen { retry_after, .. } = error
@@ -129,6 +136,18 @@ fn reason(error: &ExtractError) -> &'static str {
         ExtractError::InvalidManifest(_) => "INVALID_MANIFEST",
         ExtractError::Internal(_) => "INTERNAL",
         ExtractError::ClientGone => "CLIENT_GONE",
+        ExtractError::Erasure(refusal) => match refusal {
+            ErasureRefusal::NoPolicy { .. } => "ERASURE_POLICY_MISSING",
+            ErasureRefusal::Policy { .. } => "ERASURE_POLICY_INVALID",
+            ErasureRefusal::UndeclaredCascade { .. } => "UNDECLARED_CASCADE",
+            ErasureRefusal::SharedIdentity { .. } => "SHARED_IDENTITY",
+            ErasureRefusal::PreviewRequired { .. } => "PREVIEW_REQUIRED",
+            ErasureRefusal::PreviewChanged => "PREVIEW_CHANGED",
+            ErasureRefusal::CountChanged { .. } => "ERASURE_COUNT_CHANGED",
+            ErasureRefusal::Unverified { .. } => "ERASURE_UNVERIFIED",
+            ErasureRefusal::Constraint { .. } => "ERASURE_CONSTRAINT",
+            ErasureRefusal::CommitOutcomeUnknown => "COMMIT_OUTCOME_UNKNOWN",
+        },
     }
 }
 
@@ -165,6 +184,15 @@ fn place(error: &ExtractError) -> HashMap<String, String> {
             put("column", &violation.column);
         }
         ExtractError::CircuitOpen { source_name, .. } => put("source", source_name),
+        ExtractError::Erasure(refusal) => {
+            put("table", refusal.table().unwrap_or_default());
+            if let ErasureRefusal::Policy { column, .. } = refusal {
+                put("column", column);
+            }
+            if let ErasureRefusal::PreviewRequired { source_name } = refusal {
+                put("source", source_name);
+            }
+        }
         _ => {}
     }
     at

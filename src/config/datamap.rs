@@ -26,6 +26,10 @@ pub struct TableConfig {
     /// Every column: its data category (or `not_pii`), or a table with the category and a
     /// coercion rule or JSON scanning.
     pub columns: BTreeMap<String, ColumnSpec>,
+    /// What `Erase` does to the subject's rows: `{ action = "delete" }`,
+    /// `{ action = "mask", mask = { column = "null" | "redact" | "pseudonym" | { retain = "..." } } }`
+    /// or `{ action = "retain", reason = "..." }`. Without it, the table cannot be erased.
+    pub erase: Option<super::erasure::TableErasure>,
 }
 
 /// One column of the data map: `email = "contact.email"`, or

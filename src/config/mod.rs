@@ -15,6 +15,7 @@
 //! (resolving the secrets a config points at).
 
 mod datamap;
+pub mod erasure;
 mod secrets;
 mod server;
 mod source;
@@ -86,9 +87,13 @@ fn check_scopes(
         }
     }
     for rpc in rpcs {
-        if !matches!(rpc.as_str(), "*" | "Extract" | "Validate" | "Discover") {
+        if !matches!(
+            rpc.as_str(),
+            "*" | "Extract" | "Validate" | "Discover" | "Erase"
+        ) {
             problems.push(format!(
-                "{at}.rpcs: unknown RPC '{rpc}' (Extract, Validate, Discover or *)"
+                "{at}.rpcs: unknown RPC '{rpc}' (Extract, Validate, Discover, Erase, or * for \
+                 every RPC but Erase)"
             ));
         }
     }

@@ -91,6 +91,24 @@ impl Config {
 
         for (i, source) in self.sources.iter_mut().enumerate() {
             let at = format!("sources[{i}]");
+            let erasure = &mut source.erasure;
+            if erasure.pseudonym_key.is_none()
+                && (erasure.pseudonym_key_env.is_some() || erasure.pseudonym_key_file.is_some())
+            {
+                let key_at = format!("{at}.erasure.pseudonym_key");
+                let key = KeySource {
+                    at: &key_at,
+                    env_var: erasure.pseudonym_key_env.as_deref(),
+                    file: erasure.pseudonym_key_file.as_deref(),
+                    default_env: "",
+                    what: "the key of erasure pseudonyms",
+                }
+                .resolve(&env);
+                match key {
+                    Ok(key) => erasure.pseudonym_key = Some(key),
+                    Err(problem) => problems.push(problem),
+                }
+            }
             if source.password.is_some() {
                 continue; // set programmatically (the demo)
             }

@@ -96,6 +96,9 @@ pub struct SourceConfig {
     /// out of a config read to draft it (`discover`).
     #[serde(default)]
     pub tables: Vec<TableConfig>,
+    /// How `Erase` behaves on this source (`[sources.erasure]`).
+    #[serde(default)]
+    pub erasure: super::erasure::ErasureSettings,
     /// Read to draft its data map: the data-map checks that an empty map fails are skipped.
     #[serde(skip)]
     pub drafting: bool,
@@ -302,6 +305,30 @@ impl SourceConfig {
                     problems.push(format!(
                         "{tat}.identity.column: '{}' is not in the table's columns (classify it)",
                         identity.column
+                    ));
+                }
+            }
+            if let Some(erase) = &table.erase {
+                // A kept row must account for every personal column, and for the columns
+                // that tie it to the subject.
+                let mut personal: Vec<String> = table
+                    .columns
+                    .iter()
+                    .filter(|(_, spec)| spec.category() != crate::classify::NOT_PII)
+                    .map(|(name, _)| name.clone())
+                    .chain(table.identity.as_slice().iter().map(|i| i.column.clone()))
+                    .chain(table.reference.as_slice().iter().map(|r| r.column.clone()))
+                    .collect();
+                personal.sort();
+                personal.dedup();
+                erase.validate(&tat, &table.columns, &personal, problems);
+                if erase.uses_pseudonyms()
+                    && self.erasure.pseudonym_key_env.is_none()
+                    && self.erasure.pseudonym_key_file.is_none()
+                {
+                    problems.push(format!(
+                        "{tat}.erase: a pseudonym mask needs {at}.erasure.pseudonym_key_env or \
+                         pseudonym_key_file"
                     ));
                 }
             }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::engine::erase::ErasureRefusal;
 use crate::observability::metrics::Metrics;
 use crate::pb;
 use crate::records::audit::{AuditError, Entry};
@@ -95,6 +96,9 @@ pub enum ExtractError {
     DeadLettersUnavailable(String),
     #[error("the extraction manifest breaks the manifest rules: {}", .0.join("; "))]
     InvalidManifest(Vec<String>),
+    /// An erasure refused, or rolled back, for a reason it names.
+    #[error(transparent)]
+    Erasure(#[from] crate::engine::erase::ErasureRefusal),
     #[error("internal error: {0}")]
     Internal(String),
     /// The client went away. Nobody hears this error; it ends the producer.
@@ -125,6 +129,7 @@ impl ExtractError {
             ExtractError::AuditUnavailable(_) => "audit_unavailable",
             ExtractError::DeadLettersUnavailable(_) => "dead_letters_unavailable",
             ExtractError::InvalidManifest(_) => "invalid_manifest",
+            ExtractError::Erasure(refusal) => refusal.kind(),
             ExtractError::Internal(_) => "internal",
             ExtractError::ClientGone => "client_gone",
         }
@@ -173,6 +178,23 @@ impl ExtractError {
             | ExtractError::RowTooLarge { .. }
             | ExtractError::MessageTooLarge { .. } => "transport",
             ExtractError::Internal(_) => "internal",
+            // What the data map does not cover, or what the database would not let change:
+            // the erasure is owed still, and someone must act.
+            ExtractError::Erasure(
+                ErasureRefusal::NoPolicy { .. }
+                | ErasureRefusal::Policy { .. }
+                | ErasureRefusal::UndeclaredCascade { .. },
+            ) => "schema_drift",
+            ExtractError::Erasure(
+                ErasureRefusal::SharedIdentity { .. }
+                | ErasureRefusal::CountChanged { .. }
+                | ErasureRefusal::Unverified { .. }
+                | ErasureRefusal::Constraint { .. }
+                | ErasureRefusal::CommitOutcomeUnknown,
+            ) => "integrity",
+            ExtractError::Erasure(
+                ErasureRefusal::PreviewRequired { .. } | ErasureRefusal::PreviewChanged,
+            ) => return None,
             ExtractError::InvalidArgument(_)
             | ExtractError::UnknownSource(_)
             | ExtractError::Plan(_)

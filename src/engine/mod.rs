@@ -12,6 +12,7 @@
 //! subject rooms; nothing below it imports the engine.
 
 pub mod discover;
+pub mod erase;
 mod error;
 pub mod extract;
 mod guard;

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub dead_letters: Family<Labels, Counter>,
     /// Circuit breaker state by `source`: 0 closed, 1 half-open, 2 open.
     pub breaker_state: Family<Labels, Gauge>,
+    /// Rows changed by committed erasures, by `source` and `action` (delete, mask).
+    pub erased_rows: Family<Labels, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -85,6 +87,7 @@ impl Metrics {
             dead_letter_failures: Counter::default(),
             refused_calls: Family::default(),
             dead_letters: Family::default(),
+            erased_rows: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -176,6 +179,11 @@ impl Metrics {
             "circuit_breaker_state",
             "Circuit breaker state by source: 0 closed, 1 half-open, 2 open",
             metrics.breaker_state.clone(),
+        );
+        registry.register(
+            "erased_rows",
+            "Rows deleted or masked by committed erasures, by source and action",
+            metrics.erased_rows.clone(),
         );
         // Series that alerts and dashboards watch for a first increase exist from the start,
         // at zero, so that `increase()` sees the first event.

@@ -120,7 +120,7 @@ impl MappedTable {
         self.columns.iter().find(|c| c.name == name)
     }
 
-    fn quoted(&self) -> String {
+    pub(crate) fn quoted(&self) -> String {
         format!(
             "{}.{}",
             quote_ident(&self.name.schema),
@@ -160,6 +160,14 @@ pub struct PlannedTable {
     pub bounded: bool,
     /// `SELECT count(*) FROM <table> t0 WHERE <condition>`.
     pub count_sql: String,
+    /// `<table> AS t0`.
+    pub from: String,
+    /// The WHERE clause of each UNION ALL branch (each selects rows no earlier one did), with
+    /// the identity as `$1`.
+    pub branches: Vec<String>,
+    /// How many of the first branches compare the table's own identity columns: the rows
+    /// they select are the ones the identity matches directly.
+    pub identity_branches: usize,
 }
 
 /// A source's data map, checked against its catalog, with one plan per identity kind.
@@ -188,7 +196,7 @@ impl DataMap {
 }
 
 /// Text-like catalog types, whose values are PostgreSQL strings.
-fn is_text_type(typname: &str) -> bool {
+pub(crate) fn is_text_type(typname: &str) -> bool {
     matches!(typname, "text" | "varchar" | "bpchar" | "name" | "citext")
 }
 
@@ -225,6 +233,20 @@ impl DataMap {
             declared_kinds: source.identity_kinds.clone(),
             warnings,
         }
+    }
+
+    /// The tables that another mapped table references, as callers see their names: the
+    /// records others hang from, such as a customer.
+    pub fn referenced(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tables
+            .iter()
+            .flat_map(|t| t.references.iter().map(|(_, parent, _)| *parent))
+            .map(|parent| self.tables[parent].display.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The identity kinds from which `table` cannot be reached.

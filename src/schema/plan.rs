@@ -42,6 +42,8 @@ struct Reach {
     paths: Vec<String>,
     via: Vec<String>,
     depth: usize,
+    /// How many of the first paths are the table's own identity columns.
+    identity_paths: usize,
 }
 
 /// The largest single value a plan lets through: one gRPC message (4 MiB, less room for the
@@ -151,6 +153,9 @@ pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str, looser: Option<Lo
                         select_sql,
                         bounded,
                         count_sql,
+                        from,
+                        identity_branches: r.identity_paths,
+                        branches,
                     },
                 ));
             }
@@ -288,7 +293,17 @@ fn reach(
             depth = depth.min(p.depth + 1);
         }
     }
-    let result = (!paths.is_empty()).then_some(Reach { paths, via, depth });
+    let identity_paths = if depth == 0 {
+        table.identities.iter().filter(|i| i.kind == kind).count()
+    } else {
+        0
+    };
+    let result = (!paths.is_empty()).then_some(Reach {
+        paths,
+        via,
+        depth,
+        identity_paths,
+    });
     memo.insert((i, alias), result.clone());
     result
 }

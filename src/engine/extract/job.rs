@@ -356,6 +356,7 @@ impl Job {
                     table: t.table.clone(),
                     rows: t.row_count,
                     verified: t.verified,
+                    ..Default::default()
                 })
                 .collect(),
             row_count: manifest.row_count,

@@ -63,7 +63,7 @@ pub const MAX_MESSAGE_BYTES: usize = crate::schema::MAX_VALUE_BYTES;
 pub const MAX_REQUESTED_TABLES: usize = 1000;
 
 /// A label the caller chose, as records show it: itself within the request limits.
-fn label(text: &str) -> String {
+pub(super) fn label(text: &str) -> String {
     if text.len() <= MAX_LABEL_BYTES && !text.chars().any(char::is_control) {
         text.to_owned()
     } else {
@@ -171,7 +171,12 @@ impl Engine {
     }
 
     /// The subject id of `value`, as normalised already (`normalized`, when it could be).
-    fn subject_id_normalized(&self, kind: &str, value: &str, normalized: Option<&str>) -> String {
+    pub(super) fn subject_id_normalized(
+        &self,
+        kind: &str,
+        value: &str,
+        normalized: Option<&str>,
+    ) -> String {
         if value.is_empty() || value.len() > MAX_IDENTITY_BYTES {
             return String::new();
         }

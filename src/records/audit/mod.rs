@@ -68,6 +68,13 @@ pub struct TableEntry {
     pub table: String,
     pub rows: u64,
     pub verified: bool,
+    /// For an erasure: what was done to the rows (`delete`, `mask`, `retain`). Absent
+    /// otherwise, so that records written before it existed verify unchanged.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub action: String,
+    /// For a retained table: why its rows were kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// A record as written: the entry, its place in the chain, and the chain's keyed hash.

@@ -1,0 +1,206 @@
+//! From a plan and the data map's policies to the steps of one erasure: what each reached
+//! table's rows get, checked so that erasure fails closed.
+
+use crate::config::erasure::{ColumnErasure, EraseAction, MaskMethod};
+use crate::config::{QualifiedName, SourceConfig};
+use crate::schema::{Plan, PlannedTable, is_text_type};
+
+use super::ErasureRefusal;
+
+/// One table of an erasure: its planned queries and what happens to its rows.
+#[derive(Debug, Clone)]
+pub(super) struct Step {
+    pub planned: PlannedTable,
+    pub action: EraseAction,
+    /// For `mask`: each masked column and how.
+    pub masks: Vec<(String, MaskMethod)>,
+    /// For `mask`: each retained column and why.
+    pub retained: Vec<(String, String)>,
+    /// For `retain`: why the rows are kept.
+    pub reason: String,
+    /// Whether one row of this table is one person, so that `max_identity_rows` guards it.
+    pub guarded: bool,
+}
+
+impl Step {
+    /// Whether the step changes rows.
+    pub fn changes(&self) -> bool {
+        self.action != EraseAction::Retain
+    }
+}
+
+/// The steps of an erasure by `plan` on `source`, in plan order. Refuses a reached table
+/// without a policy, and a mask that its column's type cannot hold.
+pub(super) fn steps(
+    plan: &Plan,
+    source: &SourceConfig,
+    referenced: &[String],
+) -> Result<Vec<Step>, ErasureRefusal> {
+    let identity_tables = &source.erasure.identity_tables;
+    plan.tables
+        .iter()
+        .map(|planned| {
+            let display = &planned.table.display;
+            let policy = source
+                .tables
+                .iter()
+                .find(|t| {
+                    QualifiedName::parse(&t.name)
+                        .map(|q| q.display_name())
+                        .as_ref()
+                        == Some(display)
+                })
+                .and_then(|t| t.erase.as_ref())
+                .ok_or_else(|| ErasureRefusal::NoPolicy {
+                    table: display.clone(),
+                })?;
+            let mut step = Step {
+                planned: planned.clone(),
+                action: policy.action,
+                masks: Vec::new(),
+                retained: Vec::new(),
+                reason: policy.reason.clone().unwrap_or_default(),
+                guarded: planned.identity_branches > 0
+                    && if identity_tables.is_empty() {
+                        referenced.contains(display)
+                    } else {
+                        identity_tables.iter().any(|t| {
+                            QualifiedName::parse(t).map(|q| q.display_name()).as_ref()
+                                == Some(display)
+                        })
+                    },
+            };
+            for (column, how) in &policy.mask {
+                match how {
+                    ColumnErasure::Retain { retain } => {
+                        step.retained.push((column.clone(), retain.clone()));
+                    }
+                    ColumnErasure::Mask(method) => {
+                        let mapped = planned
+                            .table
+                            .columns
+                            .iter()
+                            .find(|c| &c.name == column)
+                            .ok_or_else(|| ErasureRefusal::Policy {
+                                table: display.clone(),
+                                column: column.clone(),
+                                detail: "the column is not in the live table".into(),
+                            })?;
+                        if *method != MaskMethod::Null && !is_text_type(&mapped.typname) {
+                            return Err(ErasureRefusal::Policy {
+                                table: display.clone(),
+                                column: column.clone(),
+                                detail: format!(
+                                    "mask \"{}\" writes text, and the column is {}; use \"null\", \
+                                     or delete the rows",
+                                    method.name(),
+                                    mapped.pg_type
+                                ),
+                            });
+                        }
+                        step.masks.push((column.clone(), *method));
+                    }
+                }
+            }
+            if step.action == EraseAction::Mask && step.masks.is_empty() {
+                return Err(ErasureRefusal::Policy {
+                    table: display.clone(),
+                    column: String::new(),
+                    detail: "a mask policy that masks no column changes nothing; use retain".into(),
+                });
+            }
+            Ok(step)
+        })
+        .collect()
+}
+
+/// A foreign key that points at a table of the erasure, as the catalog has it.
+#[derive(Debug, Clone)]
+pub(super) struct ForeignKey {
+    pub constraint: String,
+    /// The referencing table, as `schema.table` (`public.` left out, as callers see names).
+    pub child: String,
+    /// The referenced table, likewise.
+    pub parent: String,
+    /// `pg_constraint.confdeltype`: `a` no action, `r` restrict, `c` cascade, `n` set null,
+    /// `d` set default.
+    pub on_delete: char,
+}
+
+impl ForeignKey {
+    pub fn on_delete_name(&self) -> &'static str {
+        match self.on_delete {
+            'c' => "ON DELETE CASCADE",
+            'n' => "ON DELETE SET NULL",
+            'd' => "ON DELETE SET DEFAULT",
+            'r' => "ON DELETE RESTRICT",
+            _ => "ON DELETE NO ACTION",
+        }
+    }
+
+    /// Whether deleting a parent row changes rows of the child by itself.
+    pub fn acts_on_delete(&self) -> bool {
+        matches!(self.on_delete, 'c' | 'n' | 'd')
+    }
+}
+
+/// Refuses a foreign key that would carry a deletion into a table the data map does not name:
+/// a cascade must never erase silently.
+pub(super) fn check_cascades(
+    steps: &[Step],
+    mapped: &[String],
+    keys: &[ForeignKey],
+) -> Result<(), ErasureRefusal> {
+    for key in keys {
+        let deletes_parent = steps
+            .iter()
+            .any(|s| s.action == EraseAction::Delete && s.planned.table.display == key.parent);
+        if deletes_parent && key.acts_on_delete() && !mapped.contains(&key.child) {
+            return Err(ErasureRefusal::UndeclaredCascade {
+                table: key.parent.clone(),
+                child: key.child.clone(),
+                constraint: key.constraint.clone(),
+                rule: key.on_delete_name(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The order in which the steps change rows: a table whose rows reference another table's
+/// comes before it (children first), so that no foreign key is broken on the way; among
+/// tables that no key orders, the farthest from the identity first.
+pub(super) fn order(steps: &[Step], keys: &[ForeignKey]) -> Vec<usize> {
+    let changing: Vec<usize> = (0..steps.len())
+        .rev()
+        .filter(|i| steps[*i].changes())
+        .collect();
+    let name = |i: usize| &steps[i].planned.table.display;
+    // Edges child -> parent among the changing tables (a self-reference orders nothing).
+    let edges: Vec<(usize, usize)> = keys
+        .iter()
+        .filter(|k| k.child != k.parent)
+        .filter_map(|k| {
+            let child = changing.iter().copied().find(|i| *name(*i) == k.child)?;
+            let parent = changing.iter().copied().find(|i| *name(*i) == k.parent)?;
+            Some((child, parent))
+        })
+        .collect();
+    let mut done: Vec<usize> = Vec::new();
+    let mut left = changing;
+    while !left.is_empty() {
+        // The first table left that no remaining table references.
+        let next = left
+            .iter()
+            .position(|t| {
+                !edges
+                    .iter()
+                    .any(|(child, parent)| parent == t && left.contains(child) && child != t)
+            })
+            // A cycle of keys: take the tables in the fallback order; the database's deferred
+            // or cascading keys decide.
+            .unwrap_or(0);
+        done.push(left.remove(next));
+    }
+    done
+}
