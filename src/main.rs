@@ -46,6 +46,9 @@ enum Command {
     /// Call Extract on a running server and write the answer as a data package: one
     /// JSON-lines file per table, manifest.json and a README.txt for the data subject.
     Extract(Box<dsr_connector::cli::extract::ExtractArgs>),
+    /// Erase one subject on a running server: preview what each table would lose, confirm by
+    /// typing the identity again (or --yes), then erase with the preview's digest.
+    Erase(Box<dsr_connector::cli::erase::EraseArgs>),
     /// Draft the data map of a configured source from its live database: tables, identities,
     /// references and a category for every column, each with its evidence. Writes the config
     /// with the draft in place of the source's tables.
@@ -124,6 +127,9 @@ fn main() -> ExitCode {
             #[cfg(feature = "demo")]
             Command::Demo { listen } => runtime(None).and_then(|rt| rt.block_on(run_demo(listen))),
             Command::Extract(args) => runtime(None).and_then(|rt| rt.block_on(extract(*args))),
+            Command::Erase(args) => runtime(None)
+                .and_then(|rt| rt.block_on(dsr_connector::cli::erase::run(*args)))
+                .map(|_| ()),
             Command::Discover(args) => telemetry::init(None, telemetry::json_logs(None))
                 .and_then(|_| runtime(None))
                 .and_then(|rt| rt.block_on(dsr_connector::cli::discover::run(*args))),

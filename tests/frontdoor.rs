@@ -350,6 +350,41 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         "the demo source's health is reported"
     );
 
+    // The README's erasure block, as one script (its digest passes from one command to the
+    // next): bob is previewed and erased with grpcurl, carol with the erase command.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let erase_block = readme
+        .split("\n## Erasing a subject\n")
+        .nth(1)
+        .and_then(|section| section.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README's erasure section has a sh block");
+    let out = shell(&format!(
+        "set -e\n{}",
+        erase_block.replace(README_ADDR, &addr)
+    ));
+    let erased = String::from_utf8_lossy(&out.stdout).into_owned();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "the erasure block failed:\n{erased}\n{said}"
+    );
+    assert_eq!(
+        erased.matches("\"receipt\"").count(),
+        2,
+        "a preview and an erasure (the second preview's output is the digest):\n{erased}"
+    );
+    assert!(erased.contains("\"committedAt\""), "{erased}");
+    assert!(said.contains("Erased (erasure "), "{said}");
+    assert!(!erased.contains("bob@example.com") && !said.contains("carol@example.org"));
+    let bob = shell(&format!(
+        "grpcurl -plaintext -max-time 30 -d '{{\"source\": \"demo\", \"subject\": \
+         {{\"kind\": \"email\", \"value\": \"bob@example.com\"}}}}' {addr} \
+         dsr.v1.DsrConnectorService/Extract"
+    ));
+    let bob = String::from_utf8_lossy(&bob.stdout);
+    assert!(bob.contains("\"subject_found\": \"false\""), "{bob}");
+
     // The audit log holds a record for each call so far, and verifies, with the command the
     // demo printed.
     let verify = printed

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::Instant;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 use crate::pb::dsr_connector_service_client::DsrConnectorServiceClient;
 use crate::pb::{self, extract_response::Event};
@@ -132,7 +132,7 @@ pub async fn run(args: ExtractArgs) -> anyhow::Result<Written> {
         compliance_tag: args.compliance_tag.clone().unwrap_or_default(),
         tables: args.tables.clone(),
     };
-    let channel = connect(&args)?;
+    let channel = super::channel(&args.addr, &args.ca_cert, &args.cert, &args.key)?;
     let mut client = DsrConnectorServiceClient::new(channel);
     let deadline = Instant::now() + args.deadline;
     let progress = Progress::new(args.quiet);
@@ -148,21 +148,7 @@ pub async fn run(args: ExtractArgs) -> anyhow::Result<Written> {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut call = tonic::Request::new(request.clone());
         call.set_timeout(left);
-        let metadata = call.metadata_mut();
-        metadata.insert(
-            "x-request-id",
-            request_id
-                .parse()
-                .context("--request-id: not a valid header value")?,
-        );
-        if let Some(token) = &token {
-            metadata.insert(
-                "authorization",
-                format!("Bearer {token}")
-                    .parse()
-                    .context("the token is not a valid header value")?,
-            );
-        }
+        super::set_metadata(&mut call, &request_id, token.as_deref())?;
         match attempt_once(&mut client, call, &args, &progress).await {
             Ok(written) => return Ok(written),
             Err(Failure::Retryable(status, pushback)) if attempt < args.attempts => {
@@ -272,31 +258,6 @@ fn status_error(status: &tonic::Status) -> anyhow::Error {
         "the server answered {}; nothing was written",
         status_line(status)
     )
-}
-
-fn connect(args: &ExtractArgs) -> anyhow::Result<Channel> {
-    let mut endpoint = Channel::from_shared(args.addr.clone())
-        .with_context(|| format!("--addr: '{}' is not a URL like http://host:port", args.addr))?
-        .connect_timeout(Duration::from_secs(10));
-    if args.addr.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new();
-        if let Some(ca) = &args.ca_cert {
-            let pem = std::fs::read(ca).with_context(|| format!("--ca-cert {}", ca.display()))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
-        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-            let cert_pem =
-                std::fs::read(cert).with_context(|| format!("--cert {}", cert.display()))?;
-            let key_pem = std::fs::read(key).with_context(|| format!("--key {}", key.display()))?;
-            tls = tls.identity(Identity::from_pem(cert_pem, key_pem));
-        }
-        endpoint = endpoint.tls_config(tls).context("TLS settings")?;
-    } else if args.ca_cert.is_some() || args.cert.is_some() {
-        bail!("--ca-cert and --cert need an https:// address");
-    }
-    // Connected on the first call, so that a server that cannot be reached yet is an
-    // UNAVAILABLE like any other, and retried.
-    Ok(endpoint.connect_lazy())
 }
 
 /// What the command shows while it runs: bars on a terminal, a line per table otherwise.

@@ -1,0 +1,209 @@
+//! `dsr-connector erase`: erases one subject on a running server, as a person at a terminal
+//! should: it previews first and shows what each table would lose, asks for the identity to
+//! be typed again, and only then erases, confirmed by the preview's digest (so that rows that
+//! changed in between are not erased unseen). `--yes` skips the question, for scripts.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::time::Instant;
+
+use crate::pb::dsr_connector_service_client::DsrConnectorServiceClient;
+use crate::pb::{self, erase_response::Event};
+
+/// Arguments of `dsr-connector erase`. Not `Debug`: it holds the identity value.
+#[derive(clap::Args)]
+pub struct EraseArgs {
+    /// The server: http://HOST:PORT, or https://HOST:PORT for TLS.
+    #[arg(long)]
+    pub addr: String,
+    /// The source to erase in, as configured on the server.
+    #[arg(long)]
+    pub source: String,
+    /// The identity kind, for example email or customer_id.
+    #[arg(long)]
+    pub kind: String,
+    /// The identity value. --value-env keeps it out of the process list.
+    #[arg(
+        long,
+        required_unless_present = "value_env",
+        conflicts_with = "value_env"
+    )]
+    pub value: Option<String>,
+    /// An environment variable holding the identity value.
+    #[arg(long)]
+    pub value_env: Option<String>,
+    /// An environment variable holding the bearer token (it needs the Erase scope).
+    #[arg(long)]
+    pub token_env: Option<String>,
+    /// Your own id for this request, sent as x-request-id and kept in the receipt.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// A compliance tag for the receipt, for example gdpr-art17.
+    #[arg(long)]
+    pub compliance_tag: Option<String>,
+    /// Only preview: show what would be erased, and change nothing.
+    #[arg(long, conflicts_with = "yes")]
+    pub preview: bool,
+    /// Erase without asking (for scripts). Without it, the identity must be typed again at a
+    /// terminal.
+    #[arg(long)]
+    pub yes: bool,
+    /// How long each call may take.
+    #[arg(long, default_value = "2m", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub deadline: Duration,
+    /// With https: the CA certificate (PEM) that signed the server's certificate.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// With https: a client certificate (PEM).
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// With --cert: its private key (PEM).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+/// Runs `dsr-connector erase`: the preview's receipt, then (unless `--preview`) the
+/// erasure's.
+pub async fn run(args: EraseArgs) -> anyhow::Result<pb::ErasureReceipt> {
+    let value = match (&args.value, &args.value_env) {
+        (Some(value), _) => value.clone(),
+        (None, Some(var)) => std::env::var(var)
+            .with_context(|| format!("--value-env: environment variable {var} is not set"))?,
+        (None, None) => bail!("give the identity with --value or --value-env"),
+    };
+    if value.trim().is_empty() {
+        bail!("the identity value is empty");
+    }
+    let token = match &args.token_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .with_context(|| format!("--token-env: environment variable {var} is not set"))?,
+        ),
+        None => None,
+    };
+    let request_id = args
+        .request_id
+        .clone()
+        .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4()));
+    let channel = super::channel(&args.addr, &args.ca_cert, &args.cert, &args.key)?;
+    let mut client = DsrConnectorServiceClient::new(channel);
+    let mut request = pb::EraseRequest {
+        source: args.source.clone(),
+        subject: Some(pb::Identity {
+            kind: args.kind.clone(),
+            value: value.clone(),
+        }),
+        request_id: request_id.clone(),
+        compliance_tag: args.compliance_tag.clone().unwrap_or_default(),
+        dry_run: true,
+        preview_digest: String::new(),
+    };
+    let preview = call(&mut client, &request, &request_id, token.as_deref(), &args).await?;
+    eprintln!("Preview of erasure {}:", preview.erasure_id);
+    show(&preview);
+    if args.preview {
+        return Ok(preview);
+    }
+    if preview.rows_deleted + preview.rows_masked == 0 {
+        eprintln!("Nothing to erase: no row of this subject is left to delete or mask.");
+        return Ok(preview);
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("not erasing: confirm at a terminal, or pass --yes; nothing was erased");
+        }
+        eprint!("To erase, type the identity value again: ");
+        std::io::stderr().flush().ok();
+        let mut typed = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut typed)
+            .context("reading the confirmation")?;
+        if typed.trim() != value.trim() {
+            bail!("the value typed does not match; nothing was erased");
+        }
+    }
+    request.dry_run = false;
+    request.preview_digest = preview.preview_digest.clone();
+    let receipt = call(&mut client, &request, &request_id, token.as_deref(), &args).await?;
+    eprintln!("Erased (erasure {}):", receipt.erasure_id);
+    show(&receipt);
+    Ok(receipt)
+}
+
+/// One Erase call: its receipt, or the server's status as an error.
+async fn call(
+    client: &mut DsrConnectorServiceClient<tonic::transport::Channel>,
+    request: &pb::EraseRequest,
+    request_id: &str,
+    token: Option<&str>,
+    args: &EraseArgs,
+) -> anyhow::Result<pb::ErasureReceipt> {
+    let started = Instant::now();
+    let mut call = tonic::Request::new(request.clone());
+    call.set_timeout(args.deadline);
+    super::set_metadata(&mut call, request_id, token)?;
+    let answer = async {
+        let mut stream = client.erase(call).await?.into_inner();
+        let mut receipt = None;
+        while let Some(message) = stream.message().await? {
+            if let Some(Event::Receipt(r)) = message.event {
+                receipt = Some(r);
+            }
+        }
+        Ok::<_, tonic::Status>(receipt)
+    }
+    .await;
+    match answer {
+        Ok(Some(receipt)) => Ok(receipt),
+        Ok(None) => bail!("the stream ended without a receipt; treat the outcome as unknown"),
+        Err(status) => bail!(
+            "the server answered {:?} after {:?}: {}{}",
+            status.code(),
+            started.elapsed(),
+            status.message(),
+            if request.dry_run {
+                ""
+            } else {
+                " (nothing was erased unless the message says the outcome is unknown)"
+            }
+        ),
+    }
+}
+
+/// Prints a receipt for a person: a line per table, then the totals.
+fn show(receipt: &pb::ErasureReceipt) {
+    for table in &receipt.tables {
+        let action = match pb::ErasureAction::try_from(table.action) {
+            Ok(pb::ErasureAction::Delete) => "delete",
+            Ok(pb::ErasureAction::Mask) => "mask",
+            Ok(pb::ErasureAction::Retain) => "retain",
+            _ => "?",
+        };
+        let detail = if !table.masked_columns.is_empty() {
+            format!(" ({})", table.masked_columns.join(", "))
+        } else if !table.retain_reason.is_empty() {
+            format!(" (kept: {})", table.retain_reason)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "  {:<24} {action:<6} {} row(s){detail}",
+            table.table, table.rows
+        );
+    }
+    eprintln!(
+        "  {} deleted, {} masked, {} retained{}",
+        receipt.rows_deleted,
+        receipt.rows_masked,
+        receipt.rows_retained,
+        if receipt.dry_run {
+            "; a preview: nothing was changed".to_owned()
+        } else {
+            format!("; receipt sha256 {}", receipt.receipt_sha256)
+        }
+    );
+}
