@@ -574,3 +574,51 @@ async fn a_concurrent_writer_makes_the_erasure_run_again_never_half_done() {
     assert_eq!(left, 0);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_erasure_leaves_the_data_as_it_was() {
+    let db = database("erase_kill").await;
+    let before = rows(&db).await;
+    let text = demo::config_toml(cluster(), "erase_kill", "127.0.0.1:0".parse().unwrap()).replace(
+        "identity_kinds = [\"email\", \"customer_id\"]",
+        "identity_kinds = [\"email\", \"customer_id\"]\n\
+         application_name = \"erase-kill\"\n\
+         erasure = { require_preview = false, lock_timeout = \"60s\" }",
+    );
+    let server = support::ServeProcess::start_with(&text, &[]).await;
+    let holder = demo::connect(cluster(), "erase_kill").await.unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT * FROM customers WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let mut client = server.client().await;
+    let call =
+        tokio::spawn(async move { erase(&mut client, erase_request(ALICE, false, "")).await });
+    let waiting = support::eventually(100, || async {
+        support::service_sessions(&db, "erase-kill")
+            .await
+            .iter()
+            .any(|(state, query)| state == "active" && query.starts_with("DELETE"))
+    })
+    .await;
+    assert!(waiting, "the erasure never waited on the lock");
+    // Earlier tables' rows are deleted inside the open transaction; the server dies.
+    let pid = server.pid();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let (status, _) = server.wait().await;
+    assert!(!status.success());
+    let failed = call.await.unwrap();
+    assert!(failed.is_err(), "{failed:?}");
+    holder.batch_execute("COMMIT").await.unwrap();
+    let ended = support::eventually(100, || async {
+        support::service_sessions(&db, "erase-kill")
+            .await
+            .is_empty()
+    })
+    .await;
+    assert!(ended, "the killed server's sessions did not end");
+    assert_eq!(rows(&db).await, before, "a killed erasure changed data");
+}
