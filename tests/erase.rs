@@ -622,3 +622,75 @@ async fn a_server_killed_mid_erasure_leaves_the_data_as_it_was() {
     assert!(ended, "the killed server's sessions did not end");
     assert_eq!(rows(&db).await, before, "a killed erasure changed data");
 }
+
+/// The same shared address, for access: Extract names the table in its manifest (or refuses
+/// before any row, when the source says so), and Validate warns that no unique index holds
+/// the identity column.
+#[tokio::test]
+async fn a_shared_address_is_reported_by_extract_refused_on_request_and_warned_by_validate() {
+    let db = database("extract_shared").await;
+    db.batch_execute(
+        "ALTER TABLE customers DROP CONSTRAINT customers_email_key; \
+         CREATE INDEX customers_email ON customers (email); \
+         INSERT INTO customers VALUES (5, 'user5@example.com', 'User Five', NULL, NULL, 0, false, now()), \
+           (6, 'user5@example.com', 'Someone Else', NULL, NULL, 0, false, now()); \
+         INSERT INTO orders VALUES (601, 6, now(), 'new', 9.99, 'Somewhere Else 1')",
+    )
+    .await
+    .unwrap();
+    let server = TestServer::start(config_for("extract_shared", |t| t)).await;
+    let mut client = server.client().await;
+    let x = extract(&mut client, support::request("email", "user5@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    let manifest = x.manifest.unwrap();
+    println!("identity_rows: {}", manifest.metadata["identity_rows"]);
+    assert!(manifest.metadata["identity_rows"].contains("customers=2"));
+    assert_eq!(manifest.metadata["shared_identity"], "customers");
+    let alice = extract(&mut client, support::request("email", ALICE)).await;
+    let alice = alice.manifest.unwrap();
+    assert!(alice.metadata["identity_rows"].contains("customers=1"));
+    assert!(!alice.metadata.contains_key("shared_identity"));
+    let gate = support::validate(
+        &mut client,
+        dsr_connector::pb::ValidateRequest {
+            source: "demo".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        gate.text.contains("no unique index holds the column")
+            && gate.text.contains(
+                "CREATE UNIQUE INDEX ON \\\"public\\\".\\\"customers\\\" (\\\"email\\\")"
+            ),
+        "{}",
+        gate.text
+    );
+    server.stop().await.unwrap();
+
+    let server = TestServer::start(config_for("extract_shared", |text| {
+        text.replace(
+            "identity_kinds = [\"email\", \"customer_id\"]",
+            "identity_kinds = [\"email\", \"customer_id\"]\nshared_identity = \"refuse\"",
+        )
+    }))
+    .await;
+    let mut client = server.client().await;
+    let refused = extract(&mut client, support::request("email", "user5@example.com")).await;
+    assert_eq!(
+        refused.code(),
+        Code::FailedPrecondition,
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().contains("matches 2 rows"),
+        "{}",
+        refused.message()
+    );
+    assert!(refused.batches.is_empty() && refused.manifest.is_none());
+    let alice = extract(&mut client, support::request("email", ALICE)).await;
+    assert_eq!(alice.code(), Code::Ok, "{}", alice.message());
+    server.stop().await.unwrap();
+}

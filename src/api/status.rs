@@ -50,6 +50,7 @@ pub fn to_status(error: &ExtractError) -> Status {
         | ExtractError::AuditUnavailable(_)
         | ExtractError::DeadLettersUnavailable(_) => Code::Unavailable,
         ExtractError::ClientGone => Code::Cancelled,
+        ExtractError::SharedIdentity { .. } => Code::FailedPrecondition,
         ExtractError::Erasure(refusal) => match refusal {
             ErasureRefusal::PreviewChanged | ErasureRefusal::CountChanged { .. } => Code::Aborted,
             ErasureRefusal::Unverified { .. } => Code::DataLoss,
@@ -136,11 +137,11 @@ fn reason(error: &ExtractError) -> &'static str {
         ExtractError::InvalidManifest(_) => "INVALID_MANIFEST",
         ExtractError::Internal(_) => "INTERNAL",
         ExtractError::ClientGone => "CLIENT_GONE",
+        ExtractError::SharedIdentity { .. } => "SHARED_IDENTITY",
         ExtractError::Erasure(refusal) => match refusal {
             ErasureRefusal::NoPolicy { .. } => "ERASURE_POLICY_MISSING",
             ErasureRefusal::Policy { .. } => "ERASURE_POLICY_INVALID",
             ErasureRefusal::UndeclaredCascade { .. } => "UNDECLARED_CASCADE",
-            ErasureRefusal::SharedIdentity { .. } => "SHARED_IDENTITY",
             ErasureRefusal::PreviewRequired { .. } => "PREVIEW_REQUIRED",
             ErasureRefusal::PreviewChanged => "PREVIEW_CHANGED",
             ErasureRefusal::CountChanged { .. } => "ERASURE_COUNT_CHANGED",
@@ -184,6 +185,7 @@ fn place(error: &ExtractError) -> HashMap<String, String> {
             put("column", &violation.column);
         }
         ExtractError::CircuitOpen { source_name, .. } => put("source", source_name),
+        ExtractError::SharedIdentity { table, .. } => put("table", table),
         ExtractError::Erasure(refusal) => {
             put("table", refusal.table().unwrap_or_default());
             if let ErasureRefusal::Policy { column, .. } = refusal {

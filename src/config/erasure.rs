@@ -165,15 +165,6 @@ pub struct ErasureSettings {
     /// (and is retried within the deadline).
     #[serde(default = "default_lock_timeout", with = "humantime_serde")]
     pub lock_timeout: Duration,
-    /// The most rows an identity may match in each of `identity_tables`. A shared address
-    /// such as `info@company.com` is not one person. Default 1.
-    #[serde(default = "one")]
-    pub max_identity_rows: u64,
-    /// The tables in which one row is one person, which `max_identity_rows` guards. Default:
-    /// every table the identity reaches directly that another mapped table references (a
-    /// customer, say, but not the many tickets one person may file).
-    #[serde(default)]
-    pub identity_tables: Vec<String>,
     /// The text that `redact` writes.
     #[serde(default = "default_redaction")]
     pub redaction: String,
@@ -191,8 +182,6 @@ impl Default for ErasureSettings {
         ErasureSettings {
             require_preview: true,
             lock_timeout: default_lock_timeout(),
-            max_identity_rows: 1,
-            identity_tables: Vec::new(),
             redaction: default_redaction(),
             pseudonym_key_env: None,
             pseudonym_key_file: None,
@@ -203,10 +192,6 @@ impl Default for ErasureSettings {
 
 fn yes() -> bool {
     true
-}
-
-fn one() -> u64 {
-    1
 }
 
 fn default_lock_timeout() -> Duration {

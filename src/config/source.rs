@@ -83,6 +83,21 @@ pub struct SourceConfig {
     /// Values that fail their coercion rule: `fail` (default) or `reject_row`.
     #[serde(default)]
     pub on_coercion_error: CoercionPolicy,
+    /// The most rows an identity may match in each of `identity_tables`: a shared address
+    /// such as `info@company.com` is not one person. Erase always refuses above it; Extract
+    /// as `shared_identity` says. Default 1.
+    #[serde(default = "default_max_identity_rows")]
+    pub max_identity_rows: u64,
+    /// The tables in which one row is one person, which `max_identity_rows` guards. Default:
+    /// each table that another mapped table references (a customer, say, but not the many
+    /// tickets one person may file).
+    #[serde(default)]
+    pub identity_tables: Vec<String>,
+    /// What Extract does when the identity matches more than `max_identity_rows` rows of an
+    /// identity table: `report` (default: the manifest names the table) or `refuse`
+    /// (FAILED_PRECONDITION before any row leaves: a second person's data is a breach).
+    #[serde(default)]
+    pub shared_identity: SharedIdentityPolicy,
     /// The source's circuit breaker.
     #[serde(default)]
     pub circuit_breaker: BreakerConfig,
@@ -138,6 +153,19 @@ fn default_timezone() -> String {
     "UTC".to_owned()
 }
 
+/// What Extract does with an identity that matches more rows than `max_identity_rows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedIdentityPolicy {
+    #[default]
+    Report,
+    Refuse,
+}
+
+fn default_max_identity_rows() -> u64 {
+    1
+}
+
 fn default_schema_refresh() -> Duration {
     Duration::from_secs(60)
 }
@@ -151,6 +179,24 @@ impl SourceConfig {
     pub fn normalizer(&self, kind: &str) -> crate::subject::normalize::Normalizer {
         crate::subject::normalize::Normalizer::new(kind, self.identities.get(kind))
             .expect("identity settings are checked when the config is loaded")
+    }
+
+    /// Whether one row of `table` is one person, so that `max_identity_rows` guards the
+    /// identity's matches in it: a table named in `identity_tables`, or by default a table
+    /// that another mapped table references.
+    pub fn one_row_per_person(&self, table: &QualifiedName) -> bool {
+        if self.identity_tables.is_empty() {
+            self.tables.iter().any(|t| {
+                t.reference
+                    .as_slice()
+                    .iter()
+                    .any(|r| QualifiedName::parse(&r.table).as_ref() == Some(table))
+            })
+        } else {
+            self.identity_tables
+                .iter()
+                .any(|t| QualifiedName::parse(t).as_ref() == Some(table))
+        }
     }
 
     /// The most calls one caller may run on this source at once.
@@ -265,6 +311,14 @@ impl SourceConfig {
                         ));
                     }
                 }
+            }
+        }
+
+        for (j, name) in self.identity_tables.iter().enumerate() {
+            if !QualifiedName::parse(name).is_some_and(|q| by_name.contains_key(&q)) {
+                problems.push(format!(
+                    "{at}.identity_tables[{j}]: '{name}' is not a mapped table of this source"
+                ));
             }
         }
 

@@ -96,6 +96,14 @@ pub enum ExtractError {
     DeadLettersUnavailable(String),
     #[error("the extraction manifest breaks the manifest rules: {}", .0.join("; "))]
     InvalidManifest(Vec<String>),
+    /// The identity matches more rows than `max_identity_rows` in a table where one row is
+    /// one person.
+    #[error(
+        "table '{table}': the identity matches {rows} rows, above max_identity_rows = {max}; a \
+         shared identity is not one person, so the call was refused before any row was read \
+         or changed"
+    )]
+    SharedIdentity { table: String, rows: u64, max: u64 },
     /// An erasure refused, or rolled back, for a reason it names.
     #[error(transparent)]
     Erasure(#[from] crate::engine::erase::ErasureRefusal),
@@ -129,6 +137,7 @@ impl ExtractError {
             ExtractError::AuditUnavailable(_) => "audit_unavailable",
             ExtractError::DeadLettersUnavailable(_) => "dead_letters_unavailable",
             ExtractError::InvalidManifest(_) => "invalid_manifest",
+            ExtractError::SharedIdentity { .. } => "shared_identity",
             ExtractError::Erasure(refusal) => refusal.kind(),
             ExtractError::Internal(_) => "internal",
             ExtractError::ClientGone => "client_gone",
@@ -185,9 +194,9 @@ impl ExtractError {
                 | ErasureRefusal::Policy { .. }
                 | ErasureRefusal::UndeclaredCascade { .. },
             ) => "schema_drift",
+            ExtractError::SharedIdentity { .. } => "integrity",
             ExtractError::Erasure(
-                ErasureRefusal::SharedIdentity { .. }
-                | ErasureRefusal::CountChanged { .. }
+                ErasureRefusal::CountChanged { .. }
                 | ErasureRefusal::Unverified { .. }
                 | ErasureRefusal::Constraint { .. }
                 | ErasureRefusal::CommitOutcomeUnknown,

@@ -53,7 +53,7 @@ ORDER BY array_position(i.indkey::int2[], a.attnum)";
 /// expression. Read from the catalog alone: `pg_get_indexdef` would lock each index, and the
 /// gate must not wait on a table that someone holds locked.
 const INDEX_KEYS_SQL: &str = "\
-SELECT a.attname::text, e.attname::text \
+SELECT a.attname::text, e.attname::text, i.indisunique AND i.indnkeyatts = 1 \
 FROM pg_catalog.pg_index i \
 JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -70,6 +70,8 @@ WHERE n.nspname = $1 AND c.relname = $2 AND i.indisvalid AND i.indpred IS NULL";
 struct IndexKey {
     column: Option<String>,
     lower_of: Option<String>,
+    /// A unique index on this key alone.
+    unique: bool,
 }
 
 /// The index to create when none of `keys` serves the identity match of `column`, or `None`
@@ -258,6 +260,7 @@ impl<'a, C: GenericClient> Catalog<'a, C> {
             .map(|r| IndexKey {
                 column: r.get(0),
                 lower_of: r.get(1),
+                unique: r.get(2),
             })
             .collect())
     }
@@ -327,6 +330,16 @@ async fn check_table<C: GenericClient>(
     if indexable {
         let index_keys = catalog.index_keys(&name).await?;
         advise_indexes(&name, table_cfg, &columns, &index_keys, &mut report);
+        if catalog.source.one_row_per_person(&name) {
+            advise_unique(
+                &name,
+                table_cfg,
+                &columns,
+                &index_keys,
+                catalog.source,
+                &mut report,
+            );
+        }
     }
     check_identity_types(&display, table_cfg, &columns, &mut report, &mut findings);
     report.status = findings.status();
@@ -435,6 +448,52 @@ fn check_identity_types(
                 identity.kind,
                 identity.matching.name(),
                 column.pg_type
+            ));
+        }
+    }
+}
+
+/// Warns when an identity column of a table where one row is one person has no unique index:
+/// two people can then share a value, and one call would answer (or erase) for both.
+fn advise_unique(
+    name: &QualifiedName,
+    table_cfg: &TableConfig,
+    columns: &[MappedColumn],
+    index_keys: &[IndexKey],
+    source: &SourceConfig,
+    report: &mut TableReport,
+) {
+    let display = name.display_name();
+    for identity in table_cfg.identity.as_slice() {
+        let Some(column) = columns.iter().find(|c| c.name == identity.column) else {
+            continue;
+        };
+        let lowered = identity.matching == MatchMode::CaseInsensitive && column.typname != "citext";
+        let unique = index_keys.iter().any(|k| {
+            k.unique
+                && if lowered {
+                    k.lower_of.as_deref() == Some(column.name.as_str())
+                } else {
+                    k.column.as_deref() == Some(column.name.as_str())
+                }
+        });
+        if !unique {
+            let key = if lowered {
+                format!("lower({})", quote_ident(&column.name))
+            } else {
+                quote_ident(&column.name)
+            };
+            report.warnings.push(format!(
+                "table '{display}', identity column '{}' (kind {}): one row of this table is one \
+                 person, but no unique index holds the column, so two people can share a value \
+                 and one call would answer for both; create one (CREATE UNIQUE INDEX ON {}.{} \
+                 ({key});), or set shared_identity = \"refuse\" (above max_identity_rows = {}, \
+                 Erase always refuses)",
+                column.name,
+                identity.kind,
+                quote_ident(&name.schema),
+                quote_ident(&name.table),
+                source.max_identity_rows
             ));
         }
     }

@@ -145,6 +145,12 @@ pub struct Plan {
     pub unreachable: Vec<(String, String)>,
     /// The distinct types of the identity columns of this kind, to check the value against.
     pub identity_types: Vec<String>,
+    /// The tables the identity reaches directly, each with whether one of its rows is one
+    /// person (so that `max_identity_rows` guards it), in plan order.
+    pub identity_tables: Vec<(String, bool)>,
+    /// One row, one column per table of `identity_tables`: how many rows the identity (`$1`)
+    /// matches there directly. `None` when no table is reached directly.
+    pub identity_rows_sql: Option<String>,
 }
 
 /// A table of a plan with its compiled queries.
@@ -224,7 +230,11 @@ impl DataMap {
         let plans = source
             .identity_kinds
             .iter()
-            .map(|kind| (kind.clone(), Arc::new(plan::compile(&tables, kind, None))))
+            .map(|kind| {
+                let mut plan = plan::compile(&tables, kind, None);
+                plan.guard_identity(source);
+                (kind.clone(), Arc::new(plan))
+            })
             .collect();
         DataMap {
             source_name: source.name.clone(),
@@ -233,20 +243,6 @@ impl DataMap {
             declared_kinds: source.identity_kinds.clone(),
             warnings,
         }
-    }
-
-    /// The tables that another mapped table references, as callers see their names: the
-    /// records others hang from, such as a customer.
-    pub fn referenced(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .tables
-            .iter()
-            .flat_map(|t| t.references.iter().map(|(_, parent, _)| *parent))
-            .map(|parent| self.tables[parent].display.clone())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
     }
 
     /// The identity kinds from which `table` cannot be reached.
@@ -333,6 +329,10 @@ impl DataMap {
             tables,
             unreachable: Vec::new(),
             identity_types: plan.identity_types.clone(),
+            // A restricted extraction is guarded as the whole plan is: another person's rows
+            // are not safer for being asked for one table at a time.
+            identity_tables: plan.identity_tables.clone(),
+            identity_rows_sql: plan.identity_rows_sql.clone(),
         };
         if pii_fields(&restricted).is_empty() {
             return Err(PlanError::NoPersonalData {
@@ -341,6 +341,41 @@ impl DataMap {
             });
         }
         Ok(Arc::new(restricted))
+    }
+}
+
+impl Plan {
+    /// Fills in the tables the identity reaches directly, and the query that counts its rows
+    /// in each.
+    fn guard_identity(&mut self, source: &SourceConfig) {
+        let direct: Vec<&PlannedTable> = self
+            .tables
+            .iter()
+            .filter(|t| t.identity_branches > 0)
+            .collect();
+        self.identity_tables = direct
+            .iter()
+            .map(|t| {
+                (
+                    t.table.display.clone(),
+                    source.one_row_per_person(&t.table.name),
+                )
+            })
+            .collect();
+        self.identity_rows_sql = (!direct.is_empty()).then(|| {
+            let columns = direct
+                .iter()
+                .map(|t| {
+                    t.branches[..t.identity_branches]
+                        .iter()
+                        .map(|w| format!("(SELECT count(*) FROM {} WHERE {w})", t.from))
+                        .collect::<Vec<_>>()
+                        .join(" + ")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("SELECT {columns}")
+        });
     }
 }
 

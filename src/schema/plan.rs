@@ -186,6 +186,8 @@ pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str, looser: Option<Lo
         tables: planned.into_iter().map(|(_, _, t)| t).collect(),
         unreachable,
         identity_types,
+        identity_tables: Vec::new(),
+        identity_rows_sql: None,
     }
 }
 

@@ -82,11 +82,6 @@ pub enum ErasureRefusal {
         rule: &'static str,
     },
     #[error(
-        "table '{table}': the identity matches {rows} rows, above max_identity_rows = {max}; a \
-         shared identity is not one person, so nothing was erased"
-    )]
-    SharedIdentity { table: String, rows: u64, max: u64 },
-    #[error(
         "source '{source_name}' requires a preview: call Erase with dry_run = true, check its \
          counts, then send its preview_digest"
     )]
@@ -134,7 +129,6 @@ impl ErasureRefusal {
             ErasureRefusal::NoPolicy { table }
             | ErasureRefusal::Policy { table, .. }
             | ErasureRefusal::UndeclaredCascade { table, .. }
-            | ErasureRefusal::SharedIdentity { table, .. }
             | ErasureRefusal::CountChanged { table, .. }
             | ErasureRefusal::Unverified { table, .. }
             | ErasureRefusal::Constraint { table, .. } => Some(table),
@@ -148,7 +142,6 @@ impl ErasureRefusal {
             ErasureRefusal::NoPolicy { .. } => "erasure_policy_missing",
             ErasureRefusal::Policy { .. } => "erasure_policy_invalid",
             ErasureRefusal::UndeclaredCascade { .. } => "undeclared_cascade",
-            ErasureRefusal::SharedIdentity { .. } => "shared_identity",
             ErasureRefusal::PreviewRequired { .. } => "preview_required",
             ErasureRefusal::PreviewChanged => "preview_changed",
             ErasureRefusal::CountChanged { .. } => "erasure_count_changed",
@@ -247,7 +240,7 @@ impl Engine {
         let map = self.data_map_retrying(&source, params.deadline).await?;
         let plan = map.plan(&params.kind, &[])?;
         let cfg = &self.config.sources[source.index];
-        let steps = policy::steps(&plan, cfg, &map.referenced())?;
+        let steps = policy::steps(&plan, cfg)?;
         if !params.dry_run && cfg.erasure.require_preview && params.preview_digest.is_empty() {
             return Err(ErasureRefusal::PreviewRequired {
                 source_name: cfg.name.clone(),
@@ -528,14 +521,13 @@ impl Run<'_> {
             .await
             .map_err(|e| self.db(&e, Some(table)))?
             .get(0);
-        let max = self.cfg.erasure.max_identity_rows;
+        let max = self.cfg.max_identity_rows;
         if rows as u64 > max {
-            return Err(ErasureRefusal::SharedIdentity {
+            return Err(ExtractError::SharedIdentity {
                 table: table.to_owned(),
                 rows: rows as u64,
                 max,
-            }
-            .into());
+            });
         }
         Ok(())
     }

@@ -31,12 +31,7 @@ impl Step {
 
 /// The steps of an erasure by `plan` on `source`, in plan order. Refuses a reached table
 /// without a policy, and a mask that its column's type cannot hold.
-pub(super) fn steps(
-    plan: &Plan,
-    source: &SourceConfig,
-    referenced: &[String],
-) -> Result<Vec<Step>, ErasureRefusal> {
-    let identity_tables = &source.erasure.identity_tables;
+pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, ErasureRefusal> {
     plan.tables
         .iter()
         .map(|planned| {
@@ -61,14 +56,7 @@ pub(super) fn steps(
                 retained: Vec::new(),
                 reason: policy.reason.clone().unwrap_or_default(),
                 guarded: planned.identity_branches > 0
-                    && if identity_tables.is_empty() {
-                        referenced.contains(display)
-                    } else {
-                        identity_tables.iter().any(|t| {
-                            QualifiedName::parse(t).map(|q| q.display_name()).as_ref()
-                                == Some(display)
-                        })
-                    },
+                    && source.one_row_per_person(&planned.table.name),
             };
             for (column, how) in &policy.mask {
                 match how {

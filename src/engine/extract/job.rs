@@ -51,6 +51,10 @@ pub(super) struct Reading {
     pub(super) retry: crate::resilience::retry::RetryPolicy,
     /// How long a send may wait for room in the channel before the stream counts as stalled.
     pub(super) stall_timeout: Duration,
+    /// The most rows the identity may match in a table where one row is one person, and what
+    /// happens above it.
+    pub(super) max_identity_rows: u64,
+    pub(super) shared_identity: crate::config::SharedIdentityPolicy,
 }
 
 /// What the job sends, and what has gone out. The flags are atomics because the job's body
@@ -246,6 +250,26 @@ impl Job {
                 .join(","),
         );
         metadata.insert("rejected_rows".to_owned(), found.rejected.to_string());
+        // How many rows the identity matched in each table it reaches directly, and the
+        // tables where one row is one person that it matched more often than allowed.
+        metadata.insert(
+            "identity_rows".to_owned(),
+            found
+                .identity_rows
+                .iter()
+                .map(|(table, rows, _)| format!("{table}={rows}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        let shared: Vec<&str> = found
+            .identity_rows
+            .iter()
+            .filter(|(_, rows, guarded)| *guarded && *rows > self.reading.max_identity_rows)
+            .map(|(table, _, _)| table.as_str())
+            .collect();
+        if !shared.is_empty() {
+            metadata.insert("shared_identity".to_owned(), shared.join(","));
+        }
         // An empty answer says so: no table held a row for this subject (rows left out under
         // reject_row are rows held, so they count as found).
         metadata.insert(

@@ -276,6 +276,8 @@ impl Engine {
                 max_batch_bytes: self.limits.max_batch_bytes,
                 retry: cfg.retry.policy(),
                 stall_timeout: self.limits.stall_timeout,
+                max_identity_rows: cfg.max_identity_rows,
+                shared_identity: cfg.shared_identity,
             },
             outbox: job::Outbox {
                 tx,

@@ -70,6 +70,9 @@ pub(super) struct Found {
     pub(super) fields: std::collections::BTreeSet<(String, String)>,
     /// Tables whose found fields were cut at the limit.
     pub(super) truncated: Vec<String>,
+    /// Each table the identity reaches directly: its rows matched directly, and whether one
+    /// row there is one person.
+    pub(super) identity_rows: Vec<(String, u64, bool)>,
 }
 
 impl Found {

@@ -113,6 +113,46 @@ impl Job {
         }
     }
 
+    /// Counts the identity's direct matches in each table it reaches directly, in one round
+    /// trip, before any row is read; refuses a shared identity when the source says so.
+    async fn identity_rows(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        statements: &mut crate::store::postgres::StatementCache,
+        value: &str,
+    ) -> Result<Vec<(String, u64, bool)>, ExtractError> {
+        let Some(sql) = &self.plan.identity_rows_sql else {
+            return Ok(Vec::new());
+        };
+        let source_name = self.params.source.as_str();
+        let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
+        let statement = crate::store::postgres::prepare_cached(statements, txn, sql)
+            .await
+            .map_err(db)?;
+        let row = txn.query_one(&statement, &[&value]).await.map_err(db)?;
+        let rows: Vec<(String, u64, bool)> = self
+            .plan
+            .identity_tables
+            .iter()
+            .enumerate()
+            .map(|(i, (table, guarded))| {
+                (table.clone(), row.get::<_, i64>(i).max(0) as u64, *guarded)
+            })
+            .collect();
+        if self.reading.shared_identity == crate::config::SharedIdentityPolicy::Refuse
+            && let Some((table, n, _)) = rows
+                .iter()
+                .find(|(_, n, guarded)| *guarded && *n > self.reading.max_identity_rows)
+        {
+            return Err(ExtractError::SharedIdentity {
+                table: table.clone(),
+                rows: *n,
+                max: self.reading.max_identity_rows,
+            });
+        }
+        Ok(rows)
+    }
+
     /// Cancels whatever runs on the connection, on the server, and discards the connection.
     /// The cancel request travels on its own connection and PostgreSQL may act on it a moment
     /// later, so the connection is never reused: a late cancel must not hit the next query.
@@ -255,8 +295,11 @@ impl Job {
                 });
             }
         }
+        let mut found = Found {
+            identity_rows: self.identity_rows(&txn, statements, value).await?,
+            ..Found::default()
+        };
         let mut counts = Vec::with_capacity(self.plan.tables.len());
-        let mut found = Found::default();
         for table in &self.plan.tables {
             let query = tracing::info_span!(
                 "db.query",
