@@ -54,6 +54,8 @@ fn the_readme_benchmark_commands_run_every_scenario_on_both_shapes() {
             "concurrent: dsr-connector (subjects/s)",
             "concurrent: psql \\copy binary, pooled psql sessions (subjects/s)",
             "heavy: service peak RSS (MiB)",
+            "erase heavy, verified, rolled back: dsr-connector (rows/s)",
+            "erase heavy: psql DELETE per table, rolled back (rows/s)",
         ] {
             let row = results
                 .iter()

@@ -186,3 +186,55 @@ pub(crate) fn psql_subject(
         .push(session);
     Ok(rows)
 }
+
+/// The hand-written erasure of one subject in psql: one REPEATABLE READ transaction with a
+/// DELETE per table, children first, rolled back (as the service's preview is) so that the
+/// next round finds the same rows. Returns the rows deleted and seconds, or `None` without
+/// psql.
+pub(crate) fn psql_delete(
+    cluster: &TempCluster,
+    email: &str,
+) -> anyhow::Result<Option<(u64, f64)>> {
+    if !psql_installed() {
+        return Ok(None);
+    }
+    let script = format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ;\n\
+         DELETE FROM support_tickets WHERE requester_email = '{email}';\n\
+         DELETE FROM events WHERE customer_id IN (SELECT id FROM customers WHERE email = '{email}');\n\
+         DELETE FROM orders WHERE customer_id IN (SELECT id FROM customers WHERE email = '{email}');\n\
+         DELETE FROM customers WHERE email = '{email}';\n\
+         ROLLBACK;\n"
+    );
+    let started = Instant::now();
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            cluster.host(),
+            "-p",
+            &cluster.port().to_string(),
+            "-U",
+            SUPERUSER,
+            "-d",
+            DATABASE,
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &script,
+        ])
+        .env("PGPASSWORD", cluster.password())
+        .output()?;
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("DELETE "))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum();
+    Ok(Some((rows, secs)))
+}

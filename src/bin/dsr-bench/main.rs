@@ -323,6 +323,29 @@ async fn main() -> anyhow::Result<()> {
             "psql p99",
         ));
     }
+    // erasure: the heavy subject's whole erasure, rolled back on both sides
+    let mut erased = Vec::new();
+    let mut deleted = Vec::new();
+    for round in 0..args.repeat {
+        eprintln!("erase, round {} ...", round + 1);
+        let (rows, secs) = erase_preview(channel.clone(), HEAVY).await?;
+        erased.push(rows as f64 / secs);
+        if let Some((rows, secs)) = psql_delete(&cluster, HEAVY)? {
+            deleted.push(rows as f64 / secs);
+        }
+    }
+    results.push(Row::new(
+        "erase heavy, verified, rolled back: dsr-connector (rows/s)",
+        &erased,
+        Some(&deleted),
+        "psql DELETE per table, rolled back",
+    ));
+    results.push(Row::new(
+        "erase heavy: psql DELETE per table, rolled back (rows/s)",
+        &deleted,
+        None,
+        "",
+    ));
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();

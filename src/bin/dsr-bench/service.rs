@@ -158,3 +158,32 @@ identity_kinds = ["email"]
     std::thread::spawn(move || lines.for_each(drop));
     Ok((child, addr))
 }
+
+/// Previews erasing one subject through the service: the whole erasure (rows captured,
+/// deleted, counted and verified) in one transaction that is then rolled back, so that the
+/// next round finds the same rows. Returns the rows it deleted and seconds.
+pub(crate) async fn erase_preview(channel: Channel, email: &str) -> anyhow::Result<(u64, f64)> {
+    let mut client = DsrConnectorServiceClient::new(channel);
+    let started = Instant::now();
+    let mut stream = client
+        .erase(dsr_connector::pb::EraseRequest {
+            source: "bench".into(),
+            subject: Some(Identity {
+                kind: "email".into(),
+                value: email.into(),
+            }),
+            request_id: "bench-erase".into(),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut deleted = None;
+    while let Some(message) = stream.message().await? {
+        if let Some(dsr_connector::pb::erase_response::Event::Receipt(r)) = message.event {
+            deleted = Some(r.rows_deleted);
+        }
+    }
+    let deleted = deleted.ok_or_else(|| anyhow::anyhow!("the erasure sent no receipt"))?;
+    Ok((deleted, started.elapsed().as_secs_f64()))
+}
