@@ -438,3 +438,30 @@ fn descriptions_are_bounded_and_named_when_wrong() {
     let fine = "[[classification.categories]]\nname = \"loyalty\"\ndescription = \"Points.\\nAnd more.\"\n";
     load(&format!("{fine}{}", source("", TABLES))).expect("a described category loads");
 }
+
+/// The README's configuration example loads as written (its certificate path replaced by a
+/// file that exists), erase policies and identity guard included.
+#[test]
+fn the_readme_configuration_example_loads() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .and_then(|section| section.split("```toml\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README's configuration section has a toml block");
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    let text = block.replace("/etc/dsr/shop-ca.pem", &ca.path().display().to_string());
+    let config = Config::from_toml_str(&text, |var| match var {
+        "SHOP_DB_PASSWORD" => Some(PASSWORD.to_owned()),
+        "DSR_SUBJECT_KEY" => Some(KEY.to_owned()),
+        "DSR_ORCHESTRATOR_TOKEN_SHA256" => Some("ab".repeat(32)),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("the README's configuration example: {e}"));
+    let shop = &config.sources[0];
+    assert_eq!(shop.max_identity_rows, 1);
+    assert!(shop.erasure.require_preview);
+    assert!(shop.tables.iter().all(|t| t.erase.is_some()));
+}
