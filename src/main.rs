@@ -202,6 +202,15 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     if config.server.audit.is_none() {
         println!("warning: no [server.audit]: calls will not be recorded in an audit log");
     }
+    for source in &config.sources {
+        for table in source.tables_without_erase_policy() {
+            println!(
+                "warning: source '{}', table '{table}': no erase policy, while other tables of \
+                 the source have one; Erase refuses any subject that reaches it",
+                source.name
+            );
+        }
+    }
     Ok(())
 }
 

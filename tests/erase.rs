@@ -376,6 +376,22 @@ async fn a_shared_address_an_undeclared_cascade_and_a_table_without_policy_are_r
     println!("no policy: {}", missing.message());
     assert_eq!(missing.code(), Code::FailedPrecondition, "{missing:?}");
     assert!(missing.message().contains("'customers'"), "{missing:?}");
+    // Validate says so before anyone asks to erase.
+    let gate = support::validate(
+        &mut client,
+        dsr_connector::pb::ValidateRequest {
+            source: "demo".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        gate.text
+            .contains("table 'customers' has no erase policy, while other tables"),
+        "{}",
+        gate.text
+    );
     server.stop().await.unwrap();
 
     let mut after = rows(&db).await;

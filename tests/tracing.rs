@@ -154,3 +154,82 @@ async fn extract_spans_reach_an_otlp_receiver_as_children_of_the_caller() {
         assert!(!all.contains(value), "a span holds '{value}'");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_spans_name_each_table_and_its_verification_and_hold_no_value() {
+    let (receiver, otlp_addr) = support::otlp::start().await;
+    let endpoint = format!("http://{otlp_addr}");
+    let server = ServeProcess::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", "dsr-connector-test"),
+    ])
+    .await;
+    let mut client = server.client().await;
+    // A preview: the whole erasure, rolled back, so the other tests' rows stay.
+    let mut stream = client
+        .erase(dsr_connector::pb::EraseRequest {
+            source: "demo".into(),
+            subject: Some(dsr_connector::pb::Identity {
+                kind: "email".into(),
+                value: "alice@example.com".into(),
+            }),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    drop(client);
+    let (exit, lines) = server.terminate().await;
+    assert!(exit.success(), "{}", lines.join("\n"));
+
+    let spans = receiver.spans.lock().unwrap().clone();
+    let server = spans
+        .iter()
+        .find(|s| s.name == "dsr.v1.DsrConnectorService/Erase")
+        .expect("a server span for Erase");
+    let children: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == server.trace_id && s.parent_span_id == server.span_id)
+        .collect();
+    let hooks: Vec<&&Span> = children
+        .iter()
+        .filter(|s| s.name == "compliance.erase")
+        .collect();
+    assert_eq!(hooks.len(), 6, "{children:#?}");
+    let customers = hooks
+        .iter()
+        .find(|s| attribute(s, "dsr.table").as_deref() == Some("customers"))
+        .unwrap();
+    assert_eq!(
+        attribute(customers, "dsr.action").as_deref(),
+        Some("delete")
+    );
+    assert_eq!(
+        attribute(customers, "dsr.rows.changed").as_deref(),
+        Some("1")
+    );
+    let delete = spans
+        .iter()
+        .find(|s| s.name == "DELETE customers" && s.parent_span_id == customers.span_id)
+        .expect("the DELETE's client span under its hook");
+    assert_eq!(
+        attribute(delete, "db.operation.name").as_deref(),
+        Some("DELETE")
+    );
+    let verified: Vec<&&Span> = children
+        .iter()
+        .filter(|s| s.name == "compliance.erase_verify")
+        .collect();
+    assert_eq!(verified.len(), 6);
+    assert!(
+        verified
+            .iter()
+            .all(|s| attribute(s, "dsr.ok").as_deref() == Some("true"))
+    );
+    let all = format!("{spans:?}");
+    for value in ["alice@example.com", "Alice Liddell", "Rabbit Hole"] {
+        assert!(!all.contains(value), "a span holds '{value}'");
+    }
+}

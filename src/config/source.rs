@@ -199,6 +199,19 @@ impl SourceConfig {
         }
     }
 
+    /// The mapped tables without an erase policy, when some table of the source has one (the
+    /// source means to erase, and `Erase` refuses it until every reached table has one).
+    pub fn tables_without_erase_policy(&self) -> Vec<&str> {
+        if self.tables.iter().all(|t| t.erase.is_none()) {
+            return Vec::new();
+        }
+        self.tables
+            .iter()
+            .filter(|t| t.erase.is_none())
+            .map(|t| t.name.as_str())
+            .collect()
+    }
+
     /// The most calls one caller may run on this source at once.
     pub fn caller_share(&self) -> u32 {
         self.max_per_caller

@@ -342,6 +342,18 @@ async fn check_table<C: GenericClient>(
         }
     }
     check_identity_types(&display, table_cfg, &columns, &mut report, &mut findings);
+    if table_cfg.erase.is_none()
+        && catalog
+            .source
+            .tables_without_erase_policy()
+            .contains(&table_cfg.name.as_str())
+    {
+        report.warnings.push(format!(
+            "table '{display}' has no erase policy, while other tables of the source have one: \
+             Erase refuses any subject that reaches it until it has one (erase = {{ action = \
+             \"delete\" | \"mask\" | \"retain\" }})"
+        ));
+    }
     report.status = findings.status();
     let primary_key = primary_key
         .iter()
