@@ -278,6 +278,14 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if command.contains("--erase") {
+            // The examples' erasures: a preview, then rows deleted.
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                said.starts_with("erased: ") && !said.starts_with("erased: 0 deleted"),
+                "{command}: {said}"
+            );
+        }
     }
     let mut written: Vec<String> = std::fs::read_dir(packages.path())
         .unwrap()

@@ -34,21 +34,25 @@ const TABLES: &str = r#"
 name = "phone_book"
 identity = { kind = "phone", column = "phone" }
 columns = { id = "not_pii", phone = "contact.phone", note = "not_pii" }
+erase = { action = "delete" }
 
 [[sources.tables]]
 name = "mixed_unindexed"
 identity = { kind = "email", column = "email", match = "case_insensitive" }
 columns = { id = "not_pii", email = "contact.email" }
+erase = { action = "delete" }
 
 [[sources.tables]]
 name = "mixed_indexed"
 identity = { kind = "email", column = "email", match = "case_insensitive" }
 columns = { id = "not_pii", email = "contact.email" }
+erase = { action = "delete" }
 
 [[sources.tables]]
 name = "legacy_emails"
 identity = { kind = "email", column = "email" }
 columns = { id = "not_pii", email = "contact.email" }
+erase = { action = "delete" }
 "#;
 
 fn setup() {

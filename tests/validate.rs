@@ -493,7 +493,8 @@ async fn a_reference_without_an_index_is_a_warning_that_names_the_index() {
         extra.push_str(&format!(
             "[[sources.tables]]\nname = \"{table}\"\n\
              reference = {{ column = \"customer_id\", table = \"customers\", to = \"id\" }}\n\
-             columns = {{ id = \"not_pii\", customer_id = \"identifier.customer_id\" }}\n\n"
+             columns = {{ id = \"not_pii\", customer_id = \"identifier.customer_id\" }}\n\
+             erase = {{ action = \"delete\" }}\n\n"
         ));
     }
     let server = TestServer::start(config(&config_text(&extra))).await;

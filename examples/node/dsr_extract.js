@@ -3,6 +3,8 @@
 //   npm ci --prefix examples/node
 //   node examples/node/dsr_extract.js --addr 127.0.0.1:50051 --source demo \
 //       --kind email --value alice@example.com --out alice-node
+//   node examples/node/dsr_extract.js --addr 127.0.0.1:50051 --source demo \
+//       --kind email --value user1002@example.net --erase
 //
 // What an orchestrator should do, shown end to end:
 //   * the proto loaded from proto/ at start-up with @grpc/proto-loader (no generated code);
@@ -10,7 +12,9 @@
 //   * the documented statuses: UNAVAILABLE is retried with backoff (at least as long as the
 //     server's grpc-retry-pushback-ms asks); every other error stops, with what to do about it;
 //   * the data package: one JSON-lines file per table, manifest.json and README.txt, written to
-//     a temporary directory and renamed into place only once the manifest has arrived.
+//     a temporary directory and renamed into place only once the manifest has arrived;
+//   * with --erase, an erasure instead: a preview (dry run), then the erasure confirmed by the
+//     preview's digest (ABORTED when the rows changed in between: preview again).
 //
 // Exit status: 0 written; 2 bad request or caller (fix and resend); 3 the service cannot
 // answer as configured (schema drift); 4 the answer cannot be trusted (DATA_LOSS): escalate;
@@ -36,6 +40,8 @@ const STOP = {
   [Status.DEADLINE_EXCEEDED]: [5, 'the deadline passed; raise --deadline'],
   [Status.RESOURCE_EXHAUSTED]: [5, 'the service is busy or a row is too large'],
   [Status.UNAVAILABLE]: [5, 'still unavailable after every attempt; try later'],
+  [Status.ABORTED]: [5, 'the rows changed since the preview; preview again'],
+  [Status.UNKNOWN]: [4, "the erasure's outcome is unknown: escalate"],
 };
 
 function parseArgs(argv) {
@@ -47,11 +53,16 @@ function parseArgs(argv) {
     '--deadline': 'deadline', '--attempts': 'attempts',
   };
   for (let i = 0; i < argv.length; i += 2) {
+    if (argv[i] === '--erase') {
+      args.erase = true;
+      i -= 1;
+      continue;
+    }
     const name = names[argv[i]];
     if (!name || argv[i + 1] === undefined) throw new Error(`unknown or incomplete argument ${argv[i]}`);
     args[name] = argv[i + 1];
   }
-  for (const required of ['addr', 'source', 'kind', 'out']) {
+  for (const required of ['addr', 'source', 'kind'].concat(args.erase ? [] : ['out'])) {
     if (!args[required]) throw new Error(`--${required} is required`);
   }
   args.deadline = duration(String(args.deadline));
@@ -213,6 +224,42 @@ function extractOnce(client, args, value, metadata, deadline) {
   });
 }
 
+// One Erase call: a preview when `digest` is null, else the erasure that the preview's digest
+// confirms. Resolves with the receipt.
+function eraseOnce(client, args, value, metadata, deadline, digest) {
+  return new Promise((resolve, reject) => {
+    const call = client.Erase({
+      source: args.source,
+      subject: { kind: args.kind, value },
+      request_id: args.requestId,
+      compliance_tag: args.complianceTag,
+      dry_run: digest === null,
+      preview_digest: digest || '',
+    }, metadata, { deadline });
+    let receipt = null;
+    call.on('data', (message) => { if (message.event === 'receipt') receipt = message.receipt; });
+    call.on('error', reject);
+    call.on('end', () => {
+      if (receipt) resolve(receipt); else reject(new Error('the stream ended without a receipt'));
+    });
+  });
+}
+
+// Erases one subject: the preview, then the erasure confirmed by its digest.
+async function erase(client, args, value, metadata, deadline) {
+  const preview = await eraseOnce(client, args, value, metadata, deadline, null);
+  const show = (receipt, prefix) => {
+    for (const t of receipt.tables) {
+      const action = String(t.action).replace('ERASURE_ACTION_', '').toLowerCase();
+      process.stderr.write(`${prefix}${action} ${t.table}: ${t.rows} row(s)\n`);
+    }
+  };
+  show(preview, 'would ');
+  const receipt = await eraseOnce(client, args, value, metadata, deadline, preview.preview_digest);
+  show(receipt, '');
+  return receipt;
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
@@ -235,6 +282,11 @@ async function main() {
   try {
     for (let attempt = 1; attempt <= args.attempts; attempt += 1) {
       try {
+        if (args.erase) {
+          const r = await erase(client, args, value, metadata, deadline);
+          console.log(`erased: ${r.rows_deleted} deleted, ${r.rows_masked} masked, ${r.rows_retained} retained (erasure ${r.erasure_id}, receipt sha256 ${r.receipt_sha256})`);
+          return 0;
+        }
         const manifest = await extractOnce(client, args, value, metadata, deadline);
         console.log(`${args.out}: ${manifest.row_count} row(s), every count verified (extraction ${manifest.extraction_id})`);
         return 0;
@@ -251,7 +303,8 @@ async function main() {
           }
         }
         const [code, advice] = STOP[error.code] || [1, 'unexpected'];
-        process.stderr.write(`error: ${Status[error.code]}: ${error.details} (${advice}); nothing was written\n`);
+        const done = args.erase ? 'nothing was erased' : 'nothing was written';
+        process.stderr.write(`error: ${Status[error.code]}: ${error.details} (${advice}); ${done}\n`);
         return code;
       }
     }

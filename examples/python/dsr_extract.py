@@ -2,6 +2,8 @@
 
     python3 examples/python/dsr_extract.py --addr 127.0.0.1:50051 --source demo \
         --kind email --value alice@example.com --out alice-python
+    python3 examples/python/dsr_extract.py --addr 127.0.0.1:50051 --source demo \
+        --kind email --value user1001@example.net --erase
 
 What an orchestrator should do, shown end to end:
   * stubs generated from proto/ with grpc_tools (at start-up, into a temporary directory);
@@ -9,7 +11,9 @@ What an orchestrator should do, shown end to end:
   * the documented statuses: UNAVAILABLE is retried with backoff (at least as long as the
     server's grpc-retry-pushback-ms asks); every other error stops, with what to do about it;
   * the data package: one JSON-lines file per table, manifest.json and README.txt, written to a
-    temporary directory and renamed into place only once the manifest has arrived.
+    temporary directory and renamed into place only once the manifest has arrived;
+  * with --erase, an erasure instead: a preview (dry run), then the erasure confirmed by the
+    preview's digest (ABORTED when the rows changed in between: preview again).
 
 Exit status: 0 written; 2 bad request or caller (fix and resend); 3 the service cannot answer
 as configured (schema drift); 4 the answer cannot be trusted (DATA_LOSS): escalate; 5 gave up
@@ -43,6 +47,8 @@ STOP = {
     grpc.StatusCode.DEADLINE_EXCEEDED: (5, "the deadline passed; raise --deadline"),
     grpc.StatusCode.RESOURCE_EXHAUSTED: (5, "the service is busy or a row is too large"),
     grpc.StatusCode.UNAVAILABLE: (5, "still unavailable after every attempt; try later"),
+    grpc.StatusCode.ABORTED: (5, "the rows changed since the preview; preview again"),
+    grpc.StatusCode.UNKNOWN: (4, "the erasure's outcome is unknown: escalate"),
 }
 
 
@@ -181,6 +187,38 @@ def extract_once(stub, dsr_pb2, json_format, args, value, metadata, deadline):
         raise
 
 
+ACTIONS = {0: "?", 1: "delete", 2: "mask", 3: "retain"}
+
+
+def erase(stub, dsr_pb2, args, value, metadata, deadline):
+    """Erases one subject: a preview (dry run) first, then the erasure confirmed by the
+    preview's digest, so that rows that changed in between are not erased unseen (ABORTED)."""
+    request = dsr_pb2.EraseRequest(
+        source=args.source,
+        subject=dsr_pb2.Identity(kind=args.kind, value=value),
+        request_id=args.request_id,
+        compliance_tag=args.compliance_tag,
+        dry_run=True,
+    )
+    receipts = []
+    for dry_run in (True, False):
+        request.dry_run = dry_run
+        call = stub.Erase(request, timeout=max(deadline - time.monotonic(), 0.001),
+                          metadata=metadata)
+        receipt = None
+        for message in call:
+            if message.WhichOneof("event") == "receipt":
+                receipt = message.receipt
+        if receipt is None:
+            raise RuntimeError("the stream ended without a receipt")
+        for table in receipt.tables:
+            print(f"{'would ' if dry_run else ''}{ACTIONS.get(table.action, '?')} "
+                  f"{table.table}: {table.rows} row(s)", file=sys.stderr)
+        receipts.append(receipt)
+        request.preview_digest = receipt.preview_digest
+    return receipts[-1]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--addr", required=True, help="host:port of dsr-connector")
@@ -188,7 +226,9 @@ def main():
     p.add_argument("--kind", required=True)
     p.add_argument("--value", help="the identity value (or --value-env)")
     p.add_argument("--value-env", help="environment variable holding the identity value")
-    p.add_argument("--out", required=True, help="the package directory to create")
+    p.add_argument("--out", help="the package directory to create")
+    p.add_argument("--erase", action="store_true",
+                   help="erase the subject (a preview, then the erasure) instead of extracting")
     p.add_argument("--token-env", help="environment variable holding the bearer token")
     p.add_argument("--request-id", default=f"py-{uuid.uuid4()}")
     p.add_argument("--compliance-tag", default="")
@@ -199,6 +239,8 @@ def main():
     value = args.value if args.value is not None else os.environ.get(args.value_env or "", "")
     if not value:
         raise SystemExit("give the identity with --value or --value-env")
+    if not args.erase and not args.out:
+        raise SystemExit("give the package directory with --out (or --erase)")
 
     dsr_pb2, dsr_pb2_grpc = load_stubs()
     from google.protobuf import json_format
@@ -212,6 +254,12 @@ def main():
         stub = dsr_pb2_grpc.DsrConnectorServiceStub(channel)
         for attempt in range(1, args.attempts + 1):
             try:
+                if args.erase:
+                    receipt = erase(stub, dsr_pb2, args, value, metadata, deadline)
+                    print(f"erased: {receipt.rows_deleted} deleted, {receipt.rows_masked} masked, "
+                          f"{receipt.rows_retained} retained (erasure {receipt.erasure_id}, "
+                          f"receipt sha256 {receipt.receipt_sha256})")
+                    return 0
                 manifest = extract_once(stub, dsr_pb2, json_format, args, value, metadata,
                                         deadline)
                 print(f"{args.out}: {manifest.row_count} row(s), every count verified "
@@ -230,7 +278,8 @@ def main():
                         delay = min(delay * 2, 30)
                         continue
                 status, advice = STOP.get(code, (1, "unexpected"))
-                print(f"error: {code.name}: {error.details()} ({advice}); nothing was written",
+                done = "nothing was erased" if args.erase else "nothing was written"
+                print(f"error: {code.name}: {error.details()} ({advice}); {done}",
                       file=sys.stderr)
                 return status
     return 5
