@@ -213,6 +213,18 @@ async fn the_demo_schema_drafts_the_hand_written_map_and_extracts_the_same_rows(
     let (_, ticket_refs) = &draft_paths["support_tickets"];
     assert!(ticket_refs.contains(&("requester_email".into(), "customers".into(), "email".into())));
     assert!(drafted.contains("inferred, check"), "{drafted}");
+    // Every drafted table has an erase policy to check, so that the draft can erase at all.
+    let demo = source(&draft, "demo");
+    assert!(demo.tables.iter().all(|t| {
+        t.erase
+            .as_ref()
+            .is_some_and(|e| e.action == dsr_connector::config::erasure::EraseAction::Delete)
+    }));
+    assert!(
+        drafted.contains("# erase: proposed delete")
+            && drafted.contains("need { action = \"retain\""),
+        "{drafted}"
+    );
     // Evidence for every column, and the rules the legacy table needs.
     assert!(
         drafted.contains("email (text): identity of kind email"),

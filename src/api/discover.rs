@@ -59,6 +59,8 @@ fn messages(proposal: &Proposal) -> Vec<DiscoverResponse> {
                 estimated_rows: t.estimated_rows,
                 sampled_rows: t.sampled_rows,
                 sample_error: t.sample_error.clone().unwrap_or_default(),
+                erase_action: t.erase.action.clone(),
+                erase_evidence: t.erase.evidence.clone(),
                 identities: t
                     .identities
                     .iter()

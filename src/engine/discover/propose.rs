@@ -26,6 +26,57 @@ pub struct TableProposal {
     pub columns: Vec<ColumnProposal>,
     /// Links seen but not proposed, each with the reason.
     pub notes: Vec<String>,
+    /// What erasure should do to the table's rows, for a person to check.
+    pub erase: EraseProposal,
+}
+
+/// The erase policy proposed for a table, with why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EraseProposal {
+    /// `delete`: every row an identity reaches is the subject's.
+    pub action: String,
+    pub evidence: String,
+}
+
+/// Words in a table's name that suggest records a law may require keeping.
+const KEPT_BY_LAW: &[&str] = &[
+    "invoice",
+    "invoices",
+    "payment",
+    "payments",
+    "billing",
+    "tax",
+    "taxes",
+    "ledger",
+    "transaction",
+    "transactions",
+    "receipt",
+    "receipts",
+    "accounting",
+    "contract",
+    "contracts",
+];
+
+/// The erase policy to propose for table `name`: delete, the most an erasure can do, with what
+/// a person must check; a name that suggests records kept by law says so.
+fn erase_proposal(name: &str) -> EraseProposal {
+    let table = name.rsplit('.').next().unwrap_or(name).to_lowercase();
+    let kept = table
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|word| KEPT_BY_LAW.contains(word));
+    let mut evidence = "proposed delete: every row an identity reaches is the subject's. Check: \
+                        rows a law or contract requires keeping need { action = \"retain\", \
+                        reason = \"...\" }, or keep them and mask their personal columns"
+        .to_owned();
+    if let Some(word) = kept {
+        evidence.push_str(&format!(
+            "; the name ('{word}') suggests records kept for tax or accounting law"
+        ));
+    }
+    EraseProposal {
+        action: "delete".to_owned(),
+        evidence,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -437,6 +488,7 @@ impl Planner<'_> {
                 .enumerate()
                 .map(|(c, _)| self.column(t, c, &identities, &references))
                 .collect();
+            let name_for_erase = name.clone();
             proposal.tables.push(TableProposal {
                 name,
                 estimated_rows: table.estimated_rows,
@@ -446,6 +498,7 @@ impl Planner<'_> {
                 references: std::mem::take(&mut references[t]),
                 columns,
                 notes: std::mem::take(&mut notes[t]),
+                erase: erase_proposal(&name_for_erase),
             });
         }
         proposal
@@ -731,6 +784,21 @@ fn leads_to(from: usize, to: usize, parents: &[Vec<usize>]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn erasure_is_proposed_as_delete_and_a_name_kept_by_law_is_pointed_out() {
+        let plain = erase_proposal("customers");
+        assert_eq!(plain.action, "delete");
+        assert!(plain.evidence.contains("Check:"), "{}", plain.evidence);
+        assert!(!plain.evidence.contains("tax or accounting law"));
+        let kept = erase_proposal("billing.customer_invoices");
+        assert_eq!(kept.action, "delete");
+        assert!(
+            kept.evidence.contains("('invoices') suggests records kept for tax"),
+            "{}",
+            kept.evidence
+        );
+    }
 
     #[test]
     fn plural_table_names_become_singular() {

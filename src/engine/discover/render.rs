@@ -111,6 +111,16 @@ pub fn table(p: &TableProposal) -> Table {
         }
     }
 
+    if !p.erase.action.is_empty() {
+        let mut erase = InlineTable::new();
+        erase.insert("action", p.erase.action.as_str().into());
+        t.insert("erase", value(erase));
+        if let Some(mut key) = t.key_mut("erase") {
+            key.leaf_decor_mut()
+                .set_prefix(comment(&[format!("erase: {}", p.erase.evidence)]));
+        }
+    }
+
     let mut columns = Table::new();
     for column in &p.columns {
         columns.insert(&column.name, column_value(column));
