@@ -710,3 +710,67 @@ async fn a_shared_address_is_reported_by_extract_refused_on_request_and_warned_b
     assert_eq!(alice.code(), Code::Ok, "{}", alice.message());
     server.stop().await.unwrap();
 }
+
+/// A writer adds an order for the subject while the erasure runs (after its snapshot) and
+/// commits first: the erasure must not commit with that order left behind. Deleting the
+/// customer then meets the new order through its foreign key, and the erasure either runs again
+/// and takes it too, or is refused with everything as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_added_for_the_subject_mid_erasure_is_erased_too_or_nothing_is() {
+    let db = database("erase_insert").await;
+    let server = TestServer::start(config_for("erase_insert", |text| {
+        text.replace(
+            "identity_kinds = [\"email\", \"customer_id\"]",
+            "identity_kinds = [\"email\", \"customer_id\"]\n\
+             application_name = \"erase-insert\"\n\
+             erasure = { require_preview = false, lock_timeout = \"60s\" }",
+        )
+    }))
+    .await;
+    // Someone holds one of alice's events: the erasure waits there, after its snapshot.
+    let holder = demo::connect(cluster(), "erase_insert").await.unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT * FROM events WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let mut client = server.client().await;
+    let call =
+        tokio::spawn(async move { erase(&mut client, erase_request(ALICE, false, "")).await });
+    let waiting = support::eventually(100, || async {
+        support::service_sessions(&db, "erase-insert")
+            .await
+            .iter()
+            .any(|(state, query)| state == "active" && query.starts_with("DELETE"))
+    })
+    .await;
+    assert!(waiting, "the erasure never waited on the held event");
+    db.batch_execute("INSERT INTO orders VALUES (199, 1, now(), 'new', 1.00, 'A new address 1')")
+        .await
+        .unwrap();
+    holder.batch_execute("COMMIT").await.unwrap();
+    let outcome = call.await.unwrap();
+    let left: i64 = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM customers WHERE id = 1) \
+                  + (SELECT count(*) FROM orders WHERE customer_id = 1)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    match outcome {
+        Ok((_, receipt)) => {
+            println!(
+                "erased in {} attempts, the new order with it",
+                receipt.attempts
+            );
+            assert!(receipt.attempts >= 2, "{receipt:?}");
+            assert_eq!(left, 0, "a row of the subject survived a committed erasure");
+        }
+        Err(status) => {
+            println!("refused: {:?} {}", status.code(), status.message());
+            assert_eq!(left, 1 + 3 + 1, "a refused erasure changed data");
+        }
+    }
+    server.stop().await.unwrap();
+}

@@ -794,7 +794,8 @@ mod tests {
         let kept = erase_proposal("billing.customer_invoices");
         assert_eq!(kept.action, "delete");
         assert!(
-            kept.evidence.contains("('invoices') suggests records kept for tax"),
+            kept.evidence
+                .contains("('invoices') suggests records kept for tax"),
             "{}",
             kept.evidence
         );

@@ -262,6 +262,7 @@ impl Engine {
         };
         let mut delays = cfg.retry.policy().delays();
         let mut attempts = 0u32;
+        let mut foreign_key_retried = false;
         loop {
             attempts += 1;
             let result = self
@@ -269,8 +270,15 @@ impl Engine {
                     run.attempt(conn, attempts)
                 })
                 .await;
+            // A foreign key broken by a row that a concurrent writer added after the
+            // snapshot (invisible to it) passes in a new snapshot, which captures that row
+            // too: tried once more. A key broken again is a real one, and refused.
+            let concurrent_row = !foreign_key_retried
+                && matches!(&result, Err(ExtractError::Erasure(ErasureRefusal::Constraint { code, .. }))
+                    if code == "23503");
+            foreign_key_retried |= concurrent_row;
             match &result {
-                Err(error) if error.is_retryable() => {
+                Err(error) if error.is_retryable() || concurrent_row => {
                     let Some(delay) = delays.next_before(params.deadline) else {
                         return result;
                     };
