@@ -15,7 +15,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::engine::ExtractError;
-use crate::engine::erase::ErasureRefusal;
+use crate::engine::erase::refusal::ErasureRefusal;
 use crate::resilience::admission::AdmissionError;
 use crate::schema::PlanError;
 use crate::store::postgres::{DbError, QueryFailure};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::engine::erase::ErasureRefusal;
+use crate::engine::erase::refusal::ErasureRefusal;
 use crate::observability::metrics::Metrics;
 use crate::pb;
 use crate::records::audit::{AuditError, Entry};
@@ -106,7 +106,7 @@ pub enum ExtractError {
     SharedIdentity { table: String, rows: u64, max: u64 },
     /// An erasure refused, or rolled back, for a reason it names.
     #[error(transparent)]
-    Erasure(#[from] crate::engine::erase::ErasureRefusal),
+    Erasure(#[from] crate::engine::erase::refusal::ErasureRefusal),
     #[error("internal error: {0}")]
     Internal(String),
     /// The client went away. Nobody hears this error; it ends the producer.

@@ -1,0 +1,98 @@
+//! Why an erasure is refused or rolled back.
+
+/// Why an erasure was refused or rolled back. Names tables, columns and constraints; never a
+/// value.
+#[derive(Debug, thiserror::Error)]
+pub enum ErasureRefusal {
+    #[error(
+        "table '{table}' is reached by the identity and has no erase policy in the data map; \
+         erasure fails closed: give it erase = {{ action = \"delete\" }}, \"mask\" or \"retain\""
+    )]
+    NoPolicy { table: String },
+    #[error("table '{table}'{}: {detail}", if column.is_empty() { String::new() } else { format!(", column '{column}'") })]
+    Policy {
+        table: String,
+        column: String,
+        detail: String,
+    },
+    #[error(
+        "table '{child}' references '{table}' with {rule} (constraint '{constraint}'), and the \
+         data map does not name '{child}': deleting the subject's rows would change its rows \
+         silently; map '{child}' with an erase policy, or change the key"
+    )]
+    UndeclaredCascade {
+        table: String,
+        child: String,
+        constraint: String,
+        rule: &'static str,
+    },
+    #[error(
+        "source '{source_name}' requires a preview: call Erase with dry_run = true, check its \
+         counts, then send its preview_digest"
+    )]
+    PreviewRequired { source_name: String },
+    #[error(
+        "the subject's rows differ from what the preview counted (its digest does not match); \
+         nothing was erased: preview again"
+    )]
+    PreviewChanged,
+    #[error(
+        "table '{table}': {counted} rows were counted, but the {action} changed {changed}; the \
+         transaction was rolled back"
+    )]
+    CountChanged {
+        table: String,
+        action: &'static str,
+        counted: u64,
+        changed: u64,
+    },
+    #[error(
+        "table '{table}': the verification before commit found {detail}; the transaction was \
+         rolled back"
+    )]
+    Unverified { table: String, detail: String },
+    #[error(
+        "table '{table}': the erasure breaks {what} (SQLSTATE {code}); the transaction was rolled \
+         back"
+    )]
+    Constraint {
+        table: String,
+        what: String,
+        code: String,
+    },
+    #[error(
+        "the connection was lost while COMMIT was in flight; the erasure may have committed \
+         (the audit log holds its record): preview again to see what is left"
+    )]
+    CommitOutcomeUnknown,
+}
+
+impl ErasureRefusal {
+    /// The table the refusal concerns, if one.
+    pub fn table(&self) -> Option<&str> {
+        match self {
+            ErasureRefusal::NoPolicy { table }
+            | ErasureRefusal::Policy { table, .. }
+            | ErasureRefusal::UndeclaredCascade { table, .. }
+            | ErasureRefusal::CountChanged { table, .. }
+            | ErasureRefusal::Unverified { table, .. }
+            | ErasureRefusal::Constraint { table, .. } => Some(table),
+            _ => None,
+        }
+    }
+
+    /// A short, stable name, for records and spans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ErasureRefusal::NoPolicy { .. } => "erasure_policy_missing",
+            ErasureRefusal::Policy { .. } => "erasure_policy_invalid",
+            ErasureRefusal::UndeclaredCascade { .. } => "undeclared_cascade",
+            ErasureRefusal::PreviewRequired { .. } => "preview_required",
+            ErasureRefusal::PreviewChanged => "preview_changed",
+            ErasureRefusal::CountChanged { .. } => "erasure_count_changed",
+            ErasureRefusal::Unverified { .. } => "erasure_unverified",
+            ErasureRefusal::Constraint { .. } => "erasure_constraint",
+            ErasureRefusal::CommitOutcomeUnknown => "commit_outcome_unknown",
+        }
+    }
+}

@@ -1,0 +1,731 @@
+//! One erasure's transaction: capture, guards, changes children first, verification, the
+//! record before COMMIT, and the receipt.
+
+use std::time::SystemTime;
+
+use hmac::{Hmac, Mac};
+use prost::Message;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use tokio_postgres::types::ToSql;
+use tracing::Instrument;
+
+use super::policy::{self, ForeignKey, Step};
+use super::{ErasureRefusal, Run};
+use crate::config::erasure::{EraseAction, MaskMethod};
+use crate::engine::ExtractError;
+use crate::pb;
+use crate::records::audit::{Entry, TableEntry};
+use crate::schema::{is_text_type, quote_ident};
+use crate::store::postgres::{Conn, DbError};
+
+/// The most bytes of distinct values one pseudonym column of one subject may hold.
+const MAX_PSEUDONYM_BYTES: usize = 16 * 1024 * 1024;
+
+/// One table of an erasure, as done (or, in a preview, as it would be done).
+#[derive(Debug, Clone)]
+struct Done {
+    step: usize,
+    rows: u64,
+}
+
+impl Run<'_> {
+    /// Resolves when the erasure must stop before it commits.
+    pub(super) async fn stop_signal(&self) -> ExtractError {
+        let deadline = async {
+            match self.params.deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.params.stop.cancelled() => ExtractError::ClientGone,
+            _ = deadline => ExtractError::DeadlineExceeded,
+            _ = self.engine.shutdown.cancelled() => ExtractError::ShuttingDown,
+        }
+    }
+
+    /// One attempt: the transaction, verified, recorded and committed (or rolled back for a
+    /// preview). A connection that did not end cleanly is discarded.
+    pub(super) async fn attempt(
+        &self,
+        mut conn: Conn,
+        attempt: u32,
+    ) -> Result<pb::ErasureReceipt, ExtractError> {
+        let cancel = conn.client.cancel_token();
+        let (result, clean) = self.transaction(&mut conn.client, &cancel, attempt).await;
+        if !clean {
+            conn.mark_broken();
+        }
+        result
+    }
+
+    /// The transaction of one attempt, and whether the connection ended it cleanly.
+    async fn transaction(
+        &self,
+        client: &mut tokio_postgres::Client,
+        cancel: &tokio_postgres::CancelToken,
+        attempt: u32,
+    ) -> (Result<pb::ErasureReceipt, ExtractError>, bool) {
+        let began = SystemTime::now();
+        let txn = match client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await
+        {
+            Ok(txn) => txn,
+            Err(e) => return (Err(self.db(&e, None)), false),
+        };
+        let prepared = tokio::select! {
+            done = self.prepare(&txn) => Ok(done),
+            stop = self.stop_signal() => Err(stop),
+        };
+        let done = match prepared {
+            Ok(Ok(done)) => done,
+            // Dropping the transaction rolls it back; the connection is discarded all the same.
+            Ok(Err(error)) => return (Err(error), false),
+            Err(stop) => {
+                // The statement in flight may still run on the server: cancel it there.
+                drop(txn);
+                if let Err(e) = cancel.cancel_query(self.source.pool.cancel_tls()).await {
+                    tracing::warn!(source = %self.cfg.name,
+                        error = %crate::store::postgres::describe(&e), "cancel request failed");
+                }
+                return (Err(stop), false);
+            }
+        };
+        let mut receipt = self.receipt(&done, attempt);
+        if self.params.dry_run {
+            let clean = txn.rollback().await.is_ok();
+            self.finish(&mut receipt);
+            let recorded = self.record_done(&receipt, "ok", began).await;
+            return (recorded.map(|()| receipt), clean);
+        }
+        // Durable before COMMIT: an erasure is never committed without a record naming it.
+        let mut erasing = self.entry_for(&receipt, "erasing", began);
+        erasing.status = String::new();
+        if let Err(error) = self
+            .engine
+            .records
+            .record(&self.engine.metrics, erasing)
+            .await
+        {
+            return (Err(error.into()), false);
+        }
+        if let Err(error) = txn.commit().await {
+            // The server said no (a deferred constraint, a serialization failure at commit):
+            // nothing was committed. Anything else leaves the outcome unknown.
+            let error = if error.as_db_error().is_some() {
+                self.db(&error, None)
+            } else {
+                ErasureRefusal::CommitOutcomeUnknown.into()
+            };
+            return (Err(error), false);
+        }
+        receipt.committed_at = Some(prost_types::Timestamp::from(SystemTime::now()));
+        self.finish(&mut receipt);
+        for (action, rows) in [
+            ("delete", receipt.rows_deleted),
+            ("mask", receipt.rows_masked),
+        ] {
+            self.engine
+                .metrics
+                .erased_rows
+                .get_or_create(&vec![
+                    ("source".to_owned(), self.cfg.name.clone()),
+                    ("action".to_owned(), action.to_owned()),
+                ])
+                .inc_by(rows);
+        }
+        if let Err(error) = self.record_done(&receipt, "ok", began).await {
+            // The erasure committed and its record before COMMIT is durable; the receipt is
+            // still the caller's, and the missing completion record is counted and logged.
+            tracing::error!(source = %self.cfg.name, erasure_id = %self.erasure_id, %error,
+                "the completion record of a committed erasure could not be written");
+        }
+        (Ok(receipt), true)
+    }
+
+    /// Everything before COMMIT: limits, keys, capture, guards, changes and verification.
+    async fn prepare(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+    ) -> Result<Vec<Done>, ExtractError> {
+        let statement_timeout = self.params.deadline.map(|deadline| {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .max(1)
+                .to_string()
+        });
+        let lock_timeout = self.cfg.erasure.lock_timeout.as_millis().max(1).to_string();
+        txn.query_one(
+            "SELECT set_config('statement_timeout', coalesce($1, current_setting('statement_timeout')), true), \
+             set_config('lock_timeout', $2, true)",
+            &[&statement_timeout, &lock_timeout],
+        )
+        .await
+        .map_err(|e| self.db(&e, None))?;
+
+        let keys = self.foreign_keys(txn).await?;
+        policy::check_cascades(&self.steps, &self.mapped, &keys)?;
+        let order = policy::order(&self.steps, &keys);
+
+        // The subject's rows of every table, captured before anything changes.
+        let mut counted = vec![0u64; self.steps.len()];
+        for (i, step) in self.steps.iter().enumerate() {
+            let table = step.planned.table.display.as_str();
+            let captured = captured(i);
+            let select = step
+                .planned
+                .branches
+                .iter()
+                .map(|w| format!("SELECT t0.ctid FROM {} WHERE {w}", step.planned.from))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            txn.batch_execute(&format!(
+                "CREATE TEMPORARY TABLE {captured} (tid tid) ON COMMIT DROP"
+            ))
+            .await
+            .map_err(|e| self.db(&e, Some(table)))?;
+            counted[i] = txn
+                .execute(&format!("INSERT INTO {captured} {select}"), &[&self.value])
+                .await
+                .map_err(|e| self.db(&e, Some(table)))?;
+            self.check_identity_rows(txn, step).await?;
+        }
+
+        let digest = preview_digest(&self.cfg.name, &self.subject_id, &self.steps, &counted);
+        if !self.params.dry_run
+            && !self.params.preview_digest.is_empty()
+            && self.params.preview_digest != digest
+        {
+            return Err(ErasureRefusal::PreviewChanged.into());
+        }
+
+        let mut done = Vec::new();
+        for &i in &order {
+            let step = &self.steps[i];
+            // A hook span per table: what the policy does there and to how many rows.
+            let hook = tracing::info_span!(
+                "compliance.erase",
+                dsr.table = %step.planned.table.display,
+                dsr.action = step.action.name(),
+                dsr.rows.counted = counted[i],
+                dsr.rows.changed = tracing::field::Empty,
+            );
+            let changed = async {
+                match step.action {
+                    EraseAction::Delete => self.delete(txn, i, step).await,
+                    EraseAction::Mask => self.mask(txn, i, step).await,
+                    EraseAction::Retain => Ok(counted[i]),
+                }
+            }
+            .instrument(hook.clone())
+            .await?;
+            hook.record("dsr.rows.changed", changed);
+            if changed != counted[i] {
+                return Err(ErasureRefusal::CountChanged {
+                    table: step.planned.table.display.clone(),
+                    action: step.action.name(),
+                    counted: counted[i],
+                    changed,
+                }
+                .into());
+            }
+            done.push(Done {
+                step: i,
+                rows: changed,
+            });
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            if !step.changes() {
+                tracing::info_span!(
+                    "compliance.erase",
+                    dsr.table = %step.planned.table.display,
+                    dsr.action = step.action.name(),
+                    dsr.rows.counted = counted[i],
+                    dsr.rows.changed = 0,
+                )
+                .in_scope(|| {});
+                done.push(Done {
+                    step: i,
+                    rows: counted[i],
+                });
+            }
+            let hook = tracing::info_span!(
+                "compliance.erase_verify",
+                dsr.table = %step.planned.table.display,
+                dsr.action = step.action.name(),
+                dsr.ok = tracing::field::Empty,
+            );
+            let verified = self.verify(txn, i, step).instrument(hook.clone()).await;
+            hook.record("dsr.ok", verified.is_ok());
+            verified?;
+        }
+        Ok(done)
+    }
+
+    /// Refuses an identity that matches more rows than `max_identity_rows` in a table it
+    /// reaches directly.
+    async fn check_identity_rows(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        step: &Step,
+    ) -> Result<(), ExtractError> {
+        let direct = &step.planned.branches[..step.planned.identity_branches];
+        if !step.guarded || direct.is_empty() {
+            return Ok(());
+        }
+        let table = step.planned.table.display.as_str();
+        let count = format!(
+            "SELECT {}",
+            direct
+                .iter()
+                .map(|w| format!("(SELECT count(*) FROM {} WHERE {w})", step.planned.from))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        );
+        let rows: i64 = txn
+            .query_one(&count, &[&self.value])
+            .await
+            .map_err(|e| self.db(&e, Some(table)))?
+            .get(0);
+        let max = self.cfg.max_identity_rows;
+        if rows as u64 > max {
+            return Err(ExtractError::SharedIdentity {
+                table: table.to_owned(),
+                rows: rows as u64,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        i: usize,
+        step: &Step,
+    ) -> Result<u64, ExtractError> {
+        let sql = format!(
+            "DELETE FROM {} AS t0 WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {}))",
+            step.planned.table.quoted(),
+            captured(i)
+        );
+        txn.execute(&sql, &[])
+            .instrument(self.query_span("DELETE", step, &sql))
+            .await
+            .map_err(|e| self.db(&e, Some(&step.planned.table.display)))
+    }
+
+    /// Masks the captured rows in one UPDATE, and keeps the masked rows' new row ids for the
+    /// verification.
+    async fn mask(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        i: usize,
+        step: &Step,
+    ) -> Result<u64, ExtractError> {
+        let table = step.planned.table.display.as_str();
+        let db = |e: tokio_postgres::Error| self.db(&e, Some(table));
+        let quoted = step.planned.table.quoted();
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut sets = Vec::new();
+        for (column, method) in &step.masks {
+            let c = quote_ident(column);
+            match method {
+                MaskMethod::Null => sets.push(format!("{c} = NULL")),
+                MaskMethod::Redact => {
+                    params.push(Box::new(self.cfg.erasure.redaction.clone()));
+                    sets.push(format!("{c} = ${}", params.len()));
+                }
+                MaskMethod::Pseudonym => {
+                    let (values, tokens) = self.pseudonyms(txn, i, step, column).await?;
+                    params.push(Box::new(values));
+                    params.push(Box::new(tokens));
+                    let (v, t) = (params.len() - 1, params.len());
+                    sets.push(format!(
+                        "{c} = (SELECT m.token FROM unnest(${v}::text[], ${t}::text[]) AS m(v, token) \
+                         WHERE m.v = t0.{c}::text)"
+                    ));
+                }
+            }
+        }
+        let masked = masked(i);
+        txn.batch_execute(&format!(
+            "CREATE TEMPORARY TABLE {masked} (tid tid) ON COMMIT DROP"
+        ))
+        .await
+        .map_err(db)?;
+        let sql = format!(
+            "WITH changed AS (UPDATE {quoted} AS t0 SET {} \
+             WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {})) RETURNING t0.ctid) \
+             INSERT INTO {masked} SELECT ctid FROM changed",
+            sets.join(", "),
+            captured(i)
+        );
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        txn.execute(&sql, &refs)
+            .instrument(self.query_span("UPDATE", step, &sql))
+            .await
+            .map_err(db)
+    }
+
+    /// A database client span, as OpenTelemetry's database conventions name it. The SQL
+    /// holds no value: the identity and the masks are bound parameters.
+    fn query_span(&self, operation: &str, step: &Step, sql: &str) -> tracing::Span {
+        tracing::info_span!(
+            "db.query",
+            otel.name = %format!("{operation} {}", step.planned.table.display),
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.namespace = %self.cfg.database,
+            db.collection.name = %step.planned.table.display,
+            db.operation.name = operation,
+            db.query.text = %sql,
+        )
+    }
+
+    /// The distinct values of a pseudonym column in the captured rows, and their tokens.
+    async fn pseudonyms(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        i: usize,
+        step: &Step,
+        column: &str,
+    ) -> Result<(Vec<String>, Vec<String>), ExtractError> {
+        let table = step.planned.table.display.as_str();
+        let key =
+            self.cfg
+                .erasure
+                .pseudonym_key
+                .as_ref()
+                .ok_or_else(|| ErasureRefusal::Policy {
+                    table: table.to_owned(),
+                    column: column.to_owned(),
+                    detail: "a pseudonym mask needs the source's erasure.pseudonym_key_env".into(),
+                })?;
+        let c = quote_ident(column);
+        let rows = txn
+            .query(
+                &format!(
+                    "SELECT DISTINCT t0.{c}::text FROM {} AS t0 \
+                     WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {})) AND t0.{c} IS NOT NULL",
+                    step.planned.table.quoted(),
+                    captured(i)
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| self.db(&e, Some(table)))?;
+        let values: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if values.iter().map(String::len).sum::<usize>() > MAX_PSEUDONYM_BYTES {
+            return Err(ErasureRefusal::Policy {
+                table: table.to_owned(),
+                column: column.to_owned(),
+                detail: format!(
+                    "the subject's distinct values exceed {MAX_PSEUDONYM_BYTES} bytes; delete the \
+                     rows or mask with null"
+                ),
+            }
+            .into());
+        }
+        let tokens = values
+            .iter()
+            .map(|v| pseudonym(key.expose_secret(), v))
+            .collect();
+        Ok((values, tokens))
+    }
+
+    /// Checks a changed table inside the transaction: a deleted table has none of the captured
+    /// rows and the plan finds nothing; a masked table's rows hold only masks, retained
+    /// columns, and no value equal to the identity.
+    async fn verify(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        i: usize,
+        step: &Step,
+    ) -> Result<(), ExtractError> {
+        let table = step.planned.table.display.as_str();
+        let db = |e: tokio_postgres::Error| self.db(&e, Some(table));
+        let quoted = step.planned.table.quoted();
+        let unverified = |detail: String| -> ExtractError {
+            ErasureRefusal::Unverified {
+                table: table.to_owned(),
+                detail,
+            }
+            .into()
+        };
+        match step.action {
+            EraseAction::Retain => Ok(()),
+            // Every captured row was deleted (the DELETE's count equals the capture's, and a
+            // row is deleted once); the subject's plan, run again, must find none.
+            EraseAction::Delete => {
+                let found: i64 = txn
+                    .query_one(&step.planned.count_sql, &[&self.value])
+                    .await
+                    .map_err(db)?
+                    .get(0);
+                if found != 0 {
+                    return Err(unverified(format!(
+                        "{found} rows of the subject still found by the plan"
+                    )));
+                }
+                Ok(())
+            }
+            EraseAction::Mask => {
+                let params: [&(dyn ToSql + Sync); 2] = [&self.value, &self.cfg.erasure.redaction];
+                let mut masked_as_told = Vec::new();
+                for (column, method) in &step.masks {
+                    let c = format!("t0.{}", quote_ident(column));
+                    masked_as_told.push(match method {
+                        MaskMethod::Null => format!("{c} IS NULL"),
+                        MaskMethod::Redact => format!("{c}::text IS NOT DISTINCT FROM $2"),
+                        // A token is 32 hex digits; NULL stays NULL.
+                        MaskMethod::Pseudonym => {
+                            format!("({c} IS NULL OR {c}::text ~ '^[0-9a-f]{{32}}$')")
+                        }
+                    });
+                }
+                let holds_identity: Vec<String> = step
+                    .planned
+                    .table
+                    .columns
+                    .iter()
+                    .filter(|c| is_text_type(&c.typname))
+                    .map(|c| format!("t0.{}::text = $1", quote_ident(&c.name)))
+                    .collect();
+                let mut bad = vec![format!("NOT ({})", masked_as_told.join(" AND "))];
+                bad.extend(holds_identity);
+                let sql = format!(
+                    "SELECT count(*) FROM {quoted} AS t0 \
+                     WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {})) AND (({}) IS NOT FALSE)",
+                    masked(i),
+                    bad.join(" OR ")
+                );
+                let wrong: i64 = txn.query_one(&sql, &params).await.map_err(db)?.get(0);
+                if wrong != 0 {
+                    return Err(unverified(format!(
+                        "{wrong} kept rows with an unmasked value or a value equal to the identity"
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Every foreign key of the database that points at a table of this erasure.
+    async fn foreign_keys(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+    ) -> Result<Vec<ForeignKey>, ExtractError> {
+        let rows = txn
+            .query(
+                "SELECT con.conname::text, cn.nspname::text, cc.relname::text, \
+                        pn.nspname::text, pc.relname::text, con.confdeltype::text \
+                 FROM pg_catalog.pg_constraint con \
+                 JOIN pg_catalog.pg_class cc ON cc.oid = con.conrelid \
+                 JOIN pg_catalog.pg_namespace cn ON cn.oid = cc.relnamespace \
+                 JOIN pg_catalog.pg_class pc ON pc.oid = con.confrelid \
+                 JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace \
+                 WHERE con.contype = 'f'",
+                &[],
+            )
+            .await
+            .map_err(|e| self.db(&e, None))?;
+        let display = |schema: String, table: String| {
+            crate::config::QualifiedName { schema, table }.display_name()
+        };
+        let keys = rows
+            .into_iter()
+            .map(|r| ForeignKey {
+                constraint: r.get(0),
+                child: display(r.get(1), r.get(2)),
+                parent: display(r.get(3), r.get(4)),
+                on_delete: r.get::<_, String>(5).chars().next().unwrap_or('a'),
+            })
+            .filter(|k| {
+                self.steps
+                    .iter()
+                    .any(|s| s.planned.table.display == k.parent)
+            })
+            .collect();
+        Ok(keys)
+    }
+
+    /// A database error of this erasure: an integrity or data error names what it broke (a
+    /// constraint, a column's limits) without the values PostgreSQL's message may quote.
+    fn db(&self, error: &tokio_postgres::Error, table: Option<&str>) -> ExtractError {
+        if let Some(db) = error.as_db_error() {
+            let code = db.code().code();
+            if code.starts_with("23") || code.starts_with("22") {
+                let what = match (db.constraint(), db.column()) {
+                    (Some(constraint), _) => format!("constraint '{constraint}'"),
+                    (None, Some(column)) => format!("the limits of column '{column}'"),
+                    (None, None) => "a constraint or a column's limits".to_owned(),
+                };
+                return ErasureRefusal::Constraint {
+                    table: db
+                        .table()
+                        .map(str::to_owned)
+                        .or(table.map(str::to_owned))
+                        .unwrap_or_default(),
+                    what,
+                    code: code.to_owned(),
+                }
+                .into();
+            }
+        }
+        ExtractError::from(DbError::from_pg(&self.cfg.name, error))
+    }
+
+    /// The receipt of what was done, in the order it was done, without its digest.
+    fn receipt(&self, done: &[Done], attempts: u32) -> pb::ErasureReceipt {
+        let mut counted = vec![0u64; self.steps.len()];
+        for d in done {
+            counted[d.step] = d.rows;
+        }
+        let tables: Vec<pb::TableErasure> = done
+            .iter()
+            .map(|d| {
+                let step = &self.steps[d.step];
+                pb::TableErasure {
+                    table: step.planned.table.display.clone(),
+                    action: match step.action {
+                        EraseAction::Delete => pb::ErasureAction::Delete,
+                        EraseAction::Mask => pb::ErasureAction::Mask,
+                        EraseAction::Retain => pb::ErasureAction::Retain,
+                    } as i32,
+                    rows: d.rows,
+                    masked_columns: step
+                        .masks
+                        .iter()
+                        .map(|(c, m)| format!("{c}:{}", m.name()))
+                        .collect(),
+                    retained_columns: step
+                        .retained
+                        .iter()
+                        .map(|(c, why)| format!("{c}: {why}"))
+                        .collect(),
+                    retain_reason: step.reason.clone(),
+                    reached_via: step.planned.reached_via.clone(),
+                    verified: true,
+                }
+            })
+            .collect();
+        let sum = |action: pb::ErasureAction| {
+            tables
+                .iter()
+                .filter(|t| t.action == action as i32)
+                .map(|t| t.rows)
+                .sum()
+        };
+        pb::ErasureReceipt {
+            erasure_id: self.erasure_id.clone(),
+            subject_id: self.subject_id.clone(),
+            source: self.cfg.name.clone(),
+            request_id: self.params.request_id.clone(),
+            compliance_tag: (!self.params.compliance_tag.is_empty())
+                .then(|| self.params.compliance_tag.clone()),
+            dry_run: self.params.dry_run,
+            rows_deleted: sum(pb::ErasureAction::Delete),
+            rows_masked: sum(pb::ErasureAction::Mask),
+            rows_retained: sum(pb::ErasureAction::Retain),
+            tables,
+            preview_digest: preview_digest(&self.cfg.name, &self.subject_id, &self.steps, &counted),
+            committed_at: None,
+            attempts,
+            receipt_sha256: String::new(),
+        }
+    }
+
+    /// Seals the receipt with its digest.
+    fn finish(&self, receipt: &mut pb::ErasureReceipt) {
+        receipt.receipt_sha256.clear();
+        receipt.receipt_sha256 = hex::encode(Sha256::digest(receipt.encode_to_vec()));
+    }
+
+    fn entry_for(&self, receipt: &pb::ErasureReceipt, outcome: &str, began: SystemTime) -> Entry {
+        Entry {
+            outcome: outcome.to_owned(),
+            status: "OK".to_owned(),
+            snapshot_at: chrono::DateTime::<chrono::Utc>::from(began)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            tables: receipt
+                .tables
+                .iter()
+                .map(|t| TableEntry {
+                    table: t.table.clone(),
+                    rows: t.rows,
+                    verified: t.verified,
+                    action: match pb::ErasureAction::try_from(t.action) {
+                        Ok(pb::ErasureAction::Delete) => "delete",
+                        Ok(pb::ErasureAction::Mask) => "mask",
+                        Ok(pb::ErasureAction::Retain) => "retain",
+                        _ => "",
+                    }
+                    .to_owned(),
+                    reason: t.retain_reason.clone(),
+                })
+                .collect(),
+            row_count: receipt.rows_deleted + receipt.rows_masked,
+            manifest_sha256: receipt.receipt_sha256.clone(),
+            ..self.entry.clone()
+        }
+    }
+
+    async fn record_done(
+        &self,
+        receipt: &pb::ErasureReceipt,
+        outcome: &str,
+        began: SystemTime,
+    ) -> Result<(), ExtractError> {
+        self.engine
+            .records
+            .record(
+                &self.engine.metrics,
+                self.entry_for(receipt, outcome, began),
+            )
+            .await
+            .map_err(ExtractError::from)
+    }
+}
+
+/// The temporary table of the captured row ids of step `i`.
+fn captured(i: usize) -> String {
+    format!("pg_temp.dsr_erase_{i}")
+}
+
+/// The temporary table of the masked rows' new row ids of step `i`.
+fn masked(i: usize) -> String {
+    format!("pg_temp.dsr_masked_{i}")
+}
+
+/// The digest of what an erasure counted: per table in plan order, its action and rows.
+fn preview_digest(source: &str, subject_id: &str, steps: &[Step], counted: &[u64]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"dsr-erase-preview-v1\n");
+    hash.update(format!("{source}\n{subject_id}\n"));
+    for (step, rows) in steps.iter().zip(counted) {
+        hash.update(format!(
+            "{}\t{}\t{rows}\n",
+            step.planned.table.display,
+            step.action.name()
+        ));
+    }
+    hex::encode(hash.finalize())
+}
+
+/// A keyed pseudonym of a value: the first 128 bits of HMAC-SHA256(key, value), as 32 hex
+/// digits. The same value masks to the same token under one key.
+fn pseudonym(key: &[u8], value: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(value.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
