@@ -770,3 +770,41 @@ async fn a_row_added_for_the_subject_mid_erasure_is_erased_too_or_nothing_is() {
     assert_eq!(left, 0, "a row of the subject survived a committed erasure");
     server.stop().await.unwrap();
 }
+
+/// A row lock held longer than the erasure's lock_timeout: each attempt gives up at the
+/// timeout and is tried again within the deadline; when the lock is still held, the call ends
+/// UNAVAILABLE (retryable) and nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_past_the_lock_timeout_is_retried_then_unavailable_with_nothing_changed() {
+    let db = database("erase_locked").await;
+    let before = rows(&db).await;
+    let server = TestServer::start(config_for("erase_locked", |text| {
+        text.replace(
+            "identity_kinds = [\"email\", \"customer_id\"]",
+            "identity_kinds = [\"email\", \"customer_id\"]\n\
+             retry = { attempts = 2, min_delay = \"50ms\", max_delay = \"100ms\" }\n\
+             erasure = { require_preview = false, lock_timeout = \"300ms\" }",
+        )
+    }))
+    .await;
+    let holder = demo::connect(cluster(), "erase_locked").await.unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT * FROM customers WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let mut client = server.client().await;
+    let locked = erase(&mut client, erase_request(ALICE, false, ""))
+        .await
+        .unwrap_err();
+    println!("{:?}: {}", locked.code(), locked.message());
+    assert_eq!(locked.code(), Code::Unavailable, "{locked:?}");
+    assert!(locked.message().contains("lock"), "{locked:?}");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(rows(&db).await, before, "a timed-out erasure changed data");
+    // Once the lock is gone, the same erasure goes through.
+    let (_, receipt) = erase(&mut client, erase_request(ALICE, false, ""))
+        .await
+        .unwrap();
+    assert_eq!(table(&receipt, "customers").rows, 1);
+    server.stop().await.unwrap();
+}

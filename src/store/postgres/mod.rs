@@ -147,7 +147,8 @@ pub enum QueryFailure {
     Connection,
     /// Insufficient resources (class 53). Transient, and the source's own failure.
     Resources,
-    /// A serialization failure or deadlock. Transient, and not the source's failure.
+    /// A serialization failure, a deadlock, or a lock not granted within `lock_timeout`
+    /// (55P03). Transient, and not the source's failure.
     Serialization,
     /// The statement was cancelled (57014): by its statement timeout, or by someone else.
     Cancelled,
@@ -177,6 +178,7 @@ impl QueryFailure {
         } else if [
             SqlState::T_R_SERIALIZATION_FAILURE,
             SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::LOCK_NOT_AVAILABLE,
         ]
         .contains(code)
         {
