@@ -358,6 +358,22 @@ async fn a_shared_address_an_undeclared_cascade_and_a_table_without_policy_are_r
         cascade.message().contains("wishlists") && cascade.message().contains("ON DELETE CASCADE"),
         "{cascade:?}"
     );
+    // Validate reports the cascade before anyone asks to erase.
+    let gate = support::validate(
+        &mut client,
+        dsr_connector::pb::ValidateRequest {
+            source: "demo".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let customers = gate.table("customers").warnings.join("\n");
+    assert!(
+        customers.contains("table 'wishlists' references 'customers' with ON DELETE CASCADE"),
+        "{}",
+        gate.text
+    );
     server.stop().await.unwrap();
 
     // A reached table without a policy.

@@ -166,6 +166,7 @@ pub async fn check_schema(
         tables.push(table);
     }
     check_reference_types(&tables, &mut reports);
+    check_cascades(source, client, &mut reports).await?;
 
     let map = if reports.iter().all(|r| r.problems.is_empty()) {
         let tables: Vec<Arc<MappedTable>> = tables.into_iter().flatten().map(Arc::new).collect();
@@ -181,6 +182,81 @@ pub async fn check_schema(
         tables: reports,
         map,
     })
+}
+
+/// Every foreign key of the database: constraint, referencing (child) schema and table,
+/// referenced (parent) schema and table, and `confdeltype` (`a` no action, `r` restrict, `c`
+/// cascade, `n` set null, `d` set default).
+pub(crate) const FOREIGN_KEYS_SQL: &str = "\
+SELECT con.conname::text, cn.nspname::text, cc.relname::text, \
+       pn.nspname::text, pc.relname::text, con.confdeltype::text \
+FROM pg_catalog.pg_constraint con \
+JOIN pg_catalog.pg_class cc ON cc.oid = con.conrelid \
+JOIN pg_catalog.pg_namespace cn ON cn.oid = cc.relnamespace \
+JOIN pg_catalog.pg_class pc ON pc.oid = con.confrelid \
+JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace \
+WHERE con.contype = 'f'";
+
+/// Warns, before anyone asks to erase, about a foreign key from a table outside the data map
+/// that would act on its rows (`ON DELETE CASCADE`, `SET NULL`, `SET DEFAULT`) when a table
+/// whose policy is `delete` loses a subject's rows: `Erase` refuses such a cascade.
+async fn check_cascades(
+    source: &SourceConfig,
+    client: &impl GenericClient,
+    reports: &mut [TableReport],
+) -> Result<(), PlanError> {
+    use crate::config::erasure::EraseAction;
+    let deleted: Vec<String> = source
+        .tables
+        .iter()
+        .filter(|t| {
+            t.erase
+                .as_ref()
+                .is_some_and(|e| e.action == EraseAction::Delete)
+        })
+        .filter_map(|t| QualifiedName::parse(&t.name).map(|q| q.display_name()))
+        .collect();
+    if deleted.is_empty() {
+        return Ok(());
+    }
+    let mapped: Vec<String> = source
+        .tables
+        .iter()
+        .filter_map(|t| QualifiedName::parse(&t.name).map(|q| q.display_name()))
+        .collect();
+    let rows = client
+        .query(FOREIGN_KEYS_SQL, &[])
+        .await
+        .map_err(|e| catalog_error(source, &e))?;
+    for row in rows {
+        let child = QualifiedName {
+            schema: row.get(1),
+            table: row.get(2),
+        }
+        .display_name();
+        let parent = QualifiedName {
+            schema: row.get(3),
+            table: row.get(4),
+        }
+        .display_name();
+        let rule = match row.get::<_, String>(5).as_str() {
+            "c" => "ON DELETE CASCADE",
+            "n" => "ON DELETE SET NULL",
+            "d" => "ON DELETE SET DEFAULT",
+            _ => continue,
+        };
+        if deleted.contains(&parent) && !mapped.contains(&child) {
+            let constraint: String = row.get(0);
+            if let Some(report) = reports.iter_mut().find(|r| r.table == parent) {
+                report.warnings.push(format!(
+                    "table '{child}' references '{parent}' with {rule} (constraint \
+                     '{constraint}'), and the data map does not name '{child}': Erase refuses \
+                     any subject with rows here until '{child}' is mapped with an erase policy"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The catalog statements of one gate run, prepared once.

@@ -16,6 +16,7 @@
 
 pub mod cache;
 mod gate;
+pub(crate) use gate::FOREIGN_KEYS_SQL;
 mod plan;
 
 pub use gate::{SchemaReport, TableReport, category_fits_type, check_schema};

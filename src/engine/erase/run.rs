@@ -526,17 +526,7 @@ impl Run<'_> {
         txn: &tokio_postgres::Transaction<'_>,
     ) -> Result<Vec<ForeignKey>, ExtractError> {
         let rows = txn
-            .query(
-                "SELECT con.conname::text, cn.nspname::text, cc.relname::text, \
-                        pn.nspname::text, pc.relname::text, con.confdeltype::text \
-                 FROM pg_catalog.pg_constraint con \
-                 JOIN pg_catalog.pg_class cc ON cc.oid = con.conrelid \
-                 JOIN pg_catalog.pg_namespace cn ON cn.oid = cc.relnamespace \
-                 JOIN pg_catalog.pg_class pc ON pc.oid = con.confrelid \
-                 JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace \
-                 WHERE con.contype = 'f'",
-                &[],
-            )
+            .query(crate::schema::FOREIGN_KEYS_SQL, &[])
             .await
             .map_err(|e| self.db(&e, None))?;
         let display = |schema: String, table: String| {
