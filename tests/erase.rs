@@ -824,3 +824,65 @@ async fn a_lock_held_past_the_lock_timeout_is_retried_then_unavailable_with_noth
     assert_eq!(table(&receipt, "customers").rows, 1);
     server.stop().await.unwrap();
 }
+
+/// A failed erasure is a dead letter with its category, naming the table and never a value:
+/// the erasure is still owed. A caller's own mistake (no preview) is not, and neither is a
+/// failed preview, which is a question.
+#[tokio::test]
+async fn a_failed_erasure_is_a_dead_letter_and_a_callers_mistake_is_not() {
+    database("erase_letters").await;
+    let dir = tempfile::tempdir().unwrap();
+    let letters = dir.path().join("dead-letters.jsonl");
+    let with_letters = |text: String| {
+        format!(
+            "{text}\n[server.dead_letters]\npath = {:?}\n",
+            letters.display().to_string()
+        )
+    };
+    let server = TestServer::start(config_for("erase_letters", with_letters)).await;
+    let mut client = server.client().await;
+    let no_preview = erase(&mut client, erase_request(ALICE, false, ""))
+        .await
+        .unwrap_err();
+    assert!(
+        no_preview.message().contains("requires a preview"),
+        "{no_preview:?}"
+    );
+    server.stop().await.unwrap();
+
+    // The customers table loses its policy: the preview and the erasure both fail.
+    let server = TestServer::start(config_for("erase_letters", |text| {
+        with_letters(text.replacen("erase = { action = \"delete\" }\n", "", 1))
+    }))
+    .await;
+    let mut client = server.client().await;
+    for dry_run in [true, false] {
+        let failed = erase(&mut client, erase_request(ALICE, dry_run, ""))
+            .await
+            .unwrap_err();
+        assert!(failed.message().contains("no erase policy"), "{failed:?}");
+    }
+    server.stop().await.unwrap();
+
+    let text = std::fs::read_to_string(&letters).unwrap_or_default();
+    assert!(!text.contains(ALICE), "{text}");
+    let written: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        written.len(),
+        1,
+        "one letter, for the erasure itself: {text}"
+    );
+    assert_eq!(written[0]["rpc"], "Erase");
+    assert_eq!(written[0]["category"], "schema_drift");
+    assert_eq!(written[0]["rule"], "erasure_policy_missing");
+    assert!(
+        written[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("'customers'"),
+        "{text}"
+    );
+}
