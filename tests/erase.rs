@@ -468,9 +468,10 @@ async fn a_pseudonym_masks_one_value_to_one_token_under_the_key() {
     let db = database("erase_pseudonym").await;
     let config = {
         let text = demo::config_toml(cluster(), "erase_pseudonym", "127.0.0.1:0".parse().unwrap())
+            // Pseudonyms only, no redaction: the verification binds no redaction text.
             .replace(
-                "requester_email = \"redact\"",
-                "requester_email = \"pseudonym\"",
+                "requester_email = \"redact\", subject = \"redact\", body = \"redact\"",
+                "requester_email = \"pseudonym\", subject = \"pseudonym\", body = \"pseudonym\"",
             )
             .replace(
                 "identity_kinds = [\"email\", \"customer_id\"]",

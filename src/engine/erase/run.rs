@@ -8,7 +8,7 @@ use prost::Message;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tracing::Instrument;
 
 use super::policy::{self, ForeignKey, Step};
@@ -509,7 +509,13 @@ impl Run<'_> {
                     masked(i),
                     bad.join(" OR ")
                 );
-                let wrong: i64 = txn.query_one(&sql, &params).await.map_err(db)?.get(0);
+                // Both parameters are declared: a table may use neither the identity (no text
+                // column) nor the redaction (no redact mask).
+                let statement = txn
+                    .prepare_typed(&sql, &[Type::TEXT, Type::TEXT])
+                    .await
+                    .map_err(db)?;
+                let wrong: i64 = txn.query_one(&statement, &params).await.map_err(db)?.get(0);
                 if wrong != 0 {
                     return Err(unverified(format!(
                         "{wrong} kept rows with an unmasked value or a value equal to the identity"
