@@ -40,7 +40,7 @@ use crate::records::Records;
 use crate::resilience::admission::SourceSlots;
 use crate::resilience::breaker::{Breaker, State};
 use crate::schema::cache::SchemaCache;
-use crate::schema::{DataMap, PlanError};
+use crate::schema::{DataMap, Plan, PlanError};
 use crate::store::postgres::SourcePool;
 use crate::subject::normalize::Normalizer;
 
@@ -52,6 +52,28 @@ struct Limits {
     max_batch_bytes: usize,
     stream_buffer: usize,
     stall_timeout: Duration,
+}
+
+/// The identity's direct matches in each table it reaches directly, read from a row of the
+/// plan's `identity_rows_sql`, each with whether one row there is one person.
+pub(crate) fn identity_rows(plan: &Plan, row: &tokio_postgres::Row) -> Vec<(String, u64, bool)> {
+    plan.identity_tables
+        .iter()
+        .enumerate()
+        .map(|(i, (table, guarded))| (table.clone(), row.get::<_, i64>(i).max(0) as u64, *guarded))
+        .collect()
+}
+
+/// The refusal for the first table where one row is one person that the identity matched
+/// more than `max` times, if any.
+pub(crate) fn shared_identity(rows: &[(String, u64, bool)], max: u64) -> Option<ExtractError> {
+    rows.iter()
+        .find(|(_, n, guarded)| *guarded && *n > max)
+        .map(|(table, n, _)| ExtractError::SharedIdentity {
+            table: table.clone(),
+            rows: *n,
+            max,
+        })
 }
 
 /// One source: its pool and its data map, with the time the schema gate last passed.

@@ -346,6 +346,17 @@ impl DataMap {
 }
 
 impl Plan {
+    /// Whether each table the identity reaches directly is in this plan and reached by its
+    /// identity columns alone, so that the table's own COUNT(*) is the identity's direct rows
+    /// and `identity_rows_sql` need not run.
+    pub fn identity_rows_from_counts(&self) -> bool {
+        self.identity_tables.iter().all(|(name, _)| {
+            self.tables
+                .iter()
+                .any(|t| &t.table.display == name && t.identity_branches == t.branches.len())
+        })
+    }
+
     /// Fills in the tables the identity reaches directly, and the query that counts its rows
     /// in each.
     fn guard_identity(&mut self, source: &SourceConfig) {

@@ -57,6 +57,7 @@ struct Run<'a> {
     subject_id: String,
     erasure_id: String,
     entry: Entry,
+    plan: std::sync::Arc<crate::schema::Plan>,
     steps: Vec<Step>,
     /// Every mapped table of the source, as callers see their names.
     mapped: Vec<String>,
@@ -144,6 +145,7 @@ impl Engine {
             subject_id,
             erasure_id,
             entry,
+            plan,
             steps,
             mapped: map.tables.iter().map(|t| t.display.clone()).collect(),
         };

@@ -18,8 +18,6 @@ pub(super) struct Step {
     pub retained: Vec<(String, String)>,
     /// For `retain`: why the rows are kept.
     pub reason: String,
-    /// Whether one row of this table is one person, so that `max_identity_rows` guards it.
-    pub guarded: bool,
 }
 
 impl Step {
@@ -55,8 +53,6 @@ pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, Era
                 masks: Vec::new(),
                 retained: Vec::new(),
                 reason: policy.reason.clone().unwrap_or_default(),
-                guarded: planned.identity_branches > 0
-                    && source.one_row_per_person(&planned.table.name),
             };
             for (column, how) in &policy.mask {
                 match how {

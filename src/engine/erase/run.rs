@@ -194,8 +194,8 @@ impl Run<'_> {
                 .execute(&format!("INSERT INTO {captured} {select}"), &[&self.value])
                 .await
                 .map_err(|e| self.db(&e, Some(table)))?;
-            self.check_identity_rows(txn, step).await?;
         }
+        self.check_identity_rows(txn).await?;
 
         let digest = preview_digest(&self.cfg.name, &self.subject_id, &self.steps, &counted);
         if !self.params.dry_run
@@ -268,40 +268,24 @@ impl Run<'_> {
         Ok(done)
     }
 
-    /// Refuses an identity that matches more rows than `max_identity_rows` in a table it
-    /// reaches directly.
+    /// Refuses an identity that matches more rows than `max_identity_rows` in a table where
+    /// one row is one person: the plan's one count of the identity's direct rows.
     async fn check_identity_rows(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
-        step: &Step,
     ) -> Result<(), ExtractError> {
-        let direct = &step.planned.branches[..step.planned.identity_branches];
-        if !step.guarded || direct.is_empty() {
+        let Some(sql) = &self.plan.identity_rows_sql else {
             return Ok(());
-        }
-        let table = step.planned.table.display.as_str();
-        let count = format!(
-            "SELECT {}",
-            direct
-                .iter()
-                .map(|w| format!("(SELECT count(*) FROM {} WHERE {w})", step.planned.from))
-                .collect::<Vec<_>>()
-                .join(" + ")
-        );
-        let rows: i64 = txn
-            .query_one(&count, &[&self.value])
+        };
+        let row = txn
+            .query_one(sql, &[&self.value])
             .await
-            .map_err(|e| self.db(&e, Some(table)))?
-            .get(0);
-        let max = self.cfg.max_identity_rows;
-        if rows as u64 > max {
-            return Err(ExtractError::SharedIdentity {
-                table: table.to_owned(),
-                rows: rows as u64,
-                max,
-            });
+            .map_err(|e| self.db(&e, None))?;
+        let rows = crate::engine::identity_rows(&self.plan, &row);
+        match crate::engine::shared_identity(&rows, self.cfg.max_identity_rows) {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn delete(

@@ -130,25 +130,12 @@ impl Job {
             .await
             .map_err(db)?;
         let row = txn.query_one(&statement, &[&value]).await.map_err(db)?;
-        let rows: Vec<(String, u64, bool)> = self
-            .plan
-            .identity_tables
-            .iter()
-            .enumerate()
-            .map(|(i, (table, guarded))| {
-                (table.clone(), row.get::<_, i64>(i).max(0) as u64, *guarded)
-            })
-            .collect();
+        let rows = crate::engine::identity_rows(&self.plan, &row);
         if self.reading.shared_identity == crate::config::SharedIdentityPolicy::Refuse
-            && let Some((table, n, _)) = rows
-                .iter()
-                .find(|(_, n, guarded)| *guarded && *n > self.reading.max_identity_rows)
+            && let Some(refusal) =
+                crate::engine::shared_identity(&rows, self.reading.max_identity_rows)
         {
-            return Err(ExtractError::SharedIdentity {
-                table: table.clone(),
-                rows: *n,
-                max: self.reading.max_identity_rows,
-            });
+            return Err(refusal);
         }
         Ok(rows)
     }
@@ -295,10 +282,16 @@ impl Job {
                 });
             }
         }
-        let mut found = Found {
-            identity_rows: self.identity_rows(&txn, statements, value).await?,
-            ..Found::default()
-        };
+        // The identity's direct rows per table: counted up front when they must be checked
+        // before any row is read (or cannot be had otherwise), else taken from each table's
+        // own COUNT(*), which costs no round trip.
+        let from_counts = self.reading.shared_identity
+            == crate::config::SharedIdentityPolicy::Report
+            && self.plan.identity_rows_from_counts();
+        let mut found = Found::default();
+        if !from_counts {
+            found.identity_rows = self.identity_rows(&txn, statements, value).await?;
+        }
         let mut counts = Vec::with_capacity(self.plan.tables.len());
         for table in &self.plan.tables {
             let query = tracing::info_span!(
@@ -343,6 +336,17 @@ impl Job {
                     streamed: read,
                     counted,
                 });
+            }
+            if from_counts
+                && let Some((name, guarded)) = self
+                    .plan
+                    .identity_tables
+                    .iter()
+                    .find(|(name, _)| *name == table.table.display)
+            {
+                found
+                    .identity_rows
+                    .push((name.clone(), counted as u64, *guarded));
             }
             progress.rows += outcome.streamed;
             progress.tables += 1;
