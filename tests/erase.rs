@@ -44,6 +44,34 @@ fn config_for(name: &str, edit: impl Fn(String) -> String) -> dsr_connector::con
     demo::config(cluster(), &edit(text), SUBJECT_KEY).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `text` with source settings added after its identity kinds (keys of the `[[sources]]`
+/// entry, before its tables).
+fn with_source_settings(text: &str, settings: &str) -> String {
+    const KINDS: &str = "identity_kinds = [\"email\", \"customer_id\"]";
+    text.replace(KINDS, &format!("{KINDS}\n{settings}"))
+}
+
+/// Settings for an erasure that waits on row locks: no preview, a long lock timeout, and the
+/// sessions named `app`.
+fn waiting_erasure(app: &str) -> String {
+    format!(
+        "application_name = \"{app}\"\n\
+         erasure = {{ require_preview = false, lock_timeout = \"60s\" }}"
+    )
+}
+
+/// Whether a session of `app` is running a DELETE (waiting on a lock, in these tests), polled a
+/// bounded number of times.
+async fn deleting(db: &tokio_postgres::Client, app: &str) -> bool {
+    support::eventually(100, || async {
+        support::service_sessions(db, app)
+            .await
+            .iter()
+            .any(|(state, query)| state == "active" && query.starts_with("DELETE"))
+    })
+    .await
+}
+
 fn erase_request(value: &str, dry_run: bool, digest: &str) -> EraseRequest {
     EraseRequest {
         source: "demo".into(),
@@ -467,17 +495,15 @@ async fn an_extract_only_caller_cannot_erase() {
 async fn a_pseudonym_masks_one_value_to_one_token_under_the_key() {
     let db = database("erase_pseudonym").await;
     let config = {
-        let text = demo::config_toml(cluster(), "erase_pseudonym", "127.0.0.1:0".parse().unwrap())
-            // Pseudonyms only, no redaction: the verification binds no redaction text.
-            .replace(
-                "requester_email = \"redact\", subject = \"redact\", body = \"redact\"",
-                "requester_email = \"pseudonym\", subject = \"pseudonym\", body = \"pseudonym\"",
-            )
-            .replace(
-                "identity_kinds = [\"email\", \"customer_id\"]",
-                "identity_kinds = [\"email\", \"customer_id\"]\n\
-                 erasure = { require_preview = false, pseudonym_key_env = \"PSEUDONYM_KEY\" }",
-            );
+        let text = with_source_settings(
+            &demo::config_toml(cluster(), "erase_pseudonym", "127.0.0.1:0".parse().unwrap()),
+            "erasure = { require_preview = false, pseudonym_key_env = \"PSEUDONYM_KEY\" }",
+        )
+        // Pseudonyms only, no redaction: the verification binds no redaction text.
+        .replace(
+            "requester_email = \"redact\", subject = \"redact\", body = \"redact\"",
+            "requester_email = \"pseudonym\", subject = \"pseudonym\", body = \"pseudonym\"",
+        );
         dsr_connector::config::Config::from_toml_str(&text, |var| match var {
             demo::PASSWORD_ENV => Some(cluster().password().to_owned()),
             "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
@@ -520,12 +546,7 @@ async fn a_client_that_goes_away_mid_erasure_leaves_the_data_as_it_was() {
     let db = database("erase_cancel").await;
     let before = rows(&db).await;
     let server = TestServer::start(config_for("erase_cancel", |text| {
-        text.replace(
-            "identity_kinds = [\"email\", \"customer_id\"]",
-            "identity_kinds = [\"email\", \"customer_id\"]\n\
-             application_name = \"erase-cancel\"\n\
-             erasure = { require_preview = false, lock_timeout = \"60s\" }",
-        )
+        with_source_settings(&text, &waiting_erasure("erase-cancel"))
     }))
     .await;
     // Another session holds alice's customer row: the erasure's DELETE waits for it.
@@ -537,13 +558,7 @@ async fn a_client_that_goes_away_mid_erasure_leaves_the_data_as_it_was() {
     let mut client = server.client().await;
     let call =
         tokio::spawn(async move { erase(&mut client, erase_request(ALICE, false, "")).await });
-    let waiting = support::eventually(100, || async {
-        support::service_sessions(&db, "erase-cancel")
-            .await
-            .iter()
-            .any(|(state, query)| state == "active" && query.starts_with("DELETE"))
-    })
-    .await;
+    let waiting = deleting(&db, "erase-cancel").await;
     assert!(waiting, "the erasure never waited on the lock");
     call.abort();
     // The erasure stops and its statement is cancelled on the server.
@@ -564,12 +579,7 @@ async fn a_client_that_goes_away_mid_erasure_leaves_the_data_as_it_was() {
 async fn a_concurrent_writer_makes_the_erasure_run_again_never_half_done() {
     let db = database("erase_race").await;
     let server = TestServer::start(config_for("erase_race", |text| {
-        text.replace(
-            "identity_kinds = [\"email\", \"customer_id\"]",
-            "identity_kinds = [\"email\", \"customer_id\"]\n\
-             application_name = \"erase-race\"\n\
-             erasure = { require_preview = false, lock_timeout = \"60s\" }",
-        )
+        with_source_settings(&text, &waiting_erasure("erase-race"))
     }))
     .await;
     // A writer changes one of alice's orders and holds it; the erasure, whose snapshot is
@@ -582,13 +592,7 @@ async fn a_concurrent_writer_makes_the_erasure_run_again_never_half_done() {
     let mut client = server.client().await;
     let call =
         tokio::spawn(async move { erase(&mut client, erase_request(ALICE, false, "")).await });
-    let waiting = support::eventually(100, || async {
-        support::service_sessions(&db, "erase-race")
-            .await
-            .iter()
-            .any(|(state, query)| state == "active" && query.starts_with("DELETE"))
-    })
-    .await;
+    let waiting = deleting(&db, "erase-race").await;
     assert!(waiting, "the erasure never waited on the writer");
     writer.batch_execute("COMMIT").await.unwrap();
     let (_, receipt) = call.await.unwrap().unwrap();
@@ -612,11 +616,9 @@ async fn a_concurrent_writer_makes_the_erasure_run_again_never_half_done() {
 async fn a_server_killed_mid_erasure_leaves_the_data_as_it_was() {
     let db = database("erase_kill").await;
     let before = rows(&db).await;
-    let text = demo::config_toml(cluster(), "erase_kill", "127.0.0.1:0".parse().unwrap()).replace(
-        "identity_kinds = [\"email\", \"customer_id\"]",
-        "identity_kinds = [\"email\", \"customer_id\"]\n\
-         application_name = \"erase-kill\"\n\
-         erasure = { require_preview = false, lock_timeout = \"60s\" }",
+    let text = with_source_settings(
+        &demo::config_toml(cluster(), "erase_kill", "127.0.0.1:0".parse().unwrap()),
+        &waiting_erasure("erase-kill"),
     );
     let server = support::ServeProcess::start_with(&text, &[]).await;
     let holder = demo::connect(cluster(), "erase_kill").await.unwrap();
@@ -627,13 +629,7 @@ async fn a_server_killed_mid_erasure_leaves_the_data_as_it_was() {
     let mut client = server.client().await;
     let call =
         tokio::spawn(async move { erase(&mut client, erase_request(ALICE, false, "")).await });
-    let waiting = support::eventually(100, || async {
-        support::service_sessions(&db, "erase-kill")
-            .await
-            .iter()
-            .any(|(state, query)| state == "active" && query.starts_with("DELETE"))
-    })
-    .await;
+    let waiting = deleting(&db, "erase-kill").await;
     assert!(waiting, "the erasure never waited on the lock");
     // Earlier tables' rows are deleted inside the open transaction; the server dies.
     let pid = server.pid();
@@ -703,10 +699,7 @@ async fn a_shared_address_is_reported_by_extract_refused_on_request_and_warned_b
     server.stop().await.unwrap();
 
     let server = TestServer::start(config_for("extract_shared", |text| {
-        text.replace(
-            "identity_kinds = [\"email\", \"customer_id\"]",
-            "identity_kinds = [\"email\", \"customer_id\"]\nshared_identity = \"refuse\"",
-        )
+        with_source_settings(&text, "shared_identity = \"refuse\"")
     }))
     .await;
     let mut client = server.client().await;
@@ -736,12 +729,7 @@ async fn a_shared_address_is_reported_by_extract_refused_on_request_and_warned_b
 async fn a_row_added_for_the_subject_mid_erasure_is_erased_too_or_nothing_is() {
     let db = database("erase_insert").await;
     let server = TestServer::start(config_for("erase_insert", |text| {
-        text.replace(
-            "identity_kinds = [\"email\", \"customer_id\"]",
-            "identity_kinds = [\"email\", \"customer_id\"]\n\
-             application_name = \"erase-insert\"\n\
-             erasure = { require_preview = false, lock_timeout = \"60s\" }",
-        )
+        with_source_settings(&text, &waiting_erasure("erase-insert"))
     }))
     .await;
     // Someone holds one of alice's events: the erasure waits there, after its snapshot.
@@ -753,13 +741,7 @@ async fn a_row_added_for_the_subject_mid_erasure_is_erased_too_or_nothing_is() {
     let mut client = server.client().await;
     let call =
         tokio::spawn(async move { erase(&mut client, erase_request(ALICE, false, "")).await });
-    let waiting = support::eventually(100, || async {
-        support::service_sessions(&db, "erase-insert")
-            .await
-            .iter()
-            .any(|(state, query)| state == "active" && query.starts_with("DELETE"))
-    })
-    .await;
+    let waiting = deleting(&db, "erase-insert").await;
     assert!(waiting, "the erasure never waited on the held event");
     db.batch_execute("INSERT INTO orders VALUES (199, 1, now(), 'new', 1.00, 'A new address 1')")
         .await
@@ -796,10 +778,9 @@ async fn a_lock_held_past_the_lock_timeout_is_retried_then_unavailable_with_noth
     let db = database("erase_locked").await;
     let before = rows(&db).await;
     let server = TestServer::start(config_for("erase_locked", |text| {
-        text.replace(
-            "identity_kinds = [\"email\", \"customer_id\"]",
-            "identity_kinds = [\"email\", \"customer_id\"]\n\
-             retry = { attempts = 2, min_delay = \"50ms\", max_delay = \"100ms\" }\n\
+        with_source_settings(
+            &text,
+            "retry = { attempts = 2, min_delay = \"50ms\", max_delay = \"100ms\" }\n\
              erasure = { require_preview = false, lock_timeout = \"300ms\" }",
         )
     }))

@@ -4,7 +4,6 @@
 //! changed in between are not erased unseen). `--yes` skips the question, for scripts.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -16,34 +15,9 @@ use crate::pb::{self, erase_response::Event};
 /// Arguments of `dsr-connector erase`. Not `Debug`: it holds the identity value.
 #[derive(clap::Args)]
 pub struct EraseArgs {
-    /// The server: http://HOST:PORT, or https://HOST:PORT for TLS.
-    #[arg(long)]
-    pub addr: String,
-    /// The source to erase in, as configured on the server.
-    #[arg(long)]
-    pub source: String,
-    /// The identity kind, for example email or customer_id.
-    #[arg(long)]
-    pub kind: String,
-    /// The identity value. --value-env keeps it out of the process list.
-    #[arg(
-        long,
-        required_unless_present = "value_env",
-        conflicts_with = "value_env"
-    )]
-    pub value: Option<String>,
-    /// An environment variable holding the identity value.
-    #[arg(long)]
-    pub value_env: Option<String>,
-    /// An environment variable holding the bearer token (it needs the Erase scope).
-    #[arg(long)]
-    pub token_env: Option<String>,
-    /// Your own id for this request, sent as x-request-id and kept in the receipt.
-    #[arg(long)]
-    pub request_id: Option<String>,
-    /// A compliance tag for the receipt, for example gdpr-art17.
-    #[arg(long)]
-    pub compliance_tag: Option<String>,
+    /// The server, source and subject (the token needs the Erase scope).
+    #[command(flatten)]
+    pub call: super::CallArgs,
     /// Only preview: show what would be erased, and change nothing.
     #[arg(long, conflicts_with = "yes")]
     pub preview: bool,
@@ -54,50 +28,23 @@ pub struct EraseArgs {
     /// How long each call may take.
     #[arg(long, default_value = "2m", value_parser = humantime_serde::re::humantime::parse_duration)]
     pub deadline: Duration,
-    /// With https: the CA certificate (PEM) that signed the server's certificate.
-    #[arg(long)]
-    pub ca_cert: Option<PathBuf>,
-    /// With https: a client certificate (PEM).
-    #[arg(long, requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// With --cert: its private key (PEM).
-    #[arg(long, requires = "cert")]
-    pub key: Option<PathBuf>,
 }
 
 /// Runs `dsr-connector erase`: the preview's receipt, then (unless `--preview`) the
 /// erasure's.
 pub async fn run(args: EraseArgs) -> anyhow::Result<pb::ErasureReceipt> {
-    let value = match (&args.value, &args.value_env) {
-        (Some(value), _) => value.clone(),
-        (None, Some(var)) => std::env::var(var)
-            .with_context(|| format!("--value-env: environment variable {var} is not set"))?,
-        (None, None) => bail!("give the identity with --value or --value-env"),
-    };
-    if value.trim().is_empty() {
-        bail!("the identity value is empty");
-    }
-    let token = match &args.token_env {
-        Some(var) => Some(
-            std::env::var(var)
-                .with_context(|| format!("--token-env: environment variable {var} is not set"))?,
-        ),
-        None => None,
-    };
-    let request_id = args
-        .request_id
-        .clone()
-        .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4()));
-    let channel = super::channel(&args.addr, &args.ca_cert, &args.cert, &args.key)?;
-    let mut client = DsrConnectorServiceClient::new(channel);
+    let value = args.call.value()?;
+    let token = args.call.token()?;
+    let request_id = args.call.request_id();
+    let mut client = DsrConnectorServiceClient::new(args.call.channel()?);
     let mut request = pb::EraseRequest {
-        source: args.source.clone(),
+        source: args.call.source.clone(),
         subject: Some(pb::Identity {
-            kind: args.kind.clone(),
+            kind: args.call.kind.clone(),
             value: value.clone(),
         }),
         request_id: request_id.clone(),
-        compliance_tag: args.compliance_tag.clone().unwrap_or_default(),
+        compliance_tag: args.call.compliance_tag.clone().unwrap_or_default(),
         dry_run: true,
         preview_digest: String::new(),
     };

@@ -12,10 +12,93 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+/// What every client command needs to call the server about one subject. Not `Debug`: it
+/// holds the identity value.
+#[derive(clap::Args)]
+pub struct CallArgs {
+    /// The server: http://HOST:PORT, or https://HOST:PORT for TLS.
+    #[arg(long)]
+    pub addr: String,
+    /// The source, as configured on the server.
+    #[arg(long)]
+    pub source: String,
+    /// The identity kind, for example email or customer_id.
+    #[arg(long)]
+    pub kind: String,
+    /// The identity value. Other users of this machine can see it in the process list;
+    /// --value-env keeps it out of there.
+    #[arg(
+        long,
+        required_unless_present = "value_env",
+        conflicts_with = "value_env"
+    )]
+    pub value: Option<String>,
+    /// An environment variable holding the identity value.
+    #[arg(long)]
+    pub value_env: Option<String>,
+    /// An environment variable holding the bearer token, when the server asks for one.
+    #[arg(long)]
+    pub token_env: Option<String>,
+    /// Your own id for this request, sent as x-request-id and kept in the manifest or receipt.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// A compliance tag for the manifest or receipt, for example gdpr-art15 or gdpr-art17.
+    #[arg(long)]
+    pub compliance_tag: Option<String>,
+    /// With https: the CA certificate (PEM) that signed the server's certificate.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// With https: a client certificate (PEM), for servers that identify callers by it.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// With --cert: its private key (PEM).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl CallArgs {
+    /// The identity value, from --value or --value-env; never empty.
+    pub fn value(&self) -> anyhow::Result<String> {
+        let value = match (&self.value, &self.value_env) {
+            (Some(value), _) => value.clone(),
+            (None, Some(var)) => std::env::var(var)
+                .with_context(|| format!("--value-env: environment variable {var} is not set"))?,
+            (None, None) => bail!("give the identity with --value or --value-env"),
+        };
+        if value.trim().is_empty() {
+            bail!("the identity value is empty");
+        }
+        Ok(value)
+    }
+
+    /// The bearer token, when --token-env names one.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        self.token_env
+            .as_ref()
+            .map(|var| {
+                std::env::var(var)
+                    .with_context(|| format!("--token-env: environment variable {var} is not set"))
+            })
+            .transpose()
+    }
+
+    /// --request-id, or a fresh `cli-<uuid>`.
+    pub fn request_id(&self) -> String {
+        self.request_id
+            .clone()
+            .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4()))
+    }
+
+    /// A channel to the server, connected on the first call.
+    pub fn channel(&self) -> anyhow::Result<Channel> {
+        channel(&self.addr, &self.ca_cert, &self.cert, &self.key)
+    }
+}
+
 /// A channel to the server at `addr` (http:// or https://, with a CA certificate and a client
 /// certificate for TLS). Connected on the first call, so that a server that cannot be reached
 /// yet is an UNAVAILABLE like any other.
-pub(crate) fn channel(
+fn channel(
     addr: &str,
     ca_cert: &Option<PathBuf>,
     cert: &Option<PathBuf>,

@@ -13,7 +13,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -25,38 +25,11 @@ use package::{Package, Written};
 /// Arguments of `dsr-connector extract`. Not `Debug`: it holds the identity value.
 #[derive(clap::Args)]
 pub struct ExtractArgs {
-    /// The server: http://HOST:PORT, or https://HOST:PORT for TLS.
-    #[arg(long)]
-    pub addr: String,
-    /// The source to read, as configured on the server.
-    #[arg(long)]
-    pub source: String,
-    /// The identity kind, for example email or customer_id.
-    #[arg(long)]
-    pub kind: String,
-    /// The identity value. Other users of this machine can see it in the process list;
-    /// --value-env keeps it out of there.
-    #[arg(
-        long,
-        required_unless_present = "value_env",
-        conflicts_with = "value_env"
-    )]
-    pub value: Option<String>,
-    /// An environment variable holding the identity value.
-    #[arg(long)]
-    pub value_env: Option<String>,
+    #[command(flatten)]
+    pub call: super::CallArgs,
     /// The package directory to create. It must not exist.
     #[arg(long)]
     pub out: PathBuf,
-    /// An environment variable holding the bearer token, when the server asks for one.
-    #[arg(long)]
-    pub token_env: Option<String>,
-    /// Your own id for this request, sent as x-request-id and kept in the manifest.
-    #[arg(long)]
-    pub request_id: Option<String>,
-    /// A compliance tag for the manifest, for example gdpr-art15.
-    #[arg(long)]
-    pub compliance_tag: Option<String>,
     /// Only this table (repeatable). By default every table the identity reaches.
     #[arg(long = "table")]
     pub tables: Vec<String>,
@@ -66,15 +39,6 @@ pub struct ExtractArgs {
     /// Attempts in all when the server answers UNAVAILABLE.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub attempts: u32,
-    /// With https: the CA certificate (PEM) that signed the server's certificate.
-    #[arg(long)]
-    pub ca_cert: Option<PathBuf>,
-    /// With https: a client certificate (PEM), for servers that identify callers by it.
-    #[arg(long, requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// With --cert: its private key (PEM).
-    #[arg(long, requires = "cert")]
-    pub key: Option<PathBuf>,
     /// No progress or per-table lines on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -95,44 +59,27 @@ impl From<anyhow::Error> for Failure {
 
 /// Runs `dsr-connector extract`.
 pub async fn run(args: ExtractArgs) -> anyhow::Result<Written> {
-    let value = match (&args.value, &args.value_env) {
-        (Some(value), _) => value.clone(),
-        (None, Some(var)) => std::env::var(var)
-            .with_context(|| format!("--value-env: environment variable {var} is not set"))?,
-        (None, None) => bail!("give the identity with --value or --value-env"),
-    };
-    if value.trim().is_empty() {
-        bail!("the identity value is empty");
-    }
-    let token = match &args.token_env {
-        Some(var) => Some(
-            std::env::var(var)
-                .with_context(|| format!("--token-env: environment variable {var} is not set"))?,
-        ),
-        None => None,
-    };
+    let value = args.call.value()?;
+    let token = args.call.token()?;
     if args.out.exists() {
         bail!(
             "{} already exists; choose a new directory for the package",
             args.out.display()
         );
     }
-    let request_id = args
-        .request_id
-        .clone()
-        .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4()));
+    let request_id = args.call.request_id();
     let request = pb::ExtractRequest {
-        source: args.source.clone(),
+        source: args.call.source.clone(),
         subject: Some(pb::Identity {
-            kind: args.kind.clone(),
+            kind: args.call.kind.clone(),
             value,
         }),
         batch_size: 0,
         request_id: request_id.clone(),
-        compliance_tag: args.compliance_tag.clone().unwrap_or_default(),
+        compliance_tag: args.call.compliance_tag.clone().unwrap_or_default(),
         tables: args.tables.clone(),
     };
-    let channel = super::channel(&args.addr, &args.ca_cert, &args.cert, &args.key)?;
+    let channel = args.call.channel()?;
     let mut client = DsrConnectorServiceClient::new(channel);
     let deadline = Instant::now() + args.deadline;
     let progress = Progress::new(args.quiet);
