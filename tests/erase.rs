@@ -491,27 +491,30 @@ async fn an_extract_only_caller_cannot_erase() {
     server.stop().await.unwrap();
 }
 
+/// The demo config for database `name`, its support tickets masked with pseudonyms only (no
+/// redaction, so the verification binds no redaction text), without a preview.
+fn pseudonym_config(name: &str) -> dsr_connector::config::Config {
+    let text = with_source_settings(
+        &demo::config_toml(cluster(), name, "127.0.0.1:0".parse().unwrap()),
+        "erasure = { require_preview = false, pseudonym_key_env = \"PSEUDONYM_KEY\" }",
+    )
+    .replace(
+        "requester_email = \"redact\", subject = \"redact\", body = \"redact\"",
+        "requester_email = \"pseudonym\", subject = \"pseudonym\", body = \"pseudonym\"",
+    );
+    dsr_connector::config::Config::from_toml_str(&text, |var| match var {
+        demo::PASSWORD_ENV => Some(cluster().password().to_owned()),
+        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
+        "PSEUDONYM_KEY" => Some("pseudonym-key-0123456789abcdef".to_owned()),
+        _ => None,
+    })
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_pseudonym_masks_one_value_to_one_token_under_the_key() {
     let db = database("erase_pseudonym").await;
-    let config = {
-        let text = with_source_settings(
-            &demo::config_toml(cluster(), "erase_pseudonym", "127.0.0.1:0".parse().unwrap()),
-            "erasure = { require_preview = false, pseudonym_key_env = \"PSEUDONYM_KEY\" }",
-        )
-        // Pseudonyms only, no redaction: the verification binds no redaction text.
-        .replace(
-            "requester_email = \"redact\", subject = \"redact\", body = \"redact\"",
-            "requester_email = \"pseudonym\", subject = \"pseudonym\", body = \"pseudonym\"",
-        );
-        dsr_connector::config::Config::from_toml_str(&text, |var| match var {
-            demo::PASSWORD_ENV => Some(cluster().password().to_owned()),
-            "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
-            "PSEUDONYM_KEY" => Some("pseudonym-key-0123456789abcdef".to_owned()),
-            _ => None,
-        })
-        .unwrap()
-    };
+    let config = pseudonym_config("erase_pseudonym");
     let server = TestServer::start(config).await;
     let mut client = server.client().await;
     let (_, receipt) = erase(&mut client, erase_request(ALICE, false, ""))
@@ -867,4 +870,32 @@ async fn a_failed_erasure_is_a_dead_letter_and_a_callers_mistake_is_not() {
             .contains("'customers'"),
         "{text}"
     );
+}
+
+/// The values a pseudonym column sends into the process are bounded by bytes, measured in the
+/// query: a 17 MB value is refused there, named, and nothing changes.
+#[tokio::test]
+async fn an_oversized_value_to_pseudonymise_is_refused_in_the_query() {
+    let db = database("erase_pseudonym_big").await;
+    db.batch_execute(
+        "INSERT INTO support_tickets VALUES (9, 'alice@example.com', repeat('x', 17000000), \
+         'body', '2024-01-01 00:00:00', '{}')",
+    )
+    .await
+    .unwrap();
+    let before = rows(&db).await;
+    let server = TestServer::start(pseudonym_config("erase_pseudonym_big")).await;
+    let mut client = server.client().await;
+    let refused = erase(&mut client, erase_request(ALICE, false, ""))
+        .await
+        .unwrap_err();
+    println!("{}", refused.message());
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("column 'subject'")
+            && refused.message().contains("above 16777216"),
+        "{refused:?}"
+    );
+    assert_eq!(rows(&db).await, before, "a refused erasure changed data");
+    server.stop().await.unwrap();
 }

@@ -396,30 +396,35 @@ impl Run<'_> {
                     detail: "a pseudonym mask needs the source's erasure.pseudonym_key_env".into(),
                 })?;
         let c = quote_ident(column);
+        // Measured in the query: the values cross into the process only when their bytes are
+        // within the bound (otherwise one row comes back, with the size and no value).
         let rows = txn
             .query(
                 &format!(
-                    "SELECT DISTINCT t0.{c}::text FROM {} AS t0 \
-                     WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {})) AND t0.{c} IS NOT NULL",
+                    "WITH d AS (SELECT DISTINCT t0.{c}::text AS v FROM {} AS t0 \
+                     WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {})) AND t0.{c} IS NOT NULL), \
+                     s AS (SELECT coalesce(sum(octet_length(v)), 0)::bigint AS bytes FROM d) \
+                     SELECT d.v, s.bytes FROM s LEFT JOIN d ON s.bytes <= $1",
                     step.planned.table.quoted(),
                     captured(i)
                 ),
-                &[],
+                &[&(MAX_PSEUDONYM_BYTES as i64)],
             )
             .await
             .map_err(|e| self.db(&e, Some(table)))?;
-        let values: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        if values.iter().map(String::len).sum::<usize>() > MAX_PSEUDONYM_BYTES {
+        let bytes: i64 = rows.first().map(|r| r.get(1)).unwrap_or(0);
+        if bytes as usize > MAX_PSEUDONYM_BYTES {
             return Err(ErasureRefusal::Policy {
                 table: table.to_owned(),
                 column: column.to_owned(),
                 detail: format!(
-                    "the subject's distinct values exceed {MAX_PSEUDONYM_BYTES} bytes; delete the \
-                     rows or mask with null"
+                    "the subject's distinct values hold {bytes} bytes, above {MAX_PSEUDONYM_BYTES}; \
+                     delete the rows or mask with null"
                 ),
             }
             .into());
         }
+        let values: Vec<String> = rows.iter().filter_map(|r| r.get(0)).collect();
         let tokens = values
             .iter()
             .map(|v| pseudonym(key.expose_secret(), v))
