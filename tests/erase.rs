@@ -899,3 +899,75 @@ async fn an_oversized_value_to_pseudonymise_is_refused_in_the_query() {
     assert_eq!(rows(&db).await, before, "a refused erasure changed data");
     server.stop().await.unwrap();
 }
+
+/// Erasure compares the value exactly as sent, case-sensitive, whatever Extract's
+/// normalisation and `match = "case_insensitive"` say, unless the source's erasure settings
+/// say `matching = "as_extract"`.
+#[tokio::test]
+async fn erasure_matches_exactly_unless_its_source_says_as_extract() {
+    let db = database("erase_matching").await;
+    // One of alice's tickets was written with her address in another case.
+    db.batch_execute(
+        "UPDATE support_tickets SET requester_email = 'Alice@Example.COM' WHERE id = 2",
+    )
+    .await
+    .unwrap();
+    let loose_tickets = |text: String| {
+        text.replace(
+            "identity = { kind = \"email\", column = \"requester_email\" }",
+            "identity = { kind = \"email\", column = \"requester_email\", match = \"case_insensitive\" }",
+        )
+    };
+    let before = rows(&db).await;
+
+    let server = TestServer::start(config_for("erase_matching", loose_tickets)).await;
+    let mut client = server.client().await;
+    let x = extract(&mut client, support::request("email", ALICE)).await;
+    assert_eq!(
+        x.rows("support_tickets").len(),
+        2,
+        "Extract matches the ticket case-insensitively"
+    );
+
+    let (_, exact) = erase(&mut client, erase_request(ALICE, true, ""))
+        .await
+        .unwrap();
+    assert_eq!(exact.matching, "exact");
+    assert_eq!(table(&exact, "support_tickets").rows, 1, "{exact:?}");
+    assert!(
+        !table(&exact, "support_tickets")
+            .reached_via
+            .contains("case-insensitive"),
+        "{exact:?}"
+    );
+    // A value that only normalisation would turn into alice's address reaches nothing.
+    let (_, unnormalised) = erase(&mut client, erase_request(" ALICE@example.com", true, ""))
+        .await
+        .unwrap();
+    assert_eq!(
+        unnormalised.rows_deleted + unnormalised.rows_masked,
+        0,
+        "{unnormalised:?}"
+    );
+    assert_eq!(table(&unnormalised, "customers").rows, 0);
+    // The subject is the same person for the records: one subject id.
+    assert_eq!(unnormalised.subject_id, exact.subject_id);
+    server.stop().await.unwrap();
+
+    let as_extract = |text: String| {
+        with_source_settings(
+            &loose_tickets(text),
+            "erasure = { matching = \"as_extract\" }",
+        )
+    };
+    let server = TestServer::start(config_for("erase_matching", as_extract)).await;
+    let mut client = server.client().await;
+    let (_, loose) = erase(&mut client, erase_request(" ALICE@example.com", true, ""))
+        .await
+        .unwrap();
+    assert_eq!(loose.matching, "as_extract");
+    assert_eq!(table(&loose, "customers").rows, 1, "{loose:?}");
+    assert_eq!(table(&loose, "support_tickets").rows, 2, "{loose:?}");
+    server.stop().await.unwrap();
+    assert_eq!(rows(&db).await, before, "previews changed nothing");
+}

@@ -153,6 +153,28 @@ impl TableErasure {
     }
 }
 
+/// How `Erase` compares identity columns with the value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureMatching {
+    /// The value exactly as the caller sent it, compared with `=` (case-sensitive) in every
+    /// identity column: no normalisation and no `match = "case_insensitive"`. An erasure that
+    /// cannot be undone never reaches a row that differs from the value it was given.
+    #[default]
+    Exact,
+    /// As `Extract` matches: the kind's normalisation, and each column's declared `match`.
+    AsExtract,
+}
+
+impl ErasureMatching {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErasureMatching::Exact => "exact",
+            ErasureMatching::AsExtract => "as_extract",
+        }
+    }
+}
+
 /// `[sources.erasure]`: how `Erase` behaves on a source.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +187,9 @@ pub struct ErasureSettings {
     /// (and is retried within the deadline).
     #[serde(default = "default_lock_timeout", with = "humantime_serde")]
     pub lock_timeout: Duration,
+    /// How identity columns are compared with the value: `exact` (default) or `as_extract`.
+    #[serde(default)]
+    pub matching: ErasureMatching,
     /// The text that `redact` writes.
     #[serde(default = "default_redaction")]
     pub redaction: String,
@@ -182,6 +207,7 @@ impl Default for ErasureSettings {
         ErasureSettings {
             require_preview: true,
             lock_timeout: default_lock_timeout(),
+            matching: ErasureMatching::default(),
             redaction: default_redaction(),
             pseudonym_key_env: None,
             pseudonym_key_file: None,

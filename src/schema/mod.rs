@@ -20,7 +20,7 @@ pub(crate) use gate::FOREIGN_KEYS_SQL;
 mod plan;
 
 pub use gate::{SchemaReport, TableReport, category_fits_type, check_schema};
-pub use plan::{Looser, MAX_VALUE_BYTES};
+pub use plan::{Compare, Looser, MAX_VALUE_BYTES};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -183,6 +183,9 @@ pub struct DataMap {
     pub source_name: String,
     pub tables: Vec<Arc<MappedTable>>,
     plans: HashMap<String, Arc<Plan>>,
+    /// Erasure's plans, where they differ from `plans`: identity columns compared exactly
+    /// (the source's `erasure.matching = "exact"`, the default).
+    erasure_plans: HashMap<String, Arc<Plan>>,
     declared_kinds: Vec<String>,
     /// Schema findings that did not stop extraction (unmapped columns under `warn`).
     pub warnings: Vec<String>,
@@ -196,6 +199,7 @@ impl DataMap {
             source_name: "test".into(),
             tables: Vec::new(),
             plans: HashMap::new(),
+            erasure_plans: HashMap::new(),
             declared_kinds: Vec::new(),
             warnings: Vec::new(),
         }
@@ -228,19 +232,27 @@ impl DataMap {
         tables: Vec<Arc<MappedTable>>,
         warnings: Vec<String>,
     ) -> DataMap {
-        let plans = source
-            .identity_kinds
-            .iter()
-            .map(|kind| {
-                let mut plan = plan::compile(&tables, kind, None);
-                plan.guard_identity(source);
-                (kind.clone(), Arc::new(plan))
-            })
-            .collect();
+        let compile = |compare: Compare| {
+            source
+                .identity_kinds
+                .iter()
+                .map(|kind| {
+                    let mut plan = plan::compile(&tables, kind, compare);
+                    plan.guard_identity(source);
+                    (kind.clone(), Arc::new(plan))
+                })
+                .collect::<HashMap<_, _>>()
+        };
+        let plans = compile(Compare::Declared);
+        let erasure_plans = match source.erasure.matching {
+            crate::config::erasure::ErasureMatching::Exact => compile(Compare::Exact),
+            crate::config::erasure::ErasureMatching::AsExtract => HashMap::new(),
+        };
         DataMap {
             source_name: source.name.clone(),
             tables,
             plans,
+            erasure_plans,
             declared_kinds: source.identity_kinds.clone(),
             warnings,
         }
@@ -262,13 +274,20 @@ impl DataMap {
     /// (for counting what an empty answer may have missed), restricted to the tables of
     /// `like`.
     pub fn looser_plan(&self, like: &Plan, looser: Looser) -> Plan {
-        let mut plan = plan::compile(&self.tables, &like.kind, Some(looser));
+        let mut plan = plan::compile(&self.tables, &like.kind, Compare::Looser(looser));
         plan.tables.retain(|t| {
             like.tables
                 .iter()
                 .any(|l| l.table.display == t.table.display)
         });
         plan
+    }
+
+    /// The plan by which `Erase` finds the subject's rows of `kind`: identity columns compared
+    /// exactly, unless the source's erasure settings say to match as `Extract` does.
+    pub fn erasure_plan(&self, kind: &str) -> Result<Arc<Plan>, PlanError> {
+        let declared = self.plan(kind, &[])?;
+        Ok(self.erasure_plans.get(kind).cloned().unwrap_or(declared))
     }
 
     /// The plan for `kind`, optionally restricted to `only` (table names as callers see them).

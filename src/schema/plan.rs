@@ -24,6 +24,18 @@ pub enum Looser {
     Trimmed,
 }
 
+/// How a plan compares identity columns with the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// As the data map declares each column (`match = ...`).
+    Declared,
+    /// More loosely than declared.
+    Looser(Looser),
+    /// Exactly, whatever the data map declares: `column = value`, case-sensitive even on a
+    /// `citext` column. Erasure compares so unless its source says otherwise.
+    Exact,
+}
+
 impl Looser {
     pub const ALL: [Looser; 2] = [Looser::CaseInsensitive, Looser::Trimmed];
 
@@ -81,14 +93,13 @@ fn measured(decoder: Decoder, column: &str) -> Option<(String, String)> {
     }
 }
 
-/// Compiles the plan for one identity kind; with `looser`, identity columns are compared more
-/// loosely than declared.
-pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str, looser: Option<Looser>) -> Plan {
+/// Compiles the plan for one identity kind, its identity columns compared as `compare` says.
+pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str, compare: Compare) -> Plan {
     // Conditions are built for alias depth 0; a parent's conditions are rebuilt at its depth.
     let mut memo: HashMap<(usize, usize), Option<Reach>> = HashMap::new();
     let mut planned: Vec<(usize, usize, PlannedTable)> = Vec::new();
     let mut unreachable = Vec::new();
-    let matcher = Matcher { kind, looser };
+    let matcher = Matcher { kind, compare };
     for (i, table) in tables.iter().enumerate() {
         match reach(tables, i, &matcher, 0, &mut memo) {
             Some(r) => {
@@ -215,7 +226,7 @@ fn branches(paths: &[String]) -> Vec<String> {
 /// The identity kind of a plan, and how its identity columns are compared.
 struct Matcher<'a> {
     kind: &'a str,
-    looser: Option<Looser>,
+    compare: Compare,
 }
 
 impl Matcher<'_> {
@@ -224,9 +235,16 @@ impl Matcher<'_> {
     fn condition(&self, t: &str, column: &MappedColumn, matching: MatchMode) -> String {
         let c = format!("{t}.{}", quote_ident(&column.name));
         let text = is_text_type(&column.typname);
-        match (self.looser, matching) {
-            (Some(Looser::CaseInsensitive), _) if text => format!("lower({c}) = lower($1::text)"),
-            (Some(Looser::Trimmed), _) if text => format!("btrim({c}) = btrim($1::text)"),
+        match (self.compare, matching) {
+            (Compare::Looser(Looser::CaseInsensitive), _) if text => {
+                format!("lower({c}) = lower($1::text)")
+            }
+            (Compare::Looser(Looser::Trimmed), _) if text => {
+                format!("btrim({c}) = btrim($1::text)")
+            }
+            // citext would compare case-insensitively by itself (and no index serves this).
+            (Compare::Exact, _) if column.typname == "citext" => format!("{c}::text = $1::text"),
+            (Compare::Exact, _) => format!("{c} = CAST($1::text AS {})", column.base_type),
             (_, MatchMode::CaseInsensitive) if column.typname != "citext" => {
                 format!("lower({c}) = lower($1::text)")
             }
@@ -262,9 +280,9 @@ fn reach(
                 "{kind} -> {}.{}{}",
                 table.display,
                 identity.column,
-                match identity.matching {
-                    MatchMode::Exact => "",
-                    MatchMode::CaseInsensitive => " (case-insensitive)",
+                match (matcher.compare, identity.matching) {
+                    (Compare::Exact, _) | (_, MatchMode::Exact) => "",
+                    (_, MatchMode::CaseInsensitive) => " (case-insensitive)",
                 }
             ));
             depth = 0;

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::extract::MAX_IDENTITY_BYTES;
 use super::{Engine, ExtractError, Source};
 use crate::config::SourceConfig;
+use crate::config::erasure::ErasureMatching;
 use crate::pb;
 use crate::records::audit::Entry;
 use policy::Step;
@@ -118,17 +119,19 @@ impl Engine {
             )));
         }
         let source = self.source(&params.source)?.clone();
+        let cfg = &self.config.sources[source.index];
         let value = match normalized {
-            Some(Ok(value)) => value,
+            // A value its kind cannot normalise is malformed, whatever the matching.
             Some(Err(e)) => {
                 return Err(ExtractError::InvalidArgument(format!("subject.value: {e}")));
             }
-            // Not a kind of this source: the plan below names the kinds it has.
-            None => raw.to_owned(),
+            Some(Ok(value)) if cfg.erasure.matching == ErasureMatching::AsExtract => value,
+            // Exact matching, or not a kind of this source (the plan below names the kinds
+            // it has): the value as sent.
+            _ => raw.to_owned(),
         };
         let map = self.data_map_retrying(&source, params.deadline).await?;
-        let plan = map.plan(&params.kind, &[])?;
-        let cfg = &self.config.sources[source.index];
+        let plan = map.erasure_plan(&params.kind)?;
         let steps = policy::steps(&plan, cfg)?;
         if !params.dry_run && cfg.erasure.require_preview && params.preview_digest.is_empty() {
             return Err(ErasureRefusal::PreviewRequired {

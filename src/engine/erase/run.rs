@@ -627,6 +627,8 @@ impl Run<'_> {
             committed_at: None,
             attempts,
             receipt_sha256: String::new(),
+            matching: self.cfg.erasure.matching.name().to_owned(),
+            ..Default::default()
         }
     }
 
