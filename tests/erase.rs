@@ -261,6 +261,31 @@ async fn a_preview_changes_nothing_then_the_erasure_deletes_masks_and_retains_as
         .await
         .unwrap();
     assert_eq!(again.rows_deleted + again.rows_masked, 0);
+    // ... and points to the erasure that did, from the audit log.
+    assert_eq!(again.earlier_erasure_id, receipt.erasure_id, "{again:?}");
+    assert_eq!(again.earlier_request_id, "dsr-erase-1");
+    let recorded = again.earlier_recorded_at.clone().expect("a time");
+    let committed = receipt.committed_at.clone().unwrap();
+    // Records are timed to the millisecond.
+    let millis = |t: &prost_types::Timestamp| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000;
+    assert!(
+        millis(&recorded) >= millis(&committed),
+        "recorded {recorded:?} before the commit {committed:?}"
+    );
+    // Repeating the erasure itself is safe: it changes nothing, commits, and points to the
+    // first, and so does a repeat after it (an erasure that changed nothing is not pointed to).
+    for _ in 0..2 {
+        let (_, repeat) = erase(
+            &mut client,
+            erase_request(ALICE, false, &again.preview_digest),
+        )
+        .await
+        .unwrap();
+        assert_eq!(repeat.rows_deleted + repeat.rows_masked, 0);
+        assert!(repeat.committed_at.is_some());
+        assert_eq!(repeat.earlier_erasure_id, receipt.erasure_id);
+    }
+    assert_eq!(rows(&db).await, after, "a repeat changed data");
     server.stop().await.unwrap();
 
     // The records: a record before COMMIT and one after, per table actions, never a value.
@@ -275,7 +300,11 @@ async fn a_preview_changes_nothing_then_the_erasure_deletes_masks_and_retains_as
         .iter()
         .map(|r| r["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["erasing", "ok"], "{records:#?}");
+    assert_eq!(
+        outcomes,
+        ["erasing", "ok", "erasing", "ok", "erasing", "ok"],
+        "{records:#?}"
+    );
     assert_eq!(
         records[1]["manifest_sha256"],
         receipt.receipt_sha256.as_str()
@@ -970,4 +999,62 @@ async fn erasure_matches_exactly_unless_its_source_says_as_extract() {
     assert_eq!(table(&loose, "support_tickets").rows, 2, "{loose:?}");
     server.stop().await.unwrap();
     assert_eq!(rows(&db).await, before, "previews changed nothing");
+}
+
+/// Replicas that share a control database: a repeat on another replica points to the erasure
+/// that the first one committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_on_another_replica_points_to_the_first_erasure_in_the_control_database() {
+    let db = database("erase_replicas").await;
+    let records = database("erase_replicas_records").await;
+    records
+        .batch_execute("DROP TABLE IF EXISTS dsr_audit, dsr_audit_head, dsr_dead_letters")
+        .await
+        .unwrap();
+    let control_url = cluster().connection_string("erase_replicas_records");
+    let replica = |name: &str| {
+        let text = format!(
+            "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\n\n\
+             [server.audit]\nstore = \"control\"\nreplica = \"{name}\"\n",
+            demo::config_toml(cluster(), "erase_replicas", "127.0.0.1:0".parse().unwrap())
+        );
+        dsr_connector::config::Config::from_toml_str(&text, |var| match var {
+            demo::PASSWORD_ENV => Some(cluster().password().to_owned()),
+            "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
+            "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
+            "CONTROL_URL" => Some(control_url.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let a = TestServer::start(replica("replica-a")).await;
+    let b = TestServer::start(replica("replica-b")).await;
+    let mut on_a = a.client().await;
+    let mut on_b = b.client().await;
+
+    let (_, nothing_yet) = erase(&mut on_b, erase_request("nobody@example.com", true, ""))
+        .await
+        .unwrap();
+    assert!(nothing_yet.earlier_erasure_id.is_empty(), "{nothing_yet:?}");
+
+    let (_, preview) = erase(&mut on_a, erase_request(ALICE, true, ""))
+        .await
+        .unwrap();
+    let (_, first) = erase(
+        &mut on_a,
+        erase_request(ALICE, false, &preview.preview_digest),
+    )
+    .await
+    .unwrap();
+    assert!(first.rows_deleted > 0);
+    let mut repeat = erase_request(ALICE, true, "");
+    repeat.request_id = "dsr-erase-2".into();
+    let (_, again) = erase(&mut on_b, repeat).await.unwrap();
+    assert_eq!(again.rows_deleted + again.rows_masked, 0);
+    assert_eq!(again.earlier_erasure_id, first.erasure_id, "{again:?}");
+    assert_eq!(again.earlier_request_id, "dsr-erase-1");
+    assert!(again.earlier_recorded_at.is_some());
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    drop(db);
 }

@@ -56,6 +56,22 @@ pub async fn run(args: EraseArgs) -> anyhow::Result<pb::ErasureReceipt> {
     }
     if preview.rows_deleted + preview.rows_masked == 0 {
         eprintln!("Nothing to erase: no row of this subject is left to delete or mask.");
+        if !preview.earlier_erasure_id.is_empty() {
+            let at = preview
+                .earlier_recorded_at
+                .as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            eprintln!(
+                "Erased before by erasure {} (request id {}) at {at}.",
+                preview.earlier_erasure_id,
+                if preview.earlier_request_id.is_empty() {
+                    "none"
+                } else {
+                    &preview.earlier_request_id
+                },
+            );
+        }
         return Ok(preview);
     }
     if !args.yes {

@@ -218,7 +218,7 @@ impl Sink for ControlSink {
 }
 
 /// A control-database error, as the tools and logs say it.
-fn describe(e: tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: tokio_postgres::Error) -> String {
     format!("control database: {}", crate::store::postgres::describe(&e))
 }
 

@@ -99,6 +99,7 @@ impl Run<'_> {
         let mut receipt = self.receipt(&done, attempt);
         if self.params.dry_run {
             let clean = txn.rollback().await.is_ok();
+            self.earlier(&mut receipt).await;
             self.finish(&mut receipt);
             let recorded = self.record_done(&receipt, "ok", began).await;
             return (recorded.map(|()| receipt), clean);
@@ -125,6 +126,7 @@ impl Run<'_> {
             return (Err(error), false);
         }
         receipt.committed_at = Some(prost_types::Timestamp::from(SystemTime::now()));
+        self.earlier(&mut receipt).await;
         self.finish(&mut receipt);
         for (action, rows) in [
             ("delete", receipt.rows_deleted),
@@ -629,6 +631,40 @@ impl Run<'_> {
             receipt_sha256: String::new(),
             matching: self.cfg.erasure.matching.name().to_owned(),
             ..Default::default()
+        }
+    }
+
+    /// When the erasure found nothing to change: points the receipt to the latest erasure of
+    /// the subject that did, if the audit log holds one. Looked for within the call's
+    /// deadline; a log that cannot be read leaves the pointer out, and says so in the log.
+    async fn earlier(&self, receipt: &mut pb::ErasureReceipt) {
+        let Some(log) = &self.engine.records.records.log else {
+            return;
+        };
+        if receipt.rows_deleted + receipt.rows_masked > 0 {
+            return;
+        }
+        let lookup = log.latest_erasure(&self.entry.source, &self.subject_id);
+        let found = match self.params.deadline {
+            Some(at) => tokio::time::timeout_at(at, lookup)
+                .await
+                .unwrap_or_else(|_| Err("the call's deadline passed".into())),
+            None => lookup.await,
+        };
+        match found {
+            Ok(Some(earlier)) => {
+                receipt.earlier_erasure_id = earlier.erasure_id;
+                receipt.earlier_request_id = earlier.request_id;
+                receipt.earlier_recorded_at =
+                    chrono::DateTime::parse_from_rfc3339(&earlier.recorded_at)
+                        .ok()
+                        .map(|t| prost_types::Timestamp::from(SystemTime::from(t)));
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(source = %self.cfg.name, erasure_id = %self.erasure_id, %error,
+                    "the audit log could not be searched for an earlier erasure");
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 //! file beside the log (`<log>.head`) holds the sequence number and hash of the last durable
 //! record, so that records cut from the end are noticed too. [`verify`] checks all of it.
 
+mod earlier;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use sha2::Sha256;
 use crate::records::appender::{Appender, DurableTail, FileSink, Line, Lines, Tail};
 use crate::records::control::{Control, ControlSink, Table};
 
+pub use earlier::EarlierErasure;
 pub use verify::{VerifyError, VerifyReport, verify, verify_control};
 
 /// What one call contributes to its record.
@@ -221,6 +223,7 @@ fn chain_end(last_line: Option<&[u8]>, head: Option<Head>, key: &[u8]) -> Result
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     appender: Appender<Entry>,
+    store: earlier::Store,
 }
 
 impl AuditLog {
@@ -259,7 +262,10 @@ impl AuditLog {
         let sink =
             FileSink::open(path, durable, Some(head_file)).map_err(|e| fail(e.to_string()))?;
         let appender = Appender::start(sink, chain).map_err(|e| fail(e.to_string()))?;
-        Ok(AuditLog { appender })
+        Ok(AuditLog {
+            appender,
+            store: earlier::Store::File(path.to_owned()),
+        })
     }
 
     /// Opens this replica's chain in the control database (its tables are created if
@@ -274,6 +280,7 @@ impl AuditLog {
             path: format!("control database, replica {replica}"),
             reason,
         };
+        let store = earlier::Store::Control(control.clone());
         let (control, key, replica) = (control.clone(), key.to_vec(), replica.to_owned());
         let (tx, rx) = tokio::sync::oneshot::channel();
         // The sink owns a runtime of its own, so it is built on a thread outside any runtime.
@@ -304,7 +311,7 @@ impl AuditLog {
             .await
             .map_err(|_| fail("the store could not be opened".into()))?
             .map_err(fail)?;
-        Ok(AuditLog { appender })
+        Ok(AuditLog { appender, store })
     }
 
     /// Appends a record and waits until it is durable. Returns `seq:hash` of the record.
