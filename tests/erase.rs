@@ -264,8 +264,8 @@ async fn a_preview_changes_nothing_then_the_erasure_deletes_masks_and_retains_as
     // ... and points to the erasure that did, from the audit log.
     assert_eq!(again.earlier_erasure_id, receipt.erasure_id, "{again:?}");
     assert_eq!(again.earlier_request_id, "dsr-erase-1");
-    let recorded = again.earlier_recorded_at.clone().expect("a time");
-    let committed = receipt.committed_at.clone().unwrap();
+    let recorded = again.earlier_recorded_at.expect("a time");
+    let committed = receipt.committed_at.unwrap();
     // Records are timed to the millisecond.
     let millis = |t: &prost_types::Timestamp| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000;
     assert!(
