@@ -11,16 +11,19 @@
 //! thread's stack, and it stops at a depth limit and a size limit with a [`ScanViolation`].
 //! Hits and violations carry paths and categories, never the values found.
 //!
-//! The room holds [`detect`] (value detectors), [`matrix`] (categories and their patterns) and
-//! [`scan`] (the JSON walker). It imports nothing of the service but its own parts.
+//! The room holds [`detect`] (value detectors), [`matrix`] (categories and their patterns),
+//! [`scan`] (the JSON walker) and [`mask`] (masking what the scan finds, in place). It imports
+//! nothing of the service but its own parts.
 
 mod detect;
+mod mask;
 mod matrix;
 mod scan;
 #[cfg(test)]
 mod tests;
 
 pub use detect::*;
+pub use mask::*;
 pub use matrix::*;
 pub use scan::*;
 

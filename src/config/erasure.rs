@@ -59,11 +59,14 @@ impl MaskMethod {
     }
 }
 
-/// One column of a `mask` policy: a method, or `{ retain = "reason" }`.
+/// One column of a `mask` policy: a method, `{ json = "method" }` (a scanned JSON column:
+/// its personal paths masked in place, the rest of each document kept), or
+/// `{ retain = "reason" }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ColumnErasure {
     Mask(MaskMethod),
+    Json { json: MaskMethod },
     Retain { retain: String },
 }
 
@@ -125,12 +128,24 @@ impl TableErasure {
                             "{at}.erase.mask.{column}: not a column of the table's data map"
                         ));
                     }
-                    if let ColumnErasure::Retain { retain } = how
-                        && retain.trim().is_empty()
-                    {
-                        problems.push(format!(
-                            "{at}.erase.mask.{column}: a retained column needs a reason"
-                        ));
+                    match how {
+                        ColumnErasure::Retain { retain } if retain.trim().is_empty() => {
+                            problems.push(format!(
+                                "{at}.erase.mask.{column}: a retained column needs a reason"
+                            ));
+                        }
+                        ColumnErasure::Json { .. }
+                            if !columns
+                                .get(column)
+                                .and_then(|c| c.rule())
+                                .is_some_and(|r| r.scan_json) =>
+                        {
+                            problems.push(format!(
+                                "{at}.erase.mask.{column}: {{ json = ... }} masks the paths the \
+                                 JSON scan finds, and the column is not scanned (scan_json = true)"
+                            ));
+                        }
+                        _ => {}
                     }
                 }
                 for column in personal {
@@ -145,11 +160,17 @@ impl TableErasure {
         }
     }
 
-    /// Whether the policy masks a column with a pseudonym.
+    /// Whether the policy masks a column, or paths inside one, with a pseudonym.
     pub fn uses_pseudonyms(&self) -> bool {
-        self.mask
-            .values()
-            .any(|m| matches!(m, ColumnErasure::Mask(MaskMethod::Pseudonym)))
+        self.mask.values().any(|m| {
+            matches!(
+                m,
+                ColumnErasure::Mask(MaskMethod::Pseudonym)
+                    | ColumnErasure::Json {
+                        json: MaskMethod::Pseudonym
+                    }
+            )
+        })
     }
 }
 

@@ -11,6 +11,7 @@
 //! `COMMIT` (an error, the deadline, a client that went away, a server stopping or killed)
 //! leaves the data as it was.
 
+mod json;
 mod policy;
 pub mod refusal;
 mod run;

@@ -14,6 +14,8 @@ pub(super) struct Step {
     pub action: EraseAction,
     /// For `mask`: each masked column and how.
     pub masks: Vec<(String, MaskMethod)>,
+    /// For `mask`: each scanned JSON column whose personal paths are masked in place, and how.
+    pub json_masks: Vec<(String, MaskMethod)>,
     /// For `mask`: each retained column and why.
     pub retained: Vec<(String, String)>,
     /// For `retain`: why the rows are kept.
@@ -51,6 +53,7 @@ pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, Era
                 planned: planned.clone(),
                 action: policy.action,
                 masks: Vec::new(),
+                json_masks: Vec::new(),
                 retained: Vec::new(),
                 reason: policy.reason.clone().unwrap_or_default(),
             };
@@ -59,17 +62,23 @@ pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, Era
                     ColumnErasure::Retain { retain } => {
                         step.retained.push((column.clone(), retain.clone()));
                     }
-                    ColumnErasure::Mask(method) => {
-                        let mapped = planned
-                            .table
-                            .columns
-                            .iter()
-                            .find(|c| &c.name == column)
-                            .ok_or_else(|| ErasureRefusal::Policy {
+                    ColumnErasure::Json { json: method } => {
+                        let mapped = live_column(planned, column)?;
+                        if !matches!(mapped.typname.as_str(), "json" | "jsonb") {
+                            return Err(ErasureRefusal::Policy {
                                 table: display.clone(),
                                 column: column.clone(),
-                                detail: "the column is not in the live table".into(),
-                            })?;
+                                detail: format!(
+                                    "{{ json = ... }} masks inside JSON documents, and the column \
+                                     is {}",
+                                    mapped.pg_type
+                                ),
+                            });
+                        }
+                        step.json_masks.push((column.clone(), *method));
+                    }
+                    ColumnErasure::Mask(method) => {
+                        let mapped = live_column(planned, column)?;
                         if *method != MaskMethod::Null && !is_text_type(&mapped.typname) {
                             return Err(ErasureRefusal::Policy {
                                 table: display.clone(),
@@ -86,7 +95,10 @@ pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, Era
                     }
                 }
             }
-            if step.action == EraseAction::Mask && step.masks.is_empty() {
+            if step.action == EraseAction::Mask
+                && step.masks.is_empty()
+                && step.json_masks.is_empty()
+            {
                 return Err(ErasureRefusal::Policy {
                     table: display.clone(),
                     column: String::new(),
@@ -96,6 +108,23 @@ pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, Era
             Ok(step)
         })
         .collect()
+}
+
+/// A column of a planned table, as the live catalog has it.
+fn live_column<'p>(
+    planned: &'p PlannedTable,
+    column: &str,
+) -> Result<&'p crate::schema::MappedColumn, ErasureRefusal> {
+    planned
+        .table
+        .columns
+        .iter()
+        .find(|c| c.name == column)
+        .ok_or_else(|| ErasureRefusal::Policy {
+            table: planned.table.display.clone(),
+            column: column.to_owned(),
+            detail: "the column is not in the live table".into(),
+        })
 }
 
 /// A foreign key that points at a table of the erasure, as the catalog has it.

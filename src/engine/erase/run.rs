@@ -346,6 +346,15 @@ impl Run<'_> {
         ))
         .await
         .map_err(db)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        if !step.json_masks.is_empty() {
+            return self
+                .mask_json_pages(txn, i, step, sets, &refs, &masked)
+                .await;
+        }
         let sql = format!(
             "WITH changed AS (UPDATE {quoted} AS t0 SET {} \
              WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {})) RETURNING t0.ctid) \
@@ -353,10 +362,6 @@ impl Run<'_> {
             sets.join(", "),
             captured(i)
         );
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
         txn.execute(&sql, &refs)
             .instrument(self.query_span("UPDATE", step, &sql))
             .await
@@ -365,7 +370,7 @@ impl Run<'_> {
 
     /// A database client span, as OpenTelemetry's database conventions name it. The SQL
     /// holds no value: the identity and the masks are bound parameters.
-    fn query_span(&self, operation: &str, step: &Step, sql: &str) -> tracing::Span {
+    pub(super) fn query_span(&self, operation: &str, step: &Step, sql: &str) -> tracing::Span {
         tracing::info_span!(
             "db.query",
             otel.name = %format!("{operation} {}", step.planned.table.display),
@@ -492,7 +497,10 @@ impl Run<'_> {
                     .filter(|c| is_text_type(&c.typname))
                     .map(|c| format!("t0.{}::text = $1", quote_ident(&c.name)))
                     .collect();
-                let mut bad = vec![format!("NOT ({})", masked_as_told.join(" AND "))];
+                let mut bad = Vec::new();
+                if !masked_as_told.is_empty() {
+                    bad.push(format!("NOT ({})", masked_as_told.join(" AND ")));
+                }
                 bad.extend(holds_identity);
                 let sql = format!(
                     "SELECT count(*) FROM {quoted} AS t0 \
@@ -511,6 +519,9 @@ impl Run<'_> {
                     return Err(unverified(format!(
                         "{wrong} kept rows with an unmasked value or a value equal to the identity"
                     )));
+                }
+                if !step.json_masks.is_empty() {
+                    self.verify_json(txn, i, step).await?;
                 }
                 Ok(())
             }
@@ -548,7 +559,7 @@ impl Run<'_> {
 
     /// A database error of this erasure: an integrity or data error names what it broke (a
     /// constraint, a column's limits) without the values PostgreSQL's message may quote.
-    fn db(&self, error: &tokio_postgres::Error, table: Option<&str>) -> ExtractError {
+    pub(super) fn db(&self, error: &tokio_postgres::Error, table: Option<&str>) -> ExtractError {
         if let Some(db) = error.as_db_error() {
             let code = db.code().code();
             if code.starts_with("23") || code.starts_with("22") {
@@ -594,6 +605,11 @@ impl Run<'_> {
                         .masks
                         .iter()
                         .map(|(c, m)| format!("{c}:{}", m.name()))
+                        .chain(
+                            step.json_masks
+                                .iter()
+                                .map(|(c, m)| format!("{c}:json:{}", m.name())),
+                        )
                         .collect(),
                     retained_columns: step
                         .retained
@@ -721,12 +737,12 @@ impl Run<'_> {
 }
 
 /// The temporary table of the captured row ids of step `i`.
-fn captured(i: usize) -> String {
+pub(super) fn captured(i: usize) -> String {
     format!("pg_temp.dsr_erase_{i}")
 }
 
 /// The temporary table of the masked rows' new row ids of step `i`.
-fn masked(i: usize) -> String {
+pub(super) fn masked(i: usize) -> String {
     format!("pg_temp.dsr_masked_{i}")
 }
 
@@ -747,7 +763,7 @@ fn preview_digest(source: &str, subject_id: &str, steps: &[Step], counted: &[u64
 
 /// A keyed pseudonym of a value: the first 128 bits of HMAC-SHA256(key, value), as 32 hex
 /// digits. The same value masks to the same token under one key.
-fn pseudonym(key: &[u8], value: &str) -> String {
+pub(super) fn pseudonym(key: &[u8], value: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(value.as_bytes());
     hex::encode(&mac.finalize().into_bytes()[..16])

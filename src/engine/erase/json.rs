@@ -1,0 +1,295 @@
+//! Masking inside scanned JSON columns: the captured rows are read page by page (a page is at
+//! most [`PAGE_BYTES`] of documents, or one document), each document is masked in the process
+//! by the same matrix the scan uses, and the page is written back in one UPDATE with the
+//! table's other masks. The verification reads the masked rows back the same way and masks
+//! them again: nothing may be left to mask.
+
+use secrecy::ExposeSecret;
+use tokio_postgres::types::ToSql;
+use tracing::Instrument;
+
+use super::policy::Step;
+use super::{ErasureRefusal, Run};
+use crate::classify::{JsonMasker, Replacement, ScanLimits, ScanViolation};
+use crate::config::erasure::MaskMethod;
+use crate::engine::ExtractError;
+use crate::schema::quote_ident;
+
+/// The most bytes of documents one page reads (a single larger document is a page of its own,
+/// up to the scan's limit).
+const PAGE_BYTES: i64 = 4 * 1024 * 1024;
+
+/// The most rows of one page, so that the join of a page's rows with its documents stays
+/// small whatever plan PostgreSQL picks for it.
+const PAGE_ROWS: i64 = 10_000;
+
+/// One page of rows: each row's id (as text) and, per JSON column, its document.
+struct Page {
+    tids: Vec<String>,
+    /// Per JSON column of the step, the page's documents (NULL stays NULL).
+    docs: Vec<Vec<Option<String>>>,
+}
+
+impl Run<'_> {
+    /// Masks the captured rows of step `i` page by page: `sets` are the table's other masks,
+    /// whose parameters are `params` ($1 ...). Returns the rows masked.
+    pub(super) async fn mask_json_pages(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        i: usize,
+        step: &Step,
+        mut sets: Vec<String>,
+        params: &[&(dyn ToSql + Sync)],
+        masked: &str,
+    ) -> Result<u64, ExtractError> {
+        let table = step.planned.table.display.as_str();
+        let n = params.len();
+        // The page's parameters follow the other masks': the row ids, then one array of
+        // documents per JSON column (NULL where a document is unchanged).
+        let arrays = (0..step.json_masks.len())
+            .map(|k| format!("${}::text[]", n + 2 + k))
+            .collect::<Vec<_>>();
+        let names = (0..step.json_masks.len())
+            .map(|k| format!("d{k}"))
+            .collect::<Vec<_>>();
+        for (k, (column, _)) in step.json_masks.iter().enumerate() {
+            let c = quote_ident(column);
+            let mapped = step
+                .planned
+                .table
+                .columns
+                .iter()
+                .find(|m| &m.name == column)
+                .expect("json masks name live columns");
+            sets.push(format!(
+                "{c} = coalesce(m.d{k}::{}, t0.{c})",
+                mapped.base_type
+            ));
+        }
+        let sql = format!(
+            "WITH changed AS (UPDATE {} AS t0 SET {} \
+             FROM unnest(${}::text[], {}) AS m(tid, {}) \
+             WHERE t0.ctid = m.tid::tid AND t0.ctid = ANY(${}::text[]::tid[]) RETURNING t0.ctid) \
+             INSERT INTO {masked} SELECT ctid FROM changed",
+            step.planned.table.quoted(),
+            sets.join(", "),
+            n + 1,
+            arrays.join(", "),
+            names.join(", "),
+            n + 1,
+        );
+        let statement = txn
+            .prepare(&sql)
+            .await
+            .map_err(|e| self.db(&e, Some(table)))?;
+        let mut changed = 0u64;
+        let mut after = "(0,0)".to_owned();
+        while let Some(page) = self
+            .page(txn, step, &super::run::captured(i), &after)
+            .await?
+        {
+            let mut docs = Vec::with_capacity(page.docs.len());
+            for (k, (column, method)) in step.json_masks.iter().enumerate() {
+                let key = self.key_for(*method, column, step)?;
+                docs.push(
+                    page.docs[k]
+                        .iter()
+                        .map(|doc| match doc {
+                            Some(doc) => self
+                                .mask_doc(*method, key, doc)
+                                .map_err(|v| refused(table, column, &v)),
+                            None => Ok(None),
+                        })
+                        .collect::<Result<Vec<Option<String>>, ExtractError>>()?,
+                );
+            }
+            let mut bound: Vec<&(dyn ToSql + Sync)> = params.to_vec();
+            bound.push(&page.tids);
+            for d in &docs {
+                bound.push(d);
+            }
+            let rows = txn
+                .execute(&statement, &bound)
+                .instrument(self.query_span("UPDATE", step, &sql))
+                .await
+                .map_err(|e| self.db(&e, Some(table)))?;
+            changed += rows;
+            if rows == 0 {
+                // Nothing of the page was written: stop, and let the count check say so.
+                break;
+            }
+            after = page.tids.last().cloned().unwrap_or(after);
+        }
+        Ok(changed)
+    }
+
+    /// Verifies the masked rows of step `i`: each document, masked again, has nothing left to
+    /// mask (no personal path unmasked, no value or key equal to the identity).
+    pub(super) async fn verify_json(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        i: usize,
+        step: &Step,
+    ) -> Result<(), ExtractError> {
+        let table = step.planned.table.display.as_str();
+        let mut after = "(0,0)".to_owned();
+        let mut wrong = 0u64;
+        while let Some(page) = self.page(txn, step, &super::run::masked(i), &after).await? {
+            for (k, (column, method)) in step.json_masks.iter().enumerate() {
+                let key = self.key_for(*method, column, step)?;
+                for doc in page.docs[k].iter().flatten() {
+                    match self.mask_doc(*method, key, doc) {
+                        Ok(None) => {}
+                        Ok(Some(_)) | Err(_) => wrong += 1,
+                    }
+                }
+            }
+            after = page.tids.last().cloned().unwrap_or(after);
+        }
+        if wrong != 0 {
+            return Err(ErasureRefusal::Unverified {
+                table: table.to_owned(),
+                detail: format!(
+                    "{wrong} kept JSON documents still hold a personal path or the identity"
+                ),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The next page of the step's rows whose ids are in temporary table `tids`, after row id
+    /// `after`: at most [`PAGE_BYTES`] of documents (or one document) and [`PAGE_ROWS`] rows. `None` when none is
+    /// left. A document above the scan's limit is measured in the query, and refused.
+    async fn page(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        step: &Step,
+        tids: &str,
+        after: &str,
+    ) -> Result<Option<Page>, ExtractError> {
+        let table = step.planned.table.display.as_str();
+        let columns = step.json_masks.len();
+        let texts = step
+            .json_masks
+            .iter()
+            .enumerate()
+            .map(|(k, (c, _))| format!("t0.{}::text AS d{k}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let own = (0..columns)
+            .map(|k| format!("coalesce(octet_length(d{k}), 0)"))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let out = (0..columns)
+            .map(|k| {
+                format!("CASE WHEN octet_length(d{k}) <= $2 THEN d{k} END, octet_length(d{k})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "WITH r AS MATERIALIZED (SELECT t0.ctid AS tid, {texts} FROM {} AS t0 \
+             WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {tids} WHERE tid > $1::text::tid))), \
+             s AS (SELECT r.*, {own} AS own FROM r), \
+             w AS (SELECT s.*, sum(own) OVER (ORDER BY tid) AS running FROM s) \
+             SELECT tid::text, {out} FROM w WHERE running - own < $3 ORDER BY tid LIMIT $4",
+            step.planned.table.quoted()
+        );
+        let limit = ScanLimits::default().max_bytes as i32;
+        let rows = txn
+            .query(&sql, &[&after, &limit, &PAGE_BYTES, &PAGE_ROWS])
+            .await
+            .map_err(|e| self.db(&e, Some(table)))?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut page = Page {
+            tids: Vec::with_capacity(rows.len()),
+            docs: vec![Vec::with_capacity(rows.len()); columns],
+        };
+        for row in &rows {
+            page.tids.push(row.get(0));
+            for (k, (column, _)) in step.json_masks.iter().enumerate() {
+                let doc: Option<String> = row.get(1 + 2 * k);
+                let bytes: Option<i32> = row.get(2 + 2 * k);
+                if doc.is_none()
+                    && let Some(bytes) = bytes
+                {
+                    return Err(refused(
+                        table,
+                        column,
+                        &ScanViolation {
+                            category: "json_too_large",
+                            detail: format!(
+                                "a document of {bytes} bytes is above the {limit}-byte limit"
+                            ),
+                        },
+                    ));
+                }
+                page.docs[k].push(doc);
+            }
+        }
+        Ok(Some(page))
+    }
+
+    /// The pseudonym key, when `method` needs it.
+    fn key_for(
+        &self,
+        method: MaskMethod,
+        column: &str,
+        step: &Step,
+    ) -> Result<Option<&[u8]>, ExtractError> {
+        if method != MaskMethod::Pseudonym {
+            return Ok(None);
+        }
+        let key =
+            self.cfg
+                .erasure
+                .pseudonym_key
+                .as_ref()
+                .ok_or_else(|| ErasureRefusal::Policy {
+                    table: step.planned.table.display.clone(),
+                    column: column.to_owned(),
+                    detail: "a pseudonym mask needs the source's erasure.pseudonym_key_env".into(),
+                })?;
+        Ok(Some(key.expose_secret().as_slice()))
+    }
+
+    /// One document masked by `method` (`key` for pseudonyms), or `None` when nothing in it
+    /// needs masking.
+    fn mask_doc(
+        &self,
+        method: MaskMethod,
+        key: Option<&[u8]>,
+        doc: &str,
+    ) -> Result<Option<String>, ScanViolation> {
+        let redaction = self.cfg.erasure.redaction.as_str();
+        let token = |text: &str| super::run::pseudonym(key.unwrap_or_default(), text);
+        let replacement = match method {
+            MaskMethod::Null => Replacement::Null(redaction),
+            MaskMethod::Redact => Replacement::Redact(redaction),
+            MaskMethod::Pseudonym => Replacement::Pseudonym(&token),
+        };
+        JsonMasker {
+            matrix: &self.engine.matrix,
+            identity: &self.value,
+            replacement,
+            limits: ScanLimits::default(),
+        }
+        .mask(doc)
+    }
+}
+
+/// A document that cannot be masked in place: the erasure is refused, naming the column.
+fn refused(table: &str, column: &str, violation: &ScanViolation) -> ExtractError {
+    ErasureRefusal::Policy {
+        table: table.to_owned(),
+        column: column.to_owned(),
+        detail: format!(
+            "a document cannot be masked in place ({}: {}); delete the rows, or mask the \
+             column with null",
+            violation.category, violation.detail
+        ),
+    }
+    .into()
+}
