@@ -1196,3 +1196,68 @@ async fn json_paths_are_masked_in_place_and_the_rest_of_the_document_is_kept() {
         "{error}"
     );
 }
+
+/// Validate reports in advance what would make every erasure of a subject with rows fail: a
+/// "null" mask on a NOT NULL column, a redaction longer than a varchar column holds, and a
+/// NO ACTION key from a table outside the data map. The erasure then fails as reported, and
+/// changes nothing.
+#[tokio::test]
+async fn validate_reports_masks_and_keys_that_would_make_an_erasure_fail() {
+    let db = database("erase_foreseen").await;
+    db.batch_execute(
+        "ALTER TABLE support_tickets ADD COLUMN code varchar(8); \
+         CREATE TABLE loyalty_cards (id bigint PRIMARY KEY, \
+           customer_id bigint REFERENCES customers (id), number text); \
+         INSERT INTO loyalty_cards VALUES (1, 2, 'LC-2')",
+    )
+    .await
+    .unwrap();
+    let config = config_for("erase_foreseen", |text| {
+        with_source_settings(&text, "erasure = { require_preview = false }")
+            .replace(
+                "tags = \"not_pii\" }",
+                "tags = \"not_pii\", code = \"support.message\" }",
+            )
+            .replace(
+                "subject = \"redact\", body = \"redact\"",
+                "subject = \"null\", body = \"redact\", code = \"redact\"",
+            )
+    });
+    let server = TestServer::start(config).await;
+    let mut client = server.client().await;
+    let gate = support::validate(
+        &mut client,
+        dsr_connector::pb::ValidateRequest {
+            source: "demo".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    println!("{}", gate.text);
+    let tickets = gate.table("support_tickets").warnings.join("\n");
+    assert!(
+        tickets.contains("support_tickets.erase.mask.subject: \"null\" on a NOT NULL column"),
+        "{tickets}"
+    );
+    assert!(
+        tickets.contains("erase.mask.code: the column holds at most 8 characters"),
+        "{tickets}"
+    );
+    let customers = gate.table("customers").warnings.join("\n");
+    assert!(
+        customers.contains("table 'loyalty_cards' references 'customers' with ON DELETE NO ACTION")
+            && customers.contains("fails (ERASURE_CONSTRAINT)"),
+        "{customers}"
+    );
+
+    // As reported: alice's erasure fails on the NOT NULL column, and nothing changes.
+    let before = rows(&db).await;
+    let failed = erase(&mut client, erase_request(ALICE, false, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), Code::FailedPrecondition, "{failed:?}");
+    assert!(failed.message().contains("support_tickets"), "{failed:?}");
+    assert_eq!(rows(&db).await, before);
+    server.stop().await.unwrap();
+}

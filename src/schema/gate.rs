@@ -25,11 +25,16 @@ struct LiveColumn {
     base_type: String,
     typname: String,
     category: String,
+    not_null: bool,
+    /// The most characters a `varchar(n)` or `char(n)` column holds.
+    max_chars: Option<i32>,
 }
 
 const CATALOG_SQL: &str = "\
 SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), format_type(a.atttypid, NULL), \
-       t.typname::text, t.typcategory::text, c.relkind::text \
+       t.typname::text, t.typcategory::text, c.relkind::text, a.attnotnull, \
+       CASE WHEN t.typname IN ('varchar', 'bpchar') AND a.atttypmod > 4 \
+            THEN a.atttypmod - 4 END \
 FROM pg_catalog.pg_attribute a \
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -239,24 +244,76 @@ async fn check_cascades(
             table: row.get(4),
         }
         .display_name();
-        let rule = match row.get::<_, String>(5).as_str() {
-            "c" => "ON DELETE CASCADE",
-            "n" => "ON DELETE SET NULL",
-            "d" => "ON DELETE SET DEFAULT",
-            _ => continue,
+        let (rule, acts) = match row.get::<_, String>(5).as_str() {
+            "c" => ("ON DELETE CASCADE", true),
+            "n" => ("ON DELETE SET NULL", true),
+            "d" => ("ON DELETE SET DEFAULT", true),
+            "r" => ("ON DELETE RESTRICT", false),
+            _ => ("ON DELETE NO ACTION", false),
         };
         if deleted.contains(&parent) && !mapped.contains(&child) {
             let constraint: String = row.get(0);
+            let outcome = if acts {
+                "Erase refuses any subject with rows here"
+            } else {
+                "an erasure of a subject who has rows in it fails (ERASURE_CONSTRAINT) and \
+                 changes nothing"
+            };
             if let Some(report) = reports.iter_mut().find(|r| r.table == parent) {
                 report.warnings.push(format!(
                     "table '{child}' references '{parent}' with {rule} (constraint \
-                     '{constraint}'), and the data map does not name '{child}': Erase refuses \
-                     any subject with rows here until '{child}' is mapped with an erase policy"
+                     '{constraint}'), and the data map does not name '{child}': {outcome} \
+                     until '{child}' is mapped with an erase policy"
                 ));
             }
         }
     }
     Ok(())
+}
+
+/// Warns about a mask that the live column cannot hold: every erasure of a subject with rows in
+/// the table would fail, and change nothing.
+fn check_masks(
+    display: &str,
+    table_cfg: &crate::config::TableConfig,
+    live: &[LiveColumn],
+    source: &SourceConfig,
+    report: &mut TableReport,
+) {
+    use crate::config::erasure::{ColumnErasure, MaskMethod};
+    let Some(erase) = &table_cfg.erase else {
+        return;
+    };
+    for (column, how) in &erase.mask {
+        let (ColumnErasure::Mask(method), Some(live)) =
+            (how, live.iter().find(|c| &c.name == column))
+        else {
+            continue;
+        };
+        let written = match method {
+            MaskMethod::Null if live.not_null => Some("\"null\" on a NOT NULL column".to_owned()),
+            MaskMethod::Redact => live
+                .max_chars
+                .filter(|n| (*n as usize) < source.erasure.redaction.chars().count())
+                .map(|n| {
+                    format!(
+                        "the column holds at most {n} characters and the redaction text has {}",
+                        source.erasure.redaction.chars().count()
+                    )
+                }),
+            MaskMethod::Pseudonym => live
+                .max_chars
+                .filter(|n| *n < 32)
+                .map(|n| format!("the column holds at most {n} characters and a pseudonym has 32")),
+            _ => None,
+        };
+        if let Some(why) = written {
+            report.warnings.push(format!(
+                "{display}.erase.mask.{column}: {why}: every erasure of a subject with rows here \
+                 fails (ERASURE_CONSTRAINT) and changes nothing"
+            ));
+        }
+    }
 }
 
 /// The catalog statements of one gate run, prepared once.
@@ -314,6 +371,8 @@ impl<'a, C: GenericClient> Catalog<'a, C> {
                 base_type: r.get(2),
                 typname: r.get(3),
                 category: r.get(4),
+                not_null: r.get(6),
+                max_chars: r.get(7),
             })
             .collect();
         Ok((live, indexable))
@@ -391,6 +450,7 @@ async fn check_table<C: GenericClient>(
         ));
         return Ok((report, None));
     }
+    check_masks(&display, table_cfg, &live, catalog.source, &mut report);
     let mut findings = Findings::default();
     let columns = map_columns(
         &display,
