@@ -1261,3 +1261,55 @@ async fn validate_reports_masks_and_keys_that_would_make_an_erasure_fail() {
     assert_eq!(rows(&db).await, before);
     server.stop().await.unwrap();
 }
+
+/// Masking a referenced column is an UPDATE of the key: a table outside the data map whose key
+/// would follow it (`ON UPDATE CASCADE`) is reported by Validate and refused by Erase.
+#[tokio::test]
+async fn a_masked_key_that_cascades_on_update_into_an_undeclared_table_is_refused() {
+    let db = database("erase_update_cascade").await;
+    db.batch_execute(
+        "ALTER TABLE support_tickets ADD CONSTRAINT ticket_requester UNIQUE (id, requester_email); \
+         CREATE TABLE ticket_copies (ticket_id bigint, email text, \
+           FOREIGN KEY (ticket_id, email) REFERENCES support_tickets (id, requester_email) \
+           ON UPDATE CASCADE); \
+         INSERT INTO ticket_copies VALUES (1, 'alice@example.com')",
+    )
+    .await
+    .unwrap();
+    let before = rows(&db).await;
+    let server = TestServer::start(config_for("erase_update_cascade", |t| t)).await;
+    let mut client = server.client().await;
+    let gate = support::validate(
+        &mut client,
+        dsr_connector::pb::ValidateRequest {
+            source: "demo".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let tickets = gate.table("support_tickets").warnings.join("\n");
+    assert!(
+        tickets
+            .contains("table 'ticket_copies' references 'support_tickets' with ON UPDATE CASCADE"),
+        "{}",
+        gate.text
+    );
+    let refused = erase(&mut client, erase_request(ALICE, true, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("ticket_copies")
+            && refused.message().contains("ON UPDATE CASCADE"),
+        "{refused:?}"
+    );
+    assert_eq!(rows(&db).await, before);
+    let copy: String = db
+        .query_one("SELECT email FROM ticket_copies", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(copy, ALICE, "the undeclared table is untouched");
+    server.stop().await.unwrap();
+}

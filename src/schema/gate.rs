@@ -190,11 +190,13 @@ pub async fn check_schema(
 }
 
 /// Every foreign key of the database: constraint, referencing (child) schema and table,
-/// referenced (parent) schema and table, and `confdeltype` (`a` no action, `r` restrict, `c`
-/// cascade, `n` set null, `d` set default).
+/// referenced (parent) schema and table, `confdeltype` and `confupdtype` (`a` no action, `r`
+/// restrict, `c` cascade, `n` set null, `d` set default), and the referenced columns.
 pub(crate) const FOREIGN_KEYS_SQL: &str = "\
 SELECT con.conname::text, cn.nspname::text, cc.relname::text, \
-       pn.nspname::text, pc.relname::text, con.confdeltype::text \
+       pn.nspname::text, pc.relname::text, con.confdeltype::text, con.confupdtype::text, \
+       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid = con.confrelid AND a.attnum = ANY (con.confkey)) \
 FROM pg_catalog.pg_constraint con \
 JOIN pg_catalog.pg_class cc ON cc.oid = con.conrelid \
 JOIN pg_catalog.pg_namespace cn ON cn.oid = cc.relnamespace \
@@ -203,25 +205,38 @@ JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace \
 WHERE con.contype = 'f'";
 
 /// Warns, before anyone asks to erase, about a foreign key from a table outside the data map
-/// that would act on its rows (`ON DELETE CASCADE`, `SET NULL`, `SET DEFAULT`) when a table
-/// whose policy is `delete` loses a subject's rows: `Erase` refuses such a cascade.
+/// into a table that erasure changes: one that would act on its rows (`ON DELETE CASCADE`,
+/// `SET NULL`, `SET DEFAULT`, or the same `ON UPDATE` of a masked referenced column), which
+/// `Erase` refuses, and one that would stop the deletion (`NO ACTION`, `RESTRICT`).
 async fn check_cascades(
     source: &SourceConfig,
     client: &impl GenericClient,
     reports: &mut [TableReport],
 ) -> Result<(), PlanError> {
-    use crate::config::erasure::EraseAction;
-    let deleted: Vec<String> = source
+    use crate::config::erasure::{ColumnErasure, EraseAction};
+    // Each table that erasure changes: its action, and its masked columns.
+    let changed: Vec<(String, EraseAction, Vec<&String>)> = source
         .tables
         .iter()
-        .filter(|t| {
-            t.erase
+        .filter_map(|t| {
+            let erase = t
+                .erase
                 .as_ref()
-                .is_some_and(|e| e.action == EraseAction::Delete)
+                .filter(|e| e.action != EraseAction::Retain)?;
+            let masked = erase
+                .mask
+                .iter()
+                .filter(|(_, how)| !matches!(how, ColumnErasure::Retain { .. }))
+                .map(|(column, _)| column)
+                .collect();
+            Some((
+                QualifiedName::parse(&t.name)?.display_name(),
+                erase.action,
+                masked,
+            ))
         })
-        .filter_map(|t| QualifiedName::parse(&t.name).map(|q| q.display_name()))
         .collect();
-    if deleted.is_empty() {
+    if changed.is_empty() {
         return Ok(());
     }
     let mapped: Vec<String> = source
@@ -244,28 +259,43 @@ async fn check_cascades(
             table: row.get(4),
         }
         .display_name();
-        let (rule, acts) = match row.get::<_, String>(5).as_str() {
-            "c" => ("ON DELETE CASCADE", true),
-            "n" => ("ON DELETE SET NULL", true),
-            "d" => ("ON DELETE SET DEFAULT", true),
-            "r" => ("ON DELETE RESTRICT", false),
-            _ => ("ON DELETE NO ACTION", false),
+        let Some((_, action, masked)) = changed.iter().find(|(t, _, _)| *t == parent) else {
+            continue;
         };
-        if deleted.contains(&parent) && !mapped.contains(&child) {
-            let constraint: String = row.get(0);
-            let outcome = if acts {
-                "Erase refuses any subject with rows here"
-            } else {
-                "an erasure of a subject who has rows in it fails (ERASURE_CONSTRAINT) and \
-                 changes nothing"
-            };
-            if let Some(report) = reports.iter_mut().find(|r| r.table == parent) {
-                report.warnings.push(format!(
-                    "table '{child}' references '{parent}' with {rule} (constraint \
-                     '{constraint}'), and the data map does not name '{child}': {outcome} \
-                     until '{child}' is mapped with an erase policy"
-                ));
+        if mapped.contains(&child) {
+            continue;
+        }
+        let referenced: Vec<String> = row.get(7);
+        let (rule, acts) = match (action, row.get::<_, String>(5).as_str()) {
+            (EraseAction::Delete, "c") => ("ON DELETE CASCADE", true),
+            (EraseAction::Delete, "n") => ("ON DELETE SET NULL", true),
+            (EraseAction::Delete, "d") => ("ON DELETE SET DEFAULT", true),
+            (EraseAction::Delete, "r") => ("ON DELETE RESTRICT", false),
+            (EraseAction::Delete, _) => ("ON DELETE NO ACTION", false),
+            _ if masked.iter().any(|c| referenced.contains(c)) => {
+                match row.get::<_, String>(6).as_str() {
+                    "c" => ("ON UPDATE CASCADE", true),
+                    "n" => ("ON UPDATE SET NULL", true),
+                    "d" => ("ON UPDATE SET DEFAULT", true),
+                    "r" => ("ON UPDATE RESTRICT", false),
+                    _ => ("ON UPDATE NO ACTION", false),
+                }
             }
+            _ => continue,
+        };
+        let constraint: String = row.get(0);
+        let outcome = if acts {
+            "Erase refuses any subject with rows here"
+        } else {
+            "an erasure of a subject who has rows in it fails (ERASURE_CONSTRAINT) and \
+             changes nothing"
+        };
+        if let Some(report) = reports.iter_mut().find(|r| r.table == parent) {
+            report.warnings.push(format!(
+                "table '{child}' references '{parent}' with {rule} (constraint \
+                 '{constraint}'), and the data map does not name '{child}': {outcome} \
+                 until '{child}' is mapped with an erase policy"
+            ));
         }
     }
     Ok(())

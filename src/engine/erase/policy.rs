@@ -138,6 +138,10 @@ pub(super) struct ForeignKey {
     /// `pg_constraint.confdeltype`: `a` no action, `r` restrict, `c` cascade, `n` set null,
     /// `d` set default.
     pub on_delete: char,
+    /// `pg_constraint.confupdtype`, likewise.
+    pub on_update: char,
+    /// The referenced columns of the parent.
+    pub parent_columns: Vec<String>,
 }
 
 impl ForeignKey {
@@ -155,27 +159,51 @@ impl ForeignKey {
     pub fn acts_on_delete(&self) -> bool {
         matches!(self.on_delete, 'c' | 'n' | 'd')
     }
+
+    pub fn on_update_name(&self) -> &'static str {
+        match self.on_update {
+            'c' => "ON UPDATE CASCADE",
+            'n' => "ON UPDATE SET NULL",
+            _ => "ON UPDATE SET DEFAULT",
+        }
+    }
+
+    /// Whether changing a referenced column of a parent row changes rows of the child by
+    /// itself.
+    pub fn acts_on_update(&self) -> bool {
+        matches!(self.on_update, 'c' | 'n' | 'd')
+    }
 }
 
-/// Refuses a foreign key that would carry a deletion into a table the data map does not name:
-/// a cascade must never erase silently.
+/// Refuses a foreign key that would carry a deletion, or the masking of a referenced column,
+/// into a table the data map does not name: a cascade must never erase silently.
 pub(super) fn check_cascades(
     steps: &[Step],
     mapped: &[String],
     keys: &[ForeignKey],
 ) -> Result<(), ErasureRefusal> {
-    for key in keys {
-        let deletes_parent = steps
-            .iter()
-            .any(|s| s.action == EraseAction::Delete && s.planned.table.display == key.parent);
-        if deletes_parent && key.acts_on_delete() && !mapped.contains(&key.child) {
-            return Err(ErasureRefusal::UndeclaredCascade {
-                table: key.parent.clone(),
-                child: key.child.clone(),
-                constraint: key.constraint.clone(),
-                rule: key.on_delete_name(),
-            });
-        }
+    for key in keys.iter().filter(|k| !mapped.contains(&k.child)) {
+        let Some(step) = steps.iter().find(|s| s.planned.table.display == key.parent) else {
+            continue;
+        };
+        // A masked referenced column is an UPDATE of the key.
+        let masks_key = step.action == EraseAction::Mask
+            && step
+                .masks
+                .iter()
+                .chain(&step.json_masks)
+                .any(|(column, _)| key.parent_columns.contains(column));
+        let rule = match step.action {
+            EraseAction::Delete if key.acts_on_delete() => key.on_delete_name(),
+            EraseAction::Mask if masks_key && key.acts_on_update() => key.on_update_name(),
+            _ => continue,
+        };
+        return Err(ErasureRefusal::UndeclaredCascade {
+            table: key.parent.clone(),
+            child: key.child.clone(),
+            constraint: key.constraint.clone(),
+            rule,
+        });
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ pub enum ErasureRefusal {
     },
     #[error(
         "table '{child}' references '{table}' with {rule} (constraint '{constraint}'), and the \
-         data map does not name '{child}': deleting the subject's rows would change its rows \
+         data map does not name '{child}': erasing the subject's rows would change its rows \
          silently; map '{child}' with an erase policy, or change the key"
     )]
     UndeclaredCascade {

@@ -547,6 +547,8 @@ impl Run<'_> {
                 child: display(r.get(1), r.get(2)),
                 parent: display(r.get(3), r.get(4)),
                 on_delete: r.get::<_, String>(5).chars().next().unwrap_or('a'),
+                on_update: r.get::<_, String>(6).chars().next().unwrap_or('a'),
+                parent_columns: r.get(7),
             })
             .filter(|k| {
                 self.steps
