@@ -24,10 +24,21 @@ pub enum Detector {
     /// The shape of a US social security number, `123-45-6789`, excluding the never-issued
     /// area numbers 000, 666 and 900-999.
     Ssn,
+    /// An IBAN: a country code, two check digits and up to 30 letters or digits (spaces every
+    /// four allowed), passing the ISO 7064 mod-97 check.
+    Iban,
 }
 
 impl Detector {
-    /// Whether `text` looks like what this detector finds.
+    /// Whether `text`, as a whole, looks like what this detector finds.
+    ///
+    /// Where shapes overlap, the more specific one wins, so that one value is one thing:
+    /// - an IPv4 or IPv6 address is never a phone number (`192.168.100.200` has a phone
+    ///   number's digits and dots);
+    /// - a date is never a phone number (`2024-01-15`, `20240115`);
+    /// - a card number (13-19 digits passing the Luhn check) or a social security number's
+    ///   shape (`123-45-6789`) is never a phone number;
+    /// - a UUID is never a card number (and a card number is digits, spaces and dashes only).
     pub fn matches(&self, text: &str) -> bool {
         let text = text.trim();
         if text.is_empty() || text.len() > 320 {
@@ -49,12 +60,19 @@ impl Detector {
                 } else {
                     digits >= 9
                 };
-                plausible && digits <= 15 && phone_re().is_match(text) && !date_re().is_match(text)
+                plausible
+                    && digits <= 15
+                    && phone_re().is_match(text)
+                    && !date_re().is_match(text)
+                    && text.parse::<IpAddr>().is_err()
+                    && !is_card_number(text)
+                    && !ssn_re().is_match(text)
             }
             Detector::Ip => {
                 (first.is_ascii_hexdigit() || first == b':') && text.parse::<IpAddr>().is_ok()
             }
-            Detector::Card => first.is_ascii_digit() && is_card_number(text),
+            Detector::Card => first.is_ascii_digit() && !is_uuid(text) && is_card_number(text),
+            Detector::Iban => first.is_ascii_alphabetic() && is_iban(text),
             Detector::Ssn => {
                 text.len() == 11
                     && ssn_re().captures(text).is_some_and(|c| {
@@ -68,6 +86,166 @@ impl Detector {
             }
         }
     }
+}
+
+impl Detector {
+    /// Whether this detector finds something anywhere inside `text` (free text such as a
+    /// message or a note): each candidate that the detector's shape picks out of the text must
+    /// pass [`Detector::matches`] on its own, with the same precedence.
+    pub fn found_in(&self, text: &str) -> bool {
+        let candidates = match self {
+            Detector::Email => {
+                if !text.contains('@') {
+                    return false;
+                }
+                email_in_re()
+            }
+            Detector::Phone => phone_in_re(),
+            Detector::Ip => ip_in_re(),
+            Detector::Card => card_in_re(),
+            Detector::Ssn => ssn_in_re(),
+            Detector::Iban => iban_in_re(),
+        };
+        candidates.find_iter(text).any(|found| {
+            let candidate = found.as_str().trim_end_matches(['.', ' ', '-', ')', ':']);
+            // Not part of a longer token such as a UUID, an IBAN or a version string.
+            let before = text[..found.start()].chars().next_back();
+            let after = text[found.start() + candidate.len()..].chars().next();
+            let joined =
+                |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_');
+            if *self != Detector::Email && (joined(before) || joined(after)) {
+                return false;
+            }
+            // `Chrome/121.0.0.0` is a version, not an address.
+            if *self == Detector::Ip && before == Some('/') {
+                return false;
+            }
+            match self {
+                // Inside text, a bare run of digits is as often an order or tracking number:
+                // a phone number there is written with a prefix or separators.
+                Detector::Phone => {
+                    let written = candidate.starts_with(['+', '(', '0'])
+                        || candidate.contains([' ', '-', '.', '(']);
+                    written
+                        && !date_start_re().is_match(candidate)
+                        && !is_card_number(candidate)
+                        && !ssn_re().is_match(candidate)
+                        && phone_prefixes(candidate).any(|p| self.matches(p))
+                }
+                // An IPv6 address in running text has at least three groups: `::` alone, or
+                // `a::b`, is punctuation or a word as often.
+                Detector::Ip
+                    if !candidate.contains('.')
+                        && candidate.split(':').filter(|g| !g.is_empty()).count() < 3 =>
+                {
+                    false
+                }
+                _ => self.matches(candidate),
+            }
+        })
+    }
+}
+
+/// `candidate`, then with its last group of digits dropped, up to three times: a phone number
+/// followed by another number in running text is still found.
+fn phone_prefixes(candidate: &str) -> impl Iterator<Item = &str> {
+    let mut next = Some(candidate);
+    std::iter::from_fn(move || {
+        let current = next?;
+        next = current
+            .rfind([' ', '-', '.'])
+            .map(|at| current[..at].trim_end_matches([' ', '-', '.']))
+            .filter(|shorter| !shorter.is_empty());
+        Some(current)
+    })
+    .take(4)
+}
+
+/// A date at the start of a run of digits in text (`2024-07-10 14`): not a phone number.
+fn date_start_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^(\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})\b")
+            .expect("a valid date pattern")
+    })
+}
+
+fn email_in_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+            .expect("a valid e-mail pattern")
+    })
+}
+
+fn phone_in_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"[+(]?\d[\d .()-]{5,22}\d").expect("a valid phone pattern"))
+}
+
+fn ip_in_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}")
+            .expect("a valid IP pattern")
+    })
+}
+
+fn card_in_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"\d(?:[ -]?\d){12,18}").expect("a valid card pattern"))
+}
+
+fn ssn_in_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"\d{3}-\d{2}-\d{4}").expect("a valid SSN pattern"))
+}
+
+fn iban_in_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b").expect("a valid IBAN pattern")
+    })
+}
+
+/// The shape of a UUID: 8-4-4-4-12 hex digits.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// An IBAN, spaces allowed: country letters, check digits, 11 to 30 letters or digits, and
+/// the mod-97 remainder of the rearranged number is 1.
+fn is_iban(text: &str) -> bool {
+    let compact: String = text.chars().filter(|c| *c != ' ').collect();
+    let bytes = compact.as_bytes();
+    if !(15..=34).contains(&bytes.len())
+        || !bytes[..2].iter().all(u8::is_ascii_uppercase)
+        || !bytes[2..4].iter().all(u8::is_ascii_digit)
+        || !bytes[4..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    {
+        return false;
+    }
+    let mut remainder = 0u32;
+    for b in bytes[4..].iter().chain(&bytes[..4]) {
+        let value = if b.is_ascii_digit() {
+            u32::from(b - b'0')
+        } else {
+            u32::from(b - b'A') + 10
+        };
+        remainder = if value >= 10 {
+            (remainder * 100 + value) % 97
+        } else {
+            (remainder * 10 + value) % 97
+        };
+    }
+    remainder == 1
 }
 
 fn email_re() -> &'static Regex {

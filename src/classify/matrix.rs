@@ -76,7 +76,7 @@ const BUILT_IN: &[(&str, &[&str], &[Detector], &str)] = &[
             r"^mobile$",
             r"^cell$",
             r"_phone$",
-            r"^tel$",
+            r"^(tel|fax|msisdn)$",
         ],
         &[Detector::Phone],
         "Telephone numbers.",
@@ -84,7 +84,7 @@ const BUILT_IN: &[(&str, &[&str], &[Detector], &str)] = &[
     (
         "name",
         &[
-            r"^(full_?|first_?|last_?|given_?|family_?|sur|middle_?|display_?)?name$",
+            r"^(full_?|first_?|last_?|given_?|family_?|sur|middle_?|display_?|nick_?|maiden_?)?name$",
             r"^holder$",
         ],
         &[],
@@ -111,7 +111,7 @@ const BUILT_IN: &[(&str, &[&str], &[Detector], &str)] = &[
     (
         "financial.account",
         &[r"^(iban|account_?number|bank_?account)$"],
-        &[],
+        &[Detector::Iban],
         "Bank account numbers, such as an IBAN.",
     ),
     (
@@ -119,6 +119,16 @@ const BUILT_IN: &[(&str, &[&str], &[Detector], &str)] = &[
         &[r"^(ip|ip_?address|remote_?addr|client_?ip)$"],
         &[Detector::Ip],
         "Internet (IP) addresses of the devices used.",
+    ),
+    (
+        "free_text",
+        // No key pattern: a JSON key named `note` is found by what its value holds. `discover`
+        // proposes the category for text columns by their words (see `FREE_TEXT_WORDS`) and
+        // by what detectors find inside their samples.
+        &[],
+        &[],
+        "Free text written by or about a person, such as messages and notes, which may hold \
+         contacts or other personal data.",
     ),
     (
         "birth_date",
@@ -134,9 +144,13 @@ const BUILT_IN: &[(&str, &[&str], &[Detector], &str)] = &[
     ),
     (
         "identifier",
-        &[r"^(user|customer|account|subject)_?id$"],
+        &[
+            r"^(user|customer|account|subject|member|client|device|visitor)_?(id|uuid|guid)$",
+            r"^session_?(id|uuid|guid|token)$",
+        ],
         &[],
-        "Numbers or codes that identify a person or an account, such as a customer number.",
+        "Numbers or codes that identify a person, an account or their device, such as a \
+         customer number or a device id.",
     ),
 ];
 
@@ -263,6 +277,15 @@ impl Matrix {
             .map(|pattern| self.key_owner[pattern])
             .min()
             .map(|i| self.categories[i].name.as_str())
+    }
+
+    /// Every category whose detectors find something inside `text` (free text).
+    pub fn categories_in_text(&self, text: &str) -> Vec<&str> {
+        self.categories
+            .iter()
+            .filter(|c| c.detectors.iter().any(|d| d.found_in(text)))
+            .map(|c| c.name.as_str())
+            .collect()
     }
 
     /// The category whose detector recognises `value`, if any.

@@ -18,6 +18,7 @@
 mod detect;
 mod mask;
 mod matrix;
+mod names;
 mod scan;
 #[cfg(test)]
 mod tests;
@@ -25,7 +26,12 @@ mod tests;
 pub use detect::*;
 pub use mask::*;
 pub use matrix::*;
+pub use names::*;
 pub use scan::*;
 
 /// The category that marks a column as holding no personal data.
 pub const NOT_PII: &str = "not_pii";
+
+/// What `discover` proposes for a text column with no evidence either way: not a category,
+/// and refused by `check-config` until a person decides.
+pub const CHECK: &str = "check";

@@ -289,3 +289,87 @@ mod proptests {
         }
     }
 }
+
+#[test]
+fn detector_precedence_on_near_misses() {
+    // An IP address is never a phone number, however many digits it has.
+    for ip in [
+        "192.168.100.200",
+        "203.0.113.7",
+        "2001:db8::1",
+        "10.200.300.4",
+    ] {
+        assert!(!Detector::Phone.matches(ip), "{ip} is not a phone number");
+    }
+    assert!(Detector::Ip.matches("192.168.100.200"));
+    let matrix = matrix();
+    assert_eq!(matrix.value_category("192.168.100.200"), Some("network.ip"));
+    // A UUID is never a card number; a date is never a phone number.
+    assert!(!Detector::Card.matches("4242424242424242-0000-0000-0000-000000000000"));
+    assert_eq!(
+        matrix.value_category("12345678-1234-1234-1234-123456789012"),
+        None
+    );
+    for date in ["2024-01-15", "15/01/2024", "20240115"] {
+        assert!(!Detector::Phone.matches(date), "{date}");
+    }
+    // IBANs pass the mod-97 check; one changed digit does not.
+    for iban in [
+        "GB82WEST12345698765432",
+        "GB82 WEST 1234 5698 7654 32",
+        "DE89370400440532013000",
+    ] {
+        assert!(Detector::Iban.matches(iban), "{iban}");
+    }
+    assert!(!Detector::Iban.matches("GB82WEST12345698765433"));
+    assert_eq!(
+        matrix.value_category("DE89370400440532013000"),
+        Some("financial.account")
+    );
+}
+
+#[test]
+fn detectors_find_personal_data_inside_free_text_and_not_its_look_alikes() {
+    let found = |text: &str| -> Vec<Detector> {
+        [
+            Detector::Email,
+            Detector::Phone,
+            Detector::Ip,
+            Detector::Card,
+            Detector::Ssn,
+            Detector::Iban,
+        ]
+        .into_iter()
+        .filter(|d| d.found_in(text))
+        .collect()
+    };
+    assert_eq!(
+        found("Please call me on +44 20 7946 0958 or write to jo.smith@example.org."),
+        [Detector::Email, Detector::Phone]
+    );
+    assert_eq!(
+        found("My number is (415) 555-0100, thanks"),
+        [Detector::Phone]
+    );
+    assert_eq!(found("ring 020 7946 0958 after 5"), [Detector::Phone]);
+    assert_eq!(found("logged in from 203.0.113.7 today"), [Detector::Ip]);
+    assert_eq!(found("from 2001:db8::1"), [Detector::Ip]);
+    assert_eq!(found("card 4242 4242 4242 4242 expired"), [Detector::Card]);
+    assert_eq!(found("ssn 123-45-6789 on file"), [Detector::Ssn]);
+    assert_eq!(
+        found("pay to DE89 3704 0044 0532 0130 00 please"),
+        [Detector::Iban]
+    );
+    for nothing in [
+        "Order 103 has not arrived.",
+        "Opened 2024-07-10 14:30 by the night shift",
+        "Refund for order 201 please, about 12.50 GBP",
+        "tracking 1Z999AA10123456784 and ref 20240115093012",
+        "see the note:: below, build 1.2.3.4-beta",
+        "session 3f2c9a1e-8b4d-4c6e-9f1a-2b3c4d5e6f70 ended",
+        "version v10.2.3.4 released",
+        "",
+    ] {
+        assert_eq!(found(nothing), [] as [Detector; 0], "{nothing}");
+    }
+}
