@@ -29,6 +29,13 @@ pub async fn run(
             format!("sample_rows: at most {MAX_SAMPLE} rows per table"),
         ));
     }
+    if !(0.0..=1.0).contains(&request.free_text_share) {
+        return Err(super::status::refusal(
+            tonic::Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+            "free_text_share: a share between 0 and 1".to_owned(),
+        ));
+    }
     let options = Options {
         sample: match (request.catalog_only, request.sample_rows) {
             (true, _) => 0,
@@ -39,6 +46,7 @@ pub async fn run(
             schemas: request.schemas,
             exclude: request.exclude_tables,
         },
+        free_text_share: request.free_text_share,
         ..Options::default()
     };
     // The engine ends at the deadline itself, leaving no query running behind it.

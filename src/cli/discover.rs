@@ -35,6 +35,10 @@ pub struct DiscoverArgs {
     /// How long one sampling statement may run before it is cancelled.
     #[arg(long, default_value = "10s", value_parser = humantime_serde::re::humantime::parse_duration)]
     pub statement_timeout: Duration,
+    /// The share of a text column's samples (0 to 1) in which personal data must be found
+    /// inside the text for the column to be proposed as free text; 0 means any sample.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    pub free_text_share: f64,
     /// Where to write the draft config; it must not exist. Without it, standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -71,6 +75,7 @@ pub async fn run(args: DiscoverArgs) -> anyhow::Result<()> {
         } else {
             args.statement_timeout
         },
+        free_text_share: args.free_text_share,
     };
     let (client, _) = conn.parts();
     let proposal = discover(client, source, &config.matrix(), &options).await?;
@@ -96,16 +101,17 @@ pub async fn run(args: DiscoverArgs) -> anyhow::Result<()> {
         .flat_map(|t| &t.references)
         .filter(|r| r.inferred)
         .count();
-    let unchecked: usize = proposal
-        .tables
-        .iter()
-        .flat_map(|t| &t.columns)
-        .filter(|c| c.no_evidence)
+    let columns = || proposal.tables.iter().flat_map(|t| &t.columns);
+    let undecided = columns()
+        .filter(|c| c.category == crate::classify::CHECK)
         .count();
+    let unchecked = columns().filter(|c| c.no_evidence).count() - undecided;
     eprintln!(
         "discover: {} table(s) drafted with {identities} identity column(s) and {references} \
-         reference(s) ({inferred} inferred, check them); {unchecked} column(s) without evidence \
-         marked not_pii (check them); {} table(s) no identity reaches",
+         reference(s) ({inferred} inferred, check them); {undecided} text column(s) without \
+         evidence either way marked \"check\" (check-config refuses the draft until a person \
+         decides each); {unchecked} other column(s) without evidence marked not_pii (check \
+         them); {} table(s) no identity reaches",
         proposal.tables.len(),
         proposal.unreachable.len()
     );
@@ -124,4 +130,12 @@ pub async fn run(args: DiscoverArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A share between 0 and 1.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("'{text}' is not a share between 0 and 1")),
+    }
 }

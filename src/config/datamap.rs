@@ -226,6 +226,12 @@ pub(super) fn validate_column(
         problems.push(format!(
             "{at}: empty category (use a data category or \"{NOT_PII}\")"
         ));
+    } else if category == crate::classify::CHECK {
+        problems.push(format!(
+            "{at}: category \"{}\": discover found no evidence either way for this text \
+             column; a person decides: a data category, or \"{NOT_PII}\"",
+            crate::classify::CHECK
+        ));
     } else if let Some(matrix) = matrix
         && !matrix.knows(&category)
     {

@@ -689,6 +689,23 @@ pub fn run_readme_command(
     replacements: &[(&str, String)],
     env: &[(&str, String)],
 ) -> std::process::Output {
+    let out = run_readme_command_as_is(command, replacements, env);
+    assert!(
+        out.status.success(),
+        "README command failed: {command}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// [`run_readme_command`], for a command that the README says may fail: its output, whatever
+/// its exit status.
+pub fn run_readme_command_as_is(
+    command: &str,
+    replacements: &[(&str, String)],
+    env: &[(&str, String)],
+) -> std::process::Output {
     let mut command = command.to_owned();
     for (from, to) in replacements {
         assert!(command.contains(from), "{from} is not in: {command}");
@@ -701,18 +718,11 @@ pub fn run_readme_command(
     paths.extend(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
     ));
-    let out = std::process::Command::new("sh")
+    std::process::Command::new("sh")
         .arg("-c")
         .arg(&command)
         .env("PATH", std::env::join_paths(paths).unwrap())
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "README command failed: {command}\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+        .unwrap()
 }

@@ -16,6 +16,13 @@ use crate::schema::quote_ident;
 /// The longest text read of a value that is not JSON: longer than any e-mail address
 /// (254), phone number or date, and what the detectors look at (they refuse longer text).
 const TEXT_PREFIX: usize = 320;
+/// The longest text read of a string value, for finding personal data inside free text.
+const FREE_TEXT_LIMIT: usize = 4096;
+/// The most string text read from one sampled row, shared by its string columns (each gets
+/// at least [`TEXT_PREFIX`]).
+const TEXT_ROW_BUDGET: usize = 4 << 20;
+/// Distinct values (as hashes) counted per column, to tell enum-like text from the rest.
+const DISTINCT_COUNTED: usize = 64;
 /// The largest JSON document read from a sample; larger ones are counted, not scanned.
 const JSON_LIMIT: usize = 1 << 20;
 /// The most JSON text read from one sampled row, shared by its JSON columns (each gets at
@@ -63,9 +70,24 @@ pub struct ColumnEvidence {
     pub json_unscanned: u32,
     /// Distinct sampled values, kept only while links between tables are checked.
     pub values: BTreeSet<String>,
+    /// Category → text samples in which a detector of it found something inside the text.
+    pub in_text: BTreeMap<String, u32>,
+    /// Text samples in which any detector found something inside the text.
+    pub with_personal_text: u32,
+    /// Hashes of the distinct text samples, up to [`DISTINCT_COUNTED`] (never a value).
+    pub distinct: BTreeSet<u64>,
+    /// The longest text sample, in characters.
+    pub longest: usize,
 }
 
 impl ColumnEvidence {
+    /// Whether the text samples look like the values of an enumeration (a status, a kind, a
+    /// currency): few distinct short values, each seen more than once on average.
+    pub fn enum_like(&self) -> bool {
+        let distinct = self.distinct.len() as u32;
+        self.non_null > 0 && distinct <= 12 && self.non_null >= 2 * distinct && self.longest <= 40
+    }
+
     /// The category most samples were recognised as, with its count.
     pub fn leading_category(&self) -> Option<(&str, u32)> {
         self.detected
@@ -91,9 +113,16 @@ fn json_limit(table: &Table) -> usize {
     (JSON_ROW_BUDGET / json_columns).clamp(JSON_FLOOR, JSON_LIMIT)
 }
 
+/// The characters read of each string value of `table`'s rows.
+fn text_limit(table: &Table) -> usize {
+    let text_columns = table.columns.iter().filter(|c| c.is_text()).count().max(1);
+    (TEXT_ROW_BUDGET / text_columns).clamp(TEXT_PREFIX, FREE_TEXT_LIMIT)
+}
+
 /// How a column is read for sampling. A JSON document over `json_limit` bytes is read as
-/// the empty string (no JSON text is empty), counted as unscanned.
-fn sample_expr(column: &Column, json_limit: usize) -> String {
+/// the empty string (no JSON text is empty), counted as unscanned. A string value is read up
+/// to `text_limit` characters, for what free text holds inside.
+fn sample_expr(column: &Column, json_limit: usize, text_limit: usize) -> String {
     let quoted = quote_ident(&column.name);
     if column.is_json() {
         format!(
@@ -101,6 +130,8 @@ fn sample_expr(column: &Column, json_limit: usize) -> String {
         )
     } else if column.typname == "bytea" {
         "NULL::text".to_owned()
+    } else if column.is_text() {
+        format!("left({quoted}::text, {text_limit})")
     } else {
         format!("left({quoted}::text, {TEXT_PREFIX})")
     }
@@ -110,11 +141,11 @@ fn sample_expr(column: &Column, json_limit: usize) -> String {
 /// that the same data gives the same draft. Small or never-analysed tables are sampled at
 /// 100%; large ones by pages (SYSTEM), which does not read the whole table.
 pub fn sample_sql(table: &Table, limit: u32) -> String {
-    let json_limit = json_limit(table);
+    let (json_limit, text_limit) = (json_limit(table), text_limit(table));
     let exprs: Vec<String> = table
         .columns
         .iter()
-        .map(|c| sample_expr(c, json_limit))
+        .map(|c| sample_expr(c, json_limit, text_limit))
         .collect();
     let estimated = table.estimated_rows;
     let (method, percent) = if estimated <= 0.0 {
@@ -238,6 +269,20 @@ fn observe(
                 evidence.with_capitals += 1;
             }
             evidence.date_masks.push(date_mask(value));
+            let inside = matrix.categories_in_text(value);
+            if !inside.is_empty() {
+                evidence.with_personal_text += 1;
+            }
+            for category in inside {
+                *evidence.in_text.entry(category.to_owned()).or_default() += 1;
+            }
+            if evidence.distinct.len() < DISTINCT_COUNTED {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                value.hash(&mut hasher);
+                evidence.distinct.insert(hasher.finish());
+            }
+            evidence.longest = evidence.longest.max(value.chars().count());
         }
     }
     keep && evidence.values.len() < KEPT_VALUES && evidence.values.insert(value.to_owned())

@@ -46,6 +46,10 @@ pub struct Options {
     /// Each sampling statement is cancelled after this long; the table's evidence is then
     /// what the catalog and the names say.
     pub statement_timeout: Duration,
+    /// The share of a text column's samples in which a detector must find personal data inside
+    /// the text for the column to be proposed as free text; 0 (the default) means any sample,
+    /// since one leaked address is already personal data.
+    pub free_text_share: f64,
 }
 
 impl Default for Options {
@@ -54,6 +58,7 @@ impl Default for Options {
             sample: DEFAULT_SAMPLE,
             filter: Filter::default(),
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            free_text_share: 0.0,
         }
     }
 }
@@ -100,6 +105,7 @@ pub async fn discover(
         evidence: &sampled,
         source,
         matrix,
+        free_text_share: options.free_text_share,
     };
     let identities: Vec<_> = (0..tables.len()).map(|t| planner.identities(t)).collect();
     let mut links = Vec::new();

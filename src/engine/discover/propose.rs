@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::catalog::{Column, Table};
 use super::evidence::{ColumnEvidence, TableEvidence, date_cover};
-use crate::classify::{Matrix, NOT_PII};
+use crate::classify::{CHECK, FREE_TEXT_WORDS, Matrix, NOT_PII, NameMatch, words};
 use crate::config::{CoerceRule, SourceConfig};
 use crate::schema::category_fits_type;
 
@@ -143,6 +143,9 @@ pub struct LinkCandidate {
     pub to: String,
 }
 
+/// The built-in category of free text written by or about a person.
+const FREE_TEXT: &str = "free_text";
+
 /// The category an identity kind's values have, when the kind says (`email`, `phone`).
 fn kind_shape(kind: &str) -> Option<&'static str> {
     let kind = kind.to_lowercase();
@@ -189,35 +192,53 @@ fn identifier_for(name: &str) -> String {
 #[derive(Debug, Clone, Default)]
 struct Shape {
     by_name: Option<String>,
+    /// The words of the name that matched, when not the whole name did.
+    by_words: Option<String>,
     by_values: Option<(String, u32)>,
 }
 
 impl Shape {
     fn of(column: &Column, evidence: &ColumnEvidence, matrix: &Matrix) -> Shape {
         let fits = |c: &str| category_fits_type(c, &column.typname, &column.typcategory, false);
-        let by_name = matrix
-            .key_category(&column.name)
-            .filter(|c| fits(c))
-            .map(str::to_owned);
+        let (by_name, by_words) = match matrix.name_category(&column.name) {
+            Some((c, NameMatch::Whole)) if fits(c) => (Some(c.to_owned()), None),
+            Some((c, NameMatch::Words(w))) if fits(c) => (Some(c.to_owned()), Some(w)),
+            _ => match words(&column.name).last() {
+                Some(last) if column.is_text() && FREE_TEXT_WORDS.contains(&last.as_str()) => {
+                    (Some(FREE_TEXT.to_owned()), Some(last.clone()))
+                }
+                _ => (None, None),
+            },
+        };
         // Most samples, not merely some, must be recognised.
         let by_values = evidence
             .leading_category()
             .filter(|(c, n)| *n * 2 >= evidence.non_null.max(1) && fits(c))
             .map(|(c, n)| (c.to_owned(), n));
-        Shape { by_name, by_values }
+        Shape {
+            by_name,
+            by_words,
+            by_values,
+        }
     }
 
+    /// The samples' category, or the name's. A phone number is the weakest evidence a value
+    /// gives (digits, some separators: a passport or account number has the same shape), so
+    /// a name that says something else wins over it.
     fn category(&self) -> Option<&str> {
-        self.by_values
-            .as_ref()
-            .map(|(c, _)| c.as_str())
-            .or(self.by_name.as_deref())
+        match (&self.by_values, &self.by_name) {
+            (Some((values, _)), Some(name)) if values == "contact.phone" => Some(name),
+            (Some((values, _)), _) => Some(values),
+            (None, name) => name.as_deref(),
+        }
     }
 
     fn describe(&self, non_null: u32) -> Vec<String> {
         let mut said = Vec::new();
-        if let Some(c) = &self.by_name {
-            said.push(format!("name matches {c}"));
+        match (&self.by_name, &self.by_words) {
+            (Some(c), Some(words)) => said.push(format!("the name's word '{words}' matches {c}")),
+            (Some(c), None) => said.push(format!("name matches {c}")),
+            _ => {}
         }
         if let Some((c, n)) = &self.by_values {
             said.push(format!("{n} of {non_null} samples are {c}"));
@@ -233,6 +254,9 @@ pub struct Planner<'a> {
     pub evidence: &'a [TableEvidence],
     pub source: &'a SourceConfig,
     pub matrix: &'a Matrix,
+    /// The share of a text column's samples in which a detector must find personal data
+    /// inside the text for the column to be proposed as free text (0: any sample).
+    pub free_text_share: f64,
 }
 
 impl Planner<'_> {
@@ -242,6 +266,25 @@ impl Planner<'_> {
             &self.evidence[t].columns[c],
             self.matrix,
         )
+    }
+
+    /// What detectors found inside a text column's samples, when it meets the share of
+    /// samples the discovery asks for: the categories and how often, never a value.
+    fn free_text(&self, evidence: &ColumnEvidence) -> Option<String> {
+        let found = evidence.with_personal_text;
+        if found == 0 || f64::from(found) < self.free_text_share * f64::from(evidence.non_null) {
+            return None;
+        }
+        let what = evidence
+            .in_text
+            .iter()
+            .map(|(category, n)| format!("{category} inside {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(format!(
+            "free text: personal data inside {found} of {} samples ({what})",
+            evidence.non_null
+        ))
     }
 
     fn usable(&self, t: usize) -> bool {
@@ -637,7 +680,18 @@ impl Planner<'_> {
             }
         } else if let Some(category) = shape.category() {
             said.extend(shape.describe(evidence.non_null));
+            if let Some(inside) = self.free_text(evidence) {
+                said.push(inside);
+            }
             category.to_owned()
+        } else if let Some(inside) = self.free_text(evidence) {
+            said.push(inside);
+            FREE_TEXT.to_owned()
+        } else if column.is_text() && !evidence.enum_like() {
+            // When in doubt, say so: text with no evidence either way is for a person to
+            // decide, and check-config refuses the draft until one does.
+            no_evidence = true;
+            CHECK.to_owned()
         } else {
             no_evidence = true;
             NOT_PII.to_owned()
@@ -653,14 +707,26 @@ impl Planner<'_> {
         } else {
             self.coercion(column, evidence, &mut said)
         };
+        // Text that holds dates or epochs is a timestamp: evidence enough for not_pii.
+        let category = if category == CHECK && coerce.is_some() {
+            no_evidence = false;
+            NOT_PII.to_owned()
+        } else {
+            category
+        };
         if no_evidence {
-            said.push(if evidence.non_null == 0 {
-                "no evidence (no sampled values): check".to_owned()
+            let seen = if evidence.non_null == 0 {
+                "no evidence (no sampled values)".to_owned()
             } else {
+                format!("no evidence in the name or {} samples", evidence.non_null)
+            };
+            said.push(if category == CHECK {
                 format!(
-                    "no evidence in the name or {} samples: check",
-                    evidence.non_null
+                    "{seen}, and text that is not enum-like: decide (a category, or not_pii); \
+                     check-config refuses \"check\""
                 )
+            } else {
+                format!("{seen}: check")
             });
         }
         ColumnProposal {
