@@ -5,7 +5,8 @@
 #     and the proto checks, and kubernetes-validate for the manifests; the Node example's
 #     packages (examples/node, from its lock file); Prometheus and promtool (Debian package
 #     prometheus) for the alert rules and the scrape test; Go, protoc and the Go gRPC packages
-#     (Debian packages) for the Go example (examples/go/build.sh).
+#     (Debian packages) for the Go example (examples/go/build.sh); MariaDB's server and
+#     client (Debian packages mariadb-server, mariadb-client) for the MariaDB store's tests.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +69,23 @@ if [ "${1:-}" = "--clients" ]; then
         else
             echo "prereqs: Go, protoc or the Go gRPC packages are missing (the Go example is tested)." >&2
             echo "  Debian/Ubuntu: sudo apt-get install ${go_packages[*]}" >&2
+            exit 1
+        fi
+    fi
+    have_mariadb() {
+        for program in mariadbd mariadb-install-db mariadb; do
+            command -v "$program" >/dev/null 2>&1 || [ -x "/usr/sbin/$program" ] || return 1
+        done
+    }
+    if ! have_mariadb; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "prereqs: installing MariaDB's server and client with apt-get" >&2
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                mariadb-server mariadb-client >/dev/null
+        else
+            echo "prereqs: MariaDB is missing (the MariaDB store is tested on a throwaway server)." >&2
+            echo "  Debian/Ubuntu: sudo apt-get install mariadb-server mariadb-client" >&2
             exit 1
         fi
     fi

@@ -2,8 +2,10 @@
 //!
 //! The same pieces serve the tests and the benchmark: [`load`] creates a database in a
 //! [`TempCluster`] and fills it, and [`config_toml`] writes the config that maps it.
+//! [`mariadb::TempMariaDb`] is the same shop in a throwaway MariaDB.
 
 pub mod cluster;
+pub mod mariadb;
 
 use std::net::SocketAddr;
 

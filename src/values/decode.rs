@@ -28,6 +28,9 @@ pub enum Decoder {
     Text,
     /// A type without a dedicated decoder, selected as `::text`.
     AsText,
+    /// inet, selected as `abbrev(..)`: the form its output function (and psql) shows,
+    /// `203.0.113.7` for a host, where `::text` would add `/32`.
+    Inet,
     Bytea,
     /// timestamp and timestamptz: microseconds since 2000-01-01 UTC.
     Timestamp,
@@ -69,6 +72,7 @@ impl Decoder {
             "numeric" => Decoder::Decimal,
             "text" | "varchar" | "bpchar" | "name" => Decoder::Text,
             "bytea" => Decoder::Bytea,
+            "inet" => Decoder::Inet,
             "timestamp" | "timestamptz" => Decoder::Timestamp,
             "date" => Decoder::Date,
             "json" => Decoder::Json,
@@ -88,7 +92,7 @@ impl Decoder {
             Decoder::Oid => *ty == Type::OID,
             Decoder::Float4 => *ty == Type::FLOAT4,
             Decoder::Float8 => *ty == Type::FLOAT8,
-            Decoder::Decimal | Decoder::AsText => *ty == Type::TEXT,
+            Decoder::Decimal | Decoder::AsText | Decoder::Inet => *ty == Type::TEXT,
             Decoder::Text => matches!(*ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME),
             Decoder::Bytea => *ty == Type::BYTEA,
             Decoder::Timestamp => matches!(*ty, Type::TIMESTAMP | Type::TIMESTAMPTZ),
@@ -102,6 +106,7 @@ impl Decoder {
     pub fn select_expr(&self, column: &str) -> String {
         match self {
             Decoder::Decimal | Decoder::AsText => format!("{column}::text"),
+            Decoder::Inet => format!("abbrev({column})"),
             Decoder::Array => format!("to_jsonb({column})"),
             _ => column.to_owned(),
         }
@@ -114,7 +119,7 @@ impl Decoder {
             Decoder::Int2 | Decoder::Int4 | Decoder::Int8 | Decoder::Oid => ValueKind::Int64,
             Decoder::Float4 | Decoder::Float8 => ValueKind::Double,
             Decoder::Decimal => ValueKind::Decimal,
-            Decoder::Text | Decoder::AsText => ValueKind::String,
+            Decoder::Text | Decoder::AsText | Decoder::Inet => ValueKind::String,
             Decoder::Bytea => ValueKind::Bytes,
             Decoder::Timestamp => ValueKind::Timestamp,
             Decoder::Date => ValueKind::Date,
@@ -138,7 +143,7 @@ impl Decoder {
             Decoder::Float4 => Kind::DoubleValue(f32::from_be_bytes(self.fixed(raw)?).into()),
             Decoder::Float8 => Kind::DoubleValue(f64::from_be_bytes(self.fixed(raw)?)),
             Decoder::Decimal => Kind::DecimalValue(self.text(raw)?),
-            Decoder::Text | Decoder::AsText => Kind::StringValue(self.text(raw)?),
+            Decoder::Text | Decoder::AsText | Decoder::Inet => Kind::StringValue(self.text(raw)?),
             Decoder::Bytea => Kind::BytesValue(raw.to_vec()),
             Decoder::Timestamp => match i64::from_be_bytes(self.fixed(raw)?) {
                 i64::MAX => Kind::TimestampText("infinity".to_owned()),
@@ -201,7 +206,7 @@ pub fn timestamp_kind(t: Timestamp) -> Kind {
 
 /// Formats days since the Unix epoch as `YYYY-MM-DD` (proleptic Gregorian; years before 1
 /// and after 9999 keep their sign and digits, as ISO 8601 expanded years).
-fn format_date(unix_days: i64) -> String {
+pub fn format_date(unix_days: i64) -> String {
     // Howard Hinnant's civil_from_days.
     let z = unix_days + 719_468;
     let era = z.div_euclid(146_097);

@@ -306,6 +306,9 @@ pub fn sql_text_expr(column: &str, pg_type: &str) -> String {
         format!("(extract(epoch from {c}) * 1000000)::bigint::text")
     } else if pg_type.ends_with("[]") {
         format!("to_jsonb({c})::text")
+    } else if pg_type == "inet" {
+        // As psql shows it: a host without its /32.
+        format!("abbrev({c})")
     } else {
         format!("{c}::text")
     }

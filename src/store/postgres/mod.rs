@@ -23,68 +23,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::SourceConfig;
-
-/// Everything that can go wrong at the database boundary.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error(
-        "source '{source_name}': all {max} pooled connections stayed busy for {waited:?}; retry later"
-    )]
-    PoolExhausted {
-        source_name: String,
-        max: u32,
-        waited: Duration,
-    },
-    #[error("source '{source_name}': cannot connect to the database: {cause}")]
-    Unavailable { source_name: String, cause: String },
-    #[error("source '{source_name}': the database refused the connection: {cause}")]
-    Refused { source_name: String, cause: String },
-    #[error("source '{source_name}': the deadline passed while waiting for a connection")]
-    DeadlineWaitingForConnection { source_name: String },
-    #[error("source '{source_name}': SQLSTATE {code}: {message}")]
-    Query {
-        source_name: String,
-        code: String,
-        message: String,
-        /// What the SQLSTATE means, classified once, here.
-        failure: QueryFailure,
-    },
-    #[error("source '{source_name}': the database connection failed: {cause}")]
-    ConnectionLost { source_name: String, cause: String },
-}
+pub use crate::store::error::{DbError, QueryFailure};
 
 impl DbError {
-    /// Whether a retry with backoff may succeed.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            DbError::PoolExhausted { .. }
-            | DbError::Unavailable { .. }
-            | DbError::ConnectionLost { .. } => true,
-            DbError::DeadlineWaitingForConnection { .. } | DbError::Refused { .. } => false,
-            DbError::Query { failure, .. } => failure.is_transient(),
-        }
-    }
-
-    /// The source the error happened on.
-    pub fn source_name(&self) -> &str {
-        match self {
-            DbError::PoolExhausted { source_name, .. }
-            | DbError::Unavailable { source_name, .. }
-            | DbError::Refused { source_name, .. }
-            | DbError::DeadlineWaitingForConnection { source_name }
-            | DbError::Query { source_name, .. }
-            | DbError::ConnectionLost { source_name, .. } => source_name,
-        }
-    }
-
-    /// The SQLSTATE, when PostgreSQL sent one.
-    pub fn sqlstate(&self) -> Option<&str> {
-        match self {
-            DbError::Query { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-
     /// Classifies an error from tokio-postgres.
     pub fn from_pg(source_name: &str, error: &tokio_postgres::Error) -> DbError {
         match error.as_db_error() {
@@ -137,31 +78,8 @@ pub fn is_quote_free_sqlstate(code: &str) -> bool {
         .any(|class| code.starts_with(class))
 }
 
-/// What a failed statement's SQLSTATE means to the service. Every SQLSTATE the engine or the
-/// API acts on is named here, once, through [`SqlState`]; the rest of the service matches on
-/// this instead of on codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueryFailure {
-    /// The connection or the server failed: connection exceptions (class 08), or a server
-    /// shutting down or starting (57P01-57P03). Transient, and the source's own failure.
-    Connection,
-    /// Insufficient resources (class 53). Transient, and the source's own failure.
-    Resources,
-    /// A serialization failure, a deadlock, or a lock not granted within `lock_timeout`
-    /// (55P03). Transient, and not the source's failure.
-    Serialization,
-    /// The statement was cancelled (57014): by its statement timeout, or by someone else.
-    Cancelled,
-    /// The schema changed under a statement: undefined table or column, a type that no longer
-    /// matches, or a cached plan whose result type changed (0A000).
-    SchemaChanged,
-    /// The source's role may not read what the data map names (42501).
-    InsufficientPrivilege,
-    /// Anything else.
-    Other,
-}
-
 impl QueryFailure {
+    /// Classifies a PostgreSQL SQLSTATE.
     pub fn of(code: &SqlState) -> QueryFailure {
         let class = |prefix: &str| code.code().starts_with(prefix);
         if class("08")
@@ -200,19 +118,6 @@ impl QueryFailure {
         } else {
             QueryFailure::Other
         }
-    }
-
-    /// Whether the same request may succeed if tried again.
-    pub fn is_transient(self) -> bool {
-        matches!(
-            self,
-            QueryFailure::Connection | QueryFailure::Resources | QueryFailure::Serialization
-        )
-    }
-
-    /// Whether the failure is the source's own (counted by its circuit breaker).
-    pub fn is_source_failure(self) -> bool {
-        matches!(self, QueryFailure::Connection | QueryFailure::Resources)
     }
 }
 

@@ -1,0 +1,289 @@
+//! A throwaway MariaDB server, for the tests and the benchmark: `mariadb-install-db` into a
+//! temporary directory, then `mariadbd` on a free loopback port and a socket of its own, with
+//! an account for TCP clients. A watchdog removes it if this process dies without dropping
+//! it; dropping the [`TempMariaDb`] stops it at once.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::cluster::ClusterError;
+
+/// The account TCP clients use.
+pub const USER: &str = "dsr";
+
+/// The demo shop in MariaDB's types: the same tables and rows as the PostgreSQL demo.
+pub const DEMO_SCHEMA: &str = include_str!("schema.mariadb.sql");
+
+/// A running throwaway MariaDB. Dropping it stops the server and removes its files.
+pub struct TempMariaDb {
+    dir: Option<tempfile::TempDir>,
+    server: Option<Child>,
+    port: u16,
+    password: String,
+}
+
+impl std::fmt::Debug for TempMariaDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TempMariaDb")
+            .field("port", &self.port)
+            .field("password", &"[REDACTED]")
+            .finish()
+    }
+}
+
+impl TempMariaDb {
+    /// Creates and starts a server. Blocks until it accepts connections.
+    pub fn start() -> Result<TempMariaDb, ClusterError> {
+        let install = find("mariadb-install-db").ok_or_else(missing)?;
+        let server = find("mariadbd").ok_or_else(missing)?;
+        let dir = tempfile::Builder::new()
+            .prefix("dsr-mariadb-")
+            .tempdir()
+            .map_err(|e| step("creating a temporary directory", e))?;
+        let data = dir.path().join("data");
+        let user = if running_as_root() { "root" } else { "" };
+        let mut init = Command::new(&install);
+        init.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+        if !user.is_empty() {
+            init.arg(format!("--user={user}"));
+        }
+        run(&mut init, "mariadb-install-db")?;
+
+        let socket = dir.path().join("mariadb.sock");
+        let pid_file = dir.path().join("mariadb.pid");
+        let log = dir.path().join("server.log");
+        let port = free_port()?;
+        let mut command = Command::new(&server);
+        command
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--pid-file={}", pid_file.display()))
+            .arg(format!("--log-error={}", log.display()))
+            .args([
+                "--skip-log-bin",
+                "--skip-name-resolve",
+                "--innodb-flush-log-at-trx-commit=0",
+                "--innodb-buffer-pool-size=64M",
+                "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_bin",
+                "--max-connections=200",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: a test runner's Ctrl-C reaches it through the watchdog.
+            .process_group(0);
+        if !user.is_empty() {
+            command.arg(format!("--user={user}"));
+        }
+        let child = command.spawn().map_err(|e| step("starting mariadbd", e))?;
+        spawn_watchdog(dir.path(), &pid_file);
+        let db = TempMariaDb {
+            dir: Some(dir),
+            server: Some(child),
+            port,
+            password: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if db.client_over_socket(&socket, "SELECT 1").is_ok() {
+                break;
+            }
+            if Instant::now() > until {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(ClusterError::Step {
+                    step: "starting MariaDB".into(),
+                    detail: format!("no answer within 60 s\nserver log:\n{tail}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let password = db.password.clone();
+        db.client_over_socket(
+            &socket,
+            &format!(
+                "CREATE USER '{USER}'@'%' IDENTIFIED BY '{password}'; \
+                 GRANT ALL ON *.* TO '{USER}'@'%' WITH GRANT OPTION;"
+            ),
+        )?;
+        Ok(db)
+    }
+
+    pub fn host(&self) -> &'static str {
+        "127.0.0.1"
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The password of [`USER`] (random per server).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .map(|d| d.path().join("mariadb.sock"))
+            .unwrap_or_default()
+    }
+
+    /// Runs `sql` with the `mariadb` client as the server's root, over its socket.
+    fn client_over_socket(&self, socket: &Path, sql: &str) -> Result<String, ClusterError> {
+        let mut client = Command::new(find("mariadb").ok_or_else(missing)?);
+        client
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", socket.display()))
+            .args(["--user=root", "--default-character-set=utf8mb4", "--batch"])
+            .args(["--init-command=SET time_zone = '+00:00'", "-e", sql]);
+        run_output(&mut client, "mariadb")
+    }
+
+    /// Runs SQL (several statements, a whole script) in `database` as the server's root, in
+    /// the UTC time zone; returns what the client printed.
+    pub fn execute(&self, database: &str, sql: &str) -> Result<String, ClusterError> {
+        self.client_over_socket(&self.socket(), &format!("USE `{database}`;\n{sql}"))
+    }
+
+    /// Creates `database` (dropping one of that name) and loads the demo shop into it.
+    pub fn load_demo(&self, database: &str) -> Result<(), ClusterError> {
+        self.client_over_socket(
+            &self.socket(),
+            &format!(
+                "DROP DATABASE IF EXISTS `{database}`; CREATE DATABASE `{database}` \
+                 CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;"
+            ),
+        )?;
+        self.execute(database, DEMO_SCHEMA).map(drop)
+    }
+
+    /// Kills the server outright (SIGKILL), for fault tests; its files stay until the drop.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server and removes its files.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+}
+
+impl Drop for TempMariaDb {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn missing() -> ClusterError {
+    ClusterError::Step {
+        step: "finding MariaDB".into(),
+        detail: "mariadb-install-db, mariadbd and mariadb were not found on PATH or in \
+                 /usr/sbin and /usr/bin; install them, for example with `apt-get install \
+                 mariadb-server mariadb-client` (scripts/prereqs.sh does)"
+            .into(),
+    }
+}
+
+/// A program on PATH, or in /usr/sbin or /usr/bin.
+fn find(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+fn step(what: &str, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Step {
+        step: what.to_owned(),
+        detail: e.to_string(),
+    }
+}
+
+fn run(command: &mut Command, what: &str) -> Result<(), ClusterError> {
+    run_output(command, what).map(drop)
+}
+
+fn run_output(command: &mut Command, what: &str) -> Result<String, ClusterError> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| step(what, e))?;
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    Err(ClusterError::Step {
+        step: what.to_owned(),
+        detail: format!(
+            "{}\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    })
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| step("finding a free port", e))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| step("finding a free port", e))
+}
+
+/// A detached shell that waits for this process to end, then kills the server and removes
+/// the directory, in case this process dies without dropping it.
+fn spawn_watchdog(dir: &Path, pid_file: &Path) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         if [ -f '{pid_file}' ]; then kill -KILL \"$(cat '{pid_file}')\" 2>/dev/null; sleep 1; fi; \
+         rm -rf '{dir}'",
+        pid = std::process::id(),
+        pid_file = pid_file.display(),
+        dir = dir.display(),
+    );
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+}

@@ -1,0 +1,135 @@
+//! A table as `information_schema` describes it: its columns (with the decoder each gets), its
+//! primary key, its indexes' leading columns and its foreign keys. What the schema gate and
+//! `discover` need from a MariaDB or MySQL source.
+
+use mysql_async::prelude::Queryable;
+
+use super::{MyDecoder, MySqlPool};
+use crate::store::error::DbError;
+
+/// One column of a live table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// `DATA_TYPE`: `bigint`, `varchar`, `longtext`, ...
+    pub data_type: String,
+    /// `COLUMN_TYPE`: `bigint(20) unsigned`, `varchar(255)`, `enum('a','b')`, ...
+    pub column_type: String,
+    pub nullable: bool,
+    /// A `json_valid` check constrains it (MariaDB's JSON).
+    pub json_checked: bool,
+    pub decoder: MyDecoder,
+}
+
+/// A foreign key of the table: `columns` refer to `parent_columns` of `parent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKeyInfo {
+    pub constraint: String,
+    pub columns: Vec<String>,
+    pub parent: String,
+    pub parent_columns: Vec<String>,
+    /// `DELETE_RULE`: `CASCADE`, `SET NULL`, `RESTRICT`, `NO ACTION`, ...
+    pub on_delete: String,
+}
+
+/// A live table. No columns: no such table, or the account cannot see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableInfo {
+    pub columns: Vec<ColumnInfo>,
+    pub primary_key: Vec<String>,
+    /// Each index's first column, and whether the index is unique on that column alone.
+    pub index_leads: Vec<(String, bool)>,
+    pub foreign_keys: Vec<ForeignKeyInfo>,
+}
+
+/// Reads `table` of the source's database (`DATABASE()`) from `information_schema`.
+pub async fn table_info(pool: &MySqlPool, table: &str) -> Result<TableInfo, DbError> {
+    let mut conn = pool.within(None, pool.pool.get_conn()).await?;
+    let db = |e: mysql_async::Error| super::classify(pool.source_name(), &e);
+    let columns: Vec<(String, String, String, String, i64)> = conn
+        .exec(
+            "SELECT c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, c.IS_NULLABLE, \
+               EXISTS (SELECT 1 FROM information_schema.CHECK_CONSTRAINTS k \
+                 WHERE k.CONSTRAINT_SCHEMA = c.TABLE_SCHEMA AND k.TABLE_NAME = c.TABLE_NAME \
+                   AND k.CHECK_CLAUSE LIKE CONCAT('%json_valid(`', c.COLUMN_NAME, '`)%')) \
+             FROM information_schema.COLUMNS c \
+             WHERE c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = ? \
+             ORDER BY c.ORDINAL_POSITION",
+            (table,),
+        )
+        .await
+        .map_err(db)?;
+    let columns = columns
+        .into_iter()
+        .map(
+            |(name, data_type, column_type, nullable, json)| ColumnInfo {
+                decoder: MyDecoder::for_column(&data_type, &column_type, json != 0),
+                name,
+                data_type,
+                column_type,
+                nullable: nullable == "YES",
+                json_checked: json != 0,
+            },
+        )
+        .collect();
+    let indexes: Vec<(String, String, i64, i64)> = conn
+        .exec(
+            "SELECT INDEX_NAME, COLUMN_NAME, NON_UNIQUE, SEQ_IN_INDEX \
+             FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? \
+             ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+            (table,),
+        )
+        .await
+        .map_err(db)?;
+    let primary_key = indexes
+        .iter()
+        .filter(|(index, ..)| index == "PRIMARY")
+        .map(|(_, column, ..)| column.clone())
+        .collect();
+    let index_leads = indexes
+        .iter()
+        .filter(|(.., seq)| *seq == 1)
+        .map(|(index, column, non_unique, _)| {
+            let columns = indexes.iter().filter(|(i, ..)| i == index).count();
+            (column.clone(), *non_unique == 0 && columns == 1)
+        })
+        .collect();
+    let keys: Vec<(String, String, String, String, String)> = conn
+        .exec(
+            "SELECT k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_NAME, \
+               k.REFERENCED_COLUMN_NAME, r.DELETE_RULE \
+             FROM information_schema.KEY_COLUMN_USAGE k \
+             JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
+               ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA \
+              AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME \
+             WHERE k.TABLE_SCHEMA = DATABASE() AND k.TABLE_NAME = ? \
+               AND k.REFERENCED_TABLE_NAME IS NOT NULL \
+             ORDER BY k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+            (table,),
+        )
+        .await
+        .map_err(db)?;
+    let mut foreign_keys: Vec<ForeignKeyInfo> = Vec::new();
+    for (constraint, column, parent, parent_column, on_delete) in keys {
+        match foreign_keys.last_mut() {
+            Some(key) if key.constraint == constraint => {
+                key.columns.push(column);
+                key.parent_columns.push(parent_column);
+            }
+            _ => foreign_keys.push(ForeignKeyInfo {
+                constraint,
+                columns: vec![column],
+                parent,
+                parent_columns: vec![parent_column],
+                on_delete,
+            }),
+        }
+    }
+    Ok(TableInfo {
+        columns,
+        primary_key,
+        index_leads,
+        foreign_keys,
+    })
+}
