@@ -1,12 +1,13 @@
 //! Erasure: one subject's rows in one source deleted or masked, as each reached table's policy
 //! says, in one read-write REPEATABLE READ transaction.
 //!
-//! The transaction first captures the subject's rows of every table (their row ids, in
-//! temporary tables), so that changing one table cannot hide the rows of another from the
-//! plan's queries. It refuses a shared identity and an undeclared cascade, and checks the
-//! preview's digest. Then it changes the tables children first, checks that each changed
-//! exactly the rows it counted, and verifies: no deleted row is left, no kept row holds an
-//! unmasked value or the identity. Its audit record is made durable before `COMMIT`. A
+//! The transaction first counts the subject's rows of every table, and captures those of
+//! masked tables (their row ids, in temporary tables), since masking may change the values the
+//! plan finds them by. It refuses a shared identity and an undeclared cascade, and checks the
+//! preview's digest. Then it changes the tables children first (so that the rows a table is
+//! reached through are still there when it changes), checks that each changed exactly the
+//! rows it counted, and verifies: no deleted row is left, no kept row holds an unmasked value
+//! or the identity. Its audit record is made durable before `COMMIT`. A
 //! preview runs the same transaction and rolls it back. Anything that stops it before
 //! `COMMIT` (an error, the deadline, a client that went away, a server stopping or killed)
 //! leaves the data as it was.

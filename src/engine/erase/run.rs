@@ -175,10 +175,23 @@ impl Run<'_> {
         policy::check_cascades(&self.steps, &self.mapped, &keys)?;
         let order = policy::order(&self.steps, &keys);
 
-        // The subject's rows of every table, captured before anything changes.
+        // The subject's rows of every table, counted before anything changes; a masked
+        // table's are captured (their row ids), since masking may change the very values its
+        // plan finds them by. A deleted or retained table is found by its plan again when it
+        // is changed: tables change children first, so the rows it is reached through are
+        // still there, and its count is checked against this one.
         let mut counted = vec![0u64; self.steps.len()];
         for (i, step) in self.steps.iter().enumerate() {
             let table = step.planned.table.display.as_str();
+            if step.action != EraseAction::Mask {
+                let found: i64 = txn
+                    .query_one(&step.planned.count_sql, &[&self.value])
+                    .await
+                    .map_err(|e| self.db(&e, Some(table)))?
+                    .get(0);
+                counted[i] = found.max(0) as u64;
+                continue;
+            }
             let captured = captured(i);
             let select = step
                 .planned
@@ -220,7 +233,7 @@ impl Run<'_> {
             );
             let changed = async {
                 match step.action {
-                    EraseAction::Delete => self.delete(txn, i, step).await,
+                    EraseAction::Delete => self.delete(txn, step).await,
                     EraseAction::Mask => self.mask(txn, i, step).await,
                     EraseAction::Retain => Ok(counted[i]),
                 }
@@ -293,15 +306,23 @@ impl Run<'_> {
     async fn delete(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
-        i: usize,
         step: &Step,
     ) -> Result<u64, ExtractError> {
-        let sql = format!(
-            "DELETE FROM {} AS t0 WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {}))",
-            step.planned.table.quoted(),
-            captured(i)
-        );
-        txn.execute(&sql, &[])
+        let from = &step.planned.from;
+        // One path: the plan's condition itself, as a hand-written DELETE would be. Several:
+        // each path's rows once, by their row ids, as the plan's UNION ALL reads them.
+        let sql = match step.planned.branches.as_slice() {
+            [only] => format!("DELETE FROM {from} WHERE {only}"),
+            branches => format!(
+                "DELETE FROM {from} WHERE t0.ctid = ANY(ARRAY({}))",
+                branches
+                    .iter()
+                    .map(|w| format!("SELECT t0.ctid FROM {from} WHERE {w}"))
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ")
+            ),
+        };
+        txn.execute(&sql, &[&self.value])
             .instrument(self.query_span("DELETE", step, &sql))
             .await
             .map_err(|e| self.db(&e, Some(&step.planned.table.display)))
@@ -460,8 +481,8 @@ impl Run<'_> {
         };
         match step.action {
             EraseAction::Retain => Ok(()),
-            // Every captured row was deleted (the DELETE's count equals the capture's, and a
-            // row is deleted once); the subject's plan, run again, must find none.
+            // The DELETE's count equals the count taken first, and a row is deleted once; the
+            // subject's plan, run again, must find none.
             EraseAction::Delete => {
                 let found: i64 = txn
                     .query_one(&step.planned.count_sql, &[&self.value])
