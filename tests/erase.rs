@@ -1063,6 +1063,16 @@ async fn a_repeat_on_another_replica_points_to_the_first_erasure_in_the_control_
 /// masked in place by `method`, without a preview.
 fn json_config(name: &str, method: &str) -> dsr_connector::config::Config {
     config_for(name, |text| {
+        // `prefs` keeps a customer's settings, with no text column and no foreign key: its
+        // documents are masked, and nothing else of it.
+        let text = format!(
+            "{text}\n[[sources.tables]]\nname = \"prefs\"\n\
+             reference = {{ column = \"customer_id\", table = \"customers\", to = \"id\" }}\n\
+             columns = {{ id = \"not_pii\", customer_id = \"identifier.customer_id\", \
+             settings = {{ category = \"behaviour.payload\", scan_json = true }} }}\n\
+             erase = {{ action = \"mask\", mask = {{ customer_id = {{ retain = \"joins the kept \
+             settings\" }}, settings = {{ json = \"{method}\" }} }} }}\n"
+        );
         with_source_settings(&text, "erasure = { require_preview = false }")
             .replace(
                 "opened_at = \"support.time\", tags = \"not_pii\" }",
@@ -1083,7 +1093,10 @@ fn json_config(name: &str, method: &str) -> dsr_connector::config::Config {
 async fn json_paths_are_masked_in_place_and_the_rest_of_the_document_is_kept() {
     let db = database("erase_json").await;
     db.batch_execute(
-        "ALTER TABLE support_tickets ADD COLUMN meta jsonb; \
+        "CREATE TABLE prefs (id bigint PRIMARY KEY, customer_id bigint NOT NULL, settings jsonb); \
+         INSERT INTO prefs VALUES (1, 1, '{\"theme\": \"dark\", \"email\": \"alice@example.com\"}'), \
+           (2, 2, '{\"theme\": \"light\", \"email\": \"bob@example.com\"}'); \
+         ALTER TABLE support_tickets ADD COLUMN meta jsonb; \
          UPDATE support_tickets SET meta = '{\"channel\": \"mail\", \"n\": 1.50, \
            \"from\": {\"email\": \"alice@example.com\", \"ip\": \"203.0.113.7\", \"lang\": \"en\"}, \
            \"cc\": [\"carol@example.org\", \"team\"], \"alice@example.com\": {\"opened\": 3}, \
@@ -1130,7 +1143,7 @@ async fn json_paths_are_masked_in_place_and_the_rest_of_the_document_is_kept() {
     let expected: serde_json::Value = serde_json::from_str(
         r#"{"channel": "mail", "n": 1.50,
             "from": {"email": "[redacted]", "ip": "[redacted]", "lang": "en"},
-            "cc": ["[redacted]", "team"], "[redacted]": {"opened": 3},
+            "cc": ["[redacted]", "team"], "[redacted]#7": {"opened": 3},
             "mentions": "[redacted]", "note": "see the thread"}"#,
     )
     .unwrap();
@@ -1147,6 +1160,17 @@ async fn json_paths_are_masked_in_place_and_the_rest_of_the_document_is_kept() {
         .unwrap()
         .get(0);
     assert_eq!(null, None, "a NULL document stays NULL");
+    // A table of documents and no text: its documents are masked, the rest kept.
+    let settings: serde_json::Value = db
+        .query_one("SELECT settings FROM prefs WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        settings,
+        serde_json::json!({"theme": "dark", "email": "[redacted]"})
+    );
+    assert_eq!(table(&receipt, "prefs").rows, 1);
     // Bob's ticket, and every other row of another subject, is byte-identical.
     let after = rows(&db).await;
     assert_eq!(
@@ -1159,7 +1183,8 @@ async fn json_paths_are_masked_in_place_and_the_rest_of_the_document_is_kept() {
     // and nothing changes.
     let db = database("erase_json_deep").await;
     db.batch_execute(&format!(
-        "ALTER TABLE support_tickets ADD COLUMN meta jsonb; \
+        "CREATE TABLE prefs (id bigint PRIMARY KEY, customer_id bigint NOT NULL, settings jsonb); \
+         ALTER TABLE support_tickets ADD COLUMN meta jsonb; \
          UPDATE support_tickets SET meta = '{{\"a\": {}1{}}}' WHERE id = 2;",
         "[".repeat(70),
         "]".repeat(70)

@@ -34,6 +34,10 @@ pub struct JsonMasker<'a> {
     pub identity: &'a str,
     pub replacement: Replacement<'a>,
     pub limits: ScanLimits,
+    /// Checking a masked document rather than masking one: a pseudonym-shaped value under a
+    /// personal key counts as masked (when masking, it is pseudonymised like any other, since
+    /// a real token or hash has that shape too).
+    pub verifying: bool,
 }
 
 /// One replaced byte range of the original document.
@@ -97,7 +101,7 @@ impl JsonMasker<'_> {
         match self.replacement {
             Replacement::Null(_) => false,
             Replacement::Redact(redaction) => text == redaction,
-            Replacement::Pseudonym(_) => is_token(&text),
+            Replacement::Pseudonym(_) => self.verifying && is_token(&text),
         }
     }
 
@@ -110,24 +114,28 @@ impl JsonMasker<'_> {
         }
     }
 
-    /// The replacement of the `n`th masked key of an object (from 1), as JSON: keys stay
-    /// unique.
-    fn replace_key(&self, key: &str, n: usize) -> String {
+    /// The replacement of the key at `position` of its object (from 1), as JSON. The
+    /// position keeps masked keys unique within the object, whatever keys an earlier masking
+    /// left there (each stands at a position of its own).
+    fn replace_key(&self, key: &str, position: usize) -> String {
         match self.replacement {
             Replacement::Pseudonym(token) => json_string(&token(key)),
-            Replacement::Null(redaction) | Replacement::Redact(redaction) if n == 1 => {
-                json_string(redaction)
-            }
             Replacement::Null(redaction) | Replacement::Redact(redaction) => {
-                json_string(&format!("{redaction}#{n}"))
+                json_string(&format!("{redaction}#{position}"))
             }
         }
     }
 
     /// Whether a string (a value or a key) is personal data by itself.
+    /// Whether a string (a value or a key) is, or holds, personal data: the identity, inside
+    /// or whole; something a detector recognises, whole or inside free text.
     fn personal_text(&self, text: &str) -> bool {
-        text == self.identity
-            || (!self.masked_text(text) && self.matrix.value_category(text).is_some())
+        if self.masked_text(text) {
+            return false;
+        }
+        (!self.identity.is_empty() && text.contains(self.identity))
+            || self.matrix.value_category(text).is_some()
+            || !self.matrix.categories_in_text(text).is_empty()
     }
 
     /// Whether a string is what masking writes.
@@ -138,9 +146,10 @@ impl JsonMasker<'_> {
                     rest.is_empty()
                         || rest
                             .strip_prefix('#')
-                            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
                 })
             }
+            // A key that is a token was masked already (keys are pseudonymised whole).
             Replacement::Pseudonym(_) => is_token(text),
         }
     }
@@ -280,8 +289,9 @@ impl<'a> Visitor<'a> for Container<'_, '_, 'a> {
         let masker = self.walk.masker;
         // Where the next key's text begins: after the `{`, then after each value.
         let mut cursor = self.walk.offset(self.start) + 1;
-        let mut masked_keys = 0;
+        let mut position = 0;
         while let Some(key) = entries.next_key::<Cow<'a, str>>()? {
+            position += 1;
             let value = entries.next_value::<&'a RawValue>()?.get();
             let value_at = self.walk.offset(value);
             if key.chars().any(char::is_control) {
@@ -296,8 +306,7 @@ impl<'a> Visitor<'a> for Container<'_, '_, 'a> {
                 // before its value (only white space, `,` and `:` lie around it).
                 let between = &self.walk.original[cursor..value_at];
                 if let (Some(open), Some(close)) = (between.find('"'), between.rfind('"')) {
-                    masked_keys += 1;
-                    let text = masker.replace_key(&key, masked_keys);
+                    let text = masker.replace_key(&key, position);
                     let key_text = &self.walk.original[cursor + open..cursor + close + 1];
                     self.walk.edit(key_text, text);
                 }
@@ -330,6 +339,7 @@ mod tests {
             identity: "C-1001",
             replacement,
             limits: ScanLimits::default(),
+            verifying: false,
         }
     }
 
@@ -344,13 +354,15 @@ mod tests {
     fn personal_paths_are_masked_and_every_other_byte_is_kept() {
         let doc = r#"{ "kind" : "login",  "email":"alice@example.com", "n": 1.50,
             "geo": {"lat": 51.5, "lon": -0.1}, "client": {"ip_seen": "203.0.113.7", "ua": "x"},
-            "tags": ["a", "+44 20 7946 0958", 3], "ref": "C-1001", "note": null }"#;
+            "tags": ["a", "+44 20 7946 0958", 3], "ref": "C-1001", "note": null,
+            "said": "call me on +44 20 7946 0958 please", "about": "customer C-1001's order" }"#;
         let masked = redact(doc).expect("something to mask");
         assert_eq!(
             masked,
             r#"{ "kind" : "login",  "email":"[redacted]", "n": 1.50,
             "geo": "[redacted]", "client": {"ip_seen": "[redacted]", "ua": "x"},
-            "tags": ["a", "[redacted]", 3], "ref": "[redacted]", "note": null }"#
+            "tags": ["a", "[redacted]", 3], "ref": "[redacted]", "note": null,
+            "said": "[redacted]", "about": "[redacted]" }"#
         );
         assert_eq!(
             redact(&masked),
@@ -369,11 +381,16 @@ mod tests {
             "C-1001": 1, "plain": "x"}"#;
         let masked = redact(doc).unwrap();
         let value: serde_json::Value = serde_json::from_str(&masked).unwrap();
-        assert_eq!(value["[redacted]"]["visits"], 3);
+        assert_eq!(value["[redacted]#1"]["visits"], 3);
         assert_eq!(value["[redacted]#2"]["visits"], 4);
         assert_eq!(value["[redacted]#3"], 1);
         assert_eq!(value["plain"], "x");
         assert_eq!(redact(&masked), None);
+        // A key masked by an earlier erasure keeps its place; a new one takes its own.
+        let again = redact(r#"{"[redacted]#1": {"visits": 3}, "carol@example.net": 2}"#).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&again).unwrap();
+        assert_eq!(value["[redacted]#1"]["visits"], 3);
+        assert_eq!(value["[redacted]#2"], 2);
     }
 
     #[test]
@@ -402,14 +419,26 @@ mod tests {
                 4
             )
         );
-        assert_eq!(pseudonyms.mask(&masked).unwrap(), None);
+        // Masking again pseudonymises again (a real token has a pseudonym's shape too); a
+        // check finds nothing left to mask.
+        assert!(pseudonyms.mask(&masked).unwrap().is_some());
+        let check = JsonMasker {
+            verifying: true,
+            ..masker(&matrix, Replacement::Pseudonym(&token))
+        };
+        assert_eq!(check.mask(&masked).unwrap(), None);
+        let real_token = r#"{"session_token": "9f86d081884c7d659a2feaa0c55ad015"}"#;
+        assert!(
+            pseudonyms.mask(real_token).unwrap().is_some(),
+            "a real token is masked"
+        );
 
         let nulls = masker(&matrix, Replacement::Null(REDACTION));
         let masked = nulls
             .mask(r#"{"email": "alice@example.com", "alice@example.com": 1}"#)
             .unwrap()
             .unwrap();
-        assert_eq!(masked, r#"{"email": null, "[redacted]": 1}"#);
+        assert_eq!(masked, r#"{"email": null, "[redacted]#2": 1}"#);
         assert_eq!(nulls.mask(&masked).unwrap(), None);
     }
 

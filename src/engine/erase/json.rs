@@ -54,13 +54,7 @@ impl Run<'_> {
             .collect::<Vec<_>>();
         for (k, (column, _)) in step.json_masks.iter().enumerate() {
             let c = quote_ident(column);
-            let mapped = step
-                .planned
-                .table
-                .columns
-                .iter()
-                .find(|m| &m.name == column)
-                .expect("json masks name live columns");
+            let mapped = super::policy::live_column(&step.planned, column)?;
             sets.push(format!(
                 "{c} = coalesce(m.d{k}::{}, t0.{c})",
                 mapped.base_type
@@ -82,6 +76,7 @@ impl Run<'_> {
             .prepare(&sql)
             .await
             .map_err(|e| self.db(&e, Some(table)))?;
+        let limit = ScanLimits::default().max_bytes;
         let mut changed = 0u64;
         let mut after = "(0,0)".to_owned();
         while let Some(page) = self
@@ -95,9 +90,23 @@ impl Run<'_> {
                     page.docs[k]
                         .iter()
                         .map(|doc| match doc {
-                            Some(doc) => self
-                                .mask_doc(*method, key, doc)
-                                .map_err(|v| refused(table, column, &v)),
+                            Some(doc) => match self.mask_doc(*method, key, doc, false) {
+                                // Masks may be longer than what they replace: a document must
+                                // stay within what the scan (and the verification) reads.
+                                Ok(Some(masked)) if masked.len() > limit => Err(refused(
+                                    table,
+                                    column,
+                                    &ScanViolation {
+                                        category: "json_too_large",
+                                        detail: format!(
+                                            "masked, a document would hold {} bytes, above \
+                                             the {limit}-byte limit",
+                                            masked.len()
+                                        ),
+                                    },
+                                )),
+                                masked => masked.map_err(|v| refused(table, column, &v)),
+                            },
                             None => Ok(None),
                         })
                         .collect::<Result<Vec<Option<String>>, ExtractError>>()?,
@@ -138,7 +147,7 @@ impl Run<'_> {
             for (k, (column, method)) in step.json_masks.iter().enumerate() {
                 let key = self.key_for(*method, column, step)?;
                 for doc in page.docs[k].iter().flatten() {
-                    match self.mask_doc(*method, key, doc) {
+                    match self.mask_doc(*method, key, doc, true) {
                         Ok(None) => {}
                         Ok(Some(_)) | Err(_) => wrong += 1,
                     }
@@ -181,19 +190,33 @@ impl Run<'_> {
             .map(|k| format!("coalesce(octet_length(d{k}), 0)"))
             .collect::<Vec<_>>()
             .join(" + ");
+        let stored = step
+            .json_masks
+            .iter()
+            .map(|(c, _)| format!("coalesce(pg_column_size(t0.{}), 0)", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" + ");
         let out = (0..columns)
             .map(|k| {
                 format!("CASE WHEN octet_length(d{k}) <= $2 THEN d{k} END, octet_length(d{k})")
             })
             .collect::<Vec<_>>()
             .join(", ");
+        // The next rows by id (at most $4), then those whose stored documents fit in the page
+        // ($3), then their text, cut again at $3 bytes of text: only the page's documents are
+        // rendered, so that each document is read about once over the whole erasure, and only
+        // a page's worth crosses into the process.
+        let table_sql = step.planned.table.quoted();
         let sql = format!(
-            "WITH r AS MATERIALIZED (SELECT t0.ctid AS tid, {texts} FROM {} AS t0 \
-             WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {tids} WHERE tid > $1::text::tid))), \
-             s AS (SELECT r.*, {own} AS own FROM r), \
-             w AS (SELECT s.*, sum(own) OVER (ORDER BY tid) AS running FROM s) \
-             SELECT tid::text, {out} FROM w WHERE running - own < $3 ORDER BY tid LIMIT $4",
-            step.planned.table.quoted()
+            "WITH p AS (SELECT tid FROM {tids} WHERE tid > $1::text::tid ORDER BY tid LIMIT $4), \
+             s AS (SELECT t0.ctid AS tid, {stored} AS stored FROM {table_sql} AS t0 \
+               WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM p))), \
+             c AS (SELECT tid FROM (SELECT tid, stored, \
+               sum(stored) OVER (ORDER BY tid) AS running FROM s) x WHERE running - stored < $3), \
+             r AS MATERIALIZED (SELECT t0.ctid AS tid, {texts} FROM {table_sql} AS t0 \
+               WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM c))), \
+             w AS (SELECT r.*, {own} AS own, sum({own}) OVER (ORDER BY tid) AS running FROM r) \
+             SELECT tid::text, {out} FROM w WHERE running - own < $3 ORDER BY tid"
         );
         let limit = ScanLimits::default().max_bytes as i32;
         let rows = txn
@@ -262,6 +285,7 @@ impl Run<'_> {
         method: MaskMethod,
         key: Option<&[u8]>,
         doc: &str,
+        verifying: bool,
     ) -> Result<Option<String>, ScanViolation> {
         let redaction = self.cfg.erasure.redaction.as_str();
         let token = |text: &str| super::run::pseudonym(key.unwrap_or_default(), text);
@@ -275,6 +299,7 @@ impl Run<'_> {
             identity: &self.value,
             replacement,
             limits: ScanLimits::default(),
+            verifying,
         }
         .mask(doc)
     }

@@ -111,7 +111,7 @@ pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, Era
 }
 
 /// A column of a planned table, as the live catalog has it.
-fn live_column<'p>(
+pub(super) fn live_column<'p>(
     planned: &'p PlannedTable,
     column: &str,
 ) -> Result<&'p crate::schema::MappedColumn, ErasureRefusal> {
