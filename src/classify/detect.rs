@@ -38,7 +38,9 @@ impl Detector {
     /// - a date is never a phone number (`2024-01-15`, `20240115`);
     /// - a card number (13-19 digits passing the Luhn check) or a social security number's
     ///   shape (`123-45-6789`) is never a phone number;
-    /// - a UUID is never a card number (and a card number is digits, spaces and dashes only).
+    /// - a UUID is never a card number: a card number is 13-19 digits with spaces or dashes
+    ///   only (and inside free text, digits joined to letters or dashes are part of a longer
+    ///   token).
     pub fn matches(&self, text: &str) -> bool {
         let text = text.trim();
         if text.is_empty() || text.len() > 320 {
@@ -71,7 +73,7 @@ impl Detector {
             Detector::Ip => {
                 (first.is_ascii_hexdigit() || first == b':') && text.parse::<IpAddr>().is_ok()
             }
-            Detector::Card => first.is_ascii_digit() && !is_uuid(text) && is_card_number(text),
+            Detector::Card => first.is_ascii_digit() && is_card_number(text),
             Detector::Iban => first.is_ascii_alphabetic() && is_iban(text),
             Detector::Ssn => {
                 text.len() == 11
@@ -206,16 +208,6 @@ fn iban_in_re() -> &'static Regex {
     RE.get_or_init(|| {
         Regex::new(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b").expect("a valid IBAN pattern")
     })
-}
-
-/// The shape of a UUID: 8-4-4-4-12 hex digits.
-fn is_uuid(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// An IBAN, spaces allowed: country letters, check digits, 11 to 30 letters or digits, and

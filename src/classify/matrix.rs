@@ -177,7 +177,7 @@ impl Matrix {
         }
         for (i, c) in extra.iter().enumerate() {
             let name = c.name.trim().to_lowercase();
-            if name.is_empty() || name == NOT_PII {
+            if name.is_empty() || name == NOT_PII || name == super::CHECK {
                 return Err(MatrixError(format!(
                     "classification.categories[{i}].name: '{}' is not a usable category name",
                     c.name

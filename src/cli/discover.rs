@@ -105,7 +105,10 @@ pub async fn run(args: DiscoverArgs) -> anyhow::Result<()> {
     let undecided = columns()
         .filter(|c| c.category == crate::classify::CHECK)
         .count();
-    let unchecked = columns().filter(|c| c.no_evidence).count() - undecided;
+    let unchecked = columns()
+        .filter(|c| c.no_evidence)
+        .count()
+        .saturating_sub(undecided);
     eprintln!(
         "discover: {} table(s) drafted with {identities} identity column(s) and {references} \
          reference(s) ({inferred} inferred, check them); {undecided} text column(s) without \

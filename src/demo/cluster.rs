@@ -172,7 +172,7 @@ impl TempCluster {
                 }
             }
         }
-        spawn_watchdog(dir.path(), &data);
+        spawn_watchdog(dir.path(), &data.join("postmaster.pid"), "QUIT");
 
         Ok(TempCluster {
             dir: Some(dir),
@@ -302,7 +302,7 @@ impl Drop for TempCluster {
     }
 }
 
-fn step(what: &str, e: impl std::fmt::Display) -> ClusterError {
+pub(super) fn step(what: &str, e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Step {
         step: what.to_owned(),
         detail: e.to_string(),
@@ -363,7 +363,7 @@ pub fn find_bindir() -> Option<PathBuf> {
         .find(|dir| usable(dir))
 }
 
-fn running_as_root() -> bool {
+pub(super) fn running_as_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
@@ -381,7 +381,7 @@ fn postgres_user() -> Option<(u32, u32)> {
 }
 
 /// Asks the kernel for a free loopback port.
-fn free_port() -> Result<u16, ClusterError> {
+pub(super) fn free_port() -> Result<u16, ClusterError> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
         .map_err(|e| step("finding a free port", e))?;
     listener
@@ -408,15 +408,16 @@ fn signal(pid: u32, name: &str) {
         .status();
 }
 
-/// Starts a detached shell that waits for this process to end, then stops the server and
-/// removes the directory, in case this process dies without dropping the cluster.
-fn spawn_watchdog(dir: &Path, data: &Path) {
+/// Starts a detached shell that waits for this process to end, then signals the server whose
+/// process id is the first line of `pid_file` and removes the directory, in case this process
+/// dies without dropping the server.
+pub(super) fn spawn_watchdog(dir: &Path, pid_file: &Path, signal: &str) {
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         if [ -f '{data}/postmaster.pid' ]; then kill -QUIT \"$(head -n 1 '{data}/postmaster.pid')\" 2>/dev/null; sleep 1; fi; \
+         if [ -f '{pid_file}' ]; then kill -{signal} \"$(head -n 1 '{pid_file}')\" 2>/dev/null; sleep 1; fi; \
          rm -rf '{dir}'",
         pid = std::process::id(),
-        data = data.display(),
+        pid_file = pid_file.display(),
         dir = dir.display(),
     );
     let _ = Command::new("sh")

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::cluster::ClusterError;
+use super::cluster::{ClusterError, free_port, running_as_root, spawn_watchdog, step};
 
 /// The account TCP clients use.
 pub const USER: &str = "dsr";
@@ -84,7 +84,7 @@ impl TempMariaDb {
             command.arg(format!("--user={user}"));
         }
         let child = command.spawn().map_err(|e| step("starting mariadbd", e))?;
-        spawn_watchdog(dir.path(), &pid_file);
+        spawn_watchdog(dir.path(), &pid_file, "KILL");
         let db = TempMariaDb {
             dir: Some(dir),
             server: Some(child),
@@ -221,13 +221,6 @@ fn find(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-fn step(what: &str, e: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Step {
-        step: what.to_owned(),
-        detail: e.to_string(),
-    }
-}
-
 fn run(command: &mut Command, what: &str) -> Result<(), ClusterError> {
     run_output(command, what).map(drop)
 }
@@ -249,41 +242,4 @@ fn run_output(command: &mut Command, what: &str) -> Result<String, ClusterError>
             String::from_utf8_lossy(&output.stderr)
         ),
     })
-}
-
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-fn free_port() -> Result<u16, ClusterError> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .map_err(|e| step("finding a free port", e))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| step("finding a free port", e))
-}
-
-/// A detached shell that waits for this process to end, then kills the server and removes
-/// the directory, in case this process dies without dropping it.
-fn spawn_watchdog(dir: &Path, pid_file: &Path) {
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         if [ -f '{pid_file}' ]; then kill -KILL \"$(cat '{pid_file}')\" 2>/dev/null; sleep 1; fi; \
-         rm -rf '{dir}'",
-        pid = std::process::id(),
-        pid_file = pid_file.display(),
-        dir = dir.display(),
-    );
-    let _ = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn();
 }

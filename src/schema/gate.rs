@@ -204,6 +204,35 @@ JOIN pg_catalog.pg_class pc ON pc.oid = con.confrelid \
 JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace \
 WHERE con.contype = 'f'";
 
+/// A foreign key's `ON DELETE` action by `pg_constraint.confdeltype` (`a` no action, `r`
+/// restrict, `c` cascade, `n` set null, `d` set default).
+pub(crate) fn on_delete_rule(code: char) -> &'static str {
+    match code {
+        'c' => "ON DELETE CASCADE",
+        'n' => "ON DELETE SET NULL",
+        'd' => "ON DELETE SET DEFAULT",
+        'r' => "ON DELETE RESTRICT",
+        _ => "ON DELETE NO ACTION",
+    }
+}
+
+/// A foreign key's `ON UPDATE` action by `pg_constraint.confupdtype`, likewise.
+pub(crate) fn on_update_rule(code: char) -> &'static str {
+    match code {
+        'c' => "ON UPDATE CASCADE",
+        'n' => "ON UPDATE SET NULL",
+        'd' => "ON UPDATE SET DEFAULT",
+        'r' => "ON UPDATE RESTRICT",
+        _ => "ON UPDATE NO ACTION",
+    }
+}
+
+/// Whether a referential action changes the referencing rows by itself (cascade, set null, set
+/// default), rather than refusing the change (no action, restrict).
+pub(crate) fn rule_acts(code: char) -> bool {
+    matches!(code, 'c' | 'n' | 'd')
+}
+
 /// Warns, before anyone asks to erase, about a foreign key from a table outside the data map
 /// into a table that erasure changes: one that would act on its rows (`ON DELETE CASCADE`,
 /// `SET NULL`, `SET DEFAULT`, or the same `ON UPDATE` of a masked referenced column), which
@@ -266,20 +295,11 @@ async fn check_cascades(
             continue;
         }
         let referenced: Vec<String> = row.get(7);
-        let (rule, acts) = match (action, row.get::<_, String>(5).as_str()) {
-            (EraseAction::Delete, "c") => ("ON DELETE CASCADE", true),
-            (EraseAction::Delete, "n") => ("ON DELETE SET NULL", true),
-            (EraseAction::Delete, "d") => ("ON DELETE SET DEFAULT", true),
-            (EraseAction::Delete, "r") => ("ON DELETE RESTRICT", false),
-            (EraseAction::Delete, _) => ("ON DELETE NO ACTION", false),
+        let code = |i: usize| row.get::<_, String>(i).chars().next().unwrap_or('a');
+        let (rule, acts) = match action {
+            EraseAction::Delete => (on_delete_rule(code(5)), rule_acts(code(5))),
             _ if masked.iter().any(|c| referenced.contains(c)) => {
-                match row.get::<_, String>(6).as_str() {
-                    "c" => ("ON UPDATE CASCADE", true),
-                    "n" => ("ON UPDATE SET NULL", true),
-                    "d" => ("ON UPDATE SET DEFAULT", true),
-                    "r" => ("ON UPDATE RESTRICT", false),
-                    _ => ("ON UPDATE NO ACTION", false),
-                }
+                (on_update_rule(code(6)), rule_acts(code(6)))
             }
             _ => continue,
         };

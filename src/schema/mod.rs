@@ -16,7 +16,7 @@
 
 pub mod cache;
 mod gate;
-pub(crate) use gate::FOREIGN_KEYS_SQL;
+pub(crate) use gate::{FOREIGN_KEYS_SQL, on_delete_rule, on_update_rule, rule_acts};
 mod plan;
 
 pub use gate::{SchemaReport, TableReport, category_fits_type, check_schema};

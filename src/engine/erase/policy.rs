@@ -146,32 +146,22 @@ pub(super) struct ForeignKey {
 
 impl ForeignKey {
     pub fn on_delete_name(&self) -> &'static str {
-        match self.on_delete {
-            'c' => "ON DELETE CASCADE",
-            'n' => "ON DELETE SET NULL",
-            'd' => "ON DELETE SET DEFAULT",
-            'r' => "ON DELETE RESTRICT",
-            _ => "ON DELETE NO ACTION",
-        }
+        crate::schema::on_delete_rule(self.on_delete)
     }
 
     /// Whether deleting a parent row changes rows of the child by itself.
     pub fn acts_on_delete(&self) -> bool {
-        matches!(self.on_delete, 'c' | 'n' | 'd')
+        crate::schema::rule_acts(self.on_delete)
     }
 
     pub fn on_update_name(&self) -> &'static str {
-        match self.on_update {
-            'c' => "ON UPDATE CASCADE",
-            'n' => "ON UPDATE SET NULL",
-            _ => "ON UPDATE SET DEFAULT",
-        }
+        crate::schema::on_update_rule(self.on_update)
     }
 
     /// Whether changing a referenced column of a parent row changes rows of the child by
     /// itself.
     pub fn acts_on_update(&self) -> bool {
-        matches!(self.on_update, 'c' | 'n' | 'd')
+        crate::schema::rule_acts(self.on_update)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The latest committed erasure of a subject, as the audit log records it: what an erasure
-//! that finds nothing left points to. The log is only read, line by line, so memory stays
-//! one line whatever the log's length; it is read only when an erasure found nothing.
+//! that finds nothing left points to. Only the recent records are read (a bounded tail), line
+//! by line, so memory stays one line and the time a bounded read, whatever the log's length;
+//! they are read only when an erasure found nothing.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -25,9 +26,15 @@ pub struct EarlierErasure {
     pub recorded_at: String,
 }
 
+/// How far back the search reads: the last 64 MiB of a log file, or the last 200,000 records of
+/// each replica's chain. An erasure older than that is not pointed to.
+const FILE_TAIL_BYTES: u64 = 64 * 1024 * 1024;
+const CONTROL_TAIL_RECORDS: i64 = 200_000;
+
 impl AuditLog {
-    /// The latest erasure of `subject_id` in `source` that committed and changed rows: in this
-    /// replica's file, or in every replica's chain of the control database.
+    /// The latest erasure of `subject_id` in `source` that committed and changed rows, among the
+    /// recent records ([`FILE_TAIL_BYTES`] of this replica's file, or
+    /// [`CONTROL_TAIL_RECORDS`] of each replica's chain in the control database).
     pub async fn latest_erasure(
         &self,
         source: &str,
@@ -38,9 +45,18 @@ impl AuditLog {
             Store::File(path) => {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || {
-                    let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                    use std::io::{Seek, SeekFrom};
+                    let mut file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                    let len = file.metadata().map_err(|e| e.to_string())?.len();
+                    let start = len.saturating_sub(FILE_TAIL_BYTES);
+                    file.seek(SeekFrom::Start(start))
+                        .map_err(|e| e.to_string())?;
+                    let mut lines = std::io::BufReader::new(file).split(b'\n');
+                    if start > 0 {
+                        lines.next(); // a line cut by the seek
+                    }
                     let mut latest = None;
-                    for line in std::io::BufReader::new(file).split(b'\n') {
+                    for line in lines {
                         let line = line.map_err(|e| e.to_string())?;
                         if let Some(found) = erasure_in(&line, &source, &subject_id) {
                             latest = Some(found);
@@ -55,9 +71,12 @@ impl AuditLog {
                 let client = control.connect().await?;
                 let rows = client
                     .query(
-                        "SELECT line FROM dsr_audit WHERE strpos(line, $1) > 0 \
-                         AND strpos(line, '\"rpc\":\"Erase\"') > 0",
-                        &[&subject_id],
+                        "SELECT recent.line FROM dsr_audit_head h \
+                         CROSS JOIN LATERAL (SELECT a.line FROM dsr_audit a \
+                           WHERE a.replica = h.replica ORDER BY a.seq DESC LIMIT $2) recent \
+                         WHERE strpos(recent.line, $1) > 0 \
+                           AND strpos(recent.line, '\"rpc\":\"Erase\"') > 0",
+                        &[&subject_id, &CONTROL_TAIL_RECORDS],
                     )
                     .await
                     .map_err(crate::records::control::describe)?;

@@ -51,7 +51,7 @@ pub async fn table_info(pool: &MySqlPool, table: &str) -> Result<TableInfo, DbEr
             "SELECT c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, c.IS_NULLABLE, \
                EXISTS (SELECT 1 FROM information_schema.CHECK_CONSTRAINTS k \
                  WHERE k.CONSTRAINT_SCHEMA = c.TABLE_SCHEMA AND k.TABLE_NAME = c.TABLE_NAME \
-                   AND k.CHECK_CLAUSE LIKE CONCAT('%json_valid(`', c.COLUMN_NAME, '`)%')) \
+                   AND LOCATE(CONCAT('json_valid(`', c.COLUMN_NAME, '`)'), k.CHECK_CLAUSE) > 0) \
              FROM information_schema.COLUMNS c \
              WHERE c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = ? \
              ORDER BY c.ORDINAL_POSITION",

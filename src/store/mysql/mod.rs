@@ -332,6 +332,23 @@ fn placeholders(sql: &str) -> usize {
     let (mut count, mut i) = (0, 0);
     while i < bytes.len() {
         match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
             quote @ (b'\'' | b'"' | b'`') => {
                 i += 1;
                 while i < bytes.len() && bytes[i] != quote {
@@ -378,5 +395,9 @@ mod tests {
             2
         );
         assert_eq!(placeholders(r"SELECT 'it\'s ?' WHERE x = ?"), 1);
+        assert_eq!(
+            placeholders("SELECT 1 /* a = ? */ WHERE a = ? -- or ?\n AND b = ? # and ?"),
+            2
+        );
     }
 }
