@@ -23,18 +23,45 @@ use tokio::time::Instant;
 
 const ALICE: &str = "alice@example.com";
 
-/// The MariaDB of this test binary, with the demo shop in database `shop`.
+/// The MariaDB of this test binary, with the demo shop in databases `shop`, `snapshot` and
+/// `types` (the last with a table of every type). Every schema change happens here, before
+/// any test reads a catalog: MariaDB's `information_schema` may fail (error 6) while another
+/// session drops a database.
 fn mariadb() -> &'static TempMariaDb {
     static SERVER: OnceLock<TempMariaDb> = OnceLock::new();
     SERVER.get_or_init(|| {
         let server =
             TempMariaDb::start().unwrap_or_else(|e| panic!("cannot start the test MariaDB: {e}"));
+        for database in ["shop", "snapshot", "types"] {
+            server
+                .load_demo(database)
+                .unwrap_or_else(|e| panic!("cannot load the demo shop: {e}"));
+        }
         server
-            .load_demo("shop")
-            .unwrap_or_else(|e| panic!("cannot load the demo shop: {e}"));
+            .execute("types", TYPED_TABLE)
+            .unwrap_or_else(|e| panic!("cannot create the typed table: {e}"));
         server
     })
 }
+
+/// A table of every type, and two rows: one of extremes, one of zeros (a zero date among them).
+const TYPED_TABLE: &str = "SET SESSION sql_mode = ''; \
+     CREATE TABLE typed (id INT PRIMARY KEY, email VARCHAR(64), \
+       tiny TINYINT, small SMALLINT UNSIGNED, medium MEDIUMINT, big BIGINT, \
+       ubig BIGINT UNSIGNED, flag BOOLEAN, dec_value DECIMAL(20, 6), \
+       f FLOAT, d DOUBLE, day DATE, moment DATETIME(6), stamp TIMESTAMP(6) NULL, \
+       span TIME(3), yr YEAR, word CHAR(4), txt TEXT, bin BINARY(3), blb BLOB, \
+       kind ENUM('a', 'b'), tags SET('x', 'y', 'z'), bits BIT(10), doc JSON, \
+       missing VARCHAR(8)) DEFAULT CHARSET = utf8mb4; \
+     INSERT INTO typed VALUES (1, 'alice@example.com', -128, 65535, -8388608, \
+       -9223372036854775808, 18446744073709551615, TRUE, -12345678901234.567890, \
+       1.5, 2.25, '2024-02-29', '1999-12-31 23:59:59.999999', \
+       '2038-01-19 03:14:07.123456', '-838:59:59.000', 2155, 'ab', \
+       'Zoë 🦀 こんにちは', X'000102', X'DEADBEEF', 'b', 'x,z', b'1000000001', \
+       '{\"a\": [1, 2.5, \"x\"]}', NULL), \
+       (2, 'alice@example.com', 0, 0, 0, 0, 0, FALSE, 0, 0, 0, '0000-00-00', \
+       '2020-01-01 00:00:00', NULL, '00:00:00', 0, '', '', X'000000', X'', 'a', '', \
+       b'0', '{}', NULL);";
 
 fn settings(server: &TempMariaDb, database: &str) -> MySqlSettings {
     MySqlSettings {
@@ -189,7 +216,6 @@ async fn the_demo_shop_streams_the_same_values_from_mariadb_as_from_postgresql()
 #[tokio::test]
 async fn a_snapshot_is_one_moment_for_its_rows_and_its_counts() {
     let server = mariadb();
-    server.load_demo("snapshot").unwrap();
     let pool = MySqlPool::new(&settings(server, "snapshot"));
     let sql = "SELECT id, total FROM orders WHERE customer_id = \
                (SELECT id FROM customers WHERE email = ?)";
@@ -306,29 +332,6 @@ async fn kill_query_and_the_deadline_stop_a_statement_and_leave_nothing_running(
 #[tokio::test]
 async fn every_type_decodes_exactly_and_a_zero_date_is_a_rule_violation() {
     let server = mariadb();
-    server.load_demo("types").unwrap();
-    server
-        .execute(
-            "types",
-            "SET SESSION sql_mode = ''; \
-             CREATE TABLE typed (id INT PRIMARY KEY, email VARCHAR(64), \
-               tiny TINYINT, small SMALLINT UNSIGNED, medium MEDIUMINT, big BIGINT, \
-               ubig BIGINT UNSIGNED, flag BOOLEAN, dec_value DECIMAL(20, 6), \
-               f FLOAT, d DOUBLE, day DATE, moment DATETIME(6), stamp TIMESTAMP(6) NULL, \
-               span TIME(3), yr YEAR, word CHAR(4), txt TEXT, bin BINARY(3), blb BLOB, \
-               kind ENUM('a', 'b'), tags SET('x', 'y', 'z'), bits BIT(10), doc JSON, \
-               missing VARCHAR(8)) DEFAULT CHARSET = utf8mb4; \
-             INSERT INTO typed VALUES (1, 'alice@example.com', -128, 65535, -8388608, \
-               -9223372036854775808, 18446744073709551615, TRUE, -12345678901234.567890, \
-               1.5, 2.25, '2024-02-29', '1999-12-31 23:59:59.999999', \
-               '2038-01-19 03:14:07.123456', '-838:59:59.000', 2155, 'ab', \
-               'Zoë 🦀 こんにちは', X'000102', X'DEADBEEF', 'b', 'x,z', b'1000000001', \
-               '{\"a\": [1, 2.5, \"x\"]}', NULL), \
-               (2, 'alice@example.com', 0, 0, 0, 0, 0, FALSE, 0, 0, 0, '0000-00-00', \
-               '2020-01-01 00:00:00', NULL, '00:00:00', 0, '', '', X'000000', X'', 'a', '', \
-               b'0', '{}', NULL);",
-        )
-        .unwrap();
     let pool = MySqlPool::new(&settings(server, "types"));
     let info = table_info(&pool, "typed").await.unwrap();
     assert_eq!(info.primary_key, ["id"]);

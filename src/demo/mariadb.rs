@@ -51,59 +51,87 @@ impl TempMariaDb {
         if !user.is_empty() {
             init.arg(format!("--user={user}"));
         }
-        run(&mut init, "mariadb-install-db")?;
+        // Seen to fail now and then on a busy machine: a second try, into a fresh directory.
+        if run(&mut init, "mariadb-install-db").is_err() {
+            let _ = std::fs::remove_dir_all(&data);
+            run(&mut init, "mariadb-install-db")?;
+        }
 
         let socket = dir.path().join("mariadb.sock");
         let pid_file = dir.path().join("mariadb.pid");
         let log = dir.path().join("server.log");
-        let port = free_port()?;
-        let mut command = Command::new(&server);
-        command
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--port={port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--pid-file={}", pid_file.display()))
-            .arg(format!("--log-error={}", log.display()))
-            .args([
-                "--skip-log-bin",
-                "--skip-name-resolve",
-                "--innodb-flush-log-at-trx-commit=0",
-                "--innodb-buffer-pool-size=64M",
-                "--character-set-server=utf8mb4",
-                "--collation-server=utf8mb4_bin",
-                "--max-connections=200",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Its own process group: a test runner's Ctrl-C reaches it through the watchdog.
-            .process_group(0);
-        if !user.is_empty() {
-            command.arg(format!("--user={user}"));
-        }
-        let child = command.spawn().map_err(|e| step("starting mariadbd", e))?;
         spawn_watchdog(dir.path(), &pid_file, "KILL");
-        let db = TempMariaDb {
+        let mut db = TempMariaDb {
             dir: Some(dir),
-            server: Some(child),
-            port,
+            server: None,
+            port: 0,
             password: uuid::Uuid::new_v4().simple().to_string(),
         };
-        let until = Instant::now() + Duration::from_secs(60);
+        // The port was free when asked for, but another process may take it before the
+        // server binds it: then the next free port is tried.
+        let mut attempt = 1;
         loop {
-            if db.client_over_socket(&socket, "SELECT 1").is_ok() {
+            db.port = free_port()?;
+            let mut command = Command::new(&server);
+            command
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--port={}", db.port))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--socket={}", socket.display()))
+                .arg(format!("--pid-file={}", pid_file.display()))
+                .arg(format!("--log-error={}", log.display()))
+                .args([
+                    "--skip-log-bin",
+                    "--skip-name-resolve",
+                    "--innodb-flush-log-at-trx-commit=0",
+                    "--innodb-buffer-pool-size=64M",
+                    "--character-set-server=utf8mb4",
+                    "--collation-server=utf8mb4_bin",
+                    "--max-connections=200",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                // Its own process group: a test runner's Ctrl-C reaches it through the
+                // watchdog.
+                .process_group(0);
+            if !user.is_empty() {
+                command.arg(format!("--user={user}"));
+            }
+            db.server = Some(command.spawn().map_err(|e| step("starting mariadbd", e))?);
+            let until = Instant::now() + Duration::from_secs(60);
+            let exited = loop {
+                if db.client_over_socket(&socket, "SELECT 1").is_ok() {
+                    break false;
+                }
+                if let Some(child) = db.server.as_mut()
+                    && let Ok(Some(_)) = child.try_wait()
+                {
+                    break true;
+                }
+                if Instant::now() > until {
+                    let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                    return Err(ClusterError::Step {
+                        step: "starting MariaDB".into(),
+                        detail: format!("no answer within 60 s\nserver log:\n{tail}"),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            if !exited {
                 break;
             }
-            if Instant::now() > until {
-                let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                return Err(ClusterError::Step {
-                    step: "starting MariaDB".into(),
-                    detail: format!("no answer within 60 s\nserver log:\n{tail}"),
-                });
+            db.server = None;
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            if attempt < 3 && tail.contains("Bind on TCP/IP port") {
+                attempt += 1;
+                continue;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            return Err(ClusterError::Step {
+                step: "starting MariaDB".into(),
+                detail: format!("mariadbd exited\nserver log:\n{tail}"),
+            });
         }
         let password = db.password.clone();
         db.client_over_socket(

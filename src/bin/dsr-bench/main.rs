@@ -34,8 +34,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dsr_connector::demo::cluster::{ClusterOptions, TempCluster};
 use dsr_connector::demo;
+use dsr_connector::demo::cluster::{ClusterOptions, TempCluster};
 use dsr_connector::store::postgres::tls::install_crypto_provider;
 use tonic::transport::Channel;
 
