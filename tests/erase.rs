@@ -72,6 +72,19 @@ async fn deleting(db: &tokio_postgres::Client, app: &str) -> bool {
     .await
 }
 
+/// Validate's report on the demo source.
+async fn validate_demo(client: &mut DsrConnectorServiceClient<Channel>) -> support::Validation {
+    support::validate(
+        client,
+        dsr_connector::pb::ValidateRequest {
+            source: "demo".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 fn erase_request(value: &str, dry_run: bool, digest: &str) -> EraseRequest {
     EraseRequest {
         source: "demo".into(),
@@ -416,15 +429,7 @@ async fn a_shared_address_an_undeclared_cascade_and_a_table_without_policy_are_r
         "{cascade:?}"
     );
     // Validate reports the cascade before anyone asks to erase.
-    let gate = support::validate(
-        &mut client,
-        dsr_connector::pb::ValidateRequest {
-            source: "demo".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let gate = validate_demo(&mut client).await;
     let customers = gate.table("customers").warnings.join("\n");
     assert!(
         customers.contains("table 'wishlists' references 'customers' with ON DELETE CASCADE"),
@@ -450,15 +455,7 @@ async fn a_shared_address_an_undeclared_cascade_and_a_table_without_policy_are_r
     assert_eq!(missing.code(), Code::FailedPrecondition, "{missing:?}");
     assert!(missing.message().contains("'customers'"), "{missing:?}");
     // Validate says so before anyone asks to erase.
-    let gate = support::validate(
-        &mut client,
-        dsr_connector::pb::ValidateRequest {
-            source: "demo".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let gate = validate_demo(&mut client).await;
     assert!(
         gate.text
             .contains("table 'customers' has no erase policy, while other tables"),
@@ -711,15 +708,7 @@ async fn a_shared_address_is_reported_by_extract_refused_on_request_and_warned_b
     let alice = alice.manifest.unwrap();
     assert!(alice.metadata["identity_rows"].contains("customers=1"));
     assert!(!alice.metadata.contains_key("shared_identity"));
-    let gate = support::validate(
-        &mut client,
-        dsr_connector::pb::ValidateRequest {
-            source: "demo".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let gate = validate_demo(&mut client).await;
     assert!(
         gate.text.contains("no unique index holds the column")
             && gate.text.contains(
@@ -1250,15 +1239,7 @@ async fn validate_reports_masks_and_keys_that_would_make_an_erasure_fail() {
     });
     let server = TestServer::start(config).await;
     let mut client = server.client().await;
-    let gate = support::validate(
-        &mut client,
-        dsr_connector::pb::ValidateRequest {
-            source: "demo".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let gate = validate_demo(&mut client).await;
     println!("{}", gate.text);
     let tickets = gate.table("support_tickets").warnings.join("\n");
     assert!(
@@ -1304,15 +1285,7 @@ async fn a_masked_key_that_cascades_on_update_into_an_undeclared_table_is_refuse
     let before = rows(&db).await;
     let server = TestServer::start(config_for("erase_update_cascade", |t| t)).await;
     let mut client = server.client().await;
-    let gate = support::validate(
-        &mut client,
-        dsr_connector::pb::ValidateRequest {
-            source: "demo".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let gate = validate_demo(&mut client).await;
     let tickets = gate.table("support_tickets").warnings.join("\n");
     assert!(
         tickets
