@@ -282,6 +282,45 @@ async fn a_dry_run_reports_counts_findings_and_the_manifest_but_no_values() {
     server.stop().await.unwrap();
 }
 
+/// A text column classified not_pii that holds personal data inside its text is named by a
+/// dry run, with the category and how many values, and no value.
+#[tokio::test]
+async fn a_dry_run_names_personal_data_inside_a_column_classified_not_pii() {
+    let text = config_text("").replace(
+        "subject = \"support.message\", body = \"support.message\"",
+        "subject = \"support.message\", body = \"not_pii\"",
+    );
+    assert!(
+        text.contains("body = \"not_pii\""),
+        "the demo's tickets changed"
+    );
+    let server = TestServer::start(config(&text)).await;
+    let mut client = server.client().await;
+    let v = validate(&mut client, dry_run("email", "alice@example.com"))
+        .await
+        .unwrap();
+    let tickets = v.table("support_tickets").warnings.join("\n");
+    // Ticket 1's body asks to be called on +44 20 7946 0958; ticket 2's holds nothing.
+    assert!(
+        tickets.contains(
+            "column 'body' is classified not_pii, and the dry run found contact.phone inside 1 \
+             of its values"
+        ),
+        "{}",
+        v.text
+    );
+    assert!(!v.text.contains("7946"), "{}", v.text);
+    // A schema-only check reads no value, so it finds nothing of the kind.
+    let v = validate(&mut client, schema_only("demo")).await.unwrap();
+    assert!(
+        !v.table("support_tickets")
+            .warnings
+            .join("")
+            .contains("found")
+    );
+    server.stop().await.unwrap();
+}
+
 fn good_manifest() -> Manifest {
     Manifest {
         subject_id: "hmac-sha256:abc".into(),

@@ -160,6 +160,13 @@ async fn dry_run(
                         check.rejected_count = done.rejected_count;
                         check.pii_fields = done.pii_fields.clone();
                         check.found_fields = done.found_fields.clone();
+                        for found in &done.text_findings {
+                            check.warnings.push(format!(
+                                "column '{}' is classified not_pii, and the dry run found {} \
+                                 inside {} of its values: check its category",
+                                found.column, found.category, found.values
+                            ));
+                        }
                         for v in &done.violations {
                             verdict.violations.push(format!(
                                 "table '{}', column '{}', row {}: {} ({}){}",

@@ -27,6 +27,9 @@ pub(super) struct TableOutcome {
     /// Distinct fields kept per scanned column (by column index).
     pub(super) fields_per_column: HashMap<usize, usize>,
     pub(super) fields_truncated: bool,
+    /// Dry runs: (column index, category) -> values of a not_pii text column in which the
+    /// category's detectors found something inside the text.
+    pub(super) in_text: std::collections::BTreeMap<(usize, String), u64>,
 }
 
 impl TableOutcome {

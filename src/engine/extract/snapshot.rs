@@ -376,6 +376,15 @@ impl Job {
                         category: category.clone(),
                     })
                     .collect(),
+                text_findings: outcome
+                    .in_text
+                    .iter()
+                    .map(|((column, category), values)| pb::TextFinding {
+                        column: table.table.columns[*column].name.clone(),
+                        category: category.clone(),
+                        values: *values,
+                    })
+                    .collect(),
             }))
             .await?;
         }

@@ -266,6 +266,16 @@ impl Job {
                         reason: e.to_string(),
                     })?,
             };
+            // A dry run also looks inside the text of columns classified not_pii: what the
+            // detectors find there is reported (counts, no value), for a person to reclassify.
+            if self.params.dry_run
+                && !column.is_pii()
+                && let Some(pb::value::Kind::StringValue(text)) = &value.kind
+            {
+                for category in self.reading.matrix.categories_in_text(text) {
+                    *outcome.in_text.entry((i, category.to_owned())).or_default() += 1;
+                }
+            }
             if column.scan_json
                 && let Some(pb::value::Kind::JsonValue(json)) = &value.kind
             {
