@@ -14,8 +14,10 @@
 
 mod json;
 mod policy;
+mod receipt;
 pub mod refusal;
 mod run;
+mod verify;
 
 pub use refusal::ErasureRefusal;
 

@@ -1,34 +1,27 @@
-//! One erasure's transaction: capture, guards, changes children first, verification, the
-//! record before COMMIT, and the receipt.
+//! One erasure's transaction: counts and captures, guards, changes children first, the
+//! verification ([`super::verify`]), the record before COMMIT and the receipt
+//! ([`super::receipt`]).
 
 use std::time::SystemTime;
 
 use hmac::{Hmac, Mac};
-use prost::Message;
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tokio::time::Instant;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
 use super::policy::{self, ForeignKey, Step};
+use super::receipt::{Done, preview_digest};
 use super::{ErasureRefusal, Run};
 use crate::config::erasure::{EraseAction, MaskMethod};
 use crate::engine::ExtractError;
 use crate::pb;
-use crate::records::audit::{Entry, TableEntry};
-use crate::schema::{is_text_type, quote_ident};
+use crate::schema::quote_ident;
 use crate::store::postgres::{Conn, DbError};
 
 /// The most bytes of distinct values one pseudonym column of one subject may hold.
 const MAX_PSEUDONYM_BYTES: usize = 16 * 1024 * 1024;
-
-/// One table of an erasure, as done (or, in a preview, as it would be done).
-#[derive(Debug, Clone)]
-struct Done {
-    step: usize,
-    rows: u64,
-}
 
 impl Run<'_> {
     /// Resolves when the erasure must stop before it commits.
@@ -460,100 +453,6 @@ impl Run<'_> {
         Ok((values, tokens))
     }
 
-    /// Checks a changed table inside the transaction: a deleted table has none of the captured
-    /// rows and the plan finds nothing; a masked table's rows hold only masks, retained
-    /// columns, and no value equal to the identity.
-    async fn verify(
-        &self,
-        txn: &tokio_postgres::Transaction<'_>,
-        i: usize,
-        step: &Step,
-    ) -> Result<(), ExtractError> {
-        let table = step.planned.table.display.as_str();
-        let db = |e: tokio_postgres::Error| self.db(&e, Some(table));
-        let quoted = step.planned.table.quoted();
-        let unverified = |detail: String| -> ExtractError {
-            ErasureRefusal::Unverified {
-                table: table.to_owned(),
-                detail,
-            }
-            .into()
-        };
-        match step.action {
-            EraseAction::Retain => Ok(()),
-            // The DELETE's count equals the count taken first, and a row is deleted once; the
-            // subject's plan, run again, must find none.
-            EraseAction::Delete => {
-                let found: i64 = txn
-                    .query_one(&step.planned.count_sql, &[&self.value])
-                    .await
-                    .map_err(db)?
-                    .get(0);
-                if found != 0 {
-                    return Err(unverified(format!(
-                        "{found} rows of the subject still found by the plan"
-                    )));
-                }
-                Ok(())
-            }
-            EraseAction::Mask => {
-                let params: [&(dyn ToSql + Sync); 2] = [&self.value, &self.cfg.erasure.redaction];
-                let mut masked_as_told = Vec::new();
-                for (column, method) in &step.masks {
-                    let c = format!("t0.{}", quote_ident(column));
-                    masked_as_told.push(match method {
-                        MaskMethod::Null => format!("{c} IS NULL"),
-                        MaskMethod::Redact => format!("{c}::text IS NOT DISTINCT FROM $2"),
-                        // A token is 32 hex digits; NULL stays NULL.
-                        MaskMethod::Pseudonym => {
-                            format!("({c} IS NULL OR {c}::text ~ '^[0-9a-f]{{32}}$')")
-                        }
-                    });
-                }
-                let holds_identity: Vec<String> = step
-                    .planned
-                    .table
-                    .columns
-                    .iter()
-                    .filter(|c| is_text_type(&c.typname))
-                    .map(|c| format!("t0.{}::text = $1", quote_ident(&c.name)))
-                    .collect();
-                let mut bad = Vec::new();
-                if !masked_as_told.is_empty() {
-                    bad.push(format!("NOT ({})", masked_as_told.join(" AND ")));
-                }
-                bad.extend(holds_identity);
-                // Nothing to look for in SQL when only JSON paths are masked in a table without
-                // text columns: the JSON check below is the whole verification then.
-                if !bad.is_empty() {
-                    let sql = format!(
-                        "SELECT count(*) FROM {quoted} AS t0 \
-                         WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {})) AND (({}) IS NOT FALSE)",
-                        masked(i),
-                        bad.join(" OR ")
-                    );
-                    // Both parameters are declared: a table may use neither the identity (no
-                    // text column) nor the redaction (no redact mask).
-                    let statement = txn
-                        .prepare_typed(&sql, &[Type::TEXT, Type::TEXT])
-                        .await
-                        .map_err(db)?;
-                    let wrong: i64 = txn.query_one(&statement, &params).await.map_err(db)?.get(0);
-                    if wrong != 0 {
-                        return Err(unverified(format!(
-                            "{wrong} kept rows with an unmasked value or a value equal to the \
-                             identity"
-                        )));
-                    }
-                }
-                if !step.json_masks.is_empty() {
-                    self.verify_json(txn, i, step).await?;
-                }
-                Ok(())
-            }
-        }
-    }
-
     /// Every foreign key of the database that points at a table of this erasure.
     async fn foreign_keys(
         &self,
@@ -610,158 +509,6 @@ impl Run<'_> {
         }
         ExtractError::from(DbError::from_pg(&self.cfg.name, error))
     }
-
-    /// The receipt of what was done, in the order it was done, without its digest.
-    fn receipt(&self, done: &[Done], attempts: u32) -> pb::ErasureReceipt {
-        let mut counted = vec![0u64; self.steps.len()];
-        for d in done {
-            counted[d.step] = d.rows;
-        }
-        let tables: Vec<pb::TableErasure> = done
-            .iter()
-            .map(|d| {
-                let step = &self.steps[d.step];
-                pb::TableErasure {
-                    table: step.planned.table.display.clone(),
-                    action: match step.action {
-                        EraseAction::Delete => pb::ErasureAction::Delete,
-                        EraseAction::Mask => pb::ErasureAction::Mask,
-                        EraseAction::Retain => pb::ErasureAction::Retain,
-                    } as i32,
-                    rows: d.rows,
-                    masked_columns: step
-                        .masks
-                        .iter()
-                        .map(|(c, m)| format!("{c}:{}", m.name()))
-                        .chain(
-                            step.json_masks
-                                .iter()
-                                .map(|(c, m)| format!("{c}:json:{}", m.name())),
-                        )
-                        .collect(),
-                    retained_columns: step
-                        .retained
-                        .iter()
-                        .map(|(c, why)| format!("{c}: {why}"))
-                        .collect(),
-                    retain_reason: step.reason.clone(),
-                    reached_via: step.planned.reached_via.clone(),
-                    verified: true,
-                }
-            })
-            .collect();
-        let sum = |action: pb::ErasureAction| {
-            tables
-                .iter()
-                .filter(|t| t.action == action as i32)
-                .map(|t| t.rows)
-                .sum()
-        };
-        pb::ErasureReceipt {
-            erasure_id: self.erasure_id.clone(),
-            subject_id: self.subject_id.clone(),
-            source: self.cfg.name.clone(),
-            request_id: self.params.request_id.clone(),
-            compliance_tag: (!self.params.compliance_tag.is_empty())
-                .then(|| self.params.compliance_tag.clone()),
-            dry_run: self.params.dry_run,
-            rows_deleted: sum(pb::ErasureAction::Delete),
-            rows_masked: sum(pb::ErasureAction::Mask),
-            rows_retained: sum(pb::ErasureAction::Retain),
-            tables,
-            preview_digest: preview_digest(&self.cfg.name, &self.subject_id, &self.steps, &counted),
-            committed_at: None,
-            attempts,
-            receipt_sha256: String::new(),
-            matching: self.cfg.erasure.matching.name().to_owned(),
-            ..Default::default()
-        }
-    }
-
-    /// When the erasure found nothing to change: points the receipt to the latest erasure of
-    /// the subject that did, if the audit log holds one. Looked for within the call's
-    /// deadline; a log that cannot be read leaves the pointer out, and says so in the log.
-    async fn earlier(&self, receipt: &mut pb::ErasureReceipt) {
-        let Some(log) = &self.engine.records.records.log else {
-            return;
-        };
-        if receipt.rows_deleted + receipt.rows_masked > 0 {
-            return;
-        }
-        let lookup = log.latest_erasure(&self.entry.source, &self.subject_id);
-        let found = match self.params.deadline {
-            Some(at) => tokio::time::timeout_at(at, lookup)
-                .await
-                .unwrap_or_else(|_| Err("the call's deadline passed".into())),
-            None => lookup.await,
-        };
-        match found {
-            Ok(Some(earlier)) => {
-                receipt.earlier_erasure_id = earlier.erasure_id;
-                receipt.earlier_request_id = earlier.request_id;
-                receipt.earlier_recorded_at =
-                    chrono::DateTime::parse_from_rfc3339(&earlier.recorded_at)
-                        .ok()
-                        .map(|t| prost_types::Timestamp::from(SystemTime::from(t)));
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(source = %self.cfg.name, erasure_id = %self.erasure_id, %error,
-                    "the audit log could not be searched for an earlier erasure");
-            }
-        }
-    }
-
-    /// Seals the receipt with its digest.
-    fn finish(&self, receipt: &mut pb::ErasureReceipt) {
-        receipt.receipt_sha256.clear();
-        receipt.receipt_sha256 = hex::encode(Sha256::digest(receipt.encode_to_vec()));
-    }
-
-    fn entry_for(&self, receipt: &pb::ErasureReceipt, outcome: &str, began: SystemTime) -> Entry {
-        Entry {
-            outcome: outcome.to_owned(),
-            status: "OK".to_owned(),
-            snapshot_at: chrono::DateTime::<chrono::Utc>::from(began)
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            tables: receipt
-                .tables
-                .iter()
-                .map(|t| TableEntry {
-                    table: t.table.clone(),
-                    rows: t.rows,
-                    verified: t.verified,
-                    action: match pb::ErasureAction::try_from(t.action) {
-                        Ok(pb::ErasureAction::Delete) => "delete",
-                        Ok(pb::ErasureAction::Mask) => "mask",
-                        Ok(pb::ErasureAction::Retain) => "retain",
-                        _ => "",
-                    }
-                    .to_owned(),
-                    reason: t.retain_reason.clone(),
-                })
-                .collect(),
-            row_count: receipt.rows_deleted + receipt.rows_masked,
-            manifest_sha256: receipt.receipt_sha256.clone(),
-            ..self.entry.clone()
-        }
-    }
-
-    async fn record_done(
-        &self,
-        receipt: &pb::ErasureReceipt,
-        outcome: &str,
-        began: SystemTime,
-    ) -> Result<(), ExtractError> {
-        self.engine
-            .records
-            .record(
-                &self.engine.metrics,
-                self.entry_for(receipt, outcome, began),
-            )
-            .await
-            .map_err(ExtractError::from)
-    }
 }
 
 /// The temporary table of the captured row ids of step `i`.
@@ -772,21 +519,6 @@ pub(super) fn captured(i: usize) -> String {
 /// The temporary table of the masked rows' new row ids of step `i`.
 pub(super) fn masked(i: usize) -> String {
     format!("pg_temp.dsr_masked_{i}")
-}
-
-/// The digest of what an erasure counted: per table in plan order, its action and rows.
-fn preview_digest(source: &str, subject_id: &str, steps: &[Step], counted: &[u64]) -> String {
-    let mut hash = Sha256::new();
-    hash.update(b"dsr-erase-preview-v1\n");
-    hash.update(format!("{source}\n{subject_id}\n"));
-    for (step, rows) in steps.iter().zip(counted) {
-        hash.update(format!(
-            "{}\t{}\t{rows}\n",
-            step.planned.table.display,
-            step.action.name()
-        ));
-    }
-    hex::encode(hash.finalize())
 }
 
 /// A keyed pseudonym of a value: the first 128 bits of HMAC-SHA256(key, value), as 32 hex

@@ -1,0 +1,201 @@
+//! What an erasure says of itself: the receipt (per table, in the order the tables changed),
+//! the preview's digest, the audit entries before and after COMMIT, and the pointer to an
+//! earlier erasure when nothing was left.
+
+use std::time::SystemTime;
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use super::Run;
+use super::policy::Step;
+use crate::config::erasure::EraseAction;
+use crate::engine::ExtractError;
+use crate::pb;
+use crate::records::audit::{Entry, TableEntry};
+
+/// One table of an erasure, as done (or, in a preview, as it would be done).
+#[derive(Debug, Clone)]
+pub(super) struct Done {
+    pub(super) step: usize,
+    pub(super) rows: u64,
+}
+
+impl Run<'_> {
+    /// The receipt of what was done, in the order it was done, without its digest.
+    pub(super) fn receipt(&self, done: &[Done], attempts: u32) -> pb::ErasureReceipt {
+        let mut counted = vec![0u64; self.steps.len()];
+        for d in done {
+            counted[d.step] = d.rows;
+        }
+        let tables: Vec<pb::TableErasure> = done
+            .iter()
+            .map(|d| {
+                let step = &self.steps[d.step];
+                pb::TableErasure {
+                    table: step.planned.table.display.clone(),
+                    action: match step.action {
+                        EraseAction::Delete => pb::ErasureAction::Delete,
+                        EraseAction::Mask => pb::ErasureAction::Mask,
+                        EraseAction::Retain => pb::ErasureAction::Retain,
+                    } as i32,
+                    rows: d.rows,
+                    masked_columns: step
+                        .masks
+                        .iter()
+                        .map(|(c, m)| format!("{c}:{}", m.name()))
+                        .chain(
+                            step.json_masks
+                                .iter()
+                                .map(|(c, m)| format!("{c}:json:{}", m.name())),
+                        )
+                        .collect(),
+                    retained_columns: step
+                        .retained
+                        .iter()
+                        .map(|(c, why)| format!("{c}: {why}"))
+                        .collect(),
+                    retain_reason: step.reason.clone(),
+                    reached_via: step.planned.reached_via.clone(),
+                    verified: true,
+                }
+            })
+            .collect();
+        let sum = |action: pb::ErasureAction| {
+            tables
+                .iter()
+                .filter(|t| t.action == action as i32)
+                .map(|t| t.rows)
+                .sum()
+        };
+        pb::ErasureReceipt {
+            erasure_id: self.erasure_id.clone(),
+            subject_id: self.subject_id.clone(),
+            source: self.cfg.name.clone(),
+            request_id: self.params.request_id.clone(),
+            compliance_tag: (!self.params.compliance_tag.is_empty())
+                .then(|| self.params.compliance_tag.clone()),
+            dry_run: self.params.dry_run,
+            rows_deleted: sum(pb::ErasureAction::Delete),
+            rows_masked: sum(pb::ErasureAction::Mask),
+            rows_retained: sum(pb::ErasureAction::Retain),
+            tables,
+            preview_digest: preview_digest(&self.cfg.name, &self.subject_id, &self.steps, &counted),
+            committed_at: None,
+            attempts,
+            receipt_sha256: String::new(),
+            matching: self.cfg.erasure.matching.name().to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// When the erasure found nothing to change: points the receipt to the latest erasure of
+    /// the subject that did, if the audit log holds one. Looked for within the call's
+    /// deadline; a log that cannot be read leaves the pointer out, and says so in the log.
+    pub(super) async fn earlier(&self, receipt: &mut pb::ErasureReceipt) {
+        let Some(log) = &self.engine.records.records.log else {
+            return;
+        };
+        if receipt.rows_deleted + receipt.rows_masked > 0 {
+            return;
+        }
+        let lookup = log.latest_erasure(&self.entry.source, &self.subject_id);
+        let found = match self.params.deadline {
+            Some(at) => tokio::time::timeout_at(at, lookup)
+                .await
+                .unwrap_or_else(|_| Err("the call's deadline passed".into())),
+            None => lookup.await,
+        };
+        match found {
+            Ok(Some(earlier)) => {
+                receipt.earlier_erasure_id = earlier.erasure_id;
+                receipt.earlier_request_id = earlier.request_id;
+                receipt.earlier_recorded_at =
+                    chrono::DateTime::parse_from_rfc3339(&earlier.recorded_at)
+                        .ok()
+                        .map(|t| prost_types::Timestamp::from(SystemTime::from(t)));
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(source = %self.cfg.name, erasure_id = %self.erasure_id, %error,
+                    "the audit log could not be searched for an earlier erasure");
+            }
+        }
+    }
+
+    /// Seals the receipt with its digest.
+    pub(super) fn finish(&self, receipt: &mut pb::ErasureReceipt) {
+        receipt.receipt_sha256.clear();
+        receipt.receipt_sha256 = hex::encode(Sha256::digest(receipt.encode_to_vec()));
+    }
+
+    pub(super) fn entry_for(
+        &self,
+        receipt: &pb::ErasureReceipt,
+        outcome: &str,
+        began: SystemTime,
+    ) -> Entry {
+        Entry {
+            outcome: outcome.to_owned(),
+            status: "OK".to_owned(),
+            snapshot_at: chrono::DateTime::<chrono::Utc>::from(began)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            tables: receipt
+                .tables
+                .iter()
+                .map(|t| TableEntry {
+                    table: t.table.clone(),
+                    rows: t.rows,
+                    verified: t.verified,
+                    action: match pb::ErasureAction::try_from(t.action) {
+                        Ok(pb::ErasureAction::Delete) => "delete",
+                        Ok(pb::ErasureAction::Mask) => "mask",
+                        Ok(pb::ErasureAction::Retain) => "retain",
+                        _ => "",
+                    }
+                    .to_owned(),
+                    reason: t.retain_reason.clone(),
+                })
+                .collect(),
+            row_count: receipt.rows_deleted + receipt.rows_masked,
+            manifest_sha256: receipt.receipt_sha256.clone(),
+            ..self.entry.clone()
+        }
+    }
+
+    pub(super) async fn record_done(
+        &self,
+        receipt: &pb::ErasureReceipt,
+        outcome: &str,
+        began: SystemTime,
+    ) -> Result<(), ExtractError> {
+        self.engine
+            .records
+            .record(
+                &self.engine.metrics,
+                self.entry_for(receipt, outcome, began),
+            )
+            .await
+            .map_err(ExtractError::from)
+    }
+}
+
+/// The digest of what an erasure counted: per table in plan order, its action and rows.
+pub(super) fn preview_digest(
+    source: &str,
+    subject_id: &str,
+    steps: &[Step],
+    counted: &[u64],
+) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"dsr-erase-preview-v1\n");
+    hash.update(format!("{source}\n{subject_id}\n"));
+    for (step, rows) in steps.iter().zip(counted) {
+        hash.update(format!(
+            "{}\t{}\t{rows}\n",
+            step.planned.table.display,
+            step.action.name()
+        ));
+    }
+    hex::encode(hash.finalize())
+}
