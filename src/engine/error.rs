@@ -241,6 +241,26 @@ pub(super) enum Stop {
 }
 
 impl Stop {
+    /// Resolves with the first reason a call must stop: its client went away
+    /// (`client_gone`), its deadline passed, or the server is shutting down.
+    pub(super) async fn first(
+        client_gone: impl Future<Output = ()>,
+        deadline: Option<tokio::time::Instant>,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Stop {
+        let deadline = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = client_gone => Stop::ClientGone,
+            _ = deadline => Stop::Deadline,
+            _ = shutdown.cancelled() => Stop::Shutdown,
+        }
+    }
+
     pub(super) fn into_error(self) -> ExtractError {
         match self {
             Stop::ClientGone => ExtractError::ClientGone,

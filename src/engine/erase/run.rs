@@ -26,17 +26,13 @@ const MAX_PSEUDONYM_BYTES: usize = 16 * 1024 * 1024;
 impl Run<'_> {
     /// Resolves when the erasure must stop before it commits.
     pub(super) async fn stop_signal(&self) -> ExtractError {
-        let deadline = async {
-            match self.params.deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = self.params.stop.cancelled() => ExtractError::ClientGone,
-            _ = deadline => ExtractError::DeadlineExceeded,
-            _ = self.engine.shutdown.cancelled() => ExtractError::ShuttingDown,
-        }
+        crate::engine::error::Stop::first(
+            self.params.stop.cancelled(),
+            self.params.deadline,
+            &self.engine.shutdown,
+        )
+        .await
+        .into_error()
     }
 
     /// One attempt: the transaction, verified, recorded and committed (or rolled back for a

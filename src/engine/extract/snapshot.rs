@@ -171,17 +171,12 @@ impl Job {
 
     /// Resolves when the extraction must stop before it finishes.
     pub(super) async fn stop_signal(&self) -> Stop {
-        let deadline = async {
-            match self.params.deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = self.outbox.tx.closed() => Stop::ClientGone,
-            _ = deadline => Stop::Deadline,
-            _ = self.shutdown.cancelled() => Stop::Shutdown,
-        }
+        Stop::first(
+            self.outbox.tx.closed(),
+            self.params.deadline,
+            &self.shutdown,
+        )
+        .await
     }
 
     /// Reads every planned table inside one snapshot and sends the stream's messages.
