@@ -45,10 +45,7 @@ impl DsrConnectorService for Service {
         // here.
         let mut engine_answered = false;
         let result = async {
-            if request.source.is_empty() {
-                return Err(invalid("source: must not be empty"));
-            }
-            context.check_source(&request.source)?;
+            context.check_named_source(&request.source)?;
             let subject = request
                 .subject
                 .ok_or_else(|| invalid("subject: required"))?;
@@ -137,10 +134,7 @@ impl DsrConnectorService for Service {
         // the deadline while it resolved the plan, are recorded here.
         let mut engine_answered = false;
         let result = async {
-            if request.source.is_empty() {
-                return Err(invalid("source: must not be empty"));
-            }
-            context.check_source(&request.source)?;
+            context.check_named_source(&request.source)?;
             let subject = request
                 .subject
                 .ok_or_else(|| invalid("subject: required"))?;
@@ -183,7 +177,7 @@ impl DsrConnectorService for Service {
                 }
                 item
             });
-            Ok(Box::pin(stream) as Self::ExtractStream)
+            Ok::<_, Status>(Box::pin(stream) as Self::ExtractStream)
         }
         .instrument(context.span.clone())
         .await;
@@ -254,10 +248,7 @@ impl DsrConnectorService for Service {
         let request = request.into_inner();
         let source = request.source.clone();
         let result = async {
-            if request.source.is_empty() {
-                return Err(invalid("source: must not be empty"));
-            }
-            context.check_source(&request.source)?;
+            context.check_named_source(&request.source)?;
             let messages = discover::run(
                 &self.engine,
                 request,
@@ -402,6 +393,15 @@ impl CallContext {
                 .ok_or_else(missing)?
                 .clone(),
         })
+    }
+
+    /// A call that names one source (Extract, Erase, Discover): it must name one, and the
+    /// caller must be allowed to read it.
+    fn check_named_source(&self, source: &str) -> Result<(), Status> {
+        if source.is_empty() {
+            return Err(invalid("source: must not be empty"));
+        }
+        self.check_source(source)
     }
 
     fn check_source(&self, source: &str) -> Result<(), Status> {
