@@ -85,6 +85,30 @@ async fn validate_demo(client: &mut DsrConnectorServiceClient<Channel>) -> suppo
     .unwrap()
 }
 
+/// Holds a row of alice's with `lock` in a session of its own on database `name`, and starts
+/// erasing alice through `client` (sessions named `app`): returns once the erasure's DELETE
+/// waits on that row, with the holding session and the running call.
+async fn erasure_waiting_on(
+    db: &tokio_postgres::Client,
+    name: &str,
+    lock: &str,
+    app: &str,
+    mut client: DsrConnectorServiceClient<Channel>,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(Vec<TableErasure>, ErasureReceipt), tonic::Status>>,
+) {
+    let holder = demo::connect(cluster(), name).await.unwrap();
+    holder.batch_execute(lock).await.unwrap();
+    let call =
+        tokio::spawn(async move { erase(&mut client, erase_request(ALICE, false, "")).await });
+    assert!(
+        deleting(db, app).await,
+        "the erasure never waited on the held row"
+    );
+    (holder, call)
+}
+
 fn erase_request(value: &str, dry_run: bool, digest: &str) -> EraseRequest {
     EraseRequest {
         source: "demo".into(),
@@ -579,16 +603,14 @@ async fn a_client_that_goes_away_mid_erasure_leaves_the_data_as_it_was() {
     }))
     .await;
     // Another session holds alice's customer row: the erasure's DELETE waits for it.
-    let holder = demo::connect(cluster(), "erase_cancel").await.unwrap();
-    holder
-        .batch_execute("BEGIN; SELECT * FROM customers WHERE id = 1 FOR UPDATE")
-        .await
-        .unwrap();
-    let mut client = server.client().await;
-    let call =
-        tokio::spawn(async move { erase(&mut client, erase_request(ALICE, false, "")).await });
-    let waiting = deleting(&db, "erase-cancel").await;
-    assert!(waiting, "the erasure never waited on the lock");
+    let (holder, call) = erasure_waiting_on(
+        &db,
+        "erase_cancel",
+        "BEGIN; SELECT * FROM customers WHERE id = 1 FOR UPDATE",
+        "erase-cancel",
+        server.client().await,
+    )
+    .await;
     call.abort();
     // The erasure stops and its statement is cancelled on the server.
     let gone = support::eventually(100, || async {
@@ -613,16 +635,14 @@ async fn a_concurrent_writer_makes_the_erasure_run_again_never_half_done() {
     .await;
     // A writer changes one of alice's orders and holds it; the erasure, whose snapshot is
     // older, waits on the row and then fails to serialize: it rolls back and runs again.
-    let writer = demo::connect(cluster(), "erase_race").await.unwrap();
-    writer
-        .batch_execute("BEGIN; UPDATE orders SET status = 'returned' WHERE id = 101")
-        .await
-        .unwrap();
-    let mut client = server.client().await;
-    let call =
-        tokio::spawn(async move { erase(&mut client, erase_request(ALICE, false, "")).await });
-    let waiting = deleting(&db, "erase-race").await;
-    assert!(waiting, "the erasure never waited on the writer");
+    let (writer, call) = erasure_waiting_on(
+        &db,
+        "erase_race",
+        "BEGIN; UPDATE orders SET status = 'returned' WHERE id = 101",
+        "erase-race",
+        server.client().await,
+    )
+    .await;
     writer.batch_execute("COMMIT").await.unwrap();
     let (_, receipt) = call.await.unwrap().unwrap();
     println!("attempts: {}", receipt.attempts);
@@ -650,16 +670,14 @@ async fn a_server_killed_mid_erasure_leaves_the_data_as_it_was() {
         &waiting_erasure("erase-kill"),
     );
     let server = support::ServeProcess::start_with(&text, &[]).await;
-    let holder = demo::connect(cluster(), "erase_kill").await.unwrap();
-    holder
-        .batch_execute("BEGIN; SELECT * FROM customers WHERE id = 1 FOR UPDATE")
-        .await
-        .unwrap();
-    let mut client = server.client().await;
-    let call =
-        tokio::spawn(async move { erase(&mut client, erase_request(ALICE, false, "")).await });
-    let waiting = deleting(&db, "erase-kill").await;
-    assert!(waiting, "the erasure never waited on the lock");
+    let (holder, call) = erasure_waiting_on(
+        &db,
+        "erase_kill",
+        "BEGIN; SELECT * FROM customers WHERE id = 1 FOR UPDATE",
+        "erase-kill",
+        server.client().await,
+    )
+    .await;
     // Earlier tables' rows are deleted inside the open transaction; the server dies.
     let pid = server.pid();
     std::process::Command::new("kill")
@@ -754,16 +772,14 @@ async fn a_row_added_for_the_subject_mid_erasure_is_erased_too_or_nothing_is() {
     }))
     .await;
     // Someone holds one of alice's events: the erasure waits there, after its snapshot.
-    let holder = demo::connect(cluster(), "erase_insert").await.unwrap();
-    holder
-        .batch_execute("BEGIN; SELECT * FROM events WHERE id = 1 FOR UPDATE")
-        .await
-        .unwrap();
-    let mut client = server.client().await;
-    let call =
-        tokio::spawn(async move { erase(&mut client, erase_request(ALICE, false, "")).await });
-    let waiting = deleting(&db, "erase-insert").await;
-    assert!(waiting, "the erasure never waited on the held event");
+    let (holder, call) = erasure_waiting_on(
+        &db,
+        "erase_insert",
+        "BEGIN; SELECT * FROM events WHERE id = 1 FOR UPDATE",
+        "erase-insert",
+        server.client().await,
+    )
+    .await;
     db.batch_execute("INSERT INTO orders VALUES (199, 1, now(), 'new', 1.00, 'A new address 1')")
         .await
         .unwrap();
