@@ -183,8 +183,8 @@ pub struct DataMap {
     pub source_name: String,
     pub tables: Vec<Arc<MappedTable>>,
     plans: HashMap<String, Arc<Plan>>,
-    /// Erasure's plans, where they differ from `plans`: identity columns compared exactly
-    /// (the source's `erasure.matching = "exact"`, the default).
+    /// Erasure's plans, for the kinds where they differ from `plans`: identity columns
+    /// compared exactly (the source's `erasure.matching = "exact"`, the default).
     erasure_plans: HashMap<String, Arc<Plan>>,
     declared_kinds: Vec<String>,
     /// Schema findings that did not stop extraction (unmapped columns under `warn`).
@@ -232,10 +232,8 @@ impl DataMap {
         tables: Vec<Arc<MappedTable>>,
         warnings: Vec<String>,
     ) -> DataMap {
-        let compile = |compare: Compare| {
-            source
-                .identity_kinds
-                .iter()
+        let compile = |compare: Compare, kinds: &mut dyn Iterator<Item = &String>| {
+            kinds
                 .map(|kind| {
                     let mut plan = plan::compile(&tables, kind, compare);
                     plan.guard_identity(source);
@@ -243,9 +241,23 @@ impl DataMap {
                 })
                 .collect::<HashMap<_, _>>()
         };
-        let plans = compile(Compare::Declared);
+        let plans = compile(Compare::Declared, &mut source.identity_kinds.iter());
+        // Erasure's own plans, only for the kinds where exact differs from as declared: a
+        // column compared case-insensitively, or a citext one.
+        let looser_somewhere = |kind: &String| {
+            tables.iter().any(|t| {
+                t.identities.iter().any(|i| {
+                    &i.kind == kind
+                        && (i.matching == MatchMode::CaseInsensitive
+                            || t.column(&i.column).is_some_and(|c| c.typname == "citext"))
+                })
+            })
+        };
         let erasure_plans = match source.erasure.matching {
-            crate::config::erasure::ErasureMatching::Exact => compile(Compare::Exact),
+            crate::config::erasure::ErasureMatching::Exact => compile(
+                Compare::Exact,
+                &mut source.identity_kinds.iter().filter(|k| looser_somewhere(k)),
+            ),
             crate::config::erasure::ErasureMatching::AsExtract => HashMap::new(),
         };
         DataMap {
