@@ -63,7 +63,7 @@ fn error(text: &str) -> String {
 fn a_good_config_loads_with_defaults() {
     let config = load(&source("", TABLES)).unwrap();
     let s = &config.sources[0];
-    assert_eq!(s.port, 5432);
+    assert_eq!(s.port(), 5432);
     assert_eq!(s.max_connections, 10);
     assert_eq!(s.min_idle, 2);
     assert_eq!(s.connect_timeout, std::time::Duration::from_secs(5));

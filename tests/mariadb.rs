@@ -16,7 +16,7 @@ use dsr_connector::demo::mariadb::{TempMariaDb, USER};
 use dsr_connector::pb::{self, value::Kind};
 use dsr_connector::store::error::{DbError, QueryFailure};
 use dsr_connector::store::mysql::{
-    MyDecoder, MySqlPool, MySqlSettings, RowError, ZERO_DATE_RULE, table_info,
+    MyDecoder, MySqlPool, MySqlSettings, RowError, Tls, ZERO_DATE_RULE, table_info,
 };
 use support::{TestServer, extract};
 use tokio::time::Instant;
@@ -73,6 +73,7 @@ fn settings(server: &TempMariaDb, database: &str) -> MySqlSettings {
         database: database.into(),
         max_connections: 4,
         connect_timeout: Duration::from_secs(5),
+        tls: Tls::Disabled,
     }
 }
 

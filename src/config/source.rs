@@ -21,27 +21,60 @@ use super::{MAX_DURATION, MAX_TIMEOUT, QualifiedName, TableConfig};
 ///   `verify-ca`, again as in libpq).
 /// - `verify-ca`: TLS, and the server certificate must chain to `root_cert`.
 /// - `verify-full`: as `verify-ca`, and the certificate must also name `host`.
+///
+/// A `mysql` source takes the same modes by MySQL's names too (`disabled`, `preferred`,
+/// `required`, `verify_ca`, `verify_identity`), with MySQL's meanings, which match libpq's
+/// mode for mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
+    #[serde(alias = "disabled")]
     Disable,
     #[default]
+    #[serde(alias = "preferred")]
     Prefer,
+    #[serde(alias = "required")]
     Require,
+    #[serde(alias = "verify_ca")]
     VerifyCa,
+    #[serde(alias = "verify_identity")]
     VerifyFull,
 }
 
-/// One PostgreSQL database and its data map. `Debug` is derived: the password is a
+/// The kind of database a source is: `kind = "postgres"` (the default) or `kind = "mysql"`
+/// (MySQL or MariaDB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseKind {
+    #[default]
+    Postgres,
+    #[serde(alias = "mariadb")]
+    Mysql,
+}
+
+impl DatabaseKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DatabaseKind::Postgres => "postgres",
+            DatabaseKind::Mysql => "mysql",
+        }
+    }
+}
+
+/// One database (PostgreSQL, or MySQL and MariaDB) and its data map. `Debug` is derived: the password is a
 /// `SecretString`, which prints redacted, so a new field can never leak it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// The name callers use in `ExtractRequest.source`.
     pub name: String,
+    /// The kind of database: `postgres` (default) or `mysql` (MySQL and MariaDB).
+    #[serde(default)]
+    pub kind: DatabaseKind,
     pub host: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
+    /// Default 5432 for PostgreSQL, 3306 for MySQL.
+    #[serde(default, rename = "port")]
+    port_set: Option<u16>,
     pub database: String,
     pub user: String,
     /// Environment variable that holds the password.
@@ -133,10 +166,6 @@ mod toml_value {
     }
 }
 
-fn default_port() -> u16 {
-    5432
-}
-
 fn default_max_connections() -> u32 {
     10
 }
@@ -175,6 +204,14 @@ fn default_application_name() -> String {
 }
 
 impl SourceConfig {
+    /// The port: as set, or the kind's usual one.
+    pub fn port(&self) -> u16 {
+        self.port_set.unwrap_or(match self.kind {
+            DatabaseKind::Postgres => 5432,
+            DatabaseKind::Mysql => 3306,
+        })
+    }
+
     /// How values of `kind` are normalised. The configuration was validated at load.
     pub fn normalizer(&self, kind: &str) -> crate::subject::normalize::Normalizer {
         crate::subject::normalize::Normalizer::new(kind, self.identities.get(kind))
@@ -271,6 +308,15 @@ impl SourceConfig {
                 self.timezone
             ));
         }
+        if self.kind == DatabaseKind::Mysql
+            && let Some(table) = self.tables.iter().find(|t| t.erase.is_some())
+        {
+            problems.push(format!(
+                "{at}: table '{}' has an erase policy, and erasure is not available for mysql \
+                 sources yet (Extract, Validate and discover are)",
+                table.name
+            ));
+        }
         match (&self.root_cert, self.ssl_mode) {
             (None, SslMode::VerifyCa | SslMode::VerifyFull) => problems.push(format!(
                 "{at}.root_cert: required when ssl_mode is verify-ca or verify-full"
@@ -316,6 +362,14 @@ impl SourceConfig {
                     "{at}.tables[{j}].name: '{}' is not 'table' or 'schema.table'",
                     table.name
                 )),
+                Some(qn) if self.kind == DatabaseKind::Mysql && table.name.contains('.') => {
+                    problems.push(format!(
+                        "{at}.tables[{j}].name: '{}': a mysql source's tables are named without \
+                         a schema; they are read from its database '{}'",
+                        table.name, self.database
+                    ));
+                    by_name.insert(qn, table);
+                }
                 Some(qn) => {
                     if by_name.insert(qn, table).is_some() {
                         problems.push(format!(

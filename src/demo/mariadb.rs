@@ -16,10 +16,44 @@ pub const USER: &str = "dsr";
 /// The demo shop in MariaDB's types: the same tables and rows as the PostgreSQL demo.
 pub const DEMO_SCHEMA: &str = include_str!("schema.mariadb.sql");
 
+/// The environment variable the MariaDB demo source reads its password from.
+pub const PASSWORD_ENV: &str = "DSR_DEMO_MARIADB_PASSWORD";
+
+/// The demo shop's data map as a `kind = "mysql"` source named `name`, for a MariaDB at
+/// `host:port` holding the shop in `database`: the PostgreSQL demo's tables and categories,
+/// without erase policies (erasure is not available for mysql sources yet).
+pub fn source_toml(name: &str, host: &str, port: u16, database: &str) -> String {
+    let template = super::DATAMAP_TEMPLATE;
+    let sources = &template[template.find("[[sources]]").unwrap_or(0)..];
+    sources
+        .lines()
+        .filter(|line| !line.starts_with("erase = ") && !line.starts_with("# Tickets are kept"))
+        .map(|line| match line {
+            "name = \"demo\"" => format!("name = \"{name}\"\nkind = \"mysql\""),
+            _ => line
+                .replace("{host}", host)
+                .replace("{port}", &port.to_string())
+                .replace("{database}", database)
+                .replace("{user}", USER)
+                .replace(super::PASSWORD_ENV, PASSWORD_ENV)
+                .replace("ssl_mode = \"prefer\"", "ssl_mode = \"preferred\""),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The demo's classification categories (the data map's text before its source).
+pub fn categories_toml() -> &'static str {
+    let template = super::DATAMAP_TEMPLATE;
+    &template[..template.find("[[sources]]").unwrap_or(0)]
+}
+
 /// A running throwaway MariaDB. Dropping it stops the server and removes its files.
 pub struct TempMariaDb {
     dir: Option<tempfile::TempDir>,
     server: Option<Child>,
+    /// The `mariadbd` program.
+    program: PathBuf,
     port: u16,
     password: String,
 }
@@ -59,11 +93,11 @@ impl TempMariaDb {
 
         let socket = dir.path().join("mariadb.sock");
         let pid_file = dir.path().join("mariadb.pid");
-        let log = dir.path().join("server.log");
         spawn_watchdog(dir.path(), &pid_file, "KILL");
         let mut db = TempMariaDb {
             dir: Some(dir),
             server: None,
+            program: server,
             port: 0,
             password: uuid::Uuid::new_v4().simple().to_string(),
         };
@@ -72,66 +106,16 @@ impl TempMariaDb {
         let mut attempt = 1;
         loop {
             db.port = free_port()?;
-            let mut command = Command::new(&server);
-            command
-                .arg("--no-defaults")
-                .arg(format!("--datadir={}", data.display()))
-                .arg(format!("--port={}", db.port))
-                .arg("--bind-address=127.0.0.1")
-                .arg(format!("--socket={}", socket.display()))
-                .arg(format!("--pid-file={}", pid_file.display()))
-                .arg(format!("--log-error={}", log.display()))
-                .args([
-                    "--skip-log-bin",
-                    "--skip-name-resolve",
-                    "--innodb-flush-log-at-trx-commit=0",
-                    "--innodb-buffer-pool-size=64M",
-                    "--character-set-server=utf8mb4",
-                    "--collation-server=utf8mb4_bin",
-                    "--max-connections=200",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                // Its own process group: a test runner's Ctrl-C reaches it through the
-                // watchdog.
-                .process_group(0);
-            if !user.is_empty() {
-                command.arg(format!("--user={user}"));
-            }
-            db.server = Some(command.spawn().map_err(|e| step("starting mariadbd", e))?);
-            let until = Instant::now() + Duration::from_secs(60);
-            let exited = loop {
-                if db.client_over_socket(&socket, "SELECT 1").is_ok() {
-                    break false;
-                }
-                if let Some(child) = db.server.as_mut()
-                    && let Ok(Some(_)) = child.try_wait()
-                {
-                    break true;
-                }
-                if Instant::now() > until {
-                    let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            match db.launch()? {
+                None => break,
+                Some(tail) if attempt < 3 && tail.contains("Bind on TCP/IP port") => attempt += 1,
+                Some(tail) => {
                     return Err(ClusterError::Step {
                         step: "starting MariaDB".into(),
-                        detail: format!("no answer within 60 s\nserver log:\n{tail}"),
+                        detail: format!("mariadbd exited\nserver log:\n{tail}"),
                     });
                 }
-                std::thread::sleep(Duration::from_millis(100));
-            };
-            if !exited {
-                break;
             }
-            db.server = None;
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            if attempt < 3 && tail.contains("Bind on TCP/IP port") {
-                attempt += 1;
-                continue;
-            }
-            return Err(ClusterError::Step {
-                step: "starting MariaDB".into(),
-                detail: format!("mariadbd exited\nserver log:\n{tail}"),
-            });
         }
         let password = db.password.clone();
         db.client_over_socket(
@@ -142,6 +126,75 @@ impl TempMariaDb {
             ),
         )?;
         Ok(db)
+    }
+
+    /// Starts `mariadbd` on the server's directory and port, and waits until it answers.
+    /// `Some(log)` when it exited instead.
+    fn launch(&mut self) -> Result<Option<String>, ClusterError> {
+        let dir = self
+            .dir
+            .as_ref()
+            .map(|d| d.path().to_owned())
+            .unwrap_or_default();
+        let (socket, log) = (dir.join("mariadb.sock"), dir.join("server.log"));
+        let mut command = Command::new(&self.program);
+        command
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--port={}", self.port))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
+            .arg(format!("--log-error={}", log.display()))
+            .args([
+                "--skip-log-bin",
+                "--skip-name-resolve",
+                "--innodb-flush-log-at-trx-commit=0",
+                "--innodb-buffer-pool-size=64M",
+                "--character-set-server=utf8mb4",
+                "--collation-server=utf8mb4_bin",
+                "--max-connections=200",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: a test runner's Ctrl-C reaches it through the watchdog.
+            .process_group(0);
+        if running_as_root() {
+            command.arg("--user=root");
+        }
+        self.server = Some(command.spawn().map_err(|e| step("starting mariadbd", e))?);
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.client_over_socket(&socket, "SELECT 1").is_ok() {
+                return Ok(None);
+            }
+            if let Some(child) = self.server.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                self.server = None;
+                return Ok(Some(std::fs::read_to_string(&log).unwrap_or_default()));
+            }
+            if Instant::now() > until {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(ClusterError::Step {
+                    step: "starting MariaDB".into(),
+                    detail: format!("no answer within 60 s\nserver log:\n{tail}"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts the server again after [`TempMariaDb::kill`], on the same port, with its data.
+    pub fn restart(&mut self) -> Result<(), ClusterError> {
+        match self.launch()? {
+            None => Ok(()),
+            Some(tail) => Err(ClusterError::Step {
+                step: "restarting MariaDB".into(),
+                detail: format!("mariadbd exited\nserver log:\n{tail}"),
+            }),
+        }
     }
 
     pub fn host(&self) -> &'static str {

@@ -79,24 +79,42 @@ impl Engine {
         })
     }
 
-    /// The whole guarded call for work done on one pooled connection: admitted, a connection
-    /// checked out before `deadline`, `work` run on it, and its outcome settled.
+    /// The whole guarded call for work done on one pooled PostgreSQL connection: admitted, a
+    /// connection checked out before `deadline`, `work` run on it, and its outcome settled.
+    /// `what` names the work, for refusing it on a source of another kind.
     pub(crate) async fn guarded<T, Work, Done>(
         &self,
         source: &Arc<Source>,
         caller: &str,
         deadline: Option<Instant>,
+        what: &'static str,
         work: Work,
     ) -> Result<T, ExtractError>
     where
         Work: FnOnce(Conn) -> Done,
         Done: Future<Output = Result<T, ExtractError>>,
     {
+        let pool = source.postgres(what)?;
+        self.admitted(source, caller, deadline, async || {
+            match pool.checkout(deadline).await {
+                Ok(conn) => work(conn).await,
+                Err(error) => Err(error.into()),
+            }
+        })
+        .await
+    }
+
+    /// The whole guarded call for work that takes its own connections (a MySQL source's):
+    /// admitted, `work` run, and its outcome settled.
+    pub(crate) async fn admitted<T>(
+        &self,
+        source: &Arc<Source>,
+        caller: &str,
+        deadline: Option<Instant>,
+        work: impl AsyncFnOnce() -> Result<T, ExtractError>,
+    ) -> Result<T, ExtractError> {
         let mut guard = self.admit(source, caller, deadline).await?;
-        let result = match source.pool.checkout(deadline).await {
-            Ok(conn) => work(conn).await,
-            Err(error) => Err(error.into()),
-        };
+        let result = work().await;
         guard.settle(result.as_ref().err());
         result
     }

@@ -41,6 +41,7 @@ use crate::resilience::admission::SourceSlots;
 use crate::resilience::breaker::{Breaker, State};
 use crate::schema::cache::SchemaCache;
 use crate::schema::{DataMap, Plan, PlanError};
+use crate::store::mysql::MySqlPool;
 use crate::store::postgres::SourcePool;
 use crate::subject::normalize::Normalizer;
 
@@ -54,13 +55,14 @@ struct Limits {
     stall_timeout: Duration,
 }
 
-/// The identity's direct matches in each table it reaches directly, read from a row of the
-/// plan's `identity_rows_sql`, each with whether one row there is one person.
-pub(crate) fn identity_rows(plan: &Plan, row: &tokio_postgres::Row) -> Vec<(String, u64, bool)> {
+/// The identity's direct matches in each table it reaches directly, read from the counts of
+/// the plan's `identity_rows_sql` (column `i` of its row at `count(i)`), each with whether one
+/// row there is one person.
+pub(crate) fn identity_rows(plan: &Plan, count: impl Fn(usize) -> i64) -> Vec<(String, u64, bool)> {
     plan.identity_tables
         .iter()
         .enumerate()
-        .map(|(i, (table, guarded))| (table.clone(), row.get::<_, i64>(i).max(0) as u64, *guarded))
+        .map(|(i, (table, guarded))| (table.clone(), count(i).max(0) as u64, *guarded))
         .collect()
 }
 
@@ -76,12 +78,18 @@ pub(crate) fn shared_identity(rows: &[(String, u64, bool)], max: u64) -> Option<
         })
 }
 
+/// A source's pool, by the kind of database it is.
+pub(crate) enum Store {
+    Postgres(SourcePool),
+    MySql(MySqlPool),
+}
+
 /// One source: its pool and its data map, with the time the schema gate last passed.
 pub(crate) struct Source {
     index: usize,
     name: String,
     breaker: Arc<Breaker>,
-    pool: SourcePool,
+    store: Store,
     slots: SourceSlots,
     schema: SchemaCache,
     /// Each identity kind's normaliser, built once when the engine starts.
@@ -97,6 +105,21 @@ pub struct Engine {
     sources: HashMap<String, Arc<Source>>,
     limits: Limits,
     shutdown: CancellationToken,
+}
+
+impl Source {
+    /// The PostgreSQL pool, for work not built for other kinds of database yet: refused,
+    /// naming `what`, on a MySQL source.
+    pub(crate) fn postgres(&self, what: &'static str) -> Result<&SourcePool, ExtractError> {
+        match &self.store {
+            Store::Postgres(pool) => Ok(pool),
+            Store::MySql(_) => Err(ExtractError::Unsupported {
+                source_name: self.name.clone(),
+                kind: "mysql",
+                what,
+            }),
+        }
+    }
 }
 
 impl Engine {
@@ -117,7 +140,10 @@ impl Engine {
                 index,
                 name: cfg.name.clone(),
                 breaker: Breaker::new(&cfg.name, cfg.circuit_breaker.settings()),
-                pool: SourcePool::new(cfg)?,
+                store: match cfg.kind {
+                    crate::config::DatabaseKind::Postgres => Store::Postgres(SourcePool::new(cfg)?),
+                    crate::config::DatabaseKind::Mysql => Store::MySql(MySqlPool::for_source(cfg)?),
+                },
                 slots: SourceSlots::new(
                     &cfg.name,
                     cfg.max_connections as usize,
@@ -158,24 +184,28 @@ impl Engine {
     /// Copies each pool's state into the pool gauges (called when metrics are scraped).
     pub fn update_pool_gauges(&self) {
         for (name, source) in &self.sources {
-            let state = source.pool.state();
             let labels = crate::observability::metrics::source_labels(name);
-            self.metrics
-                .pool_connections
-                .get_or_create(&labels)
-                .set(i64::from(state.connections));
             self.metrics
                 .pool_max
                 .get_or_create(&labels)
                 .set(i64::from(self.config.sources[source.index].max_connections));
-            self.metrics
-                .pool_idle
-                .get_or_create(&labels)
-                .set(i64::from(state.idle_connections));
-            self.metrics
-                .pool_waiting
-                .get_or_create(&labels)
-                .set(state.statistics.pending_gets() as i64);
+            // mysql_async does not show its pool's state; a MySQL source's call slots, which
+            // admit one call per connection, are its gauges.
+            if let Store::Postgres(pool) = &source.store {
+                let state = pool.state();
+                self.metrics
+                    .pool_connections
+                    .get_or_create(&labels)
+                    .set(i64::from(state.connections));
+                self.metrics
+                    .pool_idle
+                    .get_or_create(&labels)
+                    .set(i64::from(state.idle_connections));
+                self.metrics
+                    .pool_waiting
+                    .get_or_create(&labels)
+                    .set(state.statistics.pending_gets() as i64);
+            }
             self.metrics
                 .slots_waiting
                 .get_or_create(&labels)
@@ -235,20 +265,22 @@ impl Engine {
         source
             .schema
             .get_or_load(cfg.schema_refresh, || async {
-                let conn = source.pool.checkout(deadline).await?;
-                DataMap::load(cfg, &self.matrix, &conn.client)
-                    .await
-                    .map_err(|error| {
-                        if matches!(error, PlanError::SchemaDrift { .. }) {
-                            self.metrics
-                                .gate_rejections
-                                .get_or_create(&crate::observability::metrics::source_labels(
-                                    &cfg.name,
-                                ))
-                                .inc();
-                        }
-                        ExtractError::from(error)
-                    })
+                let loaded = match &source.store {
+                    Store::Postgres(pool) => {
+                        let conn = pool.checkout(deadline).await?;
+                        DataMap::load(cfg, &self.matrix, &conn.client).await
+                    }
+                    Store::MySql(pool) => DataMap::load_mysql(cfg, &self.matrix, pool).await,
+                };
+                loaded.map_err(|error| {
+                    if matches!(error, PlanError::SchemaDrift { .. }) {
+                        self.metrics
+                            .gate_rejections
+                            .get_or_create(&crate::observability::metrics::source_labels(&cfg.name))
+                            .inc();
+                    }
+                    ExtractError::from(error)
+                })
             })
             .await
     }

@@ -6,7 +6,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
-use super::{Engine, ExtractError};
+use super::{Engine, ExtractError, Store};
 use crate::pb;
 use crate::schema::{Looser, SchemaReport};
 use crate::store::postgres::DbError;
@@ -28,11 +28,20 @@ impl Engine {
         // The connection goes back (when the guarded call ends) before the map's lock is
         // taken: `data_map` takes the lock and then a connection, and the opposite order could
         // wait on it until a timeout.
-        let report = self
-            .guarded(source, caller, deadline, |conn| async move {
-                Ok(crate::schema::check_schema(cfg, &self.matrix, &conn.client).await?)
-            })
-            .await?;
+        let report = match &source.store {
+            Store::Postgres(_) => {
+                self.guarded(source, caller, deadline, "validate", |conn| async move {
+                    Ok(crate::schema::check_schema(cfg, &self.matrix, &conn.client).await?)
+                })
+                .await?
+            }
+            Store::MySql(pool) => {
+                self.admitted(source, caller, deadline, async || {
+                    Ok(crate::schema::check_schema_mysql(cfg, &self.matrix, pool).await?)
+                })
+                .await?
+            }
+        };
         source.schema.store(report.map.clone()).await;
         Ok(report)
     }
@@ -64,54 +73,91 @@ impl Engine {
             .iter()
             .map(|looser| (*looser, map.looser_plan(&plan, *looser)))
             .collect();
+        if let Store::MySql(pool) = &source.store {
+            return self
+                .admitted(source, caller, deadline, async || {
+                    let limit = deadline.or(Some(Instant::now() + DEFAULT_TIMEOUT));
+                    let mut snapshot = pool.snapshot(limit).await?;
+                    let mut matches = Vec::new();
+                    for (looser, plan) in &plans {
+                        let mut found = looser_match(*looser);
+                        for table in &plan.tables {
+                            let n = snapshot.count(&table.count_sql, &value).await?;
+                            found.add(&table.table.display, n);
+                        }
+                        matches.push(found);
+                    }
+                    snapshot.finish().await?;
+                    Ok(matches)
+                })
+                .await;
+        }
         let db =
             |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg_bound(source_name, &e));
-        self.guarded(source, caller, deadline, |mut conn| async move {
-            let (client, _) = conn.parts();
-            let txn = crate::store::postgres::read_only_snapshot(client)
+        self.guarded(
+            source,
+            caller,
+            deadline,
+            "validate",
+            |mut conn| async move {
+                let (client, _) = conn.parts();
+                let txn = crate::store::postgres::read_only_snapshot(client)
+                    .await
+                    .map_err(db)?;
+                let timeout = deadline
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or(DEFAULT_TIMEOUT)
+                    .min(DEFAULT_TIMEOUT)
+                    .as_millis()
+                    .max(1)
+                    .to_string();
+                txn.query(
+                    "SELECT set_config('statement_timeout', $1, true)",
+                    &[&timeout],
+                )
                 .await
                 .map_err(db)?;
-            let timeout = deadline
-                .map(|d| d.saturating_duration_since(Instant::now()))
-                .unwrap_or(DEFAULT_TIMEOUT)
-                .min(DEFAULT_TIMEOUT)
-                .as_millis()
-                .max(1)
-                .to_string();
-            txn.query(
-                "SELECT set_config('statement_timeout', $1, true)",
-                &[&timeout],
-            )
-            .await
-            .map_err(db)?;
-            let mut matches = Vec::new();
-            for (looser, plan) in &plans {
-                let mut found = pb::LooserMatch {
-                    r#match: looser.name().to_owned(),
-                    match_mode: match looser {
-                        Looser::CaseInsensitive => pb::MatchMode::CaseInsensitive,
-                        Looser::Trimmed => pb::MatchMode::Trimmed,
+                let mut matches = Vec::new();
+                for (looser, plan) in &plans {
+                    let mut found = looser_match(*looser);
+                    for table in &plan.tables {
+                        let n: i64 = txn
+                            .query_one(&table.count_sql, &[&value])
+                            .await
+                            .map_err(db)?
+                            .get(0);
+                        found.add(&table.table.display, n);
                     }
-                    .into(),
-                    ..Default::default()
-                };
-                for table in &plan.tables {
-                    let n: i64 = txn
-                        .query_one(&table.count_sql, &[&value])
-                        .await
-                        .map_err(db)?
-                        .get(0);
-                    found.row_count += n.max(0) as u64;
-                    found.tables.push(pb::TableRowCount {
-                        table: table.table.display.clone(),
-                        row_count: n.max(0) as u64,
-                    });
+                    matches.push(found);
                 }
-                matches.push(found);
-            }
-            txn.commit().await.map_err(db)?;
-            Ok(matches)
-        })
+                txn.commit().await.map_err(db)?;
+                Ok(matches)
+            },
+        )
         .await
+    }
+}
+
+/// What a looser match found, before its tables are counted.
+fn looser_match(looser: Looser) -> pb::LooserMatch {
+    pb::LooserMatch {
+        r#match: looser.name().to_owned(),
+        match_mode: match looser {
+            Looser::CaseInsensitive => pb::MatchMode::CaseInsensitive,
+            Looser::Trimmed => pb::MatchMode::Trimmed,
+        }
+        .into(),
+        ..Default::default()
+    }
+}
+
+impl pb::LooserMatch {
+    /// Adds one table's count.
+    fn add(&mut self, table: &str, n: i64) {
+        self.row_count += n.max(0) as u64;
+        self.tables.push(pb::TableRowCount {
+            table: table.to_owned(),
+            row_count: n.max(0) as u64,
+        });
     }
 }

@@ -19,7 +19,7 @@ mod gate;
 pub(crate) use gate::{FOREIGN_KEYS_SQL, on_delete_rule, on_update_rule, rule_acts};
 mod plan;
 
-pub use gate::{SchemaReport, TableReport, category_fits_type, check_schema};
+pub use gate::{SchemaReport, TableReport, category_fits_type, check_schema, check_schema_mysql};
 pub use plan::{Compare, Looser, MAX_VALUE_BYTES};
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,9 +28,70 @@ use std::sync::Arc;
 use tokio_postgres::GenericClient;
 
 use crate::classify::Matrix;
-use crate::config::{MatchMode, NOT_PII, QualifiedName, SourceConfig};
+use crate::config::{DatabaseKind, MatchMode, NOT_PII, QualifiedName, SourceConfig};
 use crate::pb::ValueKind;
+use crate::store::mysql::MyDecoder;
 use crate::values::{Coercion, Decoder};
+
+/// The SQL a source speaks: PostgreSQL's, or MySQL's and MariaDB's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    MySql,
+}
+
+impl Dialect {
+    pub fn of(kind: DatabaseKind) -> Dialect {
+        match kind {
+            DatabaseKind::Postgres => Dialect::Postgres,
+            DatabaseKind::Mysql => Dialect::MySql,
+        }
+    }
+
+    /// Quotes an identifier: `"name"` (inner `"` doubled), or `` `name` `` (inner `` ` ``
+    /// doubled).
+    pub fn quote(self, name: &str) -> String {
+        match self {
+            Dialect::Postgres => quote_ident(name),
+            Dialect::MySql => format!("`{}`", name.replace('`', "``")),
+        }
+    }
+
+    /// A table as a query names it: `"schema"."table"`, or `` `table` `` in the source's
+    /// database.
+    pub fn table(self, name: &QualifiedName) -> String {
+        match self {
+            Dialect::Postgres => {
+                format!("{}.{}", self.quote(&name.schema), self.quote(&name.table))
+            }
+            Dialect::MySql => self.quote(&name.table),
+        }
+    }
+}
+
+/// How a column's values are read: by a decoder of the source's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnDecoder {
+    Postgres(Decoder),
+    MySql(MyDecoder),
+}
+
+impl ColumnDecoder {
+    pub fn kind(self) -> ValueKind {
+        match self {
+            ColumnDecoder::Postgres(decoder) => decoder.kind(),
+            ColumnDecoder::MySql(decoder) => decoder.kind(),
+        }
+    }
+
+    /// The PostgreSQL decoder, on a PostgreSQL source's column.
+    pub fn postgres(self) -> Option<Decoder> {
+        match self {
+            ColumnDecoder::Postgres(decoder) => Some(decoder),
+            ColumnDecoder::MySql(_) => None,
+        }
+    }
+}
 
 /// Problems that stop an extraction before any row is read.
 #[derive(Debug, thiserror::Error)]
@@ -69,19 +130,25 @@ pub enum PlanError {
 #[derive(Debug, Clone)]
 pub struct MappedColumn {
     pub name: String,
-    /// The catalog's type name with modifiers, e.g. `character varying(255)`.
+    /// The catalog's type name with modifiers, e.g. `character varying(255)` (MySQL's
+    /// `COLUMN_TYPE`, `varchar(255)`).
     pub pg_type: String,
     /// The type without modifiers, used to cast the identity parameter.
     pub base_type: String,
     pub category: String,
-    pub decoder: Decoder,
+    pub decoder: ColumnDecoder,
+    /// The column compares text case-insensitively by itself: `citext`, or a MySQL `_ci`
+    /// collation.
+    pub folds_case: bool,
     /// The declared coercion, if any.
     pub coercion: Option<Coercion>,
     /// Walk values for nested personal data.
     pub scan_json: bool,
-    /// `pg_type.typcategory`, for comparing reference columns.
+    /// `pg_type.typcategory`, for comparing reference columns (for MySQL, the category its
+    /// type would have in PostgreSQL: `S` text, `N` numeric, `D` date and time, ...).
     pub typcategory: String,
-    /// `pg_type.typname` (`text`, `citext`, `int8`, ...).
+    /// `pg_type.typname` (`text`, `citext`, `int8`, ...); MySQL's `DATA_TYPE` (`varchar`,
+    /// `bigint`, ...).
     pub typname: String,
 }
 
@@ -182,6 +249,7 @@ pub struct PlannedTable {
 pub struct DataMap {
     pub source_name: String,
     pub tables: Vec<Arc<MappedTable>>,
+    pub dialect: Dialect,
     plans: HashMap<String, Arc<Plan>>,
     /// Erasure's plans, for the kinds where they differ from `plans`: identity columns
     /// compared exactly (the source's `erasure.matching = "exact"`, the default).
@@ -198,6 +266,7 @@ impl DataMap {
         DataMap {
             source_name: "test".into(),
             tables: Vec::new(),
+            dialect: Dialect::Postgres,
             plans: HashMap::new(),
             erasure_plans: HashMap::new(),
             declared_kinds: Vec::new(),
@@ -208,7 +277,18 @@ impl DataMap {
 
 /// Text-like catalog types, whose values are PostgreSQL strings.
 pub(crate) fn is_text_type(typname: &str) -> bool {
-    matches!(typname, "text" | "varchar" | "bpchar" | "name" | "citext")
+    matches!(
+        typname,
+        "text"
+            | "varchar"
+            | "bpchar"
+            | "name"
+            | "citext"
+            | "char"
+            | "tinytext"
+            | "mediumtext"
+            | "longtext"
+    )
 }
 
 /// Checks the data map of `source` against the live catalog, table by table.
@@ -226,16 +306,31 @@ impl DataMap {
         })
     }
 
+    /// Reads a MySQL or MariaDB source's `information_schema` and returns the data map, or
+    /// every schema problem at once.
+    pub async fn load_mysql(
+        source: &SourceConfig,
+        matrix: &Matrix,
+        pool: &crate::store::mysql::MySqlPool,
+    ) -> Result<Arc<DataMap>, PlanError> {
+        let report = gate::check_schema_mysql(source, matrix, pool).await?;
+        report.map.clone().ok_or_else(|| PlanError::SchemaDrift {
+            source_name: source.name.clone(),
+            problems: report.problems(),
+        })
+    }
+
     /// Compiles the plans of checked tables.
     fn compile(
         source: &SourceConfig,
         tables: Vec<Arc<MappedTable>>,
         warnings: Vec<String>,
     ) -> DataMap {
+        let dialect = Dialect::of(source.kind);
         let compile = |compare: Compare, kinds: &mut dyn Iterator<Item = &String>| {
             kinds
                 .map(|kind| {
-                    let mut plan = plan::compile(&tables, kind, compare);
+                    let mut plan = plan::compile(&tables, kind, compare, dialect);
                     plan.guard_identity(source);
                     (kind.clone(), Arc::new(plan))
                 })
@@ -249,7 +344,7 @@ impl DataMap {
                 t.identities.iter().any(|i| {
                     &i.kind == kind
                         && (i.matching == MatchMode::CaseInsensitive
-                            || t.column(&i.column).is_some_and(|c| c.typname == "citext"))
+                            || t.column(&i.column).is_some_and(|c| c.folds_case))
                 })
             })
         };
@@ -263,6 +358,7 @@ impl DataMap {
         DataMap {
             source_name: source.name.clone(),
             tables,
+            dialect,
             plans,
             erasure_plans,
             declared_kinds: source.identity_kinds.clone(),
@@ -286,7 +382,12 @@ impl DataMap {
     /// (for counting what an empty answer may have missed), restricted to the tables of
     /// `like`.
     pub fn looser_plan(&self, like: &Plan, looser: Looser) -> Plan {
-        let mut plan = plan::compile(&self.tables, &like.kind, Compare::Looser(looser));
+        let mut plan = plan::compile(
+            &self.tables,
+            &like.kind,
+            Compare::Looser(looser),
+            self.dialect,
+        );
         plan.tables.retain(|t| {
             like.tables
                 .iter()

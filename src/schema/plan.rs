@@ -12,8 +12,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{MappedColumn, MappedTable, Plan, PlannedTable, is_text_type, quote_ident};
+use super::{
+    ColumnDecoder, Dialect, MappedColumn, MappedTable, Plan, PlannedTable, is_text_type,
+    quote_ident,
+};
 use crate::config::MatchMode;
+use crate::store::mysql::MyDecoder;
 use crate::values::Decoder;
 
 /// A looser match than the data map declares, for telling an operator what an empty answer
@@ -71,8 +75,22 @@ const STORED_BYTES_WORTH_MEASURING: usize = 8 * 1024;
 
 /// How a column's value is found to be above [`MAX_VALUE_BYTES`] in SQL, and its size then,
 /// for columns that can hold such a value.
-fn measured(decoder: Decoder, column: &str) -> Option<(String, String)> {
+fn measured(mapped: &MappedColumn, column: &str) -> Option<(String, String)> {
     let plain = |size: String| Some((format!("{size} > {MAX_VALUE_BYTES}"), size));
+    let decoder = match mapped.decoder {
+        ColumnDecoder::Postgres(decoder) => decoder,
+        // MySQL and MariaDB keep the length of every value. Only these types hold more than
+        // one message: a CHAR, VARCHAR, TEXT or BLOB holds at most 64 KiB.
+        ColumnDecoder::MySql(_)
+            if matches!(
+                mapped.typname.as_str(),
+                "mediumtext" | "longtext" | "mediumblob" | "longblob" | "json"
+            ) =>
+        {
+            return plain(format!("OCTET_LENGTH({column})"));
+        }
+        ColumnDecoder::MySql(_) => return None,
+    };
     let rendered = |text: String| {
         let size = format!("octet_length({text})");
         Some((
@@ -94,12 +112,21 @@ fn measured(decoder: Decoder, column: &str) -> Option<(String, String)> {
 }
 
 /// Compiles the plan for one identity kind, its identity columns compared as `compare` says.
-pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str, compare: Compare) -> Plan {
+pub(super) fn compile(
+    tables: &[Arc<MappedTable>],
+    kind: &str,
+    compare: Compare,
+    dialect: Dialect,
+) -> Plan {
     // Conditions are built for alias depth 0; a parent's conditions are rebuilt at its depth.
     let mut memo: HashMap<(usize, usize), Option<Reach>> = HashMap::new();
     let mut planned: Vec<(usize, usize, PlannedTable)> = Vec::new();
     let mut unreachable = Vec::new();
-    let matcher = Matcher { kind, compare };
+    let matcher = Matcher {
+        kind,
+        compare,
+        dialect,
+    };
     for (i, table) in tables.iter().enumerate() {
         match reach(tables, i, &matcher, 0, &mut memo) {
             Some(r) => {
@@ -109,9 +136,12 @@ pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str, compare: Compare)
                     .iter()
                     .enumerate()
                     .map(|(i, c)| {
-                        let column = format!("t0.{}", quote_ident(&c.name));
-                        let expr = c.decoder.select_expr(&column);
-                        match measured(c.decoder, &column) {
+                        let column = format!("t0.{}", dialect.quote(&c.name));
+                        let expr = match c.decoder {
+                            ColumnDecoder::Postgres(decoder) => decoder.select_expr(&column),
+                            ColumnDecoder::MySql(_) => column.clone(),
+                        };
+                        match measured(c, &column) {
                             Some((over, size)) => {
                                 let value = format!("CASE WHEN {over} THEN NULL ELSE {expr} END");
                                 checks.push((i + 1, over, size));
@@ -134,10 +164,13 @@ pub(super) fn compile(tables: &[Arc<MappedTable>], kind: &str, compare: Compare)
                         .collect::<Vec<_>>()
                         .join(" ");
                     columns.push(format!("CASE {which} ELSE 0 END"));
-                    columns.push(format!("(CASE {size} ELSE 0 END)::bigint"));
+                    columns.push(match dialect {
+                        Dialect::Postgres => format!("(CASE {size} ELSE 0 END)::bigint"),
+                        Dialect::MySql => format!("CAST(CASE {size} ELSE 0 END AS SIGNED)"),
+                    });
                 }
                 let columns = columns.join(", ");
-                let from = format!("{} AS t0", table.quoted());
+                let from = format!("{} AS t0", dialect.table(&table.name));
                 let branches = branches(&r.paths);
                 let select_sql = branches
                     .iter()
@@ -227,12 +260,16 @@ fn branches(paths: &[String]) -> Vec<String> {
 struct Matcher<'a> {
     kind: &'a str,
     compare: Compare,
+    dialect: Dialect,
 }
 
 impl Matcher<'_> {
     /// The condition on `{t}.column` for the identity parameter `$1`. Each form can use an
     /// index: on the column, or on `lower(column)`.
     fn condition(&self, t: &str, column: &MappedColumn, matching: MatchMode) -> String {
+        if self.dialect == Dialect::MySql {
+            return self.mysql_condition(t, column, matching);
+        }
         let c = format!("{t}.{}", quote_ident(&column.name));
         let text = is_text_type(&column.typname);
         match (self.compare, matching) {
@@ -243,13 +280,51 @@ impl Matcher<'_> {
                 format!("btrim({c}) = btrim($1::text)")
             }
             // citext would compare case-insensitively by itself (and no index serves this).
-            (Compare::Exact, _) if column.typname == "citext" => format!("{c}::text = $1::text"),
+            (Compare::Exact, _) if column.folds_case => format!("{c}::text = $1::text"),
             (Compare::Exact, _) => format!("{c} = CAST($1::text AS {})", column.base_type),
-            (_, MatchMode::CaseInsensitive) if column.typname != "citext" => {
+            (_, MatchMode::CaseInsensitive) if !column.folds_case => {
                 format!("lower({c}) = lower($1::text)")
             }
             // citext compares case-insensitively by itself.
             _ => format!("{c} = CAST($1::text AS {})", column.base_type),
+        }
+    }
+}
+
+impl Matcher<'_> {
+    /// The condition in MySQL's and MariaDB's SQL, with the identity as `?` (bound once per
+    /// `?`). The value is cast to the column's kind, so that a number is compared as a number
+    /// and not as a double, and a text column compares as its collation says: a `_ci`
+    /// collation folds case by itself, so a case-insensitive match needs no `LOWER()` (which
+    /// no index serves); an exact one adds a binary comparison behind the indexed one.
+    fn mysql_condition(&self, t: &str, column: &MappedColumn, matching: MatchMode) -> String {
+        let c = format!("{t}.{}", Dialect::MySql.quote(&column.name));
+        let ColumnDecoder::MySql(decoder) = column.decoder else {
+            unreachable!("a mysql plan has mysql columns");
+        };
+        let value = match decoder {
+            MyDecoder::Int | MyDecoder::Bool => "CAST(? AS SIGNED)",
+            MyDecoder::BigUnsigned => "CAST(? AS UNSIGNED)",
+            MyDecoder::Decimal => "CAST(? AS DECIMAL(65, 30))",
+            MyDecoder::Date => "CAST(? AS DATE)",
+            MyDecoder::DateTime | MyDecoder::Timestamp => "CAST(? AS DATETIME(6))",
+            MyDecoder::Bytes => "CAST(? AS BINARY)",
+            _ => "?",
+        };
+        let text = decoder == MyDecoder::Text;
+        let folding = match (self.compare, matching) {
+            (Compare::Looser(Looser::Trimmed), _) if text => {
+                return format!("TRIM({c}) = TRIM(?)");
+            }
+            (Compare::Looser(Looser::CaseInsensitive), _) => true,
+            (Compare::Declared, MatchMode::CaseInsensitive) => true,
+            _ => false,
+        };
+        match (text, folding, column.folds_case) {
+            (true, true, true) => format!("{c} = ?"),
+            (true, true, false) => format!("LOWER({c}) = LOWER(?)"),
+            (true, false, true) => format!("{c} = ? AND {c} = CAST(? AS BINARY)"),
+            _ => format!("{c} = {value}"),
         }
     }
 }
@@ -299,13 +374,13 @@ fn reach(
                 .map(|condition| {
                     format!(
                         "SELECT t{a}.{} FROM {} AS t{a} WHERE {condition}",
-                        quote_ident(to),
-                        parent_table.quoted(),
+                        matcher.dialect.quote(to),
+                        matcher.dialect.table(&parent_table.name),
                     )
                 })
                 .collect::<Vec<_>>()
                 .join(" UNION ALL ");
-            paths.push(format!("{t}.{} IN ({keys})", quote_ident(column)));
+            paths.push(format!("{t}.{} IN ({keys})", matcher.dialect.quote(column)));
             via.push(format!(
                 "{}.{to} <- {}.{column}",
                 parent_table.display, table.display

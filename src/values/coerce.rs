@@ -142,6 +142,37 @@ impl Coercion {
     }
 }
 
+impl Coercion {
+    /// Applies the rule to one non-null value a store already decoded (MySQL's and MariaDB's
+    /// values arrive typed): an integer for the epoch rules, a date and time without a zone
+    /// (decoded as if UTC) for the time zone rule, text for the date rule.
+    pub fn apply_decoded(&self, value: &Kind) -> Result<Kind, CoerceError> {
+        let fail = |category| CoerceError {
+            rule: self.rule(),
+            category,
+        };
+        match (self, value) {
+            (Coercion::Epoch { unit }, Kind::Int64Value(n)) => epoch_timestamp(*n, *unit)
+                .map(Kind::TimestampValue)
+                .ok_or(fail("epoch_out_of_range")),
+            (Coercion::Epoch { .. }, _) => Err(fail("not_an_integer")),
+            (Coercion::LocalTimestamp { tz }, Kind::TimestampValue(t)) => {
+                let naive = chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+                    .ok_or(fail("timestamp_out_of_range"))?
+                    .naive_utc();
+                Ok(timestamp_kind(local_to_utc(naive, *tz)))
+            }
+            (Coercion::LocalTimestamp { .. }, _) => Err(fail("not_a_timestamp")),
+            (Coercion::Date { formats, tz, pivot }, Kind::StringValue(text)) => {
+                let naive = parse_legacy_date(text.trim(), formats, *pivot)
+                    .ok_or(fail("unparseable_date"))?;
+                Ok(timestamp_kind(local_to_utc(naive, *tz)))
+            }
+            (Coercion::Date { .. }, _) => Err(fail("unparseable_date")),
+        }
+    }
+}
+
 /// Epoch integer to timestamp, or `None` outside years 1-9999.
 pub fn epoch_timestamp(n: i64, unit: EpochUnit) -> Option<Timestamp> {
     let per_second: i64 = match unit {

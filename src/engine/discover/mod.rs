@@ -199,29 +199,35 @@ impl Engine {
             .ok_or_else(|| ExtractError::UnknownSource(source_name.to_owned()))?;
         let config = &self.config.sources[source.index];
         let drafted = self
-            .guarded(source, caller, deadline, |mut conn| async move {
-                // No statement outlives the call's deadline, and a connection left mid-query
-                // by the deadline is not reused.
-                let mut options = options.clone();
-                if let Some(deadline) = deadline {
-                    options.statement_timeout = options
-                        .statement_timeout
-                        .min(deadline.saturating_duration_since(Instant::now()));
-                }
-                let (client, _) = conn.parts();
-                let run = discover(client, config, &self.matrix, &options);
-                let proposal = match deadline {
-                    Some(deadline) => match tokio::time::timeout_at(deadline, run).await {
-                        Ok(drafted) => drafted.map_err(ExtractError::from),
-                        Err(_) => Err(ExtractError::DeadlineExceeded),
-                    },
-                    None => run.await.map_err(ExtractError::from),
-                };
-                if proposal.is_err() {
-                    conn.mark_broken();
-                }
-                proposal
-            })
+            .guarded(
+                source,
+                caller,
+                deadline,
+                "discover",
+                |mut conn| async move {
+                    // No statement outlives the call's deadline, and a connection left mid-query
+                    // by the deadline is not reused.
+                    let mut options = options.clone();
+                    if let Some(deadline) = deadline {
+                        options.statement_timeout = options
+                            .statement_timeout
+                            .min(deadline.saturating_duration_since(Instant::now()));
+                    }
+                    let (client, _) = conn.parts();
+                    let run = discover(client, config, &self.matrix, &options);
+                    let proposal = match deadline {
+                        Some(deadline) => match tokio::time::timeout_at(deadline, run).await {
+                            Ok(drafted) => drafted.map_err(ExtractError::from),
+                            Err(_) => Err(ExtractError::DeadlineExceeded),
+                        },
+                        None => run.await.map_err(ExtractError::from),
+                    };
+                    if proposal.is_err() {
+                        conn.mark_broken();
+                    }
+                    proposal
+                },
+            )
             .await;
         if let Ok(proposal) = &drafted {
             tracing::info!(

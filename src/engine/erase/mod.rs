@@ -162,9 +162,13 @@ impl Engine {
         loop {
             attempts += 1;
             let result = self
-                .guarded(&source, &params.caller, params.deadline, |conn| {
-                    run.attempt(conn, attempts)
-                })
+                .guarded(
+                    &source,
+                    &params.caller,
+                    params.deadline,
+                    "erasure",
+                    |conn| run.attempt(conn, attempts),
+                )
                 .await;
             // A foreign key broken by a row that a concurrent writer added after the
             // snapshot (invisible to it) passes in a new snapshot, which captures that row

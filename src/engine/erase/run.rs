@@ -78,7 +78,9 @@ impl Run<'_> {
             Err(stop) => {
                 // The statement in flight may still run on the server: cancel it there.
                 drop(txn);
-                if let Err(e) = cancel.cancel_query(self.source.pool.cancel_tls()).await {
+                if let Ok(pool) = self.source.postgres("erasure")
+                    && let Err(e) = cancel.cancel_query(pool.cancel_tls()).await
+                {
                     tracing::warn!(source = %self.cfg.name,
                         error = %crate::store::postgres::describe(&e), "cancel request failed");
                 }
@@ -285,7 +287,7 @@ impl Run<'_> {
             .query_one(sql, &[&self.value])
             .await
             .map_err(|e| self.db(&e, None))?;
-        let rows = crate::engine::identity_rows(&self.plan, &row);
+        let rows = crate::engine::identity_rows(&self.plan, |i| row.get::<_, i64>(i));
         match crate::engine::shared_identity(&rows, self.cfg.max_identity_rows) {
             Some(refusal) => Err(refusal),
             None => Ok(()),

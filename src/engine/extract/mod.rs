@@ -27,6 +27,7 @@
 mod batch;
 mod job;
 pub mod manifest;
+mod mysql;
 mod outcome;
 mod snapshot;
 mod table;

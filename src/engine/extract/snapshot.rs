@@ -10,10 +10,12 @@ use tokio::time::Instant;
 use super::batch::descriptors;
 use super::job::{Job, Progress};
 use super::manifest;
-use super::outcome::Found;
+use super::outcome::{Found, TableOutcome};
+use crate::engine::Store;
 use crate::engine::error::{ExtractError, Stop};
 use crate::pb::{self, extract_response::Event};
-use crate::store::postgres::{Conn, DbError, QueryFailure};
+use crate::schema::PlannedTable;
+use crate::store::postgres::{Conn, DbError, QueryFailure, SourcePool};
 
 impl Job {
     /// Runs the extraction, and runs it again after a transient failure (a lost connection, a
@@ -65,7 +67,21 @@ impl Job {
         extraction_id: &str,
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
-        let checkout = self.call.guard.source().pool.checkout(self.params.deadline);
+        let source = self.call.guard.source().clone();
+        match &source.store {
+            Store::Postgres(pool) => self.attempt_postgres(pool, extraction_id, progress).await,
+            Store::MySql(pool) => self.attempt_mysql(pool, extraction_id, progress).await,
+        }
+    }
+
+    /// One attempt on PostgreSQL.
+    async fn attempt_postgres(
+        &self,
+        pool: &SourcePool,
+        extraction_id: &str,
+        progress: &mut Progress,
+    ) -> Result<(), ExtractError> {
+        let checkout = pool.checkout(self.params.deadline);
         let mut conn = tokio::select! {
             conn = checkout => conn.map_err(|e| match e {
                 DbError::DeadlineWaitingForConnection { .. } => ExtractError::DeadlineExceeded,
@@ -88,7 +104,7 @@ impl Job {
             Ok(Err(error @ ExtractError::Stalled(_))) => {
                 // A portal fetch may be in flight behind the client that stopped reading:
                 // cancel it rather than drain it.
-                self.cancel_and_discard(&cancel, &mut conn).await;
+                self.cancel_and_discard(pool, &cancel, &mut conn).await;
                 Err(error)
             }
             Ok(Err(error)) => {
@@ -107,7 +123,7 @@ impl Job {
             }
             Err(stop) => {
                 // The body future is gone; its query may still run on the server.
-                self.cancel_and_discard(&cancel, &mut conn).await;
+                self.cancel_and_discard(pool, &cancel, &mut conn).await;
                 Err(stop.into_error())
             }
         }
@@ -130,7 +146,7 @@ impl Job {
             .await
             .map_err(db)?;
         let row = txn.query_one(&statement, &[&value]).await.map_err(db)?;
-        let rows = crate::engine::identity_rows(&self.plan, &row);
+        let rows = crate::engine::identity_rows(&self.plan, |i| row.get::<_, i64>(i));
         if self.reading.shared_identity == crate::config::SharedIdentityPolicy::Refuse
             && let Some(refusal) =
                 crate::engine::shared_identity(&rows, self.reading.max_identity_rows)
@@ -143,15 +159,13 @@ impl Job {
     /// Cancels whatever runs on the connection, on the server, and discards the connection.
     /// The cancel request travels on its own connection and PostgreSQL may act on it a moment
     /// later, so the connection is never reused: a late cancel must not hit the next query.
-    pub(super) async fn cancel_and_discard(
+    async fn cancel_and_discard(
         &self,
+        pool: &SourcePool,
         cancel: &tokio_postgres::CancelToken,
         conn: &mut Conn,
     ) {
-        if let Err(e) = cancel
-            .cancel_query(self.call.guard.source().pool.cancel_tls())
-            .await
-        {
+        if let Err(e) = cancel.cancel_query(pool.cancel_tls()).await {
             tracing::warn!(source = %self.params.source, error = %crate::store::postgres::describe(&e),
                 "cancel request failed");
         }
@@ -218,35 +232,8 @@ impl Job {
         let snapshot_at = timestamp_from_epoch(row.get(0));
         let server_version: String = row.get(1);
 
-        self.send_started(pb::ExtractionStarted {
-            extraction_id: extraction_id.to_owned(),
-            source: source_name.to_owned(),
-            tables: self
-                .plan
-                .tables
-                .iter()
-                .map(|t| pb::PlannedTable {
-                    table: t.table.display.clone(),
-                    reached_via: t.reached_via.clone(),
-                    columns: descriptors(t),
-                    description: t.table.description.clone(),
-                })
-                .collect(),
-            unreachable_tables: self
-                .plan
-                .unreachable
-                .iter()
-                .map(|(table, reason)| pb::UnreachableTable {
-                    table: table.clone(),
-                    reason: reason.clone(),
-                })
-                .collect(),
-            started_at: Some(prost_types::Timestamp::from(started_at)),
-            request_id: self.params.request_id.clone(),
-            subject_id: self.call.subject_id.clone(),
-            categories: self.category_descriptions(),
-        })
-        .await?;
+        self.send_started(self.started_event(extraction_id, started_at))
+            .await?;
 
         let value: &str = self.params.value.expose_secret();
         // The identity value must convert to every identity column's type. Checked once, up
@@ -277,121 +264,210 @@ impl Job {
                 });
             }
         }
-        // The identity's direct rows per table: counted up front when they must be checked
-        // before any row is read (or cannot be had otherwise), else taken from each table's
-        // own COUNT(*), which costs no round trip.
-        let from_counts = self.reading.shared_identity
-            == crate::config::SharedIdentityPolicy::Report
-            && self.plan.identity_rows_from_counts();
-        let mut found = Found::default();
-        if !from_counts {
-            found.identity_rows = self.identity_rows(&txn, statements, value).await?;
+        let mut tally = self.tally();
+        if !tally.from_counts {
+            tally.found.identity_rows = self.identity_rows(&txn, statements, value).await?;
         }
-        let mut counts = Vec::with_capacity(self.plan.tables.len());
         for table in &self.plan.tables {
-            let query = tracing::info_span!(
-                "db.query",
-                otel.name = %format!("SELECT {}", table.table.display),
-                otel.kind = "client",
-                db.system.name = "postgresql",
-                db.namespace = %self.reading.database,
-                db.collection.name = %table.table.display,
-                db.operation.name = "SELECT",
-                db.query.text = %table.select_sql,
-                db.response.returned_rows = tracing::field::Empty,
-                dsr.rows.rejected = tracing::field::Empty,
-            );
+            let query = self.query_span(table, "postgresql");
             let outcome = tracing::Instrument::instrument(
                 self.stream_table(&txn, statements, table, value),
                 query.clone(),
             )
             .await?;
-            // The database returned every row read; those a coercion rule left out are counted
-            // apart (OpenTelemetry's database conventions: returned_rows is what the query
-            // returned).
-            query.record(
-                "db.response.returned_rows",
-                outcome.streamed + outcome.rejected,
-            );
-            query.record("dsr.rows.rejected", outcome.rejected);
-            drop(query);
-            let counted = outcome.counted;
-            let read = outcome.streamed + outcome.rejected;
-            tracing::info_span!(
-                "compliance.row_count_verify",
-                dsr.table = %table.table.display,
-                dsr.streamed = read,
-                dsr.counted = counted,
-                dsr.ok = counted >= 0 && counted as u64 == read,
-            )
-            .in_scope(|| {});
-            if counted < 0 || counted as u64 != read {
-                return Err(ExtractError::CountMismatch {
-                    table: table.table.display.clone(),
-                    streamed: read,
-                    counted,
-                });
-            }
-            if from_counts
-                && let Some((name, guarded)) = self
-                    .plan
-                    .identity_tables
-                    .iter()
-                    .find(|(name, _)| *name == table.table.display)
-            {
-                found
-                    .identity_rows
-                    .push((name.clone(), counted as u64, *guarded));
-            }
-            progress.rows += outcome.streamed;
-            progress.tables += 1;
-            counts.push(pb::TableCount {
-                table: table.table.display.clone(),
-                row_count: outcome.streamed,
-                verified: true,
-            });
-            found.add(&table.table.display, &outcome);
-            self.send(Event::TableCompleted(pb::TableCompleted {
-                table: table.table.display.clone(),
-                row_count: outcome.streamed,
-                rejected_count: outcome.rejected,
-                violations: outcome.violations,
-                violations_truncated: outcome.violations_truncated,
-                pii_fields_truncated: outcome.fields_truncated,
-                pii_fields: outcome
-                    .fields
-                    .iter()
-                    .map(|(path, category)| format!("{path}:{category}"))
-                    .collect(),
-                found_fields: outcome
-                    .fields
-                    .iter()
-                    .map(|(path, category)| pb::PiiField {
-                        path: path.clone(),
-                        category: category.clone(),
-                    })
-                    .collect(),
-                text_findings: outcome
-                    .in_text
-                    .iter()
-                    .map(|((column, category), values)| pb::TextFinding {
-                        column: table.table.columns[*column].name.clone(),
-                        category: category.clone(),
-                        values: *values,
-                    })
-                    .collect(),
-            }))
-            .await?;
+            self.table_read(table, outcome, query, &mut tally, progress)
+                .await?;
         }
         txn.commit().await.map_err(db)?;
 
+        self.finish_snapshot(
+            extraction_id,
+            started_at,
+            snapshot_at,
+            server_version,
+            tally,
+        )
+        .await
+    }
+
+    /// An empty tally. The identity's direct rows per table are counted up front when they
+    /// must be checked before any row is read (or cannot be had otherwise), else taken from
+    /// each table's own COUNT(*), which costs no round trip.
+    pub(super) fn tally(&self) -> Tally {
+        Tally {
+            from_counts: self.reading.shared_identity
+                == crate::config::SharedIdentityPolicy::Report
+                && self.plan.identity_rows_from_counts(),
+            found: Found::default(),
+            counts: Vec::with_capacity(self.plan.tables.len()),
+        }
+    }
+
+    /// The stream's first message: the plan, as the caller will receive it.
+    pub(super) fn started_event(
+        &self,
+        extraction_id: &str,
+        started_at: SystemTime,
+    ) -> pb::ExtractionStarted {
+        pb::ExtractionStarted {
+            extraction_id: extraction_id.to_owned(),
+            source: self.params.source.clone(),
+            tables: self
+                .plan
+                .tables
+                .iter()
+                .map(|t| pb::PlannedTable {
+                    table: t.table.display.clone(),
+                    reached_via: t.reached_via.clone(),
+                    columns: descriptors(t),
+                    description: t.table.description.clone(),
+                })
+                .collect(),
+            unreachable_tables: self
+                .plan
+                .unreachable
+                .iter()
+                .map(|(table, reason)| pb::UnreachableTable {
+                    table: table.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+            started_at: Some(prost_types::Timestamp::from(started_at)),
+            request_id: self.params.request_id.clone(),
+            subject_id: self.call.subject_id.clone(),
+            categories: self.category_descriptions(),
+        }
+    }
+
+    /// The span of one table's query.
+    pub(super) fn query_span(&self, table: &PlannedTable, system: &str) -> tracing::Span {
+        tracing::info_span!(
+            "db.query",
+            otel.name = %format!("SELECT {}", table.table.display),
+            otel.kind = "client",
+            db.system.name = %system,
+            db.namespace = %self.reading.database,
+            db.collection.name = %table.table.display,
+            db.operation.name = "SELECT",
+            db.query.text = %table.select_sql,
+            db.response.returned_rows = tracing::field::Empty,
+            dsr.rows.rejected = tracing::field::Empty,
+        )
+    }
+
+    /// What follows a table's read, on any store: its counts recorded on its span and
+    /// verified against its COUNT(*), its identity rows noted, and its completion sent.
+    pub(super) async fn table_read(
+        &self,
+        table: &PlannedTable,
+        outcome: TableOutcome,
+        query: tracing::Span,
+        tally: &mut Tally,
+        progress: &mut Progress,
+    ) -> Result<(), ExtractError> {
+        let Tally {
+            from_counts,
+            found,
+            counts,
+        } = tally;
+        let from_counts = *from_counts;
+        // The database returned every row read; those a coercion rule left out are counted
+        // apart (OpenTelemetry's database conventions: returned_rows is what the query
+        // returned).
+        query.record(
+            "db.response.returned_rows",
+            outcome.streamed + outcome.rejected,
+        );
+        query.record("dsr.rows.rejected", outcome.rejected);
+        drop(query);
+        let counted = outcome.counted;
+        let read = outcome.streamed + outcome.rejected;
+        tracing::info_span!(
+            "compliance.row_count_verify",
+            dsr.table = %table.table.display,
+            dsr.streamed = read,
+            dsr.counted = counted,
+            dsr.ok = counted >= 0 && counted as u64 == read,
+        )
+        .in_scope(|| {});
+        if counted < 0 || counted as u64 != read {
+            return Err(ExtractError::CountMismatch {
+                table: table.table.display.clone(),
+                streamed: read,
+                counted,
+            });
+        }
+        if from_counts
+            && let Some((name, guarded)) = self
+                .plan
+                .identity_tables
+                .iter()
+                .find(|(name, _)| *name == table.table.display)
+        {
+            found
+                .identity_rows
+                .push((name.clone(), counted as u64, *guarded));
+        }
+        progress.rows += outcome.streamed;
+        progress.tables += 1;
+        counts.push(pb::TableCount {
+            table: table.table.display.clone(),
+            row_count: outcome.streamed,
+            verified: true,
+        });
+        found.add(&table.table.display, &outcome);
+        self.send(Event::TableCompleted(pb::TableCompleted {
+            table: table.table.display.clone(),
+            row_count: outcome.streamed,
+            rejected_count: outcome.rejected,
+            violations: outcome.violations,
+            violations_truncated: outcome.violations_truncated,
+            pii_fields_truncated: outcome.fields_truncated,
+            pii_fields: outcome
+                .fields
+                .iter()
+                .map(|(path, category)| format!("{path}:{category}"))
+                .collect(),
+            found_fields: outcome
+                .fields
+                .iter()
+                .map(|(path, category)| pb::PiiField {
+                    path: path.clone(),
+                    category: category.clone(),
+                })
+                .collect(),
+            text_findings: outcome
+                .in_text
+                .iter()
+                .map(|((column, category), values)| pb::TextFinding {
+                    column: table.table.columns[*column].name.clone(),
+                    category: category.clone(),
+                    values: *values,
+                })
+                .collect(),
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// The manifest of a finished snapshot, checked, audited, then sent.
+    pub(super) async fn finish_snapshot(
+        &self,
+        extraction_id: &str,
+        started_at: SystemTime,
+        snapshot_at: prost_types::Timestamp,
+        server_version: String,
+        tally: Tally,
+    ) -> Result<(), ExtractError> {
+        let Tally { found, counts, .. } = tally;
+        let found = &found;
         let manifest = self.manifest(
             extraction_id,
             started_at,
             snapshot_at,
             server_version,
             counts,
-            &found,
+            found,
         );
         let problems = manifest::violations(&manifest);
         let mut categories: Vec<&str> = self
@@ -421,6 +497,14 @@ impl Job {
         self.record_manifest(&manifest).await?;
         self.send(Event::Manifest(manifest)).await
     }
+}
+
+/// What a snapshot's tables have added up to: each table's verified count and what was found,
+/// and whether the identity's direct rows are taken from the tables' counts.
+pub(super) struct Tally {
+    pub(super) from_counts: bool,
+    pub(super) found: Found,
+    pub(super) counts: Vec<pb::TableCount>,
 }
 
 /// The first statement of every extraction: it takes the snapshot and sets the

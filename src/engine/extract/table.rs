@@ -40,7 +40,7 @@ impl Job {
         // The decoders were chosen when the schema gate last passed; a column whose type
         // changed since must not be decoded with the old one.
         for (column, described) in table.table.columns.iter().zip(statement.columns()) {
-            if !column.decoder.accepts(described.type_()) {
+            if !postgres_decoder(&table.table, column)?.accepts(described.type_()) {
                 return Err(ExtractError::Plan(PlanError::SchemaDrift {
                     source_name: source_name.to_owned(),
                     problems: vec![format!(
@@ -196,11 +196,12 @@ impl Job {
         let source_name = self.params.source.as_str();
         let mut values = Vec::with_capacity(table.columns.len());
         for (i, column) in table.columns.iter().enumerate() {
+            let decoder = postgres_decoder(table, column)?;
             let cell: RawCell = row
                 .try_get(i)
                 .map_err(|e| ExtractError::from(DbError::from_pg(source_name, &e)))?;
             let value = match (&column.coercion, cell.0) {
-                (Some(rule), Some(raw)) => match rule.apply(column.decoder, raw) {
+                (Some(rule), Some(raw)) => match rule.apply(decoder, raw) {
                     Ok(kind) => pb::Value { kind: Some(kind) },
                     Err(e) => {
                         let violation = pb::Violation {
@@ -212,98 +213,132 @@ impl Job {
                             detail: String::new(),
                             rule_type: rule.rule_type().into(),
                         };
-                        match self.reading.coercion_policy {
-                            CoercionPolicy::Fail => {
-                                return Err(ExtractError::Coercion(Box::new(violation)));
-                            }
-                            CoercionPolicy::RejectRow => {
-                                if !self.params.dry_run
-                                    && let Some(pending) = self.call.records.dead_letter(
-                                        &self.metrics,
-                                        crate::records::deadletter::DeadLetter {
-                                            category: "coercion".into(),
-                                            source: self.call.entry.source.clone(),
-                                            table: violation.table.clone(),
-                                            column: violation.column.clone(),
-                                            primary_key: violation.primary_key.clone(),
-                                            rule: violation.rule.clone(),
-                                            detail: format!(
-                                                "the row was left out (reject_row); category {}",
-                                                violation.category
-                                            ),
-                                            rpc: self.call.entry.rpc.clone(),
-                                            request_id: self.call.entry.request_id.clone(),
-                                            call_id: self.call.entry.call_id.clone(),
-                                            extraction_id: self.call.entry.extraction_id.clone(),
-                                            subject_id: self.call.entry.subject_id.clone(),
-                                            ..Default::default()
-                                        },
-                                    )
-                                {
-                                    self.call
-                                        .letters
-                                        .lock()
-                                        .unwrap_or_else(|e| e.into_inner())
-                                        .push_back(pending);
-                                }
-                                outcome.rejected += 1;
-                                *outcome
-                                    .rejected_by
-                                    .entry(violation.category.clone())
-                                    .or_default() += 1;
-                                outcome.record(violation);
-                                return Ok(None);
-                            }
-                        }
+                        self.violated(violation, outcome)?;
+                        return Ok(None);
                     }
                 },
-                (_, raw) => column
-                    .decoder
-                    .decode(raw)
-                    .map_err(|e| ExtractError::Decode {
-                        table: table.display.clone(),
-                        column: column.name.clone(),
-                        reason: e.to_string(),
-                    })?,
+                (_, raw) => decoder.decode(raw).map_err(|e| ExtractError::Decode {
+                    table: table.display.clone(),
+                    column: column.name.clone(),
+                    reason: e.to_string(),
+                })?,
             };
-            // A dry run also looks inside the text of columns classified not_pii: what the
-            // detectors find there is reported (counts, no value), for a person to reclassify.
-            if self.params.dry_run
-                && !column.is_pii()
-                && let Some(pb::value::Kind::StringValue(text)) = &value.kind
-            {
-                for category in self.reading.matrix.categories_in_text(text) {
-                    *outcome.in_text.entry((i, category.to_owned())).or_default() += 1;
-                }
-            }
-            if column.scan_json
-                && let Some(pb::value::Kind::JsonValue(json)) = &value.kind
-            {
-                let root = format!("{}.{}", table.display, column.name);
-                let scan = crate::classify::scan_json(
-                    &self.reading.matrix,
-                    &root,
-                    json,
-                    ScanLimits::default(),
-                );
-                outcome.add_fields(i, scan.fields, scan.fields_truncated);
-                for v in scan.violations {
-                    outcome.json_violations += 1;
-                    outcome.record(pb::Violation {
-                        table: table.display.clone(),
-                        column: column.name.clone(),
-                        primary_key: primary_key_text(table, row),
-                        rule: "json_scan".to_owned(),
-                        category: v.category.to_owned(),
-                        detail: clip(&v.detail, MAX_DETAIL_CHARS),
-                        rule_type: pb::Rule::JsonScan.into(),
-                    });
-                }
-            }
+            self.inspect_cell(table, i, &value, || primary_key_text(table, row), outcome);
             values.push(value);
         }
         Ok(Some(values))
     }
+
+    /// A value broke its rule: under `fail`, the extraction stops; under `reject_row`, its
+    /// row is left out, counted, recorded and dead-lettered, and `Ok` is returned.
+    pub(super) fn violated(
+        &self,
+        violation: pb::Violation,
+        outcome: &mut TableOutcome,
+    ) -> Result<(), ExtractError> {
+        match self.reading.coercion_policy {
+            CoercionPolicy::Fail => Err(ExtractError::Coercion(Box::new(violation))),
+            CoercionPolicy::RejectRow => {
+                if !self.params.dry_run
+                    && let Some(pending) = self.call.records.dead_letter(
+                        &self.metrics,
+                        crate::records::deadletter::DeadLetter {
+                            category: "coercion".into(),
+                            source: self.call.entry.source.clone(),
+                            table: violation.table.clone(),
+                            column: violation.column.clone(),
+                            primary_key: violation.primary_key.clone(),
+                            rule: violation.rule.clone(),
+                            detail: format!(
+                                "the row was left out (reject_row); category {}",
+                                violation.category
+                            ),
+                            rpc: self.call.entry.rpc.clone(),
+                            request_id: self.call.entry.request_id.clone(),
+                            call_id: self.call.entry.call_id.clone(),
+                            extraction_id: self.call.entry.extraction_id.clone(),
+                            subject_id: self.call.entry.subject_id.clone(),
+                            ..Default::default()
+                        },
+                    )
+                {
+                    self.call
+                        .letters
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_back(pending);
+                }
+                outcome.rejected += 1;
+                *outcome
+                    .rejected_by
+                    .entry(violation.category.clone())
+                    .or_default() += 1;
+                outcome.record(violation);
+                Ok(())
+            }
+        }
+    }
+
+    /// What is looked for inside a decoded value: in a dry run, personal data inside the
+    /// text of a column classified not_pii (counts, no value), for a person to reclassify;
+    /// and nested personal data inside a scanned JSON column.
+    pub(super) fn inspect_cell(
+        &self,
+        table: &MappedTable,
+        i: usize,
+        value: &pb::Value,
+        primary_key: impl Fn() -> String,
+        outcome: &mut TableOutcome,
+    ) {
+        let column = &table.columns[i];
+        if self.params.dry_run
+            && !column.is_pii()
+            && let Some(pb::value::Kind::StringValue(text)) = &value.kind
+        {
+            for category in self.reading.matrix.categories_in_text(text) {
+                *outcome.in_text.entry((i, category.to_owned())).or_default() += 1;
+            }
+        }
+        if column.scan_json
+            && let Some(pb::value::Kind::JsonValue(json)) = &value.kind
+        {
+            let root = format!("{}.{}", table.display, column.name);
+            let scan = crate::classify::scan_json(
+                &self.reading.matrix,
+                &root,
+                json,
+                ScanLimits::default(),
+            );
+            outcome.add_fields(i, scan.fields, scan.fields_truncated);
+            for v in scan.violations {
+                outcome.json_violations += 1;
+                outcome.record(pb::Violation {
+                    table: table.display.clone(),
+                    column: column.name.clone(),
+                    primary_key: primary_key(),
+                    rule: "json_scan".to_owned(),
+                    category: v.category.to_owned(),
+                    detail: clip(&v.detail, MAX_DETAIL_CHARS),
+                    rule_type: pb::Rule::JsonScan.into(),
+                });
+            }
+        }
+    }
+}
+
+/// The PostgreSQL decoder of a column of a PostgreSQL source's plan.
+fn postgres_decoder(
+    table: &MappedTable,
+    column: &crate::schema::MappedColumn,
+) -> Result<crate::values::Decoder, ExtractError> {
+    column
+        .decoder
+        .postgres()
+        .ok_or_else(|| ExtractError::Decode {
+            table: table.display.clone(),
+            column: column.name.clone(),
+            reason: "a MySQL column in a PostgreSQL plan".into(),
+        })
 }
 
 /// The most rows asked of PostgreSQL per portal fetch, unless `batch_size` is larger.
@@ -312,26 +347,29 @@ const FETCH_ROWS: i32 = 10_000;
 /// A row's primary key for a violation: `id=42`, `[classified]` when a key column holds
 /// personal data, or empty without a primary key. Never an identity or classified value.
 pub(super) fn primary_key_text(table: &MappedTable, row: &tokio_postgres::Row) -> String {
-    clip(&primary_key_full(table, row), MAX_PRIMARY_KEY_CHARS)
+    primary_key_from(table, |i| {
+        let decoder = table.columns[i].decoder.postgres()?;
+        let cell = row.try_get::<_, RawCell>(i).ok()?;
+        decoder.decode(cell.0).ok()?.kind
+    })
 }
 
-pub(super) fn primary_key_full(table: &MappedTable, row: &tokio_postgres::Row) -> String {
+/// A row's primary key (as [`primary_key_text`] says), from its values.
+pub(super) fn primary_key_from(
+    table: &MappedTable,
+    value_at: impl Fn(usize) -> Option<pb::value::Kind>,
+) -> String {
     if table.primary_key.is_empty() {
         return String::new();
     }
     if table.primary_key.iter().any(|i| table.columns[*i].is_pii()) {
         return "[classified]".to_owned();
     }
-    table
+    let text = table
         .primary_key
         .iter()
         .map(|i| {
-            let column = &table.columns[*i];
-            let text = row
-                .try_get::<_, RawCell>(*i)
-                .ok()
-                .and_then(|cell| column.decoder.decode(cell.0).ok())
-                .and_then(|v| v.kind)
+            let text = value_at(*i)
                 .map(|k| match k {
                     pb::value::Kind::Int64Value(n) => n.to_string(),
                     pb::value::Kind::StringValue(s) | pb::value::Kind::DecimalValue(s) => s,
@@ -339,10 +377,11 @@ pub(super) fn primary_key_full(table: &MappedTable, row: &tokio_postgres::Row) -
                     other => format!("{other:?}"),
                 })
                 .unwrap_or_default();
-            format!("{}={text}", column.name)
+            format!("{}={text}", table.columns[*i].name)
         })
         .collect::<Vec<_>>()
-        .join(",")
+        .join(",");
+    clip(&text, MAX_PRIMARY_KEY_CHARS)
 }
 
 /// `text`, cut to at most `max` characters (with a trailing `…` when cut).
@@ -383,4 +422,4 @@ pub const MAX_PRIMARY_KEY_CHARS: usize = 128;
 pub const MAX_DETAIL_CHARS: usize = 256;
 
 /// Dead letters of rejected rows one extraction may have in flight before it waits.
-const MAX_LETTERS_IN_FLIGHT: usize = 256;
+pub(super) const MAX_LETTERS_IN_FLIGHT: usize = 256;

@@ -19,6 +19,10 @@ pub struct ColumnInfo {
     /// A `json_valid` check constrains it (MariaDB's JSON).
     pub json_checked: bool,
     pub decoder: MyDecoder,
+    /// `COLLATION_NAME` of a text column (`utf8mb4_general_ci`).
+    pub collation: Option<String>,
+    /// `CHARACTER_MAXIMUM_LENGTH` of a `char(n)` or `varchar(n)` column.
+    pub max_chars: Option<u64>,
 }
 
 /// A foreign key of the table: `columns` refer to `parent_columns` of `parent`.
@@ -35,6 +39,8 @@ pub struct ForeignKeyInfo {
 /// A live table. No columns: no such table, or the account cannot see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableInfo {
+    /// A base table (not a view), which can have indexes.
+    pub base_table: bool,
     pub columns: Vec<ColumnInfo>,
     pub primary_key: Vec<String>,
     /// Each index's first column, and whether the index is unique on that column alone.
@@ -44,14 +50,25 @@ pub struct TableInfo {
 
 /// Reads `table` of the source's database (`DATABASE()`) from `information_schema`.
 pub async fn table_info(pool: &MySqlPool, table: &str) -> Result<TableInfo, DbError> {
-    let mut conn = pool.within(None, pool.pool.get_conn()).await?;
+    let mut conn = pool.connection(None, false).await?;
     let db = |e: mysql_async::Error| super::classify(pool.source_name(), &e);
-    let columns: Vec<(String, String, String, String, i64)> = conn
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        i64,
+        Option<String>,
+        Option<u64>,
+    );
+    let columns: Vec<Row> = conn
         .exec(
             "SELECT c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, c.IS_NULLABLE, \
                EXISTS (SELECT 1 FROM information_schema.CHECK_CONSTRAINTS k \
                  WHERE k.CONSTRAINT_SCHEMA = c.TABLE_SCHEMA AND k.TABLE_NAME = c.TABLE_NAME \
-                   AND LOCATE(CONCAT('json_valid(`', c.COLUMN_NAME, '`)'), k.CHECK_CLAUSE) > 0) \
+                   AND LOCATE(CONCAT('json_valid(`', c.COLUMN_NAME, '`)'), k.CHECK_CLAUSE) > 0), \
+               c.COLLATION_NAME, \
+               CASE WHEN c.DATA_TYPE IN ('char', 'varchar') THEN c.CHARACTER_MAXIMUM_LENGTH END \
              FROM information_schema.COLUMNS c \
              WHERE c.TABLE_SCHEMA = DATABASE() AND c.TABLE_NAME = ? \
              ORDER BY c.ORDINAL_POSITION",
@@ -62,13 +79,15 @@ pub async fn table_info(pool: &MySqlPool, table: &str) -> Result<TableInfo, DbEr
     let columns = columns
         .into_iter()
         .map(
-            |(name, data_type, column_type, nullable, json)| ColumnInfo {
+            |(name, data_type, column_type, nullable, json, collation, max_chars)| ColumnInfo {
                 decoder: MyDecoder::for_column(&data_type, &column_type, json != 0),
                 name,
                 data_type,
                 column_type,
                 nullable: nullable == "YES",
                 json_checked: json != 0,
+                collation,
+                max_chars,
             },
         )
         .collect();
@@ -126,7 +145,16 @@ pub async fn table_info(pool: &MySqlPool, table: &str) -> Result<TableInfo, DbEr
             }),
         }
     }
+    let kind: Option<String> = conn
+        .exec_first(
+            "SELECT TABLE_TYPE FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+            (table,),
+        )
+        .await
+        .map_err(db)?;
     Ok(TableInfo {
+        base_table: kind.as_deref() == Some("BASE TABLE"),
         columns,
         primary_key,
         index_leads,

@@ -17,14 +17,15 @@ mod decode;
 mod error;
 
 pub use catalog::{ColumnInfo, ForeignKeyInfo, TableInfo, table_info};
-pub use decode::{MyDecoder, ZERO_DATE_RULE};
+pub use decode::{DecodeError, MyDecoder, ZERO_DATE_RULE};
 pub use error::classify;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::{IsolationLevel, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts};
+use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
@@ -48,6 +49,7 @@ pub struct MySqlSettings {
     pub max_connections: u32,
     /// Time allowed to open a connection, and the longest wait for a pooled one.
     pub connect_timeout: Duration,
+    pub tls: Tls,
 }
 
 impl std::fmt::Debug for MySqlSettings {
@@ -59,6 +61,7 @@ impl std::fmt::Debug for MySqlSettings {
             .field("user", &self.user)
             .field("password", &"[REDACTED]")
             .field("database", &self.database)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -73,6 +76,45 @@ const SESSION: [&str; 3] = [
     "SET SESSION net_write_timeout = 3600",
 ];
 
+/// How a connection is secured, by MySQL's `--ssl-mode` (libpq's `sslmode` names the same
+/// modes).
+#[derive(Debug, Clone, Default)]
+pub enum Tls {
+    /// Plaintext.
+    #[default]
+    Disabled,
+    /// TLS when the server offers it, unverified; plaintext when it does not.
+    Preferred,
+    /// TLS or fail, the certificate not verified.
+    Required,
+    /// TLS, the certificate chained to `ca` (PEM).
+    VerifyCa { ca: PathBuf },
+    /// TLS, the certificate chained to `ca` and naming the host.
+    VerifyIdentity { ca: PathBuf },
+}
+
+impl Tls {
+    /// The driver's TLS options, `None` for plaintext.
+    fn options(&self) -> Option<SslOpts> {
+        let verified = |ca: &PathBuf| {
+            SslOpts::default()
+                .with_root_certs(vec![ca.clone().into()])
+                .with_disable_built_in_roots(true)
+        };
+        match self {
+            Tls::Disabled => None,
+            Tls::Preferred | Tls::Required => {
+                Some(SslOpts::default().with_danger_accept_invalid_certs(true))
+            }
+            // The driver's "skip the name" does not take effect over rustls in 0.37
+            // (blackbeam/mysql_async#404): the name is checked as well, which refuses more
+            // servers than MySQL's VERIFY_CA would, never fewer.
+            Tls::VerifyCa { ca } => Some(verified(ca).with_danger_skip_domain_validation(true)),
+            Tls::VerifyIdentity { ca } => Some(verified(ca)),
+        }
+    }
+}
+
 /// One source's pool, and a second, small one for cancelling: a saturated pool must not keep a
 /// `KILL QUERY` waiting.
 #[derive(Debug, Clone)]
@@ -80,17 +122,59 @@ pub struct MySqlPool {
     name: String,
     pool: Pool,
     killers: Pool,
+    /// Under `Preferred`, the plaintext pools, used once a server said it has no TLS.
+    plaintext: Option<(Pool, Pool)>,
+    without_tls: std::sync::Arc<std::sync::atomic::AtomicBool>,
     connect_timeout: Duration,
     /// Learnt from the first snapshot's `SELECT VERSION()`.
     flavour: std::sync::Arc<std::sync::OnceLock<Flavour>>,
 }
 
 impl MySqlPool {
+    /// The pool of a configured `kind = "mysql"` source.
+    pub fn for_source(cfg: &crate::config::SourceConfig) -> Result<MySqlPool, String> {
+        use crate::config::SslMode;
+        let password = cfg
+            .password
+            .clone()
+            .ok_or_else(|| format!("source '{}': no password was resolved", cfg.name))?;
+        let ca = || {
+            cfg.root_cert.clone().ok_or_else(|| {
+                format!(
+                    "source '{}': root_cert is required for ssl_mode verify_ca and verify_identity",
+                    cfg.name
+                )
+            })
+        };
+        let tls = match (cfg.ssl_mode, &cfg.root_cert) {
+            (SslMode::Disable, _) => Tls::Disabled,
+            (SslMode::Prefer, None) => Tls::Preferred,
+            (SslMode::Require, None) => Tls::Required,
+            // A CA given with preferred or required verifies as VERIFY_CA, as libpq does.
+            (SslMode::Prefer | SslMode::Require | SslMode::VerifyCa, _) => {
+                Tls::VerifyCa { ca: ca()? }
+            }
+            (SslMode::VerifyFull, _) => Tls::VerifyIdentity { ca: ca()? },
+        };
+        Ok(MySqlPool::new(&MySqlSettings {
+            name: cfg.name.clone(),
+            host: cfg.host.clone(),
+            port: cfg.port(),
+            user: cfg.user.clone(),
+            password,
+            database: cfg.database.clone(),
+            max_connections: cfg.max_connections,
+            connect_timeout: cfg.connect_timeout,
+            tls,
+        }))
+    }
+
     /// Builds the pools; nothing connects until the first checkout.
     pub fn new(settings: &MySqlSettings) -> MySqlPool {
-        let options = |max: u32| {
+        let options = |max: u32, tls: Option<SslOpts>| {
             let max = max.max(1) as usize;
             OptsBuilder::default()
+                .ssl_opts(tls)
                 .ip_or_hostname(settings.host.clone())
                 .tcp_port(settings.port)
                 .user(Some(settings.user.clone()))
@@ -108,12 +192,58 @@ impl MySqlPool {
                         .with_reset_connection(true),
                 )
         };
+        let tls = settings.tls.options();
         MySqlPool {
             name: settings.name.clone(),
-            pool: Pool::new(options(settings.max_connections)),
-            killers: Pool::new(options(1)),
+            pool: Pool::new(options(settings.max_connections, tls.clone())),
+            killers: Pool::new(options(1, tls)),
+            plaintext: matches!(settings.tls, Tls::Preferred).then(|| {
+                (
+                    Pool::new(options(settings.max_connections, None)),
+                    Pool::new(options(1, None)),
+                )
+            }),
+            without_tls: Default::default(),
             connect_timeout: settings.connect_timeout,
             flavour: Default::default(),
+        }
+    }
+
+    /// The pools in use: under `Preferred`, the plaintext ones once the server said it has no
+    /// TLS.
+    fn pick(&self, killer: bool) -> &Pool {
+        let (pool, killers) = match &self.plaintext {
+            Some((pool, killers))
+                if self.without_tls.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                (pool, killers)
+            }
+            _ => (&self.pool, &self.killers),
+        };
+        if killer { killers } else { pool }
+    }
+
+    /// A connection from the pool (or the killers' pool), within the connect timeout and the deadline; under
+    /// `Preferred`, from the plaintext pool when the server turns out to have no TLS.
+    async fn connection(
+        &self,
+        deadline: Option<Instant>,
+        killer: bool,
+    ) -> Result<mysql_async::Conn, DbError> {
+        let first = self
+            .within_raw(deadline, self.pick(killer).get_conn())
+            .await;
+        match first {
+            Err(Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            ))) if self.plaintext.is_some() => {
+                self.without_tls
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.within(deadline, self.pick(killer).get_conn()).await
+            }
+            Err(Err(e)) => Err(classify(&self.name, &e)),
+            Err(Ok(e)) => Err(e),
+            Ok(conn) => Ok(conn),
         }
     }
 
@@ -127,23 +257,35 @@ impl MySqlPool {
         deadline: Option<Instant>,
         work: impl Future<Output = Result<T, mysql_async::Error>>,
     ) -> Result<T, DbError> {
+        self.within_raw(deadline, work).await.map_err(|e| match e {
+            Ok(db) => db,
+            Err(e) => classify(&self.name, &e),
+        })
+    }
+
+    /// As [`Self::within`], with the driver's own error kept apart (`Err(Err(..))`).
+    async fn within_raw<T>(
+        &self,
+        deadline: Option<Instant>,
+        work: impl Future<Output = Result<T, mysql_async::Error>>,
+    ) -> Result<T, Result<DbError, mysql_async::Error>> {
         let by_timeout = Instant::now() + self.connect_timeout;
         let until = deadline.map_or(by_timeout, |d| d.min(by_timeout));
         match tokio::time::timeout_at(until, work).await {
             Ok(Ok(done)) => Ok(done),
-            Ok(Err(e)) => Err(classify(&self.name, &e)),
+            Ok(Err(e)) => Err(Err(e)),
             Err(_) if deadline.is_some_and(|d| d <= by_timeout) => {
-                Err(DbError::DeadlineWaitingForConnection {
+                Err(Ok(DbError::DeadlineWaitingForConnection {
                     source_name: self.name.clone(),
-                })
+                }))
             }
-            Err(_) => Err(DbError::Unavailable {
+            Err(_) => Err(Ok(DbError::Unavailable {
                 source_name: self.name.clone(),
                 cause: format!(
                     "no connection within the connect timeout ({:?})",
                     self.connect_timeout
                 ),
-            }),
+            })),
         }
     }
 
@@ -152,16 +294,9 @@ impl MySqlPool {
     /// the snapshot is limited to the time left (`max_statement_time` on MariaDB,
     /// `max_execution_time` on MySQL).
     pub async fn snapshot(&self, deadline: Option<Instant>) -> Result<Snapshot, DbError> {
-        let mut options = TxOpts::default();
-        options
-            .with_consistent_snapshot(true)
-            .with_isolation_level(IsolationLevel::RepeatableRead)
-            .with_readonly(true);
-        // The transaction owns its connection; dropped, it is rolled back and the connection
-        // reset by the pool.
-        let mut txn = self
-            .within(deadline, self.pool.start_transaction(options))
-            .await?;
+        // The snapshot owns its connection; dropped before it finished, the pool rolls the
+        // transaction back and resets the connection.
+        let mut txn = self.connection(deadline, false).await?;
         let db = |e: mysql_async::Error| classify(&self.name, &e);
         let flavour = match self.flavour.get() {
             Some(flavour) => *flavour,
@@ -176,20 +311,31 @@ impl MySqlPool {
                 *self.flavour.get_or_init(|| flavour)
             }
         };
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let limit = match flavour {
-                Flavour::MariaDb => format!(
-                    "SET SESSION max_statement_time = {:.3}",
-                    left.as_secs_f64().max(0.001)
-                ),
-                Flavour::MySql => format!(
-                    "SET SESSION max_execution_time = {}",
-                    left.as_millis().max(1)
-                ),
-            };
-            txn.query_drop(limit).await.map_err(db)?;
-        }
+        // One round trip: the statement limit, then the transaction, whose snapshot is taken
+        // as it starts (at REPEATABLE READ, the session's level), not at its first read. The
+        // limit is built from numbers alone.
+        let limit = match (deadline, flavour) {
+            (None, _) => String::new(),
+            (Some(deadline), Flavour::MariaDb) => format!(
+                "SET SESSION max_statement_time = {:.3}; ",
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_secs_f64()
+                    .max(0.001)
+            ),
+            (Some(deadline), Flavour::MySql) => format!(
+                "SET SESSION max_execution_time = {}; ",
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .max(1)
+            ),
+        };
+        txn.query_drop(format!(
+            "{limit}START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"
+        ))
+        .await
+        .map_err(db)?;
         let id = txn.id();
         Ok(Snapshot {
             name: self.name.clone(),
@@ -202,7 +348,7 @@ impl MySqlPool {
     /// Stops the statement running on connection `id` (`KILL QUERY`), from a connection of
     /// its own. A statement that already ended is not an error.
     pub async fn kill_query(&self, id: u32) -> Result<(), DbError> {
-        let mut killer = self.within(None, self.killers.get_conn()).await?;
+        let mut killer = self.connection(None, true).await?;
         match killer.query_drop(format!("KILL QUERY {id}")).await {
             Ok(()) => Ok(()),
             Err(mysql_async::Error::Server(e)) if e.code == error::NO_SUCH_THREAD => Ok(()),
@@ -213,11 +359,11 @@ impl MySqlPool {
     /// The connection ids of this source's account that are running a statement (for tests
     /// and for checking that nothing was left behind).
     pub async fn running_statements(&self) -> Result<Vec<(u32, String)>, DbError> {
-        let mut conn = self.within(None, self.killers.get_conn()).await?;
+        let mut conn = self.connection(None, true).await?;
         let rows: Vec<(u64, String)> = conn
             .query(
                 "SELECT ID, COALESCE(INFO, '') FROM information_schema.PROCESSLIST \
-                 WHERE COMMAND = 'Query' AND ID <> CONNECTION_ID()",
+                 WHERE COMMAND IN ('Query', 'Execute') AND ID <> CONNECTION_ID()",
             )
             .await
             .map_err(|e| classify(&self.name, &e))?;
@@ -228,13 +374,17 @@ impl MySqlPool {
     pub async fn disconnect(self) {
         let _ = self.pool.disconnect().await;
         let _ = self.killers.disconnect().await;
+        if let Some((pool, killers)) = self.plaintext {
+            let _ = pool.disconnect().await;
+            let _ = killers.disconnect().await;
+        }
     }
 }
 
 /// One consistent read-only snapshot on one connection.
 pub struct Snapshot {
     name: String,
-    txn: mysql_async::Transaction<'static>,
+    txn: mysql_async::Conn,
     id: u32,
     flavour: Flavour,
 }
@@ -260,6 +410,59 @@ impl Snapshot {
         Ok(count.unwrap_or(0))
     }
 
+    /// The server's clock (seconds since 1970) and version, read in the snapshot.
+    pub async fn clock(&mut self) -> Result<(f64, String), DbError> {
+        let row: Option<(String, String)> = self
+            .txn
+            .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) AS CHAR), VERSION()")
+            .await
+            .map_err(|e| classify(&self.name, &e))?;
+        let (epoch, version) = row.unwrap_or_default();
+        Ok((epoch.parse().unwrap_or_default(), version))
+    }
+
+    /// The integers of the first row of `sql` (counts), with the identity bound to each `?`.
+    pub async fn counts(&mut self, sql: &str, value: &str) -> Result<Vec<i64>, DbError> {
+        let row: Option<mysql_async::Row> = self
+            .txn
+            .exec_first(sql, params(sql, value))
+            .await
+            .map_err(|e| classify(&self.name, &e))?;
+        Ok(row
+            .map(|row| {
+                row.unwrap()
+                    .into_iter()
+                    .map(|v| match v {
+                        mysql_async::Value::Int(n) => n,
+                        mysql_async::Value::UInt(n) => i64::try_from(n).unwrap_or(i64::MAX),
+                        mysql_async::Value::Bytes(b) => std::str::from_utf8(&b)
+                            .ok()
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(-1),
+                        _ => -1,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Runs `sql` with the identity bound to each `?`; its rows are taken off the socket one
+    /// at a time by [`Rows::next`], so a row is read only when the one before was taken.
+    pub async fn query(&mut self, sql: &str, value: &str) -> Result<Rows<'_>, DbError> {
+        let name = &self.name;
+        let db = |e: mysql_async::Error| classify(name, &e);
+        let result = self
+            .txn
+            .exec_iter(sql, params(sql, value))
+            .await
+            .map_err(db)?;
+        let stream = result
+            .stream_and_drop::<mysql_async::Row>()
+            .await
+            .map_err(db)?;
+        Ok(Rows { name, stream })
+    }
+
     /// Streams the rows of `sql` with the identity bound to each `?`, decoded by `decoders`
     /// (one per column, in order), to `each`, one row at a time as it comes off the socket:
     /// a row is read only when `each` has taken the one before. Returns the rows read.
@@ -273,23 +476,11 @@ impl Snapshot {
     where
         F: AsyncFnMut(Vec<crate::pb::Value>) -> Result<(), RowError>,
     {
-        let name = self.name.clone();
-        let db = |e: mysql_async::Error| RowError::Db(classify(&name, &e));
-        let result = self
-            .txn
-            .exec_iter(sql, params(sql, value))
-            .await
-            .map_err(db)?;
-        let Some(mut stream) = result
-            .stream_and_drop::<mysql_async::Row>()
-            .await
-            .map_err(db)?
-        else {
-            return Ok(0);
-        };
+        let mut rows = self.query(sql, value).await?;
         let mut read = 0;
-        while let Some(row) = stream.next().await {
-            let row = row.map_err(db)?;
+        while let Some(row) = rows.next().await {
+            let row = row?;
+            read += 1;
             if row.len() != decoders.len() {
                 return Err(RowError::Shape {
                     expected: decoders.len(),
@@ -297,7 +488,6 @@ impl Snapshot {
                 });
             }
             let values = row
-                .unwrap()
                 .into_iter()
                 .zip(decoders)
                 .enumerate()
@@ -307,16 +497,47 @@ impl Snapshot {
                         .map_err(|reason| RowError::Decode { column: i, reason })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            read += 1;
             each(values).await?;
         }
         Ok(read)
     }
 
     /// Ends the snapshot (it read only, so nothing is committed) and returns the connection.
-    pub async fn finish(self) -> Result<(), DbError> {
-        let name = self.name;
-        self.txn.rollback().await.map_err(|e| classify(&name, &e))
+    pub async fn finish(mut self) -> Result<(), DbError> {
+        self.end().await
+    }
+
+    /// Ends the snapshot's transaction; the connection stays with the snapshot.
+    pub async fn end(&mut self) -> Result<(), DbError> {
+        self.txn
+            .query_drop("ROLLBACK")
+            .await
+            .map_err(|e| classify(&self.name, &e))
+    }
+}
+
+/// The rows of a running query.
+pub struct Rows<'a> {
+    name: &'a str,
+    stream: Option<
+        mysql_async::ResultSetStream<
+            'a,
+            'a,
+            'static,
+            mysql_async::Row,
+            mysql_async::BinaryProtocol,
+        >,
+    >,
+}
+
+impl Rows<'_> {
+    /// The next row, as the driver's values; `None` after the last.
+    pub async fn next(&mut self) -> Option<Result<Vec<mysql_async::Value>, DbError>> {
+        let row = self.stream.as_mut()?.next().await?;
+        Some(
+            row.map(mysql_async::Row::unwrap)
+                .map_err(|e| classify(self.name, &e)),
+        )
     }
 }
 
@@ -364,6 +585,12 @@ fn placeholders(sql: &str) -> usize {
         i += 1;
     }
     count
+}
+
+impl From<DbError> for RowError {
+    fn from(e: DbError) -> RowError {
+        RowError::Db(e)
+    }
 }
 
 /// Why a streamed row could not be delivered.

@@ -335,7 +335,7 @@ impl SourcePool {
             .map_err(|e| format!("source '{}': {e}", cfg.name))?;
         let mut pg = tokio_postgres::Config::new();
         pg.host(&cfg.host)
-            .port(cfg.port)
+            .port(cfg.port())
             .dbname(&cfg.database)
             .user(&cfg.user)
             .application_name(&cfg.application_name)

@@ -8,14 +8,21 @@ use std::sync::Arc;
 
 use tokio_postgres::GenericClient;
 
+mod mysql;
+mod postgres;
+
+pub(crate) use postgres::{FOREIGN_KEYS_SQL, on_delete_rule, on_update_rule, rule_acts};
+
 use super::{
-    DataMap, IdentityMatch, MappedColumn, MappedTable, PlanError, is_text_type, quote_ident,
+    ColumnDecoder, DataMap, Dialect, IdentityMatch, MappedColumn, MappedTable, PlanError,
+    is_text_type,
 };
 use crate::classify::Matrix;
 use crate::config::{
     CoerceRule, ColumnSpec, MatchMode, QualifiedName, SourceConfig, TableConfig, UnmappedPolicy,
 };
 use crate::pb::TableStatus;
+use crate::store::mysql::MyDecoder;
 use crate::values::{Coercion, Decoder, EpochUnit};
 
 /// One live column as the catalog describes it.
@@ -28,50 +35,13 @@ struct LiveColumn {
     not_null: bool,
     /// The most characters a `varchar(n)` or `char(n)` column holds.
     max_chars: Option<i32>,
+    decoder: ColumnDecoder,
+    /// Compares text case-insensitively by itself (citext, a MySQL `_ci` collation).
+    folds_case: bool,
 }
 
-const CATALOG_SQL: &str = "\
-SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), format_type(a.atttypid, NULL), \
-       t.typname::text, t.typcategory::text, c.relkind::text, a.attnotnull, \
-       CASE WHEN t.typname IN ('varchar', 'bpchar') AND a.atttypmod > 4 \
-            THEN a.atttypmod - 4 END \
-FROM pg_catalog.pg_attribute a \
-JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
-  AND a.attnum > 0 AND NOT a.attisdropped \
-ORDER BY a.attnum";
-
-/// The primary-key columns of a table.
-const PRIMARY_KEY_SQL: &str = "\
-SELECT a.attname::text \
-FROM pg_catalog.pg_index i \
-JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
-WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary \
-ORDER BY array_position(i.indkey::int2[], a.attnum)";
-
-/// The first key of every usable index of a table (valid, not partial): the column when it
-/// is a plain column, or the column inside `lower(column)` when the first key is that
-/// expression. Read from the catalog alone: `pg_get_indexdef` would lock each index, and the
-/// gate must not wait on a table that someone holds locked.
-const INDEX_KEYS_SQL: &str = "\
-SELECT a.attname::text, e.attname::text, i.indisunique AND i.indnkeyatts = 1 \
-FROM pg_catalog.pg_index i \
-JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-LEFT JOIN pg_catalog.pg_attribute a \
-  ON a.attrelid = i.indrelid AND i.indkey[0] <> 0 AND a.attnum = i.indkey[0] \
-LEFT JOIN pg_catalog.pg_attribute e \
-  ON e.attrelid = i.indrelid AND i.indkey[0] = 0 \
-  AND substring(i.indexprs::text from '^\\(\\{FUNCEXPR :funcid ([0-9]+) ')::oid \
-      = 'pg_catalog.lower(text)'::pg_catalog.regprocedure::oid \
-  AND e.attnum = substring(i.indexprs::text from ':varattno ([0-9]+)')::int2 \
-WHERE n.nspname = $1 AND c.relname = $2 AND i.indisvalid AND i.indpred IS NULL";
-
 /// An index's first key: a plain column, or the column of `lower(column)`.
+#[derive(Clone)]
 struct IndexKey {
     column: Option<String>,
     lower_of: Option<String>,
@@ -86,25 +56,32 @@ fn missing_index(
     column: &MappedColumn,
     matching: MatchMode,
     keys: &[IndexKey],
+    dialect: Dialect,
 ) -> Option<String> {
+    let quoted = dialect.quote(&column.name);
     let (served, expression) = match matching {
-        MatchMode::CaseInsensitive if column.typname != "citext" => (
+        MatchMode::CaseInsensitive if !column.folds_case => (
             keys.iter()
                 .any(|k| k.lower_of.as_deref() == Some(column.name.as_str())),
-            format!("lower({})", quote_ident(&column.name)),
+            match dialect {
+                Dialect::Postgres => format!("lower({quoted})"),
+                Dialect::MySql => format!("(LOWER({quoted}))"),
+            },
         ),
         _ => (
             keys.iter()
                 .any(|k| k.column.as_deref() == Some(column.name.as_str())),
-            quote_ident(&column.name),
+            quoted,
         ),
     };
-    (!served).then(|| {
-        format!(
-            "CREATE INDEX ON {}.{} ({expression});",
-            quote_ident(&table.schema),
-            quote_ident(&table.table)
-        )
+    (!served).then(|| match dialect {
+        Dialect::Postgres => format!("CREATE INDEX ON {} ({expression});", dialect.table(table)),
+        // MySQL and MariaDB want the index named.
+        Dialect::MySql => format!(
+            "CREATE INDEX {} ON {} ({expression});",
+            dialect.quote(&format!("{}_{}_idx", table.table, column.name)),
+            dialect.table(table)
+        ),
     })
 }
 
@@ -147,14 +124,58 @@ impl SchemaReport {
     }
 }
 
-/// Runs the schema gate: every mapped table and column against the live catalog, table by
-/// table. The report lists every problem at once; its map is set only when there is none.
+/// Runs the schema gate on a PostgreSQL source: every mapped table and column against the
+/// live catalog, table by table. The report lists every problem at once; its map is set only
+/// when there is none.
 pub async fn check_schema(
     source: &SourceConfig,
     matrix: &Matrix,
     client: &impl GenericClient,
 ) -> Result<SchemaReport, PlanError> {
-    let catalog = Catalog::prepare(source, client).await?;
+    let catalog = postgres::Catalog::prepare(source, client).await?;
+    let mut live = Vec::with_capacity(source.tables.len());
+    for table_cfg in &source.tables {
+        live.push(catalog.live_table(&parse_name(table_cfg)).await?);
+    }
+    let (mut reports, tables) = check_tables(source, matrix, live);
+    postgres::check_cascades(source, client, &mut reports).await?;
+    Ok(finish(source, reports, tables))
+}
+
+/// Runs the schema gate on a MySQL or MariaDB source, from its `information_schema`.
+pub async fn check_schema_mysql(
+    source: &SourceConfig,
+    matrix: &Matrix,
+    pool: &crate::store::mysql::MySqlPool,
+) -> Result<SchemaReport, PlanError> {
+    let mut live = Vec::with_capacity(source.tables.len());
+    for table_cfg in &source.tables {
+        live.push(mysql::live_table(source, pool, &parse_name(table_cfg)).await?);
+    }
+    let (reports, tables) = check_tables(source, matrix, live);
+    Ok(finish(source, reports, tables))
+}
+
+fn parse_name(table_cfg: &TableConfig) -> QualifiedName {
+    QualifiedName::parse(&table_cfg.name).expect("table names are checked by Config::validate")
+}
+
+/// One live table as a store's catalog describes it. No columns: no such table, or the role
+/// cannot see it.
+pub(super) struct LiveTable {
+    columns: Vec<LiveColumn>,
+    /// It can have indexes (views and foreign tables have none to advise on).
+    indexable: bool,
+    primary_key: Vec<String>,
+    index_keys: Vec<IndexKey>,
+}
+
+/// Checks every mapped table against what the catalog said of it.
+fn check_tables(
+    source: &SourceConfig,
+    matrix: &Matrix,
+    live: Vec<LiveTable>,
+) -> (Vec<TableReport>, Vec<Option<MappedTable>>) {
     let source_tz: chrono_tz::Tz = source.timezone.parse().unwrap_or(chrono_tz::Tz::UTC);
     let index: HashMap<QualifiedName, usize> = source
         .tables
@@ -162,17 +183,23 @@ pub async fn check_schema(
         .enumerate()
         .filter_map(|(i, t)| QualifiedName::parse(&t.name).map(|q| (q, i)))
         .collect();
-
     let mut reports = Vec::new();
     let mut tables: Vec<Option<MappedTable>> = Vec::new();
-    for table_cfg in &source.tables {
-        let (report, table) = check_table(&catalog, table_cfg, matrix, source_tz, &index).await?;
+    for (table_cfg, live) in source.tables.iter().zip(live) {
+        let (report, table) = check_table(source, live, table_cfg, matrix, source_tz, &index);
         reports.push(report);
         tables.push(table);
     }
     check_reference_types(&tables, &mut reports);
-    check_cascades(source, client, &mut reports).await?;
+    (reports, tables)
+}
 
+/// The report, with the data map compiled when no table has a problem.
+fn finish(
+    source: &SourceConfig,
+    reports: Vec<TableReport>,
+    tables: Vec<Option<MappedTable>>,
+) -> SchemaReport {
     let map = if reports.iter().all(|r| r.problems.is_empty()) {
         let tables: Vec<Arc<MappedTable>> = tables.into_iter().flatten().map(Arc::new).collect();
         let warnings = reports
@@ -183,142 +210,10 @@ pub async fn check_schema(
     } else {
         None
     };
-    Ok(SchemaReport {
+    SchemaReport {
         tables: reports,
         map,
-    })
-}
-
-/// Every foreign key of the database: constraint, referencing (child) schema and table,
-/// referenced (parent) schema and table, `confdeltype` and `confupdtype` (`a` no action, `r`
-/// restrict, `c` cascade, `n` set null, `d` set default), and the referenced columns.
-pub(crate) const FOREIGN_KEYS_SQL: &str = "\
-SELECT con.conname::text, cn.nspname::text, cc.relname::text, \
-       pn.nspname::text, pc.relname::text, con.confdeltype::text, con.confupdtype::text, \
-       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
-             WHERE a.attrelid = con.confrelid AND a.attnum = ANY (con.confkey)) \
-FROM pg_catalog.pg_constraint con \
-JOIN pg_catalog.pg_class cc ON cc.oid = con.conrelid \
-JOIN pg_catalog.pg_namespace cn ON cn.oid = cc.relnamespace \
-JOIN pg_catalog.pg_class pc ON pc.oid = con.confrelid \
-JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace \
-WHERE con.contype = 'f'";
-
-/// A foreign key's `ON DELETE` action by `pg_constraint.confdeltype` (`a` no action, `r`
-/// restrict, `c` cascade, `n` set null, `d` set default).
-pub(crate) fn on_delete_rule(code: char) -> &'static str {
-    match code {
-        'c' => "ON DELETE CASCADE",
-        'n' => "ON DELETE SET NULL",
-        'd' => "ON DELETE SET DEFAULT",
-        'r' => "ON DELETE RESTRICT",
-        _ => "ON DELETE NO ACTION",
     }
-}
-
-/// A foreign key's `ON UPDATE` action by `pg_constraint.confupdtype`, likewise.
-pub(crate) fn on_update_rule(code: char) -> &'static str {
-    match code {
-        'c' => "ON UPDATE CASCADE",
-        'n' => "ON UPDATE SET NULL",
-        'd' => "ON UPDATE SET DEFAULT",
-        'r' => "ON UPDATE RESTRICT",
-        _ => "ON UPDATE NO ACTION",
-    }
-}
-
-/// Whether a referential action changes the referencing rows by itself (cascade, set null, set
-/// default), rather than refusing the change (no action, restrict).
-pub(crate) fn rule_acts(code: char) -> bool {
-    matches!(code, 'c' | 'n' | 'd')
-}
-
-/// Warns, before anyone asks to erase, about a foreign key from a table outside the data map
-/// into a table that erasure changes: one that would act on its rows (`ON DELETE CASCADE`,
-/// `SET NULL`, `SET DEFAULT`, or the same `ON UPDATE` of a masked referenced column), which
-/// `Erase` refuses, and one that would stop the deletion (`NO ACTION`, `RESTRICT`).
-async fn check_cascades(
-    source: &SourceConfig,
-    client: &impl GenericClient,
-    reports: &mut [TableReport],
-) -> Result<(), PlanError> {
-    use crate::config::erasure::{ColumnErasure, EraseAction};
-    // Each table that erasure changes: its action, and its masked columns.
-    let changed: Vec<(String, EraseAction, Vec<&String>)> = source
-        .tables
-        .iter()
-        .filter_map(|t| {
-            let erase = t
-                .erase
-                .as_ref()
-                .filter(|e| e.action != EraseAction::Retain)?;
-            let masked = erase
-                .mask
-                .iter()
-                .filter(|(_, how)| !matches!(how, ColumnErasure::Retain { .. }))
-                .map(|(column, _)| column)
-                .collect();
-            Some((
-                QualifiedName::parse(&t.name)?.display_name(),
-                erase.action,
-                masked,
-            ))
-        })
-        .collect();
-    if changed.is_empty() {
-        return Ok(());
-    }
-    let mapped: Vec<String> = source
-        .tables
-        .iter()
-        .filter_map(|t| QualifiedName::parse(&t.name).map(|q| q.display_name()))
-        .collect();
-    let rows = client
-        .query(FOREIGN_KEYS_SQL, &[])
-        .await
-        .map_err(|e| catalog_error(source, &e))?;
-    for row in rows {
-        let child = QualifiedName {
-            schema: row.get(1),
-            table: row.get(2),
-        }
-        .display_name();
-        let parent = QualifiedName {
-            schema: row.get(3),
-            table: row.get(4),
-        }
-        .display_name();
-        let Some((_, action, masked)) = changed.iter().find(|(t, _, _)| *t == parent) else {
-            continue;
-        };
-        if mapped.contains(&child) {
-            continue;
-        }
-        let referenced: Vec<String> = row.get(7);
-        let code = |i: usize| row.get::<_, String>(i).chars().next().unwrap_or('a');
-        let (rule, acts) = match action {
-            EraseAction::Delete => (on_delete_rule(code(5)), rule_acts(code(5))),
-            _ if masked.iter().any(|c| referenced.contains(c)) => {
-                (on_update_rule(code(6)), rule_acts(code(6)))
-            }
-            _ => continue,
-        };
-        let constraint: String = row.get(0);
-        let outcome = if acts {
-            "Erase refuses any subject with rows here"
-        } else {
-            "an erasure of a subject who has rows in it fails (ERASURE_CONSTRAINT) and \
-             changes nothing"
-        };
-        if let Some(report) = reports.iter_mut().find(|r| r.table == parent) {
-            report.warnings.push(format!(
-                "table '{child}' references '{parent}' with {rule} (constraint \
-                 '{constraint}'), and the data map does not name '{child}': {outcome} \
-                 until '{child}' is mapped with an erase policy"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Warns about a mask that the live column cannot hold: every erasure of a subject with rows in
@@ -366,91 +261,6 @@ fn check_masks(
     }
 }
 
-/// The catalog statements of one gate run, prepared once.
-struct Catalog<'a, C> {
-    source: &'a SourceConfig,
-    client: &'a C,
-    columns: tokio_postgres::Statement,
-    primary_key: tokio_postgres::Statement,
-    index_keys: tokio_postgres::Statement,
-}
-
-impl<'a, C: GenericClient> Catalog<'a, C> {
-    async fn prepare(source: &'a SourceConfig, client: &'a C) -> Result<Self, PlanError> {
-        let prepare = async |sql: &str| {
-            client
-                .prepare(sql)
-                .await
-                .map_err(|e| catalog_error(source, &e))
-        };
-        Ok(Catalog {
-            source,
-            client,
-            columns: prepare(CATALOG_SQL).await?,
-            primary_key: prepare(PRIMARY_KEY_SQL).await?,
-            index_keys: prepare(INDEX_KEYS_SQL).await?,
-        })
-    }
-
-    async fn query(
-        &self,
-        statement: &tokio_postgres::Statement,
-        name: &QualifiedName,
-    ) -> Result<Vec<tokio_postgres::Row>, PlanError> {
-        self.client
-            .query(statement, &[&name.schema, &name.table])
-            .await
-            .map_err(|e| catalog_error(self.source, &e))
-    }
-
-    /// The table's live columns, and whether it can have indexes (views and foreign tables
-    /// have none to advise on). No columns: no such table, or the role cannot see it.
-    async fn live_columns(
-        &self,
-        name: &QualifiedName,
-    ) -> Result<(Vec<LiveColumn>, bool), PlanError> {
-        let rows = self.query(&self.columns, name).await?;
-        let indexable = rows
-            .first()
-            .is_some_and(|r| matches!(r.get::<_, String>(5).as_str(), "r" | "p" | "m"));
-        let live = rows
-            .iter()
-            .map(|r| LiveColumn {
-                name: r.get(0),
-                pg_type: r.get(1),
-                base_type: r.get(2),
-                typname: r.get(3),
-                category: r.get(4),
-                not_null: r.get(6),
-                max_chars: r.get(7),
-            })
-            .collect();
-        Ok((live, indexable))
-    }
-
-    async fn primary_key(&self, name: &QualifiedName) -> Result<Vec<String>, PlanError> {
-        Ok(self
-            .query(&self.primary_key, name)
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
-    }
-
-    async fn index_keys(&self, name: &QualifiedName) -> Result<Vec<IndexKey>, PlanError> {
-        Ok(self
-            .query(&self.index_keys, name)
-            .await?
-            .iter()
-            .map(|r| IndexKey {
-                column: r.get(0),
-                lower_of: r.get(1),
-                unique: r.get(2),
-            })
-            .collect())
-    }
-}
-
 /// What one table's check found wrong, by kind; the table's status is the first that holds.
 #[derive(Default)]
 struct Findings {
@@ -475,15 +285,15 @@ impl Findings {
 
 /// Checks one mapped table against the catalog: its report, and the table as mapped when it
 /// exists.
-async fn check_table<C: GenericClient>(
-    catalog: &Catalog<'_, C>,
+fn check_table(
+    source: &SourceConfig,
+    live: LiveTable,
     table_cfg: &TableConfig,
     matrix: &Matrix,
     source_tz: chrono_tz::Tz,
     index: &HashMap<QualifiedName, usize>,
-) -> Result<(TableReport, Option<MappedTable>), PlanError> {
-    let name =
-        QualifiedName::parse(&table_cfg.name).expect("table names are checked by Config::validate");
+) -> (TableReport, Option<MappedTable>) {
+    let name = parse_name(table_cfg);
     let display = name.display_name();
     let mut report = TableReport {
         table: display.clone(),
@@ -491,46 +301,50 @@ async fn check_table<C: GenericClient>(
         problems: Vec::new(),
         warnings: Vec::new(),
     };
-    let (live, indexable) = catalog.live_columns(&name).await?;
-    if live.is_empty() {
+    if live.columns.is_empty() {
         report.status = TableStatus::Missing;
         report.problems.push(format!(
             "table '{display}' does not exist in database '{}' (or the role cannot see it)",
-            catalog.source.database
+            source.database
         ));
-        return Ok((report, None));
+        return (report, None);
     }
-    check_masks(&display, table_cfg, &live, catalog.source, &mut report);
+    check_masks(&display, table_cfg, &live.columns, source, &mut report);
     let mut findings = Findings::default();
     let columns = map_columns(
         &display,
         table_cfg,
-        live,
+        live.columns,
         matrix,
         source_tz,
-        catalog.source.unmapped_columns,
+        source.unmapped_columns,
         &mut report,
         &mut findings,
     );
-    let primary_key = catalog.primary_key(&name).await?;
-    if indexable {
-        let index_keys = catalog.index_keys(&name).await?;
-        advise_indexes(&name, table_cfg, &columns, &index_keys, &mut report);
-        if catalog.source.one_row_per_person(&name) {
+    let dialect = super::Dialect::of(source.kind);
+    if live.indexable {
+        advise_indexes(
+            &name,
+            table_cfg,
+            &columns,
+            &live.index_keys,
+            dialect,
+            &mut report,
+        );
+        if source.one_row_per_person(&name) {
             advise_unique(
                 &name,
                 table_cfg,
                 &columns,
-                &index_keys,
-                catalog.source,
+                &live.index_keys,
+                source,
                 &mut report,
             );
         }
     }
     check_identity_types(&display, table_cfg, &columns, &mut report, &mut findings);
     if table_cfg.erase.is_none()
-        && catalog
-            .source
+        && source
             .tables_without_erase_policy()
             .contains(&table_cfg.name.as_str())
     {
@@ -541,7 +355,8 @@ async fn check_table<C: GenericClient>(
         ));
     }
     report.status = findings.status();
-    let primary_key = primary_key
+    let primary_key = live
+        .primary_key
         .iter()
         .filter_map(|pk| columns.iter().position(|c: &MappedColumn| &c.name == pk))
         .collect();
@@ -573,7 +388,7 @@ async fn check_table<C: GenericClient>(
             })
             .collect(),
     };
-    Ok((report, Some(table)))
+    (report, Some(table))
 }
 
 /// Maps the live columns that the data map names, and reports mapped columns that do not
@@ -666,32 +481,18 @@ fn advise_unique(
         let Some(column) = columns.iter().find(|c| c.name == identity.column) else {
             continue;
         };
-        let lowered = identity.matching == MatchMode::CaseInsensitive && column.typname != "citext";
-        let unique = index_keys.iter().any(|k| {
-            k.unique
-                && if lowered {
-                    k.lower_of.as_deref() == Some(column.name.as_str())
-                } else {
-                    k.column.as_deref() == Some(column.name.as_str())
-                }
-        });
-        if !unique {
-            let key = if lowered {
-                format!("lower({})", quote_ident(&column.name))
-            } else {
-                quote_ident(&column.name)
-            };
+        let unique_keys: Vec<IndexKey> = index_keys.iter().filter(|k| k.unique).cloned().collect();
+        let dialect = Dialect::of(source.kind);
+        if let Some(create) = missing_index(name, column, identity.matching, &unique_keys, dialect)
+        {
+            let create = create.replacen("CREATE INDEX", "CREATE UNIQUE INDEX", 1);
             report.warnings.push(format!(
                 "table '{display}', identity column '{}' (kind {}): one row of this table is one \
                  person, but no unique index holds the column, so two people can share a value \
-                 and one call would answer for both; create one (CREATE UNIQUE INDEX ON {}.{} \
-                 ({key});), or set shared_identity = \"refuse\" (above max_identity_rows = {}, \
-                 Erase always refuses)",
-                column.name,
-                identity.kind,
-                quote_ident(&name.schema),
-                quote_ident(&name.table),
-                source.max_identity_rows
+                 and one call would answer for both; create one ({create}), or set \
+                 shared_identity = \"refuse\" (above max_identity_rows = {}, Erase always \
+                 refuses)",
+                column.name, identity.kind, source.max_identity_rows
             ));
         }
     }
@@ -704,6 +505,7 @@ fn advise_indexes(
     table_cfg: &TableConfig,
     columns: &[MappedColumn],
     index_keys: &[IndexKey],
+    dialect: Dialect,
     report: &mut TableReport,
 ) {
     let display = name.display_name();
@@ -714,7 +516,7 @@ fn advise_indexes(
         if identity.matching == MatchMode::CaseInsensitive && !is_text_type(&column.typname) {
             continue; // reported as a type problem
         }
-        if let Some(create) = missing_index(name, column, identity.matching, index_keys) {
+        if let Some(create) = missing_index(name, column, identity.matching, index_keys, dialect) {
             report.warnings.push(format!(
                 "table '{display}', identity column '{}' (kind {}, {}): no index serves this \
                  match, so every subject costs a sequential scan of the table; create one: \
@@ -729,7 +531,7 @@ fn advise_indexes(
         let Some(column) = columns.iter().find(|c| c.name == reference.column) else {
             continue; // reported as missing
         };
-        if let Some(create) = missing_index(name, column, MatchMode::Exact, index_keys) {
+        if let Some(create) = missing_index(name, column, MatchMode::Exact, index_keys, dialect) {
             report.warnings.push(format!(
                 "table '{display}', reference column '{}' (to {}.{}): no index serves it, \
                  so every subject reached through it costs a sequential scan of the table; \
@@ -787,14 +589,21 @@ fn map_column(
             .map_err(|_| format!("{at}: unknown time zone '{name}'"))?,
         None => source_tz,
     };
-    let decoder = Decoder::for_type(&live.typname, &live.category);
+    let decoder = live.decoder;
+    let integer = matches!(live.typname.as_str(), "int2" | "int4" | "int8")
+        || decoder == ColumnDecoder::MySql(MyDecoder::Int);
+    // A date and time without a zone: PostgreSQL's timestamp, MySQL's DATETIME (MySQL's
+    // TIMESTAMP is an instant, which the session delivers in UTC).
+    let wall_clock = decoder == ColumnDecoder::Postgres(Decoder::Timestamp)
+        && live.typname == "timestamp"
+        || decoder == ColumnDecoder::MySql(MyDecoder::DateTime);
     let coercion = match rule.and_then(|r| r.coerce) {
         Some(
             coerce @ (CoerceRule::EpochSeconds
             | CoerceRule::EpochMilliseconds
             | CoerceRule::EpochMicroseconds),
         ) => {
-            if !matches!(live.typname.as_str(), "int2" | "int4" | "int8") {
+            if !integer {
                 return Err(format!(
                     "{at}: coerce = \"{}\" needs an integer column",
                     coerce.name()
@@ -819,9 +628,7 @@ fn map_column(
                     .unwrap_or(crate::values::DEFAULT_CENTURY_PIVOT),
             })
         }
-        None if live.typname == "timestamp" => {
-            (tz != chrono_tz::Tz::UTC).then_some(Coercion::LocalTimestamp { tz })
-        }
+        None if wall_clock => (tz != chrono_tz::Tz::UTC).then_some(Coercion::LocalTimestamp { tz }),
         None => {
             if rule.is_some_and(|r| r.timezone.is_some()) {
                 return Err(format!(
@@ -832,7 +639,9 @@ fn map_column(
         }
     };
     let scan_json = rule.is_some_and(|r| r.scan_json);
-    if scan_json && !matches!(live.typname.as_str(), "json" | "jsonb") {
+    let json = matches!(live.typname.as_str(), "json" | "jsonb")
+        || decoder == ColumnDecoder::MySql(MyDecoder::Json);
+    if scan_json && !json {
         return Err(format!("{at}: scan_json needs a json or jsonb column"));
     }
     if !category_fits_type(&category, &live.typname, &live.category, coercion.is_some()) {
@@ -849,6 +658,7 @@ fn map_column(
     };
     Ok(MappedColumn {
         decoder,
+        folds_case: live.folds_case,
         coercion,
         scan_json,
         category,
@@ -866,17 +676,12 @@ pub fn category_fits_type(category: &str, typname: &str, typcategory: &str, coer
     let text_like = typcategory == "S";
     match category {
         "contact.email" | "contact.phone" => text_like,
-        "network.ip" => text_like || matches!(typname, "inet" | "cidr"),
+        "network.ip" => text_like || matches!(typname, "inet" | "cidr" | "inet4" | "inet6"),
         "birth_date" => {
-            text_like || coerced || matches!(typname, "date" | "timestamp" | "timestamptz")
+            text_like
+                || coerced
+                || matches!(typname, "date" | "timestamp" | "timestamptz" | "datetime")
         }
         _ => true,
-    }
-}
-
-fn catalog_error(source: &SourceConfig, e: &tokio_postgres::Error) -> PlanError {
-    PlanError::Catalog {
-        source_name: source.name.clone(),
-        cause: crate::store::postgres::describe(e),
     }
 }

@@ -1,0 +1,355 @@
+//! An extraction from a MySQL or MariaDB source: one consistent read-only snapshot on one
+//! connection (`START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` at REPEATABLE READ),
+//! each table's COUNT(*) in it, its rows streamed off the socket one at a time, and
+//! `KILL QUERY` from a second connection when the call must stop. Everything after a row is
+//! decoded (coercion, scans, batches, counts, the manifest, records) is the same code as for
+//! PostgreSQL.
+
+use std::time::{Duration, SystemTime};
+
+use prost::Message;
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+
+use super::MAX_MESSAGE_BYTES;
+use super::batch::{Batcher, descriptors};
+use super::job::{Job, Progress};
+use super::outcome::TableOutcome;
+use super::snapshot::timestamp_from_epoch;
+use super::table::{primary_key_from, row_too_large};
+use crate::engine::error::ExtractError;
+use crate::pb::{self, extract_response::Event};
+use crate::schema::{ColumnDecoder, MappedTable, PlannedTable};
+use crate::store::error::{DbError, QueryFailure};
+use crate::store::mysql::{DecodeError, MySqlPool, Snapshot, ZERO_DATE_RULE};
+
+impl Job {
+    /// One attempt on MySQL or MariaDB: a snapshot, every table, and the connection back
+    /// clean. A statement still running when the call stops is killed on the server first,
+    /// so that the connection is not drained of rows nobody will read.
+    pub(super) async fn attempt_mysql(
+        &self,
+        pool: &MySqlPool,
+        extraction_id: &str,
+        progress: &mut Progress,
+    ) -> Result<(), ExtractError> {
+        let mut snapshot = tokio::select! {
+            snapshot = pool.snapshot(self.params.deadline) => snapshot.map_err(|e| match e {
+                DbError::DeadlineWaitingForConnection { .. } => ExtractError::DeadlineExceeded,
+                other => other.into(),
+            })?,
+            stop = self.stop_signal() => return Err(stop.into_error()),
+        };
+        let id = snapshot.connection_id();
+        let outcome = {
+            let body = self.stream_snapshot_mysql(&mut snapshot, extraction_id, progress);
+            tokio::pin!(body);
+            tokio::select! {
+                result = &mut body => Ok(result),
+                stop = self.stop_signal() => Err(stop),
+            }
+        };
+        let error = match outcome {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => error,
+            Err(stop) => stop.into_error(),
+        };
+        if let Err(e) = pool.kill_query(id).await {
+            tracing::warn!(source = %self.params.source, error = %e, "KILL QUERY failed");
+        }
+        // Dropped, the connection goes back to the pool, which rolls the snapshot back.
+        drop(snapshot);
+        Err(match error {
+            ExtractError::Db(DbError::Query {
+                failure: QueryFailure::Cancelled,
+                ref message,
+                ..
+            }) if self.mysql_timeout_fired(message) => ExtractError::DeadlineExceeded,
+            other => other,
+        })
+    }
+
+    /// Whether an interrupted statement was ended by this call's statement limit (MariaDB's
+    /// 1969, MySQL's 3024), or by a kill when the deadline had come, rather than by someone
+    /// else's `KILL QUERY`.
+    fn mysql_timeout_fired(&self, message: &str) -> bool {
+        message.starts_with("error 1969") || message.starts_with("error 3024") || {
+            self.params
+                .deadline
+                .is_some_and(|d| Instant::now() + Duration::from_millis(250) >= d)
+        }
+    }
+
+    /// Reads every planned table inside one snapshot and sends the stream's messages.
+    async fn stream_snapshot_mysql(
+        &self,
+        snapshot: &mut Snapshot,
+        extraction_id: &str,
+        progress: &mut Progress,
+    ) -> Result<(), ExtractError> {
+        let started_at = SystemTime::now();
+        let (epoch, server_version) = snapshot.clock().await?;
+        self.send_started(self.started_event(extraction_id, started_at))
+            .await?;
+        let value: &str = self.params.value.expose_secret();
+        self.check_mysql_identity(value)?;
+        let mut tally = self.tally();
+        if !tally.from_counts
+            && let Some(sql) = &self.plan.identity_rows_sql
+        {
+            let counts = snapshot.counts(sql, value).await?;
+            let rows = crate::engine::identity_rows(&self.plan, |i| {
+                counts.get(i).copied().unwrap_or_default()
+            });
+            if self.reading.shared_identity == crate::config::SharedIdentityPolicy::Refuse
+                && let Some(refusal) =
+                    crate::engine::shared_identity(&rows, self.reading.max_identity_rows)
+            {
+                return Err(refusal);
+            }
+            tally.found.identity_rows = rows;
+        }
+        for table in &self.plan.tables {
+            let query = self.query_span(table, "mysql");
+            let outcome = tracing::Instrument::instrument(
+                self.stream_table_mysql(snapshot, table, value),
+                query.clone(),
+            )
+            .await?;
+            self.table_read(table, outcome, query, &mut tally, progress)
+                .await?;
+        }
+        snapshot.end().await?;
+        let snapshot_at = timestamp_from_epoch(epoch);
+        self.finish_snapshot(
+            extraction_id,
+            started_at,
+            snapshot_at,
+            server_version,
+            tally,
+        )
+        .await
+    }
+
+    /// The identity value must read as every identity column's type: MySQL would otherwise
+    /// convert `42abc` to 42 and match another person's rows. Checked before any row is read.
+    fn check_mysql_identity(&self, value: &str) -> Result<(), ExtractError> {
+        for base_type in &self.plan.identity_types {
+            if !reads_as(base_type, value) {
+                return Err(ExtractError::InvalidArgument(format!(
+                    "subject.value: not a valid {base_type} for identity kind '{}'",
+                    self.params.kind
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams one table: its COUNT(*) in the snapshot, then its rows, decoded, coerced and
+    /// scanned, cut into batches and (unless this is a dry run) sent.
+    async fn stream_table_mysql(
+        &self,
+        snapshot: &mut Snapshot,
+        table: &PlannedTable,
+        value: &str,
+    ) -> Result<TableOutcome, ExtractError> {
+        let mapped = &table.table;
+        let counted = snapshot.count(&table.count_sql, value).await?;
+        if !self.params.dry_run {
+            self.send(Event::TableStarted(pb::TableStarted {
+                table: mapped.display.clone(),
+                expected_rows: counted.max(0) as u64,
+            }))
+            .await?;
+        }
+        let columns = descriptors(table);
+        let row_limit = MAX_MESSAGE_BYTES
+            .saturating_sub(columns.iter().map(Message::encoded_len).sum::<usize>() + 1024);
+        let mut batch = Batcher::new(
+            &mapped.display,
+            &columns,
+            self.reading.batch_size as usize,
+            self.reading.max_batch_bytes,
+        );
+        let mut outcome = TableOutcome::default();
+        let width = mapped.columns.len();
+        let mut rows = snapshot.query(&table.select_sql, value).await?;
+        while let Some(row) = rows.next().await {
+            let mut row = row?;
+            if row.len() != width + if table.bounded { 2 } else { 0 } {
+                return Err(ExtractError::Decode {
+                    table: mapped.display.clone(),
+                    column: String::new(),
+                    reason: format!("a row of {} columns where {width} were planned", row.len()),
+                });
+            }
+            if table.bounded {
+                // A value the query measured above one message was sent as NULL: refuse
+                // its row, naming the column.
+                let size = integer(row.pop());
+                let column = integer(row.pop());
+                if column > 0 {
+                    return Err(ExtractError::RowTooLarge {
+                        table: mapped.display.clone(),
+                        column: mapped.columns[column as usize - 1].name.clone(),
+                        bytes: usize::try_from(size).unwrap_or(usize::MAX),
+                        limit: row_limit,
+                    });
+                }
+            }
+            let converted = self.convert_mysql_row(mapped, row, &mut outcome)?;
+            if converted.is_none() {
+                self.letters_heard(super::table::MAX_LETTERS_IN_FLIGHT)
+                    .await?;
+            }
+            tokio::task::consume_budget().await;
+            let Some(values) = converted else {
+                continue; // rejected
+            };
+            let row = pb::Row { values };
+            let size = row.encoded_len();
+            if size > row_limit {
+                return Err(row_too_large(table, &row, size, row_limit));
+            }
+            outcome.streamed += 1;
+            if self.params.dry_run {
+                continue;
+            }
+            if let Some(full) = batch.push(row, size) {
+                self.send_batch(full).await?;
+            }
+        }
+        if let Some(rest) = batch.finish() {
+            self.send_batch(rest).await?;
+        }
+        outcome.counted = counted;
+        Ok(outcome)
+    }
+
+    /// Converts one row of the driver's values: decodes each cell, applies coercion rules
+    /// (a zero date breaks [`ZERO_DATE_RULE`]) and scans JSON. Returns `None` when the row is
+    /// rejected under the `reject_row` policy.
+    fn convert_mysql_row(
+        &self,
+        table: &MappedTable,
+        row: Vec<mysql_async::Value>,
+        outcome: &mut TableOutcome,
+    ) -> Result<Option<Vec<pb::Value>>, ExtractError> {
+        let mut decoded = Vec::with_capacity(row.len());
+        for (value, column) in row.into_iter().zip(&table.columns) {
+            let ColumnDecoder::MySql(decoder) = column.decoder else {
+                return Err(ExtractError::Decode {
+                    table: table.display.clone(),
+                    column: column.name.clone(),
+                    reason: "a PostgreSQL column in a MySQL plan".into(),
+                });
+            };
+            decoded.push(decoder.decode(value));
+        }
+        let primary_key = |decoded: &[Result<pb::Value, DecodeError>]| {
+            primary_key_from(table, |i| decoded.get(i)?.as_ref().ok()?.kind.clone())
+        };
+        let mut values = Vec::with_capacity(decoded.len());
+        for (i, column) in table.columns.iter().enumerate() {
+            let violation = |rule: &str, category: &str, rule_type: pb::Rule| pb::Violation {
+                table: table.display.clone(),
+                column: column.name.clone(),
+                primary_key: primary_key(&decoded),
+                rule: rule.to_owned(),
+                category: category.to_owned(),
+                detail: String::new(),
+                rule_type: rule_type.into(),
+            };
+            let value = match &decoded[i] {
+                Err(DecodeError::ZeroDate) => {
+                    let v = violation(ZERO_DATE_RULE, "zero_date", pb::Rule::ZeroDate);
+                    self.violated(v, outcome)?;
+                    return Ok(None);
+                }
+                Err(e) => {
+                    return Err(ExtractError::Decode {
+                        table: table.display.clone(),
+                        column: column.name.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+                Ok(value) => match (&column.coercion, &value.kind) {
+                    (Some(_), None | Some(pb::value::Kind::NullValue(_))) | (None, _) => {
+                        value.clone()
+                    }
+                    (Some(rule), Some(kind)) => match rule.apply_decoded(kind) {
+                        Ok(kind) => pb::Value { kind: Some(kind) },
+                        Err(e) => {
+                            let v = violation(e.rule, e.category, rule.rule_type());
+                            self.violated(v, outcome)?;
+                            return Ok(None);
+                        }
+                    },
+                },
+            };
+            self.inspect_cell(table, i, &value, || primary_key(&decoded), outcome);
+            values.push(value);
+        }
+        Ok(Some(values))
+    }
+}
+
+/// An integer the query computed (a bounded row's column number or size).
+fn integer(value: Option<mysql_async::Value>) -> i64 {
+    match value {
+        Some(mysql_async::Value::Int(n)) => n,
+        Some(mysql_async::Value::UInt(n)) => i64::try_from(n).unwrap_or(i64::MAX),
+        Some(mysql_async::Value::Bytes(b)) => std::str::from_utf8(&b)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_default(),
+        _ => 0,
+    }
+}
+
+/// Whether `value` reads as a value of the MySQL type `base_type` (`DATA_TYPE`): integers as
+/// integers, numbers as finite numbers, dates and times as dates and times; text, binary and
+/// the rest take any value.
+pub(super) fn reads_as(base_type: &str, value: &str) -> bool {
+    let v = value.trim();
+    match base_type {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" | "bit" => {
+            v.parse::<i64>().is_ok() || v.parse::<u64>().is_ok()
+        }
+        "decimal" | "numeric" | "float" | "double" | "real" => {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+                && v.parse::<f64>().is_ok_and(f64::is_finite)
+        }
+        "date" => chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok(),
+        "datetime" | "timestamp" => {
+            chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S%.f").is_ok()
+                || chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
+                || chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok()
+        }
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_values_must_read_as_the_column_type() {
+        assert!(reads_as("bigint", "42"));
+        assert!(reads_as("bigint", " 18446744073709551615 "));
+        assert!(!reads_as("bigint", "42abc"));
+        assert!(!reads_as("int", "4.2"));
+        assert!(!reads_as("int", "' OR 1=1 --"));
+        assert!(reads_as("decimal", "12.50"));
+        assert!(!reads_as("decimal", "inf"));
+        assert!(!reads_as("double", "NaN"));
+        assert!(reads_as("date", "2024-02-29"));
+        assert!(!reads_as("date", "2023-02-29"));
+        assert!(!reads_as("date", "2024-01-01x"));
+        assert!(reads_as("datetime", "2024-01-01 10:00:00"));
+        assert!(reads_as("varchar", "anything at all"));
+    }
+}

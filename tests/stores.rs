@@ -1,0 +1,643 @@
+//! The service on both kinds of store: the demo shop served from PostgreSQL (source `demo`)
+//! and from a real MariaDB (source `mariadb`, `kind = "mysql"`) by one server. What does not
+//! depend on the store is asserted on both, with the same assertions: the same subject gives
+//! the same stream, value by value; bad identities are refused alike; Validate reads each
+//! store's catalog. What is the store's own is tested on MariaDB here (PostgreSQL's has its
+//! own suites): its plans read through indexes, its deadline and cancel leave nothing
+//! running, its hostile rows are refused, and a MariaDB killed mid-stream is UNAVAILABLE and
+//! opens the breaker, which closes once it is back.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use dsr_connector::config::Config;
+use dsr_connector::demo::{self, mariadb::TempMariaDb};
+use dsr_connector::pb::{self, ValidateRequest, value::Kind};
+use dsr_connector::store::mysql::{MySqlPool, MySqlSettings, Tls};
+use support::{SUBJECT_KEY, TestServer, extract, request, validate};
+use tonic::Code;
+
+const ALICE: &str = "alice@example.com";
+
+/// The databases of this binary's MariaDB: each is made here, once, before any test reads a
+/// catalog (MariaDB's `information_schema` may fail while another session drops a database).
+fn mariadb() -> &'static TempMariaDb {
+    static SERVER: OnceLock<TempMariaDb> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let server =
+            TempMariaDb::start().unwrap_or_else(|e| panic!("cannot start the test MariaDB: {e}"));
+        for (database, extra) in [
+            ("shop", ""),
+            ("drift", DRIFT),
+            ("hostile", HOSTILE),
+            ("slow", SLOW),
+            ("indexed", INDEXED),
+        ] {
+            server
+                .load_demo(database)
+                .unwrap_or_else(|e| panic!("cannot load the demo shop: {e}"));
+            if !extra.is_empty() {
+                server
+                    .execute(database, extra)
+                    .unwrap_or_else(|e| panic!("cannot prepare {database}: {e}"));
+            }
+        }
+        server
+    })
+}
+
+/// A column nobody mapped.
+const DRIFT: &str = "ALTER TABLE customers ADD COLUMN nickname VARCHAR(32);";
+
+/// A value above one gRPC message in bob's ticket, and a zero date in carol's birth date.
+const HOSTILE: &str = "SET SESSION sql_mode = ''; \
+     ALTER TABLE support_tickets MODIFY body LONGTEXT NOT NULL; \
+     UPDATE support_tickets SET body = REPEAT('x', 5 * 1024 * 1024) \
+       WHERE requester_email = 'bob@example.com'; \
+     UPDATE customers SET birth_date = '0000-00-00' WHERE email = 'carol@example.org';";
+
+/// alice's tickets behind a view that sleeps a second per row.
+const SLOW: &str = "CREATE VIEW slow_tickets AS \
+     SELECT id, requester_email, SLEEP(1) AS waited FROM support_tickets;";
+
+/// Enough customers, orders and items that reading a table whole costs more than its
+/// indexes, so that EXPLAIN shows what the optimizer would really do.
+const INDEXED: &str = "INSERT INTO customers (id, email, full_name, created_at) \
+       SELECT 1000000 + seq, CONCAT('c', seq, '@example.net'), 'n', NOW() FROM seq_1_to_5000; \
+     INSERT INTO orders (id, customer_id, placed_at, status, total) \
+       SELECT 2000000 + seq, 1000001 + seq % 5000, NOW(), 'paid', 1 FROM seq_1_to_20000; \
+     INSERT INTO order_items (id, order_id, sku, quantity, unit_price) \
+       SELECT 3000000 + seq, 2000001 + seq % 20000, 'sku', 1, 1 FROM seq_1_to_40000; \
+     INSERT INTO support_tickets (id, requester_email, subject, body, opened_at, tags) \
+       SELECT 4000000 + seq, CONCAT('c', seq, '@example.net'), 's', 'b', NOW(), '[]' \
+       FROM seq_1_to_5000; \
+     INSERT INTO legacy_accounts (id, email, legacy_ref) \
+       SELECT 5000000 + seq, CONCAT('c', seq, '@example.net'), UUID() FROM seq_1_to_5000; \
+     ANALYZE TABLE customers, orders, order_items, events, support_tickets, legacy_accounts;";
+
+/// The demo config: PostgreSQL's `demo`, and the same shop in MariaDB's `database` as source
+/// `mariadb`, with `extra` appended.
+fn config_text(database: &str, extra: &str) -> String {
+    let server = mariadb();
+    let mut text = support::config_text("");
+    text.push('\n');
+    text.push_str(&demo::mariadb::source_toml(
+        "mariadb",
+        server.host(),
+        server.port(),
+        database,
+    ));
+    text.push('\n');
+    text.push_str(extra);
+    text
+}
+
+/// Parses config text with both stores' passwords.
+fn config(text: &str) -> Config {
+    Config::from_toml_str(text, |name| match name {
+        demo::mariadb::PASSWORD_ENV => Some(mariadb().password().to_owned()),
+        demo::PASSWORD_ENV => Some(support::cluster().password().to_owned()),
+        dsr_connector::config::DEFAULT_SUBJECT_KEY_ENV => Some(SUBJECT_KEY.to_owned()),
+        dsr_connector::config::DEFAULT_AUDIT_KEY_ENV => Some(demo::audit_key(SUBJECT_KEY)),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("test config: {e}"))
+}
+
+fn on(source: &str, kind: &str, value: &str) -> pb::ExtractRequest {
+    pb::ExtractRequest {
+        source: source.into(),
+        ..request(kind, value)
+    }
+}
+
+/// One value in a form both stores share: JSON compared as parsed documents (PostgreSQL's
+/// jsonb orders keys its own way), everything else exactly.
+fn comparable(value: &pb::Value) -> String {
+    match &value.kind {
+        Some(Kind::JsonValue(json)) => serde_json::from_str::<serde_json::Value>(json)
+            .unwrap()
+            .to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// An extraction's rows by table and `id`, each a list of (column, comparable value).
+fn rows_by_id(x: &support::Extraction) -> BTreeMap<String, BTreeMap<i64, Vec<(String, String)>>> {
+    let started = x.started.as_ref().expect("a started event");
+    started
+        .tables
+        .iter()
+        .map(|planned| {
+            let rows = x
+                .rows(&planned.table)
+                .into_iter()
+                .map(|row| {
+                    let id = match row[0].kind {
+                        Some(Kind::Int64Value(id)) => id,
+                        ref other => panic!("an id: {other:?}"),
+                    };
+                    let values = planned
+                        .columns
+                        .iter()
+                        .zip(row)
+                        .map(|(c, v)| (c.name.clone(), comparable(v)))
+                        .collect();
+                    (id, values)
+                })
+                .collect();
+            (planned.table.clone(), rows)
+        })
+        .collect()
+}
+
+/// The parts of a stream that must not depend on the store.
+fn shape(x: &support::Extraction) -> Vec<String> {
+    let started = x.started.as_ref().expect("a started event");
+    let mut shape: Vec<String> = started
+        .tables
+        .iter()
+        .map(|t| {
+            let columns: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| format!("{}:{:?}:{}", c.name, c.kind(), c.category))
+                .collect();
+            format!("{} via {} [{}]", t.table, t.reached_via, columns.join(", "))
+        })
+        .collect();
+    for completed in &x.completed {
+        let mut found: Vec<String> = completed
+            .found_fields
+            .iter()
+            .map(|f| format!("{}:{}", f.path, f.category))
+            .collect();
+        found.sort();
+        shape.push(format!(
+            "{}: {} rows, {} rejected, found {found:?}",
+            completed.table, completed.row_count, completed.rejected_count
+        ));
+    }
+    let manifest = x.manifest.as_ref().expect("a manifest");
+    shape.push(format!(
+        "manifest: {} rows, fields {:?}, counts {:?}",
+        manifest.row_count,
+        manifest.pii_fields,
+        manifest
+            .tables
+            .iter()
+            .map(|t| (t.table.clone(), t.row_count, t.verified))
+            .collect::<Vec<_>>()
+    ));
+    shape
+}
+
+#[tokio::test]
+async fn a_subject_streams_the_same_from_postgresql_and_mariadb() {
+    let server = TestServer::start(config(&config_text("shop", ""))).await;
+    let mut client = server.client().await;
+    for (kind, value) in [
+        ("email", ALICE),
+        ("customer_id", "1"),
+        ("email", "bob@example.com"),
+    ] {
+        let pg = extract(&mut client, on("demo", kind, value)).await;
+        let my = extract(&mut client, on("mariadb", kind, value)).await;
+        assert_eq!(pg.code(), Code::Ok, "{}", pg.message());
+        assert_eq!(my.code(), Code::Ok, "{}", my.message());
+        assert_eq!(
+            shape(&pg),
+            shape(&my),
+            "{kind} {value}: plan, counts, findings"
+        );
+        let (pg_rows, my_rows) = (rows_by_id(&pg), rows_by_id(&my));
+        let mut compared = 0;
+        for (table, rows) in &pg_rows {
+            for (id, values) in rows {
+                assert_eq!(
+                    Some(values),
+                    my_rows[table].get(id),
+                    "{kind} {value}: {table} id {id}"
+                );
+                compared += values.len();
+            }
+        }
+        assert_eq!(pg_rows, my_rows);
+        println!("{kind} {value}: {compared} values, the same from both stores");
+        if value == ALICE {
+            // 18 rows over six tables, the coercion rules applied on both sides (one legacy
+            // row fails its rule and is left out on both).
+            assert_eq!(pg.manifest.as_ref().unwrap().row_count, 18);
+        }
+        // The manifest is the snapshot's own: MariaDB's version, not PostgreSQL's.
+        let version = &my.manifest.as_ref().unwrap().metadata["server_version"];
+        assert!(version.contains("MariaDB"), "{version}");
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn identities_that_are_not_their_kinds_type_are_refused_by_both_stores() {
+    let server = TestServer::start(config(&config_text("shop", ""))).await;
+    let mut client = server.client().await;
+    for (kind, value, code) in [
+        // MySQL would compare '1 OR 1=1' with a number as the number 1: refused first.
+        ("customer_id", "1 OR 1=1", Code::InvalidArgument),
+        ("customer_id", "42abc", Code::InvalidArgument),
+        ("customer_id", "1.5", Code::InvalidArgument),
+        ("email", "x' OR '1'='1", Code::Ok),
+        ("email", "nobody@example.com", Code::Ok),
+        ("customer_id", " 2 ", Code::Ok),
+    ] {
+        let mut rows = Vec::new();
+        for source in ["demo", "mariadb"] {
+            let x = extract(&mut client, on(source, kind, value)).await;
+            assert_eq!(x.code(), code, "{source} {kind} {value:?}: {}", x.message());
+            rows.push(x.manifest.as_ref().map(|m| m.row_count));
+            if value.trim() != "2" {
+                assert!(
+                    !x.message().contains(value),
+                    "{source}: the value is echoed: {}",
+                    x.message()
+                );
+            }
+        }
+        println!("{kind} {value:?}: {code:?}, rows {rows:?}");
+        assert_eq!(
+            rows[0], rows[1],
+            "{kind} {value:?}: the same rows from both"
+        );
+        if kind == "email" {
+            assert_eq!(rows[0], Some(0), "{value:?} is nobody");
+        }
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn validate_reads_each_stores_catalog() {
+    let extra = demo::mariadb::source_toml("drifted", mariadb().host(), mariadb().port(), "drift");
+    let server = TestServer::start(config(&config_text("shop", &extra))).await;
+    let mut client = server.client().await;
+    for source in ["demo", "mariadb"] {
+        let report = validate(
+            &mut client,
+            ValidateRequest {
+                source: source.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{source}: {e}"));
+        for table in &report.tables {
+            assert_eq!(table.status(), pb::TableStatus::Ok, "{source}: {table:?}");
+        }
+        assert_eq!(report.tables.len(), 6, "{source}");
+
+        // A dry run counts alice's rows in one snapshot, the same on both.
+        let dry = validate(
+            &mut client,
+            ValidateRequest {
+                source: source.into(),
+                subject: Some(pb::Identity {
+                    kind: "email".into(),
+                    value: ALICE.into(),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let counts: Vec<(String, u64)> = dry
+            .tables
+            .iter()
+            .map(|t| (t.table.clone(), t.row_count))
+            .collect();
+        // 18: one legacy row fails its coercion rule and is left out, on both.
+        assert_eq!(
+            counts.iter().map(|(_, n)| n).sum::<u64>(),
+            18,
+            "{source}: {counts:?}"
+        );
+        assert!(
+            !dry.text.contains(ALICE),
+            "{source}: the value is in the response"
+        );
+    }
+
+    // A live column nobody mapped, in MariaDB: the table fails closed, naming the column.
+    let drifted = validate(
+        &mut client,
+        ValidateRequest {
+            source: "drifted".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let customers = drifted.table("customers");
+    assert_eq!(customers.status(), pb::TableStatus::UnmappedColumns);
+    assert!(
+        customers
+            .problems
+            .iter()
+            .any(|p| p.contains("'nickname' (varchar(32))")),
+        "{customers:?}"
+    );
+    assert!(!drifted.verdict.ok);
+    let x = extract(&mut client, on("drifted", "email", ALICE)).await;
+    assert_eq!(x.code(), Code::FailedPrecondition, "{}", x.message());
+    assert!(x.message().contains("nickname"), "{}", x.message());
+    assert!(x.batches.is_empty());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn mariadb_plans_read_through_indexes() {
+    let text = config_text("indexed", "");
+    let config = config(&text);
+    let source = config.sources.iter().find(|s| s.name == "mariadb").unwrap();
+    let pool = MySqlPool::for_source(source).unwrap();
+    let map = dsr_connector::schema::DataMap::load_mysql(source, &config.matrix(), &pool)
+        .await
+        .unwrap();
+    let mut conn = mysql_async::Conn::new(
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(mariadb().host())
+            .tcp_port(mariadb().port())
+            .user(Some(demo::mariadb::USER))
+            .pass(Some(mariadb().password()))
+            .db_name(Some("indexed"))
+            .prefer_socket(false),
+    )
+    .await
+    .unwrap();
+    use mysql_async::prelude::Queryable;
+    let mut explained = 0;
+    for kind in ["email", "customer_id"] {
+        let plan = map.plan(kind, &[]).unwrap();
+        for table in &plan.tables {
+            for sql in [&table.select_sql, &table.count_sql] {
+                let marks = sql.matches('?').count();
+                let explain: Vec<mysql_async::Row> = conn
+                    .exec(
+                        format!("EXPLAIN {sql}"),
+                        mysql_async::Params::Positional(vec![
+                            mysql_async::Value::from(
+                                if kind == "email" { ALICE } else { "1" }
+                            );
+                            marks
+                        ]),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("EXPLAIN {sql}: {e}"));
+                for row in explain {
+                    let text = |column: &str| row.get::<Option<String>, _>(column).flatten();
+                    let (access, key, read) = (text("type"), text("key"), text("table"));
+                    assert!(
+                        !matches!(access.as_deref(), Some("ALL" | "index")),
+                        "{kind}: {} reads {read:?} whole ({access:?}, key {key:?}): {sql}",
+                        table.table.display
+                    );
+                }
+                explained += 1;
+            }
+        }
+    }
+    println!("{explained} statements read through indexes");
+    assert_eq!(explained, 2 * (6 + 4));
+    drop(conn);
+    pool.disconnect().await;
+}
+
+/// The statements of the service's account that are running now and mention `needle`.
+async fn running(pool: &MySqlPool, needle: &str) -> Vec<String> {
+    pool.running_statements()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, sql)| sql)
+        .filter(|sql| sql.contains(needle) && !sql.contains("PROCESSLIST"))
+        .collect()
+}
+
+fn slow_source() -> String {
+    format!(
+        "{}\n\n[[sources.tables]]\nname = \"slow_tickets\"\n\
+         identity = {{ kind = \"email\", column = \"requester_email\" }}\n\
+         columns = {{ id = \"not_pii\", requester_email = \"contact.email\", waited = \"not_pii\" }}\n",
+        demo::mariadb::source_toml("slow", mariadb().host(), mariadb().port(), "slow")
+    )
+}
+
+fn killer_pool(database: &str) -> MySqlPool {
+    let server = mariadb();
+    MySqlPool::new(&MySqlSettings {
+        name: "watch".into(),
+        host: server.host().into(),
+        port: server.port(),
+        user: demo::mariadb::USER.into(),
+        password: server.password().to_owned().into(),
+        database: database.into(),
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(5),
+        tls: Tls::Disabled,
+    })
+}
+
+#[tokio::test]
+async fn a_deadline_or_a_client_gone_leaves_nothing_running_on_mariadb() {
+    let server = TestServer::start(config(&config_text("shop", &slow_source()))).await;
+    let mut client = server.client().await;
+    let watch = killer_pool("slow");
+    let only_slow = |mut r: pb::ExtractRequest| {
+        r.source = "slow".into();
+        r.tables = vec!["slow_tickets".into()];
+        r
+    };
+
+    // The deadline: the statement is limited to the time left, and ends with it.
+    let asked = tokio::time::Instant::now();
+    let mut req = tonic::Request::new(only_slow(request("email", ALICE)));
+    req.set_timeout(Duration::from_millis(1500));
+    let status = match client.extract(req).await {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("a call past its deadline ended OK"),
+                    Err(status) => break status,
+                }
+            }
+        }
+    };
+    println!("ended after {:?}: {status:?}", asked.elapsed());
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        support::eventually(50, || async {
+            running(&watch, "slow_tickets").await.is_empty()
+        })
+        .await,
+        "still running: {:?}",
+        running(&watch, "slow_tickets").await
+    );
+
+    // The client goes away mid-stream: the statement is killed, not drained.
+    let mut stream = client
+        .extract(only_slow(request("email", ALICE)))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(
+        first.event,
+        Some(pb::extract_response::Event::Started(_))
+    ));
+    assert!(
+        support::eventually(50, || async {
+            !running(&watch, "slow_tickets").await.is_empty()
+        })
+        .await,
+        "the slow statement never ran"
+    );
+    drop(stream);
+    let gone = tokio::time::Instant::now();
+    assert!(
+        support::eventually(50, || async {
+            running(&watch, "slow_tickets").await.is_empty()
+        })
+        .await,
+        "still running after the client left: {:?}",
+        running(&watch, "slow_tickets").await
+    );
+    println!("nothing running {:?} after the client left", gone.elapsed());
+
+    // The source serves the next call on its connections.
+    let x = extract(&mut client, on("slow", "email", "bob@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    watch.disconnect().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn hostile_rows_in_mariadb_are_refused_or_rejected_by_name() {
+    let extra =
+        demo::mariadb::source_toml("hostile", mariadb().host(), mariadb().port(), "hostile");
+    let server = TestServer::start(config(&config_text("shop", &extra))).await;
+    let mut client = server.client().await;
+
+    // A value above one message: refused naming the column, never read into memory.
+    let x = extract(&mut client, on("hostile", "email", "bob@example.com")).await;
+    assert_eq!(x.code(), Code::ResourceExhausted, "{}", x.message());
+    assert!(x.message().contains("'body'"), "{}", x.message());
+    assert!(x.manifest.is_none());
+
+    // A zero date is a violation of its rule: the row is left out under reject_row.
+    let x = extract(&mut client, on("hostile", "email", "carol@example.org")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    let customers = x.completed.iter().find(|c| c.table == "customers").unwrap();
+    assert_eq!((customers.row_count, customers.rejected_count), (0, 1));
+    let violation = &customers.violations[0];
+    assert_eq!(violation.rule, "zero_date");
+    assert_eq!(violation.column, "birth_date");
+    assert_eq!(violation.rule_type(), pb::Rule::ZeroDate);
+    assert_eq!(violation.primary_key, "[classified]");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_killed_mid_stream_is_unavailable_and_opens_the_breaker_until_it_is_back() {
+    let mut db = TempMariaDb::start().unwrap();
+    db.load_demo("shop").unwrap();
+    // 4,000 events of 4 KB for alice: more than the sockets hold.
+    db.execute(
+        "shop",
+        "INSERT INTO events (id, customer_id, occurred_at, kind, ip, payload) \
+         SELECT 500000 + seq, 1, NOW(), 'bulk', NULL, CONCAT('{\"pad\": \"', REPEAT('x', 4000), '\"}') \
+         FROM seq_1_to_4000;",
+    )
+    .unwrap();
+    let text = format!(
+        "{}\n{}",
+        support::config_text(""),
+        demo::mariadb::source_toml("mariadb", db.host(), db.port(), "shop").replace(
+            "min_idle = 1",
+            "min_idle = 1\nconnect_timeout = \"1s\"\n\
+             circuit_breaker = { min_calls = 5, cool_down = \"2s\" }"
+        )
+    );
+    let config = Config::from_toml_str(&text, |name| match name {
+        demo::mariadb::PASSWORD_ENV => Some(db.password().to_owned()),
+        demo::PASSWORD_ENV => Some(support::cluster().password().to_owned()),
+        dsr_connector::config::DEFAULT_SUBJECT_KEY_ENV => Some(SUBJECT_KEY.to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    let server = TestServer::start(config).await;
+    let mut client = server.client().await;
+
+    let mut req = on("mariadb", "email", ALICE);
+    req.batch_size = 50;
+    let mut stream = client.extract(req).await.unwrap().into_inner();
+    let mut batches = 0;
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(message)) => {
+                if let Some(pb::extract_response::Event::Batch(_)) = message.event {
+                    batches += 1;
+                    if batches == 3 {
+                        tokio::task::block_in_place(|| db.kill());
+                    }
+                }
+                assert!(
+                    !matches!(
+                        message.event,
+                        Some(pb::extract_response::Event::Manifest(_))
+                    ),
+                    "a manifest from a killed server"
+                );
+            }
+            Ok(None) => panic!("the stream ended OK after the server was killed"),
+            Err(status) => break status,
+        }
+    };
+    println!("killed after 3 batches; the stream ended after {batches}: {ended:?}");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+
+    // Calls fail with UNAVAILABLE until the breaker opens.
+    let mut failures = 0;
+    loop {
+        let x = extract(&mut client, on("mariadb", "email", ALICE)).await;
+        assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+        if x.message().contains("circuit breaker is open") {
+            break;
+        }
+        failures += 1;
+        assert!(failures <= 5, "still closed after {failures} failures");
+    }
+    // PostgreSQL's source is not held back by MariaDB's breaker.
+    let x = extract(&mut client, on("demo", "email", ALICE)).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+
+    // MariaDB is back: after the cool-down a probe goes through and closes the breaker.
+    tokio::task::block_in_place(|| db.restart()).unwrap();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let x = extract(&mut client, on("mariadb", "email", ALICE)).await;
+        if x.code() == Code::Ok {
+            assert_eq!(x.manifest.unwrap().row_count, 18 + 4000);
+            break;
+        }
+        assert_eq!(x.code(), Code::Unavailable, "{}", x.message());
+        assert!(attempts < 100, "never closed again: {}", x.message());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("closed again after {attempts} attempts");
+    server.stop().await.unwrap();
+}
