@@ -641,3 +641,152 @@ async fn a_mariadb_killed_mid_stream_is_unavailable_and_opens_the_breaker_until_
     println!("closed again after {attempts} attempts");
     server.stop().await.unwrap();
 }
+
+/// A Discover stream's tables, as what they propose: identities, references and each
+/// column's category, scan and coercion.
+async fn drafted(
+    client: &mut dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient<
+        tonic::transport::Channel,
+    >,
+    source: &str,
+) -> BTreeMap<String, Vec<String>> {
+    let mut stream = client
+        .discover(pb::DiscoverRequest {
+            source: source.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{source}: {e}"))
+        .into_inner();
+    let mut tables = BTreeMap::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(pb::discover_response::Event::Table(t)) = message.event {
+            assert!(
+                t.sample_error.is_empty(),
+                "{source} {}: {}",
+                t.table,
+                t.sample_error
+            );
+            let mut proposed: Vec<String> = t
+                .identities
+                .iter()
+                .map(|i| format!("identity {} {}", i.kind, i.column))
+                .chain(t.references.iter().map(|r| {
+                    format!(
+                        "reference {} -> {}.{} (inferred: {})",
+                        r.column, r.table, r.to, r.inferred
+                    )
+                }))
+                .chain(t.columns.iter().map(|c| {
+                    format!(
+                        "{}: {} scan_json={} coerce={:?}",
+                        c.name, c.category, c.scan_json, c.coerce
+                    )
+                }))
+                .collect();
+            proposed.push(format!("sampled {}", t.sampled_rows));
+            tables.insert(t.table, proposed);
+        }
+    }
+    tables
+}
+
+#[tokio::test]
+async fn discover_drafts_the_same_shop_from_both_stores() {
+    let server = TestServer::start(config(&config_text("shop", ""))).await;
+    let mut client = server.client().await;
+    let pg = drafted(&mut client, "demo").await;
+    let my = drafted(&mut client, "mariadb").await;
+    assert_eq!(
+        pg.keys().collect::<Vec<_>>(),
+        my.keys().collect::<Vec<_>>(),
+        "the same tables"
+    );
+    let mut differences = Vec::new();
+    for (table, proposed) in &pg {
+        for line in proposed {
+            if !my[table].contains(line) {
+                differences.push(format!("{table}: postgres {line:?}"));
+            }
+        }
+        for line in &my[table] {
+            if !proposed.contains(line) {
+                differences.push(format!("{table}: mariadb {line:?}"));
+            }
+        }
+    }
+    for line in &differences {
+        println!("{line}");
+    }
+    // The one difference is the stores' types: PostgreSQL's `uuid` says what legacy_ref holds
+    // (not_pii), MariaDB's CHAR(36) holds text, which the draft leaves to a person.
+    assert_eq!(
+        differences,
+        [
+            "legacy_accounts: postgres \"legacy_ref: not_pii scan_json=false coerce=\\\"\\\"\"",
+            "legacy_accounts: mariadb \"legacy_ref: check scan_json=false coerce=\\\"\\\"\"",
+        ]
+    );
+    server.stop().await.unwrap();
+}
+
+#[test]
+fn the_discover_command_drafts_a_mariadb_source_without_a_sampled_value() {
+    let dir = tempfile::tempdir().unwrap();
+    // The MariaDB source without its tables: the command drafts them.
+    let source = demo::mariadb::source_toml("mariadb", mariadb().host(), mariadb().port(), "shop");
+    let without_tables = &source[..source.find("[[sources.tables]]").unwrap()];
+    let input = dir.path().join("mariadb.toml");
+    let draft = dir.path().join("mariadb.draft.toml");
+    std::fs::write(
+        &input,
+        format!("{}\n{without_tables}", demo::mariadb::categories_toml()),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
+        .args([
+            "discover",
+            "--config",
+            input.to_str().unwrap(),
+            "--source",
+            "mariadb",
+        ])
+        .args(["--out", draft.to_str().unwrap()])
+        .env(demo::mariadb::PASSWORD_ENV, mariadb().password())
+        .env("DSR_SUBJECT_KEY", SUBJECT_KEY)
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{printed}");
+    let drafted = std::fs::read_to_string(&draft).unwrap();
+    assert!(drafted.contains("kind = \"mysql\""), "{drafted}");
+    for table in [
+        "customers",
+        "orders",
+        "order_items",
+        "events",
+        "support_tickets",
+        "legacy_accounts",
+    ] {
+        assert!(
+            drafted.contains(&format!("name = \"{table}\"")),
+            "{table} is not drafted:\n{drafted}"
+        );
+    }
+    for value in [
+        "bob@example.com",
+        "Alice Liddell",
+        "+44 20 7946 0958",
+        "Where is my clock",
+    ] {
+        assert!(
+            !drafted.contains(value),
+            "a sampled value in the draft: {value}\n{drafted}"
+        );
+        assert!(!printed.contains(value), "a sampled value printed: {value}");
+    }
+}

@@ -62,8 +62,6 @@ pub async fn run(args: DiscoverArgs) -> anyhow::Result<()> {
         .iter()
         .find(|s| s.name == args.source)
         .context("the source vanished from the config")?;
-    let pool = crate::store::postgres::SourcePool::new(source).map_err(anyhow::Error::msg)?;
-    let mut conn = pool.checkout(None).await?;
     let options = Options {
         sample: args.sample,
         filter: Filter {
@@ -77,8 +75,24 @@ pub async fn run(args: DiscoverArgs) -> anyhow::Result<()> {
         },
         free_text_share: args.free_text_share,
     };
-    let (client, _) = conn.parts();
-    let proposal = discover(client, source, &config.matrix(), &options).await?;
+    let proposal = match source.kind {
+        crate::config::DatabaseKind::Postgres => {
+            let pool =
+                crate::store::postgres::SourcePool::new(source).map_err(anyhow::Error::msg)?;
+            let mut conn = pool.checkout(None).await?;
+            let (client, _) = conn.parts();
+            discover(client, source, &config.matrix(), &options).await?
+        }
+        crate::config::DatabaseKind::Mysql => {
+            let pool =
+                crate::store::mysql::MySqlPool::for_source(source).map_err(anyhow::Error::msg)?;
+            let drafted =
+                crate::engine::discover::discover_mysql(&pool, source, &config.matrix(), &options)
+                    .await;
+            pool.disconnect().await;
+            drafted?
+        }
+    };
     let draft = render::into_config(&text, &args.source, &proposal)?;
     match &args.out {
         Some(out) => {

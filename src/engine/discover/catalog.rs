@@ -86,7 +86,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn excludes(&self, name: &QualifiedName) -> bool {
+    pub(super) fn excludes(&self, name: &QualifiedName) -> bool {
         let qualified = format!("{}.{}", name.schema, name.table);
         self.exclude.iter().any(|pattern| {
             let target = if pattern.contains('.') {

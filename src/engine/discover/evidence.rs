@@ -15,7 +15,7 @@ use crate::schema::quote_ident;
 
 /// The longest text read of a value that is not JSON: longer than any e-mail address
 /// (254), phone number or date, and what the detectors look at (they refuse longer text).
-const TEXT_PREFIX: usize = 320;
+pub(super) const TEXT_PREFIX: usize = 320;
 /// The longest text read of a string value, for finding personal data inside free text.
 const FREE_TEXT_LIMIT: usize = 4096;
 /// The most string text read from one sampled row, shared by its string columns (each gets
@@ -108,13 +108,13 @@ pub struct TableEvidence {
 }
 
 /// The byte limit of each JSON document of `table`'s rows.
-fn json_limit(table: &Table) -> usize {
+pub(super) fn json_limit(table: &Table) -> usize {
     let json_columns = table.columns.iter().filter(|c| c.is_json()).count().max(1);
     (JSON_ROW_BUDGET / json_columns).clamp(JSON_FLOOR, JSON_LIMIT)
 }
 
 /// The characters read of each string value of `table`'s rows.
-fn text_limit(table: &Table) -> usize {
+pub(super) fn text_limit(table: &Table) -> usize {
     let text_columns = table.columns.iter().filter(|c| c.is_text()).count().max(1);
     (TEXT_ROW_BUDGET / text_columns).clamp(TEXT_PREFIX, FREE_TEXT_LIMIT)
 }
@@ -195,23 +195,10 @@ pub async fn sample(
         futures_util::pin_mut!(rows);
         let mut kept_bytes = 0;
         while let Some(row) = rows.try_next().await? {
-            evidence.rows += 1;
-            for (i, column) in table.columns.iter().enumerate() {
-                let value: Option<&str> = row.try_get(i)?;
-                if let Some(value) = value {
-                    let keep = keep[i] && kept_bytes + value.len() <= KEPT_BYTES;
-                    if observe(
-                        &mut evidence.columns[i],
-                        column,
-                        &table.name.display_name(),
-                        value,
-                        matrix,
-                        keep,
-                    ) {
-                        kept_bytes += value.len();
-                    }
-                }
-            }
+            let values = (0..table.columns.len())
+                .map(|i| row.try_get::<_, Option<&str>>(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            observe_row(&mut evidence, table, &values, matrix, keep, &mut kept_bytes);
         }
         savepoint.commit().await
     }
@@ -220,6 +207,34 @@ pub async fn sample(
         evidence.error = Some(crate::store::postgres::describe(&e));
     }
     evidence
+}
+
+/// Classifies one sampled row's values (as text, in the order of the table's columns) and
+/// forgets them, except those `keep` says may link tables, within [`KEPT_BYTES`].
+pub fn observe_row(
+    evidence: &mut TableEvidence,
+    table: &Table,
+    values: &[Option<&str>],
+    matrix: &Matrix,
+    keep: &[bool],
+    kept_bytes: &mut usize,
+) {
+    evidence.rows += 1;
+    for (i, column) in table.columns.iter().enumerate() {
+        if let Some(Some(value)) = values.get(i) {
+            let keep = keep[i] && *kept_bytes + value.len() <= KEPT_BYTES;
+            if observe(
+                &mut evidence.columns[i],
+                column,
+                &table.name.display_name(),
+                value,
+                matrix,
+                keep,
+            ) {
+                *kept_bytes += value.len();
+            }
+        }
+    }
 }
 
 /// Classifies one sampled value and forgets it, unless `keep` (the column may link tables):

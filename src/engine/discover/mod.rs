@@ -15,7 +15,9 @@
 
 pub mod catalog;
 pub mod evidence;
+mod mysql;
 pub mod propose;
+pub use mysql::discover as discover_mysql;
 pub mod render;
 
 use std::time::Duration;
@@ -81,15 +83,7 @@ pub async fn discover(
     let tables = catalog::read(&tx, &options.filter).await.map_err(db)?;
     let mut sampled = Vec::with_capacity(tables.len());
     for table in &tables {
-        // Values are kept only where a link without a foreign key may start.
-        let keep: Vec<bool> = table
-            .columns
-            .iter()
-            .map(|c| {
-                table.foreign_key(&c.name).is_none()
-                    && (c.is_text() || (c.is_integer() && c.name.ends_with("_id")))
-            })
-            .collect();
+        let keep = keep_values(table);
         let evidence = if table.readable {
             evidence::sample(&mut tx, table, limit, matrix, &keep).await
         } else {
@@ -118,6 +112,40 @@ pub async fn discover(
     drop(sampled);
     tx.rollback().await.map_err(db)?;
     Ok(proposal)
+}
+
+/// Which columns' sampled values are kept: only where a link without a foreign key may start.
+fn keep_values(table: &catalog::Table) -> Vec<bool> {
+    table
+        .columns
+        .iter()
+        .map(|c| {
+            table.foreign_key(&c.name).is_none()
+                && (c.is_text() || (c.is_integer() && c.name.ends_with("_id")))
+        })
+        .collect()
+}
+
+/// How many of the child's distinct sampled values were found in the parent's column: the
+/// evidence for a link when most of them were.
+fn link_evidence(
+    tables: &[catalog::Table],
+    link: &propose::LinkCandidate,
+    found: i64,
+    distinct: usize,
+) -> Option<String> {
+    let (child, parent) = (&tables[link.child], &tables[link.parent]);
+    let distinct = distinct as i64;
+    (found > 0 && found * 2 >= distinct).then(|| {
+        format!(
+            "inferred, check: {found} of {distinct} distinct sampled values of {}.{} are in \
+             {}.{}, and no foreign key says so",
+            child.name.display_name(),
+            link.column,
+            parent.name.display_name(),
+            link.to
+        )
+    })
 }
 
 /// Looks the child column's sampled values up in the parent's column. Returns the evidence
@@ -169,17 +197,7 @@ async fn check_link(
             return None;
         }
     };
-    let distinct = values.len() as i64;
-    (found > 0 && found * 2 >= distinct).then(|| {
-        format!(
-            "inferred, check: {found} of {distinct} distinct sampled values of {}.{} are in \
-             {}.{}, and no foreign key says so",
-            child.name.display_name(),
-            link.column,
-            parent.name.display_name(),
-            link.to
-        )
-    })
+    link_evidence(tables, link, found, values.len())
 }
 
 impl Engine {
@@ -198,37 +216,46 @@ impl Engine {
             .get(source_name)
             .ok_or_else(|| ExtractError::UnknownSource(source_name.to_owned()))?;
         let config = &self.config.sources[source.index];
-        let drafted = self
-            .guarded(
-                source,
-                caller,
-                deadline,
-                "discover",
-                |mut conn| async move {
-                    // No statement outlives the call's deadline, and a connection left mid-query
-                    // by the deadline is not reused.
-                    let mut options = options.clone();
-                    if let Some(deadline) = deadline {
-                        options.statement_timeout = options
-                            .statement_timeout
-                            .min(deadline.saturating_duration_since(Instant::now()));
-                    }
-                    let (client, _) = conn.parts();
-                    let run = discover(client, config, &self.matrix, &options);
-                    let proposal = match deadline {
-                        Some(deadline) => match tokio::time::timeout_at(deadline, run).await {
-                            Ok(drafted) => drafted.map_err(ExtractError::from),
-                            Err(_) => Err(ExtractError::DeadlineExceeded),
-                        },
-                        None => run.await.map_err(ExtractError::from),
-                    };
-                    if proposal.is_err() {
-                        conn.mark_broken();
-                    }
-                    proposal
-                },
-            )
-            .await;
+        // No statement outlives the call's deadline.
+        let mut options = options.clone();
+        if let Some(deadline) = deadline {
+            options.statement_timeout = options
+                .statement_timeout
+                .min(deadline.saturating_duration_since(Instant::now()));
+        }
+        let options = &options;
+        let drafted = match &source.store {
+            super::Store::MySql(pool) => {
+                self.admitted(source, caller, deadline, async || {
+                    // A statement left running by the deadline is ended by its own limit.
+                    within(
+                        deadline,
+                        mysql::discover(pool, config, &self.matrix, options),
+                    )
+                    .await
+                })
+                .await
+            }
+            super::Store::Postgres(_) => {
+                self.guarded(
+                    source,
+                    caller,
+                    deadline,
+                    "discover",
+                    |mut conn| async move {
+                        let (client, _) = conn.parts();
+                        let run = discover(client, config, &self.matrix, options);
+                        let proposal = within(deadline, run).await;
+                        // A connection left mid-query by the deadline is not reused.
+                        if proposal.is_err() {
+                            conn.mark_broken();
+                        }
+                        proposal
+                    },
+                )
+                .await
+            }
+        };
         if let Ok(proposal) = &drafted {
             tracing::info!(
                 dsr.source = %source_name,
@@ -243,5 +270,19 @@ impl Engine {
             );
         }
         drafted
+    }
+}
+
+/// A drafting run, ended at `deadline`.
+async fn within(
+    deadline: Option<Instant>,
+    run: impl Future<Output = Result<Proposal, DbError>>,
+) -> Result<Proposal, ExtractError> {
+    match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, run).await {
+            Ok(drafted) => drafted.map_err(ExtractError::from),
+            Err(_) => Err(ExtractError::DeadlineExceeded),
+        },
+        None => run.await.map_err(ExtractError::from),
     }
 }

@@ -538,7 +538,9 @@ impl Planner<'_> {
                 sampled_rows: self.evidence[t].rows,
                 sample_error: self.evidence[t].error.clone(),
                 identities: identities[t].clone(),
-                references: std::mem::take(&mut references[t]),
+                // Cloned, not taken: a later table's key is "linked from" this one's
+                // references, whatever order the catalog lists the tables in.
+                references: references[t].clone(),
                 columns,
                 notes: std::mem::take(&mut notes[t]),
                 erase: erase_proposal(&name_for_erase),

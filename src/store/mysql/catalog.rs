@@ -48,6 +48,23 @@ pub struct TableInfo {
     pub foreign_keys: Vec<ForeignKeyInfo>,
 }
 
+/// The base tables of the source's database (`DATABASE()`), by name, each with the server's
+/// estimate of its rows.
+pub async fn table_names(pool: &MySqlPool) -> Result<Vec<(String, f64)>, DbError> {
+    let mut conn = pool.connection(None, false).await?;
+    let rows: Vec<(String, Option<u64>)> = conn
+        .query(
+            "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+        )
+        .await
+        .map_err(|e| super::classify(pool.source_name(), &e))?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, rows)| (name, rows.map_or(-1.0, |n| n as f64)))
+        .collect())
+}
+
 /// Reads `table` of the source's database (`DATABASE()`) from `information_schema`.
 pub async fn table_info(pool: &MySqlPool, table: &str) -> Result<TableInfo, DbError> {
     let mut conn = pool.connection(None, false).await?;

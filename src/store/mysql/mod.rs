@@ -16,7 +16,7 @@ mod catalog;
 mod decode;
 mod error;
 
-pub use catalog::{ColumnInfo, ForeignKeyInfo, TableInfo, table_info};
+pub use catalog::{ColumnInfo, ForeignKeyInfo, TableInfo, table_info, table_names};
 pub use decode::{DecodeError, MyDecoder, ZERO_DATE_RULE};
 pub use error::classify;
 
@@ -421,6 +421,20 @@ impl Snapshot {
         Ok((epoch.parse().unwrap_or_default(), version))
     }
 
+    /// `SELECT COUNT(*) ...` with `values` bound to its `?`s in order.
+    pub async fn count_of(&mut self, sql: &str, values: &[&str]) -> Result<i64, DbError> {
+        let params = values
+            .iter()
+            .map(|v| mysql_async::Value::from(*v))
+            .collect();
+        let count: Option<i64> = self
+            .txn
+            .exec_first(sql, mysql_async::Params::Positional(params))
+            .await
+            .map_err(|e| classify(&self.name, &e))?;
+        Ok(count.unwrap_or(0))
+    }
+
     /// The integers of the first row of `sql` (counts), with the identity bound to each `?`.
     pub async fn counts(&mut self, sql: &str, value: &str) -> Result<Vec<i64>, DbError> {
         let row: Option<mysql_async::Row> = self
@@ -444,6 +458,11 @@ impl Snapshot {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// Runs `sql`, which takes no parameter (a sampling query), its rows taken as they come.
+    pub async fn query_plain(&mut self, sql: &str) -> Result<Rows<'_>, DbError> {
+        self.query(sql, "").await
     }
 
     /// Runs `sql` with the identity bound to each `?`; its rows are taken off the socket one
