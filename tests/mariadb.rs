@@ -3,8 +3,8 @@
 //! is one moment; a statement is stopped by `KILL QUERY` or by the deadline and leaves nothing
 //! running; every type decodes exactly; a killed server is a lost connection.
 //!
-//! The engine does not route sources to MariaDB yet, so the queries here are written by hand
-//! for the store; the PostgreSQL side is the real service's Extract.
+//! The queries here are written by hand for the store alone; `tests/stores.rs` runs the
+//! service on both stores.
 
 mod support;
 

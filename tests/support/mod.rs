@@ -380,13 +380,24 @@ pub fn venv_tool(name: &str) -> std::path::PathBuf {
 /// The real `dsr-connector serve` binary, running on this binary's cluster with the demo
 /// config, its stderr collected line by line.
 pub struct ServeProcess {
-    child: std::process::Child,
+    /// Taken when the process is waited for; a process still here when this drops (a test
+    /// that failed before it stopped it) is killed, never left running.
+    child: Option<std::process::Child>,
     /// The gRPC address it listens on.
     pub addr: String,
     /// The metrics listener's address, when it has one and logs at INFO.
     pub metrics_addr: Option<String>,
-    reader: std::thread::JoinHandle<Vec<String>>,
+    reader: Option<std::thread::JoinHandle<Vec<String>>>,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl ServeProcess {
@@ -451,10 +462,10 @@ impl ServeProcess {
                 .await
                 .unwrap();
         ServeProcess {
-            child,
+            child: Some(child),
             addr,
             metrics_addr,
-            reader,
+            reader: Some(reader),
             _dir: dir,
         }
     }
@@ -468,15 +479,13 @@ impl ServeProcess {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().expect("running").id()
     }
 
     /// Waits for the process to end by itself (or by a signal sent elsewhere). Returns the
     /// exit status and every log line.
-    pub async fn wait(self) -> (std::process::ExitStatus, Vec<String>) {
-        let ServeProcess {
-            mut child, reader, ..
-        } = self;
+    pub async fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let (mut child, reader) = (self.child.take().unwrap(), self.reader.take().unwrap());
         tokio::task::spawn_blocking(move || (child.wait().unwrap(), reader.join().unwrap()))
             .await
             .unwrap()
@@ -484,7 +493,7 @@ impl ServeProcess {
 
     /// The process's peak resident set size so far (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -494,10 +503,8 @@ impl ServeProcess {
 
     /// Sends SIGTERM and waits (off the runtime, so clients and receivers keep running).
     /// Returns the exit status and every log line.
-    pub async fn terminate(self) -> (std::process::ExitStatus, Vec<String>) {
-        let ServeProcess {
-            mut child, reader, ..
-        } = self;
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let (mut child, reader) = (self.child.take().unwrap(), self.reader.take().unwrap());
         tokio::task::spawn_blocking(move || {
             let status = std::process::Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])

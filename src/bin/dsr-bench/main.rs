@@ -14,6 +14,9 @@
 //! - concurrent: the same subjects over 16 concurrent streams; against 16 raw readers and
 //!   16 psql sessions.
 //!
+//! `--store mysql` runs the heavy, sequential and concurrent scenarios on a throwaway MariaDB
+//! instead, against the `mariadb` command-line client (see `mysql.rs`).
+//!
 //! `--shape wide` generates wider rows (JSONB addresses, legacy VARCHAR dates, epochs, numeric
 //! amounts, timestamps without a zone, ~300-byte payloads; see `generate_wide`).
 //!
@@ -21,6 +24,7 @@
 
 mod baseline;
 mod data;
+mod mysql;
 mod report;
 mod service;
 
@@ -69,9 +73,19 @@ pub(crate) struct Args {
     /// VARCHAR dates, epochs, numeric amounts, timestamps without a zone, ~300-byte payloads).
     #[arg(long, value_enum, default_value_t = Shape::Narrow)]
     shape: Shape,
+    /// The store: `postgres` (against psql and a raw tokio-postgres reader) or `mysql` (a
+    /// throwaway MariaDB, against the `mariadb` command-line client).
+    #[arg(long, value_enum, default_value_t = StoreArg::Postgres)]
+    store: StoreArg,
     /// Where bench.json goes.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StoreArg {
+    Postgres,
+    Mysql,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -101,6 +115,9 @@ async fn main() -> anyhow::Result<()> {
         .map(|p| p.join("dsr-connector"))
         .filter(|p| p.is_file())
         .ok_or_else(|| anyhow::anyhow!("build the service first: cargo build --release"))?;
+    if args.store == StoreArg::Mysql {
+        return mysql::run(&args, &binary).await;
+    }
 
     eprintln!("starting PostgreSQL ...");
     let cluster = tokio::task::spawn_blocking(|| {
@@ -124,7 +141,8 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("heavy with a slow client ...");
     let (mut slow_server, slow_addr) = start_server(
         &binary,
-        &cluster,
+        &postgres_source(&cluster),
+        cluster.password(),
         args.server_threads,
         bench_datamap(args.shape, args.single_path, args.scan_json),
     )?;
@@ -141,7 +159,8 @@ async fn main() -> anyhow::Result<()> {
 
     let (mut server, addr) = start_server(
         &binary,
-        &cluster,
+        &postgres_source(&cluster),
+        cluster.password(),
         args.server_threads,
         bench_datamap(args.shape, args.single_path, args.scan_json),
     )?;
@@ -358,12 +377,17 @@ async fn main() -> anyhow::Result<()> {
         .status();
     let _ = server.wait();
 
+    report(&args, "postgres", &results)
+}
+
+/// Prints the Markdown table and writes `bench.json`.
+pub(crate) fn report(args: &Args, store: &str, results: &[Row]) -> anyhow::Result<()> {
     println!("\n| measure | median | min-max | ratio to baseline (same run) |\n|---|---|---|---|");
-    for r in &results {
+    for r in results {
         println!("{}", r.markdown());
     }
     println!(
-        "\n{} shape, scale {}{}{}, {} subjects, concurrency {}, {} repetitions, {} cores",
+        "\n{store}, {} shape, scale {}{}{}, {} subjects, concurrency {}, {} repetitions, {} cores",
         args.shape.name(),
         args.scale,
         if args.scan_json { ", JSON scanned" } else { "" },
@@ -381,6 +405,7 @@ async fn main() -> anyhow::Result<()> {
     );
     std::fs::create_dir_all(&args.out)?;
     let json = serde_json::json!({
+        "store": store,
         "scale": args.scale,
         "shape": args.shape.name(),
         "single_path": args.single_path,

@@ -102,20 +102,10 @@ pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Starts the release binary with a config for the bench database and the data map `tables`.
-pub(crate) fn start_server(
-    binary: &PathBuf,
-    cluster: &TempCluster,
-    threads: Option<usize>,
-    tables: String,
-) -> anyhow::Result<(std::process::Child, String)> {
-    let dir = tempfile::tempdir()?.keep();
-    let config = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-{threads}
-
-[[sources]]
+/// The `[[sources]]` block of the bench database in the PostgreSQL cluster.
+pub(crate) fn postgres_source(cluster: &TempCluster) -> String {
+    format!(
+        r#"[[sources]]
 name = "bench"
 host = "{host}"
 port = {port}
@@ -126,12 +116,24 @@ max_connections = 20
 max_per_caller = 20
 min_idle = 16
 identity_kinds = ["email"]
-
-{tables}
 "#,
         host = cluster.host(),
         port = cluster.port(),
-        tables = tables,
+    )
+}
+
+/// Starts the release binary with a config for the bench source `source` (its `[[sources]]`
+/// block, whose password is `password`) and the data map `tables`.
+pub(crate) fn start_server(
+    binary: &PathBuf,
+    source: &str,
+    password: &str,
+    threads: Option<usize>,
+    tables: String,
+) -> anyhow::Result<(std::process::Child, String)> {
+    let dir = tempfile::tempdir()?.keep();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{threads}\n\n{source}\n{tables}\n",
         threads = threads
             .map(|n| format!("worker_threads = {n}"))
             .unwrap_or_default(),
@@ -141,7 +143,7 @@ identity_kinds = ["email"]
     let mut child = Command::new(binary)
         .args(["serve", "--config"])
         .arg(&path)
-        .env("DSR_BENCH_PASSWORD", cluster.password())
+        .env("DSR_BENCH_PASSWORD", password)
         .env("DSR_SUBJECT_KEY", "bench-subject-key-0123456789")
         .env("RUST_LOG", "warn,dsr_connector::api=info")
         .stderr(Stdio::piped())

@@ -33,8 +33,13 @@ impl Job {
         extraction_id: &str,
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
+        let value: &str = self.params.value.expose_secret();
+        self.check_mysql_identity(value)?;
+        // Every table's COUNT(*), and the identity's direct rows, counted as the snapshot
+        // begins, in its first round trip.
+        let counts = counts_sql(&self.plan, value);
         let mut snapshot = tokio::select! {
-            snapshot = pool.snapshot(self.params.deadline) => snapshot.map_err(|e| match e {
+            snapshot = pool.snapshot_with(self.params.deadline, Some(&counts)) => snapshot.map_err(|e| match e {
                 DbError::DeadlineWaitingForConnection { .. } => ExtractError::DeadlineExceeded,
                 other => other.into(),
             })?,
@@ -88,18 +93,17 @@ impl Job {
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
         let started_at = SystemTime::now();
-        let (epoch, server_version) = snapshot.clock().await?;
+        let (epoch, server_version) = snapshot.clock();
+        let server_version = server_version.to_owned();
         self.send_started(self.started_event(extraction_id, started_at))
             .await?;
         let value: &str = self.params.value.expose_secret();
-        self.check_mysql_identity(value)?;
+        let counts = snapshot.first().to_vec();
+        let tables = self.plan.tables.len();
         let mut tally = self.tally();
-        if !tally.from_counts
-            && let Some(sql) = &self.plan.identity_rows_sql
-        {
-            let counts = snapshot.counts(sql, value).await?;
+        if !tally.from_counts && self.plan.identity_rows_sql.is_some() {
             let rows = crate::engine::identity_rows(&self.plan, |i| {
-                counts.get(i).copied().unwrap_or_default()
+                counts.get(tables + i).copied().unwrap_or(-1)
             });
             if self.reading.shared_identity == crate::config::SharedIdentityPolicy::Refuse
                 && let Some(refusal) =
@@ -109,10 +113,11 @@ impl Job {
             }
             tally.found.identity_rows = rows;
         }
-        for table in &self.plan.tables {
+        for (i, table) in self.plan.tables.iter().enumerate() {
             let query = self.query_span(table, "mysql");
+            let counted = counts.get(i).copied().unwrap_or(-1);
             let outcome = tracing::Instrument::instrument(
-                self.stream_table_mysql(snapshot, table, value),
+                self.stream_table_mysql(snapshot, table, value, counted),
                 query.clone(),
             )
             .await?;
@@ -145,16 +150,16 @@ impl Job {
         Ok(())
     }
 
-    /// Streams one table: its COUNT(*) in the snapshot, then its rows, decoded, coerced and
-    /// scanned, cut into batches and (unless this is a dry run) sent.
+    /// Streams one table's rows (`counted` by its COUNT(*) in the snapshot), decoded,
+    /// coerced and scanned, cut into batches and (unless this is a dry run) sent.
     async fn stream_table_mysql(
         &self,
         snapshot: &mut Snapshot,
         table: &PlannedTable,
         value: &str,
+        counted: i64,
     ) -> Result<TableOutcome, ExtractError> {
         let mapped = &table.table;
-        let counted = snapshot.count(&table.count_sql, value).await?;
         if !self.params.dry_run {
             self.send(Event::TableStarted(pb::TableStarted {
                 table: mapped.display.clone(),
@@ -292,6 +297,24 @@ impl Job {
         }
         Ok(Some(values))
     }
+}
+
+/// One statement of one row: every table's COUNT(*), in plan order, then the identity's
+/// direct rows in each table it reaches directly; the identity written in as a literal, so
+/// that it can run in the snapshot's first round trip.
+fn counts_sql(plan: &crate::schema::Plan, value: &str) -> String {
+    let columns: Vec<String> = plan
+        .tables
+        .iter()
+        .map(|t| format!("({})", t.count_sql))
+        .chain(
+            plan.identity_rows_sql
+                .as_deref()
+                .and_then(|sql| sql.strip_prefix("SELECT "))
+                .map(str::to_owned),
+        )
+        .collect();
+    crate::store::mysql::inline_identity(&format!("SELECT {}", columns.join(", ")), value)
 }
 
 /// An integer the query computed (a bounded row's column number or size).

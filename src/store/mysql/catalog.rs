@@ -51,7 +51,7 @@ pub struct TableInfo {
 /// The base tables of the source's database (`DATABASE()`), by name, each with the server's
 /// estimate of its rows.
 pub async fn table_names(pool: &MySqlPool) -> Result<Vec<(String, f64)>, DbError> {
-    let mut conn = pool.connection(None, false).await?;
+    let mut conn = pool.connection_unlimited().await?;
     let rows: Vec<(String, Option<u64>)> = conn
         .query(
             "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES \
@@ -67,7 +67,7 @@ pub async fn table_names(pool: &MySqlPool) -> Result<Vec<(String, f64)>, DbError
 
 /// Reads `table` of the source's database (`DATABASE()`) from `information_schema`.
 pub async fn table_info(pool: &MySqlPool, table: &str) -> Result<TableInfo, DbError> {
-    let mut conn = pool.connection(None, false).await?;
+    let mut conn = pool.connection_unlimited().await?;
     let db = |e: mysql_async::Error| super::classify(pool.source_name(), &e);
     type Row = (
         String,

@@ -66,7 +66,10 @@ impl std::fmt::Debug for MySqlSettings {
     }
 }
 
-/// The session every pooled connection gets, again after each reset: UTC, so that TIMESTAMP
+/// How long an idle pooled connection is kept.
+const IDLE_TTL: Duration = Duration::from_secs(60);
+
+/// The session every pooled connection gets when it connects: UTC, so that TIMESTAMP
 /// values arrive as UTC; REPEATABLE READ; and a generous `net_write_timeout`, since a reader
 /// that waits on its caller must not have its query killed by the server after 60 s (the
 /// call's own deadline stops it instead).
@@ -189,7 +192,15 @@ impl MySqlPool {
                         .with_constraints(
                             PoolConstraints::new(0, max).expect("0 <= max and max > 0"),
                         )
-                        .with_reset_connection(true),
+                        // Without it the driver closes every idle connection above the
+                        // minimum as it is returned: each call would connect anew and
+                        // prepare its statements again.
+                        .with_inactive_connection_ttl(IDLE_TTL)
+                        .with_ttl_check_interval(IDLE_TTL / 2)
+                        // Not reset when returned: a reset drops the connection's prepared
+                        // statements (two more round trips per statement on every call),
+                        // and every snapshot sets what it needs itself.
+                        .with_reset_connection(false),
                 )
         };
         let tls = settings.tls.options();
@@ -289,11 +300,37 @@ impl MySqlPool {
         }
     }
 
+    /// A pooled connection without a statement limit, for work outside a snapshot (the
+    /// catalog): a snapshot's limit stays on its connection after it is returned.
+    pub(super) async fn connection_unlimited(&self) -> Result<mysql_async::Conn, DbError> {
+        let mut conn = self.connection(None, false).await?;
+        let reset = match self.flavour.get() {
+            Some(Flavour::MariaDb) => "SET SESSION max_statement_time = 0",
+            Some(Flavour::MySql) => "SET SESSION max_execution_time = 0",
+            // No snapshot has run yet, so no limit was set.
+            None => return Ok(conn),
+        };
+        conn.query_drop(reset)
+            .await
+            .map_err(|e| classify(&self.name, &e))?;
+        Ok(conn)
+    }
+
     /// Opens one consistent read-only snapshot (`START TRANSACTION WITH CONSISTENT SNAPSHOT`,
     /// READ ONLY, at REPEATABLE READ) on one connection. With a deadline, every statement of
     /// the snapshot is limited to the time left (`max_statement_time` on MariaDB,
     /// `max_execution_time` on MySQL).
     pub async fn snapshot(&self, deadline: Option<Instant>) -> Result<Snapshot, DbError> {
+        self.snapshot_with(deadline, None).await
+    }
+
+    /// As [`Self::snapshot`], and `first` (a text statement of one row of integers, counts)
+    /// run in the snapshot in the same round trip: [`Snapshot::first`] holds its row.
+    pub async fn snapshot_with(
+        &self,
+        deadline: Option<Instant>,
+        first: Option<&str>,
+    ) -> Result<Snapshot, DbError> {
         // The snapshot owns its connection; dropped before it finished, the pool rolls the
         // transaction back and resets the connection.
         let mut txn = self.connection(deadline, false).await?;
@@ -311,37 +348,65 @@ impl MySqlPool {
                 *self.flavour.get_or_init(|| flavour)
             }
         };
-        // One round trip: the statement limit, then the transaction, whose snapshot is taken
-        // as it starts (at REPEATABLE READ, the session's level), not at its first read. The
-        // limit is built from numbers alone.
-        let limit = match (deadline, flavour) {
-            (None, _) => String::new(),
-            (Some(deadline), Flavour::MariaDb) => format!(
-                "SET SESSION max_statement_time = {:.3}; ",
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_secs_f64()
-                    .max(0.001)
+        // One round trip: the statement limit (none without a deadline), then the transaction,
+        // whose snapshot is taken as it starts (at REPEATABLE READ, the session's level), not
+        // at its first read, then the server's clock and version. The limit is built from
+        // numbers alone. A transaction a failed call left open on this connection is ended by
+        // START TRANSACTION itself.
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let limit = match flavour {
+            Flavour::MariaDb => format!(
+                "SET SESSION max_statement_time = {:.3}",
+                left.map_or(0.0, |l| l.as_secs_f64().max(0.001))
             ),
-            (Some(deadline), Flavour::MySql) => format!(
-                "SET SESSION max_execution_time = {}; ",
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_millis()
-                    .max(1)
+            Flavour::MySql => format!(
+                "SET SESSION max_execution_time = {}",
+                left.map_or(0, |l| l.as_millis().max(1))
             ),
         };
-        txn.query_drop(format!(
-            "{limit}START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"
-        ))
-        .await
-        .map_err(db)?;
+        let first_sql = first.map(|sql| format!("; {sql}")).unwrap_or_default();
+        let mut started = txn
+            .query_iter(format!(
+                "{limit}; START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY; \
+                 SELECT CAST(UNIX_TIMESTAMP(NOW(6)) AS CHAR), VERSION(){first_sql}"
+            ))
+            .await
+            .map_err(db)?;
+        // The result sets: the SET's and START TRANSACTION's (empty), the clock's, `first`'s.
+        let mut sets: Vec<Vec<mysql_async::Row>> = Vec::new();
+        while !started.is_empty() {
+            let rows: Vec<mysql_async::Row> = started.collect().await.map_err(db)?;
+            if !rows.is_empty() {
+                sets.push(rows);
+            }
+        }
+        drop(started);
+        let mut sets = sets.into_iter();
+        let clock = sets
+            .next()
+            .and_then(|mut rows| rows.pop())
+            .map(mysql_async::Row::unwrap);
+        let text = |value: Option<&mysql_async::Value>| match value {
+            Some(mysql_async::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        let (epoch, version) = clock
+            .map(|values| (text(values.first()), text(values.get(1))))
+            .unwrap_or_default();
+        let first = sets
+            .next()
+            .and_then(|mut rows| rows.pop())
+            .map(|row| row.unwrap().iter().map(integer).collect())
+            .unwrap_or_default();
         let id = txn.id();
         Ok(Snapshot {
             name: self.name.clone(),
             txn,
             id,
             flavour,
+            epoch: epoch.parse().unwrap_or_default(),
+            version,
+            first,
         })
     }
 
@@ -387,6 +452,11 @@ pub struct Snapshot {
     txn: mysql_async::Conn,
     id: u32,
     flavour: Flavour,
+    /// The server's clock when the snapshot began (seconds since 1970), and its version.
+    epoch: f64,
+    version: String,
+    /// The row of the statement run as the snapshot began (see [`MySqlPool::snapshot_with`]).
+    first: Vec<i64>,
 }
 
 impl Snapshot {
@@ -410,15 +480,15 @@ impl Snapshot {
         Ok(count.unwrap_or(0))
     }
 
-    /// The server's clock (seconds since 1970) and version, read in the snapshot.
-    pub async fn clock(&mut self) -> Result<(f64, String), DbError> {
-        let row: Option<(String, String)> = self
-            .txn
-            .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) AS CHAR), VERSION()")
-            .await
-            .map_err(|e| classify(&self.name, &e))?;
-        let (epoch, version) = row.unwrap_or_default();
-        Ok((epoch.parse().unwrap_or_default(), version))
+    /// The server's clock when the snapshot began (seconds since 1970), and its version.
+    pub fn clock(&self) -> (f64, &str) {
+        (self.epoch, &self.version)
+    }
+
+    /// The integers of the statement run as the snapshot began; -1 where one was not an
+    /// integer.
+    pub fn first(&self) -> &[i64] {
+        &self.first
     }
 
     /// `SELECT COUNT(*) ...` with `values` bound to its `?`s in order.
@@ -443,20 +513,7 @@ impl Snapshot {
             .await
             .map_err(|e| classify(&self.name, &e))?;
         Ok(row
-            .map(|row| {
-                row.unwrap()
-                    .into_iter()
-                    .map(|v| match v {
-                        mysql_async::Value::Int(n) => n,
-                        mysql_async::Value::UInt(n) => i64::try_from(n).unwrap_or(i64::MAX),
-                        mysql_async::Value::Bytes(b) => std::str::from_utf8(&b)
-                            .ok()
-                            .and_then(|t| t.parse().ok())
-                            .unwrap_or(-1),
-                        _ => -1,
-                    })
-                    .collect()
-            })
+            .map(|row| row.unwrap().iter().map(integer).collect())
             .unwrap_or_default())
     }
 
@@ -535,6 +592,19 @@ impl Snapshot {
     }
 }
 
+/// An integer the server sent (binary or text protocol); -1 for anything else.
+fn integer(value: &mysql_async::Value) -> i64 {
+    match value {
+        mysql_async::Value::Int(n) => *n,
+        mysql_async::Value::UInt(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+        mysql_async::Value::Bytes(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(-1),
+        _ => -1,
+    }
+}
+
 /// The rows of a running query.
 pub struct Rows<'a> {
     name: &'a str,
@@ -566,10 +636,10 @@ fn params(sql: &str, value: &str) -> mysql_async::Params {
     mysql_async::Params::Positional(vec![mysql_async::Value::from(value); count])
 }
 
-/// The `?` placeholders of a statement, outside quotes, backticks and comments.
-fn placeholders(sql: &str) -> usize {
+/// Where the `?` placeholders of a statement are, outside quotes, backticks and comments.
+fn placeholder_positions(sql: &str) -> Vec<usize> {
     let bytes = sql.as_bytes();
-    let (mut count, mut i) = (0, 0);
+    let (mut found, mut i) = (Vec::new(), 0);
     while i < bytes.len() {
         match bytes[i] {
             b'#' => {
@@ -598,12 +668,34 @@ fn placeholders(sql: &str) -> usize {
                     i += 1;
                 }
             }
-            b'?' => count += 1,
+            b'?' => found.push(i),
             _ => {}
         }
         i += 1;
     }
-    count
+    found
+}
+
+/// The `?` placeholders of a statement.
+fn placeholders(sql: &str) -> usize {
+    placeholder_positions(sql).len()
+}
+
+/// `sql` with the identity written in place of each `?`, for a statement sent as text (with
+/// others, in one round trip): as a hex literal with a `utf8mb4` introducer, which no value
+/// can break out of, and which takes the compared column's collation as a bound parameter
+/// does.
+pub fn inline_identity(sql: &str, value: &str) -> String {
+    let literal = format!("_utf8mb4 X'{}'", hex::encode(value.as_bytes()));
+    let mut inlined = String::with_capacity(sql.len());
+    let mut from = 0;
+    for at in placeholder_positions(sql) {
+        inlined.push_str(&sql[from..at]);
+        inlined.push_str(&literal);
+        from = at + 1;
+    }
+    inlined.push_str(&sql[from..]);
+    inlined
 }
 
 impl From<DbError> for RowError {
@@ -632,6 +724,21 @@ pub enum RowError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inlined_identity_cannot_leave_its_literal() {
+        assert_eq!(
+            inline_identity(
+                "SELECT COUNT(*) FROM t WHERE a = ? AND b = '?'",
+                "x' OR 1=1 -- "
+            ),
+            "SELECT COUNT(*) FROM t WHERE a = _utf8mb4 X'7827204f5220313d31202d2d20' AND b = '?'"
+        );
+        assert_eq!(
+            inline_identity("SELECT ?, ?", ""),
+            "SELECT _utf8mb4 X'', _utf8mb4 X''"
+        );
+    }
 
     #[test]
     fn placeholders_outside_quotes_are_counted() {
