@@ -54,6 +54,8 @@ pub struct TempMariaDb {
     server: Option<Child>,
     /// The `mariadbd` program.
     program: PathBuf,
+    /// TLS: the certificate and key files, and whether plaintext clients are refused.
+    tls: Option<(PathBuf, PathBuf, bool)>,
     port: u16,
     password: String,
 }
@@ -70,6 +72,12 @@ impl std::fmt::Debug for TempMariaDb {
 impl TempMariaDb {
     /// Creates and starts a server. Blocks until it accepts connections.
     pub fn start() -> Result<TempMariaDb, ClusterError> {
+        TempMariaDb::start_with_tls(None)
+    }
+
+    /// Creates and starts a server with TLS: `tls` is its certificate and key (PEM), and
+    /// whether it refuses plaintext clients (`require_secure_transport`).
+    pub fn start_with_tls(tls: Option<(&str, &str, bool)>) -> Result<TempMariaDb, ClusterError> {
         let install = find("mariadb-install-db").ok_or_else(missing)?;
         let server = find("mariadbd").ok_or_else(missing)?;
         let dir = tempfile::Builder::new()
@@ -94,10 +102,21 @@ impl TempMariaDb {
         let socket = dir.path().join("mariadb.sock");
         let pid_file = dir.path().join("mariadb.pid");
         spawn_watchdog(dir.path(), &pid_file, "KILL");
+        let tls = match tls {
+            Some((cert, key, require)) => {
+                let (cert_file, key_file) =
+                    (dir.path().join("server.crt"), dir.path().join("server.key"));
+                std::fs::write(&cert_file, cert).map_err(|e| step("writing the certificate", e))?;
+                std::fs::write(&key_file, key).map_err(|e| step("writing the key", e))?;
+                Some((cert_file, key_file, require))
+            }
+            None => None,
+        };
         let mut db = TempMariaDb {
             dir: Some(dir),
             server: None,
             program: server,
+            tls,
             port: 0,
             password: uuid::Uuid::new_v4().simple().to_string(),
         };
@@ -162,6 +181,14 @@ impl TempMariaDb {
             .process_group(0);
         if running_as_root() {
             command.arg("--user=root");
+        }
+        if let Some((cert, key, require)) = &self.tls {
+            command
+                .arg(format!("--ssl-cert={}", cert.display()))
+                .arg(format!("--ssl-key={}", key.display()));
+            if *require {
+                command.arg("--require-secure-transport=ON");
+            }
         }
         self.server = Some(command.spawn().map_err(|e| step("starting mariadbd", e))?);
         let until = Instant::now() + Duration::from_secs(60);
