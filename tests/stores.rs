@@ -97,8 +97,13 @@ fn config_text(database: &str, extra: &str) -> String {
 
 /// Parses config text with both stores' passwords.
 fn config(text: &str) -> Config {
+    config_with(text, mariadb().password())
+}
+
+/// Parses config text with PostgreSQL's password and this MariaDB password.
+fn config_with(text: &str, mariadb_password: &str) -> Config {
     Config::from_toml_str(text, |name| match name {
-        demo::mariadb::PASSWORD_ENV => Some(mariadb().password().to_owned()),
+        demo::mariadb::PASSWORD_ENV => Some(mariadb_password.to_owned()),
         demo::PASSWORD_ENV => Some(support::cluster().password().to_owned()),
         dsr_connector::config::DEFAULT_SUBJECT_KEY_ENV => Some(SUBJECT_KEY.to_owned()),
         dsr_connector::config::DEFAULT_AUDIT_KEY_ENV => Some(demo::audit_key(SUBJECT_KEY)),
@@ -550,10 +555,33 @@ async fn hostile_rows_in_mariadb_are_refused_or_rejected_by_name() {
     server.stop().await.unwrap();
 }
 
+/// Held by a test that kills a MariaDB of its own and starts it again on its port: the
+/// shared servers are started first, and no other server starts meanwhile, so that none can
+/// take the port while it is free.
+async fn killing() -> tokio::sync::MutexGuard<'static, ()> {
+    static KILLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let guard = KILLING.lock().await;
+    tokio::task::block_in_place(|| {
+        mariadb();
+        tls_mariadb();
+    });
+    guard
+}
+
+/// A MariaDB of the test's own with the demo shop, that keeps every commit through a kill
+/// (the test servers flush their log only once a second otherwise).
+fn durable_mariadb() -> TempMariaDb {
+    let db = TempMariaDb::start().unwrap();
+    db.execute("mysql", "SET GLOBAL innodb_flush_log_at_trx_commit = 1;")
+        .unwrap();
+    db.load_demo("shop").unwrap();
+    db
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mariadb_killed_mid_stream_is_unavailable_and_opens_the_breaker_until_it_is_back() {
-    let mut db = TempMariaDb::start().unwrap();
-    db.load_demo("shop").unwrap();
+    let _alone = killing().await;
+    let mut db = durable_mariadb();
     // 4,000 events of 4 KB for alice: more than the sockets hold.
     db.execute(
         "shop",
@@ -571,13 +599,7 @@ async fn a_mariadb_killed_mid_stream_is_unavailable_and_opens_the_breaker_until_
              circuit_breaker = { min_calls = 5, cool_down = \"2s\" }"
         )
     );
-    let config = Config::from_toml_str(&text, |name| match name {
-        demo::mariadb::PASSWORD_ENV => Some(db.password().to_owned()),
-        demo::PASSWORD_ENV => Some(support::cluster().password().to_owned()),
-        dsr_connector::config::DEFAULT_SUBJECT_KEY_ENV => Some(SUBJECT_KEY.to_owned()),
-        _ => None,
-    })
-    .unwrap();
+    let config = config_with(&text, db.password());
     let server = TestServer::start(config).await;
     let mut client = server.client().await;
 
@@ -887,13 +909,7 @@ async fn mariadb_tls_modes_verify_as_mysql_clients_name_them() {
         .collect::<Vec<_>>()
         .join("\n");
     let text = format!("{}\n{text}", support::config_text(""));
-    let config = Config::from_toml_str(&text, |name| match name {
-        demo::mariadb::PASSWORD_ENV => Some(tls.server.password().to_owned()),
-        demo::PASSWORD_ENV => Some(support::cluster().password().to_owned()),
-        dsr_connector::config::DEFAULT_SUBJECT_KEY_ENV => Some(SUBJECT_KEY.to_owned()),
-        _ => None,
-    })
-    .unwrap();
+    let config = config_with(&text, tls.server.password());
     let server = TestServer::start(config).await;
     let mut client = server.client().await;
     for (name, host, mode, _, connects) in cases {
@@ -913,5 +929,58 @@ async fn mariadb_tls_modes_verify_as_mysql_clients_name_them() {
             assert!(!x.message().contains(tls.server.password()));
         }
     }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_meets_mariadb_down_before_any_row_is_retried_until_it_is_back() {
+    let _alone = killing().await;
+    let db = std::sync::Arc::new(std::sync::Mutex::new(durable_mariadb()));
+    let (host, port, password) = {
+        let db = db.lock().unwrap();
+        (db.host(), db.port(), db.password().to_owned())
+    };
+    let text = format!(
+        "{}\n{}",
+        support::config_text(""),
+        demo::mariadb::source_toml("mariadb", host, port, "shop").replace(
+            "min_idle = 1",
+            "min_idle = 1\nconnect_timeout = \"1s\"\n\
+             retry = { attempts = 10, min_delay = \"200ms\", max_delay = \"2s\" }"
+        )
+    );
+    let config = config_with(&text, &password);
+    let server = TestServer::start(config).await;
+    let mut client = server.client().await;
+    let x = extract(&mut client, on("mariadb", "email", ALICE)).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert_eq!(x.manifest.unwrap().metadata["attempts"], "1");
+
+    // MariaDB dies; it is started again half a second later, while the next call retries.
+    db.lock().unwrap().kill();
+    let restarter = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            db.lock().unwrap().restart()
+        })
+    };
+    let mut req = tonic::Request::new(on("mariadb", "email", ALICE));
+    req.set_timeout(Duration::from_secs(60));
+    let mut stream = client.extract(req).await.unwrap().into_inner();
+    let mut x = support::Extraction::default();
+    while let Some(message) = stream.message().await.unwrap() {
+        match message.event {
+            Some(pb::extract_response::Event::Manifest(m)) => x.manifest = Some(m),
+            Some(pb::extract_response::Event::Batch(b)) => x.batches.push(b),
+            _ => {}
+        }
+    }
+    restarter.join().unwrap().unwrap();
+    let manifest = x.manifest.expect("a manifest after the retries");
+    let attempts: u32 = manifest.metadata["attempts"].parse().unwrap();
+    println!("served after {attempts} attempts");
+    assert!(attempts >= 2, "{attempts}");
+    assert_eq!(manifest.row_count, 18);
     server.stop().await.unwrap();
 }

@@ -165,6 +165,8 @@ impl TempMariaDb {
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
             .arg(format!("--log-error={}", log.display()))
+            // Its own temporary files: servers of other tests share this machine's /tmp.
+            .arg(format!("--tmpdir={}", dir.display()))
             .args([
                 "--skip-log-bin",
                 "--skip-name-resolve",

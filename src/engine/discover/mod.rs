@@ -94,24 +94,55 @@ pub async fn discover(
         };
         sampled.push(evidence);
     }
-    let planner = propose::Planner {
-        tables: &tables,
-        evidence: &sampled,
-        source,
-        matrix,
-        free_text_share: options.free_text_share,
-    };
-    let identities: Vec<_> = (0..tables.len()).map(|t| planner.identities(t)).collect();
+    let mut draft = Draft::new(&tables, &sampled, source, matrix, options);
     let mut links = Vec::new();
-    for candidate in planner.link_candidates(&identities) {
+    for candidate in std::mem::take(&mut draft.candidates) {
         if let Some(evidence) = check_link(&mut tx, &tables, &sampled, &candidate).await {
             links.push((candidate, evidence));
         }
     }
-    let proposal = planner.propose(identities, links);
+    let proposal = draft.propose(links);
     drop(sampled);
     tx.rollback().await.map_err(db)?;
     Ok(proposal)
+}
+
+/// The planner over a source's sampled tables, with the identities it proposes and the links
+/// without a foreign key it would check (each store looks them up in its own snapshot).
+struct Draft<'a> {
+    planner: propose::Planner<'a>,
+    identities: Vec<Vec<propose::IdentityProposal>>,
+    candidates: Vec<propose::LinkCandidate>,
+}
+
+impl<'a> Draft<'a> {
+    fn new(
+        tables: &'a [catalog::Table],
+        sampled: &'a [evidence::TableEvidence],
+        source: &'a SourceConfig,
+        matrix: &'a Matrix,
+        options: &Options,
+    ) -> Draft<'a> {
+        let planner = propose::Planner {
+            tables,
+            evidence: sampled,
+            source,
+            matrix,
+            free_text_share: options.free_text_share,
+        };
+        let identities: Vec<_> = (0..tables.len()).map(|t| planner.identities(t)).collect();
+        let candidates = planner.link_candidates(&identities);
+        Draft {
+            planner,
+            identities,
+            candidates,
+        }
+    }
+
+    /// The proposal, with the links that were found.
+    fn propose(self, links: Vec<(propose::LinkCandidate, String)>) -> Proposal {
+        self.planner.propose(self.identities, links)
+    }
 }
 
 /// Which columns' sampled values are kept: only where a link without a foreign key may start.

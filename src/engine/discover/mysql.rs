@@ -5,7 +5,7 @@
 
 use super::catalog::{Column, Filter, ForeignKey, Table};
 use super::evidence::{self, TableEvidence};
-use super::{Options, keep_values, link_evidence, propose};
+use super::{Draft, Options, keep_values, link_evidence, propose};
 use crate::classify::Matrix;
 use crate::config::{QualifiedName, SourceConfig};
 use crate::schema::Dialect;
@@ -28,21 +28,14 @@ pub async fn discover(
     for table in &tables {
         sampled.push(sample(&mut snapshot, table, limit, matrix).await);
     }
-    let planner = propose::Planner {
-        tables: &tables,
-        evidence: &sampled,
-        source,
-        matrix,
-        free_text_share: options.free_text_share,
-    };
-    let identities: Vec<_> = (0..tables.len()).map(|t| planner.identities(t)).collect();
+    let mut draft = Draft::new(&tables, &sampled, source, matrix, options);
     let mut links = Vec::new();
-    for candidate in planner.link_candidates(&identities) {
+    for candidate in std::mem::take(&mut draft.candidates) {
         if let Some(evidence) = check_link(&mut snapshot, &tables, &sampled, &candidate).await {
             links.push((candidate, evidence));
         }
     }
-    let proposal = planner.propose(identities, links);
+    let proposal = draft.propose(links);
     drop(sampled);
     snapshot.finish().await?;
     Ok(proposal)
