@@ -188,8 +188,9 @@ fn shape(x: &support::Extraction) -> Vec<String> {
     }
     let manifest = x.manifest.as_ref().expect("a manifest");
     shape.push(format!(
-        "manifest: {} rows, fields {:?}, counts {:?}",
+        "manifest: {} rows, identity rows {}, fields {:?}, counts {:?}",
         manifest.row_count,
+        manifest.metadata["identity_rows"],
         manifest.pii_fields,
         manifest
             .tables

@@ -37,7 +37,7 @@ impl Job {
         self.check_mysql_identity(value)?;
         // Every table's COUNT(*), and the identity's direct rows, counted as the snapshot
         // begins, in its first round trip.
-        let counts = counts_sql(&self.plan, value);
+        let (counts, identity_columns) = counts_sql(&self.plan, value);
         let mut snapshot = tokio::select! {
             snapshot = pool.snapshot_with(self.params.deadline, Some(&counts)) => snapshot.map_err(|e| match e {
                 DbError::DeadlineWaitingForConnection { .. } => ExtractError::DeadlineExceeded,
@@ -47,7 +47,12 @@ impl Job {
         };
         let id = snapshot.connection_id();
         let outcome = {
-            let body = self.stream_snapshot_mysql(&mut snapshot, extraction_id, progress);
+            let body = self.stream_snapshot_mysql(
+                &mut snapshot,
+                &identity_columns,
+                extraction_id,
+                progress,
+            );
             tokio::pin!(body);
             tokio::select! {
                 result = &mut body => Ok(result),
@@ -89,6 +94,7 @@ impl Job {
     async fn stream_snapshot_mysql(
         &self,
         snapshot: &mut Snapshot,
+        identity_columns: &[usize],
         extraction_id: &str,
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
@@ -99,11 +105,14 @@ impl Job {
             .await?;
         let value: &str = self.params.value.expose_secret();
         let counts = snapshot.first().to_vec();
-        let tables = self.plan.tables.len();
         let mut tally = self.tally();
         if !tally.from_counts && self.plan.identity_rows_sql.is_some() {
             let rows = crate::engine::identity_rows(&self.plan, |i| {
-                counts.get(tables + i).copied().unwrap_or(-1)
+                identity_columns
+                    .get(i)
+                    .and_then(|c| counts.get(*c))
+                    .copied()
+                    .unwrap_or(-1)
             });
             if self.reading.shared_identity == crate::config::SharedIdentityPolicy::Refuse
                 && let Some(refusal) =
@@ -300,21 +309,55 @@ impl Job {
 }
 
 /// One statement of one row: every table's COUNT(*), in plan order, then the identity's
-/// direct rows in each table it reaches directly; the identity written in as a literal, so
-/// that it can run in the snapshot's first round trip.
-fn counts_sql(plan: &crate::schema::Plan, value: &str) -> String {
-    let columns: Vec<String> = plan
+/// direct rows in each table it reaches directly (a table reached by its identity columns
+/// alone is not counted twice: its COUNT(*) is those rows); the identity written in as a
+/// literal, so that it can run in the snapshot's first round trip. Returns the statement and,
+/// for each of the plan's identity tables, the column of the row that counts its rows.
+fn counts_sql(plan: &crate::schema::Plan, value: &str) -> (String, Vec<usize>) {
+    let mut columns: Vec<String> = plan
         .tables
         .iter()
         .map(|t| format!("({})", t.count_sql))
-        .chain(
-            plan.identity_rows_sql
-                .as_deref()
-                .and_then(|sql| sql.strip_prefix("SELECT "))
-                .map(str::to_owned),
-        )
         .collect();
-    crate::store::mysql::inline_identity(&format!("SELECT {}", columns.join(", ")), value)
+    let mut identity = Vec::with_capacity(plan.identity_tables.len());
+    for (name, _) in &plan.identity_tables {
+        let found = plan
+            .tables
+            .iter()
+            .enumerate()
+            .find(|(_, t)| &t.table.display == name);
+        match found {
+            Some((i, t)) if t.identity_branches == t.branches.len() => identity.push(i),
+            Some((_, t)) => {
+                identity.push(columns.len());
+                columns.push(
+                    t.branches[..t.identity_branches]
+                        .iter()
+                        .map(|w| format!("(SELECT count(*) FROM {} WHERE {w})", t.from))
+                        .collect::<Vec<_>>()
+                        .join(" + "),
+                );
+            }
+            // A table left out of a restricted plan: the plan's own identity query counts
+            // every identity table, in order.
+            None => {
+                identity.clear();
+                let first = columns.len();
+                if let Some(all) = plan
+                    .identity_rows_sql
+                    .as_deref()
+                    .and_then(|sql| sql.strip_prefix("SELECT "))
+                {
+                    columns.truncate(plan.tables.len());
+                    columns.push(all.to_owned());
+                    identity.extend(first..first + plan.identity_tables.len());
+                }
+                break;
+            }
+        }
+    }
+    let sql = format!("SELECT {}", columns.join(", "));
+    (crate::store::mysql::inline_identity(&sql, value), identity)
 }
 
 /// An integer the query computed (a bounded row's column number or size).
