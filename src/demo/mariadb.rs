@@ -234,6 +234,11 @@ impl TempMariaDb {
         self.port
     }
 
+    /// The server's process id while it runs (for measuring its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
     /// The password of [`USER`] (random per server).
     pub fn password(&self) -> &str {
         &self.password

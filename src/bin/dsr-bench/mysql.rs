@@ -134,16 +134,24 @@ identity_kinds = ["email"]
     for (name, concurrency) in [("sequential", 1), ("concurrent", args.concurrency)] {
         let (mut service, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
         let (mut cli, mut cli_p50, mut cli_p99) = (Vec::new(), Vec::new(), Vec::new());
+        // MariaDB's CPU per subject, for each side, and the service's own.
+        let (mut db_cpu, mut cli_db_cpu, mut service_cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let db_pid = db.pid().unwrap_or_default();
+        let per_subject = |before: f64, after: f64| (after - before) / subjects.len() as f64;
         for round in 0..args.repeat {
             eprintln!("{name}, round {} ...", round + 1);
+            let (db_before, service_before) = (cpu_ms(db_pid), cpu_ms(server.id()));
             let (rate, lat) = many(&subjects, concurrency, |s| {
                 let channel = channel.clone();
                 async move { extract_one(channel, &s, None).await.map(|_| ()) }
             })
             .await?;
+            db_cpu.push(per_subject(db_before, cpu_ms(db_pid)));
+            service_cpu.push(per_subject(service_before, cpu_ms(server.id())));
             service.push(rate);
             p50.push(percentile(&lat, 0.50));
             p99.push(percentile(&lat, 0.99));
+            let db_before = cpu_ms(db_pid);
             let db = &db;
             let (rate, lat) = many(&subjects, concurrency, |s| async move {
                 let mut session = pooled(db)?;
@@ -158,6 +166,7 @@ identity_kinds = ["email"]
                 Ok(())
             })
             .await?;
+            cli_db_cpu.push(per_subject(db_before, cpu_ms(db_pid)));
             cli.push(rate);
             cli_p50.push(percentile(&lat, 0.50));
             cli_p99.push(percentile(&lat, 0.99));
@@ -189,6 +198,24 @@ identity_kinds = ["email"]
         results.push(Row::new(
             &format!("{name}: mariadb sessions p99 (ms)"),
             &cli_p99,
+            None,
+            "",
+        ));
+        results.push(Row::new(
+            &format!("{name}: MariaDB CPU per subject, serving dsr-connector (ms)"),
+            &db_cpu,
+            Some(&cli_db_cpu),
+            "serving mariadb sessions",
+        ));
+        results.push(Row::new(
+            &format!("{name}: MariaDB CPU per subject, serving mariadb sessions (ms)"),
+            &cli_db_cpu,
+            None,
+            "",
+        ));
+        results.push(Row::new(
+            &format!("{name}: dsr-connector CPU per subject (ms)"),
+            &service_cpu,
             None,
             "",
         ));

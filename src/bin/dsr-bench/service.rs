@@ -102,6 +102,23 @@ pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The CPU time a process has used so far (user and system), in milliseconds.
+pub(crate) fn cpu_ms(pid: u32) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The fields after the command name (which may hold spaces) in parentheses.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    // The kernel counts in clock ticks of 1/100 s on Linux.
+    ticks as f64 * 10.0
+}
+
 /// The `[[sources]]` block of the bench database in the PostgreSQL cluster.
 pub(crate) fn postgres_source(cluster: &TempCluster) -> String {
     format!(
