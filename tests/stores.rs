@@ -985,3 +985,41 @@ async fn a_call_that_meets_mariadb_down_before_any_row_is_retried_until_it_is_ba
     assert_eq!(manifest.row_count, 18);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_wall_clock_column_is_read_in_the_sources_zone_on_both_stores() {
+    // support_tickets.opened_at holds a date and time without a zone: PostgreSQL's timestamp,
+    // MariaDB's DATETIME. In Europe/London, 2024-07-10 14:30 is 13:30 UTC.
+    let text = config_text("shop", "")
+        .replace(
+            "name = \"demo\"\n",
+            "name = \"demo\"\ntimezone = \"Europe/London\"\n",
+        )
+        .replace(
+            "name = \"mariadb\"\nkind = \"mysql\"\n",
+            "name = \"mariadb\"\nkind = \"mysql\"\ntimezone = \"Europe/London\"\n",
+        );
+    assert!(text.contains("name = \"demo\"\ntimezone = \"Europe/London\""));
+    assert!(text.contains("kind = \"mysql\"\ntimezone = \"Europe/London\""));
+    let server = TestServer::start(config(&text)).await;
+    let mut client = server.client().await;
+    let mut opened = Vec::new();
+    for source in ["demo", "mariadb"] {
+        let x = extract(&mut client, on(source, "email", ALICE)).await;
+        assert_eq!(x.code(), Code::Ok, "{source}: {}", x.message());
+        let mut times: Vec<i64> = x
+            .column("support_tickets", "opened_at")
+            .into_iter()
+            .map(|k| match k {
+                Kind::TimestampValue(t) => t.seconds,
+                other => panic!("{source}: {other:?}"),
+            })
+            .collect();
+        times.sort();
+        opened.push(times);
+    }
+    // 2024-07-10 13:30 UTC and 2024-08-01 08:00 UTC.
+    assert_eq!(opened[0], [1_720_618_200, 1_722_499_200]);
+    assert_eq!(opened[0], opened[1], "the same instants from both stores");
+    server.stop().await.unwrap();
+}

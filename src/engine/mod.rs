@@ -7,6 +7,9 @@
 //! breaker, then the caller's call slots, then a pooled connection, and the outcome settled
 //! with the breaker, written once.
 //!
+//! A source's pool is a [`Store`]: PostgreSQL, or MySQL and MariaDB. Extract, Validate and
+//! discover serve both; Erase serves PostgreSQL, and refuses a MySQL source by name.
+//!
 //! The engine does not know gRPC: the API layer maps [`ExtractError`] to a status.
 //! It may import the schema, store, values, classify, records, resilience, observability and
 //! subject rooms; nothing below it imports the engine.

@@ -6,7 +6,7 @@
 //! - [`postgres`]: PostgreSQL through bb8 and tokio-postgres, libpq's `sslmode` over rustls,
 //!   and its SQLSTATEs classified once.
 //! - [`mysql`]: MariaDB and MySQL through mysql_async over rustls, their error numbers
-//!   classified once. Not yet routed to by the engine.
+//!   classified once; `KILL QUERY` from a second pool.
 //! - [`error`]: the errors every store's own codes are classified into.
 //!
 //! A store may import config and values; it never imports the engine or the API.

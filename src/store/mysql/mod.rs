@@ -4,13 +4,14 @@
 //! error numbers classified once, and cancellation with `KILL QUERY` from a second
 //! connection.
 //!
-//! The engine does not route sources here yet: plans, the schema gate and the Extract path
-//! still speak PostgreSQL. What is here is tested against a real MariaDB on its own.
+//! The engine routes `kind = "mysql"` sources here for Extract, Validate and discover.
 //!
-//! Why `mysql_async` and its own pool rather than bb8: the driver's pool already resets a
-//! returned connection (`COM_RESET_CONNECTION`, then the session settings again), rolls back
-//! a transaction left open, and drains a result left unread; a bb8 manager would have to
-//! redo each of those.
+//! Why `mysql_async` and its own pool rather than bb8: the driver's pool already drains a
+//! result left unread when a connection comes back, checks an idle connection before it
+//! hands it out, and keeps each connection's prepared statements; a bb8 manager would have to
+//! redo each of those. Returned connections are not reset (a reset drops the prepared
+//! statements): every snapshot sets its own statement limit, and its `START TRANSACTION`
+//! ends whatever a failed call left open.
 
 mod catalog;
 mod decode;
