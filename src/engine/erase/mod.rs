@@ -123,6 +123,9 @@ impl Engine {
             )));
         }
         let source = self.source(&params.source)?.clone();
+        // Erasure is built for PostgreSQL sources: another kind is refused by name before its
+        // data map is read.
+        source.postgres("erasure")?;
         let cfg = &self.config.sources[source.index];
         let value = match normalized {
             // A value its kind cannot normalise is malformed, whatever the matching.
