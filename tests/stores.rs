@@ -469,19 +469,7 @@ async fn a_deadline_or_a_client_gone_leaves_nothing_running_on_mariadb() {
     let asked = tokio::time::Instant::now();
     let mut req = tonic::Request::new(only_slow(request("email", ALICE)));
     req.set_timeout(Duration::from_millis(1500));
-    let status = match client.extract(req).await {
-        Err(status) => status,
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            loop {
-                match stream.message().await {
-                    Ok(Some(_)) => continue,
-                    Ok(None) => panic!("a call past its deadline ended OK"),
-                    Err(status) => break status,
-                }
-            }
-        }
-    };
+    let status = support::failure(client.extract(req).await, "a call past its deadline").await;
     println!("ended after {:?}: {status:?}", asked.elapsed());
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
@@ -1028,7 +1016,7 @@ async fn a_wall_clock_column_is_read_in_the_sources_zone_on_both_stores() {
 async fn erasure_on_a_mariadb_source_is_refused_by_name() {
     let server = TestServer::start(config(&config_text("shop", ""))).await;
     let mut client = server.client().await;
-    let refused = client
+    let call = client
         .erase(pb::EraseRequest {
             source: "mariadb".into(),
             subject: Some(pb::Identity {
@@ -1040,19 +1028,7 @@ async fn erasure_on_a_mariadb_source_is_refused_by_name() {
             ..Default::default()
         })
         .await;
-    let status = match refused {
-        Err(status) => status,
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            loop {
-                match stream.message().await {
-                    Ok(Some(_)) => continue,
-                    Ok(None) => panic!("an erasure on a mariadb source ended OK"),
-                    Err(status) => break status,
-                }
-            }
-        }
-    };
+    let status = support::failure(call, "an erasure on a mariadb source").await;
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     assert!(
         status

@@ -232,6 +232,25 @@ impl Extraction {
     }
 }
 
+/// The status a streaming call ends with: its refusal, or the error that ends its stream.
+/// Panics, naming `what`, if the stream ends OK.
+pub async fn failure<T>(
+    call: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+    what: &str,
+) -> tonic::Status {
+    let mut stream = match call {
+        Err(status) => return status,
+        Ok(response) => response.into_inner(),
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("{what} ended OK"),
+            Err(status) => return status,
+        }
+    }
+}
+
 /// Runs one Extract and collects the whole stream.
 pub async fn extract(
     client: &mut DsrConnectorServiceClient<Channel>,
