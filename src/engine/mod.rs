@@ -118,7 +118,7 @@ impl Source {
             Store::Postgres(pool) => Ok(pool),
             Store::MySql(_) => Err(ExtractError::Unsupported {
                 source_name: self.name.clone(),
-                kind: "mysql",
+                kind: crate::config::DatabaseKind::Mysql.name(),
                 what,
             }),
         }

@@ -21,7 +21,7 @@ use crate::engine::error::ExtractError;
 use crate::pb::{self, extract_response::Event};
 use crate::schema::{ColumnDecoder, MappedTable, PlannedTable};
 use crate::store::error::{DbError, QueryFailure};
-use crate::store::mysql::{DecodeError, MySqlPool, Snapshot, ZERO_DATE_RULE};
+use crate::store::mysql::{DecodeError, MySqlPool, Snapshot, ZERO_DATE_RULE, integer};
 
 impl Job {
     /// One attempt on MySQL or MariaDB: a snapshot, every table, and the connection back
@@ -200,8 +200,8 @@ impl Job {
             if table.bounded {
                 // A value the query measured above one message was sent as NULL: refuse
                 // its row, naming the column.
-                let size = integer(row.pop());
-                let column = integer(row.pop());
+                let size = row.pop().as_ref().map_or(-1, integer);
+                let column = row.pop().as_ref().map_or(-1, integer);
                 if column > 0 {
                     return Err(ExtractError::RowTooLarge {
                         table: mapped.display.clone(),
@@ -360,18 +360,6 @@ fn counts_sql(plan: &crate::schema::Plan, value: &str) -> (String, Vec<usize>) {
     (crate::store::mysql::inline_identity(&sql, value), identity)
 }
 
-/// An integer the query computed (a bounded row's column number or size).
-fn integer(value: Option<mysql_async::Value>) -> i64 {
-    match value {
-        Some(mysql_async::Value::Int(n)) => n,
-        Some(mysql_async::Value::UInt(n)) => i64::try_from(n).unwrap_or(i64::MAX),
-        Some(mysql_async::Value::Bytes(b)) => std::str::from_utf8(&b)
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_default(),
-        _ => 0,
-    }
-}
 
 /// Whether `value` reads as a value of the MySQL type `base_type` (`DATA_TYPE`): integers as
 /// integers, numbers as finite numbers, dates and times as dates and times; text, binary and

@@ -404,7 +404,6 @@ impl MySqlPool {
             name: self.name.clone(),
             txn,
             id,
-            flavour,
             epoch: epoch.parse().unwrap_or_default(),
             version,
             first,
@@ -452,7 +451,6 @@ pub struct Snapshot {
     name: String,
     txn: mysql_async::Conn,
     id: u32,
-    flavour: Flavour,
     /// The server's clock when the snapshot began (seconds since 1970), and its version.
     epoch: f64,
     version: String,
@@ -464,10 +462,6 @@ impl Snapshot {
     /// The server's id of the snapshot's connection: what [`MySqlPool::kill_query`] takes.
     pub fn connection_id(&self) -> u32 {
         self.id
-    }
-
-    pub fn flavour(&self) -> Flavour {
-        self.flavour
     }
 
     /// `SELECT COUNT(*) ...` with the identity bound to each `?`, in the snapshot.
@@ -504,18 +498,6 @@ impl Snapshot {
             .await
             .map_err(|e| classify(&self.name, &e))?;
         Ok(count.unwrap_or(0))
-    }
-
-    /// The integers of the first row of `sql` (counts), with the identity bound to each `?`.
-    pub async fn counts(&mut self, sql: &str, value: &str) -> Result<Vec<i64>, DbError> {
-        let row: Option<mysql_async::Row> = self
-            .txn
-            .exec_first(sql, params(sql, value))
-            .await
-            .map_err(|e| classify(&self.name, &e))?;
-        Ok(row
-            .map(|row| row.unwrap().iter().map(integer).collect())
-            .unwrap_or_default())
     }
 
     /// Runs `sql`, which takes no parameter (a sampling query), its rows taken as they come.
@@ -594,7 +576,7 @@ impl Snapshot {
 }
 
 /// An integer the server sent (binary or text protocol); -1 for anything else.
-fn integer(value: &mysql_async::Value) -> i64 {
+pub fn integer(value: &mysql_async::Value) -> i64 {
     match value {
         mysql_async::Value::Int(n) => *n,
         mysql_async::Value::UInt(n) => i64::try_from(*n).unwrap_or(i64::MAX),
@@ -717,9 +699,6 @@ pub enum RowError {
         column: usize,
         reason: decode::DecodeError,
     },
-    /// The consumer stopped (its caller went away, say); its reason, without a value.
-    #[error("{0}")]
-    Stopped(String),
 }
 
 #[cfg(test)]
