@@ -76,8 +76,10 @@ impl Engine {
         if let Store::MySql(pool) = &source.store {
             return self
                 .admitted(source, caller, deadline, async || {
-                    let limit = deadline.or(Some(Instant::now() + DEFAULT_TIMEOUT));
-                    let mut snapshot = pool.snapshot(limit).await?;
+                    // As on PostgreSQL: the time left, and never above the default.
+                    let cap = Instant::now() + DEFAULT_TIMEOUT;
+                    let limit = deadline.map_or(cap, |d| d.min(cap));
+                    let mut snapshot = pool.snapshot(Some(limit)).await?;
                     let mut matches = Vec::new();
                     for (looser, plan) in &plans {
                         let mut found = looser_match(*looser);

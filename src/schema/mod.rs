@@ -299,11 +299,7 @@ impl DataMap {
         matrix: &Matrix,
         client: &impl GenericClient,
     ) -> Result<Arc<DataMap>, PlanError> {
-        let report = check_schema(source, matrix, client).await?;
-        report.map.clone().ok_or_else(|| PlanError::SchemaDrift {
-            source_name: source.name.clone(),
-            problems: report.problems(),
-        })
+        check_schema(source, matrix, client).await?.into_map(source)
     }
 
     /// Reads a MySQL or MariaDB source's `information_schema` and returns the data map, or
@@ -313,11 +309,9 @@ impl DataMap {
         matrix: &Matrix,
         pool: &crate::store::mysql::MySqlPool,
     ) -> Result<Arc<DataMap>, PlanError> {
-        let report = gate::check_schema_mysql(source, matrix, pool).await?;
-        report.map.clone().ok_or_else(|| PlanError::SchemaDrift {
-            source_name: source.name.clone(),
-            problems: report.problems(),
-        })
+        gate::check_schema_mysql(source, matrix, pool)
+            .await?
+            .into_map(source)
     }
 
     /// Compiles the plans of checked tables.

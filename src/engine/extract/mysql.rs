@@ -360,7 +360,6 @@ fn counts_sql(plan: &crate::schema::Plan, value: &str) -> (String, Vec<usize>) {
     (crate::store::mysql::inline_identity(&sql, value), identity)
 }
 
-
 /// Whether `value` reads as a value of the MySQL type `base_type` (`DATA_TYPE`): integers as
 /// integers, numbers as finite numbers, dates and times as dates and times; text, binary and
 /// the rest take any value.

@@ -115,6 +115,17 @@ impl SchemaReport {
             .collect()
     }
 
+    /// The data map, or every problem at once as schema drift.
+    pub fn into_map(self, source: &SourceConfig) -> Result<Arc<DataMap>, PlanError> {
+        match self.map {
+            Some(map) => Ok(map),
+            None => Err(PlanError::SchemaDrift {
+                source_name: source.name.clone(),
+                problems: self.problems(),
+            }),
+        }
+    }
+
     /// Every warning of every table.
     pub fn warnings(&self) -> Vec<String> {
         self.tables
