@@ -16,7 +16,7 @@ use super::batch::{Batcher, descriptors};
 use super::job::{Job, Progress};
 use super::outcome::TableOutcome;
 use super::snapshot::timestamp_from_epoch;
-use super::table::{primary_key_from, row_too_large};
+use super::table::primary_key_from;
 use crate::engine::error::ExtractError;
 use crate::pb::{self, extract_response::Event};
 use crate::schema::{ColumnDecoder, MappedTable, PlannedTable};
@@ -220,16 +220,7 @@ impl Job {
             let Some(values) = converted else {
                 continue; // rejected
             };
-            let row = pb::Row { values };
-            let size = row.encoded_len();
-            if size > row_limit {
-                return Err(row_too_large(table, &row, size, row_limit));
-            }
-            outcome.streamed += 1;
-            if self.params.dry_run {
-                continue;
-            }
-            if let Some(full) = batch.push(row, size) {
+            if let Some(full) = self.keep_row(table, values, &mut batch, &mut outcome, row_limit)? {
                 self.send_batch(full).await?;
             }
         }

@@ -160,16 +160,9 @@ impl Job {
                 let Some(values) = converted else {
                     continue; // rejected
                 };
-                let row = pb::Row { values };
-                let size = row.encoded_len();
-                if size > row_limit {
-                    return Err(row_too_large(table, &row, size, row_limit));
-                }
-                outcome.streamed += 1;
-                if self.params.dry_run {
-                    continue;
-                }
-                if let Some(full) = batch.push(row, size) {
+                if let Some(full) =
+                    self.keep_row(table, values, &mut batch, &mut outcome, row_limit)?
+                {
                     self.send_batch(full).await?;
                 }
             }
@@ -183,6 +176,28 @@ impl Job {
         }
         outcome.counted = counted.unwrap_or(-1);
         Ok(outcome)
+    }
+
+    /// A row that streams, on any store: measured against one message, counted, and put in
+    /// the batch (unless this is a dry run). Returns the batch it filled, to send.
+    pub(super) fn keep_row(
+        &self,
+        table: &PlannedTable,
+        values: Vec<pb::Value>,
+        batch: &mut Batcher<'_>,
+        outcome: &mut TableOutcome,
+        row_limit: usize,
+    ) -> Result<Option<pb::RowBatch>, ExtractError> {
+        let row = pb::Row { values };
+        let size = row.encoded_len();
+        if size > row_limit {
+            return Err(row_too_large(table, &row, size, row_limit));
+        }
+        outcome.streamed += 1;
+        if self.params.dry_run {
+            return Ok(None);
+        }
+        Ok(batch.push(row, size))
     }
 
     /// Converts one database row: decodes each cell, applies coercion rules and scans JSON.
@@ -392,7 +407,7 @@ pub(super) fn clip(text: &str, max: usize) -> String {
     }
 }
 
-pub(super) fn row_too_large(
+fn row_too_large(
     table: &PlannedTable,
     row: &pb::Row,
     size: usize,
