@@ -407,12 +407,7 @@ pub(super) fn clip(text: &str, max: usize) -> String {
     }
 }
 
-fn row_too_large(
-    table: &PlannedTable,
-    row: &pb::Row,
-    size: usize,
-    limit: usize,
-) -> ExtractError {
+fn row_too_large(table: &PlannedTable, row: &pb::Row, size: usize, limit: usize) -> ExtractError {
     let (largest, _) = row
         .values
         .iter()
