@@ -7,6 +7,24 @@ use std::sync::OnceLock;
 use regex::Regex;
 use serde::Deserialize;
 
+/// A compiled pattern, searched through `search`. A `Regex` shared by threads hands its search
+/// caches out through a pool whose slow path takes a lock, which every thread but the first
+/// to use it meets; here each thread searches through its own clone, which shares the
+/// compiled program and keeps its own cache.
+macro_rules! pattern {
+    ($(#[$doc:meta])* $name:ident, $pattern:expr, $what:expr) => {
+        $(#[$doc])*
+        fn $name<T>(search: impl FnOnce(&Regex) -> T) -> T {
+            static SHARED: OnceLock<Regex> = OnceLock::new();
+            thread_local! {
+                static OWN: Regex =
+                    SHARED.get_or_init(|| Regex::new($pattern).expect($what)).clone();
+            }
+            OWN.with(search)
+        }
+    };
+}
+
 /// Detectors for string values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,6 +47,18 @@ pub enum Detector {
     Iban,
 }
 
+/// A string as the detectors read it: trimmed, not empty, and at most 320 bytes (longer
+/// strings are text, not a value of one of these shapes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate<'a>(&'a str);
+
+impl<'a> Candidate<'a> {
+    pub(crate) fn of(text: &'a str) -> Option<Self> {
+        let text = text.trim();
+        (!text.is_empty() && text.len() <= 320).then_some(Candidate(text))
+    }
+}
+
 impl Detector {
     /// Whether `text`, as a whole, looks like what this detector finds.
     ///
@@ -42,14 +72,15 @@ impl Detector {
     ///   only (and inside free text, digits joined to letters or dashes are part of a longer
     ///   token).
     pub fn matches(&self, text: &str) -> bool {
-        let text = text.trim();
-        if text.is_empty() || text.len() > 320 {
-            return false;
-        }
+        Candidate::of(text).is_some_and(|candidate| self.matches_candidate(candidate))
+    }
+
+    /// [`Detector::matches`] on a value trimmed and measured once, for all detectors.
+    pub(crate) fn matches_candidate(&self, Candidate(text): Candidate<'_>) -> bool {
         // Cheap shape checks first: most strings in a document are none of these.
         let first = text.as_bytes()[0];
         match self {
-            Detector::Email => text.contains('@') && email_re().is_match(text),
+            Detector::Email => text.contains('@') && email_re(|re| re.is_match(text)),
             Detector::Phone => {
                 // Dates share the shape of short numbers: a phone number has an
                 // international prefix or at least nine digits, and is not a date.
@@ -64,11 +95,11 @@ impl Detector {
                 };
                 plausible
                     && digits <= 15
-                    && phone_re().is_match(text)
-                    && !date_re().is_match(text)
+                    && phone_re(|re| re.is_match(text))
+                    && !date_re(|re| re.is_match(text))
                     && text.parse::<IpAddr>().is_err()
                     && !is_card_number(text)
-                    && !ssn_re().is_match(text)
+                    && !ssn_re(|re| re.is_match(text))
             }
             Detector::Ip => {
                 (first.is_ascii_hexdigit() || first == b':') && text.parse::<IpAddr>().is_ok()
@@ -77,13 +108,15 @@ impl Detector {
             Detector::Iban => first.is_ascii_alphabetic() && is_iban(text),
             Detector::Ssn => {
                 text.len() == 11
-                    && ssn_re().captures(text).is_some_and(|c| {
-                        let area = &c[1];
-                        area != "000"
-                            && area != "666"
-                            && !area.starts_with('9')
-                            && &c[2] != "00"
-                            && &c[3] != "0000"
+                    && ssn_re(|re| {
+                        re.captures(text).is_some_and(|c| {
+                            let area = &c[1];
+                            area != "000"
+                                && area != "666"
+                                && !area.starts_with('9')
+                                && &c[2] != "00"
+                                && &c[3] != "0000"
+                        })
                     })
             }
         }
@@ -95,19 +128,19 @@ impl Detector {
     /// message or a note): each candidate that the detector's shape picks out of the text must
     /// pass [`Detector::matches`] on its own, with the same precedence.
     pub fn found_in(&self, text: &str) -> bool {
-        let candidates = match self {
-            Detector::Email => {
-                if !text.contains('@') {
-                    return false;
-                }
-                email_in_re()
-            }
-            Detector::Phone => phone_in_re(),
-            Detector::Ip => ip_in_re(),
-            Detector::Card => card_in_re(),
-            Detector::Ssn => ssn_in_re(),
-            Detector::Iban => iban_in_re(),
-        };
+        let search = |candidates: &Regex| self.found_among(text, candidates);
+        match self {
+            Detector::Email => text.contains('@') && email_in_re(search),
+            Detector::Phone => phone_in_re(search),
+            Detector::Ip => ip_in_re(search),
+            Detector::Card => card_in_re(search),
+            Detector::Ssn => ssn_in_re(search),
+            Detector::Iban => iban_in_re(search),
+        }
+    }
+
+    /// Whether one of the `candidates` that the detector's shape picks out of `text` passes.
+    fn found_among(&self, text: &str, candidates: &Regex) -> bool {
         candidates.find_iter(text).any(|found| {
             let candidate = found.as_str().trim_end_matches(['.', ' ', '-', ')', ':']);
             // Not part of a longer token such as a UUID, an IBAN or a version string.
@@ -129,9 +162,9 @@ impl Detector {
                     let written = candidate.starts_with(['+', '(', '0'])
                         || candidate.contains([' ', '-', '.', '(']);
                     written
-                        && !date_start_re().is_match(candidate)
+                        && !date_start_re(|re| re.is_match(candidate))
                         && !is_card_number(candidate)
-                        && !ssn_re().is_match(candidate)
+                        && !ssn_re(|re| re.is_match(candidate))
                         && phone_prefixes(candidate).any(|p| self.matches(p))
                 }
                 // An IPv6 address in running text has at least three groups: `::` alone, or
@@ -163,69 +196,58 @@ fn phone_prefixes(candidate: &str) -> impl Iterator<Item = &str> {
     .take(4)
 }
 
-/// A date at the start of a run of digits in text (`2024-07-10 14`): not a phone number.
-fn date_start_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"^(\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})\b")
-            .expect("a valid date pattern")
-    })
-}
+pattern!(
+    /// A date at the start of a run of digits in text (`2024-07-10 14`): not a phone number.
+    date_start_re,
+    r"^(\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})\b",
+    "a valid date pattern"
+);
 
-fn email_in_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-            .expect("a valid e-mail pattern")
-    })
-}
+pattern!(
+    email_in_re,
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
+    "a valid e-mail pattern"
+);
 
-fn phone_in_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"[+(]?\d[\d .()-]{5,22}\d").expect("a valid phone pattern"))
-}
+pattern!(
+    phone_in_re,
+    r"[+(]?\d[\d .()-]{5,22}\d",
+    "a valid phone pattern"
+);
 
-fn ip_in_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}")
-            .expect("a valid IP pattern")
-    })
-}
+pattern!(
+    ip_in_re,
+    r"\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}",
+    "a valid IP pattern"
+);
 
-fn card_in_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"\d(?:[ -]?\d){12,18}").expect("a valid card pattern"))
-}
+pattern!(card_in_re, r"\d(?:[ -]?\d){12,18}", "a valid card pattern");
 
-fn ssn_in_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"\d{3}-\d{2}-\d{4}").expect("a valid SSN pattern"))
-}
+pattern!(ssn_in_re, r"\d{3}-\d{2}-\d{4}", "a valid SSN pattern");
 
-fn iban_in_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b").expect("a valid IBAN pattern")
-    })
-}
+pattern!(
+    iban_in_re,
+    r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b",
+    "a valid IBAN pattern"
+);
 
 /// An IBAN, spaces allowed: country letters, check digits, 11 to 30 letters or digits, and
 /// the mod-97 remainder of the rearranged number is 1.
 fn is_iban(text: &str) -> bool {
-    let compact: String = text.chars().filter(|c| *c != ' ').collect();
-    let bytes = compact.as_bytes();
-    if !(15..=34).contains(&bytes.len())
-        || !bytes[..2].iter().all(u8::is_ascii_uppercase)
-        || !bytes[2..4].iter().all(u8::is_ascii_digit)
-        || !bytes[4..]
-            .iter()
+    // Read without the spaces, and without copying: most strings fail on their first bytes.
+    let compact = || text.bytes().filter(|b| *b != b' ');
+    let length = compact().count();
+    if !(15..=34).contains(&length)
+        || !compact().take(2).all(|b| b.is_ascii_uppercase())
+        || !compact().skip(2).take(2).all(|b| b.is_ascii_digit())
+        || !compact()
+            .skip(4)
             .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
     {
         return false;
     }
     let mut remainder = 0u32;
-    for b in bytes[4..].iter().chain(&bytes[..4]) {
+    for b in compact().skip(4).chain(compact().take(4)) {
         let value = if b.is_ascii_digit() {
             u32::from(b - b'0')
         } else {
@@ -240,34 +262,25 @@ fn is_iban(text: &str) -> bool {
     remainder == 1
 }
 
-fn email_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
-            .expect("a valid e-mail pattern")
-    })
-}
+pattern!(
+    email_re,
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$",
+    "a valid e-mail pattern"
+);
 
-fn phone_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"^(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}$")
-            .expect("a valid phone pattern")
-    })
-}
+pattern!(
+    phone_re,
+    r"^(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}$",
+    "a valid phone pattern"
+);
 
-fn date_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"^(\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{8})$")
-            .expect("a valid date pattern")
-    })
-}
+pattern!(
+    date_re,
+    r"^(\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{8})$",
+    "a valid date pattern"
+);
 
-fn ssn_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"^(\d{3})-(\d{2})-(\d{4})$").expect("a valid SSN pattern"))
-}
+pattern!(ssn_re, r"^(\d{3})-(\d{2})-(\d{4})$", "a valid SSN pattern");
 
 /// 13-19 digits, optionally grouped by single spaces or dashes, passing the Luhn check.
 fn is_card_number(text: &str) -> bool {

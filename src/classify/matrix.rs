@@ -268,6 +268,11 @@ impl Matrix {
     /// The category whose key pattern matches `key`, if any (the first category in name
     /// order when several do). Most keys match nothing, which one pass of the set tells.
     pub fn key_category(&self, key: &str) -> Option<&str> {
+        self.key_category_index(key).map(|i| self.category_name(i))
+    }
+
+    /// [`Matrix::key_category`], as an index for [`Matrix::category_name`].
+    pub fn key_category_index(&self, key: &str) -> Option<usize> {
         if !self.key_set.is_match(key) {
             return None;
         }
@@ -276,7 +281,6 @@ impl Matrix {
             .iter()
             .map(|pattern| self.key_owner[pattern])
             .min()
-            .map(|i| self.categories[i].name.as_str())
     }
 
     /// Every category whose detectors find something inside `text` (free text).
@@ -290,10 +294,22 @@ impl Matrix {
 
     /// The category whose detector recognises `value`, if any.
     pub fn value_category(&self, value: &str) -> Option<&str> {
+        self.value_category_index(value)
+            .map(|i| self.category_name(i))
+    }
+
+    /// [`Matrix::value_category`], as an index for [`Matrix::category_name`].
+    pub fn value_category_index(&self, value: &str) -> Option<usize> {
+        let candidate = super::detect::Candidate::of(value)?;
         self.categories
             .iter()
-            .find(|c| c.detectors.iter().any(|d| d.matches(value)))
-            .map(|c| c.name.as_str())
+            .position(|c| c.detectors.iter().any(|d| d.matches_candidate(candidate)))
+    }
+
+    /// The name of the category at `index` (from [`Matrix::key_category_index`] or
+    /// [`Matrix::value_category_index`]).
+    pub fn category_name(&self, index: usize) -> &str {
+        &self.categories[index].name
     }
 }
 

@@ -7,9 +7,12 @@
 //! that a category's detector recognises, becomes a PII field with its path
 //! (`events.payload.contact.email`, arrays as `[]`).
 //!
-//! The walker is iterative (an explicit stack), so a hostile document cannot overflow the
-//! thread's stack, and it stops at a depth limit and a size limit with a [`ScanViolation`].
-//! Hits and violations carry paths and categories, never the values found.
+//! The walker is driven by the parser, one small frame per level, without building a tree; the
+//! parser refuses nesting deeper than 128 levels, so a hostile document cannot overflow the
+//! thread's stack, and the walker stops at a depth, size and node limit with a
+//! [`ScanViolation`]. Hits and violations carry paths and categories, never the values found.
+//! An extraction scans a column's documents through one [`ColumnScan`], which keeps each
+//! field found once and remembers the categories of the keys it met, bounded by bytes.
 //!
 //! The room holds [`detect`] (value detectors), [`matrix`] (categories and their patterns),
 //! [`scan`] (the JSON walker) and [`mask`] (masking what the scan finds, in place). It imports

@@ -87,122 +87,193 @@ pub struct ScanResult {
 /// that keeps one frame per nesting level, iterates arrays and objects lazily, and builds a
 /// path only when it records a field. `root` is the path prefix, e.g. `events.payload`.
 pub fn scan_json(matrix: &Matrix, root: &str, json: &str, limits: ScanLimits) -> ScanResult {
-    use serde::de::DeserializeSeed;
-    let mut walk = Walk {
-        matrix,
-        limits,
-        root,
-        path: String::new(),
-        frames: Vec::new(),
-        nodes: 0,
-        stopped: None,
-        result: ScanResult::default(),
-    };
-    if json.len() > limits.max_bytes {
-        walk.violation(
-            "json_too_large",
-            format!(
-                "{root}: document of {} bytes is above the {}-byte scan limit",
-                json.len(),
-                limits.max_bytes
-            ),
-        );
-        return walk.result;
+    let mut scan = ColumnScan::new(root, limits);
+    let violations = scan.scan(matrix, json);
+    ScanResult {
+        fields: scan.fields(matrix).collect(),
+        fields_truncated: scan.truncated(),
+        violations,
     }
-    // serde_json refuses nesting deeper than 128 without recursing further, so parsing itself
-    // cannot overflow the stack; the walker stops descending at `max_depth` before that.
-    let mut parser = serde_json::Deserializer::from_str(json);
-    let outcome = Node(&mut walk)
-        .deserialize(&mut parser)
-        .and_then(|_| parser.end());
-    if let Err(e) = outcome {
-        match walk.stopped.take() {
-            Some(violation) => walk.result.violations.push(violation),
-            None => {
-                let category = if e.to_string().contains("recursion limit") {
-                    "json_too_deep"
-                } else {
-                    "json_invalid"
-                };
-                walk.violation(category, format!("{root}: {}", e.classify_text()));
-            }
-        }
-    }
-    walk.result
 }
 
-/// The walker's state: the frames of the current path, and what it found.
-struct Walk<'a> {
-    matrix: &'a Matrix,
+/// The scan of one column's documents, one after another (an extraction's table read): the
+/// fields found so far, each kept once, and the categories of the keys met, remembered.
+///
+/// Documents of one column repeat their keys and their fields from row to row. A key met
+/// before is classified by one lookup instead of the key patterns, and a field found before
+/// costs a comparison instead of a new path. What is remembered is bounded by bytes: keys of
+/// at most [`MAX_KEY_CHARS`] bytes, [`MAX_REMEMBERED_KEY_BYTES`] in all (a column whose keys
+/// never repeat stops remembering, and is classified as before), and at most
+/// [`ScanLimits::max_fields`] fields.
+#[derive(Debug)]
+pub struct ColumnScan {
+    root: String,
     limits: ScanLimits,
-    root: &'a str,
-    /// The path below the root, as `.segment` and `[]` parts, built in place: a key costs
-    /// no allocation unless something is found under it.
+    /// Key → the index of its category, for keys met before. The hash is seeded per
+    /// process, and a few times faster than the standard one on keys of a few bytes.
+    pub(super) keys:
+        std::collections::HashMap<Box<str>, Option<usize>, foldhash::fast::RandomState>,
+    pub(super) key_bytes: usize,
+    /// Fields found: the path below the root, and the index of the category.
+    fields: Vec<(String, usize)>,
+    truncated: bool,
+    /// The path below the root and the frames of the document being scanned; kept so that
+    /// their buffers are reused.
     path: String,
-    /// One per enclosing container: the length of `path` before its part.
     frames: Vec<usize>,
+}
+
+/// The most bytes of keys a [`ColumnScan`] remembers.
+pub const MAX_REMEMBERED_KEY_BYTES: usize = 16 * 1024;
+
+impl ColumnScan {
+    /// A scan of the documents of the column `root` names (`events.payload`).
+    pub fn new(root: &str, limits: ScanLimits) -> Self {
+        ColumnScan {
+            root: root.to_owned(),
+            limits,
+            keys: Default::default(),
+            key_bytes: 0,
+            fields: Vec::new(),
+            truncated: false,
+            path: String::new(),
+            frames: Vec::new(),
+        }
+    }
+
+    /// Scans one document (JSON text): its fields join those found before. Returns what
+    /// stopped the document from being scanned completely, each category once.
+    pub fn scan(&mut self, matrix: &Matrix, json: &str) -> Vec<ScanViolation> {
+        use serde::de::DeserializeSeed;
+        self.path.clear();
+        self.frames.clear();
+        let mut walk = Walk {
+            matrix,
+            scan: self,
+            nodes: 0,
+            stopped: None,
+            violations: Vec::new(),
+        };
+        if json.len() > walk.scan.limits.max_bytes {
+            let detail = format!(
+                "{}: document of {} bytes is above the {}-byte scan limit",
+                walk.scan.root,
+                json.len(),
+                walk.scan.limits.max_bytes
+            );
+            walk.violation("json_too_large", detail);
+            return walk.violations;
+        }
+        // serde_json refuses nesting deeper than 128 without recursing further, so parsing
+        // itself cannot overflow the stack; the walker stops descending at `max_depth` before
+        // that.
+        let mut parser = serde_json::Deserializer::from_str(json);
+        let outcome = Node(&mut walk)
+            .deserialize(&mut parser)
+            .and_then(|_| parser.end());
+        if let Err(e) = outcome {
+            match walk.stopped.take() {
+                Some(violation) => walk.violations.push(violation),
+                None => {
+                    let category = if e.to_string().contains("recursion limit") {
+                        "json_too_deep"
+                    } else {
+                        "json_invalid"
+                    };
+                    let detail = format!("{}: {}", walk.scan.root, e.classify_text());
+                    walk.violation(category, detail);
+                }
+            }
+        }
+        walk.violations
+    }
+
+    /// The fields found so far, as (path, category).
+    pub fn fields<'s>(&'s self, matrix: &'s Matrix) -> impl Iterator<Item = (String, String)> + 's {
+        self.fields.iter().map(|(path, category)| {
+            (
+                format!("{}{path}", self.root),
+                matrix.category_name(*category).to_owned(),
+            )
+        })
+    }
+
+    /// Whether more distinct fields were found than [`ScanLimits::max_fields`].
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// The category index of `key`: remembered, or matched and remembered.
+    fn key_category(&mut self, matrix: &Matrix, key: &str) -> Option<usize> {
+        if let Some(known) = self.keys.get(key) {
+            return *known;
+        }
+        let category = matrix.key_category_index(key);
+        if key.len() <= MAX_KEY_CHARS && self.key_bytes + key.len() <= MAX_REMEMBERED_KEY_BYTES {
+            self.key_bytes += key.len();
+            self.keys.insert(key.into(), category);
+        }
+        category
+    }
+}
+
+/// The walker's state over one document.
+struct Walk<'s, 'm> {
+    matrix: &'m Matrix,
+    /// The column's scan: its path (`.segment` and `[]` parts, built in place, so that a key
+    /// costs no allocation unless something new is found under it), one frame per enclosing
+    /// container (the length of the path before its part), and what was found.
+    scan: &'s mut ColumnScan,
     nodes: usize,
     /// The violation that ended the scan early, if one did.
     stopped: Option<ScanViolation>,
-    result: ScanResult,
+    violations: Vec<ScanViolation>,
 }
 
-impl Walk<'_> {
+impl Walk<'_, '_> {
     fn path(&self) -> String {
-        let mut path = String::with_capacity(self.root.len() + self.path.len());
-        path.push_str(self.root);
-        path.push_str(&self.path);
-        path
+        format!("{}{}", self.scan.root, self.scan.path)
     }
 
     /// Leaves the innermost container's part of the path.
     fn pop(&mut self) {
-        if let Some(len) = self.frames.pop() {
-            self.path.truncate(len);
+        if let Some(len) = self.scan.frames.pop() {
+            self.scan.path.truncate(len);
         }
     }
 
-    fn field(&mut self, category: &str) {
-        let already = self.result.fields.iter().any(|(path, c)| {
-            c == category
-                && path.len() == self.root.len() + self.path.len()
-                && path.starts_with(self.root)
-                && path.ends_with(self.path.as_str())
-        });
-        if already {
+    fn field(&mut self, category: usize) {
+        let scan = &mut *self.scan;
+        if scan
+            .fields
+            .iter()
+            .any(|(path, c)| *c == category && *path == scan.path)
+        {
             return;
         }
-        let entry = (self.path(), category.to_owned());
-        if self.result.fields.len() >= self.limits.max_fields {
-            self.result.fields_truncated = true;
+        if scan.fields.len() >= scan.limits.max_fields {
+            scan.truncated = true;
         } else {
-            self.result.fields.insert(entry);
+            scan.fields.push((scan.path.clone(), category));
         }
     }
 
     /// Records a violation once per category and document.
     fn violation(&mut self, category: &'static str, detail: String) {
-        if !self
-            .result
-            .violations
-            .iter()
-            .any(|v| v.category == category)
-        {
-            self.result
-                .violations
-                .push(ScanViolation { category, detail });
+        if !self.violations.iter().any(|v| v.category == category) {
+            self.violations.push(ScanViolation { category, detail });
         }
     }
 
     /// Counts one visited value; past the node limit, ends the scan.
     fn tick<E: serde::de::Error>(&mut self) -> Result<(), E> {
         self.nodes += 1;
-        if self.nodes > self.limits.max_nodes {
+        if self.nodes > self.scan.limits.max_nodes {
             self.stopped = Some(ScanViolation {
                 category: "json_too_many_nodes",
                 detail: format!(
                     "{}: more than {} values; the rest of the document was not scanned",
-                    self.root, self.limits.max_nodes
+                    self.scan.root, self.scan.limits.max_nodes
                 ),
             });
             return Err(E::custom("node limit"));
@@ -212,13 +283,13 @@ impl Walk<'_> {
 
     /// Whether a container at the current position may be entered.
     fn may_enter(&mut self) -> bool {
-        if self.frames.len() < self.limits.max_depth {
+        if self.scan.frames.len() < self.scan.limits.max_depth {
             return true;
         }
         let detail = format!(
             "{}: nesting deeper than {} levels was not scanned",
             self.path(),
-            self.limits.max_depth
+            self.scan.limits.max_depth
         );
         self.violation("json_too_deep", detail);
         false
@@ -226,9 +297,9 @@ impl Walk<'_> {
 }
 
 /// One JSON value at the walker's current position. Its output is whether the value was null.
-struct Node<'w, 'a>(&'w mut Walk<'a>);
+struct Node<'w, 's, 'm>(&'w mut Walk<'s, 'm>);
 
-impl<'de> serde::de::DeserializeSeed<'de> for Node<'_, '_> {
+impl<'de> serde::de::DeserializeSeed<'de> for Node<'_, '_, '_> {
     type Value = bool;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
@@ -236,7 +307,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for Node<'_, '_> {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
+impl<'de> serde::de::Visitor<'de> for Node<'_, '_, '_> {
     type Value = bool;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -270,7 +341,7 @@ impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<bool, E> {
         self.0.tick()?;
-        if let Some(category) = self.0.matrix.value_category(text) {
+        if let Some(category) = self.0.matrix.value_category_index(text) {
             self.0.field(category);
         }
         Ok(false)
@@ -283,8 +354,8 @@ impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
             while items.next_element::<serde::de::IgnoredAny>()?.is_some() {}
             return Ok(false);
         }
-        walk.frames.push(walk.path.len());
-        walk.path.push_str("[]");
+        walk.scan.frames.push(walk.scan.path.len());
+        walk.scan.path.push_str("[]");
         while items.next_element_seed(Node(&mut *walk))?.is_some() {}
         walk.pop();
         Ok(false)
@@ -301,11 +372,11 @@ impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
             return Ok(false);
         }
         loop {
-            let mark = walk.path.len();
-            let Some(key) = entries.next_key_seed(KeySeed(walk.matrix, &mut walk.path))? else {
+            let mark = walk.scan.path.len();
+            let Some(key) = entries.next_key_seed(KeySeed(walk.matrix, &mut *walk.scan))? else {
                 break;
             };
-            walk.frames.push(mark);
+            walk.scan.frames.push(mark);
             if key.control_chars {
                 let detail = format!("{}: a key holds control characters", walk.path());
                 walk.violation("json_control_chars_in_key", detail);
@@ -324,41 +395,39 @@ impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
 
 /// What the walker keeps of a key: its category, and whether it holds control characters. The
 /// key itself reaches the path only as [`path_segment`] shows it.
-struct Key<'a> {
-    category: Option<&'a str>,
+struct Key {
+    category: Option<usize>,
     control_chars: bool,
 }
 
 /// Reads a key: classifies it, and appends its path part (`.segment`) to the path.
-struct KeySeed<'a, 'p>(&'a Matrix, &'p mut String);
+struct KeySeed<'a, 's>(&'a Matrix, &'s mut ColumnScan);
 
-impl<'de, 'a> serde::de::DeserializeSeed<'de> for KeySeed<'a, '_> {
-    type Value = Key<'a>;
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed<'_, '_> {
+    type Value = Key;
 
-    fn deserialize<D: serde::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Key<'a>, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
-impl<'de, 'a> serde::de::Visitor<'de> for KeySeed<'a, '_> {
-    type Value = Key<'a>;
+impl<'de> serde::de::Visitor<'de> for KeySeed<'_, '_> {
+    type Value = Key;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an object key")
     }
 
-    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key<'a>, E> {
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
         let control_chars = key.chars().any(char::is_control);
-        self.1.push('.');
-        push_segment(self.1, key);
+        let scan = self.1;
+        scan.path.push('.');
+        push_segment(&mut scan.path, key);
         Ok(Key {
             category: if control_chars {
                 None
             } else {
-                self.0.key_category(key)
+                scan.key_category(self.0, key)
             },
             control_chars,
         })

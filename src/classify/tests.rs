@@ -373,3 +373,115 @@ fn detectors_find_personal_data_inside_free_text_and_not_its_look_alikes() {
         assert_eq!(found(nothing), [] as [Detector; 0], "{nothing}");
     }
 }
+
+#[test]
+fn a_column_scan_keeps_each_field_once_over_its_documents() {
+    let m = matrix();
+    let docs = [
+        r#"{"email": "a@example.org", "visitor": {"ip": "203.0.113.7"}}"#,
+        r#"{"email": "b@example.org", "visitor": {"ip": "203.0.113.8", "phone": null}}"#,
+        r#"{"visitor": {"note": "+44 20 7946 0958"}, "email": "c@example.org"}"#,
+        r#"{"email": "#,
+        r#"{"Email": "d@example.org"}"#,
+    ];
+    let mut scan = ColumnScan::new("t.doc", ScanLimits::default());
+    let mut union = std::collections::BTreeSet::new();
+    let mut invalid = 0;
+    for doc in docs {
+        let violations = scan.scan(&m, doc);
+        invalid += violations
+            .iter()
+            .filter(|v| v.category == "json_invalid")
+            .count();
+        union.extend(scan_json(&m, "t.doc", doc, ScanLimits::default()).fields);
+    }
+    assert_eq!(invalid, 1, "the broken document, once");
+    let fields: std::collections::BTreeSet<_> = scan.fields(&m).collect();
+    assert_eq!(
+        fields, union,
+        "the same fields as each document scanned alone"
+    );
+    assert_eq!(
+        fields
+            .iter()
+            .map(|(p, c)| format!("{p}:{c}"))
+            .collect::<Vec<_>>(),
+        [
+            "t.doc.email:contact.email",
+            "t.doc.visitor.ip:network.ip",
+            "t.doc.visitor.note:contact.phone",
+        ]
+    );
+    assert!(!scan.truncated());
+    // Keys are remembered as met, the case of each as written.
+    assert_eq!(
+        scan.keys.len(),
+        6,
+        "{:?}",
+        scan.keys.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_column_scan_remembers_keys_by_bytes_and_still_classifies_past_its_limit() {
+    let m = matrix();
+    let mut scan = ColumnScan::new("t.doc", ScanLimits::default());
+    // Hostile documents: every key new, most of them as long as a remembered key may be.
+    for i in 0..2000 {
+        let doc = format!(
+            r#"{{"{}{i:06}": 1, "{}": 2, "email": "a@example.org"}}"#,
+            "k".repeat(MAX_KEY_CHARS - 6),
+            "x".repeat(MAX_KEY_CHARS + 1)
+        );
+        assert!(scan.scan(&m, &doc).is_empty());
+    }
+    assert!(scan.key_bytes <= MAX_REMEMBERED_KEY_BYTES);
+    assert!(scan.keys.keys().all(|k| k.len() <= MAX_KEY_CHARS));
+    assert_eq!(
+        scan.key_bytes,
+        scan.keys.keys().map(|k| k.len()).sum::<usize>()
+    );
+    assert!(
+        scan.key_bytes + MAX_KEY_CHARS > MAX_REMEMBERED_KEY_BYTES,
+        "full"
+    );
+    // A key first met after the limit is classified all the same.
+    let late = format!("{}_email", "k".repeat(MAX_KEY_CHARS - 6));
+    assert!(scan.scan(&m, &format!(r#"{{"{late}": 1}}"#)).is_empty());
+    assert!(!scan.keys.contains_key(late.as_str()));
+    let fields: Vec<String> = scan.fields(&m).map(|(p, c)| format!("{p}:{c}")).collect();
+    assert_eq!(
+        fields,
+        [
+            "t.doc.email:contact.email".to_owned(),
+            format!("t.doc.{late}:contact.email")
+        ]
+    );
+}
+
+#[test]
+fn a_column_scan_keeps_at_most_max_fields_over_its_documents() {
+    let m = matrix();
+    let limits = ScanLimits {
+        max_fields: 3,
+        ..ScanLimits::default()
+    };
+    let mut scan = ColumnScan::new("t.doc", limits);
+    for i in 0..5 {
+        scan.scan(&m, &format!(r#"{{"k{i}": "p{i}@example.org"}}"#));
+        assert_eq!(scan.truncated(), i >= 3, "after document {i}");
+    }
+    assert_eq!(scan.fields(&m).count(), 3);
+}
+
+#[test]
+fn iban_detection_reads_spaces_without_copying_and_still_checks_the_sum() {
+    assert!(Detector::Iban.matches("GB82 WEST 1234 5698 7654 32"));
+    assert!(Detector::Iban.matches("GB82WEST12345698765432"));
+    assert!(
+        !Detector::Iban.matches("GB83 WEST 1234 5698 7654 32"),
+        "mod-97 fails"
+    );
+    assert!(!Detector::Iban.matches("Springfield"));
+    assert!(!Detector::Iban.matches("gb82 west 1234 5698 7654 32"));
+}

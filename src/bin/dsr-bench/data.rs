@@ -90,14 +90,18 @@ pub(crate) async fn generate_wide(
     heavy_events: i64,
 ) -> anyhow::Result<()> {
     let heavy_orders = heavy_events / 10;
-    // About 300 bytes of JSON text per event.
+    // About 300 bytes of JSON text per event, and personal data in every document, as real
+    // event payloads hold (and why they are scanned): the visitor's e-mail address, IP
+    // address and user agent, a session hash and a geo object, nested two levels.
     let payload = "jsonb_build_object(
             'page', '/products/' || (i % 300) || '/details', 'session', md5(i::text),
-            'referrer', 'https://www.example.org/search?q=item' || (i % 97),
-            'device', jsonb_build_object('os', 'Android 14', 'browser', 'Chrome 131.0',
-                                         'screen', '1080x2400', 'lang', 'en-GB'),
-            'utm', jsonb_build_object('source', 'newsletter', 'medium', 'email',
-                                      'campaign', 'winter-' || (i % 12)),
+            'visitor', jsonb_build_object(
+                'email', 'visitor' || (i % 5000) || '@mail.example',
+                'ip', '198.51.100.' || (i % 250),
+                'user_agent', 'Mozilla/5.0 (Linux; Android 14) Chrome/131.0 Mobile',
+                'geo', jsonb_build_object('city', 'Springfield', 'country', 'GB',
+                                          'lat', 51.5 + (i % 100) / 1000.0,
+                                          'lon', -0.1 - (i % 100) / 1000.0)),
             'cart', jsonb_build_object('items', i % 7, 'value', ((i % 5000) / 100.0)::text,
                                        'currency', 'GBP'))";
     db.batch_execute(&format!(

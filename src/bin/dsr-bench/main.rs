@@ -176,6 +176,24 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
 
+    // With the JSON scan on, a second server with the scan off reads the same heavy subject
+    // in the same rounds: the scan's cost as a ratio.
+    let unscanned = if args.scan_json {
+        let (server, addr) = start_server(
+            &binary,
+            &postgres_source(&cluster),
+            cluster.password(),
+            args.server_threads,
+            bench_datamap(args.shape, args.single_path, false),
+        )?;
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        Some((server, channel))
+    } else {
+        None
+    };
+
     let mut results = Vec::new();
     // heavy
     let mut service = Vec::new();
@@ -183,12 +201,17 @@ async fn main() -> anyhow::Result<()> {
     let mut copy = Vec::new();
     let mut ttfb = Vec::new();
     let mut mbps = Vec::new();
+    let mut scan_off = Vec::new();
     for round in 0..args.repeat {
         eprintln!("heavy, round {} ...", round + 1);
         let (rows, bytes, first, secs) = extract_one(channel.clone(), HEAVY, None).await?;
         service.push(rows as f64 / secs);
         mbps.push(bytes as f64 / secs / 1e6);
         ttfb.push(first.as_secs_f64() * 1e3);
+        if let Some((_, unscanned)) = &unscanned {
+            let (rows, _, _, secs) = extract_one(unscanned.clone(), HEAVY, None).await?;
+            scan_off.push(rows as f64 / secs);
+        }
         let (raw_rows, raw_secs) = raw_subject(&cluster, HEAVY).await?;
         raw.push(raw_rows as f64 / raw_secs);
         if let Some((copy_rows, copy_secs)) = psql_copy(&cluster, HEAVY)? {
@@ -214,6 +237,24 @@ async fn main() -> anyhow::Result<()> {
         None,
         "",
     ));
+    if let Some((mut server, _)) = unscanned {
+        results.push(Row::new(
+            "heavy: dsr-connector, JSON scan on (rows/s)",
+            &service,
+            Some(&scan_off),
+            "JSON scan off",
+        ));
+        results.push(Row::new(
+            "heavy: dsr-connector, JSON scan off (rows/s)",
+            &scan_off,
+            None,
+            "",
+        ));
+        let _ = Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status();
+        let _ = server.wait();
+    }
     results.push(Row::new("heavy: dsr-connector MB/s", &mbps, None, ""));
     results.push(Row::new("heavy: time to first batch (ms)", &ttfb, None, ""));
     results.push(Row::new(

@@ -273,13 +273,16 @@ fn generate(shape: Shape, customers: i64, heavy_events: i64) -> String {
             )
         }
         Shape::Wide => {
+            // The PostgreSQL wide shape's payload (see `generate_wide`).
             let payload = "JSON_OBJECT(
                 'page', CONCAT('/products/', seq % 300, '/details'), 'session', MD5(seq),
-                'referrer', CONCAT('https://www.example.org/search?q=item', seq % 97),
-                'device', JSON_OBJECT('os', 'Android 14', 'browser', 'Chrome 131.0',
-                                      'screen', '1080x2400', 'lang', 'en-GB'),
-                'utm', JSON_OBJECT('source', 'newsletter', 'medium', 'email',
-                                   'campaign', CONCAT('winter-', seq % 12)),
+                'visitor', JSON_OBJECT(
+                    'email', CONCAT('visitor', seq % 5000, '@mail.example'),
+                    'ip', CONCAT('198.51.100.', seq % 250),
+                    'user_agent', 'Mozilla/5.0 (Linux; Android 14) Chrome/131.0 Mobile',
+                    'geo', JSON_OBJECT('city', 'Springfield', 'country', 'GB',
+                                       'lat', 51.5 + (seq % 100) / 1000.0,
+                                       'lon', -0.1 - (seq % 100) / 1000.0)),
                 'cart', JSON_OBJECT('items', seq % 7, 'value', CAST((seq % 5000) / 100.0 AS CHAR),
                                     'currency', 'GBP'))";
             format!(

@@ -1,8 +1,7 @@
 //! What reading tables produced besides rows: per table (counts, rejected rows, violations,
 //! PII fields found in JSON) and over an extraction, for the manifest. Pure bookkeeping.
 
-use std::collections::HashMap;
-
+use crate::classify::{ColumnScan, Matrix, ScanLimits};
 use crate::pb;
 
 /// The most distinct fields found in one scanned JSON column and table; more set
@@ -23,9 +22,10 @@ pub(super) struct TableOutcome {
     pub(super) json_violations: u64,
     pub(super) violations: Vec<pb::Violation>,
     pub(super) violations_truncated: bool,
+    /// The scans of the table's JSON columns (by column index), each with the fields found
+    /// in its documents so far; gathered into `fields` when the table is read.
+    pub(super) scans: std::collections::BTreeMap<usize, ColumnScan>,
     pub(super) fields: std::collections::BTreeSet<(String, String)>,
-    /// Distinct fields kept per scanned column (by column index).
-    pub(super) fields_per_column: HashMap<usize, usize>,
     pub(super) fields_truncated: bool,
     /// Dry runs: (column index, category) -> values of a not_pii text column in which the
     /// category's detectors found something inside the text.
@@ -33,25 +33,27 @@ pub(super) struct TableOutcome {
 }
 
 impl TableOutcome {
-    /// Keeps a document's fields, at most [`MAX_PII_FIELDS_PER_COLUMN`] per column.
-    pub(super) fn add_fields(
+    /// The scan of the JSON column at `column`, named `root` (`events.payload`): kept over
+    /// the table's rows, at most [`MAX_PII_FIELDS_PER_COLUMN`] fields.
+    pub(super) fn scan_of(
         &mut self,
         column: usize,
-        fields: std::collections::BTreeSet<(String, String)>,
-        truncated: bool,
-    ) {
-        self.fields_truncated |= truncated;
-        let kept = self.fields_per_column.entry(column).or_default();
-        for field in fields {
-            if self.fields.contains(&field) {
-                continue;
-            }
-            if *kept >= MAX_PII_FIELDS_PER_COLUMN {
-                self.fields_truncated = true;
-                break;
-            }
-            *kept += 1;
-            self.fields.insert(field);
+        root: impl FnOnce() -> String,
+    ) -> &mut ColumnScan {
+        self.scans.entry(column).or_insert_with(|| {
+            let limits = ScanLimits {
+                max_fields: MAX_PII_FIELDS_PER_COLUMN,
+                ..ScanLimits::default()
+            };
+            ColumnScan::new(&root(), limits)
+        })
+    }
+
+    /// Gathers the fields the column scans found, once the table is read.
+    pub(super) fn gather_fields(&mut self, matrix: &Matrix) {
+        for scan in std::mem::take(&mut self.scans).into_values() {
+            self.fields_truncated |= scan.truncated();
+            self.fields.extend(scan.fields(matrix));
         }
     }
 

@@ -360,7 +360,7 @@ impl Job {
     pub(super) async fn table_read(
         &self,
         table: &PlannedTable,
-        outcome: TableOutcome,
+        mut outcome: TableOutcome,
         query: tracing::Span,
         tally: &mut Tally,
         progress: &mut Progress,
@@ -415,6 +415,7 @@ impl Job {
             row_count: outcome.streamed,
             verified: true,
         });
+        outcome.gather_fields(&self.reading.matrix);
         found.add(&table.table.display, &outcome);
         self.send(Event::TableCompleted(pb::TableCompleted {
             table: table.table.display.clone(),

@@ -8,7 +8,6 @@ use super::MAX_MESSAGE_BYTES;
 use super::batch::{Batcher, descriptors};
 use super::job::Job;
 use super::outcome::TableOutcome;
-use crate::classify::ScanLimits;
 use crate::config::CoercionPolicy;
 use crate::engine::error::ExtractError;
 use crate::pb::{self, extract_response::Event};
@@ -317,15 +316,9 @@ impl Job {
         if column.scan_json
             && let Some(pb::value::Kind::JsonValue(json)) = &value.kind
         {
-            let root = format!("{}.{}", table.display, column.name);
-            let scan = crate::classify::scan_json(
-                &self.reading.matrix,
-                &root,
-                json,
-                ScanLimits::default(),
-            );
-            outcome.add_fields(i, scan.fields, scan.fields_truncated);
-            for v in scan.violations {
+            let scan = outcome.scan_of(i, || format!("{}.{}", table.display, column.name));
+            let violations = scan.scan(&self.reading.matrix, json);
+            for v in violations {
                 outcome.json_violations += 1;
                 outcome.record(pb::Violation {
                     table: table.display.clone(),
