@@ -98,9 +98,17 @@ pub async fn run_with(
         tracing::info!(%local, "metrics listening");
         tokio::spawn(serve_metrics(listener, engine.clone()));
     }
-    let service = DsrConnectorServiceServer::new(Service {
-        engine: engine.clone(),
-    });
+    let service = config.server.compression.iter().fold(
+        DsrConnectorServiceServer::new(Service {
+            engine: engine.clone(),
+        }),
+        |service, compression| {
+            let encoding = compression.encoding();
+            service
+                .send_compressed(encoding)
+                .accept_compressed(encoding)
+        },
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

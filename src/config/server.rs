@@ -60,6 +60,10 @@ pub struct ServerConfig {
     /// is cancelled on PostgreSQL and its connection and snapshot are released.
     #[serde(with = "humantime_serde")]
     pub send_stall_timeout: Duration,
+    /// The encodings responses may be compressed with, for a client that accepts one
+    /// (`grpc-accept-encoding`, in the client's order of preference); `[]` sends every
+    /// response uncompressed. Requests may arrive in the same encodings.
+    pub compression: Vec<Compression>,
     /// Runtime worker threads; default one per core. Fewer threads mean fewer cross-thread
     /// wake-ups, which matters when the service shares a small machine with PostgreSQL.
     pub worker_threads: Option<usize>,
@@ -99,10 +103,40 @@ impl Default for ServerConfig {
             max_deadline: Duration::from_secs(3600),
             require_deadline: false,
             send_stall_timeout: Duration::from_secs(30),
+            compression: vec![Compression::Zstd, Compression::Gzip],
             audit: None,
             dead_letters: None,
             control: None,
             subject_key: None,
+        }
+    }
+}
+
+/// A gRPC message compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// gzip (level 6): every gRPC client decodes it.
+    Gzip,
+    /// zstd (level 3): smaller and several times cheaper to compress than gzip, where the
+    /// client supports it.
+    Zstd,
+}
+
+impl Compression {
+    /// The encoding's name in `grpc-encoding`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The encoding as tonic names it.
+    pub fn encoding(self) -> tonic::codec::CompressionEncoding {
+        match self {
+            Compression::Gzip => tonic::codec::CompressionEncoding::Gzip,
+            Compression::Zstd => tonic::codec::CompressionEncoding::Zstd,
         }
     }
 }

@@ -188,6 +188,12 @@ impl TempCluster {
         "127.0.0.1"
     }
 
+    /// The directory of the server's Unix socket (`host` for a client that cannot reach the
+    /// loopback address, such as one in another network namespace).
+    pub fn socket_dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(|d| d.path())
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -755,3 +755,60 @@ pub fn run_readme_command_as_is(
         .output()
         .unwrap()
 }
+
+/// A TCP relay to a server that counts the bytes the server sends: what crosses the wire,
+/// compressed or not, whatever the client.
+pub struct Relay {
+    pub addr: SocketAddr,
+    down: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Relay {
+    pub async fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = down.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (from_client, to_client) = client.into_split();
+                let (from_server, to_server) = server.into_split();
+                tokio::spawn(pump(from_client, to_server, None));
+                tokio::spawn(pump(from_server, to_client, Some(counted.clone())));
+            }
+        });
+        Relay { addr, down }
+    }
+
+    /// The bytes the server sent through the relay since the last call.
+    pub fn take_bytes_down(&self) -> u64 {
+        self.down.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Copies one direction of a relayed connection, counting bytes before they are passed on
+/// (so that a client that has read them finds them counted).
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    counted: Option<Arc<std::sync::atomic::AtomicU64>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0; 64 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        if let Some(counted) = &counted {
+            counted.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}

@@ -17,6 +17,9 @@
 //! `--store mysql` runs the heavy, sequential and concurrent scenarios on a throwaway MariaDB
 //! instead, against the `mariadb` command-line client (see `mysql.rs`).
 //!
+//! `--wire` measures compression: the heavy subject plain, gzip and zstd, over loopback and
+//! over a shaped link (see `wire.rs`).
+//!
 //! `--shape wide` generates wider rows (JSONB addresses, legacy VARCHAR dates, epochs, numeric
 //! amounts, timestamps without a zone, ~300-byte payloads; see `generate_wide`).
 //!
@@ -27,6 +30,7 @@ mod data;
 mod mysql;
 mod report;
 mod service;
+mod wire;
 
 use baseline::*;
 use data::*;
@@ -73,6 +77,11 @@ pub(crate) struct Args {
     /// VARCHAR dates, epochs, numeric amounts, timestamps without a zone, ~300-byte payloads).
     #[arg(long, value_enum, default_value_t = Shape::Narrow)]
     shape: Shape,
+    /// Also measure compression on the wire: the heavy subject plain, gzip and zstd, over
+    /// loopback and over a veth pair shaped to 50 ms RTT and 100 Mbit/s (made and removed
+    /// here; needs root for `ip netns` and `tc`).
+    #[arg(long)]
+    wire: bool,
     /// The store: `postgres` (against psql and a raw tokio-postgres reader) or `mysql` (a
     /// throwaway MariaDB, against the `mariadb` command-line client).
     #[arg(long, value_enum, default_value_t = StoreArg::Postgres)]
@@ -275,6 +284,11 @@ async fn main() -> anyhow::Result<()> {
         None,
         "",
     ));
+
+    if args.wire {
+        wire::compression_rows(&args, &binary, &cluster, (server.id(), &addr), &mut results)
+            .await?;
+    }
 
     // sequential and concurrent
     for (name, concurrency) in [("sequential", 1), ("concurrent", args.concurrency)] {

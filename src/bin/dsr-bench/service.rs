@@ -51,7 +51,20 @@ pub(crate) async fn extract_one(
     email: &str,
     pause: Option<Duration>,
 ) -> anyhow::Result<(u64, usize, Duration, f64)> {
+    extract_accepting(channel, email, pause, None).await
+}
+
+/// [`extract_one`], accepting the stream compressed with `accept`.
+pub(crate) async fn extract_accepting(
+    channel: Channel,
+    email: &str,
+    pause: Option<Duration>,
+    accept: Option<tonic::codec::CompressionEncoding>,
+) -> anyhow::Result<(u64, usize, Duration, f64)> {
     let mut client = DsrConnectorServiceClient::new(channel);
+    if let Some(encoding) = accept {
+        client = client.accept_compressed(encoding);
+    }
     let started = Instant::now();
     let mut stream = client
         .extract(ExtractRequest {
@@ -148,16 +161,38 @@ pub(crate) fn start_server(
     threads: Option<usize>,
     tables: String,
 ) -> anyhow::Result<(std::process::Child, String)> {
+    start_server_at(binary, source, password, threads, tables, None)
+}
+
+/// [`start_server`], in the network namespace `netns` (listening on its address) when given.
+pub(crate) fn start_server_at(
+    binary: &PathBuf,
+    source: &str,
+    password: &str,
+    threads: Option<usize>,
+    tables: String,
+    netns: Option<(&str, &str)>,
+) -> anyhow::Result<(std::process::Child, String)> {
     let dir = tempfile::tempdir()?.keep();
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n{threads}\n\n{source}\n{tables}\n",
+        "[server]\nlisten = \"{listen}:0\"\nauth = \"none\"\n{threads}\n\n{source}\n{tables}\n",
+        listen = netns.map_or("127.0.0.1", |(_, address)| address),
         threads = threads
             .map(|n| format!("worker_threads = {n}"))
             .unwrap_or_default(),
     );
     let path = dir.join("bench.toml");
     std::fs::write(&path, config)?;
-    let mut child = Command::new(binary)
+    let mut command = match netns {
+        // `ip netns exec` execs the binary: the child's pid is the server's.
+        Some((name, _)) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", name]).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
         .args(["serve", "--config"])
         .arg(&path)
         .env("DSR_BENCH_PASSWORD", password)

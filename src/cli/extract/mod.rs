@@ -42,6 +42,10 @@ pub struct ExtractArgs {
     /// No progress or per-table lines on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Ask for the stream compressed (`gzip` or `zstd`), for a slow or metered link. The
+    /// server compresses when it offers the encoding (`server.compression`).
+    #[arg(long, value_enum)]
+    pub compress: Option<crate::config::Compression>,
 }
 
 /// Why an attempt failed.
@@ -81,6 +85,9 @@ pub async fn run(args: ExtractArgs) -> anyhow::Result<Written> {
     };
     let channel = args.call.channel()?;
     let mut client = DsrConnectorServiceClient::new(channel);
+    if let Some(compression) = args.compress {
+        client = client.accept_compressed(compression.encoding());
+    }
     let deadline = Instant::now() + args.deadline;
     let progress = Progress::new(args.quiet);
     // Exponential backoff with jitter (backon, as the server's own retries), from 0.5 s to
