@@ -12,7 +12,7 @@ use dsr_connector::pb::extract_response::Event;
 use support::{config, config_text, eventually, request, sql};
 use tonic::Code;
 
-/// 100 rows in the slow view, 20 ms each: one fetch of them all takes about 2 s.
+/// 100 rows in the slow view, 20 ms each: reading them all takes about 2 s.
 const SUBJECT: &str = "retry@example.com";
 
 fn setup() {
@@ -25,6 +25,13 @@ fn setup() {
             SUBJECT,
             100,
         ));
+        // Rows of 1 KB: PostgreSQL sends rows in 8 KiB chunks, so that a batch of 10 leaves
+        // while the query still runs.
+        support::run_sql_blocking(
+            "CREATE OR REPLACE VIEW retry_events AS
+                 SELECT id, customer_id, repeat('x', 1000) AS note FROM retry_rows
+                 WHERE slow_pass(id);",
+        );
     });
 }
 
@@ -230,7 +237,7 @@ fn retry_config_text(app: &str) -> String {
 [[sources.tables]]
 name = "retry_events"
 reference = { column = "customer_id", table = "customers", to = "id" }
-columns = { id = "not_pii", customer_id = "identifier.customer_id" }
+columns = { id = "not_pii", customer_id = "identifier.customer_id", note = "not_pii" }
 "#,
     )
     .replace(

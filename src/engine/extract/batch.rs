@@ -1,4 +1,4 @@
-//! Cutting a table's rows into batches: by the rows of one portal fetch and by encoded bytes.
+//! Cutting a table's rows into batches: by rows (`batch_size`) and by encoded bytes.
 //! Pure, and unit-tested.
 
 use crate::pb;
@@ -33,8 +33,9 @@ impl<'a> Batcher<'a> {
         }
     }
 
-    /// Adds a row; returns a full batch when the batch already holds `max_rows` rows or the
-    /// row would push it over the byte limit (the row then starts the next batch).
+    /// Adds a row; returns a full batch: this one, once it holds `max_rows` rows (it leaves
+    /// with its last row, not with the next one, which may be slow to come), or the one before
+    /// when the row would push it over the byte limit (the row then starts the next batch).
     pub(super) fn push(&mut self, row: pb::Row, size: usize) -> Option<pb::RowBatch> {
         let full = if !self.rows.is_empty()
             && (self.rows.len() >= self.max_rows || self.bytes + size > self.max_bytes)
@@ -45,6 +46,9 @@ impl<'a> Batcher<'a> {
         };
         self.bytes += size + 4;
         self.rows.push(row);
+        if full.is_none() && self.rows.len() >= self.max_rows {
+            return self.finish();
+        }
         full
     }
 
@@ -135,6 +139,21 @@ mod tests {
         }
         sizes.extend(batcher.finish().map(|b| b.rows.len()));
         assert_eq!(sizes, [3, 3, 1]);
+    }
+
+    #[test]
+    fn a_full_batch_leaves_with_its_last_row_not_the_next() {
+        let columns = [pb::ColumnDescriptor::default()];
+        let mut batcher = Batcher::new("t", &columns, 2, 1 << 20);
+        let pushed: Vec<Option<usize>> = (0..4)
+            .map(|i| {
+                let r = row(&i.to_string());
+                let size = r.encoded_len();
+                batcher.push(r, size).map(|b| b.rows.len())
+            })
+            .collect();
+        assert_eq!(pushed, [None, Some(2), None, Some(2)]);
+        assert!(batcher.finish().is_none());
     }
 
     #[test]

@@ -4,10 +4,10 @@
 //! owns one pooled connection for the whole extraction:
 //!
 //! 1. `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY`; the first query fixes the snapshot.
-//! 2. Per table, a portal over the compiled SELECT is read `batch_size` rows at a time; rows
-//!    are decoded and cut into batches by rows and by bytes, and each batch waits for room in
-//!    a bounded channel. A slow client therefore slows the database read instead of growing
-//!    the server's memory.
+//! 2. Per table, the compiled SELECT and its `COUNT(*)` go out in one round trip, and the
+//!    rows stream off the connection one at a time; they are decoded and cut into batches by
+//!    rows and by bytes, and each batch waits for room in a bounded channel. A slow client
+//!    therefore slows the database read instead of growing the server's memory.
 //! 3. Per table, `COUNT(*)` in the same snapshot must equal the rows streamed, or the
 //!    extraction ends with DATA_LOSS.
 //! 4. The manifest is checked against the manifest rules and sent last, after the read-only

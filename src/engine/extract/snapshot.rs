@@ -102,7 +102,7 @@ impl Job {
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error @ ExtractError::Stalled(_))) => {
-                // A portal fetch may be in flight behind the client that stopped reading:
+                // A table's rows may be in flight behind the client that stopped reading:
                 // cancel it rather than drain it.
                 self.cancel_and_discard(pool, &cancel, &mut conn).await;
                 Err(error)

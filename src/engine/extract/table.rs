@@ -1,5 +1,8 @@
-//! One table: its portal read row by row, each row decoded, coerced and scanned, cut into
+//! One table: its rows read one at a time, each row decoded, coerced and scanned, cut into
 //! batches and sent; what the table produced besides rows.
+
+use std::future::Future;
+use std::task::Poll;
 
 use prost::Message;
 use tokio_stream::StreamExt;
@@ -16,8 +19,9 @@ use crate::store::postgres::DbError;
 use crate::values::RawCell;
 
 impl Job {
-    /// Streams one table through a portal: decodes, coerces and scans every row, cuts batches,
-    /// and (unless this is a dry run) sends them.
+    /// Streams one table whose COUNT(*) in the snapshot is `counted`: announces it, then
+    /// decodes, coerces and scans every row, cuts batches, and (unless this is a dry run)
+    /// sends them.
     pub(super) async fn stream_table(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
@@ -51,26 +55,7 @@ impl Job {
                 }));
             }
         }
-        // A statement prepared on this connection before a schema change fails with 0A000
-        // ("cached plan must not change result type"):
-        // say which table changed. These statements bind the identity, so PostgreSQL's
-        // messages are withheld unless their class never quotes input.
-        let db = |e: tokio_postgres::Error| match DbError::from_pg_bound(source_name, &e) {
-            DbError::Query { code, .. }
-                if code == tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED.code() =>
-            {
-                ExtractError::Plan(PlanError::SchemaDrift {
-                    source_name: source_name.to_owned(),
-                    problems: vec![format!(
-                        "table '{}': its definition changed since its query was prepared; \
-                         the schema is checked again on the next request",
-                        table.table.display
-                    )],
-                })
-            }
-            other => ExtractError::from(other),
-        };
-        let portal = txn.bind(&statement, &[&value]).await.map_err(db)?;
+        let db = |e: tokio_postgres::Error| self.bound_error(table, &e);
         let columns = descriptors(table);
         // A batch carries its column descriptors; a single row must fit beside them.
         let row_limit = MAX_MESSAGE_BYTES
@@ -86,95 +71,115 @@ impl Job {
         let count = crate::store::postgres::prepare_cached(statements, txn, &table.count_sql)
             .await
             .map_err(db)?;
-        // A portal fetch is a round trip in which PostgreSQL stops and waits, so fetches grow
-        // from one batch's rows, doubling up to FETCH_ROWS. The first is small because
-        // PostgreSQL flushes rows only every 8 KiB or at the end of a fetch: a slow query's
-        // first batch is not held back behind thousands of rows. Memory does not grow with
-        // the fetch: rows are taken off the socket one at a time, and batches are cut by rows
-        // and bytes as they fill.
-        let batch_rows = self.reading.batch_size as i32;
-        let mut fetch_rows = batch_rows;
-        let mut counted = None;
-        loop {
-            // Rows are taken off the connection one at a time as they arrive, so memory is
-            // bounded by the batch's bytes, not by `batch_size` rows of unknown width: the
-            // connection stops reading the socket while a row waits to be taken.
-            let rows = match counted {
-                Some(_) => txn
-                    .query_portal_raw(&portal, fetch_rows)
-                    .await
-                    .map_err(db)?,
-                None => {
-                    // COUNT(*) in the same snapshot rides along with the first fetch. It goes
-                    // out first, so that its answer arrives before the portal's rows, which
-                    // wait on the connection until they are read.
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&value];
-                    let (count, rows) = tokio::join!(
-                        biased;
-                        txn.query_one(&count, &params),
-                        txn.query_portal_raw(&portal, fetch_rows)
-                    );
-                    let count = count.map_err(db)?.get::<_, i64>(0);
-                    counted = Some(count);
-                    if !self.params.dry_run {
-                        self.send(Event::TableStarted(pb::TableStarted {
-                            table: mapped.display.clone(),
-                            expected_rows: count.max(0) as u64,
-                        }))
-                        .await?;
-                    }
-                    rows.map_err(db)?
+        // COUNT(*) in the same snapshot and the table's rows go out together, the count first,
+        // so that its answer arrives before the rows: one round trip. The rows then stream
+        // without stopping (an unnamed portal run to the end), taken off the connection one at
+        // a time as they arrive, so memory is bounded by the batch's bytes, not by rows of
+        // unknown width: the connection stops reading the socket while a row waits to be
+        // taken, and PostgreSQL waits on the socket. PostgreSQL sends rows in 8 KiB chunks, so
+        // a slow query's batch smaller than that leaves when its chunk is full.
+        //
+        // Each request goes out on its first poll, so both are polled once, the count first.
+        // The rows' future resolves only when their first chunk arrives (PostgreSQL holds its
+        // BindComplete with them): the table is announced as soon as its count is in.
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&value];
+        let mut counting = std::pin::pin!(txn.query_one(&count, &params));
+        let mut starting = std::pin::pin!(txn.query_raw(&statement, params));
+        let (mut counted, mut started) = (None, None);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(count) = counting.as_mut().poll(cx) {
+                counted = Some(count);
+            }
+            if let Poll::Ready(rows) = starting.as_mut().poll(cx) {
+                started = Some(rows);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        let counted = match counted {
+            Some(count) => count,
+            None => counting.await,
+        }
+        .map_err(db)?
+        .get::<_, i64>(0);
+        if !self.params.dry_run {
+            self.send(Event::TableStarted(pb::TableStarted {
+                table: mapped.display.clone(),
+                expected_rows: counted.max(0) as u64,
+            }))
+            .await?;
+        }
+        let rows = match started {
+            Some(rows) => rows,
+            None => starting.await,
+        };
+        let mut rows = std::pin::pin!(rows.map_err(db)?);
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(db)?;
+            if table.bounded {
+                // A value the query measured above one message was sent as NULL: refuse
+                // its row, naming the column.
+                let column: i32 = row.try_get(mapped.columns.len()).map_err(db)?;
+                if column > 0 {
+                    let bytes: i64 = row.try_get(mapped.columns.len() + 1).map_err(db)?;
+                    return Err(ExtractError::RowTooLarge {
+                        table: mapped.display.clone(),
+                        column: mapped.columns[column as usize - 1].name.clone(),
+                        bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+                        limit: row_limit,
+                    });
                 }
+            }
+            let converted = self.convert_row(mapped, &row, &mut outcome)?;
+            // Memory for rejected rows' letters is bounded: past a few hundred in
+            // flight, reading waits for the queue's writer. Only a rejected row queues
+            // one, so rows that stream pay nothing here.
+            if converted.is_none() {
+                self.letters_heard(MAX_LETTERS_IN_FLIGHT).await?;
+            }
+            drop(row);
+            // Decoding, coercion and JSON scans run without awaiting anything else; let
+            // other streams on this worker run now and then.
+            tokio::task::consume_budget().await;
+            let Some(values) = converted else {
+                continue; // rejected
             };
-            let mut rows = std::pin::pin!(rows);
-            let mut fetched = 0;
-            while let Some(row) = rows.next().await {
-                let row = row.map_err(db)?;
-                fetched += 1;
-                if table.bounded {
-                    // A value the query measured above one message was sent as NULL: refuse
-                    // its row, naming the column.
-                    let column: i32 = row.try_get(mapped.columns.len()).map_err(db)?;
-                    if column > 0 {
-                        let bytes: i64 = row.try_get(mapped.columns.len() + 1).map_err(db)?;
-                        return Err(ExtractError::RowTooLarge {
-                            table: mapped.display.clone(),
-                            column: mapped.columns[column as usize - 1].name.clone(),
-                            bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
-                            limit: row_limit,
-                        });
-                    }
-                }
-                let converted = self.convert_row(mapped, &row, &mut outcome)?;
-                // Memory for rejected rows' letters is bounded: past a few hundred in
-                // flight, reading waits for the queue's writer. Only a rejected row queues
-                // one, so rows that stream pay nothing here.
-                if converted.is_none() {
-                    self.letters_heard(MAX_LETTERS_IN_FLIGHT).await?;
-                }
-                drop(row);
-                // Decoding, coercion and JSON scans run without awaiting anything else; let
-                // other streams on this worker run now and then.
-                tokio::task::consume_budget().await;
-                let Some(values) = converted else {
-                    continue; // rejected
-                };
-                if let Some(full) =
-                    self.keep_row(table, values, &mut batch, &mut outcome, row_limit)?
-                {
-                    self.send_batch(full).await?;
-                }
+            if let Some(full) = self.keep_row(table, values, &mut batch, &mut outcome, row_limit)? {
+                self.send_batch(full).await?;
             }
-            if fetched < fetch_rows {
-                break; // the portal is exhausted
-            }
-            fetch_rows = fetch_rows.saturating_mul(2).min(FETCH_ROWS.max(batch_rows));
         }
         if let Some(rest) = batch.finish() {
             self.send_batch(rest).await?;
         }
-        outcome.counted = counted.unwrap_or(-1);
+        outcome.counted = counted;
         Ok(outcome)
+    }
+
+    /// What a failed statement of `table`'s plan (which binds the identity) ends the
+    /// extraction with. PostgreSQL's messages are withheld unless their class never quotes
+    /// input. A statement prepared on this connection before a schema change fails with
+    /// 0A000 ("cached plan must not change result type"): that names the table that changed.
+    pub(super) fn bound_error(
+        &self,
+        table: &PlannedTable,
+        e: &tokio_postgres::Error,
+    ) -> ExtractError {
+        let source_name = self.params.source.as_str();
+        match DbError::from_pg_bound(source_name, e) {
+            DbError::Query { code, .. }
+                if code == tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED.code() =>
+            {
+                ExtractError::Plan(PlanError::SchemaDrift {
+                    source_name: source_name.to_owned(),
+                    problems: vec![format!(
+                        "table '{}': its definition changed since its query was prepared; \
+                         the schema is checked again on the next request",
+                        table.table.display
+                    )],
+                })
+            }
+            other => ExtractError::from(other),
+        }
     }
 
     /// A row that streams, on any store: measured against one message, counted, and put in
@@ -348,9 +353,6 @@ fn postgres_decoder(
             reason: "a MySQL column in a PostgreSQL plan".into(),
         })
 }
-
-/// The most rows asked of PostgreSQL per portal fetch, unless `batch_size` is larger.
-const FETCH_ROWS: i32 = 10_000;
 
 /// A row's primary key for a violation: `id=42`, `[classified]` when a key column holds
 /// personal data, or empty without a primary key. Never an identity or classified value.
