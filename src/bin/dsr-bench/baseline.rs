@@ -4,7 +4,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use dsr_connector::demo;
 use dsr_connector::demo::cluster::{SUPERUSER, TempCluster};
 
 use super::*;
@@ -17,7 +16,7 @@ pub(crate) async fn raw_subject(cluster: &TempCluster, email: &str) -> anyhow::R
     let pooled = RAW_POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
     let (mut client, mut statements) = match pooled {
         Some(c) => c,
-        None => (demo::connect(cluster, DATABASE).await?, Default::default()),
+        None => (tls::connect(cluster, DATABASE).await?, Default::default()),
     };
     let mut rows = 0u64;
     {
@@ -113,6 +112,7 @@ impl PsqlSession {
                 "ON_ERROR_STOP=1",
             ])
             .env("PGPASSWORD", password)
+            .envs(tls::psql_env())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -224,6 +224,7 @@ pub(crate) fn psql_delete(
             &script,
         ])
         .env("PGPASSWORD", cluster.password())
+        .envs(tls::psql_env())
         .output()?;
     let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(

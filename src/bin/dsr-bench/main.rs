@@ -17,6 +17,8 @@
 //! `--store mysql` runs the heavy, sequential and concurrent scenarios on a throwaway MariaDB
 //! instead, against the `mariadb` command-line client (see `mysql.rs`).
 //!
+//! `--tls` reads PostgreSQL over TLS, verified, from every reader (see `tls.rs`).
+//!
 //! `--wire` measures compression: the heavy subject plain, gzip and zstd, over loopback and
 //! over a shaped link (see `wire.rs`).
 //!
@@ -30,6 +32,7 @@ mod data;
 mod mysql;
 mod report;
 mod service;
+mod tls;
 mod wire;
 
 use baseline::*;
@@ -82,6 +85,10 @@ pub(crate) struct Args {
     /// here; needs root for `ip netns` and `tc`).
     #[arg(long)]
     wire: bool,
+    /// Read PostgreSQL over TLS, verified (`verify-full`), from every reader: the service,
+    /// psql and the raw reader (a CA and a server certificate are made for the run).
+    #[arg(long)]
+    tls: bool,
     /// The store: `postgres` (against psql and a raw tokio-postgres reader) or `mysql` (a
     /// throwaway MariaDB, against the `mariadb` command-line client).
     #[arg(long, value_enum, default_value_t = StoreArg::Postgres)]
@@ -115,6 +122,9 @@ impl Shape {
 pub(crate) const DATABASE: &str = "bench";
 pub(crate) const HEAVY: &str = "heavy@bench.example";
 
+/// Concurrent calls in the many-streams scenario.
+const STREAMS: usize = 256;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     install_crypto_provider();
@@ -129,10 +139,16 @@ async fn main() -> anyhow::Result<()> {
     }
 
     eprintln!("starting PostgreSQL ...");
+    let certificates = tempfile::tempdir()?;
+    let server_tls = if args.tls {
+        Some(tls::make(certificates.path())?)
+    } else {
+        None
+    };
     let cluster = tokio::task::spawn_blocking(|| {
         TempCluster::start(&ClusterOptions {
             settings: vec![("shared_buffers".into(), "512MB".into())],
-            ..Default::default()
+            tls: server_tls,
         })
     })
     .await??;
@@ -284,6 +300,52 @@ async fn main() -> anyhow::Result<()> {
         None,
         "",
     ));
+
+    // Many streams at once, on a server of their own, so that its peak RSS is theirs: every
+    // ordinary subject over STREAMS concurrent calls, spread over 8 connections (HTTP/2 caps
+    // the streams of one). Calls beyond the pool wait in its queue, as they would.
+    {
+        eprintln!("{STREAMS} streams ...");
+        let (mut many_server, many_addr) = start_server(
+            &binary,
+            &postgres_source(&cluster),
+            cluster.password(),
+            args.server_threads,
+            bench_datamap(args.shape, args.single_path, args.scan_json),
+        )?;
+        let mut channels = Vec::new();
+        for _ in 0..8 {
+            channels.push(
+                Channel::from_shared(format!("http://{many_addr}"))?
+                    .connect()
+                    .await?,
+            );
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (rate, _) = many(&subjects, STREAMS, |s| {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let channel = channels[i % channels.len()].clone();
+            async move { extract_one(channel, &s, None).await.map(|_| ()) }
+        })
+        .await?;
+        let rss = peak_rss_kib(many_server.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", &many_server.id().to_string()])
+            .status();
+        let _ = many_server.wait();
+        results.push(Row::new(
+            &format!("{STREAMS} streams at once: service peak RSS (MiB)"),
+            &[rss as f64 / 1024.0],
+            None,
+            "",
+        ));
+        results.push(Row::new(
+            &format!("{STREAMS} streams at once: subjects/s"),
+            &[rate],
+            None,
+            "",
+        ));
+    }
 
     if args.wire {
         wire::compression_rows(&args, &binary, &cluster, (server.id(), &addr), &mut results)
@@ -442,10 +504,15 @@ pub(crate) fn report(args: &Args, store: &str, results: &[Row]) -> anyhow::Resul
         println!("{}", r.markdown());
     }
     println!(
-        "\n{store}, {} shape, scale {}{}{}, {} subjects, concurrency {}, {} repetitions, {} cores",
+        "\n{store}, {} shape, scale {}{}{}{}, {} subjects, concurrency {}, {} repetitions, {} cores",
         args.shape.name(),
         args.scale,
         if args.scan_json { ", JSON scanned" } else { "" },
+        if args.tls {
+            ", PostgreSQL over TLS (verify-full)"
+        } else {
+            ""
+        },
         if args.single_path {
             ", single path"
         } else {
@@ -465,6 +532,7 @@ pub(crate) fn report(args: &Args, store: &str, results: &[Row]) -> anyhow::Resul
         "shape": args.shape.name(),
         "single_path": args.single_path,
         "scan_json": args.scan_json,
+        "tls": args.tls,
         "subjects": args.subjects,
         "concurrency": args.concurrency,
         "repeat": args.repeat,

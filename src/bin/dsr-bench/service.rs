@@ -146,7 +146,8 @@ max_connections = 20
 max_per_caller = 20
 min_idle = 16
 identity_kinds = ["email"]
-"#,
+{tls}"#,
+        tls = tls::source_settings(),
         host = cluster.host(),
         port = cluster.port(),
     )
