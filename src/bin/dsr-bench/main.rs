@@ -41,7 +41,6 @@ use report::*;
 use service::*;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -177,10 +176,7 @@ async fn main() -> anyhow::Result<()> {
     let (slow_rows, _, _, slow_secs) =
         extract_one(slow_channel, HEAVY, Some(Duration::from_millis(2))).await?;
     let slow_rss = peak_rss_kib(slow_server.id());
-    let _ = Command::new("kill")
-        .args(["-TERM", &slow_server.id().to_string()])
-        .status();
-    let _ = slow_server.wait();
+    stop_server(&mut slow_server);
 
     let (mut server, addr) = start_server(
         &binary,
@@ -275,10 +271,7 @@ async fn main() -> anyhow::Result<()> {
             None,
             "",
         ));
-        let _ = Command::new("kill")
-            .args(["-TERM", &server.id().to_string()])
-            .status();
-        let _ = server.wait();
+        stop_server(&mut server);
     }
     results.push(Row::new("heavy: dsr-connector MB/s", &mbps, None, ""));
     results.push(Row::new("heavy: time to first batch (ms)", &ttfb, None, ""));
@@ -329,10 +322,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         let rss = peak_rss_kib(many_server.id());
-        let _ = Command::new("kill")
-            .args(["-TERM", &many_server.id().to_string()])
-            .status();
-        let _ = many_server.wait();
+        stop_server(&mut many_server);
         results.push(Row::new(
             &format!("{STREAMS} streams at once: service peak RSS (MiB)"),
             &[rss as f64 / 1024.0],
@@ -489,10 +479,7 @@ async fn main() -> anyhow::Result<()> {
         None,
         "",
     ));
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    stop_server(&mut server);
 
     report(&args, "postgres", &results)
 }

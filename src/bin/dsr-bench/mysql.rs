@@ -220,10 +220,7 @@ identity_kinds = ["email"]
             "",
         ));
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    stop_server(&mut server);
     POOL.lock().unwrap_or_else(|e| e.into_inner()).clear();
     report(args, "mysql", &results)
 }

@@ -214,6 +214,14 @@ pub(crate) fn start_server_at(
     Ok((child, addr))
 }
 
+/// Stops a server started by [`start_server`] as an operator would (SIGTERM), and waits for it.
+pub(crate) fn stop_server(server: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+}
+
 /// Previews erasing one subject through the service: the whole erasure (rows captured,
 /// deleted, counted and verified) in one transaction that is then rolled back, so that the
 /// next round finds the same rows. Returns the rows it deleted and seconds.

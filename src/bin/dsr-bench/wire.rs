@@ -277,10 +277,7 @@ pub(crate) async fn compression_rows(
         anyhow::Ok(())
     }
     .await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &shaped_server.id().to_string()])
-        .status();
-    let _ = shaped_server.wait();
+    stop_server(&mut shaped_server);
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(link);
     outcome
