@@ -6,7 +6,8 @@
 #     packages (examples/node, from its lock file); Prometheus and promtool (Debian package
 #     prometheus) for the alert rules and the scrape test; Go, protoc and the Go gRPC packages
 #     (Debian packages) for the Go example (examples/go/build.sh); MariaDB's server and
-#     client (Debian packages mariadb-server, mariadb-client) for the MariaDB store's tests.
+#     client (Debian packages mariadb-server, mariadb-client) for the MariaDB store's tests;
+#     iproute2 (ip, tc) for the benchmark's shaped link (--wire).
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,6 +87,18 @@ if [ "${1:-}" = "--clients" ]; then
         else
             echo "prereqs: MariaDB is missing (the MariaDB store is tested on a throwaway server)." >&2
             echo "  Debian/Ubuntu: sudo apt-get install mariadb-server mariadb-client" >&2
+            exit 1
+        fi
+    fi
+    # The benchmark's --wire makes a network namespace and a veth pair shaped by tc (root).
+    if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "prereqs: installing iproute2 (ip, tc) with apt-get" >&2
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
+        else
+            echo "prereqs: ip and tc are missing (the benchmark's --wire is tested)." >&2
+            echo "  Debian/Ubuntu: sudo apt-get install iproute2" >&2
             exit 1
         fi
     fi

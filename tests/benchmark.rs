@@ -1,5 +1,5 @@
 //! The README's benchmark commands, at a small scale: each command's `dsr-bench` arguments
-//! (its shape, its store) are run with 1% of the dataset, 50 subjects and one repetition,
+//! (its shape, its store, the JSON scan, compression on the wire, TLS) are run with 1% of the dataset, 50 subjects and one repetition,
 //! results in a directory of this test rather than `bench-results/`. The suite checks the
 //! report's shape and that every scenario ran against its baselines (psql and raw
 //! PostgreSQL, or the `mariadb` client on a throwaway MariaDB); it runs the binaries the test
@@ -13,7 +13,7 @@ use std::process::Command;
 #[test]
 fn the_readme_benchmark_commands_run_every_scenario_on_both_shapes_and_both_stores() {
     let commands = support::readme_commands_with("--bin dsr-bench");
-    assert_eq!(commands.len(), 3, "{commands:?}");
+    assert_eq!(commands.len(), 5, "{commands:?}");
     let mut shapes = Vec::new();
     for command in &commands {
         let (build, args) = command
@@ -45,9 +45,22 @@ fn the_readme_benchmark_commands_run_every_scenario_on_both_shapes_and_both_stor
         .unwrap();
         assert_eq!(report["scale"], 0.01);
         let store = report["store"].as_str().unwrap().to_owned();
-        shapes.push(format!("{store} {}", report["shape"].as_str().unwrap()));
+        let mut run = format!("{store} {}", report["shape"].as_str().unwrap());
         let results = report["results"].as_array().unwrap();
-        let measures: &[&str] = if store == "mysql" {
+        let mut measures: Vec<&str> = Vec::new();
+        if report["scan_json"] == true {
+            run.push_str(" scanned");
+            measures.extend(SCAN_MEASURES);
+        }
+        if args.contains(&"--wire") {
+            run.push_str(" wire");
+            measures.extend(WIRE_MEASURES);
+        }
+        if report["tls"] == true {
+            run.push_str(" tls");
+        }
+        shapes.push(run);
+        measures.extend_from_slice(if store == "mysql" {
             &[
                 "heavy: dsr-connector (rows/s)",
                 "heavy: mariadb --batch --quick (rows/s)",
@@ -60,7 +73,7 @@ fn the_readme_benchmark_commands_run_every_scenario_on_both_shapes_and_both_stor
             ]
         } else {
             &POSTGRES_MEASURES
-        };
+        });
         for measure in measures {
             let row = results
                 .iter()
@@ -72,11 +85,37 @@ fn the_readme_benchmark_commands_run_every_scenario_on_both_shapes_and_both_stor
             );
         }
     }
-    assert_eq!(shapes, ["postgres narrow", "postgres wide", "mysql narrow"]);
+    assert_eq!(
+        shapes,
+        [
+            "postgres narrow",
+            "postgres wide",
+            "mysql narrow",
+            "postgres wide scanned wire",
+            "postgres wide tls"
+        ]
+    );
 }
 
+/// What `--scan-json` adds: the heavy subject with the scan on and off, in the same rounds.
+const SCAN_MEASURES: [&str; 2] = [
+    "heavy: dsr-connector, JSON scan on (rows/s)",
+    "heavy: dsr-connector, JSON scan off (rows/s)",
+];
+
+/// What `--wire` adds: each encoding over loopback and over the shaped link.
+const WIRE_MEASURES: [&str; 6] = [
+    "wire, plain: bytes on the wire per row",
+    "wire, gzip: bytes on the wire per row",
+    "wire, zstd: bytes on the wire per row",
+    "wire, plain: 50 ms RTT, 100 Mbit/s (rows/s)",
+    "wire, zstd: 50 ms RTT, 100 Mbit/s (rows/s)",
+    "wire, gzip: loopback: server CPU per row (µs)",
+];
+
 /// What a PostgreSQL run reports.
-const POSTGRES_MEASURES: [&str; 10] = [
+const POSTGRES_MEASURES: [&str; 11] = [
+    "256 streams at once: service peak RSS (MiB)",
     "heavy: dsr-connector (rows/s)",
     "heavy: psql \\copy binary (rows/s)",
     "heavy: raw tokio-postgres portal (rows/s)",
