@@ -32,6 +32,22 @@ if ! have_postgres; then
     fi
 fi
 
+# Installs Debian packages with apt-get when run as root, or says what is missing, why it is
+# needed and how to install it, and stops:  apt_install "<what>" "<why>" [apt options] package...
+apt_install() {
+    local what=$1 why=$2
+    shift 2
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "prereqs: installing $what with apt-get" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+        echo "prereqs: $what missing ($why)." >&2
+        echo "  Debian/Ubuntu: sudo apt-get install $*" >&2
+        exit 1
+    fi
+}
+
 if [ "${1:-}" = "--clients" ]; then
     if [ ! -x .venv/bin/grpcurl ] || [ ! -x .venv/bin/buf ] || [ ! -x .venv/bin/kubernetes-validate ] \
         || ! .venv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
@@ -43,15 +59,7 @@ if [ "${1:-}" = "--clients" ]; then
     fi
     if [ ! -d examples/node/node_modules/@grpc/grpc-js ]; then
         if ! command -v npm >/dev/null 2>&1; then
-            if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-                echo "prereqs: installing Node.js and npm with apt-get" >&2
-                apt-get update -qq
-                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
-            else
-                echo "prereqs: Node.js and npm are missing (the Node example is tested)." >&2
-                echo "  Debian/Ubuntu: sudo apt-get install nodejs npm" >&2
-                exit 1
-            fi
+            apt_install "Node.js and npm" "the Node example is tested" nodejs npm
         fi
         echo "prereqs: installing the Node example's packages (npm ci)" >&2
         npm ci --prefix examples/node --no-audit --no-fund --loglevel=error >/dev/null
@@ -63,15 +71,8 @@ if [ "${1:-}" = "--clients" ]; then
         || ! command -v protoc-gen-go >/dev/null 2>&1 || ! command -v protoc-gen-go-grpc >/dev/null 2>&1 \
         || [ ! -d /usr/share/gocode/src/google.golang.org/grpc ] \
         || [ ! -f /usr/share/gocode/src/github.com/golang/protobuf/proto/registry.go ]; then
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-            echo "prereqs: installing Go, protoc and the Go gRPC packages with apt-get" >&2
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${go_packages[@]}" >/dev/null
-        else
-            echo "prereqs: Go, protoc or the Go gRPC packages are missing (the Go example is tested)." >&2
-            echo "  Debian/Ubuntu: sudo apt-get install ${go_packages[*]}" >&2
-            exit 1
-        fi
+        apt_install "Go, protoc and the Go gRPC packages" "the Go example is tested" \
+            "${go_packages[@]}"
     fi
     have_mariadb() {
         for program in mariadbd mariadb-install-db mariadb; do
@@ -79,38 +80,17 @@ if [ "${1:-}" = "--clients" ]; then
         done
     }
     if ! have_mariadb; then
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-            echo "prereqs: installing MariaDB's server and client with apt-get" >&2
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-                mariadb-server mariadb-client >/dev/null
-        else
-            echo "prereqs: MariaDB is missing (the MariaDB store is tested on a throwaway server)." >&2
-            echo "  Debian/Ubuntu: sudo apt-get install mariadb-server mariadb-client" >&2
-            exit 1
-        fi
+        apt_install "MariaDB's server and client" \
+            "the MariaDB store is tested on a throwaway server" \
+            --no-install-recommends mariadb-server mariadb-client
     fi
     # The benchmark's --wire makes a network namespace and a veth pair shaped by tc (root).
     if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-            echo "prereqs: installing iproute2 (ip, tc) with apt-get" >&2
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
-        else
-            echo "prereqs: ip and tc are missing (the benchmark's --wire is tested)." >&2
-            echo "  Debian/Ubuntu: sudo apt-get install iproute2" >&2
-            exit 1
-        fi
+        apt_install "iproute2 (ip, tc)" "the benchmark's --wire is tested" \
+            --no-install-recommends iproute2
     fi
     if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-            echo "prereqs: installing Prometheus and promtool with apt-get" >&2
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-        else
-            echo "prereqs: prometheus and promtool are missing (the alert rules are tested)." >&2
-            echo "  Debian/Ubuntu: sudo apt-get install prometheus" >&2
-            exit 1
-        fi
+        apt_install "Prometheus and promtool" "the alert rules are tested" \
+            --no-install-recommends prometheus
     fi
 fi
