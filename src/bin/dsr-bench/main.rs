@@ -163,31 +163,14 @@ async fn main() -> anyhow::Result<()> {
 
     // A slow client first, on a server of its own, so that its peak RSS is its own.
     eprintln!("heavy with a slow client ...");
-    let (mut slow_server, slow_addr) = start_server(
-        &binary,
-        &postgres_source(&cluster),
-        cluster.password(),
-        args.server_threads,
-        bench_datamap(args.shape, args.single_path, args.scan_json),
-    )?;
-    let slow_channel = Channel::from_shared(format!("http://{slow_addr}"))?
-        .connect()
-        .await?;
+    let (mut slow_server, _, slow_channel) =
+        serve_bench(&args, &binary, &cluster, args.scan_json).await?;
     let (slow_rows, _, _, slow_secs) =
         extract_one(slow_channel, HEAVY, Some(Duration::from_millis(2))).await?;
     let slow_rss = peak_rss_kib(slow_server.id());
     stop_server(&mut slow_server);
 
-    let (mut server, addr) = start_server(
-        &binary,
-        &postgres_source(&cluster),
-        cluster.password(),
-        args.server_threads,
-        bench_datamap(args.shape, args.single_path, args.scan_json),
-    )?;
-    let channel = Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let (mut server, addr, channel) = serve_bench(&args, &binary, &cluster, args.scan_json).await?;
     let subjects: Vec<String> = (0..args.subjects as i64)
         .map(|i| {
             format!(
@@ -200,16 +183,7 @@ async fn main() -> anyhow::Result<()> {
     // With the JSON scan on, a second server with the scan off reads the same heavy subject
     // in the same rounds: the scan's cost as a ratio.
     let unscanned = if args.scan_json {
-        let (server, addr) = start_server(
-            &binary,
-            &postgres_source(&cluster),
-            cluster.password(),
-            args.server_threads,
-            bench_datamap(args.shape, args.single_path, false),
-        )?;
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await?;
+        let (server, _, channel) = serve_bench(&args, &binary, &cluster, false).await?;
         Some((server, channel))
     } else {
         None
@@ -299,15 +273,10 @@ async fn main() -> anyhow::Result<()> {
     // the streams of one). Calls beyond the pool wait in its queue, as they would.
     {
         eprintln!("{STREAMS} streams ...");
-        let (mut many_server, many_addr) = start_server(
-            &binary,
-            &postgres_source(&cluster),
-            cluster.password(),
-            args.server_threads,
-            bench_datamap(args.shape, args.single_path, args.scan_json),
-        )?;
-        let mut channels = Vec::new();
-        for _ in 0..8 {
+        let (mut many_server, many_addr, first) =
+            serve_bench(&args, &binary, &cluster, args.scan_json).await?;
+        let mut channels = vec![first];
+        for _ in 1..8 {
             channels.push(
                 Channel::from_shared(format!("http://{many_addr}"))?
                     .connect()
@@ -482,6 +451,27 @@ async fn main() -> anyhow::Result<()> {
     stop_server(&mut server);
 
     report(&args, "postgres", &results)
+}
+
+/// A server on the bench database with the benchmark's data map (its JSON scan on or off),
+/// and a channel to it: the server, its address and the channel.
+async fn serve_bench(
+    args: &Args,
+    binary: &PathBuf,
+    cluster: &TempCluster,
+    scan_json: bool,
+) -> anyhow::Result<(std::process::Child, String, Channel)> {
+    let (server, addr) = start_server(
+        binary,
+        &postgres_source(cluster),
+        cluster.password(),
+        args.server_threads,
+        bench_datamap(args.shape, args.single_path, scan_json),
+    )?;
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok((server, addr, channel))
 }
 
 /// Prints the Markdown table and writes `bench.json`.

@@ -19,9 +19,8 @@ use crate::store::postgres::DbError;
 use crate::values::RawCell;
 
 impl Job {
-    /// Streams one table whose COUNT(*) in the snapshot is `counted`: announces it, then
-    /// decodes, coerces and scans every row, cuts batches, and (unless this is a dry run)
-    /// sends them.
+    /// Streams one table: announces it with its COUNT(*) in the snapshot, then decodes,
+    /// coerces and scans every row, cuts batches, and (unless this is a dry run) sends them.
     pub(super) async fn stream_table(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
@@ -159,7 +158,7 @@ impl Job {
     /// extraction with. PostgreSQL's messages are withheld unless their class never quotes
     /// input. A statement prepared on this connection before a schema change fails with
     /// 0A000 ("cached plan must not change result type"): that names the table that changed.
-    pub(super) fn bound_error(
+    fn bound_error(
         &self,
         table: &PlannedTable,
         e: &tokio_postgres::Error,
