@@ -244,6 +244,18 @@ pub struct PlannedTable {
     pub identity_branches: usize,
 }
 
+impl PlannedTable {
+    /// An expression that counts the rows the identity matches directly in this table: one
+    /// `count(*)` subquery per identity branch, summed (the branches select disjoint rows).
+    pub fn identity_count_sql(&self) -> String {
+        self.branches[..self.identity_branches]
+            .iter()
+            .map(|w| format!("(SELECT count(*) FROM {} WHERE {w})", self.from))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
+}
+
 /// A source's data map, checked against its catalog, with one plan per identity kind.
 #[derive(Debug)]
 pub struct DataMap {
@@ -503,13 +515,7 @@ impl Plan {
         self.identity_rows_sql = (!direct.is_empty()).then(|| {
             let columns = direct
                 .iter()
-                .map(|t| {
-                    t.branches[..t.identity_branches]
-                        .iter()
-                        .map(|w| format!("(SELECT count(*) FROM {} WHERE {w})", t.from))
-                        .collect::<Vec<_>>()
-                        .join(" + ")
-                })
+                .map(|t| t.identity_count_sql())
                 .collect::<Vec<_>>()
                 .join(", ");
             format!("SELECT {columns}")

@@ -321,13 +321,7 @@ fn counts_sql(plan: &crate::schema::Plan, value: &str) -> (String, Vec<usize>) {
             Some((i, t)) if t.identity_branches == t.branches.len() => identity.push(i),
             Some((_, t)) => {
                 identity.push(columns.len());
-                columns.push(
-                    t.branches[..t.identity_branches]
-                        .iter()
-                        .map(|w| format!("(SELECT count(*) FROM {} WHERE {w})", t.from))
-                        .collect::<Vec<_>>()
-                        .join(" + "),
-                );
+                columns.push(t.identity_count_sql());
             }
             // A table left out of a restricted plan: the plan's own identity query counts
             // every identity table, in order.

@@ -158,11 +158,7 @@ impl Job {
     /// extraction with. PostgreSQL's messages are withheld unless their class never quotes
     /// input. A statement prepared on this connection before a schema change fails with
     /// 0A000 ("cached plan must not change result type"): that names the table that changed.
-    fn bound_error(
-        &self,
-        table: &PlannedTable,
-        e: &tokio_postgres::Error,
-    ) -> ExtractError {
+    fn bound_error(&self, table: &PlannedTable, e: &tokio_postgres::Error) -> ExtractError {
         let source_name = self.params.source.as_str();
         match DbError::from_pg_bound(source_name, e) {
             DbError::Query { code, .. }
