@@ -29,7 +29,8 @@
 //! - [`config`]: typed, validated, immutable configuration; secrets redacted.
 //! - [`demo`]: the built-in demo (its data, its map and a throwaway PostgreSQL cluster), for
 //!   the demo command, the tests and the benchmark; behind the default `demo` feature.
-//! - [`pb`]: the generated protobuf and gRPC code of `proto/dsr/v1/dsr.proto`.
+//! - [`pb`]: the generated protobuf and gRPC code of `proto/dsr/v1/dsr.proto`, and the frames
+//!   the Extract stream sends (batches encoded row by row as they fill).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -47,8 +48,4 @@ pub mod store;
 pub mod subject;
 pub mod values;
 
-/// Generated code for the `dsr.v1` protobuf package.
-#[allow(clippy::all, missing_docs)]
-pub mod pb {
-    tonic::include_proto!("dsr.v1");
-}
+pub mod pb;

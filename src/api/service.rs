@@ -16,7 +16,7 @@ use crate::engine::erase::EraseParams;
 use crate::engine::{Engine, ExtractParams};
 use crate::pb::dsr_connector_service_server::DsrConnectorService;
 use crate::pb::{
-    DiscoverRequest, DiscoverResponse, EraseRequest, EraseResponse, ExtractRequest,
+    DiscoverRequest, DiscoverResponse, EraseRequest, EraseResponse, ExtractFrame, ExtractRequest,
     ExtractResponse, ValidateRequest, ValidateResponse, erase_response,
 };
 
@@ -29,7 +29,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl DsrConnectorService for Service {
-    type ExtractStream = BoxStream<ExtractResponse>;
+    type ExtractStream = BoxStream<ExtractFrame>;
     type ValidateStream = BoxStream<ValidateResponse>;
     type DiscoverStream = BoxStream<DiscoverResponse>;
     type EraseStream = BoxStream<EraseResponse>;
@@ -166,9 +166,9 @@ impl DsrConnectorService for Service {
                 let item = item.map_err(|e| status::to_status(&e));
                 let code = match &item {
                     Err(status) => Some(status.code()),
-                    Ok(ExtractResponse {
+                    Ok(ExtractFrame::Message(ExtractResponse {
                         event: Some(crate::pb::extract_response::Event::Manifest(_)),
-                    }) => Some(tonic::Code::Ok),
+                    })) => Some(tonic::Code::Ok),
                     Ok(_) => None,
                 };
                 if let Some(code) = code {

@@ -142,7 +142,9 @@ async fn dry_run(
     let mut manifest: Option<Manifest> = None;
     while let Some(item) = stream.next().await {
         match item {
-            Ok(message) => match message.event {
+            // A dry run sends no batches.
+            Ok(crate::pb::ExtractFrame::Batch(_)) => {}
+            Ok(crate::pb::ExtractFrame::Message(message)) => match message.event {
                 Some(Event::Started(started)) => {
                     for t in &started.tables {
                         planned.insert(t.table.clone(), false);

@@ -1,71 +1,51 @@
-//! Cutting a table's rows into batches: by rows (`batch_size`) and by encoded bytes.
-//! Pure, and unit-tested.
+//! Cutting a table's rows into batches: by rows (`batch_size`) and by encoded bytes. Rows are
+//! encoded into their batch as they come (see [`pb::BatchRows`]). Pure, and unit-tested.
 
-use crate::pb;
+use crate::pb::{self, BatchRows, EncodedBatch, RowBuf};
 use crate::schema::PlannedTable;
 
 /// Cuts a table's rows into batches by row count (`batch_size`) and by encoded bytes.
-pub(super) struct Batcher<'a> {
-    table: &'a str,
-    columns: &'a [pb::ColumnDescriptor],
+pub(super) struct Batcher {
     max_rows: usize,
     max_bytes: usize,
-    rows: Vec<pb::Row>,
-    bytes: usize,
-    offset: u64,
+    rows: BatchRows,
 }
 
-impl<'a> Batcher<'a> {
+impl Batcher {
     pub(super) fn new(
-        table: &'a str,
-        columns: &'a [pb::ColumnDescriptor],
+        table: &str,
+        columns: &[pb::ColumnDescriptor],
         max_rows: usize,
         max_bytes: usize,
     ) -> Self {
         Batcher {
-            table,
-            columns,
             max_rows: max_rows.max(1),
             max_bytes,
-            rows: Vec::new(),
-            bytes: 0,
-            offset: 0,
+            rows: BatchRows::new(table, columns),
         }
     }
 
     /// Adds a row; returns a full batch: this one, once it holds `max_rows` rows (it leaves
     /// with its last row, not with the next one, which may be slow to come), or the one before
     /// when the row would push it over the byte limit (the row then starts the next batch).
-    pub(super) fn push(&mut self, row: pb::Row, size: usize) -> Option<pb::RowBatch> {
+    pub(super) fn push(&mut self, row: &RowBuf) -> Option<EncodedBatch> {
         let full = if !self.rows.is_empty()
-            && (self.rows.len() >= self.max_rows || self.bytes + size > self.max_bytes)
+            && (self.rows.len() >= self.max_rows
+                || self.rows.bytes() + BatchRows::row_bytes(row.len()) > self.max_bytes)
         {
-            self.finish()
+            self.rows.finish()
         } else {
             None
         };
-        self.bytes += size + 4;
         self.rows.push(row);
         if full.is_none() && self.rows.len() >= self.max_rows {
-            return self.finish();
+            return self.rows.finish();
         }
         full
     }
 
-    pub(super) fn finish(&mut self) -> Option<pb::RowBatch> {
-        if self.rows.is_empty() {
-            return None;
-        }
-        let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(self.max_rows.min(4096)));
-        let offset = self.offset;
-        self.offset += rows.len() as u64;
-        self.bytes = 0;
-        Some(pb::RowBatch {
-            table: self.table.to_owned(),
-            columns: self.columns.to_vec(),
-            rows,
-            offset,
-        })
+    pub(super) fn finish(&mut self) -> Option<EncodedBatch> {
+        self.rows.finish()
     }
 }
 
@@ -95,11 +75,24 @@ mod tests {
     use super::*;
     use prost::Message;
 
-    fn row(text: &str) -> pb::Row {
-        pb::Row {
-            values: vec![pb::Value {
-                kind: Some(pb::value::Kind::StringValue(text.to_owned())),
-            }],
+    fn row(text: &str) -> Vec<pb::Value> {
+        vec![pb::Value {
+            kind: Some(pb::value::Kind::StringValue(text.to_owned())),
+        }]
+    }
+
+    fn push(batcher: &mut Batcher, values: &[pb::Value]) -> Option<EncodedBatch> {
+        let mut row = RowBuf::default();
+        for value in values {
+            row.put(value);
+        }
+        batcher.push(&row)
+    }
+
+    fn decoded(batch: &EncodedBatch) -> pb::RowBatch {
+        match pb::ExtractResponse::decode(&*batch.to_vec()).unwrap().event {
+            Some(pb::extract_response::Event::Batch(batch)) => batch,
+            other => panic!("{other:?}"),
         }
     }
 
@@ -109,18 +102,20 @@ mod tests {
         let mut batcher = Batcher::new("t", &columns, 1000, 100);
         let mut batches = Vec::new();
         for i in 0..10 {
-            let r = row(&format!("{i:040}"));
-            let size = r.encoded_len();
-            batches.extend(batcher.push(r, size));
+            batches.extend(push(&mut batcher, &row(&format!("{i:040}"))));
         }
         batches.extend(batcher.finish());
         assert!(batcher.finish().is_none(), "nothing is left after finish");
         assert!(batches.len() > 1, "100 bytes hold two 44-byte rows at most");
         let mut offset = 0;
-        for batch in &batches {
+        for batch in batches.iter().map(decoded) {
             assert_eq!(batch.offset, offset);
             assert!(!batch.rows.is_empty());
-            let bytes: usize = batch.rows.iter().map(|r| r.encoded_len() + 4).sum();
+            let bytes: usize = batch
+                .rows
+                .iter()
+                .map(|r| BatchRows::row_bytes(r.encoded_len()))
+                .sum();
             assert!(bytes <= 100 || batch.rows.len() == 1, "{bytes}");
             offset += batch.rows.len() as u64;
         }
@@ -133,11 +128,9 @@ mod tests {
         let mut batcher = Batcher::new("t", &columns, 3, 1 << 20);
         let mut sizes = Vec::new();
         for i in 0..7 {
-            let r = row(&i.to_string());
-            let size = r.encoded_len();
-            sizes.extend(batcher.push(r, size).map(|b| b.rows.len()));
+            sizes.extend(push(&mut batcher, &row(&i.to_string())).map(|b| b.rows()));
         }
-        sizes.extend(batcher.finish().map(|b| b.rows.len()));
+        sizes.extend(batcher.finish().map(|b| b.rows()));
         assert_eq!(sizes, [3, 3, 1]);
     }
 
@@ -146,11 +139,7 @@ mod tests {
         let columns = [pb::ColumnDescriptor::default()];
         let mut batcher = Batcher::new("t", &columns, 2, 1 << 20);
         let pushed: Vec<Option<usize>> = (0..4)
-            .map(|i| {
-                let r = row(&i.to_string());
-                let size = r.encoded_len();
-                batcher.push(r, size).map(|b| b.rows.len())
-            })
+            .map(|i| push(&mut batcher, &row(&i.to_string())).map(|b| b.rows()))
             .collect();
         assert_eq!(pushed, [None, Some(2), None, Some(2)]);
         assert!(batcher.finish().is_none());
@@ -161,12 +150,11 @@ mod tests {
         let columns = [pb::ColumnDescriptor::default()];
         let mut batcher = Batcher::new("t", &columns, 1000, 10);
         let big = row(&"x".repeat(50));
-        let size = big.encoded_len();
-        assert!(batcher.push(big.clone(), size).is_none());
-        let first = batcher
-            .push(big, size)
-            .expect("the second row cuts the first");
-        assert_eq!(first.rows.len(), 1);
-        assert_eq!(batcher.finish().unwrap().offset, 1);
+        assert!(push(&mut batcher, &big).is_none());
+        let first = push(&mut batcher, &big).expect("the second row cuts the first");
+        assert_eq!(first.rows(), 1);
+        let rest = decoded(&batcher.finish().unwrap());
+        assert_eq!(rest.offset, 1);
+        assert_eq!(rest.rows, vec![pb::Row { values: big }]);
     }
 }

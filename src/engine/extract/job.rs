@@ -19,7 +19,7 @@ use crate::config::CoercionPolicy;
 use crate::engine::error::{ExtractError, error_means_schema_changed};
 use crate::engine::guard::Guard;
 use crate::observability::metrics::Metrics;
-use crate::pb::{self, ExtractResponse, extract_response::Event};
+use crate::pb::{self, EncodedBatch, ExtractFrame, ExtractResponse, extract_response::Event};
 use crate::records::appender::Pending;
 use crate::schema::{Plan, pii_fields};
 
@@ -60,7 +60,7 @@ pub(super) struct Reading {
 /// What the job sends, and what has gone out. The flags are atomics because the job's body
 /// and its stop signal borrow the job at once, in one task.
 pub(super) struct Outbox {
-    pub(super) tx: mpsc::Sender<ExtractResponse>,
+    pub(super) tx: mpsc::Sender<ExtractFrame>,
     /// The error that ended the job, delivered after every buffered message.
     pub(super) outcome: oneshot::Sender<ExtractError>,
     pub(super) created: Instant,
@@ -395,12 +395,16 @@ impl Job {
     }
 
     /// Sends one row batch, and counts it.
-    pub(super) async fn send_batch(&self, batch: pb::RowBatch) -> Result<(), ExtractError> {
-        let labels = crate::observability::metrics::table_labels(&self.params.source, &batch.table);
+    pub(super) async fn send_batch(
+        &self,
+        table: &str,
+        batch: EncodedBatch,
+    ) -> Result<(), ExtractError> {
+        let labels = crate::observability::metrics::table_labels(&self.params.source, table);
         self.metrics
             .rows
             .get_or_create(&labels)
-            .inc_by(batch.rows.len() as u64);
+            .inc_by(batch.rows() as u64);
         self.metrics.batches.get_or_create(&labels).inc();
         self.metrics
             .bytes
@@ -418,12 +422,9 @@ impl Job {
                 ))
                 .observe(self.outbox.created.elapsed().as_secs_f64());
         }
-        self.send(Event::Batch(batch)).await
+        self.deliver(ExtractFrame::Batch(batch), true).await
     }
 
-    /// Sends one message, waiting for room in the channel (backpressure), at most the stall
-    /// timeout. Messages other than batches (which are cut by bytes) are size-checked first,
-    /// so that a client never meets a message it cannot receive.
     /// Sends the `started` event, unless an earlier attempt did: a retry runs the same plan
     /// under the same extraction id.
     pub(super) async fn send_started(
@@ -470,6 +471,9 @@ impl Job {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Sends one event, waiting for room in the channel (backpressure), at most the stall
+    /// timeout. Events other than batches (which are cut by bytes) are size-checked first, so
+    /// that a client never meets a message it cannot receive.
     pub(super) async fn send(&self, event: Event) -> Result<(), ExtractError> {
         let data = !matches!(event, Event::Started(_));
         let what = match &event {
@@ -490,7 +494,12 @@ impl Job {
                 });
             }
         }
-        match tokio::time::timeout(self.reading.stall_timeout, self.outbox.tx.send(message)).await {
+        self.deliver(ExtractFrame::Message(message), data).await
+    }
+
+    /// Puts a frame in the channel, waiting for room (backpressure) at most the stall timeout.
+    async fn deliver(&self, frame: ExtractFrame, data: bool) -> Result<(), ExtractError> {
+        match tokio::time::timeout(self.reading.stall_timeout, self.outbox.tx.send(frame)).await {
             Ok(Ok(())) => {
                 if data {
                     self.outbox

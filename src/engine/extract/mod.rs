@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use tokio_stream::Stream;
 
 use super::{Engine, ExtractError, Source};
-use crate::pb::{ExtractResponse, extract_response::Event};
+use crate::pb::{ExtractFrame, ExtractResponse, extract_response::Event};
 use crate::subject::subject_id;
 
 /// The longest identity value accepted. Identities are e-mails, ids and the like; anything
@@ -101,14 +101,14 @@ pub struct ExtractParams {
 /// producer never does on purpose) still ends with an error: a stream never ends "OK" without
 /// its manifest.
 pub struct ExtractStream {
-    rx: mpsc::Receiver<ExtractResponse>,
+    rx: mpsc::Receiver<ExtractFrame>,
     outcome: oneshot::Receiver<ExtractError>,
     saw_manifest: bool,
     done: bool,
 }
 
 impl Stream for ExtractStream {
-    type Item = Result<ExtractResponse, ExtractError>;
+    type Item = Result<ExtractFrame, ExtractError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
@@ -116,7 +116,12 @@ impl Stream for ExtractStream {
         }
         match std::task::ready!(self.rx.poll_recv(cx)) {
             Some(message) => {
-                if matches!(message.event, Some(Event::Manifest(_))) {
+                if matches!(
+                    message.message(),
+                    Some(ExtractResponse {
+                        event: Some(Event::Manifest(_))
+                    })
+                ) {
                     self.saw_manifest = true;
                 }
                 Poll::Ready(Some(Ok(message)))

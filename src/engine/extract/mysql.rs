@@ -186,6 +186,7 @@ impl Job {
             self.reading.max_batch_bytes,
         );
         let mut outcome = TableOutcome::default();
+        let mut encoded = pb::RowBuf::default();
         let width = mapped.columns.len();
         let mut rows = snapshot.query(&table.select_sql, value).await?;
         while let Some(row) = rows.next().await {
@@ -220,12 +221,18 @@ impl Job {
             let Some(values) = converted else {
                 continue; // rejected
             };
-            if let Some(full) = self.keep_row(table, values, &mut batch, &mut outcome, row_limit)? {
-                self.send_batch(full).await?;
+            encoded.clear();
+            for value in &values {
+                encoded.put(value);
+            }
+            if let Some(full) =
+                self.keep_row(table, &encoded, &mut batch, &mut outcome, row_limit)?
+            {
+                self.send_batch(&mapped.display, full).await?;
             }
         }
         if let Some(rest) = batch.finish() {
-            self.send_batch(rest).await?;
+            self.send_batch(&mapped.display, rest).await?;
         }
         outcome.counted = counted;
         Ok(outcome)

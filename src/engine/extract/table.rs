@@ -13,10 +13,10 @@ use super::job::Job;
 use super::outcome::TableOutcome;
 use crate::config::CoercionPolicy;
 use crate::engine::error::ExtractError;
-use crate::pb::{self, extract_response::Event};
+use crate::pb::{self, EncodedBatch, RowBuf, extract_response::Event};
 use crate::schema::{MappedTable, PlanError, PlannedTable};
 use crate::store::postgres::DbError;
-use crate::values::RawCell;
+use crate::values::{DecodeError, RawCell};
 
 impl Job {
     /// Streams one table: announces it with its COUNT(*) in the snapshot, then decodes,
@@ -67,6 +67,8 @@ impl Job {
         );
         let mut outcome = TableOutcome::default();
         let mapped = &table.table;
+        // One row at a time, encoded into a buffer kept for the table's every row.
+        let mut encoded = RowBuf::default();
         let count = crate::store::postgres::prepare_cached(statements, txn, &table.count_sql)
             .await
             .map_err(db)?;
@@ -129,26 +131,28 @@ impl Job {
                     });
                 }
             }
-            let converted = self.convert_row(mapped, &row, &mut outcome)?;
+            let kept = self.convert_row(mapped, &row, &mut encoded, &mut outcome)?;
+            drop(row);
             // Memory for rejected rows' letters is bounded: past a few hundred in
             // flight, reading waits for the queue's writer. Only a rejected row queues
             // one, so rows that stream pay nothing here.
-            if converted.is_none() {
+            if !kept {
                 self.letters_heard(MAX_LETTERS_IN_FLIGHT).await?;
             }
-            drop(row);
             // Decoding, coercion and JSON scans run without awaiting anything else; let
             // other streams on this worker run now and then.
             tokio::task::consume_budget().await;
-            let Some(values) = converted else {
+            if !kept {
                 continue; // rejected
-            };
-            if let Some(full) = self.keep_row(table, values, &mut batch, &mut outcome, row_limit)? {
-                self.send_batch(full).await?;
+            }
+            if let Some(full) =
+                self.keep_row(table, &encoded, &mut batch, &mut outcome, row_limit)?
+            {
+                self.send_batch(&mapped.display, full).await?;
             }
         }
         if let Some(rest) = batch.finish() {
-            self.send_batch(rest).await?;
+            self.send_batch(&mapped.display, rest).await?;
         }
         outcome.counted = counted;
         Ok(outcome)
@@ -182,38 +186,63 @@ impl Job {
     pub(super) fn keep_row(
         &self,
         table: &PlannedTable,
-        values: Vec<pb::Value>,
-        batch: &mut Batcher<'_>,
+        row: &RowBuf,
+        batch: &mut Batcher,
         outcome: &mut TableOutcome,
         row_limit: usize,
-    ) -> Result<Option<pb::RowBatch>, ExtractError> {
-        let row = pb::Row { values };
-        let size = row.encoded_len();
-        if size > row_limit {
-            return Err(row_too_large(table, &row, size, row_limit));
+    ) -> Result<Option<EncodedBatch>, ExtractError> {
+        if row.len() > row_limit {
+            return Err(ExtractError::RowTooLarge {
+                table: table.table.display.clone(),
+                column: row
+                    .largest()
+                    .and_then(|i| table.table.columns.get(i))
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+                bytes: row.len(),
+                limit: row_limit,
+            });
         }
         outcome.streamed += 1;
         if self.params.dry_run {
             return Ok(None);
         }
-        Ok(batch.push(row, size))
+        Ok(batch.push(row))
     }
 
-    /// Converts one database row: decodes each cell, applies coercion rules and scans JSON.
-    /// Returns `None` when the row is rejected under the `reject_row` policy.
+    /// Converts one database row into `encoded`: decodes each cell, applies coercion rules
+    /// and scans JSON. Returns `false` when the row is rejected under the `reject_row` policy.
+    ///
+    /// A cell that nothing inspects (no coercion rule, no JSON scan, not a dry run's text
+    /// scan) is written from its bytes straight into the row; the others are decoded into a
+    /// value first.
     pub(super) fn convert_row(
         &self,
         table: &MappedTable,
         row: &tokio_postgres::Row,
+        encoded: &mut RowBuf,
         outcome: &mut TableOutcome,
-    ) -> Result<Option<Vec<pb::Value>>, ExtractError> {
+    ) -> Result<bool, ExtractError> {
         let source_name = self.params.source.as_str();
-        let mut values = Vec::with_capacity(table.columns.len());
+        let decode_error =
+            |column: &crate::schema::MappedColumn, e: DecodeError| ExtractError::Decode {
+                table: table.display.clone(),
+                column: column.name.clone(),
+                reason: e.to_string(),
+            };
+        encoded.clear();
         for (i, column) in table.columns.iter().enumerate() {
             let decoder = postgres_decoder(table, column)?;
             let cell: RawCell = row
                 .try_get(i)
                 .map_err(|e| ExtractError::from(DbError::from_pg(source_name, &e)))?;
+            let inspected = column.scan_json || (self.params.dry_run && !column.is_pii());
+            if column.coercion.is_none() && !inspected {
+                decoder
+                    .write(cell.0, encoded)
+                    .map_err(|e| decode_error(column, e))?;
+                continue;
+            }
             let value = match (&column.coercion, cell.0) {
                 (Some(rule), Some(raw)) => match rule.apply(decoder, raw) {
                     Ok(kind) => pb::Value { kind: Some(kind) },
@@ -228,19 +257,15 @@ impl Job {
                             rule_type: rule.rule_type().into(),
                         };
                         self.violated(violation, outcome)?;
-                        return Ok(None);
+                        return Ok(false);
                     }
                 },
-                (_, raw) => decoder.decode(raw).map_err(|e| ExtractError::Decode {
-                    table: table.display.clone(),
-                    column: column.name.clone(),
-                    reason: e.to_string(),
-                })?,
+                (_, raw) => decoder.decode(raw).map_err(|e| decode_error(column, e))?,
             };
             self.inspect_cell(table, i, &value, || primary_key_text(table, row), outcome);
-            values.push(value);
+            encoded.put(&value);
         }
-        Ok(Some(values))
+        Ok(true)
     }
 
     /// A value broke its rule: under `fail`, the extraction stops; under `reject_row`, its
@@ -394,26 +419,6 @@ pub(super) fn clip(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),
-    }
-}
-
-fn row_too_large(table: &PlannedTable, row: &pb::Row, size: usize, limit: usize) -> ExtractError {
-    let (largest, _) = row
-        .values
-        .iter()
-        .enumerate()
-        .max_by_key(|(_, v)| v.encoded_len())
-        .unwrap_or((0, &pb::Value::default()));
-    ExtractError::RowTooLarge {
-        table: table.table.display.clone(),
-        column: table
-            .table
-            .columns
-            .get(largest)
-            .map(|c| c.name.clone())
-            .unwrap_or_default(),
-        bytes: size,
-        limit,
     }
 }
 
