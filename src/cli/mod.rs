@@ -106,7 +106,10 @@ fn channel(
 ) -> anyhow::Result<Channel> {
     let mut endpoint = Channel::from_shared(addr.to_owned())
         .with_context(|| format!("--addr: '{addr}' is not a URL like http://host:port"))?
-        .connect_timeout(Duration::from_secs(10));
+        .connect_timeout(Duration::from_secs(10))
+        // Receive windows that grow with the link (BDP), as gRPC's C core and grpc-go do by
+        // default: a fixed 64 KiB window allows one window of rows per round trip.
+        .http2_adaptive_window(true);
     if addr.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = ca_cert {

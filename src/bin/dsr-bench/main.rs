@@ -165,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("heavy with a slow client ...");
     let (mut slow_server, _, slow_channel) =
         serve_bench(&args, &binary, &cluster, args.scan_json).await?;
-    let (slow_rows, _, _, slow_secs) =
+    let (slow_rows, _, slow_secs) =
         extract_one(slow_channel, HEAVY, Some(Duration::from_millis(2))).await?;
     let slow_rss = peak_rss_kib(slow_server.id());
     stop_server(&mut slow_server);
@@ -197,14 +197,15 @@ async fn main() -> anyhow::Result<()> {
     let mut ttfb = Vec::new();
     let mut mbps = Vec::new();
     let mut scan_off = Vec::new();
+    let bytes = stream_bytes(channel.clone(), HEAVY).await?;
     for round in 0..args.repeat {
         eprintln!("heavy, round {} ...", round + 1);
-        let (rows, bytes, first, secs) = extract_one(channel.clone(), HEAVY, None).await?;
+        let (rows, first, secs) = extract_one(channel.clone(), HEAVY, None).await?;
         service.push(rows as f64 / secs);
         mbps.push(bytes as f64 / secs / 1e6);
         ttfb.push(first.as_secs_f64() * 1e3);
         if let Some((_, unscanned)) = &unscanned {
-            let (rows, _, _, secs) = extract_one(unscanned.clone(), HEAVY, None).await?;
+            let (rows, _, secs) = extract_one(unscanned.clone(), HEAVY, None).await?;
             scan_off.push(rows as f64 / secs);
         }
         let (raw_rows, raw_secs) = raw_subject(&cluster, HEAVY).await?;
@@ -277,11 +278,7 @@ async fn main() -> anyhow::Result<()> {
             serve_bench(&args, &binary, &cluster, args.scan_json).await?;
         let mut channels = vec![first];
         for _ in 1..8 {
-            channels.push(
-                Channel::from_shared(format!("http://{many_addr}"))?
-                    .connect()
-                    .await?,
-            );
+            channels.push(connect(&many_addr).await?);
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
         let (rate, _) = many(&subjects, STREAMS, |s| {
@@ -468,9 +465,7 @@ async fn serve_bench(
         args.server_threads,
         bench_datamap(args.shape, args.single_path, scan_json),
     )?;
-    let channel = Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let channel = connect(&addr).await?;
     Ok((server, addr, channel))
 }
 

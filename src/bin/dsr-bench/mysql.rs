@@ -12,7 +12,6 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use dsr_connector::demo::mariadb::{TempMariaDb, USER};
-use tonic::transport::Channel;
 
 use super::*;
 
@@ -76,9 +75,7 @@ identity_kinds = ["email"]
         .collect();
     let (mut server, addr) =
         start_server(binary, &source, db.password(), args.server_threads, tables)?;
-    let channel = Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let channel = connect(&addr).await?;
     let subjects: Vec<String> = (0..args.subjects as i64)
         .map(|i| {
             format!(
@@ -94,9 +91,10 @@ identity_kinds = ["email"]
     let mut results = Vec::new();
     let (mut service, mut cli, mut mbps, mut ttfb) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let bytes = stream_bytes(channel.clone(), HEAVY).await?;
     for round in 0..args.repeat {
         eprintln!("heavy, round {} ...", round + 1);
-        let (rows, bytes, first, secs) = extract_one(channel.clone(), HEAVY, None).await?;
+        let (rows, first, secs) = extract_one(channel.clone(), HEAVY, None).await?;
         service.push(rows as f64 / secs);
         mbps.push(bytes as f64 / secs / 1e6);
         ttfb.push(first.as_secs_f64() * 1e3);

@@ -45,44 +45,30 @@ where
 }
 
 /// Extracts one subject through the service, sleeping `pause` after every message when given
-/// (a client slower than the database). Returns rows, bytes, time to first batch, seconds.
+/// (a client slower than the database). Returns rows, time to first batch, seconds.
 pub(crate) async fn extract_one(
     channel: Channel,
     email: &str,
     pause: Option<Duration>,
-) -> anyhow::Result<(u64, usize, Duration, f64)> {
+) -> anyhow::Result<(u64, Duration, f64)> {
     extract_accepting(channel, email, pause, None).await
 }
 
-/// [`extract_one`], accepting the stream compressed with `accept`.
+/// [`extract_one`], accepting the stream compressed with `accept`. Every message is decoded,
+/// as a client would; nothing else is done with it, so that the client's own work is only
+/// what any client does.
 pub(crate) async fn extract_accepting(
     channel: Channel,
     email: &str,
     pause: Option<Duration>,
     accept: Option<tonic::codec::CompressionEncoding>,
-) -> anyhow::Result<(u64, usize, Duration, f64)> {
-    let mut client = DsrConnectorServiceClient::new(channel);
-    if let Some(encoding) = accept {
-        client = client.accept_compressed(encoding);
-    }
+) -> anyhow::Result<(u64, Duration, f64)> {
     let started = Instant::now();
-    let mut stream = client
-        .extract(ExtractRequest {
-            source: "bench".into(),
-            subject: Some(Identity {
-                kind: "email".into(),
-                value: email.into(),
-            }),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let mut stream = extract_call(channel, email, accept).await?;
     let mut rows = 0u64;
-    let mut bytes = 0usize;
     let mut first = None;
     let mut manifest = false;
     while let Some(message) = stream.message().await? {
-        bytes += message.encoded_len();
         match message.event {
             Some(Event::Batch(b)) => {
                 first.get_or_insert_with(|| started.elapsed());
@@ -98,10 +84,51 @@ pub(crate) async fn extract_accepting(
     anyhow::ensure!(manifest, "no manifest for {email}");
     Ok((
         rows,
-        bytes,
         first.unwrap_or_default(),
         started.elapsed().as_secs_f64(),
     ))
+}
+
+/// The encoded bytes of one subject's stream (one extraction, untimed: measuring every
+/// message would be the benchmark's work, not a client's).
+pub(crate) async fn stream_bytes(channel: Channel, email: &str) -> anyhow::Result<usize> {
+    let mut stream = extract_call(channel, email, None).await?;
+    let mut bytes = 0;
+    while let Some(message) = stream.message().await? {
+        bytes += message.encoded_len();
+    }
+    Ok(bytes)
+}
+
+async fn extract_call(
+    channel: Channel,
+    email: &str,
+    accept: Option<tonic::codec::CompressionEncoding>,
+) -> anyhow::Result<tonic::Streaming<dsr_connector::pb::ExtractResponse>> {
+    let mut client = DsrConnectorServiceClient::new(channel);
+    if let Some(encoding) = accept {
+        client = client.accept_compressed(encoding);
+    }
+    Ok(client
+        .extract(ExtractRequest {
+            source: "bench".into(),
+            subject: Some(Identity {
+                kind: "email".into(),
+                value: email.into(),
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner())
+}
+
+/// A channel to the service at `addr`. Its HTTP/2 windows stay fixed (64 KiB): windows that
+/// grow with the link (`http2_adaptive_window`, which `--wire` needs for its 50 ms link) cost
+/// the heavy subject about a tenth of its rate over loopback.
+pub(crate) async fn connect(addr: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?)
 }
 
 pub(crate) fn peak_rss_kib(pid: u32) -> u64 {

@@ -228,13 +228,13 @@ pub(crate) async fn compression_rows(
             for round in 0..args.repeat {
                 eprintln!("wire, {name}, round {} ...", round + 1);
                 let cpu = cpu_ms(pid);
-                let (rows, _, _, secs) =
+                let (rows, _, secs) =
                     extract_accepting(loopback.clone(), HEAVY, None, accept).await?;
                 m.local_rate.push(rows as f64 / secs);
                 m.local_cpu.push((cpu_ms(pid) - cpu) * 1e3 / rows as f64);
 
                 let (cpu, received) = (cpu_ms(shaped_server.id()), link.received());
-                let (rows, _, _, secs) =
+                let (rows, _, secs) =
                     extract_accepting(shaped.clone(), HEAVY, None, accept).await?;
                 m.shaped_rate.push(rows as f64 / secs);
                 m.shaped_cpu
