@@ -5,6 +5,7 @@
 //! decoded (coercion, scans, batches, counts, the manifest, records) is the same code as for
 //! PostgreSQL.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use prost::Message;
@@ -212,18 +213,14 @@ impl Job {
                     });
                 }
             }
-            let converted = self.convert_mysql_row(mapped, row, &mut outcome)?;
-            if converted.is_none() {
+            let kept = self.convert_mysql_row(mapped, row, &mut encoded, &mut outcome)?;
+            if !kept {
                 self.letters_heard(super::table::MAX_LETTERS_IN_FLIGHT)
                     .await?;
             }
             tokio::task::consume_budget().await;
-            let Some(values) = converted else {
+            if !kept {
                 continue; // rejected
-            };
-            encoded.clear();
-            for value in &values {
-                encoded.put(value);
             }
             if let Some(full) =
                 self.keep_row(table, &encoded, &mut batch, &mut outcome, row_limit)?
@@ -239,14 +236,15 @@ impl Job {
     }
 
     /// Converts one row of the driver's values: decodes each cell, applies coercion rules
-    /// (a zero date breaks [`ZERO_DATE_RULE`]) and scans JSON. Returns `None` when the row is
-    /// rejected under the `reject_row` policy.
+    /// (a zero date breaks [`ZERO_DATE_RULE`]) and scans JSON, into `encoded`. Returns `false`
+    /// when the row is rejected under the `reject_row` policy.
     fn convert_mysql_row(
         &self,
         table: &MappedTable,
         row: Vec<mysql_async::Value>,
+        encoded: &mut pb::RowBuf,
         outcome: &mut TableOutcome,
-    ) -> Result<Option<Vec<pb::Value>>, ExtractError> {
+    ) -> Result<bool, ExtractError> {
         let mut decoded = Vec::with_capacity(row.len());
         for (value, column) in row.into_iter().zip(&table.columns) {
             let ColumnDecoder::MySql(decoder) = column.decoder else {
@@ -261,7 +259,7 @@ impl Job {
         let primary_key = |decoded: &[Result<pb::Value, DecodeError>]| {
             primary_key_from(table, |i| decoded.get(i)?.as_ref().ok()?.kind.clone())
         };
-        let mut values = Vec::with_capacity(decoded.len());
+        encoded.clear();
         for (i, column) in table.columns.iter().enumerate() {
             let violation = |rule: &str, category: &str, rule_type: pb::Rule| pb::Violation {
                 table: table.display.clone(),
@@ -276,7 +274,7 @@ impl Job {
                 Err(DecodeError::ZeroDate) => {
                     let v = violation(ZERO_DATE_RULE, "zero_date", pb::Rule::ZeroDate);
                     self.violated(v, outcome)?;
-                    return Ok(None);
+                    return Ok(false);
                 }
                 Err(e) => {
                     return Err(ExtractError::Decode {
@@ -287,22 +285,22 @@ impl Job {
                 }
                 Ok(value) => match (&column.coercion, &value.kind) {
                     (Some(_), None | Some(pb::value::Kind::NullValue(_))) | (None, _) => {
-                        value.clone()
+                        Cow::Borrowed(value)
                     }
                     (Some(rule), Some(kind)) => match rule.apply_decoded(kind) {
-                        Ok(kind) => pb::Value { kind: Some(kind) },
+                        Ok(kind) => Cow::Owned(pb::Value { kind: Some(kind) }),
                         Err(e) => {
                             let v = violation(e.rule, e.category, rule.rule_type());
                             self.violated(v, outcome)?;
-                            return Ok(None);
+                            return Ok(false);
                         }
                     },
                 },
             };
             self.inspect_cell(table, i, &value, || primary_key(&decoded), outcome);
-            values.push(value);
+            encoded.put(&value);
         }
-        Ok(Some(values))
+        Ok(true)
     }
 }
 
