@@ -169,8 +169,8 @@ port = {port}
 database = "{DATABASE}"
 user = "{SUPERUSER}"
 password_env = "DSR_BENCH_PASSWORD"
-max_connections = 20
-max_per_caller = 20
+max_connections = {POOL}
+max_per_caller = {POOL}
 min_idle = 16
 identity_kinds = ["email"]
 {tls}"#,
