@@ -108,6 +108,8 @@ pub struct EncodedBatch {
     rows: Vec<u8>,
     tail: Vec<u8>,
     count: usize,
+    /// The `RowBatch`'s own length (without the event's key and length).
+    batch_len: usize,
 }
 
 /// Sizes only: a batch's bytes are rows of personal data.
@@ -122,8 +124,13 @@ impl fmt::Debug for EncodedBatch {
 
 impl EncodedBatch {
     /// Rows in the batch.
-    pub fn rows(&self) -> usize {
+    pub fn row_count(&self) -> usize {
         self.count
+    }
+
+    /// The encoded `RowBatch`'s length: what `RowBatch::encoded_len` gives for it.
+    pub fn batch_len(&self) -> usize {
+        self.batch_len
     }
 
     /// The encoded `ExtractResponse`'s length.
@@ -145,6 +152,8 @@ pub struct BatchRows {
     rows: Vec<u8>,
     count: usize,
     offset: u64,
+    /// The bytes of the last batch's rows: the next batch is likely as large.
+    last: usize,
 }
 
 impl BatchRows {
@@ -161,6 +170,7 @@ impl BatchRows {
             rows: Vec::new(),
             count: 0,
             offset: 0,
+            last: 0,
         }
     }
 
@@ -171,6 +181,9 @@ impl BatchRows {
 
     /// Appends a row.
     pub fn push(&mut self, row: &RowBuf) {
+        if self.rows.capacity() == 0 {
+            self.rows.reserve(self.last);
+        }
         self.rows.reserve(Self::row_bytes(row.len()));
         encoding::encode_key(ROWS_FIELD, WireType::LengthDelimited, &mut self.rows);
         encoding::encode_varint(row.len() as u64, &mut self.rows);
@@ -207,9 +220,10 @@ impl BatchRows {
         encoding::encode_key(BATCH_FIELD, WireType::LengthDelimited, &mut head);
         encoding::encode_varint(body as u64, &mut head);
         head.extend_from_slice(&self.fields);
-        // The next batch is likely as large as this one.
-        let next = Vec::with_capacity(self.rows.len());
-        let rows = std::mem::replace(&mut self.rows, next);
+        // The next batch's buffer is made when its first row comes: a table's last batch
+        // leaves none behind.
+        let rows = std::mem::take(&mut self.rows);
+        self.last = rows.len();
         let count = std::mem::take(&mut self.count);
         self.offset += count as u64;
         Some(EncodedBatch {
@@ -217,11 +231,12 @@ impl BatchRows {
             rows,
             tail,
             count,
+            batch_len: body,
         })
     }
 }
 
-/// `Value`'s fields that hold text, for a cell written straight from its bytes.
+/// The fields of `Value` that a cell's text is written into straight from its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextField {
     String = 5,
@@ -379,7 +394,11 @@ mod tests {
                 };
                 assert_eq!(batch.to_vec(), message.encode_to_vec(), "offset {offset}");
                 assert_eq!(batch.encoded_len(), message.encoded_len());
-                assert_eq!(batch.rows(), size);
+                assert_eq!(batch.row_count(), size);
+                let Some(Event::Batch(expected)) = &message.event else {
+                    unreachable!()
+                };
+                assert_eq!(batch.batch_len(), expected.encoded_len());
                 let frame = ExtractFrame::Batch(batch);
                 assert_eq!(frame.encode_to_vec(), message.encode_to_vec());
                 assert_eq!(

@@ -201,15 +201,10 @@ async fn main() -> anyhow::Result<()> {
     let mut mbps = Vec::new();
     let mut scan_off = Vec::new();
     let bytes = stream_bytes(channel.clone(), HEAVY).await?;
-    // A server that has run for a while has its pool's connections open, each with the plan's
-    // statements prepared on it. Every connection is used once before the heavy subject is
-    // timed, so that its first batch does not wait for a new connection's preparations.
-    let warm_up = &subjects[..subjects.len().min(POOL * 4)];
-    many(warm_up, POOL, |s| {
-        let channel = channel.clone();
-        async move { extract_one(channel, &s, None).await.map(|_| ()) }
-    })
-    .await?;
+    warm_pool(&channel, &subjects).await?;
+    if let Some((_, unscanned)) = &unscanned {
+        warm_pool(unscanned, &subjects).await?;
+    }
     for round in 0..args.repeat {
         eprintln!("heavy, round {} ...", round + 1);
         let (rows, first, secs) = extract_one(channel.clone(), HEAVY, None).await?;

@@ -128,9 +128,9 @@ mod tests {
         let mut batcher = Batcher::new("t", &columns, 3, 1 << 20);
         let mut sizes = Vec::new();
         for i in 0..7 {
-            sizes.extend(push(&mut batcher, &row(&i.to_string())).map(|b| b.rows()));
+            sizes.extend(push(&mut batcher, &row(&i.to_string())).map(|b| b.row_count()));
         }
-        sizes.extend(batcher.finish().map(|b| b.rows()));
+        sizes.extend(batcher.finish().map(|b| b.row_count()));
         assert_eq!(sizes, [3, 3, 1]);
     }
 
@@ -139,7 +139,7 @@ mod tests {
         let columns = [pb::ColumnDescriptor::default()];
         let mut batcher = Batcher::new("t", &columns, 2, 1 << 20);
         let pushed: Vec<Option<usize>> = (0..4)
-            .map(|i| push(&mut batcher, &row(&i.to_string())).map(|b| b.rows()))
+            .map(|i| push(&mut batcher, &row(&i.to_string())).map(|b| b.row_count()))
             .collect();
         assert_eq!(pushed, [None, Some(2), None, Some(2)]);
         assert!(batcher.finish().is_none());
@@ -152,7 +152,7 @@ mod tests {
         let big = row(&"x".repeat(50));
         assert!(push(&mut batcher, &big).is_none());
         let first = push(&mut batcher, &big).expect("the second row cuts the first");
-        assert_eq!(first.rows(), 1);
+        assert_eq!(first.row_count(), 1);
         let rest = decoded(&batcher.finish().unwrap());
         assert_eq!(rest.offset, 1);
         assert_eq!(rest.rows, vec![pb::Row { values: big }]);

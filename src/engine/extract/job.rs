@@ -404,12 +404,12 @@ impl Job {
         self.metrics
             .rows
             .get_or_create(&labels)
-            .inc_by(batch.rows() as u64);
+            .inc_by(batch.row_count() as u64);
         self.metrics.batches.get_or_create(&labels).inc();
         self.metrics
             .bytes
             .get_or_create(&labels)
-            .inc_by(batch.encoded_len() as u64);
+            .inc_by(batch.batch_len() as u64);
         if !self
             .outbox
             .first_batch_sent
@@ -472,12 +472,12 @@ impl Job {
     }
 
     /// Sends one event, waiting for room in the channel (backpressure), at most the stall
-    /// timeout. Events other than batches (which are cut by bytes) are size-checked first, so
-    /// that a client never meets a message it cannot receive.
+    /// timeout. The event is size-checked first, so that a client never meets a message it
+    /// cannot receive. Batches, cut by bytes as they fill, go through [`Self::send_batch`].
     pub(super) async fn send(&self, event: Event) -> Result<(), ExtractError> {
         let data = !matches!(event, Event::Started(_));
         let what = match &event {
-            Event::Batch(_) => None,
+            Event::Batch(_) => Some("batch"),
             Event::Started(_) => Some("started"),
             Event::TableStarted(_) => Some("table_started"),
             Event::TableCompleted(_) => Some("table_completed"),
