@@ -8,6 +8,8 @@ use crate::schema::PlannedTable;
 pub(super) struct Batcher {
     max_rows: usize,
     max_bytes: usize,
+    /// The most bytes one row may take: a row must fit in one message.
+    row_limit: usize,
     rows: BatchRows,
 }
 
@@ -17,12 +19,18 @@ impl Batcher {
         columns: &[pb::ColumnDescriptor],
         max_rows: usize,
         max_bytes: usize,
+        row_limit: usize,
     ) -> Self {
         Batcher {
             max_rows: max_rows.max(1),
             max_bytes,
+            row_limit,
             rows: BatchRows::new(table, columns),
         }
+    }
+
+    pub(super) fn row_limit(&self) -> usize {
+        self.row_limit
     }
 
     /// Adds a row; returns a full batch: this one, once it holds `max_rows` rows (it leaves
@@ -99,7 +107,7 @@ mod tests {
     #[test]
     fn batches_are_cut_by_bytes_and_offsets_run_on() {
         let columns = [pb::ColumnDescriptor::default()];
-        let mut batcher = Batcher::new("t", &columns, 1000, 100);
+        let mut batcher = Batcher::new("t", &columns, 1000, 100, usize::MAX);
         let mut batches = Vec::new();
         for i in 0..10 {
             batches.extend(push(&mut batcher, &row(&format!("{i:040}"))));
@@ -125,7 +133,7 @@ mod tests {
     #[test]
     fn batches_are_cut_by_rows_too() {
         let columns = [pb::ColumnDescriptor::default()];
-        let mut batcher = Batcher::new("t", &columns, 3, 1 << 20);
+        let mut batcher = Batcher::new("t", &columns, 3, 1 << 20, usize::MAX);
         let mut sizes = Vec::new();
         for i in 0..7 {
             sizes.extend(push(&mut batcher, &row(&i.to_string())).map(|b| b.row_count()));
@@ -137,7 +145,7 @@ mod tests {
     #[test]
     fn a_full_batch_leaves_with_its_last_row_not_the_next() {
         let columns = [pb::ColumnDescriptor::default()];
-        let mut batcher = Batcher::new("t", &columns, 2, 1 << 20);
+        let mut batcher = Batcher::new("t", &columns, 2, 1 << 20, usize::MAX);
         let pushed: Vec<Option<usize>> = (0..4)
             .map(|i| push(&mut batcher, &row(&i.to_string())).map(|b| b.row_count()))
             .collect();
@@ -148,7 +156,7 @@ mod tests {
     #[test]
     fn a_row_larger_than_the_limit_is_a_batch_of_its_own() {
         let columns = [pb::ColumnDescriptor::default()];
-        let mut batcher = Batcher::new("t", &columns, 1000, 10);
+        let mut batcher = Batcher::new("t", &columns, 1000, 10, usize::MAX);
         let big = row(&"x".repeat(50));
         assert!(push(&mut batcher, &big).is_none());
         let first = push(&mut batcher, &big).expect("the second row cuts the first");

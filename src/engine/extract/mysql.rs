@@ -8,16 +8,13 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
-use prost::Message;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
-use super::MAX_MESSAGE_BYTES;
-use super::batch::{Batcher, descriptors};
 use super::job::{Job, Progress};
 use super::outcome::TableOutcome;
 use super::snapshot::timestamp_from_epoch;
-use super::table::primary_key_from;
+use super::table::{measured_too_large, primary_key_from};
 use crate::engine::error::ExtractError;
 use crate::pb::{self, extract_response::Event};
 use crate::schema::{ColumnDecoder, MappedTable, PlannedTable};
@@ -177,15 +174,7 @@ impl Job {
             }))
             .await?;
         }
-        let columns = descriptors(table);
-        let row_limit = MAX_MESSAGE_BYTES
-            .saturating_sub(columns.iter().map(Message::encoded_len).sum::<usize>() + 1024);
-        let mut batch = Batcher::new(
-            &mapped.display,
-            &columns,
-            self.reading.batch_size as usize,
-            self.reading.max_batch_bytes,
-        );
+        let mut batch = self.batcher(table);
         let mut outcome = TableOutcome::default();
         let mut encoded = pb::RowBuf::default();
         let width = mapped.columns.len();
@@ -200,37 +189,17 @@ impl Job {
                 });
             }
             if table.bounded {
-                // A value the query measured above one message was sent as NULL: refuse
-                // its row, naming the column.
                 let size = row.pop().as_ref().map_or(-1, integer);
                 let column = row.pop().as_ref().map_or(-1, integer);
                 if column > 0 {
-                    return Err(ExtractError::RowTooLarge {
-                        table: mapped.display.clone(),
-                        column: mapped.columns[column as usize - 1].name.clone(),
-                        bytes: usize::try_from(size).unwrap_or(usize::MAX),
-                        limit: row_limit,
-                    });
+                    return Err(measured_too_large(&batch, mapped, column, size));
                 }
             }
             let kept = self.convert_mysql_row(mapped, row, &mut encoded, &mut outcome)?;
-            if !kept {
-                self.letters_heard(super::table::MAX_LETTERS_IN_FLIGHT)
-                    .await?;
-            }
-            tokio::task::consume_budget().await;
-            if !kept {
-                continue; // rejected
-            }
-            if let Some(full) =
-                self.keep_row(table, &encoded, &mut batch, &mut outcome, row_limit)?
-            {
-                self.send_batch(&mapped.display, full).await?;
-            }
+            self.pass_row(table, kept, &encoded, &mut batch, &mut outcome)
+                .await?;
         }
-        if let Some(rest) = batch.finish() {
-            self.send_batch(&mapped.display, rest).await?;
-        }
+        self.send_rest(table, &mut batch).await?;
         outcome.counted = counted;
         Ok(outcome)
     }

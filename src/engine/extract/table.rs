@@ -13,7 +13,7 @@ use super::job::Job;
 use super::outcome::TableOutcome;
 use crate::config::CoercionPolicy;
 use crate::engine::error::ExtractError;
-use crate::pb::{self, EncodedBatch, RowBuf, extract_response::Event};
+use crate::pb::{self, RowBuf, extract_response::Event};
 use crate::schema::{MappedTable, PlanError, PlannedTable};
 use crate::store::postgres::DbError;
 use crate::values::{DecodeError, RawCell};
@@ -55,16 +55,7 @@ impl Job {
             }
         }
         let db = |e: tokio_postgres::Error| self.bound_error(table, &e);
-        let columns = descriptors(table);
-        // A batch carries its column descriptors; a single row must fit beside them.
-        let row_limit = MAX_MESSAGE_BYTES
-            .saturating_sub(columns.iter().map(Message::encoded_len).sum::<usize>() + 1024);
-        let mut batch = Batcher::new(
-            &table.table.display,
-            &columns,
-            self.reading.batch_size as usize,
-            self.reading.max_batch_bytes,
-        );
+        let mut batch = self.batcher(table);
         let mut outcome = TableOutcome::default();
         let mapped = &table.table;
         // One row at a time, encoded into a buffer kept for the table's every row.
@@ -118,42 +109,18 @@ impl Job {
         while let Some(row) = rows.next().await {
             let row = row.map_err(db)?;
             if table.bounded {
-                // A value the query measured above one message was sent as NULL: refuse
-                // its row, naming the column.
                 let column: i32 = row.try_get(mapped.columns.len()).map_err(db)?;
                 if column > 0 {
                     let bytes: i64 = row.try_get(mapped.columns.len() + 1).map_err(db)?;
-                    return Err(ExtractError::RowTooLarge {
-                        table: mapped.display.clone(),
-                        column: mapped.columns[column as usize - 1].name.clone(),
-                        bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
-                        limit: row_limit,
-                    });
+                    return Err(measured_too_large(&batch, mapped, column.into(), bytes));
                 }
             }
             let kept = self.convert_row(mapped, &row, &mut encoded, &mut outcome)?;
             drop(row);
-            // Memory for rejected rows' letters is bounded: past a few hundred in
-            // flight, reading waits for the queue's writer. Only a rejected row queues
-            // one, so rows that stream pay nothing here.
-            if !kept {
-                self.letters_heard(MAX_LETTERS_IN_FLIGHT).await?;
-            }
-            // Decoding, coercion and JSON scans run without awaiting anything else; let
-            // other streams on this worker run now and then.
-            tokio::task::consume_budget().await;
-            if !kept {
-                continue; // rejected
-            }
-            if let Some(full) =
-                self.keep_row(table, &encoded, &mut batch, &mut outcome, row_limit)?
-            {
-                self.send_batch(&mapped.display, full).await?;
-            }
+            self.pass_row(table, kept, &encoded, &mut batch, &mut outcome)
+                .await?;
         }
-        if let Some(rest) = batch.finish() {
-            self.send_batch(&mapped.display, rest).await?;
-        }
+        self.send_rest(table, &mut batch).await?;
         outcome.counted = counted;
         Ok(outcome)
     }
@@ -181,17 +148,43 @@ impl Job {
         }
     }
 
-    /// A row that streams, on any store: measured against one message, counted, and put in
-    /// the batch (unless this is a dry run). Returns the batch it filled, to send.
-    pub(super) fn keep_row(
+    /// A table's batcher, on any store: its rows cut by `batch_size` and by bytes, and a row
+    /// limited to what fits in one message beside the column descriptors its batch carries.
+    pub(super) fn batcher(&self, table: &PlannedTable) -> Batcher {
+        let columns = descriptors(table);
+        let row_limit = MAX_MESSAGE_BYTES
+            .saturating_sub(columns.iter().map(Message::encoded_len).sum::<usize>() + 1024);
+        Batcher::new(
+            &table.table.display,
+            &columns,
+            self.reading.batch_size as usize,
+            self.reading.max_batch_bytes,
+            row_limit,
+        )
+    }
+
+    /// A converted row, on any store. A rejected one (`kept` is false) waits while too many
+    /// dead letters are in flight: memory for them is bounded, and only a rejected row queues
+    /// one, so rows that stream pay nothing there. A kept one is measured against one
+    /// message, counted, and put in its batch (unless this is a dry run); a batch it fills is
+    /// sent. Decoding, coercion and JSON scans run without awaiting anything else, so other
+    /// streams on this worker get to run here now and then.
+    pub(super) async fn pass_row(
         &self,
         table: &PlannedTable,
+        kept: bool,
         row: &RowBuf,
         batch: &mut Batcher,
         outcome: &mut TableOutcome,
-        row_limit: usize,
-    ) -> Result<Option<EncodedBatch>, ExtractError> {
-        if row.len() > row_limit {
+    ) -> Result<(), ExtractError> {
+        if !kept {
+            self.letters_heard(MAX_LETTERS_IN_FLIGHT).await?;
+        }
+        tokio::task::consume_budget().await;
+        if !kept {
+            return Ok(());
+        }
+        if row.len() > batch.row_limit() {
             return Err(ExtractError::RowTooLarge {
                 table: table.table.display.clone(),
                 column: row
@@ -200,14 +193,29 @@ impl Job {
                     .map(|c| c.name.clone())
                     .unwrap_or_default(),
                 bytes: row.len(),
-                limit: row_limit,
+                limit: batch.row_limit(),
             });
         }
         outcome.streamed += 1;
         if self.params.dry_run {
-            return Ok(None);
+            return Ok(());
         }
-        Ok(batch.push(row))
+        match batch.push(row) {
+            Some(full) => self.send_batch(&table.table.display, full).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends what is left in a table's batch once its rows are read.
+    pub(super) async fn send_rest(
+        &self,
+        table: &PlannedTable,
+        batch: &mut Batcher,
+    ) -> Result<(), ExtractError> {
+        match batch.finish() {
+            Some(rest) => self.send_batch(&table.table.display, rest).await,
+            None => Ok(()),
+        }
     }
 
     /// Converts one database row into `encoded`: decodes each cell, applies coercion rules
@@ -419,6 +427,26 @@ pub(super) fn clip(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),
+    }
+}
+
+/// A row whose value the query measured above one message (and sent as NULL): refused, naming
+/// the column (`column` counts from 1) and the bytes the query measured.
+pub(super) fn measured_too_large(
+    batch: &Batcher,
+    table: &MappedTable,
+    column: i64,
+    bytes: i64,
+) -> ExtractError {
+    ExtractError::RowTooLarge {
+        table: table.display.clone(),
+        column: usize::try_from(column - 1)
+            .ok()
+            .and_then(|i| table.columns.get(i))
+            .map(|c| c.name.clone())
+            .unwrap_or_default(),
+        bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+        limit: batch.row_limit(),
     }
 }
 
