@@ -5,5 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/prereqs.sh
+if [ ! -x target/debug/dsr-connector ]; then
+    echo "demo: building dsr-connector (debug); the first build takes 3 to 8 minutes on 2 cores" >&2
+fi
+if [ ! -x .venv/bin/grpcurl ] && ! command -v grpcurl >/dev/null 2>&1; then
+    echo "demo: grpcurl is not installed; scripts/prereqs.sh --clients puts it in .venv/bin" >&2
+fi
 # A debug build: the quickest to build on a fresh machine, and fast enough for a demo.
-exec cargo run --locked --quiet --bin dsr-connector -- demo "$@"
+exec cargo run --locked --bin dsr-connector -- demo "$@"

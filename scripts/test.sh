@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/prereqs.sh --clients
 export DSR_TEST_VENV="$PWD/.venv"
-cargo test --locked "$@"
+cargo test --locked --no-fail-fast "$@"

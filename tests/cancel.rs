@@ -129,13 +129,34 @@ async fn client_disconnect_cancels_the_query_on_the_server() {
     server.stop().await.unwrap();
 }
 
+/// The client's own timer in the deadline tests: far longer than the server's deadline. tonic's
+/// channel applies a call's `grpc-timeout` on the client too, until the response headers
+/// arrive; with equal deadlines, a loaded machine could let the client's timer fire first
+/// (CANCELLED) and the test would check the wrong side. The server's own, shorter deadline
+/// (`max_deadline`, which cuts the client's) is the one these tests watch.
+const CLIENT_TIMER: Duration = Duration::from_secs(120);
+
+/// `config` with every call's deadline cut to `deadline` by the server.
+fn server_deadline(
+    mut config: dsr_connector::config::Config,
+    deadline: Duration,
+) -> dsr_connector::config::Config {
+    config.server.max_deadline = deadline;
+    config.server.default_deadline = deadline;
+    config
+}
+
 #[tokio::test]
 async fn deadline_ends_the_stream_with_deadline_exceeded_and_cancels_the_query() {
     let app = "t-deadline_ends_the_stream_with_deadline_e";
-    let server = TestServer::start(slow_config(app)).await;
+    let server = TestServer::start(server_deadline(
+        slow_config(app),
+        Duration::from_millis(1500),
+    ))
+    .await;
     let db = sql().await;
     let mut req = tonic::Request::new(slow_request());
-    req.set_timeout(Duration::from_millis(1500));
+    req.set_timeout(CLIENT_TIMER);
     let mut client = server.client().await;
     let status = match client.extract(req).await {
         Err(status) => status,
@@ -335,14 +356,18 @@ columns = { id = "not_pii", customer_id = "identifier.customer_id", note = "not_
         &format!("max_connections = 1\napplication_name = \"{app}\""),
     )
     .replace("min_idle = 1", "min_idle = 0");
-    let server = TestServer::start(support::config(&text)).await;
+    let server = TestServer::start(server_deadline(
+        support::config(&text),
+        Duration::from_millis(300),
+    ))
+    .await;
     let db = sql().await;
     let mut req = tonic::Request::new({
         let mut r = request("email", "million@example.com");
         r.tables = vec!["big_rows".into()];
         r
     });
-    req.set_timeout(Duration::from_millis(300));
+    req.set_timeout(CLIENT_TIMER);
     let mut client = server.client().await;
     let status = match client.extract(req).await {
         Err(status) => status,

@@ -45,7 +45,7 @@ fn shell(command: &str) -> std::process::Output {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![venv_bin];
     paths.extend(std::env::split_paths(&path));
-    Command::new("sh")
+    support::without_test_cargo_env(&mut Command::new("sh"))
         .arg("-c")
         .arg(command)
         .env("PATH", std::env::join_paths(paths).unwrap())
@@ -169,7 +169,8 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
     // Port 0: the demo binds a free port itself and prints the address it serves on, so no
     // other test can take the port between a probe and the bind.
     let mut demo = Command::new(root().join("scripts/demo.sh"));
-    demo.args(["--listen", "127.0.0.1:0"])
+    support::without_test_cargo_env(&mut demo)
+        .args(["--listen", "127.0.0.1:0"])
         .current_dir(root())
         .env("TMPDIR", tmp.path())
         .stdin(Stdio::null())

@@ -380,6 +380,32 @@ pub fn run_sql_blocking(statements: &str) {
     .expect("SQL setup panicked");
 }
 
+/// Takes the variables that `cargo test` sets for a test binary out of a child's
+/// environment, so that a child which builds (`scripts/demo.sh` runs `cargo run`) sees what a
+/// shell would: a build script that tracks one of them (`ring`'s tracks `CARGO_MANIFEST_DIR`)
+/// would otherwise rebuild, and with it every crate above it, on each switch between the
+/// suite and a shell. Settings a user gives cargo (`CARGO_HOME`, `CARGO_TARGET_DIR`,
+/// `CARGO_INCREMENTAL`, ...) stay.
+pub fn without_test_cargo_env(command: &mut std::process::Command) -> &mut std::process::Command {
+    const SET_FOR_TESTS: [&str; 8] = [
+        "CARGO_PKG_",
+        "CARGO_BIN_EXE_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name == "CARGO" || SET_FOR_TESTS.iter().any(|p| name.starts_with(p)) {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
+}
+
 /// A client tool from the test virtual environment (`DSR_TEST_VENV`, or `./.venv`), which
 /// `scripts/test.sh` installs. Missing tools fail the test: client tests never skip.
 pub fn venv_tool(name: &str) -> std::path::PathBuf {
