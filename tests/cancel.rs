@@ -40,12 +40,12 @@ fn slow_config(app: &str) -> dsr_connector::config::Config {
         r#"
 [[sources.tables]]
 name = "slow_rows"
-reference = { column = "customer_id", table = "customers", to = "id" }
+reference = { column = "customer_id", table = "customers", to = "id", reach = "owned" }
 columns = { id = "not_pii", customer_id = "identifier.customer_id" }
 
 [[sources.tables]]
 name = "slow_events"
-reference = { column = "customer_id", table = "customers", to = "id" }
+reference = { column = "customer_id", table = "customers", to = "id", reach = "owned" }
 columns = { id = "not_pii", customer_id = "identifier.customer_id" }
 "#,
     )
@@ -347,7 +347,7 @@ async fn a_short_deadline_on_a_million_row_subject_is_deadline_exceeded() {
         r#"
 [[sources.tables]]
 name = "big_rows"
-reference = { column = "customer_id", table = "customers", to = "id" }
+reference = { column = "customer_id", table = "customers", to = "id", reach = "owned" }
 columns = { id = "not_pii", customer_id = "identifier.customer_id", note = "not_pii" }
 "#,
     )

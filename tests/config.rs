@@ -33,7 +33,7 @@ columns = { id = "not_pii", email = "contact.email" }
 
 [[sources.tables]]
 name = "orders"
-reference = { column = "customer_id", table = "public.customers", to = "id" }
+reference = { column = "customer_id", table = "public.customers", to = "id", reach = "owned" }
 columns = { id = "not_pii", customer_id = "identifier.customer_id" }
 "#;
 
@@ -220,14 +220,14 @@ fn data_map_mistakes_are_named() {
                 "table = \"public.customers\"",
                 "table = \"public.custmers\"",
             ),
-            "sources[0].tables[1].reference.table",
+            "sources[0].tables.orders.reference.table",
         ),
         (
             TABLES.replace(
                 "identity = { kind = \"email\", column = \"email\" }",
                 "identity = { kind = \"email\", column = \"mail\" }",
             ),
-            "sources[0].tables[0].identity.column",
+            "sources[0].tables.public.customers.identity.column",
         ),
         (
             TABLES.replace("kind = \"email\"", "kind = \"phone\""),
@@ -235,11 +235,11 @@ fn data_map_mistakes_are_named() {
         ),
         (
             TABLES.replace("to = \"id\"", "to = \"uid\""),
-            "sources[0].tables[1].reference.to",
+            "sources[0].tables.orders.reference.to",
         ),
         (
             TABLES.replace("email = \"contact.email\"", "email = \"  \""),
-            "sources[0].tables[0].columns.email",
+            "sources[0].tables.public.customers.columns.email",
         ),
         (
             format!(
@@ -264,18 +264,128 @@ fn data_map_mistakes_are_named() {
     }
 }
 
+/// The reach rule, checked before any catalog is read: every reference says which rows it
+/// reaches, no followed reference leads into a person table, and a looked-up row is never
+/// deleted.
+#[test]
+fn reach_rules_are_named() {
+    let shop = r#"
+[[sources.tables]]
+name = "customers"
+identity = { kind = "email", column = "email" }
+reference = [
+    { column = "address_id", table = "addresses", to = "id", reach = "lookup" },
+    { column = "rep_id", table = "staff", to = "id", reach = "none" },
+]
+columns = { id = "not_pii", email = "contact.email", address_id = "not_pii", rep_id = "not_pii" }
+
+[[sources.tables]]
+name = "addresses"
+columns = { id = "not_pii", street = "address" }
+erase = { action = "mask", mask = { street = "redact" } }
+
+[[sources.tables]]
+name = "staff"
+identity = { kind = "email", column = "email" }
+columns = { id = "not_pii", email = "contact.email" }
+
+[[sources.tables]]
+name = "rentals"
+reference = [
+    { column = "customer_id", table = "customers", to = "id", reach = "owned" },
+    { column = "staff_id", table = "staff", to = "id", reach = "none" },
+]
+columns = { id = "not_pii", customer_id = "not_pii", staff_id = "not_pii" }
+"#;
+    // The shapes of a rental shop, declared safely, load.
+    let config = load(&source("", shop)).unwrap_or_else(|e| panic!("{e}"));
+    let src = &config.sources[0];
+    let name = |n: &str| dsr_connector::config::QualifiedName::parse(n).unwrap();
+    assert!(src.is_person_table(&name("customers")));
+    assert!(src.is_person_table(&name("staff")));
+    assert!(
+        !src.is_person_table(&name("addresses")),
+        "looked up, no identity"
+    );
+    assert!(!src.is_person_table(&name("rentals")));
+
+    let cases = [
+        (
+            shop.replace(", reach = \"owned\"", ""),
+            "sources[0].tables.rentals.reference (customer_id -> customers.id): say which rows \
+             it reaches: reach = \"owned\"",
+        ),
+        (
+            // A support rep's customers: a person table reached from another person's row.
+            shop.replace(
+                "{ column = \"rep_id\", table = \"staff\", to = \"id\", reach = \"none\" }",
+                "{ column = \"rep_id\", table = \"staff\", to = \"id\", reach = \"owned\" }",
+            ),
+            "reach = \"owned\" would reach rows of 'customers', a person table (it has an \
+             identity column, or person_tables names it), through another \
+             table's row (staff.id <- customers.rep_id)",
+        ),
+        (
+            // The staff member who handled a rental is another person.
+            shop.replace(
+                "{ column = \"staff_id\", table = \"staff\", to = \"id\", reach = \"none\" }",
+                "{ column = \"staff_id\", table = \"staff\", to = \"id\", reach = \"lookup\" }",
+            ),
+            "reach = \"lookup\" would read the row of 'staff', a person table",
+        ),
+        (
+            shop.replace(
+                "erase = { action = \"mask\", mask = { street = \"redact\" } }",
+                "erase = { action = \"delete\" }",
+            ),
+            "sources[0].tables.addresses.erase: its rows are reached by lookup",
+        ),
+        (
+            shop.replace("reach = \"none\" }", "reach = \"sideways\" }"),
+            "sideways",
+        ),
+    ];
+    for (tables, expected) in cases {
+        let message = error(&source("", &tables));
+        assert!(
+            message.contains(expected),
+            "expected '{expected}' in: {message}"
+        );
+    }
+    // A table the map names as a person table is one too, whatever its columns.
+    let named = source("person_tables = [\"addresses\"]", shop);
+    let message = error(&named);
+    assert!(
+        message.contains("reach = \"lookup\" would read the row of 'addresses', a person table"),
+        "{message}"
+    );
+    // A table with an identity column is not reached through another table's row.
+    let message = error(&source(
+        "",
+        &shop.replace(
+            "name = \"rentals\"\n",
+            "name = \"rentals\"\nidentity = { kind = \"email\", column = \"staff_id\" }\n",
+        ),
+    ));
+    assert!(
+        message
+            .contains("would reach rows of 'rentals', a person table (it has an identity column"),
+        "{message}"
+    );
+}
+
 #[test]
 fn reference_cycles_are_refused() {
     let tables = r#"
 [[sources.tables]]
 name = "a"
 identity = { kind = "email", column = "email" }
-reference = { column = "b_id", table = "b", to = "id" }
+reference = { column = "b_id", table = "b", to = "id", reach = "owned" }
 columns = { id = "not_pii", email = "contact.email", b_id = "not_pii" }
 
 [[sources.tables]]
 name = "b"
-reference = { column = "a_id", table = "a", to = "id" }
+reference = { column = "a_id", table = "a", to = "id", reach = "owned" }
 columns = { id = "not_pii", a_id = "not_pii" }
 "#;
     let message = error(&source("", tables));
@@ -425,7 +535,7 @@ fn descriptions_are_bounded_and_named_when_wrong() {
     );
     let message = error(&source("", &tables));
     assert!(
-        message.contains("sources[0].tables[1].description: longer than 500"),
+        message.contains("sources[0].tables.orders.description: longer than 500"),
         "{message}"
     );
     let category =

@@ -49,7 +49,7 @@ async fn rejected_rows_and_failed_extractions_become_dead_letters_without_values
             r#"
 [[sources.tables]]
 name = "shifting_events"
-reference = { column = "customer_id", table = "customers", to = "id" }
+reference = { column = "customer_id", table = "customers", to = "id", reach = "owned" }
 columns = { id = "not_pii", customer_id = "identifier.customer_id" }
 "#
         ),

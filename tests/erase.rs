@@ -1072,7 +1072,7 @@ fn json_config(name: &str, method: &str) -> dsr_connector::config::Config {
         // documents are masked, and nothing else of it.
         let text = format!(
             "{text}\n[[sources.tables]]\nname = \"prefs\"\n\
-             reference = {{ column = \"customer_id\", table = \"customers\", to = \"id\" }}\n\
+             reference = {{ column = \"customer_id\", table = \"customers\", to = \"id\", reach = \"owned\" }}\n\
              columns = {{ id = \"not_pii\", customer_id = \"identifier.customer_id\", \
              settings = {{ category = \"behaviour.payload\", scan_json = true }} }}\n\
              erase = {{ action = \"mask\", mask = {{ customer_id = {{ retain = \"joins the kept \

@@ -27,7 +27,7 @@ async fn a_count_mismatch_ends_with_data_loss_and_no_manifest() {
         r#"
 [[sources.tables]]
 name = "shifting_events"
-reference = { column = "customer_id", table = "customers", to = "id" }
+reference = { column = "customer_id", table = "customers", to = "id", reach = "owned" }
 columns = { id = "not_pii", customer_id = "identifier.customer_id" }
 "#,
     );

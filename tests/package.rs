@@ -31,7 +31,7 @@ fn setup_slow() {
 const SLOW_TABLES: &str = r#"
 [[sources.tables]]
 name = "slow_events"
-reference = { column = "customer_id", table = "customers", to = "id" }
+reference = { column = "customer_id", table = "customers", to = "id", reach = "owned" }
 columns = { id = "not_pii", customer_id = "identifier.customer_id" }
 "#;
 

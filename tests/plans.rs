@@ -41,16 +41,16 @@ ANALYZE mp_replies;
 const MULTI_PATH_MAP: &str = r#"
 [[sources.tables]]
 name = "mp_tickets"
-identity = { kind = "email", column = "requester_email" }
 reference = [
-    { column = "requester_email", table = "customers", to = "email" },
-    { column = "customer_id", table = "customers", to = "id" },
+    { column = "requester_email", table = "customers", to = "email", reach = "owned" },
+    { column = "customer_id", table = "customers", to = "id", reach = "owned" },
+    { column = "requester_email", table = "legacy_accounts", to = "email", reach = "owned" },
 ]
 columns = { id = "not_pii", requester_email = "contact.email", customer_id = "identifier.customer_id", body = "support.message" }
 
 [[sources.tables]]
 name = "mp_replies"
-reference = { column = "ticket_id", table = "mp_tickets", to = "id" }
+reference = { column = "ticket_id", table = "mp_tickets", to = "id", reach = "owned" }
 columns = { id = "not_pii", ticket_id = "not_pii", body = "support.message" }
 "#;
 
@@ -169,8 +169,9 @@ async fn a_table_reached_by_three_paths_uses_an_index_for_each_and_streams_each_
         let db = &db;
         async move {
             let condition = if kind == "email" {
-                "requester_email = $1 OR requester_email IN (SELECT email FROM customers WHERE email = $1) \
-                 OR customer_id IN (SELECT id FROM customers WHERE email = $1)"
+                "requester_email IN (SELECT email FROM customers WHERE email = $1) \
+                 OR customer_id IN (SELECT id FROM customers WHERE email = $1) \
+                 OR requester_email IN (SELECT email FROM legacy_accounts WHERE email = $1)"
             } else {
                 "requester_email IN (SELECT email FROM customers WHERE id = $1::text::bigint) \
                  OR customer_id IN (SELECT id FROM customers WHERE id = $1::text::bigint)"

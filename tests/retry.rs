@@ -236,7 +236,7 @@ fn retry_config_text(app: &str) -> String {
         r#"
 [[sources.tables]]
 name = "retry_events"
-reference = { column = "customer_id", table = "customers", to = "id" }
+reference = { column = "customer_id", table = "customers", to = "id", reach = "owned" }
 columns = { id = "not_pii", customer_id = "identifier.customer_id", note = "not_pii" }
 "#,
     )

@@ -531,7 +531,7 @@ async fn a_reference_without_an_index_is_a_warning_that_names_the_index() {
     for table in ["ref_unindexed", "ref_indexed", "ref_view"] {
         extra.push_str(&format!(
             "[[sources.tables]]\nname = \"{table}\"\n\
-             reference = {{ column = \"customer_id\", table = \"customers\", to = \"id\" }}\n\
+             reference = {{ column = \"customer_id\", table = \"customers\", to = \"id\", reach = \"owned\" }}\n\
              columns = {{ id = \"not_pii\", customer_id = \"identifier.customer_id\" }}\n\
              erase = {{ action = \"delete\" }}\n\n"
         ));

@@ -51,7 +51,7 @@ pub fn to_status(error: &ExtractError) -> Status {
         | ExtractError::AuditUnavailable(_)
         | ExtractError::DeadLettersUnavailable(_) => Code::Unavailable,
         ExtractError::ClientGone => Code::Cancelled,
-        ExtractError::SharedIdentity { .. } => Code::FailedPrecondition,
+        ExtractError::SharedIdentity { .. } | ExtractError::Reach(_) => Code::FailedPrecondition,
         ExtractError::Erasure(refusal) => match refusal {
             ErasureRefusal::PreviewChanged | ErasureRefusal::CountChanged { .. } => Code::Aborted,
             ErasureRefusal::Unverified { .. } => Code::DataLoss,
@@ -140,6 +140,8 @@ fn reason(error: &ExtractError) -> &'static str {
         ExtractError::Internal(_) => "INTERNAL",
         ExtractError::ClientGone => "CLIENT_GONE",
         ExtractError::SharedIdentity { .. } => "SHARED_IDENTITY",
+        ExtractError::Reach(crate::schema::ReachRefusal::Hub { .. }) => "HUB_REACHED",
+        ExtractError::Reach(crate::schema::ReachRefusal::SharedKey { .. }) => "SHARED_KEY",
         ExtractError::Erasure(refusal) => match refusal {
             ErasureRefusal::NoPolicy { .. } => "ERASURE_POLICY_MISSING",
             ErasureRefusal::Policy { .. } => "ERASURE_POLICY_INVALID",
@@ -150,6 +152,7 @@ fn reason(error: &ExtractError) -> &'static str {
             ErasureRefusal::Unverified { .. } => "ERASURE_UNVERIFIED",
             ErasureRefusal::Constraint { .. } => "ERASURE_CONSTRAINT",
             ErasureRefusal::CommitOutcomeUnknown => "COMMIT_OUTCOME_UNKNOWN",
+            ErasureRefusal::SharedRow { .. } => "SHARED_ROW",
         },
     }
 }
@@ -188,6 +191,10 @@ fn place(error: &ExtractError) -> HashMap<String, String> {
         }
         ExtractError::CircuitOpen { source_name, .. } => put("source", source_name),
         ExtractError::SharedIdentity { table, .. } => put("table", table),
+        ExtractError::Reach(
+            crate::schema::ReachRefusal::Hub { table, .. }
+            | crate::schema::ReachRefusal::SharedKey { table, .. },
+        ) => put("table", table),
         ExtractError::Erasure(refusal) => {
             put("table", refusal.table().unwrap_or_default());
             if let ErasureRefusal::Policy { column, .. } = refusal {

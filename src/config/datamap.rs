@@ -26,6 +26,9 @@ pub struct TableConfig {
     /// Every column: its data category (or `not_pii`), or a table with the category and a
     /// coercion rule or JSON scanning.
     pub columns: BTreeMap<String, ColumnSpec>,
+    /// The most rows this table may hold for one subject when it is reached by `lookup`
+    /// (overrides the source's `max_reached_rows`).
+    pub max_reached_rows: Option<u64>,
     /// What `Erase` does to the subject's rows: `{ action = "delete" }`,
     /// `{ action = "mask", mask = { column = "null" | "redact" | "pseudonym" | { retain = "..." } } }`
     /// or `{ action = "retain", reason = "..." }`. Without it, the table cannot be erased.
@@ -146,14 +149,75 @@ impl MatchMode {
     }
 }
 
-/// `reference = { column = "customer_id", table = "customers", to = "id" }`: rows of this table
-/// whose `column` equals `to` of a subject's row in `table`.
+/// `reference = { column = "customer_id", table = "customers", to = "id", reach = "owned" }`:
+/// this table's `column` holds `to` of a row in `table`, and `reach` says which way the
+/// subject's rows follow it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reference {
     pub column: String,
     pub table: String,
     pub to: String,
+    /// Required: there is no safe default, since the wrong one hands over other people's rows
+    /// or leaves the subject's own out. [`Config::validate`](super::Config) names a reference
+    /// without it, or with a word it does not know.
+    pub reach: Option<ReachValue>,
+}
+
+/// `reach` as written: a known rule, or a word that validation names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ReachValue {
+    Rule(ReachRule),
+    Unknown(String),
+}
+
+/// Which rows a reference makes the subject's (see `DESIGN.md`, invariant 13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReachRule {
+    /// The rows of this table that point at a row of the subject's own are the subject's, and
+    /// are followed further in turn: an order's `customer_id`.
+    Owned,
+    /// The row that one of the subject's rows here points at is read for the subject, and
+    /// goes no further down: a customer's `address_id`. Such a row may be shared (a
+    /// household's address), so erasure never deletes it.
+    Lookup,
+    /// Declared, and never followed: a key into a hub (a store, a support rep, a manager)
+    /// whose other rows belong to other people.
+    None,
+}
+
+impl ReachRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReachRule::Owned => "owned",
+            ReachRule::Lookup => "lookup",
+            ReachRule::None => "none",
+        }
+    }
+
+    /// The words an operator needs to choose one, for the error that asks for it.
+    pub const CHOICES: &'static str = "reach = \"owned\" (rows of this table that point at \
+        the subject's row are the subject's: an order's customer_id), \"lookup\" (the row \
+        the subject's row here points at is read for the subject, and goes no further: a \
+        customer's address_id) or \"none\" (never followed: a key into a store, a support \
+        rep or a manager, whose other rows are other people's)";
+}
+
+impl Reference {
+    /// The reach rule, when it is given and known.
+    pub fn rule(&self) -> Option<ReachRule> {
+        match self.reach {
+            Some(ReachValue::Rule(rule)) => Some(rule),
+            _ => None,
+        }
+    }
+
+    /// Whether the reference is followed at all.
+    pub fn followed(&self) -> bool {
+        matches!(self.rule(), Some(ReachRule::Owned | ReachRule::Lookup))
+    }
 }
 
 /// Accepts either one inline table or an array of them.

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::datamap::validate_column;
-use super::{MAX_DURATION, MAX_TIMEOUT, QualifiedName, TableConfig};
+use super::{MAX_DURATION, MAX_TIMEOUT, QualifiedName, ReachRule, TableConfig};
 
 /// libpq's `sslmode`, with libpq's meanings. tokio-postgres knows only three of these, so
 /// [`crate::store::postgres::tls`] maps each mode to a rustls configuration:
@@ -116,16 +116,24 @@ pub struct SourceConfig {
     /// Values that fail their coercion rule: `fail` (default) or `reject_row`.
     #[serde(default)]
     pub on_coercion_error: CoercionPolicy,
-    /// The most rows an identity may match in each of `identity_tables`: a shared address
+    /// The most rows an identity may match in each of `person_tables`: a shared address
     /// such as `info@company.com` is not one person. Erase always refuses above it; Extract
     /// as `shared_identity` says. Default 1.
     #[serde(default = "default_max_identity_rows")]
     pub max_identity_rows: u64,
-    /// The tables in which one row is one person, which `max_identity_rows` guards. Default:
-    /// each table that another mapped table references (a customer, say, but not the many
-    /// tickets one person may file).
-    #[serde(default)]
-    pub identity_tables: Vec<String>,
+    /// The tables in which one row is one person: `max_identity_rows` guards the identity's
+    /// matches there, and, like every table with an identity column, a row of one is only
+    /// reached by the identity matching it, never through another row. Default: each table
+    /// with an identity column that another mapped table references (a customer, a staff
+    /// member; not the many tickets one person may file). Formerly `identity_tables`, which
+    /// is still read.
+    #[serde(default, alias = "identity_tables")]
+    pub person_tables: Vec<String>,
+    /// The most rows one subject may reach in a table reached by `lookup` (a hub guard,
+    /// checked in the snapshot before any row leaves or changes). Default 1000; a table may
+    /// set its own.
+    #[serde(default = "default_max_reached_rows")]
+    pub max_reached_rows: u64,
     /// What Extract does when the identity matches more than `max_identity_rows` rows of an
     /// identity table: `report` (default: the manifest names the table) or `refuse`
     /// (FAILED_PRECONDITION before any row leaves: a second person's data is a breach).
@@ -195,6 +203,10 @@ fn default_max_identity_rows() -> u64 {
     1
 }
 
+fn default_max_reached_rows() -> u64 {
+    1000
+}
+
 fn default_schema_refresh() -> Duration {
     Duration::from_secs(60)
 }
@@ -219,21 +231,48 @@ impl SourceConfig {
     }
 
     /// Whether one row of `table` is one person, so that `max_identity_rows` guards the
-    /// identity's matches in it: a table named in `identity_tables`, or by default a table
-    /// that another mapped table references.
+    /// identity's matches in it: a table named in `person_tables`, or by default a table with
+    /// an identity column that another mapped table references.
     pub fn one_row_per_person(&self, table: &QualifiedName) -> bool {
-        if self.identity_tables.is_empty() {
-            self.tables.iter().any(|t| {
+        if !self.person_tables.is_empty() {
+            return self.listed_person_table(table);
+        }
+        self.has_identity(table)
+            && self.tables.iter().any(|t| {
                 t.reference
                     .as_slice()
                     .iter()
                     .any(|r| QualifiedName::parse(&r.table).as_ref() == Some(table))
             })
-        } else {
-            self.identity_tables
-                .iter()
-                .any(|t| QualifiedName::parse(t).as_ref() == Some(table))
-        }
+    }
+
+    /// Whether `table` is a person table for the reach rule: a table with an identity column
+    /// (its rows are found by the identity itself), or one named in `person_tables`. A row of
+    /// one is reached only by the identity matching it, never through another row.
+    pub fn is_person_table(&self, table: &QualifiedName) -> bool {
+        self.has_identity(table) || self.listed_person_table(table)
+    }
+
+    fn has_identity(&self, table: &QualifiedName) -> bool {
+        self.tables.iter().any(|t| {
+            QualifiedName::parse(&t.name).as_ref() == Some(table)
+                && !t.identity.as_slice().is_empty()
+        })
+    }
+
+    fn listed_person_table(&self, table: &QualifiedName) -> bool {
+        self.person_tables
+            .iter()
+            .any(|t| QualifiedName::parse(t).as_ref() == Some(table))
+    }
+
+    /// The most rows one subject may reach by `lookup` in `table`.
+    pub fn max_reached_rows(&self, table: &QualifiedName) -> u64 {
+        self.tables
+            .iter()
+            .find(|t| QualifiedName::parse(&t.name).as_ref() == Some(table))
+            .and_then(|t| t.max_reached_rows)
+            .unwrap_or(self.max_reached_rows)
     }
 
     /// The mapped tables without an erase policy, when some table of the source has one (the
@@ -381,17 +420,21 @@ impl SourceConfig {
             }
         }
 
-        for (j, name) in self.identity_tables.iter().enumerate() {
+        for name in &self.person_tables {
             if !QualifiedName::parse(name).is_some_and(|q| by_name.contains_key(&q)) {
                 problems.push(format!(
-                    "{at}.identity_tables[{j}]: '{name}' is not a mapped table of this source"
+                    "{at}.person_tables: '{name}' is not a mapped table of this source"
                 ));
             }
         }
 
         let mut used_kinds = HashSet::new();
         for (j, table) in self.tables.iter().enumerate() {
-            let tat = format!("{at}.tables[{j}]");
+            // Tables are named by name: an index means nothing to someone reading a long map.
+            let tat = match QualifiedName::parse(&table.name) {
+                Some(_) => format!("{at}.tables.{}", table.name),
+                None => format!("{at}.tables[{j}]"),
+            };
             if let Some(problem) = table
                 .description
                 .as_deref()
@@ -408,9 +451,23 @@ impl SourceConfig {
                 }
                 validate_column(&format!("{tat}.columns.{column}"), spec, matrix, problems);
             }
-            if table.identity.as_slice().is_empty() && table.reference.as_slice().is_empty() {
+            let looked_up = QualifiedName::parse(&table.name).is_some_and(|name| {
+                self.tables.iter().any(|t| {
+                    t.reference.as_slice().iter().any(|r| {
+                        r.rule() == Some(ReachRule::Lookup)
+                            && QualifiedName::parse(&r.table).as_ref() == Some(&name)
+                    })
+                })
+            });
+            let reaching = table
+                .reference
+                .as_slice()
+                .iter()
+                .any(|r| r.rule() != Some(ReachRule::None));
+            if table.identity.as_slice().is_empty() && !reaching && !looked_up {
                 problems.push(format!(
-                    "{tat}: table '{}' has neither an identity nor a reference, so no subject can reach it",
+                    "{tat}: table '{}' has no identity, no reference it is reached by, and no \
+                     lookup into it, so no subject can reach it",
                     table.name
                 ));
             }
@@ -453,6 +510,7 @@ impl SourceConfig {
                     ));
                 }
             }
+            self.validate_reach(&tat, table, problems);
             for reference in table.reference.as_slice() {
                 if !table.columns.contains_key(&reference.column) {
                     problems.push(format!(
@@ -491,7 +549,121 @@ impl SourceConfig {
         }
     }
 
-    /// Finds a cycle in the reference graph, if there is one.
+    /// The reach rule of each of `table`'s references: given, and safe. Rows of a person
+    /// table are reached only by the identity matching them, so no followed reference may
+    /// lead into one; a row reached by `lookup` may be shared, so it is never deleted.
+    fn validate_reach(&self, tat: &str, table: &TableConfig, problems: &mut Vec<String>) {
+        let Some(name) = QualifiedName::parse(&table.name) else {
+            return;
+        };
+        for reference in table.reference.as_slice() {
+            let rat = format!(
+                "{tat}.reference ({} -> {}.{})",
+                reference.column, reference.table, reference.to
+            );
+            let reach = match &reference.reach {
+                Some(crate::config::ReachValue::Rule(rule)) => *rule,
+                Some(crate::config::ReachValue::Unknown(word)) => {
+                    problems.push(format!(
+                        "{rat}: reach = \"{word}\" is not a reach rule; use {}",
+                        ReachRule::CHOICES
+                    ));
+                    continue;
+                }
+                None => {
+                    problems.push(format!(
+                        "{rat}: say which rows it reaches: {}",
+                        ReachRule::CHOICES
+                    ));
+                    continue;
+                }
+            };
+            let Some(parent) = QualifiedName::parse(&reference.table) else {
+                continue; // reported with the reference's table
+            };
+            let path = format!(
+                "{}.{} <- {}.{}",
+                parent.display_name(),
+                reference.to,
+                name.display_name(),
+                reference.column
+            );
+            match reach {
+                ReachRule::Owned
+                    if self.is_person_table(&name)
+                        && !self.same_identity(
+                            table,
+                            &reference.column,
+                            &parent,
+                            &reference.to,
+                        ) =>
+                {
+                    problems.push(format!(
+                        "{rat}: reach = \"owned\" would reach rows of '{}', a person table (it \
+                     has an identity column, or person_tables names it), through another \
+                     table's row ({path}): one person's request could return other people. Its \
+                     rows are found by the identity itself: give it an identity column for each \
+                     kind that should reach it, and make this reach = \"none\" (or \"lookup\" \
+                     if '{}' is what the row points at)",
+                        name.display_name(),
+                        parent.display_name(),
+                    ))
+                }
+                ReachRule::Lookup if self.is_person_table(&parent) => problems.push(format!(
+                    "{rat}: reach = \"lookup\" would read the row of '{}', a person table, that \
+                     the subject's row points at ({path}): that is another person's row. Make \
+                     it reach = \"none\"",
+                    parent.display_name()
+                )),
+                _ => {}
+            }
+        }
+        let looked_up = self.tables.iter().any(|t| {
+            t.reference.as_slice().iter().any(|r| {
+                r.rule() == Some(ReachRule::Lookup)
+                    && QualifiedName::parse(&r.table).as_ref() == Some(&name)
+            })
+        });
+        if looked_up
+            && let Some(erase) = &table.erase
+            && erase.action == crate::config::erasure::EraseAction::Delete
+        {
+            problems.push(format!(
+                "{tat}.erase: its rows are reached by lookup, and such a row may be shared (a \
+                 household's address): erasure never deletes it. Use action = \"mask\" (applied \
+                 only when no other row points at it) or \"retain\""
+            ));
+        }
+    }
+
+    /// Whether `column` of `table` and `to` of `parent` are identity columns of one kind: an
+    /// owned reference between them follows the very value the identity matched (a ticket's
+    /// requester e-mail to the customer's e-mail), so it reaches the same person.
+    fn same_identity(
+        &self,
+        table: &TableConfig,
+        column: &str,
+        parent: &QualifiedName,
+        to: &str,
+    ) -> bool {
+        let Some(parent) = self
+            .tables
+            .iter()
+            .find(|t| QualifiedName::parse(&t.name).as_ref() == Some(parent))
+        else {
+            return false;
+        };
+        table.identity.as_slice().iter().any(|mine| {
+            mine.column == column
+                && parent
+                    .identity
+                    .as_slice()
+                    .iter()
+                    .any(|theirs| theirs.column == to && theirs.kind == mine.kind)
+        })
+    }
+
+    /// Finds a cycle among the followed references, if there is one.
     fn reference_cycle(&self) -> Option<Vec<String>> {
         let parents: HashMap<String, Vec<String>> = self
             .tables
@@ -502,6 +674,7 @@ impl SourceConfig {
                     .reference
                     .as_slice()
                     .iter()
+                    .filter(|r| r.followed())
                     .filter_map(|r| QualifiedName::parse(&r.table).map(|q| q.display_name()))
                     .collect();
                 Some((qn.display_name(), ps))

@@ -113,6 +113,10 @@ pub enum ExtractError {
          or changed"
     )]
     SharedIdentity { table: String, rows: u64, max: u64 },
+    /// The subject's rows broke the reach rule in the snapshot: a hub reached by lookup, or a
+    /// followed key that is not unique.
+    #[error(transparent)]
+    Reach(#[from] crate::schema::ReachRefusal),
     /// An erasure refused, or rolled back, for a reason it names.
     #[error(transparent)]
     Erasure(#[from] crate::engine::erase::refusal::ErasureRefusal),
@@ -148,6 +152,7 @@ impl ExtractError {
             ExtractError::DeadLettersUnavailable(_) => "dead_letters_unavailable",
             ExtractError::InvalidManifest(_) => "invalid_manifest",
             ExtractError::SharedIdentity { .. } => "shared_identity",
+            ExtractError::Reach(_) => "reach",
             ExtractError::Erasure(refusal) => refusal.kind(),
             ExtractError::Internal(_) => "internal",
             ExtractError::ClientGone => "client_gone",
@@ -204,7 +209,8 @@ impl ExtractError {
                 | ErasureRefusal::Policy { .. }
                 | ErasureRefusal::UndeclaredCascade { .. },
             ) => "schema_drift",
-            ExtractError::SharedIdentity { .. } => "integrity",
+            ExtractError::Erasure(ErasureRefusal::SharedRow { .. }) => "integrity",
+            ExtractError::SharedIdentity { .. } | ExtractError::Reach(_) => "integrity",
             ExtractError::Erasure(
                 ErasureRefusal::CountChanged { .. }
                 | ErasureRefusal::Unverified { .. }

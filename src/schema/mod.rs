@@ -179,8 +179,20 @@ pub struct MappedTable {
     /// Indexes into `columns` of the primary-key columns.
     pub primary_key: Vec<usize>,
     identities: Vec<IdentityMatch>,
-    /// (column, parent table index, parent column)
-    references: Vec<(String, usize, String)>,
+    /// The followed references (`owned` and `lookup`); `none` is left out.
+    references: Vec<MappedReference>,
+    /// Columns that hold a unique value per row by the catalog (a primary key or a unique
+    /// index of one column): a reference into one cannot reach a second row by sharing a key.
+    unique: Vec<String>,
+}
+
+/// A followed reference of a mapped table: `column` holds `to` of a row of `tables[parent]`.
+#[derive(Debug, Clone)]
+struct MappedReference {
+    column: String,
+    parent: usize,
+    to: String,
+    reach: crate::config::ReachRule,
 }
 
 impl MappedTable {
@@ -219,6 +231,11 @@ pub struct Plan {
     /// One row, one column per table of `identity_tables`: how many rows the identity (`$1`)
     /// matches there directly. `None` when no table is reached directly.
     pub identity_rows_sql: Option<String>,
+    /// The checks of the reach rule, in the order of the columns of `reach_guard_sql`.
+    pub reach_guards: Vec<ReachGuard>,
+    /// One row, one column per guard: the rows reached by lookup, or the rows that share a
+    /// followed key. `None` when nothing needs checking.
+    pub reach_guard_sql: Option<String>,
 }
 
 /// A table of a plan with its compiled queries.
@@ -242,6 +259,44 @@ pub struct PlannedTable {
     /// How many of the first branches compare the table's own identity columns: the rows
     /// they select are the ones the identity matches directly.
     pub identity_branches: usize,
+    /// The branches that select rows reached by `lookup` alone (read for the subject, never
+    /// followed down).
+    pub lookup_branches: Vec<LookupBranch>,
+    /// For each followed key into this table that the catalog does not prove unique: its
+    /// path, and an expression that is above 0 when a second row shares a key the subject's
+    /// rows hold.
+    pub target_checks: Vec<(String, String)>,
+}
+
+/// A branch of a planned table that selects rows reached by `lookup`: the rows of this table
+/// whose `key` equals `column` of a reached row of `child`.
+#[derive(Debug, Clone)]
+pub struct LookupBranch {
+    /// The index of the branch in [`PlannedTable::branches`].
+    pub branch: usize,
+    /// The path, as `started` names it.
+    pub via: String,
+    /// The referencing table, as callers see its name.
+    pub child: String,
+    pub column: String,
+    pub key: String,
+}
+
+/// A check of the reach rule in the subject's snapshot, before any row leaves or changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReachGuard {
+    pub table: String,
+    /// The path by which the rows are reached, as `started` and the manifest name it.
+    pub path: String,
+    pub check: ReachCheck,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReachCheck {
+    /// At most this many rows reached by lookup (`max_reached_rows`): more means a hub.
+    Rows { max: u64 },
+    /// No second row shares a key that the path follows.
+    UniqueTarget,
 }
 
 impl PlannedTable {
@@ -338,6 +393,7 @@ impl DataMap {
                 .map(|kind| {
                     let mut plan = plan::compile(&tables, kind, compare, dialect);
                     plan.guard_identity(source);
+                    plan.guard_reach(source, dialect);
                     (kind.clone(), Arc::new(plan))
                 })
                 .collect::<HashMap<_, _>>()
@@ -472,6 +528,8 @@ impl DataMap {
             // are not safer for being asked for one table at a time.
             identity_tables: plan.identity_tables.clone(),
             identity_rows_sql: plan.identity_rows_sql.clone(),
+            reach_guards: plan.reach_guards.clone(),
+            reach_guard_sql: plan.reach_guard_sql.clone(),
         };
         if pii_fields(&restricted).is_empty() {
             return Err(PlanError::NoPersonalData {
@@ -521,6 +579,115 @@ impl Plan {
             format!("SELECT {columns}")
         });
     }
+}
+
+impl Plan {
+    /// Fills in the checks of the reach rule and the one query that runs them: per table
+    /// reached by lookup, its lookup rows against `max_reached_rows`; per followed key the
+    /// catalog does not prove unique, the rows that share it.
+    fn guard_reach(&mut self, source: &SourceConfig, dialect: Dialect) {
+        let mut guards = Vec::new();
+        let mut columns = Vec::new();
+        for t in &self.tables {
+            if !t.lookup_branches.is_empty() {
+                guards.push(ReachGuard {
+                    table: t.table.display.clone(),
+                    path: t
+                        .lookup_branches
+                        .iter()
+                        .map(|l| l.via.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" | "),
+                    check: ReachCheck::Rows {
+                        max: source.max_reached_rows(&t.table.name),
+                    },
+                });
+                columns.push(
+                    t.lookup_branches
+                        .iter()
+                        .map(|l| {
+                            format!(
+                                "(SELECT count(*) FROM {} WHERE {})",
+                                t.from, t.branches[l.branch]
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" + "),
+                );
+            }
+            for (path, check) in &t.target_checks {
+                guards.push(ReachGuard {
+                    table: t.table.display.clone(),
+                    path: path.clone(),
+                    check: ReachCheck::UniqueTarget,
+                });
+                columns.push(check.clone());
+            }
+        }
+        self.reach_guard_sql = (!columns.is_empty()).then(|| {
+            let columns = columns
+                .iter()
+                .map(|c| match dialect {
+                    Dialect::MySql => format!("CAST({c} AS SIGNED)"),
+                    Dialect::Postgres => format!("({c})::bigint"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("SELECT {columns}")
+        });
+        self.reach_guards = guards;
+    }
+
+    /// The first guard that the counts (in `reach_guards` order) break, as the refusal to
+    /// give: `None` when the subject's rows keep to the rule.
+    pub fn reach_refusal(&self, count: impl Fn(usize) -> i64) -> Option<ReachRefusal> {
+        self.reach_guards.iter().enumerate().find_map(|(i, g)| {
+            let found = count(i).max(0) as u64;
+            match g.check {
+                ReachCheck::Rows { max } if found > max => Some(ReachRefusal::Hub {
+                    table: g.table.clone(),
+                    path: g.path.clone(),
+                    rows: found,
+                    max,
+                }),
+                ReachCheck::UniqueTarget if found > 0 => Some(ReachRefusal::SharedKey {
+                    table: g.table.clone(),
+                    path: g.path.clone(),
+                    rows: found,
+                }),
+                _ => None,
+            }
+        })
+    }
+}
+
+/// Why a subject's reach broke the rule, in the snapshot: names, paths and counts, never a
+/// value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReachRefusal {
+    #[error(
+        "table '{table}' is reached by lookup ({path}) with {rows} rows for this subject, above \
+         max_reached_rows = {max}: a hub, whose rows belong to many people, so the call was \
+         refused before any row was read or changed. Make the reference reach = \"none\", \
+         or raise max_reached_rows for the table if the rows are the subject's"
+    )]
+    Hub {
+        table: String,
+        path: String,
+        rows: u64,
+        max: u64,
+    },
+    #[error(
+        "table '{table}': the key followed by {path} is not unique: {rows} more rows share the \
+         subject's keys, so other people's rows would be reached; the call was refused before \
+         any row was read or changed. Make the target column unique, or the reference \
+         reach = \"none\""
+    )]
+    SharedKey {
+        table: String,
+        path: String,
+        rows: u64,
+    },
 }
 
 /// Quotes an SQL identifier: wraps it in double quotes and doubles any double quote inside.

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{
-    ColumnDecoder, Dialect, MappedColumn, MappedTable, Plan, PlannedTable, is_text_type,
-    quote_ident,
+    ColumnDecoder, Dialect, LookupBranch, MappedColumn, MappedTable, Plan, PlannedTable,
+    is_text_type, quote_ident,
 };
-use crate::config::MatchMode;
+use crate::config::{MatchMode, ReachRule};
 use crate::store::mysql::MyDecoder;
 use crate::values::Decoder;
 
@@ -52,14 +52,47 @@ impl Looser {
 }
 
 /// How one table is reached at alias `t{alias}`: one SQL condition per path, each usable as
-/// an index condition, their descriptions, and the distance from the identity.
-#[derive(Clone)]
+/// an index condition, with what it is, and the distance from the identity. Identity paths
+/// come first, then `owned` references, then `lookup` ones.
+#[derive(Clone, Default)]
 struct Reach {
-    paths: Vec<String>,
-    via: Vec<String>,
+    paths: Vec<Path>,
     depth: usize,
-    /// How many of the first paths are the table's own identity columns.
-    identity_paths: usize,
+}
+
+#[derive(Clone)]
+struct Path {
+    condition: String,
+    via: String,
+    kind: PathKind,
+    /// For a lookup: the referencing table (as callers see it), its column, and the column
+    /// of this table that the key is compared with.
+    lookup: Option<(String, String, String)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PathKind {
+    Identity,
+    Owned,
+    Lookup,
+}
+
+impl Reach {
+    fn conditions(&self) -> impl Iterator<Item = &str> {
+        self.paths.iter().map(|p| p.condition.as_str())
+    }
+
+    fn add(&mut self, other: Reach) {
+        if other.paths.is_empty() {
+            return;
+        }
+        self.depth = if self.paths.is_empty() {
+            other.depth
+        } else {
+            self.depth.min(other.depth)
+        };
+        self.paths.extend(other.paths);
+    }
 }
 
 /// The largest single value a plan lets through: one gRPC message (4 MiB, less room for the
@@ -119,16 +152,19 @@ pub(super) fn compile(
     dialect: Dialect,
 ) -> Plan {
     // Conditions are built for alias depth 0; a parent's conditions are rebuilt at its depth.
-    let mut memo: HashMap<(usize, usize), Option<Reach>> = HashMap::new();
     let mut planned: Vec<(usize, usize, PlannedTable)> = Vec::new();
     let mut unreachable = Vec::new();
-    let matcher = Matcher {
-        kind,
-        compare,
-        dialect,
-    };
+    let mut graph = Graph::new(
+        tables,
+        Matcher {
+            kind,
+            compare,
+            dialect,
+        },
+    );
     for (i, table) in tables.iter().enumerate() {
-        match reach(tables, i, &matcher, 0, &mut memo) {
+        let r = graph.reached(i, 0);
+        match (!r.paths.is_empty()).then_some(r) {
             Some(r) => {
                 let mut checks = Vec::new();
                 let mut columns = table
@@ -171,7 +207,9 @@ pub(super) fn compile(
                 }
                 let columns = columns.join(", ");
                 let from = format!("{} AS t0", dialect.table(&table.name));
-                let branches = branches(&r.paths);
+                let conditions: Vec<String> = r.conditions().map(str::to_owned).collect();
+                let branches = branches(&conditions);
+                let target_checks = graph.target_checks(i, &r);
                 let select_sql = branches
                     .iter()
                     .map(|w| format!("SELECT {columns} FROM {from} WHERE {w}"))
@@ -193,12 +231,37 @@ pub(super) fn compile(
                     i,
                     PlannedTable {
                         table: table.clone(),
-                        reached_via: r.via.join(" | "),
+                        reached_via: r
+                            .paths
+                            .iter()
+                            .map(|p| p.via.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" | "),
                         select_sql,
                         bounded,
                         count_sql,
                         from,
-                        identity_branches: r.identity_paths,
+                        identity_branches: r
+                            .paths
+                            .iter()
+                            .take_while(|p| p.kind == PathKind::Identity)
+                            .count(),
+                        lookup_branches: r
+                            .paths
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(k, p)| {
+                                let (child, column, key) = p.lookup.clone()?;
+                                Some(LookupBranch {
+                                    branch: k,
+                                    via: p.via.clone(),
+                                    child,
+                                    column,
+                                    key,
+                                })
+                            })
+                            .collect(),
+                        target_checks,
                         branches,
                     },
                 ));
@@ -206,8 +269,8 @@ pub(super) fn compile(
             None => unreachable.push((
                 table.display.clone(),
                 format!(
-                    "it has no identity column of kind '{kind}' and no reference to a table \
-                     that is reachable from it"
+                    "it has no identity column of kind '{kind}', no owned reference to a table \
+                     the kind reaches, and no lookup into it from one"
                 ),
             )),
         }
@@ -232,6 +295,8 @@ pub(super) fn compile(
         identity_types,
         identity_tables: Vec::new(),
         identity_rows_sql: None,
+        reach_guards: Vec::new(),
+        reach_guard_sql: None,
     }
 }
 
@@ -329,78 +394,218 @@ impl Matcher<'_> {
     }
 }
 
-fn reach(
-    tables: &[Arc<MappedTable>],
-    i: usize,
-    matcher: &Matcher<'_>,
-    alias: usize,
-    memo: &mut HashMap<(usize, usize), Option<Reach>>,
-) -> Option<Reach> {
-    let kind = matcher.kind;
-    if let Some(known) = memo.get(&(i, alias)) {
-        return known.clone();
+/// The identity graph of one plan: which rows of each table the identity reaches, as SQL
+/// conditions at any alias depth, under the reach rule (`DESIGN.md`, invariant 13).
+struct Graph<'a> {
+    tables: &'a [Arc<MappedTable>],
+    matcher: Matcher<'a>,
+    /// For each table, the `lookup` references into it: (child table, child column, column).
+    lookups_into: Vec<Vec<(usize, String, String)>>,
+    owned_memo: HashMap<(usize, usize), Reach>,
+    lookup_memo: HashMap<(usize, usize), Reach>,
+}
+
+impl<'a> Graph<'a> {
+    fn new(tables: &'a [Arc<MappedTable>], matcher: Matcher<'a>) -> Self {
+        let mut lookups_into = vec![Vec::new(); tables.len()];
+        for (child, table) in tables.iter().enumerate() {
+            for r in &table.references {
+                if r.reach == ReachRule::Lookup {
+                    lookups_into[r.parent].push((child, r.column.clone(), r.to.clone()));
+                }
+            }
+        }
+        Graph {
+            tables,
+            matcher,
+            lookups_into,
+            owned_memo: HashMap::new(),
+            lookup_memo: HashMap::new(),
+        }
     }
-    let table = &tables[i];
-    let t = format!("t{alias}");
-    let mut paths = Vec::new();
-    let mut via = Vec::new();
-    let mut depth = usize::MAX;
-    for identity in &table.identities {
-        if identity.kind == kind {
+
+    /// Every row of table `i` that belongs to the subject or is read for it.
+    fn reached(&mut self, i: usize, alias: usize) -> Reach {
+        let mut reach = self.owned(i, alias);
+        reach.add(self.looked_up(i, alias));
+        reach
+    }
+
+    /// The rows of table `i` that the identity matches, and the rows that point at an owned
+    /// row through an `owned` reference, transitively. Only owned rows are followed down: a
+    /// looked-up row never brings the rows that point at it.
+    fn owned(&mut self, i: usize, alias: usize) -> Reach {
+        if let Some(known) = self.owned_memo.get(&(i, alias)) {
+            return known.clone();
+        }
+        let tables = self.tables;
+        let table = &tables[i];
+        let kind = self.matcher.kind;
+        let dialect = self.matcher.dialect;
+        let t = format!("t{alias}");
+        let mut reach = Reach::default();
+        for identity in table.identities.iter().filter(|i| i.kind == kind) {
             let column = table
                 .column(&identity.column)
                 .expect("identity columns are mapped");
-            paths.push(matcher.condition(&t, column, identity.matching));
-            via.push(format!(
-                "{kind} -> {}.{}{}",
-                table.display,
-                identity.column,
-                match (matcher.compare, identity.matching) {
-                    (Compare::Exact, _) | (_, MatchMode::Exact) => "",
-                    (_, MatchMode::CaseInsensitive) => " (case-insensitive)",
-                }
-            ));
-            depth = 0;
+            reach.paths.push(Path {
+                condition: self.matcher.condition(&t, column, identity.matching),
+                via: format!(
+                    "{kind} -> {}.{}{}",
+                    table.display,
+                    identity.column,
+                    match (self.matcher.compare, identity.matching) {
+                        (Compare::Exact, _) | (_, MatchMode::Exact) => "",
+                        (_, MatchMode::CaseInsensitive) => " (case-insensitive)",
+                    }
+                ),
+                kind: PathKind::Identity,
+                lookup: None,
+            });
         }
+        for r in table
+            .references
+            .iter()
+            .filter(|r| r.reach == ReachRule::Owned)
+        {
+            // Followed references are acyclic (checked by Config::validate): this ends.
+            let parent = self.owned(r.parent, alias + 1);
+            if parent.paths.is_empty() {
+                continue;
+            }
+            let keys = keys_of(&tables[r.parent], &r.to, alias + 1, &parent, dialect);
+            reach.add(Reach {
+                paths: vec![Path {
+                    condition: format!("{t}.{} IN ({keys})", dialect.quote(&r.column)),
+                    via: format!(
+                        "{}.{} <- {}.{}",
+                        tables[r.parent].display, r.to, table.display, r.column
+                    ),
+                    kind: PathKind::Owned,
+                    lookup: None,
+                }],
+                depth: parent.depth + 1,
+            });
+        }
+        self.owned_memo.insert((i, alias), reach.clone());
+        reach
     }
-    for (column, parent, to) in &table.references {
-        // Reference graphs are acyclic (checked by Config::validate), so this terminates.
-        if let Some(p) = reach(tables, *parent, matcher, alias + 1, memo) {
-            let parent_table = &tables[*parent];
-            let a = alias + 1;
-            let keys = p
-                .paths
+
+    /// The rows of table `i` that a reached row points at through a `lookup` reference: read
+    /// for the subject, never followed down.
+    fn looked_up(&mut self, i: usize, alias: usize) -> Reach {
+        if let Some(known) = self.lookup_memo.get(&(i, alias)) {
+            return known.clone();
+        }
+        let tables = self.tables;
+        let dialect = self.matcher.dialect;
+        let t = format!("t{alias}");
+        let mut reach = Reach::default();
+        for (child, column, to) in self.lookups_into[i].clone() {
+            let from = self.reached(child, alias + 1);
+            if from.paths.is_empty() {
+                continue;
+            }
+            let keys = keys_of(&tables[child], &column, alias + 1, &from, dialect);
+            reach.add(Reach {
+                paths: vec![Path {
+                    condition: format!("{t}.{} IN ({keys})", dialect.quote(&to)),
+                    via: format!(
+                        "{}.{column} -> {}.{to} (lookup)",
+                        tables[child].display, tables[i].display
+                    ),
+                    kind: PathKind::Lookup,
+                    lookup: Some((tables[child].display.clone(), column, to)),
+                }],
+                depth: from.depth + 1,
+            });
+        }
+        self.lookup_memo.insert((i, alias), reach.clone());
+        reach
+    }
+
+    /// The checks that a key the plan follows into table `i` names one row: for each
+    /// `lookup` path into `i`, and for each `owned` path out of it whose target column is not
+    /// unique by the catalog, an expression that is above 0 when a second row shares the key
+    /// (a lookup reads two rows for one key; an owned path reaches the rows of another
+    /// parent row with the subject's key). Nothing is checked where the catalog proves the
+    /// key unique.
+    fn target_checks(&mut self, i: usize, reach: &Reach) -> Vec<(String, String)> {
+        let tables = self.tables;
+        let dialect = self.matcher.dialect;
+        let table = &tables[i];
+        let mut checks = Vec::new();
+        for path in reach.paths.iter().filter(|p| p.kind == PathKind::Lookup) {
+            let Some((_, _, to)) = path.lookup.clone() else {
+                continue;
+            };
+            if table.unique.contains(&to) {
+                continue;
+            }
+            checks.push((
+                path.via.clone(),
+                format!(
+                    "(SELECT count(*) - count(DISTINCT t0.{to}) FROM {} AS t0 WHERE {})",
+                    dialect.table(&table.name),
+                    path.condition,
+                    to = dialect.quote(&to)
+                ),
+            ));
+        }
+        for r in table
+            .references
+            .iter()
+            .filter(|r| r.reach == ReachRule::Owned)
+        {
+            let parent_table = &tables[r.parent];
+            if parent_table.unique.contains(&r.to) {
+                continue;
+            }
+            let parent = self.owned(r.parent, 0);
+            if parent.paths.is_empty() {
+                continue;
+            }
+            let from = format!("{} AS t0", dialect.table(&parent_table.name));
+            let to = dialect.quote(&r.to);
+            let keys = keys_of(parent_table, &r.to, 1, &self.owned(r.parent, 1), dialect);
+            let own = branches(&parent.conditions().map(str::to_owned).collect::<Vec<_>>())
                 .iter()
-                .map(|condition| {
-                    format!(
-                        "SELECT t{a}.{} FROM {} AS t{a} WHERE {condition}",
-                        matcher.dialect.quote(to),
-                        matcher.dialect.table(&parent_table.name),
-                    )
-                })
+                .map(|b| format!("(SELECT count(*) FROM {from} WHERE t0.{to} IS NOT NULL AND {b})"))
                 .collect::<Vec<_>>()
-                .join(" UNION ALL ");
-            paths.push(format!("{t}.{} IN ({keys})", matcher.dialect.quote(column)));
-            via.push(format!(
-                "{}.{to} <- {}.{column}",
-                parent_table.display, table.display
+                .join(" + ");
+            checks.push((
+                format!(
+                    "{}.{} <- {}.{}",
+                    parent_table.display, r.to, table.display, r.column
+                ),
+                format!("((SELECT count(*) FROM {from} WHERE t0.{to} IN ({keys})) - ({own}))"),
             ));
-            depth = depth.min(p.depth + 1);
         }
+        checks
     }
-    let identity_paths = if depth == 0 {
-        table.identities.iter().filter(|i| i.kind == kind).count()
-    } else {
-        0
-    };
-    let result = (!paths.is_empty()).then_some(Reach {
-        paths,
-        via,
-        depth,
-        identity_paths,
-    });
-    memo.insert((i, alias), result.clone());
-    result
+}
+
+/// `SELECT t{alias}.column FROM table AS t{alias} WHERE path` for each path of `reach` (at
+/// `alias`), joined by `UNION ALL`: the keys a reference takes from the rows reached there,
+/// each branch able to use its index.
+fn keys_of(
+    table: &MappedTable,
+    column: &str,
+    alias: usize,
+    reach: &Reach,
+    dialect: Dialect,
+) -> String {
+    reach
+        .conditions()
+        .map(|condition| {
+            format!(
+                "SELECT t{alias}.{} FROM {} AS t{alias} WHERE {condition}",
+                dialect.quote(column),
+                dialect.table(&table.name),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
 }
 
 #[cfg(test)]

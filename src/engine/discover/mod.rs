@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod evidence;
 mod mysql;
 pub mod propose;
+pub mod reach;
 pub use mysql::discover as discover_mysql;
 pub mod render;
 
@@ -101,7 +102,25 @@ pub async fn discover(
             links.push((candidate, evidence));
         }
     }
-    let proposal = draft.propose(links);
+    let mut fan_in = reach::FanIn::new();
+    for (t, column, sql) in draft.fan_in_queries(&links, crate::schema::Dialect::Postgres) {
+        // A failed measure (a timeout) leaves the link without one and the snapshot usable.
+        let Ok(savepoint) = tx.savepoint("dsr_discover_fan_in").await else {
+            continue;
+        };
+        match savepoint.query_one(sql.as_str(), &[]).await {
+            Ok(row) => {
+                if let Some(per_thousand) = row.get::<_, Option<i64>>(0) {
+                    fan_in.insert((t, column), per_thousand as f64 / 1000.0);
+                }
+                let _ = savepoint.commit().await;
+            }
+            Err(_) => {
+                let _ = savepoint.rollback().await;
+            }
+        }
+    }
+    let proposal = draft.propose(links, &fan_in);
     drop(sampled);
     tx.rollback().await.map_err(db)?;
     Ok(proposal)
@@ -139,9 +158,44 @@ impl<'a> Draft<'a> {
         }
     }
 
-    /// The proposal, with the links that were found.
-    fn propose(self, links: Vec<(propose::LinkCandidate, String)>) -> Proposal {
-        self.planner.propose(self.identities, links)
+    /// The links whose fan-in the reach rule weighs: every foreign key and every link the
+    /// data confirmed, each as (child table, column, the query that measures it in `dialect`).
+    fn fan_in_queries(
+        &self,
+        links: &[(propose::LinkCandidate, String)],
+        dialect: crate::schema::Dialect,
+    ) -> Vec<(usize, String, String)> {
+        let mut queries: Vec<(usize, String, String)> = Vec::new();
+        let keys = self
+            .planner
+            .tables
+            .iter()
+            .enumerate()
+            .flat_map(|(t, table)| {
+                table
+                    .foreign_keys
+                    .iter()
+                    .map(move |k| (t, k.column.clone()))
+            });
+        let linked = links.iter().map(|(l, _)| (l.child, l.column.clone()));
+        for (t, column) in keys.chain(linked) {
+            let table = &self.planner.tables[t];
+            if !table.readable || queries.iter().any(|(c, k, _)| *c == t && *k == column) {
+                continue;
+            }
+            let sql = reach::fan_in_sql(&dialect.table(&table.name), &dialect.quote(&column));
+            queries.push((t, column, sql));
+        }
+        queries
+    }
+
+    /// The proposal, with the links that were found and the fan-in of each measured link.
+    fn propose(
+        self,
+        links: Vec<(propose::LinkCandidate, String)>,
+        fan_in: &reach::FanIn,
+    ) -> Proposal {
+        self.planner.propose(self.identities, links, fan_in)
     }
 }
 

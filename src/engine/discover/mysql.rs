@@ -35,7 +35,14 @@ pub async fn discover(
             links.push((candidate, evidence));
         }
     }
-    let proposal = draft.propose(links);
+    let mut fan_in = super::reach::FanIn::new();
+    for (t, column, sql) in draft.fan_in_queries(&links, Dialect::MySql) {
+        // A failed measure (a timeout) leaves the link without one.
+        if let Ok(per_thousand) = snapshot.count_of(&sql, &[]).await {
+            fan_in.insert((t, column), per_thousand as f64 / 1000.0);
+        }
+    }
+    let proposal = draft.propose(links, &fan_in);
     drop(sampled);
     snapshot.finish().await?;
     Ok(proposal)

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use super::catalog::{Column, Table};
 use super::evidence::{ColumnEvidence, TableEvidence, date_cover};
 use crate::classify::{CHECK, FREE_TEXT_WORDS, Matrix, NOT_PII, NameMatch, words};
-use crate::config::{CoerceRule, SourceConfig};
+use crate::config::{CoerceRule, ReachRule, SourceConfig};
 use crate::schema::category_fits_type;
 
 /// The draft for one table.
@@ -92,6 +92,9 @@ pub struct ReferenceProposal {
     pub column: String,
     pub table: String,
     pub to: String,
+    /// Which rows it reaches: `owned` down from a subject's row, `lookup` up to the row a
+    /// subject's row points at.
+    pub reach: ReachRule,
     /// Found from sampled values, not from a foreign key: to be checked by a person.
     pub inferred: bool,
     pub evidence: String,
@@ -156,6 +159,21 @@ fn kind_shape(kind: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// A name as snake_case words: `CustomerId` → `customer_id`, `customer_id` as it is, so that
+/// PascalCase catalogs (MariaDB's samples, SQL Server's) match kinds as snake_case ones do.
+pub fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    let mut previous: Option<char> = None;
+    for c in name.chars() {
+        if c.is_uppercase() && previous.is_some_and(|p| p.is_lowercase() || p.is_ascii_digit()) {
+            out.push('_');
+        }
+        out.extend(c.to_lowercase());
+        previous = Some(c);
+    }
+    out
 }
 
 /// `customers` → `customer`, `categories` → `category`, `addresses` → `address`.
@@ -260,6 +278,11 @@ pub struct Planner<'a> {
 }
 
 impl Planner<'_> {
+    /// The category a column's name or samples point at, if any.
+    pub(super) fn column_shape(&self, t: usize, c: usize) -> Option<String> {
+        self.shape(t, c).category().map(str::to_owned)
+    }
+
     fn shape(&self, t: usize, c: usize) -> Shape {
         Shape::of(
             &self.tables[t].columns[c],
@@ -306,9 +329,13 @@ impl Planner<'_> {
             let evidence = &self.evidence[t].columns[c];
             let shape = self.shape(t, c);
             let unique = table.is_unique(&column.name);
-            let keyed_as = format!("{}_{}", singular(&table.name.table), column.name);
+            let keyed_as = format!(
+                "{}_{}",
+                singular(&snake_case(&table.name.table)),
+                snake_case(&column.name)
+            );
             for kind in &self.source.identity_kinds {
-                let why = if column.name.eq_ignore_ascii_case(kind) {
+                let why = if snake_case(&column.name) == snake_case(kind) {
                     format!("named for identity kind {kind}")
                 } else if unique && keyed_as.eq_ignore_ascii_case(kind) {
                     format!("unique key of {}, as {kind}", table.name.display_name())
@@ -411,6 +438,7 @@ impl Planner<'_> {
         &self,
         identities: Vec<Vec<IdentityProposal>>,
         links: Vec<(LinkCandidate, String)>,
+        fan_in: &super::reach::FanIn,
     ) -> Proposal {
         let n = self.tables.len();
         // Every possible edge child → parent: declared foreign keys first, then links.
@@ -440,6 +468,7 @@ impl Planner<'_> {
                         column: key.column.clone(),
                         table: self.tables[p].name.display_name(),
                         to: key.to.clone(),
+                        reach: ReachRule::Owned,
                         inferred: false,
                         evidence: format!(
                             "foreign key {}.{} -> {}.{}",
@@ -463,52 +492,18 @@ impl Planner<'_> {
                     column: link.column,
                     table: self.tables[link.parent].name.display_name(),
                     to: link.to,
+                    reach: ReachRule::Owned,
                     inferred: true,
                     evidence,
                 },
             ));
         }
 
-        // Reach outwards from the identity tables, adding an edge only when its parent is
-        // reached and it closes no cycle.
-        let mut reached: Vec<bool> = identities.iter().map(|i| !i.is_empty()).collect();
-        let mut taken = vec![false; candidates.len()];
-        let mut parents: Vec<Vec<usize>> = vec![Vec::new(); n];
-        loop {
-            let mut changed = false;
-            for (i, (child, parent, _)) in candidates.iter().enumerate() {
-                if taken[i] || !reached[*parent] {
-                    continue;
-                }
-                if leads_to(*parent, *child, &parents) {
-                    notes[*child].push(format!(
-                        "a link to {} would close a cycle: not proposed",
-                        self.tables[*parent].name.display_name()
-                    ));
-                    taken[i] = true;
-                    continue;
-                }
-                taken[i] = true;
-                parents[*child].push(*parent);
-                reached[*child] = true;
-                changed = true;
-            }
-            if !changed {
-                break;
-            }
-        }
-        let mut references: Vec<Vec<ReferenceProposal>> = vec![Vec::new(); n];
-        for (i, (child, parent, reference)) in candidates.into_iter().enumerate() {
-            if taken[i] && parents[child].contains(&parent) {
-                references[child].push(reference);
-            }
-        }
-        // A child may have taken an edge to a parent before a cycle note was added for the same
-        // pair; keep each (column, table, to) once.
-        for refs in &mut references {
-            let mut seen = BTreeSet::new();
-            refs.retain(|r| seen.insert((r.column.clone(), r.table.clone(), r.to.clone())));
-        }
+        let super::reach::Decision {
+            reached,
+            references,
+            mut notes,
+        } = self.decide_reach(&identities, candidates, fan_in, notes);
 
         let mut proposal = Proposal::default();
         for kind in &self.source.identity_kinds {
@@ -518,10 +513,15 @@ impl Planner<'_> {
         }
         for (t, table) in self.tables.iter().enumerate() {
             let name = table.name.display_name();
-            if !reached[t] {
+            if reached[t] == super::reach::Reached::No {
+                let mut reason = self.unreachable_reason(t, &reached);
+                for note in &notes[t] {
+                    reason.push_str("; ");
+                    reason.push_str(note);
+                }
                 proposal.unreachable.push(Unreachable {
                     table: name,
-                    reason: self.unreachable_reason(t, &reached),
+                    reason,
                 });
                 continue;
             }
@@ -543,13 +543,27 @@ impl Planner<'_> {
                 references: references[t].clone(),
                 columns,
                 notes: std::mem::take(&mut notes[t]),
-                erase: erase_proposal(&name_for_erase),
+                erase: match reached[t] {
+                    // Erasure is PostgreSQL's only, for now: a MySQL draft proposes none.
+                    _ if self.source.kind == crate::config::DatabaseKind::Mysql => {
+                        EraseProposal::default()
+                    }
+                    super::reach::Reached::Lookup => EraseProposal {
+                        action: "retain".to_owned(),
+                        evidence: "proposed retain: its rows are looked up by the subject's \
+                                   rows, and such a row may be shared (a household's address), \
+                                   so erasure never deletes it. Check: mask its personal columns \
+                                   instead (masked only when no other row points at it)"
+                            .to_owned(),
+                    },
+                    _ => erase_proposal(&name_for_erase),
+                },
             });
         }
         proposal
     }
 
-    fn unreachable_reason(&self, t: usize, reached: &[bool]) -> String {
+    fn unreachable_reason(&self, t: usize, reached: &[super::reach::Reached]) -> String {
         let table = &self.tables[t];
         if !table.readable {
             return "the connected role may not read it".to_owned();
@@ -567,7 +581,7 @@ impl Planner<'_> {
             .tables
             .iter()
             .enumerate()
-            .filter(|(c, _)| reached[*c])
+            .filter(|(c, _)| reached[*c] != super::reach::Reached::No)
             .flat_map(|(_, child)| {
                 child
                     .foreign_keys
@@ -586,8 +600,10 @@ impl Planner<'_> {
         } else if let Some((child, column, to)) = children.first() {
             format!(
                 "{child}.{column} points at its {to}, but it holds no identity of kind {kinds}; \
-                 if its rows are about the subject, add reference = {{ column = \"{to}\", \
-                 table = \"{child}\", to = \"{column}\" }}"
+                 if the row a subject's row points at is theirs to see, add to {child}: \
+                 reference = {{ column = \"{column}\", table = \"{}\", to = \"{to}\", \
+                 reach = \"lookup\" }}",
+                table.name.display_name()
             )
         } else if !table.unproposed_keys.is_empty() {
             format!(
@@ -654,6 +670,25 @@ impl Planner<'_> {
                     .unwrap_or_else(|| identifier_for(kind)),
                 (None, Some(category)) => category.to_owned(),
                 (None, None) => identifier_for(&column.name),
+            }
+        } else if let Some(key) = table.foreign_key(&column.name) {
+            // A key is personal only when it leads to a person's row.
+            let parent = self.tables.iter().position(|p| p.name == key.table);
+            match parent.filter(|p| !identities[*p].is_empty()) {
+                Some(p) => {
+                    said.push(format!(
+                        "a key to {}, a person table",
+                        self.tables[p].name.display_name()
+                    ));
+                    identifier_for(&format!("{}_{}", singular(&key.table.table), key.to))
+                }
+                None => {
+                    said.push(format!(
+                        "a key to {}, which holds no person",
+                        key.table.display_name()
+                    ));
+                    NOT_PII.to_owned()
+                }
             }
         } else if !referenced_by.is_empty() {
             said.push(format!("linked from {}", referenced_by.join(", ")));
@@ -835,7 +870,7 @@ fn json_summary(evidence: &ColumnEvidence) -> Option<(String, String)> {
 }
 
 /// Whether `from` reaches `to` by following parent edges.
-fn leads_to(from: usize, to: usize, parents: &[Vec<usize>]) -> bool {
+pub(super) fn leads_to(from: usize, to: usize, parents: &[Vec<usize>]) -> bool {
     let mut stack = vec![from];
     let mut seen = BTreeSet::new();
     while let Some(node) = stack.pop() {
@@ -867,6 +902,15 @@ mod tests {
             "{}",
             kept.evidence
         );
+    }
+
+    #[test]
+    fn pascal_case_names_read_as_snake_case() {
+        assert_eq!(snake_case("CustomerId"), "customer_id");
+        assert_eq!(snake_case("customer_id"), "customer_id");
+        assert_eq!(snake_case("Email"), "email");
+        assert_eq!(snake_case("SupportRepId"), "support_rep_id");
+        assert_eq!(snake_case("Address2"), "address2");
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub fn table(p: &TableProposal) -> Table {
             entry.insert("column", reference.column.as_str().into());
             entry.insert("table", reference.table.as_str().into());
             entry.insert("to", reference.to.as_str().into());
+            entry.insert("reach", reference.reach.name().into());
             references.push(Value::InlineTable(entry));
             why.push(format!(
                 "reference {}: {}",
@@ -114,6 +115,12 @@ pub fn table(p: &TableProposal) -> Table {
     if !p.erase.action.is_empty() {
         let mut erase = InlineTable::new();
         erase.insert("action", p.erase.action.as_str().into());
+        if p.erase.action == "retain" {
+            erase.insert(
+                "reason",
+                "looked up by the subject's rows, and possibly shared with other people".into(),
+            );
+        }
         t.insert("erase", value(erase));
         if let Some(mut key) = t.key_mut("erase") {
             key.leaf_decor_mut()

@@ -142,6 +142,10 @@ pub(super) struct ForeignKey {
     pub on_update: char,
     /// The referenced columns of the parent.
     pub parent_columns: Vec<String>,
+    /// The key's columns in the child, in key order, with the parent's they match.
+    pub pairs: Vec<(String, String)>,
+    /// The referencing table's name in SQL, quoted.
+    pub child_sql: String,
 }
 
 impl ForeignKey {

@@ -61,6 +61,17 @@ pub enum ErasureRefusal {
         code: String,
     },
     #[error(
+        "table '{table}': a row the subject's rows look up is shared: {rows} rows of '{child}' \
+         that are not the subject's point at it, so it is another person's too and cannot be \
+         masked; nothing was erased. Give '{table}' erase = {{ action = \"retain\", reason = \
+         \"...\" }} if shared rows are kept"
+    )]
+    SharedRow {
+        table: String,
+        child: String,
+        rows: u64,
+    },
+    #[error(
         "the connection was lost while COMMIT was in flight; the erasure may have committed \
          (the audit log holds its record): preview again to see what is left"
     )]
@@ -76,7 +87,8 @@ impl ErasureRefusal {
             | ErasureRefusal::UndeclaredCascade { table, .. }
             | ErasureRefusal::CountChanged { table, .. }
             | ErasureRefusal::Unverified { table, .. }
-            | ErasureRefusal::Constraint { table, .. } => Some(table),
+            | ErasureRefusal::Constraint { table, .. }
+            | ErasureRefusal::SharedRow { table, .. } => Some(table),
             _ => None,
         }
     }
@@ -93,6 +105,7 @@ impl ErasureRefusal {
             ErasureRefusal::Unverified { .. } => "erasure_unverified",
             ErasureRefusal::Constraint { .. } => "erasure_constraint",
             ErasureRefusal::CommitOutcomeUnknown => "commit_outcome_unknown",
+            ErasureRefusal::SharedRow { .. } => "shared_row",
         }
     }
 }

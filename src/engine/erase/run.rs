@@ -20,6 +20,15 @@ use crate::pb;
 use crate::schema::quote_ident;
 use crate::store::postgres::{Conn, DbError};
 
+/// Rows of `child` that point at a table's rows through `pairs` (child column, parent column).
+struct Pointer {
+    /// As callers see the name.
+    child: String,
+    /// Quoted, as SQL names it.
+    child_sql: String,
+    pairs: Vec<(String, String)>,
+}
+
 /// The most bytes of distinct values one pseudonym column of one subject may hold.
 const MAX_PSEUDONYM_BYTES: usize = 16 * 1024 * 1024;
 
@@ -202,6 +211,8 @@ impl Run<'_> {
                 .map_err(|e| self.db(&e, Some(table)))?;
         }
         self.check_identity_rows(txn).await?;
+        self.check_reach(txn).await?;
+        self.check_unshared(txn, &keys).await?;
 
         let digest = preview_digest(&self.cfg.name, &self.subject_id, &self.steps, &counted);
         if !self.params.dry_run
@@ -292,6 +303,119 @@ impl Run<'_> {
             Some(refusal) => Err(refusal),
             None => Ok(()),
         }
+    }
+
+    /// Refuses a subject whose rows break the reach rule (a hub reached by lookup, a
+    /// followed key shared by a second row), before anything changes.
+    async fn check_reach(&self, txn: &tokio_postgres::Transaction<'_>) -> Result<(), ExtractError> {
+        let Some(sql) = &self.plan.reach_guard_sql else {
+            return Ok(());
+        };
+        let row = txn
+            .query_one(sql, &[&self.value])
+            .await
+            .map_err(|e| self.db(&e, None))?;
+        match self.plan.reach_refusal(|i| row.get::<_, i64>(i)) {
+            Some(refusal) => Err(refusal.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses to mask a row reached by lookup that a row not the subject's also points at
+    /// (a household's shared address): the captured rows of each masked table reached by
+    /// lookup, against every foreign key into it and every mapped lookup, in this transaction.
+    async fn check_unshared(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        keys: &[ForeignKey],
+    ) -> Result<(), ExtractError> {
+        for (i, step) in self.steps.iter().enumerate() {
+            let planned = &step.planned;
+            if step.action != EraseAction::Mask || planned.lookup_branches.is_empty() {
+                continue;
+            }
+            let table = &planned.table.display;
+            let mut pointers: Vec<Pointer> = keys
+                .iter()
+                .filter(|k| &k.parent == table && !k.pairs.is_empty())
+                .map(|k| Pointer {
+                    child: k.child.clone(),
+                    child_sql: k.child_sql.clone(),
+                    pairs: k.pairs.clone(),
+                })
+                .collect();
+            for l in &planned.lookup_branches {
+                let pairs = vec![(l.column.clone(), l.key.clone())];
+                if !pointers
+                    .iter()
+                    .any(|p| p.child == l.child && p.pairs == pairs)
+                {
+                    let child_sql = self
+                        .plan
+                        .tables
+                        .iter()
+                        .find(|t| t.table.display == l.child)
+                        .map(|t| t.table.quoted())
+                        .unwrap_or_default();
+                    pointers.push(Pointer {
+                        child: l.child.clone(),
+                        child_sql,
+                        pairs,
+                    });
+                }
+            }
+            for Pointer {
+                child,
+                child_sql,
+                pairs,
+            } in pointers
+            {
+                let (columns, targets): (Vec<String>, Vec<String>) = pairs
+                    .iter()
+                    .map(|(c, p)| {
+                        (
+                            format!("t0.{}", quote_ident(c)),
+                            format!("t1.{}", quote_ident(p)),
+                        )
+                    })
+                    .unzip();
+                // The subject's own rows of the referencing table do not count.
+                let not_subjects = self
+                    .plan
+                    .tables
+                    .iter()
+                    .find(|t| t.table.display == child)
+                    .map(|t| {
+                        t.branches
+                            .iter()
+                            .map(|b| format!(" AND ({b}) IS NOT TRUE"))
+                            .collect::<String>()
+                    })
+                    .unwrap_or_default();
+                let sql = format!(
+                    "SELECT count(*) FROM {child_sql} AS t0 WHERE ({}) IN (SELECT {} FROM {} AS t1 \
+                     WHERE t1.ctid IN (SELECT tid FROM {})){not_subjects}",
+                    columns.join(", "),
+                    targets.join(", "),
+                    planned.table.quoted(),
+                    captured(i),
+                );
+                let others: i64 = txn
+                    .query_one(&sql, &[&self.value])
+                    .await
+                    .map_err(|e| self.db(&e, Some(table)))?
+                    .get(0);
+                if others > 0 {
+                    return Err(ErasureRefusal::SharedRow {
+                        table: table.clone(),
+                        child,
+                        rows: others as u64,
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn delete(
@@ -472,6 +596,16 @@ impl Run<'_> {
                 on_delete: r.get::<_, String>(5).chars().next().unwrap_or('a'),
                 on_update: r.get::<_, String>(6).chars().next().unwrap_or('a'),
                 parent_columns: r.get(7),
+                pairs: r
+                    .get::<_, Vec<String>>(8)
+                    .into_iter()
+                    .zip(r.get::<_, Vec<String>>(9))
+                    .collect(),
+                child_sql: format!(
+                    "{}.{}",
+                    quote_ident(&r.get::<_, String>(1)),
+                    quote_ident(&r.get::<_, String>(2))
+                ),
             })
             .filter(|k| {
                 self.steps

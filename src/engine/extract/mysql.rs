@@ -35,7 +35,7 @@ impl Job {
         self.check_mysql_identity(value)?;
         // Every table's COUNT(*), and the identity's direct rows, counted as the snapshot
         // begins, in its first round trip.
-        let (counts, identity_columns) = counts_sql(&self.plan, value);
+        let (counts, identity_columns, guard_columns) = counts_sql(&self.plan, value);
         let mut snapshot = tokio::select! {
             snapshot = pool.snapshot_with(self.params.deadline, Some(&counts)) => snapshot.map_err(|e| match e {
                 DbError::DeadlineWaitingForConnection { .. } => ExtractError::DeadlineExceeded,
@@ -48,6 +48,7 @@ impl Job {
             let body = self.stream_snapshot_mysql(
                 &mut snapshot,
                 &identity_columns,
+                guard_columns,
                 extraction_id,
                 progress,
             );
@@ -93,6 +94,7 @@ impl Job {
         &self,
         snapshot: &mut Snapshot,
         identity_columns: &[usize],
+        guard_columns: usize,
         extraction_id: &str,
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
@@ -119,6 +121,13 @@ impl Job {
                 return Err(refusal);
             }
             tally.found.identity_rows = rows;
+        }
+        // The reach rule, from the same first row, before any row is read.
+        if let Some(refusal) = self
+            .plan
+            .reach_refusal(|i| counts.get(guard_columns + i).copied().unwrap_or(-1))
+        {
+            return Err(refusal.into());
         }
         for (i, table) in self.plan.tables.iter().enumerate() {
             let query = self.query_span(table, "mysql");
@@ -276,9 +285,10 @@ impl Job {
 /// One statement of one row: every table's COUNT(*), in plan order, then the identity's
 /// direct rows in each table it reaches directly (a table reached by its identity columns
 /// alone is not counted twice: its COUNT(*) is those rows); the identity written in as a
-/// literal, so that it can run in the snapshot's first round trip. Returns the statement and,
-/// for each of the plan's identity tables, the column of the row that counts its rows.
-fn counts_sql(plan: &crate::schema::Plan, value: &str) -> (String, Vec<usize>) {
+/// literal, so that it can run in the snapshot's first round trip; then the plan's reach
+/// guards. Returns the statement, for each of the plan's identity tables the column of the
+/// row that counts its rows, and the column of the first reach guard.
+fn counts_sql(plan: &crate::schema::Plan, value: &str) -> (String, Vec<usize>, usize) {
     let mut columns: Vec<String> = plan
         .tables
         .iter()
@@ -315,8 +325,20 @@ fn counts_sql(plan: &crate::schema::Plan, value: &str) -> (String, Vec<usize>) {
             }
         }
     }
+    let guards = columns.len();
+    if let Some(all) = plan
+        .reach_guard_sql
+        .as_deref()
+        .and_then(|sql| sql.strip_prefix("SELECT "))
+    {
+        columns.push(all.to_owned());
+    }
     let sql = format!("SELECT {}", columns.join(", "));
-    (crate::store::mysql::inline_identity(&sql, value), identity)
+    (
+        crate::store::mysql::inline_identity(&sql, value),
+        identity,
+        guards,
+    )
 }
 
 /// Whether `value` reads as a value of the MySQL type `base_type` (`DATA_TYPE`): integers as

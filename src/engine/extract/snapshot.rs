@@ -156,6 +156,29 @@ impl Job {
         Ok(rows)
     }
 
+    /// Checks the reach rule in the snapshot before any row is read: no hub reached by
+    /// lookup, no followed key shared by a second row.
+    async fn reach_guard(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        statements: &mut crate::store::postgres::StatementCache,
+        value: &str,
+    ) -> Result<(), ExtractError> {
+        let Some(sql) = &self.plan.reach_guard_sql else {
+            return Ok(());
+        };
+        let source_name = self.params.source.as_str();
+        let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
+        let statement = crate::store::postgres::prepare_cached(statements, txn, sql)
+            .await
+            .map_err(db)?;
+        let row = txn.query_one(&statement, &[&value]).await.map_err(db)?;
+        match self.plan.reach_refusal(|i| row.get::<_, i64>(i)) {
+            Some(refusal) => Err(refusal.into()),
+            None => Ok(()),
+        }
+    }
+
     /// Cancels whatever runs on the connection, on the server, and discards the connection.
     /// The cancel request travels on its own connection and PostgreSQL may act on it a moment
     /// later, so the connection is never reused: a late cancel must not hit the next query.
@@ -268,6 +291,7 @@ impl Job {
         if !tally.from_counts {
             tally.found.identity_rows = self.identity_rows(&txn, statements, value).await?;
         }
+        self.reach_guard(&txn, statements, value).await?;
         for table in &self.plan.tables {
             let query = self.query_span(table, "postgresql");
             let outcome = tracing::Instrument::instrument(

@@ -14,8 +14,8 @@ mod postgres;
 pub(crate) use postgres::{FOREIGN_KEYS_SQL, on_delete_rule, on_update_rule, rule_acts};
 
 use super::{
-    ColumnDecoder, DataMap, Dialect, IdentityMatch, MappedColumn, MappedTable, PlanError,
-    is_text_type,
+    ColumnDecoder, DataMap, Dialect, IdentityMatch, MappedColumn, MappedReference, MappedTable,
+    PlanError, is_text_type,
 };
 use crate::classify::Matrix;
 use crate::config::{
@@ -391,12 +391,22 @@ fn check_table(
             .reference
             .as_slice()
             .iter()
-            .map(|r| {
-                let parent = QualifiedName::parse(&r.table)
+            .filter(|r| r.followed())
+            .map(|r| MappedReference {
+                column: r.column.clone(),
+                parent: QualifiedName::parse(&r.table)
                     .and_then(|q| index.get(&q).copied())
-                    .expect("references are checked by Config::validate");
-                (r.column.clone(), parent, r.to.clone())
+                    .expect("references are checked by Config::validate"),
+                to: r.to.clone(),
+                reach: r.rule().expect("followed references have a reach"),
             })
+            .collect(),
+        unique: live
+            .index_keys
+            .iter()
+            .filter(|k| k.unique)
+            .filter_map(|k| k.column.clone())
+            .chain((live.primary_key.len() == 1).then(|| live.primary_key[0].clone()))
             .collect(),
     };
     (report, Some(table))
@@ -557,7 +567,10 @@ fn advise_indexes(
 fn check_reference_types(tables: &[Option<MappedTable>], reports: &mut [TableReport]) {
     for (i, table) in tables.iter().enumerate() {
         let Some(table) = table else { continue };
-        for (column, parent, to) in &table.references {
+        for MappedReference {
+            column, parent, to, ..
+        } in &table.references
+        {
             let (Some(child), Some(Some(parent_table))) =
                 (table.column(column), tables.get(*parent))
             else {

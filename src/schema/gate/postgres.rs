@@ -58,7 +58,13 @@ pub(crate) const FOREIGN_KEYS_SQL: &str = "\
 SELECT con.conname::text, cn.nspname::text, cc.relname::text, \
        pn.nspname::text, pc.relname::text, con.confdeltype::text, con.confupdtype::text, \
        ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
-             WHERE a.attrelid = con.confrelid AND a.attnum = ANY (con.confkey)) \
+             WHERE a.attrelid = con.confrelid AND a.attnum = ANY (con.confkey)), \
+       ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY AS k(n, i) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n \
+             ORDER BY k.i), \
+       ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY AS k(n, i) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n \
+             ORDER BY k.i) \
 FROM pg_catalog.pg_constraint con \
 JOIN pg_catalog.pg_class cc ON cc.oid = con.conrelid \
 JOIN pg_catalog.pg_namespace cn ON cn.oid = cc.relnamespace \
