@@ -546,6 +546,75 @@ impl SourceConfig {
                 "{at}.tables: references form a cycle: {}",
                 cycle.join(" -> ")
             ));
+        } else {
+            self.validate_owners(at, problems);
+        }
+    }
+
+    /// A row belongs to one person: a table owned through two person tables (a rental
+    /// through its customer and through the clerk who handed it over) would give one
+    /// person's rows to the other. Only run on an acyclic map.
+    fn validate_owners(&self, at: &str, problems: &mut Vec<String>) {
+        let mut owners: HashMap<QualifiedName, Vec<(QualifiedName, String)>> = HashMap::new();
+        fn owners_of(
+            source: &SourceConfig,
+            name: &QualifiedName,
+            memo: &mut HashMap<QualifiedName, Vec<(QualifiedName, String)>>,
+        ) -> Vec<(QualifiedName, String)> {
+            if let Some(known) = memo.get(name) {
+                return known.clone();
+            }
+            // A person table's rows are found by its identity: it is its own owner (its
+            // only owned references join identity columns of one kind, the same person).
+            if source.is_person_table(name) {
+                let own = vec![(name.clone(), name.display_name())];
+                memo.insert(name.clone(), own.clone());
+                return own;
+            }
+            let mut found: Vec<(QualifiedName, String)> = Vec::new();
+            let table = source
+                .tables
+                .iter()
+                .find(|t| QualifiedName::parse(&t.name).as_ref() == Some(name));
+            for r in table.iter().flat_map(|t| t.reference.as_slice()) {
+                let Some(parent) = QualifiedName::parse(&r.table) else {
+                    continue;
+                };
+                if r.rule() != Some(ReachRule::Owned) {
+                    continue;
+                }
+                for (owner, path) in owners_of(source, &parent, memo) {
+                    if !found.iter().any(|(o, _)| o == &owner) {
+                        found.push((
+                            owner,
+                            format!("{path} <- {}.{}", name.display_name(), r.column),
+                        ));
+                    }
+                }
+            }
+            memo.insert(name.clone(), found.clone());
+            found
+        }
+        for table in &self.tables {
+            let Some(name) = QualifiedName::parse(&table.name) else {
+                continue;
+            };
+            let found = owners_of(self, &name, &mut owners);
+            if found.len() > 1 {
+                problems.push(format!(
+                    "{at}.tables.{}: its rows are owned through {} person tables ({}); a row \
+                     belongs to one person, so one of them would get the other's rows (a \
+                     rental's clerk, a ticket's agent). Make the references of all but its \
+                     owner reach = \"none\"",
+                    table.name,
+                    found.len(),
+                    found
+                        .iter()
+                        .map(|(_, path)| path.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+            }
         }
     }
 

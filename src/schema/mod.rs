@@ -178,6 +178,9 @@ pub struct MappedTable {
     pub columns: Vec<MappedColumn>,
     /// Indexes into `columns` of the primary-key columns.
     pub primary_key: Vec<usize>,
+    /// Its rows live in several relations (partitions, inheritance children), where a row
+    /// id (`ctid`) names a row only within one of them.
+    pub spans_relations: bool,
     identities: Vec<IdentityMatch>,
     /// The followed references (`owned` and `lookup`); `none` is left out.
     references: Vec<MappedReference>,

@@ -105,6 +105,18 @@ pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, Era
                     detail: "a mask policy that masks no column changes nothing; use retain".into(),
                 });
             }
+            if step.action == EraseAction::Mask && planned.table.spans_relations {
+                // Masked rows are captured by row id, which names a row only within one
+                // relation: a partition's row could be taken for another partition's.
+                return Err(ErasureRefusal::Policy {
+                    table: display.clone(),
+                    column: String::new(),
+                    detail: "its rows live in several relations (partitions or inheritance \
+                             children), and masking them is not supported yet; use delete or \
+                             retain"
+                        .into(),
+                });
+            }
             Ok(step)
         })
         .collect()

@@ -400,8 +400,15 @@ impl Run<'_> {
                     planned.table.quoted(),
                     captured(i),
                 );
+                // The subject's own rows are told apart by the identity; a table outside the
+                // plan has none of them, and its query takes no parameter.
+                let params: &[&(dyn ToSql + Sync)] = if not_subjects.is_empty() {
+                    &[]
+                } else {
+                    &[&self.value]
+                };
                 let others: i64 = txn
-                    .query_one(&sql, &[&self.value])
+                    .query_one(&sql, params)
                     .await
                     .map_err(|e| self.db(&e, Some(table)))?
                     .get(0);
@@ -424,6 +431,21 @@ impl Run<'_> {
         step: &Step,
     ) -> Result<u64, ExtractError> {
         let from = &step.planned.from;
+        if step.planned.table.spans_relations {
+            // A row id names a row only within one partition: each path's rows are deleted
+            // by its own condition instead, in branch order. A branch excludes the rows of
+            // the paths before it, which are gone by then, so each row is deleted once.
+            let mut deleted = 0;
+            for branch in &step.planned.branches {
+                let sql = format!("DELETE FROM {from} WHERE {branch}");
+                deleted += txn
+                    .execute(&sql, &[&self.value])
+                    .instrument(self.query_span("DELETE", step, &sql))
+                    .await
+                    .map_err(|e| self.db(&e, Some(&step.planned.table.display)))?;
+            }
+            return Ok(deleted);
+        }
         // One path: the plan's condition itself, as a hand-written DELETE would be. Several:
         // each path's rows once, by their row ids, as the plan's UNION ALL reads them.
         let sql = match step.planned.branches.as_slice() {

@@ -61,13 +61,16 @@ impl Run<'_> {
                         }
                     });
                 }
+                // Each condition is TRUE or FALSE, never NULL: a NULL column (a "null" mask, or
+                // a value that was never there) holds no identity, and must not read as one
+                // under the fail-closed `IS NOT FALSE` below.
                 let holds_identity: Vec<String> = step
                     .planned
                     .table
                     .columns
                     .iter()
                     .filter(|c| is_text_type(&c.typname))
-                    .map(|c| format!("t0.{}::text = $1", quote_ident(&c.name)))
+                    .map(|c| format!("coalesce(t0.{}::text = $1, false)", quote_ident(&c.name)))
                     .collect();
                 let mut bad = Vec::new();
                 if !masked_as_told.is_empty() {

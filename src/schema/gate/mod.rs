@@ -177,6 +177,9 @@ pub(super) struct LiveTable {
     columns: Vec<LiveColumn>,
     /// It can have indexes (views and foreign tables have none to advise on).
     indexable: bool,
+    /// Its rows live in several relations: a partitioned table, or one with inheritance
+    /// children.
+    spans_relations: bool,
     primary_key: Vec<String>,
     index_keys: Vec<IndexKey>,
 }
@@ -377,6 +380,7 @@ fn check_table(
         description: table_cfg.description.clone().unwrap_or_default(),
         columns,
         primary_key,
+        spans_relations: live.spans_relations,
         identities: table_cfg
             .identity
             .as_slice()

@@ -9,12 +9,14 @@ use crate::schema::{ColumnDecoder, PlanError};
 use crate::values::Decoder;
 
 /// A table's live columns: name, type with and without modifiers, `typname`, `typcategory`,
-/// `relkind`, NOT NULL, and the most characters a `varchar(n)` or `char(n)` holds.
+/// `relkind`, NOT NULL, the most characters a `varchar(n)` or `char(n)` holds, and whether
+/// the table's rows live in other relations too (partitions, inheritance children).
 const CATALOG_SQL: &str = "\
 SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), format_type(a.atttypid, NULL), \
        t.typname::text, t.typcategory::text, c.relkind::text, a.attnotnull, \
        CASE WHEN t.typname IN ('varchar', 'bpchar') AND a.atttypmod > 4 \
-            THEN a.atttypmod - 4 END \
+            THEN a.atttypmod - 4 END, \
+       c.relkind = 'p' OR c.relhassubclass \
 FROM pg_catalog.pg_attribute a \
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -53,7 +55,9 @@ WHERE n.nspname = $1 AND c.relname = $2 AND i.indisvalid AND i.indpred IS NULL";
 
 /// Every foreign key of the database: constraint, referencing (child) schema and table,
 /// referenced (parent) schema and table, `confdeltype` and `confupdtype` (`a` no action, `r`
-/// restrict, `c` cascade, `n` set null, `d` set default), and the referenced columns.
+/// restrict, `c` cascade, `n` set null, `d` set default), the referenced columns, and the
+/// key's columns paired with the referenced ones, in key order. A key declared on a partition
+/// is named by its partitioned table, as the data map names it.
 pub(crate) const FOREIGN_KEYS_SQL: &str = "\
 SELECT con.conname::text, cn.nspname::text, cc.relname::text, \
        pn.nspname::text, pc.relname::text, con.confdeltype::text, con.confupdtype::text, \
@@ -66,9 +70,11 @@ SELECT con.conname::text, cn.nspname::text, cc.relname::text, \
              JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n \
              ORDER BY k.i) \
 FROM pg_catalog.pg_constraint con \
-JOIN pg_catalog.pg_class cc ON cc.oid = con.conrelid \
+JOIN pg_catalog.pg_class cc \
+  ON cc.oid = coalesce(pg_catalog.pg_partition_root(con.conrelid), con.conrelid) \
 JOIN pg_catalog.pg_namespace cn ON cn.oid = cc.relnamespace \
-JOIN pg_catalog.pg_class pc ON pc.oid = con.confrelid \
+JOIN pg_catalog.pg_class pc \
+  ON pc.oid = coalesce(pg_catalog.pg_partition_root(con.confrelid), con.confrelid) \
 JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace \
 WHERE con.contype = 'f'";
 
@@ -235,6 +241,7 @@ impl<'a, C: GenericClient> Catalog<'a, C> {
         let indexable = rows
             .first()
             .is_some_and(|r| matches!(r.get::<_, String>(5).as_str(), "r" | "p" | "m"));
+        let spans_relations = rows.first().is_some_and(|r| r.get::<_, bool>(8));
         let columns: Vec<LiveColumn> = rows
             .iter()
             .map(|r| {
@@ -257,6 +264,7 @@ impl<'a, C: GenericClient> Catalog<'a, C> {
             return Ok(LiveTable {
                 columns,
                 indexable,
+                spans_relations,
                 primary_key: Vec::new(),
                 index_keys: Vec::new(),
             });
@@ -283,6 +291,7 @@ impl<'a, C: GenericClient> Catalog<'a, C> {
         Ok(LiveTable {
             columns,
             indexable,
+            spans_relations,
             primary_key,
             index_keys,
         })

@@ -1,0 +1,487 @@
+//! Only the subject's rows, on shapes like the public sample databases' (a rental shop with a
+//! store, its manager and clerks, a payment table partitioned by month, a household's shared
+//! address; a music shop with support reps and a reporting line), each subject's rows
+//! written out by hand in `EXPECTED`. Access must return exactly those rows, the customer's
+//! own address included; a staff member, a rep or a manager never gets a customer.
+//! Erasure must change exactly the subject's rows (every other row byte-identical), and never
+//! a looked-up row that another person's row points at. A map that follows every key, as
+//! the first drafts did, is refused with the path named; a hub reached by lookup, or a key
+//! shared by two rows, is refused in the snapshot before any row leaves.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dsr_connector::demo;
+use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
+use dsr_connector::pb::{EraseRequest, Identity, erase_response::Event};
+use support::{SUBJECT_KEY, TestServer, cluster, extract, request};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const SHAPES_SQL: &str = include_str!("data/reach_shapes.sql");
+
+/// Every table of the shapes with its key column.
+const TABLES: [(&str, &str); 10] = [
+    ("address", "address_id"),
+    ("staff", "staff_id"),
+    ("store", "store_id"),
+    ("customer", "customer_id"),
+    ("inventory", "inventory_id"),
+    ("rental", "rental_id"),
+    ("payment", "payment_id"),
+    ("employee", "employee_id"),
+    ("client", "client_id"),
+    ("invoice", "invoice_id"),
+];
+
+/// The data map as a person writes it under the reach rule: customers and staff look their
+/// address up; rentals and payments are owned by their customer, not their clerk; a support
+/// rep, a manager and a store are never followed.
+const SAFE_MAP: &str = r#"
+[[sources.tables]]
+name = "rs.customer"
+identity = { kind = "email", column = "email" }
+reference = { column = "address_id", table = "rs.address", to = "address_id", reach = "lookup" }
+columns = { customer_id = "identifier.customer_id", store_id = "not_pii", first_name = "name", email = "contact.email", address_id = "not_pii" }
+erase = { action = "delete" }
+
+[[sources.tables]]
+name = "rs.staff"
+identity = { kind = "email", column = "email" }
+reference = { column = "address_id", table = "rs.address", to = "address_id", reach = "lookup" }
+columns = { staff_id = "identifier.staff_id", first_name = "name", email = "contact.email", address_id = "not_pii", store_id = "not_pii" }
+erase = { action = "mask", mask = { first_name = "redact", email = "redact", staff_id = { retain = "the key rentals and payments hold" }, address_id = { retain = "the key of a looked-up address" } } }
+
+[[sources.tables]]
+name = "rs.address"
+columns = { address_id = "not_pii", address = "address", address2 = "address", postal_code = "address", phone = "contact.phone" }
+erase = { action = "mask", mask = { address = "redact", address2 = "null", postal_code = "redact", phone = "redact" } }
+
+[[sources.tables]]
+name = "rs.rental"
+reference = [
+    { column = "customer_id", table = "rs.customer", to = "customer_id", reach = "owned" },
+    { column = "staff_id", table = "rs.staff", to = "staff_id", reach = "none" },
+]
+columns = { rental_id = "not_pii", inventory_id = "not_pii", customer_id = "identifier.customer_id", staff_id = "identifier.staff_id" }
+erase = { action = "delete" }
+
+[[sources.tables]]
+name = "rs.payment"
+reference = [
+    { column = "customer_id", table = "rs.customer", to = "customer_id", reach = "owned" },
+    { column = "rental_id", table = "rs.rental", to = "rental_id", reach = "owned" },
+    { column = "staff_id", table = "rs.staff", to = "staff_id", reach = "none" },
+]
+columns = { payment_id = "not_pii", customer_id = "identifier.customer_id", staff_id = "identifier.staff_id", rental_id = "not_pii", amount = "financial", paid_at = "financial" }
+erase = { action = "delete" }
+
+[[sources.tables]]
+name = "rs.employee"
+identity = { kind = "email", column = "email" }
+reference = { column = "reports_to", table = "rs.employee", to = "employee_id", reach = "none" }
+columns = { employee_id = "identifier.employee_id", last_name = "name", title = "account", reports_to = "identifier.employee_id", email = "contact.email" }
+erase = { action = "mask", mask = { last_name = "redact", title = "null", email = "redact", employee_id = { retain = "the key the reporting line and clients hold" }, reports_to = { retain = "the reporting line, whose other end is another person" } } }
+
+[[sources.tables]]
+name = "rs.client"
+identity = { kind = "email", column = "email" }
+reference = { column = "support_rep_id", table = "rs.employee", to = "employee_id", reach = "none" }
+columns = { client_id = "identifier.client_id", last_name = "name", email = "contact.email", phone = "contact.phone", support_rep_id = "identifier.employee_id" }
+erase = { action = "delete" }
+
+[[sources.tables]]
+name = "rs.invoice"
+reference = { column = "client_id", table = "rs.client", to = "client_id", reach = "owned" }
+columns = { invoice_id = "not_pii", client_id = "identifier.client_id", total = "financial" }
+erase = { action = "delete" }
+
+[[sources.tables]]
+name = "rs.invoice_line"
+reference = { column = "invoice_id", table = "rs.invoice", to = "invoice_id", reach = "owned" }
+columns = { invoice_line_id = "not_pii", invoice_id = "not_pii", track = "commerce" }
+erase = { action = "delete" }
+"#;
+
+/// Each subject's rows, by table and key, written out by hand from `reach_shapes.sql`.
+const EXPECTED: [(&str, &[(&str, &[i64])]); 9] = [
+    (
+        "alice@shop.test",
+        &[
+            ("rs.customer", &[1]),
+            ("rs.address", &[1]),
+            ("rs.rental", &[1, 2]),
+            ("rs.payment", &[1, 2]),
+        ],
+    ),
+    (
+        "bob@shop.test",
+        &[
+            ("rs.customer", &[2]),
+            ("rs.address", &[1]),
+            ("rs.rental", &[3]),
+            ("rs.payment", &[3]),
+        ],
+    ),
+    (
+        "carol@shop.test",
+        &[
+            ("rs.customer", &[3]),
+            ("rs.address", &[2]),
+            ("rs.rental", &[4]),
+            ("rs.payment", &[4]),
+        ],
+    ),
+    // The store's manager: their own row and address, no store, customer or rental.
+    ("sam@shop.test", &[("rs.staff", &[1]), ("rs.address", &[3])]),
+    // A clerk on two rentals and two payments: none of them is hers.
+    ("mia@shop.test", &[("rs.staff", &[2]), ("rs.address", &[5])]),
+    // Managers and a support rep: their own row only.
+    ("andrew@music.test", &[("rs.employee", &[1])]),
+    ("jane@music.test", &[("rs.employee", &[2])]),
+    ("steve@music.test", &[("rs.employee", &[3])]),
+    (
+        "luis@client.test",
+        &[
+            ("rs.client", &[1]),
+            ("rs.invoice", &[1, 2]),
+            ("rs.invoice_line", &[1, 2, 3]),
+        ],
+    ),
+];
+
+/// The shapes, loaded into a fresh database `name` of the test cluster.
+async fn database(name: &str) -> tokio_postgres::Client {
+    let admin = demo::connect(cluster(), "postgres").await.unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let db = demo::connect(cluster(), name).await.unwrap();
+    db.batch_execute(SHAPES_SQL).await.unwrap();
+    db
+}
+
+/// The demo's source settings on database `name`, with the tables `map` and `settings`.
+fn config_text(name: &str, map: &str, settings: &str) -> String {
+    let demo = demo::config_toml(cluster(), name, "127.0.0.1:0".parse().unwrap());
+    let head = &demo[..demo.find("[[sources.tables]]").unwrap()];
+    let head = head.replace(
+        "identity_kinds = [\"email\", \"customer_id\"]",
+        &format!("identity_kinds = [\"email\"]\n{settings}"),
+    );
+    format!("{head}{map}")
+}
+
+fn config(text: &str) -> dsr_connector::config::Config {
+    demo::config(cluster(), text, SUBJECT_KEY).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The rows of every table streamed for `email`, by table, as sorted keys.
+async fn streamed(
+    client: &mut DsrConnectorServiceClient<Channel>,
+    email: &str,
+) -> BTreeMap<String, Vec<i64>> {
+    let x = extract(client, request("email", email)).await;
+    assert_eq!(x.code(), Code::Ok, "{email}: {}", x.message());
+    let mut all = BTreeMap::new();
+    for table in &x.manifest.as_ref().unwrap().tables {
+        let key = TABLES
+            .iter()
+            .chain(&[("invoice_line", "invoice_line_id")])
+            .find(|(t, _)| format!("rs.{t}") == table.table)
+            .map(|(_, k)| *k)
+            .unwrap_or_else(|| panic!("{email}: an unexpected table {}", table.table));
+        let mut keys: Vec<i64> = x
+            .column(&table.table, key)
+            .iter()
+            .map(|k| match k {
+                dsr_connector::pb::value::Kind::Int64Value(i) => *i,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        keys.sort();
+        if !keys.is_empty() {
+            all.insert(table.table.clone(), keys);
+        }
+    }
+    all
+}
+
+fn expected(rows: &[(&str, &[i64])]) -> BTreeMap<String, Vec<i64>> {
+    rows.iter()
+        .map(|(t, keys)| (t.to_string(), keys.to_vec()))
+        .collect()
+}
+
+/// Every row of every table of the shapes as text, by table and key.
+async fn snapshot(db: &tokio_postgres::Client) -> BTreeMap<(String, i64), String> {
+    let mut all = BTreeMap::new();
+    for (table, key) in TABLES.iter().chain(&[("invoice_line", "invoice_line_id")]) {
+        for row in db
+            .query(
+                &format!("SELECT {key}::bigint, t::text FROM rs.{table} t"),
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            all.insert((format!("rs.{table}"), row.get(0)), row.get(1));
+        }
+    }
+    all
+}
+
+async fn erase(
+    client: &mut DsrConnectorServiceClient<Channel>,
+    email: &str,
+) -> Result<dsr_connector::pb::ErasureReceipt, tonic::Status> {
+    let mut stream = client
+        .erase(EraseRequest {
+            source: "demo".into(),
+            subject: Some(Identity {
+                kind: "email".into(),
+                value: email.into(),
+            }),
+            request_id: format!("reach-{email}"),
+            compliance_tag: "gdpr-art17".into(),
+            dry_run: false,
+            preview_digest: String::new(),
+        })
+        .await?
+        .into_inner();
+    let mut receipt = None;
+    while let Some(message) = stream.message().await? {
+        if let Some(Event::Receipt(r)) = message.event {
+            receipt = Some(r);
+        }
+    }
+    Ok(receipt.expect("a receipt ends the stream"))
+}
+
+#[tokio::test]
+async fn each_subject_gets_exactly_their_rows_and_a_staff_member_or_rep_no_customer() {
+    let name = "reach_access";
+    database(name).await;
+    let server = TestServer::start(config(&config_text(name, SAFE_MAP, ""))).await;
+    let mut client = server.client().await;
+    for (email, rows) in EXPECTED {
+        assert_eq!(
+            streamed(&mut client, email).await,
+            expected(rows),
+            "{email}: the rows streamed"
+        );
+    }
+    // The manifest names the path of each table; the address is a lookup.
+    let x = extract(&mut client, request("email", "alice@shop.test")).await;
+    let planned = x.started.unwrap();
+    let via = |table: &str| {
+        planned
+            .tables
+            .iter()
+            .find(|t| t.table == table)
+            .map(|t| t.reached_via.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        via("rs.address"),
+        "rs.customer.address_id -> rs.address.address_id (lookup) | \
+         rs.staff.address_id -> rs.address.address_id (lookup)"
+    );
+    assert_eq!(
+        via("rs.payment"),
+        "rs.customer.customer_id <- rs.payment.customer_id | \
+         rs.rental.rental_id <- rs.payment.rental_id"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_map_that_follows_every_key_is_refused_with_the_path_named() {
+    // As the first drafts proposed: every foreign key owned, downwards from its target.
+    let naive = SAFE_MAP
+        .replace(
+            "to = \"staff_id\", reach = \"none\"",
+            "to = \"staff_id\", reach = \"owned\"",
+        )
+        .replace(
+            "column = \"support_rep_id\", table = \"rs.employee\", to = \"employee_id\", \
+             reach = \"none\"",
+            "column = \"support_rep_id\", table = \"rs.employee\", to = \"employee_id\", \
+             reach = \"owned\"",
+        )
+        .replace(
+            "erase = { action = \"mask\", mask = { address = \"redact\", address2 = \"null\", \
+             postal_code = \"redact\", phone = \"redact\" } }",
+            "erase = { action = \"delete\" }",
+        );
+    let text = config_text("reach_naive", &naive, "");
+    let problems = dsr_connector::config::Config::from_toml_str(&text, |_| {
+        Some("a-secret-that-is-long-enough-for-any-key".to_owned())
+    })
+    .expect_err("the naive map is refused")
+    .to_string();
+    for expected in [
+        // A clerk's rentals and payments, a rep's customers, a manager's reports.
+        "sources[0].tables.rs.rental: its rows are owned through 2 person tables \
+         (rs.customer <- rs.rental.customer_id; rs.staff <- rs.rental.staff_id)",
+        "sources[0].tables.rs.payment: its rows are owned through 2 person tables",
+        "rs.employee.employee_id <- rs.client.support_rep_id",
+        // A looked-up address is never deleted.
+        "sources[0].tables.rs.address.erase: its rows are reached by lookup",
+    ] {
+        assert!(
+            problems.contains(expected),
+            "expected '{expected}' in: {problems}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hub_reached_by_lookup_or_a_key_two_rows_share_is_refused_before_any_row_leaves() {
+    let name = "reach_guards";
+    let db = database(name).await;
+    // A lookup that reaches more rows than the table allows: a hub.
+    let hub = SAFE_MAP.replace(
+        "name = \"rs.address\"\n",
+        "name = \"rs.address\"\nmax_reached_rows = 0\n",
+    );
+    let server = TestServer::start(config(&config_text(name, &hub, ""))).await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "alice@shop.test"),
+    )
+    .await;
+    assert_eq!(x.code(), Code::FailedPrecondition, "{}", x.message());
+    assert!(
+        x.message().contains(
+            "table 'rs.address' is reached by lookup (rs.customer.address_id -> \
+             rs.address.address_id (lookup) | rs.staff.address_id -> rs.address.address_id \
+             (lookup)) with 1 rows for this subject, above max_reached_rows = 0"
+        ),
+        "{}",
+        x.message()
+    );
+    assert!(x.started.is_none() || x.rows("rs.customer").is_empty());
+    assert!(!x.message().contains("alice"), "{}", x.message());
+    server.stop().await.unwrap();
+
+    // A lookup into a column that is not unique: two rows for one key.
+    db.batch_execute(
+        "CREATE TABLE rs.region (code text NOT NULL, label text NOT NULL);
+         INSERT INTO rs.region VALUES ('EU', 'Europe'), ('EU', 'European Union'), ('NA', 'N. America');
+         ALTER TABLE rs.client ADD COLUMN region text;
+         UPDATE rs.client SET region = 'EU';",
+    )
+    .await
+    .unwrap();
+    let regions = SAFE_MAP
+        .replace(
+            "reference = { column = \"support_rep_id\", table = \"rs.employee\", to = \
+             \"employee_id\", reach = \"none\" }",
+            "reference = [{ column = \"support_rep_id\", table = \"rs.employee\", to = \
+             \"employee_id\", reach = \"none\" }, { column = \"region\", table = \"rs.region\", \
+             to = \"code\", reach = \"lookup\" }]",
+        )
+        .replace(
+            "support_rep_id = \"identifier.employee_id\" }",
+            "support_rep_id = \"identifier.employee_id\", region = \"location\" }",
+        )
+        + "\n[[sources.tables]]\nname = \"rs.region\"\ncolumns = { code = \"location\", label = \"location\" }\nerase = { action = \"retain\", reason = \"reference data\" }\n";
+    let server = TestServer::start(config(&config_text(name, &regions, ""))).await;
+    let x = extract(
+        &mut server.client().await,
+        request("email", "luis@client.test"),
+    )
+    .await;
+    assert_eq!(x.code(), Code::FailedPrecondition, "{}", x.message());
+    assert!(
+        x.message().contains(
+            "table 'rs.region': the key followed by rs.client.region -> rs.region.code \
+             (lookup) is not unique: 1 more rows share the subject's keys"
+        ),
+        "{}",
+        x.message()
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn erasure_changes_only_the_subjects_rows_and_never_a_shared_address() {
+    let name = "reach_erase";
+    let db = database(name).await;
+    let server = TestServer::start(config(&config_text(
+        name,
+        SAFE_MAP,
+        "erasure = { require_preview = false }",
+    )))
+    .await;
+    let mut client = server.client().await;
+
+    // Alice's address is her household's: the erasure is refused, and nothing changes.
+    let before = snapshot(&db).await;
+    let refused = erase(&mut client, "alice@shop.test")
+        .await
+        .expect_err("a shared address is not masked");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains(
+            "table 'rs.address': a row the subject's rows look up is shared: 1 rows of \
+             'rs.customer' that are not the subject's point at it"
+        ),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(snapshot(&db).await, before, "nothing changed");
+
+    // Carol's address is hers alone: her rows go (a payment in each partition holds a row
+    // at the same place as another customer's), her address is masked, nothing else moves.
+    let receipt = erase(&mut client, "carol@shop.test").await.unwrap();
+    assert!(receipt.committed_at.is_some());
+    let after = snapshot(&db).await;
+    let carols: BTreeSet<(String, i64)> = [
+        ("rs.customer", 3),
+        ("rs.rental", 4),
+        ("rs.payment", 4),
+        ("rs.address", 2),
+    ]
+    .iter()
+    .map(|(t, k)| (t.to_string(), *k))
+    .collect();
+    for (key, row) in &before {
+        if carols.contains(key) {
+            continue;
+        }
+        assert_eq!(after.get(key), Some(row), "{key:?} changed");
+    }
+    for gone in ["rs.customer", "rs.rental", "rs.payment"] {
+        assert!(
+            !after
+                .keys()
+                .any(|(t, k)| t == gone && carols.contains(&(t.clone(), *k))),
+            "{gone}: carol's row is left"
+        );
+    }
+    let address = &after[&("rs.address".to_owned(), 2)];
+    assert!(
+        !address.contains("Hanoi") && !address.contains("35200") && !address.contains("555-0102"),
+        "{address}"
+    );
+    assert_eq!(after.len(), before.len() - 3, "three rows deleted, no more");
+
+    // A manager's erasure masks their row and their address; the store they manage, its
+    // customers, and the rentals they handed over stay as they were.
+    let before = snapshot(&db).await;
+    erase(&mut client, "sam@shop.test").await.unwrap();
+    let after = snapshot(&db).await;
+    for (key, row) in &before {
+        let sams = key == &("rs.staff".to_owned(), 1) || key == &("rs.address".to_owned(), 3);
+        assert_eq!(after.get(key) == Some(row), !sams, "{key:?}");
+    }
+    server.stop().await.unwrap();
+}
