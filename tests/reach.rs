@@ -104,8 +104,11 @@ columns = { invoice_line_id = "not_pii", invoice_id = "not_pii", track = "commer
 erase = { action = "delete" }
 "#;
 
+/// A subject's rows: (table, keys) for each table that holds some.
+type Rows = &'static [(&'static str, &'static [i64])];
+
 /// Each subject's rows, by table and key, written out by hand from `reach_shapes.sql`.
-const EXPECTED: [(&str, &[(&str, &[i64])]); 9] = [
+const EXPECTED: [(&str, Rows); 9] = [
     (
         "alice@shop.test",
         &[
