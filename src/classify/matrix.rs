@@ -92,9 +92,12 @@ const BUILT_IN: &[(&str, &[&str], &[Detector], &str)] = &[
     ),
     (
         "address",
-        &[r"^(street|address(_?line\d?)?|postcode|postal_?code|zip(_?code)?|city|town)$"],
+        &[
+            r"^(street|address\d?(_?line\d?)?|postcode|postal(_?code)?|zip(_?code)?|city|town)$",
+            r"^(district|county|province)$",
+        ],
         &[],
-        "Postal addresses and parts of them (street, post code, city).",
+        "Postal addresses and parts of them (street, post code, city, district).",
     ),
     (
         "government_id",
@@ -135,6 +138,18 @@ const BUILT_IN: &[(&str, &[&str], &[Detector], &str)] = &[
         &[r"^(dob|birth_?date|date_?of_?birth|birthday)$"],
         &[],
         "Dates of birth.",
+    ),
+    (
+        "photo",
+        &[r"^(photo|picture|avatar|portrait|selfie)$"],
+        &[],
+        "Pictures of a person, such as a profile photo.",
+    ),
+    (
+        "employment",
+        &[r"^(job_?title|occupation|job|employer)$"],
+        &[],
+        "Facts about a person's work, such as a job title.",
     ),
     (
         "location",

@@ -20,7 +20,8 @@ CREATE TABLE rs.staff (
     first_name text NOT NULL,
     email      text NOT NULL UNIQUE,
     address_id integer NOT NULL REFERENCES rs.address (address_id),
-    store_id   integer NOT NULL
+    store_id   integer NOT NULL,
+    picture    bytea
 );
 
 CREATE TABLE rs.store (
@@ -117,8 +118,8 @@ INSERT INTO rs.address VALUES
     (4, '1 Store Street', NULL, '22222', '(503) 555-0104'),          -- the store
     (5, '9 Clerk Close', NULL, '33333', '(503) 555-0105');           -- mia, a clerk
 INSERT INTO rs.staff VALUES
-    (1, 'Sam', 'sam@shop.test', 3, 1),
-    (2, 'Mia', 'mia@shop.test', 5, 1);
+    (1, 'Sam', 'sam@shop.test', 3, 1, '\x89504e47'),
+    (2, 'Mia', 'mia@shop.test', 5, 1, NULL);
 INSERT INTO rs.store VALUES (1, 1, 4);
 COMMIT;
 INSERT INTO rs.customer VALUES

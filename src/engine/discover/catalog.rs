@@ -131,16 +131,20 @@ WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped \
 ORDER BY a.attrelid, a.attnum";
 
 /// Unique indexes (primary keys and unique constraints have one) without a predicate or
-/// an expression, and every foreign key.
+/// an expression, and every foreign key. A key declared on a partition (as older schemas
+/// declare them) is its partitioned table's, which is the table a data map names.
 const KEYS_SQL: &str = "\
 SELECT i.indrelid, 'u'::text, i.indkey::int2[], NULL::oid, NULL::int2[], i.indisprimary \
 FROM pg_catalog.pg_index i \
 WHERE i.indrelid = ANY($1::oid[]) AND i.indisunique AND i.indpred IS NULL \
   AND i.indexprs IS NULL \
 UNION ALL \
-SELECT c.conrelid, 'f'::text, c.conkey, c.confrelid, c.confkey, false \
-FROM pg_catalog.pg_constraint c \
-WHERE c.conrelid = ANY($1::oid[]) AND c.contype = 'f'";
+SELECT k.root, 'f'::text, c.conkey, \
+       coalesce(pg_catalog.pg_partition_root(c.confrelid), c.confrelid)::oid, c.confkey, false \
+FROM pg_catalog.pg_constraint c, \
+     LATERAL (SELECT coalesce(pg_catalog.pg_partition_root(c.conrelid), c.conrelid)::oid \
+              AS root) k \
+WHERE k.root = ANY($1::oid[]) AND c.contype = 'f'";
 
 /// Reads the tables that `filter` selects, with their columns and keys.
 pub async fn read(
@@ -242,11 +246,15 @@ pub async fn read(
         if let (Some(column), Some(to)) =
             (column_name(table, *from), column_name(&target_table, *to))
         {
-            table.foreign_keys.push(ForeignKey {
+            // A partitioned table's key is declared once per partition: keep it once.
+            let key = ForeignKey {
                 column,
                 table: target_table.name.clone(),
                 to,
-            });
+            };
+            if !table.foreign_keys.contains(&key) {
+                table.foreign_keys.push(key);
+            }
         }
     }
     Ok(order

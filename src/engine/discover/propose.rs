@@ -193,6 +193,18 @@ pub fn singular(name: &str) -> String {
     }
 }
 
+/// The name of a table's key as an identifier's refinement: `customer_id` as it is, `id` of
+/// `customers` as `customer_id`.
+fn key_name(table: &str, column: &str) -> String {
+    let table = singular(&snake_case(table));
+    let column = snake_case(column);
+    if column.starts_with(&table) {
+        column
+    } else {
+        format!("{table}_{column}")
+    }
+}
+
 /// A refinement of `identifier` named after a column, when the name is a plain word.
 fn identifier_for(name: &str) -> String {
     let plain = name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -278,6 +290,14 @@ pub struct Planner<'a> {
 }
 
 impl Planner<'_> {
+    /// Whether a row of table `t` is one person: an identity column of it is unique (a
+    /// customer's e-mail), where an invoice's billing e-mail repeats.
+    fn one_per_person(&self, t: usize, identities: &[Vec<IdentityProposal>]) -> bool {
+        identities[t]
+            .iter()
+            .any(|i| self.tables[t].is_unique(&i.column))
+    }
+
     /// The category a column's name or samples point at, if any.
     pub(super) fn column_shape(&self, t: usize, c: usize) -> Option<String> {
         self.shape(t, c).category().map(str::to_owned)
@@ -664,23 +684,45 @@ impl Planner<'_> {
                     .find(|i| i.column == reference.to)
                     .map(|i| i.kind.clone())
             });
+            let to_person = parent.is_some_and(|p| self.one_per_person(p, identities));
             match (&parent_identity, shape.category()) {
                 (Some(kind), _) => kind_shape(kind)
                     .map(str::to_owned)
                     .unwrap_or_else(|| identifier_for(kind)),
                 (None, Some(category)) => category.to_owned(),
-                (None, None) => identifier_for(&column.name),
+                // A key is personal only when it leads to a person's row.
+                (None, None) if to_person => identifier_for(&column.name),
+                (None, None) => NOT_PII.to_owned(),
             }
+        } else if self.one_per_person(t, identities)
+            && table.primary_key.as_deref() == Some(column.name.as_str())
+        {
+            said.push("the key of a person table".to_owned());
+            identifier_for(&key_name(&table.name.table, &column.name))
+        } else if self.one_per_person(t, identities)
+            && shape.category().is_none()
+            && (column.typname == "bytea"
+                || words(&column.name).last().is_some_and(|w| w == "title"))
+        {
+            // What a person table holds beside a name is about that person: a picture, a
+            // title (`Sales Manager`, `Dr`).
+            let category = if column.typname == "bytea" {
+                "photo"
+            } else {
+                "employment"
+            };
+            said.push(format!("a {} column of a person table", column.typname));
+            category.to_owned()
         } else if let Some(key) = table.foreign_key(&column.name) {
             // A key is personal only when it leads to a person's row.
             let parent = self.tables.iter().position(|p| p.name == key.table);
-            match parent.filter(|p| !identities[*p].is_empty()) {
+            match parent.filter(|p| self.one_per_person(*p, identities)) {
                 Some(p) => {
                     said.push(format!(
                         "a key to {}, a person table",
                         self.tables[p].name.display_name()
                     ));
-                    identifier_for(&format!("{}_{}", singular(&key.table.table), key.to))
+                    identifier_for(&key_name(&key.table.table, &key.to))
                 }
                 None => {
                     said.push(format!(
@@ -691,10 +733,15 @@ impl Planner<'_> {
                 }
             }
         } else if !referenced_by.is_empty() {
-            said.push(format!("linked from {}", referenced_by.join(", ")));
-            shape.category().map(str::to_owned).unwrap_or_else(|| {
-                identifier_for(&format!("{}_{}", singular(&table.name.table), column.name))
-            })
+            // The key of a row that is not a person's (an order, an address) identifies
+            // the row, not a person.
+            said.push(format!(
+                "linked from {}; the key of a table that holds no person",
+                referenced_by.join(", ")
+            ));
+            shape
+                .category()
+                .map_or_else(|| NOT_PII.to_owned(), str::to_owned)
         } else if column.is_json() {
             said.extend(shape.describe(evidence.non_null));
             let found = json_summary(evidence);

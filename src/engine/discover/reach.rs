@@ -3,10 +3,12 @@
 //! from a person's row to the row it points at (a customer's `address_id`), or not at all.
 //!
 //! Decided from the catalog and the data. A person table (one with an identity) is never
-//! reached through another row. A hub, a table whose rows many people's rows point at (a store, a shipper),
-//! is neither owned nor looked up. A table that points at several person tables belongs to
-//! the one that few of its rows point at each (a rental to its customer, not to the clerk
-//! who handed it over). Every link left out is noted with its evidence, never a value.
+//! reached through another row. A table that a person's row points at (an address, a store)
+//! is looked up, never owned: another person's row may point at it too. A hub, such a table
+//! whose rows many people's rows point at (a store, a shipper), is not even looked up. A
+//! table that points at several person tables belongs to one of them, the one whose key
+//! repeats least among its rows (a rental to its customer, not to the clerk who handed it
+//! over). Every link left out is noted with its evidence, never a value.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -16,10 +18,6 @@ use crate::config::ReachRule;
 /// Rows per distinct key above which the rows a key points at are shared by many people: a
 /// hub. A household's address is pointed at by one or two people; a store by hundreds.
 pub const HUB_FAN_IN: f64 = 3.0;
-
-/// A table whose rows point at several person tables is owned through the keys within this
-/// factor of the smallest fan-in; the others are hubs to it (a rental's clerk).
-const OWNER_SPREAD: f64 = 4.0;
 
 /// The rows per distinct key of each measured link, by (child table, column).
 pub type FanIn = HashMap<(usize, String), f64>;
@@ -81,13 +79,34 @@ impl Planner<'_> {
                 hub[*parent] = true;
             }
         }
-        // The owner of a table that points at several person tables.
-        let mut owner_fan: Vec<Option<f64>> = vec![None; n];
-        for (child, parent, r) in &candidates {
-            if person[*parent] && !person[*child] {
-                let f = fan(*child, &r.column).unwrap_or(1.0);
-                owner_fan[*child] = Some(owner_fan[*child].map_or(f, |m: f64| m.min(f)));
-            }
+        // Tables a person's row points at: looked up, never owned.
+        let pointed_at: Vec<Option<String>> = (0..n)
+            .map(|t| {
+                candidates
+                    .iter()
+                    .find(|(child, parent, _)| *parent == t && person[*child])
+                    .map(|(child, _, r)| format!("{}.{}", name(*child), r.column))
+            })
+            .collect();
+        // The owner of a table that points at several person tables: the person table whose
+        // key repeats least among its rows (the most rows of that table per row, when the
+        // data cannot tell).
+        let mut owner: Vec<Option<usize>> = vec![None; n];
+        for (child, slot) in owner.iter_mut().enumerate() {
+            *slot = candidates
+                .iter()
+                .filter(|(c, parent, _)| *c == child && person[*parent] && !person[child])
+                .min_by(|(_, pa, ra), (_, pb, rb)| {
+                    let (fa, fb) = (fan(child, &ra.column), fan(child, &rb.column));
+                    fa.unwrap_or(f64::MAX)
+                        .total_cmp(&fb.unwrap_or(f64::MAX))
+                        .then(
+                            self.tables[*pb]
+                                .estimated_rows
+                                .total_cmp(&self.tables[*pa].estimated_rows),
+                        )
+                })
+                .map(|(_, parent, _)| *parent);
         }
 
         let mut reached: Vec<Reached> = identities
@@ -121,18 +140,28 @@ impl Planner<'_> {
                         r.column,
                         name(if hub[*child] { *child } else { *parent })
                     ))
+                } else if let Some(by) = &pointed_at[*child] {
+                    Some(format!(
+                        "{}: a person's row points at this table ({by}), so its rows are \
+                         looked up, never owned through {}; not proposed",
+                        r.column,
+                        name(*parent)
+                    ))
                 } else if person[*parent]
-                    && let (Some(f), Some(least)) = (fan(*child, &r.column), owner_fan[*child])
-                    && f > least * OWNER_SPREAD
-                    && f > HUB_FAN_IN
+                    && let Some(owner) = owner[*child]
+                    && owner != *parent
                 {
                     Some(format!(
-                        "{}: {} rows point at each row of {} (sampled), against {} through \
-                         its owner's key: the rows are not that person's; not proposed",
+                        "{}: its rows belong to one person, through {}'s key, whose values \
+                         repeat least ({} rows each, sampled, against {} here); not proposed",
                         r.column,
-                        round(f),
-                        name(*parent),
-                        round(least)
+                        name(owner),
+                        candidates
+                            .iter()
+                            .find(|(c, p, _)| *c == *child && *p == owner)
+                            .and_then(|(_, _, o)| fan(*child, &o.column))
+                            .map_or("?".to_owned(), round),
+                        fan(*child, &r.column).map_or("?".to_owned(), round),
                     ))
                 } else if leads_to(*parent, *child, &parents) {
                     Some(format!(
