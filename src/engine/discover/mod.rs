@@ -14,6 +14,7 @@
 //! names, categories, formats and counts.
 
 pub mod catalog;
+mod columns;
 pub mod evidence;
 mod mysql;
 pub mod propose;

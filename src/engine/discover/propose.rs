@@ -5,11 +5,11 @@
 
 use std::collections::BTreeSet;
 
-use super::catalog::{Column, Table};
-use super::evidence::{ColumnEvidence, TableEvidence, date_cover};
-use crate::classify::{CHECK, FREE_TEXT_WORDS, Matrix, NOT_PII, NameMatch, words};
+use super::catalog::Table;
+use super::columns::Shape;
+use super::evidence::{ColumnEvidence, TableEvidence};
+use crate::classify::Matrix;
 use crate::config::{CoerceRule, ReachRule, SourceConfig};
-use crate::schema::category_fits_type;
 
 /// The draft for one table.
 #[derive(Debug, Clone, Default)]
@@ -147,10 +147,10 @@ pub struct LinkCandidate {
 }
 
 /// The built-in category of free text written by or about a person.
-const FREE_TEXT: &str = "free_text";
+pub(super) const FREE_TEXT: &str = "free_text";
 
 /// The category an identity kind's values have, when the kind says (`email`, `phone`).
-fn kind_shape(kind: &str) -> Option<&'static str> {
+pub(super) fn kind_shape(kind: &str) -> Option<&'static str> {
     let kind = kind.to_lowercase();
     if kind.contains("email") || kind.contains("e_mail") {
         Some("contact.email")
@@ -195,7 +195,7 @@ pub fn singular(name: &str) -> String {
 
 /// The name of a table's key as an identifier's refinement: `customer_id` as it is, `id` of
 /// `customers` as `customer_id`.
-fn key_name(table: &str, column: &str) -> String {
+pub(super) fn key_name(table: &str, column: &str) -> String {
     let table = singular(&snake_case(table));
     let column = snake_case(column);
     if column.starts_with(&table) {
@@ -206,7 +206,7 @@ fn key_name(table: &str, column: &str) -> String {
 }
 
 /// A refinement of `identifier` named after a column, when the name is a plain word.
-fn identifier_for(name: &str) -> String {
+pub(super) fn identifier_for(name: &str) -> String {
     let plain = name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
@@ -215,65 +215,6 @@ fn identifier_for(name: &str) -> String {
         format!("identifier.{name}")
     } else {
         "identifier".to_owned()
-    }
-}
-
-/// What the name and the samples say a column holds, before identities and links.
-#[derive(Debug, Clone, Default)]
-struct Shape {
-    by_name: Option<String>,
-    /// The words of the name that matched, when not the whole name did.
-    by_words: Option<String>,
-    by_values: Option<(String, u32)>,
-}
-
-impl Shape {
-    fn of(column: &Column, evidence: &ColumnEvidence, matrix: &Matrix) -> Shape {
-        let fits = |c: &str| category_fits_type(c, &column.typname, &column.typcategory, false);
-        let (by_name, by_words) = match matrix.name_category(&column.name) {
-            Some((c, NameMatch::Whole)) if fits(c) => (Some(c.to_owned()), None),
-            Some((c, NameMatch::Words(w))) if fits(c) => (Some(c.to_owned()), Some(w)),
-            _ => match words(&column.name).last() {
-                Some(last) if column.is_text() && FREE_TEXT_WORDS.contains(&last.as_str()) => {
-                    (Some(FREE_TEXT.to_owned()), Some(last.clone()))
-                }
-                _ => (None, None),
-            },
-        };
-        // Most samples, not merely some, must be recognised.
-        let by_values = evidence
-            .leading_category()
-            .filter(|(c, n)| *n * 2 >= evidence.non_null.max(1) && fits(c))
-            .map(|(c, n)| (c.to_owned(), n));
-        Shape {
-            by_name,
-            by_words,
-            by_values,
-        }
-    }
-
-    /// The samples' category, or the name's. A phone number is the weakest evidence a value
-    /// gives (digits, some separators: a passport or account number has the same shape), so
-    /// a name that says something else wins over it.
-    fn category(&self) -> Option<&str> {
-        match (&self.by_values, &self.by_name) {
-            (Some((values, _)), Some(name)) if values == "contact.phone" => Some(name),
-            (Some((values, _)), _) => Some(values),
-            (None, name) => name.as_deref(),
-        }
-    }
-
-    fn describe(&self, non_null: u32) -> Vec<String> {
-        let mut said = Vec::new();
-        match (&self.by_name, &self.by_words) {
-            (Some(c), Some(words)) => said.push(format!("the name's word '{words}' matches {c}")),
-            (Some(c), None) => said.push(format!("name matches {c}")),
-            _ => {}
-        }
-        if let Some((c, n)) = &self.by_values {
-            said.push(format!("{n} of {non_null} samples are {c}"));
-        }
-        said
     }
 }
 
@@ -292,7 +233,7 @@ pub struct Planner<'a> {
 impl Planner<'_> {
     /// Whether a row of table `t` is one person: an identity column of it is unique (a
     /// customer's e-mail), where an invoice's billing e-mail repeats.
-    fn one_per_person(&self, t: usize, identities: &[Vec<IdentityProposal>]) -> bool {
+    pub(super) fn one_per_person(&self, t: usize, identities: &[Vec<IdentityProposal>]) -> bool {
         identities[t]
             .iter()
             .any(|i| self.tables[t].is_unique(&i.column))
@@ -303,7 +244,7 @@ impl Planner<'_> {
         self.shape(t, c).category().map(str::to_owned)
     }
 
-    fn shape(&self, t: usize, c: usize) -> Shape {
+    pub(super) fn shape(&self, t: usize, c: usize) -> Shape {
         Shape::of(
             &self.tables[t].columns[c],
             &self.evidence[t].columns[c],
@@ -313,7 +254,7 @@ impl Planner<'_> {
 
     /// What detectors found inside a text column's samples, when it meets the share of
     /// samples the discovery asks for: the categories and how often, never a value.
-    fn free_text(&self, evidence: &ColumnEvidence) -> Option<String> {
+    pub(super) fn free_text(&self, evidence: &ColumnEvidence) -> Option<String> {
         let found = evidence.with_personal_text;
         if found == 0 || f64::from(found) < self.free_text_share * f64::from(evidence.non_null) {
             return None;
@@ -330,7 +271,7 @@ impl Planner<'_> {
         ))
     }
 
-    fn usable(&self, t: usize) -> bool {
+    pub(super) fn usable(&self, t: usize) -> bool {
         self.tables[t].readable && !self.tables[t].columns.is_empty()
     }
 
@@ -637,283 +578,6 @@ impl Planner<'_> {
             )
         }
     }
-
-    fn column(
-        &self,
-        t: usize,
-        c: usize,
-        identities: &[Vec<IdentityProposal>],
-        references: &[Vec<ReferenceProposal>],
-    ) -> ColumnProposal {
-        let table = &self.tables[t];
-        let column = &table.columns[c];
-        let evidence = &self.evidence[t].columns[c];
-        let shape = self.shape(t, c);
-        let mut said = Vec::new();
-        let mut no_evidence = false;
-        let mut scan_json = false;
-        let identity = identities[t].iter().find(|i| i.column == column.name);
-        let reference = references[t].iter().find(|r| r.column == column.name);
-        let referenced_by: Vec<String> = references
-            .iter()
-            .enumerate()
-            .flat_map(|(child, refs)| {
-                refs.iter()
-                    .filter(|r| r.table == table.name.display_name() && r.to == column.name)
-                    .map(move |r| {
-                        format!("{}.{}", self.tables[child].name.display_name(), r.column)
-                    })
-            })
-            .collect();
-        let keyish = identity.is_some() || reference.is_some() || !referenced_by.is_empty();
-        let category = if let Some(identity) = identity {
-            said.push(format!("identity of kind {}", identity.kind));
-            said.extend(shape.describe(evidence.non_null));
-            kind_shape(&identity.kind)
-                .map(str::to_owned)
-                .unwrap_or_else(|| identifier_for(&identity.kind))
-        } else if let Some(reference) = reference {
-            said.push(format!("links to {}.{}", reference.table, reference.to));
-            let parent = self
-                .tables
-                .iter()
-                .position(|p| p.name.display_name() == reference.table);
-            let parent_identity = parent.and_then(|p| {
-                identities[p]
-                    .iter()
-                    .find(|i| i.column == reference.to)
-                    .map(|i| i.kind.clone())
-            });
-            let to_person = parent.is_some_and(|p| self.one_per_person(p, identities));
-            match (&parent_identity, shape.category()) {
-                (Some(kind), _) => kind_shape(kind)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| identifier_for(kind)),
-                (None, Some(category)) => category.to_owned(),
-                // A key is personal only when it leads to a person's row.
-                (None, None) if to_person => identifier_for(&column.name),
-                (None, None) => NOT_PII.to_owned(),
-            }
-        } else if self.one_per_person(t, identities)
-            && table.primary_key.as_deref() == Some(column.name.as_str())
-        {
-            said.push("the key of a person table".to_owned());
-            identifier_for(&key_name(&table.name.table, &column.name))
-        } else if self.one_per_person(t, identities)
-            && shape.category().is_none()
-            && (column.typname == "bytea"
-                || words(&column.name).last().is_some_and(|w| w == "title"))
-        {
-            // What a person table holds beside a name is about that person: a picture, a
-            // title (`Sales Manager`, `Dr`).
-            let category = if column.typname == "bytea" {
-                "photo"
-            } else {
-                "employment"
-            };
-            said.push(format!("a {} column of a person table", column.typname));
-            category.to_owned()
-        } else if let Some(key) = table.foreign_key(&column.name) {
-            // A key is personal only when it leads to a person's row.
-            let parent = self.tables.iter().position(|p| p.name == key.table);
-            match parent.filter(|p| self.one_per_person(*p, identities)) {
-                Some(p) => {
-                    said.push(format!(
-                        "a key to {}, a person table",
-                        self.tables[p].name.display_name()
-                    ));
-                    identifier_for(&key_name(&key.table.table, &key.to))
-                }
-                None => {
-                    said.push(format!(
-                        "a key to {}, which holds no person",
-                        key.table.display_name()
-                    ));
-                    NOT_PII.to_owned()
-                }
-            }
-        } else if !referenced_by.is_empty() {
-            // The key of a row that is not a person's (an order, an address) identifies
-            // the row, not a person.
-            said.push(format!(
-                "linked from {}; the key of a table that holds no person",
-                referenced_by.join(", ")
-            ));
-            shape
-                .category()
-                .map_or_else(|| NOT_PII.to_owned(), str::to_owned)
-        } else if column.is_json() {
-            said.extend(shape.describe(evidence.non_null));
-            let found = json_summary(evidence);
-            if let Some((nested, text)) = found {
-                scan_json = true;
-                said.push(text);
-                shape.by_name.clone().unwrap_or(nested)
-            } else {
-                said.push(format!(
-                    "no personal data found in {} sampled documents",
-                    evidence.non_null
-                ));
-                match shape.by_name.clone() {
-                    Some(category) => category,
-                    None => {
-                        no_evidence = true;
-                        NOT_PII.to_owned()
-                    }
-                }
-            }
-        } else if let Some(category) = shape.category() {
-            said.extend(shape.describe(evidence.non_null));
-            if let Some(inside) = self.free_text(evidence) {
-                said.push(inside);
-            }
-            category.to_owned()
-        } else if let Some(inside) = self.free_text(evidence) {
-            said.push(inside);
-            FREE_TEXT.to_owned()
-        } else if column.is_text() && !evidence.enum_like() {
-            // When in doubt, say so: text with no evidence either way is for a person to
-            // decide, and check-config refuses the draft until one does.
-            no_evidence = true;
-            CHECK.to_owned()
-        } else {
-            no_evidence = true;
-            NOT_PII.to_owned()
-        };
-        if column.is_json() && evidence.json_unscanned > 0 {
-            said.push(format!(
-                "{} sampled documents were too large or malformed to scan",
-                evidence.json_unscanned
-            ));
-        }
-        let coerce = if keyish {
-            None
-        } else {
-            self.coercion(column, evidence, &mut said)
-        };
-        // Text that holds dates or epochs is a timestamp: evidence enough for not_pii.
-        let category = if category == CHECK && coerce.is_some() {
-            no_evidence = false;
-            NOT_PII.to_owned()
-        } else {
-            category
-        };
-        if no_evidence {
-            let seen = if evidence.non_null == 0 {
-                "no evidence (no sampled values)".to_owned()
-            } else {
-                format!("no evidence in the name or {} samples", evidence.non_null)
-            };
-            said.push(if category == CHECK {
-                format!(
-                    "{seen}, and text that is not enum-like: decide (a category, or not_pii); \
-                     check-config refuses \"check\""
-                )
-            } else {
-                format!("{seen}: check")
-            });
-        }
-        ColumnProposal {
-            name: column.name.clone(),
-            typname: column.typname.clone(),
-            category,
-            evidence: said,
-            no_evidence,
-            scan_json,
-            coerce,
-        }
-    }
-
-    fn coercion(
-        &self,
-        column: &Column,
-        evidence: &ColumnEvidence,
-        said: &mut Vec<String>,
-    ) -> Option<CoerceProposal> {
-        if column.is_text() && evidence.non_null > 0 {
-            let (formats, parsed) = date_cover(&evidence.date_masks);
-            // Three in four samples must be dates; the rest become rejected rows.
-            if !formats.is_empty() && parsed * 4 >= evidence.non_null * 3 {
-                said.push(format!(
-                    "{parsed} of {} samples parse as dates with {}",
-                    evidence.non_null,
-                    formats.join(", ")
-                ));
-                return Some(CoerceProposal::Date {
-                    formats: formats.into_iter().map(str::to_owned).collect(),
-                });
-            }
-            return None;
-        }
-        if !column.is_integer() {
-            return None;
-        }
-        let lower = column.name.to_lowercase();
-        let named = ["_epoch", "_at", "_ts", "_timestamp"]
-            .iter()
-            .any(|end| lower.ends_with(end));
-        let (unit, in_range) = evidence
-            .epochs
-            .iter()
-            .copied()
-            .enumerate()
-            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-            .unwrap_or((0, 0));
-        let all_in_range = evidence.integers > 0 && in_range == evidence.integers;
-        if !named && !all_in_range {
-            return None;
-        }
-        let (rule, unit_name) = match unit {
-            _ if in_range == 0 => (CoerceRule::EpochSeconds, "seconds"),
-            0 => (CoerceRule::EpochSeconds, "seconds"),
-            1 => (CoerceRule::EpochMilliseconds, "milliseconds"),
-            _ => (CoerceRule::EpochMicroseconds, "microseconds"),
-        };
-        let mut why = Vec::new();
-        if named {
-            why.push(format!("named like an epoch ({})", column.name));
-        }
-        why.push(format!(
-            "{in_range} of {} samples are {unit_name} since 1970 between 2000 and 2100",
-            evidence.integers
-        ));
-        said.push(why.join("; "));
-        Some(CoerceProposal::Epoch(rule))
-    }
-}
-
-/// The nested category found most often in a JSON column's samples, and the evidence.
-fn json_summary(evidence: &ColumnEvidence) -> Option<(String, String)> {
-    if evidence.json_fields.is_empty() {
-        return None;
-    }
-    let mut by_category: std::collections::BTreeMap<&str, u32> = Default::default();
-    for ((_, category), n) in &evidence.json_fields {
-        *by_category.entry(category.as_str()).or_default() += n;
-    }
-    let leading = by_category
-        .iter()
-        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-        .map(|(c, _)| (*c).to_owned())?;
-    const SHOWN: usize = 6;
-    let mut fields: Vec<String> = evidence
-        .json_fields
-        .keys()
-        .take(SHOWN)
-        .map(|(path, category)| format!("{category} at {path}"))
-        .collect();
-    if evidence.json_fields.len() > SHOWN {
-        fields.push(format!("{} more", evidence.json_fields.len() - SHOWN));
-    }
-    Some((
-        leading,
-        format!(
-            "nested personal data in {} of {} sampled documents: {}",
-            evidence.json_documents_with_pii,
-            evidence.non_null,
-            fields.join(", ")
-        ),
-    ))
 }
 
 /// Whether `from` reaches `to` by following parent edges.
