@@ -499,14 +499,17 @@ fn run(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[tokio::test]
-async fn discover_drafts_a_map_of_the_shapes_that_returns_only_each_subjects_rows() {
-    let name = "reach_discover";
-    database(name).await;
+/// Drafts the map of schema `rs` of database `name` with the binary, from a config with
+/// `kinds`; returns the draft.
+fn draft(name: &str, kinds: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.toml");
     let draft = dir.path().join("draft.toml");
-    std::fs::write(&input, config_text(name, "", "")).unwrap();
+    let text = config_text(name, "", "").replace(
+        "identity_kinds = [\"email\"]",
+        &format!("identity_kinds = {kinds}"),
+    );
+    std::fs::write(&input, text).unwrap();
     let out = run(&[
         "discover",
         "--config",
@@ -518,13 +521,33 @@ async fn discover_drafts_a_map_of_the_shapes_that_returns_only_each_subjects_row
         "--out",
         draft.to_str().unwrap(),
     ]);
-    let printed = format!(
+    assert!(
+        out.status.success(),
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{printed}");
-    let drafted = std::fs::read_to_string(&draft).unwrap();
+    std::fs::read_to_string(&draft).unwrap()
+}
+
+/// `check-config` on `text`: its problems, or none.
+fn check_config(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("decided.toml");
+    std::fs::write(&path, text).unwrap();
+    let check = run(&["check-config", path.to_str().unwrap()]);
+    String::from_utf8_lossy(&check.stderr)
+        .lines()
+        .filter(|l| l.starts_with("  - "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn discover_drafts_a_map_of_the_shapes_that_returns_only_each_subjects_rows() {
+    let name = "reach_discover";
+    database(name).await;
+    let drafted = draft(name, "[\"email\"]");
 
     // A person decides the one column the draft could not: a track's title is not personal.
     let checks: Vec<&str> = drafted
@@ -533,14 +556,8 @@ async fn discover_drafts_a_map_of_the_shapes_that_returns_only_each_subjects_row
         .collect();
     assert_eq!(checks, ["track = \"check\""], "{drafted}");
     let drafted = drafted.replace("track = \"check\"", "track = \"not_pii\"");
-    let decided = dir.path().join("decided.toml");
-    std::fs::write(&decided, &drafted).unwrap();
-    let check = run(&["check-config", decided.to_str().unwrap()]);
-    assert!(
-        check.status.success(),
-        "{}\n{drafted}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let problems = check_config(&drafted);
+    assert!(problems.is_empty(), "{problems:#?}\n{drafted}");
     // The store and its stock are hubs, and nobody's: left out, with why.
     for hub in ["rs.store", "rs.inventory"] {
         assert!(
@@ -618,3 +635,93 @@ const PERSONAL: &[&str] = &[
     "rs.staff.email",
     "rs.staff.picture",
 ];
+
+#[tokio::test]
+async fn phones_stored_as_typed_are_compared_by_digits_or_said_never_to_match() {
+    let name = "reach_phones";
+    let db = database(name).await;
+    // Leads keep national numbers as typed: no country code, so no E.164 value is theirs.
+    db.batch_execute(
+        "CREATE TABLE rs.lead (lead_id integer PRIMARY KEY, full_name text NOT NULL,
+                               phone text NOT NULL);
+         INSERT INTO rs.lead VALUES (1, 'Ann Lee', '(503) 555-9831'),
+             (2, 'Ben Ode', '(503) 555-0102'), (3, 'Cy Twombly', '503.555.7777');",
+    )
+    .await
+    .unwrap();
+    let drafted = draft(name, "[\"email\", \"phone\"]");
+    // Clients' numbers are typed with their country code: the draft compares their digits.
+    assert!(
+        drafted.contains(
+            "identity = [{ kind = \"email\", column = \"email\" }, { kind = \"phone\", \
+             column = \"phone\", match = \"digits\" }]"
+        ),
+        "{drafted}"
+    );
+    assert!(
+        drafted.contains(
+            "3 of 3 sampled values are stored as typed, not as phone values are normalised \
+             (trim, e164), but 2 of them match by their digits: compared by digits (match = \
+             \"digits\"; index it: CREATE INDEX ON \"rs\".\"client\" \
+             ((regexp_replace(\"phone\", '[^0-9]', '', 'g'))))"
+        ),
+        "{drafted}"
+    );
+    // Leads' numbers can never match, and the draft says so.
+    let never = "3 of 3 sampled values are stored as typed, not as phone values are normalised \
+                 (trim, e164), and only 0 match even by their digits: no phone identity can \
+                 find these rows";
+    assert!(drafted.contains(never), "{drafted}");
+
+    let decided = drafted.replace("track = \"check\"", "track = \"not_pii\"");
+    let problems = check_config(&decided);
+    assert!(problems.is_empty(), "{problems:#?}\n{decided}");
+    let server = TestServer::start(config(&decided)).await;
+    let mut client = server.client().await;
+    // A number typed as the person gives it finds their rows by digits, and only theirs.
+    for typed in ["+55 12 3923-5555", "+551239235555"] {
+        let x = extract(&mut client, request("phone", typed)).await;
+        assert_eq!(x.code(), Code::Ok, "{}", x.message());
+        let mut ids: Vec<String> = x
+            .column("rs.client", "client_id")
+            .iter()
+            .map(|k| format!("{k:?}"))
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["Int64Value(1)"], "{typed}");
+        assert_eq!(x.rows("rs.invoice").len(), 2);
+    }
+    // Validate says of the configured map what the draft said.
+    let checked = support::validate(
+        &mut client,
+        dsr_connector::pb::ValidateRequest {
+            source: "demo".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let lead = checked.table("rs.lead");
+    assert!(
+        lead.warnings.iter().any(|w| w.contains(
+            "identity column 'phone' (kind phone, exact): 3 of 3 sampled values are stored as \
+             typed, not as phone values are normalised (trim, e164), and only 0 match even by \
+             their digits"
+        )),
+        "{:?}",
+        lead.warnings
+    );
+    assert!(
+        checked
+            .table("rs.client")
+            .warnings
+            .iter()
+            .all(|w| !w.contains("stored as typed")),
+        "{:?}",
+        checked.table("rs.client").warnings
+    );
+    for value in ["555-9831", "3923-5555", "503.555"] {
+        assert!(!checked.text.contains(value), "a sampled value in Validate");
+    }
+    server.stop().await.unwrap();
+}

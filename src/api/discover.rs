@@ -75,17 +75,12 @@ fn messages(proposal: &Proposal) -> Vec<DiscoverResponse> {
                     .map(|i| ProposedIdentity {
                         kind: i.kind.clone(),
                         column: i.column.clone(),
-                        r#match: if i.case_insensitive {
-                            "case_insensitive"
-                        } else {
-                            "exact"
-                        }
-                        .to_owned(),
+                        r#match: i.matching.name().to_owned(),
                         evidence: i.evidence.clone(),
-                        match_mode: if i.case_insensitive {
-                            MatchMode::CaseInsensitive
-                        } else {
-                            MatchMode::Exact
+                        match_mode: match i.matching {
+                            crate::config::MatchMode::Exact => MatchMode::Exact,
+                            crate::config::MatchMode::CaseInsensitive => MatchMode::CaseInsensitive,
+                            crate::config::MatchMode::Digits => MatchMode::Digits,
                         }
                         .into(),
                     })

@@ -138,6 +138,10 @@ pub enum MatchMode {
     /// `lower(column) = lower(value)`, or `column = value` on a `citext` column. Needs an
     /// index on `lower(column)` to be fast; the schema gate says when one is missing.
     CaseInsensitive,
+    /// The digits of the column equal the digits of the value, whatever else either holds:
+    /// for phone numbers stored as typed (`(503) 555-9831`). Needs an index on the column's
+    /// digits to be fast (`regexp_replace(column, '[^0-9]', '', 'g')`).
+    Digits,
 }
 
 impl MatchMode {
@@ -145,6 +149,7 @@ impl MatchMode {
         match self {
             MatchMode::Exact => "exact",
             MatchMode::CaseInsensitive => "case_insensitive",
+            MatchMode::Digits => "digits",
         }
     }
 }

@@ -31,13 +31,43 @@ impl Engine {
         let report = match &source.store {
             Store::Postgres(_) => {
                 self.guarded(source, caller, deadline, "validate", |conn| async move {
-                    Ok(crate::schema::check_schema(cfg, &self.matrix, &conn.client).await?)
+                    let mut report =
+                        crate::schema::check_schema(cfg, &self.matrix, &conn.client).await?;
+                    for (t, column, sql, kind, matching) in stored_form_samples(cfg, &report) {
+                        let rows = conn
+                            .client
+                            .query(&sql, &[])
+                            .await
+                            .map_err(|e| ExtractError::from(DbError::from_pg(&cfg.name, &e)))?;
+                        let values: Vec<String> = rows.iter().filter_map(|r| r.get(0)).collect();
+                        stored_form_warning(cfg, &mut report, t, &column, &kind, matching, &values);
+                    }
+                    Ok(report)
                 })
                 .await?
             }
             Store::MySql(pool) => {
                 self.admitted(source, caller, deadline, async || {
-                    Ok(crate::schema::check_schema_mysql(cfg, &self.matrix, pool).await?)
+                    let mut report =
+                        crate::schema::check_schema_mysql(cfg, &self.matrix, pool).await?;
+                    let samples = stored_form_samples(cfg, &report);
+                    if !samples.is_empty() {
+                        let mut snapshot = pool.snapshot(deadline).await?;
+                        for (t, column, sql, kind, matching) in samples {
+                            let values = snapshot.first_texts(&sql).await?;
+                            stored_form_warning(
+                                cfg,
+                                &mut report,
+                                t,
+                                &column,
+                                &kind,
+                                matching,
+                                &values,
+                            );
+                        }
+                        snapshot.finish().await?;
+                    }
+                    Ok(report)
                 })
                 .await?
             }
@@ -141,6 +171,100 @@ impl Engine {
 }
 
 /// What a looser match found, before its tables are counted.
+/// Stored values sampled per identity column, to tell whether normalised identities can
+/// match them as the map compares them.
+const STORED_FORM_SAMPLE: u32 = 100;
+
+/// For each text identity column of a map that loaded: the index of its table report, the
+/// column, the query that samples its stored values, its kind and how it is compared.
+fn stored_form_samples(
+    cfg: &crate::config::SourceConfig,
+    report: &SchemaReport,
+) -> Vec<(usize, String, String, String, crate::config::MatchMode)> {
+    let Some(map) = &report.map else {
+        return Vec::new();
+    };
+    let mut samples = Vec::new();
+    for table_cfg in &cfg.tables {
+        let Some(name) = crate::config::QualifiedName::parse(&table_cfg.name) else {
+            continue;
+        };
+        let display = name.display_name();
+        let (Some(t), Some(mapped)) = (
+            report.tables.iter().position(|r| r.table == display),
+            map.tables.iter().find(|m| m.display == display),
+        ) else {
+            continue;
+        };
+        for identity in table_cfg.identity.as_slice() {
+            let Some(column) = mapped.columns.iter().find(|c| c.name == identity.column) else {
+                continue;
+            };
+            if !crate::schema::is_text_type(&column.typname) {
+                continue;
+            }
+            let c = map.dialect.quote(&column.name);
+            let text = match map.dialect {
+                crate::schema::Dialect::Postgres => format!("{c}::text"),
+                crate::schema::Dialect::MySql => c.clone(),
+            };
+            let sql = format!(
+                "SELECT {text} FROM {} WHERE {c} IS NOT NULL LIMIT {STORED_FORM_SAMPLE}",
+                map.dialect.table(&name)
+            );
+            samples.push((
+                t,
+                column.name.clone(),
+                sql,
+                identity.kind.clone(),
+                identity.matching,
+            ));
+        }
+    }
+    samples
+}
+
+/// Warns on table report `t` when identities of `kind` can hardly ever match the sampled
+/// stored `values` of `column` as the map compares them (a phone stored as typed). Counts
+/// only: no value leaves.
+fn stored_form_warning(
+    cfg: &crate::config::SourceConfig,
+    report: &mut SchemaReport,
+    t: usize,
+    column: &str,
+    kind: &str,
+    matching: crate::config::MatchMode,
+    values: &[String],
+) {
+    use crate::config::MatchMode;
+    let normalizer = cfg.normalizer(kind);
+    let form = normalizer.stored_form(
+        values.iter().map(String::as_str),
+        matching == MatchMode::CaseInsensitive,
+    );
+    if !form.mostly_unmatched(matching == MatchMode::Digits) {
+        return;
+    }
+    let Some(name) = crate::config::QualifiedName::parse(&report.tables[t].table) else {
+        return;
+    };
+    let dialect = crate::schema::Dialect::of(cfg.kind);
+    let (note, _) = crate::engine::discover::propose::stored_form_note(
+        dialect,
+        &name,
+        column,
+        kind,
+        &normalizer.describe(),
+        form,
+    );
+    let table = &mut report.tables[t];
+    table.warnings.push(format!(
+        "table '{}', identity column '{column}' (kind {kind}, {}): {note}",
+        table.table,
+        matching.name()
+    ));
+}
+
 fn looser_match(looser: Looser) -> pb::LooserMatch {
     pb::LooserMatch {
         r#match: looser.name().to_owned(),

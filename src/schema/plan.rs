@@ -344,6 +344,11 @@ impl Matcher<'_> {
             (Compare::Looser(Looser::Trimmed), _) if text => {
                 format!("btrim({c}) = btrim($1::text)")
             }
+            // Digits are compared as digits however the columns are compared otherwise: a
+            // phone number stored as typed has no other form to match.
+            (_, MatchMode::Digits) if text => format!(
+                "regexp_replace({c}, '[^0-9]', '', 'g') = regexp_replace($1::text, '[^0-9]', '', 'g')"
+            ),
             // citext would compare case-insensitively by itself (and no index serves this).
             (Compare::Exact, _) if column.folds_case => format!("{c}::text = $1::text"),
             (Compare::Exact, _) => format!("{c} = CAST($1::text AS {})", column.base_type),
@@ -377,6 +382,9 @@ impl Matcher<'_> {
             _ => "?",
         };
         let text = decoder == MyDecoder::Text;
+        if text && matching == MatchMode::Digits {
+            return format!("REGEXP_REPLACE({c}, '[^0-9]', '') = REGEXP_REPLACE(?, '[^0-9]', '')");
+        }
         let folding = match (self.compare, matching) {
             (Compare::Looser(Looser::Trimmed), _) if text => {
                 return format!("TRIM({c}) = TRIM(?)");
@@ -455,6 +463,7 @@ impl<'a> Graph<'a> {
                     table.display,
                     identity.column,
                     match (self.matcher.compare, identity.matching) {
+                        (_, MatchMode::Digits) => " (digits)",
                         (Compare::Exact, _) | (_, MatchMode::Exact) => "",
                         (_, MatchMode::CaseInsensitive) => " (case-insensitive)",
                     }

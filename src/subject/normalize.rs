@@ -67,6 +67,29 @@ pub struct Normalizer {
     region: Option<phonenumber::country::Id>,
 }
 
+/// What [`Normalizer::stored_form`] found among sampled stored values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredForm {
+    pub sampled: usize,
+    /// Values that an identity typed as stored, once normalised, equals.
+    pub as_stored: usize,
+    /// Values whose digits equal the digits of what normalisation makes of them.
+    pub by_digits: usize,
+}
+
+impl StoredForm {
+    /// Fewer than half of at least three samples would match: identities of the kind can
+    /// hardly ever find these rows as the column is compared.
+    pub fn mostly_unmatched(&self, digits: bool) -> bool {
+        let matched = if digits {
+            self.by_digits
+        } else {
+            self.as_stored
+        };
+        self.sampled >= 3 && matched * 2 < self.sampled
+    }
+}
+
 /// Why a value could not be normalised. Never holds the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -97,6 +120,32 @@ impl Normalizer {
     /// `match = "case_insensitive"`.
     pub fn lowercases(&self) -> bool {
         self.steps.contains(&Step::Lowercase)
+    }
+
+    /// How stored values of an identity column compare with what this normalisation makes
+    /// of the same text: how many an identity typed as stored would match exactly (or
+    /// case-insensitively, with `fold_case`), and how many by their digits. Counts only.
+    pub fn stored_form<'a>(
+        &self,
+        values: impl IntoIterator<Item = &'a str>,
+        fold_case: bool,
+    ) -> StoredForm {
+        let digits = |v: &str| v.chars().filter(char::is_ascii_digit).collect::<String>();
+        let mut form = StoredForm::default();
+        for value in values {
+            form.sampled += 1;
+            let Ok(normal) = self.apply(value) else {
+                continue;
+            };
+            if normal == value || (fold_case && normal.to_lowercase() == value.to_lowercase()) {
+                form.as_stored += 1;
+            }
+            let stored_digits = digits(value);
+            if !stored_digits.is_empty() && digits(&normal) == stored_digits {
+                form.by_digits += 1;
+            }
+        }
+        form
     }
 
     /// The steps, by name.

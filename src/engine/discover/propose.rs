@@ -9,7 +9,7 @@ use super::catalog::Table;
 use super::columns::Shape;
 use super::evidence::{ColumnEvidence, TableEvidence};
 use crate::classify::Matrix;
-use crate::config::{CoerceRule, ReachRule, SourceConfig};
+use crate::config::{CoerceRule, MatchMode, ReachRule, SourceConfig};
 
 /// The draft for one table.
 #[derive(Debug, Clone, Default)]
@@ -83,7 +83,9 @@ fn erase_proposal(name: &str) -> EraseProposal {
 pub struct IdentityProposal {
     pub kind: String,
     pub column: String,
-    pub case_insensitive: bool,
+    /// How the column is compared: case-insensitively when samples have capitals and the
+    /// kind lower-cases; by digits when phone numbers are stored as typed.
+    pub matching: crate::config::MatchMode,
     pub evidence: String,
 }
 
@@ -174,6 +176,51 @@ pub fn snake_case(name: &str) -> String {
         previous = Some(c);
     }
     out
+}
+
+/// What to say of an identity column whose stored values (`form`) the kind's normalisation
+/// (`steps`) seldom reproduces, and whether comparing digits finds them. Counts only.
+pub fn stored_form_note(
+    dialect: crate::schema::Dialect,
+    table: &crate::config::QualifiedName,
+    column: &str,
+    kind: &str,
+    steps: &str,
+    form: crate::subject::normalize::StoredForm,
+) -> (String, bool) {
+    let unmatched = form.sampled - form.as_stored;
+    let (t, c) = (dialect.table(table), dialect.quote(column));
+    let index = match dialect {
+        crate::schema::Dialect::Postgres => {
+            format!("CREATE INDEX ON {t} ((regexp_replace({c}, '[^0-9]', '', 'g')))")
+        }
+        crate::schema::Dialect::MySql => format!(
+            "on MySQL 8, CREATE INDEX {} ON {t} ((REGEXP_REPLACE({c}, '[^0-9]', '')))",
+            dialect.quote(&format!("{}_{column}_digits", table.table))
+        ),
+    };
+    if !form.mostly_unmatched(true) {
+        return (
+            format!(
+                "{unmatched} of {} sampled values are stored as typed, not as {kind} values \
+                 are normalised ({steps}), but {} of them match by their digits: compared by \
+                 digits (match = \"digits\"; index it: {index})",
+                form.sampled, form.by_digits
+            ),
+            true,
+        );
+    }
+    (
+        format!(
+            "{unmatched} of {} sampled values are stored as typed, not as {kind} values are \
+             normalised ({steps}), and only {} match even by their digits: no {kind} identity \
+             can find these rows. Store the values normalised, or normalise the kind as they \
+             are stored ([sources.identities.{kind}] normalize = [\"trim\"]) and compare digits \
+             (match = \"digits\"; index it: {index})",
+            form.sampled, form.by_digits
+        ),
+        false,
+    )
 }
 
 /// `customers` → `customer`, `categories` → `category`, `addresses` → `address`.
@@ -283,6 +330,14 @@ impl Planner<'_> {
         if !self.usable(t) {
             return found;
         }
+        // A phone alone does not make a row a person's: an address carries one, and is
+        // looked up from the person's row, not matched as a person.
+        let describes_person = (0..table.columns.len()).any(|c| {
+            matches!(
+                self.shape(t, c).category(),
+                Some("name" | "contact.email" | "birth_date")
+            )
+        });
         for (c, column) in table.columns.iter().enumerate() {
             if table.foreign_key(&column.name).is_some() {
                 continue;
@@ -307,7 +362,11 @@ impl Planner<'_> {
                 } else {
                     continue;
                 };
-                let lowercases = self.source.normalizer(kind).lowercases();
+                if kind_shape(kind) == Some("contact.phone") && !describes_person {
+                    continue;
+                }
+                let normalizer = self.source.normalizer(kind);
+                let lowercases = normalizer.lowercases();
                 // citext compares case-insensitively as it is.
                 let case_insensitive = lowercases
                     && column.is_text()
@@ -328,10 +387,36 @@ impl Planner<'_> {
                         crate::schema::quote_ident(&column.name)
                     ));
                 }
+                let mut matching = if case_insensitive {
+                    MatchMode::CaseInsensitive
+                } else {
+                    MatchMode::Exact
+                };
+                // Values stored as typed (a phone as `(503) 555-9831`) that no normalised
+                // identity equals: compared by their digits when that finds them, or said.
+                if column.is_text() {
+                    let form = normalizer
+                        .stored_form(evidence.values.iter().map(String::as_str), case_insensitive);
+                    if form.mostly_unmatched(false) {
+                        let (note, digits) = stored_form_note(
+                            crate::schema::Dialect::of(self.source.kind),
+                            &table.name,
+                            &column.name,
+                            kind,
+                            &normalizer.describe(),
+                            form,
+                        );
+                        evidence_text.push_str("; ");
+                        evidence_text.push_str(&note);
+                        if digits {
+                            matching = MatchMode::Digits;
+                        }
+                    }
+                }
                 found.push(IdentityProposal {
                     kind: kind.clone(),
                     column: column.name.clone(),
-                    case_insensitive,
+                    matching,
                     evidence: evidence_text,
                 });
                 break;

@@ -77,8 +77,8 @@ pub fn table(p: &TableProposal) -> Table {
             let mut entry = InlineTable::new();
             entry.insert("kind", identity.kind.as_str().into());
             entry.insert("column", identity.column.as_str().into());
-            if identity.case_insensitive {
-                entry.insert("match", "case_insensitive".into());
+            if identity.matching != crate::config::MatchMode::Exact {
+                entry.insert("match", identity.matching.name().into());
             }
             identities.push(Value::InlineTable(entry));
             why.push(format!(

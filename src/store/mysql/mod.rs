@@ -505,6 +505,20 @@ impl Snapshot {
         self.query(sql, "").await
     }
 
+    /// The first column of each row of `sql`, where it is text.
+    pub async fn first_texts(&mut self, sql: &str) -> Result<Vec<String>, DbError> {
+        let mut rows = self.query_plain(sql).await?;
+        let mut texts = Vec::new();
+        while let Some(row) = rows.next().await {
+            if let Some(mysql_async::Value::Bytes(bytes)) = row?.first()
+                && let Ok(text) = std::str::from_utf8(bytes)
+            {
+                texts.push(text.to_owned());
+            }
+        }
+        Ok(texts)
+    }
+
     /// Runs `sql` with the identity bound to each `?`; its rows are taken off the socket one
     /// at a time by [`Rows::next`], so a row is read only when the one before was taken.
     pub async fn query(&mut self, sql: &str, value: &str) -> Result<Rows<'_>, DbError> {
