@@ -190,14 +190,26 @@ async fn streamed(
     client: &mut DsrConnectorServiceClient<Channel>,
     email: &str,
 ) -> BTreeMap<String, Vec<i64>> {
-    let x = extract(client, request("email", email)).await;
+    streamed_from(client, "demo", email).await
+}
+
+/// The rows of every table streamed for `email` by `source`, by table (as PostgreSQL's
+/// source names it: `rs.` before a MariaDB table's name), as sorted keys.
+async fn streamed_from(
+    client: &mut DsrConnectorServiceClient<Channel>,
+    source: &str,
+    email: &str,
+) -> BTreeMap<String, Vec<i64>> {
+    let mut req = request("email", email);
+    req.source = source.into();
+    let x = extract(client, req).await;
     assert_eq!(x.code(), Code::Ok, "{email}: {}", x.message());
     let mut all = BTreeMap::new();
     for table in &x.manifest.as_ref().unwrap().tables {
         let key = TABLES
             .iter()
             .chain(&[("invoice_line", "invoice_line_id")])
-            .find(|(t, _)| format!("rs.{t}") == table.table)
+            .find(|(t, _)| format!("rs.{t}") == table.table || *t == table.table)
             .map(|(_, k)| *k)
             .unwrap_or_else(|| panic!("{email}: an unexpected table {}", table.table));
         let mut keys: Vec<i64> = x
@@ -210,7 +222,11 @@ async fn streamed(
             .collect();
         keys.sort();
         if !keys.is_empty() {
-            all.insert(table.table.clone(), keys);
+            let name = match table.table.starts_with("rs.") {
+                true => table.table.clone(),
+                false => format!("rs.{}", table.table),
+            };
+            all.insert(name, keys);
         }
     }
     all
@@ -724,4 +740,122 @@ async fn phones_stored_as_typed_are_compared_by_digits_or_said_never_to_match() 
         assert!(!checked.text.contains(value), "a sampled value in Validate");
     }
     server.stop().await.unwrap();
+}
+
+/// This binary's MariaDB, with the shapes in database `rs`.
+fn mariadb() -> &'static dsr_connector::demo::mariadb::TempMariaDb {
+    static SERVER: std::sync::OnceLock<dsr_connector::demo::mariadb::TempMariaDb> =
+        std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let server = dsr_connector::demo::mariadb::TempMariaDb::start()
+            .unwrap_or_else(|e| panic!("cannot start the test MariaDB: {e}"));
+        server.load_demo("rs").unwrap();
+        server
+            .execute("rs", include_str!("data/reach_shapes.mariadb.sql"))
+            .unwrap_or_else(|e| panic!("cannot load the shapes: {e}"));
+        server
+    })
+}
+
+#[tokio::test]
+async fn on_mariadb_each_subject_gets_exactly_their_rows_too() {
+    let server = mariadb();
+    // The same map, named as MySQL names tables, and without erase policies (erasure is not
+    // available for mysql sources yet).
+    let map: String = SAFE_MAP
+        .replace("\"rs.", "\"")
+        .lines()
+        .filter(|l| !l.starts_with("erase = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let head =
+        dsr_connector::demo::mariadb::source_toml("shapes", server.host(), server.port(), "rs");
+    let head = head[..head.find("[[sources.tables]]").unwrap()].replace(
+        "identity_kinds = [\"email\", \"customer_id\"]",
+        "identity_kinds = [\"email\"]",
+    );
+    let text = format!(
+        "{}\n{head}\n{map}",
+        config_text("reach_mariadb", SAFE_MAP, "")
+    );
+    let config = dsr_connector::config::Config::from_toml_str(&text, |name| match name {
+        dsr_connector::demo::mariadb::PASSWORD_ENV => Some(server.password().to_owned()),
+        demo::PASSWORD_ENV => Some(cluster().password().to_owned()),
+        dsr_connector::config::DEFAULT_SUBJECT_KEY_ENV => Some(SUBJECT_KEY.to_owned()),
+        dsr_connector::config::DEFAULT_AUDIT_KEY_ENV => Some(demo::audit_key(SUBJECT_KEY)),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    database("reach_mariadb").await;
+    let service = TestServer::start(config).await;
+    let mut client = service.client().await;
+    for (email, rows) in EXPECTED {
+        assert_eq!(
+            streamed_from(&mut client, "shapes", email).await,
+            expected(rows),
+            "{email}: the rows MariaDB streamed"
+        );
+    }
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_mariadb_draft_passes_check_config_and_reads_pascal_case_as_snake_case() {
+    let server = mariadb();
+    let head =
+        dsr_connector::demo::mariadb::source_toml("shapes", server.host(), server.port(), "rs");
+    let head = head[..head.find("[[sources.tables]]").unwrap()].replace(
+        "identity_kinds = [\"email\", \"customer_id\"]",
+        "identity_kinds = [\"email\", \"member_id\"]",
+    );
+    database("reach_mariadb_draft").await;
+    let text = format!(
+        "{}\n{head}\n",
+        config_text("reach_mariadb_draft", SAFE_MAP, "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (input, draft) = (dir.path().join("in.toml"), dir.path().join("draft.toml"));
+    std::fs::write(&input, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
+        .args(["discover", "--config", input.to_str().unwrap()])
+        .args(["--source", "shapes", "--out", draft.to_str().unwrap()])
+        .env("DSR_DEMO_PASSWORD", cluster().password())
+        .env(
+            dsr_connector::demo::mariadb::PASSWORD_ENV,
+            server.password(),
+        )
+        .env("DSR_SUBJECT_KEY", SUBJECT_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drafted = std::fs::read_to_string(&draft).unwrap();
+    assert!(
+        drafted.contains(
+            "identity = [{ kind = \"member_id\", column = \"MemberId\" }, { kind = \"email\", \
+             column = \"Email\" }]"
+        ),
+        "{drafted}"
+    );
+    // No erase policy is proposed for a mysql source, and the draft is safe as drafted:
+    // only the columns it marks "check" wait for a person.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
+        .args(["check-config", draft.to_str().unwrap()])
+        .env("DSR_DEMO_PASSWORD", cluster().password())
+        .env(
+            dsr_connector::demo::mariadb::PASSWORD_ENV,
+            server.password(),
+        )
+        .env("DSR_SUBJECT_KEY", SUBJECT_KEY)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stderr);
+    let problems: Vec<&str> = said.lines().filter(|l| l.starts_with("  - ")).collect();
+    assert!(
+        !problems.is_empty() && problems.iter().all(|p| p.contains("category \"check\"")),
+        "{said}\n{drafted}"
+    );
 }
