@@ -1,5 +1,7 @@
-//! dsr-connector: a gRPC service that answers data-subject access requests against
-//! PostgreSQL, streaming every row of one subject from one consistent snapshot.
+//! dsr-connector: a gRPC service that answers data-subject requests against PostgreSQL and
+//! MariaDB/MySQL: access (every row of one subject, streamed from one consistent snapshot)
+//! and erasure (the subject's rows deleted or masked in one verified transaction), reaching
+//! only the subject's rows (the reach rule: ownership, lookups, never another person's row).
 //!
 //! # Layout
 //!
@@ -9,17 +11,19 @@
 //! - [`api`]: the transport: the server (health, reflection, graceful shutdown, the metrics
 //!   listener), one adapter per RPC, the policy layers (request id, trace context, deadline,
 //!   auth) and the one error-to-status mapping.
-//! - [`cli`]: the client-side commands: `extract` (a data package for people) and
+//! - [`cli`]: the client-side commands: `extract` (a data package for people), `erase` and
 //!   `discover` (a draft data map).
 //! - [`engine`]: every RPC's database work behind one guarded call (breaker, call slots,
 //!   checkout, settle): `extract` (snapshot, portal batches, bounded channel, cancellation,
-//!   count verification, manifest), `validate` and `discover`.
+//!   count verification, manifest), `erase` (preview, guards, changes, verification before
+//!   COMMIT), `validate` and `discover`.
 //! - [`records`]: the appender, the hash-chained audit log, the dead-letter queue and the
 //!   control database that replicas share for them.
 //! - [`schema`]: the data map checked against the live catalog (the schema gate), the
-//!   identity graph compiled into per-identity-kind plans, and the per-source cache.
+//!   identity graph compiled under the reach rule into per-identity-kind plans with their
+//!   hub and shared-key guards, and the per-source cache.
 //! - [`store`]: the databases read: `postgres` (pools, libpq `sslmode` over rustls, snapshot,
-//!   SQLSTATE classification).
+//!   SQLSTATE classification) and `mysql` (MariaDB and MySQL).
 //! - [`values`]: PostgreSQL wire values to typed protobuf values, and the coercion matrix.
 //! - [`classify`]: the classification matrix, value detectors, and the nested-JSON PII scan.
 //! - [`resilience`]: the circuit breaker, retry policy and admission (call slots).

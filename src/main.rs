@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 #[derive(Parser)]
 #[command(
     version,
-    about = "Answers data-subject access requests against PostgreSQL over gRPC"
+    about = "Answers data-subject requests (access and erasure) against PostgreSQL and MariaDB/MySQL over gRPC"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -6,8 +6,10 @@
 //!    classification matrix's detectors, date formats, epoch ranges and the JSON walker, then
 //!    dropped;
 //! 3. [`propose`]: identities for the source's kinds, foreign keys as references, links
-//!    without a foreign key checked against the data ("inferred, check"), and a category and
-//!    rule for every column, each with its evidence;
+//!    without a foreign key checked against the data ("inferred, check"); [`reach`]: which
+//!    way each reference reaches rows (owned, lookup, or left out), from the catalog and each
+//!    key's measured fan-in; and (`columns`) a category and rule for every column, each with
+//!    its evidence;
 //! 4. [`render`]: the draft as TOML that `check-config` accepts.
 //!
 //! No sampled value leaves this module: not in the draft, the logs or the spans. Evidence is
