@@ -210,8 +210,7 @@ impl Run<'_> {
                 .await
                 .map_err(|e| self.db(&e, Some(table)))?;
         }
-        self.check_identity_rows(txn).await?;
-        self.check_reach(txn).await?;
+        self.check_guards(txn).await?;
         self.check_unshared(txn, &keys).await?;
 
         let digest = preview_digest(&self.cfg.name, &self.subject_id, &self.steps, &counted);
@@ -285,40 +284,35 @@ impl Run<'_> {
         Ok(done)
     }
 
-    /// Refuses an identity that matches more rows than `max_identity_rows` in a table where
-    /// one row is one person: the plan's one count of the identity's direct rows.
-    async fn check_identity_rows(
+    /// Refuses, before anything changes, an identity that matches more rows than
+    /// `max_identity_rows` in a table where one row is one person, and a subject whose rows
+    /// break the reach rule (a hub reached by lookup, a followed key shared by a second
+    /// row): the plan's two counting queries.
+    async fn check_guards(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
     ) -> Result<(), ExtractError> {
-        let Some(sql) = &self.plan.identity_rows_sql else {
-            return Ok(());
-        };
-        let row = txn
-            .query_one(sql, &[&self.value])
-            .await
-            .map_err(|e| self.db(&e, None))?;
-        let rows = crate::engine::identity_rows(&self.plan, |i| row.get::<_, i64>(i));
-        match crate::engine::shared_identity(&rows, self.cfg.max_identity_rows) {
-            Some(refusal) => Err(refusal),
-            None => Ok(()),
+        if let Some(sql) = &self.plan.identity_rows_sql {
+            let row = txn
+                .query_one(sql, &[&self.value])
+                .await
+                .map_err(|e| self.db(&e, None))?;
+            let rows = crate::engine::identity_rows(&self.plan, |i| row.get::<_, i64>(i));
+            if let Some(refusal) = crate::engine::shared_identity(&rows, self.cfg.max_identity_rows)
+            {
+                return Err(refusal);
+            }
         }
-    }
-
-    /// Refuses a subject whose rows break the reach rule (a hub reached by lookup, a
-    /// followed key shared by a second row), before anything changes.
-    async fn check_reach(&self, txn: &tokio_postgres::Transaction<'_>) -> Result<(), ExtractError> {
-        let Some(sql) = &self.plan.reach_guard_sql else {
-            return Ok(());
-        };
-        let row = txn
-            .query_one(sql, &[&self.value])
-            .await
-            .map_err(|e| self.db(&e, None))?;
-        match self.plan.reach_refusal(|i| row.get::<_, i64>(i)) {
-            Some(refusal) => Err(refusal.into()),
-            None => Ok(()),
+        if let Some(sql) = &self.plan.reach_guard_sql {
+            let row = txn
+                .query_one(sql, &[&self.value])
+                .await
+                .map_err(|e| self.db(&e, None))?;
+            if let Some(refusal) = self.plan.reach_refusal(|i| row.get::<_, i64>(i)) {
+                return Err(refusal.into());
+            }
         }
+        Ok(())
     }
 
     /// Refuses to mask a row reached by lookup that a row not the subject's also points at

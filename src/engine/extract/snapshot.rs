@@ -140,12 +140,7 @@ impl Job {
         let Some(sql) = &self.plan.identity_rows_sql else {
             return Ok(Vec::new());
         };
-        let source_name = self.params.source.as_str();
-        let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
-        let statement = crate::store::postgres::prepare_cached(statements, txn, sql)
-            .await
-            .map_err(db)?;
-        let row = txn.query_one(&statement, &[&value]).await.map_err(db)?;
+        let row = self.counts(txn, statements, sql, value).await?;
         let rows = crate::engine::identity_rows(&self.plan, |i| row.get::<_, i64>(i));
         if self.reading.shared_identity == crate::config::SharedIdentityPolicy::Refuse
             && let Some(refusal) =
@@ -167,16 +162,28 @@ impl Job {
         let Some(sql) = &self.plan.reach_guard_sql else {
             return Ok(());
         };
+        let row = self.counts(txn, statements, sql, value).await?;
+        match self.plan.reach_refusal(|i| row.get::<_, i64>(i)) {
+            Some(refusal) => Err(refusal.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// The one row of a plan's counting query (the identity bound once), prepared once per
+    /// connection.
+    async fn counts(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        statements: &mut crate::store::postgres::StatementCache,
+        sql: &str,
+        value: &str,
+    ) -> Result<tokio_postgres::Row, ExtractError> {
         let source_name = self.params.source.as_str();
         let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
         let statement = crate::store::postgres::prepare_cached(statements, txn, sql)
             .await
             .map_err(db)?;
-        let row = txn.query_one(&statement, &[&value]).await.map_err(db)?;
-        match self.plan.reach_refusal(|i| row.get::<_, i64>(i)) {
-            Some(refusal) => Err(refusal.into()),
-            None => Ok(()),
-        }
+        txn.query_one(&statement, &[&value]).await.map_err(db)
     }
 
     /// Cancels whatever runs on the connection, on the server, and discards the connection.
