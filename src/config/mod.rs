@@ -16,6 +16,7 @@
 
 mod datamap;
 pub mod erasure;
+mod reach;
 mod secrets;
 mod server;
 mod source;

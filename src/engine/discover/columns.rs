@@ -3,11 +3,11 @@
 //! read. Never a value.
 
 use super::catalog::Column;
-use super::evidence::{ColumnEvidence, date_cover};
-use super::propose::{
+use super::draft::{
     CoerceProposal, ColumnProposal, FREE_TEXT, IdentityProposal, Planner, ReferenceProposal,
     identifier_for, key_name, kind_shape,
 };
+use super::evidence::{ColumnEvidence, date_cover};
 use crate::classify::{CHECK, FREE_TEXT_WORDS, Matrix, NOT_PII, NameMatch, words};
 use crate::config::CoerceRule;
 use crate::schema::category_fits_type;

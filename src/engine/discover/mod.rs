@@ -17,6 +17,7 @@
 
 pub mod catalog;
 mod columns;
+mod draft;
 pub mod evidence;
 mod mysql;
 pub mod propose;

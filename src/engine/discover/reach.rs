@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::propose::{IdentityProposal, Planner, ReferenceProposal, leads_to};
+use super::draft::{IdentityProposal, Planner, ReferenceProposal, leads_to};
 use crate::config::ReachRule;
 
 /// Rows per distinct key above which the rows a key points at are shared by many people: a
