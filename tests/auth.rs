@@ -233,6 +233,18 @@ fn no_auth_on_a_public_address_is_refused_unless_explicit() {
         "{error}"
     );
     let explicit = public.replace("[server]\n", "[server]\nauth = \"none\"\n");
+    // An unauthenticated caller may erase only on loopback.
+    let error = Config::from_toml_str(&explicit, env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(
+            "server.anonymous_erase: an unauthenticated caller may erase only on a \
+                        loopback listener, and this one is 0.0.0.0:50051"
+        ),
+        "{error}"
+    );
+    let explicit = explicit.replace("anonymous_erase = true\n", "");
     assert!(Config::from_toml_str(&explicit, env).is_ok());
     let empty_tokens = config_text("").replace("[server]\n", "[server]\nauth = \"tokens\"\n");
     let error = Config::from_toml_str(&empty_tokens, env)
@@ -361,4 +373,53 @@ async fn three_thousand_streams_from_one_caller_leave_room_for_another() {
     assert!(peak_kib < 96 * 1024, "peak RSS {} MiB", peak_kib / 1024);
     let (status, _) = server.terminate().await;
     assert!(status.success(), "{status}");
+}
+
+/// Without authentication anyone may read, but an erasure, which cannot be undone, only
+/// where `anonymous_erase` says so (the demo, on loopback).
+#[tokio::test]
+async fn an_anonymous_caller_erases_only_where_the_server_says_so() {
+    let erase = |dry_run| dsr_connector::pb::EraseRequest {
+        source: "demo".into(),
+        subject: Some(dsr_connector::pb::Identity {
+            kind: "email".into(),
+            value: "bob@example.com".into(),
+        }),
+        dry_run,
+        ..Default::default()
+    };
+    let closed = config_text("").replace("anonymous_erase = true\n", "");
+    for (text, allowed) in [(closed, false), (config_text(""), true)] {
+        let server = TestServer::start(support::config(&text)).await;
+        let mut client = server.client().await;
+        let outcome = match client.erase(erase(true)).await {
+            Err(status) => Err(status),
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break Ok(()),
+                        Err(status) => break Err(status),
+                    }
+                }
+            }
+        };
+        match (allowed, outcome) {
+            (true, Ok(())) => {}
+            (false, Err(status)) => {
+                assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+                assert!(status.message().contains("Erase"), "{}", status.message());
+            }
+            (allowed, outcome) => panic!("anonymous_erase {allowed}: {outcome:?}"),
+        }
+        // Reading is open either way.
+        let (code, message) = extract_code(
+            &server,
+            tonic::Request::new(request("email", "bob@example.com")),
+        )
+        .await;
+        assert_eq!(code, Code::Ok, "{message}");
+        server.stop().await.unwrap();
+    }
 }

@@ -110,6 +110,7 @@ pub struct Policy {
     /// (common name, caller) of client certificates.
     clients: Arc<Vec<(String, Caller)>>,
     open_health: bool,
+    anonymous_erase: bool,
     default_deadline: Duration,
     max_deadline: Duration,
     require_deadline: bool,
@@ -155,6 +156,7 @@ impl Policy {
                     .collect(),
             ),
             open_health: server.open_health,
+            anonymous_erase: server.anonymous_erase,
             default_deadline: server.default_deadline,
             max_deadline: server.max_deadline,
             require_deadline: server.require_deadline,
@@ -179,12 +181,16 @@ impl Policy {
         let service_open =
             path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.");
         if self.mode == AuthMode::None || (service_open && self.open_health) {
+            // A server without authentication lets anyone read; erasure, which cannot be
+            // undone, only where `anonymous_erase` says so (a loopback listener).
+            let mut rpcs = vec!["*".to_owned()];
+            if self.anonymous_erase && self.mode == AuthMode::None {
+                rpcs.push("Erase".into());
+            }
             return Ok(Caller {
                 name: "anonymous".into(),
                 sources: vec!["*".into()],
-                // A server without authentication lets anyone do anything, erasure included;
-                // each source's erase policies and preview still apply.
-                rpcs: vec!["*".into(), "Erase".into()],
+                rpcs,
             });
         }
         let caller = match client_common_name(request) {

@@ -226,6 +226,14 @@ impl Config {
                 server.listen
             ));
         }
+        if server.anonymous_erase && !server.listen.ip().is_loopback() {
+            problems.push(format!(
+                "server.anonymous_erase: an unauthenticated caller may erase only on a loopback \
+                 listener, and this one is {}; give erasing callers a token that names \
+                 \"Erase\"",
+                server.listen
+            ));
+        }
         let mut token_names = HashSet::new();
         for (i, token) in server.tokens.iter().enumerate() {
             let at = format!("server.tokens[{i}]");

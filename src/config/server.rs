@@ -48,6 +48,10 @@ pub struct ServerConfig {
     pub clients: Vec<ClientCertConfig>,
     /// Health checks and server reflection without authentication.
     pub open_health: bool,
+    /// Lets an unauthenticated caller (no `[[server.tokens]]`, or `auth = "none"`) call
+    /// `Erase`. Off by default: an erasure cannot be undone, so it is granted by name. Only
+    /// on a loopback listener (the demo sets it); where callers authenticate, it does nothing.
+    pub anonymous_erase: bool,
     /// The deadline of a call that sends none (`grpc-timeout`).
     #[serde(with = "humantime_serde")]
     pub default_deadline: Duration,
@@ -99,6 +103,7 @@ impl Default for ServerConfig {
             tls: None,
             clients: Vec::new(),
             open_health: true,
+            anonymous_erase: false,
             default_deadline: Duration::from_secs(300),
             max_deadline: Duration::from_secs(3600),
             require_deadline: false,

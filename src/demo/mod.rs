@@ -60,7 +60,10 @@ pub fn config_toml(cluster: &TempCluster, database: &str, listen: SocketAddr) ->
         .replace("{port}", &cluster.port().to_string())
         .replace("{database}", database)
         .replace("{user}", SUPERUSER);
-    format!("[server]\nlisten = \"{listen}\"\nshutdown_grace = \"5s\"\n\n{datamap}")
+    // The demo erases from the README's commands, without tokens, on loopback.
+    format!(
+        "[server]\nlisten = \"{listen}\"\nshutdown_grace = \"5s\"\nanonymous_erase = true\n\n{datamap}"
+    )
 }
 
 /// Parses demo config text with the cluster's password and the given subject key. When the
