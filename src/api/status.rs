@@ -146,6 +146,7 @@ fn reason(error: &ExtractError) -> &'static str {
             ErasureRefusal::NoPolicy { .. } => "ERASURE_POLICY_MISSING",
             ErasureRefusal::Policy { .. } => "ERASURE_POLICY_INVALID",
             ErasureRefusal::UndeclaredCascade { .. } => "UNDECLARED_CASCADE",
+            ErasureRefusal::MappedCascade { .. } => "CASCADE_BEYOND_SUBJECT",
             ErasureRefusal::PreviewRequired { .. } => "PREVIEW_REQUIRED",
             ErasureRefusal::PreviewChanged => "PREVIEW_CHANGED",
             ErasureRefusal::CountChanged { .. } => "ERASURE_COUNT_CHANGED",

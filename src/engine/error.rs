@@ -207,7 +207,8 @@ impl ExtractError {
             ExtractError::Erasure(
                 ErasureRefusal::NoPolicy { .. }
                 | ErasureRefusal::Policy { .. }
-                | ErasureRefusal::UndeclaredCascade { .. },
+                | ErasureRefusal::UndeclaredCascade { .. }
+                | ErasureRefusal::MappedCascade { .. },
             ) => "schema_drift",
             ExtractError::Erasure(ErasureRefusal::SharedRow { .. }) => "integrity",
             ExtractError::SharedIdentity { .. } | ExtractError::Reach(_) => "integrity",

@@ -27,6 +27,19 @@ pub enum ErasureRefusal {
         rule: &'static str,
     },
     #[error(
+        "table '{child}' references '{table}' with {rule} (constraint '{constraint}'), and {rows} \
+         of its rows that point at the subject's rows are not rows this erasure deletes (another \
+         person's, or kept): the key would change them silently; nothing was erased. Change the \
+         key, or the erase policy of '{child}'"
+    )]
+    MappedCascade {
+        table: String,
+        child: String,
+        constraint: String,
+        rule: &'static str,
+        rows: u64,
+    },
+    #[error(
         "source '{source_name}' requires a preview: call Erase with dry_run = true, check its \
          counts, then send its preview_digest"
     )]
@@ -85,6 +98,7 @@ impl ErasureRefusal {
             ErasureRefusal::NoPolicy { table }
             | ErasureRefusal::Policy { table, .. }
             | ErasureRefusal::UndeclaredCascade { table, .. }
+            | ErasureRefusal::MappedCascade { table, .. }
             | ErasureRefusal::CountChanged { table, .. }
             | ErasureRefusal::Unverified { table, .. }
             | ErasureRefusal::Constraint { table, .. }
@@ -99,6 +113,7 @@ impl ErasureRefusal {
             ErasureRefusal::NoPolicy { .. } => "erasure_policy_missing",
             ErasureRefusal::Policy { .. } => "erasure_policy_invalid",
             ErasureRefusal::UndeclaredCascade { .. } => "undeclared_cascade",
+            ErasureRefusal::MappedCascade { .. } => "mapped_cascade",
             ErasureRefusal::PreviewRequired { .. } => "preview_required",
             ErasureRefusal::PreviewChanged => "preview_changed",
             ErasureRefusal::CountChanged { .. } => "erasure_count_changed",

@@ -212,6 +212,7 @@ impl Run<'_> {
         }
         self.check_guards(txn).await?;
         self.check_unshared(txn, &keys).await?;
+        self.check_mapped_cascades(txn, &keys).await?;
 
         let digest = preview_digest(&self.cfg.name, &self.subject_id, &self.steps, &counted);
         if !self.params.dry_run

@@ -1,0 +1,121 @@
+//! Foreign keys that act by themselves when the erasure changes a row they point at (`ON
+//! DELETE CASCADE | SET NULL | SET DEFAULT`, `ON UPDATE` of a masked key), into tables of the
+//! data map. PostgreSQL's DELETE count leaves out what a cascade takes, so neither the count
+//! check nor the verification would see another person's reply deleted with the subject's
+//! comment, or a retained invoice deleted with its customer. Before anything changes, a count
+//! in the same transaction proves that every row such a key would change is one this erasure
+//! deletes itself; otherwise the erasure is refused and nothing changes. (A key from a table
+//! outside the map is refused without counting: [`super::policy::check_cascades`].)
+
+use tokio_postgres::types::ToSql;
+
+use super::policy::ForeignKey;
+use super::run::captured;
+use super::{ErasureRefusal, Run};
+use crate::config::erasure::EraseAction;
+use crate::engine::ExtractError;
+use crate::schema::quote_ident;
+
+impl Run<'_> {
+    /// Refuses an erasure whose deletes or masked keys would make a foreign key change a row
+    /// of a mapped table that this erasure does not delete itself.
+    pub(super) async fn check_mapped_cascades(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        keys: &[ForeignKey],
+    ) -> Result<(), ExtractError> {
+        for (i, step) in self.steps.iter().enumerate() {
+            let table = &step.planned.table.display;
+            for key in keys
+                .iter()
+                .filter(|k| &k.parent == table && !k.pairs.is_empty())
+            {
+                if !self.mapped.contains(&key.child) {
+                    continue; // refused by the policy, whatever the rows
+                }
+                let masks_key = step
+                    .masks
+                    .iter()
+                    .chain(&step.json_masks)
+                    .any(|(column, _)| key.parent_columns.contains(column));
+                let (rule, parents) = match step.action {
+                    EraseAction::Delete if key.acts_on_delete() => (
+                        key.on_delete_name(),
+                        step.planned
+                            .branches
+                            .iter()
+                            .map(|b| format!("SELECT {{}} FROM {} WHERE {b}", step.planned.from))
+                            .collect::<Vec<_>>(),
+                    ),
+                    EraseAction::Mask if masks_key && key.acts_on_update() => (
+                        key.on_update_name(),
+                        vec![format!(
+                            "SELECT {{}} FROM {} WHERE t0.ctid IN (SELECT tid FROM {})",
+                            step.planned.from,
+                            captured(i)
+                        )],
+                    ),
+                    _ => continue,
+                };
+                let targets = key
+                    .pairs
+                    .iter()
+                    .map(|(_, p)| format!("t0.{}", quote_ident(p)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let columns = key
+                    .pairs
+                    .iter()
+                    .map(|(c, _)| format!("t0.{}", quote_ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // The child's own rows that this erasure deletes do not count: they are gone
+                // before the parent's rows change (children first).
+                let deleted_there = self
+                    .steps
+                    .iter()
+                    .find(|s| s.planned.table.display == key.child)
+                    .filter(|s| s.action == EraseAction::Delete)
+                    .map(|s| {
+                        s.planned
+                            .branches
+                            .iter()
+                            .map(|b| format!(" AND ({b}) IS NOT TRUE"))
+                            .collect::<String>()
+                    })
+                    .unwrap_or_default();
+                let parent_keys = parents
+                    .iter()
+                    .map(|p| p.replace("{}", &targets))
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
+                let sql = format!(
+                    "WITH p AS ({parent_keys}) SELECT count(*) FROM {} AS t0 \
+                     WHERE ({columns}) IN (SELECT * FROM p){deleted_there}",
+                    key.child_sql
+                );
+                let params: &[&(dyn ToSql + Sync)] = if sql.contains("$1") {
+                    &[&self.value]
+                } else {
+                    &[]
+                };
+                let rows: i64 = txn
+                    .query_one(&sql, params)
+                    .await
+                    .map_err(|e| self.db(&e, Some(table)))?
+                    .get(0);
+                if rows > 0 {
+                    return Err(ErasureRefusal::MappedCascade {
+                        table: table.clone(),
+                        child: key.child.clone(),
+                        constraint: key.constraint.clone(),
+                        rule,
+                        rows: rows as u64,
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+}

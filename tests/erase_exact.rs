@@ -1,0 +1,302 @@
+//! Erasure that can never touch the wrong row, each case on its own copy of the demo shop in
+//! a real PostgreSQL, with every row of every table compared before and after: a cascading
+//! key into a mapped table (another person's reply, a retained invoice) is refused with
+//! nothing changed, a cascade that reaches only rows the erasure deletes itself goes ahead,
+//! and every mask works with NULLs present in every kind of column.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use dsr_connector::demo;
+use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
+use dsr_connector::pb::{EraseRequest, ErasureReceipt, Identity, erase_response::Event};
+use support::{SUBJECT_KEY, TestServer, cluster};
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// The demo shop, loaded into a fresh database `name`, with `extra` run after it.
+async fn database(name: &str, extra: &str) -> tokio_postgres::Client {
+    let admin = demo::connect(cluster(), "postgres").await.unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    demo::load(cluster(), name).await.unwrap();
+    let db = demo::connect(cluster(), name).await.unwrap();
+    db.batch_execute(extra).await.unwrap();
+    db
+}
+
+/// The demo config on database `name`, without a preview, with `tables` added to its map.
+fn config(name: &str, tables: &str) -> dsr_connector::config::Config {
+    let text = demo::config_toml(cluster(), name, "127.0.0.1:0".parse().unwrap()).replace(
+        "identity_kinds = [\"email\", \"customer_id\"]",
+        "identity_kinds = [\"email\", \"customer_id\"]\nerasure = { require_preview = false }",
+    );
+    demo::config(cluster(), &format!("{text}\n{tables}"), SUBJECT_KEY)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every row of every table of the public schema, as text, by table and row text.
+async fn rows(db: &tokio_postgres::Client) -> BTreeMap<String, Vec<String>> {
+    let tables: Vec<String> = db
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut all = BTreeMap::new();
+    for table in tables {
+        let mut texts: Vec<String> = db
+            .query(&format!("SELECT t::text FROM public.{table} t"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        texts.sort();
+        all.insert(table, texts);
+    }
+    all
+}
+
+async fn erase(
+    client: &mut DsrConnectorServiceClient<Channel>,
+    kind: &str,
+    value: &str,
+) -> Result<ErasureReceipt, tonic::Status> {
+    let mut stream = client
+        .erase(EraseRequest {
+            source: "demo".into(),
+            subject: Some(Identity {
+                kind: kind.into(),
+                value: value.into(),
+            }),
+            request_id: "exact-1".into(),
+            compliance_tag: "gdpr-art17".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut receipt = None;
+    while let Some(message) = stream.message().await? {
+        if let Some(Event::Receipt(r)) = message.event {
+            receipt = Some(r);
+        }
+    }
+    Ok(receipt.expect("a receipt ends the stream"))
+}
+
+/// Comments that reply to each other, deleted with their author, and invoices kept for tax
+/// law, both behind cascading keys.
+const CASCADES_SQL: &str = "
+CREATE TABLE comments (id bigint PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers (id),
+    parent_id bigint REFERENCES comments (id) ON DELETE CASCADE, body text NOT NULL);
+CREATE INDEX ON comments (customer_id);
+INSERT INTO comments VALUES (1, 1, NULL, 'alice asks'), (2, 2, 1, 'bob replies to alice'),
+    (3, 3, 2, 'carol replies to bob'), (4, 3, NULL, 'carol alone'), (5, 3, 4, 'carol to herself');
+CREATE TABLE invoices (id bigint PRIMARY KEY,
+    customer_id bigint NOT NULL REFERENCES customers (id) ON DELETE CASCADE, total numeric NOT NULL);
+CREATE INDEX ON invoices (customer_id);
+INSERT INTO invoices VALUES (1, 2, 10), (2, 2, 20);
+";
+
+const CASCADES_MAP: &str = r#"
+[[sources.tables]]
+name = "comments"
+reference = [
+    { column = "customer_id", table = "customers", to = "id", reach = "owned" },
+    { column = "parent_id", table = "comments", to = "id", reach = "none" },
+]
+columns = { id = "not_pii", customer_id = "identifier.customer_id", parent_id = "not_pii", body = "support.message" }
+erase = { action = "delete" }
+
+[[sources.tables]]
+name = "invoices"
+reference = { column = "customer_id", table = "customers", to = "id", reach = "owned" }
+columns = { id = "not_pii", customer_id = "identifier.customer_id", total = "financial" }
+erase = { action = "retain", reason = "invoices are kept ten years under tax law" }
+"#;
+
+#[tokio::test]
+async fn a_cascading_key_into_a_mapped_table_never_changes_a_row_the_erasure_does_not_delete() {
+    let name = "exact_cascades";
+    let db = database(name, CASCADES_SQL).await;
+    let server = TestServer::start(config(name, CASCADES_MAP)).await;
+    let mut client = server.client().await;
+
+    // Deleting alice's comment would take bob's reply, and carol's reply to bob, with it.
+    let before = rows(&db).await;
+    let refused = erase(&mut client, "email", "alice@example.com")
+        .await
+        .expect_err("a cascade into another person's comments");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains(
+            "table 'comments' references 'comments' with ON DELETE CASCADE (constraint \
+             'comments_parent_id_fkey'), and 1 of its rows that point at the subject's rows are \
+             not rows this erasure deletes"
+        ),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(rows(&db).await, before, "nothing changed");
+
+    // Deleting bob would cascade to his invoices, which the map keeps for tax law.
+    let refused = erase(&mut client, "email", "bob@example.com")
+        .await
+        .expect_err("a cascade into retained invoices");
+    assert!(
+        refused.message().contains(
+            "table 'invoices' references 'customers' with ON DELETE CASCADE (constraint \
+             'invoices_customer_id_fkey'), and 2 of its rows"
+        ),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(rows(&db).await, before, "nothing changed");
+
+    // Carol's own thread cascades only into rows of hers that the erasure deletes anyway.
+    db.batch_execute("DELETE FROM comments WHERE id = 3")
+        .await
+        .unwrap();
+    let before = rows(&db).await;
+    let receipt = erase(&mut client, "email", "carol@example.org")
+        .await
+        .unwrap();
+    assert!(receipt.committed_at.is_some());
+    let after = rows(&db).await;
+    for (table, kept) in &before {
+        let now = &after[table];
+        let carols: Vec<&String> = kept.iter().filter(|r| !now.contains(r)).collect();
+        match table.as_str() {
+            "comments" => assert_eq!(carols.len(), 2, "{carols:?}"),
+            "customers" | "orders" | "order_items" | "events" | "support_tickets" => {}
+            _ => assert!(carols.is_empty(), "{table}: {carols:?}"),
+        }
+        for row in &carols {
+            assert!(
+                !row.contains("bob") && !row.contains("alice") && !row.contains("(2,2,1,"),
+                "{table}: another person's row changed: {row}"
+            );
+        }
+    }
+    assert!(
+        after["comments"].iter().any(|r| r.starts_with("(2,2,1,")),
+        "bob's reply is kept"
+    );
+    server.stop().await.unwrap();
+}
+
+/// Alice's profile rows, each mask method on text, varchar, char and integer columns, with
+/// NULLs where values were never given; bob's row beside them.
+const MASKS_SQL: &str = "
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE TABLE profiles (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers (id),
+    nick text, note varchar(80), code char(12), handle citext, age integer, token text);
+CREATE INDEX ON profiles (customer_id);
+INSERT INTO profiles VALUES
+    (1, 1, 'ally', 'call after six', 'AL-1', 'Alice_L', 34, 'tok-1'),
+    (2, 1, NULL, NULL, NULL, NULL, NULL, NULL),
+    (3, 1, 'al', NULL, 'AL-3', NULL, 35, NULL),
+    (4, 2, 'bobby', 'bob''s note', 'BO-1', 'Bob_M', 40, 'tok-2');
+";
+
+#[tokio::test]
+async fn every_mask_works_with_nulls_in_every_kind_of_column() {
+    let name = "exact_masks";
+    for (method, kinds) in [
+        (
+            "null",
+            ["nick", "note", "code", "handle", "age", "token"].as_slice(),
+        ),
+        (
+            "redact",
+            ["nick", "note", "code", "handle", "token"].as_slice(),
+        ),
+        ("pseudonym", ["nick", "note", "handle", "token"].as_slice()),
+    ] {
+        let masks = kinds
+            .iter()
+            .map(|c| format!("{c} = \"{method}\""))
+            .chain(
+                ["nick", "note", "code", "handle", "age", "token"]
+                    .iter()
+                    .filter(|c| !kinds.contains(c))
+                    .map(|c| format!("{c} = \"null\"")),
+            )
+            .collect::<Vec<_>>()
+            .join(", ");
+        let map = format!(
+            "[[sources.tables]]\nname = \"profiles\"\n\
+             reference = {{ column = \"customer_id\", table = \"customers\", to = \"id\", reach = \"owned\" }}\n\
+             columns = {{ id = \"not_pii\", customer_id = \"identifier.customer_id\", nick = \"name\", \
+             note = \"support.message\", code = \"identifier.code\", handle = \"name\", age = \"account\", \
+             token = \"identifier.token\" }}\n\
+             erase = {{ action = \"mask\", mask = {{ {masks}, customer_id = \"null\" }} }}\n"
+        );
+        let text = demo::config_toml(cluster(), name, "127.0.0.1:0".parse().unwrap()).replace(
+            "identity_kinds = [\"email\", \"customer_id\"]",
+            "identity_kinds = [\"email\", \"customer_id\"]\nerasure = { require_preview = false, \
+             pseudonym_key_env = \"PSEUDONYM_KEY\" }",
+        );
+        // Alice is erased as customer_id: her customer row is deleted once, then masked rows
+        // are found again by the same key, mask after mask.
+        let config =
+            dsr_connector::config::Config::from_toml_str(&format!("{text}\n{map}"), |v| match v {
+                demo::PASSWORD_ENV => Some(cluster().password().to_owned()),
+                "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
+                "PSEUDONYM_KEY" => Some("pseudonym-key-0123456789abcdef".to_owned()),
+                _ => None,
+            })
+            .unwrap_or_else(|e| panic!("{method}: {e}"));
+        // A fresh copy for each method: the erasure deletes alice's customer row.
+        let db = database(name, MASKS_SQL).await;
+        let before = rows(&db).await;
+        let server = TestServer::start(config).await;
+        let receipt = erase(&mut server.client().await, "customer_id", "1")
+            .await
+            .unwrap_or_else(|s| panic!("{method}: {}", s.message()));
+        assert!(receipt.committed_at.is_some(), "{method}");
+        let after = rows(&db).await;
+        // Bob's row is as it was; alice's three rows hold no value she gave.
+        assert!(
+            after["profiles"].contains(
+                &before["profiles"]
+                    .iter()
+                    .find(|r| r.starts_with("(4,"))
+                    .unwrap()
+                    .clone()
+            )
+        );
+        for row in after["profiles"].iter().filter(|r| !r.starts_with("(4,")) {
+            // The row's fields (no value of the fixture holds a comma or a quote).
+            let fields: Vec<&str> = row
+                .trim_matches(|c| c == '(' || c == ')')
+                .split(',')
+                .map(|f| f.trim().trim_matches('"'))
+                .collect();
+            for given in [
+                "ally",
+                "call after six",
+                "AL-1",
+                "Alice_L",
+                "34",
+                "tok-1",
+                "AL-3",
+                "35",
+            ] {
+                assert!(
+                    !fields.iter().any(|f| f.trim_end() == given),
+                    "{method}: {row} holds '{given}'"
+                );
+            }
+        }
+        server.stop().await.unwrap();
+    }
+}
