@@ -574,4 +574,40 @@ fn the_readme_configuration_example_loads() {
     assert_eq!(shop.max_identity_rows, 1);
     assert!(shop.erasure.require_preview);
     assert!(shop.tables.iter().all(|t| t.erase.is_some()));
+
+    // Each commented setting, uncommented as a reader would, still parses: it may contradict
+    // another setting (a check names that), but is never a TOML error. A commented table
+    // (`# [server.tls]` and the lines under it) is uncommented whole.
+    let lines: Vec<&str> = text.lines().collect();
+    let setting = |line: &str| -> Option<String> {
+        let rest = line.strip_prefix("# ")?;
+        let header = rest.starts_with('[');
+        let key = rest.split(" = ").next().unwrap_or_default();
+        (header || (rest.contains(" = ") && !key.contains(' '))).then(|| rest.to_owned())
+    };
+    let mut n = 0;
+    while n < lines.len() {
+        let Some(first) = setting(lines[n]) else {
+            n += 1;
+            continue;
+        };
+        let mut group = vec![n];
+        if first.starts_with('[') {
+            while group.last().unwrap() + 1 < lines.len()
+                && setting(lines[group.last().unwrap() + 1]).is_some_and(|s| !s.starts_with('['))
+            {
+                group.push(group.last().unwrap() + 1);
+            }
+        }
+        let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        for &i in &group {
+            edited[i] = setting(lines[i]).unwrap();
+        }
+        if let Err(dsr_connector::config::ConfigError::Parse(e)) =
+            Config::from_toml_str(&edited.join("\n"), |_| Some("x".repeat(64)))
+        {
+            panic!("the README's commented setting `{first}` does not parse: {e}");
+        }
+        n = group.last().unwrap() + 1;
+    }
 }
