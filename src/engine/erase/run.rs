@@ -171,6 +171,7 @@ impl Run<'_> {
         .await
         .map_err(|e| self.db(&e, None))?;
 
+        self.check_live_columns(txn).await?;
         let keys = self.foreign_keys(txn).await?;
         policy::check_cascades(&self.steps, &self.mapped, &keys)?;
         let order = policy::order(&self.steps, &keys);

@@ -1,11 +1,15 @@
-//! Foreign keys that act by themselves when the erasure changes a row they point at (`ON
-//! DELETE CASCADE | SET NULL | SET DEFAULT`, `ON UPDATE` of a masked key), into tables of the
-//! data map. PostgreSQL's DELETE count leaves out what a cascade takes, so neither the count
-//! check nor the verification would see another person's reply deleted with the subject's
-//! comment, or a retained invoice deleted with its customer. Before anything changes, a count
-//! in the same transaction proves that every row such a key would change is one this erasure
-//! deletes itself; otherwise the erasure is refused and nothing changes. (A key from a table
-//! outside the map is refused without counting: [`super::policy::check_cascades`].)
+//! What an erasure checks in its own transaction before anything changes, beyond the plan's
+//! guards: that a masked table has no live column the map does not list, and that no
+//! foreign key acts by itself on a row the erasure does not delete.
+//!
+//! Keys act by themselves when the erasure changes a row they point at (`ON DELETE CASCADE |
+//! SET NULL | SET DEFAULT`, `ON UPDATE` of a masked key). PostgreSQL's DELETE count leaves out
+//! what a cascade takes, so neither the count check nor the verification would see another
+//! person's reply deleted with the subject's comment, or a retained invoice deleted with its
+//! customer. A count in the same transaction proves that every row such a key would change
+//! in a mapped table is one this erasure deletes itself; otherwise the erasure is refused and
+//! nothing changes. (A key from a table outside the map is refused without counting:
+//! [`super::policy::check_cascades`].)
 
 use tokio_postgres::types::ToSql;
 
@@ -17,6 +21,43 @@ use crate::engine::ExtractError;
 use crate::schema::quote_ident;
 
 impl Run<'_> {
+    /// Refuses to mask a table with a live column the data map does not list: a kept row
+    /// would keep whatever it holds (a `cc_email` added a second ago, or left unmapped under
+    /// `unmapped_columns = "warn"`). Read from the catalog in this transaction, never from
+    /// the schema gate's cache.
+    pub(super) async fn check_live_columns(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+    ) -> Result<(), ExtractError> {
+        for step in self.steps.iter().filter(|s| s.action == EraseAction::Mask) {
+            let table = &step.planned.table;
+            let live = txn
+                .query(
+                    "SELECT attname::text FROM pg_catalog.pg_attribute \
+                     WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped \
+                     ORDER BY attnum",
+                    &[&table.quoted()],
+                )
+                .await
+                .map_err(|e| self.db(&e, Some(&table.display)))?;
+            for row in live {
+                let column: String = row.get(0);
+                if !table.columns.iter().any(|c| c.name == column) {
+                    return Err(ErasureRefusal::Policy {
+                        table: table.display.clone(),
+                        column,
+                        detail: "the live table has this column and the data map does not: a \
+                                 masked row would keep whatever it holds; map and classify it, \
+                                 then erase"
+                            .into(),
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses an erasure whose deletes or masked keys would make a foreign key change a row
     /// of a mapped table that this erasure does not delete itself.
     pub(super) async fn check_mapped_cascades(
