@@ -60,14 +60,17 @@ fn waiting_erasure(app: &str) -> String {
     )
 }
 
-/// Whether a session of `app` is running a DELETE (waiting on a lock, in these tests), polled a
-/// bounded number of times.
+/// Whether a session of `app` is running a DELETE, or taking the subject's row locks (waiting
+/// on a lock, in these tests), polled a bounded number of times.
 async fn deleting(db: &tokio_postgres::Client, app: &str) -> bool {
     support::eventually(100, || async {
         support::service_sessions(db, app)
             .await
             .iter()
-            .any(|(state, query)| state == "active" && query.starts_with("DELETE"))
+            .any(|(state, query)| {
+                state == "active"
+                    && (query.starts_with("DELETE") || query.ends_with("FOR UPDATE OF t0"))
+            })
     })
     .await
 }
@@ -760,12 +763,12 @@ async fn a_shared_address_is_reported_by_extract_refused_on_request_and_warned_b
     server.stop().await.unwrap();
 }
 
-/// A writer adds an order for the subject while the erasure runs (after its snapshot) and
-/// commits first: the erasure must not commit with that order left behind. Deleting the
-/// customer meets the new order through its foreign key, and the erasure runs again in a new
-/// snapshot, which takes the order too.
+/// A writer adds an order for the subject while the erasure runs: the erasure must not commit
+/// with that order left behind. The erasure locked the subject's customer row first, so the
+/// order's foreign key check waits for it, and fails once the customer is gone; the erasure
+/// needs one attempt, and nothing of the subject is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_row_added_for_the_subject_mid_erasure_is_erased_too_or_nothing_is() {
+async fn a_row_written_for_the_subject_mid_erasure_waits_and_fails_once_it_is_erased() {
     let db = database("erase_insert").await;
     let server = TestServer::start(config_for("erase_insert", |text| {
         with_source_settings(&text, &waiting_erasure("erase-insert"))
@@ -780,11 +783,34 @@ async fn a_row_added_for_the_subject_mid_erasure_is_erased_too_or_nothing_is() {
         server.client().await,
     )
     .await;
-    db.batch_execute("INSERT INTO orders VALUES (199, 1, now(), 'new', 1.00, 'A new address 1')")
-        .await
-        .unwrap();
+    // An order written for alice now checks her customer row, which the erasure locked
+    // first: it waits, and fails once the erasure has committed.
+    let writer = demo::connect(cluster(), "erase_insert").await.unwrap();
+    let insert = tokio::spawn(async move {
+        writer
+            .batch_execute(
+                "INSERT INTO orders VALUES (199, 1, now(), 'new', 1.00, 'A new address 1')",
+            )
+            .await
+    });
+    assert!(
+        support::eventually(100, || async {
+            db.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND query LIKE 'INSERT INTO orders%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+                == 1
+        })
+        .await,
+        "the new order did not wait for the erasure"
+    );
     holder.batch_execute("COMMIT").await.unwrap();
     let outcome = call.await.unwrap();
+    let inserted = insert.await.unwrap();
     let left: i64 = db
         .query_one(
             "SELECT (SELECT count(*) FROM customers WHERE id = 1) \
@@ -794,15 +820,15 @@ async fn a_row_added_for_the_subject_mid_erasure_is_erased_too_or_nothing_is() {
         .await
         .unwrap()
         .get(0);
-    // The first attempt's DELETE of the customer meets the new order (PostgreSQL reports the
-    // foreign key, SQLSTATE 23503); the second attempt's snapshot holds the order, and takes it.
     let (_, receipt) = outcome.unwrap_or_else(|s| panic!("{:?} {}", s.code(), s.message()));
-    println!(
-        "erased in {} attempts, the new order with it",
-        receipt.attempts
+    assert_eq!(receipt.attempts, 1, "{receipt:?}");
+    assert_eq!(table(&receipt, "orders").rows, 3);
+    let error = inserted.expect_err("the order for an erased customer");
+    assert_eq!(
+        error.code(),
+        Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION),
+        "{error:?}"
     );
-    assert_eq!(receipt.attempts, 2, "{receipt:?}");
-    assert_eq!(table(&receipt, "orders").rows, 4);
     assert_eq!(left, 0, "a row of the subject survived a committed erasure");
     server.stop().await.unwrap();
 }

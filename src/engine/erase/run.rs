@@ -155,21 +155,22 @@ impl Run<'_> {
         &self,
         txn: &tokio_postgres::Transaction<'_>,
     ) -> Result<Vec<Done>, ExtractError> {
-        let statement_timeout = self.params.deadline.map(|deadline| {
-            deadline
+        // SET takes no snapshot: the snapshot is taken by the first lock below, so that no
+        // row committed between the two is missed.
+        let mut limits = format!(
+            "SET LOCAL lock_timeout = {}",
+            self.cfg.erasure.lock_timeout.as_millis().max(1)
+        );
+        if let Some(deadline) = self.params.deadline {
+            let left = deadline
                 .saturating_duration_since(Instant::now())
-                .as_millis()
-                .max(1)
-                .to_string()
-        });
-        let lock_timeout = self.cfg.erasure.lock_timeout.as_millis().max(1).to_string();
-        txn.query_one(
-            "SELECT set_config('statement_timeout', coalesce($1, current_setting('statement_timeout')), true), \
-             set_config('lock_timeout', $2, true)",
-            &[&statement_timeout, &lock_timeout],
-        )
-        .await
-        .map_err(|e| self.db(&e, None))?;
+                .as_millis();
+            limits.push_str(&format!("; SET LOCAL statement_timeout = {}", left.max(1)));
+        }
+        txn.batch_execute(&limits)
+            .await
+            .map_err(|e| self.db(&e, None))?;
+        self.lock_identity_rows(txn).await?;
 
         self.check_live_columns(txn).await?;
         let keys = self.foreign_keys(txn).await?;
@@ -284,6 +285,29 @@ impl Run<'_> {
             verified?;
         }
         Ok(done)
+    }
+
+    /// Locks the rows the identity matches directly (`FOR UPDATE`), as the transaction's first
+    /// statement. A row written for the subject while the erasure runs (an order whose
+    /// foreign key checks the customer's row) then waits for it, and fails once the customer
+    /// is gone, instead of surviving a verified erasure. A table with no key to a locked row
+    /// can still gain a row after the snapshot: the README says so.
+    async fn lock_identity_rows(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+    ) -> Result<(), ExtractError> {
+        for planned in &self.plan.tables {
+            for branch in &planned.branches[..planned.identity_branches] {
+                let sql = format!(
+                    "SELECT 1 FROM {} WHERE {branch} FOR UPDATE OF t0",
+                    planned.from
+                );
+                txn.execute(&sql, &[&self.value])
+                    .await
+                    .map_err(|e| self.db(&e, Some(&planned.table.display)))?;
+            }
+        }
+        Ok(())
     }
 
     /// Refuses, before anything changes, an identity that matches more rows than
