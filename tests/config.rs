@@ -611,3 +611,32 @@ fn the_readme_configuration_example_loads() {
         n = group.last().unwrap() + 1;
     }
 }
+
+/// A kept row must stay answerable: a mask that its column's coercion rule cannot read would
+/// fail every later access request for the row.
+#[test]
+fn a_mask_that_the_columns_rule_cannot_read_is_refused() {
+    let tables = r#"
+[[sources.tables]]
+name = "legacy"
+identity = { kind = "email", column = "email" }
+columns = { email = "contact.email", signup = { category = "birth_date", coerce = "date", formats = ["%d/%m/%Y"] }, seen = { category = "identifier", coerce = "epoch_seconds" } }
+erase = { action = "mask", mask = { email = "redact", signup = "redact", seen = "pseudonym" } }
+"#;
+    let message = error(&source("", tables));
+    for expected in [
+        "sources[0].tables.legacy.erase.mask.signup: \"redact\" writes text that the column's \
+         rule (coerce = \"date\") cannot read",
+        "sources[0].tables.legacy.erase.mask.seen: \"pseudonym\" writes text that the column's \
+         rule (coerce = \"epoch_seconds\") cannot read",
+    ] {
+        assert!(
+            message.contains(expected),
+            "expected '{expected}' in: {message}"
+        );
+    }
+    let nulls = tables
+        .replace("signup = \"redact\"", "signup = \"null\"")
+        .replace("seen = \"pseudonym\"", "seen = \"null\"");
+    load(&source("", &nulls)).unwrap_or_else(|e| panic!("{e}"));
+}

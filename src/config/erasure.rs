@@ -145,6 +145,23 @@ impl TableErasure {
                                  JSON scan finds, and the column is not scanned (scan_json = true)"
                             ));
                         }
+                        // A kept row must stay answerable: a mask its column's rule cannot
+                        // read would fail every later access request for the row.
+                        ColumnErasure::Mask(
+                            method @ (MaskMethod::Redact | MaskMethod::Pseudonym),
+                        ) if let Some(coerce) = columns
+                            .get(column)
+                            .and_then(|c| c.rule())
+                            .and_then(|r| r.coerce) =>
+                        {
+                            problems.push(format!(
+                                "{at}.erase.mask.{column}: \"{}\" writes text that the column's \
+                                 rule (coerce = \"{}\") cannot read, so every later access \
+                                 request for the kept row would fail; use \"null\"",
+                                method.name(),
+                                coerce.name()
+                            ));
+                        }
                         _ => {}
                     }
                 }
