@@ -355,3 +355,24 @@ async fn a_masked_table_with_a_column_the_map_does_not_list_is_refused() {
         server.stop().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn an_identity_that_is_not_of_its_columns_type_is_the_callers_mistake() {
+    let name = "exact_types";
+    database(name, "").await;
+    let server = TestServer::start(config(name, "")).await;
+    let refused = erase(&mut server.client().await, "customer_id", "abc'; --")
+        .await
+        .expect_err("not a customer id");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains(
+            "subject.value: not a valid value of identity kind 'customer_id' for table \
+             'customers' (SQLSTATE 22P02)"
+        ),
+        "{}",
+        refused.message()
+    );
+    assert!(!refused.message().contains("abc"), "{}", refused.message());
+    server.stop().await.unwrap();
+}

@@ -302,9 +302,21 @@ impl Run<'_> {
                     "SELECT 1 FROM {} WHERE {branch} FOR UPDATE OF t0",
                     planned.from
                 );
-                txn.execute(&sql, &[&self.value])
-                    .await
-                    .map_err(|e| self.db(&e, Some(&planned.table.display)))?;
+                txn.execute(&sql, &[&self.value]).await.map_err(|e| {
+                    // The first statement to bind the identity: a value that does not convert
+                    // to an identity column's type is the caller's mistake, as for Extract.
+                    // Only the SQLSTATE is passed on: a failed cast's message quotes it.
+                    match e.as_db_error().map(|d| d.code().code().to_owned()) {
+                        Some(code) if code.starts_with("22") => {
+                            ExtractError::InvalidArgument(format!(
+                                "subject.value: not a valid value of identity kind '{}' for \
+                                 table '{}' (SQLSTATE {code})",
+                                self.params.kind, planned.table.display
+                            ))
+                        }
+                        _ => self.db(&e, Some(&planned.table.display)),
+                    }
+                })?;
             }
         }
         Ok(())
