@@ -376,3 +376,35 @@ async fn an_identity_that_is_not_of_its_columns_type_is_the_callers_mistake() {
     assert!(!refused.message().contains("abc"), "{}", refused.message());
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_view_or_a_foreign_table_is_never_changed_by_an_erasure() {
+    let name = "exact_views";
+    let db = database(
+        name,
+        "CREATE VIEW ticket_view AS SELECT id, requester_email, subject FROM support_tickets;",
+    )
+    .await;
+    let map = r#"
+[[sources.tables]]
+name = "ticket_view"
+identity = { kind = "email", column = "requester_email" }
+columns = { id = "not_pii", requester_email = "contact.email", subject = "support.message" }
+erase = { action = "delete" }
+"#;
+    let server = TestServer::start(config(name, map)).await;
+    let before = rows(&db).await;
+    let refused = erase(&mut server.client().await, "email", "alice@example.com")
+        .await
+        .expect_err("a view");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("table 'ticket_view': it is a view, a materialised view or a foreign table"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(rows(&db).await, before, "nothing changed");
+    server.stop().await.unwrap();
+}

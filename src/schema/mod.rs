@@ -181,6 +181,9 @@ pub struct MappedTable {
     /// Its rows live in several relations (partitions, inheritance children), where a row
     /// id (`ctid`) names a row only within one of them.
     pub spans_relations: bool,
+    /// Its rows are stored here (a table, or a partitioned one), not in a view, a
+    /// materialised view or a foreign table, so that erasure can change them.
+    pub base_table: bool,
     identities: Vec<IdentityMatch>,
     /// The followed references (`owned` and `lookup`); `none` is left out.
     references: Vec<MappedReference>,

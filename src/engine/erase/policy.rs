@@ -105,6 +105,19 @@ pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, Era
                     detail: "a mask policy that masks no column changes nothing; use retain".into(),
                 });
             }
+            if step.action != EraseAction::Retain && !planned.table.base_table {
+                // A view's rows are another table's; a foreign table's DELETE runs on another
+                // server, even in a preview that this one rolls back.
+                return Err(ErasureRefusal::Policy {
+                    table: display.clone(),
+                    column: String::new(),
+                    detail: "it is a view, a materialised view or a foreign table, whose rows \
+                             this erasure cannot change within its own transaction; map the \
+                             table that holds the rows, or { action = \"retain\", reason = \
+                             \"...\" }"
+                        .into(),
+                });
+            }
             if step.action == EraseAction::Mask && planned.table.spans_relations {
                 // Masked rows are captured by row id, which names a row only within one
                 // relation: a partition's row could be taken for another partition's.

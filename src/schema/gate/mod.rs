@@ -183,6 +183,9 @@ pub(super) struct LiveTable {
     /// Its rows live in several relations: a partitioned table, or one with inheritance
     /// children.
     spans_relations: bool,
+    /// A table whose rows are stored here: not a view, a materialised view or a foreign
+    /// table.
+    base_table: bool,
     primary_key: Vec<String>,
     index_keys: Vec<IndexKey>,
 }
@@ -384,6 +387,7 @@ fn check_table(
         columns,
         primary_key,
         spans_relations: live.spans_relations,
+        base_table: live.base_table,
         identities: table_cfg
             .identity
             .as_slice()

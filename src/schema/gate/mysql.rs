@@ -21,6 +21,7 @@ pub(super) async fn live_table(
     Ok(LiveTable {
         indexable: info.base_table,
         spans_relations: false,
+        base_table: info.base_table,
         columns: info.columns.into_iter().map(live_column).collect(),
         primary_key: info.primary_key,
         // MariaDB has no index on an expression; a `_ci` collation folds case instead.

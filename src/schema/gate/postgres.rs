@@ -242,6 +242,9 @@ impl<'a, C: GenericClient> Catalog<'a, C> {
             .first()
             .is_some_and(|r| matches!(r.get::<_, String>(5).as_str(), "r" | "p" | "m"));
         let spans_relations = rows.first().is_some_and(|r| r.get::<_, bool>(8));
+        let base_table = rows
+            .first()
+            .is_some_and(|r| matches!(r.get::<_, String>(5).as_str(), "r" | "p"));
         let columns: Vec<LiveColumn> = rows
             .iter()
             .map(|r| {
@@ -265,6 +268,7 @@ impl<'a, C: GenericClient> Catalog<'a, C> {
                 columns,
                 indexable,
                 spans_relations,
+                base_table,
                 primary_key: Vec::new(),
                 index_keys: Vec::new(),
             });
@@ -292,6 +296,7 @@ impl<'a, C: GenericClient> Catalog<'a, C> {
             columns,
             indexable,
             spans_relations,
+            base_table,
             primary_key,
             index_keys,
         })
