@@ -107,13 +107,21 @@ impl Run<'_> {
         // Durable before COMMIT: an erasure is never committed without a record naming it.
         let mut erasing = self.entry_for(&receipt, "erasing", began);
         erasing.status = String::new();
-        if let Err(error) = self
-            .engine
-            .records
-            .record(&self.engine.metrics, erasing)
-            .await
-        {
+        // The record's write races the client and the deadline, as every statement before it
+        // did: row locks are held, and a caller told DEADLINE_EXCEEDED must not see the
+        // erasure commit after. Dropping the transaction rolls it back.
+        let recorded = tokio::select! {
+            recorded = self.engine.records.record(&self.engine.metrics, erasing) => recorded,
+            stop = self.stop_signal() => return (Err(stop), false),
+        };
+        if let Err(error) = recorded {
             return (Err(error.into()), false);
+        }
+        // Once more, with nothing left to wait for: the last moment to stop is before COMMIT.
+        tokio::select! {
+            biased;
+            stop = self.stop_signal() => return (Err(stop), false),
+            () = std::future::ready(()) => {}
         }
         if let Err(error) = txn.commit().await {
             // The server said no (a deferred constraint, a serialization failure at commit):
