@@ -408,3 +408,77 @@ erase = { action = "delete" }
     assert_eq!(rows(&db).await, before, "nothing changed");
     server.stop().await.unwrap();
 }
+
+/// What the preview's digest binds: the value as matched, not only the subject it normalises
+/// to, and a time after which it confirms nothing.
+#[tokio::test]
+async fn a_preview_digest_binds_the_exact_value_and_expires() {
+    let name = "exact_digest";
+    let db = database(name, "").await;
+    let text = demo::config_toml(cluster(), name, "127.0.0.1:0".parse().unwrap());
+    let server = TestServer::start(
+        demo::config(cluster(), &text, SUBJECT_KEY).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    let client = server.client().await;
+    let preview = |value: &str, digest: &str| EraseRequest {
+        source: "demo".into(),
+        subject: Some(Identity {
+            kind: "email".into(),
+            value: value.into(),
+        }),
+        dry_run: digest.is_empty(),
+        preview_digest: digest.into(),
+        ..Default::default()
+    };
+    let run = |request: EraseRequest| {
+        let mut client = client.clone();
+        async move {
+            let mut stream = client.erase(request).await?.into_inner();
+            let mut receipt = None;
+            while let Some(message) = stream.message().await? {
+                if let Some(Event::Receipt(r)) = message.event {
+                    receipt = Some(r);
+                }
+            }
+            Ok::<_, tonic::Status>(receipt.unwrap())
+        }
+    };
+    // Two spellings of one normalised subject, neither of which any row holds exactly: the
+    // counts agree (0), and the digests do not.
+    let lower = run(preview("nobody@example.com", "")).await.unwrap();
+    let upper = run(preview("Nobody@Example.com", "")).await.unwrap();
+    assert_eq!(lower.subject_id, upper.subject_id);
+    assert_ne!(lower.preview_digest, upper.preview_digest);
+    let refused = run(preview("Nobody@Example.com", &lower.preview_digest))
+        .await
+        .expect_err("another value's preview");
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+
+    // An expired digest confirms nothing, and a forged expiry is another digest.
+    let bob = run(preview("bob@example.com", "")).await.unwrap();
+    let (expires, hash) = bob.preview_digest.split_once('.').unwrap();
+    assert!(expires.parse::<u64>().unwrap() > 1_700_000_000);
+    let before = rows(&db).await;
+    let expired = run(preview("bob@example.com", &format!("1000.{hash}")))
+        .await
+        .expect_err("an expired preview");
+    assert_eq!(expired.code(), Code::FailedPrecondition, "{expired:?}");
+    assert!(
+        expired
+            .message()
+            .contains("the preview's digest expired at 1000"),
+        "{}",
+        expired.message()
+    );
+    let forged = run(preview("bob@example.com", &format!("99999999999.{hash}")))
+        .await
+        .expect_err("a forged expiry");
+    assert_eq!(forged.code(), Code::Aborted, "{forged:?}");
+    assert_eq!(rows(&db).await, before, "nothing changed");
+    let receipt = run(preview("bob@example.com", &bob.preview_digest))
+        .await
+        .unwrap();
+    assert!(receipt.committed_at.is_some());
+    server.stop().await.unwrap();
+}

@@ -54,6 +54,7 @@ pub fn to_status(error: &ExtractError) -> Status {
         ExtractError::SharedIdentity { .. } | ExtractError::Reach(_) => Code::FailedPrecondition,
         ExtractError::Erasure(refusal) => match refusal {
             ErasureRefusal::PreviewChanged | ErasureRefusal::CountChanged { .. } => Code::Aborted,
+            ErasureRefusal::PreviewExpired { .. } => Code::FailedPrecondition,
             ErasureRefusal::Unverified { .. } => Code::DataLoss,
             ErasureRefusal::CommitOutcomeUnknown => Code::Unknown,
             _ => Code::FailedPrecondition,
@@ -149,6 +150,7 @@ fn reason(error: &ExtractError) -> &'static str {
             ErasureRefusal::MappedCascade { .. } => "CASCADE_BEYOND_SUBJECT",
             ErasureRefusal::PreviewRequired { .. } => "PREVIEW_REQUIRED",
             ErasureRefusal::PreviewChanged => "PREVIEW_CHANGED",
+            ErasureRefusal::PreviewExpired { .. } => "PREVIEW_EXPIRED",
             ErasureRefusal::CountChanged { .. } => "ERASURE_COUNT_CHANGED",
             ErasureRefusal::Unverified { .. } => "ERASURE_UNVERIFIED",
             ErasureRefusal::Constraint { .. } => "ERASURE_CONSTRAINT",

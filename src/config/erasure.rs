@@ -225,6 +225,10 @@ pub struct ErasureSettings {
     /// (and is retried within the deadline).
     #[serde(default = "default_lock_timeout", with = "humantime_serde")]
     pub lock_timeout: Duration,
+    /// How long a preview's digest confirms an erasure. Default one hour: past it, the
+    /// erasure is refused and a new preview is needed.
+    #[serde(default = "default_preview_valid_for", with = "humantime_serde")]
+    pub preview_valid_for: Duration,
     /// How identity columns are compared with the value: `exact` (default) or `as_extract`.
     #[serde(default)]
     pub matching: ErasureMatching,
@@ -245,6 +249,7 @@ impl Default for ErasureSettings {
         ErasureSettings {
             require_preview: true,
             lock_timeout: default_lock_timeout(),
+            preview_valid_for: default_preview_valid_for(),
             matching: ErasureMatching::default(),
             redaction: default_redaction(),
             pseudonym_key_env: None,
@@ -256,6 +261,10 @@ impl Default for ErasureSettings {
 
 fn yes() -> bool {
     true
+}
+
+fn default_preview_valid_for() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_lock_timeout() -> Duration {

@@ -219,7 +219,9 @@ impl ExtractError {
                 | ErasureRefusal::CommitOutcomeUnknown,
             ) => "integrity",
             ExtractError::Erasure(
-                ErasureRefusal::PreviewRequired { .. } | ErasureRefusal::PreviewChanged,
+                ErasureRefusal::PreviewRequired { .. }
+                | ErasureRefusal::PreviewChanged
+                | ErasureRefusal::PreviewExpired { .. },
             ) => return None,
             ExtractError::InvalidArgument(_)
             | ExtractError::UnknownSource(_)

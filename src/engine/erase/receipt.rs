@@ -8,7 +8,6 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::Run;
-use super::policy::Step;
 use crate::config::erasure::EraseAction;
 use crate::engine::ExtractError;
 use crate::pb;
@@ -80,7 +79,7 @@ impl Run<'_> {
             rows_masked: sum(pb::ErasureAction::Mask),
             rows_retained: sum(pb::ErasureAction::Retain),
             tables,
-            preview_digest: preview_digest(&self.cfg.name, &self.subject_id, &self.steps, &counted),
+            preview_digest: self.digest(&counted, self.digest_expiry()),
             committed_at: None,
             attempts,
             receipt_sha256: String::new(),
@@ -180,22 +179,56 @@ impl Run<'_> {
     }
 }
 
-/// The digest of what an erasure counted: per table in plan order, its action and rows.
-pub(super) fn preview_digest(
-    source: &str,
-    subject_id: &str,
-    steps: &[Step],
-    counted: &[u64],
-) -> String {
-    let mut hash = Sha256::new();
-    hash.update(b"dsr-erase-preview-v1\n");
-    hash.update(format!("{source}\n{subject_id}\n"));
-    for (step, rows) in steps.iter().zip(counted) {
+impl Run<'_> {
+    /// The digest of what this erasure does, valid until `expires` (seconds since 1970),
+    /// written `<expires>.<hex>`: the source, the subject, the value as it is matched (keyed,
+    /// so that under exact matching `Alice@Example.com` is not `alice@example.com`), how it
+    /// is matched, and per table the action, the rows counted, each mask and each reason. A
+    /// changed policy, subject or count gives another digest.
+    pub(super) fn digest(&self, counted: &[u64], expires: u64) -> String {
+        let key = self.engine.config.subject_key();
+        let mut hash = Sha256::new();
+        hash.update(b"dsr-erase-preview-v2\n");
         hash.update(format!(
-            "{}\t{}\t{rows}\n",
-            step.planned.table.display,
-            step.action.name()
+            "{}\n{}\n{}\n{}\n{expires}\n",
+            self.cfg.name,
+            self.subject_id,
+            crate::subject::subject_id(key, &self.params.kind, &self.value),
+            self.cfg.erasure.matching.name(),
         ));
+        for (step, rows) in self.steps.iter().zip(counted) {
+            hash.update(format!(
+                "{}\t{}\t{rows}\t{}\n",
+                step.planned.table.display,
+                step.action.name(),
+                step.reason
+            ));
+            for (column, method) in step.masks.iter().chain(&step.json_masks) {
+                hash.update(format!("\tmask\t{column}\t{}\n", method.name()));
+            }
+            for (column, why) in &step.retained {
+                hash.update(format!("\tretain\t{column}\t{why}\n"));
+            }
+        }
+        format!("{expires}.{}", hex::encode(hash.finalize()))
     }
-    hex::encode(hash.finalize())
+
+    /// When the digest of this call expires: the one the caller sent, or a new one a
+    /// `preview_valid_for` from now.
+    pub(super) fn digest_expiry(&self) -> u64 {
+        sent_expiry(&self.params.preview_digest)
+            .unwrap_or_else(|| unix_now() + self.cfg.erasure.preview_valid_for.as_secs().max(1))
+    }
+}
+
+/// The expiry of a digest as sent, `<expires>.<hex>`.
+pub(super) fn sent_expiry(digest: &str) -> Option<u64> {
+    digest.split_once('.')?.0.parse().ok()
+}
+
+pub(super) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }

@@ -50,6 +50,11 @@ pub enum ErasureRefusal {
     )]
     PreviewChanged,
     #[error(
+        "the preview's digest expired at {expires} (seconds since 1970; [sources.erasure] \
+         preview_valid_for); nothing was erased: preview again"
+    )]
+    PreviewExpired { expires: u64 },
+    #[error(
         "table '{table}': {counted} rows were counted, but the {action} changed {changed}; the \
          transaction was rolled back"
     )]
@@ -116,6 +121,7 @@ impl ErasureRefusal {
             ErasureRefusal::MappedCascade { .. } => "mapped_cascade",
             ErasureRefusal::PreviewRequired { .. } => "preview_required",
             ErasureRefusal::PreviewChanged => "preview_changed",
+            ErasureRefusal::PreviewExpired { .. } => "preview_expired",
             ErasureRefusal::CountChanged { .. } => "erasure_count_changed",
             ErasureRefusal::Unverified { .. } => "erasure_unverified",
             ErasureRefusal::Constraint { .. } => "erasure_constraint",

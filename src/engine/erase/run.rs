@@ -12,7 +12,7 @@ use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
 use super::policy::{self, ForeignKey, Step};
-use super::receipt::{Done, preview_digest};
+use super::receipt::Done;
 use super::{ErasureRefusal, Run};
 use crate::config::erasure::{EraseAction, MaskMethod};
 use crate::engine::ExtractError;
@@ -224,12 +224,16 @@ impl Run<'_> {
         self.check_unshared(txn, &keys).await?;
         self.check_mapped_cascades(txn, &keys).await?;
 
-        let digest = preview_digest(&self.cfg.name, &self.subject_id, &self.steps, &counted);
-        if !self.params.dry_run
-            && !self.params.preview_digest.is_empty()
-            && self.params.preview_digest != digest
-        {
-            return Err(ErasureRefusal::PreviewChanged.into());
+        if !self.params.dry_run && !self.params.preview_digest.is_empty() {
+            let Some(expires) = super::receipt::sent_expiry(&self.params.preview_digest) else {
+                return Err(ErasureRefusal::PreviewChanged.into());
+            };
+            if super::receipt::unix_now() > expires {
+                return Err(ErasureRefusal::PreviewExpired { expires }.into());
+            }
+            if self.params.preview_digest != self.digest(&counted, expires) {
+                return Err(ErasureRefusal::PreviewChanged.into());
+            }
         }
 
         let mut done = Vec::new();
