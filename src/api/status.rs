@@ -55,7 +55,8 @@ pub fn to_status(error: &ExtractError) -> Status {
         ExtractError::Erasure(refusal) => match refusal {
             ErasureRefusal::PreviewChanged | ErasureRefusal::CountChanged { .. } => Code::Aborted,
             ErasureRefusal::PreviewExpired { .. } => Code::FailedPrecondition,
-            ErasureRefusal::Unverified { .. } => Code::DataLoss,
+            // Rolled back: nothing was lost, and the same erasure would fail the same way.
+            ErasureRefusal::Unverified { .. } => Code::FailedPrecondition,
             ErasureRefusal::CommitOutcomeUnknown => Code::Unknown,
             _ => Code::FailedPrecondition,
         },

@@ -104,6 +104,15 @@ impl Run<'_> {
             let recorded = self.record_done(&receipt, "ok", began).await;
             return (recorded.map(|()| receipt), clean);
         }
+        // The transaction's id, to ask PostgreSQL what became of it should the connection be
+        // lost while COMMIT is in flight.
+        let xid: Option<String> = match txn
+            .query_one("SELECT pg_current_xact_id()::text", &[])
+            .await
+        {
+            Ok(row) => row.get(0),
+            Err(e) => return (Err(self.db(&e, None)), false),
+        };
         // Durable before COMMIT: an erasure is never committed without a record naming it.
         let mut erasing = self.entry_for(&receipt, "erasing", began);
         erasing.status = String::new();
@@ -129,10 +138,52 @@ impl Run<'_> {
             let error = if error.as_db_error().is_some() {
                 self.db(&error, None)
             } else {
-                ErasureRefusal::CommitOutcomeUnknown.into()
+                match self.commit_outcome(xid.as_deref()).await {
+                    // Committed after all: the erasure is done, and answered as such.
+                    Some(true) => {
+                        tracing::warn!(source = %self.cfg.name, erasure_id = %self.erasure_id,
+                            "the connection was lost during COMMIT, and the erasure committed");
+                        let (done, _) = self.committed(receipt, began).await;
+                        return (done, false);
+                    }
+                    // Rolled back: nothing changed, and the erasure may run again.
+                    Some(false) => ExtractError::Db(crate::store::postgres::DbError::from_pg(
+                        &self.cfg.name,
+                        &error,
+                    )),
+                    None => ErasureRefusal::CommitOutcomeUnknown.into(),
+                }
             };
             return (Err(error), false);
         }
+        self.committed(receipt, began).await
+    }
+
+    /// What became of transaction `xid` whose COMMIT lost its connection, asked on another
+    /// connection: `Some(true)` committed, `Some(false)` rolled back, `None` unknown (the
+    /// source does not answer, or PostgreSQL no longer knows).
+    async fn commit_outcome(&self, xid: Option<&str>) -> Option<bool> {
+        let xid = xid?;
+        let pool = self.source.postgres("erasure").ok()?;
+        let conn = pool.checkout(self.params.deadline).await.ok()?;
+        let row = conn
+            .client
+            .query_one("SELECT pg_xact_status($1::text::xid8)", &[&xid])
+            .await
+            .ok()?;
+        match row.get::<_, Option<String>>(0).as_deref() {
+            Some("committed") => Some(true),
+            Some("aborted") => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The end of a committed erasure: the receipt completed, counted and recorded.
+    async fn committed(
+        &self,
+        mut receipt: pb::ErasureReceipt,
+        began: SystemTime,
+    ) -> (Result<pb::ErasureReceipt, ExtractError>, bool) {
         receipt.committed_at = Some(prost_types::Timestamp::from(SystemTime::now()));
         self.earlier(&mut receipt).await;
         self.finish(&mut receipt);
