@@ -179,7 +179,7 @@ impl Engine {
             // too: tried once more. A key broken again is a real one, and refused.
             let concurrent_row = !foreign_key_retried
                 && matches!(&result, Err(ExtractError::Erasure(ErasureRefusal::Constraint { code, .. }))
-                    if code == "23503");
+                    if code == tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION.code());
             foreign_key_retried |= concurrent_row;
             match &result {
                 Err(error) if error.is_retryable() || concurrent_row => {
