@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use dsr_connector::demo;
 use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
-use dsr_connector::pb::{EraseRequest, ErasureReceipt, Identity, erase_response::Event};
+use dsr_connector::pb::{EraseRequest, ErasureReceipt, Identity};
 use support::{SUBJECT_KEY, TestServer, cluster};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -70,26 +70,17 @@ async fn erase(
     kind: &str,
     value: &str,
 ) -> Result<ErasureReceipt, tonic::Status> {
-    let mut stream = client
-        .erase(EraseRequest {
-            source: "demo".into(),
-            subject: Some(Identity {
-                kind: kind.into(),
-                value: value.into(),
-            }),
-            request_id: "exact-1".into(),
-            compliance_tag: "gdpr-art17".into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let mut receipt = None;
-    while let Some(message) = stream.message().await? {
-        if let Some(Event::Receipt(r)) = message.event {
-            receipt = Some(r);
-        }
-    }
-    Ok(receipt.expect("a receipt ends the stream"))
+    let request = EraseRequest {
+        source: "demo".into(),
+        subject: Some(Identity {
+            kind: kind.into(),
+            value: value.into(),
+        }),
+        request_id: "exact-1".into(),
+        compliance_tag: "gdpr-art17".into(),
+        ..Default::default()
+    };
+    support::erase_receipt(client, request).await
 }
 
 /// Comments that reply to each other, deleted with their author, and invoices kept for tax
@@ -433,16 +424,7 @@ async fn a_preview_digest_binds_the_exact_value_and_expires() {
     };
     let run = |request: EraseRequest| {
         let mut client = client.clone();
-        async move {
-            let mut stream = client.erase(request).await?.into_inner();
-            let mut receipt = None;
-            while let Some(message) = stream.message().await? {
-                if let Some(Event::Receipt(r)) = message.event {
-                    receipt = Some(r);
-                }
-            }
-            Ok::<_, tonic::Status>(receipt.unwrap())
-        }
+        async move { support::erase_receipt(&mut client, request).await }
     };
     // Two spellings of one normalised subject, neither of which any row holds exactly: the
     // counts agree (0), and the digests do not.

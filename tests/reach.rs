@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use dsr_connector::demo;
 use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
-use dsr_connector::pb::{EraseRequest, Identity, erase_response::Event};
+use dsr_connector::pb::{EraseRequest, Identity};
 use support::{SUBJECT_KEY, TestServer, cluster, extract, request};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -260,27 +260,17 @@ async fn erase(
     client: &mut DsrConnectorServiceClient<Channel>,
     email: &str,
 ) -> Result<dsr_connector::pb::ErasureReceipt, tonic::Status> {
-    let mut stream = client
-        .erase(EraseRequest {
-            source: "demo".into(),
-            subject: Some(Identity {
-                kind: "email".into(),
-                value: email.into(),
-            }),
-            request_id: format!("reach-{email}"),
-            compliance_tag: "gdpr-art17".into(),
-            dry_run: false,
-            preview_digest: String::new(),
-        })
-        .await?
-        .into_inner();
-    let mut receipt = None;
-    while let Some(message) = stream.message().await? {
-        if let Some(Event::Receipt(r)) = message.event {
-            receipt = Some(r);
-        }
-    }
-    Ok(receipt.expect("a receipt ends the stream"))
+    let request = EraseRequest {
+        source: "demo".into(),
+        subject: Some(Identity {
+            kind: "email".into(),
+            value: email.into(),
+        }),
+        request_id: format!("reach-{email}"),
+        compliance_tag: "gdpr-art17".into(),
+        ..Default::default()
+    };
+    support::erase_receipt(client, request).await
 }
 
 #[tokio::test]

@@ -406,6 +406,21 @@ pub fn without_test_cargo_env(command: &mut std::process::Command) -> &mut std::
     command
 }
 
+/// Runs one Erase call to its end: the receipt, or the status it ended with.
+pub async fn erase_receipt(
+    client: &mut DsrConnectorServiceClient<Channel>,
+    request: dsr_connector::pb::EraseRequest,
+) -> Result<dsr_connector::pb::ErasureReceipt, tonic::Status> {
+    let mut stream = client.erase(request).await?.into_inner();
+    let mut receipt = None;
+    while let Some(message) = stream.message().await? {
+        if let Some(dsr_connector::pb::erase_response::Event::Receipt(r)) = message.event {
+            receipt = Some(r);
+        }
+    }
+    Ok(receipt.expect("a receipt ends the stream"))
+}
+
 /// A client tool from the test virtual environment (`DSR_TEST_VENV`, or `./.venv`), which
 /// `scripts/test.sh` installs. Missing tools fail the test: client tests never skip.
 pub fn venv_tool(name: &str) -> std::path::PathBuf {
