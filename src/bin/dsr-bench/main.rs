@@ -129,6 +129,7 @@ pub(crate) const POOL: usize = 20;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let _leftovers = service::StopLeftovers;
     install_crypto_provider();
     let args = Args::parse();
     let binary = std::env::current_exe()?

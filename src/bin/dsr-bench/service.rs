@@ -217,9 +217,15 @@ pub(crate) fn start_server_at(
     netns: Option<(&str, &str)>,
 ) -> anyhow::Result<(std::process::Child, String)> {
     let dir = tempfile::tempdir()?.keep();
+    // The erasure is measured without a token, which only a loopback listener allows.
     let config = format!(
-        "[server]\nlisten = \"{listen}:0\"\nauth = \"none\"\n{threads}\n\n{source}\n{tables}\n",
+        "[server]\nlisten = \"{listen}:0\"\nauth = \"none\"\n{erase}{threads}\n\n{source}\n{tables}\n",
         listen = netns.map_or("127.0.0.1", |(_, address)| address),
+        erase = if netns.is_none() {
+            "anonymous_erase = true\n"
+        } else {
+            ""
+        },
         threads = threads
             .map(|n| format!("worker_threads = {n}"))
             .unwrap_or_default(),
@@ -241,8 +247,12 @@ pub(crate) fn start_server_at(
         .env("DSR_BENCH_PASSWORD", password)
         .env("DSR_SUBJECT_KEY", "bench-subject-key-0123456789")
         .env("RUST_LOG", "warn,dsr_connector::api=info")
+        // Not this process's stdout: a caller reading it to the end would wait for a server
+        // that outlived the benchmark.
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
+    RUNNING.lock().unwrap().push(child.id());
     let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
     let addr = loop {
         let line = lines
@@ -256,8 +266,32 @@ pub(crate) fn start_server_at(
     Ok((child, addr))
 }
 
+/// The servers started and not yet stopped, by process id.
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Stops, when dropped, every server still running: a benchmark that fails half-way leaves
+/// none behind.
+pub(crate) struct StopLeftovers;
+
+impl Drop for StopLeftovers {
+    fn drop(&mut self) {
+        for pid in RUNNING
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+        {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 /// Stops a server started by [`start_server`] as an operator would (SIGTERM), and waits for it.
 pub(crate) fn stop_server(server: &mut std::process::Child) {
+    if let Ok(mut running) = RUNNING.lock() {
+        running.retain(|pid| *pid != server.id());
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();
