@@ -135,8 +135,14 @@ async fn the_package_holds_what_the_stream_held_and_says_what_it_means() {
         "no partial directory left"
     );
 
-    // Files hold personal data: only their owner may read them.
+    // Files hold personal data: only their owner may read them, or list the directory.
     use std::os::unix::fs::PermissionsExt;
+    let dir_mode = std::fs::metadata(&out).unwrap().permissions().mode();
+    assert_eq!(
+        dir_mode & 0o777,
+        0o700,
+        "the package directory is {dir_mode:o}"
+    );
     for name in entries(&out) {
         let mode = std::fs::metadata(out.join(&name))
             .unwrap()

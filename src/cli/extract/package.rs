@@ -71,6 +71,7 @@ impl Package {
         // directory is private to the user (0700): it holds personal data.
         let dir = tempfile::Builder::new()
             .prefix(&format!(".{name}.partial-"))
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(&parent)
             .with_context(|| format!("cannot create a directory in {}", parent.display()))?;
         Ok(Package {
