@@ -20,6 +20,9 @@ use crate::config::erasure::EraseAction;
 use crate::engine::ExtractError;
 use crate::schema::quote_ident;
 
+/// A key's (child column, parent column) pairs, in key order.
+type KeyPairs = Vec<(String, String)>;
+
 impl Run<'_> {
     /// Refuses to mask a table with a live column the data map does not list: a kept row
     /// would keep whatever it holds (a `cc_email` added a second ago, or left unmapped under
@@ -56,6 +59,125 @@ impl Run<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Refuses to mask a row reached by lookup that a row not the subject's also points at
+    /// (a household's shared address): the captured rows of each masked table reached by
+    /// lookup, against every foreign key into it and every mapped lookup, in this transaction.
+    pub(super) async fn check_unshared(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        keys: &[ForeignKey],
+    ) -> Result<(), ExtractError> {
+        for (i, step) in self.steps.iter().enumerate() {
+            let planned = &step.planned;
+            if step.action != EraseAction::Mask || planned.lookup_branches.is_empty() {
+                continue;
+            }
+            let table = &planned.table.display;
+            // (child as callers name it, child in SQL, key pairs)
+            let mut pointers: Vec<(String, String, KeyPairs)> = keys
+                .iter()
+                .filter(|k| &k.parent == table && !k.pairs.is_empty())
+                .map(|k| (k.child.clone(), k.child_sql.clone(), k.pairs.clone()))
+                .collect();
+            for l in &planned.lookup_branches {
+                let pairs = vec![(l.column.clone(), l.key.clone())];
+                if !pointers
+                    .iter()
+                    .any(|(c, _, p)| *c == l.child && *p == pairs)
+                {
+                    let child_sql = self
+                        .planned(&l.child)
+                        .map(|t| t.table.quoted())
+                        .unwrap_or_default();
+                    pointers.push((l.child.clone(), child_sql, pairs));
+                }
+            }
+            let parents = format!(
+                "SELECT {{}} FROM {} WHERE t0.ctid IN (SELECT tid FROM {})",
+                planned.from,
+                captured(i)
+            );
+            for (child, child_sql, pairs) in pointers {
+                // The subject's own rows of the referencing table do not count.
+                let own = self
+                    .planned(&child)
+                    .map(|t| t.branches.as_slice())
+                    .unwrap_or_default();
+                let rows = self
+                    .rows_pointing_at(
+                        txn,
+                        table,
+                        &child_sql,
+                        &pairs,
+                        std::slice::from_ref(&parents),
+                        own,
+                    )
+                    .await?;
+                if rows > 0 {
+                    return Err(ErasureRefusal::SharedRow {
+                        table: table.clone(),
+                        child,
+                        rows,
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The planned table of this erasure named `display`, if the plan reaches it.
+    fn planned(&self, display: &str) -> Option<&crate::schema::PlannedTable> {
+        self.plan.tables.iter().find(|t| t.table.display == display)
+    }
+
+    /// How many rows of `child_sql` point, through `pairs` (child column, parent column), at
+    /// a row that `parents` select (queries on the parent at `t0` whose select list is `{}`),
+    /// leaving out the rows that any of `own` (branches on the child at `t0`) selects.
+    async fn rows_pointing_at(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        table: &str,
+        child_sql: &str,
+        pairs: &[(String, String)],
+        parents: &[String],
+        own: &[String],
+    ) -> Result<u64, ExtractError> {
+        let join = |side: fn(&(String, String)) -> &String| {
+            pairs
+                .iter()
+                .map(|pair| format!("t0.{}", quote_ident(side(pair))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (columns, targets) = (join(|p| &p.0), join(|p| &p.1));
+        let parent_keys = parents
+            .iter()
+            .map(|p| p.replace("{}", &targets))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let not_own: String = own
+            .iter()
+            .map(|b| format!(" AND ({b}) IS NOT TRUE"))
+            .collect();
+        let sql = format!(
+            "WITH p AS ({parent_keys}) SELECT count(*) FROM {child_sql} AS t0 \
+             WHERE ({columns}) IN (SELECT * FROM p){not_own}"
+        );
+        // Branches compare the identity; a query without one takes no parameter.
+        let params: &[&(dyn ToSql + Sync)] = if sql.contains("$1") {
+            &[&self.value]
+        } else {
+            &[]
+        };
+        let rows: i64 = txn
+            .query_one(&sql, params)
+            .await
+            .map_err(|e| self.db(&e, Some(table)))?
+            .get(0);
+        Ok(rows.max(0) as u64)
     }
 
     /// Refuses an erasure whose deletes or masked keys would make a foreign key change a row
@@ -98,60 +220,25 @@ impl Run<'_> {
                     ),
                     _ => continue,
                 };
-                let targets = key
-                    .pairs
-                    .iter()
-                    .map(|(_, p)| format!("t0.{}", quote_ident(p)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let columns = key
-                    .pairs
-                    .iter()
-                    .map(|(c, _)| format!("t0.{}", quote_ident(c)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
                 // The child's own rows that this erasure deletes do not count: they are gone
                 // before the parent's rows change (children first).
-                let deleted_there = self
+                let own = self
                     .steps
                     .iter()
                     .find(|s| s.planned.table.display == key.child)
                     .filter(|s| s.action == EraseAction::Delete)
-                    .map(|s| {
-                        s.planned
-                            .branches
-                            .iter()
-                            .map(|b| format!(" AND ({b}) IS NOT TRUE"))
-                            .collect::<String>()
-                    })
+                    .map(|s| s.planned.branches.as_slice())
                     .unwrap_or_default();
-                let parent_keys = parents
-                    .iter()
-                    .map(|p| p.replace("{}", &targets))
-                    .collect::<Vec<_>>()
-                    .join(" UNION ALL ");
-                let sql = format!(
-                    "WITH p AS ({parent_keys}) SELECT count(*) FROM {} AS t0 \
-                     WHERE ({columns}) IN (SELECT * FROM p){deleted_there}",
-                    key.child_sql
-                );
-                let params: &[&(dyn ToSql + Sync)] = if sql.contains("$1") {
-                    &[&self.value]
-                } else {
-                    &[]
-                };
-                let rows: i64 = txn
-                    .query_one(&sql, params)
-                    .await
-                    .map_err(|e| self.db(&e, Some(table)))?
-                    .get(0);
+                let rows = self
+                    .rows_pointing_at(txn, table, &key.child_sql, &key.pairs, &parents, own)
+                    .await?;
                 if rows > 0 {
                     return Err(ErasureRefusal::MappedCascade {
                         table: table.clone(),
                         child: key.child.clone(),
                         constraint: key.constraint.clone(),
                         rule,
-                        rows: rows as u64,
+                        rows,
                     }
                     .into());
                 }

@@ -20,15 +20,6 @@ use crate::pb;
 use crate::schema::quote_ident;
 use crate::store::postgres::{Conn, DbError};
 
-/// Rows of `child` that point at a table's rows through `pairs` (child column, parent column).
-struct Pointer {
-    /// As callers see the name.
-    child: String,
-    /// Quoted, as SQL names it.
-    child_sql: String,
-    pairs: Vec<(String, String)>,
-}
-
 /// The most bytes of distinct values one pseudonym column of one subject may hold.
 const MAX_PSEUDONYM_BYTES: usize = 16 * 1024 * 1024;
 
@@ -411,110 +402,6 @@ impl Run<'_> {
                 .map_err(|e| self.db(&e, None))?;
             if let Some(refusal) = self.plan.reach_refusal(|i| row.get::<_, i64>(i)) {
                 return Err(refusal.into());
-            }
-        }
-        Ok(())
-    }
-
-    /// Refuses to mask a row reached by lookup that a row not the subject's also points at
-    /// (a household's shared address): the captured rows of each masked table reached by
-    /// lookup, against every foreign key into it and every mapped lookup, in this transaction.
-    async fn check_unshared(
-        &self,
-        txn: &tokio_postgres::Transaction<'_>,
-        keys: &[ForeignKey],
-    ) -> Result<(), ExtractError> {
-        for (i, step) in self.steps.iter().enumerate() {
-            let planned = &step.planned;
-            if step.action != EraseAction::Mask || planned.lookup_branches.is_empty() {
-                continue;
-            }
-            let table = &planned.table.display;
-            let mut pointers: Vec<Pointer> = keys
-                .iter()
-                .filter(|k| &k.parent == table && !k.pairs.is_empty())
-                .map(|k| Pointer {
-                    child: k.child.clone(),
-                    child_sql: k.child_sql.clone(),
-                    pairs: k.pairs.clone(),
-                })
-                .collect();
-            for l in &planned.lookup_branches {
-                let pairs = vec![(l.column.clone(), l.key.clone())];
-                if !pointers
-                    .iter()
-                    .any(|p| p.child == l.child && p.pairs == pairs)
-                {
-                    let child_sql = self
-                        .plan
-                        .tables
-                        .iter()
-                        .find(|t| t.table.display == l.child)
-                        .map(|t| t.table.quoted())
-                        .unwrap_or_default();
-                    pointers.push(Pointer {
-                        child: l.child.clone(),
-                        child_sql,
-                        pairs,
-                    });
-                }
-            }
-            for Pointer {
-                child,
-                child_sql,
-                pairs,
-            } in pointers
-            {
-                let (columns, targets): (Vec<String>, Vec<String>) = pairs
-                    .iter()
-                    .map(|(c, p)| {
-                        (
-                            format!("t0.{}", quote_ident(c)),
-                            format!("t1.{}", quote_ident(p)),
-                        )
-                    })
-                    .unzip();
-                // The subject's own rows of the referencing table do not count.
-                let not_subjects = self
-                    .plan
-                    .tables
-                    .iter()
-                    .find(|t| t.table.display == child)
-                    .map(|t| {
-                        t.branches
-                            .iter()
-                            .map(|b| format!(" AND ({b}) IS NOT TRUE"))
-                            .collect::<String>()
-                    })
-                    .unwrap_or_default();
-                let sql = format!(
-                    "SELECT count(*) FROM {child_sql} AS t0 WHERE ({}) IN (SELECT {} FROM {} AS t1 \
-                     WHERE t1.ctid IN (SELECT tid FROM {})){not_subjects}",
-                    columns.join(", "),
-                    targets.join(", "),
-                    planned.table.quoted(),
-                    captured(i),
-                );
-                // The subject's own rows are told apart by the identity; a table outside the
-                // plan has none of them, and its query takes no parameter.
-                let params: &[&(dyn ToSql + Sync)] = if not_subjects.is_empty() {
-                    &[]
-                } else {
-                    &[&self.value]
-                };
-                let others: i64 = txn
-                    .query_one(&sql, params)
-                    .await
-                    .map_err(|e| self.db(&e, Some(table)))?
-                    .get(0);
-                if others > 0 {
-                    return Err(ErasureRefusal::SharedRow {
-                        table: table.clone(),
-                        child,
-                        rows: others as u64,
-                    }
-                    .into());
-                }
             }
         }
         Ok(())
