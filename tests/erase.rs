@@ -349,6 +349,19 @@ async fn a_preview_changes_nothing_then_the_erasure_deletes_masks_and_retains_as
         records[1]["manifest_sha256"],
         receipt.receipt_sha256.as_str()
     );
+    // Each committed erasure's records name its transaction, which the source knows as
+    // committed: what an operator asks after a COMMIT that lost its connection.
+    for pair in records.chunks(2) {
+        let transaction = pair[0]["transaction"].as_str().expect("a transaction id");
+        assert_eq!(pair[1]["transaction"], transaction, "{records:#?}");
+        let status: String = db
+            .query_one("SELECT pg_xact_status($1::text::xid8)", &[&transaction])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(status, "committed");
+    }
+    assert_ne!(records[0]["transaction"], records[2]["transaction"]);
     assert!(
         records[1]["tables"]
             .as_array()

@@ -464,3 +464,166 @@ async fn a_preview_digest_binds_the_exact_value_and_expires() {
     assert!(receipt.committed_at.is_some());
     server.stop().await.unwrap();
 }
+
+/// Every changed table's rows are captured by row id before anything changes, then changed
+/// and verified by those ids alone. Here a key from the tickets to their attachments makes
+/// the tickets change first; masking them takes away the e-mail by which the attachments'
+/// plan finds them. Found again by the plan, none of the attachments counted was there (the
+/// erasure was refused); by their captured ids, they are deleted.
+#[tokio::test]
+async fn rows_are_changed_by_the_ids_captured_first_whatever_changed_before_them() {
+    let name = "exact_captured";
+    let db = database(
+        name,
+        "CREATE TABLE ticket_attachments (id bigint PRIMARY KEY, ticket_id bigint NOT NULL, \
+             name text NOT NULL);
+         INSERT INTO ticket_attachments SELECT id * 10, id, 'scan-' || id FROM support_tickets;
+         ALTER TABLE support_tickets ADD COLUMN cover_attachment_id bigint \
+             REFERENCES ticket_attachments (id);
+         UPDATE support_tickets SET cover_attachment_id = id * 10 \
+             WHERE requester_email <> 'alice@example.com';",
+    )
+    .await;
+    let map = r#"
+[[sources.tables]]
+name = "ticket_attachments"
+reference = { column = "ticket_id", table = "support_tickets", to = "id", reach = "owned" }
+columns = { id = "not_pii", ticket_id = "not_pii", name = "support.attachment" }
+erase = { action = "delete" }
+"#;
+    let mut config = config(name, map);
+    // A customer has several tickets: one row of them is not one person.
+    config.sources[0].person_tables = vec!["customers".into()];
+    let tickets = config.sources[0]
+        .tables
+        .iter_mut()
+        .find(|t| t.name == "support_tickets")
+        .unwrap();
+    tickets.columns.insert(
+        "cover_attachment_id".into(),
+        dsr_connector::config::ColumnSpec::Category("not_pii".into()),
+    );
+    let alices: i64 = db
+        .query_one(
+            "SELECT count(*) FROM support_tickets WHERE requester_email = 'alice@example.com'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(alices >= 2, "alice has tickets with attachments");
+    let before = rows(&db).await;
+    let server = TestServer::start(config).await;
+    let receipt = erase(&mut server.client().await, "email", "alice@example.com")
+        .await
+        .unwrap();
+    let attachments = receipt
+        .tables
+        .iter()
+        .find(|t| t.table == "ticket_attachments")
+        .unwrap();
+    assert_eq!(attachments.rows, alices as u64);
+    assert!(attachments.verified);
+    let after = rows(&db).await;
+    let gone: Vec<&String> = before["ticket_attachments"]
+        .iter()
+        .filter(|r| !after["ticket_attachments"].contains(r))
+        .collect();
+    assert_eq!(gone.len() as i64, alices, "only alice's attachments: {gone:?}");
+    let left: i64 = db
+        .query_one(
+            "SELECT count(*) FROM ticket_attachments a JOIN support_tickets t ON t.id = a.ticket_id \
+             WHERE t.cover_attachment_id IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "none of alice's tickets' attachments is left");
+    server.stop().await.unwrap();
+}
+
+/// A COMMIT whose answer is lost (a proxy passes it on, then cuts the connection) leaves the
+/// erasure's outcome unknown to the service: it asks the source, on another connection, what
+/// became of the transaction its `erasing` record names, and answers as it was: committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_resolved_by_asking_the_source() {
+    use std::sync::atomic::Ordering;
+    let name = "exact_lost_commit";
+    let db = database(name, "").await;
+    let cutter = support::CommitCutter::start(cluster().port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let text = demo::config_toml(cluster(), name, "127.0.0.1:0".parse().unwrap())
+        .replace(
+            &format!("port = {}", cluster().port()),
+            &format!("port = {}", cutter.addr.port()),
+        )
+        .replace(
+            "identity_kinds = [\"email\", \"customer_id\"]",
+            "identity_kinds = [\"email\", \"customer_id\"]\nerasure = { require_preview = false }",
+        );
+    let text = format!(
+        "{text}\n[server.audit]\npath = {:?}\nreplica = \"replica-lost-commit\"\n",
+        log.display().to_string()
+    );
+    let server = TestServer::start(
+        demo::config(cluster(), &text, SUBJECT_KEY).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    let mut client = server.client().await;
+    // A preview first (it rolls back): the data map is read, and the next COMMIT on the
+    // source is the erasure's.
+    let preview = support::erase_receipt(
+        &mut client,
+        EraseRequest {
+            source: "demo".into(),
+            subject: Some(Identity {
+                kind: "email".into(),
+                value: "bob@example.com".into(),
+            }),
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(preview.rows_deleted > 0);
+    cutter.armed.store(true, Ordering::SeqCst);
+    let receipt = erase(&mut client, "email", "bob@example.com")
+        .await
+        .expect("committed, as the source says");
+    assert_eq!(cutter.cuts.load(Ordering::SeqCst), 1, "the COMMIT's answer was cut");
+    assert_eq!(receipt.rows_deleted, preview.rows_deleted);
+    assert!(receipt.committed_at.is_some());
+    let left: i64 = db
+        .query_one(
+            "SELECT count(*) FROM customers WHERE email = 'bob@example.com'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the erasure committed");
+    server.stop().await.unwrap();
+
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["rpc"] == "Erase" && r["dry_run"] == false)
+        .collect();
+    let outcomes: Vec<&str> = records
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["erasing", "ok"], "{records:#?}");
+    let transaction = records[0]["transaction"].as_str().unwrap();
+    assert_eq!(records[1]["transaction"], transaction);
+    let status: String = db
+        .query_one("SELECT pg_xact_status($1::text::xid8)", &[&transaction])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "committed");
+}

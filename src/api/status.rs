@@ -57,7 +57,7 @@ pub fn to_status(error: &ExtractError) -> Status {
             ErasureRefusal::PreviewExpired { .. } => Code::FailedPrecondition,
             // Rolled back: nothing was lost, and the same erasure would fail the same way.
             ErasureRefusal::Unverified { .. } => Code::FailedPrecondition,
-            ErasureRefusal::CommitOutcomeUnknown => Code::Unknown,
+            ErasureRefusal::CommitOutcomeUnknown { .. } => Code::Unknown,
             _ => Code::FailedPrecondition,
         },
     };
@@ -155,7 +155,7 @@ fn reason(error: &ExtractError) -> &'static str {
             ErasureRefusal::CountChanged { .. } => "ERASURE_COUNT_CHANGED",
             ErasureRefusal::Unverified { .. } => "ERASURE_UNVERIFIED",
             ErasureRefusal::Constraint { .. } => "ERASURE_CONSTRAINT",
-            ErasureRefusal::CommitOutcomeUnknown => "COMMIT_OUTCOME_UNKNOWN",
+            ErasureRefusal::CommitOutcomeUnknown { .. } => "COMMIT_OUTCOME_UNKNOWN",
             ErasureRefusal::SharedRow { .. } => "SHARED_ROW",
         },
     }

@@ -216,7 +216,7 @@ impl ExtractError {
                 ErasureRefusal::CountChanged { .. }
                 | ErasureRefusal::Unverified { .. }
                 | ErasureRefusal::Constraint { .. }
-                | ErasureRefusal::CommitOutcomeUnknown,
+                | ErasureRefusal::CommitOutcomeUnknown { .. },
             ) => "integrity",
             ExtractError::Erasure(
                 ErasureRefusal::PreviewRequired { .. }

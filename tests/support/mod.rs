@@ -6,6 +6,9 @@
 #![allow(dead_code)]
 
 pub mod otlp;
+mod proxy;
+
+pub use proxy::CommitCutter;
 
 use std::net::SocketAddr;
 use std::path::Path;

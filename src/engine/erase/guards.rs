@@ -13,8 +13,8 @@
 
 use tokio_postgres::types::ToSql;
 
-use super::policy::ForeignKey;
-use super::run::captured;
+use super::policy::{ForeignKey, Step};
+use super::run::{Captured, captured, in_ids};
 use super::{ErasureRefusal, Run};
 use crate::config::erasure::EraseAction;
 use crate::engine::ExtractError;
@@ -68,6 +68,7 @@ impl Run<'_> {
         &self,
         txn: &tokio_postgres::Transaction<'_>,
         keys: &[ForeignKey],
+        captures: &[Captured],
     ) -> Result<(), ExtractError> {
         for (i, step) in self.steps.iter().enumerate() {
             let planned = &step.planned;
@@ -95,9 +96,9 @@ impl Run<'_> {
                 }
             }
             let parents = format!(
-                "SELECT {{}} FROM {} WHERE t0.ctid IN (SELECT tid FROM {})",
+                "SELECT {{}} FROM {} WHERE {}",
                 planned.from,
-                captured(i)
+                captures[i].condition(&captured(i))
             );
             for (child, child_sql, pairs) in pointers {
                 // The subject's own rows of the referencing table do not count.
@@ -126,6 +127,21 @@ impl Run<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Queries selecting `{}` of the captured rows of step `i`, one per relation.
+    fn captured_rows(&self, i: usize, step: &Step, captures: &[Captured]) -> Vec<String> {
+        captures[i]
+            .rels
+            .iter()
+            .map(|&(rel, _)| {
+                format!(
+                    "SELECT {{}} FROM {} WHERE {}",
+                    step.planned.from,
+                    in_ids(&captured(i), rel)
+                )
+            })
+            .collect()
     }
 
     /// The planned table of this erasure named `display`, if the plan reaches it.
@@ -186,6 +202,7 @@ impl Run<'_> {
         &self,
         txn: &tokio_postgres::Transaction<'_>,
         keys: &[ForeignKey],
+        captures: &[Captured],
     ) -> Result<(), ExtractError> {
         for (i, step) in self.steps.iter().enumerate() {
             let table = &step.planned.table.display;
@@ -202,22 +219,13 @@ impl Run<'_> {
                     .chain(&step.json_masks)
                     .any(|(column, _)| key.parent_columns.contains(column));
                 let (rule, parents) = match step.action {
-                    EraseAction::Delete if key.acts_on_delete() => (
-                        key.on_delete_name(),
-                        step.planned
-                            .branches
-                            .iter()
-                            .map(|b| format!("SELECT {{}} FROM {} WHERE {b}", step.planned.from))
-                            .collect::<Vec<_>>(),
-                    ),
-                    EraseAction::Mask if masks_key && key.acts_on_update() => (
-                        key.on_update_name(),
-                        vec![format!(
-                            "SELECT {{}} FROM {} WHERE t0.ctid IN (SELECT tid FROM {})",
-                            step.planned.from,
-                            captured(i)
-                        )],
-                    ),
+                    // The rows this step changes, one query per relation that holds them.
+                    EraseAction::Delete if key.acts_on_delete() => {
+                        (key.on_delete_name(), self.captured_rows(i, step, captures))
+                    }
+                    EraseAction::Mask if masks_key && key.acts_on_update() => {
+                        (key.on_update_name(), self.captured_rows(i, step, captures))
+                    }
                     _ => continue,
                 };
                 // The child's own rows that this erasure deletes do not count: they are gone

@@ -9,6 +9,7 @@ use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
 use super::policy::Step;
+use super::run::{Captured, captured, masked};
 use super::{ErasureRefusal, Run};
 use crate::classify::{JsonMasker, Replacement, ScanLimits, ScanViolation};
 use crate::config::erasure::MaskMethod;
@@ -21,7 +22,7 @@ const PAGE_BYTES: i64 = 4 * 1024 * 1024;
 
 /// The most rows of one page, so that the join of a page's rows with its documents stays
 /// small whatever plan PostgreSQL picks for it.
-const PAGE_ROWS: i64 = 10_000;
+const PAGE_ROWS: i32 = 10_000;
 
 /// One page of rows: each row's id (as text) and, per JSON column, its document.
 struct Page {
@@ -32,7 +33,8 @@ struct Page {
 
 impl Run<'_> {
     /// Masks the captured rows of step `i` page by page: `sets` are the table's other masks,
-    /// whose parameters are `params` ($1 ...). Returns the rows masked.
+    /// whose parameters are `params` ($1 ...). Returns the masked rows, whose new ids are then
+    /// in temporary table [`masked`].
     pub(super) async fn mask_json_pages(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
@@ -40,8 +42,15 @@ impl Run<'_> {
         step: &Step,
         mut sets: Vec<String>,
         params: &[&(dyn ToSql + Sync)],
-        masked: &str,
-    ) -> Result<u64, ExtractError> {
+        captured_ids: &Captured,
+    ) -> Result<Captured, ExtractError> {
+        // Each page's masked row ids, gathered into `masked(i)` at the end.
+        let pages = format!("{}_pages", masked(i));
+        txn.batch_execute(&format!(
+            "CREATE TEMPORARY TABLE {pages} (rel oid, tid tid) ON COMMIT DROP"
+        ))
+        .await
+        .map_err(|e| self.db(&e, Some(&step.planned.table.display)))?;
         let table = step.planned.table.display.as_str();
         let n = params.len();
         // The page's parameters follow the other masks': the row ids, then one array of
@@ -63,8 +72,9 @@ impl Run<'_> {
         let sql = format!(
             "WITH changed AS (UPDATE {} AS t0 SET {} \
              FROM unnest(${}::text[], {}) AS m(tid, {}) \
-             WHERE t0.ctid = m.tid::tid AND t0.ctid = ANY(${}::text[]::tid[]) RETURNING t0.ctid) \
-             INSERT INTO {masked} SELECT ctid FROM changed",
+             WHERE t0.ctid = m.tid::tid AND t0.ctid = ANY(${}::text[]::tid[]) \
+             RETURNING t0.tableoid, t0.ctid) \
+             INSERT INTO {pages} SELECT * FROM changed",
             step.planned.table.quoted(),
             sets.join(", "),
             n + 1,
@@ -78,11 +88,10 @@ impl Run<'_> {
             .map_err(|e| self.db(&e, Some(table)))?;
         let limit = ScanLimits::default().max_bytes;
         let mut changed = 0u64;
-        let mut after = "(0,0)".to_owned();
-        while let Some(page) = self
-            .page(txn, step, &super::run::captured(i), &after)
-            .await?
-        {
+        let mut offset = 0i32;
+        // Captured rows are of one relation: masking is refused where rows span several.
+        debug_assert!(captured_ids.rels.len() <= 1);
+        while let Some(page) = self.page(txn, step, &captured(i), offset).await? {
             let mut docs = Vec::with_capacity(page.docs.len());
             for (k, (column, method)) in step.json_masks.iter().enumerate() {
                 let key = self.key_for(*method, column, step)?;
@@ -127,9 +136,22 @@ impl Run<'_> {
                 // Nothing of the page was written: stop, and let the count check say so.
                 break;
             }
-            after = page.tids.last().cloned().unwrap_or(after);
+            offset = offset.saturating_add(page.tids.len() as i32);
         }
-        Ok(changed)
+        let rows = txn
+            .query(
+                &format!(
+                    "INSERT INTO {} SELECT rel, array_agg(tid ORDER BY tid) FROM {pages} \
+                     GROUP BY rel RETURNING rel, cardinality(tids)::bigint",
+                    masked(i)
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| self.db(&e, Some(table)))?;
+        let masked = Captured::from_rows(&rows);
+        debug_assert_eq!(masked.rows(), changed);
+        Ok(masked)
     }
 
     /// Verifies the masked rows of step `i`: each document, masked again, has nothing left to
@@ -141,9 +163,9 @@ impl Run<'_> {
         step: &Step,
     ) -> Result<(), ExtractError> {
         let table = step.planned.table.display.as_str();
-        let mut after = "(0,0)".to_owned();
+        let mut offset = 0i32;
         let mut wrong = 0u64;
-        while let Some(page) = self.page(txn, step, &super::run::masked(i), &after).await? {
+        while let Some(page) = self.page(txn, step, &masked(i), offset).await? {
             for (k, (column, method)) in step.json_masks.iter().enumerate() {
                 let key = self.key_for(*method, column, step)?;
                 for doc in page.docs[k].iter().flatten() {
@@ -153,7 +175,7 @@ impl Run<'_> {
                     }
                 }
             }
-            after = page.tids.last().cloned().unwrap_or(after);
+            offset = offset.saturating_add(page.tids.len() as i32);
         }
         if wrong != 0 {
             return Err(ErasureRefusal::Unverified {
@@ -167,15 +189,20 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// The next page of the step's rows whose ids are in temporary table `tids`, after row id
-    /// `after`: at most [`PAGE_BYTES`] of documents (or one document) and [`PAGE_ROWS`] rows. `None` when none is
-    /// left. A document above the scan's limit is measured in the query, and refused.
+    /// The next page of the step's rows whose ids temporary table `tids` holds (one relation,
+    /// ids sorted), from the id at `offset` (counted from 0): at most [`PAGE_BYTES`] of
+    /// documents (or one document) and [`PAGE_ROWS`] rows. `None` when none is left. A
+    /// document above the scan's limit is measured in the query, and refused.
+    ///
+    /// The next page starts `offset` plus this page's rows further on. An id whose row is
+    /// gone (masked by an earlier page: its old id is no longer visible) only makes a later
+    /// page begin a little earlier, never skips a row.
     async fn page(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
         step: &Step,
         tids: &str,
-        after: &str,
+        offset: i32,
     ) -> Result<Option<Page>, ExtractError> {
         let table = step.planned.table.display.as_str();
         let columns = step.json_masks.len();
@@ -208,7 +235,7 @@ impl Run<'_> {
         // a page's worth crosses into the process.
         let table_sql = step.planned.table.quoted();
         let sql = format!(
-            "WITH p AS (SELECT tid FROM {tids} WHERE tid > $1::text::tid ORDER BY tid LIMIT $4), \
+            "WITH p AS (SELECT unnest(tids[$1::int + 1 : $1::int + $4::int]) AS tid FROM {tids}), \
              s AS (SELECT t0.ctid AS tid, {stored} AS stored FROM {table_sql} AS t0 \
                WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM p))), \
              c AS (SELECT tid FROM (SELECT tid, stored, \
@@ -220,7 +247,7 @@ impl Run<'_> {
         );
         let limit = ScanLimits::default().max_bytes as i32;
         let rows = txn
-            .query(&sql, &[&after, &limit, &PAGE_BYTES, &PAGE_ROWS])
+            .query(&sql, &[&offset, &limit, &PAGE_BYTES, &PAGE_ROWS])
             .await
             .map_err(|e| self.db(&e, Some(table)))?;
         if rows.is_empty() {

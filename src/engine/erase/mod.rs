@@ -99,6 +99,13 @@ impl Engine {
             .erase_checked(&params, normalized, subject_id, erasure_id, entry.clone())
             .await;
         if let Err(error) = &result {
+            let mut entry = entry;
+            // An erasure whose COMMIT is unresolved: its record names the transaction.
+            if let ExtractError::Erasure(ErasureRefusal::CommitOutcomeUnknown { transaction }) =
+                error
+            {
+                entry.transaction = transaction.clone();
+            }
             self.records.failed(&self.metrics, entry, error).await;
         }
         result

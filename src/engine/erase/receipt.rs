@@ -162,18 +162,20 @@ impl Run<'_> {
         }
     }
 
+    /// Records the end of an erasure; `transaction` is the committed transaction's id (empty
+    /// for a preview).
     pub(super) async fn record_done(
         &self,
         receipt: &pb::ErasureReceipt,
         outcome: &str,
         began: SystemTime,
+        transaction: &str,
     ) -> Result<(), ExtractError> {
+        let mut entry = self.entry_for(receipt, outcome, began);
+        entry.transaction = transaction.to_owned();
         self.engine
             .records
-            .record(
-                &self.engine.metrics,
-                self.entry_for(receipt, outcome, began),
-            )
+            .record(&self.engine.metrics, entry)
             .await
             .map_err(ExtractError::from)
     }

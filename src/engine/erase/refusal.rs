@@ -90,10 +90,15 @@ pub enum ErasureRefusal {
         rows: u64,
     },
     #[error(
-        "the connection was lost while COMMIT was in flight; the erasure may have committed \
-         (the audit log holds its record): preview again to see what is left"
+        "the connection was lost while COMMIT was in flight, and the source could not say what \
+         became of transaction {transaction}: the erasure may have committed (its `erasing` \
+         record names the transaction; `SELECT pg_xact_status('{transaction}')` on the source \
+         tells); preview again to see what is left"
     )]
-    CommitOutcomeUnknown,
+    CommitOutcomeUnknown {
+        /// The erasure's transaction id (`pg_current_xact_id()`), never a value.
+        transaction: String,
+    },
 }
 
 impl ErasureRefusal {
@@ -125,7 +130,7 @@ impl ErasureRefusal {
             ErasureRefusal::CountChanged { .. } => "erasure_count_changed",
             ErasureRefusal::Unverified { .. } => "erasure_unverified",
             ErasureRefusal::Constraint { .. } => "erasure_constraint",
-            ErasureRefusal::CommitOutcomeUnknown => "commit_outcome_unknown",
+            ErasureRefusal::CommitOutcomeUnknown { .. } => "commit_outcome_unknown",
             ErasureRefusal::SharedRow { .. } => "shared_row",
         }
     }

@@ -92,7 +92,7 @@ impl Run<'_> {
             let clean = txn.rollback().await.is_ok();
             self.earlier(&mut receipt).await;
             self.finish(&mut receipt);
-            let recorded = self.record_done(&receipt, "ok", began).await;
+            let recorded = self.record_done(&receipt, "ok", began, "").await;
             return (recorded.map(|()| receipt), clean);
         }
         // The transaction's id, to ask PostgreSQL what became of it should the connection be
@@ -107,6 +107,7 @@ impl Run<'_> {
         // Durable before COMMIT: an erasure is never committed without a record naming it.
         let mut erasing = self.entry_for(&receipt, "erasing", began);
         erasing.status = String::new();
+        erasing.transaction = xid.clone().unwrap_or_default();
         // The record's write races the client and the deadline, as every statement before it
         // did: row locks are held, and a caller told DEADLINE_EXCEEDED must not see the
         // erasure commit after. Dropping the transaction rolls it back.
@@ -123,6 +124,7 @@ impl Run<'_> {
             stop = self.stop_signal() => return (Err(stop), false),
             () = std::future::ready(()) => {}
         }
+        let erasing_transaction = xid.clone().unwrap_or_default();
         if let Err(error) = txn.commit().await {
             // The server said no (a deferred constraint, a serialization failure at commit):
             // nothing was committed. Anything else leaves the outcome unknown.
@@ -134,7 +136,8 @@ impl Run<'_> {
                     Some(true) => {
                         tracing::warn!(source = %self.cfg.name, erasure_id = %self.erasure_id,
                             "the connection was lost during COMMIT, and the erasure committed");
-                        let (done, _) = self.committed(receipt, began).await;
+                        let (done, _) =
+                            self.committed(receipt, began, &erasing_transaction).await;
                         return (done, false);
                     }
                     // Rolled back: nothing changed, and the erasure may run again.
@@ -142,12 +145,15 @@ impl Run<'_> {
                         &self.cfg.name,
                         &error,
                     )),
-                    None => ErasureRefusal::CommitOutcomeUnknown.into(),
+                    None => ErasureRefusal::CommitOutcomeUnknown {
+                        transaction: erasing_transaction,
+                    }
+                    .into(),
                 }
             };
             return (Err(error), false);
         }
-        self.committed(receipt, began).await
+        self.committed(receipt, began, &erasing_transaction).await
     }
 
     /// What became of transaction `xid` whose COMMIT lost its connection, asked on another
@@ -174,6 +180,7 @@ impl Run<'_> {
         &self,
         mut receipt: pb::ErasureReceipt,
         began: SystemTime,
+        transaction: &str,
     ) -> (Result<pb::ErasureReceipt, ExtractError>, bool) {
         receipt.committed_at = Some(prost_types::Timestamp::from(SystemTime::now()));
         self.earlier(&mut receipt).await;
@@ -191,7 +198,7 @@ impl Run<'_> {
                 ])
                 .inc_by(rows);
         }
-        if let Err(error) = self.record_done(&receipt, "ok", began).await {
+        if let Err(error) = self.record_done(&receipt, "ok", began, transaction).await {
             // The erasure committed and its record before COMMIT is durable; the receipt is
             // still the caller's, and the missing completion record is counted and logged.
             tracing::error!(source = %self.cfg.name, erasure_id = %self.erasure_id, %error,
@@ -227,15 +234,15 @@ impl Run<'_> {
         policy::check_cascades(&self.steps, &self.mapped, &keys)?;
         let order = policy::order(&self.steps, &keys);
 
-        // The subject's rows of every table, counted before anything changes; a masked
-        // table's are captured (their row ids), since masking may change the very values its
-        // plan finds them by. A deleted or retained table is found by its plan again when it
-        // is changed: tables change children first, so the rows it is reached through are
-        // still there, and its count is checked against this one.
+        // The subject's rows of every table, before anything changes: a table the erasure
+        // changes has them captured (their row ids, per relation), and is changed and
+        // verified by those ids alone, whatever the other steps changed first; a retained
+        // table's are counted.
         let mut counted = vec![0u64; self.steps.len()];
+        let mut captures = vec![Captured::default(); self.steps.len()];
         for (i, step) in self.steps.iter().enumerate() {
             let table = step.planned.table.display.as_str();
-            if step.action != EraseAction::Mask {
+            if !step.changes() {
                 let found: i64 = txn
                     .query_one(&step.planned.count_sql, &[&self.value])
                     .await
@@ -244,27 +251,12 @@ impl Run<'_> {
                 counted[i] = found.max(0) as u64;
                 continue;
             }
-            let captured = captured(i);
-            let select = step
-                .planned
-                .branches
-                .iter()
-                .map(|w| format!("SELECT t0.ctid FROM {} WHERE {w}", step.planned.from))
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ");
-            txn.batch_execute(&format!(
-                "CREATE TEMPORARY TABLE {captured} (tid tid) ON COMMIT DROP"
-            ))
-            .await
-            .map_err(|e| self.db(&e, Some(table)))?;
-            counted[i] = txn
-                .execute(&format!("INSERT INTO {captured} {select}"), &[&self.value])
-                .await
-                .map_err(|e| self.db(&e, Some(table)))?;
+            captures[i] = self.capture(txn, i, step).await?;
+            counted[i] = captures[i].rows();
         }
         self.check_guards(txn).await?;
-        self.check_unshared(txn, &keys).await?;
-        self.check_mapped_cascades(txn, &keys).await?;
+        self.check_unshared(txn, &keys, &captures).await?;
+        self.check_mapped_cascades(txn, &keys, &captures).await?;
 
         if !self.params.dry_run && !self.params.preview_digest.is_empty() {
             let Some(expires) = super::receipt::sent_expiry(&self.params.preview_digest) else {
@@ -279,6 +271,7 @@ impl Run<'_> {
         }
 
         let mut done = Vec::new();
+        let mut masked_ids = vec![Captured::default(); self.steps.len()];
         for &i in &order {
             let step = &self.steps[i];
             // A hook span per table: what the policy does there and to how many rows.
@@ -291,8 +284,11 @@ impl Run<'_> {
             );
             let changed = async {
                 match step.action {
-                    EraseAction::Delete => self.delete(txn, step).await,
-                    EraseAction::Mask => self.mask(txn, i, step).await,
+                    EraseAction::Delete => self.delete(txn, i, step, &captures[i]).await,
+                    EraseAction::Mask => {
+                        masked_ids[i] = self.mask(txn, i, step, &captures[i]).await?;
+                        Ok(masked_ids[i].rows())
+                    }
                     EraseAction::Retain => Ok(counted[i]),
                 }
             }
@@ -334,7 +330,10 @@ impl Run<'_> {
                 dsr.action = step.action.name(),
                 dsr.ok = tracing::field::Empty,
             );
-            let verified = self.verify(txn, i, step).instrument(hook.clone()).await;
+            let verified = self
+                .verify(txn, i, step, &captures[i], &masked_ids[i])
+                .instrument(hook.clone())
+                .await;
             hook.record("dsr.ok", verified.is_ok());
             verified?;
         }
@@ -407,54 +406,79 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Captures the rows of step `i` into its temporary table: per relation that holds them
+    /// (the table, or each partition or inheritance child), one row of its sorted row ids.
+    async fn capture(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        i: usize,
+        step: &Step,
+    ) -> Result<Captured, ExtractError> {
+        let table = step.planned.table.display.as_str();
+        let db = |e: tokio_postgres::Error| self.db(&e, Some(table));
+        let captured = captured(i);
+        let select = step
+            .planned
+            .branches
+            .iter()
+            .map(|w| {
+                format!(
+                    "SELECT t0.tableoid AS rel, t0.ctid AS tid FROM {} WHERE {w}",
+                    step.planned.from
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        txn.batch_execute(&format!(
+            "CREATE TEMPORARY TABLE {captured} (rel oid, tids tid[]) ON COMMIT DROP"
+        ))
+        .await
+        .map_err(db)?;
+        let sql = format!(
+            "INSERT INTO {captured} SELECT rel, array_agg(tid ORDER BY tid) FROM ({select}) AS s \
+             GROUP BY rel RETURNING rel, cardinality(tids)::bigint"
+        );
+        let rows = txn
+            .query(&sql, &[&self.value])
+            .instrument(self.query_span("SELECT", step, &sql))
+            .await
+            .map_err(db)?;
+        Ok(Captured::from_rows(&rows))
+    }
+
+    /// Deletes the captured rows of step `i`, one statement per relation that holds them.
     async fn delete(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
+        i: usize,
         step: &Step,
+        captured_ids: &Captured,
     ) -> Result<u64, ExtractError> {
-        let from = &step.planned.from;
-        if step.planned.table.spans_relations {
-            // A row id names a row only within one partition: each path's rows are deleted
-            // by its own condition instead, in branch order. A branch excludes the rows of
-            // the paths before it, which are gone by then, so each row is deleted once.
-            let mut deleted = 0;
-            for branch in &step.planned.branches {
-                let sql = format!("DELETE FROM {from} WHERE {branch}");
-                deleted += txn
-                    .execute(&sql, &[&self.value])
-                    .instrument(self.query_span("DELETE", step, &sql))
-                    .await
-                    .map_err(|e| self.db(&e, Some(&step.planned.table.display)))?;
-            }
-            return Ok(deleted);
+        let mut deleted = 0;
+        for &(rel, _) in &captured_ids.rels {
+            let sql = format!(
+                "DELETE FROM {} WHERE {}",
+                step.planned.from,
+                in_ids(&captured(i), rel)
+            );
+            deleted += txn
+                .execute(&sql, &[])
+                .instrument(self.query_span("DELETE", step, &sql))
+                .await
+                .map_err(|e| self.db(&e, Some(&step.planned.table.display)))?;
         }
-        // One path: the plan's condition itself, as a hand-written DELETE would be. Several:
-        // each path's rows once, by their row ids, as the plan's UNION ALL reads them.
-        let sql = match step.planned.branches.as_slice() {
-            [only] => format!("DELETE FROM {from} WHERE {only}"),
-            branches => format!(
-                "DELETE FROM {from} WHERE t0.ctid = ANY(ARRAY({}))",
-                branches
-                    .iter()
-                    .map(|w| format!("SELECT t0.ctid FROM {from} WHERE {w}"))
-                    .collect::<Vec<_>>()
-                    .join(" UNION ALL ")
-            ),
-        };
-        txn.execute(&sql, &[&self.value])
-            .instrument(self.query_span("DELETE", step, &sql))
-            .await
-            .map_err(|e| self.db(&e, Some(&step.planned.table.display)))
+        Ok(deleted)
     }
 
-    /// Masks the captured rows in one UPDATE, and keeps the masked rows' new row ids for the
-    /// verification.
+    /// Masks the captured rows in one UPDATE, and keeps the masked rows' new row ids (in
+    /// temporary table [`masked`]) for the verification: they are returned.
     async fn mask(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
         i: usize,
         step: &Step,
-    ) -> Result<u64, ExtractError> {
+        captured_ids: &Captured,
+    ) -> Result<Captured, ExtractError> {
         let table = step.planned.table.display.as_str();
         let db = |e: tokio_postgres::Error| self.db(&e, Some(table));
         let quoted = step.planned.table.quoted();
@@ -469,7 +493,8 @@ impl Run<'_> {
                     sets.push(format!("{c} = ${}", params.len()));
                 }
                 MaskMethod::Pseudonym => {
-                    let (values, tokens) = self.pseudonyms(txn, i, step, column).await?;
+                    let (values, tokens) =
+                        self.pseudonyms(txn, i, step, column, captured_ids).await?;
                     params.push(Box::new(values));
                     params.push(Box::new(tokens));
                     let (v, t) = (params.len() - 1, params.len());
@@ -482,7 +507,7 @@ impl Run<'_> {
         }
         let masked = masked(i);
         txn.batch_execute(&format!(
-            "CREATE TEMPORARY TABLE {masked} (tid tid) ON COMMIT DROP"
+            "CREATE TEMPORARY TABLE {masked} (rel oid, tids tid[]) ON COMMIT DROP"
         ))
         .await
         .map_err(db)?;
@@ -492,20 +517,23 @@ impl Run<'_> {
             .collect();
         if !step.json_masks.is_empty() {
             return self
-                .mask_json_pages(txn, i, step, sets, &refs, &masked)
+                .mask_json_pages(txn, i, step, sets, &refs, captured_ids)
                 .await;
         }
         let sql = format!(
-            "WITH changed AS (UPDATE {quoted} AS t0 SET {} \
-             WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {})) RETURNING t0.ctid) \
-             INSERT INTO {masked} SELECT ctid FROM changed",
+            "WITH changed AS (UPDATE {quoted} AS t0 SET {} WHERE {} \
+             RETURNING t0.tableoid AS rel, t0.ctid AS tid) \
+             INSERT INTO {masked} SELECT rel, array_agg(tid ORDER BY tid) FROM changed \
+             GROUP BY rel RETURNING rel, cardinality(tids)::bigint",
             sets.join(", "),
-            captured(i)
+            captured_ids.condition(&captured(i))
         );
-        txn.execute(&sql, &refs)
+        let rows = txn
+            .query(&sql, &refs)
             .instrument(self.query_span("UPDATE", step, &sql))
             .await
-            .map_err(db)
+            .map_err(db)?;
+        Ok(Captured::from_rows(&rows))
     }
 
     /// A database client span, as OpenTelemetry's database conventions name it. The SQL
@@ -530,6 +558,7 @@ impl Run<'_> {
         i: usize,
         step: &Step,
         column: &str,
+        captured_ids: &Captured,
     ) -> Result<(Vec<String>, Vec<String>), ExtractError> {
         let table = step.planned.table.display.as_str();
         let key =
@@ -549,11 +578,11 @@ impl Run<'_> {
             .query(
                 &format!(
                     "WITH d AS (SELECT DISTINCT t0.{c}::text AS v FROM {} AS t0 \
-                     WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {})) AND t0.{c} IS NOT NULL), \
+                     WHERE ({}) AND t0.{c} IS NOT NULL), \
                      s AS (SELECT coalesce(sum(octet_length(v)), 0)::bigint AS bytes FROM d) \
                      SELECT d.v, s.bytes FROM s LEFT JOIN d ON s.bytes <= $1",
                     step.planned.table.quoted(),
-                    captured(i)
+                    captured_ids.condition(&captured(i))
                 ),
                 &[&(MAX_PSEUDONYM_BYTES as i64)],
             )
@@ -647,14 +676,58 @@ impl Run<'_> {
     }
 }
 
-/// The temporary table of the captured row ids of step `i`.
+/// The temporary table of the captured row ids of step `i`: `(rel oid, tids tid[])`, one
+/// row per relation, its ids sorted.
 pub(super) fn captured(i: usize) -> String {
     format!("pg_temp.dsr_erase_{i}")
 }
 
-/// The temporary table of the masked rows' new row ids of step `i`.
+/// The temporary table of the masked rows' new row ids of step `i`, likewise.
 pub(super) fn masked(i: usize) -> String {
     format!("pg_temp.dsr_masked_{i}")
+}
+
+/// A condition on `t0`: the row is one that temporary table `ids` holds for relation `rel`.
+/// A row id names a row only within its relation, hence the relation; the ids are read as
+/// one array, which PostgreSQL looks up by row id (a TID scan).
+pub(super) fn in_ids(ids: &str, rel: u32) -> String {
+    format!("t0.tableoid = {rel}::oid AND t0.ctid = ANY((SELECT tids FROM {ids} WHERE rel = {rel}::oid)::tid[])")
+}
+
+/// Rows held by row id in one of the temporary tables above, as the statement that wrote
+/// them returned: per relation, its oid and how many rows.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Captured {
+    pub rels: Vec<(u32, u64)>,
+}
+
+impl Captured {
+    /// From the `RETURNING rel, cardinality(tids)::bigint` of a statement that wrote them.
+    pub fn from_rows(rows: &[tokio_postgres::Row]) -> Captured {
+        Captured {
+            rels: rows
+                .iter()
+                .map(|r| (r.get::<_, u32>(0), r.get::<_, i64>(1).max(0) as u64))
+                .collect(),
+        }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rels.iter().map(|(_, rows)| rows).sum()
+    }
+
+    /// A condition on `t0` selecting exactly these rows, held in temporary table `ids`
+    /// (`false` when there are none).
+    pub fn condition(&self, ids: &str) -> String {
+        if self.rels.is_empty() {
+            return "false".to_owned();
+        }
+        self.rels
+            .iter()
+            .map(|&(rel, _)| format!("({})", in_ids(ids, rel)))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    }
 }
 
 /// A keyed pseudonym of a value: the first 128 bits of HMAC-SHA256(key, value), as 32 hex

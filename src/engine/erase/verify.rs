@@ -4,21 +4,23 @@
 use tokio_postgres::types::{ToSql, Type};
 
 use super::policy::Step;
-use super::run::masked;
+use super::run::{Captured, captured, in_ids, masked};
 use super::{ErasureRefusal, Run};
 use crate::config::erasure::{EraseAction, MaskMethod};
 use crate::engine::ExtractError;
 use crate::schema::{is_text_type, quote_ident};
 
 impl Run<'_> {
-    /// Checks a changed table inside the transaction: a deleted table has none of the captured
-    /// rows and the plan finds nothing; a masked table's rows hold only masks, retained
-    /// columns, and no value equal to the identity.
+    /// Checks a changed table inside the transaction, by the row ids captured before anything
+    /// changed: a deleted table has none of its captured rows left; a masked table's masked
+    /// rows hold only masks, retained columns, and no value equal to the identity.
     pub(super) async fn verify(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
         i: usize,
         step: &Step,
+        captured_ids: &Captured,
+        masked_ids: &Captured,
     ) -> Result<(), ExtractError> {
         let table = step.planned.table.display.as_str();
         let db = |e: tokio_postgres::Error| self.db(&e, Some(table));
@@ -32,17 +34,21 @@ impl Run<'_> {
         };
         match step.action {
             EraseAction::Retain => Ok(()),
-            // The DELETE's count equals the count taken first, and a row is deleted once; the
-            // subject's plan, run again, must find none.
+            // The DELETE's count equals the rows captured, and a row is deleted once; none of
+            // the captured rows may be left.
             EraseAction::Delete => {
-                let found: i64 = txn
-                    .query_one(&step.planned.count_sql, &[&self.value])
-                    .await
-                    .map_err(db)?
-                    .get(0);
+                let mut found = 0i64;
+                for &(rel, _) in &captured_ids.rels {
+                    let sql = format!(
+                        "SELECT count(*) FROM {} WHERE {}",
+                        step.planned.from,
+                        in_ids(&captured(i), rel)
+                    );
+                    found += txn.query_one(&sql, &[]).await.map_err(db)?.get::<_, i64>(0);
+                }
                 if found != 0 {
                     return Err(unverified(format!(
-                        "{found} rows of the subject still found by the plan"
+                        "{found} captured rows of the subject still there"
                     )));
                 }
                 Ok(())
@@ -81,9 +87,8 @@ impl Run<'_> {
                 // text columns: the JSON check below is the whole verification then.
                 if !bad.is_empty() {
                     let sql = format!(
-                        "SELECT count(*) FROM {quoted} AS t0 \
-                         WHERE t0.ctid = ANY(ARRAY(SELECT tid FROM {})) AND (({}) IS NOT FALSE)",
-                        masked(i),
+                        "SELECT count(*) FROM {quoted} AS t0 WHERE ({}) AND (({}) IS NOT FALSE)",
+                        masked_ids.condition(&masked(i)),
                         bad.join(" OR ")
                     );
                     // Both parameters are declared: a table may use neither the identity (no

@@ -58,6 +58,12 @@ pub struct Entry {
     /// that records written before it existed verify unchanged).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub count: u64,
+    /// For an erasure: the id of its transaction in the source (`pg_current_xact_id()`), in
+    /// its `erasing` record and after, so that an erasure whose COMMIT lost its connection
+    /// can be resolved (`pg_xact_status`). Absent otherwise, so that records written before
+    /// it existed verify unchanged.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub transaction: String,
 }
 
 fn is_zero(n: &u64) -> bool {
