@@ -1252,6 +1252,40 @@ async fn json_paths_are_masked_in_place_and_the_rest_of_the_document_is_kept() {
     assert_eq!(rows(&db).await, before, "a refused erasure changed data");
     server.stop().await.unwrap();
 
+    // A subject erased by a numeric identity: a number equal to it in a document is masked
+    // (`{"customer": 2}`), other numbers are kept.
+    let db = database("erase_json_number").await;
+    db.batch_execute(
+        "CREATE TABLE prefs (id bigint PRIMARY KEY, customer_id bigint NOT NULL, settings jsonb); \
+         ALTER TABLE support_tickets ADD COLUMN meta jsonb; \
+         INSERT INTO prefs VALUES \
+           (1, 1, '{\"theme\": \"dark\", \"owner\": {\"customer\": 1}}'), \
+           (2, 2, '{\"theme\": \"light\", \"owner\": {\"customer\": 2}, \"visits\": 14}');",
+    )
+    .await
+    .unwrap();
+    let server = TestServer::start(json_config("erase_json_number", "redact")).await;
+    let mut client = server.client().await;
+    let mut request = erase_request("2", false, "");
+    request.subject.as_mut().unwrap().kind = "customer_id".into();
+    let (_, receipt) = erase(&mut client, request).await.unwrap();
+    assert_eq!(table(&receipt, "prefs").rows, 1);
+    let settings: Vec<serde_json::Value> = db
+        .query("SELECT settings FROM prefs ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        settings,
+        [
+            serde_json::json!({"theme": "dark", "owner": {"customer": 1}}),
+            serde_json::json!({"theme": "light", "owner": {"customer": "[redacted]"}, "visits": 14}),
+        ]
+    );
+    server.stop().await.unwrap();
+
     // `{ json = ... }` needs a scanned column: the config does not load otherwise.
     let text = demo::config_toml(cluster(), "erase_json", "127.0.0.1:0".parse().unwrap()).replace(
         "body = \"redact\", ",

@@ -529,7 +529,11 @@ erase = { action = "delete" }
         .iter()
         .filter(|r| !after["ticket_attachments"].contains(r))
         .collect();
-    assert_eq!(gone.len() as i64, alices, "only alice's attachments: {gone:?}");
+    assert_eq!(
+        gone.len() as i64,
+        alices,
+        "only alice's attachments: {gone:?}"
+    );
     let left: i64 = db
         .query_one(
             "SELECT count(*) FROM ticket_attachments a JOIN support_tickets t ON t.id = a.ticket_id \
@@ -593,7 +597,11 @@ async fn a_commit_whose_answer_is_lost_is_resolved_by_asking_the_source() {
     let receipt = erase(&mut client, "email", "bob@example.com")
         .await
         .expect("committed, as the source says");
-    assert_eq!(cutter.cuts.load(Ordering::SeqCst), 1, "the COMMIT's answer was cut");
+    assert_eq!(
+        cutter.cuts.load(Ordering::SeqCst),
+        1,
+        "the COMMIT's answer was cut"
+    );
     assert_eq!(receipt.rows_deleted, preview.rows_deleted);
     assert!(receipt.committed_at.is_some());
     let left: i64 = db

@@ -155,6 +155,27 @@ impl JsonMasker<'_> {
     }
 }
 
+/// Whether JSON number `raw` is the number `identity` spells (`1001`, `1001.0` and `1.001e3`
+/// are one number); an identity that is not a number is never equal to one. Integers are
+/// compared exactly, whatever their size.
+fn same_number(raw: &str, identity: &str) -> bool {
+    let identity = identity.trim();
+    if identity.is_empty() {
+        return false;
+    }
+    if raw == identity {
+        return true;
+    }
+    if let (Ok(a), Ok(b)) = (raw.parse::<i128>(), identity.parse::<i128>()) {
+        return a == b;
+    }
+    match (raw.parse::<f64>(), identity.parse::<f64>()) {
+        // Beyond 2^53 a double stands for several integers: only exact text matched there.
+        (Ok(a), Ok(b)) => a.is_finite() && a == b && a.abs() < 9_007_199_254_740_992.0,
+        _ => false,
+    }
+}
+
 /// A pseudonym's shape: 32 lower-case hex digits.
 fn is_token(text: &str) -> bool {
     text.len() == 32
@@ -254,6 +275,12 @@ impl<'a> Walk<'_, 'a> {
                     let replacement = self.masker.replace_value(raw, Some(&text));
                     self.edit(raw, replacement);
                 }
+                Ok(())
+            }
+            // A number equal to a numeric identity (`{"customer": 1001}` of customer 1001).
+            Some(b'-' | b'0'..=b'9') if same_number(raw, self.masker.identity) => {
+                let replacement = self.masker.replace_value(raw, None);
+                self.edit(raw, replacement);
                 Ok(())
             }
             _ => Ok(()),
@@ -373,6 +400,36 @@ mod tests {
             redact(r#"{"kind": "login", "n": [1, 2, {"a": true}]}"#),
             None
         );
+    }
+
+    #[test]
+    fn a_number_equal_to_a_numeric_identity_is_masked_and_no_other() {
+        let matrix = Matrix::new(&[]).unwrap();
+        let masker = JsonMasker {
+            identity: "1001",
+            ..masker(&matrix, Replacement::Redact(REDACTION))
+        };
+        let doc = r#"{"customer": 1001, "as_float": 1001.0, "exp": 1.001e3, "other": 1002,
+            "qty": 1, "big": 10010, "neg": -1001, "list": [1001, 7], "text": "1001"}"#;
+        let masked = masker.mask(doc).unwrap().expect("something to mask");
+        assert_eq!(
+            masked,
+            r#"{"customer": "[redacted]", "as_float": "[redacted]", "exp": "[redacted]", "other": 1002,
+            "qty": 1, "big": 10010, "neg": -1001, "list": ["[redacted]", 7], "text": "[redacted]"}"#
+        );
+        assert_eq!(masker.mask(&masked).unwrap(), None);
+        // An identity that is no number matches no number; huge integers match exactly.
+        assert!(!same_number("1001", "C-1001"));
+        assert!(!same_number("1", ""));
+        assert!(same_number(
+            "123456789012345678901",
+            "123456789012345678901"
+        ));
+        assert!(!same_number(
+            "123456789012345678901",
+            "123456789012345678902"
+        ));
+        assert!(!same_number("9007199254740993.0", "9007199254740992"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod otlp;
 mod proxy;
 
+#[allow(unused_imports)]
 pub use proxy::CommitCutter;
 
 use std::net::SocketAddr;

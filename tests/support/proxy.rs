@@ -67,4 +67,3 @@ impl CommitCutter {
         CommitCutter { addr, armed, cuts }
     }
 }
-

@@ -4,14 +4,16 @@
 //! table's other masks. The verification reads the masked rows back the same way and masks
 //! them again: nothing may be left to mask.
 
-use secrecy::ExposeSecret;
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretBox, SecretString};
 use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
 use super::policy::Step;
 use super::run::{Captured, captured, masked};
 use super::{ErasureRefusal, Run};
-use crate::classify::{JsonMasker, Replacement, ScanLimits, ScanViolation};
+use crate::classify::{JsonMasker, Matrix, Replacement, ScanLimits, ScanViolation};
 use crate::config::erasure::MaskMethod;
 use crate::engine::ExtractError;
 use crate::schema::quote_ident;
@@ -86,43 +88,22 @@ impl Run<'_> {
             .prepare(&sql)
             .await
             .map_err(|e| self.db(&e, Some(table)))?;
-        let limit = ScanLimits::default().max_bytes;
         let mut changed = 0u64;
         let mut offset = 0i32;
         // Captured rows are of one relation: masking is refused where rows span several.
         debug_assert!(captured_ids.rels.len() <= 1);
+        let masker = Arc::new(self.page_masker(step)?);
         while let Some(page) = self.page(txn, step, &captured(i), offset).await? {
-            let mut docs = Vec::with_capacity(page.docs.len());
-            for (k, (column, method)) in step.json_masks.iter().enumerate() {
-                let key = self.key_for(*method, column, step)?;
-                docs.push(
-                    page.docs[k]
-                        .iter()
-                        .map(|doc| match doc {
-                            Some(doc) => match self.mask_doc(*method, key, doc, false) {
-                                // Masks may be longer than what they replace: a document must
-                                // stay within what the scan (and the verification) reads.
-                                Ok(Some(masked)) if masked.len() > limit => Err(refused(
-                                    table,
-                                    column,
-                                    &ScanViolation {
-                                        category: "json_too_large",
-                                        detail: format!(
-                                            "masked, a document would hold {} bytes, above \
-                                             the {limit}-byte limit",
-                                            masked.len()
-                                        ),
-                                    },
-                                )),
-                                masked => masked.map_err(|v| refused(table, column, &v)),
-                            },
-                            None => Ok(None),
-                        })
-                        .collect::<Result<Vec<Option<String>>, ExtractError>>()?,
-                );
-            }
+            // Parsing and rewriting a page's documents (up to PAGE_BYTES) is CPU work: on a
+            // blocking thread, so that no runtime thread is held by it.
+            let masker = masker.clone();
+            let (tids, docs) = (page.tids, page.docs);
+            let masked = tokio::task::spawn_blocking(move || masker.mask_page(&docs, false))
+                .await
+                .map_err(|e| ExtractError::Internal(format!("masking a page of documents: {e}")))?;
+            let docs = masked.map_err(|(k, v)| refused(table, &step.json_masks[k].0, &v))?;
             let mut bound: Vec<&(dyn ToSql + Sync)> = params.to_vec();
-            bound.push(&page.tids);
+            bound.push(&tids);
             for d in &docs {
                 bound.push(d);
             }
@@ -136,7 +117,7 @@ impl Run<'_> {
                 // Nothing of the page was written: stop, and let the count check say so.
                 break;
             }
-            offset = offset.saturating_add(page.tids.len() as i32);
+            offset = offset.saturating_add(tids.len() as i32);
         }
         let rows = txn
             .query(
@@ -165,17 +146,16 @@ impl Run<'_> {
         let table = step.planned.table.display.as_str();
         let mut offset = 0i32;
         let mut wrong = 0u64;
+        let masker = Arc::new(self.page_masker(step)?);
         while let Some(page) = self.page(txn, step, &masked(i), offset).await? {
-            for (k, (column, method)) in step.json_masks.iter().enumerate() {
-                let key = self.key_for(*method, column, step)?;
-                for doc in page.docs[k].iter().flatten() {
-                    match self.mask_doc(*method, key, doc, true) {
-                        Ok(None) => {}
-                        Ok(Some(_)) | Err(_) => wrong += 1,
-                    }
-                }
-            }
-            offset = offset.saturating_add(page.tids.len() as i32);
+            let rows = page.tids.len();
+            let masker = masker.clone();
+            wrong += tokio::task::spawn_blocking(move || masker.unmasked(&page.docs))
+                .await
+                .map_err(|e| {
+                    ExtractError::Internal(format!("verifying a page of documents: {e}"))
+                })?;
+            offset = offset.saturating_add(rows as i32);
         }
         if wrong != 0 {
             return Err(ErasureRefusal::Unverified {
@@ -282,48 +262,114 @@ impl Run<'_> {
         Ok(Some(page))
     }
 
-    /// The pseudonym key, when `method` needs it.
-    fn key_for(
-        &self,
-        method: MaskMethod,
-        column: &str,
-        step: &Step,
-    ) -> Result<Option<&[u8]>, ExtractError> {
-        if method != MaskMethod::Pseudonym {
-            return Ok(None);
-        }
-        let key =
-            self.cfg
-                .erasure
-                .pseudonym_key
-                .as_ref()
-                .ok_or_else(|| ErasureRefusal::Policy {
-                    table: step.planned.table.display.clone(),
-                    column: column.to_owned(),
-                    detail: "a pseudonym mask needs the source's erasure.pseudonym_key_env".into(),
+    /// What masks the step's documents, owned, for a blocking thread.
+    fn page_masker(&self, step: &Step) -> Result<PageMasker, ExtractError> {
+        let columns = step
+            .json_masks
+            .iter()
+            .map(|(column, method)| {
+                if *method != MaskMethod::Pseudonym {
+                    return Ok((*method, None));
+                }
+                let key = self.cfg.erasure.pseudonym_key.as_ref().ok_or_else(|| {
+                    ErasureRefusal::Policy {
+                        table: step.planned.table.display.clone(),
+                        column: column.clone(),
+                        detail: "a pseudonym mask needs the source's erasure.pseudonym_key_env"
+                            .into(),
+                    }
                 })?;
-        Ok(Some(key.expose_secret().as_slice()))
+                Ok((
+                    *method,
+                    Some(SecretBox::new(Box::new(key.expose_secret().clone()))),
+                ))
+            })
+            .collect::<Result<_, ExtractError>>()?;
+        Ok(PageMasker {
+            matrix: self.engine.matrix.clone(),
+            identity: SecretString::from(self.value.clone()),
+            redaction: self.cfg.erasure.redaction.clone(),
+            columns,
+        })
+    }
+}
+
+/// What masks one page's documents, owned so that a page is masked on a blocking thread.
+/// Holds the identity and any pseudonym key as secrets; it has no `Debug`.
+struct PageMasker {
+    matrix: Arc<Matrix>,
+    identity: SecretString,
+    redaction: String,
+    /// Per JSON column of the step: its mask, and the pseudonym key when it needs one.
+    columns: Vec<(MaskMethod, Option<SecretBox<Vec<u8>>>)>,
+}
+
+impl PageMasker {
+    /// The page's documents masked, per JSON column (`None` where a document is unchanged
+    /// or NULL), or the first column (by index) whose document cannot be masked in place.
+    #[allow(clippy::type_complexity)]
+    fn mask_page(
+        &self,
+        docs: &[Vec<Option<String>>],
+        verifying: bool,
+    ) -> Result<Vec<Vec<Option<String>>>, (usize, ScanViolation)> {
+        let limit = ScanLimits::default().max_bytes;
+        docs.iter()
+            .enumerate()
+            .map(|(k, column)| {
+                column
+                    .iter()
+                    .map(|doc| match doc {
+                        Some(doc) => match self.mask(k, doc, verifying) {
+                            // Masks may be longer than what they replace: a document must
+                            // stay within what the scan (and the verification) reads.
+                            Ok(Some(masked)) if masked.len() > limit => Err((
+                                k,
+                                ScanViolation {
+                                    category: "json_too_large",
+                                    detail: format!(
+                                        "masked, a document would hold {} bytes, above the \
+                                         {limit}-byte limit",
+                                        masked.len()
+                                    ),
+                                },
+                            )),
+                            masked => masked.map_err(|v| (k, v)),
+                        },
+                        None => Ok(None),
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
-    /// One document masked by `method` (`key` for pseudonyms), or `None` when nothing in it
-    /// needs masking.
-    fn mask_doc(
-        &self,
-        method: MaskMethod,
-        key: Option<&[u8]>,
-        doc: &str,
-        verifying: bool,
-    ) -> Result<Option<String>, ScanViolation> {
-        let redaction = self.cfg.erasure.redaction.as_str();
+    /// How many of the page's documents, masked again, still have something to mask (or
+    /// cannot be read).
+    fn unmasked(&self, docs: &[Vec<Option<String>>]) -> u64 {
+        let mut wrong = 0;
+        for (k, column) in docs.iter().enumerate() {
+            for doc in column.iter().flatten() {
+                if !matches!(self.mask(k, doc, true), Ok(None)) {
+                    wrong += 1;
+                }
+            }
+        }
+        wrong
+    }
+
+    /// One document of JSON column `k` masked, or `None` when nothing in it needs masking.
+    fn mask(&self, k: usize, doc: &str, verifying: bool) -> Result<Option<String>, ScanViolation> {
+        let (method, key) = &self.columns[k];
+        let key = key.as_ref().map(|k| k.expose_secret().as_slice());
         let token = |text: &str| super::run::pseudonym(key.unwrap_or_default(), text);
         let replacement = match method {
-            MaskMethod::Null => Replacement::Null(redaction),
-            MaskMethod::Redact => Replacement::Redact(redaction),
+            MaskMethod::Null => Replacement::Null(&self.redaction),
+            MaskMethod::Redact => Replacement::Redact(&self.redaction),
             MaskMethod::Pseudonym => Replacement::Pseudonym(&token),
         };
         JsonMasker {
-            matrix: &self.engine.matrix,
-            identity: &self.value,
+            matrix: &self.matrix,
+            identity: self.identity.expose_secret(),
             replacement,
             limits: ScanLimits::default(),
             verifying,

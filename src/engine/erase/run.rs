@@ -136,8 +136,7 @@ impl Run<'_> {
                     Some(true) => {
                         tracing::warn!(source = %self.cfg.name, erasure_id = %self.erasure_id,
                             "the connection was lost during COMMIT, and the erasure committed");
-                        let (done, _) =
-                            self.committed(receipt, began, &erasing_transaction).await;
+                        let (done, _) = self.committed(receipt, began, &erasing_transaction).await;
                         return (done, false);
                     }
                     // Rolled back: nothing changed, and the erasure may run again.
@@ -691,7 +690,9 @@ pub(super) fn masked(i: usize) -> String {
 /// A row id names a row only within its relation, hence the relation; the ids are read as
 /// one array, which PostgreSQL looks up by row id (a TID scan).
 pub(super) fn in_ids(ids: &str, rel: u32) -> String {
-    format!("t0.tableoid = {rel}::oid AND t0.ctid = ANY((SELECT tids FROM {ids} WHERE rel = {rel}::oid)::tid[])")
+    format!(
+        "t0.tableoid = {rel}::oid AND t0.ctid = ANY((SELECT tids FROM {ids} WHERE rel = {rel}::oid)::tid[])"
+    )
 }
 
 /// Rows held by row id in one of the temporary tables above, as the statement that wrote
