@@ -114,7 +114,7 @@ const WIRE_MEASURES: [&str; 6] = [
 ];
 
 /// What a PostgreSQL run reports.
-const POSTGRES_MEASURES: [&str; 11] = [
+const POSTGRES_MEASURES: [&str; 13] = [
     "256 streams at once: service peak RSS (MiB)",
     "heavy: dsr-connector (rows/s)",
     "heavy: psql \\copy binary (rows/s)",
@@ -126,4 +126,6 @@ const POSTGRES_MEASURES: [&str; 11] = [
     "heavy: service peak RSS (MiB)",
     "erase heavy, verified, rolled back: dsr-connector (rows/s)",
     "erase heavy: psql DELETE per table, rolled back (rows/s)",
+    "erase committed (delete, mask, retain), verified: dsr-connector (rows/s)",
+    "erase committed: the same transaction by hand, one simple query (rows/s)",
 ];

@@ -138,6 +138,25 @@ async fn a_cascading_key_into_a_mapped_table_never_changes_a_row_the_erasure_doe
     );
     assert_eq!(rows(&db).await, before, "nothing changed");
 
+    // Validate says in advance that the kept invoices, reached only through the customer the
+    // erasure deletes, could not be found by a later access request.
+    let gate = support::validate(
+        &mut client,
+        dsr_connector::pb::ValidateRequest {
+            source: "demo".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let warnings = gate.table("invoices").warnings.join("\n");
+    assert!(
+        warnings.contains("table 'invoices': an erasure keeps its rows (retain), but a later \
+             access request for the same person could no longer find them: every path to them \
+             runs through customers"),
+        "{warnings}"
+    );
+
     // Deleting bob would cascade to his invoices, which the map keeps for tax law.
     let refused = erase(&mut client, "email", "bob@example.com")
         .await

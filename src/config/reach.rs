@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::erasure::{ColumnErasure, EraseAction};
 use super::{QualifiedName, ReachRule, SourceConfig, TableConfig};
 
 impl SourceConfig {
@@ -287,5 +288,133 @@ impl SourceConfig {
         names
             .into_iter()
             .find_map(|name| visit(name, &parents, &mut Vec::new(), &mut done))
+    }
+}
+
+/// A retained table whose rows an erasure keeps whole, and that a later access request for
+/// the same person can no longer reach: every path to it runs through a row the erasure
+/// deletes or a link it masks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptUnreachable {
+    /// The retained table's place in the source's `tables`.
+    pub index: usize,
+    /// The retained table, as callers name it.
+    pub table: String,
+    /// What breaks each of its paths: a deleted table, or a masked `table.column`.
+    pub broken_by: Vec<String>,
+}
+
+impl SourceConfig {
+    /// The retained tables (`erase = { action = "retain" }`) that the identity reaches now and
+    /// would no longer reach after an erasure: their rows are still the person's, kept by law
+    /// or contract, and the right of access still applies to them. Read from the map alone.
+    pub fn kept_unreachable_after_erasure(&self) -> Vec<KeptUnreachable> {
+        let names: Vec<Option<QualifiedName>> = self
+            .tables
+            .iter()
+            .map(|t| QualifiedName::parse(&t.name))
+            .collect();
+        let index = |name: &str| {
+            let name = QualifiedName::parse(name)?;
+            names.iter().position(|n| n.as_ref() == Some(&name))
+        };
+        let action = |i: usize| self.tables[i].erase.as_ref().map(|e| e.action);
+        let deleted = |i: usize| action(i) == Some(EraseAction::Delete);
+        let masked = |i: usize, column: &str| {
+            action(i) == Some(EraseAction::Mask)
+                && self.tables[i].erase.as_ref().is_some_and(|e| {
+                    e.mask
+                        .get(column)
+                        .is_some_and(|m| !matches!(m, ColumnErasure::Retain { .. }))
+                })
+        };
+        // Which tables the identity reaches: before an erasure (`after` false), or after one
+        // (deleted tables hold nothing, masked columns link nothing).
+        let reach = |after: bool| -> Vec<bool> {
+            let gone = |i: usize| after && deleted(i);
+            let cut = |i: usize, column: &str| after && masked(i, column);
+            let mut reached: Vec<bool> = (0..self.tables.len())
+                .map(|i| {
+                    !gone(i)
+                        && self.tables[i]
+                            .identity
+                            .as_slice()
+                            .iter()
+                            .any(|id| !cut(i, &id.column))
+                })
+                .collect();
+            loop {
+                let mut changed = false;
+                for (child, table) in self.tables.iter().enumerate() {
+                    for r in table.reference.as_slice() {
+                        let Some(parent) = index(&r.table) else {
+                            continue;
+                        };
+                        if gone(child) || gone(parent) || cut(child, &r.column) || cut(parent, &r.to)
+                        {
+                            continue;
+                        }
+                        // An owned row is reached through its parent; a looked-up row
+                        // through the row that points at it.
+                        let (from, to) = match r.rule() {
+                            Some(ReachRule::Owned) => (parent, child),
+                            Some(ReachRule::Lookup) => (child, parent),
+                            _ => continue,
+                        };
+                        if reached[from] && !reached[to] {
+                            reached[to] = true;
+                            changed = true;
+                        }
+                    }
+                }
+                if !changed {
+                    return reached;
+                }
+            }
+        };
+        let (before, after) = (reach(false), reach(true));
+        let mut found = Vec::new();
+        for (i, table) in self.tables.iter().enumerate() {
+            if action(i) != Some(EraseAction::Retain) || !before[i] || after[i] {
+                continue;
+            }
+            let mut broken_by = Vec::new();
+            let mut note = |what: String| {
+                if !broken_by.contains(&what) {
+                    broken_by.push(what);
+                }
+            };
+            // The links into this table that an erasure breaks.
+            for (child, other) in self.tables.iter().enumerate() {
+                for r in other.reference.as_slice() {
+                    let Some(parent) = index(&r.table) else {
+                        continue;
+                    };
+                    let from = match r.rule() {
+                        Some(ReachRule::Owned) if child == i => parent,
+                        Some(ReachRule::Lookup) if parent == i => child,
+                        _ => continue,
+                    };
+                    if deleted(from) {
+                        note(self.tables[from].name.clone());
+                    } else if masked(child, &r.column) {
+                        note(format!("{}.{}", other.name, r.column));
+                    } else if masked(parent, &r.to) {
+                        note(format!("{}.{}", self.tables[parent].name, r.to));
+                    } else if !after[from] {
+                        note(format!("{} (itself no longer reached)", self.tables[from].name));
+                    }
+                }
+            }
+            found.push(KeptUnreachable {
+                index: i,
+                table: names[i]
+                    .as_ref()
+                    .map(QualifiedName::display_name)
+                    .unwrap_or_else(|| table.name.clone()),
+                broken_by,
+            });
+        }
+        found
     }
 }

@@ -5,7 +5,7 @@
 //! Starts a throwaway PostgreSQL, generates a dataset (at scale 1: 100,000 customers with 10
 //! orders, 50 events and 2 support tickets each, plus one heavy subject with 1,000,000 events
 //! and 100,000 orders), starts the release `dsr-connector` binary as a separate process, and
-//! measures three scenarios, each repeated:
+//! measures these scenarios, each repeated:
 //!
 //! - heavy: the heavy subject through Extract, decoded by a Rust tonic client; against
 //!   `psql \copy (...) TO STDOUT (FORMAT binary)` and a raw tokio-postgres portal reader.
@@ -13,6 +13,10 @@
 //!   snapshot, queries and counts, and against pooled psql sessions scripted with `\copy`.
 //! - concurrent: the same subjects over 16 concurrent streams; against 16 raw readers and
 //!   16 psql sessions.
+//!
+//! - erasure: the heavy subject's erasure as a preview (rolled back) against psql's DELETEs
+//!   rolled back, and a committed erasure with delete, mask and retain policies against the
+//!   same transaction by hand (see `erasure.rs`).
 //!
 //! `--store mysql` runs the heavy, sequential and concurrent scenarios on a throwaway MariaDB
 //! instead, against the `mariadb` command-line client (see `mysql.rs`).
@@ -29,6 +33,7 @@
 
 mod baseline;
 mod data;
+mod erasure;
 mod mysql;
 mod report;
 mod service;
@@ -454,6 +459,8 @@ async fn main() -> anyhow::Result<()> {
         "",
     ));
     stop_server(&mut server);
+    // erasure, committed: delete, mask and retain, on subjects of its own.
+    results.extend(erasure::committed(&args, &binary, &cluster).await?);
 
     report(&args, "postgres", &results)
 }

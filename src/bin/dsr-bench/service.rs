@@ -246,6 +246,7 @@ pub(crate) fn start_server_at(
         .arg(&path)
         .env("DSR_BENCH_PASSWORD", password)
         .env("DSR_SUBJECT_KEY", "bench-subject-key-0123456789")
+        .env("DSR_BENCH_PSEUDONYM_KEY", "bench-pseudonym-key-0123456789")
         .env("RUST_LOG", "warn,dsr_connector::api=info")
         // Not this process's stdout: a caller reading it to the end would wait for a server
         // that outlived the benchmark.

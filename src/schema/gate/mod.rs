@@ -211,6 +211,19 @@ fn check_tables(
         tables.push(table);
     }
     check_reference_types(&tables, &mut reports);
+    for kept in source.kept_unreachable_after_erasure() {
+        if let Some(report) = reports.get_mut(kept.index) {
+            report.warnings.push(format!(
+                "table '{}': an erasure keeps its rows (retain), but a later access request for \
+                 the same person could no longer find them: every path to them runs through {} \
+                 (deleted or masked by the erasure). The kept rows are still the person's; keep \
+                 the link (mask the parent's row rather than delete it, and leave its key \
+                 unmasked), or give this table an identity column",
+                kept.table,
+                kept.broken_by.join(", ")
+            ));
+        }
+    }
     (reports, tables)
 }
 
