@@ -97,6 +97,9 @@ pub(crate) struct Args {
     /// throwaway MariaDB, against the `mariadb` command-line client).
     #[arg(long, value_enum, default_value_t = StoreArg::Postgres)]
     store: StoreArg,
+    /// Measure only the committed erasure (on its own dataset), not the extraction scenarios.
+    #[arg(long)]
+    erase_only: bool,
     /// Where bench.json goes.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -160,6 +163,10 @@ async fn main() -> anyhow::Result<()> {
         })
     })
     .await??;
+    if args.erase_only {
+        let results = erasure::committed(&args, &binary, &cluster).await?;
+        return report(&args, "postgres", &results);
+    }
     let customers = ((100_000.0 * args.scale) as i64).max(args.subjects as i64);
     let heavy_events = (1_000_000.0 * args.scale) as i64;
     let started = Instant::now();
