@@ -654,3 +654,54 @@ async fn a_commit_whose_answer_is_lost_is_resolved_by_asking_the_source() {
         .get(0);
     assert_eq!(status, "committed");
 }
+
+/// A table deleted by its plan's own condition is verified by the catalog only when nothing
+/// could keep a row back; a BEFORE DELETE trigger that keeps some (returns NULL) makes the
+/// plan run again, which finds them: the erasure is refused, and nothing changes. (Without a
+/// foreign key to the customer, whose deletion would otherwise fail first.)
+#[tokio::test]
+async fn a_trigger_that_keeps_rows_back_fails_the_verification() {
+    let name = "exact_trigger";
+    let db = database(
+        name,
+        "CREATE FUNCTION keep_logins() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF OLD.kind = 'login' THEN RETURN NULL; END IF; RETURN OLD; END $$;
+         CREATE TRIGGER keep_logins BEFORE DELETE ON events FOR EACH ROW
+           EXECUTE FUNCTION keep_logins();
+         ALTER TABLE events DROP CONSTRAINT events_customer_id_fkey;",
+    )
+    .await;
+    let server = TestServer::start(config(name, "")).await;
+    let mut client = server.client().await;
+    let before = rows(&db).await;
+    let refused = erase(&mut client, "email", "alice@example.com")
+        .await
+        .expect_err("a row kept back");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("table 'events'")
+            && refused.message().contains("1 rows of the subject still found by the plan"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(rows(&db).await, before, "nothing changed");
+
+    // Without the trigger, the same erasure goes through.
+    db.batch_execute("DROP TRIGGER keep_logins ON events")
+        .await
+        .unwrap();
+    let receipt = erase(&mut client, "email", "alice@example.com")
+        .await
+        .unwrap();
+    let events = receipt.tables.iter().find(|t| t.table == "events").unwrap();
+    assert!(events.verified && events.rows > 0, "{events:?}");
+    let left: i64 = db
+        .query_one("SELECT count(*) FROM events WHERE customer_id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    server.stop().await.unwrap();
+}

@@ -11,7 +11,7 @@ use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
 use super::policy::Step;
-use super::run::{Captured, captured, masked};
+use super::run::{Captured, IDS, captured, masked};
 use super::{ErasureRefusal, Run};
 use crate::classify::{JsonMasker, Matrix, Replacement, ScanLimits, ScanViolation};
 use crate::config::erasure::MaskMethod;
@@ -47,7 +47,7 @@ impl Run<'_> {
         captured_ids: &Captured,
     ) -> Result<Captured, ExtractError> {
         // Each page's masked row ids, gathered into `masked(i)` at the end.
-        let pages = format!("{}_pages", masked(i));
+        let pages = format!("pg_temp.dsr_masked_pages_{i}");
         txn.batch_execute(&format!(
             "CREATE TEMPORARY TABLE {pages} (rel oid, tid tid) ON COMMIT DROP"
         ))
@@ -122,9 +122,8 @@ impl Run<'_> {
         let rows = txn
             .query(
                 &format!(
-                    "INSERT INTO {} SELECT rel, array_agg(tid ORDER BY tid) FROM {pages} \
-                     GROUP BY rel RETURNING rel, cardinality(tids)::bigint",
-                    masked(i)
+                    "INSERT INTO {IDS} SELECT {i}, true, rel, array_agg(tid ORDER BY tid) \
+                     FROM {pages} GROUP BY rel RETURNING rel, cardinality(tids)::bigint"
                 ),
                 &[],
             )

@@ -227,20 +227,34 @@ impl Run<'_> {
             .await
             .map_err(|e| self.db(&e, None))?;
         self.lock_identity_rows(txn).await?;
+        // The captured and masked row ids of every step, in one temporary table (made after
+        // the lock above, which takes the snapshot).
+        txn.batch_execute(&format!(
+            "CREATE TEMPORARY TABLE {IDS} (step int, masked bool, rel oid, tids tid[]) \
+             ON COMMIT DROP"
+        ))
+        .await
+        .map_err(|e| self.db(&e, None))?;
 
         self.check_live_columns(txn).await?;
         let keys = self.foreign_keys(txn).await?;
         policy::check_cascades(&self.steps, &self.mapped, &keys)?;
         let order = policy::order(&self.steps, &keys);
+        let direct = self.direct_deletes(&order, &keys);
+        let proven = self.nothing_keeps_rows_back(txn, &direct).await?;
 
         // The subject's rows of every table, before anything changes: a table the erasure
         // changes has them captured (their row ids, per relation), and is changed and
         // verified by those ids alone, whatever the other steps changed first; a retained
-        // table's are counted.
+        // table's are counted. A direct delete (see `direct_deletes`) is counted by its
+        // DELETE, in its turn, when nothing it reads has changed yet.
         let mut counted = vec![0u64; self.steps.len()];
         let mut captures = vec![Captured::default(); self.steps.len()];
         for (i, step) in self.steps.iter().enumerate() {
             let table = step.planned.table.display.as_str();
+            if direct[i] {
+                continue;
+            }
             if !step.changes() {
                 let found: i64 = txn
                     .query_one(&step.planned.count_sql, &[&self.value])
@@ -257,18 +271,6 @@ impl Run<'_> {
         self.check_unshared(txn, &keys, &captures).await?;
         self.check_mapped_cascades(txn, &keys, &captures).await?;
 
-        if !self.params.dry_run && !self.params.preview_digest.is_empty() {
-            let Some(expires) = super::receipt::sent_expiry(&self.params.preview_digest) else {
-                return Err(ErasureRefusal::PreviewChanged.into());
-            };
-            if super::receipt::unix_now() > expires {
-                return Err(ErasureRefusal::PreviewExpired { expires }.into());
-            }
-            if self.params.preview_digest != self.digest(&counted, expires) {
-                return Err(ErasureRefusal::PreviewChanged.into());
-            }
-        }
-
         let mut done = Vec::new();
         let mut masked_ids = vec![Captured::default(); self.steps.len()];
         for &i in &order {
@@ -278,11 +280,14 @@ impl Run<'_> {
                 "compliance.erase",
                 dsr.table = %step.planned.table.display,
                 dsr.action = step.action.name(),
-                dsr.rows.counted = counted[i],
+                dsr.rows.counted = tracing::field::Empty,
                 dsr.rows.changed = tracing::field::Empty,
             );
             let changed = async {
                 match step.action {
+                    EraseAction::Delete if direct[i] => {
+                        self.delete_direct(txn, step, proven[i]).await
+                    }
                     EraseAction::Delete => self.delete(txn, i, step, &captures[i]).await,
                     EraseAction::Mask => {
                         masked_ids[i] = self.mask(txn, i, step, &captures[i]).await?;
@@ -293,6 +298,10 @@ impl Run<'_> {
             }
             .instrument(hook.clone())
             .await?;
+            if direct[i] {
+                counted[i] = changed;
+            }
+            hook.record("dsr.rows.counted", counted[i]);
             hook.record("dsr.rows.changed", changed);
             if changed != counted[i] {
                 return Err(ErasureRefusal::CountChanged {
@@ -308,6 +317,20 @@ impl Run<'_> {
                 rows: changed,
             });
         }
+        // What the preview showed, against what this transaction did (rolled back on any
+        // difference: nothing is committed).
+        if !self.params.dry_run && !self.params.preview_digest.is_empty() {
+            let Some(expires) = super::receipt::sent_expiry(&self.params.preview_digest) else {
+                return Err(ErasureRefusal::PreviewChanged.into());
+            };
+            if super::receipt::unix_now() > expires {
+                return Err(ErasureRefusal::PreviewExpired { expires }.into());
+            }
+            if self.params.preview_digest != self.digest(&counted, expires) {
+                return Err(ErasureRefusal::PreviewChanged.into());
+            }
+        }
+
         for (i, step) in self.steps.iter().enumerate() {
             if !step.changes() {
                 tracing::info_span!(
@@ -329,8 +352,13 @@ impl Run<'_> {
                 dsr.action = step.action.name(),
                 dsr.ok = tracing::field::Empty,
             );
+            let deleted = match (direct[i], proven[i]) {
+                (false, _) => DeleteCheck::Captured(&captures[i]),
+                (true, false) => DeleteCheck::Recount,
+                (true, true) => DeleteCheck::Proven,
+            };
             let verified = self
-                .verify(txn, i, step, &captures[i], &masked_ids[i])
+                .verify(txn, i, step, deleted, &masked_ids[i])
                 .instrument(hook.clone())
                 .await;
             hook.record("dsr.ok", verified.is_ok());
@@ -415,7 +443,6 @@ impl Run<'_> {
     ) -> Result<Captured, ExtractError> {
         let table = step.planned.table.display.as_str();
         let db = |e: tokio_postgres::Error| self.db(&e, Some(table));
-        let captured = captured(i);
         let select = step
             .planned
             .branches
@@ -428,14 +455,9 @@ impl Run<'_> {
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
-        txn.batch_execute(&format!(
-            "CREATE TEMPORARY TABLE {captured} (rel oid, tids tid[]) ON COMMIT DROP"
-        ))
-        .await
-        .map_err(db)?;
         let sql = format!(
-            "INSERT INTO {captured} SELECT rel, array_agg(tid ORDER BY tid) FROM ({select}) AS s \
-             GROUP BY rel RETURNING rel, cardinality(tids)::bigint"
+            "INSERT INTO {IDS} SELECT {i}, false, rel, array_agg(tid ORDER BY tid) \
+             FROM ({select}) AS s GROUP BY rel RETURNING rel, cardinality(tids)::bigint"
         );
         let rows = txn
             .query(&sql, &[&self.value])
@@ -443,6 +465,124 @@ impl Run<'_> {
             .await
             .map_err(db)?;
         Ok(Captured::from_rows(&rows))
+    }
+
+    /// Which delete steps are deleted by their plan's own condition in their turn, rather
+    /// than by captured ids: those whose plan reads no table that a step before them in
+    /// `order` changes, and from which no foreign key acts by itself. Their DELETE then takes
+    /// exactly the rows the plan found before anything changed, in one pass, as a
+    /// hand-written DELETE would. (A plan names each table it reads as `from` names its own:
+    /// quoted, so one name is never part of another.)
+    fn direct_deletes(&self, order: &[usize], keys: &[ForeignKey]) -> Vec<bool> {
+        let mut direct = vec![false; self.steps.len()];
+        let mut changed: Vec<&str> = Vec::new();
+        for &i in order {
+            let step = &self.steps[i];
+            let planned = &step.planned;
+            let table = planned.from.trim_end_matches(" AS t0");
+            direct[i] = step.action == EraseAction::Delete
+                && !(planned.table.spans_relations && planned.branches.len() > 1)
+                && !keys
+                    .iter()
+                    .any(|k| k.parent == planned.table.display && k.acts_on_delete())
+                && !changed
+                    .iter()
+                    .any(|t| planned.branches.iter().any(|b| b.contains(t)));
+            if step.changes() {
+                changed.push(table);
+            }
+        }
+        direct
+    }
+
+    /// For each direct delete, whether the catalog shows nothing that could keep back a row
+    /// its DELETE finds: no enabled BEFORE DELETE row trigger (which may return NULL), no
+    /// DELETE rule, no row security, one relation. Then the DELETE removes every row its
+    /// condition matches, and the plan run again could find none; otherwise it is run again.
+    /// Read in this transaction.
+    async fn nothing_keeps_rows_back(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        direct: &[bool],
+    ) -> Result<Vec<bool>, ExtractError> {
+        let mut proven = vec![false; direct.len()];
+        let candidates: Vec<usize> = (0..direct.len())
+            .filter(|&i| direct[i] && !self.steps[i].planned.table.spans_relations)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(proven);
+        }
+        let names: Vec<String> = candidates
+            .iter()
+            .map(|&i| self.steps[i].planned.table.quoted())
+            .collect();
+        let rows = txn
+            .query(
+                "SELECT n.k, NOT (c.relrowsecurity \
+                   OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid \
+                     AND NOT t.tgisinternal AND t.tgenabled <> 'D' AND (t.tgtype & 11) = 11) \
+                   OR EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid \
+                     AND r.ev_type = '4')) \
+                 FROM unnest($1::text[]) WITH ORDINALITY AS n(name, k) \
+                 JOIN pg_catalog.pg_class c ON c.oid = n.name::regclass",
+                &[&names],
+            )
+            .await
+            .map_err(|e| self.db(&e, None))?;
+        for row in rows {
+            let k: i64 = row.get(0);
+            if let Some(&i) = usize::try_from(k - 1).ok().and_then(|k| candidates.get(k)) {
+                proven[i] = row.get(1);
+            }
+        }
+        Ok(proven)
+    }
+
+    /// Deletes the rows of a direct delete step (see `direct_deletes`) by its plan. One
+    /// path: the plan's condition itself, as a hand-written DELETE would be. Several: each
+    /// path's rows once, by the row ids the plan's UNION ALL reads (one relation).
+    ///
+    /// Unless the catalog proved that nothing keeps a row back (`proven`), the plan is run
+    /// again at once, while what it reads is still as it was, and must find none.
+    async fn delete_direct(
+        &self,
+        txn: &tokio_postgres::Transaction<'_>,
+        step: &Step,
+        proven: bool,
+    ) -> Result<u64, ExtractError> {
+        let from = &step.planned.from;
+        let sql = match step.planned.branches.as_slice() {
+            [only] => format!("DELETE FROM {from} WHERE {only}"),
+            branches => format!(
+                "DELETE FROM {from} WHERE t0.ctid = ANY(ARRAY({}))",
+                branches
+                    .iter()
+                    .map(|w| format!("SELECT t0.ctid FROM {from} WHERE {w}"))
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ")
+            ),
+        };
+        let table = step.planned.table.display.as_str();
+        let deleted = txn
+            .execute(&sql, &[&self.value])
+            .instrument(self.query_span("DELETE", step, &sql))
+            .await
+            .map_err(|e| self.db(&e, Some(table)))?;
+        if !proven {
+            let found: i64 = txn
+                .query_one(&step.planned.count_sql, &[&self.value])
+                .await
+                .map_err(|e| self.db(&e, Some(table)))?
+                .get(0);
+            if found != 0 {
+                return Err(ErasureRefusal::Unverified {
+                    table: table.to_owned(),
+                    detail: format!("{found} rows of the subject still found by the plan"),
+                }
+                .into());
+            }
+        }
+        Ok(deleted)
     }
 
     /// Deletes the captured rows of step `i`, one statement per relation that holds them.
@@ -504,12 +644,6 @@ impl Run<'_> {
                 }
             }
         }
-        let masked = masked(i);
-        txn.batch_execute(&format!(
-            "CREATE TEMPORARY TABLE {masked} (rel oid, tids tid[]) ON COMMIT DROP"
-        ))
-        .await
-        .map_err(db)?;
         let refs: Vec<&(dyn ToSql + Sync)> = params
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
@@ -522,7 +656,7 @@ impl Run<'_> {
         let sql = format!(
             "WITH changed AS (UPDATE {quoted} AS t0 SET {} WHERE {} \
              RETURNING t0.tableoid AS rel, t0.ctid AS tid) \
-             INSERT INTO {masked} SELECT rel, array_agg(tid ORDER BY tid) FROM changed \
+             INSERT INTO {IDS} SELECT {i}, true, rel, array_agg(tid ORDER BY tid) FROM changed \
              GROUP BY rel RETURNING rel, cardinality(tids)::bigint",
             sets.join(", "),
             captured_ids.condition(&captured(i))
@@ -675,24 +809,38 @@ impl Run<'_> {
     }
 }
 
-/// The temporary table of the captured row ids of step `i`: `(rel oid, tids tid[])`, one
-/// row per relation, its ids sorted.
+/// The temporary table of the erasure's row ids: per step, its captured rows (`masked`
+/// false) and its masked rows' new ids (`masked` true), one row per relation that holds
+/// them, its ids sorted.
+pub(super) const IDS: &str = "pg_temp.dsr_erase_ids";
+
+/// The captured row ids of step `i`, as a FROM item `(rel, tids)`.
 pub(super) fn captured(i: usize) -> String {
-    format!("pg_temp.dsr_erase_{i}")
+    format!("(SELECT rel, tids FROM {IDS} WHERE step = {i} AND NOT masked) AS ids")
 }
 
-/// The temporary table of the masked rows' new row ids of step `i`, likewise.
+/// The masked rows' new row ids of step `i`, likewise.
 pub(super) fn masked(i: usize) -> String {
-    format!("pg_temp.dsr_masked_{i}")
+    format!("(SELECT rel, tids FROM {IDS} WHERE step = {i} AND masked) AS ids")
 }
 
-/// A condition on `t0`: the row is one that temporary table `ids` holds for relation `rel`.
+/// A condition on `t0`: the row is one that `ids` (a FROM item of [`captured`] or [`masked`])
+/// holds for relation `rel`.
 /// A row id names a row only within its relation, hence the relation; the ids are read as
 /// one array, which PostgreSQL looks up by row id (a TID scan).
 pub(super) fn in_ids(ids: &str, rel: u32) -> String {
     format!(
         "t0.tableoid = {rel}::oid AND t0.ctid = ANY((SELECT tids FROM {ids} WHERE rel = {rel}::oid)::tid[])"
     )
+}
+
+/// How a deleted table is verified: by its captured ids (none left), by its plan run again
+/// right after its DELETE (`Run::delete_direct`: it finds none), or by the catalog's proof
+/// that its DELETE kept no row back (`Run::nothing_keeps_rows_back`).
+pub(super) enum DeleteCheck<'a> {
+    Captured(&'a Captured),
+    Recount,
+    Proven,
 }
 
 /// Rows held by row id in one of the temporary tables above, as the statement that wrote
@@ -717,8 +865,8 @@ impl Captured {
         self.rels.iter().map(|(_, rows)| rows).sum()
     }
 
-    /// A condition on `t0` selecting exactly these rows, held in temporary table `ids`
-    /// (`false` when there are none).
+    /// A condition on `t0` selecting exactly these rows, held in `ids` (a FROM item of
+    /// [`captured`] or [`masked`]; `false` when there are none).
     pub fn condition(&self, ids: &str) -> String {
         if self.rels.is_empty() {
             return "false".to_owned();
