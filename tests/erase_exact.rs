@@ -658,7 +658,8 @@ async fn a_commit_whose_answer_is_lost_is_resolved_by_asking_the_source() {
 /// A table deleted by its plan's own condition is verified by the catalog only when nothing
 /// could keep a row back; a BEFORE DELETE trigger that keeps some (returns NULL) makes the
 /// plan run again, which finds them: the erasure is refused, and nothing changes. (Without a
-/// foreign key to the customer, whose deletion would otherwise fail first.)
+/// foreign key to the customer, whose deletion would otherwise fail first.) Likewise a BEFORE
+/// UPDATE trigger on a masked table.
 #[tokio::test]
 async fn a_trigger_that_keeps_rows_back_fails_the_verification() {
     let name = "exact_trigger";
@@ -688,8 +689,30 @@ async fn a_trigger_that_keeps_rows_back_fails_the_verification() {
     );
     assert_eq!(rows(&db).await, before, "nothing changed");
 
-    // Without the trigger, the same erasure goes through.
-    db.batch_execute("DROP TRIGGER keep_logins ON events")
+    // A trigger that keeps a masked row as it was (returns NULL from BEFORE UPDATE): the
+    // table is masked by its captured ids, and the count of what changed says so.
+    db.batch_execute(
+        "DROP TRIGGER keep_logins ON events;
+         CREATE FUNCTION keep_first_ticket() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF OLD.id = 1 THEN RETURN NULL; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER keep_first_ticket BEFORE UPDATE ON support_tickets FOR EACH ROW
+           EXECUTE FUNCTION keep_first_ticket();",
+    )
+    .await
+    .unwrap();
+    let refused = erase(&mut client, "email", "alice@example.com")
+        .await
+        .expect_err("a masked row kept back");
+    assert!(
+        refused.message().contains("table 'support_tickets'")
+            && refused.message().contains("but the mask changed"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(rows(&db).await, before, "nothing changed");
+
+    // Without the triggers, the same erasure goes through.
+    db.batch_execute("DROP TRIGGER keep_first_ticket ON support_tickets")
         .await
         .unwrap();
     let receipt = erase(&mut client, "email", "alice@example.com")

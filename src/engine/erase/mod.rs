@@ -12,6 +12,7 @@
 //! `COMMIT` (an error, the deadline, a client that went away, a server stopping or killed)
 //! leaves the data as it was.
 
+mod direct;
 mod guards;
 mod json;
 mod policy;

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
+use super::direct::{DeleteCheck, RowsOf};
 use super::policy::{self, ForeignKey, Step};
 use super::receipt::Done;
 use super::{ErasureRefusal, Run};
@@ -228,10 +229,12 @@ impl Run<'_> {
             .map_err(|e| self.db(&e, None))?;
         self.lock_identity_rows(txn).await?;
         // The captured and masked row ids of every step, in one temporary table (made after
-        // the lock above, which takes the snapshot).
+        // the lock above, which takes the snapshot). It stays with the connection for the
+        // next erasure, emptied at every COMMIT (made again after a rollback undid it).
         txn.batch_execute(&format!(
-            "CREATE TEMPORARY TABLE {IDS} (step int, masked bool, rel oid, tids tid[]) \
-             ON COMMIT DROP"
+            "SET LOCAL client_min_messages = warning; \
+             CREATE TEMPORARY TABLE IF NOT EXISTS {IDS} \
+             (step int, masked bool, rel oid, tids tid[]) ON COMMIT DELETE ROWS"
         ))
         .await
         .map_err(|e| self.db(&e, None))?;
@@ -240,14 +243,20 @@ impl Run<'_> {
         let keys = self.foreign_keys(txn).await?;
         policy::check_cascades(&self.steps, &self.mapped, &keys)?;
         let order = policy::order(&self.steps, &keys);
-        let direct = self.direct_deletes(&order, &keys);
-        let proven = self.nothing_keeps_rows_back(txn, &direct).await?;
+        let candidates = self.direct_candidates(&order, &keys);
+        let proven = self.nothing_keeps_rows_back(txn, &candidates).await?;
+        // A mask is direct only when proven; a delete either way (checked by a recount).
+        let direct: Vec<bool> = (0..self.steps.len())
+            .map(|i| {
+                candidates[i] && (proven[i] || self.steps[i].action == EraseAction::Delete)
+            })
+            .collect();
 
         // The subject's rows of every table, before anything changes: a table the erasure
         // changes has them captured (their row ids, per relation), and is changed and
         // verified by those ids alone, whatever the other steps changed first; a retained
-        // table's are counted. A direct delete (see `direct_deletes`) is counted by its
-        // DELETE, in its turn, when nothing it reads has changed yet.
+        // table's are counted. A direct step (`direct.rs`) is counted by its own DELETE or
+        // UPDATE, in its turn, when nothing it reads has changed yet.
         let mut counted = vec![0u64; self.steps.len()];
         let mut captures = vec![Captured::default(); self.steps.len()];
         for (i, step) in self.steps.iter().enumerate() {
@@ -286,11 +295,16 @@ impl Run<'_> {
             let changed = async {
                 match step.action {
                     EraseAction::Delete if direct[i] => {
-                        self.delete_direct(txn, step, proven[i]).await
+                        self.delete_direct(txn, i, step, proven[i]).await
                     }
                     EraseAction::Delete => self.delete(txn, i, step, &captures[i]).await,
                     EraseAction::Mask => {
-                        masked_ids[i] = self.mask(txn, i, step, &captures[i]).await?;
+                        let rows = if direct[i] {
+                            RowsOf::Plan
+                        } else {
+                            RowsOf::Captured(&captures[i])
+                        };
+                        masked_ids[i] = self.mask(txn, i, step, rows).await?;
                         Ok(masked_ids[i].rows())
                     }
                     EraseAction::Retain => Ok(counted[i]),
@@ -455,8 +469,14 @@ impl Run<'_> {
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
+        // Sorted for the JSON pages, which read them in order; unsorted otherwise.
+        let order = if step.json_masks.is_empty() {
+            ""
+        } else {
+            " ORDER BY tid"
+        };
         let sql = format!(
-            "INSERT INTO {IDS} SELECT {i}, false, rel, array_agg(tid ORDER BY tid) \
+            "INSERT INTO {IDS} SELECT {i}, false, rel, array_agg(tid{order}) \
              FROM ({select}) AS s GROUP BY rel RETURNING rel, cardinality(tids)::bigint"
         );
         let rows = txn
@@ -465,124 +485,6 @@ impl Run<'_> {
             .await
             .map_err(db)?;
         Ok(Captured::from_rows(&rows))
-    }
-
-    /// Which delete steps are deleted by their plan's own condition in their turn, rather
-    /// than by captured ids: those whose plan reads no table that a step before them in
-    /// `order` changes, and from which no foreign key acts by itself. Their DELETE then takes
-    /// exactly the rows the plan found before anything changed, in one pass, as a
-    /// hand-written DELETE would. (A plan names each table it reads as `from` names its own:
-    /// quoted, so one name is never part of another.)
-    fn direct_deletes(&self, order: &[usize], keys: &[ForeignKey]) -> Vec<bool> {
-        let mut direct = vec![false; self.steps.len()];
-        let mut changed: Vec<&str> = Vec::new();
-        for &i in order {
-            let step = &self.steps[i];
-            let planned = &step.planned;
-            let table = planned.from.trim_end_matches(" AS t0");
-            direct[i] = step.action == EraseAction::Delete
-                && !(planned.table.spans_relations && planned.branches.len() > 1)
-                && !keys
-                    .iter()
-                    .any(|k| k.parent == planned.table.display && k.acts_on_delete())
-                && !changed
-                    .iter()
-                    .any(|t| planned.branches.iter().any(|b| b.contains(t)));
-            if step.changes() {
-                changed.push(table);
-            }
-        }
-        direct
-    }
-
-    /// For each direct delete, whether the catalog shows nothing that could keep back a row
-    /// its DELETE finds: no enabled BEFORE DELETE row trigger (which may return NULL), no
-    /// DELETE rule, no row security, one relation. Then the DELETE removes every row its
-    /// condition matches, and the plan run again could find none; otherwise it is run again.
-    /// Read in this transaction.
-    async fn nothing_keeps_rows_back(
-        &self,
-        txn: &tokio_postgres::Transaction<'_>,
-        direct: &[bool],
-    ) -> Result<Vec<bool>, ExtractError> {
-        let mut proven = vec![false; direct.len()];
-        let candidates: Vec<usize> = (0..direct.len())
-            .filter(|&i| direct[i] && !self.steps[i].planned.table.spans_relations)
-            .collect();
-        if candidates.is_empty() {
-            return Ok(proven);
-        }
-        let names: Vec<String> = candidates
-            .iter()
-            .map(|&i| self.steps[i].planned.table.quoted())
-            .collect();
-        let rows = txn
-            .query(
-                "SELECT n.k, NOT (c.relrowsecurity \
-                   OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid \
-                     AND NOT t.tgisinternal AND t.tgenabled <> 'D' AND (t.tgtype & 11) = 11) \
-                   OR EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid \
-                     AND r.ev_type = '4')) \
-                 FROM unnest($1::text[]) WITH ORDINALITY AS n(name, k) \
-                 JOIN pg_catalog.pg_class c ON c.oid = n.name::regclass",
-                &[&names],
-            )
-            .await
-            .map_err(|e| self.db(&e, None))?;
-        for row in rows {
-            let k: i64 = row.get(0);
-            if let Some(&i) = usize::try_from(k - 1).ok().and_then(|k| candidates.get(k)) {
-                proven[i] = row.get(1);
-            }
-        }
-        Ok(proven)
-    }
-
-    /// Deletes the rows of a direct delete step (see `direct_deletes`) by its plan. One
-    /// path: the plan's condition itself, as a hand-written DELETE would be. Several: each
-    /// path's rows once, by the row ids the plan's UNION ALL reads (one relation).
-    ///
-    /// Unless the catalog proved that nothing keeps a row back (`proven`), the plan is run
-    /// again at once, while what it reads is still as it was, and must find none.
-    async fn delete_direct(
-        &self,
-        txn: &tokio_postgres::Transaction<'_>,
-        step: &Step,
-        proven: bool,
-    ) -> Result<u64, ExtractError> {
-        let from = &step.planned.from;
-        let sql = match step.planned.branches.as_slice() {
-            [only] => format!("DELETE FROM {from} WHERE {only}"),
-            branches => format!(
-                "DELETE FROM {from} WHERE t0.ctid = ANY(ARRAY({}))",
-                branches
-                    .iter()
-                    .map(|w| format!("SELECT t0.ctid FROM {from} WHERE {w}"))
-                    .collect::<Vec<_>>()
-                    .join(" UNION ALL ")
-            ),
-        };
-        let table = step.planned.table.display.as_str();
-        let deleted = txn
-            .execute(&sql, &[&self.value])
-            .instrument(self.query_span("DELETE", step, &sql))
-            .await
-            .map_err(|e| self.db(&e, Some(table)))?;
-        if !proven {
-            let found: i64 = txn
-                .query_one(&step.planned.count_sql, &[&self.value])
-                .await
-                .map_err(|e| self.db(&e, Some(table)))?
-                .get(0);
-            if found != 0 {
-                return Err(ErasureRefusal::Unverified {
-                    table: table.to_owned(),
-                    detail: format!("{found} rows of the subject still found by the plan"),
-                }
-                .into());
-            }
-        }
-        Ok(deleted)
     }
 
     /// Deletes the captured rows of step `i`, one statement per relation that holds them.
@@ -616,12 +518,17 @@ impl Run<'_> {
         txn: &tokio_postgres::Transaction<'_>,
         i: usize,
         step: &Step,
-        captured_ids: &Captured,
+        rows_of: RowsOf<'_>,
     ) -> Result<Captured, ExtractError> {
         let table = step.planned.table.display.as_str();
         let db = |e: tokio_postgres::Error| self.db(&e, Some(table));
         let quoted = step.planned.table.quoted();
         let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        // Found by the plan, the rows' condition takes the identity as $1.
+        if matches!(rows_of, RowsOf::Plan) {
+            params.push(Box::new(self.value.clone()));
+        }
+        let rows = self.rows_condition(i, step, rows_of);
         let mut sets = Vec::new();
         for (column, method) in &step.masks {
             let c = quote_ident(column);
@@ -632,8 +539,9 @@ impl Run<'_> {
                     sets.push(format!("{c} = ${}", params.len()));
                 }
                 MaskMethod::Pseudonym => {
-                    let (values, tokens) =
-                        self.pseudonyms(txn, i, step, column, captured_ids).await?;
+                    let (values, tokens) = self
+                        .pseudonyms(txn, step, column, &rows, matches!(rows_of, RowsOf::Plan))
+                        .await?;
                     params.push(Box::new(values));
                     params.push(Box::new(tokens));
                     let (v, t) = (params.len() - 1, params.len());
@@ -649,17 +557,16 @@ impl Run<'_> {
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
         if !step.json_masks.is_empty() {
-            return self
-                .mask_json_pages(txn, i, step, sets, &refs, captured_ids)
-                .await;
+            // Never direct (`direct.rs`): the pages are read by captured ids.
+            return self.mask_json_pages(txn, i, step, sets, &refs).await;
         }
+        // The new ids unsorted: only the JSON pages read them in order.
         let sql = format!(
-            "WITH changed AS (UPDATE {quoted} AS t0 SET {} WHERE {} \
+            "WITH changed AS (UPDATE {quoted} AS t0 SET {} WHERE {rows} \
              RETURNING t0.tableoid AS rel, t0.ctid AS tid) \
-             INSERT INTO {IDS} SELECT {i}, true, rel, array_agg(tid ORDER BY tid) FROM changed \
+             INSERT INTO {IDS} SELECT {i}, true, rel, array_agg(tid) FROM changed \
              GROUP BY rel RETURNING rel, cardinality(tids)::bigint",
             sets.join(", "),
-            captured_ids.condition(&captured(i))
         );
         let rows = txn
             .query(&sql, &refs)
@@ -684,14 +591,15 @@ impl Run<'_> {
         )
     }
 
-    /// The distinct values of a pseudonym column in the captured rows, and their tokens.
+    /// The distinct values of a pseudonym column in the rows `rows` selects (a condition on
+    /// `t0` that takes the identity as $1 when `with_identity`), and their tokens.
     async fn pseudonyms(
         &self,
         txn: &tokio_postgres::Transaction<'_>,
-        i: usize,
         step: &Step,
         column: &str,
-        captured_ids: &Captured,
+        rows: &str,
+        with_identity: bool,
     ) -> Result<(Vec<String>, Vec<String>), ExtractError> {
         let table = step.planned.table.display.as_str();
         let key =
@@ -707,17 +615,22 @@ impl Run<'_> {
         let c = quote_ident(column);
         // Measured in the query: the values cross into the process only when their bytes are
         // within the bound (otherwise one row comes back, with the size and no value).
+        let limit = MAX_PSEUDONYM_BYTES as i64;
+        let (params, n): (Vec<&(dyn ToSql + Sync)>, usize) = if with_identity {
+            (vec![&self.value, &limit], 2)
+        } else {
+            (vec![&limit], 1)
+        };
         let rows = txn
             .query(
                 &format!(
                     "WITH d AS (SELECT DISTINCT t0.{c}::text AS v FROM {} AS t0 \
-                     WHERE ({}) AND t0.{c} IS NOT NULL), \
+                     WHERE ({rows}) AND t0.{c} IS NOT NULL), \
                      s AS (SELECT coalesce(sum(octet_length(v)), 0)::bigint AS bytes FROM d) \
-                     SELECT d.v, s.bytes FROM s LEFT JOIN d ON s.bytes <= $1",
+                     SELECT d.v, s.bytes FROM s LEFT JOIN d ON s.bytes <= ${n}",
                     step.planned.table.quoted(),
-                    captured_ids.condition(&captured(i))
                 ),
-                &[&(MAX_PSEUDONYM_BYTES as i64)],
+                &params,
             )
             .await
             .map_err(|e| self.db(&e, Some(table)))?;
@@ -832,15 +745,6 @@ pub(super) fn in_ids(ids: &str, rel: u32) -> String {
     format!(
         "t0.tableoid = {rel}::oid AND t0.ctid = ANY((SELECT tids FROM {ids} WHERE rel = {rel}::oid)::tid[])"
     )
-}
-
-/// How a deleted table is verified: by its captured ids (none left), by its plan run again
-/// right after its DELETE (`Run::delete_direct`: it finds none), or by the catalog's proof
-/// that its DELETE kept no row back (`Run::nothing_keeps_rows_back`).
-pub(super) enum DeleteCheck<'a> {
-    Captured(&'a Captured),
-    Recount,
-    Proven,
 }
 
 /// Rows held by row id in one of the temporary tables above, as the statement that wrote
