@@ -713,7 +713,10 @@ erase = {{ action = "retain", reason = "tax law" }}
             .collect::<Vec<_>>(),
         [
             ("invoices".to_owned(), "customers.id".to_owned()),
-            ("lines".to_owned(), "invoices (itself no longer reached)".to_owned()),
+            (
+                "lines".to_owned(),
+                "invoices (itself no longer reached)".to_owned()
+            ),
         ]
     );
     let own_identity = shop(masked_key, ", email = \"contact.email\"")

@@ -151,9 +151,11 @@ async fn a_cascading_key_into_a_mapped_table_never_changes_a_row_the_erasure_doe
     .unwrap();
     let warnings = gate.table("invoices").warnings.join("\n");
     assert!(
-        warnings.contains("table 'invoices': an erasure keeps its rows (retain), but a later \
+        warnings.contains(
+            "table 'invoices': an erasure keeps its rows (retain), but a later \
              access request for the same person could no longer find them: every path to them \
-             runs through customers"),
+             runs through customers"
+        ),
         "{warnings}"
     );
 
@@ -481,6 +483,36 @@ async fn a_preview_digest_binds_the_exact_value_and_expires() {
         .await
         .unwrap();
     assert!(receipt.committed_at.is_some());
+    let carol = run(preview("carol@example.org", "")).await.unwrap();
+    server.stop().await.unwrap();
+
+    // The data map changed since the preview (the tickets reached by a second path too):
+    // the same rows, counted alike, and another digest.
+    let second_path = text.replace(
+        "identity = { kind = \"email\", column = \"requester_email\" }\n",
+        "identity = { kind = \"email\", column = \"requester_email\" }\n\
+         reference = { column = \"requester_email\", table = \"customers\", to = \"email\", \
+         reach = \"owned\" }\n",
+    );
+    assert_ne!(second_path, text);
+    let server = TestServer::start(
+        demo::config(cluster(), &second_path, SUBJECT_KEY).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    let client = server.client().await;
+    let run = |request: EraseRequest| {
+        let mut client = client.clone();
+        async move { support::erase_receipt(&mut client, request).await }
+    };
+    let again = run(preview("carol@example.org", "")).await.unwrap();
+    assert_eq!(again.rows_deleted, carol.rows_deleted);
+    assert_eq!(again.rows_masked, carol.rows_masked);
+    let before = rows(&db).await;
+    let changed = run(preview("carol@example.org", &carol.preview_digest))
+        .await
+        .expect_err("a preview under another data map");
+    assert_eq!(changed.code(), Code::Aborted, "{changed:?}");
+    assert_eq!(rows(&db).await, before, "nothing changed");
     server.stop().await.unwrap();
 }
 
@@ -680,10 +712,10 @@ async fn a_trigger_that_keeps_rows_back_fails_the_verification() {
         .expect_err("a row kept back");
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert!(
-        refused
-            .message()
-            .contains("table 'events'")
-            && refused.message().contains("1 rows of the subject still found by the plan"),
+        refused.message().contains("table 'events'")
+            && refused
+                .message()
+                .contains("1 rows of the subject still found by the plan"),
         "{}",
         refused.message()
     );

@@ -350,7 +350,10 @@ impl SourceConfig {
                         let Some(parent) = index(&r.table) else {
                             continue;
                         };
-                        if gone(child) || gone(parent) || cut(child, &r.column) || cut(parent, &r.to)
+                        if gone(child)
+                            || gone(parent)
+                            || cut(child, &r.column)
+                            || cut(parent, &r.to)
                         {
                             continue;
                         }
@@ -402,7 +405,10 @@ impl SourceConfig {
                     } else if masked(parent, &r.to) {
                         note(format!("{}.{}", self.tables[parent].name, r.to));
                     } else if !after[from] {
-                        note(format!("{} (itself no longer reached)", self.tables[from].name));
+                        note(format!(
+                            "{} (itself no longer reached)",
+                            self.tables[from].name
+                        ));
                     }
                 }
             }

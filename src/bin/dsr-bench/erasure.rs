@@ -228,7 +228,11 @@ pub(crate) async fn committed(
                 anyhow::ensure!(
                     rows == expected,
                     "{} changed {rows} rows of {email}, not {expected}",
-                    if side == 0 { "the service" } else { "the hand-written erasure" }
+                    if side == 0 {
+                        "the service"
+                    } else {
+                        "the hand-written erasure"
+                    }
                 );
                 if side == 0 {
                     service.push(rows as f64 / secs);

@@ -45,8 +45,10 @@ impl Run<'_> {
             let step = &self.steps[i];
             let planned = &step.planned;
             let display = &planned.table.display;
-            let acts = keys.iter().filter(|k| &k.parent == display).any(|k| {
-                match step.action {
+            let acts = keys
+                .iter()
+                .filter(|k| &k.parent == display)
+                .any(|k| match step.action {
                     EraseAction::Delete => k.acts_on_delete(),
                     _ => {
                         k.acts_on_update()
@@ -55,8 +57,7 @@ impl Run<'_> {
                                 .iter()
                                 .any(|(column, _)| k.parent_columns.contains(column))
                     }
-                }
-            });
+                });
             let reads_changed = changed
                 .iter()
                 .any(|t| planned.branches.iter().any(|b| b.contains(t)));

@@ -185,12 +185,13 @@ impl Run<'_> {
     /// The digest of what this erasure does, valid until `expires` (seconds since 1970),
     /// written `<expires>.<hex>`: the source, the subject, the value as it is matched (keyed,
     /// so that under exact matching `Alice@Example.com` is not `alice@example.com`), how it
-    /// is matched, and per table the action, the rows counted, each mask and each reason. A
-    /// changed policy, subject or count gives another digest.
+    /// is matched, and per table the action, the rows counted, each path the plan reads it
+    /// by, each mask and each reason. A changed policy, data map, subject or count gives
+    /// another digest.
     pub(super) fn digest(&self, counted: &[u64], expires: u64) -> String {
         let key = self.engine.config.subject_key();
         let mut hash = Sha256::new();
-        hash.update(b"dsr-erase-preview-v2\n");
+        hash.update(b"dsr-erase-preview-v3\n");
         hash.update(format!(
             "{}\n{}\n{}\n{}\n{expires}\n",
             self.cfg.name,
@@ -205,6 +206,12 @@ impl Run<'_> {
                 step.action.name(),
                 step.reason
             ));
+            // How the map reaches the table (its references, identities and matching, as
+            // the plan's SQL has them): a data map changed since the preview is another
+            // digest even where the counts agree.
+            for branch in &step.planned.branches {
+                hash.update(format!("\tpath\t{branch}\n"));
+            }
             for (column, method) in step.masks.iter().chain(&step.json_masks) {
                 hash.update(format!("\tmask\t{column}\t{}\n", method.name()));
             }

@@ -247,9 +247,7 @@ impl Run<'_> {
         let proven = self.nothing_keeps_rows_back(txn, &candidates).await?;
         // A mask is direct only when proven; a delete either way (checked by a recount).
         let direct: Vec<bool> = (0..self.steps.len())
-            .map(|i| {
-                candidates[i] && (proven[i] || self.steps[i].action == EraseAction::Delete)
-            })
+            .map(|i| candidates[i] && (proven[i] || self.steps[i].action == EraseAction::Delete))
             .collect();
 
         // The subject's rows of every table, before anything changes: a table the erasure

@@ -3,8 +3,8 @@
 
 use tokio_postgres::types::{ToSql, Type};
 
-use super::policy::Step;
 use super::direct::DeleteCheck;
+use super::policy::Step;
 use super::run::{Captured, captured, in_ids, masked};
 use super::{ErasureRefusal, Run};
 use crate::config::erasure::{EraseAction, MaskMethod};
