@@ -23,8 +23,8 @@ use tokio::time::Instant;
 
 const ALICE: &str = "alice@example.com";
 
-/// The MariaDB of this test binary, with the demo shop in databases `shop`, `snapshot` and
-/// `types` (the last with a table of every type). Every schema change happens here, before
+/// The MariaDB of this test binary, with the demo shop in databases `shop`, `snapshot`,
+/// `ended` and `types` (the last with a table of every type). Every schema change happens here, before
 /// any test reads a catalog: MariaDB's `information_schema` may fail (error 6) while another
 /// session drops a database.
 fn mariadb() -> &'static TempMariaDb {
@@ -32,7 +32,7 @@ fn mariadb() -> &'static TempMariaDb {
     SERVER.get_or_init(|| {
         let server =
             TempMariaDb::start().unwrap_or_else(|e| panic!("cannot start the test MariaDB: {e}"));
-        for database in ["shop", "snapshot", "types"] {
+        for database in ["shop", "snapshot", "ended", "types"] {
             server
                 .load_demo(database)
                 .unwrap_or_else(|e| panic!("cannot load the demo shop: {e}"));
@@ -484,4 +484,81 @@ async fn a_server_killed_mid_stream_is_a_lost_connection() {
         "no server: {:?}",
         again.err()
     );
+}
+
+/// A snapshot's transaction ends on every path, so that no read view is left open on a
+/// pooled connection (it would block InnoDB's purge until the pool's idle timeout closed the
+/// connection, since the pool resets nothing): finished, closed after a failure, or dropped
+/// on the way out of an error. Read in `INNODB_TRX` (which InnoDB refreshes at most every
+/// 100 ms, so each count is read until it settles), from a pool of its own, on a database no
+/// other test reads.
+#[tokio::test]
+async fn a_snapshot_ends_its_transaction_on_every_path() {
+    let pool = MySqlPool::new(&settings(mariadb(), "ended"));
+    let watch = MySqlPool::new(&settings(mariadb(), "ended"));
+    let count = "SELECT COUNT(*) FROM customers WHERE email = ?";
+    // The open transactions once they are `expected`, or what they still are after 5 s.
+    let open = |expected: u64| {
+        let watch = &watch;
+        async move {
+            let mut now = u64::MAX;
+            for _ in 0..100 {
+                now = watch.open_transactions().await.unwrap();
+                if now == expected {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            now
+        }
+    };
+
+    let mut snapshot = pool.snapshot(None).await.unwrap();
+    assert_eq!(snapshot.count(count, ALICE).await.unwrap(), 1);
+    assert_eq!(open(1).await, 1, "an open snapshot is seen");
+    snapshot.finish().await.unwrap();
+    assert_eq!(open(0).await, 0, "finished");
+
+    let mut snapshot = pool.snapshot(None).await.unwrap();
+    snapshot.count(count, ALICE).await.unwrap();
+    assert_eq!(open(1).await, 1);
+    snapshot.close().await;
+    assert_eq!(open(0).await, 0, "closed");
+
+    // Dropped without either, as a `?` on the way out of an error leaves it: ended by a task
+    // of its own.
+    let mut snapshot = pool.snapshot(None).await.unwrap();
+    snapshot.count(count, ALICE).await.unwrap();
+    assert_eq!(open(1).await, 1);
+    drop(snapshot);
+    assert_eq!(
+        open(0).await,
+        0,
+        "a dropped snapshot left its transaction open"
+    );
+
+    // A statement stopped by the snapshot's deadline, then the snapshot closed, as an
+    // extraction past its deadline does.
+    let mut snapshot = pool
+        .snapshot(Some(Instant::now() + Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let slow = snapshot
+        .rows(
+            "SELECT SLEEP(30) FROM customers WHERE email = ?",
+            ALICE,
+            &[MyDecoder::Int],
+            async |_| Ok(()),
+        )
+        .await;
+    assert!(slow.is_err());
+    snapshot.close().await;
+    assert_eq!(open(0).await, 0, "closed after its deadline");
+
+    // The connections go back to the pool and serve the next snapshot.
+    let mut snapshot = pool.snapshot(None).await.unwrap();
+    assert_eq!(snapshot.count(count, ALICE).await.unwrap(), 1);
+    snapshot.finish().await.unwrap();
+    watch.disconnect().await;
+    pool.disconnect().await;
 }

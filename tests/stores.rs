@@ -484,6 +484,16 @@ async fn a_deadline_or_a_client_gone_leaves_nothing_running_on_mariadb() {
         "still running: {:?}",
         running(&watch, "slow_tickets").await
     );
+    // Its snapshot ended with it: no read view is left open on a pooled connection (which
+    // would block InnoDB's purge until the pool's idle timeout).
+    assert!(
+        support::eventually(50, || async {
+            watch.open_transactions().await.unwrap() == 0
+        })
+        .await,
+        "a snapshot left open after the deadline: {}",
+        watch.open_transactions().await.unwrap()
+    );
 
     // The client goes away mid-stream: the statement is killed, not drained (on a server
     // without the short deadline, so that only the client's leaving can stop it).
@@ -518,10 +528,19 @@ async fn a_deadline_or_a_client_gone_leaves_nothing_running_on_mariadb() {
         running(&watch, "slow_tickets").await
     );
     println!("nothing running {:?} after the client left", gone.elapsed());
+    assert!(
+        support::eventually(50, || async {
+            watch.open_transactions().await.unwrap() == 0
+        })
+        .await,
+        "a snapshot left open after the client left: {}",
+        watch.open_transactions().await.unwrap()
+    );
 
-    // The source serves the next call on its connections.
+    // The source serves the next call on its connections, and leaves nothing open either.
     let x = extract(&mut client, on("slow", "email", "bob@example.com")).await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert_eq!(watch.open_transactions().await.unwrap(), 0);
     watch.disconnect().await;
     server.stop().await.unwrap();
 }

@@ -66,8 +66,9 @@ impl Job {
         if let Err(e) = pool.kill_query(id).await {
             tracing::warn!(source = %self.params.source, error = %e, "KILL QUERY failed");
         }
-        // Dropped, the connection goes back to the pool, which rolls the snapshot back.
-        drop(snapshot);
+        // The snapshot ended here, not left open on a pooled connection: rolled back, or the
+        // connection closed.
+        snapshot.close().await;
         Err(match error {
             ExtractError::Db(DbError::Query {
                 failure: QueryFailure::Cancelled,

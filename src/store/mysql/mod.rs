@@ -332,8 +332,8 @@ impl MySqlPool {
         deadline: Option<Instant>,
         first: Option<&str>,
     ) -> Result<Snapshot, DbError> {
-        // The snapshot owns its connection; dropped before it finished, the pool rolls the
-        // transaction back and resets the connection.
+        // The snapshot owns its connection, and ends its transaction on every path (see
+        // `Snapshot`); so does a failure before the snapshot is made, below.
         let mut txn = self.connection(deadline, false).await?;
         let db = |e: mysql_async::Error| classify(&self.name, &e);
         let flavour = match self.flavour.get() {
@@ -366,22 +366,31 @@ impl MySqlPool {
             ),
         };
         let first_sql = first.map(|sql| format!("; {sql}")).unwrap_or_default();
-        let mut started = txn
-            .query_iter(format!(
-                "{limit}; START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY; \
-                 SELECT CAST(UNIX_TIMESTAMP(NOW(6)) AS CHAR), VERSION(){first_sql}"
-            ))
-            .await
-            .map_err(db)?;
+        let sql = format!(
+            "{limit}; START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY; \
+             SELECT CAST(UNIX_TIMESTAMP(NOW(6)) AS CHAR), VERSION(){first_sql}"
+        );
         // The result sets: the SET's and START TRANSACTION's (empty), the clock's, `first`'s.
-        let mut sets: Vec<Vec<mysql_async::Row>> = Vec::new();
-        while !started.is_empty() {
-            let rows: Vec<mysql_async::Row> = started.collect().await.map_err(db)?;
-            if !rows.is_empty() {
-                sets.push(rows);
+        let read = async {
+            let mut started = txn.query_iter(sql).await?;
+            let mut sets: Vec<Vec<mysql_async::Row>> = Vec::new();
+            while !started.is_empty() {
+                let rows: Vec<mysql_async::Row> = started.collect().await?;
+                if !rows.is_empty() {
+                    sets.push(rows);
+                }
             }
+            Ok::<_, mysql_async::Error>(sets)
         }
-        drop(started);
+        .await;
+        let sets = match read {
+            Ok(sets) => sets,
+            // The transaction may have begun (`first` failed after it): ended here.
+            Err(e) => {
+                close(txn).await;
+                return Err(db(e));
+            }
+        };
         let mut sets = sets.into_iter();
         let clock = sets
             .next()
@@ -402,7 +411,7 @@ impl MySqlPool {
         let id = txn.id();
         Ok(Snapshot {
             name: self.name.clone(),
-            txn,
+            txn: Some(txn),
             id,
             epoch: epoch.parse().unwrap_or_default(),
             version,
@@ -435,6 +444,25 @@ impl MySqlPool {
         Ok(rows.into_iter().map(|(id, q)| (id as u32, q)).collect())
     }
 
+    /// The open transactions (`information_schema.INNODB_TRX`) of connections to this
+    /// source's database other than the asking one: what a snapshot left open would show
+    /// (for tests, and for checking that nothing was left behind). InnoDB refreshes that
+    /// table only once it has gone 100 ms unread, so this waits 150 ms first: a count read
+    /// sooner could be the state before the last change.
+    pub async fn open_transactions(&self) -> Result<u64, DbError> {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let mut conn = self.connection(None, true).await?;
+        let count: Option<u64> = conn
+            .query_first(
+                "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
+                 JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+                 WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()",
+            )
+            .await
+            .map_err(|e| classify(&self.name, &e))?;
+        Ok(count.unwrap_or(0))
+    }
+
     /// Closes every connection of the pools.
     pub async fn disconnect(self) {
         let _ = self.pool.disconnect().await;
@@ -447,9 +475,17 @@ impl MySqlPool {
 }
 
 /// One consistent read-only snapshot on one connection.
+///
+/// Its transaction is ended explicitly on every path: the pool resets nothing (a reset
+/// drops the prepared statements), and mysql_async rolls back only transactions opened
+/// through its own API, so a snapshot left open would keep its read view (which blocks
+/// InnoDB's purge) until the pool's idle timeout closed the connection. [`Snapshot::end`]
+/// and [`Snapshot::close`] end it; dropped without either (an error on the way), it is
+/// ended by a task of its own.
 pub struct Snapshot {
     name: String,
-    txn: mysql_async::Conn,
+    /// The connection, until the snapshot ends.
+    txn: Option<mysql_async::Conn>,
     id: u32,
     /// The server's clock when the snapshot began (seconds since 1970), and its version.
     epoch: f64,
@@ -468,7 +504,7 @@ impl Snapshot {
     pub async fn count(&mut self, sql: &str, value: &str) -> Result<i64, DbError> {
         let params = params(sql, value);
         let count: Option<i64> = self
-            .txn
+            .conn()
             .exec_first(sql, params)
             .await
             .map_err(|e| classify(&self.name, &e))?;
@@ -493,7 +529,7 @@ impl Snapshot {
             .map(|v| mysql_async::Value::from(*v))
             .collect();
         let count: Option<i64> = self
-            .txn
+            .conn()
             .exec_first(sql, mysql_async::Params::Positional(params))
             .await
             .map_err(|e| classify(&self.name, &e))?;
@@ -526,6 +562,8 @@ impl Snapshot {
         let db = |e: mysql_async::Error| classify(name, &e);
         let result = self
             .txn
+            .as_mut()
+            .expect("a snapshot has its connection until it ends")
             .exec_iter(sql, params(sql, value))
             .await
             .map_err(db)?;
@@ -575,17 +613,63 @@ impl Snapshot {
         Ok(read)
     }
 
+    /// The snapshot's connection.
+    fn conn(&mut self) -> &mut mysql_async::Conn {
+        self.txn
+            .as_mut()
+            .expect("a snapshot has its connection until it ends")
+    }
+
     /// Ends the snapshot (it read only, so nothing is committed) and returns the connection.
     pub async fn finish(mut self) -> Result<(), DbError> {
         self.end().await
     }
 
-    /// Ends the snapshot's transaction; the connection stays with the snapshot.
+    /// Ends the snapshot's transaction and returns its connection to the pool; nothing may
+    /// be read after. A connection that cannot end it is closed, which ends it on the server.
     pub async fn end(&mut self) -> Result<(), DbError> {
-        self.txn
-            .query_drop("ROLLBACK")
-            .await
-            .map_err(|e| classify(&self.name, &e))
+        let Some(mut conn) = self.txn.take() else {
+            return Ok(());
+        };
+        match conn.query_drop("ROLLBACK").await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = tokio::time::timeout(END_WAIT, conn.disconnect()).await;
+                Err(classify(&self.name, &e))
+            }
+        }
+    }
+
+    /// Ends the snapshot after a failure or a stop (its statement already killed): a
+    /// ROLLBACK within [`END_WAIT`], or else the connection is closed. Never fails.
+    pub async fn close(mut self) {
+        if let Some(conn) = self.txn.take() {
+            close(conn).await;
+        }
+    }
+}
+
+/// How long ending a snapshot may take before its connection is closed instead.
+const END_WAIT: Duration = Duration::from_secs(5);
+
+/// Rolls back the transaction on `conn` and returns it to the pool, or closes it.
+async fn close(mut conn: mysql_async::Conn) {
+    match tokio::time::timeout(END_WAIT, conn.query_drop("ROLLBACK")).await {
+        Ok(Ok(())) => {}
+        // Dropped by the timeout mid-statement, or failed: the connection is not reused.
+        _ => {
+            let _ = tokio::time::timeout(END_WAIT, conn.disconnect()).await;
+        }
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if let Some(conn) = self.txn.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(close(conn));
+        }
     }
 }
 
