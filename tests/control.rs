@@ -394,3 +394,120 @@ async fn the_control_database_restarts_under_load_and_the_chain_goes_on() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The erasure's `erasing` record is durable before COMMIT, and its write races the deadline
+/// and the client like every statement before it: held by the control database past the
+/// deadline, it ends the call with DEADLINE_EXCEEDED, and the erasure never commits, even
+/// once the record gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_whose_record_waits_past_its_deadline_commits_nothing() {
+    use std::sync::atomic::Ordering;
+    let cluster = support::cluster();
+    let admin = demo::connect(cluster, "postgres").await.unwrap();
+    for statement in [
+        "DROP DATABASE IF EXISTS control_erase_records WITH (FORCE)",
+        "CREATE DATABASE control_erase_records",
+        "DROP DATABASE IF EXISTS control_erase_data WITH (FORCE)",
+    ] {
+        admin.batch_execute(statement).await.unwrap();
+    }
+    demo::load(cluster, "control_erase_data").await.unwrap();
+    let data = demo::connect(cluster, "control_erase_data").await.unwrap();
+    let proxy = support::HoldProxy::start(cluster.port(), b"INSERT INTO dsr_audit ").await;
+    let url = format!(
+        "host=127.0.0.1 port={} user={} password={} dbname=control_erase_records sslmode=disable",
+        proxy.port,
+        dsr_connector::demo::cluster::SUPERUSER,
+        cluster.password()
+    );
+    let text =
+        format!(
+        "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\nssl_mode = \"disable\"\n\n\
+         [server.audit]\nstore = \"control\"\nreplica = \"replica-erase-hold\"\n",
+        demo::config_toml(cluster, "control_erase_data", "127.0.0.1:0".parse().unwrap()).replace(
+            "identity_kinds = [\"email\", \"customer_id\"]",
+            "identity_kinds = [\"email\", \"customer_id\"]\nerasure = { require_preview = false }",
+        )
+    );
+    let mut config = Config::from_toml_str(&text, |name| match name {
+        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
+        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
+        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
+        "CONTROL_URL" => Some(url.clone()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The server's deadline, far shorter than the client's own timer: the status checked is
+    // the server's, whatever the load.
+    config.server.max_deadline = std::time::Duration::from_secs(3);
+    let server = TestServer::start(config).await;
+    let mut client = server.client().await;
+    let bob = "SELECT count(*) FROM customers WHERE email = 'bob@example.com'";
+    let count = |sql: &'static str| {
+        let data = &data;
+        async move { data.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count(bob).await, 1);
+
+    proxy.hold.send_replace(true);
+    let mut request = tonic::Request::new(dsr_connector::pb::EraseRequest {
+        source: "demo".into(),
+        subject: Some(dsr_connector::pb::Identity {
+            kind: "email".into(),
+            value: "bob@example.com".into(),
+        }),
+        request_id: "erase-held".into(),
+        ..Default::default()
+    });
+    request.set_timeout(std::time::Duration::from_secs(120));
+    let call = tokio::spawn(async move {
+        match client.erase(request).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => panic!("the erasure ended without a status"),
+                        Err(status) => break status,
+                    }
+                }
+            }
+            Err(status) => status,
+        }
+    });
+    // Past the deadline, with the erasing record held: then the records get through (the
+    // call's status waits for its own `failed` record).
+    assert!(
+        support::eventually(100, || async { proxy.held.load(Ordering::SeqCst) > 0 }).await,
+        "the erasing record was never sent"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    proxy.hold.send_replace(false);
+    let refused = call.await.unwrap();
+    assert_eq!(refused.code(), Code::DeadlineExceeded, "{refused:?}");
+    assert_eq!(count(bob).await, 1, "nothing was erased");
+    let records = demo::connect(cluster, "control_erase_records")
+        .await
+        .unwrap();
+    let outcomes: Vec<String> = records
+        .query(
+            "SELECT line FROM dsr_audit WHERE replica = 'replica-erase-hold' ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let line: String = r.get(0);
+            let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+            record["outcome"].as_str().unwrap_or_default().to_owned()
+        })
+        .filter(|o| o == "erasing" || o == "failed" || o == "ok")
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["erasing", "failed"],
+        "the erasure is recorded as not done"
+    );
+    server.stop().await.unwrap();
+}

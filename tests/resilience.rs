@@ -196,59 +196,6 @@ async fn a_frozen_database_ends_calls_at_their_deadline_and_health_still_answers
     server.stop().await.unwrap();
 }
 
-/// A TCP proxy in front of PostgreSQL that holds, while it is told to, every message from
-/// the service that reads `pg_catalog.pg_attribute` (the schema gate's catalog read), and
-/// passes everything else through.
-struct CatalogHold {
-    port: u16,
-    hold: tokio::sync::watch::Sender<bool>,
-    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl CatalogHold {
-    async fn start(target: u16) -> CatalogHold {
-        use std::sync::atomic::Ordering;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (hold, holding) = tokio::sync::watch::channel(false);
-        let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = held.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
-                    continue;
-                };
-                let (mut client_rx, mut client_tx) = client.into_split();
-                let (mut server_rx, mut server_tx) = server.into_split();
-                let (mut holding, counted) = (holding.clone(), counted.clone());
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n) = client_rx.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        let catalog = buf[..n]
-                            .windows(23)
-                            .any(|w| w == b"pg_catalog.pg_attribute");
-                        if catalog && *holding.borrow() {
-                            counted.fetch_add(1, Ordering::SeqCst);
-                            let _ = holding.wait_for(|hold| !hold).await;
-                        }
-                        if server_tx.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
-                });
-            }
-        });
-        CatalogHold { port, hold, held }
-    }
-}
-
 /// The schema gate's catalog read is held (by a proxy between the service and PostgreSQL)
 /// when a source's data map is due for its reload. The caller that reloads waits for it; every
 /// other caller is served the old map meanwhile, rather than queueing behind the reload.
@@ -256,7 +203,7 @@ impl CatalogHold {
 async fn callers_are_served_the_old_data_map_while_one_reload_waits_on_the_catalog() {
     use std::sync::atomic::Ordering;
     let cluster = support::cluster();
-    let proxy = CatalogHold::start(cluster.port()).await;
+    let proxy = support::HoldProxy::start(cluster.port(), b"pg_catalog.pg_attribute").await;
     let text = support::config_text("")
         .replace(
             &format!("port = {}", cluster.port()),

@@ -9,7 +9,7 @@ pub mod otlp;
 mod proxy;
 
 #[allow(unused_imports)]
-pub use proxy::CommitCutter;
+pub use proxy::{CommitCutter, HoldProxy};
 
 use std::net::SocketAddr;
 use std::path::Path;

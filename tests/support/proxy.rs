@@ -1,4 +1,5 @@
-//! A TCP proxy that loses the answer to a COMMIT.
+//! TCP proxies in front of PostgreSQL: one that loses the answer to a COMMIT, one that holds
+//! the messages that hold a pattern.
 
 /// A TCP proxy to PostgreSQL that, once armed, passes one COMMIT on to PostgreSQL
 /// and then cuts the connection before PostgreSQL's answer comes back: a COMMIT whose outcome
@@ -65,5 +66,56 @@ impl CommitCutter {
             }
         });
         CommitCutter { addr, armed, cuts }
+    }
+}
+
+/// A TCP proxy in front of PostgreSQL that holds, while it is told to, every message from
+/// the client that holds `pattern` (`pg_catalog.pg_attribute`: the schema gate's catalog
+/// read), and passes everything else through.
+pub struct HoldProxy {
+    pub port: u16,
+    pub hold: tokio::sync::watch::Sender<bool>,
+    pub held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HoldProxy {
+    pub async fn start(target: u16, pattern: &'static [u8]) -> HoldProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (hold, holding) = tokio::sync::watch::channel(false);
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = held.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let (mut holding, counted) = (holding.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = client_rx.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let matched = buf[..n].windows(pattern.len()).any(|w| w == pattern);
+                        if matched && *holding.borrow() {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            let _ = holding.wait_for(|hold| !hold).await;
+                        }
+                        if server_tx.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+                });
+            }
+        });
+        HoldProxy { port, hold, held }
     }
 }
