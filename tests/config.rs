@@ -137,7 +137,19 @@ fn inline_passwords_are_refused_without_echoing_them() {
 fn bad_values_are_named() {
     for (extra, key) in [
         ("ssl_mode = \"sometimes\"", "ssl_mode"),
-        ("ssl_mode = \"verify-full\"", "sources[0].root_cert"),
+        (
+            "ssl_mode = \"verify-full\"",
+            "sources[0].root_cert: required when ssl_mode is verify-ca or verify-full",
+        ),
+        // A MySQL source is told its own mode names.
+        (
+            "kind = \"mysql\"\nssl_mode = \"verify_ca\"",
+            "sources[0].root_cert: required when ssl_mode is verify_ca or verify_identity",
+        ),
+        (
+            "kind = \"mariadb\"\nssl_mode = \"verify_identity\"",
+            "verify_ca or verify_identity",
+        ),
         ("max_connections = 0", "sources[0].max_connections"),
         ("min_idle = 50", "sources[0].min_idle"),
         ("connect_timeout = \"soon\"", "connect_timeout"),

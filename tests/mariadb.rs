@@ -373,7 +373,8 @@ async fn every_type_decodes_exactly_and_a_zero_date_is_a_rule_violation() {
         Some(Kind::DateValue("2024-02-29".into())),
         Some(ts(946_684_799, 999_999_000)),
         Some(ts(2_147_483_647, 123_456_000)),
-        Some(Kind::StringValue("-838:59:59".into())),
+        // A TIME(3): its three digits, as the server prints it.
+        Some(Kind::StringValue("-838:59:59.000".into())),
         Some(Kind::Int64Value(2155)),
         Some(Kind::StringValue("ab".into())),
         Some(Kind::StringValue("Zoë 🦀 こんにちは".into())),

@@ -313,7 +313,12 @@ impl SourceConfig {
         }
         match (&self.root_cert, self.ssl_mode) {
             (None, SslMode::VerifyCa | SslMode::VerifyFull) => problems.push(format!(
-                "{at}.root_cert: required when ssl_mode is verify-ca or verify-full"
+                "{at}.root_cert: required when ssl_mode is {}",
+                // Each store's own names for the two modes.
+                match self.kind {
+                    DatabaseKind::Mysql => "verify_ca or verify_identity",
+                    DatabaseKind::Postgres => "verify-ca or verify-full",
+                }
             )),
             (Some(path), _) if !path.is_file() => problems.push(format!(
                 "{at}.root_cert: {} is not a readable file",

@@ -131,7 +131,7 @@ fn column((i, info): (usize, &ColumnInfo)) -> Column {
         MyDecoder::Date => ("date", "D"),
         MyDecoder::DateTime => ("timestamp", "D"),
         MyDecoder::Timestamp => ("timestamptz", "D"),
-        MyDecoder::Time => ("time", "D"),
+        MyDecoder::Time { .. } => ("time", "D"),
         MyDecoder::Json => ("json", "U"),
     };
     Column {

@@ -695,7 +695,9 @@ fn map_column(
     }
     if !category_fits_type(&category, &live.typname, &live.category, coercion.is_some()) {
         return Err(format!(
-            "{at}: the type cannot hold values of category '{category}'"
+            "{at}: a {} column cannot hold values of category '{category}': {}",
+            live.pg_type,
+            category_types(&category)
         ));
     }
     // The identity parameter is cast to the column's type without modifiers; for blank-padded
@@ -726,11 +728,29 @@ pub fn category_fits_type(category: &str, typname: &str, typcategory: &str, coer
     match category {
         "contact.email" | "contact.phone" => text_like,
         "network.ip" => text_like || matches!(typname, "inet" | "cidr" | "inet4" | "inet6"),
+        // A YEAR (MySQL) holds a year of birth.
         "birth_date" => {
             text_like
                 || coerced
-                || matches!(typname, "date" | "timestamp" | "timestamptz" | "datetime")
+                || matches!(
+                    typname,
+                    "date" | "timestamp" | "timestamptz" | "datetime" | "year"
+                )
         }
         _ => true,
+    }
+}
+
+/// The column types a category takes, in words, for the message of a column that does not
+/// fit ([`category_fits_type`]).
+fn category_types(category: &str) -> &'static str {
+    match category {
+        "contact.email" | "contact.phone" => "it takes a text column",
+        "network.ip" => "it takes a text or an address column (inet, cidr; MariaDB's inet4, inet6)",
+        "birth_date" => {
+            "it takes a date, timestamp, datetime or year column, a text column, or a coercion \
+             rule that reads a date (coerce = \"date\", \"epoch_seconds\", ...)"
+        }
+        _ => "every type fits it",
     }
 }

@@ -66,7 +66,9 @@ fn type_category(decoder: MyDecoder) -> &'static str {
         | MyDecoder::Bit { .. }
         | MyDecoder::Float
         | MyDecoder::Decimal => "N",
-        MyDecoder::Date | MyDecoder::DateTime | MyDecoder::Timestamp | MyDecoder::Time => "D",
+        MyDecoder::Date | MyDecoder::DateTime | MyDecoder::Timestamp | MyDecoder::Time { .. } => {
+            "D"
+        }
         MyDecoder::Bytes | MyDecoder::Json => "U",
     }
 }

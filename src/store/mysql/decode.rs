@@ -42,8 +42,12 @@ pub enum MyDecoder {
     DateTime,
     /// TIMESTAMP: an instant, which the session's UTC zone delivers as UTC.
     Timestamp,
-    /// TIME: a duration of up to ±838:59:59, as text (`-12:30:00`, `100:00:00.5`).
-    Time,
+    /// TIME: a duration of up to ±838:59:59, as text (`-12:30:00`, `100:00:00.500`).
+    Time {
+        /// The column's fractional digits (`TIME(3)`: 3), which every value shows, as the
+        /// server prints them.
+        digits: u8,
+    },
     /// JSON (MySQL's type, or MariaDB's LONGTEXT constrained by `json_valid`).
     Json,
 }
@@ -92,7 +96,15 @@ impl MyDecoder {
             "date" => MyDecoder::Date,
             "datetime" => MyDecoder::DateTime,
             "timestamp" => MyDecoder::Timestamp,
-            "time" => MyDecoder::Time,
+            "time" => MyDecoder::Time {
+                digits: column_type
+                    .trim_start_matches("time")
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .parse()
+                    .unwrap_or(0)
+                    .min(6),
+            },
             // char, varchar, the texts, enum, set, and MariaDB's uuid, inet4 and inet6, which
             // arrive as their text.
             _ => MyDecoder::Text,
@@ -109,7 +121,7 @@ impl MyDecoder {
                 ValueKind::Decimal
             }
             MyDecoder::Float => ValueKind::Double,
-            MyDecoder::Text | MyDecoder::Time => ValueKind::String,
+            MyDecoder::Text | MyDecoder::Time { .. } => ValueKind::String,
             MyDecoder::Bytes => ValueKind::Bytes,
             MyDecoder::Date => ValueKind::Date,
             MyDecoder::DateTime | MyDecoder::Timestamp => ValueKind::Timestamp,
@@ -156,13 +168,20 @@ impl MyDecoder {
                     nanos: (us * 1000) as i32,
                 })
             }
-            (MyDecoder::Time, My::Time(negative, days, h, i, s, us)) => {
+            (MyDecoder::Time { digits }, My::Time(negative, days, h, i, s, us)) => {
                 let hours = i64::from(days) * 24 + i64::from(h);
                 let sign = if negative { "-" } else { "" };
-                let fraction = if us == 0 {
+                // The column's digits; all six for a fraction a column without them cannot
+                // hold (never sent by a server).
+                let digits = match (*digits, us) {
+                    (0, 0) => 0,
+                    (0, _) => 6,
+                    (digits, _) => usize::from(digits),
+                };
+                let fraction = if digits == 0 {
                     String::new()
                 } else {
-                    format!(".{us:06}")
+                    format!(".{}", &format!("{us:06}")[..digits])
                 };
                 Kind::StringValue(format!("{sign}{hours:02}:{i:02}:{s:02}{fraction}"))
             }
@@ -243,8 +262,19 @@ mod tests {
             })
         );
         assert_eq!(
-            kind(MyDecoder::Time, My::Time(true, 1, 2, 3, 4, 0)),
+            kind(MyDecoder::Time { digits: 0 }, My::Time(true, 1, 2, 3, 4, 0)),
             Kind::StringValue("-26:03:04".into())
+        );
+        // TIME(3) shows three digits, as the server prints it, zeros included.
+        let time3 = MyDecoder::for_column("time", "time(3)", false);
+        assert_eq!(time3, MyDecoder::Time { digits: 3 });
+        assert_eq!(
+            kind(time3, My::Time(false, 0, 12, 30, 0, 500_000)),
+            Kind::StringValue("12:30:00.500".into())
+        );
+        assert_eq!(
+            kind(time3, My::Time(false, 0, 12, 30, 0, 0)),
+            Kind::StringValue("12:30:00.000".into())
         );
         assert_eq!(
             MyDecoder::Date.decode(My::Date(0, 0, 0, 0, 0, 0, 0)),
