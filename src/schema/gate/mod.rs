@@ -754,3 +754,23 @@ fn category_types(category: &str) -> &'static str {
         _ => "every type fits it",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_category_names_the_types_that_hold_it() {
+        // A year of birth (MySQL's YEAR) is a birth date; an integer is not.
+        assert!(category_fits_type("birth_date", "year", "N", false));
+        assert!(!category_fits_type("birth_date", "int", "N", false));
+        assert!(
+            category_fits_type("birth_date", "int", "N", true),
+            "coerced"
+        );
+        assert!(!category_fits_type("contact.email", "bigint", "N", false));
+        assert!(category_fits_type("network.ip", "inet6", "U", false));
+        assert!(category_types("birth_date").contains("year column"));
+        assert!(category_types("network.ip").contains("inet4"));
+    }
+}
