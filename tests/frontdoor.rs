@@ -384,7 +384,9 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         "a preview and an erasure (the second preview's output is the digest):\n{erased}"
     );
     assert!(erased.contains("\"committedAt\""), "{erased}");
-    assert!(said.contains("Erased (erasure "), "{said}");
+    // The erase command's result is on stdout, as extract's is.
+    assert!(erased.contains("Erased (erasure "), "{erased}\n{said}");
+    assert!(!said.contains("Erased (erasure "), "{said}");
     assert!(!erased.contains("bob@example.com") && !said.contains("carol@example.org"));
     let bob = shell(&format!(
         "grpcurl -plaintext -max-time 30 -d '{{\"source\": \"demo\", \"subject\": \

@@ -49,20 +49,20 @@ pub async fn run(args: EraseArgs) -> anyhow::Result<pb::ErasureReceipt> {
         preview_digest: String::new(),
     };
     let preview = call(&mut client, &request, &request_id, token.as_deref(), &args).await?;
-    eprintln!("Preview of erasure {}:", preview.erasure_id);
+    println!("Preview of erasure {}:", preview.erasure_id);
     show(&preview);
     if args.preview {
         return Ok(preview);
     }
     if preview.rows_deleted + preview.rows_masked == 0 {
-        eprintln!("Nothing to erase: no row of this subject is left to delete or mask.");
+        println!("Nothing to erase: no row of this subject is left to delete or mask.");
         if !preview.earlier_erasure_id.is_empty() {
             let at = preview
                 .earlier_recorded_at
                 .as_ref()
                 .map(|t| t.to_string())
                 .unwrap_or_default();
-            eprintln!(
+            println!(
                 "Erased before by erasure {} (request id {}) at {at}.",
                 preview.earlier_erasure_id,
                 if preview.earlier_request_id.is_empty() {
@@ -92,7 +92,7 @@ pub async fn run(args: EraseArgs) -> anyhow::Result<pb::ErasureReceipt> {
     request.dry_run = false;
     request.preview_digest = preview.preview_digest.clone();
     let receipt = call(&mut client, &request, &request_id, token.as_deref(), &args).await?;
-    eprintln!("Erased (erasure {}):", receipt.erasure_id);
+    println!("Erased (erasure {}):", receipt.erasure_id);
     show(&receipt);
     Ok(receipt)
 }
@@ -137,7 +137,8 @@ async fn call(
     }
 }
 
-/// Prints a receipt for a person: a line per table, then the totals.
+/// Prints a receipt for a person, on stdout (the command's result; prompts and errors go to
+/// stderr): a line per table, then the totals.
 fn show(receipt: &pb::ErasureReceipt) {
     for table in &receipt.tables {
         let action = match pb::ErasureAction::try_from(table.action) {
@@ -153,12 +154,12 @@ fn show(receipt: &pb::ErasureReceipt) {
         } else {
             String::new()
         };
-        eprintln!(
+        println!(
             "  {:<24} {action:<6} {} row(s){detail}",
             table.table, table.rows
         );
     }
-    eprintln!(
+    println!(
         "  {} deleted, {} masked, {} retained{}",
         receipt.rows_deleted,
         receipt.rows_masked,
