@@ -56,6 +56,13 @@ async fn grpcurl_lists_and_describes_the_service_through_reflection() {
         "{list}"
     );
     assert!(list.lines().any(|l| l == "grpc.health.v1.Health"), "{list}");
+    // Both reflections are served, and listed.
+    for reflection in [
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(list.lines().any(|l| l == reflection), "{list}");
+    }
 
     let describe = stdout(
         &grpcurl(args(
