@@ -511,3 +511,133 @@ async fn an_erasure_whose_record_waits_past_its_deadline_commits_nothing() {
     );
     server.stop().await.unwrap();
 }
+
+/// More dead letters than the queue holds, from calls whose letters the control database is
+/// slow to take (a proxy holds them): a letter the queue cannot take fails its call with
+/// DEAD_LETTERS_UNAVAILABLE and no manifest, and every call that answers with a manifest has
+/// every one of its letters in the database. None is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_dead_letters_against_a_slow_queue_loses_none() {
+    use std::sync::atomic::Ordering;
+    // Calls at once, each holding up to 257 letters in flight: more than the queue's 4,096.
+    const CALLS: usize = 40;
+    const BAD_ROWS: i64 = 300;
+    let cluster = support::cluster();
+    let admin = demo::connect(cluster, "postgres").await.unwrap();
+    for statement in [
+        "DROP DATABASE IF EXISTS control_flood_records WITH (FORCE)",
+        "CREATE DATABASE control_flood_records",
+        "DROP DATABASE IF EXISTS control_flood_data WITH (FORCE)",
+    ] {
+        admin.batch_execute(statement).await.unwrap();
+    }
+    demo::load(cluster, "control_flood_data").await.unwrap();
+    // Alice gets 300 more legacy rows, each with an impossible date: 300 rejected rows, 300
+    // letters, per call.
+    demo::connect(cluster, "control_flood_data")
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "INSERT INTO legacy_accounts (id, email, signup_date, legacy_ref) \
+             SELECT 100000 + i, 'alice@example.com', '31/02/2010', md5(i::text)::uuid FROM generate_series(1, {BAD_ROWS}) AS i"
+        ))
+        .await
+        .unwrap();
+    let proxy = support::HoldProxy::start(cluster.port(), b"INSERT INTO dsr_dead_letters").await;
+    let url = format!(
+        "host=127.0.0.1 port={} user={} password={} dbname=control_flood_records sslmode=disable",
+        proxy.port,
+        dsr_connector::demo::cluster::SUPERUSER,
+        cluster.password()
+    );
+    let text = format!(
+        "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\nssl_mode = \"disable\"\n\n\
+         [server.dead_letters]\nstore = \"control\"\n",
+        demo::config_toml(
+            cluster,
+            "control_flood_data",
+            "127.0.0.1:0".parse().unwrap()
+        )
+        .replace(
+            "max_connections = 10",
+            "max_connections = 40\nmax_per_caller = 40"
+        )
+    );
+    let config = Config::from_toml_str(&text, |name| match name {
+        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
+        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
+        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
+        "CONTROL_URL" => Some(url.clone()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let server = TestServer::start(config).await;
+    // The control database answers the first letters; then it holds them.
+    let warm = extract(
+        &mut server.client().await,
+        request("email", "carol@example.org"),
+    )
+    .await;
+    assert_eq!(warm.code(), Code::Ok, "{}", warm.message());
+    proxy.hold.send_replace(true);
+
+    let mut calls = Vec::new();
+    for n in 0..CALLS {
+        let mut client = server.client().await;
+        calls.push(tokio::spawn(async move {
+            let mut req = request("email", "alice@example.com");
+            req.request_id = format!("flood-{n}");
+            req.tables = vec!["legacy_accounts".into()];
+            extract(&mut client, req).await
+        }));
+    }
+    // Every call is writing letters or has failed; then the database takes them.
+    let letters_sent = || proxy.held.load(Ordering::SeqCst);
+    assert!(
+        support::eventually(100, || async { letters_sent() > 0 }).await,
+        "no letter reached the control database"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    proxy.hold.send_replace(false);
+    let mut answered = Vec::new();
+    let mut unavailable = 0;
+    for call in calls {
+        let x = call.await.unwrap();
+        match x.code() {
+            Code::Ok => {
+                assert!(x.manifest.is_some());
+                assert_eq!(x.rows("legacy_accounts").len(), 3, "alice's good rows");
+                answered.push(x.manifest.unwrap().extraction_id);
+            }
+            Code::Unavailable => {
+                assert!(x.manifest.is_none(), "no manifest without its letters");
+                assert!(
+                    x.message().contains("records wait for the writer already"),
+                    "{}",
+                    x.message()
+                );
+                unavailable += 1;
+            }
+            other => panic!("{other:?}: {}", x.message()),
+        }
+    }
+    assert!(
+        unavailable > 0,
+        "{CALLS} calls of {BAD_ROWS} letters each filled the queue: some had to fail"
+    );
+    let records = demo::connect(cluster, "control_flood_records")
+        .await
+        .unwrap();
+    for id in &answered {
+        let letters: i64 = records
+            .query_one(
+                "SELECT count(*) FROM dsr_dead_letters WHERE letter::jsonb->>'extraction_id' = $1",
+                &[id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(letters, BAD_ROWS + 1, "every letter of an answered call");
+    }
+    server.stop().await.unwrap();
+}

@@ -325,13 +325,16 @@ impl Recorder {
         self.records.failed(metrics, entry, failure).await;
     }
 
-    /// Queues a dead letter, and counts it by category; what says when it is durable.
+    /// Queues a dead letter, and counts it by category; what says when it is durable, or
+    /// DEAD_LETTERS_UNAVAILABLE when the queue cannot take it.
     pub(crate) fn dead_letter(
         &self,
         metrics: &Metrics,
         letter: DeadLetter,
-    ) -> Option<crate::records::appender::Pending> {
-        self.records.dead_letter(metrics, letter)
+    ) -> Result<Option<crate::records::appender::Pending>, ExtractError> {
+        self.records
+            .dead_letter(metrics, letter)
+            .map_err(ExtractError::DeadLettersUnavailable)
     }
 
     /// Waits for a queued dead letter; its error when it could not be made durable.

@@ -286,6 +286,8 @@ pub struct FileSink {
 impl FileSink {
     /// Opens `path` for appending after its first `len` bytes (anything past them, such as a
     /// line torn by a crash, is cut off). With `head`, each batch also replaces that file.
+    /// The directory is fsynced too: a file made here keeps its name after a power loss, as
+    /// its fsynced records do.
     pub fn open(path: &Path, len: u64, head: Option<PathBuf>) -> std::io::Result<FileSink> {
         let file = OpenOptions::new()
             .create(true)
@@ -294,6 +296,7 @@ impl FileSink {
             .open(path)?;
         file.set_len(len)?;
         file.sync_all()?;
+        File::open(directory_of(path))?.sync_all()?;
         Ok(FileSink {
             file,
             path: path.to_owned(),
@@ -343,14 +346,19 @@ impl Sink for FileSink {
     }
 }
 
+/// The directory that holds `path` (`.` for a bare file name).
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
 /// Replaces a head file atomically: a new temporary file beside it, fsynced, persisted over
 /// the old one (a rename), and then the directory fsynced, so that the rename itself survives
 /// a crash. A crash before the rename leaves the old head and no stray file behind.
 fn write_head(path: &Path, seq: u64, hash: &str) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
+    let dir = directory_of(path);
     let mut file = tempfile::Builder::new().prefix(".head-").tempfile_in(dir)?;
     file.write_all(
         serde_json::json!({ "seq": seq, "hash": hash })

@@ -117,7 +117,7 @@ impl Records {
     pub async fn failed(&self, metrics: &Metrics, entry: Entry, failure: Failure) {
         if let Some(category) = failure.dead_letter
             && !entry.dry_run
-            && let Some(pending) = self.dead_letter(
+            && let Ok(Some(pending)) = self.dead_letter(
                 metrics,
                 DeadLetter {
                     category: category.into(),
@@ -149,21 +149,25 @@ impl Records {
 
     /// Queues a dead letter, counts it by category, and returns what says when it is durable
     /// (None without a queue). The caller waits for it before it answers
-    /// ([`Records::letter_heard`]).
-    pub fn dead_letter(&self, metrics: &Metrics, letter: DeadLetter) -> Option<Pending> {
+    /// ([`Records::letter_heard`]). A letter the queue cannot take (full: the writer is
+    /// behind) is an error, never dropped: the call it belongs to must not answer as if
+    /// nothing had been left out.
+    pub fn dead_letter(
+        &self,
+        metrics: &Metrics,
+        letter: DeadLetter,
+    ) -> Result<Option<Pending>, String> {
         metrics
             .dead_letters
             .get_or_create(&vec![("category".to_owned(), letter.category.clone())])
             .inc();
-        let queue = self.dead_letters.as_ref()?;
-        match queue.append_pending(letter) {
-            Ok(pending) => Some(pending),
-            Err(error) => {
-                metrics.dead_letter_failures.inc();
-                tracing::error!(%error, "a dead letter could not be queued");
-                None
-            }
-        }
+        let Some(queue) = self.dead_letters.as_ref() else {
+            return Ok(None);
+        };
+        queue.append_pending(letter).map(Some).inspect_err(|error| {
+            metrics.dead_letter_failures.inc();
+            tracing::error!(%error, "a dead letter could not be queued");
+        })
     }
 
     /// Waits for a queued dead letter. A letter that could not be made durable is counted

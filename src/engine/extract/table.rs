@@ -286,6 +286,7 @@ impl Job {
         match self.reading.coercion_policy {
             CoercionPolicy::Fail => Err(ExtractError::Coercion(Box::new(violation))),
             CoercionPolicy::RejectRow => {
+                // The letter is queued, or the call fails: a row is never left out unrecorded.
                 if !self.params.dry_run
                     && let Some(pending) = self.call.records.dead_letter(
                         &self.metrics,
@@ -307,7 +308,7 @@ impl Job {
                             subject_id: self.call.entry.subject_id.clone(),
                             ..Default::default()
                         },
-                    )
+                    )?
                 {
                     self.call
                         .letters
