@@ -1098,6 +1098,30 @@ async fn a_repeat_on_another_replica_points_to_the_first_erasure_in_the_control_
     assert_eq!(again.earlier_erasure_id, first.erasure_id, "{again:?}");
     assert_eq!(again.earlier_request_id, "dsr-erase-1");
     assert!(again.earlier_recorded_at.is_some());
+
+    // Lookups share one kept connection: ten more open no new session with the control
+    // database (each opened one, and ran the schema's DDL, before).
+    let sessions = || async {
+        records
+            .query_one(
+                "SELECT sessions FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let before = sessions().await;
+    for _ in 0..10 {
+        let (_, again) = erase(&mut on_b, erase_request(ALICE, true, ""))
+            .await
+            .unwrap();
+        assert_eq!(again.earlier_erasure_id, first.erasure_id);
+    }
+    // Statistics reach the view within PostgreSQL's reporting delay (about a second).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let opened = sessions().await - before;
+    assert!(opened <= 1, "{opened} control sessions for ten lookups");
     a.stop().await.unwrap();
     b.stop().await.unwrap();
     drop(db);

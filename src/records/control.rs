@@ -78,6 +78,14 @@ impl Control {
 
     /// Connects, drives the connection on the current runtime, and creates the tables.
     pub async fn connect(&self) -> Result<Client, String> {
+        let client = self.connect_only().await?;
+        client.batch_execute(SCHEMA_SQL).await.map_err(describe)?;
+        Ok(client)
+    }
+
+    /// Connects and drives the connection on the current runtime, for a reader of tables a
+    /// store opened (and so made) before.
+    pub async fn connect_only(&self) -> Result<Client, String> {
         let mut config: tokio_postgres::Config = self
             .url
             .expose_secret()
@@ -97,7 +105,6 @@ impl Control {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        client.batch_execute(SCHEMA_SQL).await.map_err(describe)?;
         Ok(client)
     }
 }

@@ -13,9 +13,14 @@ use crate::records::control::Control;
 #[derive(Clone, Debug)]
 pub(super) enum Store {
     File(PathBuf),
-    /// Every replica's chain in the control database.
-    Control(Control),
+    /// Every replica's chain in the control database, read on one connection kept for it
+    /// (the store made the tables when it opened).
+    Control(Control, Reader),
 }
+
+/// The control database connection of the lookups, opened at the first and kept; opened
+/// again after the database closed it.
+pub(super) type Reader = std::sync::Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>;
 
 /// An earlier erasure of the subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,19 +72,33 @@ impl AuditLog {
                 .await
                 .map_err(|e| e.to_string())?
             }
-            Store::Control(control) => {
-                let client = control.connect().await?;
-                let rows = client
-                    .query(
-                        "SELECT recent.line FROM dsr_audit_head h \
-                         CROSS JOIN LATERAL (SELECT a.line FROM dsr_audit a \
-                           WHERE a.replica = h.replica ORDER BY a.seq DESC LIMIT $2) recent \
-                         WHERE strpos(recent.line, $1) > 0 \
-                           AND strpos(recent.line, '\"rpc\":\"Erase\"') > 0",
-                        &[&subject_id, &CONTROL_TAIL_RECORDS],
-                    )
-                    .await
-                    .map_err(crate::records::control::describe)?;
+            Store::Control(control, reader) => {
+                let mut reader = reader.lock().await;
+                // A kept connection the database (or a proxy) closed while it was idle fails
+                // its first query: opened again, and asked once more.
+                let mut tries = 0;
+                let rows = loop {
+                    tries += 1;
+                    if reader.as_ref().is_none_or(|c| c.is_closed()) {
+                        *reader = Some(control.connect_only().await?);
+                    }
+                    let client = reader.as_ref().expect("connected above");
+                    match client
+                        .query(
+                            "SELECT recent.line FROM dsr_audit_head h \
+                             CROSS JOIN LATERAL (SELECT a.line FROM dsr_audit a \
+                               WHERE a.replica = h.replica ORDER BY a.seq DESC LIMIT $2) recent \
+                             WHERE strpos(recent.line, $1) > 0 \
+                               AND strpos(recent.line, '\"rpc\":\"Erase\"') > 0",
+                            &[&subject_id, &CONTROL_TAIL_RECORDS],
+                        )
+                        .await
+                    {
+                        Ok(rows) => break rows,
+                        Err(e) if e.as_db_error().is_none() && tries < 2 => *reader = None,
+                        Err(e) => return Err(crate::records::control::describe(e)),
+                    }
+                };
                 Ok(rows
                     .iter()
                     .filter_map(|r| {

@@ -286,7 +286,7 @@ impl AuditLog {
             path: format!("control database, replica {replica}"),
             reason,
         };
-        let store = earlier::Store::Control(control.clone());
+        let store = earlier::Store::Control(control.clone(), Default::default());
         let (control, key, replica) = (control.clone(), key.to_vec(), replica.to_owned());
         let (tx, rx) = tokio::sync::oneshot::channel();
         // The sink owns a runtime of its own, so it is built on a thread outside any runtime.
