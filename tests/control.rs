@@ -641,3 +641,56 @@ async fn a_flood_of_dead_letters_against_a_slow_queue_loses_none() {
     }
     server.stop().await.unwrap();
 }
+
+/// The control connection dropped while idle (its backend terminated, as a proxy or a
+/// failover would), unnoticed until it is used: the next call's record is written on a new
+/// connection, and the caller sees no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_connection_dropped_while_idle_recovers_on_the_next_call() {
+    let cluster = support::cluster();
+    let admin = demo::connect(cluster, "postgres").await.unwrap();
+    for statement in [
+        "DROP DATABASE IF EXISTS control_idle WITH (FORCE)",
+        "CREATE DATABASE control_idle",
+    ] {
+        admin.batch_execute(statement).await.unwrap();
+    }
+    let config = control_config(
+        &cluster.connection_string("control_idle"),
+        "replica-idle",
+        "",
+        true,
+    );
+    let server = TestServer::start(config).await;
+    let mut client = server.client().await;
+    let x = extract(&mut client, request("email", "alice@example.com")).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    for _ in 0..3 {
+        let ended: i64 = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = 'control_idle'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ended >= 1, "the control connections were terminated");
+        let x = extract(&mut client, request("email", "alice@example.com")).await;
+        assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    }
+    server.stop().await.unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
+        .args(["audit", "verify", "--control-url-env", "CONTROL_URL"])
+        .args(["--replica", "replica-idle"])
+        .env("CONTROL_URL", cluster.connection_string("control_idle"))
+        .env("DSR_AUDIT_KEY", demo::audit_key(SUBJECT_KEY))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -109,6 +109,57 @@ impl Control {
     }
 }
 
+/// Whether the server ended the connection: an operator's or a shutdown's termination
+/// (class 57P, sent as the connection closes) or a connection exception (class 08).
+fn connection_ended(error: &tokio_postgres::Error) -> bool {
+    error
+        .code()
+        .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
+}
+
+/// Writes one batch in one transaction; `commit_sent` says whether its COMMIT went out.
+async fn write_batch(
+    client: &mut Client,
+    table: &Table,
+    batch: &[Line],
+    commit_sent: &mut bool,
+) -> Result<(), tokio_postgres::Error> {
+    let txn = client.transaction().await?;
+    let texts: Vec<&str> = batch.iter().map(|l| l.text.as_str()).collect();
+    match table {
+        Table::Audit { replica } => {
+            let seqs: Vec<i64> = batch
+                .iter()
+                .map(|l| l.chain.as_ref().map(|(s, _)| *s as i64).unwrap_or(0))
+                .collect();
+            txn.execute(
+                "INSERT INTO dsr_audit (replica, seq, line) \
+                 SELECT $1, s, l FROM unnest($2::bigint[], $3::text[]) AS u(s, l)",
+                &[replica, &seqs, &texts],
+            )
+            .await?;
+            if let Some((seq, hash)) = batch.last().and_then(|l| l.chain.as_ref()) {
+                txn.execute(
+                    "INSERT INTO dsr_audit_head (replica, seq, hash) VALUES ($1, $2, $3) \
+                     ON CONFLICT (replica) DO UPDATE SET seq = $2, hash = $3",
+                    &[replica, &(*seq as i64), hash],
+                )
+                .await?;
+            }
+        }
+        Table::DeadLetters => {
+            txn.execute(
+                "INSERT INTO dsr_dead_letters (letter) \
+                 SELECT l::jsonb FROM unnest($1::text[]) AS u(l)",
+                &[&texts],
+            )
+            .await?;
+        }
+    }
+    *commit_sent = true;
+    txn.commit().await
+}
+
 /// Which table a [`ControlSink`] writes.
 #[derive(Debug, Clone)]
 pub enum Table {
@@ -151,53 +202,45 @@ impl ControlSink {
 
 impl Sink for ControlSink {
     fn write(&mut self, batch: &[Line]) -> std::io::Result<()> {
-        // A connection the database closed (a restart, a failover) is opened again; if that
-        // fails, this batch fails and the next one tries again.
-        if self.client.is_closed() {
-            self.client = self
-                .runtime
-                .block_on(self.control.connect())
-                .map_err(std::io::Error::other)?;
-        }
-        let client = &mut self.client;
-        let table = &self.table;
-        self.runtime
-            .block_on(async move {
-                let txn = client.transaction().await?;
-                let texts: Vec<&str> = batch.iter().map(|l| l.text.as_str()).collect();
-                match table {
-                    Table::Audit { replica } => {
-                        let seqs: Vec<i64> = batch
-                            .iter()
-                            .map(|l| l.chain.as_ref().map(|(s, _)| *s as i64).unwrap_or(0))
-                            .collect();
-                        txn.execute(
-                            "INSERT INTO dsr_audit (replica, seq, line) \
-                             SELECT $1, s, l FROM unnest($2::bigint[], $3::text[]) AS u(s, l)",
-                            &[replica, &seqs, &texts],
-                        )
-                        .await?;
-                        if let Some((seq, hash)) = batch.last().and_then(|l| l.chain.as_ref()) {
-                            txn.execute(
-                                "INSERT INTO dsr_audit_head (replica, seq, hash) VALUES ($1, $2, $3) \
-                                 ON CONFLICT (replica) DO UPDATE SET seq = $2, hash = $3",
-                                &[replica, &(*seq as i64), hash],
-                            )
-                            .await?;
-                        }
-                    }
-                    Table::DeadLetters => {
-                        txn.execute(
-                            "INSERT INTO dsr_dead_letters (letter) \
-                             SELECT l::jsonb FROM unnest($1::text[]) AS u(l)",
-                            &[&texts],
-                        )
-                        .await?;
-                    }
+        let mut reopened = false;
+        loop {
+            // A connection the database closed (a restart, a failover) is opened again; if
+            // that fails, this batch fails and the next one tries again.
+            if self.client.is_closed() {
+                self.client = self
+                    .runtime
+                    .block_on(self.control.connect())
+                    .map_err(std::io::Error::other)?;
+            }
+            let mut commit_sent = false;
+            let written = self.runtime.block_on(write_batch(
+                &mut self.client,
+                &self.table,
+                batch,
+                &mut commit_sent,
+            ));
+            match written {
+                Ok(()) => return Ok(()),
+                // Lost before its COMMIT was sent, nothing of the batch is committed: a
+                // connection dropped while idle (by a proxy, or the database) reads as open
+                // until it is used, since this runtime runs only during a write. Once more,
+                // on a new connection. (A lost COMMIT is the appender's to settle.)
+                Err(e)
+                    if !commit_sent
+                        && !reopened
+                        && (e.as_db_error().is_none() || connection_ended(&e)) =>
+                {
+                    reopened = true;
+                    self.client = self
+                        .runtime
+                        .block_on(self.control.connect())
+                        .map_err(std::io::Error::other)?;
                 }
-                txn.commit().await
-            })
-            .map_err(|e| std::io::Error::other(crate::store::postgres::describe(&e)))
+                Err(e) => {
+                    return Err(std::io::Error::other(crate::store::postgres::describe(&e)));
+                }
+            }
+        }
     }
 
     fn name(&self) -> String {
