@@ -45,6 +45,24 @@ fn control_config(url: &str, replica: &str, control: &str, dead_letters: bool) -
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `dsr-connector audit verify`, the real binary, of `replica`'s chain in the control
+/// database at `url`: it must verify.
+fn verify_chain(url: &str, replica: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
+        .args(["audit", "verify", "--control-url-env", "CONTROL_URL"])
+        .args(["--replica", replica])
+        .env("CONTROL_URL", url)
+        .env("DSR_AUDIT_KEY", demo::audit_key(SUBJECT_KEY))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn cli(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
         .args(args)
@@ -309,18 +327,9 @@ async fn a_commit_whose_answer_was_lost_does_not_stop_the_audit_chain() {
         assert_eq!(x.code(), Code::Ok, "{}", x.message());
     }
     server.stop().await.unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
-        .args(["audit", "verify", "--control-url-env", "CONTROL_URL"])
-        .args(["--replica", "replica-commit"])
-        .env("CONTROL_URL", cluster.connection_string("control_commit"))
-        .env("DSR_AUDIT_KEY", demo::audit_key(SUBJECT_KEY))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    verify_chain(
+        &cluster.connection_string("control_commit"),
+        "replica-commit",
     );
 }
 
@@ -380,19 +389,7 @@ async fn the_control_database_restarts_under_load_and_the_chain_goes_on() {
     println!("under load: {ok} calls recorded, {failed} refused while the database was down");
     assert!(ok > 0);
     server.stop().await.unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
-        .args(["audit", "verify", "--control-url-env", "CONTROL_URL"])
-        .args(["--replica", "replica-restart"])
-        .env("CONTROL_URL", &url)
-        .env("DSR_AUDIT_KEY", demo::audit_key(SUBJECT_KEY))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    verify_chain(&url, "replica-restart");
 }
 
 /// The erasure's `erasing` record is durable before COMMIT, and its write races the deadline
@@ -680,17 +677,5 @@ async fn a_control_connection_dropped_while_idle_recovers_on_the_next_call() {
         assert_eq!(x.code(), Code::Ok, "{}", x.message());
     }
     server.stop().await.unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
-        .args(["audit", "verify", "--control-url-env", "CONTROL_URL"])
-        .args(["--replica", "replica-idle"])
-        .env("CONTROL_URL", cluster.connection_string("control_idle"))
-        .env("DSR_AUDIT_KEY", demo::audit_key(SUBJECT_KEY))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    verify_chain(&cluster.connection_string("control_idle"), "replica-idle");
 }

@@ -11,8 +11,8 @@
 
 use tracing::Instrument;
 
+use super::ids::{Captured, captured};
 use super::policy::{ForeignKey, Step};
-use super::run::{Captured, captured};
 use super::{ErasureRefusal, Run};
 use crate::config::erasure::EraseAction;
 use crate::engine::ExtractError;

@@ -13,8 +13,8 @@
 
 use tokio_postgres::types::ToSql;
 
+use super::ids::{Captured, captured, in_ids};
 use super::policy::{ForeignKey, Step};
-use super::run::{Captured, captured, in_ids};
 use super::{ErasureRefusal, Run};
 use crate::config::erasure::EraseAction;
 use crate::engine::ExtractError;

@@ -10,8 +10,8 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 
+use super::ids::{Captured, IDS, captured, masked};
 use super::policy::Step;
-use super::run::{Captured, IDS, captured, masked};
 use super::{ErasureRefusal, Run};
 use crate::classify::{JsonMasker, Matrix, Replacement, ScanLimits, ScanViolation};
 use crate::config::erasure::MaskMethod;

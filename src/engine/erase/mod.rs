@@ -14,6 +14,7 @@
 
 mod direct;
 mod guards;
+mod ids;
 mod json;
 mod policy;
 mod receipt;

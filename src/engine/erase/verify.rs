@@ -4,8 +4,8 @@
 use tokio_postgres::types::{ToSql, Type};
 
 use super::direct::DeleteCheck;
+use super::ids::{Captured, captured, in_ids, masked};
 use super::policy::Step;
-use super::run::{Captured, captured, in_ids, masked};
 use super::{ErasureRefusal, Run};
 use crate::config::erasure::{EraseAction, MaskMethod};
 use crate::engine::ExtractError;
