@@ -559,13 +559,14 @@ impl Run<'_> {
             // Never direct (`direct.rs`): the pages are read by captured ids.
             return self.mask_json_pages(txn, i, step, sets, &refs).await;
         }
-        // The new ids unsorted: only the JSON pages read them in order.
+        // The new ids unsorted (only the JSON pages read them in order), of the one relation
+        // a masked table's rows live in (masking is refused where they span several).
         let sql = format!(
-            "WITH changed AS (UPDATE {quoted} AS t0 SET {} WHERE {rows} \
-             RETURNING t0.tableoid AS rel, t0.ctid AS tid) \
-             INSERT INTO {IDS} SELECT {i}, true, rel, array_agg(tid) FROM changed \
-             GROUP BY rel RETURNING rel, cardinality(tids)::bigint",
+            "WITH changed AS (UPDATE {quoted} AS t0 SET {} WHERE {rows} RETURNING t0.ctid) \
+             INSERT INTO {IDS} SELECT {i}, true, '{}'::regclass::oid, array_agg(ctid) \
+             FROM changed HAVING count(*) > 0 RETURNING rel, cardinality(tids)::bigint",
             sets.join(", "),
+            quoted.replace('\'', "''"),
         );
         let rows = txn
             .query(&sql, &refs)
