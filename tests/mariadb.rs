@@ -563,3 +563,33 @@ async fn a_snapshot_ends_its_transaction_on_every_path() {
     watch.disconnect().await;
     pool.disconnect().await;
 }
+
+/// The statement run as a snapshot begins (`first`: the counts) failing is the snapshot's
+/// error, named, not the next statement's: MariaDB reports it on the connection's next
+/// command, which would take it for its own.
+#[tokio::test]
+async fn a_first_statement_that_fails_is_the_snapshots_error() {
+    // Not `ended`, whose open transactions another test counts.
+    let pool = MySqlPool::new(&settings(mariadb(), "types"));
+    let failed = pool
+        .snapshot_with(None, Some("SELECT COUNT(*) FROM no_such_table"))
+        .await;
+    match failed {
+        Err(DbError::Query { message, .. }) => {
+            assert!(message.contains("1146"), "{message}")
+        }
+        Err(other) => panic!("the missing table's error: {other:?}"),
+        Ok(_) => panic!("a snapshot whose first statement failed"),
+    }
+    // The pool's connections serve the next snapshot, with no error left over.
+    let mut snapshot = pool.snapshot(None).await.unwrap();
+    assert_eq!(
+        snapshot
+            .count("SELECT COUNT(*) FROM customers WHERE email = ?", ALICE)
+            .await
+            .unwrap(),
+        1
+    );
+    snapshot.finish().await.unwrap();
+    pool.disconnect().await;
+}

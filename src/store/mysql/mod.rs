@@ -384,6 +384,15 @@ impl MySqlPool {
             Ok::<_, mysql_async::Error>(sets)
         }
         .await;
+        let read = match read {
+            // `first` gave no row: a statement that failed after the others is not reported
+            // by the multi-statement's results but by the connection's next command, which
+            // would take it for its own. Asked for here, so that it is this call's error.
+            Ok(sets) if first.is_some() && sets.len() < 2 => {
+                txn.query_drop("DO 1").await.map(|()| sets)
+            }
+            read => read,
+        };
         let sets = match read {
             Ok(sets) => sets,
             // The transaction may have begun (`first` failed after it): ended here.
