@@ -34,8 +34,13 @@ fn control_config(url: &str, replica: &str, control: &str, dead_letters: bool) -
             ""
         }
     );
+    control_env(&text, url)
+}
+
+/// Config text with this cluster's password, the test keys and `url` as `CONTROL_URL`.
+fn control_env(text: &str, url: &str) -> Config {
     let cluster = support::cluster();
-    Config::from_toml_str(&text, |name| match name {
+    Config::from_toml_str(text, |name| match name {
         demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
         "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
         "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
@@ -43,6 +48,16 @@ fn control_config(url: &str, replica: &str, control: &str, dead_letters: bool) -
         _ => None,
     })
     .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A connection string to database `dbname` of this cluster through a proxy on `port`.
+fn url_via(port: u16, dbname: &str) -> String {
+    let cluster = support::cluster();
+    format!(
+        "host=127.0.0.1 port={port} user={} password={} dbname={dbname} sslmode=disable",
+        dsr_connector::demo::cluster::SUPERUSER,
+        cluster.password()
+    )
 }
 
 /// `dsr-connector audit verify`, the real binary, of `replica`'s chain in the control
@@ -296,12 +311,7 @@ async fn a_commit_whose_answer_was_lost_does_not_stop_the_audit_chain() {
     }
     let cluster = support::cluster();
     let cutter = support::CommitCutter::start(cluster.port()).await;
-    let url = format!(
-        "host=127.0.0.1 port={} user={} password={} dbname=control_commit sslmode=disable",
-        cutter.addr.port(),
-        dsr_connector::demo::cluster::SUPERUSER,
-        cluster.password()
-    );
+    let url = url_via(cutter.addr.port(), "control_commit");
     let config = control_config(&url, "replica-commit", "ssl_mode = \"disable\"", false);
     let server = TestServer::start(config).await;
     let mut client = server.client().await;
@@ -411,12 +421,7 @@ async fn an_erasure_whose_record_waits_past_its_deadline_commits_nothing() {
     demo::load(cluster, "control_erase_data").await.unwrap();
     let data = demo::connect(cluster, "control_erase_data").await.unwrap();
     let proxy = support::HoldProxy::start(cluster.port(), b"INSERT INTO dsr_audit ").await;
-    let url = format!(
-        "host=127.0.0.1 port={} user={} password={} dbname=control_erase_records sslmode=disable",
-        proxy.port,
-        dsr_connector::demo::cluster::SUPERUSER,
-        cluster.password()
-    );
+    let url = url_via(proxy.port, "control_erase_records");
     let text =
         format!(
         "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\nssl_mode = \"disable\"\n\n\
@@ -426,14 +431,7 @@ async fn an_erasure_whose_record_waits_past_its_deadline_commits_nothing() {
             "identity_kinds = [\"email\", \"customer_id\"]\nerasure = { require_preview = false }",
         )
     );
-    let mut config = Config::from_toml_str(&text, |name| match name {
-        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
-        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
-        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
-        "CONTROL_URL" => Some(url.clone()),
-        _ => None,
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut config = control_env(&text, &url);
     // The server's deadline, far shorter than the client's own timer: the status checked is
     // the server's, whatever the load.
     config.server.max_deadline = std::time::Duration::from_secs(3);
@@ -541,12 +539,7 @@ async fn a_flood_of_dead_letters_against_a_slow_queue_loses_none() {
         .await
         .unwrap();
     let proxy = support::HoldProxy::start(cluster.port(), b"INSERT INTO dsr_dead_letters").await;
-    let url = format!(
-        "host=127.0.0.1 port={} user={} password={} dbname=control_flood_records sslmode=disable",
-        proxy.port,
-        dsr_connector::demo::cluster::SUPERUSER,
-        cluster.password()
-    );
+    let url = url_via(proxy.port, "control_flood_records");
     let text = format!(
         "{}\n[server.control]\nurl_env = \"CONTROL_URL\"\nssl_mode = \"disable\"\n\n\
          [server.dead_letters]\nstore = \"control\"\n",
@@ -560,14 +553,7 @@ async fn a_flood_of_dead_letters_against_a_slow_queue_loses_none() {
             "max_connections = 40\nmax_per_caller = 40"
         )
     );
-    let config = Config::from_toml_str(&text, |name| match name {
-        demo::PASSWORD_ENV => Some(cluster.password().to_owned()),
-        "DSR_SUBJECT_KEY" => Some(SUBJECT_KEY.to_owned()),
-        "DSR_AUDIT_KEY" => Some(demo::audit_key(SUBJECT_KEY)),
-        "CONTROL_URL" => Some(url.clone()),
-        _ => None,
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let config = control_env(&text, &url);
     let server = TestServer::start(config).await;
     // The control database answers the first letters; then it holds them.
     let warm = extract(

@@ -354,12 +354,7 @@ async fn a_preview_changes_nothing_then_the_erasure_deletes_masks_and_retains_as
     for pair in records.chunks(2) {
         let transaction = pair[0]["transaction"].as_str().expect("a transaction id");
         assert_eq!(pair[1]["transaction"], transaction, "{records:#?}");
-        let status: String = db
-            .query_one("SELECT pg_xact_status($1::text::xid8)", &[&transaction])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(status, "committed");
+        assert_eq!(support::xact_status(&db, transaction).await, "committed");
     }
     assert_ne!(records[0]["transaction"], records[2]["transaction"]);
     assert!(

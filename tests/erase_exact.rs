@@ -679,12 +679,7 @@ async fn a_commit_whose_answer_is_lost_is_resolved_by_asking_the_source() {
     assert_eq!(outcomes, ["erasing", "ok"], "{records:#?}");
     let transaction = records[0]["transaction"].as_str().unwrap();
     assert_eq!(records[1]["transaction"], transaction);
-    let status: String = db
-        .query_one("SELECT pg_xact_status($1::text::xid8)", &[&transaction])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(status, "committed");
+    assert_eq!(support::xact_status(&db, transaction).await, "committed");
 }
 
 /// A table deleted by its plan's own condition is verified by the catalog only when nothing

@@ -427,6 +427,15 @@ pub async fn erase_receipt(
 
 /// A client tool from the test virtual environment (`DSR_TEST_VENV`, or `./.venv`), which
 /// `scripts/test.sh` installs. Missing tools fail the test: client tests never skip.
+/// What PostgreSQL says became of transaction `xid` (`pg_xact_status`): "committed",
+/// "aborted" or "in progress".
+pub async fn xact_status(db: &tokio_postgres::Client, xid: &str) -> String {
+    db.query_one("SELECT pg_xact_status($1::text::xid8)", &[&xid])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 pub fn venv_tool(name: &str) -> std::path::PathBuf {
     let venv = std::env::var_os("DSR_TEST_VENV")
         .map(std::path::PathBuf::from)

@@ -153,25 +153,6 @@ async fn by_service(channel: Channel, email: &str) -> anyhow::Result<(u64, f64)>
     Ok((changed, started.elapsed().as_secs_f64()))
 }
 
-/// A preview of a subject with no rows, so that the timed calls find the data map read.
-async fn warm(channel: Channel) -> anyhow::Result<()> {
-    let mut client = DsrConnectorServiceClient::new(channel);
-    let mut stream = client
-        .erase(EraseRequest {
-            source: "bench".into(),
-            subject: Some(Identity {
-                kind: "email".into(),
-                value: "nobody@bench.example".into(),
-            }),
-            dry_run: true,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    while stream.message().await?.is_some() {}
-    Ok(())
-}
-
 /// The committed erasure, `repeat` rounds of each side, alternating which goes first; each
 /// side starts from vacuumed tables, outside the timing.
 pub(crate) async fn committed(
@@ -212,7 +193,7 @@ pub(crate) async fn committed(
         let channel = connect(&addr).await?;
         let db = demo::connect(cluster, ERASE_DATABASE).await?;
         // The first call reads the data map from the catalog: a preview of nobody, untimed.
-        warm(channel.clone()).await?;
+        erase_preview(channel.clone(), "nobody@bench.example").await?;
         let (mut service, mut hand) = (Vec::new(), Vec::new());
         for round in 0..args.repeat {
             eprintln!("erase committed, round {} ...", round + 1);

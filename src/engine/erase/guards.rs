@@ -95,11 +95,7 @@ impl Run<'_> {
                     pointers.push((l.child.clone(), child_sql, pairs));
                 }
             }
-            let parents = format!(
-                "SELECT {{}} FROM {} WHERE {}",
-                planned.from,
-                captures[i].condition(&captured(i))
-            );
+            let parents = self.captured_rows(i, step, captures);
             for (child, child_sql, pairs) in pointers {
                 // The subject's own rows of the referencing table do not count.
                 let own = self
@@ -107,14 +103,7 @@ impl Run<'_> {
                     .map(|t| t.branches.as_slice())
                     .unwrap_or_default();
                 let rows = self
-                    .rows_pointing_at(
-                        txn,
-                        table,
-                        &child_sql,
-                        &pairs,
-                        std::slice::from_ref(&parents),
-                        own,
-                    )
+                    .rows_pointing_at(txn, table, &child_sql, &pairs, &parents, own)
                     .await?;
                 if rows > 0 {
                     return Err(ErasureRefusal::SharedRow {
