@@ -44,7 +44,7 @@ use crate::resilience::admission::SourceSlots;
 use crate::resilience::breaker::{Breaker, State};
 use crate::schema::cache::SchemaCache;
 use crate::schema::{DataMap, Plan, PlanError};
-use crate::store::mysql::MySqlPool;
+use crate::store::SourceStore;
 use crate::store::postgres::SourcePool;
 use crate::subject::normalize::Normalizer;
 
@@ -81,18 +81,12 @@ pub(crate) fn shared_identity(rows: &[(String, u64, bool)], max: u64) -> Option<
         })
 }
 
-/// A source's pool, by the kind of database it is.
-pub(crate) enum Store {
-    Postgres(SourcePool),
-    MySql(MySqlPool),
-}
-
 /// One source: its pool and its data map, with the time the schema gate last passed.
 pub(crate) struct Source {
     index: usize,
     name: String,
     breaker: Arc<Breaker>,
-    store: Store,
+    store: SourceStore,
     slots: SourceSlots,
     schema: SchemaCache,
     /// Each identity kind's normaliser, built once when the engine starts.
@@ -115,8 +109,8 @@ impl Source {
     /// naming `what`, on a MySQL source.
     pub(crate) fn postgres(&self, what: &'static str) -> Result<&SourcePool, ExtractError> {
         match &self.store {
-            Store::Postgres(pool) => Ok(pool),
-            Store::MySql(_) => Err(ExtractError::Unsupported {
+            SourceStore::Postgres(pool) => Ok(pool),
+            SourceStore::MySql(_) => Err(ExtractError::Unsupported {
                 source_name: self.name.clone(),
                 kind: crate::config::DatabaseKind::Mysql.name(),
                 what,
@@ -143,10 +137,7 @@ impl Engine {
                 index,
                 name: cfg.name.clone(),
                 breaker: Breaker::new(&cfg.name, cfg.circuit_breaker.settings()),
-                store: match cfg.kind {
-                    crate::config::DatabaseKind::Postgres => Store::Postgres(SourcePool::new(cfg)?),
-                    crate::config::DatabaseKind::Mysql => Store::MySql(MySqlPool::for_source(cfg)?),
-                },
+                store: SourceStore::open(cfg)?,
                 slots: SourceSlots::new(
                     &cfg.name,
                     cfg.max_connections as usize,
@@ -194,7 +185,7 @@ impl Engine {
                 .set(i64::from(self.config.sources[source.index].max_connections));
             // mysql_async does not show its pool's state; a MySQL source's call slots, which
             // admit one call per connection, are its gauges.
-            if let Store::Postgres(pool) = &source.store {
+            if let SourceStore::Postgres(pool) = &source.store {
                 let state = pool.state();
                 self.metrics
                     .pool_connections
@@ -269,11 +260,11 @@ impl Engine {
             .schema
             .get_or_load(cfg.schema_refresh, || async {
                 let loaded = match &source.store {
-                    Store::Postgres(pool) => {
+                    SourceStore::Postgres(pool) => {
                         let conn = pool.checkout(deadline).await?;
                         DataMap::load(cfg, &self.matrix, &conn.client).await
                     }
-                    Store::MySql(pool) => DataMap::load_mysql(cfg, &self.matrix, pool).await,
+                    SourceStore::MySql(pool) => DataMap::load_mysql(cfg, &self.matrix, pool).await,
                 };
                 loaded.map_err(|error| {
                     if matches!(error, PlanError::SchemaDrift { .. }) {

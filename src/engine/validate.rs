@@ -6,9 +6,10 @@
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
-use super::{Engine, ExtractError, Store};
+use super::{Engine, ExtractError};
 use crate::pb;
 use crate::schema::{Looser, SchemaReport};
+use crate::store::SourceStore;
 use crate::store::postgres::DbError;
 
 /// The longest a looser count may run when the call has no deadline: these matches may not
@@ -29,7 +30,7 @@ impl Engine {
         // taken: `data_map` takes the lock and then a connection, and the opposite order could
         // wait on it until a timeout.
         let report = match &source.store {
-            Store::Postgres(_) => {
+            SourceStore::Postgres(_) => {
                 self.guarded(source, caller, deadline, "validate", |conn| async move {
                     let mut report =
                         crate::schema::check_schema(cfg, &self.matrix, &conn.client).await?;
@@ -46,7 +47,7 @@ impl Engine {
                 })
                 .await?
             }
-            Store::MySql(pool) => {
+            SourceStore::MySql(pool) => {
                 self.admitted(source, caller, deadline, async || {
                     let mut report =
                         crate::schema::check_schema_mysql(cfg, &self.matrix, pool).await?;
@@ -103,7 +104,7 @@ impl Engine {
             .iter()
             .map(|looser| (*looser, map.looser_plan(&plan, *looser)))
             .collect();
-        if let Store::MySql(pool) = &source.store {
+        if let SourceStore::MySql(pool) = &source.store {
             return self
                 .admitted(source, caller, deadline, async || {
                     // As on PostgreSQL: the time left, and never above the default.

@@ -30,8 +30,8 @@ use tokio_postgres::GenericClient;
 use crate::classify::Matrix;
 use crate::config::{DatabaseKind, MatchMode, NOT_PII, QualifiedName, SourceConfig};
 use crate::pb::ValueKind;
-use crate::store::mysql::MyDecoder;
-use crate::values::{Coercion, Decoder};
+pub use crate::store::ColumnDecoder;
+use crate::values::Coercion;
 
 /// The SQL a source speaks: PostgreSQL's, or MySQL's and MariaDB's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,30 +65,6 @@ impl Dialect {
                 format!("{}.{}", self.quote(&name.schema), self.quote(&name.table))
             }
             Dialect::MySql => self.quote(&name.table),
-        }
-    }
-}
-
-/// How a column's values are read: by a decoder of the source's store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnDecoder {
-    Postgres(Decoder),
-    MySql(MyDecoder),
-}
-
-impl ColumnDecoder {
-    pub fn kind(self) -> ValueKind {
-        match self {
-            ColumnDecoder::Postgres(decoder) => decoder.kind(),
-            ColumnDecoder::MySql(decoder) => decoder.kind(),
-        }
-    }
-
-    /// The PostgreSQL decoder, on a PostgreSQL source's column.
-    pub fn postgres(self) -> Option<Decoder> {
-        match self {
-            ColumnDecoder::Postgres(decoder) => Some(decoder),
-            ColumnDecoder::MySql(_) => None,
         }
     }
 }

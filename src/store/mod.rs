@@ -3,14 +3,84 @@
 //! with bound parameters, decoding to the proto's values, and error classification), one
 //! folder per kind of database.
 //!
+//! - [`read`]: the boundary Extract runs through, once for every store: a [`read::Store`]
+//!   opens a [`read::ReadSnapshot`], whose tables stream rows of [`read::Cells`].
 //! - [`postgres`]: PostgreSQL through bb8 and tokio-postgres, libpq's `sslmode` over rustls,
 //!   and its SQLSTATEs classified once.
 //! - [`mysql`]: MariaDB and MySQL through mysql_async over rustls, their error numbers
 //!   classified once; `KILL QUERY` from a second pool.
 //! - [`error`]: the errors every store's own codes are classified into.
 //!
+//! A new store implements [`read::Store`] (and its snapshot, row stream and cells) in a
+//! folder of its own, and is registered in [`SourceStore`]: a variant, its arm in
+//! [`SourceStore::with`], and its pool built in [`SourceStore::open`].
+//!
 //! A store may import config and values; it never imports the engine or the API.
 
 pub mod error;
 pub mod mysql;
 pub mod postgres;
+pub mod read;
+
+use std::future::Future;
+
+use crate::config::{DatabaseKind, SourceConfig};
+use crate::pb::ValueKind;
+use crate::values::Decoder;
+use mysql::{MyDecoder, MySqlPool};
+use postgres::SourcePool;
+
+/// How a column's values are read: by a decoder of the source's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnDecoder {
+    Postgres(Decoder),
+    MySql(MyDecoder),
+}
+
+impl ColumnDecoder {
+    pub fn kind(self) -> ValueKind {
+        match self {
+            ColumnDecoder::Postgres(decoder) => decoder.kind(),
+            ColumnDecoder::MySql(decoder) => decoder.kind(),
+        }
+    }
+
+    /// The PostgreSQL decoder, on a PostgreSQL source's column.
+    pub fn postgres(self) -> Option<Decoder> {
+        match self {
+            ColumnDecoder::Postgres(decoder) => Some(decoder),
+            ColumnDecoder::MySql(_) => None,
+        }
+    }
+}
+
+/// A source's store: its pool, by the kind of database it is.
+pub enum SourceStore {
+    Postgres(SourcePool),
+    MySql(MySqlPool),
+}
+
+/// Work written once for every store ([`read::Store`]), run on a source's own.
+pub trait WithStore: Send {
+    type Output;
+
+    fn with<S: read::Store>(self, store: &S) -> impl Future<Output = Self::Output> + Send;
+}
+
+impl SourceStore {
+    /// The source's pool (which connects lazily).
+    pub fn open(cfg: &SourceConfig) -> Result<SourceStore, String> {
+        Ok(match cfg.kind {
+            DatabaseKind::Postgres => SourceStore::Postgres(SourcePool::new(cfg)?),
+            DatabaseKind::Mysql => SourceStore::MySql(MySqlPool::for_source(cfg)?),
+        })
+    }
+
+    /// Runs `work` on this source's store.
+    pub async fn with<W: WithStore>(&self, work: W) -> W::Output {
+        match self {
+            SourceStore::Postgres(pool) => work.with(pool).await,
+            SourceStore::MySql(pool) => work.with(pool).await,
+        }
+    }
+}

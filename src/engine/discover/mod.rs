@@ -314,7 +314,7 @@ impl Engine {
         }
         let options = &options;
         let drafted = match &source.store {
-            super::Store::MySql(pool) => {
+            crate::store::SourceStore::MySql(pool) => {
                 self.admitted(source, caller, deadline, async || {
                     // A statement left running by the deadline is ended by its own limit.
                     within(
@@ -325,7 +325,7 @@ impl Engine {
                 })
                 .await
             }
-            super::Store::Postgres(_) => {
+            crate::store::SourceStore::Postgres(_) => {
                 self.guarded(
                     source,
                     caller,

@@ -27,7 +27,6 @@
 mod batch;
 mod job;
 pub mod manifest;
-mod mysql;
 mod outcome;
 mod snapshot;
 mod table;

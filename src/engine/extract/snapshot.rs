@@ -2,6 +2,7 @@
 //! table of an extraction, raced against the stop signals, cancelled on the server when it
 //! must stop, and the connection reset or discarded afterwards.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use secrecy::ExposeSecret;
@@ -11,11 +12,12 @@ use super::batch::descriptors;
 use super::job::{Job, Progress};
 use super::manifest;
 use super::outcome::{Found, TableOutcome};
-use crate::engine::Store;
 use crate::engine::error::{ExtractError, Stop};
 use crate::pb::{self, extract_response::Event};
 use crate::schema::PlannedTable;
-use crate::store::postgres::{Conn, DbError, QueryFailure, SourcePool};
+use crate::store::WithStore;
+use crate::store::error::{DbError, QueryFailure};
+use crate::store::read::{Abandon, IdentityCheck, Prefetch, ReadOptions, ReadSnapshot, Store};
 
 impl Job {
     /// Runs the extraction, and runs it again after a transient failure (a lost connection, a
@@ -61,38 +63,50 @@ impl Job {
         }
     }
 
-    /// One attempt: a connection, its snapshot, every table, and the connection back clean.
+    /// One attempt: a snapshot on the source's store, every table, and the snapshot ended.
     async fn attempt(
         &self,
         extraction_id: &str,
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
         let source = self.call.guard.source().clone();
-        match &source.store {
-            Store::Postgres(pool) => self.attempt_postgres(pool, extraction_id, progress).await,
-            Store::MySql(pool) => self.attempt_mysql(pool, extraction_id, progress).await,
-        }
+        source
+            .store
+            .with(Attempt {
+                job: self,
+                extraction_id,
+                progress,
+            })
+            .await
     }
 
-    /// One attempt on PostgreSQL.
-    async fn attempt_postgres(
+    /// One attempt on `store`. When the call stops or a statement fails, the snapshot is
+    /// given up: a statement still running is stopped on the server first, so that the
+    /// connection is not drained of rows nobody will read, and the snapshot is never left
+    /// open on a pooled connection.
+    async fn attempt_on<S: Store>(
         &self,
-        pool: &SourcePool,
+        store: &S,
         extraction_id: &str,
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
-        let checkout = pool.checkout(self.params.deadline);
-        let mut conn = tokio::select! {
-            conn = checkout => conn.map_err(|e| match e {
+        let value: &str = self.params.value.expose_secret();
+        let prefetch = self.prefetch();
+        let options = ReadOptions {
+            deadline: self.params.deadline,
+            idle_limit: self.reading.stall_timeout + Duration::from_secs(5),
+            prefetch: &prefetch,
+            value,
+        };
+        let mut snapshot = tokio::select! {
+            snapshot = store.read_snapshot(options) => snapshot.map_err(|e| match e {
                 DbError::DeadlineWaitingForConnection { .. } => ExtractError::DeadlineExceeded,
                 other => other.into(),
             })?,
             stop = self.stop_signal() => return Err(stop.into_error()),
         };
-        let cancel = conn.client.cancel_token();
-
         let outcome = {
-            let body = self.stream_snapshot(&mut conn, extraction_id, progress);
+            let body = self.stream_snapshot(&mut snapshot, S::SYSTEM, extraction_id, progress);
             tokio::pin!(body);
             tokio::select! {
                 result = &mut body => Ok(result),
@@ -101,116 +115,69 @@ impl Job {
         };
         match outcome {
             Ok(Ok(())) => Ok(()),
+            // A table's rows may be in flight behind the client that stopped reading: the
+            // statement is stopped rather than drained.
             Ok(Err(error @ ExtractError::Stalled(_))) => {
-                // A table's rows may be in flight behind the client that stopped reading:
-                // cancel it rather than drain it.
-                self.cancel_and_discard(pool, &cancel, &mut conn).await;
+                snapshot.abandon(Abandon::Stopped).await;
                 Err(error)
             }
             Ok(Err(error)) => {
-                // The transaction was dropped, which queues a ROLLBACK; confirm it. Prepared
-                // statements may be stale if the error came from a schema change.
-                conn.clear_statements();
-                reset_connection(&mut conn).await;
+                snapshot.abandon(Abandon::Failed).await;
                 Err(match error {
-                    ExtractError::Db(DbError::Query {
-                        failure: QueryFailure::Cancelled,
-                        ref message,
-                        ..
-                    }) if self.statement_timeout_fired(message) => ExtractError::DeadlineExceeded,
+                    ExtractError::Db(
+                        ref db @ DbError::Query {
+                            failure: QueryFailure::Cancelled,
+                            ..
+                        },
+                    ) if S::Snapshot::limit_fired(db) || self.deadline_near() => {
+                        ExtractError::DeadlineExceeded
+                    }
                     other => other,
                 })
             }
             Err(stop) => {
-                // The body future is gone; its query may still run on the server.
-                self.cancel_and_discard(pool, &cancel, &mut conn).await;
+                snapshot.abandon(Abandon::Stopped).await;
                 Err(stop.into_error())
             }
         }
     }
 
-    /// Counts the identity's direct matches in each table it reaches directly, in one round
-    /// trip, before any row is read; refuses a shared identity when the source says so.
-    async fn identity_rows(
-        &self,
-        txn: &tokio_postgres::Transaction<'_>,
-        statements: &mut crate::store::postgres::StatementCache,
-        value: &str,
-    ) -> Result<Vec<(String, u64, bool)>, ExtractError> {
-        let Some(sql) = &self.plan.identity_rows_sql else {
-            return Ok(Vec::new());
-        };
-        let row = self.counts(txn, statements, sql, value).await?;
-        let rows = crate::engine::identity_rows(&self.plan, |i| row.get::<_, i64>(i));
-        if self.reading.shared_identity == crate::config::SharedIdentityPolicy::Refuse
-            && let Some(refusal) =
-                crate::engine::shared_identity(&rows, self.reading.max_identity_rows)
+    /// The statements a store may run as the snapshot begins: every table's COUNT(*), the
+    /// identity's direct rows (unless the counts give them), and the reach guards.
+    fn prefetch(&self) -> Vec<Prefetch<'_>> {
+        let mut prefetch: Vec<Prefetch<'_>> = self
+            .plan
+            .tables
+            .iter()
+            .map(|t| Prefetch {
+                sql: &t.count_sql,
+                columns: 1,
+            })
+            .collect();
+        if !self.identity_rows_from_counts()
+            && let Some(sql) = &self.plan.identity_rows_sql
         {
-            return Err(refusal);
+            prefetch.push(Prefetch {
+                sql,
+                columns: self.plan.identity_tables.len(),
+            });
         }
-        Ok(rows)
-    }
-
-    /// Checks the reach rule in the snapshot before any row is read: no hub reached by
-    /// lookup, no followed key shared by a second row.
-    async fn reach_guard(
-        &self,
-        txn: &tokio_postgres::Transaction<'_>,
-        statements: &mut crate::store::postgres::StatementCache,
-        value: &str,
-    ) -> Result<(), ExtractError> {
-        let Some(sql) = &self.plan.reach_guard_sql else {
-            return Ok(());
-        };
-        let row = self.counts(txn, statements, sql, value).await?;
-        match self.plan.reach_refusal(|i| row.get::<_, i64>(i)) {
-            Some(refusal) => Err(refusal.into()),
-            None => Ok(()),
+        if let Some(sql) = &self.plan.reach_guard_sql {
+            prefetch.push(Prefetch {
+                sql,
+                columns: self.plan.reach_guards.len(),
+            });
         }
+        prefetch
     }
 
-    /// The one row of a plan's counting query (the identity bound once), prepared once per
-    /// connection.
-    async fn counts(
-        &self,
-        txn: &tokio_postgres::Transaction<'_>,
-        statements: &mut crate::store::postgres::StatementCache,
-        sql: &str,
-        value: &str,
-    ) -> Result<tokio_postgres::Row, ExtractError> {
-        let source_name = self.params.source.as_str();
-        let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
-        let statement = crate::store::postgres::prepare_cached(statements, txn, sql)
-            .await
-            .map_err(db)?;
-        txn.query_one(&statement, &[&value]).await.map_err(db)
-    }
-
-    /// Cancels whatever runs on the connection, on the server, and discards the connection.
-    /// The cancel request travels on its own connection and PostgreSQL may act on it a moment
-    /// later, so the connection is never reused: a late cancel must not hit the next query.
-    async fn cancel_and_discard(
-        &self,
-        pool: &SourcePool,
-        cancel: &tokio_postgres::CancelToken,
-        conn: &mut Conn,
-    ) {
-        if let Err(e) = cancel.cancel_query(pool.cancel_tls()).await {
-            tracing::warn!(source = %self.params.source, error = %crate::store::postgres::describe(&e),
-                "cancel request failed");
-        }
-        conn.mark_broken();
-    }
-
-    /// Whether a cancelled statement (57014) was ended by this call's statement timeout,
-    /// rather than by someone else (an administrator's `pg_cancel_backend`, say), which is
-    /// not the caller's fault and is reported as retryable.
-    pub(super) fn statement_timeout_fired(&self, message: &str) -> bool {
-        message.contains("statement timeout")
-            || self
-                .params
-                .deadline
-                .is_some_and(|d| Instant::now() + Duration::from_millis(250) >= d)
+    /// Whether a cancelled statement came when the deadline had (nearly) come: it was this
+    /// call's limit, not someone else's cancel, which is not the caller's fault and is
+    /// reported as retryable.
+    fn deadline_near(&self) -> bool {
+        self.params
+            .deadline
+            .is_some_and(|d| Instant::now() + Duration::from_millis(250) >= d)
     }
 
     /// Resolves when the extraction must stop before it finishes.
@@ -224,97 +191,75 @@ impl Job {
     }
 
     /// Reads every planned table inside one snapshot and sends the stream's messages.
-    pub(super) async fn stream_snapshot(
+    async fn stream_snapshot<R: ReadSnapshot>(
         &self,
-        conn: &mut Conn,
+        snapshot: &mut R,
+        system: &'static str,
         extraction_id: &str,
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
-        let source_name = self.params.source.as_str();
-        let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
         let started_at = SystemTime::now();
-        let (client, statements) = conn.parts();
-        let txn = crate::store::postgres::read_only_snapshot(client)
+        let value: &str = self.params.value.expose_secret();
+        // The identity value must read as every identity column's type. Checked once, up
+        // front, so that a later data error is never mistaken for a bad identity.
+        snapshot
+            .check_identity(&self.plan.identity_types, value)
             .await
-            .map_err(db)?;
-        // The first query of a REPEATABLE READ transaction takes the snapshot. The same round
-        // trip sets the transaction's limits: the statement timeout is the call's remaining
-        // deadline, and the idle-in-transaction timeout is a backstop behind the stall
-        // timeout (should this process stop driving the transaction, PostgreSQL ends it and
-        // releases the snapshot itself).
-        let statement_timeout = self.params.deadline.map(|deadline| {
-            deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis()
-                .max(1)
-                .to_string()
-        });
-        let idle_timeout = (self.reading.stall_timeout + Duration::from_secs(5))
-            .as_millis()
-            .to_string();
-        let snapshot = crate::store::postgres::prepare_cached(statements, &txn, SNAPSHOT_SQL)
-            .await
-            .map_err(db)?;
-        let row = txn
-            .query_one(&snapshot, &[&statement_timeout, &idle_timeout])
-            .await
-            .map_err(db)?;
-        let snapshot_at = timestamp_from_epoch(row.get(0));
-        let server_version: String = row.get(1);
-
+            .map_err(|refused| match refused {
+                IdentityCheck::NotA { base_type, code } => ExtractError::InvalidArgument(format!(
+                    "subject.value: not a valid {base_type} for identity kind '{}'{}",
+                    self.params.kind,
+                    code.map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default()
+                )),
+                IdentityCheck::Db(e) => e.into(),
+            })?;
+        let (epoch, server_version) = snapshot.clock();
+        let server_version = server_version.to_owned();
         self.send_started(self.started_event(extraction_id, started_at))
             .await?;
-
-        let value: &str = self.params.value.expose_secret();
-        // The identity value must convert to every identity column's type. Checked once, up
-        // front, so that a later data error is never mistaken for a bad identity.
-        for base_type in self
-            .plan
-            .identity_types
-            .iter()
-            .filter(|t| !is_string_type(t))
+        let mut tally = self.tally();
+        // The identity's direct matches, counted before any row is read when they must be
+        // checked first; a shared identity refused when the source says so.
+        if !tally.from_counts
+            && let Some(sql) = &self.plan.identity_rows_sql
         {
-            let check = format!("SELECT CAST($1::text AS {base_type}) IS NOT NULL");
-            let statement = crate::store::postgres::prepare_cached(statements, &txn, &check)
-                .await
-                .map_err(db)?;
-            if let Err(e) = txn.query_one(&statement, &[&value]).await {
-                // A failed cast's message quotes its input (a regclass cast says "relation ...
-                // does not exist" or "cross-database references are not implemented: ..."):
-                // only the SQLSTATE is passed on, and anything but an infrastructure failure
-                // means the value is not one of this kind.
-                return Err(match e.as_db_error().map(|d| d.code().code().to_owned()) {
-                    Some(code) if !crate::store::postgres::is_quote_free_sqlstate(&code) => {
-                        ExtractError::InvalidArgument(format!(
-                            "subject.value: not a valid {base_type} for identity kind '{}' (SQLSTATE {code})",
-                            self.params.kind
-                        ))
-                    }
-                    _ => ExtractError::from(DbError::from_pg_bound(source_name, &e)),
-                });
+            let counts = snapshot.counts(sql, value).await?;
+            let rows =
+                crate::engine::identity_rows(&self.plan, |i| counts.get(i).copied().unwrap_or(-1));
+            if self.reading.shared_identity == crate::config::SharedIdentityPolicy::Refuse
+                && let Some(refusal) =
+                    crate::engine::shared_identity(&rows, self.reading.max_identity_rows)
+            {
+                return Err(refusal);
+            }
+            tally.found.identity_rows = rows;
+        }
+        // The reach rule, before any row is read: no hub reached by lookup, no followed key
+        // shared by a second row.
+        if let Some(sql) = &self.plan.reach_guard_sql {
+            let counts = snapshot.counts(sql, value).await?;
+            if let Some(refusal) = self
+                .plan
+                .reach_refusal(|i| counts.get(i).copied().unwrap_or(-1))
+            {
+                return Err(refusal.into());
             }
         }
-        let mut tally = self.tally();
-        if !tally.from_counts {
-            tally.found.identity_rows = self.identity_rows(&txn, statements, value).await?;
-        }
-        self.reach_guard(&txn, statements, value).await?;
         for table in &self.plan.tables {
-            let query = self.query_span(table, "postgresql");
+            let query = self.query_span(table, system);
             let outcome = tracing::Instrument::instrument(
-                self.stream_table(&txn, statements, table, value),
+                self.stream_table(snapshot, table, value),
                 query.clone(),
             )
             .await?;
             self.table_read(table, outcome, query, &mut tally, progress)
                 .await?;
         }
-        txn.commit().await.map_err(db)?;
-
+        snapshot.end().await?;
         self.finish_snapshot(
             extraction_id,
             started_at,
-            snapshot_at,
+            timestamp_from_epoch(epoch),
             server_version,
             tally,
         )
@@ -326,12 +271,16 @@ impl Job {
     /// each table's own COUNT(*), which costs no round trip.
     pub(super) fn tally(&self) -> Tally {
         Tally {
-            from_counts: self.reading.shared_identity
-                == crate::config::SharedIdentityPolicy::Report
-                && self.plan.identity_rows_from_counts(),
+            from_counts: self.identity_rows_from_counts(),
             found: Found::default(),
             counts: Vec::with_capacity(self.plan.tables.len()),
         }
+    }
+
+    /// Whether the identity's direct rows are taken from the tables' own counts.
+    fn identity_rows_from_counts(&self) -> bool {
+        self.reading.shared_identity == crate::config::SharedIdentityPolicy::Report
+            && self.plan.identity_rows_from_counts()
     }
 
     /// The stream's first message: the plan, as the caller will receive it.
@@ -539,15 +488,7 @@ pub(super) struct Tally {
     pub(super) counts: Vec<pb::TableCount>,
 }
 
-/// The first statement of every extraction: it takes the snapshot and sets the
-/// transaction's statement timeout (`$1`, milliseconds; NULL keeps the server's) and
-/// idle-in-transaction timeout (`$2`).
-pub(super) const SNAPSHOT_SQL: &str = "SELECT extract(epoch from now())::float8, \
-     current_setting('server_version'), \
-     set_config('statement_timeout', coalesce($1, current_setting('statement_timeout')), true), \
-     set_config('idle_in_transaction_session_timeout', $2, true)";
-
-pub(super) fn timestamp_from_epoch(epoch: f64) -> prost_types::Timestamp {
+fn timestamp_from_epoch(epoch: f64) -> prost_types::Timestamp {
     let micros = (epoch * 1_000_000.0).round() as i64;
     prost_types::Timestamp {
         seconds: micros.div_euclid(1_000_000),
@@ -555,19 +496,18 @@ pub(super) fn timestamp_from_epoch(epoch: f64) -> prost_types::Timestamp {
     }
 }
 
-/// Types to which any text converts: no need to check an identity value against them.
-pub(super) fn is_string_type(base_type: &str) -> bool {
-    matches!(base_type, "text" | "character varying" | "bpchar" | "name")
+/// An attempt, written once for every store and run on the source's own.
+struct Attempt<'a> {
+    job: &'a Job,
+    extraction_id: &'a str,
+    progress: &'a mut Progress,
 }
 
-/// Leaves the connection idle and outside any transaction, or marks it broken.
-pub(super) async fn reset_connection(conn: &mut Conn) {
-    let reset = tokio::time::timeout(
-        Duration::from_secs(5),
-        conn.client.batch_execute("ROLLBACK"),
-    )
-    .await;
-    if !matches!(reset, Ok(Ok(()))) {
-        conn.mark_broken();
+impl WithStore for Attempt<'_> {
+    type Output = Result<(), ExtractError>;
+
+    fn with<S: Store>(self, store: &S) -> impl Future<Output = Self::Output> + Send {
+        self.job
+            .attempt_on(store, self.extraction_id, self.progress)
     }
 }

@@ -1,11 +1,7 @@
 //! One table: its rows read one at a time, each row decoded, coerced and scanned, cut into
 //! batches and sent; what the table produced besides rows.
 
-use std::future::Future;
-use std::task::Poll;
-
 use prost::Message;
-use tokio_stream::StreamExt;
 
 use super::MAX_MESSAGE_BYTES;
 use super::batch::{Batcher, descriptors};
@@ -15,16 +11,15 @@ use crate::config::CoercionPolicy;
 use crate::engine::error::ExtractError;
 use crate::pb::{self, RowBuf, extract_response::Event};
 use crate::schema::{MappedTable, PlanError, PlannedTable};
-use crate::store::postgres::DbError;
-use crate::values::{DecodeError, RawCell};
+use crate::store::ColumnDecoder;
+use crate::store::read::{CellError, Cells, ReadError, ReadSnapshot, RowStream, TableQuery};
 
 impl Job {
     /// Streams one table: announces it with its COUNT(*) in the snapshot, then decodes,
     /// coerces and scans every row, cuts batches, and (unless this is a dry run) sends them.
-    pub(super) async fn stream_table(
+    pub(super) async fn stream_table<R: ReadSnapshot>(
         &self,
-        txn: &tokio_postgres::Transaction<'_>,
-        statements: &mut crate::store::postgres::StatementCache,
+        snapshot: &mut R,
         table: &PlannedTable,
         value: &str,
     ) -> Result<TableOutcome, ExtractError> {
@@ -34,66 +29,18 @@ impl Job {
         if std::env::var("DSR_DEBUG_PANIC_AT_TABLE").is_ok_and(|t| t == table.table.display) {
             panic!("injected panic while reading {}", table.table.display);
         }
-        let source_name = self.params.source.as_str();
-        let db = |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg(source_name, &e));
-        let statement = crate::store::postgres::prepare_cached(statements, txn, &table.select_sql)
-            .await
-            .map_err(db)?;
-        // The decoders were chosen when the schema gate last passed; a column whose type
-        // changed since must not be decoded with the old one.
-        for (column, described) in table.table.columns.iter().zip(statement.columns()) {
-            if !postgres_decoder(&table.table, column)?.accepts(described.type_()) {
-                return Err(ExtractError::Plan(PlanError::SchemaDrift {
-                    source_name: source_name.to_owned(),
-                    problems: vec![format!(
-                        "table '{}', column '{}': its type changed since the schema check (now {})",
-                        table.table.display,
-                        column.name,
-                        described.type_().name()
-                    )],
-                }));
-            }
-        }
-        let db = |e: tokio_postgres::Error| self.bound_error(table, &e);
-        let mut batch = self.batcher(table);
-        let mut outcome = TableOutcome::default();
         let mapped = &table.table;
-        // One row at a time, encoded into a buffer kept for the table's every row.
-        let mut encoded = RowBuf::default();
-        let count = crate::store::postgres::prepare_cached(statements, txn, &table.count_sql)
+        let decoders: Vec<ColumnDecoder> = mapped.columns.iter().map(|c| c.decoder).collect();
+        let query = TableQuery {
+            select_sql: &table.select_sql,
+            count_sql: &table.count_sql,
+            decoders: &decoders,
+        };
+        let mut rows = snapshot
+            .table(query, value)
             .await
-            .map_err(db)?;
-        // COUNT(*) in the same snapshot and the table's rows go out together, the count first,
-        // so that its answer arrives before the rows: one round trip. The rows then stream
-        // without stopping (an unnamed portal run to the end), taken off the connection one at
-        // a time as they arrive, so memory is bounded by the batch's bytes, not by rows of
-        // unknown width: the connection stops reading the socket while a row waits to be
-        // taken, and PostgreSQL waits on the socket. PostgreSQL sends rows in 8 KiB chunks, so
-        // a slow query's batch smaller than that leaves when its chunk is full.
-        //
-        // Each request goes out on its first poll, so both are polled once, the count first.
-        // The rows' future resolves only when their first chunk arrives (PostgreSQL holds its
-        // BindComplete with them): the table is announced as soon as its count is in.
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&value];
-        let mut counting = std::pin::pin!(txn.query_one(&count, &params));
-        let mut starting = std::pin::pin!(txn.query_raw(&statement, params));
-        let (mut counted, mut started) = (None, None);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(count) = counting.as_mut().poll(cx) {
-                counted = Some(count);
-            }
-            if let Poll::Ready(rows) = starting.as_mut().poll(cx) {
-                started = Some(rows);
-            }
-            Poll::Ready(())
-        })
-        .await;
-        let counted = match counted {
-            Some(count) => count,
-            None => counting.await,
-        }
-        .map_err(db)?
-        .get::<_, i64>(0);
+            .map_err(|e| self.read_error(table, e))?;
+        let counted = rows.counted();
         if !self.params.dry_run {
             self.send(Event::TableStarted(pb::TableStarted {
                 table: mapped.display.clone(),
@@ -101,18 +48,30 @@ impl Job {
             }))
             .await?;
         }
-        let rows = match started {
-            Some(rows) => rows,
-            None => starting.await,
-        };
-        let mut rows = std::pin::pin!(rows.map_err(db)?);
+        let mut batch = self.batcher(table);
+        let mut outcome = TableOutcome::default();
+        // One row at a time, encoded into a buffer kept for the table's every row.
+        let mut encoded = RowBuf::default();
+        let width = mapped.columns.len();
+        let measured = if table.bounded { 2 } else { 0 };
         while let Some(row) = rows.next().await {
-            let row = row.map_err(db)?;
+            let row = row.map_err(|e| self.read_error(table, e))?;
+            if row.width() != width + measured {
+                return Err(ExtractError::Decode {
+                    table: mapped.display.clone(),
+                    column: String::new(),
+                    reason: format!(
+                        "a row of {} columns where {width} were planned",
+                        row.width() - measured.min(row.width())
+                    ),
+                });
+            }
             if table.bounded {
-                let column: i32 = row.try_get(mapped.columns.len()).map_err(db)?;
+                let cell = |e| self.cell_error(mapped, width, e);
+                let column = row.integer(width).map_err(cell)?;
                 if column > 0 {
-                    let bytes: i64 = row.try_get(mapped.columns.len() + 1).map_err(db)?;
-                    return Err(measured_too_large(&batch, mapped, column.into(), bytes));
+                    let bytes = row.integer(width + 1).map_err(cell)?;
+                    return Err(measured_too_large(&batch, mapped, column, bytes));
                 }
             }
             let kept = self.convert_row(mapped, &row, &mut encoded, &mut outcome)?;
@@ -125,26 +84,44 @@ impl Job {
         Ok(outcome)
     }
 
-    /// What a failed statement of `table`'s plan (which binds the identity) ends the
-    /// extraction with. PostgreSQL's messages are withheld unless their class never quotes
-    /// input. A statement prepared on this connection before a schema change fails with
-    /// 0A000 ("cached plan must not change result type"): that names the table that changed.
-    fn bound_error(&self, table: &PlannedTable, e: &tokio_postgres::Error) -> ExtractError {
-        let source_name = self.params.source.as_str();
-        match DbError::from_pg_bound(source_name, e) {
-            DbError::Query { code, .. }
-                if code == tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED.code() =>
-            {
+    /// What a failed read of `table` ends the extraction with: a table that changed since
+    /// the schema gate passed is schema drift, named.
+    fn read_error(&self, table: &PlannedTable, error: ReadError) -> ExtractError {
+        match error {
+            ReadError::Db(e) => e.into(),
+            ReadError::Drift { column, what } => {
+                let column = column
+                    .and_then(|i| table.table.columns.get(i))
+                    .map(|c| format!(", column '{}'", c.name))
+                    .unwrap_or_default();
                 ExtractError::Plan(PlanError::SchemaDrift {
-                    source_name: source_name.to_owned(),
-                    problems: vec![format!(
-                        "table '{}': its definition changed since its query was prepared; \
-                         the schema is checked again on the next request",
-                        table.table.display
-                    )],
+                    source_name: self.params.source.clone(),
+                    problems: vec![format!("table '{}'{column}: {what}", table.table.display)],
                 })
             }
-            other => ExtractError::from(other),
+        }
+    }
+
+    /// A cell that could not be read, as an error (a broken rule is not one: see
+    /// [`Self::convert_row`]).
+    fn cell_error(&self, table: &MappedTable, i: usize, error: CellError) -> ExtractError {
+        let column = table
+            .columns
+            .get(i)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        match error {
+            CellError::Undecodable(reason) => ExtractError::Decode {
+                table: table.display.clone(),
+                column,
+                reason,
+            },
+            CellError::Broken { rule, .. } => ExtractError::Decode {
+                table: table.display.clone(),
+                column,
+                reason: format!("violates rule {rule}"),
+            },
+            CellError::Db(e) => e.into(),
         }
     }
 
@@ -219,56 +196,50 @@ impl Job {
     }
 
     /// Converts one database row into `encoded`: decodes each cell, applies coercion rules
-    /// and scans JSON. Returns `false` when the row is rejected under the `reject_row` policy.
+    /// and scans JSON. Returns `false` when the row is rejected under the `reject_row` policy
+    /// (a value broke its rule).
     ///
     /// A cell that nothing inspects (no coercion rule, no JSON scan, not a dry run's text
-    /// scan) is written from its bytes straight into the row; the others are decoded into a
-    /// value first.
-    pub(super) fn convert_row(
+    /// scan) is written from the store's cell straight into the row; the others are decoded
+    /// into a value first.
+    pub(super) fn convert_row<C: Cells>(
         &self,
         table: &MappedTable,
-        row: &tokio_postgres::Row,
+        row: &C,
         encoded: &mut RowBuf,
         outcome: &mut TableOutcome,
     ) -> Result<bool, ExtractError> {
-        let source_name = self.params.source.as_str();
-        let decode_error =
-            |column: &crate::schema::MappedColumn, e: DecodeError| ExtractError::Decode {
-                table: table.display.clone(),
-                column: column.name.clone(),
-                reason: e.to_string(),
-            };
         encoded.clear();
         for (i, column) in table.columns.iter().enumerate() {
-            let decoder = postgres_decoder(table, column)?;
-            let cell: RawCell = row
-                .try_get(i)
-                .map_err(|e| ExtractError::from(DbError::from_pg(source_name, &e)))?;
             let inspected = column.scan_json || (self.params.dry_run && !column.is_pii());
-            if column.coercion.is_none() && !inspected {
-                decoder
-                    .write(cell.0, encoded)
-                    .map_err(|e| decode_error(column, e))?;
-                continue;
-            }
-            let value = match (&column.coercion, cell.0) {
-                (Some(rule), Some(raw)) => match rule.apply(decoder, raw) {
-                    Ok(kind) => pb::Value { kind: Some(kind) },
-                    Err(e) => {
-                        let violation = pb::Violation {
-                            table: table.display.clone(),
-                            column: column.name.clone(),
-                            primary_key: primary_key_text(table, row),
-                            rule: e.rule.to_owned(),
-                            category: e.category.to_owned(),
-                            detail: String::new(),
-                            rule_type: rule.rule_type().into(),
-                        };
-                        self.violated(violation, outcome)?;
-                        return Ok(false);
-                    }
+            let value = match &column.coercion {
+                None if !inspected => match row.write(i, column.decoder, encoded) {
+                    Ok(()) => continue,
+                    Err(e) => Err(e),
                 },
-                (_, raw) => decoder.decode(raw).map_err(|e| decode_error(column, e))?,
+                None => row.value(i, column.decoder),
+                Some(rule) => row.coerced(i, column.decoder, rule),
+            };
+            let value = match value {
+                Ok(value) => value,
+                Err(CellError::Broken {
+                    rule,
+                    category,
+                    rule_type,
+                }) => {
+                    let violation = pb::Violation {
+                        table: table.display.clone(),
+                        column: column.name.clone(),
+                        primary_key: primary_key_text(table, row),
+                        rule: rule.to_owned(),
+                        category: category.to_owned(),
+                        detail: String::new(),
+                        rule_type: rule_type.into(),
+                    };
+                    self.violated(violation, outcome)?;
+                    return Ok(false);
+                }
+                Err(e) => return Err(self.cell_error(table, i, e)),
             };
             self.inspect_cell(table, i, &value, || primary_key_text(table, row), outcome);
             encoded.put(&value);
@@ -368,28 +339,11 @@ impl Job {
     }
 }
 
-/// The PostgreSQL decoder of a column of a PostgreSQL source's plan.
-fn postgres_decoder(
-    table: &MappedTable,
-    column: &crate::schema::MappedColumn,
-) -> Result<crate::values::Decoder, ExtractError> {
-    column
-        .decoder
-        .postgres()
-        .ok_or_else(|| ExtractError::Decode {
-            table: table.display.clone(),
-            column: column.name.clone(),
-            reason: "a MySQL column in a PostgreSQL plan".into(),
-        })
-}
-
 /// A row's primary key for a violation: `id=42`, `[classified]` when a key column holds
 /// personal data, or empty without a primary key. Never an identity or classified value.
-pub(super) fn primary_key_text(table: &MappedTable, row: &tokio_postgres::Row) -> String {
+pub(super) fn primary_key_text<C: Cells>(table: &MappedTable, row: &C) -> String {
     primary_key_from(table, |i| {
-        let decoder = table.columns[i].decoder.postgres()?;
-        let cell = row.try_get::<_, RawCell>(i).ok()?;
-        decoder.decode(cell.0).ok()?.kind
+        row.value(i, table.columns[i].decoder).ok()?.kind.clone()
     })
 }
 

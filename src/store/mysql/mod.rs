@@ -16,11 +16,13 @@
 mod catalog;
 mod decode;
 mod error;
+mod read;
 mod snapshot;
 
 pub use catalog::{ColumnInfo, ForeignKeyInfo, TableInfo, table_info, table_names};
 pub use decode::{DecodeError, MyDecoder, ZERO_DATE_RULE};
 pub use error::classify;
+pub use read::{MyRow, MyRows, MySqlRead};
 pub use snapshot::{Rows, Snapshot};
 
 use std::path::PathBuf;

@@ -34,6 +34,11 @@ impl Snapshot {
         self.id
     }
 
+    /// Whether the snapshot still holds its connection (it has not ended).
+    pub fn is_open(&self) -> bool {
+        self.txn.is_some()
+    }
+
     /// `SELECT COUNT(*) ...` with the identity bound to each `?`, in the snapshot.
     pub async fn count(&mut self, sql: &str, value: &str) -> Result<i64, DbError> {
         let params = params(sql, value);

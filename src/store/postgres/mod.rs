@@ -9,7 +9,10 @@
 //! PostgreSQL errors are classified here, once, into transient ones (worth a retry with
 //! backoff) and permanent ones.
 
+mod read;
 pub mod tls;
+
+pub use read::{PgRows, PgSnapshot};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
