@@ -206,9 +206,11 @@ async fn a_case_insensitive_column_matches_and_the_gate_names_the_index_it_needs
     // With the index, the compiled query reads through it.
     let config = identity_config();
     let db = sql().await;
-    let map = dsr_connector::schema::DataMap::load(&config.sources[0], &config.matrix(), &db)
-        .await
-        .unwrap();
+    let pool = dsr_connector::store::postgres::SourcePool::new(&config.sources[0]).unwrap();
+    let map =
+        dsr_connector::schema::DataMap::load(&config.sources[0], &config.matrix(), &pool, None)
+            .await
+            .unwrap();
     let plan = map.plan("email", &["mixed_indexed".into()]).unwrap();
     let query = &plan.tables[0].select_sql;
     assert!(

@@ -89,7 +89,8 @@ async fn check_plans(config: &Config, values: &[(&str, &str)]) -> (Vec<String>, 
     )
     .await
     .unwrap();
-    let map = DataMap::load(source, &config.matrix(), &db)
+    let pool = dsr_connector::store::postgres::SourcePool::new(source).unwrap();
+    let map = DataMap::load(source, &config.matrix(), &pool, None)
         .await
         .unwrap_or_else(|e| panic!("the data map loads: {e}"));
     let mut problems = Vec::new();

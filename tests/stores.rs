@@ -367,7 +367,7 @@ async fn mariadb_plans_read_through_indexes() {
     let config = config(&text);
     let source = config.sources.iter().find(|s| s.name == "mariadb").unwrap();
     let pool = MySqlPool::for_source(source).unwrap();
-    let map = dsr_connector::schema::DataMap::load_mysql(source, &config.matrix(), &pool)
+    let map = dsr_connector::schema::DataMap::load(source, &config.matrix(), &pool, None)
         .await
         .unwrap();
     let mut conn = mysql_async::Conn::new(

@@ -349,3 +349,12 @@ impl Recorder {
             .map_err(ExtractError::DeadLettersUnavailable)
     }
 }
+
+impl From<crate::schema::LoadError> for ExtractError {
+    fn from(error: crate::schema::LoadError) -> ExtractError {
+        match error {
+            crate::schema::LoadError::Db(e) => ExtractError::Db(e),
+            crate::schema::LoadError::Plan(e) => ExtractError::Plan(e),
+        }
+    }
+}

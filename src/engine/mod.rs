@@ -43,7 +43,7 @@ use crate::records::Records;
 use crate::resilience::admission::SourceSlots;
 use crate::resilience::breaker::{Breaker, State};
 use crate::schema::cache::SchemaCache;
-use crate::schema::{DataMap, Plan, PlanError};
+use crate::schema::{DataMap, LoadError, Plan, PlanError};
 use crate::store::SourceStore;
 use crate::store::postgres::SourcePool;
 use crate::subject::normalize::Normalizer;
@@ -259,15 +259,9 @@ impl Engine {
         source
             .schema
             .get_or_load(cfg.schema_refresh, || async {
-                let loaded = match &source.store {
-                    SourceStore::Postgres(pool) => {
-                        let conn = pool.checkout(deadline).await?;
-                        DataMap::load(cfg, &self.matrix, &conn.client).await
-                    }
-                    SourceStore::MySql(pool) => DataMap::load_mysql(cfg, &self.matrix, pool).await,
-                };
+                let loaded = DataMap::load(cfg, &self.matrix, &source.store, deadline).await;
                 loaded.map_err(|error| {
-                    if matches!(error, PlanError::SchemaDrift { .. }) {
+                    if matches!(error, LoadError::Plan(PlanError::SchemaDrift { .. })) {
                         self.metrics
                             .gate_rejections
                             .get_or_create(&crate::observability::metrics::source_labels(&cfg.name))

@@ -8,9 +8,10 @@ use tokio::time::Instant;
 
 use super::{Engine, ExtractError};
 use crate::pb;
-use crate::schema::{Looser, SchemaReport};
-use crate::store::SourceStore;
-use crate::store::postgres::DbError;
+use crate::schema::{LoadError, Looser, Plan, SchemaReport};
+use crate::store::WithStore;
+use crate::store::catalog::ReadCatalog;
+use crate::store::read::{Abandon, Prefetch, ReadOptions, ReadSnapshot, Store};
 
 /// The longest a looser count may run when the call has no deadline: these matches may not
 /// have an index, so they can scan whole tables.
@@ -29,50 +30,30 @@ impl Engine {
         // The connection goes back (when the guarded call ends) before the map's lock is
         // taken: `data_map` takes the lock and then a connection, and the opposite order could
         // wait on it until a timeout.
-        let report = match &source.store {
-            SourceStore::Postgres(_) => {
-                self.guarded(source, caller, deadline, "validate", |conn| async move {
-                    let mut report =
-                        crate::schema::check_schema(cfg, &self.matrix, &conn.client).await?;
-                    for (t, column, sql, kind, matching) in stored_form_samples(cfg, &report) {
-                        let rows = conn
-                            .client
-                            .query(&sql, &[])
-                            .await
-                            .map_err(|e| ExtractError::from(DbError::from_pg(&cfg.name, &e)))?;
-                        let values: Vec<String> = rows.iter().filter_map(|r| r.get(0)).collect();
+        let report = self
+            .admitted(source, caller, deadline, async || {
+                let (tables, foreign_keys) = crate::schema::catalog_wanted(cfg);
+                let catalog = source
+                    .store
+                    .catalog(&tables, foreign_keys, deadline)
+                    .await
+                    .map_err(LoadError::from)?;
+                let mut report = crate::schema::check_schema(cfg, &self.matrix, catalog);
+                let samples = stored_form_samples(cfg, &report);
+                if !samples.is_empty() {
+                    let statements: Vec<String> = samples
+                        .iter()
+                        .map(|(_, _, sql, _, _)| sql.clone())
+                        .collect();
+                    let sampled = source.store.sample_texts(&statements, deadline).await?;
+                    for ((t, column, _, kind, matching), values) in samples.into_iter().zip(sampled)
+                    {
                         stored_form_warning(cfg, &mut report, t, &column, &kind, matching, &values);
                     }
-                    Ok(report)
-                })
-                .await?
-            }
-            SourceStore::MySql(pool) => {
-                self.admitted(source, caller, deadline, async || {
-                    let mut report =
-                        crate::schema::check_schema_mysql(cfg, &self.matrix, pool).await?;
-                    let samples = stored_form_samples(cfg, &report);
-                    if !samples.is_empty() {
-                        let mut snapshot = pool.snapshot(deadline).await?;
-                        for (t, column, sql, kind, matching) in samples {
-                            let values = snapshot.first_texts(&sql).await?;
-                            stored_form_warning(
-                                cfg,
-                                &mut report,
-                                t,
-                                &column,
-                                &kind,
-                                matching,
-                                &values,
-                            );
-                        }
-                        snapshot.finish().await?;
-                    }
-                    Ok(report)
-                })
-                .await?
-            }
-        };
+                }
+                Ok(report)
+            })
+            .await?;
         source.schema.store(report.map.clone()).await;
         Ok(report)
     }
@@ -104,70 +85,77 @@ impl Engine {
             .iter()
             .map(|looser| (*looser, map.looser_plan(&plan, *looser)))
             .collect();
-        if let SourceStore::MySql(pool) = &source.store {
-            return self
-                .admitted(source, caller, deadline, async || {
-                    // As on PostgreSQL: the time left, and never above the default.
-                    let cap = Instant::now() + DEFAULT_TIMEOUT;
-                    let limit = deadline.map_or(cap, |d| d.min(cap));
-                    let mut snapshot = pool.snapshot(Some(limit)).await?;
-                    let mut matches = Vec::new();
-                    for (looser, plan) in &plans {
-                        let mut found = looser_match(*looser);
-                        for table in &plan.tables {
-                            let n = snapshot.count(&table.count_sql, &value).await?;
-                            found.add(&table.table.display, n);
-                        }
-                        matches.push(found);
-                    }
-                    snapshot.finish().await?;
-                    Ok(matches)
+        // As for an extraction: the time left, and never above the default.
+        let cap = Instant::now() + DEFAULT_TIMEOUT;
+        let limit = deadline.map_or(cap, |d| d.min(cap));
+        self.admitted(source, caller, deadline, async || {
+            source
+                .store
+                .with(LooserCounts {
+                    plans: &plans,
+                    value: &value,
+                    deadline: limit,
                 })
-                .await;
-        }
-        let db =
-            |e: tokio_postgres::Error| ExtractError::from(DbError::from_pg_bound(source_name, &e));
-        self.guarded(
-            source,
-            caller,
-            deadline,
-            "validate",
-            |mut conn| async move {
-                let (client, _) = conn.parts();
-                let txn = crate::store::postgres::read_only_snapshot(client)
-                    .await
-                    .map_err(db)?;
-                let timeout = deadline
-                    .map(|d| d.saturating_duration_since(Instant::now()))
-                    .unwrap_or(DEFAULT_TIMEOUT)
-                    .min(DEFAULT_TIMEOUT)
-                    .as_millis()
-                    .max(1)
-                    .to_string();
-                txn.query(
-                    "SELECT set_config('statement_timeout', $1, true)",
-                    &[&timeout],
-                )
                 .await
-                .map_err(db)?;
-                let mut matches = Vec::new();
-                for (looser, plan) in &plans {
-                    let mut found = looser_match(*looser);
-                    for table in &plan.tables {
-                        let n: i64 = txn
-                            .query_one(&table.count_sql, &[&value])
-                            .await
-                            .map_err(db)?
-                            .get(0);
-                        found.add(&table.table.display, n);
-                    }
-                    matches.push(found);
-                }
-                txn.commit().await.map_err(db)?;
-                Ok(matches)
-            },
-        )
+        })
         .await
+    }
+}
+
+/// Each looser match's count, table by table, in one read-only snapshot.
+struct LooserCounts<'a> {
+    plans: &'a [(Looser, Plan)],
+    value: &'a str,
+    deadline: Instant,
+}
+
+impl WithStore for LooserCounts<'_> {
+    type Output = Result<Vec<pb::LooserMatch>, ExtractError>;
+
+    async fn with<S: Store>(self, store: &S) -> Self::Output {
+        {
+            let prefetch: Vec<Prefetch<'_>> = self
+                .plans
+                .iter()
+                .flat_map(|(_, plan)| &plan.tables)
+                .map(|table| Prefetch {
+                    sql: &table.count_sql,
+                    columns: 1,
+                })
+                .collect();
+            let mut snapshot = store
+                .read_snapshot(ReadOptions {
+                    deadline: Some(self.deadline),
+                    idle_limit: DEFAULT_TIMEOUT,
+                    prefetch: &prefetch,
+                    value: self.value,
+                })
+                .await?;
+            let counted = self.count(&mut snapshot).await;
+            match counted {
+                Ok(_) => snapshot.end().await?,
+                Err(_) => snapshot.abandon(Abandon::Failed).await,
+            }
+            counted
+        }
+    }
+}
+
+impl LooserCounts<'_> {
+    async fn count<R: ReadSnapshot>(
+        &self,
+        snapshot: &mut R,
+    ) -> Result<Vec<pb::LooserMatch>, ExtractError> {
+        let mut matches = Vec::new();
+        for (looser, plan) in self.plans {
+            let mut found = looser_match(*looser);
+            for table in &plan.tables {
+                let n = snapshot.counts(&table.count_sql, self.value).await?;
+                found.add(&table.table.display, n.first().copied().unwrap_or(0));
+            }
+            matches.push(found);
+        }
+        Ok(matches)
     }
 }
 

@@ -16,21 +16,20 @@
 
 pub mod cache;
 mod gate;
-pub(crate) use gate::{FOREIGN_KEYS_SQL, on_delete_rule, on_update_rule, rule_acts};
 mod plan;
 
-pub use gate::{SchemaReport, TableReport, category_fits_type, check_schema, check_schema_mysql};
+pub use gate::{SchemaReport, TableReport, catalog_wanted, category_fits_type, check_schema};
 pub use plan::{Compare, Looser, MAX_VALUE_BYTES};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use tokio_postgres::GenericClient;
-
 use crate::classify::Matrix;
 use crate::config::{DatabaseKind, MatchMode, NOT_PII, QualifiedName, SourceConfig};
 use crate::pb::ValueKind;
 pub use crate::store::ColumnDecoder;
+use crate::store::catalog::{CatalogError, ReadCatalog};
+use crate::store::error::DbError;
 use crate::values::Coercion;
 
 /// The SQL a source speaks: PostgreSQL's, or MySQL's and MariaDB's.
@@ -65,6 +64,26 @@ impl Dialect {
                 format!("{}.{}", self.quote(&name.schema), self.quote(&name.table))
             }
             Dialect::MySql => self.quote(&name.table),
+        }
+    }
+}
+
+/// Why a data map could not be loaded: no connection, or a problem of the map.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+impl From<CatalogError> for LoadError {
+    fn from(error: CatalogError) -> LoadError {
+        match error {
+            CatalogError::Db(e) => LoadError::Db(e),
+            CatalogError::Read { source_name, cause } => {
+                LoadError::Plan(PlanError::Catalog { source_name, cause })
+            }
         }
     }
 }
@@ -342,25 +361,17 @@ pub(crate) fn is_text_type(typname: &str) -> bool {
 
 /// Checks the data map of `source` against the live catalog, table by table.
 impl DataMap {
-    /// Reads the catalog and returns the data map, or every schema problem at once.
+    /// Reads the catalog of `store` and returns the data map, or every schema problem at
+    /// once.
     pub async fn load(
         source: &SourceConfig,
         matrix: &Matrix,
-        client: &impl GenericClient,
-    ) -> Result<Arc<DataMap>, PlanError> {
-        check_schema(source, matrix, client).await?.into_map(source)
-    }
-
-    /// Reads a MySQL or MariaDB source's `information_schema` and returns the data map, or
-    /// every schema problem at once.
-    pub async fn load_mysql(
-        source: &SourceConfig,
-        matrix: &Matrix,
-        pool: &crate::store::mysql::MySqlPool,
-    ) -> Result<Arc<DataMap>, PlanError> {
-        gate::check_schema_mysql(source, matrix, pool)
-            .await?
-            .into_map(source)
+        store: &impl ReadCatalog,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Arc<DataMap>, LoadError> {
+        let (tables, foreign_keys) = catalog_wanted(source);
+        let catalog = store.catalog(&tables, foreign_keys, deadline).await?;
+        Ok(check_schema(source, matrix, catalog).into_map(source)?)
     }
 
     /// Compiles the plans of checked tables.

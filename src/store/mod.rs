@@ -11,12 +11,17 @@
 //!   classified once; `KILL QUERY` from a second pool.
 //! - [`error`]: the errors every store's own codes are classified into.
 //!
-//! A new store implements [`read::Store`] (and its snapshot, row stream and cells) in a
-//! folder of its own, and is registered in [`SourceStore`]: a variant, its arm in
-//! [`SourceStore::with`], and its pool built in [`SourceStore::open`].
+//! - [`catalog`]: what the schema gate reads of a store ([`catalog::ReadCatalog`]): its
+//!   tables, keys and indexes in words every store shares, and sampled values.
+//!
+//! A new store implements [`read::Store`] (and its snapshot, row stream and cells) and
+//! [`catalog::ReadCatalog`] in a folder of its own, and is registered in [`SourceStore`]: a
+//! variant, its arm in [`SourceStore::with`] and in each method of `ReadCatalog`, and its
+//! pool built in [`SourceStore::open`].
 //!
 //! A store may import config and values; it never imports the engine or the API.
 
+pub mod catalog;
 pub mod error;
 pub mod mysql;
 pub mod postgres;
@@ -58,6 +63,31 @@ impl ColumnDecoder {
 pub enum SourceStore {
     Postgres(SourcePool),
     MySql(MySqlPool),
+}
+
+impl catalog::ReadCatalog for SourceStore {
+    async fn catalog(
+        &self,
+        tables: &[crate::config::QualifiedName],
+        foreign_keys: bool,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<catalog::Catalog, catalog::CatalogError> {
+        match self {
+            SourceStore::Postgres(pool) => pool.catalog(tables, foreign_keys, deadline).await,
+            SourceStore::MySql(pool) => pool.catalog(tables, foreign_keys, deadline).await,
+        }
+    }
+
+    async fn sample_texts(
+        &self,
+        statements: &[String],
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Vec<Vec<String>>, error::DbError> {
+        match self {
+            SourceStore::Postgres(pool) => pool.sample_texts(statements, deadline).await,
+            SourceStore::MySql(pool) => pool.sample_texts(statements, deadline).await,
+        }
+    }
 }
 
 /// Work written once for every store ([`read::Store`]), run on a source's own.

@@ -100,6 +100,11 @@ pub(crate) struct Args {
     /// Measure only the committed erasure (on its own dataset), not the extraction scenarios.
     #[arg(long)]
     erase_only: bool,
+    /// Another build of the service (an earlier commit's `dsr-connector`), started beside
+    /// this one and measured in the same rounds (heavy, sequential, concurrent): a change's
+    /// cost, before and after, on the same data at the same moment.
+    #[arg(long)]
+    compare: Option<PathBuf>,
     /// Where bench.json goes.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -205,8 +210,18 @@ async fn main() -> anyhow::Result<()> {
         None
     };
 
+    // The build compared against, when one is given.
+    let compared = match &args.compare {
+        Some(other) => {
+            let (server, _, channel) = serve_bench(&args, other, &cluster, args.scan_json).await?;
+            Some((server, channel))
+        }
+        None => None,
+    };
+
     let mut results = Vec::new();
     // heavy
+    let mut before = Vec::new();
     let mut service = Vec::new();
     let mut raw = Vec::new();
     let mut copy = Vec::new();
@@ -218,6 +233,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some((_, unscanned)) = &unscanned {
         warm_pool(unscanned, &subjects).await?;
     }
+    if let Some((_, compared)) = &compared {
+        warm_pool(compared, &subjects).await?;
+    }
     for round in 0..args.repeat {
         eprintln!("heavy, round {} ...", round + 1);
         let (rows, first, secs) = extract_one(channel.clone(), HEAVY, None).await?;
@@ -227,6 +245,10 @@ async fn main() -> anyhow::Result<()> {
         if let Some((_, unscanned)) = &unscanned {
             let (rows, _, secs) = extract_one(unscanned.clone(), HEAVY, None).await?;
             scan_off.push(rows as f64 / secs);
+        }
+        if let Some((_, compared)) = &compared {
+            let (rows, _, secs) = extract_one(compared.clone(), HEAVY, None).await?;
+            before.push(rows as f64 / secs);
         }
         let (raw_rows, raw_secs) = raw_subject(&cluster, HEAVY).await?;
         raw.push(raw_rows as f64 / raw_secs);
@@ -267,6 +289,14 @@ async fn main() -> anyhow::Result<()> {
             "",
         ));
         stop_server(&mut server);
+    }
+    if compared.is_some() {
+        results.push(Row::new(
+            "heavy: dsr-connector against the --compare build (rows/s)",
+            &service,
+            Some(&before),
+            "the --compare build",
+        ));
     }
     results.push(Row::new("heavy: dsr-connector MB/s", &mbps, None, ""));
     results.push(Row::new("heavy: time to first batch (ms)", &ttfb, None, ""));
@@ -338,6 +368,7 @@ async fn main() -> anyhow::Result<()> {
         let mut psql = Vec::new();
         let mut psql_p50 = Vec::new();
         let mut psql_p99 = Vec::new();
+        let mut before = Vec::new();
         for round in 0..args.repeat {
             eprintln!("{name}, round {} ...", round + 1);
             let (rate, lat) = many(&subjects, concurrency, |s| {
@@ -348,6 +379,14 @@ async fn main() -> anyhow::Result<()> {
             service.push(rate);
             p50.push(percentile(&lat, 0.50));
             p99.push(percentile(&lat, 0.99));
+            if let Some((_, compared)) = &compared {
+                let (rate, _) = many(&subjects, concurrency, |s| {
+                    let channel = compared.clone();
+                    async move { extract_one(channel, &s, None).await.map(|_| ()) }
+                })
+                .await?;
+                before.push(rate);
+            }
             let cluster = &cluster;
             let (rate, lat) = many(&subjects, concurrency, |s| async move {
                 raw_subject(cluster, &s).await.map(|_| ())
@@ -381,6 +420,14 @@ async fn main() -> anyhow::Result<()> {
             Some(&raw),
             "raw tokio-postgres",
         ));
+        if compared.is_some() {
+            results.push(Row::new(
+                &format!("{name}: dsr-connector against the --compare build (subjects/s)"),
+                &service,
+                Some(&before),
+                "the --compare build",
+            ));
+        }
         results.push(Row::new(
             &format!("{name}: raw tokio-postgres (subjects/s)"),
             &raw,
@@ -466,6 +513,9 @@ async fn main() -> anyhow::Result<()> {
         "",
     ));
     stop_server(&mut server);
+    if let Some((mut server, _)) = compared {
+        stop_server(&mut server);
+    }
     // erasure, committed: delete, mask and retain, on subjects of its own.
     results.extend(erasure::committed(&args, &binary, &cluster).await?);
 

@@ -4,6 +4,7 @@
 use crate::config::erasure::{ColumnErasure, EraseAction, MaskMethod};
 use crate::config::{QualifiedName, SourceConfig};
 use crate::schema::{Plan, PlannedTable, is_text_type};
+use crate::store::catalog::KeyAction;
 
 use super::ErasureRefusal;
 
@@ -160,11 +161,8 @@ pub(super) struct ForeignKey {
     pub child: String,
     /// The referenced table, likewise.
     pub parent: String,
-    /// `pg_constraint.confdeltype`: `a` no action, `r` restrict, `c` cascade, `n` set null,
-    /// `d` set default.
-    pub on_delete: char,
-    /// `pg_constraint.confupdtype`, likewise.
-    pub on_update: char,
+    pub on_delete: KeyAction,
+    pub on_update: KeyAction,
     /// The referenced columns of the parent.
     pub parent_columns: Vec<String>,
     /// The key's columns in the child, in key order, with the parent's they match.
@@ -174,23 +172,36 @@ pub(super) struct ForeignKey {
 }
 
 impl ForeignKey {
+    pub fn of(key: crate::store::catalog::ForeignKey) -> ForeignKey {
+        ForeignKey {
+            child_sql: crate::schema::Dialect::Postgres.table(&key.child),
+            child: key.child.display_name(),
+            parent: key.parent.display_name(),
+            parent_columns: key.parent_columns().cloned().collect(),
+            constraint: key.constraint,
+            on_delete: key.on_delete,
+            on_update: key.on_update,
+            pairs: key.pairs,
+        }
+    }
+
     pub fn on_delete_name(&self) -> &'static str {
-        crate::schema::on_delete_rule(self.on_delete)
+        self.on_delete.on_delete()
     }
 
     /// Whether deleting a parent row changes rows of the child by itself.
     pub fn acts_on_delete(&self) -> bool {
-        crate::schema::rule_acts(self.on_delete)
+        self.on_delete.acts()
     }
 
     pub fn on_update_name(&self) -> &'static str {
-        crate::schema::on_update_rule(self.on_update)
+        self.on_update.on_update()
     }
 
     /// Whether changing a referenced column of a parent row changes rows of the child by
     /// itself.
     pub fn acts_on_update(&self) -> bool {
-        crate::schema::rule_acts(self.on_update)
+        self.on_update.acts()
     }
 }
 

@@ -659,33 +659,11 @@ impl Run<'_> {
         &self,
         txn: &tokio_postgres::Transaction<'_>,
     ) -> Result<Vec<ForeignKey>, ExtractError> {
-        let rows = txn
-            .query(crate::schema::FOREIGN_KEYS_SQL, &[])
+        let keys = crate::store::postgres::read_foreign_keys(txn)
             .await
-            .map_err(|e| self.db(&e, None))?;
-        let display = |schema: String, table: String| {
-            crate::config::QualifiedName { schema, table }.display_name()
-        };
-        let keys = rows
+            .map_err(|e| self.db(&e, None))?
             .into_iter()
-            .map(|r| ForeignKey {
-                constraint: r.get(0),
-                child: display(r.get(1), r.get(2)),
-                parent: display(r.get(3), r.get(4)),
-                on_delete: r.get::<_, String>(5).chars().next().unwrap_or('a'),
-                on_update: r.get::<_, String>(6).chars().next().unwrap_or('a'),
-                parent_columns: r.get(7),
-                pairs: r
-                    .get::<_, Vec<String>>(8)
-                    .into_iter()
-                    .zip(r.get::<_, Vec<String>>(9))
-                    .collect(),
-                child_sql: format!(
-                    "{}.{}",
-                    quote_ident(&r.get::<_, String>(1)),
-                    quote_ident(&r.get::<_, String>(2))
-                ),
-            })
+            .map(ForeignKey::of)
             .filter(|k| {
                 self.steps
                     .iter()

@@ -6,12 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio_postgres::GenericClient;
-
-mod mysql;
-mod postgres;
-
-pub(crate) use postgres::{FOREIGN_KEYS_SQL, on_delete_rule, on_update_rule, rule_acts};
+mod cascades;
 
 use super::{
     ColumnDecoder, DataMap, Dialect, IdentityMatch, MappedColumn, MappedReference, MappedTable,
@@ -22,32 +17,9 @@ use crate::config::{
     CoerceRule, ColumnSpec, MatchMode, QualifiedName, SourceConfig, TableConfig, UnmappedPolicy,
 };
 use crate::pb::TableStatus;
+use crate::store::catalog::{Catalog, IndexKey, LiveColumn, LiveTable};
 use crate::store::mysql::MyDecoder;
 use crate::values::{Coercion, Decoder, EpochUnit};
-
-/// One live column as the catalog describes it.
-struct LiveColumn {
-    name: String,
-    pg_type: String,
-    base_type: String,
-    typname: String,
-    category: String,
-    not_null: bool,
-    /// The most characters a `varchar(n)` or `char(n)` column holds.
-    max_chars: Option<i32>,
-    decoder: ColumnDecoder,
-    /// Compares text case-insensitively by itself (citext, a MySQL `_ci` collation).
-    folds_case: bool,
-}
-
-/// An index's first key: a plain column, or the column of `lower(column)`.
-#[derive(Clone)]
-struct IndexKey {
-    column: Option<String>,
-    lower_of: Option<String>,
-    /// A unique index on this key alone.
-    unique: bool,
-}
 
 /// The index to create when none of `keys` serves the identity match of `column`, or `None`
 /// when one does.
@@ -138,56 +110,27 @@ impl SchemaReport {
     }
 }
 
-/// Runs the schema gate on a PostgreSQL source: every mapped table and column against the
-/// live catalog, table by table. The report lists every problem at once; its map is set only
-/// when there is none.
-pub async fn check_schema(
-    source: &SourceConfig,
-    matrix: &Matrix,
-    client: &impl GenericClient,
-) -> Result<SchemaReport, PlanError> {
-    let catalog = postgres::Catalog::prepare(source, client).await?;
-    let mut live = Vec::with_capacity(source.tables.len());
-    for table_cfg in &source.tables {
-        live.push(catalog.live_table(&parse_name(table_cfg)).await?);
-    }
-    let (mut reports, tables) = check_tables(source, matrix, live);
-    postgres::check_cascades(source, client, &mut reports).await?;
-    Ok(finish(source, reports, tables))
+/// The tables a source's data map names, in order, and whether the gate needs the
+/// database's foreign keys (when erasure changes a table, to warn about the keys into it
+/// from tables the map does not name): what [`check_schema`] wants of the catalog.
+pub fn catalog_wanted(source: &SourceConfig) -> (Vec<QualifiedName>, bool) {
+    (
+        source.tables.iter().map(parse_name).collect(),
+        cascades::changes_tables(source),
+    )
 }
 
-/// Runs the schema gate on a MySQL or MariaDB source, from its `information_schema`.
-pub async fn check_schema_mysql(
-    source: &SourceConfig,
-    matrix: &Matrix,
-    pool: &crate::store::mysql::MySqlPool,
-) -> Result<SchemaReport, PlanError> {
-    let mut live = Vec::with_capacity(source.tables.len());
-    for table_cfg in &source.tables {
-        live.push(mysql::live_table(source, pool, &parse_name(table_cfg)).await?);
-    }
-    let (reports, tables) = check_tables(source, matrix, live);
-    Ok(finish(source, reports, tables))
+/// Runs the schema gate: every mapped table and column against the live catalog (as
+/// [`catalog_wanted`] asked for it), table by table. The report lists every problem at once;
+/// its map is set only when there is none.
+pub fn check_schema(source: &SourceConfig, matrix: &Matrix, catalog: Catalog) -> SchemaReport {
+    let (mut reports, tables) = check_tables(source, matrix, catalog.tables);
+    cascades::check(source, &catalog.foreign_keys, &mut reports);
+    finish(source, reports, tables)
 }
 
 fn parse_name(table_cfg: &TableConfig) -> QualifiedName {
     QualifiedName::parse(&table_cfg.name).expect("table names are checked by Config::validate")
-}
-
-/// One live table as a store's catalog describes it. No columns: no such table, or the role
-/// cannot see it.
-pub(super) struct LiveTable {
-    columns: Vec<LiveColumn>,
-    /// It can have indexes (views and foreign tables have none to advise on).
-    indexable: bool,
-    /// Its rows live in several relations: a partitioned table, or one with inheritance
-    /// children.
-    spans_relations: bool,
-    /// A table whose rows are stored here: not a view, a materialised view or a foreign
-    /// table.
-    base_table: bool,
-    primary_key: Vec<String>,
-    index_keys: Vec<IndexKey>,
 }
 
 /// Checks every mapped table against what the catalog said of it.

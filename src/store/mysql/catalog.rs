@@ -5,7 +5,153 @@
 use mysql_async::prelude::Queryable;
 
 use super::{MyDecoder, MySqlPool};
+use crate::config::QualifiedName;
+use crate::store::ColumnDecoder;
+use tokio::time::Instant;
+
+use crate::store::catalog::{
+    Catalog, CatalogError, ForeignKey, IndexKey, KeyAction, LiveColumn, LiveTable, ReadCatalog,
+};
 use crate::store::error::DbError;
+
+impl ReadCatalog for MySqlPool {
+    /// The catalog of `tables` (in the source's database; their schema is not read), and
+    /// every foreign key of the database when asked for. Each statement waits for its
+    /// connection at most the connect timeout.
+    async fn catalog(
+        &self,
+        tables: &[QualifiedName],
+        foreign_keys: bool,
+        _: Option<Instant>,
+    ) -> Result<Catalog, CatalogError> {
+        let failed = |e: DbError| CatalogError::Read {
+            source_name: self.source_name().to_owned(),
+            cause: e.to_string(),
+        };
+        let mut catalog = Catalog::default();
+        for name in tables {
+            let info = table_info(self, &name.table).await.map_err(failed)?;
+            catalog.tables.push(live_table(info));
+        }
+        if foreign_keys {
+            catalog.foreign_keys = all_foreign_keys(self).await.map_err(failed)?;
+        }
+        Ok(catalog)
+    }
+
+    async fn sample_texts(
+        &self,
+        statements: &[String],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Vec<String>>, DbError> {
+        let mut snapshot = self.snapshot(deadline).await?;
+        let mut samples = Vec::with_capacity(statements.len());
+        for sql in statements {
+            samples.push(snapshot.first_texts(sql).await?);
+        }
+        snapshot.finish().await?;
+        Ok(samples)
+    }
+}
+
+/// A table as the schema gate reads it.
+fn live_table(info: TableInfo) -> LiveTable {
+    LiveTable {
+        indexable: info.base_table,
+        spans_relations: false,
+        base_table: info.base_table,
+        columns: info.columns.into_iter().map(live_column).collect(),
+        primary_key: info.primary_key,
+        // MariaDB has no index on an expression; a `_ci` collation folds case instead.
+        index_keys: info
+            .index_leads
+            .into_iter()
+            .map(|(column, unique)| IndexKey {
+                column: Some(column),
+                lower_of: None,
+                unique,
+            })
+            .collect(),
+    }
+}
+
+fn live_column(column: ColumnInfo) -> LiveColumn {
+    let data_type = column.data_type.to_ascii_lowercase();
+    LiveColumn {
+        category: type_category(column.decoder).to_owned(),
+        base_type: data_type.clone(),
+        typname: data_type,
+        pg_type: column.column_type,
+        not_null: !column.nullable,
+        max_chars: column.max_chars.and_then(|n| i32::try_from(n).ok()),
+        decoder: ColumnDecoder::MySql(column.decoder),
+        folds_case: column
+            .collation
+            .is_some_and(|c| c.to_ascii_lowercase().ends_with("_ci")),
+        name: column.name,
+    }
+}
+
+/// The category PostgreSQL would give the type (`pg_type.typcategory`), by which the gate
+/// compares a reference with its target and checks that a category's values fit: `S` text,
+/// `N` numbers, `D` dates and times, `B` booleans, `U` the rest.
+fn type_category(decoder: MyDecoder) -> &'static str {
+    match decoder {
+        MyDecoder::Text => "S",
+        MyDecoder::Bool => "B",
+        MyDecoder::Int
+        | MyDecoder::BigUnsigned
+        | MyDecoder::Bit { .. }
+        | MyDecoder::Float
+        | MyDecoder::Decimal => "N",
+        MyDecoder::Date | MyDecoder::DateTime | MyDecoder::Timestamp | MyDecoder::Time { .. } => {
+            "D"
+        }
+        MyDecoder::Bytes | MyDecoder::Json => "U",
+    }
+}
+
+/// Every foreign key of the source's database (`DATABASE()`), each table named as a data map
+/// names a MySQL table: by its name alone (which parses into the default schema).
+async fn all_foreign_keys(pool: &MySqlPool) -> Result<Vec<ForeignKey>, DbError> {
+    let mut conn = pool.connection_unlimited().await?;
+    type Row = (String, String, String, String, String, String, String);
+    let rows: Vec<Row> = conn
+        .query(
+            "SELECT k.CONSTRAINT_NAME, k.TABLE_NAME, k.COLUMN_NAME, \
+               k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME, r.DELETE_RULE, r.UPDATE_RULE \
+             FROM information_schema.KEY_COLUMN_USAGE k \
+             JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
+               ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA \
+              AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME \
+             WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME IS NOT NULL \
+             ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+        )
+        .await
+        .map_err(|e| super::classify(pool.source_name(), &e))?;
+    let mut keys: Vec<ForeignKey> = Vec::new();
+    // As `QualifiedName::parse` names a table given without a schema.
+    let named = |table: String| QualifiedName {
+        schema: "public".to_owned(),
+        table,
+    };
+    for (constraint, table, column, parent, parent_column, on_delete, on_update) in rows {
+        match keys.last_mut() {
+            Some(key) if key.constraint == constraint && key.child.table == table => {
+                key.pairs.push((column, parent_column));
+            }
+            _ => keys.push(ForeignKey {
+                constraint,
+                child: named(table),
+                parent: named(parent),
+                on_delete: KeyAction::from_rule(&on_delete),
+                on_update: KeyAction::from_rule(&on_update),
+                pairs: vec![(column, parent_column)],
+            }),
+        }
+    }
+    Ok(keys)
+}
 
 /// One column of a live table.
 #[derive(Debug, Clone, PartialEq, Eq)]

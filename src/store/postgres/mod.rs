@@ -9,9 +9,11 @@
 //! PostgreSQL errors are classified here, once, into transient ones (worth a retry with
 //! backoff) and permanent ones.
 
+mod catalog;
 mod read;
 pub mod tls;
 
+pub use catalog::read_foreign_keys;
 pub use read::{PgRows, PgSnapshot};
 
 use std::sync::{Arc, Mutex};

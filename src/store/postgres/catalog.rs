@@ -1,12 +1,59 @@
-//! The schema gate's catalog on PostgreSQL: `pg_catalog` read for each mapped table, and the
-//! foreign keys into tables that erasure changes.
+//! PostgreSQL's catalog as the schema gate reads it: `pg_catalog` for each mapped table, and
+//! every foreign key of the database.
 
 use tokio_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 
-use super::{IndexKey, LiveColumn, LiveTable, TableReport};
-use crate::config::{QualifiedName, SourceConfig};
-use crate::schema::{ColumnDecoder, PlanError};
+use tokio::time::Instant;
+
+use super::{DbError, SourcePool, describe};
+use crate::config::QualifiedName;
+use crate::store::ColumnDecoder;
+use crate::store::catalog::{
+    Catalog, CatalogError, ForeignKey, IndexKey, KeyAction, LiveColumn, LiveTable, ReadCatalog,
+};
 use crate::values::Decoder;
+
+impl ReadCatalog for SourcePool {
+    async fn catalog(
+        &self,
+        tables: &[QualifiedName],
+        foreign_keys: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Catalog, CatalogError> {
+        let conn = self.checkout(deadline).await?;
+        let name = self.source_name();
+        let reader = Reader::prepare(name, &conn.client).await?;
+        let mut catalog = Catalog::default();
+        for table in tables {
+            catalog.tables.push(reader.live_table(table).await?);
+        }
+        if foreign_keys {
+            catalog.foreign_keys = read_foreign_keys(&conn.client)
+                .await
+                .map_err(|e| catalog_error(name, &e))?;
+        }
+        Ok(catalog)
+    }
+
+    async fn sample_texts(
+        &self,
+        statements: &[String],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Vec<String>>, DbError> {
+        let conn = self.checkout(deadline).await?;
+        let mut samples = Vec::with_capacity(statements.len());
+        for sql in statements {
+            let rows = conn
+                .client
+                .query(sql.as_str(), &[])
+                .await
+                .map_err(|e| DbError::from_pg(self.source_name(), &e))?;
+            samples.push(rows.iter().filter_map(|r| r.try_get(0).ok()).collect());
+        }
+        Ok(samples)
+    }
+}
 
 /// A table's live columns: name, type with and without modifiers, `typname`, `typcategory`,
 /// `relkind`, NOT NULL, the most characters a `varchar(n)` or `char(n)` holds, and whether
@@ -58,7 +105,7 @@ WHERE n.nspname = $1 AND c.relname = $2 AND i.indisvalid AND i.indpred IS NULL";
 /// restrict, `c` cascade, `n` set null, `d` set default), the referenced columns, and the
 /// key's columns paired with the referenced ones, in key order. A key declared on a partition
 /// is named by its partitioned table, as the data map names it.
-pub(crate) const FOREIGN_KEYS_SQL: &str = "\
+const FOREIGN_KEYS_SQL: &str = "\
 SELECT con.conname::text, cn.nspname::text, cc.relname::text, \
        pn.nspname::text, pc.relname::text, con.confdeltype::text, con.confupdtype::text, \
        ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
@@ -78,145 +125,56 @@ JOIN pg_catalog.pg_class pc \
 JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace \
 WHERE con.contype = 'f'";
 
-/// A foreign key's `ON DELETE` action by `pg_constraint.confdeltype` (`a` no action, `r`
-/// restrict, `c` cascade, `n` set null, `d` set default).
-pub(crate) fn on_delete_rule(code: char) -> &'static str {
-    match code {
-        'c' => "ON DELETE CASCADE",
-        'n' => "ON DELETE SET NULL",
-        'd' => "ON DELETE SET DEFAULT",
-        'r' => "ON DELETE RESTRICT",
-        _ => "ON DELETE NO ACTION",
-    }
-}
-
-/// A foreign key's `ON UPDATE` action by `pg_constraint.confupdtype`, likewise.
-pub(crate) fn on_update_rule(code: char) -> &'static str {
-    match code {
-        'c' => "ON UPDATE CASCADE",
-        'n' => "ON UPDATE SET NULL",
-        'd' => "ON UPDATE SET DEFAULT",
-        'r' => "ON UPDATE RESTRICT",
-        _ => "ON UPDATE NO ACTION",
-    }
-}
-
-/// Whether a referential action changes the referencing rows by itself (cascade, set null, set
-/// default), rather than refusing the change (no action, restrict).
-pub(crate) fn rule_acts(code: char) -> bool {
-    matches!(code, 'c' | 'n' | 'd')
-}
-
-/// Warns, before anyone asks to erase, about a foreign key from a table outside the data map
-/// into a table that erasure changes: one that would act on its rows (`ON DELETE CASCADE`,
-/// `SET NULL`, `SET DEFAULT`, or the same `ON UPDATE` of a masked referenced column), which
-/// `Erase` refuses, and one that would stop the deletion (`NO ACTION`, `RESTRICT`).
-pub(super) async fn check_cascades(
-    source: &SourceConfig,
+/// Every foreign key of the database, on `client` (a connection, or a transaction that must
+/// see them as it does).
+pub async fn read_foreign_keys(
     client: &impl GenericClient,
-    reports: &mut [TableReport],
-) -> Result<(), PlanError> {
-    use crate::config::erasure::{ColumnErasure, EraseAction};
-    // Each table that erasure changes: its action, and its masked columns.
-    let changed: Vec<(String, EraseAction, Vec<&String>)> = source
-        .tables
-        .iter()
-        .filter_map(|t| {
-            let erase = t
-                .erase
-                .as_ref()
-                .filter(|e| e.action != EraseAction::Retain)?;
-            let masked = erase
-                .mask
-                .iter()
-                .filter(|(_, how)| !matches!(how, ColumnErasure::Retain { .. }))
-                .map(|(column, _)| column)
-                .collect();
-            Some((
-                QualifiedName::parse(&t.name)?.display_name(),
-                erase.action,
-                masked,
-            ))
+) -> Result<Vec<ForeignKey>, tokio_postgres::Error> {
+    let rows = client.query(FOREIGN_KEYS_SQL, &[]).await?;
+    let code = |text: String| KeyAction::from_code(text.chars().next().unwrap_or('a'));
+    rows.into_iter()
+        .map(|r| {
+            Ok(ForeignKey {
+                constraint: r.try_get(0)?,
+                child: QualifiedName {
+                    schema: r.try_get(1)?,
+                    table: r.try_get(2)?,
+                },
+                parent: QualifiedName {
+                    schema: r.try_get(3)?,
+                    table: r.try_get(4)?,
+                },
+                on_delete: code(r.try_get(5)?),
+                on_update: code(r.try_get(6)?),
+                pairs: r
+                    .try_get::<_, Vec<String>>(8)?
+                    .into_iter()
+                    .zip(r.try_get::<_, Vec<String>>(9)?)
+                    .collect(),
+            })
         })
-        .collect();
-    if changed.is_empty() {
-        return Ok(());
-    }
-    let mapped: Vec<String> = source
-        .tables
-        .iter()
-        .filter_map(|t| QualifiedName::parse(&t.name).map(|q| q.display_name()))
-        .collect();
-    let rows = client
-        .query(FOREIGN_KEYS_SQL, &[])
-        .await
-        .map_err(|e| catalog_error(source, &e))?;
-    for row in rows {
-        let child = QualifiedName {
-            schema: row.get(1),
-            table: row.get(2),
-        }
-        .display_name();
-        let parent = QualifiedName {
-            schema: row.get(3),
-            table: row.get(4),
-        }
-        .display_name();
-        let Some((_, action, masked)) = changed.iter().find(|(t, _, _)| *t == parent) else {
-            continue;
-        };
-        if mapped.contains(&child) {
-            continue;
-        }
-        let referenced: Vec<String> = row.get(7);
-        let code = |i: usize| row.get::<_, String>(i).chars().next().unwrap_or('a');
-        let (rule, acts) = match action {
-            EraseAction::Delete => (on_delete_rule(code(5)), rule_acts(code(5))),
-            _ if masked.iter().any(|c| referenced.contains(c)) => {
-                (on_update_rule(code(6)), rule_acts(code(6)))
-            }
-            _ => continue,
-        };
-        let constraint: String = row.get(0);
-        let outcome = if acts {
-            "Erase refuses any subject with rows here"
-        } else {
-            "an erasure of a subject who has rows in it fails (ERASURE_CONSTRAINT) and \
-             changes nothing"
-        };
-        if let Some(report) = reports.iter_mut().find(|r| r.table == parent) {
-            report.warnings.push(format!(
-                "table '{child}' references '{parent}' with {rule} (constraint \
-                 '{constraint}'), and the data map does not name '{child}': {outcome} \
-                 until '{child}' is mapped with an erase policy"
-            ));
-        }
-    }
-    Ok(())
+        .collect()
 }
 
-/// The catalog statements of one gate run, prepared once.
-pub(super) struct Catalog<'a, C> {
-    source: &'a SourceConfig,
+/// The catalog statements of one read, prepared once.
+struct Reader<'a, C> {
+    source_name: &'a str,
     client: &'a C,
     columns: tokio_postgres::Statement,
     primary_key: tokio_postgres::Statement,
     index_keys: tokio_postgres::Statement,
 }
 
-impl<'a, C: GenericClient> Catalog<'a, C> {
-    pub(super) async fn prepare(
-        source: &'a SourceConfig,
-        client: &'a C,
-    ) -> Result<Self, PlanError> {
+impl<'a, C: GenericClient> Reader<'a, C> {
+    async fn prepare(source_name: &'a str, client: &'a C) -> Result<Self, CatalogError> {
         let prepare = async |sql: &str| {
             client
                 .prepare(sql)
                 .await
-                .map_err(|e| catalog_error(source, &e))
+                .map_err(|e| catalog_error(source_name, &e))
         };
-        Ok(Catalog {
-            source,
+        Ok(Reader {
+            source_name,
             client,
             columns: prepare(CATALOG_SQL).await?,
             primary_key: prepare(PRIMARY_KEY_SQL).await?,
@@ -228,15 +186,18 @@ impl<'a, C: GenericClient> Catalog<'a, C> {
         &self,
         statement: &tokio_postgres::Statement,
         name: &QualifiedName,
-    ) -> Result<Vec<tokio_postgres::Row>, PlanError> {
+    ) -> Result<Vec<tokio_postgres::Row>, CatalogError> {
         self.client
-            .query(statement, &[&name.schema, &name.table])
+            .query(
+                statement,
+                &[&name.schema as &(dyn ToSql + Sync), &name.table],
+            )
             .await
-            .map_err(|e| catalog_error(self.source, &e))
+            .map_err(|e| catalog_error(self.source_name, &e))
     }
 
     /// The table as the catalog describes it.
-    pub(super) async fn live_table(&self, name: &QualifiedName) -> Result<LiveTable, PlanError> {
+    async fn live_table(&self, name: &QualifiedName) -> Result<LiveTable, CatalogError> {
         let rows = self.query(&self.columns, name).await?;
         let indexable = rows
             .first()
@@ -303,9 +264,9 @@ impl<'a, C: GenericClient> Catalog<'a, C> {
     }
 }
 
-fn catalog_error(source: &SourceConfig, e: &tokio_postgres::Error) -> PlanError {
-    PlanError::Catalog {
-        source_name: source.name.clone(),
-        cause: crate::store::postgres::describe(e),
+fn catalog_error(source_name: &str, e: &tokio_postgres::Error) -> CatalogError {
+    CatalogError::Read {
+        source_name: source_name.to_owned(),
+        cause: describe(e),
     }
 }
