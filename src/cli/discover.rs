@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 
 use crate::config::Config;
 use crate::engine::discover::{
-    DEFAULT_SAMPLE, DEFAULT_STATEMENT_TIMEOUT, Filter, MAX_SAMPLE, Options, discover, render,
+    DEFAULT_SAMPLE, DEFAULT_STATEMENT_TIMEOUT, Filter, MAX_SAMPLE, Options, render,
 };
 
 /// Arguments of `dsr-connector discover`.
@@ -75,24 +75,18 @@ pub async fn run(args: DiscoverArgs) -> anyhow::Result<()> {
         },
         free_text_share: args.free_text_share,
     };
-    let proposal = match source.kind {
-        crate::config::DatabaseKind::Postgres => {
-            let pool =
-                crate::store::postgres::SourcePool::new(source).map_err(anyhow::Error::msg)?;
-            let mut conn = pool.checkout(None).await?;
-            let (client, _) = conn.parts();
-            discover(client, source, &config.matrix(), &options).await?
-        }
-        crate::config::DatabaseKind::Mysql => {
-            let pool =
-                crate::store::mysql::MySqlPool::for_source(source).map_err(anyhow::Error::msg)?;
-            let drafted =
-                crate::engine::discover::discover_mysql(&pool, source, &config.matrix(), &options)
-                    .await;
-            pool.disconnect().await;
-            drafted?
-        }
-    };
+    let store = crate::store::SourceStore::open(source).map_err(anyhow::Error::msg)?;
+    let matrix = config.matrix();
+    let drafted = store
+        .with(crate::engine::discover::Drafting {
+            source,
+            matrix: &matrix,
+            options: &options,
+            deadline: None,
+        })
+        .await;
+    store.close().await;
+    let proposal = drafted?;
     let draft = render::into_config(&text, &args.source, &proposal)?;
     match &args.out {
         Some(out) => {

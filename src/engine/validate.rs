@@ -9,9 +9,9 @@ use tokio::time::Instant;
 use super::{Engine, ExtractError};
 use crate::pb;
 use crate::schema::{LoadError, Looser, Plan, SchemaReport};
-use crate::store::WithStore;
 use crate::store::catalog::ReadCatalog;
-use crate::store::read::{Abandon, Prefetch, ReadOptions, ReadSnapshot, Store};
+use crate::store::read::{Abandon, Prefetch, ReadOptions, ReadSnapshot};
+use crate::store::{Backend, WithStore};
 
 /// The longest a looser count may run when the call has no deadline: these matches may not
 /// have an index, so they can scan whole tables.
@@ -112,7 +112,7 @@ struct LooserCounts<'a> {
 impl WithStore for LooserCounts<'_> {
     type Output = Result<Vec<pb::LooserMatch>, ExtractError>;
 
-    async fn with<S: Store>(self, store: &S) -> Self::Output {
+    async fn with<S: Backend>(self, store: &S) -> Self::Output {
         {
             let prefetch: Vec<Prefetch<'_>> = self
                 .plans

@@ -30,6 +30,7 @@ use crate::pb::ValueKind;
 pub use crate::store::ColumnDecoder;
 use crate::store::catalog::{CatalogError, ReadCatalog};
 use crate::store::error::DbError;
+pub use crate::store::postgres::quote_ident;
 use crate::values::Coercion;
 
 /// The SQL a source speaks: PostgreSQL's, or MySQL's and MariaDB's.
@@ -681,11 +682,6 @@ pub enum ReachRefusal {
         path: String,
         rows: u64,
     },
-}
-
-/// Quotes an SQL identifier: wraps it in double quotes and doubles any double quote inside.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The personal-data fields of a plan, normalized: `table.column`, trimmed, lower-case,

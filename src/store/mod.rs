@@ -14,14 +14,18 @@
 //! - [`catalog`]: what the schema gate reads of a store ([`catalog::ReadCatalog`]): its
 //!   tables, keys and indexes in words every store shares, and sampled values.
 //!
-//! A new store implements [`read::Store`] (and its snapshot, row stream and cells) and
-//! [`catalog::ReadCatalog`] in a folder of its own, and is registered in [`SourceStore`]: a
+//! - [`discovery`]: what `discover` reads of a store ([`discovery::Discover`]) to draft a
+//!   data map: every table, a bounded sample of values, and lookups.
+//!
+//! A new store implements [`Backend`]: [`read::Store`] (and its snapshot, row stream and
+//! cells), [`catalog::ReadCatalog`] and [`discovery::Discover`], in a folder of its own, and is registered in [`SourceStore`]: a
 //! variant, its arm in [`SourceStore::with`] and in each method of `ReadCatalog`, and its
 //! pool built in [`SourceStore::open`].
 //!
 //! A store may import config and values; it never imports the engine or the API.
 
 pub mod catalog;
+pub mod discovery;
 pub mod error;
 pub mod mysql;
 pub mod postgres;
@@ -90,11 +94,16 @@ impl catalog::ReadCatalog for SourceStore {
     }
 }
 
-/// Work written once for every store ([`read::Store`]), run on a source's own.
+/// Everything a store provides: snapshots to read a subject from, its catalog, and drafting.
+pub trait Backend: read::Store + catalog::ReadCatalog + discovery::Discover {}
+
+impl<T: read::Store + catalog::ReadCatalog + discovery::Discover> Backend for T {}
+
+/// Work written once for every store ([`Backend`]), run on a source's own.
 pub trait WithStore: Send {
     type Output;
 
-    fn with<S: read::Store>(self, store: &S) -> impl Future<Output = Self::Output> + Send;
+    fn with<S: Backend>(self, store: &S) -> impl Future<Output = Self::Output> + Send;
 }
 
 impl SourceStore {
@@ -104,6 +113,14 @@ impl SourceStore {
             DatabaseKind::Postgres => SourceStore::Postgres(SourcePool::new(cfg)?),
             DatabaseKind::Mysql => SourceStore::MySql(MySqlPool::for_source(cfg)?),
         })
+    }
+
+    /// Closes the store's connections (MySQL's pool waits for it; PostgreSQL's closes as it
+    /// drops).
+    pub async fn close(self) {
+        if let SourceStore::MySql(pool) = self {
+            pool.disconnect().await;
+        }
     }
 
     /// Runs `work` on this source's store.

@@ -2,7 +2,6 @@
 //! a key makes of it, what its name and samples say, and how text holding dates or epochs is
 //! read. Never a value.
 
-use super::catalog::Column;
 use super::draft::{
     CoerceProposal, ColumnProposal, FREE_TEXT, IdentityProposal, Planner, ReferenceProposal,
     identifier_for, key_name, kind_shape,
@@ -11,6 +10,7 @@ use super::evidence::{ColumnEvidence, date_cover};
 use crate::classify::{CHECK, FREE_TEXT_WORDS, Matrix, NOT_PII, NameMatch, words};
 use crate::config::CoerceRule;
 use crate::schema::category_fits_type;
+use crate::store::discovery::Column;
 
 /// What the name and the samples say a column holds, before identities and links.
 #[derive(Debug, Clone, Default)]

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use super::catalog::Table;
 use super::evidence::TableEvidence;
 use crate::classify::Matrix;
 use crate::config::{CoerceRule, ReachRule, SourceConfig};
+use crate::store::discovery::Table;
 
 /// The draft for one table.
 #[derive(Debug, Clone, Default)]

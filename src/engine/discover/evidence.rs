@@ -4,14 +4,9 @@
 //! columns that may link tables, which stay in memory until the links are checked.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
-use futures_util::TryStreamExt;
-use tokio_postgres::Transaction;
-
-use super::catalog::{Column, Table};
 use crate::classify::{Matrix, ScanLimits};
-use crate::schema::quote_ident;
+use crate::store::discovery::{Column, DiscoverySnapshot, SampleLimits, Table};
 
 /// The longest text read of a value that is not JSON: longer than any e-mail address
 /// (254), phone number or date, and what the detectors look at (they refuse longer text).
@@ -119,59 +114,21 @@ pub(super) fn text_limit(table: &Table) -> usize {
     (TEXT_ROW_BUDGET / text_columns).clamp(TEXT_PREFIX, FREE_TEXT_LIMIT)
 }
 
-/// How a column is read for sampling. A JSON document over `json_limit` bytes is read as
-/// the empty string (no JSON text is empty), counted as unscanned. A string value is read up
-/// to `text_limit` characters, for what free text holds inside.
-fn sample_expr(column: &Column, json_limit: usize, text_limit: usize) -> String {
-    let quoted = quote_ident(&column.name);
-    if column.is_json() {
-        format!(
-            "CASE WHEN octet_length({quoted}::text) <= {json_limit} THEN {quoted}::text ELSE '' END"
-        )
-    } else if column.typname == "bytea" {
-        "NULL::text".to_owned()
-    } else if column.is_text() {
-        format!("left({quoted}::text, {text_limit})")
-    } else {
-        format!("left({quoted}::text, {TEXT_PREFIX})")
+/// How much of each of `table`'s sampled values is read: its JSON and string budgets shared
+/// by the row's columns of each kind.
+pub(super) fn sample_limits(table: &Table) -> SampleLimits {
+    SampleLimits {
+        json_bytes: json_limit(table),
+        text_chars: text_limit(table),
+        prefix_chars: TEXT_PREFIX,
     }
 }
 
-/// The sampling query: at most `limit` rows, chosen by `TABLESAMPLE` with a fixed seed so
-/// that the same data gives the same draft. Small or never-analysed tables are sampled at
-/// 100%; large ones by pages (SYSTEM), which does not read the whole table.
-pub fn sample_sql(table: &Table, limit: u32) -> String {
-    let (json_limit, text_limit) = (json_limit(table), text_limit(table));
-    let exprs: Vec<String> = table
-        .columns
-        .iter()
-        .map(|c| sample_expr(c, json_limit, text_limit))
-        .collect();
-    let estimated = table.estimated_rows;
-    let (method, percent) = if estimated <= 0.0 {
-        ("BERNOULLI", 100.0)
-    } else {
-        let percent = (f64::from(limit) * 4.0 * 100.0 / estimated).clamp(0.001, 100.0);
-        let method = if estimated > 1_000_000.0 {
-            "SYSTEM"
-        } else {
-            "BERNOULLI"
-        };
-        (method, percent)
-    };
-    format!(
-        "SELECT {} FROM {}.{} TABLESAMPLE {method} ({percent}) REPEATABLE (42) LIMIT {limit}",
-        exprs.join(", "),
-        quote_ident(&table.name.schema),
-        quote_ident(&table.name.table)
-    )
-}
-
-/// Samples `table` inside the snapshot `tx`, under a savepoint so that a timeout on one
-/// table leaves the others to be sampled. `keep[i]` says whether column i's distinct values
-/// are kept (for checking links).
-pub async fn sample(
-    tx: &mut Transaction<'_>,
+/// Samples `table` in the snapshot: every value classified and forgotten as its row is read,
+/// except those `keep[i]` says may link tables. A failure (a timeout, a permission) ends
+/// this table's sample, named without a value, and leaves the others to be sampled.
+pub(super) async fn sample<D: DiscoverySnapshot>(
+    snapshot: &mut D,
     table: &Table,
     limit: u32,
     matrix: &Matrix,
@@ -184,27 +141,14 @@ pub async fn sample(
     if table.columns.is_empty() || limit == 0 {
         return evidence;
     }
-    let result = async {
-        let savepoint = tx.savepoint("dsr_discover_sample").await?;
-        let rows = savepoint
-            .query_raw(
-                sample_sql(table, limit).as_str(),
-                std::iter::empty::<&str>(),
-            )
-            .await?;
-        futures_util::pin_mut!(rows);
-        let mut kept_bytes = 0;
-        while let Some(row) = rows.try_next().await? {
-            let values = (0..table.columns.len())
-                .map(|i| row.try_get::<_, Option<&str>>(i))
-                .collect::<Result<Vec<_>, _>>()?;
-            observe_row(&mut evidence, table, &values, matrix, keep, &mut kept_bytes);
-        }
-        savepoint.commit().await
-    }
-    .await;
-    if let Err(e) = result {
-        evidence.error = Some(crate::store::postgres::describe(&e));
+    let mut kept_bytes = 0;
+    let sampled = snapshot
+        .sample(table, limit, sample_limits(table), &mut |values| {
+            observe_row(&mut evidence, table, values, matrix, keep, &mut kept_bytes);
+        })
+        .await;
+    if let Err(e) = sampled {
+        evidence.error = Some(e);
     }
     evidence
 }
@@ -342,18 +286,6 @@ pub fn date_cover(masks: &[u16]) -> (Vec<&'static str>, u32) {
     (chosen, covered)
 }
 
-/// Sets the snapshot's statement timeout.
-pub async fn set_statement_timeout(
-    tx: &Transaction<'_>,
-    timeout: Duration,
-) -> Result<(), tokio_postgres::Error> {
-    tx.batch_execute(&format!(
-        "SET LOCAL statement_timeout = {}",
-        timeout.as_millis().max(1)
-    ))
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,7 +334,7 @@ mod tests {
         assert_eq!(json_limit(&table(64)), JSON_ROW_BUDGET / 64);
         assert_eq!(json_limit(&table(1600)), JSON_ROW_BUDGET / 1600);
         assert_eq!(json_limit(&table(3000)), JSON_FLOOR);
-        assert!(sample_sql(&table(2), 10).contains("octet_length(\"doc0\"::text) <= 1048576"));
+        assert_eq!(sample_limits(&table(2)).json_bytes, 1048576);
     }
 
     #[test]

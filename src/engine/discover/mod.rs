@@ -15,26 +15,24 @@
 //! No sampled value leaves this module: not in the draft, the logs or the spans. Evidence is
 //! names, categories, formats and counts.
 
-pub mod catalog;
 mod columns;
 mod draft;
 pub mod evidence;
-mod mysql;
 pub mod propose;
 pub mod reach;
-pub use mysql::discover as discover_mysql;
 pub mod render;
 
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_postgres::Client;
 
 use super::{Engine, ExtractError};
 use crate::classify::Matrix;
 use crate::config::SourceConfig;
-use crate::store::postgres::DbError;
-pub use catalog::Filter;
+pub use crate::store::discovery::Filter;
+use crate::store::discovery::{Discover, DiscoverySnapshot, Table};
+use crate::store::error::DbError;
+use crate::store::{Backend, WithStore};
 pub use propose::{Proposal, TableProposal};
 
 /// The largest sample per table a caller may ask for.
@@ -70,27 +68,35 @@ impl Default for Options {
     }
 }
 
-/// Drafts the data map of `source` from the database `client` is connected to.
-pub async fn discover(
-    client: &mut Client,
+/// Drafts the data map of `source` from `store`, in one read-only snapshot whose
+/// connection is checked out before `deadline`.
+pub async fn discover<S: Discover>(
+    store: &S,
+    source: &SourceConfig,
+    matrix: &Matrix,
+    options: &Options,
+    deadline: Option<Instant>,
+) -> Result<Proposal, DbError> {
+    let mut snapshot = store.discovery(options.statement_timeout, deadline).await?;
+    let proposal = draft(&mut snapshot, source, matrix, options).await?;
+    snapshot.end().await?;
+    Ok(proposal)
+}
+
+/// The draft, read in `snapshot`.
+async fn draft<D: DiscoverySnapshot>(
+    snapshot: &mut D,
     source: &SourceConfig,
     matrix: &Matrix,
     options: &Options,
 ) -> Result<Proposal, DbError> {
-    let db = |e: tokio_postgres::Error| DbError::from_pg(&source.name, &e);
     let limit = options.sample.min(MAX_SAMPLE);
-    let mut tx = crate::store::postgres::read_only_snapshot(client)
-        .await
-        .map_err(db)?;
-    evidence::set_statement_timeout(&tx, options.statement_timeout)
-        .await
-        .map_err(db)?;
-    let tables = catalog::read(&tx, &options.filter).await.map_err(db)?;
+    let tables = snapshot.tables(&options.filter).await?;
     let mut sampled = Vec::with_capacity(tables.len());
     for table in &tables {
         let keep = keep_values(table);
         let evidence = if table.readable {
-            evidence::sample(&mut tx, table, limit, matrix, &keep).await
+            evidence::sample(snapshot, table, limit, matrix, &keep).await
         } else {
             evidence::TableEvidence {
                 columns: vec![Default::default(); table.columns.len()],
@@ -102,32 +108,19 @@ pub async fn discover(
     let mut draft = Draft::new(&tables, &sampled, source, matrix, options);
     let mut links = Vec::new();
     for candidate in std::mem::take(&mut draft.candidates) {
-        if let Some(evidence) = check_link(&mut tx, &tables, &sampled, &candidate).await {
+        if let Some(evidence) = check_link(snapshot, &tables, &sampled, &candidate).await {
             links.push((candidate, evidence));
         }
     }
     let mut fan_in = reach::FanIn::new();
-    for (t, column, sql) in draft.fan_in_queries(&links, crate::schema::Dialect::Postgres) {
-        // A failed measure (a timeout) leaves the link without one and the snapshot usable.
-        let Ok(savepoint) = tx.savepoint("dsr_discover_fan_in").await else {
-            continue;
-        };
-        match savepoint.query_one(sql.as_str(), &[]).await {
-            Ok(row) => {
-                if let Some(per_thousand) = row.get::<_, Option<i64>>(0) {
-                    fan_in.insert((t, column), per_thousand as f64 / 1000.0);
-                }
-                let _ = savepoint.commit().await;
-            }
-            Err(_) => {
-                let _ = savepoint.rollback().await;
-            }
+    let dialect = crate::schema::Dialect::of(source.kind);
+    for (t, column, sql) in draft.fan_in_queries(&links, dialect) {
+        // A failed measure (a timeout) leaves the link without one.
+        if let Some(per_thousand) = snapshot.measure(&sql).await {
+            fan_in.insert((t, column), per_thousand as f64 / 1000.0);
         }
     }
-    let proposal = draft.propose(links, &fan_in);
-    drop(sampled);
-    tx.rollback().await.map_err(db)?;
-    Ok(proposal)
+    Ok(draft.propose(links, &fan_in))
 }
 
 /// The planner over a source's sampled tables, with the identities it proposes and the links
@@ -140,7 +133,7 @@ struct Draft<'a> {
 
 impl<'a> Draft<'a> {
     fn new(
-        tables: &'a [catalog::Table],
+        tables: &'a [Table],
         sampled: &'a [evidence::TableEvidence],
         source: &'a SourceConfig,
         matrix: &'a Matrix,
@@ -204,7 +197,7 @@ impl<'a> Draft<'a> {
 }
 
 /// Which columns' sampled values are kept: only where a link without a foreign key may start.
-fn keep_values(table: &catalog::Table) -> Vec<bool> {
+fn keep_values(table: &Table) -> Vec<bool> {
     table
         .columns
         .iter()
@@ -218,7 +211,7 @@ fn keep_values(table: &catalog::Table) -> Vec<bool> {
 /// How many of the child's distinct sampled values were found in the parent's column: the
 /// evidence for a link when most of them were.
 fn link_evidence(
-    tables: &[catalog::Table],
+    tables: &[Table],
     link: &propose::LinkCandidate,
     found: i64,
     distinct: usize,
@@ -238,10 +231,10 @@ fn link_evidence(
 }
 
 /// Looks the child column's sampled values up in the parent's column. Returns the evidence
-/// when most of them are there.
-async fn check_link(
-    tx: &mut tokio_postgres::Transaction<'_>,
-    tables: &[catalog::Table],
+/// when most of them are there; a failed lookup (a timeout) leaves the link unproposed.
+async fn check_link<D: DiscoverySnapshot>(
+    snapshot: &mut D,
+    tables: &[Table],
     sampled: &[evidence::TableEvidence],
     link: &propose::LinkCandidate,
 ) -> Option<String> {
@@ -249,44 +242,19 @@ async fn check_link(
     let parent = &tables[link.parent];
     let c = child.columns.iter().position(|c| c.name == link.column)?;
     let to = parent.column(&link.to)?;
-    let values = &sampled[link.child].columns[c].values;
+    let distinct = &sampled[link.child].columns[c].values;
+    let values: Vec<&str> = distinct
+        .iter()
+        .map(String::as_str)
+        .filter(|v| !to.is_integer() || v.parse::<i64>().is_ok())
+        .collect();
     if values.is_empty() {
         return None;
     }
-    let from = format!(
-        "{}.{}",
-        crate::schema::quote_ident(&parent.name.schema),
-        crate::schema::quote_ident(&parent.name.table)
-    );
-    let column = crate::schema::quote_ident(&to.name);
-    let savepoint = tx.savepoint("dsr_discover_link").await.ok()?;
-    let found: Result<i64, _> = if to.is_integer() {
-        let numbers: Vec<i64> = values.iter().filter_map(|v| v.parse().ok()).collect();
-        let sql = format!("SELECT count(*) FROM {from} WHERE {column} = ANY($1::int8[])");
-        savepoint
-            .query_one(sql.as_str(), &[&numbers])
-            .await
-            .map(|r| r.get(0))
-    } else {
-        let texts: Vec<&str> = values.iter().map(String::as_str).collect();
-        let sql = format!("SELECT count(*) FROM {from} WHERE {column} = ANY($1::text[])");
-        savepoint
-            .query_one(sql.as_str(), &[&texts])
-            .await
-            .map(|r| r.get(0))
-    };
-    // A failed lookup (a timeout) leaves the link unproposed and the snapshot usable.
-    let found = match found {
-        Ok(found) => {
-            savepoint.commit().await.ok()?;
-            found
-        }
-        Err(_) => {
-            let _ = savepoint.rollback().await;
-            return None;
-        }
-    };
-    link_evidence(tables, link, found, values.len())
+    let found = snapshot
+        .count_in(&parent.name, &to.name, &values, to.is_integer())
+        .await?;
+    link_evidence(tables, link, found, distinct.len())
 }
 
 impl Engine {
@@ -313,38 +281,17 @@ impl Engine {
                 .min(deadline.saturating_duration_since(Instant::now()));
         }
         let options = &options;
-        let drafted = match &source.store {
-            crate::store::SourceStore::MySql(pool) => {
-                self.admitted(source, caller, deadline, async || {
-                    // A statement left running by the deadline is ended by its own limit.
-                    within(
-                        deadline,
-                        mysql::discover(pool, config, &self.matrix, options),
-                    )
-                    .await
-                })
-                .await
-            }
-            crate::store::SourceStore::Postgres(_) => {
-                self.guarded(
-                    source,
-                    caller,
+        let drafted = self
+            .admitted(source, caller, deadline, async || {
+                let run = source.store.with(Drafting {
+                    source: config,
+                    matrix: &self.matrix,
+                    options,
                     deadline,
-                    "discover",
-                    |mut conn| async move {
-                        let (client, _) = conn.parts();
-                        let run = discover(client, config, &self.matrix, options);
-                        let proposal = within(deadline, run).await;
-                        // A connection left mid-query by the deadline is not reused.
-                        if proposal.is_err() {
-                            conn.mark_broken();
-                        }
-                        proposal
-                    },
-                )
-                .await
-            }
-        };
+                });
+                within(deadline, run).await
+            })
+            .await;
         if let Ok(proposal) = &drafted {
             tracing::info!(
                 dsr.source = %source_name,
@@ -362,7 +309,24 @@ impl Engine {
     }
 }
 
-/// A drafting run, ended at `deadline`.
+/// A draft of a source's data map, written once for every store.
+pub struct Drafting<'a> {
+    pub source: &'a SourceConfig,
+    pub matrix: &'a Matrix,
+    pub options: &'a Options,
+    /// The connection is checked out before it.
+    pub deadline: Option<Instant>,
+}
+
+impl WithStore for Drafting<'_> {
+    type Output = Result<Proposal, DbError>;
+
+    async fn with<S: Backend>(self, store: &S) -> Self::Output {
+        discover(store, self.source, self.matrix, self.options, self.deadline).await
+    }
+}
+
+/// A drafting run, ended at `deadline`. A snapshot dropped by the deadline is not reused.
 async fn within(
     deadline: Option<Instant>,
     run: impl Future<Output = Result<Proposal, DbError>>,

@@ -15,9 +15,9 @@ use super::outcome::{Found, TableOutcome};
 use crate::engine::error::{ExtractError, Stop};
 use crate::pb::{self, extract_response::Event};
 use crate::schema::PlannedTable;
-use crate::store::WithStore;
 use crate::store::error::{DbError, QueryFailure};
 use crate::store::read::{Abandon, IdentityCheck, Prefetch, ReadOptions, ReadSnapshot, Store};
+use crate::store::{Backend, WithStore};
 
 impl Job {
     /// Runs the extraction, and runs it again after a transient failure (a lost connection, a
@@ -506,7 +506,7 @@ struct Attempt<'a> {
 impl WithStore for Attempt<'_> {
     type Output = Result<(), ExtractError>;
 
-    fn with<S: Store>(self, store: &S) -> impl Future<Output = Self::Output> + Send {
+    fn with<S: Backend>(self, store: &S) -> impl Future<Output = Self::Output> + Send {
         self.job
             .attempt_on(store, self.extraction_id, self.progress)
     }

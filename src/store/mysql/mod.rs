@@ -15,12 +15,14 @@
 
 mod catalog;
 mod decode;
+mod discovery;
 mod error;
 mod read;
 mod snapshot;
 
 pub use catalog::{ColumnInfo, ForeignKeyInfo, TableInfo, table_info, table_names};
 pub use decode::{DecodeError, MyDecoder, ZERO_DATE_RULE};
+pub use discovery::MyDiscovery;
 pub use error::classify;
 pub use read::{MyRow, MyRows, MySqlRead};
 pub use snapshot::{Rows, Snapshot};

@@ -10,10 +10,12 @@
 //! backoff) and permanent ones.
 
 mod catalog;
+mod discovery;
 mod read;
 pub mod tls;
 
 pub use catalog::read_foreign_keys;
+pub use discovery::PgDiscovery;
 pub use read::{PgRows, PgSnapshot};
 
 use std::sync::{Arc, Mutex};
@@ -205,6 +207,11 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+/// Quotes an SQL identifier: wraps it in double quotes and doubles any double quote inside.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A pooled connection that can be marked broken, so that bb8 drops it.
