@@ -7,7 +7,8 @@ mod support;
 use dsr_connector::config::Config;
 use dsr_connector::demo;
 use dsr_connector::pb::value::Kind;
-use dsr_connector::values::{Coercion, Decoder, RawCell};
+use dsr_connector::store::postgres::RawCell;
+use dsr_connector::values::{Coercion, Decoder};
 
 #[tokio::test]
 async fn postgres_extremes_decode_to_values_every_client_can_read() {

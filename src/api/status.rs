@@ -239,12 +239,11 @@ mod tests {
     use super::*;
 
     fn query(code: &str) -> ExtractError {
-        let state = tokio_postgres::error::SqlState::from_code(code);
         ExtractError::Db(DbError::Query {
             source_name: "s".into(),
             code: code.into(),
             message: "m".into(),
-            failure: QueryFailure::of(&state),
+            failure: QueryFailure::of_sqlstate(code),
         })
     }
 

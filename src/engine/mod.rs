@@ -108,14 +108,13 @@ impl Source {
     /// The PostgreSQL pool, for work not built for other kinds of database yet: refused,
     /// naming `what`, on a MySQL source.
     pub(crate) fn postgres(&self, what: &'static str) -> Result<&SourcePool, ExtractError> {
-        match &self.store {
-            SourceStore::Postgres(pool) => Ok(pool),
-            SourceStore::MySql(_) => Err(ExtractError::Unsupported {
+        self.store
+            .postgres()
+            .ok_or_else(|| ExtractError::Unsupported {
                 source_name: self.name.clone(),
                 kind: crate::config::DatabaseKind::Mysql.name(),
                 what,
-            }),
-        }
+            })
     }
 }
 
@@ -183,10 +182,7 @@ impl Engine {
                 .pool_max
                 .get_or_create(&labels)
                 .set(i64::from(self.config.sources[source.index].max_connections));
-            // mysql_async does not show its pool's state; a MySQL source's call slots, which
-            // admit one call per connection, are its gauges.
-            if let SourceStore::Postgres(pool) = &source.store {
-                let state = pool.state();
+            if let Some(state) = source.store.pool_state() {
                 self.metrics
                     .pool_connections
                     .get_or_create(&labels)
@@ -194,11 +190,11 @@ impl Engine {
                 self.metrics
                     .pool_idle
                     .get_or_create(&labels)
-                    .set(i64::from(state.idle_connections));
+                    .set(i64::from(state.idle));
                 self.metrics
                     .pool_waiting
                     .get_or_create(&labels)
-                    .set(state.statistics.pending_gets() as i64);
+                    .set(state.waiting as i64);
             }
             self.metrics
                 .slots_waiting

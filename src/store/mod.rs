@@ -94,6 +94,14 @@ impl catalog::ReadCatalog for SourceStore {
     }
 }
 
+/// A pool's state, for its gauges.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolState {
+    pub connections: u32,
+    pub idle: u32,
+    pub waiting: u64,
+}
+
 /// Everything a store provides: snapshots to read a subject from, its catalog, and drafting.
 pub trait Backend: read::Store + catalog::ReadCatalog + discovery::Discover {}
 
@@ -113,6 +121,31 @@ impl SourceStore {
             DatabaseKind::Postgres => SourceStore::Postgres(SourcePool::new(cfg)?),
             DatabaseKind::Mysql => SourceStore::MySql(MySqlPool::for_source(cfg)?),
         })
+    }
+
+    /// The PostgreSQL pool, for work written for PostgreSQL alone (erasure, for now).
+    pub fn postgres(&self) -> Option<&SourcePool> {
+        match self {
+            SourceStore::Postgres(pool) => Some(pool),
+            SourceStore::MySql(_) => None,
+        }
+    }
+
+    /// The pool's connections, idle connections and waiting checkouts, where the driver
+    /// shows them (mysql_async does not: a MySQL source's call slots, which admit one call
+    /// per connection, are its gauges).
+    pub fn pool_state(&self) -> Option<PoolState> {
+        match self {
+            SourceStore::Postgres(pool) => {
+                let state = pool.state();
+                Some(PoolState {
+                    connections: state.connections,
+                    idle: state.idle_connections,
+                    waiting: state.statistics.pending_gets(),
+                })
+            }
+            SourceStore::MySql(_) => None,
+        }
     }
 
     /// Closes the store's connections (MySQL's pool waits for it; PostgreSQL's closes as it

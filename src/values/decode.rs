@@ -8,7 +8,6 @@
 //! itself, and arrays become JSON with `to_jsonb`, so that nothing is rounded or lost.
 
 use prost_types::Timestamp;
-use tokio_postgres::types::{FromSql, Type};
 
 use crate::pb::{RowBuf, TextField, Value, ValueKind, value::Kind};
 
@@ -79,26 +78,6 @@ impl Decoder {
             "jsonb" => Decoder::Jsonb,
             _ if typcategory == "A" => Decoder::Array,
             _ => Decoder::AsText,
-        }
-    }
-
-    /// Whether a result column of type `ty` is what this decoder reads.
-    pub fn accepts(&self, ty: &Type) -> bool {
-        match self {
-            Decoder::Bool => *ty == Type::BOOL,
-            Decoder::Int2 => *ty == Type::INT2,
-            Decoder::Int4 => *ty == Type::INT4,
-            Decoder::Int8 => *ty == Type::INT8,
-            Decoder::Oid => *ty == Type::OID,
-            Decoder::Float4 => *ty == Type::FLOAT4,
-            Decoder::Float8 => *ty == Type::FLOAT8,
-            Decoder::Decimal | Decoder::AsText | Decoder::Inet => *ty == Type::TEXT,
-            Decoder::Text => matches!(*ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME),
-            Decoder::Bytea => *ty == Type::BYTEA,
-            Decoder::Timestamp => matches!(*ty, Type::TIMESTAMP | Type::TIMESTAMPTZ),
-            Decoder::Date => *ty == Type::DATE,
-            Decoder::Json => *ty == Type::JSON,
-            Decoder::Jsonb | Decoder::Array => *ty == Type::JSONB,
         }
     }
 
@@ -245,24 +224,6 @@ pub fn format_date(unix_days: i64) -> String {
         format!("{year:04}-{month:02}-{day:02}")
     } else {
         format!("{year:+05}-{month:02}-{day:02}")
-    }
-}
-
-/// A cell's raw binary bytes, whatever its type. Lets the engine decode without tokio-postgres
-/// building an intermediate value per cell.
-pub struct RawCell<'a>(pub Option<&'a [u8]>);
-
-impl<'a> FromSql<'a> for RawCell<'a> {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(RawCell(Some(raw)))
-    }
-
-    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(RawCell(None))
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
     }
 }
 

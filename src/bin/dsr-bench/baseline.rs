@@ -34,7 +34,7 @@ pub(crate) async fn raw_subject(cluster: &TempCluster, email: &str) -> anyhow::R
                 let batch = txn.query_portal(&portal, 500).await?;
                 for row in &batch {
                     for i in 0..row.len() {
-                        let _cell: dsr_connector::values::RawCell = row.try_get(i)?;
+                        let _cell: dsr_connector::store::postgres::RawCell = row.try_get(i)?;
                     }
                 }
                 rows += batch.len() as u64;

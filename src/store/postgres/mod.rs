@@ -16,7 +16,7 @@ pub mod tls;
 
 pub use catalog::read_foreign_keys;
 pub use discovery::PgDiscovery;
-pub use read::{PgRows, PgSnapshot};
+pub use read::{PgRows, PgSnapshot, RawCell};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -86,6 +86,11 @@ pub fn is_quote_free_sqlstate(code: &str) -> bool {
 }
 
 impl QueryFailure {
+    /// Classifies a PostgreSQL SQLSTATE given as its five characters.
+    pub fn of_sqlstate(code: &str) -> QueryFailure {
+        QueryFailure::of(&SqlState::from_code(code))
+    }
+
     /// Classifies a PostgreSQL SQLSTATE.
     pub fn of(code: &SqlState) -> QueryFailure {
         let class = |prefix: &str| code.code().starts_with(prefix);

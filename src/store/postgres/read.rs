@@ -10,7 +10,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{CancelToken, Client, Row, RowStream, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_stream::StreamExt;
@@ -22,7 +22,7 @@ use crate::store::read::{
     Abandon, CellError, Cells, IdentityCheck, ReadError, ReadOptions, ReadSnapshot, Store,
     TableQuery,
 };
-use crate::values::{Coercion, Decoder, RawCell};
+use crate::values::{Coercion, Decoder};
 
 impl Store for SourcePool {
     type Snapshot = PgSnapshot;
@@ -160,7 +160,7 @@ impl ReadSnapshot for PgSnapshot {
         {
             if !decoder
                 .postgres()
-                .is_some_and(|d| d.accepts(described.type_()))
+                .is_some_and(|d| accepts(d, described.type_()))
             {
                 return Err(ReadError::Drift {
                     column: Some(i),
@@ -395,4 +395,42 @@ fn decoder_of(decoder: ColumnDecoder) -> Result<Decoder, CellError> {
     decoder
         .postgres()
         .ok_or_else(|| CellError::Undecodable("a MySQL column in a PostgreSQL plan".into()))
+}
+
+/// Whether a result column of type `ty` is what `decoder` reads.
+fn accepts(decoder: Decoder, ty: &Type) -> bool {
+    match decoder {
+        Decoder::Bool => *ty == Type::BOOL,
+        Decoder::Int2 => *ty == Type::INT2,
+        Decoder::Int4 => *ty == Type::INT4,
+        Decoder::Int8 => *ty == Type::INT8,
+        Decoder::Oid => *ty == Type::OID,
+        Decoder::Float4 => *ty == Type::FLOAT4,
+        Decoder::Float8 => *ty == Type::FLOAT8,
+        Decoder::Decimal | Decoder::AsText | Decoder::Inet => *ty == Type::TEXT,
+        Decoder::Text => matches!(*ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME),
+        Decoder::Bytea => *ty == Type::BYTEA,
+        Decoder::Timestamp => matches!(*ty, Type::TIMESTAMP | Type::TIMESTAMPTZ),
+        Decoder::Date => *ty == Type::DATE,
+        Decoder::Json => *ty == Type::JSON,
+        Decoder::Jsonb | Decoder::Array => *ty == Type::JSONB,
+    }
+}
+
+/// A cell's raw binary bytes, whatever its type. Lets the engine decode without tokio-postgres
+/// building an intermediate value per cell.
+pub struct RawCell<'a>(pub Option<&'a [u8]>);
+
+impl<'a> FromSql<'a> for RawCell<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawCell(Some(raw)))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawCell(None))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
 }
