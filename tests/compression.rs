@@ -1,6 +1,7 @@
-//! gRPC compression of responses, negotiated: a client that accepts gzip or zstd
-//! (`grpc-accept-encoding`) gets its stream compressed, a client that accepts neither gets it
-//! plain, and `server.compression = []` turns it off. What crosses the wire is counted by a
+//! gRPC compression of responses, negotiated: a client that accepts an encoding the server
+//! offers (`grpc-accept-encoding`) gets its stream compressed, a client that accepts none
+//! gets it plain, and `server.compression = []` turns it off. By default only zstd is
+//! offered, so that a default grpcio or grpc-js client (which accepts gzip) is served plain. What crosses the wire is counted by a
 //! relay between client and server, so that each client is shown to have decoded a stream
 //! that really was compressed: the Rust client, `dsr-connector extract --compress`, and the
 //! Python and Node examples, and grpcurl with `-H 'grpc-accept-encoding: gzip'`.
@@ -92,9 +93,46 @@ async fn extract_through(
     (encoding, rows, relay.take_bytes_down())
 }
 
+/// Both encodings offered.
+const BOTH: &str = r#"compression = ["zstd", "gzip"]"#;
+
+#[tokio::test]
+async fn by_default_zstd_alone_is_offered_so_a_gzip_client_is_served_plain() {
+    let server = start_server("").await;
+    let relay = Relay::start(server.addr).await;
+    let (_, _, plain) = extract_through(&relay, &[]).await;
+    let (encoding, rows, bytes) = extract_through(&relay, &[CompressionEncoding::Gzip]).await;
+    assert_eq!(encoding, None, "gzip is not offered by default");
+    assert_eq!(rows, ROWS);
+    assert!(
+        bytes * 10 > plain * 9,
+        "{bytes} bytes against {plain} plain"
+    );
+    let accept = [CompressionEncoding::Gzip, CompressionEncoding::Zstd];
+    let (encoding, rows, bytes) = extract_through(&relay, &accept).await;
+    assert_eq!(encoding.as_deref(), Some("zstd"));
+    assert_eq!(rows, ROWS);
+    assert!(
+        bytes * 3 < plain,
+        "zstd: {bytes} bytes against {plain} plain"
+    );
+
+    // The Python example, as grpcio is by default (accepting gzip): served plain.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("python");
+    let mut command = Command::new(venv_tool("python"));
+    command.arg(root().join("examples/python/dsr_extract.py"));
+    example_args(&mut command, &relay.addr.to_string(), &out);
+    run(command).await;
+    let bytes = relay.take_bytes_down();
+    assert_eq!(package_rows(&out), ROWS);
+    assert!(bytes * 10 > plain * 9, "python: {bytes} of {plain}");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn compression_is_negotiated_and_off_when_a_client_does_not_accept_it() {
-    let server = start_server("").await;
+    let server = start_server(BOTH).await;
     let relay = Relay::start(server.addr).await;
     let (encoding, rows, plain) = extract_through(&relay, &[]).await;
     assert_eq!(
@@ -185,7 +223,7 @@ fn package_rows(out: &Path) -> usize {
 
 #[tokio::test]
 async fn every_client_decodes_a_compressed_stream() {
-    let server = start_server("").await;
+    let server = start_server(BOTH).await;
     let relay = Relay::start(server.addr).await;
     let (_, _, plain) = extract_through(&relay, &[]).await;
     let dir = tempfile::tempdir().unwrap();
@@ -207,7 +245,8 @@ async fn every_client_decodes_a_compressed_stream() {
         );
     }
 
-    // The Python and Node examples accept gzip as their gRPC libraries do by default.
+    // The Python and Node examples accept gzip as their gRPC libraries do by default, and
+    // are served it where the server offers it.
     let python = {
         let mut c = Command::new(venv_tool("python"));
         c.arg(root().join("examples/python/dsr_extract.py"));

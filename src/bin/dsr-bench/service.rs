@@ -217,9 +217,12 @@ pub(crate) fn start_server_at(
     netns: Option<(&str, &str)>,
 ) -> anyhow::Result<(std::process::Child, String)> {
     let dir = tempfile::tempdir()?.keep();
-    // The erasure is measured without a token, which only a loopback listener allows.
+    // The erasure is measured without a token, which only a loopback listener allows. Both
+    // encodings are offered, so that `--wire` measures each (a client that asks for none,
+    // as every other scenario's, is served plain either way).
     let config = format!(
-        "[server]\nlisten = \"{listen}:0\"\nauth = \"none\"\n{erase}{threads}\n\n{source}\n{tables}\n",
+        "[server]\nlisten = \"{listen}:0\"\nauth = \"none\"\ncompression = [\"zstd\", \"gzip\"]\n\
+         {erase}{threads}\n\n{source}\n{tables}\n",
         listen = netns.map_or("127.0.0.1", |(_, address)| address),
         erase = if netns.is_none() {
             "anonymous_erase = true\n"
