@@ -5,6 +5,11 @@
 //! sessions fed on stdin, one `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` per
 //! subject with, per table, its rows written out (and read off the pipe, then dropped) and its
 //! COUNT(*). `--quick` streams rows instead of buffering each result.
+//!
+//! The ceiling beside it: a raw mysql_async reader ([`raw_subject`]) with the service's round
+//! trips (the snapshot and every count in the first, then each table's rows) on pooled
+//! connections, which takes every row off the socket and every value out of it, and sends
+//! nothing anywhere.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -86,11 +91,15 @@ identity_kinds = ["email"]
         .collect();
 
     // One call before the clock: the schema gate reads the catalog on a source's first call,
-    // as the baseline's session is started before its clock.
+    // as the baseline's session is started before its clock; the raw reader's pool is opened
+    // before its clock too.
     extract_one(channel.clone(), &subjects[0], None).await?;
+    let raw = raw_pool(&db, 2 * args.concurrency);
+    raw_subject(&raw, &subjects[0]).await?;
     let mut results = Vec::new();
     let (mut service, mut cli, mut mbps, mut ttfb) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut raw_heavy = Vec::new();
     let bytes = stream_bytes(channel.clone(), HEAVY).await?;
     for round in 0..args.repeat {
         eprintln!("heavy, round {} ...", round + 1);
@@ -98,6 +107,12 @@ identity_kinds = ["email"]
         service.push(rows as f64 / secs);
         mbps.push(bytes as f64 / secs / 1e6);
         ttfb.push(first.as_secs_f64() * 1e3);
+        let (raw_rows, raw_secs) = raw_subject(&raw, HEAVY).await?;
+        raw_heavy.push(raw_rows as f64 / raw_secs);
+        anyhow::ensure!(
+            raw_rows == rows,
+            "the raw reader read {raw_rows} rows, the service {rows}"
+        );
         let mut session = CliSession::start(&db)?;
         let started = Instant::now();
         let cli_rows = session.subject(HEAVY)?;
@@ -113,6 +128,18 @@ identity_kinds = ["email"]
         &service,
         Some(&cli),
         "mariadb --batch --quick",
+    ));
+    results.push(Row::new(
+        "heavy: dsr-connector against the raw mysql_async reader (rows/s)",
+        &service,
+        Some(&raw_heavy),
+        "raw mysql_async",
+    ));
+    results.push(Row::new(
+        "heavy: raw mysql_async reader (rows/s)",
+        &raw_heavy,
+        None,
+        "",
     ));
     results.push(Row::new(
         "heavy: mariadb --batch --quick (rows/s)",
@@ -132,6 +159,7 @@ identity_kinds = ["email"]
     for (name, concurrency) in [("sequential", 1), ("concurrent", args.concurrency)] {
         let (mut service, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
         let (mut cli, mut cli_p50, mut cli_p99) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut raw_rate, mut raw_p99, mut raw_db_cpu) = (Vec::new(), Vec::new(), Vec::new());
         // MariaDB's CPU per subject, for each side, and the service's own.
         let (mut db_cpu, mut cli_db_cpu, mut service_cpu) = (Vec::new(), Vec::new(), Vec::new());
         let db_pid = db.pid().unwrap_or_default();
@@ -149,6 +177,15 @@ identity_kinds = ["email"]
             service.push(rate);
             p50.push(percentile(&lat, 0.50));
             p99.push(percentile(&lat, 0.99));
+            let db_before = cpu_ms(db_pid);
+            let (rate, lat) = many(&subjects, concurrency, |s| {
+                let raw = raw.clone();
+                async move { raw_subject(&raw, &s).await.map(|_| ()) }
+            })
+            .await?;
+            raw_db_cpu.push(per_subject(db_before, cpu_ms(db_pid)));
+            raw_rate.push(rate);
+            raw_p99.push(percentile(&lat, 0.99));
             let db_before = cpu_ms(db_pid);
             let db = &db;
             let (rate, lat) = many(&subjects, concurrency, |s| async move {
@@ -174,6 +211,30 @@ identity_kinds = ["email"]
             &service,
             Some(&cli),
             "mariadb sessions",
+        ));
+        results.push(Row::new(
+            &format!("{name}: dsr-connector against the raw mysql_async reader (subjects/s)"),
+            &service,
+            Some(&raw_rate),
+            "raw mysql_async",
+        ));
+        results.push(Row::new(
+            &format!("{name}: raw mysql_async reader (subjects/s)"),
+            &raw_rate,
+            None,
+            "",
+        ));
+        results.push(Row::new(
+            &format!("{name}: raw mysql_async reader p99 (ms)"),
+            &raw_p99,
+            None,
+            "",
+        ));
+        results.push(Row::new(
+            &format!("{name}: MariaDB CPU per subject, serving the raw reader (ms)"),
+            &raw_db_cpu,
+            None,
+            "",
         ));
         results.push(Row::new(
             &format!("{name}: mariadb --batch --quick sessions (subjects/s)"),
@@ -220,6 +281,7 @@ identity_kinds = ["email"]
     }
     stop_server(&mut server);
     POOL.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    let _ = raw.disconnect().await;
     report(args, "mysql", &results)
 }
 
@@ -352,6 +414,64 @@ struct CliSession {
 }
 
 const CLI_DONE: &str = "dsr-bench-subject-done";
+
+/// The raw reader's pool: plaintext, as the service's bench source is.
+fn raw_pool(db: &TempMariaDb, max: usize) -> mysql_async::Pool {
+    let options =
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(db.host())
+            .tcp_port(db.port())
+            .user(Some(USER))
+            .pass(Some(db.password()))
+            .db_name(Some(DATABASE))
+            .pool_opts(mysql_async::PoolOpts::default().with_constraints(
+                mysql_async::PoolConstraints::new(1, max.max(1)).expect("1 <= max"),
+            ));
+    mysql_async::Pool::new(options)
+}
+
+/// What a careful hand-written mysql_async reader does for one subject, with the service's
+/// own round trips: a pooled connection; one text round trip that starts a consistent
+/// read-only snapshot and counts every table in it (the e-mail written in as a literal, as
+/// the service folds its counts into its first round trip); then per table its rows streamed
+/// off the socket, every value taken out of its row, the e-mail bound as a parameter
+/// (prepared statements, cached per connection by the driver). It sends nothing anywhere.
+/// Returns the rows and the seconds.
+async fn raw_subject(pool: &mysql_async::Pool, email: &str) -> anyhow::Result<(u64, f64)> {
+    use futures_util::StreamExt;
+    use mysql_async::prelude::Queryable;
+    let started = Instant::now();
+    let mut conn = pool.get_conn().await?;
+    let literal = format!("'{}'", email.replace('\\', "\\\\").replace('\'', "''"));
+    let counts: Vec<String> = TABLES
+        .iter()
+        .map(|(_, from)| format!("(SELECT COUNT(*) {})", from.replace("{}", &literal)))
+        .collect();
+    let mut first = conn
+        .query_iter(format!(
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY; SELECT {}",
+            counts.join(", ")
+        ))
+        .await?;
+    while !first.is_empty() {
+        let _: Vec<mysql_async::Row> = first.collect().await?;
+    }
+    drop(first);
+    let mut rows = 0u64;
+    for (_, from) in TABLES {
+        let from = from.replace("{}", "?");
+        let mut result = conn.exec_iter(format!("SELECT * {from}"), (email,)).await?;
+        if let Some(mut stream) = result.stream::<mysql_async::Row>().await? {
+            while let Some(row) = stream.next().await {
+                let values = row?.unwrap();
+                std::hint::black_box(&values);
+                rows += 1;
+            }
+        }
+    }
+    conn.query_drop("COMMIT").await?;
+    Ok((rows, started.elapsed().as_secs_f64()))
+}
 
 static POOL: std::sync::Mutex<Vec<CliSession>> = std::sync::Mutex::new(Vec::new());
 
