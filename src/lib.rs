@@ -22,8 +22,11 @@
 //! - [`schema`]: the data map checked against the live catalog (the schema gate), the
 //!   identity graph compiled under the reach rule into per-identity-kind plans with their
 //!   hub and shared-key guards, and the per-source cache.
-//! - [`store`]: the databases read: `postgres` (pools, libpq `sslmode` over rustls, snapshot,
-//!   SQLSTATE classification) and `mysql` (MariaDB and MySQL).
+//! - [`store`]: the databases read, behind one boundary that the engine runs through once
+//!   for every store (`read`: snapshots, counts, rows of cells; `catalog`: what the schema
+//!   gate reads; `discovery`: what `discover` reads): `postgres` (pools, libpq `sslmode`
+//!   over rustls, SQLSTATE classification) and `mysql` (MariaDB and MySQL). Erasure still
+//!   runs on PostgreSQL alone, outside the boundary.
 //! - [`values`]: PostgreSQL wire values to typed protobuf values, and the coercion matrix.
 //! - [`classify`]: the classification matrix, value detectors, and the nested-JSON PII scan.
 //! - [`resilience`]: the circuit breaker, retry policy and admission (call slots).

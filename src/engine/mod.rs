@@ -7,8 +7,10 @@
 //! breaker, then the caller's call slots, then a pooled connection, and the outcome settled
 //! with the breaker, written once.
 //!
-//! A source's pool is a [`Store`]: PostgreSQL, or MySQL and MariaDB. Extract, Validate and
-//! discover serve both; Erase serves PostgreSQL, and refuses a MySQL source by name.
+//! A source's store is a [`SourceStore`]: PostgreSQL, or MySQL and MariaDB. Extract,
+//! Validate and discover are written once, generic over [`crate::store::Backend`], and run on
+//! a source's own store through [`SourceStore::with`]; Erase serves PostgreSQL, and refuses a
+//! MySQL source by name.
 //!
 //! The engine does not know gRPC: the API layer maps [`ExtractError`] to a status.
 //! It may import the schema, store, values, classify, records, resilience, observability and

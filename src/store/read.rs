@@ -197,3 +197,14 @@ pub enum CellError {
     Undecodable(String),
     Db(DbError),
 }
+
+impl CellError {
+    /// A value that breaks `rule` as `error` says.
+    pub fn broken(rule: &Coercion, error: crate::values::CoerceError) -> CellError {
+        CellError::Broken {
+            rule: error.rule,
+            category: error.category,
+            rule_type: rule.rule_type(),
+        }
+    }
+}

@@ -229,11 +229,7 @@ impl Cells for MyRow {
             None | Some(pb::value::Kind::NullValue(_)) => Ok(Cow::Borrowed(value)),
             Some(kind) => match rule.apply_decoded(kind) {
                 Ok(kind) => Ok(Cow::Owned(pb::Value { kind: Some(kind) })),
-                Err(e) => Err(CellError::Broken {
-                    rule: e.rule,
-                    category: e.category,
-                    rule_type: rule.rule_type(),
-                }),
+                Err(e) => Err(CellError::broken(rule, e)),
             },
         }
     }

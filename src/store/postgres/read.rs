@@ -368,11 +368,7 @@ impl Cells for Row {
         };
         match rule.apply(decoder_of(decoder)?, cell) {
             Ok(kind) => Ok(Cow::Owned(pb::Value { kind: Some(kind) })),
-            Err(e) => Err(CellError::Broken {
-                rule: e.rule,
-                category: e.category,
-                rule_type: rule.rule_type(),
-            }),
+            Err(e) => Err(CellError::broken(rule, e)),
         }
     }
 
