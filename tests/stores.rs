@@ -22,31 +22,15 @@ use tonic::Code;
 
 const ALICE: &str = "alice@example.com";
 
-/// The databases of this binary's MariaDB: each is made here, once, before any test reads a
-/// catalog (MariaDB's `information_schema` may fail while another session drops a database).
+/// The databases of this binary's MariaDB (see `support::mariadb::server`).
 fn mariadb() -> &'static TempMariaDb {
-    static SERVER: OnceLock<TempMariaDb> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let server =
-            TempMariaDb::start().unwrap_or_else(|e| panic!("cannot start the test MariaDB: {e}"));
-        for (database, extra) in [
-            ("shop", ""),
-            ("drift", DRIFT),
-            ("hostile", HOSTILE),
-            ("slow", SLOW),
-            ("indexed", INDEXED),
-        ] {
-            server
-                .load_demo(database)
-                .unwrap_or_else(|e| panic!("cannot load the demo shop: {e}"));
-            if !extra.is_empty() {
-                server
-                    .execute(database, extra)
-                    .unwrap_or_else(|e| panic!("cannot prepare {database}: {e}"));
-            }
-        }
-        server
-    })
+    support::mariadb::server(&[
+        ("shop", ""),
+        ("drift", DRIFT),
+        ("hostile", HOSTILE),
+        ("slow", SLOW),
+        ("indexed", INDEXED),
+    ])
 }
 
 /// A column nobody mapped.
@@ -81,35 +65,17 @@ const INDEXED: &str = "INSERT INTO customers (id, email, full_name, created_at) 
 /// The demo config: PostgreSQL's `demo`, and the same shop in MariaDB's `database` as source
 /// `mariadb`, with `extra` appended.
 fn config_text(database: &str, extra: &str) -> String {
-    let server = mariadb();
-    let mut text = support::config_text("");
-    text.push('\n');
-    text.push_str(&demo::mariadb::source_toml(
-        "mariadb",
-        server.host(),
-        server.port(),
-        database,
-    ));
-    text.push('\n');
-    text.push_str(extra);
-    text
+    support::mariadb::config_text(mariadb(), database, extra)
 }
 
 /// Parses config text with both stores' passwords.
 fn config(text: &str) -> Config {
-    config_with(text, mariadb().password())
+    support::mariadb::config(mariadb(), text)
 }
 
 /// Parses config text with PostgreSQL's password and this MariaDB password.
 fn config_with(text: &str, mariadb_password: &str) -> Config {
-    Config::from_toml_str(text, |name| match name {
-        demo::mariadb::PASSWORD_ENV => Some(mariadb_password.to_owned()),
-        demo::PASSWORD_ENV => Some(support::cluster().password().to_owned()),
-        dsr_connector::config::DEFAULT_SUBJECT_KEY_ENV => Some(SUBJECT_KEY.to_owned()),
-        dsr_connector::config::DEFAULT_AUDIT_KEY_ENV => Some(demo::audit_key(SUBJECT_KEY)),
-        _ => None,
-    })
-    .unwrap_or_else(|e| panic!("test config: {e}"))
+    support::mariadb::config_with(text, mariadb_password)
 }
 
 fn on(source: &str, kind: &str, value: &str) -> pb::ExtractRequest {

@@ -5,6 +5,7 @@
 //! [`ClusterError::BinariesNotFound`]: tests never skip.
 #![allow(dead_code)]
 
+pub mod mariadb;
 pub mod otlp;
 mod proxy;
 
