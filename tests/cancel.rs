@@ -1,6 +1,8 @@
 //! Invariant 3: when the client disconnects, its deadline passes, or the server shuts down,
-//! the running query is cancelled on the PostgreSQL server and the connection goes back to the
-//! pool clean. Also: a full pool and an unreachable database give their documented statuses.
+//! the running query is cancelled on the database server and the connection goes back to the
+//! pool clean, its snapshot ended. The client's leaving and the deadline run from one body on
+//! both stores (`both_stores!`): PostgreSQL, and MariaDB (where `KILL QUERY` stops the
+//! statement). Also: a full pool and an unreachable database give their documented statuses.
 //!
 //! These tests use a deliberately slow view (every row costs 20 ms of `pg_sleep`), so that a
 //! query is certainly still running when the client goes away. They wait by polling
@@ -12,6 +14,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use dsr_connector::pb::extract_response::Event;
+use dsr_connector::store::mysql::{MySqlPool, MySqlSettings, Tls};
 use support::{
     TestServer, config, config_text, eventually, extract, request, service_sessions, sql,
 };
@@ -96,39 +99,6 @@ async fn assert_pool_serves_again(server: &TestServer) {
     assert!(x.manifest.is_some());
 }
 
-#[tokio::test]
-async fn client_disconnect_cancels_the_query_on_the_server() {
-    let app = "t-client_disconnect_cancels_the_query_on_t";
-    let server = TestServer::start(slow_config(app)).await;
-    let db = sql().await;
-    let mut client = server.client().await;
-    let mut stream = client.extract(slow_request()).await.unwrap().into_inner();
-    let first = stream.message().await.unwrap().unwrap();
-    assert!(matches!(first.event, Some(Event::Started(_))));
-    assert!(
-        eventually(200, || slow_query_running(&db, app)).await,
-        "the slow query never started: {:?}",
-        service_sessions(&db, app).await
-    );
-
-    drop(stream);
-    drop(client);
-
-    // Without a cancel request the query would run for about ten more seconds.
-    assert!(
-        eventually(50, || async { !slow_query_running(&db, app).await }).await,
-        "the query still runs after the client left: {:?}",
-        service_sessions(&db, app).await
-    );
-    assert!(
-        eventually(50, || all_idle(&db, app)).await,
-        "a session was left in a transaction: {:?}",
-        service_sessions(&db, app).await
-    );
-    assert_pool_serves_again(&server).await;
-    server.stop().await.unwrap();
-}
-
 /// The client's own timer in the deadline tests: far longer than the server's deadline. tonic's
 /// channel applies a call's `grpc-timeout` on the client too, until the response headers
 /// arrive; with equal deadlines, a loaded machine could let the client's timer fire first
@@ -146,16 +116,187 @@ fn server_deadline(
     config
 }
 
-#[tokio::test]
-async fn deadline_ends_the_stream_with_deadline_exceeded_and_cancels_the_query() {
-    let app = "t-deadline_ends_the_stream_with_deadline_e";
-    let server = TestServer::start(server_deadline(
-        slow_config(app),
-        Duration::from_millis(1500),
-    ))
+/// A store's slow table, the call that reads it, and a watch on what the service runs there:
+/// on PostgreSQL the slow view of the demo database (source `demo`, the service's sessions
+/// told apart by `application_name`); on MariaDB a view that sleeps a second a row in a
+/// database of the test's own (source `mariadb`).
+struct Slow {
+    config: dsr_connector::config::Config,
+    request: dsr_connector::pb::ExtractRequest,
+    source: &'static str,
+    watch: Watch,
+}
+
+enum Watch {
+    Postgres {
+        db: tokio_postgres::Client,
+        app: &'static str,
+    },
+    MariaDb(MySqlPool),
+}
+
+/// The MariaDB databases of these tests: one per test, so that one test's snapshots are
+/// not another's.
+const MARIADB_SLOW: [&str; 2] = ["slow_gone", "slow_deadline"];
+
+/// A view over the tickets that sleeps a second a row.
+const MARIADB_SLOW_VIEW: &str = "CREATE VIEW slow_tickets AS \
+     SELECT id, requester_email, SLEEP(1) AS waited FROM support_tickets;";
+
+impl Slow {
+    /// The slow table of `store` (`demo` or `mariadb`), for the test `app` (at most 42
+    /// characters) whose MariaDB database is `database`.
+    async fn of(store: &'static str, app: &'static str, database: &str) -> Slow {
+        if store == "demo" {
+            return Slow {
+                config: slow_config(app),
+                request: slow_request(),
+                source: store,
+                watch: Watch::Postgres {
+                    db: sql().await,
+                    app,
+                },
+            };
+        }
+        let server = support::mariadb::server(&MARIADB_SLOW.map(|d| (d, MARIADB_SLOW_VIEW)));
+        let text = support::mariadb::config_text(
+            server,
+            database,
+            "[[sources.tables]]\nname = \"slow_tickets\"\n\
+             identity = { kind = \"email\", column = \"requester_email\" }\n\
+             columns = { id = \"not_pii\", requester_email = \"contact.email\", waited = \"not_pii\" }\n",
+        );
+        let watch = MySqlPool::new(&MySqlSettings {
+            name: "watch".into(),
+            host: server.host().into(),
+            port: server.port(),
+            user: dsr_connector::demo::mariadb::USER.into(),
+            password: server.password().to_owned().into(),
+            database: database.into(),
+            max_connections: 1,
+            connect_timeout: Duration::from_secs(5),
+            tls: Tls::Disabled,
+        });
+        let mut request = request("email", "alice@example.com");
+        request.source = store.into();
+        request.tables = vec!["slow_tickets".into()];
+        Slow {
+            config: support::mariadb::config(server, &text),
+            request,
+            source: store,
+            watch: Watch::MariaDb(watch),
+        }
+    }
+}
+
+impl Watch {
+    /// Whether the service runs a statement on the slow table.
+    async fn running(&self) -> bool {
+        match self {
+            Watch::Postgres { db, app } => slow_query_running(db, app).await,
+            Watch::MariaDb(pool) => pool
+                .running_statements()
+                .await
+                .unwrap()
+                .iter()
+                .any(|(_, sql)| sql.contains("slow_tickets") && !sql.contains("PROCESSLIST")),
+        }
+    }
+
+    /// Whether every connection of the service is outside any transaction: no snapshot is
+    /// left open (on MariaDB, an open read view blocks InnoDB's purge).
+    async fn settled(&self) -> bool {
+        match self {
+            Watch::Postgres { db, app } => all_idle(db, app).await,
+            Watch::MariaDb(pool) => pool.open_transactions().await.unwrap() == 0,
+        }
+    }
+
+    /// What the service runs, for a failed assertion.
+    async fn describe(&self) -> String {
+        match self {
+            Watch::Postgres { db, app } => format!("{:?}", service_sessions(db, app).await),
+            Watch::MariaDb(pool) => format!(
+                "{:?}, {} open transaction(s)",
+                pool.running_statements().await.unwrap(),
+                pool.open_transactions().await.unwrap()
+            ),
+        }
+    }
+}
+
+/// A full extraction on the source: it only succeeds if the connection that served the
+/// stopped call came back clean (on PostgreSQL the pool has exactly one), or was replaced.
+async fn assert_source_serves_again(server: &TestServer, source: &str) {
+    let mut req = request("email", "alice@example.com");
+    req.source = source.into();
+    req.tables = vec!["customers".into(), "order_items".into()];
+    let x = extract(&mut server.client().await, req).await;
+    assert_eq!(x.code(), Code::Ok, "{}", x.message());
+    assert_eq!(x.rows("order_items").len(), 5);
+    assert!(x.manifest.is_some());
+}
+
+both_stores!(
+    client_disconnect_cancels_the_query_on_the_server,
+    client_disconnect_on
+);
+
+async fn client_disconnect_on(store: &'static str) {
+    let slow = Slow::of(
+        store,
+        "t-client_disconnect_cancels_the_query_on_t",
+        "slow_gone",
+    )
     .await;
-    let db = sql().await;
-    let mut req = tonic::Request::new(slow_request());
+    let server = TestServer::start(slow.config).await;
+    let mut client = server.client().await;
+    let mut stream = client.extract(slow.request).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(Event::Started(_))));
+    assert!(
+        eventually(200, || slow.watch.running()).await,
+        "the slow query never started: {}",
+        slow.watch.describe().await
+    );
+
+    drop(stream);
+    drop(client);
+
+    // Without a cancel (PostgreSQL) or KILL QUERY (MariaDB) the query would run on.
+    assert!(
+        eventually(50, || async { !slow.watch.running().await }).await,
+        "the query still runs after the client left: {}",
+        slow.watch.describe().await
+    );
+    assert!(
+        eventually(50, || slow.watch.settled()).await,
+        "a snapshot was left open after the client left: {}",
+        slow.watch.describe().await
+    );
+    assert_source_serves_again(&server, slow.source).await;
+    assert!(
+        slow.watch.settled().await,
+        "{}",
+        slow.watch.describe().await
+    );
+    server.stop().await.unwrap();
+}
+
+both_stores!(
+    deadline_ends_the_stream_with_deadline_exceeded_and_cancels_the_query,
+    deadline_on
+);
+
+async fn deadline_on(store: &'static str) {
+    let slow = Slow::of(
+        store,
+        "t-deadline_ends_the_stream_with_deadline_e",
+        "slow_deadline",
+    )
+    .await;
+    let server = TestServer::start(server_deadline(slow.config, Duration::from_millis(1500))).await;
+    let mut req = tonic::Request::new(slow.request);
     req.set_timeout(CLIENT_TIMER);
     let mut client = server.client().await;
     let status = match client.extract(req).await {
@@ -176,12 +317,16 @@ async fn deadline_ends_the_stream_with_deadline_exceeded_and_cancels_the_query()
     };
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
-        eventually(50, || async { !slow_query_running(&db, app).await }).await,
-        "the query still runs after the deadline: {:?}",
-        service_sessions(&db, app).await
+        eventually(50, || async { !slow.watch.running().await }).await,
+        "the query still runs after the deadline: {}",
+        slow.watch.describe().await
     );
-    assert!(eventually(50, || all_idle(&db, app)).await);
-    assert_pool_serves_again(&server).await;
+    assert!(
+        eventually(50, || slow.watch.settled()).await,
+        "a snapshot was left open after the deadline: {}",
+        slow.watch.describe().await
+    );
+    assert_source_serves_again(&server, slow.source).await;
     server.stop().await.unwrap();
 }
 

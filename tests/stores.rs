@@ -3,9 +3,9 @@
 //! depend on the store is asserted on both, with the same assertions: the same subject gives
 //! the same stream, value by value; bad identities are refused alike; Validate reads each
 //! store's catalog. What is the store's own is tested on MariaDB here (PostgreSQL's has its
-//! own suites): its plans read through indexes, its deadline and cancel leave nothing
-//! running, its hostile rows are refused, and a MariaDB killed mid-stream is UNAVAILABLE and
-//! opens the breaker, which closes once it is back.
+//! own suites): its plans read through indexes, its hostile rows are refused, and a MariaDB
+//! killed mid-stream is UNAVAILABLE and opens the breaker, which closes once it is back. A
+//! deadline and a client that leaves are tested on both stores from one body in cancel.rs.
 
 mod support;
 
@@ -16,7 +16,7 @@ use std::time::Duration;
 use dsr_connector::config::Config;
 use dsr_connector::demo::{self, mariadb::TempMariaDb};
 use dsr_connector::pb::{self, ValidateRequest, value::Kind};
-use dsr_connector::store::mysql::{MySqlPool, MySqlSettings, Tls};
+use dsr_connector::store::mysql::MySqlPool;
 use support::{SUBJECT_KEY, TestServer, extract, request, validate};
 use tonic::Code;
 
@@ -28,7 +28,6 @@ fn mariadb() -> &'static TempMariaDb {
         ("shop", ""),
         ("drift", DRIFT),
         ("hostile", HOSTILE),
-        ("slow", SLOW),
         ("indexed", INDEXED),
     ])
 }
@@ -42,10 +41,6 @@ const HOSTILE: &str = "SET SESSION sql_mode = ''; \
      UPDATE support_tickets SET body = REPEAT('x', 5 * 1024 * 1024) \
        WHERE requester_email = 'bob@example.com'; \
      UPDATE customers SET birth_date = '0000-00-00' WHERE email = 'carol@example.org';";
-
-/// alice's tickets behind a view that sleeps a second per row.
-const SLOW: &str = "CREATE VIEW slow_tickets AS \
-     SELECT id, requester_email, SLEEP(1) AS waited FROM support_tickets;";
 
 /// Enough customers, orders and items that reading a table whole costs more than its
 /// indexes, so that EXPLAIN shows what the optimizer would really do.
@@ -386,131 +381,6 @@ async fn mariadb_plans_read_through_indexes() {
 }
 
 /// The statements of the service's account that are running now and mention `needle`.
-async fn running(pool: &MySqlPool, needle: &str) -> Vec<String> {
-    pool.running_statements()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, sql)| sql)
-        .filter(|sql| sql.contains(needle) && !sql.contains("PROCESSLIST"))
-        .collect()
-}
-
-fn slow_source() -> String {
-    format!(
-        "{}\n\n[[sources.tables]]\nname = \"slow_tickets\"\n\
-         identity = {{ kind = \"email\", column = \"requester_email\" }}\n\
-         columns = {{ id = \"not_pii\", requester_email = \"contact.email\", waited = \"not_pii\" }}\n",
-        demo::mariadb::source_toml("slow", mariadb().host(), mariadb().port(), "slow")
-    )
-}
-
-fn killer_pool(database: &str) -> MySqlPool {
-    let server = mariadb();
-    MySqlPool::new(&MySqlSettings {
-        name: "watch".into(),
-        host: server.host().into(),
-        port: server.port(),
-        user: demo::mariadb::USER.into(),
-        password: server.password().to_owned().into(),
-        database: database.into(),
-        max_connections: 1,
-        connect_timeout: Duration::from_secs(5),
-        tls: Tls::Disabled,
-    })
-}
-
-#[tokio::test]
-async fn a_deadline_or_a_client_gone_leaves_nothing_running_on_mariadb() {
-    let mut cfg = config(&config_text("shop", &slow_source()));
-    // The server's deadline, far shorter than the client's own timer (which tonic applies
-    // until the headers arrive): the status checked is the server's, whatever the load.
-    cfg.server.max_deadline = Duration::from_millis(1500);
-    let server = TestServer::start(cfg).await;
-    let mut client = server.client().await;
-    let watch = killer_pool("slow");
-    let only_slow = |mut r: pb::ExtractRequest| {
-        r.source = "slow".into();
-        r.tables = vec!["slow_tickets".into()];
-        r
-    };
-
-    // The deadline: the statement is limited to the time left, and ends with it.
-    let asked = tokio::time::Instant::now();
-    let mut req = tonic::Request::new(only_slow(request("email", ALICE)));
-    req.set_timeout(Duration::from_secs(120));
-    let status = support::failure(client.extract(req).await, "a call past its deadline").await;
-    println!("ended after {:?}: {status:?}", asked.elapsed());
-    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(
-        support::eventually(50, || async {
-            running(&watch, "slow_tickets").await.is_empty()
-        })
-        .await,
-        "still running: {:?}",
-        running(&watch, "slow_tickets").await
-    );
-    // Its snapshot ended with it: no read view is left open on a pooled connection (which
-    // would block InnoDB's purge until the pool's idle timeout).
-    assert!(
-        support::eventually(50, || async {
-            watch.open_transactions().await.unwrap() == 0
-        })
-        .await,
-        "a snapshot left open after the deadline: {}",
-        watch.open_transactions().await.unwrap()
-    );
-
-    // The client goes away mid-stream: the statement is killed, not drained (on a server
-    // without the short deadline, so that only the client's leaving can stop it).
-    server.stop().await.unwrap();
-    let server = TestServer::start(config(&config_text("shop", &slow_source()))).await;
-    let mut client = server.client().await;
-    let mut stream = client
-        .extract(only_slow(request("email", ALICE)))
-        .await
-        .unwrap()
-        .into_inner();
-    let first = stream.message().await.unwrap().unwrap();
-    assert!(matches!(
-        first.event,
-        Some(pb::extract_response::Event::Started(_))
-    ));
-    assert!(
-        support::eventually(50, || async {
-            !running(&watch, "slow_tickets").await.is_empty()
-        })
-        .await,
-        "the slow statement never ran"
-    );
-    drop(stream);
-    let gone = tokio::time::Instant::now();
-    assert!(
-        support::eventually(50, || async {
-            running(&watch, "slow_tickets").await.is_empty()
-        })
-        .await,
-        "still running after the client left: {:?}",
-        running(&watch, "slow_tickets").await
-    );
-    println!("nothing running {:?} after the client left", gone.elapsed());
-    assert!(
-        support::eventually(50, || async {
-            watch.open_transactions().await.unwrap() == 0
-        })
-        .await,
-        "a snapshot left open after the client left: {}",
-        watch.open_transactions().await.unwrap()
-    );
-
-    // The source serves the next call on its connections, and leaves nothing open either.
-    let x = extract(&mut client, on("slow", "email", "bob@example.com")).await;
-    assert_eq!(x.code(), Code::Ok, "{}", x.message());
-    assert_eq!(watch.open_transactions().await.unwrap(), 0);
-    watch.disconnect().await;
-    server.stop().await.unwrap();
-}
-
 #[tokio::test]
 async fn hostile_rows_in_mariadb_are_refused_or_rejected_by_name() {
     let extra =

@@ -63,7 +63,7 @@ impl Drop for PgDiscovery {
 
 impl PgDiscovery {
     /// Runs `work` under a savepoint: released when it succeeds, rolled back to when it
-    /// fails, so that the snapshot stays usable. `None` when the savepoint itself failed.
+    /// fails, so that the snapshot stays usable.
     async fn under_savepoint<T>(
         &mut self,
         work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
