@@ -495,58 +495,89 @@ async fn validate_and_extract_side_by_side_on_a_one_connection_pool_both_finish(
     server.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_value_above_one_message_is_refused_without_entering_the_process() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        // 100 MB of text in one value (TOAST compresses it on disk; its length is 100 MB).
-        support::run_sql_blocking(
-            "CREATE TABLE huge_notes (id int PRIMARY KEY, owner text NOT NULL, note text,
-                                      doc jsonb);
-             INSERT INTO huge_notes VALUES
-               (1, 'huge@example.com', repeat('x', 100000000), NULL),
-               (2, 'small@example.com', 'fine', '{\"a\": 1}'),
-               (3, 'hugedoc@example.com', 'fine',
-                (SELECT jsonb_agg(g) FROM generate_series(1, 12000000) g));
-             ANALYZE huge_notes;",
-        );
-    });
-    let text = config_text(
-        r#"
+/// A table with a 100 MB text value (owner `huge@example.com`), a JSON document of about
+/// 100 MB (owner `hugedoc@example.com`) and a small row (owner `small@example.com`).
+const HUGE_NOTES: &str = r#"
 [[sources.tables]]
 name = "huge_notes"
 identity = { kind = "email", column = "owner" }
 columns = { id = "not_pii", owner = "contact.email", note = "not_pii", doc = "not_pii" }
-"#,
-    );
-    let server = ServeProcess::start_with(&text, &[]).await;
+"#;
+
+/// The binary serving `store`'s (`demo` or `mariadb`) demo shop with [`HUGE_NOTES`] in it.
+async fn huge_notes_served(store: &str) -> ServeProcess {
+    if store == "demo" {
+        static DONE: OnceLock<()> = OnceLock::new();
+        DONE.get_or_init(|| {
+            // 100 MB of text in one value (TOAST compresses it on disk; its length is 100 MB).
+            support::run_sql_blocking(
+                "CREATE TABLE huge_notes (id int PRIMARY KEY, owner text NOT NULL, note text,
+                                          doc jsonb);
+                 INSERT INTO huge_notes VALUES
+                   (1, 'huge@example.com', repeat('x', 100000000), NULL),
+                   (2, 'small@example.com', 'fine', '{\"a\": 1}'),
+                   (3, 'hugedoc@example.com', 'fine',
+                    (SELECT jsonb_agg(g) FROM generate_series(1, 12000000) g));
+                 ANALYZE huge_notes;",
+            );
+        });
+        return ServeProcess::start_with(&config_text(HUGE_NOTES), &[]).await;
+    }
+    let mariadb = support::mariadb::server(&[(
+        "huge",
+        "CREATE TABLE huge_notes (id INT PRIMARY KEY, owner VARCHAR(255) NOT NULL, \
+           note LONGTEXT, doc JSON); \
+         INSERT INTO huge_notes VALUES \
+           (1, 'huge@example.com', REPEAT('x', 100000000), NULL), \
+           (2, 'small@example.com', 'fine', '{\"a\": 1}'), \
+           (3, 'hugedoc@example.com', 'fine', \
+            CONCAT('[', REPEAT('1234567,', 12000000), '1]'));",
+    )]);
+    let text = support::mariadb::config_text(mariadb, "huge", HUGE_NOTES);
+    ServeProcess::start_with(
+        &text,
+        &[(
+            dsr_connector::demo::mariadb::PASSWORD_ENV,
+            mariadb.password(),
+        )],
+    )
+    .await
+}
+
+both_stores!(
+    a_value_above_one_message_is_refused_without_entering_the_process,
+    huge_value_on
+);
+
+async fn huge_value_on(store: &'static str) {
+    let server = huge_notes_served(store).await;
     let mut client = server.client().await;
-    let mut req = request("email", "huge@example.com");
-    req.tables = vec!["huge_notes".into()];
-    let x = extract(&mut client, req).await;
+    let huge = |owner: &str| {
+        let mut req = request("email", owner);
+        req.source = store.into();
+        req.tables = vec!["huge_notes".into()];
+        req
+    };
+    let x = extract(&mut client, huge("huge@example.com")).await;
     assert_eq!(x.code(), Code::ResourceExhausted, "{}", x.message());
     assert!(
         x.message().contains("huge_notes") && x.message().contains("'note'"),
         "{}",
         x.message()
     );
-    // A jsonb document of about 100 MB as text: its stored size sends it to be measured.
-    let mut req = request("email", "hugedoc@example.com");
-    req.tables = vec!["huge_notes".into()];
-    let x = extract(&mut client, req).await;
+    // A JSON document of about 100 MB as text: its stored size sends it to be measured.
+    let x = extract(&mut client, huge("hugedoc@example.com")).await;
     assert_eq!(x.code(), Code::ResourceExhausted, "{}", x.message());
     assert!(x.message().contains("'doc'"), "{}", x.message());
     // The values were measured in the query and never sent: the process stays far below them.
     let peak_kib = server.peak_rss_kib();
-    println!("100 MB text and jsonb values refused: peak RSS {peak_kib} KiB");
+    println!("{store}: 100 MB text and JSON values refused: peak RSS {peak_kib} KiB");
     assert!(
         peak_kib < 64 * 1024,
         "peak RSS {peak_kib} KiB: the 100 MB value entered the process"
     );
     // Other rows of the table still stream.
-    let mut req = request("email", "small@example.com");
-    req.tables = vec!["huge_notes".into()];
-    let x = extract(&mut client, req).await;
+    let x = extract(&mut client, huge("small@example.com")).await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     assert_eq!(x.rows("huge_notes").len(), 1);
 }

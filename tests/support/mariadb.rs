@@ -19,6 +19,10 @@ pub fn server(databases: &[(&str, &str)]) -> &'static TempMariaDb {
     SERVER.get_or_init(|| {
         let server =
             TempMariaDb::start().unwrap_or_else(|e| panic!("cannot start the test MariaDB: {e}"));
+        // Room for a test's 100 MB value (each statement below is a session of its own).
+        server
+            .execute("mysql", "SET GLOBAL max_allowed_packet = 268435456;")
+            .unwrap_or_else(|e| panic!("cannot raise max_allowed_packet: {e}"));
         for (database, extra) in databases {
             server
                 .load_demo(database)
