@@ -1,7 +1,8 @@
 //! Hostile rows and hostile callers (invariants 8 and 9): rows built to hurt neither crash the
 //! server nor leak their values into anything but the rows, memory stays bounded by bytes and
 //! depth in the real binary, callers that stop reading release what they hold, and requests
-//! built to hurt get precise errors.
+//! built to hurt get precise errors. A value above one message is refused on both stores, from
+//! one body (`both_stores!`).
 
 mod support;
 
