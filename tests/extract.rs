@@ -9,6 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use dsr_connector::pb::{ValueKind, value::Kind};
+use support::mariadb::on;
 use support::{Extraction, TestServer, extract, request, sql, sql_text_expr, value_text};
 use tonic::Code;
 
@@ -209,7 +210,7 @@ both_stores!(
 );
 
 async fn stream_has_start_then_tables_then_manifest_on(source: &'static str) {
-    let server = both().await;
+    let server = support::mariadb::both_stores_server().await;
     let mut req = on(source, "email", "alice@example.com");
     req.batch_size = 2;
     let x = extract(&mut server.client().await, req).await;
@@ -284,7 +285,7 @@ both_stores!(
 );
 
 async fn manifest_follows_the_extraction_schema_on(source: &'static str) {
-    let server = both().await;
+    let server = support::mariadb::both_stores_server().await;
     let x = extract(
         &mut server.client().await,
         on(source, "email", "alice@example.com"),
@@ -329,7 +330,7 @@ both_stores!(
 );
 
 async fn identity_by_customer_id_reports_tables_it_cannot_reach_on(source: &'static str) {
-    let server = both().await;
+    let server = support::mariadb::both_stores_server().await;
     let x = extract(&mut server.client().await, on(source, "customer_id", "1")).await;
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     let started = x.started.as_ref().unwrap();
@@ -379,7 +380,7 @@ async fn identity_by_customer_id_reports_tables_it_cannot_reach_on(source: &'sta
 both_stores!(tables_can_be_restricted, tables_can_be_restricted_on);
 
 async fn tables_can_be_restricted_on(source: &'static str) {
-    let server = both().await;
+    let server = support::mariadb::both_stores_server().await;
     let mut req = on(source, "email", "alice@example.com");
     req.tables = vec!["order_items".into(), "public.orders".into()];
     let x = extract(&mut server.client().await, req).await;
@@ -419,21 +420,6 @@ async fn tables_can_be_restricted_on(source: &'static str) {
     server.stop().await.unwrap();
 }
 
-/// A server with the demo shop on both stores: PostgreSQL's `demo` and MariaDB's `mariadb`.
-async fn both() -> TestServer {
-    let mariadb = support::mariadb::server(&[("shop", "")]);
-    let text = support::mariadb::config_text(mariadb, "shop", "");
-    TestServer::start(support::mariadb::config(mariadb, &text)).await
-}
-
-/// An Extract of `kind` `value` from `source`.
-fn on(source: &str, kind: &str, value: &str) -> dsr_connector::pb::ExtractRequest {
-    dsr_connector::pb::ExtractRequest {
-        source: source.into(),
-        ..request(kind, value)
-    }
-}
-
 /// The ErrorInfo of a status, which every status of the service carries.
 fn error_info(status: &tonic::Status) -> tonic_types::ErrorInfo {
     use tonic_types::StatusExt;
@@ -448,7 +434,7 @@ both_stores!(
 );
 
 async fn a_subject_without_data_gets_a_verified_empty_manifest_on(source: &'static str) {
-    let server = both().await;
+    let server = support::mariadb::both_stores_server().await;
     let x = extract(
         &mut server.client().await,
         on(source, "email", "nobody@example.com"),
@@ -470,7 +456,7 @@ both_stores!(
 );
 
 async fn sql_in_identity_values_is_only_a_value_on(source: &'static str) {
-    let server = both().await;
+    let server = support::mariadb::both_stores_server().await;
     let alice = |x: &Extraction| x.rows("customers").len() + x.rows("orders").len();
     let before = extract(
         &mut server.client().await,

@@ -79,9 +79,13 @@ fn expected_subject_id(kind: &str, normalized: &str) -> String {
     dsr_connector::subject::subject_id(SUBJECT_KEY.as_bytes(), kind, normalized)
 }
 
-#[tokio::test]
-async fn an_address_as_people_type_it_is_one_subject() {
-    let server = TestServer::demo().await;
+both_stores!(
+    an_address_as_people_type_it_is_one_subject,
+    an_address_as_people_type_it_is_one_subject_on
+);
+
+async fn an_address_as_people_type_it_is_one_subject_on(source: &'static str) {
+    let server = support::mariadb::both_stores_server().await;
     let mut seen = Vec::new();
     for typed in [
         "alice@example.com",
@@ -89,7 +93,11 @@ async fn an_address_as_people_type_it_is_one_subject() {
         " alice@example.com",
         "Alice@Example.com ",
     ] {
-        let x = extract(&mut server.client().await, request("email", typed)).await;
+        let x = extract(
+            &mut server.client().await,
+            support::mariadb::on(source, "email", typed),
+        )
+        .await;
         assert_eq!(x.code(), Code::Ok, "{typed:?}: {}", x.message());
         let manifest = x.manifest.unwrap();
         assert_eq!(manifest.row_count, 18, "{typed:?}");
@@ -105,12 +113,16 @@ async fn an_address_as_people_type_it_is_one_subject() {
     server.stop().await.unwrap();
 }
 
+both_stores!(
+    a_look_alike_address_never_matches_another_persons_rows,
+    a_look_alike_address_never_matches_another_persons_rows_on
+);
+
 /// Look-alike spellings of alice's address (a Cyrillic letter, a full-width @, a zero-width
 /// space, a ligature) are other people's addresses: none of them matches her rows, and none is
-/// folded into her subject id.
-#[tokio::test]
-async fn a_look_alike_address_never_matches_another_persons_rows() {
-    let server = TestServer::demo().await;
+/// folded into her subject id. On both stores: a collation that folded them would match.
+async fn a_look_alike_address_never_matches_another_persons_rows_on(source: &'static str) {
+    let server = support::mariadb::both_stores_server().await;
     let alice = expected_subject_id("email", "alice@example.com");
     for typed in [
         "alice@ex\u{0430}mple.com",
@@ -120,7 +132,11 @@ async fn a_look_alike_address_never_matches_another_persons_rows() {
         "alice@example.com\u{200B}",
         "alice@exa\u{FB01}mple.com",
     ] {
-        let x = extract(&mut server.client().await, request("email", typed)).await;
+        let x = extract(
+            &mut server.client().await,
+            support::mariadb::on(source, "email", typed),
+        )
+        .await;
         assert_eq!(x.code(), Code::Ok, "{typed:?}: {}", x.message());
         assert!(x.batches.is_empty(), "{typed:?} matched rows");
         let manifest = x.manifest.unwrap();

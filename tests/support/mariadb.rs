@@ -70,6 +70,22 @@ pub fn config_with(text: &str, mariadb_password: &str) -> Config {
     .unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
+/// A server with the demo shop on both stores: PostgreSQL's `demo` and this binary's
+/// MariaDB's `shop` as source `mariadb`.
+pub async fn both_stores_server() -> super::TestServer {
+    let mariadb = server(&[("shop", "")]);
+    let text = config_text(mariadb, "shop", "");
+    super::TestServer::start(config(mariadb, &text)).await
+}
+
+/// An Extract of `kind` `value` from `source`.
+pub fn on(source: &str, kind: &str, value: &str) -> dsr_connector::pb::ExtractRequest {
+    dsr_connector::pb::ExtractRequest {
+        source: source.into(),
+        ..super::request(kind, value)
+    }
+}
+
 /// One test per store from one body: `both_stores!(name, body)` makes a module `name` with a
 /// test `postgresql` that runs `body("demo")` and a test `mariadb` that runs
 /// `body("mariadb")`, where `body` is an `async fn(&'static str)`.
