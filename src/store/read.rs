@@ -195,6 +195,9 @@ pub enum CellError {
     },
     /// The value could not be decoded as its column's type.
     Undecodable(String),
+    /// The value is of another kind than the column's decoder reads: the column's type
+    /// changed since the schema gate chose the decoder (`what` says how, without the value).
+    Drift(String),
     Db(DbError),
 }
 

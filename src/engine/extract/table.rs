@@ -121,6 +121,13 @@ impl Job {
                 column,
                 reason: format!("violates rule {rule}"),
             },
+            CellError::Drift(what) => ExtractError::Plan(PlanError::SchemaDrift {
+                source_name: self.params.source.clone(),
+                problems: vec![format!(
+                    "table '{}', column '{column}': {what}",
+                    table.display
+                )],
+            }),
             CellError::Db(e) => e.into(),
         }
     }
