@@ -212,6 +212,21 @@ impl Watch {
         }
     }
 
+    /// Asserts that the statement on the slow table stops and that no snapshot is left open,
+    /// soon `after` what should stop it.
+    async fn assert_stopped(&self, after: &str) {
+        assert!(
+            eventually(50, || async { !self.running().await }).await,
+            "the query still runs after {after}: {}",
+            self.describe().await
+        );
+        assert!(
+            eventually(50, || self.settled()).await,
+            "a snapshot was left open after {after}: {}",
+            self.describe().await
+        );
+    }
+
     /// What the service runs, for a failed assertion.
     async fn describe(&self) -> String {
         match self {
@@ -264,16 +279,7 @@ async fn client_disconnect_on(store: &'static str) {
     drop(client);
 
     // Without a cancel (PostgreSQL) or KILL QUERY (MariaDB) the query would run on.
-    assert!(
-        eventually(50, || async { !slow.watch.running().await }).await,
-        "the query still runs after the client left: {}",
-        slow.watch.describe().await
-    );
-    assert!(
-        eventually(50, || slow.watch.settled()).await,
-        "a snapshot was left open after the client left: {}",
-        slow.watch.describe().await
-    );
+    slow.watch.assert_stopped("the client left").await;
     assert_source_serves_again(&server, slow.source).await;
     assert!(
         slow.watch.settled().await,
@@ -316,16 +322,7 @@ async fn deadline_on(store: &'static str) {
         }
     };
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(
-        eventually(50, || async { !slow.watch.running().await }).await,
-        "the query still runs after the deadline: {}",
-        slow.watch.describe().await
-    );
-    assert!(
-        eventually(50, || slow.watch.settled()).await,
-        "a snapshot was left open after the deadline: {}",
-        slow.watch.describe().await
-    );
+    slow.watch.assert_stopped("the deadline").await;
     assert_source_serves_again(&server, slow.source).await;
     server.stop().await.unwrap();
 }
