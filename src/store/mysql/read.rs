@@ -198,10 +198,11 @@ impl MyRow {
                 category: "zero_date",
                 rule_type: pb::Rule::ZeroDate,
             }),
-            // The gate chose the decoder from the catalog; a value of another kind means the
-            // column's type changed since (MySQL sends no types to check up front here).
+            // The gate chose the decoder from the catalog: a value of another kind than it reads
+            // is drift (the column's type changed since), not a value to decode.
             Some(Err(e @ DecodeError::Unexpected { .. })) => Err(CellError::Drift(format!(
-                "its type changed since the schema check ({e})"
+                "its type changed since the schema check ({e}); the schema is checked again \
+                 on the next request"
             ))),
             Some(Err(e)) => Err(CellError::Undecodable(e.to_string())),
             None => Err(CellError::Undecodable(format!("no column {i}"))),

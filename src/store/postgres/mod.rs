@@ -249,18 +249,6 @@ impl PgConn {
     }
 }
 
-/// Starts a read-only REPEATABLE READ transaction: its first query takes the snapshot that
-/// every later query of the transaction reads.
-pub async fn read_only_snapshot(
-    client: &mut Client,
-) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
-    client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-}
 
 /// Prepares `sql` on the transaction's connection, or reuses the statement prepared before.
 pub async fn prepare_cached(
