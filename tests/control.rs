@@ -215,17 +215,9 @@ async fn two_replicas_keep_their_chains_and_dead_letters_in_the_control_database
 async fn replicas_starting_together_on_a_fresh_control_database_all_open_it() {
     // Replicas that start together create the control tables at the same moment; without a
     // lock, PostgreSQL's CREATE TABLE IF NOT EXISTS fails for all but one of them.
-    let admin = demo::connect(support::cluster(), "postgres").await.unwrap();
     for round in 0..10 {
         let database = format!("control_fresh_{round}");
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {database}"))
-            .await
-            .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {database}"))
-            .await
-            .unwrap();
+        support::empty_database(&database).await;
         let url = support::cluster().connection_string(&database);
         let control = dsr_connector::records::control::Control::from_url(&url).unwrap();
         let opened = futures_util::future::join_all((0..8).map(|_| {
@@ -242,13 +234,7 @@ async fn replicas_starting_together_on_a_fresh_control_database_all_open_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manifest_waits_for_its_dead_letters_and_is_withheld_when_they_cannot_be_written() {
     // A control database of this test's own, whose dead-letter table it can break.
-    let admin = demo::connect(support::cluster(), "postgres").await.unwrap();
-    for statement in [
-        "DROP DATABASE IF EXISTS control_letters",
-        "CREATE DATABASE control_letters",
-    ] {
-        admin.batch_execute(statement).await.unwrap();
-    }
+    support::empty_database("control_letters").await;
     let url = support::cluster().connection_string("control_letters");
     let config = control_config(&url, "replica-letters", "", true);
     let server = TestServer::start(config).await;
@@ -302,13 +288,7 @@ async fn a_manifest_waits_for_its_dead_letters_and_is_withheld_when_they_cannot_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_was_lost_does_not_stop_the_audit_chain() {
-    let admin = demo::connect(support::cluster(), "postgres").await.unwrap();
-    for statement in [
-        "DROP DATABASE IF EXISTS control_commit",
-        "CREATE DATABASE control_commit",
-    ] {
-        admin.batch_execute(statement).await.unwrap();
-    }
+    support::empty_database("control_commit").await;
     let cluster = support::cluster();
     let cutter = support::CommitCutter::start(cluster.port()).await;
     let url = url_via(cutter.addr.port(), "control_commit");
@@ -410,15 +390,8 @@ async fn the_control_database_restarts_under_load_and_the_chain_goes_on() {
 async fn an_erasure_whose_record_waits_past_its_deadline_commits_nothing() {
     use std::sync::atomic::Ordering;
     let cluster = support::cluster();
-    let admin = demo::connect(cluster, "postgres").await.unwrap();
-    for statement in [
-        "DROP DATABASE IF EXISTS control_erase_records WITH (FORCE)",
-        "CREATE DATABASE control_erase_records",
-        "DROP DATABASE IF EXISTS control_erase_data WITH (FORCE)",
-    ] {
-        admin.batch_execute(statement).await.unwrap();
-    }
-    demo::load(cluster, "control_erase_data").await.unwrap();
+    support::empty_database("control_erase_records").await;
+    support::demo_database("control_erase_data").await;
     let data = demo::connect(cluster, "control_erase_data").await.unwrap();
     let proxy = support::HoldProxy::start(cluster.port(), b"INSERT INTO dsr_audit ").await;
     let url = url_via(proxy.port, "control_erase_records");
@@ -518,15 +491,8 @@ async fn a_flood_of_dead_letters_against_a_slow_queue_loses_none() {
     const CALLS: usize = 40;
     const BAD_ROWS: i64 = 300;
     let cluster = support::cluster();
-    let admin = demo::connect(cluster, "postgres").await.unwrap();
-    for statement in [
-        "DROP DATABASE IF EXISTS control_flood_records WITH (FORCE)",
-        "CREATE DATABASE control_flood_records",
-        "DROP DATABASE IF EXISTS control_flood_data WITH (FORCE)",
-    ] {
-        admin.batch_execute(statement).await.unwrap();
-    }
-    demo::load(cluster, "control_flood_data").await.unwrap();
+    support::empty_database("control_flood_records").await;
+    support::demo_database("control_flood_data").await;
     // Alice gets 300 more legacy rows, each with an impossible date: 300 rejected rows, 300
     // letters, per call.
     demo::connect(cluster, "control_flood_data")
@@ -631,13 +597,8 @@ async fn a_flood_of_dead_letters_against_a_slow_queue_loses_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_connection_dropped_while_idle_recovers_on_the_next_call() {
     let cluster = support::cluster();
+    support::empty_database("control_idle").await;
     let admin = demo::connect(cluster, "postgres").await.unwrap();
-    for statement in [
-        "DROP DATABASE IF EXISTS control_idle WITH (FORCE)",
-        "CREATE DATABASE control_idle",
-    ] {
-        admin.batch_execute(statement).await.unwrap();
-    }
     let config = control_config(
         &cluster.connection_string("control_idle"),
         "replica-idle",

@@ -921,18 +921,8 @@ fn labelled_config(database: &str) -> String {
 
 /// A fresh database `name` of the test cluster, loaded with `sql`.
 async fn database_with(name: &str, sql: &str) {
-    let admin = dsr_connector::demo::connect(cluster(), "postgres")
+    support::empty_database(name)
         .await
-        .unwrap();
-    for statement in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        admin.batch_execute(&statement).await.unwrap();
-    }
-    dsr_connector::demo::connect(cluster(), name)
-        .await
-        .unwrap()
         .batch_execute(sql)
         .await
         .unwrap();

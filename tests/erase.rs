@@ -29,13 +29,7 @@ const TABLES: [&str; 6] = [
 
 /// Loads the demo data into a fresh database `name` of the test cluster.
 async fn database(name: &str) -> tokio_postgres::Client {
-    let admin = demo::connect(cluster(), "postgres").await.unwrap();
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
-    demo::load(cluster(), name).await.unwrap();
-    demo::connect(cluster(), name).await.unwrap()
+    support::demo_database(name).await
 }
 
 /// The demo config for database `name`, with `edit` applied to its text.

@@ -17,13 +17,7 @@ use tonic::transport::Channel;
 
 /// The demo shop, loaded into a fresh database `name`, with `extra` run after it.
 async fn database(name: &str, extra: &str) -> tokio_postgres::Client {
-    let admin = demo::connect(cluster(), "postgres").await.unwrap();
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
-    demo::load(cluster(), name).await.unwrap();
-    let db = demo::connect(cluster(), name).await.unwrap();
+    let db = support::demo_database(name).await;
     db.batch_execute(extra).await.unwrap();
     db
 }

@@ -156,16 +156,7 @@ const EXPECTED: [(&str, Rows); 9] = [
 
 /// The shapes, loaded into a fresh database `name` of the test cluster.
 async fn database(name: &str) -> tokio_postgres::Client {
-    let admin = demo::connect(cluster(), "postgres").await.unwrap();
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let db = demo::connect(cluster(), name).await.unwrap();
+    let db = support::empty_database(name).await;
     db.batch_execute(SHAPES_SQL).await.unwrap();
     db
 }

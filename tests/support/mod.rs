@@ -368,6 +368,31 @@ pub async fn service_sessions(sql: &tokio_postgres::Client, app: &str) -> Vec<(S
     .collect()
 }
 
+/// A fresh, empty database `name` of this binary's cluster (one of that name is dropped,
+/// its connections ended), and a connection to it.
+pub async fn empty_database(name: &str) -> tokio_postgres::Client {
+    let admin = demo::connect(cluster(), "postgres").await.unwrap();
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        admin.batch_execute(&statement).await.unwrap();
+    }
+    demo::connect(cluster(), name).await.unwrap()
+}
+
+/// A fresh database `name` of this binary's cluster with the demo shop loaded (one of that
+/// name is dropped, its connections ended), and a connection to it.
+pub async fn demo_database(name: &str) -> tokio_postgres::Client {
+    let admin = demo::connect(cluster(), "postgres").await.unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    demo::load(cluster(), name).await.unwrap();
+    demo::connect(cluster(), name).await.unwrap()
+}
+
 /// Runs SQL on the demo database from a thread of its own (usable inside `OnceLock` init).
 pub fn run_sql_blocking(statements: &str) {
     let statements = statements.to_owned();

@@ -249,7 +249,6 @@ impl PgConn {
     }
 }
 
-
 /// Prepares `sql` on the transaction's connection, or reuses the statement prepared before.
 pub async fn prepare_cached(
     cache: &mut StatementCache,
