@@ -3,7 +3,6 @@
 //! connection before the call's deadline; its outcome is settled with the breaker, and a
 //! breaker check or transition is a `compliance.circuit_breaker` hook span.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -12,7 +11,6 @@ use super::error::breaker_outcome;
 use super::{Engine, ExtractError, Source};
 use crate::resilience::admission::Permit;
 use crate::resilience::breaker::{Pass, State, Transition};
-use crate::store::postgres::Conn;
 
 /// A call admitted to a source: its pass through the breaker and its call slots. The slots
 /// are given back when the guard drops; the pass is settled by [`Guard::settle`] (a guard
@@ -79,33 +77,8 @@ impl Engine {
         })
     }
 
-    /// The whole guarded call for work done on one pooled PostgreSQL connection: admitted, a
-    /// connection checked out before `deadline`, `work` run on it, and its outcome settled.
-    /// `what` names the work, for refusing it on a source of another kind.
-    pub(crate) async fn guarded<T, Work, Done>(
-        &self,
-        source: &Arc<Source>,
-        caller: &str,
-        deadline: Option<Instant>,
-        what: &'static str,
-        work: Work,
-    ) -> Result<T, ExtractError>
-    where
-        Work: FnOnce(Conn) -> Done,
-        Done: Future<Output = Result<T, ExtractError>>,
-    {
-        let pool = source.postgres(what)?;
-        self.admitted(source, caller, deadline, async || {
-            match pool.checkout(deadline).await {
-                Ok(conn) => work(conn).await,
-                Err(error) => Err(error.into()),
-            }
-        })
-        .await
-    }
-
-    /// The whole guarded call for work that takes its own connections (a MySQL source's):
-    /// admitted, `work` run, and its outcome settled.
+    /// The whole guarded call: admitted, `work` run (it takes its own connections from the
+    /// source's store), and its outcome settled.
     pub(crate) async fn admitted<T>(
         &self,
         source: &Arc<Source>,

@@ -47,7 +47,6 @@ use crate::resilience::breaker::{Breaker, State};
 use crate::schema::cache::SchemaCache;
 use crate::schema::{DataMap, LoadError, Plan, PlanError};
 use crate::store::SourceStore;
-use crate::store::postgres::SourcePool;
 use crate::subject::normalize::Normalizer;
 
 /// Request limits from the server config.
@@ -104,20 +103,6 @@ pub struct Engine {
     sources: HashMap<String, Arc<Source>>,
     limits: Limits,
     shutdown: CancellationToken,
-}
-
-impl Source {
-    /// The PostgreSQL pool, for work not built for other kinds of database yet: refused,
-    /// naming `what`, on a MySQL source.
-    pub(crate) fn postgres(&self, what: &'static str) -> Result<&SourcePool, ExtractError> {
-        self.store
-            .postgres()
-            .ok_or_else(|| ExtractError::Unsupported {
-                source_name: self.name.clone(),
-                kind: crate::config::DatabaseKind::Mysql.name(),
-                what,
-            })
-    }
 }
 
 impl Engine {

@@ -201,14 +201,6 @@ impl MappedTable {
     fn column(&self, name: &str) -> Option<&MappedColumn> {
         self.columns.iter().find(|c| c.name == name)
     }
-
-    pub(crate) fn quoted(&self) -> String {
-        format!(
-            "{}.{}",
-            quote_ident(&self.name.schema),
-            quote_ident(&self.name.table)
-        )
-    }
 }
 
 /// An identity column of a table: the kind it answers, and how it is compared.

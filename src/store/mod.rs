@@ -26,6 +26,7 @@
 
 pub mod catalog;
 pub mod discovery;
+pub mod erase;
 pub mod error;
 pub mod mysql;
 pub mod postgres;
@@ -102,10 +103,11 @@ pub struct PoolState {
     pub waiting: u64,
 }
 
-/// Everything a store provides: snapshots to read a subject from, its catalog, and drafting.
-pub trait Backend: read::Store + catalog::ReadCatalog + discovery::Discover {}
+/// Everything a store provides: snapshots to read a subject from, its catalog, drafting,
+/// and erasure.
+pub trait Backend: read::Store + catalog::ReadCatalog + discovery::Discover + erase::Erase {}
 
-impl<T: read::Store + catalog::ReadCatalog + discovery::Discover> Backend for T {}
+impl<T: read::Store + catalog::ReadCatalog + discovery::Discover + erase::Erase> Backend for T {}
 
 /// Work written once for every store ([`Backend`]), run on a source's own.
 pub trait WithStore: Send {

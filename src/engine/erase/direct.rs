@@ -9,24 +9,13 @@
 //! ids), and the catalog's proof below. A plan names each table it reads as `from` names its
 //! own: quoted, so one name is never part of another.
 
-use tracing::Instrument;
-
-use super::ids::{Captured, captured};
-use super::policy::{ForeignKey, Step};
+use super::policy::ForeignKey;
 use super::{ErasureRefusal, Run};
 use crate::config::erasure::EraseAction;
 use crate::engine::ExtractError;
+use crate::store::erase::{Captured, EraseTxn, Rows};
 
-/// Which rows a masking UPDATE changes.
-#[derive(Clone, Copy)]
-pub(super) enum RowsOf<'a> {
-    /// The rows captured before anything changed.
-    Captured(&'a Captured),
-    /// The rows the plan finds now (a direct step): the condition takes the identity as $1.
-    Plan,
-}
-
-/// How a deleted table is verified: by its captured ids (none left), by its plan run again
+/// How a deleted table is verified: by its captured rows (none left), by its plan run again
 /// right after its DELETE (it finds none), or by the catalog's proof that its DELETE kept no
 /// row back ([`Run::nothing_keeps_rows_back`]).
 pub(super) enum DeleteCheck<'a> {
@@ -79,12 +68,11 @@ impl Run<'_> {
     }
 
     /// For each candidate, whether the catalog shows nothing that could keep back a row its
-    /// statement finds: no enabled BEFORE row trigger for its DELETE or UPDATE (which may
-    /// return NULL), no rule for it, no row security. Then the statement changes every row
-    /// its condition matches. Read in this transaction.
-    pub(super) async fn nothing_keeps_rows_back(
+    /// statement finds: no trigger that may skip a row, no rule, no row security. Then the
+    /// statement changes every row its condition matches. Read in this transaction.
+    pub(super) async fn nothing_keeps_rows_back<T: EraseTxn>(
         &self,
-        txn: &tokio_postgres::Transaction<'_>,
+        txn: &mut T,
         candidates: &[bool],
     ) -> Result<Vec<bool>, ExtractError> {
         let mut proven = vec![false; candidates.len()];
@@ -92,91 +80,39 @@ impl Run<'_> {
         if which.is_empty() {
             return Ok(proven);
         }
-        // pg_trigger.tgtype: ROW 1, BEFORE 2, DELETE 8, UPDATE 16; pg_rewrite.ev_type: UPDATE
-        // '2', DELETE '4'.
-        let (mut names, mut bits, mut events) = (Vec::new(), Vec::new(), Vec::new());
-        for &i in &which {
-            let delete = self.steps[i].action == EraseAction::Delete;
-            names.push(self.steps[i].planned.table.quoted());
-            bits.push(if delete { 11i32 } else { 19 });
-            events.push(if delete { "4" } else { "2" });
-        }
-        let rows = txn
-            .query(
-                "SELECT n.k, NOT (c.relrowsecurity \
-                   OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid \
-                     AND NOT t.tgisinternal AND t.tgenabled <> 'D' \
-                     AND (t.tgtype::int & n.bits) = n.bits) \
-                   OR EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid \
-                     AND r.ev_type::text = n.ev)) \
-                 FROM unnest($1::text[], $2::int[], $3::text[]) WITH ORDINALITY \
-                   AS n(name, bits, ev, k) \
-                 JOIN pg_catalog.pg_class c ON c.oid = n.name::regclass",
-                &[&names, &bits, &events],
-            )
-            .await
-            .map_err(|e| self.db(&e, None))?;
-        for row in rows {
-            let k: i64 = row.get(0);
-            if let Some(&i) = usize::try_from(k - 1).ok().and_then(|k| which.get(k)) {
-                proven[i] = row.get(1);
-            }
+        let tables: Vec<_> = which
+            .iter()
+            .map(|&i| {
+                let step = &self.steps[i];
+                (&step.planned.table.name, step.action == EraseAction::Delete)
+            })
+            .collect();
+        let found = txn.unconditional(&tables).await.map_err(|e| self.db(e))?;
+        for (&i, ok) in which.iter().zip(found) {
+            proven[i] = ok;
         }
         Ok(proven)
     }
 
-    /// A condition on `t0` selecting the rows of step `i`: its captured ids, or its plan's
-    /// paths (each row once: several paths read the row ids of the plan's UNION ALL).
-    pub(super) fn rows_condition(&self, i: usize, step: &Step, rows: RowsOf<'_>) -> String {
-        match rows {
-            RowsOf::Captured(ids) => ids.condition(&captured(i)),
-            RowsOf::Plan => {
-                let from = &step.planned.from;
-                match step.planned.branches.as_slice() {
-                    [only] => format!("({only})"),
-                    branches => format!(
-                        "t0.ctid = ANY(ARRAY({}))",
-                        branches
-                            .iter()
-                            .map(|w| format!("SELECT t0.ctid FROM {from} WHERE {w}"))
-                            .collect::<Vec<_>>()
-                            .join(" UNION ALL ")
-                    ),
-                }
-            }
-        }
-    }
-
-    /// Deletes the rows of a direct delete step by its plan. Unless the catalog proved that
+    /// Deletes the rows of direct delete step `i` by its plan. Unless the catalog proved that
     /// nothing keeps a row back (`proven`), the plan is run again at once, while what it
     /// reads is still as it was, and must find none.
-    pub(super) async fn delete_direct(
+    pub(super) async fn delete_direct<T: EraseTxn>(
         &self,
-        txn: &tokio_postgres::Transaction<'_>,
+        txn: &mut T,
         i: usize,
-        step: &Step,
         proven: bool,
     ) -> Result<u64, ExtractError> {
-        let sql = format!(
-            "DELETE FROM {} WHERE {}",
-            step.planned.from,
-            self.rows_condition(i, step, RowsOf::Plan)
-        );
-        let table = step.planned.table.display.as_str();
+        let target = self.target(i);
         let deleted = txn
-            .execute(&sql, &[&self.value])
-            .instrument(self.query_span("DELETE", step, &sql))
+            .delete(target, Rows::Plan)
             .await
-            .map_err(|e| self.db(&e, Some(table)))?;
+            .map_err(|e| self.db(e))?;
         if !proven {
-            let found: i64 = txn
-                .query_one(&step.planned.count_sql, &[&self.value])
-                .await
-                .map_err(|e| self.db(&e, Some(table)))?
-                .get(0);
+            let found = txn.count(target.count_sql).await.map_err(|e| self.db(e))?;
             if found != 0 {
                 return Err(ErasureRefusal::Unverified {
-                    table: table.to_owned(),
+                    table: target.display.to_owned(),
                     detail: format!("{found} rows of the subject still found by the plan"),
                 }
                 .into());

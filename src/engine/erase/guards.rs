@@ -11,14 +11,12 @@
 //! nothing changes. (A key from a table outside the map is refused without counting:
 //! [`super::policy::check_cascades`].)
 
-use tokio_postgres::types::ToSql;
-
-use super::ids::{Captured, captured, in_ids};
-use super::policy::{ForeignKey, Step};
+use super::policy::ForeignKey;
 use super::{ErasureRefusal, Run};
+use crate::config::QualifiedName;
 use crate::config::erasure::EraseAction;
 use crate::engine::ExtractError;
-use crate::schema::quote_ident;
+use crate::store::erase::{Captured, EraseTxn};
 
 /// A key's (child column, parent column) pairs, in key order.
 type KeyPairs = Vec<(String, String)>;
@@ -28,23 +26,17 @@ impl Run<'_> {
     /// would keep whatever it holds (a `cc_email` added a second ago, or left unmapped under
     /// `unmapped_columns = "warn"`). Read from the catalog in this transaction, never from
     /// the schema gate's cache.
-    pub(super) async fn check_live_columns(
+    pub(super) async fn check_live_columns<T: EraseTxn>(
         &self,
-        txn: &tokio_postgres::Transaction<'_>,
+        txn: &mut T,
     ) -> Result<(), ExtractError> {
         for step in self.steps.iter().filter(|s| s.action == EraseAction::Mask) {
             let table = &step.planned.table;
             let live = txn
-                .query(
-                    "SELECT attname::text FROM pg_catalog.pg_attribute \
-                     WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped \
-                     ORDER BY attnum",
-                    &[&table.quoted()],
-                )
+                .live_columns(&table.name)
                 .await
-                .map_err(|e| self.db(&e, Some(&table.display)))?;
-            for row in live {
-                let column: String = row.get(0);
+                .map_err(|e| self.db(e))?;
+            for column in live {
                 if !table.columns.iter().any(|c| c.name == column) {
                     return Err(ErasureRefusal::Policy {
                         table: table.display.clone(),
@@ -64,9 +56,9 @@ impl Run<'_> {
     /// Refuses to mask a row reached by lookup that a row not the subject's also points at
     /// (a household's shared address): the captured rows of each masked table reached by
     /// lookup, against every foreign key into it and every mapped lookup, in this transaction.
-    pub(super) async fn check_unshared(
+    pub(super) async fn check_unshared<T: EraseTxn>(
         &self,
-        txn: &tokio_postgres::Transaction<'_>,
+        txn: &mut T,
         keys: &[ForeignKey],
         captures: &[Captured],
     ) -> Result<(), ExtractError> {
@@ -76,11 +68,11 @@ impl Run<'_> {
                 continue;
             }
             let table = &planned.table.display;
-            // (child as callers name it, child in SQL, key pairs)
-            let mut pointers: Vec<(String, String, KeyPairs)> = keys
+            // (child as callers name it, the child, key pairs)
+            let mut pointers: Vec<(String, QualifiedName, KeyPairs)> = keys
                 .iter()
                 .filter(|k| &k.parent == table && !k.pairs.is_empty())
-                .map(|k| (k.child.clone(), k.child_sql.clone(), k.pairs.clone()))
+                .map(|k| (k.child.clone(), k.child_name.clone(), k.pairs.clone()))
                 .collect();
             for l in &planned.lookup_branches {
                 let pairs = vec![(l.column.clone(), l.key.clone())];
@@ -88,23 +80,28 @@ impl Run<'_> {
                     .iter()
                     .any(|(c, _, p)| *c == l.child && *p == pairs)
                 {
-                    let child_sql = self
+                    let child_name = self
                         .planned(&l.child)
-                        .map(|t| t.table.quoted())
-                        .unwrap_or_default();
-                    pointers.push((l.child.clone(), child_sql, pairs));
+                        .map(|t| t.table.name.clone())
+                        .ok_or_else(|| {
+                            ExtractError::Internal(format!(
+                                "the lookup into '{table}' from '{}' has no planned table",
+                                l.child
+                            ))
+                        })?;
+                    pointers.push((l.child.clone(), child_name, pairs));
                 }
             }
-            let parents = self.captured_rows(i, step, captures);
-            for (child, child_sql, pairs) in pointers {
+            for (child, child_name, pairs) in pointers {
                 // The subject's own rows of the referencing table do not count.
                 let own = self
                     .planned(&child)
                     .map(|t| t.branches.as_slice())
                     .unwrap_or_default();
-                let rows = self
-                    .rows_pointing_at(txn, table, &child_sql, &pairs, &parents, own)
-                    .await?;
+                let rows = txn
+                    .pointing_at(self.target(i), &captures[i], &child_name, &pairs, own)
+                    .await
+                    .map_err(|e| self.db(e))?;
                 if rows > 0 {
                     return Err(ErasureRefusal::SharedRow {
                         table: table.clone(),
@@ -118,78 +115,16 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Queries selecting `{}` of the captured rows of step `i`, one per relation.
-    fn captured_rows(&self, i: usize, step: &Step, captures: &[Captured]) -> Vec<String> {
-        captures[i]
-            .rels
-            .iter()
-            .map(|&(rel, _)| {
-                format!(
-                    "SELECT {{}} FROM {} WHERE {}",
-                    step.planned.from,
-                    in_ids(&captured(i), rel)
-                )
-            })
-            .collect()
-    }
-
     /// The planned table of this erasure named `display`, if the plan reaches it.
     fn planned(&self, display: &str) -> Option<&crate::schema::PlannedTable> {
         self.plan.tables.iter().find(|t| t.table.display == display)
     }
 
-    /// How many rows of `child_sql` point, through `pairs` (child column, parent column), at
-    /// a row that `parents` select (queries on the parent at `t0` whose select list is `{}`),
-    /// leaving out the rows that any of `own` (branches on the child at `t0`) selects.
-    async fn rows_pointing_at(
-        &self,
-        txn: &tokio_postgres::Transaction<'_>,
-        table: &str,
-        child_sql: &str,
-        pairs: &[(String, String)],
-        parents: &[String],
-        own: &[String],
-    ) -> Result<u64, ExtractError> {
-        let join = |side: fn(&(String, String)) -> &String| {
-            pairs
-                .iter()
-                .map(|pair| format!("t0.{}", quote_ident(side(pair))))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let (columns, targets) = (join(|p| &p.0), join(|p| &p.1));
-        let parent_keys = parents
-            .iter()
-            .map(|p| p.replace("{}", &targets))
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let not_own: String = own
-            .iter()
-            .map(|b| format!(" AND ({b}) IS NOT TRUE"))
-            .collect();
-        let sql = format!(
-            "WITH p AS ({parent_keys}) SELECT count(*) FROM {child_sql} AS t0 \
-             WHERE ({columns}) IN (SELECT * FROM p){not_own}"
-        );
-        // Branches compare the identity; a query without one takes no parameter.
-        let params: &[&(dyn ToSql + Sync)] = if sql.contains("$1") {
-            &[&self.value]
-        } else {
-            &[]
-        };
-        let rows: i64 = txn
-            .query_one(&sql, params)
-            .await
-            .map_err(|e| self.db(&e, Some(table)))?
-            .get(0);
-        Ok(rows.max(0) as u64)
-    }
-
     /// Refuses an erasure whose deletes or masked keys would make a foreign key change a row
     /// of a mapped table that this erasure does not delete itself.
-    pub(super) async fn check_mapped_cascades(
+    pub(super) async fn check_mapped_cascades<T: EraseTxn>(
         &self,
-        txn: &tokio_postgres::Transaction<'_>,
+        txn: &mut T,
         keys: &[ForeignKey],
         captures: &[Captured],
     ) -> Result<(), ExtractError> {
@@ -207,14 +142,10 @@ impl Run<'_> {
                     .iter()
                     .chain(&step.json_masks)
                     .any(|(column, _)| key.parent_columns.contains(column));
-                let (rule, parents) = match step.action {
-                    // The rows this step changes, one query per relation that holds them.
-                    EraseAction::Delete if key.acts_on_delete() => {
-                        (key.on_delete_name(), self.captured_rows(i, step, captures))
-                    }
-                    EraseAction::Mask if masks_key && key.acts_on_update() => {
-                        (key.on_update_name(), self.captured_rows(i, step, captures))
-                    }
+                // The rows this step changes: its captured rows.
+                let rule = match step.action {
+                    EraseAction::Delete if key.acts_on_delete() => key.on_delete_name(),
+                    EraseAction::Mask if masks_key && key.acts_on_update() => key.on_update_name(),
                     _ => continue,
                 };
                 // The child's own rows that this erasure deletes do not count: they are gone
@@ -226,9 +157,16 @@ impl Run<'_> {
                     .filter(|s| s.action == EraseAction::Delete)
                     .map(|s| s.planned.branches.as_slice())
                     .unwrap_or_default();
-                let rows = self
-                    .rows_pointing_at(txn, table, &key.child_sql, &key.pairs, &parents, own)
-                    .await?;
+                let rows = txn
+                    .pointing_at(
+                        self.target(i),
+                        &captures[i],
+                        &key.child_name,
+                        &key.pairs,
+                        own,
+                    )
+                    .await
+                    .map_err(|e| self.db(e))?;
                 if rows > 0 {
                     return Err(ErasureRefusal::MappedCascade {
                         table: table.clone(),

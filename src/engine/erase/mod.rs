@@ -14,7 +14,6 @@
 
 mod direct;
 mod guards;
-mod ids;
 mod json;
 mod policy;
 mod receipt;
@@ -29,11 +28,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::extract::MAX_IDENTITY_BYTES;
-use super::{Engine, ExtractError, Source};
+use super::{Engine, ExtractError};
 use crate::config::SourceConfig;
 use crate::config::erasure::ErasureMatching;
 use crate::pb;
 use crate::records::audit::Entry;
+use crate::store::{Backend, WithStore};
 use policy::Step;
 
 /// What a caller asked to erase. The identity value never appears in `Debug`.
@@ -58,7 +58,6 @@ pub struct EraseParams {
 /// Everything one erasure needs, resolved before its transaction.
 struct Run<'a> {
     engine: &'a Engine,
-    source: &'a Source,
     cfg: &'a SourceConfig,
     params: &'a EraseParams,
     value: String,
@@ -133,9 +132,6 @@ impl Engine {
             )));
         }
         let source = self.source(&params.source)?.clone();
-        // Erasure is built for PostgreSQL sources: another kind is refused by name before its
-        // data map is read.
-        source.postgres("erasure")?;
         let cfg = &self.config.sources[source.index];
         let value = match normalized {
             // A value its kind cannot normalise is malformed, whatever the matching.
@@ -158,7 +154,6 @@ impl Engine {
         }
         let run = Run {
             engine: self,
-            source: &source,
             cfg,
             params,
             value,
@@ -175,20 +170,27 @@ impl Engine {
         loop {
             attempts += 1;
             let result = self
-                .guarded(
-                    &source,
-                    &params.caller,
-                    params.deadline,
-                    "erasure",
-                    |conn| run.attempt(conn, attempts),
-                )
+                .admitted(&source, &params.caller, params.deadline, async || {
+                    source
+                        .store
+                        .with(Attempt {
+                            run: &run,
+                            attempt: attempts,
+                        })
+                        .await
+                })
                 .await;
             // A foreign key broken by a row that a concurrent writer added after the
             // snapshot (invisible to it) passes in a new snapshot, which captures that row
             // too: tried once more. A key broken again is a real one, and refused.
             let concurrent_row = !foreign_key_retried
-                && matches!(&result, Err(ExtractError::Erasure(ErasureRefusal::Constraint { code, .. }))
-                    if code == tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION.code());
+                && matches!(
+                    &result,
+                    Err(ExtractError::Erasure(ErasureRefusal::Constraint {
+                        foreign_key: true,
+                        ..
+                    }))
+                );
             foreign_key_retried |= concurrent_row;
             match &result {
                 Err(error) if error.is_retryable() || concurrent_row => {
@@ -206,5 +208,19 @@ impl Engine {
                 _ => return result,
             }
         }
+    }
+}
+
+/// One attempt of an erasure, written once for every store and run on the source's own.
+struct Attempt<'a> {
+    run: &'a Run<'a>,
+    attempt: u32,
+}
+
+impl WithStore for Attempt<'_> {
+    type Output = Result<pb::ErasureReceipt, ExtractError>;
+
+    fn with<S: Backend>(self, store: &S) -> impl std::future::Future<Output = Self::Output> + Send {
+        self.run.attempt_on(store, self.attempt)
     }
 }

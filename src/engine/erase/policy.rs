@@ -167,15 +167,15 @@ pub(super) struct ForeignKey {
     pub parent_columns: Vec<String>,
     /// The key's columns in the child, in key order, with the parent's they match.
     pub pairs: Vec<(String, String)>,
-    /// The referencing table's name in SQL, quoted.
-    pub child_sql: String,
+    /// The referencing table.
+    pub child_name: QualifiedName,
 }
 
 impl ForeignKey {
     pub fn of(key: crate::store::catalog::ForeignKey) -> ForeignKey {
         ForeignKey {
-            child_sql: crate::schema::Dialect::Postgres.table(&key.child),
             child: key.child.display_name(),
+            child_name: key.child.clone(),
             parent: key.parent.display_name(),
             parent_columns: key.parent_columns().cloned().collect(),
             constraint: key.constraint,

@@ -77,6 +77,8 @@ pub enum ErasureRefusal {
         table: String,
         what: String,
         code: String,
+        /// A foreign key was broken (by a row a concurrent writer added, perhaps).
+        foreign_key: bool,
     },
     #[error(
         "table '{table}': a row the subject's rows look up is shared: {rows} rows of '{child}' \

@@ -16,6 +16,7 @@
 mod catalog;
 mod decode;
 mod discovery;
+mod erase;
 mod error;
 mod read;
 mod snapshot;

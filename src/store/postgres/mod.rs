@@ -11,11 +11,13 @@
 
 mod catalog;
 mod discovery;
+mod erase;
 mod read;
 pub mod tls;
 
 pub use catalog::read_foreign_keys;
 pub use discovery::PgDiscovery;
+pub use erase::PgErase;
 pub use read::{PgRows, PgSnapshot, RawCell};
 
 use std::sync::{Arc, Mutex};
