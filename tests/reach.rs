@@ -821,8 +821,9 @@ async fn a_mariadb_draft_passes_check_config_and_reads_pascal_case_as_snake_case
         ),
         "{drafted}"
     );
-    // No erase policy is proposed for a mysql source, and the draft is safe as drafted:
-    // only the columns it marks "check" wait for a person.
+    // Erase policies are proposed for a mysql source as for any, and the draft is safe as
+    // drafted: only the columns it marks "check" wait for a person.
+    assert!(drafted.contains("erase = { action = "), "{drafted}");
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_dsr-connector"))
         .args(["check-config", draft.to_str().unwrap()])
         .env("DSR_DEMO_PASSWORD", cluster().password())

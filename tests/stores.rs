@@ -867,31 +867,3 @@ async fn a_wall_clock_column_is_read_in_the_sources_zone_on_both_stores() {
     assert_eq!(opened[0], opened[1], "the same instants from both stores");
     server.stop().await.unwrap();
 }
-
-#[tokio::test]
-async fn erasure_on_a_mariadb_source_is_refused_by_name() {
-    let server = TestServer::start(config(&config_text("shop", ""))).await;
-    let mut client = server.client().await;
-    let call = client
-        .erase(pb::EraseRequest {
-            source: "mariadb".into(),
-            subject: Some(pb::Identity {
-                kind: "email".into(),
-                value: ALICE.into(),
-            }),
-            request_id: "erase-on-mariadb".into(),
-            dry_run: true,
-            ..Default::default()
-        })
-        .await;
-    let status = support::failure(call, "an erasure on a mariadb source").await;
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("erasure is not available for mysql sources"),
-        "{status:?}"
-    );
-    assert!(!status.message().contains(ALICE));
-    server.stop().await.unwrap();
-}

@@ -25,7 +25,6 @@ pub fn to_status(error: &ExtractError) -> Status {
     let code = match error {
         ExtractError::InvalidArgument(_) => Code::InvalidArgument,
         ExtractError::UnknownSource(_) => Code::NotFound,
-        ExtractError::Unsupported { .. } => Code::Unimplemented,
         ExtractError::Plan(plan) => match plan {
             PlanError::UnknownIdentityKind { .. } | PlanError::Unreachable { .. } => {
                 Code::InvalidArgument
@@ -101,7 +100,6 @@ fn reason(error: &ExtractError) -> &'static str {
     match error {
         ExtractError::InvalidArgument(_) => "INVALID_ARGUMENT",
         ExtractError::UnknownSource(_) => "UNKNOWN_SOURCE",
-        ExtractError::Unsupported { .. } => "NOT_SUPPORTED_FOR_SOURCE",
         ExtractError::Plan(plan) => match plan {
             PlanError::UnknownIdentityKind { .. } => "UNKNOWN_IDENTITY_KIND",
             PlanError::Unreachable { .. } => "UNREACHABLE_TABLE",

@@ -302,15 +302,6 @@ impl SourceConfig {
                 self.timezone
             ));
         }
-        if self.kind == DatabaseKind::Mysql
-            && let Some(table) = self.tables.iter().find(|t| t.erase.is_some())
-        {
-            problems.push(format!(
-                "{at}: table '{}' has an erase policy, and erasure is not available for mysql \
-                 sources yet (Extract, Validate and discover are)",
-                table.name
-            ));
-        }
         match (&self.root_cert, self.ssl_mode) {
             (None, SslMode::VerifyCa | SslMode::VerifyFull) => problems.push(format!(
                 "{at}.root_cert: required when ssl_mode is {}",

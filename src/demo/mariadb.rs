@@ -20,14 +20,13 @@ pub const DEMO_SCHEMA: &str = include_str!("schema.mariadb.sql");
 pub const PASSWORD_ENV: &str = "DSR_DEMO_MARIADB_PASSWORD";
 
 /// The demo shop's data map as a `kind = "mysql"` source named `name`, for a MariaDB at
-/// `host:port` holding the shop in `database`: the PostgreSQL demo's tables and categories,
-/// without erase policies (erasure is not available for mysql sources yet).
+/// `host:port` holding the shop in `database`: the PostgreSQL demo's tables, categories and
+/// erase policies.
 pub fn source_toml(name: &str, host: &str, port: u16, database: &str) -> String {
     let template = super::DATAMAP_TEMPLATE;
     let sources = &template[template.find("[[sources]]").unwrap_or(0)..];
     sources
         .lines()
-        .filter(|line| !line.starts_with("erase = ") && !line.starts_with("# Tickets are kept"))
         .map(|line| match line {
             "name = \"demo\"" => format!("name = \"{name}\"\nkind = \"mysql\""),
             _ => line

@@ -20,15 +20,6 @@ pub enum ExtractError {
     InvalidArgument(String),
     #[error("unknown source '{0}'")]
     UnknownSource(String),
-    /// What is not built for the source's kind of database yet.
-    #[error(
-        "source '{source_name}' is a {kind} source, and {what} is not available for {kind} sources yet"
-    )]
-    Unsupported {
-        source_name: String,
-        kind: &'static str,
-        what: &'static str,
-    },
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
@@ -134,7 +125,6 @@ impl ExtractError {
         match self {
             ExtractError::InvalidArgument(_) => "invalid_argument",
             ExtractError::UnknownSource(_) => "unknown_source",
-            ExtractError::Unsupported { .. } => "unsupported",
             ExtractError::Plan(PlanError::SchemaDrift { .. }) => "schema_drift",
             ExtractError::Plan(_) => "plan",
             ExtractError::Db(_) => "database",
@@ -225,7 +215,6 @@ impl ExtractError {
             ) => return None,
             ExtractError::InvalidArgument(_)
             | ExtractError::UnknownSource(_)
-            | ExtractError::Unsupported { .. }
             | ExtractError::Plan(_)
             | ExtractError::ClientGone => return None,
         })

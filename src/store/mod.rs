@@ -17,10 +17,15 @@
 //! - [`discovery`]: what `discover` reads of a store ([`discovery::Discover`]) to draft a
 //!   data map: every table, a bounded sample of values, and lookups.
 //!
+//! - [`erase`]: what an erasure asks of a store ([`erase::Erase`]): a read-write
+//!   transaction that locks, captures, deletes, masks and verifies one subject's rows.
+//!
 //! A new store implements [`Backend`]: [`read::Store`] (and its snapshot, row stream and
-//! cells), [`catalog::ReadCatalog`] and [`discovery::Discover`], in a folder of its own, and is registered in [`SourceStore`]: a
-//! variant, its arm in [`SourceStore::with`] and in each method of `ReadCatalog`, and its
-//! pool built in [`SourceStore::open`].
+//! cells), [`catalog::ReadCatalog`], [`discovery::Discover`] and [`erase::Erase`] (and its
+//! transaction), in a folder of its own, and is registered in [`SourceStore`]: a variant, its
+//! arm in [`SourceStore::with`] and in each method of `ReadCatalog`, and its pool built in
+//! [`SourceStore::open`]. The plans' SQL (`schema::plan`) and the schema gate's type names
+//! are the other places a store's dialect shows.
 //!
 //! A store may import config and values; it never imports the engine or the API.
 
@@ -123,14 +128,6 @@ impl SourceStore {
             DatabaseKind::Postgres => SourceStore::Postgres(SourcePool::new(cfg)?),
             DatabaseKind::Mysql => SourceStore::MySql(MySqlPool::for_source(cfg)?),
         })
-    }
-
-    /// The PostgreSQL pool, for work written for PostgreSQL alone (erasure, for now).
-    pub fn postgres(&self) -> Option<&SourcePool> {
-        match self {
-            SourceStore::Postgres(pool) => Some(pool),
-            SourceStore::MySql(_) => None,
-        }
     }
 
     /// The pool's connections, idle connections and waiting checkouts, where the driver

@@ -186,6 +186,9 @@ user = "{SUPERUSER}"
 password_env = "DSR_BENCH_PASSWORD"
 max_connections = {POOL}
 max_per_caller = {POOL}
+# The 256-stream scenario queues calls beyond the pool on purpose: a queued call waits
+# for its slot as long as a patient orchestrator would, however loaded the machine is.
+connect_timeout = "120s"
 min_idle = 16
 identity_kinds = ["email"]
 {tls}"#,

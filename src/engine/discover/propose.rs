@@ -367,10 +367,6 @@ impl Planner<'_> {
                 columns,
                 notes: std::mem::take(&mut notes[t]),
                 erase: match reached[t] {
-                    // Erasure is PostgreSQL's only, for now: a MySQL draft proposes none.
-                    _ if self.source.kind == crate::config::DatabaseKind::Mysql => {
-                        EraseProposal::default()
-                    }
                     super::reach::Reached::Lookup => EraseProposal {
                         action: "retain".to_owned(),
                         evidence: "proposed retain: its rows are looked up by the subject's \

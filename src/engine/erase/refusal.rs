@@ -94,11 +94,12 @@ pub enum ErasureRefusal {
     #[error(
         "the connection was lost while COMMIT was in flight, and the source could not say what \
          became of transaction {transaction}: the erasure may have committed (its `erasing` \
-         record names the transaction; `SELECT pg_xact_status('{transaction}')` on the source \
+         record names the transaction; on PostgreSQL, `SELECT pg_xact_status('{transaction}')` \
          tells); preview again to see what is left"
     )]
     CommitOutcomeUnknown {
-        /// The erasure's transaction id (`pg_current_xact_id()`), never a value.
+        /// The erasure's transaction id (PostgreSQL's `pg_current_xact_id()`, InnoDB's
+        /// `trx_id`), never a value.
         transaction: String,
     },
 }

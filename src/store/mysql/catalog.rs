@@ -115,6 +115,16 @@ fn type_category(decoder: MyDecoder) -> &'static str {
 /// names a MySQL table: by its name alone (which parses into the default schema).
 async fn all_foreign_keys(pool: &MySqlPool) -> Result<Vec<ForeignKey>, DbError> {
     let mut conn = pool.connection_unlimited().await?;
+    foreign_keys_on(&mut conn)
+        .await
+        .map_err(|e| super::classify(pool.source_name(), &e))
+}
+
+/// Every foreign key of the database of `conn`, read on it (in its transaction, if one is
+/// open).
+pub(super) async fn foreign_keys_on(
+    conn: &mut mysql_async::Conn,
+) -> Result<Vec<ForeignKey>, mysql_async::Error> {
     type Row = (String, String, String, String, String, String, String);
     let rows: Vec<Row> = conn
         .query(
@@ -127,8 +137,7 @@ async fn all_foreign_keys(pool: &MySqlPool) -> Result<Vec<ForeignKey>, DbError> 
              WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME IS NOT NULL \
              ORDER BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
         )
-        .await
-        .map_err(|e| super::classify(pool.source_name(), &e))?;
+        .await?;
     let mut keys: Vec<ForeignKey> = Vec::new();
     // As `QualifiedName::parse` names a table given without a schema.
     let named = |table: String| QualifiedName {

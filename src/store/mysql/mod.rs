@@ -342,35 +342,12 @@ impl MySqlPool {
         // `Snapshot`); so does a failure before the snapshot is made, below.
         let mut txn = self.connection(deadline, false).await?;
         let db = |e: mysql_async::Error| classify(&self.name, &e);
-        let flavour = match self.flavour.get() {
-            Some(flavour) => *flavour,
-            None => {
-                let version: Option<String> =
-                    txn.query_first("SELECT VERSION()").await.map_err(db)?;
-                let flavour = if version.unwrap_or_default().contains("MariaDB") {
-                    Flavour::MariaDb
-                } else {
-                    Flavour::MySql
-                };
-                *self.flavour.get_or_init(|| flavour)
-            }
-        };
         // One round trip: the statement limit (none without a deadline), then the transaction,
         // whose snapshot is taken as it starts (at REPEATABLE READ, the session's level), not
         // at its first read, then the server's clock and version. The limit is built from
         // numbers alone. A transaction a failed call left open on this connection is ended by
         // START TRANSACTION itself.
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let limit = match flavour {
-            Flavour::MariaDb => format!(
-                "SET SESSION max_statement_time = {:.3}",
-                left.map_or(0.0, |l| l.as_secs_f64().max(0.001))
-            ),
-            Flavour::MySql => format!(
-                "SET SESSION max_execution_time = {}",
-                left.map_or(0, |l| l.as_millis().max(1))
-            ),
-        };
+        let limit = self.statement_limit(&mut txn, deadline).await.map_err(db)?;
         let first_sql = first.map(|sql| format!("; {sql}")).unwrap_or_default();
         let sql = format!(
             "{limit}; START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY; \
@@ -431,6 +408,39 @@ impl MySqlPool {
             epoch: epoch.parse().unwrap_or_default(),
             version,
             first,
+        })
+    }
+
+    /// The statement that limits every statement of `conn`'s session to what is left of
+    /// `deadline` (no limit without one): `max_statement_time` on MariaDB,
+    /// `max_execution_time` (which limits reads alone) on MySQL. Built from numbers alone.
+    pub(super) async fn statement_limit(
+        &self,
+        conn: &mut mysql_async::Conn,
+        deadline: Option<Instant>,
+    ) -> Result<String, mysql_async::Error> {
+        let flavour = match self.flavour.get() {
+            Some(flavour) => *flavour,
+            None => {
+                let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
+                let flavour = if version.unwrap_or_default().contains("MariaDB") {
+                    Flavour::MariaDb
+                } else {
+                    Flavour::MySql
+                };
+                *self.flavour.get_or_init(|| flavour)
+            }
+        };
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        Ok(match flavour {
+            Flavour::MariaDb => format!(
+                "SET SESSION max_statement_time = {:.3}",
+                left.map_or(0.0, |l| l.as_secs_f64().max(0.001))
+            ),
+            Flavour::MySql => format!(
+                "SET SESSION max_execution_time = {}",
+                left.map_or(0, |l| l.as_millis().max(1))
+            ),
         })
     }
 
