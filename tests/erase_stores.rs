@@ -296,6 +296,22 @@ impl Shop {
         self.erasure_waits_in(false).await
     }
 
+    /// Whether no transaction of the service waits on a row lock any more, polled a bounded
+    /// number of times (the holder's own transaction waits on nothing).
+    async fn no_erasure_waits(&self) -> bool {
+        let sql = match self.store {
+            "demo" => format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+                 AND wait_event_type = 'Lock'",
+                self.name
+            ),
+            _ => "SELECT COUNT(*) FROM information_schema.INNODB_TRX \
+                  WHERE trx_state = 'LOCK WAIT'"
+                .to_owned(),
+        };
+        support::eventually(200, || async { self.integer(&sql).await == 0 }).await
+    }
+
     /// Whether no transaction of the service is left open on the database (the holder
     /// released), polled a bounded number of times.
     async fn settled(&self) -> bool {
@@ -739,9 +755,12 @@ async fn client_gone(store: &'static str) {
         tokio::spawn(async move { erase(&mut client, erase_request(store, false, "")).await });
     assert!(shop.erasure_waits().await, "the erasure never waited");
     call.abort();
-    // The erasure stops, its statement stopped on the server and its transaction ended,
-    // while the holder still holds the row.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The erasure stops, its statement stopped on the server, while the holder still holds
+    // the row; then its transaction is ended.
+    assert!(
+        shop.no_erasure_waits().await,
+        "the erasure still waits after its client left"
+    );
     holder.release().await;
     assert!(
         shop.settled().await,
@@ -751,6 +770,42 @@ async fn client_gone(store: &'static str) {
         &shop.rows().await,
         &before,
         "a cancelled erasure changed data",
+    );
+
+    server.stop().await.unwrap();
+
+    // A deadline that passes while the erasure waits: DEADLINE_EXCEEDED, and the same. The
+    // server cuts every call to 2 s; the client's own timer (tonic applies `grpc-timeout` on
+    // the client too) is far longer, so that it never fires first on a loaded machine.
+    let mut config = config(&text);
+    config.server.max_deadline = Duration::from_secs(2);
+    config.server.default_deadline = Duration::from_secs(2);
+    let server = TestServer::start(config).await;
+    let holder = shop.hold_alice().await;
+    let mut client = server.client().await;
+    let mut request = tonic::Request::new(erase_request(store, false, ""));
+    request.set_timeout(Duration::from_secs(120));
+    let late = async {
+        let mut stream = client.erase(request).await?.into_inner();
+        while stream.message().await?.is_some() {}
+        Ok::<_, tonic::Status>(())
+    }
+    .await
+    .unwrap_err();
+    assert_eq!(late.code(), Code::DeadlineExceeded, "{late:?}");
+    assert!(
+        shop.no_erasure_waits().await,
+        "the erasure still waits after its deadline"
+    );
+    holder.release().await;
+    assert!(
+        shop.settled().await,
+        "the erasure's transaction was left open"
+    );
+    same(
+        &shop.rows().await,
+        &before,
+        "an erasure past its deadline changed data",
     );
     server.stop().await.unwrap();
 }
