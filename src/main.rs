@@ -282,8 +282,12 @@ fn audit_verify(log: Log, key_env: &str, key_file: Option<&std::path::Path>) -> 
     let file = log.describe();
     match verified {
         Ok(report) => {
+            let segments = match report.segments {
+                0 | 1 => String::new(),
+                n => format!(" in {n} segments"),
+            };
             println!(
-                "{file}: ok ({} records, last hash {})",
+                "{file}: ok ({} records{segments}, last hash {})",
                 report.records,
                 if report.last_hash.is_empty() {
                     "-"

@@ -742,3 +742,51 @@ erase = {{ action = "retain", reason = "tax law" }}
         );
     assert_eq!(cut_off(own_identity), []);
 }
+
+#[test]
+fn segments_and_retention_are_checked_and_named() {
+    let records = |audit: &str, letters: &str| {
+        format!(
+            "[server.audit]\npath = \"audit.log\"\n{audit}\n\n\
+             [server.dead_letters]\npath = \"letters.jsonl\"\n{letters}\n{}",
+            source("", TABLES)
+        )
+    };
+    // The audit key is read from the default variable.
+    let load = |text: &str| {
+        Config::from_toml_str(text, |name| match name {
+            "DSR_AUDIT_KEY" => Some("audit-key-0123456789abcdef".into()),
+            other => env(other),
+        })
+    };
+    let config = load(&records("", "")).unwrap();
+    let audit = config.server.audit.as_ref().unwrap();
+    assert_eq!(audit.segment_bytes, 256 * 1024 * 1024);
+    let letters = config.server.dead_letters.as_ref().unwrap();
+    assert_eq!(
+        (letters.segment_bytes, letters.retention),
+        (64 * 1024 * 1024, None)
+    );
+    let config = load(&records(
+        "segment_bytes = 0\nsegment_age = \"7d\"",
+        "retention = \"400d\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.server.audit.as_ref().unwrap().segment_age,
+        Some(std::time::Duration::from_secs(7 * 86400))
+    );
+    let message = load(&records(
+        "segment_bytes = 100",
+        "segment_age = \"0s\"\nretention = \"1s\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    for key in [
+        "server.audit.segment_bytes",
+        "server.dead_letters.segment_age",
+        "server.dead_letters.retention",
+    ] {
+        assert!(message.contains(key), "{key}: {message}");
+    }
+}

@@ -74,6 +74,12 @@ pub(super) const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest connect timeout, grace period or stall timeout a config may set.
 pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// The smallest segment of an audit log or dead-letter file.
+const MIN_SEGMENT_BYTES: u64 = 4096;
+
+/// The longest a segment may stay open, or a closed one be kept: 100 years.
+const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Checks a caller's scopes: known sources (or `*`) and known RPCs.
 fn check_scopes(
     at: &str,
@@ -275,6 +281,46 @@ impl Config {
                 ),
                 _ => {}
             }
+        }
+        let segments = [
+            (
+                "server.audit",
+                server
+                    .audit
+                    .as_ref()
+                    .map(|a| (a.segment_bytes, a.segment_age)),
+            ),
+            (
+                "server.dead_letters",
+                server
+                    .dead_letters
+                    .as_ref()
+                    .map(|d| (d.segment_bytes, d.segment_age)),
+            ),
+        ];
+        for (at, segments) in segments {
+            let Some((bytes, age)) = segments else {
+                continue;
+            };
+            if bytes != 0 && bytes < MIN_SEGMENT_BYTES {
+                problems.push(format!(
+                    "{at}.segment_bytes: at least {MIN_SEGMENT_BYTES}, or 0 for no limit by size"
+                ));
+            }
+            if age.is_some_and(|age| age < Duration::from_secs(1) || age > MAX_RETENTION) {
+                problems.push(format!(
+                    "{at}.segment_age: between 1s and {}",
+                    humantime_serde::re::humantime::format_duration(MAX_RETENTION)
+                ));
+            }
+        }
+        if let Some(retention) = server.dead_letters.as_ref().and_then(|d| d.retention)
+            && (retention < Duration::from_secs(60) || retention > MAX_RETENTION)
+        {
+            problems.push(format!(
+                "server.dead_letters.retention: between 1m and {}",
+                humantime_serde::re::humantime::format_duration(MAX_RETENTION)
+            ));
         }
         if let Some(control) = &server.control
             && control.root_cert.is_none()

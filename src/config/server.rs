@@ -258,6 +258,25 @@ pub struct DeadLetterConfig {
     pub store: StoreKind,
     /// The JSON-lines file, for `store = "file"`.
     pub path: Option<PathBuf>,
+    /// A segment of the file is closed, and a new one begun, once it holds this many bytes
+    /// (default 64 MiB; 0: never by size).
+    #[serde(default = "default_dead_letter_segment_bytes")]
+    pub segment_bytes: u64,
+    /// Or once it was begun this long ago.
+    #[serde(default, with = "humantime_serde")]
+    pub segment_age: Option<Duration>,
+    /// Closed segments last written longer ago than this are removed (and counted in the
+    /// log); without it, every letter is kept.
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<Duration>,
+}
+
+fn default_dead_letter_segment_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+fn default_audit_segment_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 /// `[server.audit]`: the append-only, hash-chained audit log.
@@ -276,6 +295,13 @@ pub struct AuditConfig {
     pub key_file: Option<PathBuf>,
     /// This replica's name in its records; default the host name.
     pub replica: Option<String>,
+    /// A segment of the file is closed, and a new one begun, once it holds this many bytes
+    /// (default 256 MiB; 0: never by size). Every segment is kept: archive old ones.
+    #[serde(default = "default_audit_segment_bytes")]
+    pub segment_bytes: u64,
+    /// Or once it was begun this long ago.
+    #[serde(default, with = "humantime_serde")]
+    pub segment_age: Option<Duration>,
     /// The key, resolved by [`super::Config::load`].
     #[serde(skip)]
     pub key: Option<SubjectKey>,

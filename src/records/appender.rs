@@ -7,10 +7,19 @@
 //! table of a PostgreSQL control database committed per batch ([`crate::records::control`], for
 //! several replicas). A batch that fails is undone in both, and every caller of that batch
 //! hears the error.
+//!
+//! A file is written in segments: once the one being written holds [`Segments::max_bytes`]
+//! or was begun [`Segments::max_age`] ago, it is closed under a name of its own
+//! (`<file>.<UTC time it was closed>`, which sorts in order) and an empty file is begun
+//! under the file's name, between two batches. A store may open each segment with a record
+//! of its own ([`Lines::segment_opened`]: the audit log names the closed segment there), and
+//! closed segments older than [`Segments::retention`] are removed (dead letters; the audit
+//! log keeps them all).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -44,6 +53,11 @@ pub trait Lines: Send + 'static {
     fn resync(&mut self, _tail: DurableTail) -> Result<(), String> {
         Ok(())
     }
+    /// The record that opens a new segment, begun after the segment named `closed`; none by
+    /// default.
+    fn segment_opened(&mut self, _closed: &str) -> Option<Self::Item> {
+        None
+    }
 }
 
 /// A store's last durable record (its line) and its head (sequence number and hash).
@@ -59,6 +73,16 @@ pub trait Sink: Send + 'static {
     /// rollback is exact (a file, cut back to its durable length).
     fn durable_tail(&mut self) -> Option<Result<DurableTail, String>> {
         None
+    }
+    /// Whether the segment being written is full (by size or age): the writer closes it
+    /// before its next batch. A store without segments never is.
+    fn segment_full(&self) -> bool {
+        false
+    }
+    /// Closes the segment being written, under a name of its own, and begins an empty one;
+    /// returns the closed segment's name.
+    fn rotate(&mut self) -> std::io::Result<String> {
+        Err(std::io::Error::other("this store has no segments"))
     }
 }
 
@@ -145,8 +169,27 @@ fn write_loop<L: Lines, S: Sink>(
     mut rx: mpsc::Receiver<Queued<L::Item>>,
 ) {
     let name = sink.name();
+    // The segment begun last, until a batch that opens it with its record is durable.
+    let mut opened: Option<String> = None;
     while let Some(first) = rx.blocking_recv() {
-        let mut items = vec![first];
+        if sink.segment_full() {
+            match sink.rotate() {
+                Ok(closed) => {
+                    tracing::info!(store = %name, segment = %closed, "segment closed, a new one begun");
+                    opened = Some(closed);
+                }
+                // The records go on into the full segment; the next batch tries again.
+                Err(e) => tracing::error!(store = %name, error = %e,
+                    "cannot close the segment being written; records go on into it"),
+            }
+        }
+        let mut items = Vec::new();
+        if let Some(closed) = &opened
+            && let Some(item) = lines.segment_opened(closed)
+        {
+            items.push((Some(item), None));
+        }
+        items.push(first);
         while items.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(next) => items.push(next),
@@ -174,6 +217,9 @@ fn write_loop<L: Lines, S: Sink>(
         match written {
             Ok(()) => {
                 lines.commit();
+                if !batch.is_empty() {
+                    opened = None;
+                }
                 for (ack, said) in acks {
                     if let Some(ack) = ack {
                         let _ = ack.send(Ok(said));
@@ -274,13 +320,29 @@ impl Tail {
     }
 }
 
+/// When a file's segment is closed and a new one begun, and how long closed segments are
+/// kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Segments {
+    /// Close a segment once it holds this many bytes (0: never by size).
+    pub max_bytes: u64,
+    /// Close a segment once it was begun this long ago.
+    pub max_age: Option<Duration>,
+    /// Remove closed segments last written longer ago than this (`None`: keep them all).
+    pub retention: Option<Duration>,
+}
+
 /// A JSON-lines file, fsynced per batch; for a chain, a head file beside it holds the last
-/// durable record's number and hash.
+/// durable record's number and hash. Written in segments when it has [`Segments`].
 pub struct FileSink {
     file: File,
     path: PathBuf,
     durable: u64,
     head: Option<PathBuf>,
+    segments: Option<Segments>,
+    /// When the segment being written was begun (its file's birth, where the file system
+    /// keeps it).
+    begun: SystemTime,
 }
 
 impl FileSink {
@@ -297,12 +359,60 @@ impl FileSink {
         file.set_len(len)?;
         file.sync_all()?;
         File::open(directory_of(path))?.sync_all()?;
+        let begun = file
+            .metadata()
+            .and_then(|m| m.created())
+            .unwrap_or_else(|_| SystemTime::now());
+        // A segment begun by a rotation that a crash cut short.
+        let _ = std::fs::remove_file(next_segment_path(path));
         Ok(FileSink {
             file,
             path: path.to_owned(),
             durable: len,
             head,
+            segments: None,
+            begun,
         })
+    }
+
+    /// Writes in segments, as `segments` says.
+    pub fn with_segments(mut self, segments: Segments) -> FileSink {
+        self.segments = Some(segments);
+        self
+    }
+
+    /// Removes the closed segments last written longer ago than `retention`, and says how
+    /// many and how many records they held.
+    fn prune(&self, retention: Duration) {
+        let old = match closed_segments(&self.path) {
+            Ok(all) => all.into_iter().filter(|segment| {
+                std::fs::metadata(segment)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > retention))
+            }),
+            Err(e) => {
+                tracing::error!(store = %self.path.display(), error = %e,
+                    "cannot list the closed segments to prune");
+                return;
+            }
+        };
+        let (mut segments, mut records) = (0u64, 0u64);
+        for segment in old.collect::<Vec<_>>() {
+            let lines = count_lines(&segment);
+            match std::fs::remove_file(&segment) {
+                Ok(()) => {
+                    segments += 1;
+                    records += lines.unwrap_or(0);
+                }
+                Err(e) => tracing::error!(segment = %segment.display(), error = %e,
+                    "cannot remove a segment past its retention"),
+            }
+        }
+        if segments > 0 {
+            let _ = File::open(directory_of(&self.path)).and_then(|d| d.sync_all());
+            tracing::info!(store = %self.path.display(), segments, records,
+                retention_s = retention.as_secs(), "closed segments past their retention removed");
+        }
     }
 
     /// The length of the complete lines of a file (0 when it does not exist).
@@ -343,6 +453,130 @@ impl Sink for FileSink {
 
     fn name(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn segment_full(&self) -> bool {
+        let Some(segments) = self.segments else {
+            return false;
+        };
+        self.durable > 0
+            && ((segments.max_bytes > 0 && self.durable >= segments.max_bytes)
+                || segments
+                    .max_age
+                    .is_some_and(|age| self.begun.elapsed().is_ok_and(|was| was >= age)))
+    }
+
+    /// The new segment's file is made first (beside the log), then the full one is renamed
+    /// to its closed name and the new one to the log's, and the directory fsynced: a crash
+    /// in between leaves the closed segment whole and no log file, which opening takes as an
+    /// empty segment after it.
+    fn rotate(&mut self) -> std::io::Result<String> {
+        let next = next_segment_path(&self.path);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&next)?;
+        file.sync_all()?;
+        let closed = closed_name(&self.path);
+        std::fs::rename(&self.path, &closed)?;
+        if let Err(e) = std::fs::rename(&next, &self.path) {
+            // Undone: the full segment goes on under the log's name.
+            let _ = std::fs::rename(&closed, &self.path);
+            return Err(e);
+        }
+        File::open(directory_of(&self.path))?.sync_all()?;
+        self.file = file;
+        self.durable = 0;
+        self.begun = SystemTime::now();
+        if let Some(retention) = self.segments.and_then(|s| s.retention) {
+            self.prune(retention);
+        }
+        Ok(closed
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default())
+    }
+}
+
+/// Where a new segment is made before it takes the log's name.
+fn next_segment_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    directory_of(path).join(format!(".{name}.next"))
+}
+
+/// A free name for the segment of `path` closed now: `<file>.<UTC time, to the
+/// millisecond>`, with `-<n>` added should two segments close within one millisecond.
+fn closed_name(path: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let base = format!("{}.{stamp}", path.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 1;
+    while candidate.exists() {
+        candidate = PathBuf::from(format!("{base}-{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// The closed segments of the file at `path`, oldest first (by their names, which sort by the
+/// time they were closed).
+pub fn closed_segments(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!("{name}.");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(directory_of(path))? {
+        let entry = entry?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(stamp) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        // `20261206T131500.123Z`, perhaps with `-<n>`.
+        let looks_closed = stamp.len() >= 20
+            && stamp.as_bytes()[..8].iter().all(u8::is_ascii_digit)
+            && stamp.as_bytes()[8] == b'T';
+        if looks_closed && entry.file_type()?.is_file() {
+            found.push(entry.path());
+        }
+    }
+    found.sort_by_key(|path| segment_order(path));
+    Ok(found)
+}
+
+/// A closed segment's place: its time, then its `-<n>`.
+fn segment_order(path: &Path) -> (String, u64) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.rsplit_once('Z') {
+        Some((time, rest)) => (
+            time.to_owned(),
+            rest.strip_prefix('-')
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        ),
+        None => (name, 0),
+    }
+}
+
+/// How many lines a file holds, read in chunks.
+fn count_lines(path: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut lines = 0u64;
+    loop {
+        let read = file.read(&mut chunk)?;
+        if read == 0 {
+            return Ok(lines);
+        }
+        lines += chunk[..read].iter().filter(|b| **b == b'\n').count() as u64;
     }
 }
 

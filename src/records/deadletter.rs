@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::appender::{Appender, FileSink, Line, Lines};
+use crate::records::appender::{Appender, FileSink, Line, Lines, Segments, closed_segments};
 use crate::records::control::{Control, ControlSink, Table};
 
 /// The error categories of dead letters.
@@ -70,8 +70,14 @@ pub struct DeadLetters {
 impl DeadLetters {
     /// Opens (or creates) the queue file; a line torn by a crash at its end is cut off.
     pub fn open(path: &Path) -> std::io::Result<DeadLetters> {
+        DeadLetters::open_segmented(path, Segments::default())
+    }
+
+    /// As [`DeadLetters::open`], the file written in `segments`, closed segments past their
+    /// retention removed.
+    pub fn open_segmented(path: &Path, segments: Segments) -> std::io::Result<DeadLetters> {
         let len = FileSink::complete_len(path)?;
-        let sink = FileSink::open(path, len, None)?;
+        let sink = FileSink::open(path, len, None)?.with_segments(segments);
         Ok(DeadLetters {
             appender: Appender::start(sink, Plain)?,
         })
@@ -126,21 +132,37 @@ fn stamp(letter: &mut DeadLetter) {
     }
 }
 
-/// Reads the dead letters of a queue file, oldest first, optionally only those at or after
-/// `since` and of one category. A torn last line is skipped.
+/// Reads the dead letters of a queue file and its closed segments, oldest first, optionally
+/// only those at or after `since` and of one category. A torn last line is skipped.
 pub fn read(
     path: &Path,
     since: Option<chrono::DateTime<chrono::Utc>>,
     category: Option<&str>,
 ) -> Result<Vec<DeadLetter>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let complete = match text.rfind('\n') {
-        Some(i) => &text[..i],
-        None => "",
-    };
-    let lines: Vec<&str> = complete.lines().collect();
-    select(&lines, since, category)
-        .map_err(|(i, e)| format!("{} line {}: {e}", path.display(), i + 1))
+    let mut files = closed_segments(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let closed = files.len();
+    files.push(path.to_owned());
+    let mut letters = Vec::new();
+    for (n, file) in files.iter().enumerate() {
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            // A rotation cut short by a crash leaves no file being written.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && n == closed && closed > 0 => {
+                continue;
+            }
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        };
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..i],
+            None => "",
+        };
+        let lines: Vec<&str> = complete.lines().collect();
+        letters.extend(
+            select(&lines, since, category)
+                .map_err(|(i, e)| format!("{} line {}: {e}", file.display(), i + 1))?,
+        );
+    }
+    Ok(letters)
 }
 
 /// The dead letters among `lines` (JSON, oldest first) at or after `since` and of
@@ -211,5 +233,63 @@ mod tests {
         let queue = DeadLetters::open(&path).unwrap();
         queue.append(DeadLetter::default()).await.unwrap();
         assert_eq!(read(&path, None, None).unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn closed_segments_past_their_retention_are_removed_and_the_rest_read_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead-letters.jsonl");
+        let segments = Segments {
+            max_bytes: 4096,
+            max_age: None,
+            retention: Some(std::time::Duration::from_secs(24 * 3600)),
+        };
+        let letter = |n: u64| DeadLetter {
+            category: "coercion".into(),
+            primary_key: format!("{{\"id\":{n}}}"),
+            ..Default::default()
+        };
+        let queue = DeadLetters::open_segmented(&path, segments).unwrap();
+        for n in 0..60 {
+            queue.append(letter(n)).await.unwrap();
+        }
+        drop(queue);
+        let closed = closed_segments(&path).unwrap();
+        assert!(closed.len() >= 3, "{closed:?}");
+        let all = read(&path, None, None).unwrap();
+        let keys: Vec<String> = (0..60).map(|n| format!("{{\"id\":{n}}}")).collect();
+        assert_eq!(
+            all.iter()
+                .map(|l| l.primary_key.clone())
+                .collect::<Vec<_>>(),
+            keys,
+            "every letter, oldest first"
+        );
+
+        // The two oldest segments were last written two days ago: the next rotation removes
+        // them, and only them.
+        let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
+        for old in &closed[..2] {
+            let file = std::fs::File::options().write(true).open(old).unwrap();
+            file.set_modified(two_days_ago).unwrap();
+        }
+        let pruned: usize = closed[..2]
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap().lines().count())
+            .sum();
+        let queue = DeadLetters::open_segmented(&path, segments).unwrap();
+        for n in 60..80 {
+            queue.append(letter(n)).await.unwrap();
+        }
+        drop(queue);
+        let now = closed_segments(&path).unwrap();
+        assert!(
+            !now.contains(&closed[0]) && !now.contains(&closed[1]),
+            "{now:?}"
+        );
+        assert!(now.contains(&closed[2]), "{now:?}");
+        let left = read(&path, None, None).unwrap();
+        assert_eq!(left.len(), 80 - pruned);
+        assert_eq!(left[0].primary_key, keys[pruned]);
     }
 }

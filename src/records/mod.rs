@@ -62,7 +62,16 @@ impl Records {
                     (crate::config::StoreKind::Control, _, Some(control)) => {
                         audit::AuditLog::open_control(control, &key, &replica).await?
                     }
-                    (_, Some(path), _) => audit::AuditLog::open(path, &key, &replica)?,
+                    (_, Some(path), _) => audit::AuditLog::open_segmented(
+                        path,
+                        &key,
+                        &replica,
+                        appender::Segments {
+                            max_bytes: audit.segment_bytes,
+                            max_age: audit.segment_age,
+                            retention: None,
+                        },
+                    )?,
                     _ => anyhow::bail!("server.audit: no store to open (check-config names why)"),
                 };
                 tracing::info!(log = %log.name(), %replica, "audit log open");
@@ -82,7 +91,15 @@ impl Records {
                         .await
                         .map_err(|e| anyhow::anyhow!("server.dead_letters: {e}"))?
                 }
-                (_, Some(path), _) => deadletter::DeadLetters::open(path).map_err(|e| {
+                (_, Some(path), _) => deadletter::DeadLetters::open_segmented(
+                    path,
+                    appender::Segments {
+                        max_bytes: queue.segment_bytes,
+                        max_age: queue.segment_age,
+                        retention: queue.retention,
+                    },
+                )
+                .map_err(|e| {
                     anyhow::anyhow!("server.dead_letters.path: {}: {e}", path.display())
                 })?,
                 _ => {

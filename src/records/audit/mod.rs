@@ -21,7 +21,9 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::records::appender::{Appender, DurableTail, FileSink, Line, Lines, Tail};
+use crate::records::appender::{
+    Appender, DurableTail, FileSink, Line, Lines, Segments, Tail, closed_segments,
+};
 use crate::records::control::{Control, ControlSink, Table};
 
 pub use earlier::EarlierErasure;
@@ -64,7 +66,14 @@ pub struct Entry {
     /// it existed verify unchanged.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub transaction: String,
+    /// For the record that opens a segment of the log: the file name of the segment closed
+    /// before it (whose last record's hash is this record's `prev`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub previous_segment: String,
 }
+
+/// The `rpc` of the record that opens a segment.
+pub const SEGMENT_RPC: &str = "AuditLog";
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -187,6 +196,17 @@ impl Lines for Chain {
     fn rollback(&mut self) {
         self.last = self.committed.clone();
     }
+
+    fn segment_opened(&mut self, closed: &str) -> Option<Entry> {
+        Some(Entry {
+            rpc: SEGMENT_RPC.to_owned(),
+            caller: "dsr-connector".to_owned(),
+            outcome: "segment_opened".to_owned(),
+            status: "OK".to_owned(),
+            previous_segment: closed.to_owned(),
+            ..Entry::default()
+        })
+    }
 }
 
 /// The chain's last durable record, from the last line of a log and its head: the line must
@@ -237,6 +257,17 @@ impl AuditLog {
     /// that ends before its head file says, or whose last record does not verify under
     /// `key`, is refused: someone cut or edited it, or the key is not the log's.
     pub fn open(path: &Path, key: &[u8], replica: &str) -> Result<AuditLog, AuditError> {
+        AuditLog::open_segmented(path, key, replica, Segments::default())
+    }
+
+    /// As [`AuditLog::open`], the log written in `segments`: each closed under a name of
+    /// its own, and every one kept.
+    pub fn open_segmented(
+        path: &Path,
+        key: &[u8],
+        replica: &str,
+        segments: Segments,
+    ) -> Result<AuditLog, AuditError> {
         let fail = |reason: String| AuditError::Open {
             path: path.display().to_string(),
             reason,
@@ -249,7 +280,23 @@ impl AuditLog {
             tracing::warn!(log = %path.display(), bytes = tail.len - durable,
                 "the audit log ends in a torn line (a crash mid-write); it is cut off");
         }
-        let last_line = tail.last_line.as_deref().filter(|l| !l.is_empty());
+        // A segment with no record yet (begun just before a crash, or before its first
+        // batch): the chain ends in the segment closed last.
+        let closed_tail = match tail.last_line {
+            Some(_) => None,
+            None => match closed_segments(path)
+                .map_err(|e| fail(e.to_string()))?
+                .last()
+            {
+                Some(segment) => Some(Tail::of(segment).map_err(|e| fail(e.to_string()))?),
+                None => None,
+            },
+        };
+        let last_line = tail
+            .last_line
+            .as_deref()
+            .or(closed_tail.as_ref().and_then(|t| t.last_line.as_deref()))
+            .filter(|l| !l.is_empty());
         let head_file = head_path(path);
         let head = match std::fs::read_to_string(&head_file) {
             Ok(text) => Some(
@@ -265,8 +312,9 @@ impl AuditLog {
             committed: last.clone(),
             last,
         };
-        let sink =
-            FileSink::open(path, durable, Some(head_file)).map_err(|e| fail(e.to_string()))?;
+        let sink = FileSink::open(path, durable, Some(head_file))
+            .map_err(|e| fail(e.to_string()))?
+            .with_segments(segments);
         let appender = Appender::start(sink, chain).map_err(|e| fail(e.to_string()))?;
         Ok(AuditLog {
             appender,
@@ -453,6 +501,104 @@ mod tests {
         assert!(log.append(entry(4)).await.unwrap().starts_with("4:"));
         let report = verify(&path, KEY).unwrap();
         assert_eq!((report.records, report.torn_tail), (4, false));
+    }
+
+    /// Segments of at most 4 KiB: about ten records each.
+    const SMALL: Segments = Segments {
+        max_bytes: 4096,
+        max_age: None,
+        retention: None,
+    };
+
+    fn segments_of(path: &Path) -> Vec<PathBuf> {
+        closed_segments(path).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_log_rotated_by_size_verifies_end_to_end_and_a_removed_segment_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open_segmented(&path, KEY, "replica-a", SMALL).unwrap();
+        for n in 1..=40 {
+            log.append(entry(n)).await.unwrap();
+        }
+        log.flush().await;
+        drop(log);
+        let closed = segments_of(&path);
+        assert!(closed.len() >= 3, "{closed:?}");
+        // Each segment after the first opens with a record naming the one before it.
+        let mut before = String::new();
+        for file in closed.iter().chain([&path]) {
+            let first = lines(file).remove(0);
+            let record: Record = serde_json::from_str(&first).unwrap();
+            if !before.is_empty() {
+                assert_eq!(record.body.entry.rpc, SEGMENT_RPC);
+                assert_eq!(record.body.entry.previous_segment, before);
+            }
+            before = file.file_name().unwrap().to_string_lossy().into_owned();
+        }
+        let report = verify(&path, KEY).unwrap();
+        assert_eq!(report.records, 40 + closed.len() as u64, "{report:?}");
+        assert_eq!(report.segments, closed.len() + 1);
+
+        // Reopened, the chain goes on in the segment being written, and across the next.
+        let log = AuditLog::open_segmented(&path, KEY, "replica-a", SMALL).unwrap();
+        for n in 41..=60 {
+            log.append(entry(n)).await.unwrap();
+        }
+        log.flush().await;
+        drop(log);
+        let closed = segments_of(&path);
+        let report = verify(&path, KEY).unwrap();
+        assert_eq!(report.records, 60 + closed.len() as u64, "{report:?}");
+
+        // A segment removed from the middle: the records it held are missing.
+        let middle = closed[1].clone();
+        let kept = std::fs::read(&middle).unwrap();
+        std::fs::remove_file(&middle).unwrap();
+        let error = verify(&path, KEY).unwrap_err();
+        println!("{error}");
+        assert!(error.reason.contains("missing"), "{error}");
+        assert_eq!(
+            error.segment,
+            closed[2].file_name().unwrap().to_string_lossy()
+        );
+        std::fs::write(&middle, &kept).unwrap();
+        verify(&path, KEY).unwrap();
+
+        // The oldest removed (archived elsewhere): the chain does not start at record 1.
+        let oldest = closed[0].clone();
+        let kept = std::fs::read(&oldest).unwrap();
+        std::fs::remove_file(&oldest).unwrap();
+        let error = verify(&path, KEY).unwrap_err();
+        assert!(error.reason.contains("records 1 to"), "{error}");
+        std::fs::write(&oldest, &kept).unwrap();
+
+        // An edited byte in a closed segment.
+        let mut all = lines(&closed[1]);
+        all[2] = all[2].replace("\"outcome\":\"ok\"", "\"outcome\":\"no\"");
+        write_lines(&closed[1], &all);
+        let error = verify(&path, KEY).unwrap_err();
+        assert!(error.reason.contains("edited"), "{error}");
+        assert_eq!(error.line, 3, "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_rotation_cut_short_by_a_crash_is_taken_up_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open_segmented(&path, KEY, "replica-a", SMALL).unwrap();
+        for n in 1..=5 {
+            log.append(entry(n)).await.unwrap();
+        }
+        drop(log);
+        // As a crash between the two renames leaves it: the full segment closed, no log.
+        std::fs::rename(&path, dir.path().join("audit.log.20260101T000000.000Z")).unwrap();
+        assert_eq!(verify(&path, KEY).unwrap().records, 5);
+        let log = AuditLog::open_segmented(&path, KEY, "replica-a", SMALL).unwrap();
+        assert!(log.append(entry(6)).await.unwrap().starts_with("6:"));
+        drop(log);
+        assert_eq!(verify(&path, KEY).unwrap().records, 6);
     }
 
     #[tokio::test]
