@@ -584,6 +584,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_segment_older_than_its_age_is_closed_before_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let by_age = Segments {
+            max_bytes: 0,
+            max_age: Some(std::time::Duration::from_secs(1)),
+            retention: None,
+        };
+        let log = AuditLog::open_segmented(&path, KEY, "replica-a", by_age).unwrap();
+        log.append(entry(1)).await.unwrap();
+        log.append(entry(2)).await.unwrap();
+        assert!(segments_of(&path).is_empty());
+        // Past the age (a sleep longer than it, whatever the machine's load).
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        log.append(entry(3)).await.unwrap();
+        drop(log);
+        assert_eq!(segments_of(&path).len(), 1);
+        assert_eq!(lines(&segments_of(&path)[0]).len(), 2);
+        // The new segment: its opening record, then the third entry.
+        assert_eq!(lines(&path).len(), 2);
+        assert_eq!(verify(&path, KEY).unwrap().records, 4);
+    }
+
+    #[tokio::test]
     async fn a_rotation_cut_short_by_a_crash_is_taken_up_where_it_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
