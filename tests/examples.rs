@@ -129,6 +129,26 @@ fn read_package(dir: &Path) -> (BTreeMap<String, Vec<serde_json::Value>>, serde_
     (tables, manifest)
 }
 
+/// A package's README.txt without what differs from one extraction to the next: its id and
+/// its snapshot's time.
+fn this_extraction_left_out(readme: &str) -> String {
+    readme
+        .lines()
+        .map(|line| {
+            if line.starts_with("Extraction:  ") {
+                "Extraction:  <id>".to_owned()
+            } else if let Some(rest) = line.strip_prefix("at ")
+                && let Some((_, after)) = rest.split_once(". For each table")
+            {
+                format!("at <time>. For each table{after}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn leftovers(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -142,6 +162,7 @@ async fn every_client_writes_the_same_package() {
     let addr = server.addr.to_string();
     let dir = tempfile::tempdir().unwrap();
     let mut packages = Vec::new();
+    let mut readmes = Vec::new();
     for client in CLIENTS {
         let out = dir.path().join(format!("{client:?}"));
         let output = client
@@ -171,7 +192,31 @@ async fn every_client_writes_the_same_package() {
         );
         let readme = std::fs::read_to_string(out.join("README.txt")).unwrap();
         assert!(readme.contains("E-mail addresses."), "{client:?}: {readme}");
+        // The person is told what was left out, and the summary says so too.
+        assert!(
+            readme.contains("1 more record of this table could not be read as declared"),
+            "{client:?}: {readme}"
+        );
+        assert!(
+            text(&output.stderr).contains("legacy_accounts: 3 row(s) (1 left out)"),
+            "{client:?}: {}",
+            text(&output.stderr)
+        );
+        // Directory mode 0700, file mode 0600: the package holds personal data.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&out), 0o700, "{client:?}: the package directory");
+        assert_eq!(mode(&out.join("README.txt")), 0o600, "{client:?}");
+        readmes.push((client, this_extraction_left_out(&readme)));
         packages.push((client, read_package(&out)));
+    }
+    // The same explanation, word for word, whichever client wrote it.
+    let (_, reference_readme) = &readmes[0];
+    for (client, readme) in &readmes[1..] {
+        assert_eq!(
+            readme, reference_readme,
+            "{client:?}: README.txt differs from Rust's"
+        );
     }
     let (_, (reference_tables, reference_manifest)) = &packages[0];
     assert_eq!(reference_manifest["rowCount"], "18");

@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -35,6 +37,8 @@ type tableFile struct {
 	writer  *bufio.Writer
 	rows    uint64
 	done    bool
+	// completed is the table's completion, once it came.
+	completed *dsrv1.TableCompleted
 }
 
 // newPackage starts a package that will be `out`. Refuses when `out` exists.
@@ -156,7 +160,12 @@ func (p *pkg) completed(done *dsrv1.TableCompleted) error {
 		return err
 	}
 	t.done = true
-	fmt.Fprintf(os.Stderr, "%s: %d row(s), count verified\n", done.GetTable(), done.GetRowCount())
+	t.completed = done
+	leftOut := ""
+	if done.GetRejectedCount() > 0 {
+		leftOut = fmt.Sprintf(" (%d left out)", done.GetRejectedCount())
+	}
+	fmt.Fprintf(os.Stderr, "%s: %d row(s)%s, count verified\n", done.GetTable(), done.GetRowCount(), leftOut)
 	return nil
 }
 
@@ -188,27 +197,105 @@ func (p *pkg) finish(m *dsrv1.Manifest) error {
 	return os.Rename(p.dir, p.out)
 }
 
-// readme is the package's explanation, for the data subject.
+// readme is the package's explanation, for the data subject: the same text as every
+// client's.
 func (p *pkg) readme(m *dsrv1.Manifest) string {
-	at := m.GetExtractionTimestamp()
-	lines := []string{
-		fmt.Sprintf("Your personal data from \"%s\"", m.GetSource()), "",
-		fmt.Sprintf("Read from one snapshot taken at %s.", timestamp(at.GetSeconds(), at.GetNanos())),
-		fmt.Sprintf("Extraction: %s", m.GetExtractionId()), "", "Files:",
+	plural := func(n uint64, one, many string) string {
+		if n == 1 {
+			return one
+		}
+		return many
 	}
+	source, kind := m.GetSource(), m.GetSubjectKind()
+	at := m.GetExtractionTimestamp()
+	out := []string{
+		fmt.Sprintf("Your personal data from \"%s\"", source),
+		strings.Repeat("=", 26+utf8.RuneCountInString(source)), "",
+		fmt.Sprintf("This package holds every record about you that was found in \"%s\", looked up by", source),
+		fmt.Sprintf("your %s. All of it was read from one consistent copy (snapshot) of the database, taken", kind),
+		fmt.Sprintf("at %s. For each table, the number of records written here was checked", timestamp(at.GetSeconds(), at.GetNanos())),
+		"against the database's own count in the same snapshot.", "",
+		"Request:     " + m.GetRequestId(),
+		"Extraction:  " + m.GetExtractionId(),
+		"Reference:   " + m.GetSubjectId() + " (a keyed fingerprint of the identity you gave, not the identity itself)",
+		"", "Files", "-----", "",
+		"manifest.json",
+		"    The verified record of this extraction: the tables, their record counts, the",
+		"    fields searched and when. It is protobuf JSON (dsr.v1.Manifest).",
+	}
+	for _, planned := range p.started.GetTables() {
+		t := p.tables[planned.GetTable()]
+		described := ""
+		if planned.GetDescription() != "" {
+			described = " " + planned.GetDescription()
+		}
+		out = append(out, "", t.name,
+			fmt.Sprintf("    Table \"%s\": %d record%s.%s", planned.GetTable(), t.rows, plural(t.rows, "", "s"), described),
+			"    One record per line, as a JSON object with these fields:")
+		width := 0
+		for _, c := range planned.GetColumns() {
+			if n := utf8.RuneCountInString(c.GetName()); n > width {
+				width = n
+			}
+		}
+		for _, c := range planned.GetColumns() {
+			category := c.GetCategory()
+			if category == "not_pii" {
+				category = "not personal data on its own"
+			}
+			pad := strings.Repeat(" ", width-utf8.RuneCountInString(c.GetName()))
+			out = append(out, fmt.Sprintf("      %s%s  %s", c.GetName(), pad, category))
+		}
+		if done := t.completed; done != nil && done.GetRejectedCount() > 0 {
+			r := done.GetRejectedCount()
+			out = append(out,
+				fmt.Sprintf("    %d more record%s of this table could not be read as declared and %s not", r, plural(r, "", "s"), plural(r, "is", "are")),
+				fmt.Sprintf("    included here; ask us about %s, quoting the extraction id above.", plural(r, "it", "them")))
+		}
+		if done := t.completed; done != nil && len(done.GetPiiFields()) > 0 {
+			out = append(out, "    Inside its JSON fields we also found:")
+			for _, field := range done.GetPiiFields() {
+				where, category := field, ""
+				if i := strings.LastIndex(field, ":"); i >= 0 {
+					where, category = field[:i], field[i+1:]
+				}
+				out = append(out, fmt.Sprintf("      %s  %s", where, category))
+			}
+		}
+	}
+	if unreachable := p.started.GetUnreachableTables(); len(unreachable) > 0 {
+		out = append(out, "", "Not searched", "------------", "",
+			fmt.Sprintf("These tables cannot be reached from your %s, so they were not searched:", kind))
+		for _, u := range unreachable {
+			out = append(out, fmt.Sprintf("  %s: %s", u.GetTable(), u.GetReason()))
+		}
+	}
+	out = append(out, "", "What the categories mean", "------------------------", "")
 	described := map[string]string{}
 	for _, c := range p.started.GetCategories() {
 		described[c.GetName()] = c.GetDescription()
 	}
-	trim := func(s string) string { return strings.TrimRightFunc(s, unicode.IsSpace) }
-	for _, planned := range p.started.GetTables() {
-		t := p.tables[planned.GetTable()]
-		lines = append(lines, trim(fmt.Sprintf("  %s: %d record(s). %s", t.name, t.rows, planned.GetDescription())))
-		for _, c := range planned.GetColumns() {
-			lines = append(lines, trim(fmt.Sprintf("      %s: %s %s", c.GetName(), c.GetCategory(), described[c.GetCategory()])))
-		}
+	names := make([]string, 0, len(described))
+	for name := range described {
+		names = append(names, name)
 	}
-	return strings.Join(lines, "\n") + "\n"
+	sort.Strings(names)
+	for _, name := range names {
+		if name == "not_pii" {
+			continue
+		}
+		description := described[name]
+		if description == "" {
+			description = "(no description given)"
+		}
+		out = append(out, fmt.Sprintf("  %s: %s", name, description))
+	}
+	out = append(out, "", "How values are written", "----------------------", "",
+		"  Times are UTC, in ISO 8601 (2024-03-14T09:26:53Z); dates are YYYY-MM-DD.",
+		"  Exact decimal numbers (amounts of money, for example) are text, so that no digit is",
+		"  lost. Binary data is base64. Nested documents are JSON, as stored. A missing value",
+		"  is null.")
+	return strings.Join(out, "\n") + "\n"
 }
 
 // discard removes everything written so far.

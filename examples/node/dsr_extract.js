@@ -115,6 +115,77 @@ function privateFile(file, text) {
   fs.writeFileSync(file, text, { mode: 0o600, flag: 'wx' });
 }
 
+// A table's file name in the package: plain characters kept, anything else replaced, so that
+// no name from the server reaches outside it; unique within the package.
+function fileName(table, used) {
+  let base = Array.from(table).slice(0, 100).map((c) => (/^[A-Za-z0-9_.-]$/.test(c) ? c : '_')).join('');
+  if (base === '' || base.startsWith('.')) base = `_${base}`;
+  let name = `${base}.jsonl`;
+  for (let n = 2; used.has(name); n += 1) name = `${base}-${n}.jsonl`;
+  used.add(name);
+  return name;
+}
+
+const plural = (n, one, many) => (n === 1 ? one : many);
+
+// The package's explanation, for the data subject: the same text as every client's.
+function readme(started, tables, m) {
+  const source = m.source;
+  const kind = m.subject_kind;
+  const out = [`Your personal data from "${source}"`, '='.repeat(26 + Array.from(source).length), '',
+    `This package holds every record about you that was found in "${source}", looked up by`,
+    `your ${kind}. All of it was read from one consistent copy (snapshot) of the database, taken`,
+    `at ${timestamp(m.extraction_timestamp)}. For each table, the number of records written here was checked`,
+    "against the database's own count in the same snapshot.", '',
+    `Request:     ${m.request_id}`,
+    `Extraction:  ${m.extraction_id}`,
+    `Reference:   ${m.subject_id} (a keyed fingerprint of the identity you gave, not the identity itself)`,
+    '', 'Files', '-----', '',
+    'manifest.json',
+    '    The verified record of this extraction: the tables, their record counts, the',
+    '    fields searched and when. It is protobuf JSON (dsr.v1.Manifest).'];
+  for (const planned of started.tables) {
+    const t = tables.get(planned.table);
+    out.push('', t.name,
+      `    Table "${planned.table}": ${t.rows} record${plural(t.rows, '', 's')}.${planned.description ? ` ${planned.description}` : ''}`,
+      '    One record per line, as a JSON object with these fields:');
+    const width = Math.max(0, ...planned.columns.map((c) => Array.from(c.name).length));
+    for (const c of planned.columns) {
+      const category = c.category === 'not_pii' ? 'not personal data on its own' : c.category;
+      out.push(`      ${c.name}${' '.repeat(width - Array.from(c.name).length)}  ${category}`);
+    }
+    const rejected = t.done ? Number(t.done.rejected_count) : 0;
+    if (rejected > 0) {
+      out.push(`    ${rejected} more record${plural(rejected, '', 's')} of this table could not be read as declared and ${plural(rejected, 'is', 'are')} not`,
+        `    included here; ask us about ${plural(rejected, 'it', 'them')}, quoting the extraction id above.`);
+    }
+    if (t.done && t.done.pii_fields.length > 0) {
+      out.push('    Inside its JSON fields we also found:');
+      for (const field of t.done.pii_fields) {
+        const at = field.lastIndexOf(':');
+        const [where, category] = at < 0 ? [field, ''] : [field.slice(0, at), field.slice(at + 1)];
+        out.push(`      ${where}  ${category}`);
+      }
+    }
+  }
+  if (started.unreachable_tables.length > 0) {
+    out.push('', 'Not searched', '------------', '',
+      `These tables cannot be reached from your ${kind}, so they were not searched:`);
+    for (const u of started.unreachable_tables) out.push(`  ${u.table}: ${u.reason}`);
+  }
+  out.push('', 'What the categories mean', '------------------------', '');
+  const described = new Map(started.categories.map((c) => [c.name, c.description]));
+  for (const name of [...described.keys()].sort()) {
+    if (name !== 'not_pii') out.push(`  ${name}: ${described.get(name) || '(no description given)'}`);
+  }
+  out.push('', 'How values are written', '----------------------', '',
+    '  Times are UTC, in ISO 8601 (2024-03-14T09:26:53Z); dates are YYYY-MM-DD.',
+    '  Exact decimal numbers (amounts of money, for example) are text, so that no digit is',
+    '  lost. Binary data is base64. Nested documents are JSON, as stored. A missing value',
+    '  is null.');
+  return out.join('\n') + '\n';
+}
+
 // A data package written to a private temporary directory beside `out`.
 class Package {
   constructor(out) {
@@ -126,10 +197,11 @@ class Package {
 
   start(started) {
     this.started = started;
+    const used = new Set();
     for (const t of started.tables) {
-      const name = t.table.replace(/[^A-Za-z0-9_.-]/g, '_').replace(/^\./, '_');
-      const file = path.join(this.dir, `${name}.jsonl`);
-      this.tables.set(t.table, { file, fd: fs.openSync(file, 'wx', 0o600), columns: t.columns, rows: 0 });
+      const name = fileName(t.table, used);
+      const file = path.join(this.dir, name);
+      this.tables.set(t.table, { name, file, fd: fs.openSync(file, 'wx', 0o600), columns: t.columns, rows: 0, done: null });
     }
   }
 
@@ -149,7 +221,9 @@ class Package {
     fs.fsyncSync(t.fd);
     fs.closeSync(t.fd);
     t.fd = null;
-    process.stderr.write(`${done.table}: ${done.row_count} row(s), count verified\n`);
+    t.done = done;
+    const leftOut = Number(done.rejected_count) > 0 ? ` (${done.rejected_count} left out)` : '';
+    process.stderr.write(`${done.table}: ${done.row_count} row(s)${leftOut}, count verified\n`);
   }
 
   finish(manifest) {
@@ -160,15 +234,7 @@ class Package {
       }
     }
     privateFile(path.join(this.dir, 'manifest.json'), JSON.stringify(manifestJson(manifest), null, 2) + '\n');
-    const described = new Map(this.started.categories.map((c) => [c.name, c.description]));
-    const lines = [`Your personal data from "${manifest.source}"`, '',
-      `Read from one snapshot taken at ${timestamp(manifest.extraction_timestamp)}.`,
-      `Extraction: ${manifest.extraction_id}`, '', 'Files:'];
-    for (const t of this.started.tables) {
-      lines.push(`  ${path.basename(this.tables.get(t.table).file)}: ${this.tables.get(t.table).rows} record(s). ${t.description}`.trimEnd());
-      for (const c of t.columns) lines.push(`      ${c.name}: ${c.category} ${described.get(c.category) || ''}`.trimEnd());
-    }
-    privateFile(path.join(this.dir, 'README.txt'), lines.join('\n') + '\n');
+    privateFile(path.join(this.dir, 'README.txt'), readme(this.started, this.tables, manifest));
     fs.renameSync(this.dir, this.out);
   }
 

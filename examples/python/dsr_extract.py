@@ -93,6 +93,77 @@ def render(value):
     return v
 
 
+def file_name(table, used):
+    """A table's file name in the package: plain characters kept, anything else replaced, so
+    that no name from the server reaches outside it; unique within the package."""
+    base = "".join(c if (c.isascii() and c.isalnum()) or c in "_-." else "_" for c in table[:100])
+    if not base or base.startswith("."):
+        base = "_" + base
+    name, n = f"{base}.jsonl", 2
+    while name in used:
+        name, n = f"{base}-{n}.jsonl", n + 1
+    used.add(name)
+    return name
+
+
+def plural(n, one, many):
+    return one if n == 1 else many
+
+
+def readme(started, names, rows, done, manifest):
+    """The package's explanation, for the data subject: the same text as every client's."""
+    source, kind = manifest.source, manifest.subject_kind
+    out = [f'Your personal data from "{source}"', "=" * (26 + len(source)), "",
+           f'This package holds every record about you that was found in "{source}", looked up by',
+           f"your {kind}. All of it was read from one consistent copy (snapshot) of the database, taken",
+           f"at {manifest.extraction_timestamp.ToJsonString()}. For each table, the number of records written here was checked",
+           "against the database's own count in the same snapshot.", "",
+           f"Request:     {manifest.request_id}",
+           f"Extraction:  {manifest.extraction_id}",
+           f"Reference:   {manifest.subject_id} (a keyed fingerprint of the identity you gave, not the identity itself)",
+           "", "Files", "-----", "",
+           "manifest.json",
+           "    The verified record of this extraction: the tables, their record counts, the",
+           "    fields searched and when. It is protobuf JSON (dsr.v1.Manifest)."]
+    for table in started.tables:
+        n = rows[table.table]
+        described = f" {table.description}" if table.description else ""
+        out += ["", names[table.table],
+                f'    Table "{table.table}": {n} record{plural(n, "", "s")}.{described}',
+                "    One record per line, as a JSON object with these fields:"]
+        width = max((len(c.name) for c in table.columns), default=0)
+        for c in table.columns:
+            category = "not personal data on its own" if c.category == "not_pii" else c.category
+            out.append(f"      {c.name.ljust(width)}  {category}")
+        completed = done.get(table.table)
+        if completed is not None and completed.rejected_count > 0:
+            r = completed.rejected_count
+            out += [f"    {r} more record{plural(r, '', 's')} of this table could not be read as "
+                    f"declared and {plural(r, 'is', 'are')} not",
+                    f"    included here; ask us about {plural(r, 'it', 'them')}, quoting the "
+                    "extraction id above."]
+        if completed is not None and completed.pii_fields:
+            out.append("    Inside its JSON fields we also found:")
+            for field in completed.pii_fields:
+                path, _, category = field.rpartition(":") if ":" in field else (field, "", "")
+                out.append(f"      {path}  {category}")
+    if started.unreachable_tables:
+        out += ["", "Not searched", "------------", "",
+                f"These tables cannot be reached from your {kind}, so they were not searched:"]
+        out += [f"  {u.table}: {u.reason}" for u in started.unreachable_tables]
+    out += ["", "What the categories mean", "------------------------", ""]
+    described = {c.name: c.description for c in started.categories}
+    for name in sorted(described):
+        if name != "not_pii":
+            out.append(f"  {name}: {described[name] or '(no description given)'}")
+    out += ["", "How values are written", "----------------------", "",
+            "  Times are UTC, in ISO 8601 (2024-03-14T09:26:53Z); dates are YYYY-MM-DD.",
+            "  Exact decimal numbers (amounts of money, for example) are text, so that no digit is",
+            "  lost. Binary data is base64. Nested documents are JSON, as stored. A missing value",
+            "  is null."]
+    return "\n".join(out) + "\n"
+
+
 class Package:
     """A data package written to a private temporary directory beside `out`."""
 
@@ -105,14 +176,17 @@ class Package:
         self.files = {}
         self.columns = {}
         self.rows = {}
+        self.names = {}
+        self.done = {}
         self.started = None
 
     def start(self, started):
         self.started = started
+        used = set()
         for table in started.tables:
-            name = "".join(c if c.isalnum() or c in "_-." else "_" for c in table.table)
-            path = os.path.join(self.dir, name.lstrip(".") + ".jsonl")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            name = file_name(table.table, used)
+            self.names[table.table] = name
+            fd = os.open(os.path.join(self.dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             self.files[table.table] = os.fdopen(fd, "w", encoding="utf-8")
             self.columns[table.table] = [c.name for c in table.columns]
             self.rows[table.table] = 0
@@ -129,23 +203,16 @@ class Package:
             raise RuntimeError(f"{done.table}: {self.rows[done.table]} rows received, "
                                f"the server says {done.row_count}")
         self.files[done.table].close()
-        print(f"{done.table}: {done.row_count} row(s), count verified", file=sys.stderr)
+        self.done[done.table] = done
+        left_out = f" ({done.rejected_count} left out)" if done.rejected_count else ""
+        print(f"{done.table}: {done.row_count} row(s){left_out}, count verified", file=sys.stderr)
 
     def finish(self, manifest, json_format):
         for table in manifest.tables:
             if not table.verified or table.row_count != self.rows[table.table]:
                 raise RuntimeError(f"{table.table}: the manifest does not match the stream")
         self._write("manifest.json", json_format.MessageToJson(manifest) + "\n")
-        lines = [f'Your personal data from "{manifest.source}"', "",
-                 f"Read from one snapshot taken at {manifest.extraction_timestamp.ToJsonString()}.",
-                 f"Extraction: {manifest.extraction_id}", "", "Files:"]
-        described = {c.name: c.description for c in self.started.categories}
-        for table in self.started.tables:
-            lines.append(f"  {table.table}.jsonl: {self.rows[table.table]} record(s). "
-                         f"{table.description}".rstrip())
-            for c in table.columns:
-                lines.append(f"      {c.name}: {c.category} {described.get(c.category, '')}".rstrip())
-        self._write("README.txt", "\n".join(lines) + "\n")
+        self._write("README.txt", readme(self.started, self.names, self.rows, self.done, manifest))
         os.rename(self.dir, self.out)
 
     def discard(self):
