@@ -561,18 +561,21 @@ fn descriptions_are_bounded_and_named_when_wrong() {
     load(&format!("{fine}{}", source("", TABLES))).expect("a described category loads");
 }
 
-/// The README's configuration example loads as written (its certificate path replaced by a
-/// file that exists), erase policies and identity guard included.
+/// The configuration page's example (docs/configuration.md) loads as written (its
+/// certificate path replaced by a file that exists), erase policies and identity guard
+/// included.
 #[test]
 fn the_readme_configuration_example_loads() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let block = readme
-        .split("\n## Configuration\n")
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let block = page
+        .split("```toml\n")
         .nth(1)
-        .and_then(|section| section.split("```toml\n").nth(1))
         .and_then(|rest| rest.split("\n```").next())
-        .expect("the README's configuration section has a toml block");
+        .expect("the configuration page opens with a toml block");
     let ca = tempfile::NamedTempFile::new().unwrap();
     let text = block.replace("/etc/dsr/shop-ca.pem", &ca.path().display().to_string());
     let config = Config::from_toml_str(&text, |var| match var {

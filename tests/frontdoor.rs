@@ -359,15 +359,14 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         "the demo source's health is reported"
     );
 
-    // The README's erasure block, as one script (its digest passes from one command to the
+    // The erasure page's block, as one script (its digest passes from one command to the
     // next): bob is previewed and erased with grpcurl, carol with the erase command.
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let erase_block = readme
-        .split("\n## Erasing a subject\n")
+    let page = std::fs::read_to_string(root().join("docs/erasure.md")).unwrap();
+    let erase_block = page
+        .split("```sh\n")
         .nth(1)
-        .and_then(|section| section.split("```sh\n").nth(1))
         .and_then(|rest| rest.split("\n```").next())
-        .expect("the README's erasure section has a sh block");
+        .expect("the erasure page has a sh block");
     let out = shell(&format!(
         "set -e\n{}",
         erase_block.replace(README_ADDR, &addr)
@@ -445,4 +444,34 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         leftovers.1
     );
     let _ = stdout.join();
+}
+
+/// The README fits on a few screens and maps every page of `docs/`; every link between the
+/// pages (and to files of the repository) leads somewhere.
+#[test]
+fn the_readme_is_short_and_every_page_it_maps_and_links_exists() {
+    let pages = support::documentation();
+    let readme = &pages[0].1;
+    let lines = readme.lines().count();
+    assert!(lines <= 250, "the README has {lines} lines");
+    for (name, _) in &pages[1..] {
+        assert!(
+            readme.contains(&format!("]({name})")),
+            "the README does not map {name}"
+        );
+    }
+    for (name, text) in &pages {
+        let dir = root().join(name).parent().unwrap().to_path_buf();
+        for link in text.split("](").skip(1) {
+            let target = link.split(')').next().unwrap_or_default();
+            let target = target.split('#').next().unwrap_or_default();
+            if target.is_empty() || target.contains("://") {
+                continue;
+            }
+            assert!(
+                dir.join(target).exists(),
+                "{name} links to {target}, which does not exist"
+            );
+        }
+    }
 }

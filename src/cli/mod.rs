@@ -110,7 +110,7 @@ fn channel(
         // Receive windows that grow with the link (BDP), as gRPC's C core and grpc-go do by
         // default: a fixed 64 KiB window allows one window of rows per round trip, which caps
         // a 50 ms link at about 1.3 MB/s. Over loopback they cost about a tenth of the rate
-        // (see "Measured" in the README); a link between machines is what this command meets.
+        // (see docs/performance.md); a link between machines is what this command meets.
         .http2_adaptive_window(true);
     if addr.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();

@@ -60,7 +60,7 @@ pub fn config_toml(cluster: &TempCluster, database: &str, listen: SocketAddr) ->
         .replace("{port}", &cluster.port().to_string())
         .replace("{database}", database)
         .replace("{user}", SUPERUSER);
-    // The demo erases from the README's commands, without tokens, on loopback.
+    // The demo erases from the documented commands, without tokens, on loopback.
     format!(
         "[server]\nlisten = \"{listen}\"\nshutdown_grace = \"5s\"\nanonymous_erase = true\n\n{datamap}"
     )

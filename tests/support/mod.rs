@@ -776,18 +776,45 @@ pub fn shell_commands(block: &str) -> Vec<String> {
     commands
 }
 
-/// Every command of the README's `sh` blocks that mentions `needle`.
+/// The README and every page of `docs/`, by path relative to the repository.
+pub fn documentation() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![("README.md".to_owned(), root.join("README.md"))];
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs.into_iter().map(|p| {
+        (
+            format!("docs/{}", p.file_name().unwrap().to_string_lossy()),
+            p,
+        )
+    }));
+    pages
+        .into_iter()
+        .map(|(name, path)| (name, std::fs::read_to_string(path).unwrap()))
+        .collect()
+}
+
+/// Every command of the `sh` blocks of the README and of `docs/` that mentions `needle`.
 pub fn readme_commands_with(needle: &str) -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let commands: Vec<String> = readme
-        .split("```sh\n")
-        .skip(1)
-        .filter_map(|rest| rest.split("\n```").next())
-        .flat_map(shell_commands)
+    let commands: Vec<String> = documentation()
+        .iter()
+        .flat_map(|(_, text)| {
+            text.split("```sh\n")
+                .skip(1)
+                .filter_map(|rest| rest.split("\n```").next())
+                .flat_map(shell_commands)
+                .collect::<Vec<_>>()
+        })
         .filter(|c| c.contains(needle))
         .collect();
-    assert!(!commands.is_empty(), "no README command mentions {needle}");
+    assert!(
+        !commands.is_empty(),
+        "no command of the README or docs/ mentions {needle}"
+    );
     commands
 }
 

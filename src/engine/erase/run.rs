@@ -319,7 +319,7 @@ impl Run<'_> {
     /// statement. A row written for the subject while the erasure runs (an order whose
     /// foreign key checks the customer's row) then waits for it, and fails once the customer
     /// is gone, instead of surviving a verified erasure. A table with no key to a locked row
-    /// can still gain a row after the snapshot: the README says so.
+    /// can still gain a row after the snapshot: docs/status.md says so.
     async fn lock_identity_rows<T: EraseTxn>(&self, txn: &mut T) -> Result<(), ExtractError> {
         // The steps are the plan's tables, in plan order.
         for (i, planned) in self.plan.tables.iter().enumerate() {
