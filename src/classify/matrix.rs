@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{Detector, NOT_PII};
 
 /// One category of the matrix, as configured.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryConfig {
     /// The category name, for example `contact.email`.

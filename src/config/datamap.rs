@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::classify::NOT_PII;
 
 /// One mapped table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
     /// `table` (schema `public`) or `schema.table`.
@@ -37,7 +37,7 @@ pub struct TableConfig {
 
 /// One column of the data map: `email = "contact.email"`, or
 /// `signup = { category = "account.signup_date", coerce = "date", formats = ["%d/%m/%Y"] }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ColumnSpec {
     Category(String),
@@ -65,7 +65,7 @@ impl ColumnSpec {
 }
 
 /// A column with a coercion rule or JSON scanning.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnRule {
     /// The data category, or `not_pii`.
@@ -88,7 +88,7 @@ pub struct ColumnRule {
 }
 
 /// A coercion rule name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CoerceRule {
     EpochSeconds,
@@ -109,7 +109,7 @@ impl CoerceRule {
 }
 
 /// Extra categories for the classification matrix.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClassificationConfig {
     #[serde(default)]
@@ -118,7 +118,7 @@ pub struct ClassificationConfig {
 
 /// `identity = { kind = "email", column = "email" }`, or with
 /// `match = "case_insensitive"` for a column whose values are stored in mixed case.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityColumn {
     pub kind: String,
@@ -129,7 +129,7 @@ pub struct IdentityColumn {
 }
 
 /// How an identity column is compared with the identity value.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchMode {
     /// `column = value` (the default).
@@ -157,7 +157,7 @@ impl MatchMode {
 /// `reference = { column = "customer_id", table = "customers", to = "id", reach = "owned" }`:
 /// this table's `column` holds `to` of a row in `table`, and `reach` says which way the
 /// subject's rows follow it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reference {
     pub column: String,
@@ -170,7 +170,7 @@ pub struct Reference {
 }
 
 /// `reach` as written: a known rule, or a word that validation names.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ReachValue {
     Rule(ReachRule),
@@ -178,7 +178,7 @@ pub enum ReachValue {
 }
 
 /// Which rows a reference makes the subject's (see `DESIGN.md`, invariant 13).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReachRule {
     /// The rows of this table that point at a row of the subject's own are the subject's, and
@@ -226,7 +226,7 @@ impl Reference {
 }
 
 /// Accepts either one inline table or an array of them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany<T> {
     One(T),

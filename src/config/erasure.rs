@@ -14,7 +14,7 @@ use secrecy::SecretBox;
 use serde::Deserialize;
 
 /// What erasure does to a table's rows of the subject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EraseAction {
     /// The rows are deleted.
@@ -36,7 +36,7 @@ impl EraseAction {
 }
 
 /// How one column of a kept row is masked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MaskMethod {
     /// Set to NULL.
@@ -62,7 +62,7 @@ impl MaskMethod {
 /// One column of a `mask` policy: a method, `{ json = "method" }` (a scanned JSON column:
 /// its personal paths masked in place, the rest of each document kept), or
 /// `{ retain = "reason" }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ColumnErasure {
     Mask(MaskMethod),
@@ -72,7 +72,7 @@ pub enum ColumnErasure {
 
 /// `erase = { action = "delete" }`, `erase = { action = "mask", mask = { ... } }` or
 /// `erase = { action = "retain", reason = "..." }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TableErasure {
     pub action: EraseAction,
@@ -192,7 +192,7 @@ impl TableErasure {
 }
 
 /// How `Erase` compares identity columns with the value.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErasureMatching {
     /// The value exactly as the caller sent it, compared with `=` (case-sensitive) in every
@@ -214,7 +214,7 @@ impl ErasureMatching {
 }
 
 /// `[sources.erasure]`: how `Erase` behaves on a source.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErasureSettings {
     /// Whether an erasure must carry the digest of its preview (a dry run). Default true:
@@ -224,10 +224,12 @@ pub struct ErasureSettings {
     /// How long a statement of the erasure waits for a row lock before the erasure fails
     /// (and is retried within the deadline).
     #[serde(default = "default_lock_timeout", with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
     pub lock_timeout: Duration,
     /// How long a preview's digest confirms an erasure. Default one hour: past it, the
     /// erasure is refused and a new preview is needed.
     #[serde(default = "default_preview_valid_for", with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
     pub preview_valid_for: Duration,
     /// How identity columns are compared with the value: `exact` (default) or `as_extract`.
     #[serde(default)]

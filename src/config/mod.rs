@@ -17,6 +17,7 @@
 mod datamap;
 pub mod erasure;
 mod reach;
+pub mod schema;
 mod secrets;
 mod server;
 mod source;
@@ -55,7 +56,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration. Immutable once loaded: the server shares it behind an `Arc`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]

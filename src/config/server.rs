@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::SslMode;
 
 /// Listener and request limits.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address the gRPC server listens on.
@@ -29,6 +29,7 @@ pub struct ServerConfig {
     pub stream_buffer: usize,
     /// How long running streams may go on after a shutdown signal before they are cancelled.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
     pub shutdown_grace: Duration,
     /// OTLP/gRPC endpoint for traces, e.g. `http://jaeger:4317`; else `OTEL_EXPORTER_OTLP_ENDPOINT`;
     /// no tracing when neither is set.
@@ -54,15 +55,18 @@ pub struct ServerConfig {
     pub anonymous_erase: bool,
     /// The deadline of a call that sends none (`grpc-timeout`).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
     pub default_deadline: Duration,
     /// Longer deadlines are cut to this.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
     pub max_deadline: Duration,
     /// Refuse calls without a deadline (INVALID_ARGUMENT) instead of applying the default.
     pub require_deadline: bool,
     /// A stream whose client has not taken a message for this long is cancelled: its query
     /// is cancelled on PostgreSQL and its connection and snapshot are released.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
     pub send_stall_timeout: Duration,
     /// The encodings responses may be compressed with, for a client that accepts one
     /// (`grpc-accept-encoding`, in the client's order of preference); `[]` sends every
@@ -121,7 +125,7 @@ impl Default for ServerConfig {
 }
 
 /// A gRPC message compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     /// gzip (level 6): every gRPC client decodes it.
@@ -150,7 +154,7 @@ impl Compression {
 }
 
 /// How callers authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
     /// No authentication, on any address: an explicit choice.
@@ -161,7 +165,7 @@ pub enum AuthMode {
 
 /// One caller with a bearer token. The config holds only the token's SHA-256, read from an
 /// environment variable or a file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// The caller's name, as logs (and audit records) show it. Never the token.
@@ -181,7 +185,7 @@ pub struct TokenConfig {
 }
 
 /// The gRPC listener's TLS (rustls).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     /// PEM certificate chain of the server.
@@ -194,7 +198,7 @@ pub struct ServerTlsConfig {
 }
 
 /// One caller identified by its client certificate's common name.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCertConfig {
     /// The caller's name, as logs show it.
@@ -219,7 +223,7 @@ pub type SubjectKey = SecretBox<Vec<u8>>;
 pub const DEFAULT_AUDIT_KEY_ENV: &str = "DSR_AUDIT_KEY";
 
 /// Where a store keeps its records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
     /// An append-only JSON-lines file (`path`), fsynced per batch: one machine.
@@ -233,7 +237,7 @@ pub enum StoreKind {
 /// `[server.control]`: a PostgreSQL database that several replicas share for their audit
 /// logs (one chain per replica) and their dead letters. The service creates its tables.
 /// `Debug` is derived: the connection string is a `SecretString`, which prints redacted.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
     /// Environment variable holding a libpq-style connection string (it may hold a password,
@@ -250,7 +254,7 @@ pub struct ControlConfig {
 }
 
 /// `[server.dead_letters]`: the dead-letter queue.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
     /// `file` (default) or `control`.
@@ -264,10 +268,12 @@ pub struct DeadLetterConfig {
     pub segment_bytes: u64,
     /// Or once it was begun this long ago.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<super::schema::DurationText>")]
     pub segment_age: Option<Duration>,
     /// Closed segments last written longer ago than this are removed (and counted in the
     /// log); without it, every letter is kept.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<super::schema::DurationText>")]
     pub retention: Option<Duration>,
 }
 
@@ -280,7 +286,7 @@ fn default_audit_segment_bytes() -> u64 {
 }
 
 /// `[server.audit]`: the append-only, hash-chained audit log.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// `file` (default) or `control`.
@@ -301,6 +307,7 @@ pub struct AuditConfig {
     pub segment_bytes: u64,
     /// Or once it was begun this long ago.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<super::schema::DurationText>")]
     pub segment_age: Option<Duration>,
     /// The key, resolved by [`super::Config::load`].
     #[serde(skip)]

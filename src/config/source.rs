@@ -25,8 +25,9 @@ use super::{MAX_DURATION, MAX_TIMEOUT, QualifiedName, ReachRule, TableConfig};
 /// A `mysql` source takes the same modes by MySQL's names too (`disabled`, `preferred`,
 /// `required`, `verify_ca`, `verify_identity`), with MySQL's meanings, which match libpq's
 /// mode for mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(with = "super::schema::SslModeNames")]
 pub enum SslMode {
     #[serde(alias = "disabled")]
     Disable,
@@ -43,8 +44,9 @@ pub enum SslMode {
 
 /// The kind of database a source is: `kind = "postgres"` (the default) or `kind = "mysql"`
 /// (MySQL or MariaDB).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(with = "super::schema::DatabaseKindNames")]
 pub enum DatabaseKind {
     #[default]
     Postgres,
@@ -63,7 +65,7 @@ impl DatabaseKind {
 
 /// One database (PostgreSQL, or MySQL and MariaDB) and its data map. `Debug` is derived: the password is a
 /// `SecretString`, which prints redacted, so a new field can never leak it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// The name callers use in `ExtractRequest.source`.
@@ -83,6 +85,7 @@ pub struct SourceConfig {
     pub password_file: Option<PathBuf>,
     /// Present only to reject inline passwords with a precise message.
     #[serde(default, rename = "password")]
+    #[schemars(skip)]
     pub(super) password_inline: Option<toml_value::Ignored>,
     #[serde(default)]
     pub ssl_mode: SslMode,
@@ -97,6 +100,7 @@ pub struct SourceConfig {
     pub max_per_caller: Option<u32>,
     /// Time allowed to open a connection, and the longest wait for a pooled one.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
     pub connect_timeout: Duration,
     #[serde(default = "default_application_name")]
     pub application_name: String,
@@ -147,6 +151,7 @@ pub struct SourceConfig {
     pub retry: RetryConfig,
     /// How long a passed schema check is trusted before the catalog is read again.
     #[serde(default = "default_schema_refresh", with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
     pub schema_refresh: Duration,
     /// The data map: every table that holds data about subjects. Required, but may be left
     /// out of a config read to draft it (`discover`).
@@ -191,7 +196,7 @@ fn default_timezone() -> String {
 }
 
 /// What Extract does with an identity that matches more rows than `max_identity_rows`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SharedIdentityPolicy {
     #[default]
@@ -507,7 +512,7 @@ impl SourceConfig {
 }
 
 /// What to do with live columns that the data map does not list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UnmappedPolicy {
     /// Refuse to extract (FAILED_PRECONDITION) until the column is classified.
@@ -518,7 +523,7 @@ pub enum UnmappedPolicy {
 }
 
 /// What to do with a value that fails its coercion rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CoercionPolicy {
     /// End the extraction with FAILED_PRECONDITION, naming the violation.
@@ -529,7 +534,7 @@ pub enum CoercionPolicy {
 }
 
 /// `[sources.circuit_breaker]`: when the source's breaker opens, and for how long.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
     /// Opens when the share of infrastructure failures in the window is above this.
@@ -538,9 +543,11 @@ pub struct BreakerConfig {
     pub min_calls: u32,
     /// How far back calls are counted.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
     pub window: Duration,
     /// How long it stays open before probe calls are let through.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
     pub cool_down: Duration,
     /// Probe calls let through at once while half-open.
     pub probes: u32,
@@ -595,16 +602,18 @@ impl BreakerConfig {
 
 /// `retry = { ... }` of a source: transient failures before the first message are tried
 /// again, with exponential backoff and jitter, inside the call's deadline.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Attempts in all, the first included; 1 turns retries off.
     pub attempts: u32,
     /// The first delay; each next one doubles (with jitter).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
     pub min_delay: Duration,
     /// The longest delay.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
     pub max_delay: Duration,
 }
 

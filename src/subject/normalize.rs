@@ -11,7 +11,7 @@ use serde::Deserialize;
 use unicode_normalization::UnicodeNormalization;
 
 /// One normalisation step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     /// Removes leading and trailing white space.
@@ -41,7 +41,7 @@ impl Step {
 }
 
 /// `[sources.identities.<kind>]`: how one identity kind's values are normalised.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityKindConfig {
     /// The steps, in order. Default by the kind's name (see [`default_steps`]).
