@@ -113,6 +113,19 @@ pub struct MaskCheck<'a> {
     pub method: MaskMethod,
 }
 
+/// Which page of JSON documents [`EraseTxn::json_page`] reads: of the slot's captured rows
+/// (or, with `masked`, its masked rows), from the row at `offset`, at most `page_bytes` of
+/// documents (or one document) and `page_rows` rows. A document above `max_doc` bytes is
+/// measured, not read.
+#[derive(Debug, Clone, Copy)]
+pub struct PageOf {
+    pub masked: bool,
+    pub offset: u64,
+    pub max_doc: u64,
+    pub page_bytes: u64,
+    pub page_rows: u64,
+}
+
 /// A page of JSON documents of a slot's rows, read by [`EraseTxn::json_page`].
 pub struct JsonPage {
     /// Each row's id, as the store names it.
@@ -272,20 +285,13 @@ pub trait EraseTxn: Send {
         own: &[String],
     ) -> impl Future<Output = Result<u64, EraseError>> + Send;
 
-    /// The next page of JSON documents of `columns` in the slot's captured (or, with
-    /// `masked`, masked) rows, from the row at `offset`: at most `page_bytes` of documents
-    /// (or one document) and `page_rows` rows; `None` when none is left. A document above
-    /// `max_doc` is measured, not read.
-    #[allow(clippy::too_many_arguments)]
+    /// The next page of JSON documents of `columns` in the slot's rows, as `page` says;
+    /// `None` when none is left.
     fn json_page(
         &mut self,
         target: Target<'_>,
-        masked: bool,
         columns: &[&str],
-        offset: u64,
-        max_doc: u64,
-        page_bytes: u64,
-        page_rows: u64,
+        page: PageOf,
     ) -> impl Future<Output = Result<Option<JsonPage>, EraseError>> + Send;
 
     /// Writes a page back: `sets` (the table's other masks) and each JSON column's masked

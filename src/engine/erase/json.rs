@@ -13,7 +13,7 @@ use super::{ErasureRefusal, Run};
 use crate::classify::{JsonMasker, Matrix, Replacement, ScanLimits, ScanViolation};
 use crate::config::erasure::MaskMethod;
 use crate::engine::ExtractError;
-use crate::store::erase::{Captured, EraseTxn, JsonPage, MaskValue};
+use crate::store::erase::{Captured, EraseTxn, JsonPage, MaskValue, PageOf};
 
 /// The most bytes of documents one page reads (a single larger document is a page of its own,
 /// up to the scan's limit).
@@ -119,16 +119,15 @@ impl Run<'_> {
         offset: u64,
     ) -> Result<Option<JsonPage>, ExtractError> {
         let limit = ScanLimits::default().max_bytes as u64;
+        let page_of = PageOf {
+            masked,
+            offset,
+            max_doc: limit,
+            page_bytes: PAGE_BYTES,
+            page_rows: PAGE_ROWS,
+        };
         let page = txn
-            .json_page(
-                self.target(i),
-                masked,
-                columns,
-                offset,
-                limit,
-                PAGE_BYTES,
-                PAGE_ROWS,
-            )
+            .json_page(self.target(i), columns, page_of)
             .await
             .map_err(|e| self.db(e))?;
         if let Some((k, bytes)) = page.as_ref().and_then(|p| p.too_large) {

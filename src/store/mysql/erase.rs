@@ -22,7 +22,7 @@ use crate::config::erasure::MaskMethod;
 use crate::store::catalog::ForeignKey;
 use crate::store::erase::{
     Captured, CommitError, Distinct, Erase, EraseError, EraseOptions, EraseTxn, JsonPage,
-    MaskCheck, MaskValue, Rows, Target,
+    MaskCheck, MaskValue, PageOf, Rows, Target,
 };
 
 /// Error numbers of a broken integrity rule or column limit, and whether each is a foreign
@@ -605,12 +605,8 @@ impl EraseTxn for MyErase {
     async fn json_page(
         &mut self,
         target: Target<'_>,
-        _masked: bool,
         columns: &[&str],
-        _offset: u64,
-        _max_doc: u64,
-        _page_bytes: u64,
-        _page_rows: u64,
+        _page: PageOf,
     ) -> Result<Option<JsonPage>, EraseError> {
         Err(EraseError::Unsupported {
             table: target.display.to_owned(),
@@ -629,9 +625,14 @@ impl EraseTxn for MyErase {
         _ids: &[String],
         _docs: &[Vec<Option<String>>],
     ) -> Result<u64, EraseError> {
-        self.json_page(target, false, &[], 0, 0, 0, 0)
-            .await
-            .map(|_| 0)
+        let page = PageOf {
+            masked: false,
+            offset: 0,
+            max_doc: 0,
+            page_bytes: 0,
+            page_rows: 0,
+        };
+        self.json_page(target, &[], page).await.map(|_| 0)
     }
 
     async fn json_done(&mut self, _target: Target<'_>) -> Result<Captured, EraseError> {
