@@ -17,23 +17,24 @@
 //!   checkout, settle): `extract` (snapshot, portal batches, bounded channel, cancellation,
 //!   count verification, manifest), `erase` (preview, guards, changes, verification before
 //!   COMMIT), `validate` and `discover`.
-//! - [`records`]: the appender, the hash-chained audit log, the dead-letter queue and the
-//!   control database that replicas share for them.
+//! - [`records`]: the appender (group commit, files written in segments), the hash-chained
+//!   audit log, the dead-letter queue and the control database that replicas share for them.
 //! - [`schema`]: the data map checked against the live catalog (the schema gate), the
 //!   identity graph compiled under the reach rule into per-identity-kind plans with their
 //!   hub and shared-key guards, and the per-source cache.
 //! - [`store`]: the databases read, behind one boundary that the engine runs through once
 //!   for every store (`read`: snapshots, counts, rows of cells; `catalog`: what the schema
-//!   gate reads; `discovery`: what `discover` reads): `postgres` (pools, libpq `sslmode`
-//!   over rustls, SQLSTATE classification) and `mysql` (MariaDB and MySQL). Erasure still
-//!   runs on PostgreSQL alone, outside the boundary.
+//!   gate reads; `discovery`: what `discover` reads; `erase`: an erasure's transaction):
+//!   `postgres` (pools, libpq `sslmode` over rustls, SQLSTATE classification) and `mysql`
+//!   (MariaDB and MySQL).
 //! - [`values`]: PostgreSQL wire values to typed protobuf values, and the coercion matrix.
 //! - [`classify`]: the classification matrix, value detectors, and the nested-JSON PII scan.
 //! - [`resilience`]: the circuit breaker, retry policy and admission (call slots).
 //! - [`observability`]: logs, traces over OTLP, and Prometheus metrics.
 //! - [`subject`]: identity values normalised per kind, and the keyed hash that stands for a
 //!   subject wherever one is recorded.
-//! - [`config`]: typed, validated, immutable configuration; secrets redacted.
+//! - [`config`]: typed, validated, immutable configuration; secrets redacted; its JSON
+//!   Schema.
 //! - [`demo`]: the built-in demo (its data, its map and a throwaway PostgreSQL cluster), for
 //!   the demo command, the tests and the benchmark; behind the default `demo` feature.
 //! - [`pb`]: the generated protobuf and gRPC code of `proto/dsr/v1/dsr.proto`, and the frames

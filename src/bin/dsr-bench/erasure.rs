@@ -47,20 +47,21 @@ columns = { id = "not_pii", requester_email = "contact.email", subject = "not_pi
 erase = { action = "retain", reason = "support records are kept two years" }
 "#;
 
-/// The subject erased by side `side` (0 the service, 1 the hand-written transaction) in
-/// round `round`.
+/// The subject erased by side `side` (0 the service, 1 the hand-written transaction, 2 the
+/// `--compare` build) in round `round`.
 fn subject(round: usize, side: usize) -> String {
     format!("erase-{round}-{side}@bench.example")
 }
 
 /// The erasure's database: `customers` background customers with 10 orders and 50 events
-/// each, and two subjects per round with `events` events, a tenth as many orders and two
+/// each, and `sides` subjects per round with `events` events, a tenth as many orders and two
 /// tickets each.
 async fn generate(
     cluster: &TempCluster,
     customers: i64,
     events: i64,
     rounds: usize,
+    sides: usize,
 ) -> anyhow::Result<()> {
     let admin = demo::connect(cluster, "postgres").await?;
     admin
@@ -70,11 +71,11 @@ async fn generate(
     let schema = demo::SCHEMA_SQL;
     let ddl_end = schema.find("-- Alice has rows").unwrap_or(schema.len());
     db.batch_execute(&schema[..ddl_end]).await?;
-    let subjects = (rounds * 2) as i64;
+    let subjects = (rounds * sides) as i64;
     let orders = (events / 10).max(1);
     db.batch_execute(&format!(
         "INSERT INTO customers (id, email, full_name, phone, birth_date, loyalty_points, created_at)
-         SELECT i, CASE WHEN i <= {subjects} THEN 'erase-' || ((i - 1) / 2) || '-' || ((i - 1) % 2)
+         SELECT i, CASE WHEN i <= {subjects} THEN 'erase-' || ((i - 1) / {sides}) || '-' || ((i - 1) % {sides})
                     ELSE 'user' || i END || '@bench.example',
                 'User ' || i, '+1 555 01' || lpad((i % 100)::text, 2, '0'),
                 date '1970-01-01' + (i % 15000), (i % 1000) + 0.5, timestamptz '2020-01-01' + i * interval '1 minute'
@@ -162,12 +163,14 @@ pub(crate) async fn committed(
 ) -> anyhow::Result<Vec<Row>> {
     let customers = ((10_000.0 * args.scale) as i64).max(100);
     let events = ((100_000.0 * args.scale) as i64).max(10);
+    // The service, the hand-written transaction, and the --compare build when there is one.
+    let sides = if args.compare.is_some() { 3 } else { 2 };
     let started = Instant::now();
-    generate(cluster, customers, events, args.repeat).await?;
+    generate(cluster, customers, events, args.repeat, sides).await?;
     eprintln!(
         "erasure dataset: {customers} customers, {} subjects with {events} events and {} orders \
          each ({:.0} s)",
-        args.repeat * 2,
+        args.repeat * sides,
         (events / 10).max(1),
         started.elapsed().as_secs_f64()
     );
@@ -189,40 +192,58 @@ pub(crate) async fn committed(
         args.server_threads,
         ERASE_MAP.to_owned(),
     )?;
+    let mut compared = match &args.compare {
+        Some(build) => Some(start_server(
+            build,
+            &source,
+            cluster.password(),
+            args.server_threads,
+            ERASE_MAP.to_owned(),
+        )?),
+        None => None,
+    };
     let measured = async {
         let channel = connect(&addr).await?;
+        let compare_channel = match &compared {
+            Some((_, addr)) => Some(connect(addr).await?),
+            None => None,
+        };
         let db = demo::connect(cluster, ERASE_DATABASE).await?;
         // The first call reads the data map from the catalog: a preview of nobody, untimed.
         erase_preview(channel.clone(), "nobody@bench.example").await?;
-        let (mut service, mut hand) = (Vec::new(), Vec::new());
+        if let Some(other) = &compare_channel {
+            erase_preview(other.clone(), "nobody@bench.example").await?;
+        }
+        let (mut service, mut hand, mut other) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..args.repeat {
             eprintln!("erase committed, round {} ...", round + 1);
-            for side in [round % 2, 1 - round % 2] {
+            // Each side goes first in turn.
+            for side in (0..sides).map(|k| (round + k) % sides) {
                 db.batch_execute("VACUUM").await?;
                 let email = subject(round, side);
-                let (rows, secs) = if side == 0 {
-                    by_service(channel.clone(), &email).await?
-                } else {
-                    by_hand(&db, &email).await?
+                let (rows, secs) = match (side, &compare_channel) {
+                    (0, _) => by_service(channel.clone(), &email).await?,
+                    (2, Some(other)) => by_service(other.clone(), &email).await?,
+                    _ => by_hand(&db, &email).await?,
                 };
                 let expected = (events + (events / 10).max(1) + 1) as u64;
                 anyhow::ensure!(
                     rows == expected,
                     "{} changed {rows} rows of {email}, not {expected}",
-                    if side == 0 {
-                        "the service"
-                    } else {
-                        "the hand-written erasure"
-                    }
+                    [
+                        "the service",
+                        "the hand-written erasure",
+                        "the --compare build"
+                    ][side]
                 );
-                if side == 0 {
-                    service.push(rows as f64 / secs);
-                } else {
-                    hand.push(rows as f64 / secs);
+                match side {
+                    0 => service.push(rows as f64 / secs),
+                    1 => hand.push(rows as f64 / secs),
+                    _ => other.push(rows as f64 / secs),
                 }
             }
         }
-        anyhow::Ok(vec![
+        let mut rows = vec![
             Row::new(
                 "erase committed (delete, mask, retain), verified: dsr-connector (rows/s)",
                 &service,
@@ -235,9 +256,21 @@ pub(crate) async fn committed(
                 None,
                 "",
             ),
-        ])
+        ];
+        if compare_channel.is_some() {
+            rows.push(Row::new(
+                "erase committed: dsr-connector against the --compare build (rows/s)",
+                &service,
+                Some(&other),
+                "the --compare build",
+            ));
+        }
+        anyhow::Ok(rows)
     }
     .await;
     stop_server(&mut server);
+    if let Some((other, _)) = &mut compared {
+        stop_server(other);
+    }
     measured
 }

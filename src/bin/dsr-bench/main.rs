@@ -101,8 +101,9 @@ pub(crate) struct Args {
     #[arg(long)]
     erase_only: bool,
     /// Another build of the service (an earlier commit's `dsr-connector`), started beside
-    /// this one and measured in the same rounds (heavy, sequential, concurrent): a change's
-    /// cost, before and after, on the same data at the same moment.
+    /// this one and measured in the same rounds (heavy, sequential, concurrent, and the
+    /// committed erasure): a change's cost, before and after, on the same data at the same
+    /// moment.
     #[arg(long)]
     compare: Option<PathBuf>,
     /// Where bench.json goes.
