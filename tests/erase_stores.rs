@@ -296,6 +296,31 @@ impl Shop {
         self.erasure_waits_in(false).await
     }
 
+    /// Asserts that the erasure stopped waiting (its statement stopped on the server) while
+    /// `holder` still holds the row, `after` what should stop it; then, once the row is
+    /// released, that no transaction of it is left and every row is as `before`.
+    async fn assert_stopped(
+        &self,
+        holder: Holder,
+        before: &BTreeMap<(String, i64), String>,
+        after: &str,
+    ) {
+        assert!(
+            self.no_erasure_waits().await,
+            "the erasure still waits after {after}"
+        );
+        holder.release().await;
+        assert!(
+            self.settled().await,
+            "the erasure's transaction was left open after {after}"
+        );
+        same(
+            &self.rows().await,
+            before,
+            &format!("an erasure stopped by {after} changed data"),
+        );
+    }
+
     /// Whether no transaction of the service waits on a row lock any more, polled a bounded
     /// number of times (the holder's own transaction waits on nothing).
     async fn no_erasure_waits(&self) -> bool {
@@ -755,22 +780,8 @@ async fn client_gone(store: &'static str) {
         tokio::spawn(async move { erase(&mut client, erase_request(store, false, "")).await });
     assert!(shop.erasure_waits().await, "the erasure never waited");
     call.abort();
-    // The erasure stops, its statement stopped on the server, while the holder still holds
-    // the row; then its transaction is ended.
-    assert!(
-        shop.no_erasure_waits().await,
-        "the erasure still waits after its client left"
-    );
-    holder.release().await;
-    assert!(
-        shop.settled().await,
-        "the erasure's transaction was left open"
-    );
-    same(
-        &shop.rows().await,
-        &before,
-        "a cancelled erasure changed data",
-    );
+    shop.assert_stopped(holder, &before, "its client left")
+        .await;
 
     server.stop().await.unwrap();
 
@@ -793,20 +804,7 @@ async fn client_gone(store: &'static str) {
     .await
     .unwrap_err();
     assert_eq!(late.code(), Code::DeadlineExceeded, "{late:?}");
-    assert!(
-        shop.no_erasure_waits().await,
-        "the erasure still waits after its deadline"
-    );
-    holder.release().await;
-    assert!(
-        shop.settled().await,
-        "the erasure's transaction was left open"
-    );
-    same(
-        &shop.rows().await,
-        &before,
-        "an erasure past its deadline changed data",
-    );
+    shop.assert_stopped(holder, &before, "its deadline").await;
     server.stop().await.unwrap();
 }
 

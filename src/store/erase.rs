@@ -43,6 +43,10 @@ pub trait Erase: Send + Sync {
         transaction: &str,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Option<bool>> + Send;
+
+    /// Whether a cancelled statement was cut by the transaction's own statement limit (the
+    /// time the deadline left), rather than by a person or another session.
+    fn limit_fired(error: &DbError) -> bool;
 }
 
 /// How an erasure's transaction is begun.
@@ -328,7 +332,28 @@ pub trait EraseTxn: Send {
     /// server, the transaction rolled back and the connection not reused.
     fn abandon(self) -> impl Future<Output = ()> + Send;
 
-    /// A database client span of one statement of `target`, as OpenTelemetry's database
-    /// conventions name it. The SQL holds no value.
+    /// A database client span of one statement of `target` ([`query_span`]).
     fn span(&self, operation: &str, target: Target<'_>, sql: &str) -> tracing::Span;
+}
+
+/// A database client span of one statement of an erasure on `target`, as OpenTelemetry's
+/// database conventions name it: `system` is the store's `db.system.name`, `database` its
+/// `db.namespace`. The SQL holds no value: the identity and the masks are bound parameters.
+pub fn query_span(
+    system: &'static str,
+    database: &str,
+    operation: &str,
+    target: Target<'_>,
+    sql: &str,
+) -> tracing::Span {
+    tracing::info_span!(
+        "db.query",
+        otel.name = %format!("{operation} {}", target.display),
+        otel.kind = "client",
+        db.system.name = system,
+        db.namespace = %database,
+        db.collection.name = %target.display,
+        db.operation.name = operation,
+        db.query.text = %sql,
+    )
 }

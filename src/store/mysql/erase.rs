@@ -24,6 +24,7 @@ use crate::store::erase::{
     Captured, CommitError, Distinct, Erase, EraseError, EraseOptions, EraseTxn, JsonPage,
     MaskCheck, MaskValue, PageOf, Rows, Target,
 };
+use crate::store::error::DbError;
 
 /// Error numbers of a broken integrity rule or column limit, and whether each is a foreign
 /// key's: `ER_ROW_IS_REFERENCED_2`, `ER_NO_REFERENCED_ROW_2`, `ER_ROW_IS_REFERENCED`,
@@ -83,6 +84,10 @@ impl Erase for MySqlPool {
         ])
         .await?;
         Ok(txn)
+    }
+
+    fn limit_fired(error: &DbError) -> bool {
+        <super::read::MySqlRead as crate::store::read::ReadSnapshot>::limit_fired(error)
     }
 
     async fn commit_outcome(&self, _transaction: &str, _deadline: Option<Instant>) -> Option<bool> {
@@ -676,16 +681,7 @@ impl EraseTxn for MyErase {
     }
 
     fn span(&self, operation: &str, target: Target<'_>, sql: &str) -> tracing::Span {
-        tracing::info_span!(
-            "db.query",
-            otel.name = %format!("{operation} {}", target.display),
-            otel.kind = "client",
-            db.system.name = "mysql",
-            db.namespace = %self.database,
-            db.collection.name = %target.display,
-            db.operation.name = operation,
-            db.query.text = %sql,
-        )
+        crate::store::erase::query_span("mysql", &self.database, operation, target, sql)
     }
 }
 

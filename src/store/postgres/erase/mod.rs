@@ -111,6 +111,10 @@ impl Erase for SourcePool {
         Ok(txn)
     }
 
+    fn limit_fired(error: &DbError) -> bool {
+        <super::PgSnapshot as crate::store::read::ReadSnapshot>::limit_fired(error)
+    }
+
     async fn commit_outcome(&self, transaction: &str, deadline: Option<Instant>) -> Option<bool> {
         let conn = self.checkout(deadline).await.ok()?;
         let row = conn
@@ -663,15 +667,6 @@ impl EraseTxn for PgErase {
     }
 
     fn span(&self, operation: &str, target: Target<'_>, sql: &str) -> tracing::Span {
-        tracing::info_span!(
-            "db.query",
-            otel.name = %format!("{operation} {}", target.display),
-            otel.kind = "client",
-            db.system.name = "postgresql",
-            db.namespace = %self.database,
-            db.collection.name = %target.display,
-            db.operation.name = operation,
-            db.query.text = %sql,
-        )
+        crate::store::erase::query_span("postgresql", &self.database, operation, target, sql)
     }
 }
