@@ -1,7 +1,9 @@
 //! An erasure's transaction on MariaDB and MySQL: one InnoDB transaction at REPEATABLE READ
 //! on one pooled connection, each changed table's rows captured by primary key (or a unique
 //! key of NOT NULL columns) into a temporary table of the connection, with locking reads, and
-//! changed and verified by a join on that key. Row locks are waited for at most the source's
+//! changed and verified by a join on that key (the temporary tables are dropped when the
+//! transaction ends, or go with the connection when it does not end cleanly). Row locks are
+//! waited for at most the source's
 //! `lock_timeout` (`innodb_lock_wait_timeout`, whole seconds), statements limited by the
 //! deadline, and a running statement stopped by `KILL QUERY` when the call stops.
 //!
@@ -117,9 +119,16 @@ impl Drop for MyErase {
         if let Some(conn) = self.conn.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(super::snapshot::close(conn));
+            runtime.spawn(discard(conn));
         }
     }
+}
+
+/// Closes a connection whose erasure did not end cleanly: the server rolls the transaction
+/// back and drops its temporary tables (captured keys, and the values a pseudonym mask was
+/// computing tokens for), which a ROLLBACK alone would leave on a pooled connection.
+async fn discard(conn: mysql_async::Conn) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.disconnect()).await;
 }
 
 impl MyErase {
@@ -670,13 +679,13 @@ impl EraseTxn for MyErase {
     }
 
     async fn abandon(mut self) {
-        // The statement in flight is stopped on the server, then the transaction rolled back
-        // (or the connection closed).
+        // The statement in flight is stopped on the server, then the connection closed, which
+        // rolls the transaction back and drops its temporary tables.
         if let Err(e) = self.pool.kill_query(self.id).await {
             tracing::warn!(source = %self.name(), error = %e, "KILL QUERY failed");
         }
         if let Some(conn) = self.conn.take() {
-            super::snapshot::close(conn).await;
+            discard(conn).await;
         }
     }
 
