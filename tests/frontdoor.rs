@@ -475,3 +475,83 @@ fn the_readme_is_short_and_every_page_it_maps_and_links_exists() {
         }
     }
 }
+
+/// Every command of the README and of `docs/` is run, as written, by a test: the one that
+/// runs its section whole, or the one that looks it up by a needle with
+/// `support::readme_commands_with`. Each claim names its test, which must still hold the
+/// needle; a documented command no test claims fails here until one runs it.
+#[test]
+fn every_documented_command_is_run_by_a_test() {
+    // Whole `sh` blocks, run by this file: (page, the block's section heading, or "" for the
+    // page's first block).
+    let whole: [(&str, &str); 4] = [
+        ("README.md", "## Calling it with grpcurl"),
+        ("README.md", "## A data package for one request"),
+        ("README.md", "## Clients in other languages"),
+        ("docs/erasure.md", ""),
+    ];
+    // Commands looked up by a needle: (needle, the test that runs them).
+    let needles: [(&str, &str); 5] = [
+        ("audit verify /var/lib", "tests/audit.rs"),
+        ("--bin dsr-bench", "tests/benchmark.rs"),
+        ("--control-url-env DSR_CONTROL_URL", "tests/control.rs"),
+        ("dead-letters list /var/lib", "tests/deadletter.rs"),
+        ("dsr.draft.toml", "tests/discover.rs"),
+    ];
+    for (needle, test) in needles {
+        let source = std::fs::read_to_string(root().join(test)).unwrap();
+        assert!(
+            source.contains(&format!("readme_commands_with(\"{needle}\")")),
+            "{test} no longer runs the commands with {needle}"
+        );
+    }
+    let block_of = |section: &str| -> String {
+        section
+            .split("```sh\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut run_whole: Vec<String> = Vec::new();
+    for (page, heading) in whole {
+        let text = std::fs::read_to_string(root().join(page)).unwrap();
+        let section = if heading.is_empty() {
+            text.clone()
+        } else {
+            text.split(&format!("\n{heading}\n"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("{page} has no '{heading}'"))
+                .to_owned()
+        };
+        run_whole.extend(support::shell_commands(&block_of(&section)));
+    }
+    // The two commands of the README's front: demo.sh is this file's, test.sh is CI's.
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(
+        ci.contains("scripts/test.sh"),
+        ".ci/run no longer runs scripts/test.sh"
+    );
+    let mut unclaimed = Vec::new();
+    for (page, text) in support::documentation() {
+        for block in text
+            .split("```sh\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("\n```").next())
+        {
+            for command in support::shell_commands(block) {
+                let claimed = run_whole.contains(&command)
+                    || needles.iter().any(|(needle, _)| command.contains(needle))
+                    || command.starts_with("scripts/demo.sh")
+                    || command.starts_with("scripts/test.sh");
+                if !claimed {
+                    unclaimed.push(format!("{page}: {command}"));
+                }
+            }
+        }
+    }
+    assert!(
+        unclaimed.is_empty(),
+        "documented commands that no test runs: {unclaimed:#?}"
+    );
+}
