@@ -242,6 +242,27 @@ pub fn breaker_outcome(error: Option<&ExtractError>) -> Outcome {
     }
 }
 
+/// `error`, or DEADLINE_EXCEEDED when it is a statement the store cancelled for the call's
+/// deadline, whichever timer saw it first: the store says its own statement limit (set to the
+/// time the deadline left) fired (`limit_fired`), or the deadline is within 250 ms.
+pub(super) fn deadline_cut(
+    error: ExtractError,
+    limit_fired: fn(&DbError) -> bool,
+    deadline: Option<tokio::time::Instant>,
+) -> ExtractError {
+    let near =
+        deadline.is_some_and(|d| tokio::time::Instant::now() + Duration::from_millis(250) >= d);
+    match error {
+        ExtractError::Db(
+            ref db @ DbError::Query {
+                failure: QueryFailure::Cancelled,
+                ..
+            },
+        ) if limit_fired(db) || near => ExtractError::DeadlineExceeded,
+        other => other,
+    }
+}
+
 /// Why the producer stopped before finishing.
 pub(super) enum Stop {
     ClientGone,

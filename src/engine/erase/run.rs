@@ -20,7 +20,6 @@ use crate::store::erase::{
     Captured, CommitError, Distinct, Erase, EraseError, EraseOptions, EraseTxn, MaskValue, Rows,
     Target,
 };
-use crate::store::error::{DbError, QueryFailure};
 
 /// The most bytes of distinct values one pseudonym column of one subject may hold.
 const MAX_PSEUDONYM_BYTES: usize = 16 * 1024 * 1024;
@@ -58,25 +57,8 @@ impl Run<'_> {
         store: &S,
         attempt: u32,
     ) -> Result<pb::ErasureReceipt, ExtractError> {
-        self.attempt_in(store, attempt)
-            .await
-            .map_err(|error| match error {
-                // The store's own statement limit (set to the time the deadline left) fired first:
-                // the caller's deadline passed, whichever timer saw it.
-                ExtractError::Db(
-                    ref db @ DbError::Query {
-                        failure: QueryFailure::Cancelled,
-                        ..
-                    },
-                ) if S::limit_fired(db) || self.deadline_near() => ExtractError::DeadlineExceeded,
-                other => other,
-            })
-    }
-
-    /// Whether the call's deadline is about to pass (a statement cut short now was cut by it).
-    fn deadline_near(&self) -> bool {
-        self.params.deadline.is_some_and(|d| {
-            tokio::time::Instant::now() + std::time::Duration::from_millis(250) >= d
+        self.attempt_in(store, attempt).await.map_err(|error| {
+            crate::engine::error::deadline_cut(error, S::limit_fired, self.params.deadline)
         })
     }
 

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use secrecy::ExposeSecret;
-use tokio::time::Instant;
 
 use super::batch::descriptors;
 use super::job::{Job, Progress};
@@ -15,7 +14,7 @@ use super::outcome::{Found, TableOutcome};
 use crate::engine::error::{ExtractError, Stop};
 use crate::pb::{self, extract_response::Event};
 use crate::schema::PlannedTable;
-use crate::store::error::{DbError, QueryFailure};
+use crate::store::error::DbError;
 use crate::store::read::{Abandon, IdentityCheck, Prefetch, ReadOptions, ReadSnapshot, Store};
 use crate::store::{Backend, WithStore};
 
@@ -123,17 +122,11 @@ impl Job {
             }
             Ok(Err(error)) => {
                 snapshot.abandon(Abandon::Failed).await;
-                Err(match error {
-                    ExtractError::Db(
-                        ref db @ DbError::Query {
-                            failure: QueryFailure::Cancelled,
-                            ..
-                        },
-                    ) if S::Snapshot::limit_fired(db) || self.deadline_near() => {
-                        ExtractError::DeadlineExceeded
-                    }
-                    other => other,
-                })
+                Err(crate::engine::error::deadline_cut(
+                    error,
+                    S::Snapshot::limit_fired,
+                    self.params.deadline,
+                ))
             }
             Err(stop) => {
                 snapshot.abandon(Abandon::Stopped).await;
@@ -169,15 +162,6 @@ impl Job {
             });
         }
         prefetch
-    }
-
-    /// Whether a cancelled statement came when the deadline had (nearly) come: it was this
-    /// call's limit, not someone else's cancel, which is not the caller's fault and is
-    /// reported as retryable.
-    fn deadline_near(&self) -> bool {
-        self.params
-            .deadline
-            .is_some_and(|d| Instant::now() + Duration::from_millis(250) >= d)
     }
 
     /// Resolves when the extraction must stop before it finishes.

@@ -18,7 +18,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Value};
 use tokio::time::Instant;
 
-use super::{MySqlPool, classify, params};
+use super::{MySqlPool, classify, identity_values, params};
 use crate::config::QualifiedName;
 use crate::config::erasure::MaskMethod;
 use crate::store::catalog::ForeignKey;
@@ -358,10 +358,7 @@ impl EraseTxn for MyErase {
     }
 
     async fn count(&mut self, sql: &str) -> Result<u64, EraseError> {
-        let bound = params(sql, &self.value);
-        let found: Result<Option<Value>, _> = self.conn().exec_first(sql, bound).await;
-        let found = found.map_err(|e| self.err(e, None))?;
-        Ok(found.as_ref().map(super::integer).unwrap_or(0).max(0) as u64)
+        self.integer(sql, identity_values(sql, &self.value)).await
     }
 
     async fn integers(&mut self, sql: &str) -> Result<Vec<i64>, EraseError> {
@@ -423,10 +420,7 @@ impl EraseTxn for MyErase {
                 "INSERT INTO {keys} SELECT {columns} FROM {} WHERE {branch} FOR UPDATE",
                 target.from
             );
-            let bound = params(&sql, &self.value);
-            let Params::Positional(values) = bound else {
-                unreachable!("params are positional")
-            };
+            let values = identity_values(&sql, &self.value);
             rows += self.change(&sql, values, target, "SELECT").await?;
         }
         Ok(held(rows))
@@ -610,10 +604,7 @@ impl EraseTxn for MyErase {
             keys_table(parent.slot)
         );
         // The child's own paths compare the identity: bound to each `?`.
-        let Params::Positional(values) = params(&sql, &self.value) else {
-            unreachable!("params are positional")
-        };
-        self.integer(&sql, values).await
+        self.integer(&sql, identity_values(&sql, &self.value)).await
     }
 
     async fn json_page(

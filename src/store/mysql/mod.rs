@@ -514,8 +514,12 @@ pub fn integer(value: &mysql_async::Value) -> i64 {
 
 /// The identity bound once per `?` of the statement (a plan with several paths repeats it).
 fn params(sql: &str, value: &str) -> mysql_async::Params {
-    let count = placeholders(sql);
-    mysql_async::Params::Positional(vec![mysql_async::Value::from(value); count])
+    mysql_async::Params::Positional(identity_values(sql, value))
+}
+
+/// The identity once per `?` of the statement, as the values to bind.
+fn identity_values(sql: &str, value: &str) -> Vec<mysql_async::Value> {
+    vec![mysql_async::Value::from(value); placeholders(sql)]
 }
 
 /// Where the `?` placeholders of a statement are, outside quotes, backticks and comments.

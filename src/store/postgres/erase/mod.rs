@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use tokio::time::Instant;
+use tokio_postgres::CancelToken;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{CancelToken, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod pages;
@@ -142,8 +142,8 @@ pub struct PgErase {
     open: bool,
     /// The temporary table [`IDS`] exists in this transaction.
     ids_made: bool,
-    /// Per slot masked in pages: its page statement, prepared once.
-    pages: HashMap<usize, (String, Statement)>,
+    /// Per slot masked in pages: its page statement, prepared once, and its parameters.
+    pages: HashMap<usize, pages::PageWrite>,
 }
 
 impl Drop for PgErase {

@@ -101,10 +101,12 @@ impl PgErase {
         ids: &[String],
         docs: &[Vec<Option<String>>],
     ) -> Result<u64, EraseError> {
-        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let mut clauses = Self::set_clauses(sets, &mut params);
-        let n = params.len();
+        // The statement and the other masks' parameters (a pseudonym's values and tokens may
+        // be megabytes) are made at the slot's first page, and bound again for every page.
         if !self.pages.contains_key(&target.slot) {
+            let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+            let mut clauses = Self::set_clauses(sets, &mut params);
+            let n = params.len();
             // Each page's masked row ids, gathered into `masked(slot)` by `json_done`.
             let pages = format!("pg_temp.dsr_masked_pages_{}", target.slot);
             self.conn
@@ -141,11 +143,18 @@ impl PgErase {
             );
             let statement = self.conn.client.prepare(&sql).await;
             let statement = statement.map_err(|e| self.err(&e, Some(target.display)))?;
-            self.pages.insert(target.slot, (sql, statement));
+            self.pages.insert(
+                target.slot,
+                PageWrite {
+                    sql,
+                    statement,
+                    params,
+                },
+            );
         }
-        let (sql, statement) = self.pages[&target.slot].clone();
-        let ids = ids.to_vec();
-        let mut bound: Vec<&(dyn ToSql + Sync)> = params
+        let write = &self.pages[&target.slot];
+        let mut bound: Vec<&(dyn ToSql + Sync)> = write
+            .params
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
@@ -153,10 +162,12 @@ impl PgErase {
         for d in docs {
             bound.push(d);
         }
-        let span = self.span("UPDATE", target, &sql);
-        let written =
-            tracing::Instrument::instrument(self.conn.client.execute(&statement, &bound), span)
-                .await;
+        let span = self.span("UPDATE", target, &write.sql);
+        let written = tracing::Instrument::instrument(
+            self.conn.client.execute(&write.statement, &bound),
+            span,
+        )
+        .await;
         written.map_err(|e| self.err(&e, Some(target.display)))
     }
 
@@ -180,4 +191,11 @@ impl PgErase {
             .map_err(|e| self.err(&e, Some(target.display)))?;
         Ok(held(&rows))
     }
+}
+
+/// A slot's page UPDATE: its SQL, prepared, and the parameters of the table's other masks.
+pub(super) struct PageWrite {
+    sql: String,
+    statement: tokio_postgres::Statement,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
 }
