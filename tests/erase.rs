@@ -8,10 +8,9 @@ use std::collections::BTreeMap;
 
 use dsr_connector::demo;
 use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
-use dsr_connector::pb::{
-    EraseRequest, ErasureAction, ErasureReceipt, Identity, TableErasure, erase_response::Event,
-};
+use dsr_connector::pb::{EraseRequest, ErasureAction, ErasureReceipt, Identity, TableErasure};
 use support::{SUBJECT_KEY, TestServer, cluster, extract};
+use support::{erase_events as erase, erased_table as table};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -120,24 +119,6 @@ fn erase_request(value: &str, dry_run: bool, digest: &str) -> EraseRequest {
     }
 }
 
-/// Runs one Erase call: its table messages and receipt, or its status.
-async fn erase(
-    client: &mut DsrConnectorServiceClient<Channel>,
-    request: impl tonic::IntoRequest<EraseRequest>,
-) -> Result<(Vec<TableErasure>, ErasureReceipt), tonic::Status> {
-    let mut stream = client.erase(request).await?.into_inner();
-    let mut tables = Vec::new();
-    let mut receipt = None;
-    while let Some(message) = stream.message().await? {
-        match message.event {
-            Some(Event::Table(t)) => tables.push(t),
-            Some(Event::Receipt(r)) => receipt = Some(r),
-            None => panic!("a message without an event"),
-        }
-    }
-    Ok((tables, receipt.expect("a receipt ends the stream")))
-}
-
 /// Every row of every demo table as text, by table and id.
 async fn rows(db: &tokio_postgres::Client) -> BTreeMap<(String, i64), String> {
     let mut all = BTreeMap::new();
@@ -189,14 +170,6 @@ async fn alice_rows(db: &tokio_postgres::Client) -> Vec<(String, i64)> {
         }
     }
     ids
-}
-
-fn table<'a>(receipt: &'a ErasureReceipt, name: &str) -> &'a TableErasure {
-    receipt
-        .tables
-        .iter()
-        .find(|t| t.table == name)
-        .unwrap_or_else(|| panic!("no {name} in {receipt:?}"))
 }
 
 #[tokio::test]

@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use dsr_connector::config::Config;
 use dsr_connector::demo::{self, mariadb::TempMariaDb};
-use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
-use dsr_connector::pb::{EraseRequest, ErasureAction, ErasureReceipt, Identity, TableErasure};
+use dsr_connector::pb::{EraseRequest, ErasureAction, Identity};
 use dsr_connector::store::mysql::MySqlPool;
 use mysql_async::prelude::Queryable;
 use support::{SUBJECT_KEY, TestServer, cluster};
+use support::{erase_events as erase, erased_table as table};
 use tonic::Code;
-use tonic::transport::Channel;
 
 const ALICE: &str = "alice@example.com";
 
@@ -424,25 +423,6 @@ fn erase_request(source: &str, dry_run: bool, digest: &str) -> EraseRequest {
     }
 }
 
-/// Runs one Erase call: its table messages and receipt, or its status.
-async fn erase(
-    client: &mut DsrConnectorServiceClient<Channel>,
-    request: EraseRequest,
-) -> Result<(Vec<TableErasure>, ErasureReceipt), tonic::Status> {
-    use dsr_connector::pb::erase_response::Event;
-    let mut stream = client.erase(request).await?.into_inner();
-    let mut tables = Vec::new();
-    let mut receipt = None;
-    while let Some(message) = stream.message().await? {
-        match message.event {
-            Some(Event::Table(t)) => tables.push(t),
-            Some(Event::Receipt(r)) => receipt = Some(r),
-            None => panic!("a message without an event"),
-        }
-    }
-    Ok((tables, receipt.expect("a receipt ends the stream")))
-}
-
 /// Asserts that `now` holds exactly the rows of `then`, naming the first that differ.
 fn same(now: &BTreeMap<(String, i64), String>, then: &BTreeMap<(String, i64), String>, what: &str) {
     let differ: Vec<_> = then
@@ -460,34 +440,10 @@ fn same(now: &BTreeMap<(String, i64), String>, then: &BTreeMap<(String, i64), St
     );
 }
 
-fn table<'a>(receipt: &'a ErasureReceipt, name: &str) -> &'a TableErasure {
-    receipt
-        .tables
-        .iter()
-        .find(|t| t.table == name)
-        .unwrap_or_else(|| panic!("no {name} in {receipt:?}"))
-}
-
-/// One test per store from one body, each on its own database.
-macro_rules! on_both_stores {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgresql() {
-                super::$body("demo").await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mariadb() {
-                super::$body("mariadb").await;
-            }
-        }
-    };
-}
-
-on_both_stores!(
+both_stores!(
     a_preview_changes_nothing_then_the_erasure_deletes_masks_and_retains_as_declared,
-    policies
+    policies,
+    multi_thread
 );
 
 async fn policies(store: &'static str) {
@@ -599,9 +555,10 @@ async fn policies(store: &'static str) {
     assert_eq!(records[1]["transaction"], transaction);
 }
 
-on_both_stores!(
+both_stores!(
     an_identity_shared_by_two_customers_is_refused_and_nothing_changes,
-    shared
+    shared,
+    multi_thread
 );
 
 async fn shared(store: &'static str) {
@@ -643,9 +600,10 @@ async fn shared(store: &'static str) {
     );
 }
 
-on_both_stores!(
+both_stores!(
     a_cascading_key_from_an_unmapped_table_or_onto_kept_rows_is_refused,
-    cascades
+    cascades,
+    multi_thread
 );
 
 async fn cascades(store: &'static str) {
@@ -714,9 +672,10 @@ async fn cascades(store: &'static str) {
     assert_eq!(shop.integer("SELECT count(*) FROM wishlists").await, 1);
 }
 
-on_both_stores!(
+both_stores!(
     a_pseudonym_is_the_same_token_for_the_same_value_on_every_store,
-    pseudonym
+    pseudonym,
+    multi_thread
 );
 
 async fn pseudonym(store: &'static str) {
@@ -759,9 +718,10 @@ async fn pseudonym(store: &'static str) {
     server.stop().await.unwrap();
 }
 
-on_both_stores!(
+both_stores!(
     a_client_that_goes_away_mid_erasure_leaves_the_data_as_it_was,
-    client_gone
+    client_gone,
+    multi_thread
 );
 
 async fn client_gone(store: &'static str) {
@@ -808,9 +768,10 @@ async fn client_gone(store: &'static str) {
     server.stop().await.unwrap();
 }
 
-on_both_stores!(
+both_stores!(
     a_server_killed_mid_erasure_leaves_the_data_as_it_was,
-    killed
+    killed,
+    multi_thread
 );
 
 async fn killed(store: &'static str) {
@@ -854,9 +815,10 @@ async fn killed(store: &'static str) {
     same(&shop.rows().await, &before, "a killed erasure changed data");
 }
 
-on_both_stores!(
+both_stores!(
     a_lock_held_past_the_lock_timeout_is_retried_then_unavailable_with_nothing_changed,
-    locked
+    locked,
+    multi_thread
 );
 
 async fn locked(store: &'static str) {
@@ -895,9 +857,10 @@ async fn locked(store: &'static str) {
     server.stop().await.unwrap();
 }
 
-on_both_stores!(
+both_stores!(
     a_trigger_that_undoes_a_mask_fails_the_verification_and_nothing_changes,
-    undone
+    undone,
+    multi_thread
 );
 
 async fn undone(store: &'static str) {

@@ -163,23 +163,6 @@ impl Fault {
     }
 }
 
-/// One test per store from one body.
-macro_rules! on_both_stores {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn postgresql() {
-                super::$body("demo").await;
-            }
-
-            #[tokio::test]
-            async fn mariadb() {
-                super::$body("mariadb").await;
-            }
-        }
-    };
-}
-
 fn setup() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
@@ -200,7 +183,7 @@ fn setup() {
     });
 }
 
-on_both_stores!(
+both_stores!(
     a_connection_lost_before_any_data_left_is_retried_and_the_call_succeeds,
     before_data
 );
@@ -233,7 +216,7 @@ async fn before_data(store: &'static str) {
     server.stop().await.unwrap();
 }
 
-on_both_stores!(
+both_stores!(
     a_connection_lost_after_a_batch_left_ends_unavailable_and_the_callers_retry_succeeds,
     after_data
 );
@@ -272,7 +255,7 @@ async fn after_data(store: &'static str) {
     server.stop().await.unwrap();
 }
 
-on_both_stores!(
+both_stores!(
     a_connection_lost_after_table_started_is_not_retried_because_its_count_left,
     after_table_started
 );
@@ -322,7 +305,7 @@ async fn after_table_started(store: &'static str) {
     server.stop().await.unwrap();
 }
 
-on_both_stores!(
+both_stores!(
     a_failed_attempt_counts_with_the_circuit_breaker_though_the_retry_succeeds,
     breaker
 );

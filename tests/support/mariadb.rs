@@ -88,9 +88,23 @@ pub fn on(source: &str, kind: &str, value: &str) -> dsr_connector::pb::ExtractRe
 
 /// One test per store from one body: `both_stores!(name, body)` makes a module `name` with a
 /// test `postgresql` that runs `body("demo")` and a test `mariadb` that runs
-/// `body("mariadb")`, where `body` is an `async fn(&'static str)`.
+/// `body("mariadb")`, where `body` is an `async fn(&'static str)`. With `multi_thread` after
+/// the body, each runs on a two-thread runtime (for bodies that spawn work and watch it).
 #[macro_export]
 macro_rules! both_stores {
+    ($name:ident, $body:ident, multi_thread) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgresql() {
+                super::$body("demo").await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb() {
+                super::$body("mariadb").await;
+            }
+        }
+    };
     ($name:ident, $body:ident) => {
         mod $name {
             #[tokio::test]
