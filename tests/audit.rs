@@ -514,75 +514,25 @@ async fn a_refusal_storm_is_counted_not_written_record_by_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_log_is_verified_and_reopened_in_bounded_memory() {
-    use dsr_connector::records::audit::{AuditLog, Entry, TableEntry};
+    use dsr_connector::records::audit::AuditLog;
     // About 40 MB of records, written through the service's own log in group commits.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let key = demo::audit_key(SUBJECT_KEY);
     let log = AuditLog::open(&path, key.as_bytes(), "replica-big").unwrap();
-    let entry = |i: usize| Entry {
-        rpc: "Extract".into(),
-        caller: "orchestrator".into(),
-        source: "demo".into(),
-        subject_id: format!("hmac-sha256:{:064x}", i),
-        request_id: format!("dsr-{i}"),
-        extraction_id: format!("{i:036}"),
-        outcome: "ok".into(),
-        status: "OK".into(),
-        tables: (0..6)
-            .map(|t| TableEntry {
-                table: format!("table_number_{t}"),
-                rows: t,
-                verified: true,
-                ..Default::default()
-            })
-            .collect(),
-        manifest_sha256: format!("{:064x}", i * 7),
-        ..Default::default()
-    };
-    for chunk in (0..60_000).collect::<Vec<_>>().chunks(2_000) {
-        let appends = chunk.iter().map(|i| log.append(entry(*i)));
-        for appended in futures_util::future::join_all(appends).await {
-            appended.unwrap();
-        }
-    }
+    append_bulk(&log, 0..60_000, 2_000).await;
     drop(log);
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size > 40 * 1024 * 1024, "{size} bytes");
 
-    // `audit verify`, the real binary, under a Python parent that reports its children's
-    // peak resident set size.
-    let measure = r#"
-import resource, subprocess, sys
-done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, done.stdout.strip())
-"#;
-    let out = Command::new(support::venv_tool("python"))
-        .args([
-            "-c",
-            measure,
-            env!("CARGO_BIN_EXE_dsr-connector"),
-            "audit",
-            "verify",
-        ])
-        .arg(&path)
-        .env("DSR_AUDIT_KEY", &key)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut fields = text.split_whitespace();
-    assert_eq!(
-        fields.next(),
-        Some("0"),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let peak_kib: u64 = fields.next().unwrap().parse().unwrap();
+    let verified = measured_verify(&path, &key);
+    assert!(verified.ok, "{verified:?}");
+    let peak_kib = verified.peak_kib;
     println!(
         "audit verify of {size} bytes: peak RSS {} MiB",
         peak_kib / 1024
     );
-    assert!(text.contains("ok (60000 records"), "{text}");
+    assert!(verified.said.contains("ok (60000 records"), "{verified:?}");
     assert!(
         peak_kib < 24 * 1024,
         "audit verify held {peak_kib} KiB for a {size}-byte log"
@@ -590,7 +540,7 @@ print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, d
 
     // The service reopens it from its last line, and goes on with the chain.
     let log = AuditLog::open(&path, key.as_bytes(), "replica-big").unwrap();
-    log.append(entry(60_000)).await.unwrap();
+    log.append(bulk_entry(60_000)).await.unwrap();
     drop(log);
     assert!(verify(&path).status.success());
 }
@@ -729,7 +679,7 @@ async fn the_log_is_written_in_segments_that_verify_as_one_chain() {
 #[ignore]
 async fn a_million_records_across_rotations_verify_in_bounded_memory() {
     use dsr_connector::records::appender::Segments;
-    use dsr_connector::records::audit::{AuditLog, Entry, TableEntry};
+    use dsr_connector::records::audit::AuditLog;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("audit.log");
     let key = demo::audit_key(SUBJECT_KEY);
@@ -739,7 +689,40 @@ async fn a_million_records_across_rotations_verify_in_bounded_memory() {
         retention: None,
     };
     let log = AuditLog::open_segmented(&path, key.as_bytes(), "replica-long", segments).unwrap();
-    let entry = |i: usize| Entry {
+    let started = std::time::Instant::now();
+    append_bulk(&log, 0..1_000_000, 4_000).await;
+    drop(log);
+    let written = started.elapsed();
+    let closed = dsr_connector::records::appender::closed_segments(&path).unwrap();
+    let bytes: u64 = closed
+        .iter()
+        .chain([&path])
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    let verified = measured_verify(&path, &key);
+    println!(
+        "1,000,000 records, {} segments, {} MB, written in {:.1} s; audit verify: {:.2} s, \
+         peak RSS {} KiB: {}",
+        closed.len() + 1,
+        bytes / 1_000_000,
+        written.as_secs_f64(),
+        verified.secs,
+        verified.peak_kib,
+        verified.said
+    );
+    assert!(verified.ok, "{verified:?}");
+    assert!(
+        verified
+            .said
+            .contains(&format!("ok ({} records", 1_000_000 + closed.len())),
+        "{verified:?}"
+    );
+}
+
+/// A record as the large-log tests write them: about 700 bytes, no two alike.
+fn bulk_entry(i: usize) -> dsr_connector::records::audit::Entry {
+    use dsr_connector::records::audit::{Entry, TableEntry};
+    Entry {
         rpc: "Extract".into(),
         caller: "orchestrator".into(),
         source: "demo".into(),
@@ -758,27 +741,42 @@ async fn a_million_records_across_rotations_verify_in_bounded_memory() {
             .collect(),
         manifest_sha256: format!("{:064x}", i * 7),
         ..Default::default()
-    };
-    let started = std::time::Instant::now();
-    for chunk in (0..1_000_000).collect::<Vec<_>>().chunks(4_000) {
-        let appends = chunk.iter().map(|i| log.append(entry(*i)));
+    }
+}
+
+/// Appends `bulk_entry` records numbered `range` to `log`, `chunk` at a time (each chunk's
+/// appends waited for together, so that they commit in groups).
+async fn append_bulk(
+    log: &dsr_connector::records::audit::AuditLog,
+    range: std::ops::Range<usize>,
+    chunk: usize,
+) {
+    for numbers in range.collect::<Vec<_>>().chunks(chunk) {
+        let appends = numbers.iter().map(|i| log.append(bulk_entry(*i)));
         for appended in futures_util::future::join_all(appends).await {
             appended.unwrap();
         }
     }
-    drop(log);
-    let written = started.elapsed();
-    let closed = dsr_connector::records::appender::closed_segments(&path).unwrap();
-    let bytes: u64 = closed
-        .iter()
-        .chain([&path])
-        .map(|f| std::fs::metadata(f).unwrap().len())
-        .sum();
+}
+
+/// What `audit verify` of one log did: whether it succeeded, its peak resident set size, its
+/// seconds, and what it printed.
+#[derive(Debug)]
+struct MeasuredVerify {
+    ok: bool,
+    peak_kib: u64,
+    secs: f64,
+    said: String,
+}
+
+/// Runs `audit verify`, the real binary, on `path` under a Python parent that reports its
+/// child's peak resident set size and time.
+fn measured_verify(path: &Path, key: &str) -> MeasuredVerify {
     let measure = r#"
 import resource, subprocess, sys, time
 t = time.monotonic()
 done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, round(time.monotonic() - t, 2), done.stdout.strip())
+print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, round(time.monotonic() - t, 2), done.stdout.strip(), done.stderr.strip())
 "#;
     let out = Command::new(support::venv_tool("python"))
         .args([
@@ -788,26 +786,19 @@ print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r
             "audit",
             "verify",
         ])
-        .arg(&path)
-        .env("DSR_AUDIT_KEY", &key)
+        .arg(path)
+        .env("DSR_AUDIT_KEY", key)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!(
-        "1,000,000 records, {} segments, {} MB, written in {:.1} s; audit verify: {text}",
-        closed.len() + 1,
-        bytes / 1_000_000,
-        written.as_secs_f64()
-    );
-    let mut fields = text.split_whitespace();
-    assert_eq!(
-        fields.next(),
-        Some("0"),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains(&format!("ok ({} records", 1_000_000 + closed.len())),
-        "{text}"
-    );
+    let mut fields = text.splitn(4, ' ');
+    let code = fields.next().unwrap_or_default();
+    let peak_kib = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+    let secs = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0.0);
+    MeasuredVerify {
+        ok: out.status.success() && code == "0",
+        peak_kib,
+        secs,
+        said: fields.next().unwrap_or_default().trim().to_owned(),
+    }
 }
