@@ -101,7 +101,7 @@ fn messages(proposal: &Proposal) -> Vec<DiscoverResponse> {
                     .iter()
                     .map(|c| ProposedColumn {
                         name: c.name.clone(),
-                        r#type: c.typname.clone(),
+                        r#type: c.type_name.clone(),
                         category: c.category.clone(),
                         evidence: c.evidence.clone(),
                         no_evidence: c.no_evidence,

@@ -30,7 +30,7 @@ pub async fn load(cluster: &TempCluster, database: &str) -> anyhow::Result<()> {
     admin
         .batch_execute(&format!(
             "CREATE DATABASE {}",
-            crate::schema::quote_ident(database)
+            crate::store::postgres::quote_ident(database)
         ))
         .await?;
     let db = connect(cluster, database).await?;

@@ -189,14 +189,11 @@ fn stored_form_samples(
             let Some(column) = mapped.columns.iter().find(|c| c.name == identity.column) else {
                 continue;
             };
-            if !crate::schema::is_text_type(&column.typname) {
+            if !column.is_text() {
                 continue;
             }
             let c = map.dialect.quote(&column.name);
-            let text = match map.dialect {
-                crate::schema::Dialect::Postgres => format!("{c}::text"),
-                crate::schema::Dialect::MySql => c.clone(),
-            };
+            let text = map.dialect.as_text(&c);
             let sql = format!(
                 "SELECT {text} FROM {} WHERE {c} IS NOT NULL LIMIT {STORED_FORM_SAMPLE}",
                 map.dialect.table(&name)

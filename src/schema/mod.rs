@@ -19,55 +19,19 @@ mod gate;
 mod plan;
 
 pub use gate::{SchemaReport, TableReport, catalog_wanted, category_fits_type, check_schema};
-pub use plan::{Compare, Looser, MAX_VALUE_BYTES};
+pub use crate::store::dialect::{Compare, Looser, SqlColumn};
+pub use plan::MAX_VALUE_BYTES;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::classify::Matrix;
-use crate::config::{DatabaseKind, MatchMode, NOT_PII, QualifiedName, SourceConfig};
+use crate::config::{MatchMode, NOT_PII, QualifiedName, SourceConfig};
 use crate::pb::ValueKind;
-pub use crate::store::ColumnDecoder;
+pub use crate::store::{ColumnDecoder, ColumnType, Dialect};
 use crate::store::catalog::{CatalogError, ReadCatalog};
 use crate::store::error::DbError;
-pub use crate::store::postgres::quote_ident;
 use crate::values::Coercion;
-
-/// The SQL a source speaks: PostgreSQL's, or MySQL's and MariaDB's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Postgres,
-    MySql,
-}
-
-impl Dialect {
-    pub fn of(kind: DatabaseKind) -> Dialect {
-        match kind {
-            DatabaseKind::Postgres => Dialect::Postgres,
-            DatabaseKind::Mysql => Dialect::MySql,
-        }
-    }
-
-    /// Quotes an identifier: `"name"` (inner `"` doubled), or `` `name` `` (inner `` ` ``
-    /// doubled).
-    pub fn quote(self, name: &str) -> String {
-        match self {
-            Dialect::Postgres => quote_ident(name),
-            Dialect::MySql => format!("`{}`", name.replace('`', "``")),
-        }
-    }
-
-    /// A table as a query names it: `"schema"."table"`, or `` `table` `` in the source's
-    /// database.
-    pub fn table(self, name: &QualifiedName) -> String {
-        match self {
-            Dialect::Postgres => {
-                format!("{}.{}", self.quote(&name.schema), self.quote(&name.table))
-            }
-            Dialect::MySql => self.quote(&name.table),
-        }
-    }
-}
 
 /// Why a data map could not be loaded: no connection, or a problem of the map.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +92,7 @@ pub struct MappedColumn {
     pub name: String,
     /// The catalog's type name with modifiers, e.g. `character varying(255)` (MySQL's
     /// `COLUMN_TYPE`, `varchar(255)`).
-    pub pg_type: String,
+    pub type_name: String,
     /// The type without modifiers, used to cast the identity parameter.
     pub base_type: String,
     pub category: String,
@@ -140,15 +104,29 @@ pub struct MappedColumn {
     pub coercion: Option<Coercion>,
     /// Walk values for nested personal data.
     pub scan_json: bool,
-    /// `pg_type.typcategory`, for comparing reference columns (for MySQL, the category its
-    /// type would have in PostgreSQL: `S` text, `N` numeric, `D` date and time, ...).
-    pub typcategory: String,
-    /// `pg_type.typname` (`text`, `citext`, `int8`, ...); MySQL's `DATA_TYPE` (`varchar`,
-    /// `bigint`, ...).
-    pub typname: String,
+    /// What the column holds.
+    pub column_type: ColumnType,
+    /// The most bytes one value can take, where the store's type bounds it.
+    pub max_bytes: Option<u64>,
 }
 
 impl MappedColumn {
+    /// The column as a dialect writes SQL about it, named in the query as `expr`.
+    pub fn sql<'a>(&'a self, expr: &'a str) -> SqlColumn<'a> {
+        SqlColumn {
+            expr,
+            column_type: self.column_type,
+            decoder: self.decoder,
+            folds_case: self.folds_case,
+            cast_type: &self.base_type,
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    pub fn is_text(&self) -> bool {
+        self.column_type == ColumnType::Text
+    }
+
     pub fn is_pii(&self) -> bool {
         self.category != NOT_PII
     }
@@ -327,29 +305,13 @@ impl DataMap {
         DataMap {
             source_name: "test".into(),
             tables: Vec::new(),
-            dialect: Dialect::Postgres,
+            dialect: Dialect::of(crate::config::DatabaseKind::Postgres),
             plans: HashMap::new(),
             erasure_plans: HashMap::new(),
             declared_kinds: Vec::new(),
             warnings: Vec::new(),
         }
     }
-}
-
-/// Text-like catalog types, whose values are PostgreSQL strings.
-pub(crate) fn is_text_type(typname: &str) -> bool {
-    matches!(
-        typname,
-        "text"
-            | "varchar"
-            | "bpchar"
-            | "name"
-            | "citext"
-            | "char"
-            | "tinytext"
-            | "mediumtext"
-            | "longtext"
-    )
 }
 
 /// Checks the data map of `source` against the live catalog, table by table.
@@ -613,10 +575,7 @@ impl Plan {
         self.reach_guard_sql = (!columns.is_empty()).then(|| {
             let columns = columns
                 .iter()
-                .map(|c| match dialect {
-                    Dialect::MySql => format!("CAST({c} AS SIGNED)"),
-                    Dialect::Postgres => format!("({c})::bigint"),
-                })
+                .map(|c| dialect.as_bigint(c))
                 .collect::<Vec<_>>()
                 .join(", ");
             format!("SELECT {columns}")
@@ -698,12 +657,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quote_ident_doubles_embedded_quotes() {
-        assert_eq!(quote_ident("plain"), "\"plain\"");
-        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    fn identifiers_are_quoted_with_embedded_quotes_doubled() {
+        let pg = Dialect::of(crate::config::DatabaseKind::Postgres);
+        assert_eq!(pg.quote("plain"), "\"plain\"");
+        assert_eq!(pg.quote("we\"ird"), "\"we\"\"ird\"");
         assert_eq!(
-            quote_ident("x\"; DROP TABLE t; --"),
+            pg.quote("x\"; DROP TABLE t; --"),
             "\"x\"\"; DROP TABLE t; --\""
         );
+        let my = Dialect::of(crate::config::DatabaseKind::Mysql);
+        assert_eq!(my.quote("x`; DROP TABLE t; --"), "`x``; DROP TABLE t; --`");
     }
 }

@@ -12,44 +12,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{
-    ColumnDecoder, Dialect, LookupBranch, MappedColumn, MappedTable, Plan, PlannedTable,
-    is_text_type, quote_ident,
-};
+use super::{Dialect, LookupBranch, MappedColumn, MappedTable, Plan, PlannedTable};
 use crate::config::{MatchMode, ReachRule};
-use crate::store::mysql::MyDecoder;
-use crate::values::Decoder;
-
-/// A looser match than the data map declares, for telling an operator what an empty answer
-/// may have missed: every text identity column compared case-insensitively, or trimmed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Looser {
-    CaseInsensitive,
-    Trimmed,
-}
-
-/// How a plan compares identity columns with the value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compare {
-    /// As the data map declares each column (`match = ...`).
-    Declared,
-    /// More loosely than declared.
-    Looser(Looser),
-    /// Exactly, whatever the data map declares: `column = value`, case-sensitive even on a
-    /// `citext` column. Erasure compares so unless its source says otherwise.
-    Exact,
-}
-
-impl Looser {
-    pub const ALL: [Looser; 2] = [Looser::CaseInsensitive, Looser::Trimmed];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Looser::CaseInsensitive => "case_insensitive",
-            Looser::Trimmed => "trimmed",
-        }
-    }
-}
+use crate::store::dialect::Compare;
 
 /// How one table is reached at alias `t{alias}`: one SQL condition per path, each usable as
 /// an index condition, with what it is, and the distance from the identity. Identity paths
@@ -100,50 +65,6 @@ impl Reach {
 /// 200 MB value never crosses into the process; the extraction then refuses its row.
 pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024 - 16 * 1024;
 
-/// jsonb and arrays have no cheap length: their stored size (`pg_column_size`, compressed)
-/// comes first, and only a value stored larger than this is rendered to be measured.
-/// Compression never shrinks a value by more than a few hundred times, so a value above
-/// [`MAX_VALUE_BYTES`] is always stored larger than this.
-const STORED_BYTES_WORTH_MEASURING: usize = 8 * 1024;
-
-/// How a column's value is found to be above [`MAX_VALUE_BYTES`] in SQL, and its size then,
-/// for columns that can hold such a value.
-fn measured(mapped: &MappedColumn, column: &str) -> Option<(String, String)> {
-    let plain = |size: String| Some((format!("{size} > {MAX_VALUE_BYTES}"), size));
-    let decoder = match mapped.decoder {
-        ColumnDecoder::Postgres(decoder) => decoder,
-        // MySQL and MariaDB keep the length of every value. Only these types hold more than
-        // one message: a CHAR, VARCHAR, TEXT or BLOB holds at most 64 KiB.
-        ColumnDecoder::MySql(_)
-            if matches!(
-                mapped.typname.as_str(),
-                "mediumtext" | "longtext" | "mediumblob" | "longblob" | "json"
-            ) =>
-        {
-            return plain(format!("OCTET_LENGTH({column})"));
-        }
-        ColumnDecoder::MySql(_) => return None,
-    };
-    let rendered = |text: String| {
-        let size = format!("octet_length({text})");
-        Some((
-            format!(
-                "(CASE WHEN pg_column_size({column}) <= {STORED_BYTES_WORTH_MEASURING} \
-                 THEN false ELSE {size} > {MAX_VALUE_BYTES} END)"
-            ),
-            size,
-        ))
-    };
-    match decoder {
-        // octet_length reads the stored length of text and bytea without reading the value.
-        Decoder::Text | Decoder::Bytea => plain(format!("octet_length({column})")),
-        Decoder::Json => plain(format!("octet_length({column}::text)")),
-        Decoder::Jsonb => rendered(format!("{column}::text")),
-        Decoder::Array => rendered(format!("to_jsonb({column})::text")),
-        _ => None,
-    }
-}
-
 /// Compiles the plan for one identity kind, its identity columns compared as `compare` says.
 pub(super) fn compile(
     tables: &[Arc<MappedTable>],
@@ -173,11 +94,9 @@ pub(super) fn compile(
                     .enumerate()
                     .map(|(i, c)| {
                         let column = format!("t0.{}", dialect.quote(&c.name));
-                        let expr = match c.decoder {
-                            ColumnDecoder::Postgres(decoder) => decoder.select_expr(&column),
-                            ColumnDecoder::MySql(_) => column.clone(),
-                        };
-                        match measured(c, &column) {
+                        let sql = c.sql(&column);
+                        let expr = dialect.select(&sql);
+                        match dialect.measured(&sql, MAX_VALUE_BYTES) {
                             Some((over, size)) => {
                                 let value = format!("CASE WHEN {over} THEN NULL ELSE {expr} END");
                                 checks.push((i + 1, over, size));
@@ -200,10 +119,7 @@ pub(super) fn compile(
                         .collect::<Vec<_>>()
                         .join(" ");
                     columns.push(format!("CASE {which} ELSE 0 END"));
-                    columns.push(match dialect {
-                        Dialect::Postgres => format!("(CASE {size} ELSE 0 END)::bigint"),
-                        Dialect::MySql => format!("CAST(CASE {size} ELSE 0 END AS SIGNED)"),
-                    });
+                    columns.push(dialect.as_bigint(&format!("CASE {size} ELSE 0 END")));
                 }
                 let columns = columns.join(", ");
                 let from = format!("{} AS t0", dialect.table(&table.name));
@@ -329,76 +245,11 @@ struct Matcher<'a> {
 }
 
 impl Matcher<'_> {
-    /// The condition on `{t}.column` for the identity parameter `$1`. Each form can use an
-    /// index: on the column, or on `lower(column)`.
+    /// The condition on `{t}.column` for the identity value, in the source's dialect.
     fn condition(&self, t: &str, column: &MappedColumn, matching: MatchMode) -> String {
-        if self.dialect == Dialect::MySql {
-            return self.mysql_condition(t, column, matching);
-        }
-        let c = format!("{t}.{}", quote_ident(&column.name));
-        let text = is_text_type(&column.typname);
-        match (self.compare, matching) {
-            (Compare::Looser(Looser::CaseInsensitive), _) if text => {
-                format!("lower({c}) = lower($1::text)")
-            }
-            (Compare::Looser(Looser::Trimmed), _) if text => {
-                format!("btrim({c}) = btrim($1::text)")
-            }
-            // Digits are compared as digits however the columns are compared otherwise: a
-            // phone number stored as typed has no other form to match.
-            (_, MatchMode::Digits) if text => format!(
-                "regexp_replace({c}, '[^0-9]', '', 'g') = regexp_replace($1::text, '[^0-9]', '', 'g')"
-            ),
-            // citext would compare case-insensitively by itself (and no index serves this).
-            (Compare::Exact, _) if column.folds_case => format!("{c}::text = $1::text"),
-            (Compare::Exact, _) => format!("{c} = CAST($1::text AS {})", column.base_type),
-            (_, MatchMode::CaseInsensitive) if !column.folds_case => {
-                format!("lower({c}) = lower($1::text)")
-            }
-            // citext compares case-insensitively by itself.
-            _ => format!("{c} = CAST($1::text AS {})", column.base_type),
-        }
-    }
-}
-
-impl Matcher<'_> {
-    /// The condition in MySQL's and MariaDB's SQL, with the identity as `?` (bound once per
-    /// `?`). The value is cast to the column's kind, so that a number is compared as a number
-    /// and not as a double, and a text column compares as its collation says: a `_ci`
-    /// collation folds case by itself, so a case-insensitive match needs no `LOWER()` (which
-    /// no index serves); an exact one adds a binary comparison behind the indexed one.
-    fn mysql_condition(&self, t: &str, column: &MappedColumn, matching: MatchMode) -> String {
-        let c = format!("{t}.{}", Dialect::MySql.quote(&column.name));
-        let ColumnDecoder::MySql(decoder) = column.decoder else {
-            unreachable!("a mysql plan has mysql columns");
-        };
-        let value = match decoder {
-            MyDecoder::Int | MyDecoder::Bool => "CAST(? AS SIGNED)",
-            MyDecoder::BigUnsigned => "CAST(? AS UNSIGNED)",
-            MyDecoder::Decimal => "CAST(? AS DECIMAL(65, 30))",
-            MyDecoder::Date => "CAST(? AS DATE)",
-            MyDecoder::DateTime | MyDecoder::Timestamp => "CAST(? AS DATETIME(6))",
-            MyDecoder::Bytes => "CAST(? AS BINARY)",
-            _ => "?",
-        };
-        let text = decoder == MyDecoder::Text;
-        if text && matching == MatchMode::Digits {
-            return format!("REGEXP_REPLACE({c}, '[^0-9]', '') = REGEXP_REPLACE(?, '[^0-9]', '')");
-        }
-        let folding = match (self.compare, matching) {
-            (Compare::Looser(Looser::Trimmed), _) if text => {
-                return format!("TRIM({c}) = TRIM(?)");
-            }
-            (Compare::Looser(Looser::CaseInsensitive), _) => true,
-            (Compare::Declared, MatchMode::CaseInsensitive) => true,
-            _ => false,
-        };
-        match (text, folding, column.folds_case) {
-            (true, true, true) => format!("{c} = ?"),
-            (true, true, false) => format!("LOWER({c}) = LOWER(?)"),
-            (true, false, true) => format!("{c} = ? AND {c} = CAST(? AS BINARY)"),
-            _ => format!("{c} = {value}"),
-        }
+        let c = format!("{t}.{}", self.dialect.quote(&column.name));
+        self.dialect
+            .identity_condition(&column.sql(&c), self.compare, matching)
     }
 }
 

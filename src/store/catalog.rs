@@ -5,7 +5,7 @@ use std::future::Future;
 
 use tokio::time::Instant;
 
-use super::ColumnDecoder;
+use super::{ColumnDecoder, ColumnType};
 use super::error::DbError;
 use crate::config::QualifiedName;
 
@@ -37,16 +37,15 @@ pub struct LiveTable {
 #[derive(Debug)]
 pub struct LiveColumn {
     pub name: String,
-    /// The store's type with modifiers (`character varying(255)`, `varchar(255)`), for
-    /// messages.
-    pub pg_type: String,
-    /// The type without modifiers, by which an identity value is checked.
+    /// The store's own type with modifiers (`character varying(255)`, `varchar(255)`), for
+    /// messages only.
+    pub type_name: String,
+    /// The type without modifiers, to which an identity value is cast.
     pub base_type: String,
-    /// The type's name (`pg_type.typname`; MySQL's `DATA_TYPE`).
-    pub typname: String,
-    /// The type's category, as PostgreSQL's `typcategory` names them: `S` text, `N`
-    /// numbers, `D` dates and times, `B` booleans, `U` the rest.
-    pub category: String,
+    /// What the column holds, in words every store shares.
+    pub column_type: ColumnType,
+    /// The most bytes one value can take, where the store's type bounds it.
+    pub max_bytes: Option<u64>,
     pub not_null: bool,
     /// The most characters a `varchar(n)` or `char(n)` column holds.
     pub max_chars: Option<i32>,

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::error::DbError;
 use crate::config::QualifiedName;
+use crate::store::ColumnType;
 
 /// A store that drafts data maps.
 pub trait Discover: Send + Sync {
@@ -76,26 +77,25 @@ pub trait DiscoverySnapshot: Send {
 pub struct Column {
     pub name: String,
     pub attnum: i16,
-    /// `pg_type.typname` (`text`, `int8`, `jsonb`, ...).
-    pub typname: String,
-    /// `pg_type.typcategory` (`S` strings, `N` numbers, `A` arrays, ...).
-    pub typcategory: String,
+    /// The store's own type name (`int8`, `varchar`, ...), for messages only.
+    pub type_name: String,
+    /// What the column holds.
+    pub column_type: ColumnType,
+    /// Compares case-insensitively even when matched exactly (citext).
+    pub folds_case: bool,
 }
 
 impl Column {
     pub fn is_text(&self) -> bool {
-        matches!(
-            self.typname.as_str(),
-            "text" | "varchar" | "bpchar" | "citext"
-        )
+        self.column_type == ColumnType::Text
     }
 
     pub fn is_integer(&self) -> bool {
-        matches!(self.typname.as_str(), "int2" | "int4" | "int8")
+        self.column_type == ColumnType::Integer
     }
 
     pub fn is_json(&self) -> bool {
-        matches!(self.typname.as_str(), "json" | "jsonb")
+        self.column_type == ColumnType::Json
     }
 }
 

@@ -30,16 +30,20 @@
 //! A store may import config and values; it never imports the engine or the API.
 
 pub mod catalog;
+pub mod dialect;
 pub mod discovery;
 pub mod erase;
 pub mod error;
 pub mod mysql;
 pub mod postgres;
 pub mod read;
+pub mod types;
 
 use std::future::Future;
 
 use crate::config::{DatabaseKind, SourceConfig};
+pub use dialect::Dialect;
+pub use types::ColumnType;
 use crate::pb::ValueKind;
 use crate::values::Decoder;
 use mysql::{MyDecoder, MySqlPool};
@@ -66,6 +70,14 @@ impl ColumnDecoder {
             ColumnDecoder::Postgres(decoder) => Some(decoder),
             ColumnDecoder::MySql(_) => None,
         }
+    }
+}
+
+/// The SQL dialect of a kind of database.
+pub(crate) fn dialect_of(kind: DatabaseKind) -> Dialect {
+    match kind {
+        DatabaseKind::Postgres => Dialect(&postgres::Postgres),
+        DatabaseKind::Mysql => Dialect(&mysql::MySql),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The generated dataset, in either shape, and its data map.
 
 use dsr_connector::demo::cluster::TempCluster;
-use dsr_connector::{demo, schema::quote_ident};
+use dsr_connector::{demo, store::postgres::quote_ident};
 
 use super::*;
 

@@ -11,7 +11,7 @@ use dsr_connector::demo;
 use dsr_connector::demo::cluster::TempCluster;
 use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
 use dsr_connector::pb::{EraseRequest, Identity};
-use dsr_connector::schema::quote_ident;
+use dsr_connector::store::postgres::quote_ident;
 
 use super::*;
 

@@ -9,7 +9,7 @@ use super::draft::{
 use super::evidence::{ColumnEvidence, date_cover};
 use crate::classify::{CHECK, FREE_TEXT_WORDS, Matrix, NOT_PII, NameMatch, words};
 use crate::config::CoerceRule;
-use crate::schema::category_fits_type;
+use crate::schema::{ColumnType, category_fits_type};
 use crate::store::discovery::Column;
 
 /// What the name and the samples say a column holds, before identities and links.
@@ -23,7 +23,7 @@ pub(super) struct Shape {
 
 impl Shape {
     pub(super) fn of(column: &Column, evidence: &ColumnEvidence, matrix: &Matrix) -> Shape {
-        let fits = |c: &str| category_fits_type(c, &column.typname, &column.typcategory, false);
+        let fits = |c: &str| category_fits_type(c, column.column_type, false);
         let (by_name, by_words) = match matrix.name_category(&column.name) {
             Some((c, NameMatch::Whole)) if fits(c) => (Some(c.to_owned()), None),
             Some((c, NameMatch::Words(w))) if fits(c) => (Some(c.to_owned()), Some(w)),
@@ -135,17 +135,17 @@ impl Planner<'_> {
             identifier_for(&key_name(&table.name.table, &column.name))
         } else if self.one_per_person(t, identities)
             && shape.category().is_none()
-            && (column.typname == "bytea"
+            && (column.column_type == ColumnType::Bytes
                 || words(&column.name).last().is_some_and(|w| w == "title"))
         {
             // What a person table holds beside a name is about that person: a picture, a
             // title (`Sales Manager`, `Dr`).
-            let category = if column.typname == "bytea" {
+            let category = if column.column_type == ColumnType::Bytes {
                 "photo"
             } else {
                 "employment"
             };
-            said.push(format!("a {} column of a person table", column.typname));
+            said.push(format!("a {} column of a person table", column.type_name));
             category.to_owned()
         } else if let Some(key) = table.foreign_key(&column.name) {
             // A key is personal only when it leads to a person's row.
@@ -249,7 +249,7 @@ impl Planner<'_> {
         }
         ColumnProposal {
             name: column.name.clone(),
-            typname: column.typname.clone(),
+            type_name: column.type_name.clone(),
             category,
             evidence: said,
             no_evidence,

@@ -68,7 +68,8 @@ pub enum CoerceProposal {
 #[derive(Debug, Clone)]
 pub struct ColumnProposal {
     pub name: String,
-    pub typname: String,
+    /// The store's own type name, for messages.
+    pub type_name: String,
     pub category: String,
     /// Why this category (and rule): names, counts of samples, never a value.
     pub evidence: Vec<String>,
@@ -146,16 +147,7 @@ pub fn stored_form_note(
     form: crate::subject::normalize::StoredForm,
 ) -> (String, bool) {
     let unmatched = form.sampled - form.as_stored;
-    let (t, c) = (dialect.table(table), dialect.quote(column));
-    let index = match dialect {
-        crate::schema::Dialect::Postgres => {
-            format!("CREATE INDEX ON {t} ((regexp_replace({c}, '[^0-9]', '', 'g')))")
-        }
-        crate::schema::Dialect::MySql => format!(
-            "on MySQL 8, CREATE INDEX {} ON {t} ((REGEXP_REPLACE({c}, '[^0-9]', '')))",
-            dialect.quote(&format!("{}_{column}_digits", table.table))
-        ),
-    };
+    let index = dialect.create_index(table, column, crate::store::dialect::IndexOn::Digits);
     if !form.mostly_unmatched(true) {
         return (
             format!(

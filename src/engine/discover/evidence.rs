@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::classify::{Matrix, ScanLimits};
+use crate::store::ColumnType;
 use crate::store::discovery::{Column, DiscoverySnapshot, SampleLimits, Table};
 
 /// The longest text read of a value that is not JSON: longer than any e-mail address
@@ -219,11 +220,11 @@ fn observe(
                 }
             }
         }
-    } else if matches!(column.typcategory.as_str(), "S" | "I") {
+    } else if matches!(column.column_type, ColumnType::Text | ColumnType::Network) {
         if let Some(category) = matrix.value_category(value) {
             *evidence.detected.entry(category.to_owned()).or_default() += 1;
         }
-        if column.typcategory == "S" {
+        if column.column_type == ColumnType::Text {
             if value.chars().any(char::is_uppercase) {
                 evidence.with_capitals += 1;
             }
@@ -320,8 +321,9 @@ mod tests {
                 .map(|i| Column {
                     name: format!("doc{i}"),
                     attnum: i as i16 + 1,
-                    typname: "jsonb".into(),
-                    typcategory: "U".into(),
+                    type_name: "jsonb".into(),
+                    column_type: ColumnType::Json,
+                    folds_case: false,
                 })
                 .collect(),
             primary_key: None,

@@ -147,7 +147,7 @@ impl Planner<'_> {
                 // citext compares case-insensitively as it is.
                 let case_insensitive = lowercases
                     && column.is_text()
-                    && column.typname != "citext"
+                    && !column.folds_case
                     && evidence.with_capitals > 0;
                 let mut evidence_text = why;
                 if unique && !evidence_text.starts_with("unique") {
@@ -156,12 +156,14 @@ impl Planner<'_> {
                 if case_insensitive {
                     evidence_text.push_str(&format!(
                         "; {} of {} samples have capitals, and {kind} values are lower-cased \
-                         (index it: CREATE INDEX ON {}.{} (lower({})))",
+                         (index it: {})",
                         evidence.with_capitals,
                         evidence.non_null,
-                        crate::schema::quote_ident(&table.name.schema),
-                        crate::schema::quote_ident(&table.name.table),
-                        crate::schema::quote_ident(&column.name)
+                        crate::schema::Dialect::of(self.source.kind).create_index(
+                            &table.name,
+                            &column.name,
+                            crate::store::dialect::IndexOn::Lower
+                        )
                     ));
                 }
                 let mut matching = if case_insensitive {

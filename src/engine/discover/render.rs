@@ -135,7 +135,7 @@ pub fn table(p: &TableProposal) -> Table {
             let line = format!(
                 "{} ({}): {}",
                 column.name,
-                column.typname,
+                column.type_name,
                 column.evidence.join("; ")
             );
             key.leaf_decor_mut().set_prefix(comment(&[line]));

@@ -3,7 +3,7 @@
 
 use crate::config::erasure::{ColumnErasure, EraseAction, MaskMethod};
 use crate::config::{QualifiedName, SourceConfig};
-use crate::schema::{Plan, PlannedTable, is_text_type};
+use crate::schema::{ColumnType, Dialect, Plan, PlannedTable};
 use crate::store::catalog::KeyAction;
 
 use super::ErasureRefusal;
@@ -65,14 +65,26 @@ pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, Era
                     }
                     ColumnErasure::Json { json: method } => {
                         let mapped = live_column(planned, column)?;
-                        if !matches!(mapped.typname.as_str(), "json" | "jsonb") {
+                        if mapped.column_type != ColumnType::Json {
                             return Err(ErasureRefusal::Policy {
                                 table: display.clone(),
                                 column: column.clone(),
                                 detail: format!(
                                     "{{ json = ... }} masks inside JSON documents, and the column \
                                      is {}",
-                                    mapped.pg_type
+                                    mapped.type_name
+                                ),
+                            });
+                        }
+                        if !Dialect::of(source.kind).masks_inside_json() {
+                            return Err(ErasureRefusal::Policy {
+                                table: display.clone(),
+                                column: column.clone(),
+                                detail: format!(
+                                    "{{ json = ... }} masks inside JSON documents, which a {} \
+                                     source cannot do yet; delete the rows, or mask the column \
+                                     with null",
+                                    Dialect::of(source.kind).name()
                                 ),
                             });
                         }
@@ -80,7 +92,7 @@ pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, Era
                     }
                     ColumnErasure::Mask(method) => {
                         let mapped = live_column(planned, column)?;
-                        if *method != MaskMethod::Null && !is_text_type(&mapped.typname) {
+                        if *method != MaskMethod::Null && !mapped.is_text() {
                             return Err(ErasureRefusal::Policy {
                                 table: display.clone(),
                                 column: column.clone(),
@@ -88,7 +100,7 @@ pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, Era
                                     "mask \"{}\" writes text, and the column is {}; use \"null\", \
                                      or delete the rows",
                                     method.name(),
-                                    mapped.pg_type
+                                    mapped.type_name
                                 ),
                             });
                         }

@@ -6,7 +6,6 @@ use super::policy::Step;
 use super::{ErasureRefusal, Run};
 use crate::config::erasure::EraseAction;
 use crate::engine::ExtractError;
-use crate::schema::is_text_type;
 use crate::store::erase::{Captured, EraseTxn, MaskCheck};
 
 impl Run<'_> {
@@ -66,7 +65,7 @@ impl Run<'_> {
                     .table
                     .columns
                     .iter()
-                    .filter(|c| is_text_type(&c.typname))
+                    .filter(|c| c.is_text())
                     .map(|c| c.name.as_str())
                     .collect();
                 // Nothing to look for when only JSON paths are masked in a table without text

@@ -65,7 +65,7 @@ pub(super) fn descriptors(table: &PlannedTable) -> Vec<pb::ColumnDescriptor> {
         .iter()
         .map(|c| pb::ColumnDescriptor {
             name: c.name.clone(),
-            pg_type: c.pg_type.clone(),
+            pg_type: c.type_name.clone(),
             category: c.category.clone(),
             kind: c.kind() as i32,
             coercion: c

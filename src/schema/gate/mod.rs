@@ -9,8 +9,8 @@ use std::sync::Arc;
 mod cascades;
 
 use super::{
-    ColumnDecoder, DataMap, Dialect, IdentityMatch, MappedColumn, MappedReference, MappedTable,
-    PlanError, is_text_type,
+    ColumnType, DataMap, Dialect, IdentityMatch, MappedColumn, MappedReference, MappedTable,
+    PlanError,
 };
 use crate::classify::Matrix;
 use crate::config::{
@@ -18,8 +18,8 @@ use crate::config::{
 };
 use crate::pb::TableStatus;
 use crate::store::catalog::{Catalog, IndexKey, LiveColumn, LiveTable};
-use crate::store::mysql::MyDecoder;
-use crate::values::{Coercion, Decoder, EpochUnit};
+use crate::store::dialect::IndexOn;
+use crate::values::{Coercion, EpochUnit};
 
 /// The index to create when none of `keys` serves the identity match of `column`, or `None`
 /// when one does.
@@ -30,15 +30,11 @@ fn missing_index(
     keys: &[IndexKey],
     dialect: Dialect,
 ) -> Option<String> {
-    let quoted = dialect.quote(&column.name);
-    let (served, expression) = match matching {
+    let (served, on) = match matching {
         MatchMode::CaseInsensitive if !column.folds_case => (
             keys.iter()
                 .any(|k| k.lower_of.as_deref() == Some(column.name.as_str())),
-            match dialect {
-                Dialect::Postgres => format!("lower({quoted})"),
-                Dialect::MySql => format!("(LOWER({quoted}))"),
-            },
+            IndexOn::Lower,
         ),
         // An index on the digits is an expression the catalog reader does not take apart:
         // the advice is given once, when the map asks for digits, and is not checked.
@@ -46,18 +42,10 @@ fn missing_index(
         _ => (
             keys.iter()
                 .any(|k| k.column.as_deref() == Some(column.name.as_str())),
-            quoted,
+            IndexOn::Column,
         ),
     };
-    (!served).then(|| match dialect {
-        Dialect::Postgres => format!("CREATE INDEX ON {} ({expression});", dialect.table(table)),
-        // MySQL and MariaDB want the index named.
-        Dialect::MySql => format!(
-            "CREATE INDEX {} ON {} ({expression});",
-            dialect.quote(&format!("{}_{}_idx", table.table, column.name)),
-            dialect.table(table)
-        ),
-    })
+    (!served).then(|| format!("{};", dialect.create_index(table, &column.name, on)))
 }
 
 /// The schema gate's finding for one table.
@@ -153,7 +141,7 @@ fn check_tables(
         reports.push(report);
         tables.push(table);
     }
-    check_reference_types(&tables, &mut reports);
+    check_reference_types(Dialect::of(source.kind), &tables, &mut reports);
     for kept in source.kept_unreachable_after_erasure() {
         if let Some(report) = reports.get_mut(kept.index) {
             report.warnings.push(format!(
@@ -406,7 +394,7 @@ fn map_columns(
             let finding = format!(
                 "table '{display}': column '{}' ({}) is not in the data map; \
                  classify it or mark it not_pii",
-                l.name, l.pg_type
+                l.name, l.type_name
             );
             match unmapped_policy {
                 UnmappedPolicy::Fail => {
@@ -440,7 +428,7 @@ fn check_identity_types(
         let Some(column) = columns.iter().find(|c| c.name == identity.column) else {
             continue; // reported as missing
         };
-        if identity.matching != MatchMode::Exact && !is_text_type(&column.typname) {
+        if identity.matching != MatchMode::Exact && !column.is_text() {
             findings.mismatch = true;
             report.problems.push(format!(
                 "table '{display}', identity column '{}' (kind {}, {}): {} \
@@ -449,7 +437,7 @@ fn check_identity_types(
                 identity.kind,
                 identity.matching.name(),
                 identity.matching.name(),
-                column.pg_type
+                column.type_name
             ));
         }
     }
@@ -502,7 +490,7 @@ fn advise_indexes(
         let Some(column) = columns.iter().find(|c| c.name == identity.column) else {
             continue; // reported as missing
         };
-        if identity.matching == MatchMode::CaseInsensitive && !is_text_type(&column.typname) {
+        if identity.matching == MatchMode::CaseInsensitive && !column.is_text() {
             continue; // reported as a type problem
         }
         if let Some(create) = missing_index(name, column, identity.matching, index_keys, dialect) {
@@ -532,7 +520,11 @@ fn advise_indexes(
 }
 
 /// References must compare columns of the same kind of type.
-fn check_reference_types(tables: &[Option<MappedTable>], reports: &mut [TableReport]) {
+fn check_reference_types(
+    dialect: Dialect,
+    tables: &[Option<MappedTable>],
+    reports: &mut [TableReport],
+) {
     for (i, table) in tables.iter().enumerate() {
         let Some(table) = table else { continue };
         for MappedReference {
@@ -547,11 +539,11 @@ fn check_reference_types(tables: &[Option<MappedTable>], reports: &mut [TableRep
             let Some(target) = parent_table.column(to) else {
                 continue;
             };
-            if child.typcategory != target.typcategory {
+            if !dialect.compares(child.column_type, target.column_type) {
                 reports[i].status = TableStatus::TypeMismatch;
                 reports[i].problems.push(format!(
                     "table '{}': reference column '{column}' ({}) cannot be compared with '{}.{to}' ({})",
-                    table.display, child.pg_type, parent_table.display, target.pg_type
+                    table.display, child.type_name, parent_table.display, target.type_name
                 ));
             }
         }
@@ -567,7 +559,7 @@ fn map_column(
     matrix: &Matrix,
     source_tz: chrono_tz::Tz,
 ) -> Result<MappedColumn, String> {
-    let at = format!("table '{table}', column '{}' ({})", live.name, live.pg_type);
+    let at = format!("table '{table}', column '{}' ({})", live.name, live.type_name);
     let category = spec.category();
     if !matrix.knows(&category) {
         return Err(format!(
@@ -582,13 +574,10 @@ fn map_column(
         None => source_tz,
     };
     let decoder = live.decoder;
-    let integer = matches!(live.typname.as_str(), "int2" | "int4" | "int8")
-        || decoder == ColumnDecoder::MySql(MyDecoder::Int);
+    let integer = live.column_type == ColumnType::Integer;
     // A date and time without a zone: PostgreSQL's timestamp, MySQL's DATETIME (MySQL's
     // TIMESTAMP is an instant, which the session delivers in UTC).
-    let wall_clock = decoder == ColumnDecoder::Postgres(Decoder::Timestamp)
-        && live.typname == "timestamp"
-        || decoder == ColumnDecoder::MySql(MyDecoder::DateTime);
+    let wall_clock = live.column_type == ColumnType::LocalTimestamp;
     let coercion = match rule.and_then(|r| r.coerce) {
         Some(
             coerce @ (CoerceRule::EpochSeconds
@@ -609,7 +598,7 @@ fn map_column(
             Some(Coercion::Epoch { unit })
         }
         Some(CoerceRule::Date) => {
-            if !is_text_type(&live.typname) {
+            if live.column_type != ColumnType::Text {
                 return Err(format!("{at}: coerce = \"date\" needs a text column"));
             }
             Some(Coercion::Date {
@@ -631,53 +620,46 @@ fn map_column(
         }
     };
     let scan_json = rule.is_some_and(|r| r.scan_json);
-    let json = matches!(live.typname.as_str(), "json" | "jsonb")
-        || decoder == ColumnDecoder::MySql(MyDecoder::Json);
-    if scan_json && !json {
+    if scan_json && live.column_type != ColumnType::Json {
         return Err(format!("{at}: scan_json needs a json or jsonb column"));
     }
-    if !category_fits_type(&category, &live.typname, &live.category, coercion.is_some()) {
+    if !category_fits_type(&category, live.column_type, coercion.is_some()) {
         return Err(format!(
             "{at}: a {} column cannot hold values of category '{category}': {}",
-            live.pg_type,
+            live.type_name,
             category_types(&category)
         ));
     }
-    // The identity parameter is cast to the column's type without modifiers; for blank-padded
-    // and bit strings that would mean length 1, so they get their unbounded forms.
-    let base_type = match live.typname.as_str() {
-        "bpchar" => "bpchar".to_owned(),
-        "bit" => "varbit".to_owned(),
-        _ => live.base_type,
-    };
     Ok(MappedColumn {
         decoder,
         folds_case: live.folds_case,
         coercion,
         scan_json,
         category,
-        typcategory: live.category,
-        typname: live.typname,
+        column_type: live.column_type,
+        max_bytes: live.max_bytes,
         name: live.name,
-        pg_type: live.pg_type,
-        base_type,
+        type_name: live.type_name,
+        base_type: live.base_type,
     })
 }
 
-/// Whether a column of this type (`pg_type.typname`, `pg_type.typcategory`) can hold values
-/// of `category`: categories whose values have a known shape need a type that can hold it.
-pub fn category_fits_type(category: &str, typname: &str, typcategory: &str, coerced: bool) -> bool {
-    let text_like = typcategory == "S";
+/// Whether a column of this type can hold values of `category`: categories whose values have
+/// a known shape need a type that can hold it.
+pub fn category_fits_type(category: &str, column_type: ColumnType, coerced: bool) -> bool {
+    let text = column_type == ColumnType::Text;
     match category {
-        "contact.email" | "contact.phone" => text_like,
-        "network.ip" => text_like || matches!(typname, "inet" | "cidr" | "inet4" | "inet6"),
+        "contact.email" | "contact.phone" => text,
+        "network.ip" => text || column_type == ColumnType::Network,
         // A YEAR (MySQL) holds a year of birth.
         "birth_date" => {
-            text_like
-                || coerced
+            text || coerced
                 || matches!(
-                    typname,
-                    "date" | "timestamp" | "timestamptz" | "datetime" | "year"
+                    column_type,
+                    ColumnType::Date
+                        | ColumnType::LocalTimestamp
+                        | ColumnType::Timestamp
+                        | ColumnType::Year
                 )
         }
         _ => true,
@@ -705,14 +687,13 @@ mod tests {
     #[test]
     fn a_category_names_the_types_that_hold_it() {
         // A year of birth (MySQL's YEAR) is a birth date; an integer is not.
-        assert!(category_fits_type("birth_date", "year", "N", false));
-        assert!(!category_fits_type("birth_date", "int", "N", false));
-        assert!(
-            category_fits_type("birth_date", "int", "N", true),
-            "coerced"
-        );
-        assert!(!category_fits_type("contact.email", "bigint", "N", false));
-        assert!(category_fits_type("network.ip", "inet6", "U", false));
+        use ColumnType::*;
+        assert!(category_fits_type("birth_date", Year, false));
+        assert!(!category_fits_type("birth_date", Integer, false));
+        assert!(category_fits_type("birth_date", Integer, true), "coerced");
+        assert!(!category_fits_type("contact.email", Integer, false));
+        assert!(category_fits_type("network.ip", Network, false));
+        assert!(!category_fits_type("network.ip", Uuid, false));
         assert!(category_types("birth_date").contains("year column"));
         assert!(category_types("network.ip").contains("inet4"));
     }

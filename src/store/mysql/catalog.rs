@@ -78,10 +78,10 @@ fn live_table(info: TableInfo) -> LiveTable {
 fn live_column(column: ColumnInfo) -> LiveColumn {
     let data_type = column.data_type.to_ascii_lowercase();
     LiveColumn {
-        category: type_category(column.decoder).to_owned(),
-        base_type: data_type.clone(),
-        typname: data_type,
-        pg_type: column.column_type,
+        column_type: super::column_type(&data_type, column.decoder),
+        max_bytes: super::dialect::max_bytes(&data_type, column.decoder),
+        base_type: data_type,
+        type_name: column.column_type,
         not_null: !column.nullable,
         max_chars: column.max_chars.and_then(|n| i32::try_from(n).ok()),
         decoder: ColumnDecoder::MySql(column.decoder),
@@ -89,25 +89,6 @@ fn live_column(column: ColumnInfo) -> LiveColumn {
             .collation
             .is_some_and(|c| c.to_ascii_lowercase().ends_with("_ci")),
         name: column.name,
-    }
-}
-
-/// The category PostgreSQL would give the type (`pg_type.typcategory`), by which the gate
-/// compares a reference with its target and checks that a category's values fit: `S` text,
-/// `N` numbers, `D` dates and times, `B` booleans, `U` the rest.
-fn type_category(decoder: MyDecoder) -> &'static str {
-    match decoder {
-        MyDecoder::Text => "S",
-        MyDecoder::Bool => "B",
-        MyDecoder::Int
-        | MyDecoder::BigUnsigned
-        | MyDecoder::Bit { .. }
-        | MyDecoder::Float
-        | MyDecoder::Decimal => "N",
-        MyDecoder::Date | MyDecoder::DateTime | MyDecoder::Timestamp | MyDecoder::Time { .. } => {
-            "D"
-        }
-        MyDecoder::Bytes | MyDecoder::Json => "U",
     }
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{ColumnInfo, MyDecoder, MySqlPool, Snapshot, table_info, table_names};
+use super::dialect::quote;
+use super::{ColumnInfo, MySqlPool, Snapshot, table_info, table_names};
+use crate::store::ColumnType;
 use crate::config::QualifiedName;
 use crate::store::discovery::{
     Column, Discover, DiscoverySnapshot, Filter, ForeignKey, SampleLimits, Table,
@@ -46,11 +48,6 @@ impl MyDiscovery {
         }
         Ok(self.snapshot.as_mut().expect("just taken"))
     }
-}
-
-/// A MySQL identifier, quoted.
-fn quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
 }
 
 impl DiscoverySnapshot for MyDiscovery {
@@ -179,37 +176,16 @@ async fn read_catalog(pool: &MySqlPool, filter: &Filter) -> Result<Vec<Table>, D
     Ok(tables)
 }
 
-/// A column as the planner reads one: the PostgreSQL type that holds the same values
-/// (`typname`, `typcategory`), so that text, integers, dates and JSON are told apart alike.
+/// A column as the planner reads one.
 fn column((i, info): (usize, &ColumnInfo)) -> Column {
-    let (typname, typcategory) = match info.decoder {
-        MyDecoder::Bool => ("bool", "B"),
-        MyDecoder::Int => match info.data_type.as_str() {
-            "tinyint" | "smallint" | "year" => ("int2", "N"),
-            "bigint" => ("int8", "N"),
-            _ => ("int4", "N"),
-        },
-        MyDecoder::BigUnsigned => ("numeric", "N"),
-        MyDecoder::Bit { .. } => ("varbit", "V"),
-        MyDecoder::Float => ("float8", "N"),
-        MyDecoder::Decimal => ("numeric", "N"),
-        MyDecoder::Text => match info.data_type.as_str() {
-            "char" => ("bpchar", "S"),
-            "varchar" => ("varchar", "S"),
-            _ => ("text", "S"),
-        },
-        MyDecoder::Bytes => ("bytea", "U"),
-        MyDecoder::Date => ("date", "D"),
-        MyDecoder::DateTime => ("timestamp", "D"),
-        MyDecoder::Timestamp => ("timestamptz", "D"),
-        MyDecoder::Time { .. } => ("time", "D"),
-        MyDecoder::Json => ("json", "U"),
-    };
+    let data_type = info.data_type.to_ascii_lowercase();
     Column {
         name: info.name.clone(),
         attnum: i16::try_from(i + 1).unwrap_or(i16::MAX),
-        typname: typname.to_owned(),
-        typcategory: typcategory.to_owned(),
+        column_type: super::column_type(&data_type, info.decoder),
+        // A `_ci` collation folds case, but an exact match adds a binary comparison.
+        folds_case: false,
+        type_name: data_type,
     }
 }
 
@@ -228,7 +204,7 @@ fn sample_sql(table: &Table, limit: u32, limits: SampleLimits) -> String {
                      THEN CAST({quoted} AS CHAR) ELSE '' END",
                     limits.json_bytes
                 )
-            } else if c.typname == "bytea" {
+            } else if c.column_type == ColumnType::Bytes {
                 "NULL".to_owned()
             } else if c.is_text() {
                 format!("LEFT({quoted}, {})", limits.text_chars)

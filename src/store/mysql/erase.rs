@@ -18,6 +18,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Value};
 use tokio::time::Instant;
 
+use super::dialect::quote;
 use super::{MySqlPool, classify, identity_values, params};
 use crate::config::QualifiedName;
 use crate::config::erasure::MaskMethod;
@@ -46,10 +47,6 @@ fn keys_table(slot: usize) -> String {
 /// A table in SQL: by its name alone, in the source's database.
 fn quoted(name: &QualifiedName) -> String {
     quote(&name.table)
-}
-
-fn quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
 }
 
 impl Erase for MySqlPool {

@@ -15,12 +15,14 @@
 
 mod catalog;
 mod decode;
+pub(crate) mod dialect;
 mod discovery;
 mod erase;
 mod error;
 mod read;
 mod snapshot;
 
+pub use dialect::{MySql, column_type};
 pub use catalog::{ColumnInfo, ForeignKeyInfo, TableInfo, table_info, table_names};
 pub use decode::{DecodeError, MyDecoder, ZERO_DATE_RULE};
 pub use discovery::MyDiscovery;

@@ -211,14 +211,21 @@ impl<'a, C: GenericClient> Reader<'a, C> {
             .map(|r| {
                 let typname: String = r.get(3);
                 let category: String = r.get(4);
+                // The identity value is cast to the type without modifiers; for blank-padded
+                // and bit strings that would mean length 1, so they get their unbounded forms.
+                let base_type = match typname.as_str() {
+                    "bpchar" => "bpchar".to_owned(),
+                    "bit" => "varbit".to_owned(),
+                    _ => r.get(2),
+                };
                 LiveColumn {
                     name: r.get(0),
-                    pg_type: r.get(1),
-                    base_type: r.get(2),
+                    type_name: r.get(1),
+                    base_type,
                     decoder: ColumnDecoder::Postgres(Decoder::for_type(&typname, &category)),
+                    column_type: super::column_type(&typname, &category),
+                    max_bytes: None,
                     folds_case: typname == "citext",
-                    typname,
-                    category,
                     not_null: r.get(6),
                     max_chars: r.get(7),
                 }

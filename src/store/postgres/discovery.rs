@@ -12,6 +12,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{Conn, DbError, SourcePool, describe, quote_ident};
 use crate::config::QualifiedName;
+use crate::store::ColumnType;
 use crate::store::discovery::{
     Column, Discover, DiscoverySnapshot, Filter, ForeignKey, SampleLimits, Table,
 };
@@ -242,11 +243,13 @@ async fn read_tables(
     let oids: Vec<u32> = tables.keys().copied().collect();
     for row in client.query(COLUMNS_SQL, &[&oids]).await? {
         if let Some(table) = tables.get_mut(&row.get::<_, u32>(0)) {
+            let (typname, category): (String, String) = (row.get(3), row.get(4));
             table.columns.push(Column {
                 name: row.get(1),
                 attnum: row.get(2),
-                typname: row.get(3),
-                typcategory: row.get(4),
+                column_type: super::column_type(&typname, &category),
+                folds_case: typname == "citext",
+                type_name: typname,
             });
         }
     }
@@ -331,7 +334,7 @@ fn sample_expr(column: &Column, limits: SampleLimits) -> String {
     let (json, text, prefix) = (limits.json_bytes, limits.text_chars, limits.prefix_chars);
     if column.is_json() {
         format!("CASE WHEN octet_length({quoted}::text) <= {json} THEN {quoted}::text ELSE '' END")
-    } else if column.typname == "bytea" {
+    } else if column.column_type == ColumnType::Bytes {
         "NULL::text".to_owned()
     } else if column.is_text() {
         format!("left({quoted}::text, {text})")

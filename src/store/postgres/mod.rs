@@ -10,11 +10,13 @@
 //! backoff) and permanent ones.
 
 mod catalog;
+mod dialect;
 mod discovery;
 mod erase;
 mod read;
 pub mod tls;
 
+pub use dialect::{Postgres, column_type};
 pub use catalog::read_foreign_keys;
 pub use discovery::PgDiscovery;
 pub use erase::PgErase;
