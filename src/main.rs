@@ -251,7 +251,7 @@ impl Log {
     /// Connects to the control database and runs `read` on it.
     fn read_control<T>(
         url_env: &str,
-        read: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, String>,
+        read: impl AsyncFnOnce(&dsr_connector::records::control::ControlClient) -> Result<T, String>,
     ) -> anyhow::Result<T> {
         let url = std::env::var(url_env).map_err(|_| {
             anyhow::anyhow!("environment variable {url_env} (the control database) is not set")
@@ -279,9 +279,8 @@ fn audit_verify(log: Log, key_env: &str, key_file: Option<&std::path::Path>) -> 
         Log::File(file) => dsr_connector::records::audit::verify(file, key.as_bytes()),
         Log::Control { url_env, replica } => {
             let replica = replica.clone().unwrap_or_default();
-            let (lines, head) = Log::read_control(url_env, async |client| {
-                dsr_connector::records::control::audit_lines(client, &replica).await
-            })?;
+            let (lines, head) =
+                Log::read_control(url_env, async |client| client.audit_lines(&replica).await)?;
             dsr_connector::records::audit::verify_control(&lines, head, key.as_bytes())
         }
     };
@@ -330,9 +329,8 @@ fn dead_letters_list(
         Log::File(file) => dsr_connector::records::deadletter::read(file, since, category)
             .map_err(anyhow::Error::msg)?,
         Log::Control { url_env, .. } => {
-            let lines = Log::read_control(url_env, async |client| {
-                dsr_connector::records::control::dead_letter_lines(client).await
-            })?;
+            let lines =
+                Log::read_control(url_env, async |client| client.dead_letter_lines().await)?;
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
             dsr_connector::records::deadletter::select(&lines, since, category)
                 .map_err(|(i, e)| anyhow::anyhow!("dead letter {}: {e}", i + 1))?

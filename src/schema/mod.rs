@@ -18,8 +18,8 @@ pub mod cache;
 mod gate;
 mod plan;
 
-pub use gate::{SchemaReport, TableReport, catalog_wanted, category_fits_type, check_schema};
 pub use crate::store::dialect::{Compare, Looser, SqlColumn};
+pub use gate::{SchemaReport, TableReport, catalog_wanted, category_fits_type, check_schema};
 pub use plan::MAX_VALUE_BYTES;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,9 +28,9 @@ use std::sync::Arc;
 use crate::classify::Matrix;
 use crate::config::{MatchMode, NOT_PII, QualifiedName, SourceConfig};
 use crate::pb::ValueKind;
-pub use crate::store::{ColumnDecoder, ColumnType, Dialect};
 use crate::store::catalog::{CatalogError, ReadCatalog};
 use crate::store::error::DbError;
+pub use crate::store::{ColumnDecoder, ColumnType, Dialect};
 use crate::values::Coercion;
 
 /// Why a data map could not be loaded: no connection, or a problem of the map.

@@ -5,8 +5,8 @@ use std::future::Future;
 
 use tokio::time::Instant;
 
-use super::{ColumnDecoder, ColumnType};
 use super::error::DbError;
+use super::{ColumnDecoder, ColumnType};
 use crate::config::QualifiedName;
 
 /// A store's catalog: the mapped tables, in the order asked, and (when asked for) every

@@ -94,8 +94,12 @@ pub trait SqlDialect: Send + Sync {
     /// The condition on the column for the identity value (the query's one parameter,
     /// bound once per placeholder), compared as `compare` and `matching` say. Each form can
     /// use an index.
-    fn identity_condition(&self, column: &SqlColumn, compare: Compare, matching: MatchMode)
-    -> String;
+    fn identity_condition(
+        &self,
+        column: &SqlColumn,
+        compare: Compare,
+        matching: MatchMode,
+    ) -> String;
 
     /// The statement that creates the index an identity match or a reference needs.
     fn create_index(&self, table: &QualifiedName, column: &str, on: IndexOn) -> String;

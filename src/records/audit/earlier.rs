@@ -7,7 +7,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use super::{AuditLog, Record};
-use crate::records::control::Control;
+use crate::records::control::{Control, ControlClient};
 
 /// Where a log's records can be read back.
 #[derive(Clone, Debug)]
@@ -20,7 +20,7 @@ pub(super) enum Store {
 
 /// The control database connection of the lookups, opened at the first and kept; opened
 /// again after the database closed it.
-pub(super) type Reader = std::sync::Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>;
+pub(super) type Reader = std::sync::Arc<tokio::sync::Mutex<Option<ControlClient>>>;
 
 /// An earlier erasure of the subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,26 +84,17 @@ impl AuditLog {
                     }
                     let client = reader.as_ref().expect("connected above");
                     match client
-                        .query(
-                            "SELECT recent.line FROM dsr_audit_head h \
-                             CROSS JOIN LATERAL (SELECT a.line FROM dsr_audit a \
-                               WHERE a.replica = h.replica ORDER BY a.seq DESC LIMIT $2) recent \
-                             WHERE strpos(recent.line, $1) > 0 \
-                               AND strpos(recent.line, '\"rpc\":\"Erase\"') > 0",
-                            &[&subject_id, &CONTROL_TAIL_RECORDS],
-                        )
+                        .recent_erasure_lines(&subject_id, CONTROL_TAIL_RECORDS)
                         .await
                     {
                         Ok(rows) => break rows,
-                        Err(e) if e.as_db_error().is_none() && tries < 2 => *reader = None,
-                        Err(e) => return Err(crate::records::control::describe(e)),
+                        Err(e) if e.unanswered() && tries < 2 => *reader = None,
+                        Err(e) => return Err(e.to_string()),
                     }
                 };
                 Ok(rows
                     .iter()
-                    .filter_map(|r| {
-                        erasure_in(r.get::<_, &str>(0).as_bytes(), &source, &subject_id)
-                    })
+                    .filter_map(|line| erasure_in(line.as_bytes(), &source, &subject_id))
                     .max_by(|a, b| a.recorded_at.cmp(&b.recorded_at)))
             }
         }

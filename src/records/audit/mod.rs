@@ -346,9 +346,8 @@ impl AuditLog {
                         replica: replica.clone(),
                     },
                 )?;
-                let (last_line, head) = sink.block_on(async |client| {
-                    crate::records::control::audit_end(client, &replica).await
-                })?;
+                let (last_line, head) =
+                    sink.block_on(async |client| client.audit_end(&replica).await)?;
                 let head = head.map(|(seq, hash)| Head { seq, hash });
                 let last = chain_end(last_line.as_deref().map(str::as_bytes), head, &key)?;
                 let chain = Chain {

@@ -559,7 +559,10 @@ fn map_column(
     matrix: &Matrix,
     source_tz: chrono_tz::Tz,
 ) -> Result<MappedColumn, String> {
-    let at = format!("table '{table}', column '{}' ({})", live.name, live.type_name);
+    let at = format!(
+        "table '{table}', column '{}' ({})",
+        live.name, live.type_name
+    );
     let category = spec.category();
     if !matrix.knows(&category) {
         return Err(format!(

@@ -8,8 +8,8 @@ use tokio::time::Instant;
 
 use super::dialect::quote;
 use super::{ColumnInfo, MySqlPool, Snapshot, table_info, table_names};
-use crate::store::ColumnType;
 use crate::config::QualifiedName;
+use crate::store::ColumnType;
 use crate::store::discovery::{
     Column, Discover, DiscoverySnapshot, Filter, ForeignKey, SampleLimits, Table,
 };

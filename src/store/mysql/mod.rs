@@ -22,9 +22,9 @@ mod error;
 mod read;
 mod snapshot;
 
-pub use dialect::{MySql, column_type};
 pub use catalog::{ColumnInfo, ForeignKeyInfo, TableInfo, table_info, table_names};
 pub use decode::{DecodeError, MyDecoder, ZERO_DATE_RULE};
+pub use dialect::{MySql, column_type};
 pub use discovery::MyDiscovery;
 pub use error::classify;
 pub use read::{MyRow, MyRows, MySqlRead};
@@ -604,6 +604,21 @@ pub enum RowError {
         column: usize,
         reason: decode::DecodeError,
     },
+}
+
+/// mysql_async does not show its pool's state: a MySQL source's call slots, which admit one
+/// call per connection, are its gauges.
+impl crate::store::Backend for MySqlPool {
+    const DIALECT: &'static dyn crate::store::dialect::SqlDialect = &MySql;
+
+    fn open(cfg: &crate::config::SourceConfig) -> Result<MySqlPool, String> {
+        MySqlPool::for_source(cfg)
+    }
+
+    /// Waits for the pool's connections to close.
+    async fn close(self) {
+        self.disconnect().await;
+    }
 }
 
 #[cfg(test)]

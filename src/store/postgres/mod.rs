@@ -10,14 +10,15 @@
 //! backoff) and permanent ones.
 
 mod catalog;
+pub mod control;
 mod dialect;
 mod discovery;
 mod erase;
 mod read;
 pub mod tls;
 
-pub use dialect::{Postgres, column_type};
 pub use catalog::read_foreign_keys;
+pub use dialect::{Postgres, column_type};
 pub use discovery::PgDiscovery;
 pub use erase::PgErase;
 pub use read::{PgRows, PgSnapshot, RawCell};
@@ -477,5 +478,22 @@ impl SourcePool {
     /// Connections open and idle, for health and metrics.
     pub fn state(&self) -> bb8::State {
         self.pool.state()
+    }
+}
+
+impl crate::store::Backend for SourcePool {
+    const DIALECT: &'static dyn crate::store::dialect::SqlDialect = &Postgres;
+
+    fn open(cfg: &SourceConfig) -> Result<SourcePool, String> {
+        SourcePool::new(cfg)
+    }
+
+    fn pool_state(&self) -> Option<crate::store::PoolState> {
+        let state = self.state();
+        Some(crate::store::PoolState {
+            connections: state.connections,
+            idle: state.idle_connections,
+            waiting: state.statistics.pending_gets(),
+        })
     }
 }
