@@ -2,8 +2,8 @@
 //! PostgreSQL (source `demo`) and on a real MariaDB (source `mariadb`), erased through a real
 //! server and a real tonic client, and read back with each store's own SQL. Every other
 //! subject's rows stay byte-identical; a refused, stopped or killed erasure changes nothing.
-//! What only PostgreSQL has (partitions, triggers that keep rows back, JSON pages, its
-//! commit status) is tested in erase.rs and erase_exact.rs; what only MariaDB has (a table
+//! What only PostgreSQL has (partitions, triggers that keep rows back, JSON deeper than the
+//! scan walks, its commit status) is tested in erase.rs and erase_exact.rs; what only MariaDB has (a table
 //! without a key) at the end of this file.
 
 mod support;
@@ -33,7 +33,7 @@ const TABLES: [&str; 6] = [
 ];
 
 /// The databases of the tests, one per test, on both stores.
-const DATABASES: [&str; 8] = [
+const DATABASES: [&str; 9] = [
     "erase_policies",
     "erase_shared",
     "erase_cascade",
@@ -42,6 +42,7 @@ const DATABASES: [&str; 8] = [
     "erase_kill",
     "erase_locked",
     "erase_undone",
+    "erase_json",
 ];
 
 /// This binary's MariaDB, with the demo shop in each test's database, and one more whose
@@ -715,6 +716,96 @@ async fn pseudonym(store: &'static str) {
         .integer("SELECT count(*) FROM support_tickets WHERE id IN (1, 2) AND body IS NULL")
         .await;
     assert_eq!(bodies, 2);
+    server.stop().await.unwrap();
+}
+
+both_stores!(
+    personal_data_inside_json_is_masked_in_place_page_by_page,
+    json_pages,
+    multi_thread
+);
+
+async fn json_pages(store: &'static str) {
+    let shop = Shop::open(store, "erase_json").await;
+    // Alice's preferences: one document naming her, and 3,000 of 2 kB each (over 6 MB, more
+    // than one page); bob's one, which must stay as it is.
+    shop.exec(
+        "CREATE TABLE prefs (id bigint PRIMARY KEY, customer_id bigint NOT NULL, settings jsonb); \
+         INSERT INTO prefs VALUES (1, 1, '{\"theme\": \"dark\", \"email\": \"alice@example.com\"}'), \
+           (2, 2, '{\"theme\": \"light\", \"email\": \"bob@example.com\"}'), (3, 1, NULL); \
+         INSERT INTO prefs SELECT 100 + i, 1, jsonb_build_object('i', i, 'pad', repeat('x', 2000), \
+           'by', jsonb_build_object('email', 'alice@example.com')) FROM generate_series(1, 3000) AS i",
+        "CREATE TABLE prefs (id BIGINT PRIMARY KEY, customer_id BIGINT NOT NULL, settings JSON) \
+           ENGINE = InnoDB; \
+         INSERT INTO prefs VALUES (1, 1, '{\"theme\": \"dark\", \"email\": \"alice@example.com\"}'), \
+           (2, 2, '{\"theme\": \"light\", \"email\": \"bob@example.com\"}'), (3, 1, NULL); \
+         INSERT INTO prefs SELECT 100 + seq, 1, JSON_OBJECT('i', seq, 'pad', REPEAT('x', 2000), \
+           'by', JSON_OBJECT('email', 'alice@example.com')) FROM seq_1_to_3000",
+    )
+    .await;
+    let bob = shop
+        .texts("SELECT CAST(settings AS CHAR) FROM prefs WHERE id = 2")
+        .await;
+    let prefs = "\n[[sources.tables]]\nname = \"prefs\"\n\
+        reference = { column = \"customer_id\", table = \"customers\", to = \"id\", reach = \"owned\" }\n\
+        columns = { id = \"not_pii\", customer_id = \"identifier.customer_id\", \
+          settings = { category = \"behaviour.payload\", scan_json = true } }\n\
+        erase = { action = \"mask\", mask = { settings = { json = \"redact\" }, \
+          customer_id = { retain = \"kept for the test\" } } }\n";
+    let text = config_text(
+        "erase_json",
+        "erasure = { require_preview = false }",
+        |text| {
+            let mariadb = text.rfind("\n[[sources]]").unwrap();
+            format!("{}{prefs}{}{prefs}", &text[..mariadb], &text[mariadb..])
+        },
+    );
+    let server = TestServer::start(config(&text)).await;
+    let mut client = server.client().await;
+    let (_, receipt) = erase(&mut client, erase_request(store, false, ""))
+        .await
+        .unwrap_or_else(|e| panic!("{store}: {e:?}"));
+    let masked = table(&receipt, "prefs");
+    assert_eq!(masked.rows, 3002, "{masked:?}");
+    assert!(masked.verified, "{masked:?}");
+    assert!(
+        masked
+            .masked_columns
+            .contains(&"settings:json:redact".to_owned()),
+        "{masked:?}"
+    );
+    // Every page masked, and only what is personal.
+    let left = shop
+        .integer(
+            "SELECT count(*) FROM prefs WHERE customer_id = 1 AND settings IS NOT NULL \
+             AND (CAST(settings AS CHAR(10000)) LIKE '%example.com%' \
+               OR (id > 100 AND CAST(settings AS CHAR(10000)) NOT LIKE '%xxxxxxxxxx%'))",
+        )
+        .await;
+    assert_eq!(
+        left, 0,
+        "{store}: a document was left unmasked, or lost its padding"
+    );
+    let theme = shop
+        .integer(
+            "SELECT count(*) FROM prefs WHERE id = 1 \
+             AND CAST(settings AS CHAR(1000)) LIKE '%dark%' \
+             AND CAST(settings AS CHAR(1000)) LIKE '%[redacted]%'",
+        )
+        .await;
+    assert_eq!(theme, 1, "the rest of a document is kept");
+    assert_eq!(
+        shop.integer("SELECT count(*) FROM prefs WHERE id = 3 AND settings IS NULL")
+            .await,
+        1,
+        "a NULL document stays NULL"
+    );
+    assert_eq!(
+        shop.texts("SELECT CAST(settings AS CHAR) FROM prefs WHERE id = 2")
+            .await,
+        bob,
+        "another subject's document is kept as it was"
+    );
     server.stop().await.unwrap();
 }
 

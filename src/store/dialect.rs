@@ -104,11 +104,6 @@ pub trait SqlDialect: Send + Sync {
     /// The statement that creates the index an identity match or a reference needs.
     fn create_index(&self, table: &QualifiedName, column: &str, on: IndexOn) -> String;
 
-    /// Whether an erasure can mask personal data inside JSON documents in place.
-    fn masks_inside_json(&self) -> bool {
-        true
-    }
-
     /// Whether a reference from a column of type `child` to one of `parent` compares.
     fn compares(&self, child: ColumnType, parent: ColumnType) -> bool {
         child.compares_with(parent)

@@ -3,7 +3,7 @@
 
 use crate::config::erasure::{ColumnErasure, EraseAction, MaskMethod};
 use crate::config::{QualifiedName, SourceConfig};
-use crate::schema::{ColumnType, Dialect, Plan, PlannedTable};
+use crate::schema::{ColumnType, Plan, PlannedTable};
 use crate::store::catalog::KeyAction;
 
 use super::ErasureRefusal;
@@ -73,18 +73,6 @@ pub(super) fn steps(plan: &Plan, source: &SourceConfig) -> Result<Vec<Step>, Era
                                     "{{ json = ... }} masks inside JSON documents, and the column \
                                      is {}",
                                     mapped.type_name
-                                ),
-                            });
-                        }
-                        if !Dialect::of(source.kind).masks_inside_json() {
-                            return Err(ErasureRefusal::Policy {
-                                table: display.clone(),
-                                column: column.clone(),
-                                detail: format!(
-                                    "{{ json = ... }} masks inside JSON documents, which a {} \
-                                     source cannot do yet; delete the rows, or mask the column \
-                                     with null",
-                                    Dialect::of(source.kind).name()
                                 ),
                             });
                         }

@@ -114,11 +114,6 @@ impl SqlDialect for MySql {
         }
     }
 
-    /// Not yet: MariaDB's JSON is text, and documents are not read back page by page here.
-    fn masks_inside_json(&self) -> bool {
-        false
-    }
-
     /// ENUM and SET compare as their labels, BIT and YEAR as numbers.
     fn compares(&self, child: ColumnType, parent: ColumnType) -> bool {
         let widened = |t: ColumnType| match t {

@@ -18,6 +18,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Value};
 use tokio::time::Instant;
 
+mod pages;
+
 use super::dialect::quote;
 use super::{MySqlPool, classify, identity_values, params};
 use crate::config::QualifiedName;
@@ -72,6 +74,8 @@ impl Erase for MySqlPool {
             id,
             keys: HashMap::new(),
             tokens: 0,
+            numbered: Vec::new(),
+            pages: HashMap::new(),
         };
         // The transaction's snapshot is taken by its first consistent read, after the
         // captures' locking reads (see the module's notes). A transaction a failed call left
@@ -109,6 +113,10 @@ pub struct MyErase {
     keys: HashMap<usize, Vec<String>>,
     /// Temporary tables of pseudonym tokens made so far.
     tokens: usize,
+    /// The slots whose captured keys are numbered, for reading JSON documents by page.
+    numbered: Vec<usize>,
+    /// Per slot whose JSON documents are being masked, how each page is written.
+    pages: HashMap<usize, pages::PageWriter>,
 }
 
 impl Drop for MyErase {
@@ -316,10 +324,59 @@ impl MyErase {
         Ok(table)
     }
 
+    /// The SET clauses of `sets` on `t0`, and the values they bind; a pseudonym's tokens go
+    /// into a temporary table of their own.
+    async fn set_clauses(
+        &mut self,
+        target: Target<'_>,
+        sets: &[(String, MaskValue)],
+    ) -> Result<(Vec<String>, Vec<Value>), EraseError> {
+        let key = self.key(target)?.to_vec();
+        let mut clauses = Vec::new();
+        let mut values = Vec::new();
+        for (column, value) in sets {
+            if key.contains(column) {
+                // The rows are found again by their key: a masked key would lose them.
+                return Err(EraseError::Unsupported {
+                    table: target.display.to_owned(),
+                    column: column.clone(),
+                    detail: "it is part of the key the erasure finds the rows by; delete the \
+                             rows, or retain the column"
+                        .into(),
+                });
+            }
+            let c = quote(column);
+            match value {
+                MaskValue::Null => clauses.push(format!("t0.{c} = NULL")),
+                MaskValue::Text(text) => {
+                    clauses.push(format!("t0.{c} = ?"));
+                    values.push(Value::from(text.as_str()));
+                }
+                MaskValue::Tokens {
+                    values: found,
+                    tokens,
+                } => {
+                    let table = self.token_table(found, tokens).await?;
+                    clauses.push(format!(
+                        "t0.{c} = (SELECT m.token FROM {table} AS m \
+                         WHERE m.v = CAST(t0.{c} AS BINARY))"
+                    ));
+                }
+            }
+        }
+        Ok((clauses, values))
+    }
+
     /// Drops the transaction's temporary tables (they outlive it on the connection).
     async fn drop_temporary(&mut self) -> bool {
         let mut tables: Vec<String> = self.keys.keys().map(|&slot| keys_table(slot)).collect();
         tables.extend((1..=self.tokens).map(|n| format!("`dsr_erase_t{n}`")));
+        tables.extend(
+            self.numbered
+                .iter()
+                .map(|&slot| pages::numbered_table(slot)),
+        );
+        tables.extend(self.pages.keys().map(|&slot| pages::page_table(slot)));
         if tables.is_empty() {
             return true;
         }
@@ -473,39 +530,7 @@ impl EraseTxn for MyErase {
         if matches!(rows, Rows::Plan) {
             return Err(Self::not_direct(target));
         }
-        let key = self.key(target)?.to_vec();
-        let mut clauses = Vec::new();
-        let mut values = Vec::new();
-        for (column, value) in sets {
-            if key.contains(column) {
-                // The rows are found again by their key: a masked key would lose them.
-                return Err(EraseError::Unsupported {
-                    table: target.display.to_owned(),
-                    column: column.clone(),
-                    detail: "it is part of the key the erasure finds the rows by; delete the \
-                             rows, or retain the column"
-                        .into(),
-                });
-            }
-            let c = quote(column);
-            match value {
-                MaskValue::Null => clauses.push(format!("t0.{c} = NULL")),
-                MaskValue::Text(text) => {
-                    clauses.push(format!("t0.{c} = ?"));
-                    values.push(Value::from(text.as_str()));
-                }
-                MaskValue::Tokens {
-                    values: found,
-                    tokens,
-                } => {
-                    let table = self.token_table(found, tokens).await?;
-                    clauses.push(format!(
-                        "t0.{c} = (SELECT m.token FROM {table} AS m \
-                         WHERE m.v = CAST(t0.{c} AS BINARY))"
-                    ));
-                }
-            }
-        }
+        let (clauses, values) = self.set_clauses(target, sets).await?;
         let sql = format!("UPDATE {} SET {}", self.joined(target)?, clauses.join(", "));
         let rows = self.change(&sql, values, target, "UPDATE").await?;
         Ok(held(rows))
@@ -608,37 +633,24 @@ impl EraseTxn for MyErase {
         &mut self,
         target: Target<'_>,
         columns: &[&str],
-        _page: PageOf,
+        page: PageOf,
     ) -> Result<Option<JsonPage>, EraseError> {
-        Err(EraseError::Unsupported {
-            table: target.display.to_owned(),
-            column: columns.first().map(|c| c.to_string()).unwrap_or_default(),
-            detail: "masking inside JSON documents is not available on MariaDB and MySQL yet; \
-                     delete the rows, or mask the column with null"
-                .into(),
-        })
+        self.page(target, columns, page).await
     }
 
     async fn write_json_page(
         &mut self,
         target: Target<'_>,
-        _sets: &[(String, MaskValue)],
-        _columns: &[(&str, &str)],
-        _ids: &[String],
-        _docs: &[Vec<Option<String>>],
+        sets: &[(String, MaskValue)],
+        columns: &[(&str, &str)],
+        ids: &[String],
+        docs: &[Vec<Option<String>>],
     ) -> Result<u64, EraseError> {
-        let page = PageOf {
-            masked: false,
-            offset: 0,
-            max_doc: 0,
-            page_bytes: 0,
-            page_rows: 0,
-        };
-        self.json_page(target, &[], page).await.map(|_| 0)
+        self.write_page(target, sets, columns, ids, docs).await
     }
 
-    async fn json_done(&mut self, _target: Target<'_>) -> Result<Captured, EraseError> {
-        Ok(Captured::default())
+    async fn json_done(&mut self, target: Target<'_>) -> Result<Captured, EraseError> {
+        Ok(held(self.pages.get(&target.slot).map_or(0, |p| p.written)))
     }
 
     async fn transaction_id(&mut self) -> Result<Option<String>, EraseError> {
