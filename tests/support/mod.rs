@@ -8,6 +8,7 @@
 pub mod mariadb;
 pub mod otlp;
 mod proxy;
+pub mod shop;
 
 #[allow(unused_imports)]
 pub use proxy::{CommitCutter, HoldProxy};
