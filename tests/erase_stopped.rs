@@ -2,7 +2,8 @@
 //! goes away, a passed deadline, the server killed mid-erasure, a lock held past
 //! `lock_timeout`, a trigger that undoes a mask; and on MariaDB, the database killed
 //! mid-erasure. Each leaves the data whole ([`support::shop`] compares every row) and no
-//! transaction open.
+//! transaction open. Last, a MariaDB COMMIT whose answer is lost: recorded as unknown, and
+//! settled by the next erasure of the subject.
 
 mod support;
 
@@ -15,7 +16,13 @@ use support::{erase_events as erase, erased_table as table};
 use tonic::Code;
 
 /// The databases of the tests, one per test, on both stores.
-const DATABASES: [&str; 4] = ["erase_cancel", "erase_kill", "erase_locked", "erase_undone"];
+const DATABASES: [&str; 5] = [
+    "erase_cancel",
+    "erase_kill",
+    "erase_locked",
+    "erase_undone",
+    "erase_lost",
+];
 
 /// This binary's MariaDB, with the demo shop in each test's database.
 fn mariadb() -> &'static TempMariaDb {
@@ -300,4 +307,108 @@ async fn on_mariadb_a_database_killed_mid_erasure_comes_back_whole() {
         "a killed database lost or kept a change",
     );
     drop(own);
+}
+
+/// A COMMIT whose answer is lost on MariaDB (a proxy passes it on, then cuts the connection):
+/// InnoDB keeps no answer for an ended transaction, so the call ends UNKNOWN
+/// `COMMIT_OUTCOME_UNKNOWN` and its record's outcome is `unknown` (not `failed`: it may have
+/// committed), naming the InnoDB transaction. The next erasure of the subject, which locks
+/// every row it finds, finds nothing left and settles it: `nothing_left`, in its receipt and
+/// in a `settled` record. A third finds nothing to settle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mariadb_a_commit_whose_answer_is_lost_is_unknown_until_the_next_erasure_settles_it() {
+    use std::sync::atomic::Ordering;
+    let shop = Shop::open(mariadb(), "mariadb", "erase_lost").await;
+    let cutter = support::CommitCutter::start_for(mariadb().port(), support::MYSQL_COMMIT).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let text = config_text(
+        mariadb(),
+        "erase_lost",
+        "erasure = { require_preview = false }",
+        |text| {
+            let text = text.replace(
+                &format!("port = {}", mariadb().port()),
+                &format!("port = {}", cutter.addr.port()),
+            );
+            format!(
+                "{text}\n[server.audit]\npath = {:?}\nreplica = \"replica-lost\"\n",
+                log.display().to_string()
+            )
+        },
+    );
+    let server = TestServer::start(config(mariadb(), &text)).await;
+    let mut client = server.client().await;
+    // A preview first: the data map is read, and the next COMMIT is the erasure's.
+    let (_, preview) = erase(&mut client, erase_request("mariadb", true, ""))
+        .await
+        .unwrap();
+    assert!(preview.rows_deleted > 0);
+    cutter.armed.store(true, Ordering::SeqCst);
+    let lost = erase(&mut client, erase_request("mariadb", false, ""))
+        .await
+        .unwrap_err();
+    println!("{:?}: {}", lost.code(), lost.message());
+    assert_eq!(
+        cutter.cuts.load(Ordering::SeqCst),
+        1,
+        "the COMMIT's answer was cut"
+    );
+    assert_eq!(lost.code(), Code::Unknown, "{lost:?}");
+    assert!(lost.message().contains("COMMIT"), "{lost:?}");
+    assert!(
+        shop.alice_rows()
+            .await
+            .iter()
+            .all(|(t, _)| t == "legacy_accounts"),
+        "the COMMIT went through"
+    );
+
+    let records = |log: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|r: &serde_json::Value| r["rpc"] == "Erase" && r["dry_run"] == false)
+            .collect()
+    };
+    let unknown = records(&log);
+    let outcomes: Vec<&str> = unknown
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["erasing", "unknown"], "{unknown:#?}");
+    assert_eq!(unknown[1]["error"], "commit_outcome_unknown");
+    let transaction = unknown[0]["transaction"].as_str().unwrap();
+    assert!(!transaction.is_empty());
+    assert_eq!(unknown[1]["transaction"], transaction);
+    let unknown_id = unknown[1]["extraction_id"].as_str().unwrap().to_owned();
+
+    // The next erasure settles it.
+    let (_, settling) = erase(&mut client, erase_request("mariadb", false, ""))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(settling.rows_deleted + settling.rows_masked, 0);
+    assert_eq!(settling.settled_erasure_id, unknown_id, "{settling:?}");
+    assert_eq!(settling.settled_as, "nothing_left");
+    let all = records(&log);
+    let outcomes: Vec<&str> = all.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(
+        outcomes,
+        ["erasing", "unknown", "erasing", "ok", "settled"],
+        "{all:#?}"
+    );
+    assert_eq!(all[4]["settles"], unknown_id.as_str());
+    assert_eq!(all[4]["settlement"], "nothing_left");
+    assert_eq!(all[4]["extraction_id"], settling.erasure_id.as_str());
+    assert_eq!(all[4]["transaction"], transaction);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(ALICE), "a value in the audit log");
+
+    // Settled once: the erasure after finds nothing to settle.
+    let (_, after) = erase(&mut client, erase_request("mariadb", false, ""))
+        .await
+        .unwrap();
+    assert!(after.settled_erasure_id.is_empty(), "{after:?}");
+    server.stop().await.unwrap();
 }

@@ -331,6 +331,12 @@ impl Recorder {
             error: error.kind(),
             detail: error.to_string(),
             dead_letter: error.dead_letter_category(),
+            // An erasure that may have committed is not recorded as failed.
+            outcome: if error.kind() == "commit_outcome_unknown" {
+                "unknown"
+            } else {
+                "failed"
+            },
         };
         self.records.failed(metrics, entry, failure).await;
     }

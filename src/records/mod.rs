@@ -40,6 +40,9 @@ pub struct Failure {
     /// The dead-letter category, when the failure is the service's or the data's (not the
     /// caller's).
     pub dead_letter: Option<&'static str>,
+    /// The record's outcome: `failed`, or `unknown` for an erasure whose COMMIT's outcome the
+    /// source could not say.
+    pub outcome: &'static str,
 }
 
 impl Records {
@@ -154,7 +157,7 @@ impl Records {
             let _ = self.letter_heard(metrics, pending).await;
         }
         let entry = Entry {
-            outcome: "failed".into(),
+            outcome: failure.outcome.into(),
             status: failure.status.into(),
             error: failure.error.into(),
             ..entry

@@ -11,7 +11,7 @@ mod proxy;
 pub mod shop;
 
 #[allow(unused_imports)]
-pub use proxy::{CommitCutter, HoldProxy};
+pub use proxy::{CommitCutter, HoldProxy, MYSQL_COMMIT};
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,9 +1,14 @@
-//! TCP proxies in front of PostgreSQL: one that loses the answer to a COMMIT, one that holds
+//! TCP proxies in front of a database: one that loses the answer to a COMMIT, one that holds
 //! the messages that hold a pattern.
 
-/// A TCP proxy to PostgreSQL that, once armed, passes one COMMIT on to PostgreSQL
-/// and then cuts the connection before PostgreSQL's answer comes back: a COMMIT whose outcome
-/// the client never hears (it went through).
+/// The simple query `COMMIT` as PostgreSQL's protocol sends it (not `ON COMMIT DROP`, say).
+pub const PG_COMMIT: &[u8] = b"COMMIT\0";
+/// `COMMIT` as MariaDB's and MySQL's protocol sends it: a COM_QUERY packet of 7 bytes.
+pub const MYSQL_COMMIT: &[u8] = b"\x07\x00\x00\x00\x03COMMIT";
+
+/// A TCP proxy to a database that, once armed, passes one COMMIT (`commit`, as the
+/// database's protocol sends it) on and then cuts the connection before the answer comes
+/// back: a COMMIT whose outcome the client never hears (it went through).
 pub struct CommitCutter {
     pub addr: std::net::SocketAddr,
     pub armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -12,6 +17,10 @@ pub struct CommitCutter {
 
 impl CommitCutter {
     pub async fn start(target: u16) -> CommitCutter {
+        CommitCutter::start_for(target, PG_COMMIT).await
+    }
+
+    pub async fn start_for(target: u16, commit: &'static [u8]) -> CommitCutter {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -37,13 +46,12 @@ impl CommitCutter {
                         if n == 0 {
                             break;
                         }
-                        // The simple query `COMMIT` (not `ON COMMIT DROP`, say).
-                        let commit = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
-                        if commit && armed.swap(false, Ordering::SeqCst) {
+                        let committing = buf[..n].windows(commit.len()).any(|w| w == commit);
+                        if committing && armed.swap(false, Ordering::SeqCst) {
                             cut_up.store(true, Ordering::SeqCst);
                             cuts.fetch_add(1, Ordering::SeqCst);
                             let _ = server_tx.write_all(&buf[..n]).await;
-                            // PostgreSQL commits; its answer is dropped on the way back.
+                            // The database commits; its answer is dropped on the way back.
                             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                             break;
                         }

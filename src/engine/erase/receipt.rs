@@ -1,6 +1,7 @@
 //! What an erasure says of itself: the receipt (per table, in the order the tables changed),
-//! the preview's digest, the audit entries before and after COMMIT, and the pointer to an
-//! earlier erasure when nothing was left.
+//! the preview's digest, the audit entries before and after COMMIT, the pointer to an
+//! earlier erasure when nothing was left, and the settling of an earlier erasure whose
+//! COMMIT's outcome was unknown.
 
 use std::time::SystemTime;
 
@@ -11,7 +12,8 @@ use super::Run;
 use crate::config::erasure::EraseAction;
 use crate::engine::ExtractError;
 use crate::pb;
-use crate::records::audit::{Entry, TableEntry};
+use crate::records::audit::{Entry, TableEntry, UnsettledErasure};
+use crate::store::erase::Erase;
 
 /// One table of an erasure, as done (or, in a preview, as it would be done).
 #[derive(Debug, Clone)]
@@ -123,6 +125,67 @@ impl Run<'_> {
     }
 
     /// Seals the receipt with its digest.
+    /// Settles the latest earlier erasure of this subject in this source whose COMMIT's
+    /// outcome was unknown, once this one has committed: what became of it, as the source
+    /// says (`committed`, `rolled_back`) or, where it cannot, as this erasure found the rows:
+    /// `nothing_left` (this erasure, which locked every row it found, had nothing to change:
+    /// the earlier one's changes were in place) or `rows_left` (this erasure changed them).
+    /// Named in the receipt; the caller records it after the completion record.
+    pub(super) async fn settle<S: Erase>(
+        &self,
+        store: &S,
+        receipt: &mut pb::ErasureReceipt,
+    ) -> Option<(UnsettledErasure, &'static str)> {
+        let log = self.engine.records.records.log.as_ref()?;
+        let lookup = log.unsettled_erasure(&self.entry.source, &self.subject_id);
+        let found = match self.params.deadline {
+            Some(at) => tokio::time::timeout_at(at, lookup)
+                .await
+                .unwrap_or_else(|_| Err("the call's deadline passed".into())),
+            None => lookup.await,
+        };
+        let earlier = match found {
+            Ok(Some(earlier)) => earlier,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::warn!(source = %self.cfg.name, erasure_id = %self.erasure_id, %error,
+                    "the audit log could not be searched for an unsettled erasure");
+                return None;
+            }
+        };
+        let said = match earlier.transaction.as_str() {
+            "" => None,
+            xid => store.commit_outcome(xid, self.params.deadline).await,
+        };
+        let settlement = match said {
+            Some(true) => "committed",
+            Some(false) => "rolled_back",
+            None if receipt.rows_deleted + receipt.rows_masked == 0 => "nothing_left",
+            None => "rows_left",
+        };
+        receipt.settled_erasure_id = earlier.erasure_id.clone();
+        receipt.settled_as = settlement.to_owned();
+        Some((earlier, settlement))
+    }
+
+    /// The `settled` record of an earlier erasure, written after this one's completion record.
+    pub(super) async fn record_settled(
+        &self,
+        receipt: &pb::ErasureReceipt,
+        began: SystemTime,
+        (earlier, settlement): (UnsettledErasure, &'static str),
+    ) -> Result<(), ExtractError> {
+        let mut entry = self.entry_for(receipt, "settled", began);
+        entry.transaction = earlier.transaction;
+        entry.settles = earlier.erasure_id;
+        entry.settlement = settlement.to_owned();
+        self.engine
+            .records
+            .record(&self.engine.metrics, entry)
+            .await
+            .map_err(ExtractError::from)
+    }
+
     pub(super) fn finish(&self, receipt: &mut pb::ErasureReceipt) {
         receipt.receipt_sha256.clear();
         receipt.receipt_sha256 = hex::encode(Sha256::digest(receipt.encode_to_vec()));

@@ -122,7 +122,7 @@ impl Run<'_> {
             () = std::future::ready(()) => {}
         }
         match txn.commit().await {
-            Ok(()) => Ok(self.committed(receipt, began, &transaction).await),
+            Ok(()) => Ok(self.committed(store, receipt, began, &transaction).await),
             Err(CommitError::Refused(error)) => Err(self.db(error)),
             Err(CommitError::Lost(error)) => {
                 let outcome = match &xid {
@@ -134,7 +134,7 @@ impl Run<'_> {
                     Some(true) => {
                         tracing::warn!(source = %self.cfg.name, erasure_id = %self.erasure_id,
                             "the connection was lost during COMMIT, and the erasure committed");
-                        Ok(self.committed(receipt, began, &transaction).await)
+                        Ok(self.committed(store, receipt, began, &transaction).await)
                     }
                     // Rolled back: nothing changed, and the erasure may run again.
                     Some(false) => Err(error.into()),
@@ -145,14 +145,16 @@ impl Run<'_> {
     }
 
     /// The end of a committed erasure: the receipt completed, counted and recorded.
-    async fn committed(
+    async fn committed<S: Erase>(
         &self,
+        store: &S,
         mut receipt: pb::ErasureReceipt,
         began: SystemTime,
         transaction: &str,
     ) -> pb::ErasureReceipt {
         receipt.committed_at = Some(prost_types::Timestamp::from(SystemTime::now()));
         self.earlier(&mut receipt).await;
+        let settled = self.settle(store, &mut receipt).await;
         self.finish(&mut receipt);
         for (action, rows) in [
             ("delete", receipt.rows_deleted),
@@ -172,6 +174,12 @@ impl Run<'_> {
             // still the caller's, and the missing completion record is counted and logged.
             tracing::error!(source = %self.cfg.name, erasure_id = %self.erasure_id, %error,
                 "the completion record of a committed erasure could not be written");
+        }
+        if let Some(settled) = settled
+            && let Err(error) = self.record_settled(&receipt, began, settled).await
+        {
+            tracing::error!(source = %self.cfg.name, erasure_id = %self.erasure_id, %error,
+                "the record settling an earlier erasure could not be written");
         }
         receipt
     }

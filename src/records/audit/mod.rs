@@ -26,7 +26,7 @@ use crate::records::appender::{
 };
 use crate::records::control::{Control, ControlSink, Table};
 
-pub use earlier::EarlierErasure;
+pub use earlier::{EarlierErasure, UnsettledErasure};
 pub use verify::{VerifyError, VerifyReport, verify, verify_control};
 
 /// What one call contributes to its record.
@@ -44,7 +44,10 @@ pub struct Entry {
     pub extraction_id: String,
     pub dry_run: bool,
     /// `started` (an extraction's first record, durable before anything of the subject's
-    /// leaves), then `ok` or `failed`; `refused` for calls refused before they began.
+    /// leaves), then `ok` or `failed`; `refused` for calls refused before they began. An
+    /// erasure: `erasing` (durable before COMMIT), then `ok`, `failed`, or `unknown` when its
+    /// COMMIT lost the connection and the source could not say; a later erasure of the same
+    /// subject writes `settled` for it.
     pub outcome: String,
     /// The gRPC status code name (`OK`, `UNAVAILABLE`, ...).
     pub status: String,
@@ -70,6 +73,14 @@ pub struct Entry {
     /// before it (whose last record's hash is this record's `prev`). Absent otherwise.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub previous_segment: String,
+    /// For a `settled` record: the erasure whose COMMIT's outcome was unknown, which this
+    /// record's erasure settles. Absent otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub settles: String,
+    /// For a `settled` record: what became of that erasure (`committed`, `rolled_back`,
+    /// `nothing_left`, `rows_left`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub settlement: String,
 }
 
 /// The `rpc` of the record that opens a segment.
@@ -250,6 +261,7 @@ fn chain_end(last_line: Option<&[u8]>, head: Option<Head>, key: &[u8]) -> Result
 pub struct AuditLog {
     appender: Appender<Entry>,
     store: earlier::Store,
+    unsettled: earlier::Unsettling,
 }
 
 impl AuditLog {
@@ -319,6 +331,7 @@ impl AuditLog {
         Ok(AuditLog {
             appender,
             store: earlier::Store::File(path.to_owned()),
+            unsettled: Default::default(),
         })
     }
 
@@ -364,12 +377,26 @@ impl AuditLog {
             .await
             .map_err(|_| fail("the store could not be opened".into()))?
             .map_err(fail)?;
-        Ok(AuditLog { appender, store })
+        Ok(AuditLog {
+            appender,
+            store,
+            unsettled: Default::default(),
+        })
     }
 
     /// Appends a record and waits until it is durable. Returns `seq:hash` of the record.
     pub async fn append(&self, entry: Entry) -> Result<String, AuditError> {
-        self.appender.append(entry).await.map_err(AuditError::Write)
+        let unsettling = matches!(entry.outcome.as_str(), "unknown" | "settled");
+        let noted = unsettling.then(|| entry.clone());
+        let appended = self
+            .appender
+            .append(entry)
+            .await
+            .map_err(AuditError::Write)?;
+        if let Some(entry) = noted {
+            self.noted(&entry).await;
+        }
+        Ok(appended)
     }
 
     /// Waits until every record queued so far was written or failed.

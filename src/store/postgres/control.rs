@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS dsr_audit_head (
     seq bigint NOT NULL,
     hash text NOT NULL
 );
+CREATE INDEX IF NOT EXISTS dsr_audit_unsettling ON dsr_audit (seq)
+    WHERE strpos(line, '\"outcome\":\"unknown\"') > 0 OR strpos(line, '\"outcome\":\"settled\"') > 0;
 CREATE TABLE IF NOT EXISTS dsr_dead_letters (
     id bigserial PRIMARY KEY,
     letter jsonb NOT NULL
@@ -276,6 +278,25 @@ impl ControlClient {
                  WHERE strpos(recent.line, $1) > 0 \
                    AND strpos(recent.line, '\"rpc\":\"Erase\"') > 0",
                 &[&subject_id, &tail],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect())
+    }
+
+    /// Every replica's `unknown` and `settled` records that contain `subject_id`, oldest
+    /// first: read through the partial index of those records alone.
+    pub async fn unsettling_lines(&self, subject_id: &str) -> Result<Vec<String>, ControlError> {
+        Ok(self
+            .0
+            .query(
+                "SELECT line FROM dsr_audit \
+                 WHERE (strpos(line, '\"outcome\":\"unknown\"') > 0 \
+                     OR strpos(line, '\"outcome\":\"settled\"') > 0) \
+                   AND strpos(line, $1) > 0 \
+                 ORDER BY (line::jsonb ->> 'time'), replica, seq",
+                &[&subject_id],
             )
             .await?
             .iter()
