@@ -626,3 +626,95 @@ async fn a_control_connection_dropped_while_idle_recovers_on_the_next_call() {
     server.stop().await.unwrap();
     verify_chain(&cluster.connection_string("control_idle"), "replica-idle");
 }
+
+/// An erasure whose COMMIT's outcome was unknown is found by the next erasure of its subject
+/// until a `settled` record names it, among every replica's records in the control database,
+/// through the partial index of those records alone (usable: the planner takes it when told
+/// to avoid scanning the table).
+#[tokio::test]
+async fn an_unknown_erasure_is_found_in_the_control_database_until_a_record_settles_it() {
+    use dsr_connector::records::audit::{AuditLog, Entry};
+    let db = support::empty_database("control_unsettled").await;
+    let url = support::cluster().connection_string("control_unsettled");
+    let control = dsr_connector::records::control::Control::from_url(&url).unwrap();
+    let key = b"audit-key-0123456789abcdef";
+    let erasure = |outcome: &str, id: &str, subject: &str| Entry {
+        rpc: "Erase".into(),
+        source: "shop".into(),
+        subject_id: subject.into(),
+        extraction_id: id.into(),
+        outcome: outcome.into(),
+        transaction: "4711".into(),
+        ..Entry::default()
+    };
+    let one = AuditLog::open_control(&control, key, "replica-one")
+        .await
+        .unwrap();
+    let two = AuditLog::open_control(&control, key, "replica-two")
+        .await
+        .unwrap();
+    one.append(erasure("erasing", "e-1", "subject-a"))
+        .await
+        .unwrap();
+    one.append(erasure("unknown", "e-1", "subject-a"))
+        .await
+        .unwrap();
+    one.append(erasure("unknown", "e-9", "subject-b"))
+        .await
+        .unwrap();
+    // Another replica asks.
+    let found = two
+        .unsettled_erasure("shop", "subject-a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.erasure_id.as_str(), found.transaction.as_str()),
+        ("e-1", "4711")
+    );
+    assert!(
+        two.unsettled_erasure("other", "subject-a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let settled = Entry {
+        settles: "e-1".into(),
+        settlement: "nothing_left".into(),
+        ..erasure("settled", "e-2", "subject-a")
+    };
+    two.append(settled).await.unwrap();
+    assert!(
+        one.unsettled_erasure("shop", "subject-a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        one.unsettled_erasure("shop", "subject-b")
+            .await
+            .unwrap()
+            .unwrap()
+            .erasure_id,
+        "e-9"
+    );
+
+    db.batch_execute("SET enable_seqscan = off").await.unwrap();
+    let plan: Vec<String> = db
+        .query(
+            "EXPLAIN SELECT line FROM dsr_audit \
+             WHERE (strpos(line, '\"outcome\":\"unknown\"') > 0 \
+                 OR strpos(line, '\"outcome\":\"settled\"') > 0) \
+               AND strpos(line, 'subject-a') > 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("dsr_audit_unsettling")),
+        "{plan:#?}"
+    );
+}

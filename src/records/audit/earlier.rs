@@ -94,20 +94,7 @@ impl AuditLog {
                 cache.clone().unwrap_or_default()
             }
             Store::Control(control, reader) => {
-                let mut reader = reader.lock().await;
-                let mut tries = 0;
-                let lines = loop {
-                    tries += 1;
-                    if reader.as_ref().is_none_or(|c| c.is_closed()) {
-                        *reader = Some(control.connect_only().await?);
-                    }
-                    let client = reader.as_ref().expect("connected above");
-                    match client.unsettling_lines(subject_id).await {
-                        Ok(lines) => break lines,
-                        Err(e) if e.unanswered() && tries < 2 => *reader = None,
-                        Err(e) => return Err(e.to_string()),
-                    }
-                };
+                let lines = asked(control, reader, Question::Unsettling(subject_id)).await?;
                 lines
                     .iter()
                     .filter_map(|line| serde_json::from_str::<Record>(line).ok())
@@ -150,47 +137,18 @@ impl AuditLog {
             Store::File(path) => {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || {
-                    use std::io::{Seek, SeekFrom};
-                    let mut file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-                    let len = file.metadata().map_err(|e| e.to_string())?.len();
-                    let start = len.saturating_sub(FILE_TAIL_BYTES);
-                    file.seek(SeekFrom::Start(start))
-                        .map_err(|e| e.to_string())?;
-                    let mut lines = std::io::BufReader::new(file).split(b'\n');
-                    if start > 0 {
-                        lines.next(); // a line cut by the seek
-                    }
                     let mut found = Vec::new();
-                    for line in lines {
-                        let line = line.map_err(|e| e.to_string())?;
-                        found.extend(erasure_in(&line, &source, &subject_id));
-                    }
+                    each_recent_line(&path, |line| {
+                        found.extend(erasure_in(line, &source, &subject_id));
+                    })?;
                     Ok(found)
                 })
                 .await
                 .map_err(|e| e.to_string())?
             }
             Store::Control(control, reader) => {
-                let mut reader = reader.lock().await;
-                // A kept connection the database (or a proxy) closed while it was idle fails
-                // its first query: opened again, and asked once more.
-                let mut tries = 0;
-                let rows = loop {
-                    tries += 1;
-                    if reader.as_ref().is_none_or(|c| c.is_closed()) {
-                        *reader = Some(control.connect_only().await?);
-                    }
-                    let client = reader.as_ref().expect("connected above");
-                    match client
-                        .recent_erasure_lines(&subject_id, CONTROL_TAIL_RECORDS)
-                        .await
-                    {
-                        Ok(rows) => break rows,
-                        Err(e) if e.unanswered() && tries < 2 => *reader = None,
-                        Err(e) => return Err(e.to_string()),
-                    }
-                };
-                Ok(rows
+                let lines = asked(control, reader, Question::Recent(&subject_id)).await?;
+                Ok(lines
                     .iter()
                     .filter_map(|line| erasure_in(line.as_bytes(), &source, &subject_id))
                     .collect())
@@ -199,15 +157,53 @@ impl AuditLog {
     }
 }
 
-/// Whether a record's line is an `unknown` or `settled` one: the text both readers look for.
-pub(crate) const UNSETTLING: [&str; 2] = ["\"outcome\":\"unknown\"", "\"outcome\":\"settled\""];
+/// What the lookups ask the control database, for one subject's hash.
+enum Question<'a> {
+    /// Its recent Erase records.
+    Recent(&'a str),
+    /// Its `unknown` and `settled` records.
+    Unsettling(&'a str),
+}
 
-/// The `unknown` and `settled` erasure records among a log file's recent records, in order.
-fn unsettling_in_file(path: &std::path::Path) -> Result<Vec<Entry>, String> {
+/// Asks on the lookups' kept control connection, opened when it is missing or closed. A kept
+/// connection the database (or a proxy) closed while it was idle fails its first query
+/// without an answer: opened again, and asked once more.
+async fn asked(
+    control: &Control,
+    reader: &Reader,
+    question: Question<'_>,
+) -> Result<Vec<String>, String> {
+    let mut reader = reader.lock().await;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        if reader.as_ref().is_none_or(|c| c.is_closed()) {
+            *reader = Some(control.connect_only().await?);
+        }
+        let client = reader.as_ref().expect("connected above");
+        let answer = match question {
+            Question::Recent(subject) => {
+                client
+                    .recent_erasure_lines(subject, CONTROL_TAIL_RECORDS)
+                    .await
+            }
+            Question::Unsettling(subject) => client.unsettling_lines(subject).await,
+        };
+        match answer {
+            Ok(found) => return Ok(found),
+            Err(e) if e.unanswered() && tries < 2 => *reader = None,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Calls `each` with every line of the last [`FILE_TAIL_BYTES`] of a log file (none when
+/// there is no file yet).
+fn each_recent_line(path: &std::path::Path, mut each: impl FnMut(&[u8])) -> Result<(), String> {
     use std::io::{Seek, SeekFrom};
     let mut file = match std::fs::File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e.to_string()),
     };
     let len = file.metadata().map_err(|e| e.to_string())?.len();
@@ -218,18 +214,26 @@ fn unsettling_in_file(path: &std::path::Path) -> Result<Vec<Entry>, String> {
     if start > 0 {
         lines.next(); // a line cut by the seek
     }
-    let mut found = Vec::new();
     for line in lines {
-        let line = line.map_err(|e| e.to_string())?;
-        let Ok(text) = std::str::from_utf8(&line) else {
-            continue;
-        };
-        if UNSETTLING.iter().any(|u| text.contains(u))
+        each(&line.map_err(|e| e.to_string())?);
+    }
+    Ok(())
+}
+
+/// Whether a record's line is an `unknown` or `settled` one: the text both readers look for.
+const UNSETTLING: [&str; 2] = ["\"outcome\":\"unknown\"", "\"outcome\":\"settled\""];
+
+/// The `unknown` and `settled` erasure records among a log file's recent records, in order.
+fn unsettling_in_file(path: &std::path::Path) -> Result<Vec<Entry>, String> {
+    let mut found = Vec::new();
+    each_recent_line(path, |line| {
+        if let Ok(text) = std::str::from_utf8(line)
+            && UNSETTLING.iter().any(|u| text.contains(u))
             && let Ok(record) = serde_json::from_str::<Record>(text)
         {
             found.push(record.body.entry);
         }
-    }
+    })?;
     Ok(found)
 }
 

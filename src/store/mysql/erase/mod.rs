@@ -46,6 +46,14 @@ fn keys_table(slot: usize) -> String {
     format!("`dsr_erase_k{slot}`")
 }
 
+/// The condition that rows `a` and `b` have the same `key`.
+fn same_key(key: &[String], a: &str, b: &str) -> String {
+    key.iter()
+        .map(|c| format!("{a}.{0} = {b}.{0}", quote(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
 /// A table in SQL: by its name alone, in the source's database.
 fn quoted(name: &QualifiedName) -> String {
     quote(&name.table)
@@ -251,12 +259,7 @@ impl MyErase {
 
     /// `t0` joined to slot `slot`'s captured keys (`k`), as a FROM clause.
     fn joined(&self, target: Target<'_>) -> Result<String, EraseError> {
-        let key = self.key(target)?;
-        let on = key
-            .iter()
-            .map(|c| format!("k.{0} = t0.{0}", quote(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let on = same_key(self.key(target)?, "k", "t0");
         Ok(format!(
             "{} AS t0 JOIN {} AS k ON {on}",
             quoted(target.name),
@@ -598,12 +601,7 @@ impl EraseTxn for MyErase {
         if captured.rows() == 0 {
             return Ok(0);
         }
-        let key = self.key(parent)?;
-        let on = key
-            .iter()
-            .map(|c| format!("k.{0} = p.{0}", quote(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let on = same_key(self.key(parent)?, "k", "p");
         let columns = pairs
             .iter()
             .map(|(c, _)| format!("t0.{}", quote(c)))

@@ -6,7 +6,7 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Row, Value};
 
-use super::{MyErase, keys_table, quote, quoted};
+use super::{MyErase, keys_table, quote, quoted, same_key};
 use crate::store::erase::{EraseError, JsonPage, MaskValue, PageOf, Target};
 
 /// The column numbering a slot's captured keys.
@@ -51,11 +51,7 @@ impl MyErase {
             .await?;
             self.numbered.push(target.slot);
         }
-        let on = key
-            .iter()
-            .map(|c| format!("n.{0} = t0.{0}", quote(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let on = same_key(&key, "n", "t0");
         Ok(format!(
             "{table} AS n JOIN {} AS t0 ON {on}",
             quoted(target.name)
