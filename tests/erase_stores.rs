@@ -5,7 +5,7 @@
 //! other subject's rows stay byte-identical; a refused erasure changes nothing. Erasures that
 //! are stopped, locked out or killed are in erase_stopped.rs. What only PostgreSQL has
 //! (partitions, triggers that keep rows back, JSON deeper than the scan walks, its commit
-//! status) is tested in erase.rs and erase_exact.rs; what only MariaDB has (a table without a
+//! status) is tested in erase/ and erase_exact.rs; what only MariaDB has (a table without a
 //! key) at the end of this file.
 
 mod support;

@@ -492,11 +492,11 @@ fn every_documented_command_is_run_by_a_test() {
     ];
     // Commands looked up by a needle: (needle, the test that runs them).
     let needles: [(&str, &str); 5] = [
-        ("audit verify /var/lib", "tests/audit.rs"),
+        ("audit verify /var/lib", "tests/audit/main.rs"),
         ("--bin dsr-bench", "tests/benchmark.rs"),
         ("--control-url-env DSR_CONTROL_URL", "tests/control.rs"),
         ("dead-letters list /var/lib", "tests/deadletter.rs"),
-        ("dsr.draft.toml", "tests/discover.rs"),
+        ("dsr.draft.toml", "tests/discover/calls.rs"),
     ];
     for (needle, test) in needles {
         let source = std::fs::read_to_string(root().join(test)).unwrap();

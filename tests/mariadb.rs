@@ -3,7 +3,7 @@
 //! is one moment; a statement is stopped by `KILL QUERY` or by the deadline and leaves nothing
 //! running; every type decodes exactly; a killed server is a lost connection.
 //!
-//! The queries here are written by hand for the store alone; `tests/stores.rs` runs the
+//! The queries here are written by hand for the store alone; `tests/stores/` runs the
 //! service on both stores.
 
 mod support;

@@ -1,5 +1,5 @@
 -- Shapes of real schemas that an identity graph must not follow blindly, each small enough
--- to write every subject's expected rows out by hand (tests/reach.rs):
+-- to write every subject's expected rows out by hand (tests/reach/):
 --   a rental shop: a store with a manager and customers, clerks on every rental and payment,
 --     a payment table partitioned by month with its foreign keys on the partitions, and
 --     addresses that customers and staff point at (one shared by a household);

@@ -5,13 +5,19 @@
 //! [`ClusterError::BinariesNotFound`]: tests never skip.
 #![allow(dead_code)]
 
+mod erasing;
 pub mod mariadb;
 pub mod otlp;
 mod proxy;
+mod serve;
 pub mod shop;
 
 #[allow(unused_imports)]
+pub use erasing::{erase_events, erase_receipt, erased_table};
+#[allow(unused_imports)]
 pub use proxy::{CommitCutter, HoldProxy, MYSQL_COMMIT};
+#[allow(unused_imports)]
+pub use serve::ServeProcess;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -437,55 +443,6 @@ pub fn without_test_cargo_env(command: &mut std::process::Command) -> &mut std::
     command
 }
 
-/// Runs one Erase call to its end: the receipt, or the status it ended with.
-pub async fn erase_receipt(
-    client: &mut DsrConnectorServiceClient<Channel>,
-    request: dsr_connector::pb::EraseRequest,
-) -> Result<dsr_connector::pb::ErasureReceipt, tonic::Status> {
-    erase_events(client, request)
-        .await
-        .map(|(_, receipt)| receipt)
-}
-
-/// Runs one Erase call to its end: its table messages and receipt, or its status.
-pub async fn erase_events(
-    client: &mut DsrConnectorServiceClient<Channel>,
-    request: impl tonic::IntoRequest<dsr_connector::pb::EraseRequest>,
-) -> Result<
-    (
-        Vec<dsr_connector::pb::TableErasure>,
-        dsr_connector::pb::ErasureReceipt,
-    ),
-    tonic::Status,
-> {
-    use dsr_connector::pb::erase_response::Event;
-    let mut stream = client.erase(request).await?.into_inner();
-    let mut tables = Vec::new();
-    let mut receipt = None;
-    while let Some(message) = stream.message().await? {
-        match message.event {
-            Some(Event::Table(t)) => tables.push(t),
-            Some(Event::Receipt(r)) => receipt = Some(r),
-            None => panic!("a message without an event"),
-        }
-    }
-    Ok((tables, receipt.expect("a receipt ends the stream")))
-}
-
-/// The receipt's entry for table `name`.
-pub fn erased_table<'a>(
-    receipt: &'a dsr_connector::pb::ErasureReceipt,
-    name: &str,
-) -> &'a dsr_connector::pb::TableErasure {
-    receipt
-        .tables
-        .iter()
-        .find(|t| t.table == name)
-        .unwrap_or_else(|| panic!("no {name} in {receipt:?}"))
-}
-
-/// A client tool from the test virtual environment (`DSR_TEST_VENV`, or `./.venv`), which
-/// `scripts/test.sh` installs. Missing tools fail the test: client tests never skip.
 /// What PostgreSQL says became of transaction `xid` (`pg_xact_status`): "committed",
 /// "aborted" or "in progress".
 pub async fn xact_status(db: &tokio_postgres::Client, xid: &str) -> String {
@@ -495,6 +452,8 @@ pub async fn xact_status(db: &tokio_postgres::Client, xid: &str) -> String {
         .get(0)
 }
 
+/// A client tool from the test virtual environment (`DSR_TEST_VENV`, or `./.venv`), which
+/// `scripts/test.sh` installs. Missing tools fail the test: client tests never skip.
 pub fn venv_tool(name: &str) -> std::path::PathBuf {
     let venv = std::env::var_os("DSR_TEST_VENV")
         .map(std::path::PathBuf::from)
@@ -507,147 +466,6 @@ pub fn venv_tool(name: &str) -> std::path::PathBuf {
         path.display()
     );
     path
-}
-
-/// The real `dsr-connector serve` binary, running on this binary's cluster with the demo
-/// config, its stderr collected line by line.
-pub struct ServeProcess {
-    /// Taken when the process is waited for; a process still here when this drops (a test
-    /// that failed before it stopped it) is killed, never left running.
-    child: Option<std::process::Child>,
-    /// The gRPC address it listens on.
-    pub addr: String,
-    /// The metrics listener's address, when it has one and logs at INFO.
-    pub metrics_addr: Option<String>,
-    reader: Option<std::thread::JoinHandle<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl ServeProcess {
-    /// Starts the binary with `env` added, and waits until it listens. Understands text and
-    /// JSON log lines.
-    pub async fn start(env: &[(&str, &str)]) -> ServeProcess {
-        ServeProcess::start_with(&config_text(""), env).await
-    }
-
-    /// Starts the binary with the config `text` and `env` added.
-    pub async fn start_with(text: &str, env: &[(&str, &str)]) -> ServeProcess {
-        use std::io::{BufRead, BufReader};
-        let dir = tempfile::tempdir().unwrap();
-        let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, text).unwrap();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dsr-connector"));
-        command
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("DSR_DEMO_PASSWORD", cluster().password())
-            .env("DSR_SUBJECT_KEY", SUBJECT_KEY)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            // The `local` field of a log line, in text or JSON logs.
-            let local = |line: &str| match serde_json::from_str::<serde_json::Value>(line) {
-                Ok(json) => json["fields"]["local"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                Err(_) => line
-                    .rsplit("local=")
-                    .next()
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
-            };
-            let mut lines = Vec::new();
-            let mut metrics = None;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // The metrics listener is bound and logged before the gRPC listener.
-                if line.contains("metrics listening") {
-                    metrics = Some(local(&line));
-                }
-                if line.contains("dsr-connector listening") {
-                    let _ = addr_tx.send((local(&line), metrics.clone()));
-                }
-                lines.push(line);
-            }
-            lines
-        });
-        let (addr, metrics_addr) =
-            tokio::task::spawn_blocking(move || addr_rx.recv().expect("the server never listened"))
-                .await
-                .unwrap();
-        ServeProcess {
-            child: Some(child),
-            addr,
-            metrics_addr,
-            reader: Some(reader),
-            _dir: dir,
-        }
-    }
-
-    /// A tonic client for it.
-    pub async fn client(&self) -> DsrConnectorServiceClient<Channel> {
-        DsrConnectorServiceClient::connect(format!("http://{}", self.addr))
-            .await
-            .unwrap()
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// Waits for the process to end by itself (or by a signal sent elsewhere). Returns the
-    /// exit status and every log line.
-    pub async fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let (mut child, reader) = (self.child.take().unwrap(), self.reader.take().unwrap());
-        tokio::task::spawn_blocking(move || (child.wait().unwrap(), reader.join().unwrap()))
-            .await
-            .unwrap()
-    }
-
-    /// The process's peak resident set size so far (`VmHWM`), in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/<pid>/status")
-    }
-
-    /// Sends SIGTERM and waits (off the runtime, so clients and receivers keep running).
-    /// Returns the exit status and every log line.
-    pub async fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let (mut child, reader) = (self.child.take().unwrap(), self.reader.take().unwrap());
-        tokio::task::spawn_blocking(move || {
-            let status = std::process::Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
-            (child.wait().unwrap(), reader.join().unwrap())
-        })
-        .await
-        .unwrap()
-    }
 }
 
 /// The hex SHA-256 of a bearer token, as `[[server.tokens]]` digests are written.
