@@ -68,7 +68,7 @@ impl SqlDialect for MySql {
         let decoder = match column.decoder {
             ColumnDecoder::MySql(decoder) => decoder,
             // A MySQL source's catalog gives only MySQL decoders.
-            ColumnDecoder::Postgres(_) => MyDecoder::Text,
+            _ => MyDecoder::Text,
         };
         let value = match decoder {
             MyDecoder::Int | MyDecoder::Bool => "CAST(? AS SIGNED)",

@@ -21,7 +21,7 @@ fn decoder(column: &SqlColumn) -> Decoder {
     match column.decoder {
         ColumnDecoder::Postgres(decoder) => decoder,
         // A PostgreSQL source's catalog gives only PostgreSQL decoders.
-        ColumnDecoder::MySql(_) => Decoder::AsText,
+        _ => Decoder::AsText,
     }
 }
 
