@@ -314,7 +314,9 @@ async fn on_mariadb_a_database_killed_mid_erasure_comes_back_whole() {
 /// `COMMIT_OUTCOME_UNKNOWN` and its record's outcome is `unknown` (not `failed`: it may have
 /// committed), naming the InnoDB transaction. The next erasure of the subject, which locks
 /// every row it finds, finds nothing left and settles it: `nothing_left`, in its receipt and
-/// in a `settled` record. A third finds nothing to settle.
+/// in a `settled` record. A third finds nothing to settle. Another lost COMMIT, and a row of
+/// the subject written after it: the next erasure changes that row and settles it as
+/// `rows_left`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_mariadb_a_commit_whose_answer_is_lost_is_unknown_until_the_next_erasure_settles_it() {
     use std::sync::atomic::Ordering;
@@ -410,5 +412,34 @@ async fn on_mariadb_a_commit_whose_answer_is_lost_is_unknown_until_the_next_eras
         .await
         .unwrap();
     assert!(after.settled_erasure_id.is_empty(), "{after:?}");
+
+    // Another COMMIT lost, then a ticket of alice's written after it: the next erasure
+    // changes that row, and says so of the one it settles (`rows_left`).
+    cutter.armed.store(true, Ordering::SeqCst);
+    let lost = erase(&mut client, erase_request("mariadb", false, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(lost.code(), Code::Unknown, "{lost:?}");
+    let second = records(&log);
+    let second_id = second.last().unwrap()["extraction_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(second.last().unwrap()["outcome"], "unknown");
+    shop.exec(
+        "",
+        "INSERT INTO support_tickets (id, requester_email, subject, body, opened_at, tags) \
+         VALUES (900, 'alice@example.com', 'again', 'a new ticket', NOW(), '[]')",
+    )
+    .await;
+    let (_, settling) = erase(&mut client, erase_request("mariadb", false, ""))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(settling.rows_masked, 1, "{settling:?}");
+    assert_eq!(settling.settled_erasure_id, second_id, "{settling:?}");
+    assert_eq!(settling.settled_as, "rows_left");
+    let last = records(&log);
+    assert_eq!(last.last().unwrap()["outcome"], "settled");
+    assert_eq!(last.last().unwrap()["settlement"], "rows_left");
     server.stop().await.unwrap();
 }
