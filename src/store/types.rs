@@ -61,8 +61,9 @@ impl ColumnType {
     }
 
     /// Whether a reference from a column of this type to one of `other` compares values of
-    /// one kind: both numbers, both dates and times, or the same type. A store whose SQL
-    /// compares more kinds says so in its dialect.
+    /// one kind: both numbers, both dates and times, or the same type (for `Other`, the
+    /// gate also asks for the same store type). A store whose SQL compares more kinds says
+    /// so in its dialect.
     pub fn compares_with(self, other: ColumnType) -> bool {
         self == other
             || (self.is_number() && other.is_number())

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use super::{AuditLog, Entry, Record};
 use crate::records::control::{Control, ControlClient};
+use crate::store::postgres::control::UNSETTLING;
 
 /// Where a log's records can be read back.
 #[derive(Clone, Debug)]
@@ -74,8 +75,8 @@ impl AuditLog {
     /// The latest erasure of `subject_id` in `source` whose COMMIT's outcome is unknown and
     /// that no `settled` record names. Asked by every erasure, so only `unknown` and
     /// `settled` records are read: on a file, its recent records once per process (this
-    /// process keeps the list as it writes); in the control database, through an index of
-    /// those records alone.
+    /// process keeps the list as it writes); in the control database, through the list of
+    /// those records kept beside the chain.
     pub async fn unsettled_erasure(
         &self,
         source: &str,
@@ -219,9 +220,6 @@ fn each_recent_line(path: &std::path::Path, mut each: impl FnMut(&[u8])) -> Resu
     }
     Ok(())
 }
-
-/// Whether a record's line is an `unknown` or `settled` one: the text both readers look for.
-const UNSETTLING: [&str; 2] = ["\"outcome\":\"unknown\"", "\"outcome\":\"settled\""];
 
 /// The `unknown` and `settled` erasure records among a log file's recent records, in order.
 fn unsettling_in_file(path: &std::path::Path) -> Result<Vec<Entry>, String> {

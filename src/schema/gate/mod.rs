@@ -539,7 +539,11 @@ fn check_reference_types(
             let Some(target) = parent_table.column(to) else {
                 continue;
             };
-            if !dialect.compares(child.column_type, target.column_type) {
+            // Two columns of a type no store names (geometry, a composite) compare only
+            // when they are of the same type.
+            let same_other =
+                child.column_type != ColumnType::Other || child.base_type == target.base_type;
+            if !(dialect.compares(child.column_type, target.column_type) && same_other) {
                 reports[i].status = TableStatus::TypeMismatch;
                 reports[i].problems.push(format!(
                     "table '{}': reference column '{column}' ({}) cannot be compared with '{}.{to}' ({})",

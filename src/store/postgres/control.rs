@@ -26,13 +26,20 @@ CREATE TABLE IF NOT EXISTS dsr_audit_head (
     seq bigint NOT NULL,
     hash text NOT NULL
 );
-CREATE INDEX IF NOT EXISTS dsr_audit_unsettling ON dsr_audit (seq)
-    WHERE strpos(line, '\"outcome\":\"unknown\"') > 0 OR strpos(line, '\"outcome\":\"settled\"') > 0;
+CREATE TABLE IF NOT EXISTS dsr_audit_unsettling (
+    replica text NOT NULL,
+    seq bigint NOT NULL,
+    PRIMARY KEY (replica, seq)
+);
 CREATE TABLE IF NOT EXISTS dsr_dead_letters (
     id bigserial PRIMARY KEY,
     letter jsonb NOT NULL
 );
 COMMIT;";
+
+/// How an audit record whose erasure's COMMIT had an unknown outcome (`unknown`), or one that
+/// settles such an erasure (`settled`), reads in its line.
+pub const UNSETTLING: [&str; 2] = ["\"outcome\":\"unknown\"", "\"outcome\":\"settled\""];
 
 /// Limits of the control connection unless its connection string sets them: a database that
 /// does not answer must fail a batch (which is retried) rather than hang the writer.
@@ -183,6 +190,21 @@ impl ControlClient {
             &[&replica, &seqs, &lines],
         )
         .await?;
+        // The `unknown` and `settled` records are also listed apart, in the same
+        // transaction, so that every erasure can look for them without reading the chain.
+        let unsettling: Vec<i64> = seqs
+            .iter()
+            .zip(lines)
+            .filter(|(_, line)| UNSETTLING.iter().any(|u| line.contains(u)))
+            .map(|(seq, _)| *seq)
+            .collect();
+        if !unsettling.is_empty() {
+            txn.execute(
+                "INSERT INTO dsr_audit_unsettling (replica, seq) SELECT $1, unnest($2::bigint[])",
+                &[&replica, &unsettling],
+            )
+            .await?;
+        }
         if let Some((seq, hash)) = head {
             txn.execute(
                 "INSERT INTO dsr_audit_head (replica, seq, hash) VALUES ($1, $2, $3) \
@@ -286,16 +308,15 @@ impl ControlClient {
     }
 
     /// Every replica's `unknown` and `settled` records that contain `subject_id`, oldest
-    /// first: read through the partial index of those records alone.
+    /// first: read through the list of those records alone.
     pub async fn unsettling_lines(&self, subject_id: &str) -> Result<Vec<String>, ControlError> {
         Ok(self
             .0
             .query(
-                "SELECT line FROM dsr_audit \
-                 WHERE (strpos(line, '\"outcome\":\"unknown\"') > 0 \
-                     OR strpos(line, '\"outcome\":\"settled\"') > 0) \
-                   AND strpos(line, $1) > 0 \
-                 ORDER BY (line::jsonb ->> 'time'), replica, seq",
+                "SELECT a.line FROM dsr_audit_unsettling u \
+                 JOIN dsr_audit a ON a.replica = u.replica AND a.seq = u.seq \
+                 WHERE strpos(a.line, $1) > 0 \
+                 ORDER BY (a.line::jsonb ->> 'time'), a.replica, a.seq",
                 &[&subject_id],
             )
             .await?

@@ -42,9 +42,12 @@ impl MyErase {
             let columns = key.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
             self.run(&[
                 &format!("DROP TEMPORARY TABLE IF EXISTS {table}"),
+                // Numbered 1..N by ROW_NUMBER, not AUTO_INCREMENT, whose steps a server may
+                // set above 1 (`auto_increment_increment`, as Galera does): a page after
+                // `offset` rows begins at number `offset + 1`.
                 &format!(
-                    "CREATE TEMPORARY TABLE {table} ({N} BIGINT AUTO_INCREMENT PRIMARY KEY) \
-                     SELECT {columns} FROM {} ORDER BY {columns}",
+                    "CREATE TEMPORARY TABLE {table} ({N} BIGINT NOT NULL PRIMARY KEY) \
+                     SELECT ROW_NUMBER() OVER (ORDER BY {columns}) AS {N}, {columns} FROM {}",
                     keys_table(target.slot)
                 ),
             ])
@@ -150,7 +153,8 @@ impl MyErase {
             }
             let (clauses, values) = self.set_clauses(target, sets).await?;
             let documents = (0..columns.len())
-                .map(|k| format!(", d{k} LONGTEXT"))
+                // UTF-8 whatever the database's default: the documents are text as masked.
+                .map(|k| format!(", d{k} LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
                 .collect::<String>();
             self.run(&[
                 &format!("DROP TEMPORARY TABLE IF EXISTS {table}"),
