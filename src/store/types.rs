@@ -69,32 +69,6 @@ impl ColumnType {
             || (self.is_number() && other.is_number())
             || (self.is_temporal() && other.is_temporal())
     }
-
-    /// In words, for messages: `text`, `an integer`, ...
-    pub fn describe(self) -> &'static str {
-        match self {
-            ColumnType::Bool => "a boolean",
-            ColumnType::Integer => "an integer",
-            ColumnType::Decimal => "an exact number",
-            ColumnType::Float => "a floating-point number",
-            ColumnType::Text => "text",
-            ColumnType::Bytes => "bytes",
-            ColumnType::Date => "a date",
-            ColumnType::Time => "a time",
-            ColumnType::LocalTimestamp => "a date and time without a zone",
-            ColumnType::Timestamp => "an instant",
-            ColumnType::Year => "a year",
-            ColumnType::Interval => "an interval",
-            ColumnType::Json => "JSON",
-            ColumnType::Array => "an array",
-            ColumnType::Enum => "an enum label",
-            ColumnType::Set => "a set of labels",
-            ColumnType::Bit => "a bit string",
-            ColumnType::Network => "a network address",
-            ColumnType::Uuid => "a UUID",
-            ColumnType::Other => "a value of its own type",
-        }
-    }
 }
 
 #[cfg(test)]

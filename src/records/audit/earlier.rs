@@ -82,7 +82,7 @@ impl AuditLog {
         source: &str,
         subject_id: &str,
     ) -> Result<Option<UnsettledErasure>, String> {
-        let records = match &self.store {
+        match &self.store {
             Store::File(path) => {
                 let mut cache = self.unsettled.lock().await;
                 if cache.is_none() {
@@ -92,34 +92,22 @@ impl AuditLog {
                         .map_err(|e| e.to_string())??;
                     *cache = Some(read);
                 }
-                cache.clone().unwrap_or_default()
+                Ok(latest_unsettled(
+                    cache.as_deref().unwrap_or_default(),
+                    source,
+                    subject_id,
+                ))
             }
             Store::Control(control, reader) => {
                 let lines = asked(control, reader, Question::Unsettling(subject_id)).await?;
-                lines
+                let records: Vec<Entry> = lines
                     .iter()
                     .filter_map(|line| serde_json::from_str::<Record>(line).ok())
                     .map(|r| r.body.entry)
-                    .collect()
+                    .collect();
+                Ok(latest_unsettled(&records, source, subject_id))
             }
-        };
-        let mine =
-            |e: &&Entry| e.rpc == "Erase" && e.source == source && e.subject_id == subject_id;
-        let settled: Vec<&str> = records
-            .iter()
-            .filter(mine)
-            .filter(|e| e.outcome == "settled")
-            .map(|e| e.settles.as_str())
-            .collect();
-        Ok(records
-            .iter()
-            .filter(mine)
-            .rev()
-            .find(|e| e.outcome == "unknown" && !settled.contains(&e.extraction_id.as_str()))
-            .map(|e| UnsettledErasure {
-                erasure_id: e.extraction_id.clone(),
-                transaction: e.transaction.clone(),
-            }))
+        }
     }
 
     /// Keeps the list of `unknown` and `settled` records current as this process writes one.
@@ -219,6 +207,27 @@ fn each_recent_line(path: &std::path::Path, mut each: impl FnMut(&[u8])) -> Resu
         each(&line.map_err(|e| e.to_string())?);
     }
     Ok(())
+}
+
+/// The latest `unknown` erasure of `subject_id` in `source` among `records` (in order) that
+/// no `settled` record names.
+fn latest_unsettled(records: &[Entry], source: &str, subject_id: &str) -> Option<UnsettledErasure> {
+    let mine = |e: &&Entry| e.rpc == "Erase" && e.source == source && e.subject_id == subject_id;
+    let settled: Vec<&str> = records
+        .iter()
+        .filter(mine)
+        .filter(|e| e.outcome == "settled")
+        .map(|e| e.settles.as_str())
+        .collect();
+    records
+        .iter()
+        .filter(mine)
+        .rev()
+        .find(|e| e.outcome == "unknown" && !settled.contains(&e.extraction_id.as_str()))
+        .map(|e| UnsettledErasure {
+            erasure_id: e.extraction_id.clone(),
+            transaction: e.transaction.clone(),
+        })
 }
 
 /// The `unknown` and `settled` erasure records among a log file's recent records, in order.

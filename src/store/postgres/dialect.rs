@@ -4,7 +4,6 @@
 
 use super::quote_ident;
 use crate::config::{MatchMode, QualifiedName};
-use crate::store::ColumnDecoder;
 use crate::store::dialect::{Compare, IndexOn, Looser, SqlColumn, SqlDialect};
 use crate::store::types::ColumnType;
 use crate::values::Decoder;
@@ -17,12 +16,9 @@ const STORED_BYTES_WORTH_MEASURING: usize = 8 * 1024;
 
 pub struct Postgres;
 
+/// The column's decoder: a PostgreSQL source's catalog gives only PostgreSQL decoders.
 fn decoder(column: &SqlColumn) -> Decoder {
-    match column.decoder {
-        ColumnDecoder::Postgres(decoder) => decoder,
-        // A PostgreSQL source's catalog gives only PostgreSQL decoders.
-        _ => Decoder::AsText,
-    }
+    column.decoder.postgres().unwrap_or(Decoder::AsText)
 }
 
 impl SqlDialect for Postgres {
