@@ -90,6 +90,19 @@ impl Run<'_> {
         }
     }
 
+    /// An audit-log lookup, given up when the call's deadline passes.
+    async fn by_deadline<T>(
+        &self,
+        lookup: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        match self.params.deadline {
+            Some(at) => tokio::time::timeout_at(at, lookup)
+                .await
+                .unwrap_or_else(|_| Err("the call's deadline passed".into())),
+            None => lookup.await,
+        }
+    }
+
     /// When the erasure found nothing to change: points the receipt to the latest erasure of
     /// the subject that did, if the audit log holds one. Looked for within the call's
     /// deadline; a log that cannot be read leaves the pointer out, and says so in the log.
@@ -101,12 +114,7 @@ impl Run<'_> {
             return;
         }
         let lookup = log.latest_erasure(&self.entry.source, &self.subject_id);
-        let found = match self.params.deadline {
-            Some(at) => tokio::time::timeout_at(at, lookup)
-                .await
-                .unwrap_or_else(|_| Err("the call's deadline passed".into())),
-            None => lookup.await,
-        };
+        let found = self.by_deadline(lookup).await;
         match found {
             Ok(Some(earlier)) => {
                 receipt.earlier_erasure_id = earlier.erasure_id;
@@ -138,12 +146,7 @@ impl Run<'_> {
     ) -> Option<(UnsettledErasure, &'static str)> {
         let log = self.engine.records.records.log.as_ref()?;
         let lookup = log.unsettled_erasure(&self.entry.source, &self.subject_id);
-        let found = match self.params.deadline {
-            Some(at) => tokio::time::timeout_at(at, lookup)
-                .await
-                .unwrap_or_else(|_| Err("the call's deadline passed".into())),
-            None => lookup.await,
-        };
+        let found = self.by_deadline(lookup).await;
         let earlier = match found {
             Ok(Some(earlier)) => earlier,
             Ok(None) => return None,
