@@ -34,6 +34,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&server_dir)
         .extern_path(".dsr.v1.ExtractResponse", "crate::pb::ExtractFrame")
         .extern_path(".dsr.v1", "crate::pb")
+        .extern_path(".google.longrunning", "crate::pb::google::longrunning")
+        .extern_path(".google.rpc", "crate::pb::google::rpc")
         .compile_fds(fds)?;
     Ok(())
 }

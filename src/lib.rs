@@ -50,6 +50,7 @@ pub mod demo;
 pub mod engine;
 pub mod observability;
 pub mod records;
+pub mod requests;
 pub mod resilience;
 pub mod schema;
 pub mod store;

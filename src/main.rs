@@ -396,10 +396,15 @@ async fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
         .prefix("dsr-demo-audit-")
         .tempdir()?;
     let audit_path = audit_dir.path().join("audit.log");
+    // Durable requests keep their queue in the cluster's `postgres` database, and access
+    // packages in the same temporary directory.
     let text = format!(
-        "{}\n[server.audit]\npath = {:?}\n",
+        "{}\n[server.audit]\npath = {:?}\n\n[server.control]\nurl_env = \"{}\"\n\n\
+         [server.requests]\npackage_dir = {:?}\n",
         demo::config_toml(&cluster, demo::DATABASE, listen),
-        audit_path.display().to_string()
+        audit_path.display().to_string(),
+        demo::CONTROL_URL_ENV,
+        audit_dir.path().join("packages").display().to_string(),
     );
     let subject_key = uuid::Uuid::new_v4().simple().to_string();
     let config = Arc::new(demo::config(&cluster, &text, &subject_key)?);
@@ -444,6 +449,10 @@ dsr-connector demo is serving source "demo" on {addr}  (Ctrl-C stops it and remo
   # the schema gate table by table, then a dry run for alice (counts and findings, no values)
   grpcurl -plaintext -d '{{"source": "demo"}}' {addr} dsr.v1.DsrConnectorService/Validate
   grpcurl -plaintext -max-time 30 -d '{{"source": "demo", "subject": {{"kind": "email", "value": "{subject}"}}}}' {addr} dsr.v1.DsrConnectorService/Validate
+
+  # one durable request across every source that knows e-mail addresses, then its result
+  grpcurl -plaintext -d '{{"request_id": "dsr-0002", "kind": "ACCESS", "subject": {{"kind": "email", "value": "{subject}"}}}}' {addr} dsr.v1.DsrConnectorService/SubmitRequest
+  grpcurl -plaintext -max-time 70 -d '{{"name": "requests/dsr-0002", "timeout": "60s"}}' {addr} google.longrunning.Operations/WaitOperation
 
   # health
   grpcurl -plaintext {addr} grpc.health.v1.Health/Check

@@ -52,6 +52,23 @@ pub struct ServerSpan(pub tracing::Span);
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline(pub Instant);
 
+impl crate::requests::Asker for Caller {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn may_read(&self, source: &str) -> bool {
+        Caller::may_read(self, source)
+    }
+
+    fn may_call(&self, rpc: &str) -> bool {
+        Caller::may_call(self, rpc)
+    }
+}
+
+/// The RPCs that `*` does not grant: what they do cannot be undone.
+const NAMED_ONLY: [&str; 2] = ["Erase", "ApproveRequest"];
+
 /// Who is calling, and what they may do.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -68,11 +85,11 @@ impl Caller {
     }
 
     /// Whether this caller may call `rpc` (`Extract`, `Validate`, ...). `*` grants every RPC
-    /// but `Erase`, which a caller's scopes must name.
+    /// but `Erase` and `ApproveRequest`, which a caller's scopes must name.
     pub fn may_call(&self, rpc: &str) -> bool {
         self.rpcs
             .iter()
-            .any(|r| r == rpc || (r == "*" && rpc != "Erase"))
+            .any(|r| r == rpc || (r == "*" && !NAMED_ONLY.contains(&rpc)))
     }
 }
 
@@ -185,7 +202,7 @@ impl Policy {
             // undone, only where `anonymous_erase` says so (a loopback listener).
             let mut rpcs = vec!["*".to_owned()];
             if self.anonymous_erase && self.mode == AuthMode::None {
-                rpcs.push("Erase".into());
+                rpcs.extend(NAMED_ONLY.iter().map(|rpc| (*rpc).to_owned()));
             }
             return Ok(Caller {
                 name: "anonymous".into(),
@@ -217,7 +234,13 @@ impl Policy {
         let service_open =
             path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.");
         let rpc = path.rsplit('/').next().unwrap_or_default();
-        if service_open || caller.may_call(rpc) {
+        // Operations are read, cancelled and deleted by callers who may submit requests of
+        // some kind; each operation is then shown only to callers with its kind's scopes.
+        let operations = path.starts_with("/google.longrunning.Operations/")
+            && ["SubmitRequest", "Erase", "ApproveRequest"]
+                .iter()
+                .any(|rpc| caller.may_call(rpc));
+        if service_open || operations || caller.may_call(rpc) {
             Ok(())
         } else {
             Err(refusal(

@@ -12,6 +12,7 @@ mod headers;
 mod health;
 pub mod layers;
 mod metrics_http;
+mod operations;
 mod server;
 mod service;
 pub mod status;

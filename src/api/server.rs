@@ -10,11 +10,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::health::follow_breakers;
 use super::metrics_http::serve_metrics;
+use super::operations::OperationsService;
 use super::service::Service;
 use super::{FILE_DESCRIPTOR_SET, layers, status};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::pb::dsr_connector_service_server::DsrConnectorServiceServer;
+use crate::pb::google::longrunning::operations_server::OperationsServer;
 
 /// How often refused calls are written to the audit log, as one record per caller and status.
 const REFUSALS_EVERY: Duration = Duration::from_secs(10);
@@ -98,10 +100,28 @@ pub async fn run_with(
         tracing::info!(%local, "metrics listening");
         tokio::spawn(serve_metrics(listener, engine.clone()));
     }
+    let requests = crate::requests::Requests::open(engine.clone(), status::to_status).await?;
+    // The request workers stop claiming with the drain, and what they run is cancelled with
+    // the other streams after the grace period (and queued again for any replica).
+    let stop_requests = cancel_streams.clone();
+    if let Some(requests) = &requests {
+        requests.spawn(stop_requests.clone());
+    }
+    let adapter = Arc::new(Service {
+        engine: engine.clone(),
+        requests,
+    });
     let service = config.server.compression.iter().fold(
-        DsrConnectorServiceServer::new(Service {
-            engine: engine.clone(),
-        }),
+        DsrConnectorServiceServer::from_arc(adapter.clone()),
+        |service, compression| {
+            let encoding = compression.encoding();
+            service
+                .send_compressed(encoding)
+                .accept_compressed(encoding)
+        },
+    );
+    let operations = config.server.compression.iter().fold(
+        OperationsServer::new(OperationsService(adapter)),
         |service, compression| {
             let encoding = compression.encoding();
             service
@@ -178,6 +198,7 @@ pub async fn run_with(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service)
+        .add_service(operations)
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY, small messages (a manifest) wait for the peer's delayed
             // ACK: about 40 ms per request.

@@ -15,14 +15,18 @@ use super::{discover, layers, status, validate};
 use crate::engine::erase::EraseParams;
 use crate::engine::{Engine, ExtractParams};
 use crate::pb::dsr_connector_service_server::DsrConnectorService;
+use crate::pb::google::longrunning::Operation;
 use crate::pb::{
-    DiscoverRequest, DiscoverResponse, EraseRequest, EraseResponse, ExtractFrame, ExtractRequest,
-    ExtractResponse, ValidateRequest, ValidateResponse, erase_response,
+    ApproveRequestRequest, DiscoverRequest, DiscoverResponse, EraseRequest, EraseResponse,
+    ExtractFrame, ExtractRequest, ExtractResponse, SubmitRequestRequest, ValidateRequest,
+    ValidateResponse, erase_response,
 };
 
 /// The service adapter.
 pub struct Service {
     pub(super) engine: Arc<Engine>,
+    /// Durable requests, when `[server.control]` is configured.
+    pub(super) requests: Option<Arc<crate::requests::Requests>>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -240,6 +244,42 @@ impl DsrConnectorService for Service {
             .await
     }
 
+    async fn submit_request(
+        &self,
+        request: Request<SubmitRequestRequest>,
+    ) -> Result<Response<Operation>, Status> {
+        let context = CallContext::of(&request)?;
+        let request = request.into_inner();
+        let result = async {
+            let requests = super::operations::available(&self.requests)?;
+            requests
+                .submit(context.asker(), request)
+                .await
+                .map_err(|e| status::request_status(&e))
+        }
+        .instrument(context.span.clone())
+        .await;
+        self.finish_unary(&context, "SubmitRequest", result).await
+    }
+
+    async fn approve_request(
+        &self,
+        request: Request<ApproveRequestRequest>,
+    ) -> Result<Response<Operation>, Status> {
+        let context = CallContext::of(&request)?;
+        let request = request.into_inner();
+        let result = async {
+            let requests = super::operations::available(&self.requests)?;
+            requests
+                .approve(context.asker(), request)
+                .await
+                .map_err(|e| status::request_status(&e))
+        }
+        .instrument(context.span.clone())
+        .await;
+        self.finish_unary(&context, "ApproveRequest", result).await
+    }
+
     async fn discover(
         &self,
         request: Request<DiscoverRequest>,
@@ -266,6 +306,27 @@ impl DsrConnectorService for Service {
 }
 
 impl Service {
+    /// Ends a call about durable requests: counts it, records its status on the span, and
+    /// records a refused or failed one in the audit log (the requests record what they do).
+    pub(super) async fn finish_unary<T>(
+        &self,
+        context: &CallContext,
+        rpc: &str,
+        result: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let code = result
+            .as_ref()
+            .err()
+            .map(|s: &Status| s.code())
+            .unwrap_or(tonic::Code::Ok);
+        self.engine.metrics().record_request(rpc, "", code);
+        record_status(&context.span, code);
+        if code != tonic::Code::Ok {
+            self.record_call(context, rpc, "", "", code).await;
+        }
+        context.respond(result)
+    }
+
     /// Ends a call answered in one piece (Validate, Discover): counts it, records its status
     /// on the span and in the audit log, and echoes the request id.
     async fn finish_call<T>(
@@ -354,15 +415,15 @@ impl Drop for StatusOnDrop {
 }
 
 /// What the interceptor stack learned about a call.
-struct CallContext {
-    span: tracing::Span,
+pub(super) struct CallContext {
+    pub(super) span: tracing::Span,
     request_id: String,
-    deadline: Instant,
+    pub(super) deadline: Instant,
     caller: layers::Caller,
 }
 
 impl CallContext {
-    fn of<T>(request: &Request<T>) -> Result<CallContext, Status> {
+    pub(super) fn of<T>(request: &Request<T>) -> Result<CallContext, Status> {
         let missing = || {
             status::refusal(
                 tonic::Code::Internal,
@@ -395,6 +456,11 @@ impl CallContext {
         })
     }
 
+    /// The caller, as durable requests see it.
+    pub(super) fn asker(&self) -> &layers::Caller {
+        &self.caller
+    }
+
     /// A call that names one source (Extract, Erase, Discover): it must name one, and the
     /// caller must be allowed to read it.
     fn check_named_source(&self, source: &str) -> Result<(), Status> {
@@ -421,7 +487,7 @@ impl CallContext {
     }
 
     /// Echoes the request id in the response metadata, or in the error's.
-    fn respond<T>(&self, result: Result<T, Status>) -> Result<Response<T>, Status> {
+    pub(super) fn respond<T>(&self, result: Result<T, Status>) -> Result<Response<T>, Status> {
         let id = self
             .request_id
             .parse::<tonic::metadata::MetadataValue<_>>()

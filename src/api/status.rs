@@ -16,6 +16,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::engine::ExtractError;
 use crate::engine::erase::refusal::ErasureRefusal;
+use crate::requests::RequestError;
 use crate::resilience::admission::AdmissionError;
 use crate::schema::PlanError;
 use crate::store::postgres::{DbError, QueryFailure};
@@ -72,8 +73,21 @@ pub fn to_status(error: &ExtractError) -> Status {
     status
 }
 
+/// Maps a durable request's refusal or failure to the status the caller receives.
+pub fn request_status(error: &RequestError) -> Status {
+    let (code, reason) = match error {
+        RequestError::InvalidArgument(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
+        RequestError::NotFound(_) => (Code::NotFound, "REQUEST_NOT_FOUND"),
+        RequestError::AlreadyExists(_) => (Code::AlreadyExists, "REQUEST_ID_REUSED"),
+        RequestError::FailedPrecondition { reason, .. } => (Code::FailedPrecondition, *reason),
+        RequestError::PermissionDenied(_) => (Code::PermissionDenied, "REQUEST_NOT_ALLOWED"),
+        RequestError::Unavailable(_) => (Code::Unavailable, "CONTROL_DATABASE_UNAVAILABLE"),
+    };
+    refusal(code, reason, error.to_string())
+}
+
 /// The ErrorInfo domain of every status the service sends.
-pub const DOMAIN: &str = "dsr-connector";
+pub const DOMAIN: &str = crate::requests::ERROR_DOMAIN;
 
 /// A status with its ErrorInfo: `reason` stable and upper-case, `metadata` the names of what
 /// it concerns.

@@ -97,11 +97,17 @@ fn check_scopes(
     for rpc in rpcs {
         if !matches!(
             rpc.as_str(),
-            "*" | "Extract" | "Validate" | "Discover" | "Erase"
+            "*" | "Extract"
+                | "Validate"
+                | "Discover"
+                | "Erase"
+                | "SubmitRequest"
+                | "ApproveRequest"
         ) {
             problems.push(format!(
-                "{at}.rpcs: unknown RPC '{rpc}' (Extract, Validate, Discover, Erase, or * for \
-                 every RPC but Erase)"
+                "{at}.rpcs: unknown RPC '{rpc}' (Extract, Validate, Discover, Erase, \
+                 SubmitRequest, ApproveRequest, or * for every RPC but Erase and \
+                 ApproveRequest)"
             ));
         }
     }

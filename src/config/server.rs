@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub dead_letters: Option<DeadLetterConfig>,
     /// The shared control database (`[server.control]`).
     pub control: Option<ControlConfig>,
+    /// Durable data-subject requests (`[server.requests]`), kept in `[server.control]`.
+    pub requests: RequestsConfig,
     /// The key itself, resolved from `subject_key_env`/`subject_key_file` by [`Config::load`].
     #[serde(skip)]
     pub subject_key: Option<SubjectKey>,
@@ -119,6 +121,7 @@ impl Default for ServerConfig {
             audit: None,
             dead_letters: None,
             control: None,
+            requests: RequestsConfig::default(),
             subject_key: None,
         }
     }
@@ -251,6 +254,78 @@ pub struct ControlConfig {
     /// The connection string, resolved by [`super::Config::load`].
     #[serde(skip)]
     pub url: Option<secrecy::SecretString>,
+}
+
+/// `[server.requests]`: durable data-subject requests (`SubmitRequest`), their tasks and
+/// leases in `[server.control]`, and access packages in a directory. Without
+/// `[server.control]`, `SubmitRequest` is refused.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestsConfig {
+    /// Where access requests' packages are written, one folder per request; replicas that
+    /// share a control database must share this directory too (a shared volume). Without it,
+    /// access requests are refused.
+    pub package_dir: Option<PathBuf>,
+    /// Tasks this replica runs at once (0: this replica runs none, and only serves the API).
+    pub workers: usize,
+    /// How long a claimed task is held without renewal; a replica that dies loses its tasks
+    /// after this, and another replica resumes them. Renewed every third of it.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
+    pub lease: Duration,
+    /// How often an idle worker looks for work.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
+    pub poll: Duration,
+    /// One attempt at a source may take this long.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
+    pub attempt_timeout: Duration,
+    /// The first retry's wait after a passing failure (a source down, its breaker open);
+    /// doubled per attempt, with jitter, up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
+    pub retry_first: Duration,
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
+    pub retry_max: Duration,
+    /// A source that keeps failing for passing reasons waits, without failing the request,
+    /// until this long before the request is due.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
+    pub give_up_before_due: Duration,
+    /// The due date of an access request that names none: GDPR's one month.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
+    pub access_due_after: Duration,
+    /// The due date of an erasure request that names none.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
+    pub erasure_due_after: Duration,
+    /// A finished access request's package is deleted this long after it was made (and
+    /// the deletion recorded in the audit log).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "super::schema::DurationText")]
+    pub package_retention: Duration,
+}
+
+impl Default for RequestsConfig {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        RequestsConfig {
+            package_dir: None,
+            workers: 2,
+            lease: Duration::from_secs(15),
+            poll: Duration::from_millis(500),
+            attempt_timeout: Duration::from_secs(3600),
+            retry_first: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            give_up_before_due: Duration::from_secs(DAY),
+            access_due_after: Duration::from_secs(30 * DAY),
+            erasure_due_after: Duration::from_secs(30 * DAY),
+            package_retention: Duration::from_secs(30 * DAY),
+        }
+    }
 }
 
 /// `[server.dead_letters]`: the dead-letter queue.

@@ -53,6 +53,10 @@ pub async fn connect(
     Ok(client)
 }
 
+/// The variable a demo config names for its control database: the demo cluster's
+/// `postgres` database.
+pub const CONTROL_URL_ENV: &str = "DSR_DEMO_CONTROL_URL";
+
 /// The config text for the demo data in `database`, served on `listen`.
 pub fn config_toml(cluster: &TempCluster, database: &str, listen: SocketAddr) -> String {
     let datamap = DATAMAP_TEMPLATE
@@ -73,6 +77,7 @@ pub fn config(cluster: &TempCluster, text: &str, subject_key: &str) -> Result<Co
         PASSWORD_ENV => Some(cluster.password().to_owned()),
         crate::config::DEFAULT_SUBJECT_KEY_ENV => Some(subject_key.to_owned()),
         crate::config::DEFAULT_AUDIT_KEY_ENV => Some(audit_key(subject_key)),
+        CONTROL_URL_ENV => Some(cluster.connection_string("postgres")),
         _ => None,
     })
 }

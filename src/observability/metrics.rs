@@ -54,7 +54,25 @@ pub struct Metrics {
     pub breaker_state: Family<Labels, Gauge>,
     /// Rows changed by committed erasures, by `source` and `action` (delete, mask).
     pub erased_rows: Family<Labels, Counter>,
+    /// Durable data-subject requests by `state`, as the control database holds them (every
+    /// replica reports the same figures).
+    pub subject_requests: Family<Labels, Gauge>,
+    /// Seconds until the earliest due date of a request that has not ended (negative: it is
+    /// overdue); absent (NaN) when none is open.
+    pub earliest_due: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Seconds the longest-retrying task of an open request has been retrying (0: none).
+    pub longest_retry: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
+
+/// The states a durable request can be in, each reported from the start.
+const REQUEST_STATES: [&str; 6] = [
+    "queued",
+    "running",
+    "awaiting_approval",
+    "succeeded",
+    "failed",
+    "cancelled",
+];
 
 fn seconds_histogram() -> Histogram {
     // 1 ms to about 65 s.
@@ -88,6 +106,9 @@ impl Metrics {
             refused_calls: Family::default(),
             dead_letters: Family::default(),
             erased_rows: Family::default(),
+            subject_requests: Family::default(),
+            earliest_due: Gauge::default(),
+            longest_retry: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -185,6 +206,29 @@ impl Metrics {
             "Rows deleted or masked by committed erasures, by source and action",
             metrics.erased_rows.clone(),
         );
+        registry.register(
+            "subject_requests",
+            "Durable data-subject requests by state",
+            metrics.subject_requests.clone(),
+        );
+        registry.register(
+            "subject_request_earliest_due_seconds",
+            "Seconds until the earliest due date of an open data-subject request (negative: \
+             overdue; NaN: none open)",
+            metrics.earliest_due.clone(),
+        );
+        registry.register(
+            "subject_request_longest_retry_seconds",
+            "Seconds the longest-retrying task of an open data-subject request has been retrying",
+            metrics.longest_retry.clone(),
+        );
+        metrics.earliest_due.set(f64::NAN);
+        for state in REQUEST_STATES {
+            metrics
+                .subject_requests
+                .get_or_create(&vec![("state".to_owned(), state.to_owned())])
+                .set(0);
+        }
         // Series that alerts and dashboards watch for a first increase exist from the start,
         // at zero, so that `increase()` sees the first event.
         for source in &metrics.sources {
@@ -223,6 +267,26 @@ impl Metrics {
             ("code".to_owned(), code_name(code).to_owned()),
         ];
         self.requests.get_or_create(&labels).inc();
+    }
+
+    /// The request gauges, from the control database's figures.
+    pub fn set_request_gauges(
+        &self,
+        states: &[(String, i64)],
+        earliest_due_secs: Option<f64>,
+        longest_retry_secs: Option<f64>,
+    ) {
+        for state in REQUEST_STATES {
+            let count = states
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n);
+            self.subject_requests
+                .get_or_create(&vec![("state".to_owned(), state.to_owned())])
+                .set(count);
+        }
+        self.earliest_due.set(earliest_due_secs.unwrap_or(f64::NAN));
+        self.longest_retry.set(longest_retry_secs.unwrap_or(0.0));
     }
 
     /// The metrics in Prometheus text format.

@@ -1,5 +1,6 @@
 //! The control database's SQL: the PostgreSQL database that replicas share for their records
-//! (each replica's audit chain with its head, and the dead letters). The records' sinks
+//! (each replica's audit chain with its head, and the dead letters) and for durable requests
+//! (`requests`). The records' sinks
 //! (`records::control`) decide when to write and how to recover; this is how.
 
 use secrecy::{ExposeSecret, SecretString};
@@ -35,6 +36,48 @@ CREATE TABLE IF NOT EXISTS dsr_dead_letters (
     id bigserial PRIMARY KEY,
     letter jsonb NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dsr_requests (
+    id text PRIMARY KEY,
+    kind text NOT NULL,
+    submitter text NOT NULL,
+    state text NOT NULL,
+    identity_kind text NOT NULL,
+    identity_value text,
+    compliance_tag text NOT NULL,
+    fingerprint text NOT NULL,
+    due_time timestamptz NOT NULL,
+    created timestamptz NOT NULL DEFAULT now(),
+    updated timestamptz NOT NULL DEFAULT now(),
+    finished timestamptz,
+    error bytea,
+    package_path text,
+    package_sha256 text,
+    package_expires timestamptz
+);
+CREATE INDEX IF NOT EXISTS dsr_requests_open ON dsr_requests (due_time)
+    WHERE finished IS NULL;
+CREATE TABLE IF NOT EXISTS dsr_request_tasks (
+    request_id text NOT NULL REFERENCES dsr_requests (id) ON DELETE CASCADE,
+    source text NOT NULL,
+    phase text NOT NULL,
+    state text NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    not_before timestamptz NOT NULL DEFAULT now(),
+    retrying_since timestamptz,
+    lease_owner text,
+    lease_until timestamptz,
+    rows bigint NOT NULL DEFAULT 0,
+    tables integer NOT NULL DEFAULT 0,
+    last_reason text NOT NULL DEFAULT '',
+    preview bytea,
+    preview_digest text NOT NULL DEFAULT '',
+    approved_digest text NOT NULL DEFAULT '',
+    result bytea,
+    part text NOT NULL DEFAULT '',
+    PRIMARY KEY (request_id, source)
+);
+CREATE INDEX IF NOT EXISTS dsr_request_tasks_ready ON dsr_request_tasks (not_before)
+    WHERE state IN ('queued', 'running');
 COMMIT;";
 
 /// How an audit record whose erasure's COMMIT had an unknown outcome (`unknown`), or one that
@@ -62,40 +105,61 @@ impl std::fmt::Debug for Control {
 
 /// A control-database error.
 #[derive(Debug)]
-pub struct ControlError(tokio_postgres::Error);
+pub struct ControlError(Failure);
+
+#[derive(Debug)]
+enum Failure {
+    Database(tokio_postgres::Error),
+    /// No connection could be made (the reason, already described).
+    Connect(String),
+}
 
 impl ControlError {
+    /// No connection could be made.
+    pub fn other(reason: String) -> ControlError {
+        ControlError(Failure::Connect(reason))
+    }
+
     /// The connection failed or closed, rather than the database refusing a statement:
     /// without an answer, or with the server ending the connection (an operator's or a
     /// shutdown's termination, class 57P, or a connection exception, class 08).
     pub fn connection_lost(&self) -> bool {
-        self.0.as_db_error().is_none()
-            || self
-                .0
-                .code()
-                .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
+        match &self.0 {
+            Failure::Database(e) => {
+                e.as_db_error().is_none()
+                    || e.code()
+                        .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
+            }
+            Failure::Connect(_) => true,
+        }
     }
 
     /// No answer came at all (the connection was gone before the database could say).
     pub fn unanswered(&self) -> bool {
-        self.0.as_db_error().is_none()
+        match &self.0 {
+            Failure::Database(e) => e.as_db_error().is_none(),
+            Failure::Connect(_) => true,
+        }
     }
 }
 
 impl std::fmt::Display for ControlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "control database: {}", super::describe(&self.0))
+        match &self.0 {
+            Failure::Database(e) => write!(f, "control database: {}", super::describe(e)),
+            Failure::Connect(reason) => f.write_str(reason),
+        }
     }
 }
 
 impl From<tokio_postgres::Error> for ControlError {
     fn from(error: tokio_postgres::Error) -> ControlError {
-        ControlError(error)
+        ControlError(Failure::Database(error))
     }
 }
 
 fn described(error: tokio_postgres::Error) -> String {
-    ControlError(error).to_string()
+    ControlError::from(error).to_string()
 }
 
 impl Control {
@@ -154,12 +218,13 @@ impl Control {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(ControlClient(client))
+        Ok(ControlClient(client, Default::default()))
     }
 }
 
-/// One connection to the control database.
-pub struct ControlClient(Client);
+/// One connection to the control database; the flag says whether a transaction that
+/// `lock_request` began is still open on it.
+pub struct ControlClient(pub(super) Client, pub(super) std::sync::atomic::AtomicBool);
 
 impl std::fmt::Debug for ControlClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

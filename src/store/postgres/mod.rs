@@ -15,6 +15,7 @@ mod dialect;
 mod discovery;
 mod erase;
 mod read;
+pub mod requests;
 pub mod tls;
 
 pub use catalog::read_foreign_keys;
