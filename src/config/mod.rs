@@ -381,6 +381,9 @@ impl Config {
         if server.stream_buffer == 0 {
             problems.push("server.stream_buffer: must be at least 1".to_owned());
         }
+        server
+            .requests
+            .check(server.control.is_some(), &mut problems);
         if self.sources.is_empty() {
             problems.push("sources: at least one source is required".to_owned());
         }

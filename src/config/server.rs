@@ -328,6 +328,49 @@ impl Default for RequestsConfig {
     }
 }
 
+impl RequestsConfig {
+    /// The settings' own problems: a lease too short to be renewed over a slow link, a
+    /// worker count or poll that would swamp the control database, and a package directory
+    /// without the control database that requests need.
+    pub(super) fn check(&self, has_control: bool, problems: &mut Vec<String>) {
+        let at = "server.requests";
+        if self.lease < Duration::from_secs(1) {
+            problems.push(format!("{at}.lease: at least 1s"));
+        }
+        if self.poll < Duration::from_millis(10) || self.poll > self.lease {
+            problems.push(format!("{at}.poll: between 10ms and the lease"));
+        }
+        if self.workers > 64 {
+            problems.push(format!("{at}.workers: at most 64"));
+        }
+        if self.attempt_timeout < Duration::from_secs(1) {
+            problems.push(format!("{at}.attempt_timeout: at least 1s"));
+        }
+        if self.retry_first.is_zero() || self.retry_first > self.retry_max {
+            problems.push(format!(
+                "{at}.retry_first: above zero and at most retry_max"
+            ));
+        }
+        for (key, due) in [
+            ("access_due_after", self.access_due_after),
+            ("erasure_due_after", self.erasure_due_after),
+        ] {
+            if due <= self.give_up_before_due {
+                problems.push(format!(
+                    "{at}.{key}: must be longer than give_up_before_due, or a request would \
+                     give up as soon as it starts"
+                ));
+            }
+        }
+        if self.package_dir.is_some() && !has_control {
+            problems.push(format!(
+                "{at}.package_dir: durable requests need [server.control], where their queue \
+                 is kept"
+            ));
+        }
+    }
+}
+
 /// `[server.dead_letters]`: the dead-letter queue.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
