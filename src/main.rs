@@ -55,6 +55,12 @@ enum Command {
     /// references and a category for every column, each with its evidence. Writes the config
     /// with the draft in place of the source's tables.
     Discover(Box<dsr_connector::cli::discover::DiscoverArgs>),
+    /// Durable requests across sources on a running server: submit, status, wait, approve,
+    /// cancel.
+    Request {
+        #[command(subcommand)]
+        command: dsr_connector::cli::request::RequestCommand,
+    },
     /// Work with the audit log.
     Audit {
         #[command(subcommand)]
@@ -136,6 +142,9 @@ fn main() -> ExitCode {
             Command::Erase(args) => runtime(None)
                 .and_then(|rt| rt.block_on(dsr_connector::cli::erase::run(*args)))
                 .map(|_| ()),
+            Command::Request { command } => {
+                runtime(None).and_then(|rt| rt.block_on(dsr_connector::cli::request::run(command)))
+            }
             Command::Discover(args) => telemetry::init(None, telemetry::json_logs(None))
                 .and_then(|_| runtime(None))
                 .and_then(|rt| rt.block_on(dsr_connector::cli::discover::run(*args))),

@@ -139,7 +139,7 @@ async fn call(
 
 /// Prints a receipt for a person, on stdout (the command's result; prompts and errors go to
 /// stderr): a line per table, then the totals.
-fn show(receipt: &pb::ErasureReceipt) {
+pub(super) fn show(receipt: &pb::ErasureReceipt) {
     for table in &receipt.tables {
         let action = match pb::ErasureAction::try_from(table.action) {
             Ok(pb::ErasureAction::Delete) => "delete",

@@ -1,10 +1,12 @@
 //! The client-side commands of the `dsr-connector` binary: [`extract`] calls a running
 //! server and writes a data package for people; [`erase`] previews and erases one subject;
-//! [`discover`] drafts a source's data map from its database and writes it into a config.
+//! [`discover`] drafts a source's data map from its database and writes it into a config;
+//! [`request`] submits and follows durable requests across sources.
 
 pub mod discover;
 pub mod erase;
 pub mod extract;
+pub mod request;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,13 +14,50 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+/// How to reach the server, and who calls it.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// The server: http://HOST:PORT, or https://HOST:PORT for TLS.
+    #[arg(long)]
+    pub addr: String,
+    /// An environment variable holding the bearer token, when the server asks for one.
+    #[arg(long)]
+    pub token_env: Option<String>,
+    /// With https: the CA certificate (PEM) that signed the server's certificate.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// With https: a client certificate (PEM), for servers that identify callers by it.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// With --cert: its private key (PEM).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The bearer token, when --token-env names one.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        self.token_env
+            .as_ref()
+            .map(|var| {
+                std::env::var(var)
+                    .with_context(|| format!("--token-env: environment variable {var} is not set"))
+            })
+            .transpose()
+    }
+
+    /// A channel to the server, connected on the first call.
+    pub fn channel(&self) -> anyhow::Result<Channel> {
+        channel(&self.addr, &self.ca_cert, &self.cert, &self.key)
+    }
+}
+
 /// What every client command needs to call the server about one subject. Not `Debug`: it
 /// holds the identity value.
 #[derive(clap::Args)]
 pub struct CallArgs {
-    /// The server: http://HOST:PORT, or https://HOST:PORT for TLS.
-    #[arg(long)]
-    pub addr: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// The source, as configured on the server.
     #[arg(long)]
     pub source: String,
@@ -36,24 +75,12 @@ pub struct CallArgs {
     /// An environment variable holding the identity value.
     #[arg(long)]
     pub value_env: Option<String>,
-    /// An environment variable holding the bearer token, when the server asks for one.
-    #[arg(long)]
-    pub token_env: Option<String>,
     /// Your own id for this request, sent as x-request-id and kept in the manifest or receipt.
     #[arg(long)]
     pub request_id: Option<String>,
     /// A compliance tag for the manifest or receipt, for example gdpr-art15 or gdpr-art17.
     #[arg(long)]
     pub compliance_tag: Option<String>,
-    /// With https: the CA certificate (PEM) that signed the server's certificate.
-    #[arg(long)]
-    pub ca_cert: Option<PathBuf>,
-    /// With https: a client certificate (PEM), for servers that identify callers by it.
-    #[arg(long, requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// With --cert: its private key (PEM).
-    #[arg(long, requires = "cert")]
-    pub key: Option<PathBuf>,
 }
 
 impl CallArgs {
@@ -73,13 +100,7 @@ impl CallArgs {
 
     /// The bearer token, when --token-env names one.
     pub fn token(&self) -> anyhow::Result<Option<String>> {
-        self.token_env
-            .as_ref()
-            .map(|var| {
-                std::env::var(var)
-                    .with_context(|| format!("--token-env: environment variable {var} is not set"))
-            })
-            .transpose()
+        self.server.token()
     }
 
     /// --request-id, or a fresh `cli-<uuid>`.
@@ -91,7 +112,7 @@ impl CallArgs {
 
     /// A channel to the server, connected on the first call.
     pub fn channel(&self) -> anyhow::Result<Channel> {
-        channel(&self.addr, &self.ca_cert, &self.cert, &self.key)
+        self.server.channel()
     }
 }
 

@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli;
 mod flows;
 mod refusals;
 
@@ -33,8 +34,9 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 /// The databases of the tests: each test's shop on both stores, and its control database.
-const DATABASES: [&str; 7] = [
+const DATABASES: [&str; 8] = [
     "req_access",
+    "req_cli",
     "req_scopes",
     "req_changed",
     "req_killed",

@@ -1,0 +1,101 @@
+//! `dsr-connector request`, the real binary, against a server: submit and follow an access
+//! request and copy its package (checked file by file), then an erasure request that waits,
+//! is approved with `--yes`, and is followed to its end.
+
+use super::*;
+use support::TestServer;
+
+/// Runs the binary with `args`; its exit status, stdout and stderr.
+async fn request(args: &[&str]) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = support::without_test_cargo_env(&mut std::process::Command::new(env!(
+            "CARGO_BIN_EXE_dsr-connector"
+        )))
+        .arg("request")
+        .args(&args)
+        .output()
+        .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_command_submits_follows_approves_and_copies_a_checked_package() {
+    let world = World::open("req_cli").await;
+    let server = TestServer::start(world.config("", &[])).await;
+    let addr = format!("http://{}", server.addr);
+    let out = tempfile::tempdir().unwrap();
+    let package = out.path().join("alice");
+    let (ok, stdout, stderr) = request(&[
+        "submit",
+        "--addr",
+        &addr,
+        "--id",
+        "cli-1",
+        "--kind",
+        "email",
+        "--value",
+        ALICE,
+        "--wait",
+        "--out",
+        package.to_str().unwrap(),
+    ])
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("requests/cli-1\n"), "{stdout}");
+    assert!(stdout.contains("ACCESS SUCCEEDED"), "{stdout}");
+    // A line per source as it moved, on stderr.
+    assert!(
+        stderr.contains("demo") && stderr.contains("mariadb"),
+        "{stderr}"
+    );
+    let mut ops = operations(server.addr).await;
+    let op = get(&mut ops, "cli-1").await;
+    let copied = RequestResult {
+        package_path: package.display().to_string(),
+        ..result(&op)
+    };
+    assert_eq!(verify_package(&copied), ["demo", "mariadb"]);
+
+    let (ok, stdout, stderr) = request(&[
+        "submit",
+        "--addr",
+        &addr,
+        "--id",
+        "cli-2",
+        "--erasure",
+        "--kind",
+        "email",
+        "--value",
+        ALICE,
+        "--wait",
+    ])
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("ERASURE AWAITING_APPROVAL"), "{stdout}");
+    // Without a terminal, approval needs --yes.
+    let (ok, _, stderr) = request(&["approve", "--addr", &addr, "--id", "cli-2"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("--yes"), "{stderr}");
+    let (ok, stdout, stderr) =
+        request(&["approve", "--addr", &addr, "--id", "cli-2", "--yes"]).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("delete"),
+        "the previews are shown: {stdout}"
+    );
+    let (ok, stdout, stderr) = request(&["wait", "--addr", &addr, "--id", "cli-2"]).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("ERASURE SUCCEEDED"), "{stdout}");
+    let (ok, _, stderr) = request(&["status", "--addr", &addr, "--id", "nobody"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("NotFound"), "{stderr}");
+    server.stop().await.unwrap();
+}
