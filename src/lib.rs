@@ -11,6 +11,9 @@
 //! - [`api`]: the transport: the server (health, reflection, graceful shutdown, the metrics
 //!   listener), one adapter per RPC, the policy layers (request id, trace context, deadline,
 //!   auth) and the one error-to-status mapping.
+//! - [`requests`]: durable data-subject requests across sources, as long-running operations
+//!   in the control database: the API's operations, the workers that claim tasks under
+//!   leases and resume a dead replica's, the request's states, and access packages.
 //! - [`cli`]: the client-side commands: `extract` (a data package for people), `erase` and
 //!   `discover` (a draft data map).
 //! - [`engine`]: every RPC's database work behind one guarded call (breaker, call slots,

@@ -306,6 +306,44 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
         assert!(packages.path().join(name).join("README.txt").exists());
     }
 
+    // The durable requests' block, as written: an access request followed with grpcurl, one
+    // with the request command and its package copied, and an erasure approved.
+    let request_commands = readme_commands("## One request across every source");
+    assert_eq!(request_commands.len(), 6, "{request_commands:#?}");
+    let requested = tempfile::tempdir().unwrap();
+    let mut said = Vec::new();
+    for command in &request_commands {
+        let command = command.replace(README_ADDR, &addr);
+        let command = match command.split_once("--out ") {
+            Some((head, name)) => format!(
+                "{head}--out {}",
+                requested.path().join(name.trim()).display()
+            ),
+            None => command,
+        };
+        let out = shell(&command);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "README command failed: {command}\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said.push(text);
+    }
+    assert!(
+        said[1].contains("\"done\": true") && said[1].contains("\"packageSha256\""),
+        "{}",
+        said[1]
+    );
+    assert!(!said[1].contains("alice@example.com"), "{}", said[1]);
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(requested.path().join("alice-request/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["sources"][0]["rows"], 18, "{manifest}");
+    assert!(said[3].contains("AWAITING_APPROVAL"), "{}", said[3]);
+    assert!(said[5].contains("ERASURE SUCCEEDED"), "{}", said[5]);
+
     let output_of = |needle: &str, extra: &str| -> &str {
         outputs
             .iter()

@@ -259,13 +259,13 @@ async fn a_real_prometheus_scrapes_the_service_and_every_dashboard_query_runs() 
                 )
             })
             .collect::<Vec<_>>();
-        if healthy.len() == 7 && healthy.iter().all(|(_, h)| h == "ok") {
+        if healthy.len() == 9 && healthy.iter().all(|(_, h)| h == "ok") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        healthy.len() == 7 && healthy.iter().all(|(_, h)| h == "ok"),
+        healthy.len() == 9 && healthy.iter().all(|(_, h)| h == "ok"),
         "{healthy:?}"
     );
     let firing = prometheus.get("/api/v1/alerts").await.unwrap();

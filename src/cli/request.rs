@@ -308,7 +308,7 @@ fn progress(op: &Operation) -> RequestProgress {
 
 fn state_name(state: i32) -> &'static str {
     RequestState::try_from(state)
-        .map(|s| s.as_str_name())
+        .map(|s| s.as_str_name().trim_start_matches("REQUEST_STATE_"))
         .unwrap_or("?")
 }
 
@@ -342,7 +342,7 @@ fn show(op: &Operation) {
         "{}: {} {}, due {due}",
         op.name,
         RequestKind::try_from(p.kind)
-            .map(|k| k.as_str_name())
+            .map(|k| k.as_str_name().trim_start_matches("REQUEST_KIND_"))
             .unwrap_or("?"),
         state_name(p.state),
     );

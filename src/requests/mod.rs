@@ -405,12 +405,15 @@ impl Requests {
             f => {
                 let wanted = f
                     .strip_prefix("state=")
-                    .and_then(pb::RequestState::from_str_name)
+                    .map(|name| name.trim_start_matches("REQUEST_STATE_"))
+                    .and_then(|name| {
+                        pb::RequestState::from_str_name(&format!("REQUEST_STATE_{name}"))
+                    })
                     .and_then(state::state_name)
                     .ok_or_else(|| {
                         RequestError::InvalidArgument(
                             "filter: empty, or state=<QUEUED|RUNNING|AWAITING_APPROVAL|\
-                             SUCCEEDED|FAILED|CANCELLED>"
+                             SUCCEEDED|FAILED|CANCELLED> (with or without REQUEST_STATE_)"
                                 .into(),
                         )
                     })?;
