@@ -11,7 +11,7 @@ use std::{env, fs, path::PathBuf};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
 
-    let fds = protox::compile(["dsr/v1/dsr.proto"], ["proto"])?;
+    let fds = protox::compile(["dsr/v1/dsr.proto", "dsr/v1/requests.proto"], ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(
         out_dir.join("dsr_descriptor.bin"),

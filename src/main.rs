@@ -460,7 +460,7 @@ dsr-connector demo is serving source "demo" on {addr}  (Ctrl-C stops it and remo
   grpcurl -plaintext -max-time 30 -d '{{"source": "demo", "subject": {{"kind": "email", "value": "{subject}"}}}}' {addr} dsr.v1.DsrConnectorService/Validate
 
   # one durable request across every source that knows e-mail addresses, then its result
-  grpcurl -plaintext -d '{{"request_id": "dsr-0002", "kind": "REQUEST_KIND_ACCESS", "subject": {{"kind": "email", "value": "{subject}"}}}}' {addr} dsr.v1.DsrConnectorService/SubmitRequest
+  grpcurl -plaintext -d '{{"request_id": "dsr-0002", "kind": "REQUEST_KIND_ACCESS", "subject": {{"kind": "email", "value": "{subject}"}}}}' {addr} dsr.v1.DsrRequestService/SubmitRequest
   grpcurl -plaintext -max-time 70 -d '{{"name": "requests/dsr-0002", "timeout": "60s"}}' {addr} google.longrunning.Operations/WaitOperation
 
   # health

@@ -522,8 +522,9 @@ fn the_readme_is_short_and_every_page_it_maps_and_links_exists() {
 fn every_documented_command_is_run_by_a_test() {
     // Whole `sh` blocks, run by this file: (page, the block's section heading, or "" for the
     // page's first block).
-    let whole: [(&str, &str); 4] = [
+    let whole: [(&str, &str); 5] = [
         ("README.md", "## Calling it with grpcurl"),
+        ("README.md", "## One request across every source"),
         ("README.md", "## A data package for one request"),
         ("README.md", "## Clients in other languages"),
         ("docs/erasure.md", ""),

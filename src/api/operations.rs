@@ -1,5 +1,6 @@
-//! `google.longrunning.Operations` for durable requests (`requests/{id}`): the adapter only
-//! translates; `crate::requests` keeps them.
+//! Durable requests: `dsr.v1.DsrRequestService` (submit, approve) and
+//! `google.longrunning.Operations` for the operations they are (`requests/{id}`). The adapter
+//! only translates; `crate::requests` keeps them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,18 +10,20 @@ use tracing::Instrument;
 
 use super::service::{CallContext, Service};
 use super::status;
+use crate::pb::dsr_request_service_server::DsrRequestService;
 use crate::pb::google::longrunning::operations_server::Operations;
 use crate::pb::google::longrunning::{
     CancelOperationRequest, DeleteOperationRequest, GetOperationRequest, ListOperationsRequest,
     ListOperationsResponse, Operation, WaitOperationRequest,
 };
+use crate::pb::{ApproveRequestRequest, SubmitRequestRequest};
 use crate::requests::Requests;
 
-/// The operations service: the same adapter as the connector's.
-pub struct OperationsService(pub(super) Arc<Service>);
+/// Both services of durable requests, on the connector's adapter (its records and metrics).
+pub struct RequestsApi(pub(super) Arc<Service>);
 
 /// The request store, or the refusal of a server without a control database.
-pub(super) fn available(requests: &Option<Arc<Requests>>) -> Result<&Arc<Requests>, Status> {
+fn available(requests: &Option<Arc<Requests>>) -> Result<&Arc<Requests>, Status> {
     requests.as_ref().ok_or_else(|| {
         status::refusal(
             tonic::Code::FailedPrecondition,
@@ -46,7 +49,31 @@ macro_rules! answer {
 }
 
 #[tonic::async_trait]
-impl Operations for OperationsService {
+impl DsrRequestService for RequestsApi {
+    async fn submit_request(
+        &self,
+        request: Request<SubmitRequestRequest>,
+    ) -> Result<Response<Operation>, Status> {
+        answer!(self, request, "SubmitRequest", |requests, context, body| {
+            requests.submit(context.asker(), body)
+        })
+    }
+
+    async fn approve_request(
+        &self,
+        request: Request<ApproveRequestRequest>,
+    ) -> Result<Response<Operation>, Status> {
+        answer!(
+            self,
+            request,
+            "ApproveRequest",
+            |requests, context, body| requests.approve(context.asker(), body)
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl Operations for RequestsApi {
     async fn list_operations(
         &self,
         request: Request<ListOperationsRequest>,

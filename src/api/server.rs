@@ -10,12 +10,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::health::follow_breakers;
 use super::metrics_http::serve_metrics;
-use super::operations::OperationsService;
+use super::operations::RequestsApi;
 use super::service::Service;
 use super::{FILE_DESCRIPTOR_SET, layers, status};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::pb::dsr_connector_service_server::DsrConnectorServiceServer;
+use crate::pb::dsr_request_service_server::DsrRequestServiceServer;
 use crate::pb::google::longrunning::operations_server::OperationsServer;
 
 /// How often refused calls are written to the audit log, as one record per caller and status.
@@ -111,24 +112,25 @@ pub async fn run_with(
         engine: engine.clone(),
         requests,
     });
-    let service = config.server.compression.iter().fold(
-        DsrConnectorServiceServer::from_arc(adapter.clone()),
-        |service, compression| {
-            let encoding = compression.encoding();
-            service
-                .send_compressed(encoding)
-                .accept_compressed(encoding)
-        },
-    );
-    let operations = config.server.compression.iter().fold(
-        OperationsServer::new(OperationsService(adapter)),
-        |service, compression| {
-            let encoding = compression.encoding();
-            service
-                .send_compressed(encoding)
-                .accept_compressed(encoding)
-        },
-    );
+    // Each service sends and accepts the configured encodings.
+    macro_rules! compressed {
+        ($server:expr) => {
+            config
+                .server
+                .compression
+                .iter()
+                .fold($server, |service, compression| {
+                    let encoding = compression.encoding();
+                    service
+                        .send_compressed(encoding)
+                        .accept_compressed(encoding)
+                })
+        };
+    }
+    let service = compressed!(DsrConnectorServiceServer::from_arc(adapter.clone()));
+    let requests_api = Arc::new(RequestsApi(adapter));
+    let operations = compressed!(OperationsServer::from_arc(requests_api.clone()));
+    let request_service = compressed!(DsrRequestServiceServer::from_arc(requests_api));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -198,6 +200,7 @@ pub async fn run_with(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service)
+        .add_service(request_service)
         .add_service(operations)
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY, small messages (a manifest) wait for the peer's delayed

@@ -15,11 +15,9 @@ use super::{discover, layers, status, validate};
 use crate::engine::erase::EraseParams;
 use crate::engine::{Engine, ExtractParams};
 use crate::pb::dsr_connector_service_server::DsrConnectorService;
-use crate::pb::google::longrunning::Operation;
 use crate::pb::{
-    ApproveRequestRequest, DiscoverRequest, DiscoverResponse, EraseRequest, EraseResponse,
-    ExtractFrame, ExtractRequest, ExtractResponse, SubmitRequestRequest, ValidateRequest,
-    ValidateResponse, erase_response,
+    DiscoverRequest, DiscoverResponse, EraseRequest, EraseResponse, ExtractFrame, ExtractRequest,
+    ExtractResponse, ValidateRequest, ValidateResponse, erase_response,
 };
 
 /// The service adapter.
@@ -242,42 +240,6 @@ impl DsrConnectorService for Service {
         .await;
         self.finish_call(&context, "Validate", &source, &subject_id, result)
             .await
-    }
-
-    async fn submit_request(
-        &self,
-        request: Request<SubmitRequestRequest>,
-    ) -> Result<Response<Operation>, Status> {
-        let context = CallContext::of(&request)?;
-        let request = request.into_inner();
-        let result = async {
-            let requests = super::operations::available(&self.requests)?;
-            requests
-                .submit(context.asker(), request)
-                .await
-                .map_err(|e| status::request_status(&e))
-        }
-        .instrument(context.span.clone())
-        .await;
-        self.finish_unary(&context, "SubmitRequest", result).await
-    }
-
-    async fn approve_request(
-        &self,
-        request: Request<ApproveRequestRequest>,
-    ) -> Result<Response<Operation>, Status> {
-        let context = CallContext::of(&request)?;
-        let request = request.into_inner();
-        let result = async {
-            let requests = super::operations::available(&self.requests)?;
-            requests
-                .approve(context.asker(), request)
-                .await
-                .map_err(|e| status::request_status(&e))
-        }
-        .instrument(context.span.clone())
-        .await;
-        self.finish_unary(&context, "ApproveRequest", result).await
     }
 
     async fn discover(

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
 use super::ServerArgs;
-use crate::pb::dsr_connector_service_client::DsrConnectorServiceClient;
+use crate::pb::dsr_request_service_client::DsrRequestServiceClient;
 use crate::pb::google::longrunning::operations_client::OperationsClient;
 use crate::pb::google::longrunning::{
     CancelOperationRequest, GetOperationRequest, Operation, WaitOperationRequest, operation,
@@ -111,7 +111,7 @@ pub struct ApproveArgs {
 
 /// The clients of one server.
 struct Clients {
-    service: DsrConnectorServiceClient<Channel>,
+    service: DsrRequestServiceClient<Channel>,
     operations: OperationsClient<Channel>,
     token: Option<String>,
 }
@@ -120,7 +120,7 @@ impl Clients {
     fn new(server: &ServerArgs) -> anyhow::Result<Clients> {
         let channel = server.channel()?;
         Ok(Clients {
-            service: DsrConnectorServiceClient::new(channel.clone()),
+            service: DsrRequestServiceClient::new(channel.clone()),
             operations: OperationsClient::new(channel),
             token: server.token()?,
         })

@@ -9,7 +9,7 @@ async fn an_access_request_across_both_stores_is_one_verified_package_equal_to_e
     let world = World::open("req_access").await;
     let a = world.replica("a").await;
     let b = world.replica("b").await;
-    let mut client = a.client().await;
+    let mut client = requests_client(&a.addr).await;
     let submitted = client
         .submit_request(submission("access-1", RequestKind::Access))
         .await
@@ -38,8 +38,7 @@ async fn an_access_request_across_both_stores_is_one_verified_package_equal_to_e
     }
 
     // The same id again, on either replica: the same operation, not a second request.
-    let again = b
-        .client()
+    let again = requests_client(&b.addr)
         .await
         .submit_request(submission("access-1", RequestKind::Access))
         .await
@@ -96,7 +95,7 @@ async fn a_replica_killed_mid_request_is_finished_by_the_other_with_nothing_twic
         .hold("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
         .await;
     let a = world.replica("a").await;
-    let mut client = a.client().await;
+    let mut client = requests_client(&a.addr).await;
     client
         .submit_request(submission("killed-1", RequestKind::Access))
         .await
@@ -157,7 +156,7 @@ async fn an_erasure_request_waits_for_approval_and_erases_each_source_once_acros
     world.pg.customers_wait_for_lockme().await;
     let a = world.replica("a").await;
     let b = world.replica("b").await;
-    let mut client = a.client().await;
+    let mut client = requests_client(&a.addr).await;
     client
         .submit_request(submission("erase-1", RequestKind::Erasure))
         .await
@@ -270,7 +269,7 @@ async fn a_cancelled_request_stops_its_queries_on_both_stores_and_leaves_no_pack
         .await
         .unwrap();
     let a = world.replica("a").await;
-    let mut client = a.client().await;
+    let mut client = requests_client(&a.addr).await;
     client
         .submit_request(submission("cancel-1", RequestKind::Access))
         .await
@@ -342,7 +341,7 @@ async fn a_stopped_source_keeps_its_task_waiting_and_the_request_finishes_when_i
     world.mariadb_port = gate.port;
     gate.close();
     let a = world.replica("a").await;
-    let mut client = a.client().await;
+    let mut client = requests_client(&a.addr).await;
     client
         .submit_request(submission("stopped-1", RequestKind::Access))
         .await

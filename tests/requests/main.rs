@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use dsr_connector::config::Config;
 use dsr_connector::demo::{self, mariadb::TempMariaDb};
+use dsr_connector::pb::dsr_request_service_client::DsrRequestServiceClient;
 use dsr_connector::pb::google::longrunning::operations_client::OperationsClient;
 use dsr_connector::pb::google::longrunning::{
     CancelOperationRequest, GetOperationRequest, Operation, WaitOperationRequest, operation,
@@ -159,6 +160,12 @@ impl World {
             .filter(|v| v["request_id"] == request_id)
             .collect()
     }
+}
+
+async fn requests_client(addr: impl std::fmt::Display) -> DsrRequestServiceClient<Channel> {
+    DsrRequestServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
 }
 
 async fn operations(addr: impl std::fmt::Display) -> OperationsClient<Channel> {

@@ -5,7 +5,6 @@
 //! earlier attempt committed is not committed twice.
 
 use super::*;
-use dsr_connector::pb::dsr_connector_service_client::DsrConnectorServiceClient;
 use dsr_connector::pb::google::longrunning::{DeleteOperationRequest, ListOperationsRequest};
 use support::{TestServer, with_token};
 
@@ -56,9 +55,7 @@ async fn requests_are_refused_with_their_reason_and_shown_only_to_callers_with_t
         ],
     );
     let server = TestServer::start(config).await;
-    let mut client = DsrConnectorServiceClient::connect(format!("http://{}", server.addr))
-        .await
-        .unwrap();
+    let mut client = requests_client(server.addr).await;
     let mut ops = operations(server.addr).await;
     let submit = |request: SubmitRequestRequest, token: &str| with_token(request, token);
 
@@ -261,7 +258,7 @@ async fn requests_are_refused_with_their_reason_and_shown_only_to_callers_with_t
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_without_a_control_database_says_what_durable_requests_need() {
     let server = TestServer::demo().await;
-    let mut client = server.client().await;
+    let mut client = requests_client(server.addr).await;
     let status = client
         .submit_request(submission("r-1", RequestKind::Access))
         .await
@@ -285,7 +282,8 @@ async fn get_status(ops: &mut OperationsClient<Channel>, name: &str) -> tonic::S
 async fn a_preview_that_no_longer_holds_waits_again_and_an_earlier_commit_is_not_repeated() {
     let world = World::open("req_changed").await;
     let server = TestServer::start(world.config("", &[])).await;
-    let mut client = server.client().await;
+    let mut client = requests_client(server.addr).await;
+    let mut connector = server.client().await;
     let mut ops = operations(server.addr).await;
     client
         .submit_request(submission("changed-1", RequestKind::Erasure))
@@ -316,7 +314,9 @@ async fn a_preview_that_no_longer_holds_waits_again_and_an_earlier_commit_is_not
     // whose replica died before it could settle would have).
     let mut direct = support::shop::erase_request("mariadb", false, &digests["mariadb"]);
     direct.request_id = "changed-1".into();
-    let receipt = support::erase_receipt(&mut client, direct).await.unwrap();
+    let receipt = support::erase_receipt(&mut connector, direct)
+        .await
+        .unwrap();
     assert!(receipt.rows_deleted > 0);
 
     client
