@@ -99,3 +99,63 @@ async fn the_request_command_submits_follows_approves_and_copies_a_checked_packa
     assert!(stderr.contains("NotFound"), "{stderr}");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_example_follows_requests_with_google_api_cores_operations_client() {
+    let world = World::open("req_python").await;
+    let server = TestServer::start(world.config("", &[])).await;
+    let addr = server.addr.to_string();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(support::venv_tool("python"))
+                .arg(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("examples/python/dsr_request.py"),
+                )
+                .args(&args)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let args = |more: &[&str]| -> Vec<String> {
+        ["--addr", addr.as_str(), "--kind", "email", "--value", ALICE]
+            .iter()
+            .chain(more)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let (code, stdout, stderr) = run(args(&["--id", "py-1"])).await.unwrap();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("demo: 18 row(s)"), "{stdout}");
+    assert!(stdout.contains("mariadb: 18 row(s)"), "{stdout}");
+    let mut ops = operations(server.addr).await;
+    let package = result(&get(&mut ops, "py-1").await).package_sha256;
+    assert!(stdout.contains(&package), "{stdout}");
+    // Submitted again after a crash of the orchestrator, say: the same request, done.
+    let (code, again, _) = run(args(&["--id", "py-1"])).await.unwrap();
+    assert_eq!(code, Some(0));
+    assert!(again.contains(&package), "{again}");
+
+    let (code, stdout, stderr) = run(args(&["--id", "py-2", "--erase", "--approve"]))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("preview demo:"), "{stdout}");
+    assert!(
+        stdout.contains("mariadb: ") && stdout.contains("deleted"),
+        "{stdout}"
+    );
+    assert_eq!(
+        progress(&get(&mut ops, "py-2").await).state(),
+        RequestState::Succeeded
+    );
+    // Refused: the exit status says so.
+    let (code, _, stderr) = run(args(&["--id", "../bad"])).await.unwrap();
+    assert_eq!(code, Some(2), "{stderr}");
+    server.stop().await.unwrap();
+}

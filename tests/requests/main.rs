@@ -35,9 +35,10 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 /// The databases of the tests: each test's shop on both stores, and its control database.
-const DATABASES: [&str; 8] = [
+const DATABASES: [&str; 9] = [
     "req_access",
     "req_cli",
+    "req_python",
     "req_scopes",
     "req_changed",
     "req_killed",
