@@ -21,6 +21,9 @@
 //! `--store mysql` runs the heavy, sequential and concurrent scenarios on a throwaway MariaDB
 //! instead, against the `mariadb` command-line client (see `mysql.rs`).
 //!
+//! `--requests N` measures durable requests instead: N access requests over two replicas that
+//! share a control database (see `requests.rs`).
+//!
 //! `--tls` reads PostgreSQL over TLS, verified, from every reader (see `tls.rs`).
 //!
 //! `--wire` measures compression: the heavy subject plain, gzip and zstd, over loopback and
@@ -36,6 +39,7 @@ mod data;
 mod erasure;
 mod mysql;
 mod report;
+mod requests;
 mod service;
 mod tls;
 mod wire;
@@ -106,6 +110,10 @@ pub(crate) struct Args {
     /// moment.
     #[arg(long)]
     compare: Option<PathBuf>,
+    /// Measure durable requests instead: this many access requests over two replicas that
+    /// share a control database (see `requests.rs`).
+    #[arg(long)]
+    requests: Option<usize>,
     /// Where bench.json goes.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -172,6 +180,9 @@ async fn main() -> anyhow::Result<()> {
     if args.erase_only {
         let results = erasure::committed(&args, &binary, &cluster).await?;
         return report(&args, "postgres", &results);
+    }
+    if let Some(count) = args.requests {
+        return requests::run(&args, &binary, &cluster, count).await;
     }
     let customers = ((100_000.0 * args.scale) as i64).max(args.subjects as i64);
     let heavy_events = (1_000_000.0 * args.scale) as i64;
