@@ -75,6 +75,9 @@ pub struct SubmitArgs {
     /// With --wait, on an access request: copy its package here.
     #[arg(long, requires = "wait")]
     pub out: Option<PathBuf>,
+    /// With --out: an age identity file that decrypts a sealed package as it is copied.
+    #[arg(long, requires = "out")]
+    pub identity: Option<PathBuf>,
 }
 
 /// A request named by its id.
@@ -97,6 +100,10 @@ pub struct WaitArgs {
     /// For an access request: copy its package here (a directory that must not exist).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// With --out: an age identity file (`AGE-SECRET-KEY-1...`) that decrypts a sealed
+    /// package as it is copied.
+    #[arg(long, requires = "out")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -170,13 +177,11 @@ pub async fn run(command: RequestCommand) -> anyhow::Result<()> {
         }
         RequestCommand::Wait(args) => {
             let mut clients = Clients::new(&args.operation.server)?;
-            follow(
-                &mut clients,
-                &args.operation.id,
-                args.timeout,
-                args.out.as_deref(),
-            )
-            .await
+            let copy = args
+                .out
+                .as_deref()
+                .map(|out| (out, args.identity.as_deref()));
+            follow(&mut clients, &args.operation.id, args.timeout, copy).await
         }
         RequestCommand::Approve(args) => approve(args).await,
         RequestCommand::Cancel(args) => {
@@ -229,13 +234,11 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         .into_inner();
     println!("{}", op.name);
     if args.wait {
-        follow(
-            &mut clients,
-            &args.id,
-            Duration::from_secs(24 * 3600),
-            args.out.as_deref(),
-        )
-        .await?;
+        let copy = args
+            .out
+            .as_deref()
+            .map(|out| (out, args.identity.as_deref()));
+        follow(&mut clients, &args.id, Duration::from_secs(24 * 3600), copy).await?;
     }
     Ok(())
 }
@@ -245,7 +248,7 @@ async fn follow(
     clients: &mut Clients,
     id: &str,
     timeout: Duration,
-    out: Option<&Path>,
+    copy: Option<(&Path, Option<&Path>)>,
 ) -> anyhow::Result<()> {
     let until = tokio::time::Instant::now() + timeout;
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
@@ -280,9 +283,10 @@ async fn follow(
     show(&op);
     match &op.result {
         Some(operation::Result::Response(any)) => {
-            if let Some(out) = out {
+            if let Some((out, identity)) = copy {
                 let result = RequestResult::decode(any.value.as_slice())?;
-                copy_package(&result, out)?;
+                let identities = identity.map(read_identities).transpose()?;
+                copy_package(&result, out, identities.as_deref())?;
                 println!("package copied to {} and checked", out.display());
             }
             Ok(())
@@ -411,10 +415,33 @@ async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The identities of an age identity file.
+fn read_identities(path: &Path) -> anyhow::Result<Vec<Box<dyn age::Identity>>> {
+    age::IdentityFile::from_file(path.display().to_string())
+        .with_context(|| format!("--identity {}", path.display()))?
+        .into_identities()
+        .map_err(|e| anyhow::anyhow!("--identity {}: {e}", path.display()))
+}
+
+/// A sealed file's plaintext.
+fn decrypt(bytes: &[u8], identities: &[Box<dyn age::Identity>]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let decryptor = age::Decryptor::new_buffered(bytes)?;
+    let mut reader = decryptor.decrypt(identities.iter().map(|i| i.as_ref()))?;
+    let mut plain = Vec::new();
+    reader.read_to_end(&mut plain)?;
+    Ok(plain)
+}
+
 /// Copies a package from the package store (this machine must see it: the same machine, or
 /// the shared volume) to `out`, checking every file against the manifest's SHA-256 and the
-/// manifest against the request's.
-fn copy_package(result: &RequestResult, out: &Path) -> anyhow::Result<()> {
+/// manifest against the request's; with `identities`, sealed files are decrypted as they are
+/// copied (and lose their `.age`).
+fn copy_package(
+    result: &RequestResult,
+    out: &Path,
+    identities: Option<&[Box<dyn age::Identity>]>,
+) -> anyhow::Result<()> {
     let from = Path::new(&result.package_path);
     anyhow::ensure!(!out.exists(), "{} already exists", out.display());
     let manifest = std::fs::read(from.join("manifest.json")).with_context(|| {
@@ -445,7 +472,14 @@ fn copy_package(result: &RequestResult, out: &Path) -> anyhow::Result<()> {
                 Some(hex::encode(Sha256::digest(&bytes)).as_str()) == file["sha256"].as_str(),
                 "{path} is not what the manifest says"
             );
-            let to = out.join(path);
+            let sealed = path.strip_suffix(crate::cli::extract::package::SEALED_SUFFIX);
+            let (to, bytes) = match (sealed, identities) {
+                (Some(plain), Some(identities)) => (
+                    out.join(plain),
+                    decrypt(&bytes, identities).with_context(|| format!("decrypting {path}"))?,
+                ),
+                _ => (out.join(path), bytes),
+            };
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent)?;
             }

@@ -266,6 +266,11 @@ pub struct RequestsConfig {
     /// share a control database must share this directory too (a shared volume). Without it,
     /// access requests are refused.
     pub package_dir: Option<PathBuf>,
+    /// Public keys (age X25519, `age1...`) that every file of a package is encrypted to, as it
+    /// is written: whoever holds one of their identities decrypts it (`age -d -i key.txt`, or
+    /// `dsr-connector request wait --out DIR --identity key.txt`). Empty: packages are written
+    /// in the clear, readable only by the service's user.
+    pub package_recipients: Vec<String>,
     /// Tasks this replica runs at once (0: this replica runs none, and only serves the API).
     pub workers: usize,
     /// How long a claimed task is held without renewal; a replica that dies loses its tasks
@@ -314,6 +319,7 @@ impl Default for RequestsConfig {
         const DAY: u64 = 24 * 3600;
         RequestsConfig {
             package_dir: None,
+            package_recipients: Vec::new(),
             workers: 2,
             lease: Duration::from_secs(15),
             poll: Duration::from_millis(500),
@@ -359,6 +365,13 @@ impl RequestsConfig {
                 problems.push(format!(
                     "{at}.{key}: must be longer than give_up_before_due, or a request would \
                      give up as soon as it starts"
+                ));
+            }
+        }
+        for (i, key) in self.package_recipients.iter().enumerate() {
+            if key.trim().parse::<age::x25519::Recipient>().is_err() {
+                problems.push(format!(
+                    "{at}.package_recipients[{i}]: not an age X25519 public key (age1...)"
                 ));
             }
         }

@@ -103,6 +103,8 @@ pub struct Requests {
     /// This replica's name on the leases it holds.
     owner: String,
     to_status: fn(&ExtractError) -> tonic::Status,
+    /// Whom packages are encrypted to, when `package_recipients` names anyone.
+    sealing: Option<crate::cli::extract::package::Sealing>,
 }
 
 impl Requests {
@@ -124,6 +126,15 @@ impl Requests {
             .max_size(8)
             .connection_timeout(Duration::from_secs(10))
             .build_unchecked(ControlManager(control.clone()));
+        let recipients = &engine.config().server.requests.package_recipients;
+        let sealing = if recipients.is_empty() {
+            None
+        } else {
+            Some(
+                crate::cli::extract::package::Sealing::parse(recipients)
+                    .map_err(|e| anyhow::anyhow!("server.requests.package_recipients: {e}"))?,
+            )
+        };
         let owner = format!(
             "{}-{}",
             std::process::id(),
@@ -135,6 +146,7 @@ impl Requests {
             control,
             owner,
             to_status,
+            sealing,
         })))
     }
 

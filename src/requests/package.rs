@@ -49,7 +49,11 @@ pub fn prepare_part(path: &Path) -> anyhow::Result<()> {
 /// Completes the package of `request`, whose every task succeeded: each source's settled part
 /// moves to `<source>/`, other attempts' parts are removed, and the top-level manifest and
 /// README are written. Returns the folder and the SHA-256 of its `manifest.json`.
-pub fn complete(root: &Path, request: &RequestRow) -> anyhow::Result<(PathBuf, String)> {
+pub fn complete(
+    root: &Path,
+    request: &RequestRow,
+    sealed: bool,
+) -> anyhow::Result<(PathBuf, String)> {
     let folder = folder(root, &request.id);
     let mut sources = Vec::new();
     for task in &request.tasks {
@@ -105,12 +109,16 @@ pub fn complete(root: &Path, request: &RequestRow) -> anyhow::Result<(PathBuf, S
         "due_at": request.due_time.to_rfc3339(),
         "consistency": "each source was read from one snapshot of its own, at its read_at; \
                         there is no snapshot across databases",
+        "sealed": sealed,
         "sources": sources,
     });
     let mut json = serde_json::to_vec_pretty(&top)?;
     json.push(b'\n');
     write_durably(&folder.join("manifest.json"), &json)?;
-    write_durably(&folder.join("README.txt"), readme(request).as_bytes())?;
+    write_durably(
+        &folder.join("README.txt"),
+        readme(request, sealed).as_bytes(),
+    )?;
     Ok((folder, hex::encode(Sha256::digest(&json))))
 }
 
@@ -170,7 +178,7 @@ fn timestamp_text(t: prost_types::Timestamp) -> String {
         .unwrap_or_default()
 }
 
-fn readme(request: &RequestRow) -> String {
+fn readme(request: &RequestRow, sealed: bool) -> String {
     let mut text = format!(
         "Your data: request {}\n\n\
          This package holds every record of you that the systems below keep, as each of them\n\
@@ -182,6 +190,12 @@ fn readme(request: &RequestRow) -> String {
     );
     for task in &request.tasks {
         text.push_str(&format!("  {}/  ({} records)\n", task.source, task.rows));
+    }
+    if sealed {
+        text.push_str(
+            "\nEvery file in the folders is encrypted (age, https://age-encryption.org): decrypt\n\
+             one with `age -d -i key.txt FILE.age`, using the key the package was sealed for.\n",
+        );
     }
     text
 }

@@ -449,7 +449,7 @@ async fn extract_part(
         stream = requests.engine.extract(params) => stream.map_err(|e| Failure::Status(to_status(&e)))?,
         _ = attempt_stop.cancelled() => return Err(Failure::Stopped),
     };
-    let mut package = Package::create(&part)?;
+    let mut package = Package::create_sealed(&part, requests.sealing.clone())?;
     loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
@@ -635,7 +635,7 @@ async fn move_request(
             update.finished = true;
             if state::kind_of(&row.kind) == pb::RequestKind::Access {
                 let root = requests.cfg().package_dir.clone().unwrap_or_default();
-                match package::complete(&root, &row) {
+                match package::complete(&root, &row, requests.sealing.is_some()) {
                     Ok((folder, sha)) => {
                         update.package_path = Some(folder.to_string_lossy().into_owned());
                         update.package_sha256 = Some(sha);

@@ -159,3 +159,97 @@ async fn the_python_example_follows_requests_with_google_api_cores_operations_cl
     assert_eq!(code, Some(2), "{stderr}");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sealed_package_holds_nothing_in_the_clear_and_its_identity_opens_it() {
+    use secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    let world = World::open("req_sealed").await;
+    let config = world.config(
+        &format!("package_recipients = [\"{}\"]", identity.to_public()),
+        &[],
+    );
+    let server = TestServer::start(config).await;
+    let addr = format!("http://{}", server.addr);
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("key.txt");
+    std::fs::write(&key_file, identity.to_string().expose_secret()).unwrap();
+    let opened = keys.path().join("opened");
+    let (ok, stdout, stderr) = request(&[
+        "submit",
+        "--addr",
+        &addr,
+        "--id",
+        "sealed-1",
+        "--kind",
+        "email",
+        "--value",
+        ALICE,
+        "--wait",
+        "--out",
+        opened.to_str().unwrap(),
+        "--identity",
+        key_file.to_str().unwrap(),
+    ])
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+
+    // On the package store: every file of every source is an age file, and no byte of the
+    // subject's is in the clear; the manifest still verifies every file.
+    let mut ops = operations(server.addr).await;
+    let result = result(&get(&mut ops, "sealed-1").await);
+    assert_eq!(verify_package(&result), ["demo", "mariadb"]);
+    let mut stored = Vec::new();
+    files_under(
+        Path::new(&result.package_path),
+        Path::new(&result.package_path),
+        &mut stored,
+    );
+    for file in &stored {
+        let bytes = std::fs::read(Path::new(&result.package_path).join(file)).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("alice") && !text.contains("Alice"),
+            "{file} holds her data"
+        );
+        if file.contains('/') {
+            assert!(file.ends_with(".age"), "{file} is not sealed");
+            assert!(text.starts_with("age-encryption.org/v1"), "{file}");
+        }
+    }
+    // Opened with the identity: the same rows as the extract command's, byte for byte.
+    for source in ["demo", "mariadb"] {
+        same_as_extract_in(&server.addr.to_string(), &opened, source);
+        assert!(opened.join(source).join("manifest.json").exists());
+    }
+    // Without the identity the copy stays sealed.
+    let (ok, _, stderr) = request(&[
+        "wait",
+        "--addr",
+        &addr,
+        "--id",
+        "sealed-1",
+        "--out",
+        keys.path().join("still-sealed").to_str().unwrap(),
+    ])
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(
+        keys.path()
+            .join("still-sealed/demo/customers.jsonl.age")
+            .exists()
+    );
+    // A recipient that is not a key is refused at start-up, named.
+    let refused = dsr_connector::config::Config::from_toml_str(
+        &world.config_text("x", "package_recipients = [\"age1nope\"]"),
+        |_| Some("0123456789abcdef0123".into()),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        refused.contains("server.requests.package_recipients[0]"),
+        "{refused}"
+    );
+    server.stop().await.unwrap();
+}

@@ -35,8 +35,9 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 /// The databases of the tests: each test's shop on both stores, and its control database.
-const DATABASES: [&str; 9] = [
+const DATABASES: [&str; 10] = [
     "req_access",
+    "req_sealed",
     "req_cli",
     "req_python",
     "req_scopes",
@@ -340,13 +341,18 @@ fn table_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 /// `source`'s part of the package holds the same tables, byte for byte, as the `extract`
 /// command's package of the same subject from the same source.
 fn same_as_extract(server: &ServeProcess, result: &RequestResult, source: &str) {
+    same_as_extract_in(&server.addr, Path::new(&result.package_path), source);
+}
+
+/// [`same_as_extract`], for a package in `package` of the server at `addr`.
+fn same_as_extract_in(addr: &str, package: &Path, source: &str) {
     let out = tempfile::tempdir().unwrap();
     let dir: PathBuf = out.path().join(source);
     let status = support::without_test_cargo_env(&mut std::process::Command::new(env!(
         "CARGO_BIN_EXE_dsr-connector"
     )))
     .args(["extract", "--quiet", "--kind", "email", "--value", ALICE])
-    .args(["--addr", &format!("http://{}", server.addr)])
+    .args(["--addr", &format!("http://{addr}")])
     .args(["--source", source])
     .arg("--out")
     .arg(&dir)
@@ -354,7 +360,7 @@ fn same_as_extract(server: &ServeProcess, result: &RequestResult, source: &str) 
     .unwrap();
     assert!(status.success());
     let extracted = table_files(&dir);
-    let packaged = table_files(&Path::new(&result.package_path).join(source));
+    let packaged = table_files(&package.join(source));
     assert!(!extracted.is_empty());
     assert_eq!(
         packaged.keys().collect::<Vec<_>>(),

@@ -28,6 +28,82 @@ pub struct Package {
     dir: tempfile::TempDir,
     started: Option<pb::ExtractionStarted>,
     tables: Vec<TableFile>,
+    /// Whom every file is encrypted to, when the package is sealed.
+    sealing: Option<Sealing>,
+}
+
+/// The name a sealed file has: its own, and this.
+pub const SEALED_SUFFIX: &str = ".age";
+
+/// The recipients a sealed package is encrypted to: age X25519 public keys (`age1...`). Each
+/// file is an age file that any one of their identities decrypts (`age -d -i key.txt`).
+#[derive(Clone)]
+pub struct Sealing(std::sync::Arc<Vec<age::x25519::Recipient>>);
+
+impl Sealing {
+    /// Parses public keys; the error names the first that is not one.
+    pub fn parse(keys: &[String]) -> Result<Sealing, String> {
+        let recipients = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                key.trim().parse::<age::x25519::Recipient>().map_err(|e| {
+                    format!("recipient {i}: not an age X25519 public key (age1...): {e}")
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        if recipients.is_empty() {
+            return Err("no recipient".into());
+        }
+        Ok(Sealing(std::sync::Arc::new(recipients)))
+    }
+
+    fn encryptor(&self) -> std::io::Result<age::Encryptor> {
+        age::Encryptor::with_recipients(self.0.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(std::io::Error::other)
+    }
+}
+
+/// Where a file's bytes go: the file itself, or an age stream over it.
+enum Sink {
+    Plain(BufWriter<File>),
+    Sealed(age::stream::StreamWriter<BufWriter<File>>),
+}
+
+impl Sink {
+    fn open(path: &Path, sealing: Option<&Sealing>) -> anyhow::Result<Sink> {
+        let file = BufWriter::with_capacity(256 * 1024, private_file(path)?);
+        Ok(match sealing {
+            None => Sink::Plain(file),
+            Some(sealing) => Sink::Sealed(sealing.encryptor()?.wrap_output(file)?),
+        })
+    }
+
+    /// Ends the file (an age stream's last chunk) and makes it durable.
+    fn close(self) -> anyhow::Result<()> {
+        let file = match self {
+            Sink::Plain(file) => file,
+            Sink::Sealed(stream) => stream.finish()?,
+        };
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(())
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Sealed(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Sealed(w) => w.flush(),
+        }
+    }
 }
 
 /// One table's file and what the stream said about it.
@@ -35,7 +111,7 @@ struct TableFile {
     table: String,
     file_name: String,
     columns: Vec<pb::ColumnDescriptor>,
-    writer: Option<BufWriter<File>>,
+    writer: Option<Sink>,
     rows: u64,
     expected: Option<u64>,
     completed: Option<pb::TableCompleted>,
@@ -53,6 +129,12 @@ pub struct Written {
 impl Package {
     /// Starts a package that will be `out`. Refuses when `out` exists.
     pub fn create(out: &Path) -> anyhow::Result<Package> {
+        Package::create_sealed(out, None)
+    }
+
+    /// [`Package::create`], every file encrypted to `sealing`'s recipients when given (and
+    /// named with [`SEALED_SUFFIX`]): no byte of it is written in the clear.
+    pub fn create_sealed(out: &Path, sealing: Option<Sealing>) -> anyhow::Result<Package> {
         ensure!(
             !out.exists(),
             "{} already exists; choose a new directory for the package",
@@ -79,6 +161,7 @@ impl Package {
             dir,
             started: None,
             tables: Vec::new(),
+            sealing,
         })
     }
 
@@ -88,13 +171,13 @@ impl Package {
         ensure!(self.started.is_none(), "a second `started` event");
         let mut used = std::collections::HashSet::new();
         for planned in &started.tables {
-            let file_name = unique_file_name(&planned.table, &mut used);
-            let file = private_file(&self.dir.path().join(&file_name))?;
+            let file_name = self.sealed_name(unique_file_name(&planned.table, &mut used));
+            let writer = Sink::open(&self.dir.path().join(&file_name), self.sealing.as_ref())?;
             self.tables.push(TableFile {
                 table: planned.table.clone(),
                 file_name,
                 columns: planned.columns.clone(),
-                writer: Some(BufWriter::with_capacity(256 * 1024, file)),
+                writer: Some(writer),
                 rows: 0,
                 expected: None,
                 completed: None,
@@ -163,8 +246,7 @@ impl Package {
             );
         }
         let writer = table.writer.take().context("a table completed twice")?;
-        let file = writer.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        writer.close()?;
         table.completed = Some(done.clone());
         Ok(())
     }
@@ -200,9 +282,9 @@ impl Package {
 
         let mut json = serde_json::to_vec_pretty(&render::manifest_json(manifest))?;
         json.push(b'\n');
-        write_file(&self.dir.path().join(MANIFEST_FILE), &json)?;
+        self.write_file(MANIFEST_FILE, &json)?;
         let readme = readme(started, &self.tables, manifest);
-        write_file(&self.dir.path().join(README_FILE), readme.as_bytes())?;
+        self.write_file(README_FILE, readme.as_bytes())?;
 
         if self.out.exists() {
             bail!(
@@ -228,6 +310,22 @@ impl Package {
             tables: self.tables.len(),
             extraction_id: manifest.extraction_id.clone(),
         })
+    }
+
+    /// A file's name in this package: sealed files end with [`SEALED_SUFFIX`].
+    fn sealed_name(&self, name: String) -> String {
+        match self.sealing {
+            Some(_) => name + SEALED_SUFFIX,
+            None => name,
+        }
+    }
+
+    /// Writes a whole file of the package, durably (sealed when the package is).
+    fn write_file(&self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let path = self.dir.path().join(self.sealed_name(name.to_owned()));
+        let mut sink = Sink::open(&path, self.sealing.as_ref())?;
+        sink.write_all(bytes)?;
+        sink.close()
     }
 
     fn table(&mut self, name: &str) -> anyhow::Result<&mut TableFile> {
@@ -273,13 +371,6 @@ fn private_file(path: &Path) -> anyhow::Result<File> {
     options
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file = private_file(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
 }
 
 /// The package's explanation, for the data subject.
