@@ -102,12 +102,14 @@ pub async fn run_with(
         tokio::spawn(serve_metrics(listener, engine.clone()));
     }
     let requests = crate::requests::Requests::open(engine.clone(), status::to_status).await?;
-    // The request workers stop claiming with the drain, and what they run is cancelled with
-    // the other streams after the grace period (and queued again for any replica).
-    let stop_requests = cancel_streams.clone();
-    if let Some(requests) = &requests {
-        requests.spawn(stop_requests.clone());
-    }
+    // The request workers stop claiming when the drain begins; what they still run has the
+    // grace period, is then cancelled with the streams, and goes back to the queue for any
+    // replica.
+    let stop_claiming = CancellationToken::new();
+    let workers = match &requests {
+        Some(requests) => requests.spawn(stop_claiming.clone(), cancel_streams.clone()),
+        None => Vec::new(),
+    };
     let adapter = Arc::new(Service {
         engine: engine.clone(),
         requests,
@@ -160,6 +162,7 @@ pub async fn run_with(
         let hard_stop = hard_stop.clone();
         async move {
             shutdown.await;
+            stop_claiming.cancel();
             tracing::info!(
                 grace_secs = grace.as_secs_f64(),
                 "shutting down: draining streams"
@@ -216,6 +219,15 @@ pub async fn run_with(
     }
     // Every record and dead letter queued before the stop is written before the process
     // ends: the refusals counted since the last write, then the writers' queues, drained.
+    // The workers settle what they ran (queued again when it was cut off), so that another
+    // replica takes it at once rather than after the lease.
+    let settle_workers = futures_util::future::join_all(workers);
+    if tokio::time::timeout(HARD_STOP_AFTER_GRACE * 5, settle_workers)
+        .await
+        .is_err()
+    {
+        tracing::warn!("request workers still busy at the stop: their leases will run out");
+    }
     refusals_stop.cancel();
     refusals.flush().await;
     engine.records().flush().await;

@@ -81,6 +81,9 @@ const MIN_SEGMENT_BYTES: u64 = 4096;
 /// The longest a segment may stay open, or a closed one be kept: 100 years.
 const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// The longest source name: it names folders, health services and metric labels.
+const MAX_SOURCE_NAME_BYTES: usize = 128;
+
 /// Checks a caller's scopes: known sources (or `*`) and known RPCs.
 fn check_scopes(
     at: &str,
@@ -400,6 +403,20 @@ impl Config {
             let at = format!("sources[{i}]");
             if source.name.trim().is_empty() {
                 problems.push(format!("{at}.name: must not be empty"));
+            } else if source.name.starts_with('.')
+                || source.name.len() > MAX_SOURCE_NAME_BYTES
+                || !source
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                // A source's name names its folder in a request's package, its health service
+                // and its metric labels.
+                problems.push(format!(
+                    "{at}.name: '{}': use A-Z, a-z, 0-9, '.', '_' and '-' (not first), at most \
+                     {} bytes",
+                    source.name, MAX_SOURCE_NAME_BYTES
+                ));
             } else if !names.insert(source.name.as_str()) {
                 problems.push(format!(
                     "{at}.name: duplicate source name '{}'",

@@ -154,12 +154,29 @@ impl Requests {
         &self.engine.config().server.requests
     }
 
-    /// Starts this replica's workers and its housekeeping; they stop with `stop`.
-    pub fn spawn(self: &Arc<Self>, stop: CancellationToken) {
-        for n in 0..self.cfg().workers {
-            tokio::spawn(worker::run(self.clone(), n, stop.clone()));
-        }
-        tokio::spawn(worker::housekeeping(self.clone(), stop));
+    /// Starts this replica's workers and its housekeeping. They claim nothing more once
+    /// `stop_claiming` is cancelled; an attempt still running is stopped by `stop_work` and
+    /// settled as queued again. The handles end when the workers have.
+    pub fn spawn(
+        self: &Arc<Self>,
+        stop_claiming: CancellationToken,
+        stop_work: CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut handles: Vec<_> = (0..self.cfg().workers)
+            .map(|n| {
+                tokio::spawn(worker::run(
+                    self.clone(),
+                    n,
+                    stop_claiming.clone(),
+                    stop_work.clone(),
+                ))
+            })
+            .collect();
+        handles.push(tokio::spawn(worker::housekeeping(
+            self.clone(),
+            stop_claiming,
+        )));
+        handles
     }
 
     async fn client(&self) -> Result<bb8::PooledConnection<'_, ControlManager>, RequestError> {

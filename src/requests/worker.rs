@@ -28,8 +28,13 @@ use crate::store::postgres::requests::{Claimed, Renewal, RequestUpdate, Settleme
 /// How often housekeeping runs: the gauges, and packages past their retention.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 
-/// One worker: claims and runs tasks until `stop`.
-pub(super) async fn run(requests: Arc<Requests>, n: usize, stop: CancellationToken) {
+/// One worker: claims and runs tasks until `stop`; an attempt it runs stops with `stop_work`.
+pub(super) async fn run(
+    requests: Arc<Requests>,
+    n: usize,
+    stop: CancellationToken,
+    stop_work: CancellationToken,
+) {
     let poll = requests.cfg().poll;
     let mut client: Option<ControlClient> = None;
     while !stop.is_cancelled() {
@@ -44,7 +49,7 @@ pub(super) async fn run(requests: Arc<Requests>, n: usize, stop: CancellationTok
             }
         }
         let Some(c) = client.as_mut() else { continue };
-        match step(&requests, c, &stop).await {
+        match step(&requests, c, &stop_work).await {
             Ok(true) => {}
             Ok(false) => pause(&stop, poll).await,
             Err(error) => {
@@ -694,7 +699,9 @@ async fn move_request(
             let _ = package::remove(root, id);
         }
         tracing::info!(request_id = %id, state = %ended, "request ended");
-        requests.record("Request", "", id, "", &ended).await;
+        requests
+            .record("Request", &row.submitter, id, "", &ended)
+            .await;
     }
     Ok(true)
 }

@@ -370,3 +370,47 @@ async fn a_stopped_source_keeps_its_task_waiting_and_the_request_finishes_when_i
     same_as_extract(&a, &result, "mariadb");
     a.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_stopped_with_sigterm_hands_its_running_task_back_at_once() {
+    let world = World::open("req_sigterm").await;
+    let holder = world
+        .pg
+        .hold("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+        .await;
+    // A lease far longer than the test: only a hand-back lets another replica run the task.
+    let a = world.replica_with("a", "lease = \"10m\"").await;
+    let mut client = requests_client(&a.addr).await;
+    let mut demo_only = submission("sigterm-1", RequestKind::Access);
+    demo_only.sources = vec!["demo".into()];
+    client.submit_request(demo_only).await.unwrap();
+    let mut ops = operations(&a.addr).await;
+    until(&mut ops, "sigterm-1", |op| {
+        source_state(op, "demo") == RequestState::Running
+    })
+    .await;
+    assert!(world.pg.erasure_waits().await, "the read never waited");
+    // SIGTERM: the replica drains; after its grace period the attempt is cancelled and its
+    // task goes back to the queue, and the process exits cleanly.
+    let (status, _) = a.terminate().await;
+    assert!(status.success(), "{status}");
+    let row = world
+        .control
+        .query_one(
+            "SELECT state, last_reason, lease_owner FROM dsr_request_tasks \
+             WHERE request_id = 'sigterm-1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "queued");
+    assert_eq!(row.get::<_, String>(1), "SHUTTING_DOWN");
+    assert_eq!(row.get::<_, Option<String>>(2), None);
+    holder.release().await;
+    let b = world.replica_with("b", "lease = \"10m\"").await;
+    let mut ops = operations(&b.addr).await;
+    let op = done(&mut ops, "sigterm-1").await;
+    assert_eq!(progress(&op).state(), RequestState::Succeeded);
+    verify_package(&result(&op));
+    b.terminate().await;
+}

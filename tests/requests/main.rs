@@ -35,8 +35,9 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 /// The databases of the tests: each test's shop on both stores, and its control database.
-const DATABASES: [&str; 10] = [
+const DATABASES: [&str; 11] = [
     "req_access",
+    "req_sigterm",
     "req_sealed",
     "req_cli",
     "req_python",
@@ -85,11 +86,21 @@ impl World {
             &format!("port = {}", mariadb().port()),
             &format!("port = {}", self.mariadb_port),
         );
+        // Short leases and retries, unless `extra` sets its own.
+        let settings: String = [
+            ("lease", "\"3s\""),
+            ("poll", "\"100ms\""),
+            ("retry_first", "\"200ms\""),
+            ("retry_max", "\"1s\""),
+        ]
+        .iter()
+        .filter(|(key, _)| !extra.contains(&format!("{key} =")))
+        .map(|(key, value)| format!("{key} = {value}\n"))
+        .collect();
         format!(
             "{text}\n[server.control]\nurl_env = \"CONTROL_URL\"\n\n\
              [server.audit]\nstore = \"control\"\nreplica = \"{replica}\"\n\n\
-             [server.requests]\npackage_dir = {:?}\nlease = \"3s\"\npoll = \"100ms\"\n\
-             retry_first = \"200ms\"\nretry_max = \"1s\"\n{extra}\n",
+             [server.requests]\npackage_dir = {:?}\n{settings}{extra}\n",
             self.packages.path().display().to_string()
         )
     }

@@ -374,3 +374,32 @@ async fn a_preview_that_no_longer_holds_waits_again_and_an_earlier_commit_is_not
         assert_eq!(committed, 1, "{source}: {records:#?}");
     }
 }
+
+#[test]
+fn request_settings_and_source_names_are_checked_at_start_up() {
+    let text = support::config_text("");
+    let load = |text: &str| {
+        dsr_connector::config::Config::from_toml_str(text, |_| Some("0123456789abcdef0123".into()))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let refused = load(&format!(
+        "{text}\n[server.requests]\npackage_dir = \"packages\"\nlease = \"100ms\"\n\
+         poll = \"1h\"\nworkers = 1000\nretry_first = \"10m\"\nretry_max = \"1m\"\n\
+         access_due_after = \"1h\"\n"
+    ));
+    for key in [
+        "server.requests.lease",
+        "server.requests.poll",
+        "server.requests.workers",
+        "server.requests.retry_first",
+        "server.requests.access_due_after",
+        "server.requests.package_dir: durable requests need [server.control]",
+    ] {
+        assert!(refused.contains(key), "{key}: {refused}");
+    }
+    // A source's name names a folder of every package: nothing that leaves it.
+    let refused = load(&text.replacen("name = \"demo\"", "name = \"../demo\"", 1));
+    assert!(refused.contains("sources[0].name: '../demo'"), "{refused}");
+}
