@@ -276,17 +276,7 @@ impl Service {
         rpc: &str,
         result: Result<T, Status>,
     ) -> Result<Response<T>, Status> {
-        let code = result
-            .as_ref()
-            .err()
-            .map(|s: &Status| s.code())
-            .unwrap_or(tonic::Code::Ok);
-        self.engine.metrics().record_request(rpc, "", code);
-        record_status(&context.span, code);
-        if code != tonic::Code::Ok {
-            self.record_call(context, rpc, "", "", code).await;
-        }
-        context.respond(result)
+        self.finish(context, rpc, "", "", result, false).await
     }
 
     /// Ends a call answered in one piece (Validate, Discover): counts it, records its status
@@ -299,6 +289,21 @@ impl Service {
         subject_id: &str,
         result: Result<T, Status>,
     ) -> Result<Response<T>, Status> {
+        self.finish(context, rpc, source, subject_id, result, true)
+            .await
+    }
+
+    /// Counts a call, records its status on the span, and in the audit log when it failed
+    /// or `record_ok`; echoes the request id.
+    async fn finish<T>(
+        &self,
+        context: &CallContext,
+        rpc: &str,
+        source: &str,
+        subject_id: &str,
+        result: Result<T, Status>,
+        record_ok: bool,
+    ) -> Result<Response<T>, Status> {
         let code = result
             .as_ref()
             .err()
@@ -306,8 +311,10 @@ impl Service {
             .unwrap_or(tonic::Code::Ok);
         self.engine.metrics().record_request(rpc, source, code);
         record_status(&context.span, code);
-        self.record_call(context, rpc, source, subject_id, code)
-            .await;
+        if record_ok || code != tonic::Code::Ok {
+            self.record_call(context, rpc, source, subject_id, code)
+                .await;
+        }
         context.respond(result)
     }
 

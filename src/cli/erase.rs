@@ -3,10 +3,9 @@
 //! be typed again, and only then erases, confirmed by the preview's digest (so that rows that
 //! changed in between are not erased unseen). `--yes` skips the question, for scripts.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use tokio::time::Instant;
 
 use crate::pb::dsr_connector_service_client::DsrConnectorServiceClient;
@@ -75,19 +74,11 @@ pub async fn run(args: EraseArgs) -> anyhow::Result<pb::ErasureReceipt> {
         return Ok(preview);
     }
     if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            bail!("not erasing: confirm at a terminal, or pass --yes; nothing was erased");
-        }
-        eprint!("To erase, type the identity value again: ");
-        std::io::stderr().flush().ok();
-        let mut typed = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut typed)
-            .context("reading the confirmation")?;
-        if typed.trim() != value.trim() {
-            bail!("the value typed does not match; nothing was erased");
-        }
+        super::confirm(
+            "To erase, type the identity value again: ",
+            &value,
+            "erased",
+        )?;
     }
     request.dry_run = false;
     request.preview_digest = preview.preview_digest.clone();

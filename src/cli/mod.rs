@@ -86,16 +86,7 @@ pub struct CallArgs {
 impl CallArgs {
     /// The identity value, from --value or --value-env; never empty.
     pub fn value(&self) -> anyhow::Result<String> {
-        let value = match (&self.value, &self.value_env) {
-            (Some(value), _) => value.clone(),
-            (None, Some(var)) => std::env::var(var)
-                .with_context(|| format!("--value-env: environment variable {var} is not set"))?,
-            (None, None) => bail!("give the identity with --value or --value-env"),
-        };
-        if value.trim().is_empty() {
-            bail!("the identity value is empty");
-        }
-        Ok(value)
+        identity_value(&self.value, &self.value_env)
     }
 
     /// The bearer token, when --token-env names one.
@@ -150,6 +141,44 @@ fn channel(
         bail!("--ca-cert and --cert need an https:// address");
     }
     Ok(endpoint.connect_lazy())
+}
+
+/// An identity value from `--value`, or from the variable `--value-env` names; never empty.
+pub(crate) fn identity_value(
+    value: &Option<String>,
+    value_env: &Option<String>,
+) -> anyhow::Result<String> {
+    let value = match (value, value_env) {
+        (Some(value), _) => value.clone(),
+        (None, Some(var)) => std::env::var(var)
+            .with_context(|| format!("--value-env: environment variable {var} is not set"))?,
+        (None, None) => bail!("give the identity with --value or --value-env"),
+    };
+    if value.trim().is_empty() {
+        bail!("the identity value is empty");
+    }
+    Ok(value)
+}
+
+/// Asks the person at the terminal to type `expected` again before something that cannot be
+/// undone (`what`: "erased", "approved"); without a terminal, or with anything else typed,
+/// nothing is done.
+pub(crate) fn confirm(prompt: &str, expected: &str, what: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        bail!("not {what}: confirm at a terminal, or pass --yes; nothing was {what}");
+    }
+    eprint!("{prompt}");
+    std::io::stderr().flush().ok();
+    let mut typed = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut typed)
+        .context("reading the confirmation")?;
+    if typed.trim() != expected.trim() {
+        bail!("what was typed does not match; nothing was {what}");
+    }
+    Ok(())
 }
 
 /// Sets a call's `x-request-id` and, when given, its bearer token.

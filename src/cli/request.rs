@@ -5,7 +5,6 @@
 //! request's package from the package store, checking every file against its manifest.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -201,12 +200,7 @@ pub async fn run(command: RequestCommand) -> anyhow::Result<()> {
 }
 
 async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
-    let value = match (&args.value, &args.value_env) {
-        (Some(v), _) => v.clone(),
-        (None, Some(var)) => std::env::var(var)
-            .with_context(|| format!("--value-env: environment variable {var} is not set"))?,
-        (None, None) => bail!("give the identity with --value or --value-env"),
-    };
+    let value = super::identity_value(&args.value, &args.value_env)?;
     let mut clients = Clients::new(&args.server)?;
     let call = clients.call(pb::SubmitRequestRequest {
         request_id: args.id.clone(),
@@ -387,19 +381,11 @@ async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
         digests.insert(source.source.clone(), source.preview_digest.clone());
     }
     if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            bail!("not approved: confirm at a terminal, or pass --yes; nothing was erased");
-        }
-        eprint!("To erase what these previews show, type the request id again: ");
-        std::io::stderr().flush().ok();
-        let mut typed = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut typed)
-            .context("reading the confirmation")?;
-        if typed.trim() != id {
-            bail!("the id typed does not match; nothing was approved");
-        }
+        super::confirm(
+            "To erase what these previews show, type the request id again: ",
+            id,
+            "approved",
+        )?;
     }
     let call = clients.call(pb::ApproveRequestRequest {
         name: name(id),

@@ -5,25 +5,28 @@
 use super::*;
 use support::TestServer;
 
-/// Runs the binary with `args`; its exit status, stdout and stderr.
-async fn request(args: &[&str]) -> (bool, String, String) {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+/// Runs `command` to its end off the runtime: its exit code, stdout and stderr.
+async fn output(mut command: std::process::Command) -> (Option<i32>, String, String) {
     tokio::task::spawn_blocking(move || {
-        let out = support::without_test_cargo_env(&mut std::process::Command::new(env!(
-            "CARGO_BIN_EXE_dsr-connector"
-        )))
-        .arg("request")
-        .args(&args)
-        .output()
-        .unwrap();
+        let out = command.output().unwrap();
         (
-            out.status.success(),
+            out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     })
     .await
     .unwrap()
+}
+
+/// Runs `dsr-connector request` with `args`: whether it succeeded, stdout and stderr.
+async fn request(args: &[&str]) -> (bool, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dsr-connector"));
+    support::without_test_cargo_env(&mut command)
+        .arg("request")
+        .args(args);
+    let (code, stdout, stderr) = output(command).await;
+    (code == Some(0), stdout, stderr)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,21 +109,11 @@ async fn the_python_example_follows_requests_with_google_api_cores_operations_cl
     let server = TestServer::start(world.config("", &[])).await;
     let addr = server.addr.to_string();
     let run = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new(support::venv_tool("python"))
-                .arg(
-                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                        .join("examples/python/dsr_request.py"),
-                )
-                .args(&args)
-                .output()
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        })
+        let mut command = std::process::Command::new(support::venv_tool("python"));
+        command
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/dsr_request.py"))
+            .args(args);
+        output(command)
     };
     let args = |more: &[&str]| -> Vec<String> {
         ["--addr", addr.as_str(), "--kind", "email", "--value", ALICE]
@@ -129,7 +122,7 @@ async fn the_python_example_follows_requests_with_google_api_cores_operations_cl
             .map(|s| s.to_string())
             .collect()
     };
-    let (code, stdout, stderr) = run(args(&["--id", "py-1"])).await.unwrap();
+    let (code, stdout, stderr) = run(args(&["--id", "py-1"])).await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("demo: 18 row(s)"), "{stdout}");
     assert!(stdout.contains("mariadb: 18 row(s)"), "{stdout}");
@@ -137,13 +130,11 @@ async fn the_python_example_follows_requests_with_google_api_cores_operations_cl
     let package = result(&get(&mut ops, "py-1").await).package_sha256;
     assert!(stdout.contains(&package), "{stdout}");
     // Submitted again after a crash of the orchestrator, say: the same request, done.
-    let (code, again, _) = run(args(&["--id", "py-1"])).await.unwrap();
+    let (code, again, _) = run(args(&["--id", "py-1"])).await;
     assert_eq!(code, Some(0));
     assert!(again.contains(&package), "{again}");
 
-    let (code, stdout, stderr) = run(args(&["--id", "py-2", "--erase", "--approve"]))
-        .await
-        .unwrap();
+    let (code, stdout, stderr) = run(args(&["--id", "py-2", "--erase", "--approve"])).await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("preview demo:"), "{stdout}");
     assert!(
@@ -155,7 +146,7 @@ async fn the_python_example_follows_requests_with_google_api_cores_operations_cl
         RequestState::Succeeded
     );
     // Refused: the exit status says so.
-    let (code, _, stderr) = run(args(&["--id", "../bad"])).await.unwrap();
+    let (code, _, stderr) = run(args(&["--id", "../bad"])).await;
     assert_eq!(code, Some(2), "{stderr}");
     server.stop().await.unwrap();
 }

@@ -162,6 +162,21 @@ impl World {
         owner?.split('-').next()?.parse().ok()
     }
 
+    /// How many erasures of `request_id` on `source` committed changes, by the audit log.
+    async fn committed_erasures(&self, request_id: &str, source: &str) -> usize {
+        let records = self.audit(request_id).await;
+        records
+            .iter()
+            .filter(|r| {
+                r["rpc"] == "Erase"
+                    && r["source"] == source
+                    && r["outcome"] == "ok"
+                    && r["dry_run"] != true
+                    && r["row_count"].as_u64().unwrap_or(0) > 0
+            })
+            .count()
+    }
+
     /// The audit records of every replica that name `request_id`, as JSON.
     async fn audit(&self, request_id: &str) -> Vec<serde_json::Value> {
         self.control
