@@ -153,6 +153,7 @@ impl DsrConnectorService for Service {
                 caller: context.caller.name.clone(),
                 call_id: context.request_id.clone(),
                 span: context.span.clone(),
+                links: Default::default(),
             };
             // Resolving the plan may read the catalog; that too must end at the deadline, with
             // DEADLINE_EXCEEDED rather than tonic's CANCELLED.

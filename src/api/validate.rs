@@ -136,6 +136,7 @@ async fn dry_run(
         caller: caller.to_owned(),
         call_id: call_id.to_owned(),
         span: tracing::Span::current(),
+        links: Default::default(),
     };
     let mut stream = engine.extract(params).await.map_err(|e| to_status(&e))?;
     let mut planned: BTreeMap<String, bool> = BTreeMap::new();

@@ -16,6 +16,7 @@
 
 mod datamap;
 pub mod erasure;
+mod links;
 mod reach;
 pub mod schema;
 mod secrets;
@@ -25,6 +26,7 @@ mod source;
 /// The category that marks a column as holding no personal data (owned by [`crate::classify`]).
 pub use crate::classify::NOT_PII;
 pub use datamap::*;
+pub use links::{LinkConfig, LinkFrom};
 pub use server::*;
 pub use source::*;
 
@@ -65,6 +67,10 @@ pub struct Config {
     #[serde(default)]
     pub classification: ClassificationConfig,
     pub sources: Vec<SourceConfig>,
+    /// Links between sources: identities one source's rows yield for the others
+    /// (`[[links]]`), followed by durable requests.
+    #[serde(default)]
+    pub links: Vec<LinkConfig>,
     /// The compiled classification matrix, built by [`Config::validate`].
     #[serde(skip)]
     matrix: Option<std::sync::Arc<crate::classify::Matrix>>,
@@ -387,6 +393,7 @@ impl Config {
         server
             .requests
             .check(server.control.is_some(), &mut problems);
+        links::check(&self.links, &self.sources, &mut problems);
         if self.sources.is_empty() {
             problems.push("sources: at least one source is required".to_owned());
         }

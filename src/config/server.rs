@@ -307,6 +307,13 @@ pub struct RequestsConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "super::schema::DurationText")]
     pub erasure_due_after: Duration,
+    /// The most identities `[[links]]` may add to one request (beyond those submitted); a
+    /// request whose links find more fails, naming the link: a value shared by many people
+    /// (a household's, a shop's) is not one person's.
+    pub max_linked_identities: usize,
+    /// How many links may follow one another from a submitted identity (1: only links from
+    /// the sources asked with a submitted identity).
+    pub max_link_hops: u32,
     /// A finished access request's package is deleted this long after it was made (and
     /// the deletion recorded in the audit log).
     #[serde(with = "humantime_serde")]
@@ -330,6 +337,8 @@ impl Default for RequestsConfig {
             access_due_after: Duration::from_secs(30 * DAY),
             erasure_due_after: Duration::from_secs(30 * DAY),
             package_retention: Duration::from_secs(30 * DAY),
+            max_linked_identities: 16,
+            max_link_hops: 2,
         }
     }
 }
@@ -345,6 +354,12 @@ impl RequestsConfig {
         }
         if self.poll < Duration::from_millis(10) || self.poll > self.lease {
             problems.push(format!("{at}.poll: between 10ms and the lease"));
+        }
+        if self.max_link_hops > 8 {
+            problems.push(format!("{at}.max_link_hops: at most 8"));
+        }
+        if self.max_linked_identities > 1000 {
+            problems.push(format!("{at}.max_linked_identities: at most 1000"));
         }
         if self.workers > 64 {
             problems.push(format!("{at}.workers: at most 64"));

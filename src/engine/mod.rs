@@ -26,7 +26,7 @@ mod validate;
 pub use error::ExtractError;
 use error::Recorder;
 pub use extract::{
-    ExtractParams, ExtractStream, MAX_DETAIL_CHARS, MAX_IDENTITY_BYTES, MAX_LABEL_BYTES,
+    ExtractParams, ExtractStream, LinkReads, MAX_DETAIL_CHARS, MAX_IDENTITY_BYTES, MAX_LABEL_BYTES,
     MAX_MESSAGE_BYTES, MAX_PII_FIELDS_PER_COLUMN, MAX_PRIMARY_KEY_CHARS, MAX_REQUESTED_TABLES,
     MAX_VIOLATIONS_PER_TABLE,
 };
@@ -344,6 +344,7 @@ mod tests {
             caller: "unit".into(),
             call_id: String::new(),
             span: tracing::Span::none(),
+            links: Default::default(),
         };
         let error = match engine.extract(params).await {
             Ok(_) => panic!("nothing listens on port 1"),

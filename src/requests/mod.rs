@@ -15,6 +15,7 @@
 //! progress and results hold counts, manifests and receipts, which name the subject by its
 //! keyed hash.
 
+mod links;
 mod operation;
 pub mod package;
 pub mod state;
@@ -152,6 +153,18 @@ impl Requests {
 
     fn cfg(&self) -> &RequestsConfig {
         &self.engine.config().server.requests
+    }
+
+    /// The links whose values come from `source`, in the configuration's order.
+    fn links_from<'a>(
+        &'a self,
+        source: &'a str,
+    ) -> impl Iterator<Item = &'a crate::config::LinkConfig> + 'a {
+        self.engine
+            .config()
+            .links
+            .iter()
+            .filter(move |link| link.from.source == source)
     }
 
     /// Starts this replica's workers and its housekeeping. They claim nothing more once

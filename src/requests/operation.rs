@@ -66,6 +66,9 @@ pub fn operation(row: &RequestRow) -> Operation {
             preview_digest: t.preview_digest.clone(),
             next_attempt_time: (t.state == state::QUEUED && t.attempts > 0)
                 .then(|| timestamp(t.not_before)),
+            identity_kind: t.identity_kind.clone(),
+            identity_path: t.path.clone(),
+            folder: t.folder.clone(),
         })
         .collect();
     let progress = RequestProgress {
@@ -112,6 +115,9 @@ fn result(row: &RequestRow, kind: RequestKind) -> RequestResult {
         .iter()
         .map(|t| SourceResult {
             source: t.source.clone(),
+            identity_kind: t.identity_kind.clone(),
+            identity_path: t.path.clone(),
+            folder: t.folder.clone(),
             result: t.result.as_deref().and_then(|bytes| match kind {
                 RequestKind::Erasure => pb::ErasureReceipt::decode(bytes)
                     .ok()

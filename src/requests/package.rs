@@ -25,11 +25,11 @@ pub fn folder(root: &Path, id: &str) -> PathBuf {
     root.join(id)
 }
 
-/// The folder an attempt at `source` writes.
-pub fn part(root: &Path, id: &str, source: &str, attempt: i32) -> PathBuf {
+/// The folder an attempt at a task writes (`folder` is the task's folder in the package).
+pub fn part(root: &Path, id: &str, folder_name: &str, attempt: i32) -> PathBuf {
     folder(root, id)
         .join(ATTEMPTS)
-        .join(format!("{source}.{attempt}"))
+        .join(format!("{folder_name}.{attempt}"))
 }
 
 /// Prepares an attempt's part: its parent exists, and what an earlier run of this same
@@ -57,7 +57,7 @@ pub fn complete(
     let folder = folder(root, &request.id);
     let mut sources = Vec::new();
     for task in &request.tasks {
-        let target = folder.join(&task.source);
+        let target = folder.join(&task.folder);
         let settled = folder.join(ATTEMPTS).join(&task.part);
         if settled.exists() {
             if target.exists() {
@@ -92,6 +92,8 @@ pub fn complete(
         }
         sources.push(serde_json::json!({
             "source": task.source,
+            "folder": task.folder,
+            "identity": { "kind": task.identity_kind, "path": task.path },
             "extraction_id": manifest.extraction_id,
             "subject_id": manifest.subject_id,
             "read_at": manifest.extraction_timestamp.map(timestamp_text),
@@ -189,7 +191,10 @@ fn readme(request: &RequestRow, sealed: bool) -> String {
         request.id
     );
     for task in &request.tasks {
-        text.push_str(&format!("  {}/  ({} records)\n", task.source, task.rows));
+        text.push_str(&format!(
+            "  {}/  ({} records, from {})\n",
+            task.folder, task.rows, task.source
+        ));
     }
     if sealed {
         text.push_str(

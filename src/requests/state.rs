@@ -130,6 +130,11 @@ mod tests {
     fn task(source: &str, state: &str, attempts: i32) -> TaskRow {
         TaskRow {
             source: source.into(),
+            ordinal: 0,
+            identity_kind: "email".into(),
+            path: "submitted".into(),
+            hops: 0,
+            folder: source.into(),
             phase: EXTRACT.into(),
             state: state.into(),
             attempts,

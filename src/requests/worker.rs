@@ -150,6 +150,8 @@ enum Done {
     Manifest {
         manifest: pb::Manifest,
         part: String,
+        /// The values each of the source's links yielded, in `Requests::links_from` order.
+        linked: Vec<Vec<String>>,
     },
     Preview(pb::ErasureReceipt),
     Erased(pb::ErasureReceipt),
@@ -189,7 +191,7 @@ async fn attempt(
     let verdict = Arc::new(AtomicU8::new(HELD));
     let keeper = tokio::spawn(keep_lease(
         requests.clone(),
-        (task.request_id.clone(), task.source.clone()),
+        (task.request_id.clone(), task.source.clone(), task.ordinal),
         (rows.clone(), tables.clone()),
         attempt_stop.clone(),
         verdict.clone(),
@@ -198,7 +200,7 @@ async fn attempt(
         .cfg()
         .package_dir
         .as_ref()
-        .map(|root| package::part(root, &task.request_id, &task.source, task.attempts));
+        .map(|root| package::part(root, &task.request_id, &task.folder, task.attempts));
     let progress = Progress {
         rows: rows.clone(),
         tables: tables.clone(),
@@ -235,7 +237,12 @@ async fn attempt(
         ..Default::default()
     };
     match outcome {
-        Ok(Done::Manifest { manifest, part }) => {
+        Ok(Done::Manifest {
+            manifest,
+            part,
+            linked,
+        }) => {
+            settlement.linked = linked;
             settlement.state = state::SUCCEEDED.into();
             settlement.rows = manifest.row_count as i64;
             settlement.tables = manifest.tables.len() as i32;
@@ -358,7 +365,7 @@ fn reason_of(status: &rpc::Status) -> String {
 /// or the request ended.
 async fn keep_lease(
     requests: Arc<Requests>,
-    (request_id, source): (String, String),
+    (request_id, source, ordinal): (String, String, i32),
     (rows, tables): (Arc<AtomicI64>, Arc<AtomicI64>),
     attempt_stop: CancellationToken,
     verdict: Arc<AtomicU8>,
@@ -376,8 +383,7 @@ async fn keep_lease(
             Ok::<_, super::RequestError>(
                 client
                     .renew_lease(
-                        &request_id,
-                        &source,
+                        (&request_id, &source, ordinal),
                         &requests.owner,
                         lease,
                         rows.load(Ordering::Relaxed),
@@ -448,7 +454,17 @@ async fn extract_part(
         caller: task.submitter.clone(),
         call_id: format!("{}/{}/{}", task.request_id, task.source, task.attempts),
         span,
+        links: crate::engine::LinkReads {
+            columns: requests
+                .links_from(&task.source)
+                .map(|link| (link.from.table.clone(), link.from.column.clone()))
+                .collect(),
+            // One more than a request may take: more than that is refused, not cut.
+            limit: requests.cfg().max_linked_identities + 1,
+            found: Default::default(),
+        },
     };
+    let found = params.links.found.clone();
     let to_status = requests.to_status;
     let mut stream = tokio::select! {
         stream = requests.engine.extract(params) => stream.map_err(|e| Failure::Status(to_status(&e)))?,
@@ -492,7 +508,12 @@ async fn extract_part(
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                return Ok(Done::Manifest { manifest, part });
+                let linked = found.lock().map(|f| f.clone()).unwrap_or_default();
+                return Ok(Done::Manifest {
+                    manifest,
+                    part,
+                    linked,
+                });
             }
             None => {}
         }
@@ -611,18 +632,39 @@ async fn move_request(
     };
     if let Some((task, settlement)) = settle {
         if !c
-            .settle_task(id, &task.source, &requests.owner, settlement)
+            .settle_task(
+                (id, &task.source, task.ordinal),
+                &requests.owner,
+                settlement,
+            )
             .await?
         {
             c.rollback().await?;
             return Ok(false);
+        }
+        if settlement.state == state::SUCCEEDED
+            && !settlement.linked.is_empty()
+            && let Some(refusal) =
+                super::links::follow(requests, c, id, task, &settlement.linked).await?
+        {
+            let update = RequestUpdate {
+                state: state::FAILED.into(),
+                finished: true,
+                error: Some(refusal.encode_to_vec()),
+                cancel_open_tasks: true,
+                ..Default::default()
+            };
+            c.update_request(id, &update).await?;
+            c.commit().await?;
+            ended(requests, id, &row.submitter, state::FAILED).await;
+            return Ok(true);
         }
         row.tasks = c.tasks(id).await?;
     }
     let now = Utc::now();
     let next = state::next(&row, |t| t.lease_until.is_some_and(|until| until > now));
     let mut update = RequestUpdate::default();
-    let mut ended = None;
+    let mut ended_as = None;
     match next {
         Next::Same => {
             c.commit().await?;
@@ -664,10 +706,13 @@ async fn move_request(
                     }
                 }
             }
-            ended = Some(update.state.clone());
+            ended_as = Some(update.state.clone());
         }
         Next::Fail { source } => {
-            let task = row.tasks.iter().find(|t| t.source == source);
+            let task = row
+                .tasks
+                .iter()
+                .find(|t| t.source == source && t.state == state::FAILED);
             let mut status = task
                 .and_then(|t| t.result.as_deref())
                 .and_then(|b| rpc::Status::decode(b).ok())
@@ -676,32 +721,41 @@ async fn move_request(
                     message: String::new(),
                     details: Vec::new(),
                 });
-            status.message = format!("source '{source}': {}", status.message);
+            // A source asked with an identity a link found names how it was found.
+            let asked = match task {
+                Some(t) if t.hops > 0 => format!(" (asked with {})", t.path),
+                _ => String::new(),
+            };
+            status.message = format!("source '{source}'{asked}: {}", status.message);
             update.state = state::FAILED.into();
             update.finished = true;
             update.error = Some(status.encode_to_vec());
             update.cancel_open_tasks = true;
-            ended = Some(update.state.clone());
+            ended_as = Some(update.state.clone());
         }
         Next::Cancelled => {
             update.state = state::CANCELLED.into();
             update.finished = true;
             update.cancel_open_tasks = true;
-            ended = Some(update.state.clone());
+            ended_as = Some(update.state.clone());
         }
     }
     c.update_request(id, &update).await?;
     c.commit().await?;
-    if let Some(ended) = ended {
-        if ended != state::SUCCEEDED
-            && let Some(root) = &requests.cfg().package_dir
-        {
-            let _ = package::remove(root, id);
-        }
-        tracing::info!(request_id = %id, state = %ended, "request ended");
-        requests
-            .record("Request", &row.submitter, id, "", &ended)
-            .await;
+    if let Some(state) = ended_as {
+        ended(requests, id, &row.submitter, &state).await;
     }
     Ok(true)
+}
+
+/// After a request ended as `state`: a package it will not complete is removed, and the end
+/// is logged and recorded.
+async fn ended(requests: &Requests, id: &str, submitter: &str, state: &str) {
+    if state != state::SUCCEEDED
+        && let Some(root) = &requests.cfg().package_dir
+    {
+        let _ = package::remove(root, id);
+    }
+    tracing::info!(request_id = %id, state = %state, "request ended");
+    requests.record("Request", submitter, id, "", state).await;
 }

@@ -376,6 +376,29 @@ impl DataMap {
         }
     }
 
+    /// The statement that reads `column` of `table` on the rows `plan`'s identity matches
+    /// there directly (its identity branches only: a link never reads a row reached through
+    /// another), as text, at most `limit` distinct values. `None` when the plan does not
+    /// reach the table directly, or the column is not mapped.
+    pub fn link_sql(&self, plan: &Plan, table: &str, column: &str, limit: usize) -> Option<String> {
+        let planned = plan.tables.iter().find(|t| t.table.display == table)?;
+        if planned.identity_branches == 0 {
+            return None;
+        }
+        let mapped = planned.table.column(column)?;
+        let expr = format!("t0.{}", self.dialect.quote(&mapped.name));
+        let matched = planned.branches[..planned.identity_branches]
+            .iter()
+            .map(|branch| format!("({branch})"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        Some(format!(
+            "SELECT DISTINCT {} FROM {} WHERE ({matched}) AND {expr} IS NOT NULL LIMIT {limit}",
+            self.dialect.as_text(&expr),
+            planned.from
+        ))
+    }
+
     /// The identity kinds from which `table` cannot be reached.
     pub fn unreachable_from(&self, table: &str) -> Vec<String> {
         let mut kinds: Vec<String> = self

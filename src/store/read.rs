@@ -83,6 +83,14 @@ pub trait ReadSnapshot: Send {
         value: &str,
     ) -> impl Future<Output = Result<Vec<i64>, DbError>> + Send;
 
+    /// The first column of every row of a statement, as text (NULLs left out), the identity
+    /// bound to it: the values a link yields (a bounded, small result).
+    fn texts(
+        &mut self,
+        sql: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<Vec<String>, DbError>> + Send;
+
     /// Starts reading a table: its COUNT(*) is in when this resolves, its rows follow.
     fn table<'s>(
         &'s mut self,

@@ -9,6 +9,7 @@ mod support;
 
 mod cli;
 mod flows;
+mod links;
 mod refusals;
 
 use std::collections::BTreeMap;
@@ -35,8 +36,10 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 /// The databases of the tests: each test's shop on both stores, and its control database.
-const DATABASES: [&str; 11] = [
+const DATABASES: [&str; 13] = [
     "req_access",
+    "req_links_bound",
+    "req_links",
     "req_sigterm",
     "req_sealed",
     "req_cli",

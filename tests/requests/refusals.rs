@@ -392,6 +392,18 @@ fn request_settings_and_source_names_are_checked_at_start_up() {
     ] {
         assert!(refused.contains(key), "{key}: {refused}");
     }
+    // Links must name a mapped identity table's column, and a kind another source declares.
+    let refused = load(&format!(
+        "{text}\n[[links]]\nfrom = {{ source = \"demo\", table = \"orders\", column = \"nope\" }}\n\
+         kind = \"shop_customer_id\"\n"
+    ));
+    for problem in [
+        "links[0].from.column: table 'orders' maps no column 'nope'",
+        "links[0].from.table: 'orders' has no identity column",
+        "links[0].kind: no other source declares the identity kind 'shop_customer_id'",
+    ] {
+        assert!(refused.contains(problem), "{problem}: {refused}");
+    }
     // A source's name names a folder of every package: nothing that leaves it.
     let refused = load(&text.replacen("name = \"demo\"", "name = \"../demo\"", 1));
     assert!(refused.contains("sources[0].name: '../demo'"), "{refused}");

@@ -37,6 +37,9 @@ pub(super) struct Job {
 
 /// How the job reads its source, fixed when it starts.
 pub(super) struct Reading {
+    /// The statement of each requested link, `None` where the plan does not reach its table
+    /// directly.
+    pub(super) link_sql: Vec<Option<String>>,
     pub(super) database: String,
     pub(super) matrix: Arc<Matrix>,
     pub(super) coercion_policy: CoercionPolicy,

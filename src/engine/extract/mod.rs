@@ -90,6 +90,21 @@ pub struct ExtractParams {
     pub call_id: String,
     /// The call's server span; the extraction's hook spans are its children.
     pub span: tracing::Span,
+    /// Link columns to read in the same snapshot (durable requests follow `[[links]]`).
+    pub links: LinkReads,
+}
+
+/// Columns whose values, on the rows the identity matches directly, a durable request asks
+/// other sources with (`[[links]]`), and where the values go. Personal data: they are never
+/// sent, logged or recorded, only handed to the caller through `found`.
+#[derive(Debug, Clone, Default)]
+pub struct LinkReads {
+    /// (table, column) per link, as the data map names them.
+    pub columns: Vec<(String, String)>,
+    /// At most this many distinct values are read per link.
+    pub limit: usize,
+    /// One list per link, in order, filled before the manifest is sent.
+    pub found: std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>,
 }
 
 /// The stream of one extraction: the producer's messages, then its error if it failed.
@@ -257,6 +272,12 @@ impl Engine {
         }
         let map = map?;
         let plan = map.plan(&params.kind, &params.tables)?;
+        let link_sql = params
+            .links
+            .columns
+            .iter()
+            .map(|(table, column)| map.link_sql(&plan, table, column, params.links.limit))
+            .collect();
 
         let (tx, rx) = mpsc::channel(self.limits.stream_buffer);
         let (outcome_tx, outcome) = oneshot::channel();
@@ -283,6 +304,7 @@ impl Engine {
                 stall_timeout: self.limits.stall_timeout,
                 max_identity_rows: cfg.max_identity_rows,
                 shared_identity: cfg.shared_identity,
+                link_sql,
             },
             outbox: job::Outbox {
                 tx,

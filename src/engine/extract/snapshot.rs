@@ -239,6 +239,20 @@ impl Job {
             self.table_read(table, outcome, query, &mut tally, progress)
                 .await?;
         }
+        // The values the request's links yield, in the same snapshot, from the identity's own
+        // rows only; handed to the caller, never sent.
+        let mut linked = Vec::with_capacity(self.reading.link_sql.len());
+        for sql in &self.reading.link_sql {
+            linked.push(match sql {
+                Some(sql) => snapshot.texts(sql, value).await?,
+                None => Vec::new(),
+            });
+        }
+        if !linked.is_empty()
+            && let Ok(mut found) = self.params.links.found.lock()
+        {
+            *found = linked;
+        }
         snapshot.end().await?;
         self.finish_snapshot(
             extraction_id,

@@ -104,6 +104,22 @@ impl ReadSnapshot for MySqlRead {
         Ok(first)
     }
 
+    async fn texts(&mut self, sql: &str, value: &str) -> Result<Vec<String>, DbError> {
+        let mut rows = self.snapshot.query(sql, value).await?;
+        let mut texts = Vec::new();
+        while let Some(row) = rows.next().await {
+            match row?.first() {
+                Some(mysql_async::Value::Bytes(bytes)) => {
+                    texts.push(String::from_utf8_lossy(bytes).into_owned())
+                }
+                Some(mysql_async::Value::Int(n)) => texts.push(n.to_string()),
+                Some(mysql_async::Value::UInt(n)) => texts.push(n.to_string()),
+                _ => {}
+            }
+        }
+        Ok(texts)
+    }
+
     async fn table<'s>(
         &'s mut self,
         query: TableQuery<'s>,

@@ -59,6 +59,12 @@ CREATE INDEX IF NOT EXISTS dsr_requests_open ON dsr_requests (due_time)
 CREATE TABLE IF NOT EXISTS dsr_request_tasks (
     request_id text NOT NULL REFERENCES dsr_requests (id) ON DELETE CASCADE,
     source text NOT NULL,
+    ordinal integer NOT NULL DEFAULT 0,
+    identity_kind text NOT NULL,
+    identity_value text,
+    path text NOT NULL DEFAULT '',
+    hops integer NOT NULL DEFAULT 0,
+    folder text NOT NULL,
     phase text NOT NULL,
     state text NOT NULL,
     attempts integer NOT NULL DEFAULT 0,
@@ -74,7 +80,7 @@ CREATE TABLE IF NOT EXISTS dsr_request_tasks (
     approved_digest text NOT NULL DEFAULT '',
     result bytea,
     part text NOT NULL DEFAULT '',
-    PRIMARY KEY (request_id, source)
+    PRIMARY KEY (request_id, source, ordinal)
 );
 CREATE INDEX IF NOT EXISTS dsr_request_tasks_ready ON dsr_request_tasks (not_before)
     WHERE state IN ('queued', 'running');

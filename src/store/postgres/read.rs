@@ -143,6 +143,18 @@ impl ReadSnapshot for PgSnapshot {
             .collect()
     }
 
+    async fn texts(&mut self, sql: &str, value: &str) -> Result<Vec<String>, DbError> {
+        let name = self.name.as_str();
+        let db = |e: tokio_postgres::Error| DbError::from_pg_bound(name, &e);
+        let (client, statements) = self.conn.parts();
+        let statement = prepare(statements, client, sql).await.map_err(db)?;
+        let rows = client.query(&statement, &[&value]).await.map_err(db)?;
+        rows.iter()
+            .filter_map(|row| row.try_get::<_, Option<String>>(0).transpose())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)
+    }
+
     async fn table<'s>(
         &'s mut self,
         query: TableQuery<'s>,

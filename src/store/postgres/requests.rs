@@ -55,6 +55,14 @@ pub struct RequestRow {
 #[derive(Debug, Clone)]
 pub struct TaskRow {
     pub source: String,
+    /// Tasks of one source are numbered: several identities may ask it (links).
+    pub ordinal: i32,
+    pub identity_kind: String,
+    /// How the task's identity was found: `submitted`, or the links that led to it.
+    pub path: String,
+    pub hops: i32,
+    /// The folder of the request's package that the task's part becomes.
+    pub folder: String,
     pub phase: String,
     pub state: String,
     pub attempts: i32,
@@ -79,6 +87,10 @@ pub struct TaskRow {
 pub struct Claimed {
     pub request_id: String,
     pub source: String,
+    pub ordinal: i32,
+    pub path: String,
+    pub hops: i32,
+    pub folder: String,
     pub kind: String,
     pub phase: String,
     pub attempts: i32,
@@ -91,6 +103,16 @@ pub struct Claimed {
     pub approved_digest: String,
     /// The preview that was approved (an encoded `ErasureReceipt`).
     pub preview: Option<Vec<u8>>,
+}
+
+/// A task for an identity that a link found.
+#[derive(Debug)]
+pub struct LinkedTask {
+    pub source: String,
+    pub kind: String,
+    pub value: String,
+    pub path: String,
+    pub hops: i32,
 }
 
 /// How a task ends an attempt.
@@ -109,6 +131,8 @@ pub struct Settlement {
     /// The attempt failed for a passing reason: the task waits (and `retrying_since` starts
     /// if it had not).
     pub retrying: bool,
+    /// What the source's links yielded (personal data: never stored but as tasks' identities).
+    pub linked: Vec<Vec<String>>,
 }
 
 /// What a lease renewal found.
@@ -138,7 +162,8 @@ const REQUEST_COLUMNS: &str = "id, kind, submitter, state, identity_kind, compli
      fingerprint, due_time, created, updated, finished, error, package_path, package_sha256, \
      package_expires";
 const TASK_COLUMNS: &str = "source, phase, state, attempts, not_before, retrying_since, rows, \
-     tables, last_reason, preview, preview_digest, result, part, lease_until";
+     tables, last_reason, preview, preview_digest, result, part, lease_until, ordinal, \
+     identity_kind, path, hops, folder";
 
 fn request_row(row: &Row) -> RequestRow {
     RequestRow {
@@ -177,6 +202,11 @@ fn task_row(row: &Row) -> TaskRow {
         result: row.get(11),
         part: row.get(12),
         lease_until: row.get(13),
+        ordinal: row.get(14),
+        identity_kind: row.get(15),
+        path: row.get(16),
+        hops: row.get(17),
+        folder: row.get(18),
     }
 }
 
@@ -220,9 +250,16 @@ impl ControlClient {
             return Ok(Some(row.get(0)));
         }
         txn.execute(
-            "INSERT INTO dsr_request_tasks (request_id, source, phase, state) \
-             SELECT $1, unnest($2::text[]), $3, 'queued'",
-            &[&new.id, &new.sources, &new.phase],
+            "INSERT INTO dsr_request_tasks (request_id, source, folder, phase, state, \
+               identity_kind, identity_value, path) \
+             SELECT $1, s, s, $3, 'queued', $4, $5, 'submitted' FROM unnest($2::text[]) AS u(s)",
+            &[
+                &new.id,
+                &new.sources,
+                &new.phase,
+                &new.identity_kind,
+                &new.identity_value,
+            ],
         )
         .await?;
         txn.commit().await?;
@@ -253,7 +290,7 @@ impl ControlClient {
             .query(
                 &format!(
                     "SELECT {TASK_COLUMNS} FROM dsr_request_tasks WHERE request_id = $1 \
-                     ORDER BY source"
+                     ORDER BY source, ordinal"
                 ),
                 &[&id],
             )
@@ -300,7 +337,7 @@ impl ControlClient {
             .0
             .query_opt(
                 "WITH due AS ( \
-                   SELECT t.request_id, t.source FROM dsr_request_tasks t \
+                   SELECT t.request_id, t.source, t.ordinal FROM dsr_request_tasks t \
                    JOIN dsr_requests r ON r.id = t.request_id \
                    WHERE r.finished IS NULL AND r.state <> 'cancelled' \
                      AND ((t.state = 'queued' AND t.not_before <= now()) \
@@ -310,10 +347,10 @@ impl ControlClient {
                    lease_until = now() + make_interval(secs => $2), attempts = t.attempts + 1 \
                  FROM due, dsr_requests r \
                  WHERE t.request_id = due.request_id AND t.source = due.source \
-                   AND r.id = t.request_id \
+                   AND t.ordinal = due.ordinal AND r.id = t.request_id \
                  RETURNING t.request_id, t.source, r.kind, t.phase, t.attempts, r.submitter, \
-                   r.identity_kind, r.identity_value, r.compliance_tag, r.due_time, \
-                   t.approved_digest, t.preview",
+                   t.identity_kind, t.identity_value, r.compliance_tag, r.due_time, \
+                   t.approved_digest, t.preview, t.ordinal, t.path, t.hops, t.folder",
                 &[&owner, &interval(lease)],
             )
             .await?;
@@ -332,14 +369,17 @@ impl ControlClient {
             due_time: row.get(9),
             approved_digest: row.get(10),
             preview: row.get(11),
+            ordinal: row.get(12),
+            path: row.get(13),
+            hops: row.get(14),
+            folder: row.get(15),
         }))
     }
 
     /// Renews `owner`'s lease on a task, and records its progress.
     pub async fn renew_lease(
         &self,
-        request_id: &str,
-        source: &str,
+        (request_id, source, ordinal): (&str, &str, i32),
         owner: &str,
         lease: Duration,
         rows: i64,
@@ -352,7 +392,7 @@ impl ControlClient {
                    rows = $5, tables = $6 \
                  FROM dsr_requests r \
                  WHERE t.request_id = $1 AND t.source = $2 AND t.lease_owner = $3 \
-                   AND t.state = 'running' AND r.id = t.request_id \
+                   AND t.ordinal = $7 AND t.state = 'running' AND r.id = t.request_id \
                  RETURNING r.state",
                 &[
                     &request_id,
@@ -361,6 +401,7 @@ impl ControlClient {
                     &interval(lease),
                     &rows,
                     &tables,
+                    &ordinal,
                 ],
             )
             .await?;
@@ -404,8 +445,7 @@ impl ControlClient {
     /// when `owner` no longer holds it (its lease ran out and another replica took it).
     pub async fn settle_task(
         &self,
-        request_id: &str,
-        source: &str,
+        (request_id, source, ordinal): (&str, &str, i32),
         owner: &str,
         s: &Settlement,
     ) -> Result<bool, ControlError> {
@@ -420,7 +460,7 @@ impl ControlClient {
                    retrying_since = CASE WHEN $14 THEN COALESCE(retrying_since, now()) END, \
                    lease_owner = NULL, lease_until = NULL \
                  WHERE request_id = $1 AND source = $2 AND lease_owner = $3 \
-                   AND state = 'running'",
+                   AND state = 'running' AND ordinal = $15",
                 &[
                     &request_id,
                     &source,
@@ -436,6 +476,7 @@ impl ControlClient {
                     &s.result,
                     &s.part,
                     &s.retrying,
+                    &ordinal,
                 ],
             )
             .await?;
@@ -493,6 +534,14 @@ impl ControlClient {
                 ],
             )
             .await?;
+        if update.finished {
+            self.0
+                .execute(
+                    "UPDATE dsr_request_tasks SET identity_value = NULL WHERE request_id = $1",
+                    &[&id],
+                )
+                .await?;
+        }
         if update.cancel_open_tasks {
             self.0
                 .execute(
@@ -500,6 +549,55 @@ impl ControlClient {
                        lease_until = NULL \
                      WHERE request_id = $1 AND state NOT IN ('succeeded', 'failed')",
                     &[&id],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Inside [`ControlClient::lock_request`]: the identities the request's tasks were asked
+    /// with (source, kind, value, hops from a submitted one), to tell a new one from a known
+    /// one.
+    pub async fn task_identities(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<(String, String, String, i32)>, ControlError> {
+        Ok(self
+            .0
+            .query(
+                "SELECT source, identity_kind, identity_value, hops FROM dsr_request_tasks \
+                 WHERE request_id = $1 AND identity_value IS NOT NULL",
+                &[&request_id],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+
+    /// Inside [`ControlClient::lock_request`]: adds tasks for identities a link found.
+    pub async fn insert_linked_tasks(
+        &self,
+        request_id: &str,
+        tasks: &[LinkedTask],
+    ) -> Result<(), ControlError> {
+        for task in tasks {
+            self.0
+                .execute(
+                    "INSERT INTO dsr_request_tasks (request_id, source, ordinal, folder, phase, \
+                       state, identity_kind, identity_value, path, hops) \
+                     SELECT $1, $2, coalesce(max(ordinal), -1) + 1, \
+                       CASE WHEN count(*) = 0 THEN $2 ELSE $2 || '.' || (count(*) + 1) END, \
+                       'extract', 'queued', $3, $4, $5, $6 \
+                     FROM dsr_request_tasks WHERE request_id = $1 AND source = $2",
+                    &[
+                        &request_id,
+                        &task.source,
+                        &task.kind,
+                        &task.value,
+                        &task.path,
+                        &task.hops,
+                    ],
                 )
                 .await?;
         }

@@ -1,0 +1,185 @@
+//! Links between sources: the shop on PostgreSQL knows a person by e-mail, and its
+//! `customers.id` is the `shop_customer_id` a CRM on MariaDB knows them by. A request by
+//! e-mail alone reaches the CRM through the link, with the path in the package's manifest
+//! and the operation, never the value; a linked value that many CRM records share is refused,
+//! the path named.
+
+use super::*;
+use support::TestServer;
+
+/// The CRM on MariaDB, keyed by the shop's customer id: alice (customer 1) has one contact
+/// and two notes; customer 2's id is shared by 40 contacts (a hub).
+const CRM_SQL: &str = "\
+    CREATE TABLE crm_contacts (id INT PRIMARY KEY, shop_customer_id BIGINT NOT NULL, \
+      full_name VARCHAR(100) NOT NULL) ENGINE = InnoDB; \
+    CREATE TABLE crm_notes (id INT PRIMARY KEY, contact_id INT NOT NULL, \
+      body VARCHAR(200) NOT NULL, FOREIGN KEY (contact_id) REFERENCES crm_contacts (id)) \
+      ENGINE = InnoDB; \
+    INSERT INTO crm_contacts VALUES (1, 1, 'Alice in the CRM'), (2, 3, 'Carol in the CRM'); \
+    INSERT INTO crm_notes VALUES (1, 1, 'called about her order'), (2, 1, 'prefers e-mail'), \
+      (3, 2, 'not alice'); \
+    INSERT INTO crm_contacts SELECT 100 + seq, 2, CONCAT('Shared ', seq) FROM seq_1_to_40;";
+
+fn crm_config(database: &str) -> String {
+    let server = mariadb();
+    format!(
+        "\n[[sources]]\nname = \"crm\"\nkind = \"mysql\"\nhost = \"{}\"\nport = {}\n\
+         database = \"{database}\"\nuser = \"{}\"\npassword_env = \"{}\"\n\
+         ssl_mode = \"preferred\"\nidentity_kinds = [\"shop_customer_id\"]\n\
+         person_tables = [\"crm_contacts\"]\nshared_identity = \"refuse\"\n\n\
+         [[sources.tables]]\nname = \"crm_contacts\"\n\
+         identity = {{ kind = \"shop_customer_id\", column = \"shop_customer_id\" }}\n\
+         columns = {{ id = \"not_pii\", shop_customer_id = \"identifier.customer_id\", \
+         full_name = \"name\" }}\n\n\
+         [[sources.tables]]\nname = \"crm_notes\"\n\
+         reference = {{ column = \"contact_id\", table = \"crm_contacts\", to = \"id\", \
+         reach = \"owned\" }}\n\
+         columns = {{ id = \"not_pii\", contact_id = \"not_pii\", body = \"support\" }}\n\n\
+         [[links]]\nfrom = {{ source = \"demo\", table = \"customers\", column = \"id\" }}\n\
+         kind = \"shop_customer_id\"\n",
+        server.host(),
+        server.port(),
+        demo::mariadb::USER,
+        demo::mariadb::PASSWORD_ENV,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_by_email_reaches_the_crm_through_the_shops_customer_id() {
+    let world = World::open("req_links").await;
+    world.my.exec("", CRM_SQL).await;
+    let server = TestServer::start(world.config(&crm_config("req_links"), &[])).await;
+    let mut client = requests_client(server.addr).await;
+    let mut ops = operations(server.addr).await;
+    client
+        .submit_request(submission("linked-1", RequestKind::Access))
+        .await
+        .unwrap();
+    let op = done(&mut ops, "linked-1").await;
+    let shown = progress(&op);
+    assert_eq!(shown.state(), RequestState::Succeeded, "{shown:?}");
+    let crm = shown.sources.iter().find(|s| s.source == "crm").unwrap();
+    assert_eq!(crm.identity_kind, "shop_customer_id");
+    assert_eq!(
+        crm.identity_path,
+        "email -> demo.customers.id as shop_customer_id"
+    );
+    assert_eq!(crm.rows, 3, "her contact and her two notes: {crm:?}");
+    let demo_part = shown.sources.iter().find(|s| s.source == "demo").unwrap();
+    assert_eq!(demo_part.identity_path, "submitted");
+
+    // The package: a folder per source, the CRM's with her rows only, and the path (never
+    // the value) in the top-level manifest.
+    let result = result(&op);
+    assert_eq!(verify_package(&result), ["crm", "demo", "mariadb"]);
+    let folder = Path::new(&result.package_path);
+    let contacts = std::fs::read_to_string(folder.join("crm/crm_contacts.jsonl")).unwrap();
+    assert!(contacts.contains("Alice in the CRM"), "{contacts}");
+    assert_eq!(contacts.lines().count(), 1);
+    let notes = std::fs::read_to_string(folder.join("crm/crm_notes.jsonl")).unwrap();
+    assert_eq!(notes.lines().count(), 2, "{notes}");
+    assert!(!notes.contains("not alice"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("manifest.json")).unwrap()).unwrap();
+    let paths: Vec<&str> = manifest["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["identity"]["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "email -> demo.customers.id as shop_customer_id",
+            "submitted",
+            "submitted"
+        ]
+    );
+    // No identity value left in the control database once the request ended.
+    let kept: i64 = world
+        .control
+        .query_one(
+            "SELECT count(*) FROM dsr_request_tasks WHERE identity_value IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 0);
+
+    // Bob's customer id is shared by 40 CRM contacts: the link reaches a hub, and the request
+    // fails with the path named, before any CRM row is read.
+    let mut bob = submission("linked-2", RequestKind::Access);
+    bob.subject.as_mut().unwrap().value = "bob@example.com".into();
+    client.submit_request(bob).await.unwrap();
+    let op = done(&mut ops, "linked-2").await;
+    let Some(operation::Result::Error(status)) = &op.result else {
+        panic!("the hub was not refused: {:?}", progress(&op));
+    };
+    assert_eq!(status.code, Code::FailedPrecondition as i32, "{status:?}");
+    assert!(
+        status.message.contains("crm")
+            && status
+                .message
+                .contains("email -> demo.customers.id as shop_customer_id"),
+        "{}",
+        status.message
+    );
+    assert!(!Path::new(&world.packages.path().join("linked-2")).exists());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_linked_identity_is_asked_once_and_too_many_fail_the_request_named() {
+    let world = World::open("req_links_bound").await;
+    world.my.exec("", CRM_SQL).await;
+    // Both shops yield the same customer id for alice: the CRM is asked once.
+    let both = format!(
+        "{}\n[[links]]\nfrom = {{ source = \"mariadb\", table = \"customers\", column = \"id\" }}\n\
+         kind = \"shop_customer_id\"\n",
+        crm_config("req_links_bound")
+    );
+    let server = TestServer::start(world.config(&both, &[])).await;
+    let mut client = requests_client(server.addr).await;
+    let mut ops = operations(server.addr).await;
+    client
+        .submit_request(submission("bound-1", RequestKind::Access))
+        .await
+        .unwrap();
+    let op = done(&mut ops, "bound-1").await;
+    let shown = progress(&op);
+    assert_eq!(shown.state(), RequestState::Succeeded, "{shown:?}");
+    let asked: Vec<_> = shown.sources.iter().filter(|s| s.source == "crm").collect();
+    assert_eq!(asked.len(), 1, "{shown:?}");
+    server.stop().await.unwrap();
+
+    // With no linked identity allowed, the first one found fails the request, named.
+    let strict = world.config(
+        &format!(
+            "max_linked_identities = 0\n{}",
+            crm_config("req_links_bound")
+        ),
+        &[],
+    );
+    let server = TestServer::start(strict).await;
+    let mut client = requests_client(server.addr).await;
+    let mut ops = operations(server.addr).await;
+    client
+        .submit_request(submission("bound-2", RequestKind::Access))
+        .await
+        .unwrap();
+    let op = done(&mut ops, "bound-2").await;
+    let Some(operation::Result::Error(status)) = &op.result else {
+        panic!("not refused: {:?}", progress(&op));
+    };
+    assert!(
+        status.message.contains("max_linked_identities")
+            && status
+                .message
+                .contains("email -> demo.customers.id as shop_customer_id"),
+        "{}",
+        status.message
+    );
+    assert!(!progress(&op).sources.iter().any(|s| s.source == "crm"));
+    server.stop().await.unwrap();
+}
