@@ -118,7 +118,8 @@ def main():
                 preview = source.preview
                 print(f"preview {source.source}: {preview.rows_deleted} deleted, "
                       f"{preview.rows_masked} masked, {preview.rows_retained} retained")
-                digests[source.source] = source.preview_digest
+                # keyed by the task's folder: one per identity a source was asked with
+                digests[source.folder] = source.preview_digest
         if not args.approve:
             print(f"waiting for approval: {submitted.name}")
             return 0

@@ -374,11 +374,14 @@ async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
         if source.state() != RequestState::AwaitingApproval {
             continue;
         }
-        println!("Source {}:", source.source);
+        println!(
+            "Source {} ({} {}):",
+            source.source, source.identity_kind, source.identity_path
+        );
         if let Some(preview) = &source.preview {
             super::erase::show(preview);
         }
-        digests.insert(source.source.clone(), source.preview_digest.clone());
+        digests.insert(source.folder.clone(), source.preview_digest.clone());
     }
     if !args.yes {
         super::confirm(

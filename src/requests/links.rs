@@ -62,6 +62,13 @@ pub(super) async fn follow(
                 if !asked {
                     found.push(LinkedTask {
                         source: target.name.clone(),
+                        // A found identity begins where its finder did: an extraction, or an
+                        // erasure's preview.
+                        phase: if task.phase == super::state::EXTRACT {
+                            super::state::EXTRACT.into()
+                        } else {
+                            super::state::PREVIEW.into()
+                        },
                         kind: link.kind.clone(),
                         value: value.clone(),
                         path: path.clone(),

@@ -583,23 +583,26 @@ impl Requests {
                 if task.state != state::AWAITING_APPROVAL {
                     continue;
                 }
-                let Some(digest) = request.digests.get(&task.source) else {
+                // Keyed by the task's folder: a source asked with several identities (links)
+                // has a preview for each, and each is approved on its own.
+                let Some(digest) = request.digests.get(&task.folder) else {
                     return Err(RequestError::InvalidArgument(format!(
-                        "digests: source '{}' waits for approval; send its preview_digest",
-                        task.source
+                        "digests: '{}' (source '{}', {} found as {}) waits for approval; send \
+                         its preview_digest",
+                        task.folder, task.source, task.identity_kind, task.path
                     )));
                 };
                 if *digest != task.preview_digest {
                     return Err(RequestError::FailedPrecondition {
                         reason: "PREVIEW_CHANGED",
                         message: format!(
-                            "source '{}': the digest is not its latest preview's; read the \
-                             operation again",
-                            task.source
+                            "'{}': the digest is not its latest preview's; read the operation \
+                             again",
+                            task.folder
                         ),
                     });
                 }
-                approved.push((task.source.clone(), digest.clone()));
+                approved.push((task.folder.clone(), digest.clone()));
             }
             client.approve_tasks(&locked.id, &approved).await?;
             client

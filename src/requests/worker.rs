@@ -3,7 +3,7 @@
 //! requests whose tasks have all ended (a replica that died after settling its task but
 //! before moving the request leaves one behind).
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::time::Duration;
@@ -153,7 +153,8 @@ enum Done {
         /// The values each of the source's links yielded, in `Requests::links_from` order.
         linked: Vec<Vec<String>>,
     },
-    Preview(pb::ErasureReceipt),
+    /// A preview, and what the source's links yielded.
+    Preview(pb::ErasureReceipt, Vec<Vec<String>>),
     Erased(pb::ErasureReceipt),
 }
 
@@ -206,13 +207,16 @@ async fn attempt(
         tables: tables.clone(),
     };
     let outcome = match (state::kind_of(&task.kind), task.phase.as_str()) {
-        (pb::RequestKind::Access, _) => {
-            extract_part(requests, task, part.clone(), &progress, &attempt_stop, span).await
-        }
+        (pb::RequestKind::Access, _) => match &part {
+            Some(part) => {
+                extract_part(requests, task, Some(part), &progress, &attempt_stop, span).await
+            }
+            None => Err(Failure::Store(anyhow::anyhow!(
+                "no [server.requests] package_dir"
+            ))),
+        },
         (pb::RequestKind::Erasure, state::PREVIEW) => {
-            erase(requests, task, true, String::new(), &attempt_stop, span)
-                .await
-                .map(Done::Preview)
+            preview(requests, task, &progress, &attempt_stop, span).await
         }
         (pb::RequestKind::Erasure, _) => erase_approved(requests, task, &attempt_stop, span).await,
         _ => Err(Failure::Status(tonic::Status::internal(format!(
@@ -249,7 +253,8 @@ async fn attempt(
             settlement.result = Some(manifest.encode_to_vec());
             settlement.part = part;
         }
-        Ok(Done::Preview(receipt)) => {
+        Ok(Done::Preview(receipt, linked)) => {
+            settlement.linked = linked;
             settlement.phase = state::PREVIEW.into();
             settlement.state = state::AWAITING_APPROVAL.into();
             settlement.rows = (receipt.rows_deleted + receipt.rows_masked) as i64;
@@ -431,16 +436,18 @@ struct Progress {
 }
 
 /// An access task: the source's extraction, streamed into the attempt's package part.
+/// Without a part, the rows are read and dropped (an erasure's preview reads its links so).
 async fn extract_part(
     requests: &Requests,
     task: &Claimed,
-    part: Option<PathBuf>,
+    part: Option<&Path>,
     progress: &Progress,
     attempt_stop: &CancellationToken,
     span: tracing::Span,
 ) -> Result<Done, Failure> {
-    let part = part.ok_or_else(|| anyhow::anyhow!("no [server.requests] package_dir"))?;
-    package::prepare_part(&part)?;
+    if let Some(part) = part {
+        package::prepare_part(part)?;
+    }
     let params = ExtractParams {
         source: task.source.clone(),
         kind: task.identity_kind.clone(),
@@ -470,7 +477,9 @@ async fn extract_part(
         stream = requests.engine.extract(params) => stream.map_err(|e| Failure::Status(to_status(&e)))?,
         _ = attempt_stop.cancelled() => return Err(Failure::Stopped),
     };
-    let mut package = Package::create_sealed(&part, requests.sealing.clone())?;
+    let mut package = part
+        .map(|part| Package::create_sealed(part, requests.sealing.clone()))
+        .transpose()?;
     loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
@@ -490,22 +499,34 @@ async fn extract_part(
             }
         };
         match message.event {
-            Some(Event::Started(started)) => package.start(&started)?,
+            Some(Event::Started(started)) => {
+                if let Some(package) = &mut package {
+                    package.start(&started)?;
+                }
+            }
             Some(Event::TableStarted(table)) => {
-                package.table_started(&table)?;
+                if let Some(package) = &mut package {
+                    package.table_started(&table)?;
+                }
             }
             Some(Event::Batch(batch)) => {
-                let rows = package.batch(&batch)?;
-                progress.rows.fetch_add(rows as i64, Ordering::Relaxed);
+                if let Some(package) = &mut package {
+                    let rows = package.batch(&batch)?;
+                    progress.rows.fetch_add(rows as i64, Ordering::Relaxed);
+                }
             }
             Some(Event::TableCompleted(done)) => {
-                package.table_completed(&done)?;
-                progress.tables.fetch_add(1, Ordering::Relaxed);
+                if let Some(package) = &mut package {
+                    package.table_completed(&done)?;
+                    progress.tables.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Some(Event::Manifest(manifest)) => {
-                package.finish(&manifest)?;
+                if let Some(package) = package.take() {
+                    package.finish(&manifest)?;
+                }
                 let part = part
-                    .file_name()
+                    .and_then(|p| p.file_name())
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let linked = found.lock().map(|f| f.clone()).unwrap_or_default();
@@ -518,6 +539,29 @@ async fn extract_part(
             None => {}
         }
     }
+}
+
+/// An erasure's preview. When the source has links to follow, its extraction is read first
+/// (rows dropped, the read audited as any extraction), for the identities its links yield:
+/// they are previewed too, and shown for approval with the path they came by.
+async fn preview(
+    requests: &Requests,
+    task: &Claimed,
+    progress: &Progress,
+    attempt_stop: &CancellationToken,
+    span: tracing::Span,
+) -> Result<Done, Failure> {
+    let mut linked = Vec::new();
+    if requests.links_from(&task.source).next().is_some()
+        && (task.hops as u32) < requests.cfg().max_link_hops
+        && let Done::Manifest { linked: found, .. } =
+            extract_part(requests, task, None, progress, attempt_stop, span.clone()).await?
+    {
+        linked = found;
+    }
+    erase(requests, task, true, String::new(), attempt_stop, span)
+        .await
+        .map(|receipt| Done::Preview(receipt, linked))
 }
 
 /// One erasure call of the engine, on a task of its own so that it is never dropped halfway:
@@ -588,7 +632,7 @@ async fn erase_approved(
         .and_then(|b| pb::ErasureReceipt::decode(b).ok())
         .unwrap_or_default();
     if !same_changes(&fresh, &approved) {
-        return Ok(Done::Preview(fresh));
+        return Ok(Done::Preview(fresh, Vec::new()));
     }
     let digest = fresh.preview_digest.clone();
     erase(requests, task, false, digest, attempt_stop, span)
@@ -642,7 +686,7 @@ async fn move_request(
             c.rollback().await?;
             return Ok(false);
         }
-        if settlement.state == state::SUCCEEDED
+        if (settlement.state == state::SUCCEEDED || settlement.state == state::AWAITING_APPROVAL)
             && !settlement.linked.is_empty()
             && let Some(refusal) =
                 super::links::follow(requests, c, id, task, &settlement.linked).await?

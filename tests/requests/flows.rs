@@ -177,7 +177,7 @@ async fn an_erasure_request_waits_for_approval_and_erases_each_source_once_acros
             let preview = s.preview.as_ref().expect("a preview per source");
             assert!(preview.dry_run);
             assert!(preview.rows_deleted > 0);
-            (s.source.clone(), s.preview_digest.clone())
+            (s.folder.clone(), s.preview_digest.clone())
         })
         .collect();
     assert_eq!(digests.len(), 2);

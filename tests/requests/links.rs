@@ -21,6 +21,11 @@ const CRM_SQL: &str = "\
     INSERT INTO crm_contacts SELECT 100 + seq, 2, CONCAT('Shared ', seq) FROM seq_1_to_40;";
 
 fn crm_config(database: &str) -> String {
+    crm_config_with(database, "")
+}
+
+/// [`crm_config`], with `erase` added to both CRM tables.
+fn crm_config_with(database: &str, erase: &str) -> String {
     let server = mariadb();
     format!(
         "\n[[sources]]\nname = \"crm\"\nkind = \"mysql\"\nhost = \"{}\"\nport = {}\n\
@@ -30,11 +35,12 @@ fn crm_config(database: &str) -> String {
          [[sources.tables]]\nname = \"crm_contacts\"\n\
          identity = {{ kind = \"shop_customer_id\", column = \"shop_customer_id\" }}\n\
          columns = {{ id = \"not_pii\", shop_customer_id = \"identifier.customer_id\", \
-         full_name = \"name\" }}\n\n\
+         full_name = \"name\" }}\n{erase}\n\n\
          [[sources.tables]]\nname = \"crm_notes\"\n\
          reference = {{ column = \"contact_id\", table = \"crm_contacts\", to = \"id\", \
          reach = \"owned\" }}\n\
-         columns = {{ id = \"not_pii\", contact_id = \"not_pii\", body = \"support\" }}\n\n\
+         columns = {{ id = \"not_pii\", contact_id = \"not_pii\", body = \"support\" }}\n\
+         {erase}\n\n\
          [[links]]\nfrom = {{ source = \"demo\", table = \"customers\", column = \"id\" }}\n\
          kind = \"shop_customer_id\"\n",
         server.host(),
@@ -181,5 +187,111 @@ async fn the_same_linked_identity_is_asked_once_and_too_many_fail_the_request_na
         status.message
     );
     assert!(!progress(&op).sources.iter().any(|s| s.source == "crm"));
+    server.stop().await.unwrap();
+}
+
+/// The CRM's rows as text, by table and id.
+async fn crm_rows(world: &World) -> BTreeMap<(String, i64), String> {
+    let mut rows = BTreeMap::new();
+    for (table, sql) in [
+        (
+            "crm_contacts",
+            "SELECT CONCAT_WS('|', id, shop_customer_id, full_name) FROM crm_contacts ORDER BY id",
+        ),
+        (
+            "crm_notes",
+            "SELECT CONCAT_WS('|', id, contact_id, body) FROM crm_notes ORDER BY id",
+        ),
+    ] {
+        for text in world.my.texts(sql).await {
+            let id = text.split('|').next().unwrap().parse().unwrap();
+            rows.insert((table.to_owned(), id), text);
+        }
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_shows_its_linked_identities_for_approval_and_erases_only_what_was_approved() {
+    let world = World::open("req_links_erase").await;
+    world.my.exec("", CRM_SQL).await;
+    let config = crm_config_with("req_links_erase", "erase = { action = \"delete\" }");
+    let server = TestServer::start(world.config(&config, &[])).await;
+    let mut client = requests_client(server.addr).await;
+    let mut ops = operations(server.addr).await;
+    let shops_before = [world.pg.rows().await, world.my.rows().await];
+    let alice = [world.pg.alice_rows().await, world.my.alice_rows().await];
+    let crm_before = crm_rows(&world).await;
+    client
+        .submit_request(submission("linked-erase", RequestKind::Erasure))
+        .await
+        .unwrap();
+    let waiting = until(&mut ops, "linked-erase", |op| {
+        progress(op).state() == RequestState::AwaitingApproval
+    })
+    .await;
+    let shown = progress(&waiting);
+    let crm = shown.sources.iter().find(|s| s.source == "crm").unwrap();
+    assert_eq!(
+        crm.identity_path,
+        "email -> demo.customers.id as shop_customer_id"
+    );
+    assert_eq!(crm.preview.as_ref().unwrap().rows_deleted, 3, "{crm:?}");
+    let digests: BTreeMap<String, String> = shown
+        .sources
+        .iter()
+        .map(|s| (s.folder.clone(), s.preview_digest.clone()))
+        .collect();
+    assert_eq!(digests.len(), 3);
+
+    // An approval that leaves out the linked identity approves nothing.
+    let mut partial = digests.clone();
+    partial.remove("crm");
+    let refused = client
+        .approve_request(ApproveRequestRequest {
+            name: "requests/linked-erase".into(),
+            digests: partial,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("crm"), "{refused:?}");
+    assert_eq!(crm_rows(&world).await, crm_before, "nothing was erased");
+
+    client
+        .approve_request(ApproveRequestRequest {
+            name: "requests/linked-erase".into(),
+            digests,
+        })
+        .await
+        .unwrap();
+    let op = done(&mut ops, "linked-erase").await;
+    assert_eq!(progress(&op).state(), RequestState::Succeeded);
+    // Alice's CRM contact and notes are gone; every other CRM row is as it was.
+    let crm_after = crm_rows(&world).await;
+    let alices: [(&str, i64); 3] = [("crm_contacts", 1), ("crm_notes", 1), ("crm_notes", 2)];
+    for (key, text) in &crm_before {
+        let hers = alices.iter().any(|(t, id)| *t == key.0 && *id == key.1);
+        if hers {
+            assert!(!crm_after.contains_key(key), "{key:?} was not erased");
+        } else {
+            assert_eq!(crm_after.get(key), Some(text), "{key:?} changed");
+        }
+    }
+    // Both shops: every row of another subject byte-identical.
+    for ((shop, before), hers) in [&world.pg, &world.my].iter().zip(&shops_before).zip(&alice) {
+        let after = shop.rows().await;
+        for (key, text) in before {
+            if !hers.contains(key) {
+                assert_eq!(
+                    after.get(key),
+                    Some(text),
+                    "{}: {key:?} changed",
+                    shop.store
+                );
+            }
+        }
+    }
+    assert_eq!(world.committed_erasures("linked-erase", "crm").await, 1);
     server.stop().await.unwrap();
 }

@@ -36,8 +36,9 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 /// The databases of the tests: each test's shop on both stores, and its control database.
-const DATABASES: [&str; 13] = [
+const DATABASES: [&str; 14] = [
     "req_access",
+    "req_links_erase",
     "req_links_bound",
     "req_links",
     "req_sigterm",

@@ -296,7 +296,7 @@ async fn a_preview_that_no_longer_holds_waits_again_and_an_earlier_commit_is_not
     let digests: BTreeMap<String, String> = progress(&waiting)
         .sources
         .iter()
-        .map(|s| (s.source.clone(), s.preview_digest.clone()))
+        .map(|s| (s.folder.clone(), s.preview_digest.clone()))
         .collect();
 
     // Alice orders again on PostgreSQL after the preview; the approval that follows approved

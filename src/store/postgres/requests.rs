@@ -109,6 +109,8 @@ pub struct Claimed {
 #[derive(Debug)]
 pub struct LinkedTask {
     pub source: String,
+    /// The phase it begins in: `extract`, or an erasure's `preview`.
+    pub phase: String,
     pub kind: String,
     pub value: String,
     pub path: String,
@@ -484,7 +486,7 @@ impl ControlClient {
     }
 
     /// Inside [`ControlClient::lock_request`]: queues the tasks awaiting approval whose
-    /// digests were approved, for their erasure. Returns how many.
+    /// digests were approved (by the task's folder), for their erasure. Returns how many.
     pub async fn approve_tasks(
         &self,
         request_id: &str,
@@ -499,8 +501,8 @@ impl ControlClient {
             .execute(
                 "UPDATE dsr_request_tasks t SET phase = 'erase', state = 'queued', \
                    approved_digest = a.digest, not_before = now(), attempts = 0 \
-                 FROM unnest($2::text[], $3::text[]) AS a(source, digest) \
-                 WHERE t.request_id = $1 AND t.source = a.source \
+                 FROM unnest($2::text[], $3::text[]) AS a(folder, digest) \
+                 WHERE t.request_id = $1 AND t.folder = a.folder \
                    AND t.state = 'awaiting_approval' AND t.preview_digest = a.digest",
                 &[&request_id, &sources, &digests],
             )
@@ -588,7 +590,7 @@ impl ControlClient {
                        state, identity_kind, identity_value, path, hops) \
                      SELECT $1, $2, coalesce(max(ordinal), -1) + 1, \
                        CASE WHEN count(*) = 0 THEN $2 ELSE $2 || '.' || (count(*) + 1) END, \
-                       'extract', 'queued', $3, $4, $5, $6 \
+                       $7, 'queued', $3, $4, $5, $6 \
                      FROM dsr_request_tasks WHERE request_id = $1 AND source = $2",
                     &[
                         &request_id,
@@ -597,6 +599,7 @@ impl ControlClient {
                         &task.value,
                         &task.path,
                         &task.hops,
+                        &task.phase,
                     ],
                 )
                 .await?;
