@@ -15,6 +15,7 @@
 //! progress and results hold counts, manifests and receipts, which name the subject by its
 //! keyed hash.
 
+mod housekeeping;
 mod links;
 mod operation;
 pub mod package;
@@ -185,10 +186,7 @@ impl Requests {
                 ))
             })
             .collect();
-        handles.push(tokio::spawn(worker::housekeeping(
-            self.clone(),
-            stop_claiming,
-        )));
+        handles.push(tokio::spawn(housekeeping::run(self.clone(), stop_claiming)));
         handles
     }
 

@@ -25,9 +25,6 @@ use crate::pb::{self, ExtractFrame, ExtractResponse, extract_response::Event};
 use crate::store::postgres::control::{ControlClient, ControlError};
 use crate::store::postgres::requests::{Claimed, Renewal, RequestUpdate, Settlement};
 
-/// How often housekeeping runs: the gauges, and packages past their retention.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
-
 /// One worker: claims and runs tasks until `stop`; an attempt it runs stops with `stop_work`.
 pub(super) async fn run(
     requests: Arc<Requests>,
@@ -62,7 +59,7 @@ pub(super) async fn run(
     }
 }
 
-async fn pause(stop: &CancellationToken, time: Duration) {
+pub(super) async fn pause(stop: &CancellationToken, time: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(time) => {}
         _ = stop.cancelled() => {}
@@ -100,49 +97,6 @@ async fn step(
         moved |= move_request(requests, c, &id, None).await?;
     }
     Ok(moved)
-}
-
-/// Housekeeping on one replica: the request gauges, and packages whose retention passed.
-pub(super) async fn housekeeping(requests: Arc<Requests>, stop: CancellationToken) {
-    while !stop.is_cancelled() {
-        if let Err(error) = housekeep(&requests).await {
-            tracing::warn!(%error, "request housekeeping");
-        }
-        pause(&stop, HOUSEKEEPING_EVERY).await;
-    }
-}
-
-async fn housekeep(requests: &Requests) -> Result<(), super::RequestError> {
-    let client = requests.client().await?;
-    let gauges = client.request_gauges().await?;
-    requests.engine.metrics().set_request_gauges(
-        &gauges.states,
-        gauges.earliest_due_secs,
-        gauges.longest_retry_secs,
-    );
-    let expired = client.expired_packages(16).await?;
-    drop(client);
-    for id in expired {
-        let mut client = requests.client().await?;
-        let Some(row) = client.lock_request(&id, false).await? else {
-            continue;
-        };
-        if let (Some(root), Some(_)) = (&requests.cfg().package_dir, &row.package_path) {
-            if let Err(error) = package::remove(root, &id) {
-                client.rollback().await?;
-                tracing::warn!(request_id = %id, error = %format!("{error:#}"),
-                    "an expired package could not be removed");
-                continue;
-            }
-            client.forget_package(&id).await?;
-        }
-        client.commit().await?;
-        drop(client);
-        requests
-            .record("PackageExpired", "", &id, "", "deleted")
-            .await;
-    }
-    Ok(())
 }
 
 /// What one attempt did.
