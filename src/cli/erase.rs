@@ -39,7 +39,7 @@ pub async fn run(args: EraseArgs) -> anyhow::Result<pb::ErasureReceipt> {
     let mut request = pb::EraseRequest {
         source: args.call.source.clone(),
         subject: Some(pb::Identity {
-            kind: args.call.kind.clone(),
+            kind: args.call.subject.kind.clone(),
             value: value.clone(),
         }),
         request_id: request_id.clone(),

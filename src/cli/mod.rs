@@ -61,6 +61,19 @@ pub struct CallArgs {
     /// The source, as configured on the server.
     #[arg(long)]
     pub source: String,
+    #[command(flatten)]
+    pub subject: SubjectArgs,
+    /// Your own id for this request, sent as x-request-id and kept in the manifest or receipt.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// A compliance tag for the manifest or receipt, for example gdpr-art15 or gdpr-art17.
+    #[arg(long)]
+    pub compliance_tag: Option<String>,
+}
+
+/// Who a client command is about. Not `Debug`: it holds the identity value.
+#[derive(clap::Args)]
+pub struct SubjectArgs {
     /// The identity kind, for example email or customer_id.
     #[arg(long)]
     pub kind: String,
@@ -75,18 +88,28 @@ pub struct CallArgs {
     /// An environment variable holding the identity value.
     #[arg(long)]
     pub value_env: Option<String>,
-    /// Your own id for this request, sent as x-request-id and kept in the manifest or receipt.
-    #[arg(long)]
-    pub request_id: Option<String>,
-    /// A compliance tag for the manifest or receipt, for example gdpr-art15 or gdpr-art17.
-    #[arg(long)]
-    pub compliance_tag: Option<String>,
+}
+
+impl SubjectArgs {
+    /// The identity value, from --value or the variable --value-env names; never empty.
+    pub fn value(&self) -> anyhow::Result<String> {
+        let value = match (&self.value, &self.value_env) {
+            (Some(value), _) => value.clone(),
+            (None, Some(var)) => std::env::var(var)
+                .with_context(|| format!("--value-env: environment variable {var} is not set"))?,
+            (None, None) => bail!("give the identity with --value or --value-env"),
+        };
+        if value.trim().is_empty() {
+            bail!("the identity value is empty");
+        }
+        Ok(value)
+    }
 }
 
 impl CallArgs {
     /// The identity value, from --value or --value-env; never empty.
     pub fn value(&self) -> anyhow::Result<String> {
-        identity_value(&self.value, &self.value_env)
+        self.subject.value()
     }
 
     /// The bearer token, when --token-env names one.
@@ -141,23 +164,6 @@ fn channel(
         bail!("--ca-cert and --cert need an https:// address");
     }
     Ok(endpoint.connect_lazy())
-}
-
-/// An identity value from `--value`, or from the variable `--value-env` names; never empty.
-pub(crate) fn identity_value(
-    value: &Option<String>,
-    value_env: &Option<String>,
-) -> anyhow::Result<String> {
-    let value = match (value, value_env) {
-        (Some(value), _) => value.clone(),
-        (None, Some(var)) => std::env::var(var)
-            .with_context(|| format!("--value-env: environment variable {var} is not set"))?,
-        (None, None) => bail!("give the identity with --value or --value-env"),
-    };
-    if value.trim().is_empty() {
-        bail!("the identity value is empty");
-    }
-    Ok(value)
 }
 
 /// Asks the person at the terminal to type `expected` again before something that cannot be

@@ -47,19 +47,8 @@ pub struct SubmitArgs {
     /// An erasure request (it waits for `request approve`); an access request otherwise.
     #[arg(long)]
     pub erasure: bool,
-    /// The identity kind, for example email.
-    #[arg(long)]
-    pub kind: String,
-    /// The identity value (visible in the process list; --value-env keeps it out).
-    #[arg(
-        long,
-        required_unless_present = "value_env",
-        conflicts_with = "value_env"
-    )]
-    pub value: Option<String>,
-    /// An environment variable holding the identity value.
-    #[arg(long)]
-    pub value_env: Option<String>,
+    #[command(flatten)]
+    pub subject: super::SubjectArgs,
     /// A source to ask (repeatable); by default every source that declares the kind.
     #[arg(long = "source")]
     pub sources: Vec<String>,
@@ -200,7 +189,7 @@ pub async fn run(command: RequestCommand) -> anyhow::Result<()> {
 }
 
 async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
-    let value = super::identity_value(&args.value, &args.value_env)?;
+    let value = args.subject.value()?;
     let mut clients = Clients::new(&args.server)?;
     let call = clients.call(pb::SubmitRequestRequest {
         request_id: args.id.clone(),
@@ -210,7 +199,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
             RequestKind::Access
         } as i32,
         subject: Some(pb::Identity {
-            kind: args.kind.clone(),
+            kind: args.subject.kind.clone(),
             value,
         }),
         sources: args.sources.clone(),

@@ -562,19 +562,15 @@ impl Requests {
                 request.name
             )));
         };
-        let refuse = |reason: &'static str, message: String| RequestError::FailedPrecondition {
-            reason,
-            message,
-        };
         let result = async {
             if locked.state != state::AWAITING_APPROVAL || locked.finished.is_some() {
-                return Err(refuse(
-                    "NOT_AWAITING_APPROVAL",
-                    format!(
+                return Err(RequestError::FailedPrecondition {
+                    reason: "NOT_AWAITING_APPROVAL",
+                    message: format!(
                         "request '{}' is {}, not awaiting approval",
                         locked.id, locked.state
                     ),
-                ));
+                });
             }
             let mut approved = Vec::new();
             for task in &locked.tasks {

@@ -2,7 +2,7 @@
 //! has a unit test; the worker applies the decision under the request's row lock.
 
 use crate::pb::{RequestKind, RequestState};
-use crate::store::postgres::requests::{RequestRow, TaskRow};
+use crate::store::postgres::requests::RequestRow;
 
 /// A task's or a request's state as stored.
 pub const QUEUED: &str = "queued";
@@ -69,23 +69,17 @@ pub enum Next {
     /// A source failed for good: the request fails with its error, and the other sources
     /// stop.
     Fail { source: String },
-    /// It was cancelled and nothing of it runs any more.
-    Cancelled,
-    /// Unchanged (it has ended, or was cancelled and a task still runs).
+    /// Unchanged: it has ended (a cancelled request ends when it is cancelled).
     Same,
 }
 
-/// Decides where `request` goes, from its tasks. `lease_live` says whether a running task's
-/// lease is still held.
-pub fn next(request: &RequestRow, lease_live: impl Fn(&TaskRow) -> bool) -> Next {
+/// Decides where `request` goes, from its tasks. A cancelled request has ended already:
+/// cancelling ends it at once, and its running attempts stop at their next lease renewal.
+pub fn next(request: &RequestRow) -> Next {
     if request.finished.is_some() {
         return Next::Same;
     }
     let tasks = &request.tasks;
-    if request.state == CANCELLED {
-        let running = tasks.iter().any(|t| t.state == RUNNING && lease_live(t));
-        return if running { Next::Same } else { Next::Cancelled };
-    }
     if let Some(failed) = tasks.iter().find(|t| t.state == FAILED) {
         return Next::Fail {
             source: failed.source.clone(),
@@ -125,6 +119,7 @@ pub fn backoff(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::postgres::requests::TaskRow;
     use chrono::Utc;
 
     fn task(source: &str, state: &str, attempts: i32) -> TaskRow {
@@ -147,7 +142,6 @@ mod tests {
             preview_digest: String::new(),
             result: None,
             part: String::new(),
-            lease_until: None,
         }
     }
 
@@ -174,30 +168,28 @@ mod tests {
 
     #[test]
     fn a_request_moves_with_its_tasks() {
-        let live = |_: &TaskRow| true;
         let r = request(QUEUED, vec![task("a", QUEUED, 0), task("b", QUEUED, 0)]);
-        assert_eq!(next(&r, live), Next::Open(QUEUED));
+        assert_eq!(next(&r), Next::Open(QUEUED));
         let r = request(QUEUED, vec![task("a", RUNNING, 1), task("b", QUEUED, 0)]);
-        assert_eq!(next(&r, live), Next::Open(RUNNING));
+        assert_eq!(next(&r), Next::Open(RUNNING));
         let r = request(RUNNING, vec![task("a", SUCCEEDED, 1), task("b", QUEUED, 2)]);
-        assert_eq!(next(&r, live), Next::Open(RUNNING));
+        assert_eq!(next(&r), Next::Open(RUNNING));
         let r = request(
             RUNNING,
             vec![task("a", SUCCEEDED, 1), task("b", SUCCEEDED, 3)],
         );
-        assert_eq!(next(&r, live), Next::Succeed);
+        assert_eq!(next(&r), Next::Succeed);
         let r = request(RUNNING, vec![task("a", SUCCEEDED, 1), task("b", FAILED, 1)]);
-        assert_eq!(next(&r, live), Next::Fail { source: "b".into() });
+        assert_eq!(next(&r), Next::Fail { source: "b".into() });
     }
 
     #[test]
     fn an_erasure_waits_for_approval_only_when_every_preview_is_ready() {
-        let live = |_: &TaskRow| true;
         let r = request(
             RUNNING,
             vec![task("a", AWAITING_APPROVAL, 1), task("b", RUNNING, 1)],
         );
-        assert_eq!(next(&r, live), Next::Open(RUNNING));
+        assert_eq!(next(&r), Next::Open(RUNNING));
         let r = request(
             RUNNING,
             vec![
@@ -205,24 +197,20 @@ mod tests {
                 task("b", AWAITING_APPROVAL, 1),
             ],
         );
-        assert_eq!(next(&r, live), Next::Open(AWAITING_APPROVAL));
+        assert_eq!(next(&r), Next::Open(AWAITING_APPROVAL));
         // One source's digest changed after approval: it waits again, the other is done.
         let r = request(
             RUNNING,
             vec![task("a", SUCCEEDED, 1), task("b", AWAITING_APPROVAL, 2)],
         );
-        assert_eq!(next(&r, live), Next::Open(AWAITING_APPROVAL));
+        assert_eq!(next(&r), Next::Open(AWAITING_APPROVAL));
     }
 
     #[test]
-    fn a_cancelled_request_ends_once_nothing_of_it_runs() {
-        let r = request(CANCELLED, vec![task("a", RUNNING, 1), task("b", QUEUED, 0)]);
-        assert_eq!(next(&r, |_| true), Next::Same);
-        // The replica that ran it died: its lease ran out.
-        assert_eq!(next(&r, |_| false), Next::Cancelled);
+    fn an_ended_request_stays_as_it_ended() {
         let mut ended = request(SUCCEEDED, vec![task("a", SUCCEEDED, 1)]);
         ended.finished = Some(Utc::now());
-        assert_eq!(next(&ended, |_| true), Next::Same);
+        assert_eq!(next(&ended), Next::Same);
     }
 
     #[test]

@@ -81,12 +81,8 @@ async fn step(
             dsr.phase = %task.phase,
             dsr.attempt = task.attempts,
         );
-        let settlement = {
-            let _entered = span.enter();
-            tracing::info!("request task claimed");
-            drop(_entered);
-            attempt(requests, &task, stop, span.clone()).await
-        };
+        span.in_scope(|| tracing::info!("request task claimed"));
+        let settlement = attempt(requests, &task, stop, span.clone()).await;
         if let Some(settlement) = settlement {
             move_request(requests, c, &task.request_id, Some((&task, &settlement))).await?;
         }
@@ -660,7 +656,7 @@ async fn move_request(
         row.tasks = c.tasks(id).await?;
     }
     let now = Utc::now();
-    let next = state::next(&row, |t| t.lease_until.is_some_and(|until| until > now));
+    let next = state::next(&row);
     let mut update = RequestUpdate::default();
     let mut ended_as = None;
     match next {
@@ -728,12 +724,6 @@ async fn move_request(
             update.state = state::FAILED.into();
             update.finished = true;
             update.error = Some(status.encode_to_vec());
-            update.cancel_open_tasks = true;
-            ended_as = Some(update.state.clone());
-        }
-        Next::Cancelled => {
-            update.state = state::CANCELLED.into();
-            update.finished = true;
             update.cancel_open_tasks = true;
             ended_as = Some(update.state.clone());
         }

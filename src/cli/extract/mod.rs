@@ -75,7 +75,7 @@ pub async fn run(args: ExtractArgs) -> anyhow::Result<Written> {
     let request = pb::ExtractRequest {
         source: args.call.source.clone(),
         subject: Some(pb::Identity {
-            kind: args.call.kind.clone(),
+            kind: args.call.subject.kind.clone(),
             value,
         }),
         batch_size: 0,

@@ -96,8 +96,9 @@ pub struct ExtractParams {
 
 /// Columns whose values, on the rows the identity matches directly, a durable request asks
 /// other sources with (`[[links]]`), and where the values go. Personal data: they are never
-/// sent, logged or recorded, only handed to the caller through `found`.
-#[derive(Debug, Clone, Default)]
+/// sent, logged or recorded, only handed to the caller through `found` (and `Debug` shows
+/// how many were found, never which).
+#[derive(Clone, Default)]
 pub struct LinkReads {
     /// (table, column) per link, as the data map names them.
     pub columns: Vec<(String, String)>,
@@ -105,6 +106,21 @@ pub struct LinkReads {
     pub limit: usize,
     /// One list per link, in order, filled before the manifest is sent.
     pub found: std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+}
+
+impl std::fmt::Debug for LinkReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let found: Vec<usize> = self
+            .found
+            .lock()
+            .map(|found| found.iter().map(Vec::len).collect())
+            .unwrap_or_default();
+        f.debug_struct("LinkReads")
+            .field("columns", &self.columns)
+            .field("limit", &self.limit)
+            .field("found", &found)
+            .finish()
+    }
 }
 
 /// The stream of one extraction: the producer's messages, then its error if it failed.
@@ -404,5 +420,23 @@ impl Engine {
             ))),
             n => Ok(n),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LinkReads;
+
+    #[test]
+    fn link_values_never_show_in_debug() {
+        let links = LinkReads {
+            columns: vec![("customers".into(), "id".into())],
+            limit: 3,
+            found: Default::default(),
+        };
+        *links.found.lock().unwrap() = vec![vec!["4242-secret".into()]];
+        let shown = format!("{links:?}");
+        assert!(!shown.contains("4242-secret"), "{shown}");
+        assert!(shown.contains("found: [1]"), "{shown}");
     }
 }

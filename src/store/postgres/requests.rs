@@ -78,8 +78,6 @@ pub struct TaskRow {
     pub result: Option<Vec<u8>>,
     /// The package part the settled attempt wrote.
     pub part: String,
-    /// Until when a running task's holder has it.
-    pub lease_until: Option<DateTime<Utc>>,
 }
 
 /// A task claimed by a worker, with what it needs to run.
@@ -105,8 +103,7 @@ pub struct Claimed {
     pub preview: Option<Vec<u8>>,
 }
 
-/// A task for an identity that a link found.
-#[derive(Debug)]
+/// A task for an identity that a link found. Not `Debug`: it holds the identity value.
 pub struct LinkedTask {
     pub source: String,
     /// The phase it begins in: `extract`, or an erasure's `preview`.
@@ -117,8 +114,8 @@ pub struct LinkedTask {
     pub hops: i32,
 }
 
-/// How a task ends an attempt.
-#[derive(Debug, Default)]
+/// How a task ends an attempt. Not `Debug`: `linked` holds identity values.
+#[derive(Default)]
 pub struct Settlement {
     pub phase: String,
     pub state: String,
@@ -164,7 +161,7 @@ const REQUEST_COLUMNS: &str = "id, kind, submitter, state, identity_kind, compli
      fingerprint, due_time, created, updated, finished, error, package_path, package_sha256, \
      package_expires";
 const TASK_COLUMNS: &str = "source, phase, state, attempts, not_before, retrying_since, rows, \
-     tables, last_reason, preview, preview_digest, result, part, lease_until, ordinal, \
+     tables, last_reason, preview, preview_digest, result, part, ordinal, \
      identity_kind, path, hops, folder";
 
 fn request_row(row: &Row) -> RequestRow {
@@ -203,12 +200,11 @@ fn task_row(row: &Row) -> TaskRow {
         preview_digest: row.get(10),
         result: row.get(11),
         part: row.get(12),
-        lease_until: row.get(13),
-        ordinal: row.get(14),
-        identity_kind: row.get(15),
-        path: row.get(16),
-        hops: row.get(17),
-        folder: row.get(18),
+        ordinal: row.get(13),
+        identity_kind: row.get(14),
+        path: row.get(15),
+        hops: row.get(16),
+        folder: row.get(17),
     }
 }
 
@@ -634,8 +630,7 @@ impl ControlClient {
             .query(
                 "SELECT r.id FROM dsr_requests r WHERE r.finished IS NULL \
                    AND NOT EXISTS (SELECT 1 FROM dsr_request_tasks t WHERE t.request_id = r.id \
-                     AND t.state IN ('queued', 'running') \
-                     AND NOT (r.state = 'cancelled')) \
+                     AND t.state IN ('queued', 'running')) \
                    AND r.state <> 'awaiting_approval' \
                  ORDER BY r.updated LIMIT $1",
                 &[&limit],
