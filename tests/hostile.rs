@@ -439,11 +439,13 @@ columns = { id = "not_pii", rel = "identifier.relation" }
                         table: "a".into(),
                         row_count: u64::MAX,
                         verified: true,
+                        ..Default::default()
                     },
                     TableCount {
                         table: "b".into(),
                         row_count: u64::MAX,
                         verified: true,
+                        ..Default::default()
                     },
                 ],
                 ..Default::default()

@@ -396,6 +396,7 @@ async fn manifests_are_checked_rule_by_rule() {
                     table: "orders".into(),
                     row_count: 2,
                     verified: true,
+                    ..Default::default()
                 }],
                 ..good_manifest()
             },
@@ -426,6 +427,7 @@ async fn manifests_are_checked_rule_by_rule() {
             table: "orders".into(),
             row_count: 2,
             verified: true,
+            ..Default::default()
         }],
         ..good_manifest()
     };

@@ -154,6 +154,14 @@ impl DsrConnectorService for Service {
                 call_id: context.request_id.clone(),
                 span: context.span.clone(),
                 links: Default::default(),
+                more_identities: request
+                    .more_identities
+                    .into_iter()
+                    .map(|i| crate::engine::MoreIdentity {
+                        kind: i.kind,
+                        value: SecretString::from(i.value),
+                    })
+                    .collect(),
             };
             // Resolving the plan may read the catalog; that too must end at the deadline, with
             // DEADLINE_EXCEEDED rather than tonic's CANCELLED.

@@ -137,6 +137,7 @@ async fn dry_run(
         call_id: call_id.to_owned(),
         span: tracing::Span::current(),
         links: Default::default(),
+        more_identities: Vec::new(),
     };
     let mut stream = engine.extract(params).await.map_err(|e| to_status(&e))?;
     let mut planned: BTreeMap<String, bool> = BTreeMap::new();

@@ -88,6 +88,14 @@ pub struct SubjectArgs {
     /// An environment variable holding the identity value.
     #[arg(long)]
     pub value_env: Option<String>,
+    /// Another identity of the same person, as KIND=VALUE (for example phone=+4915112345678),
+    /// asked in the same snapshot; repeatable. Visible in the process list, as --value is.
+    #[arg(long = "also", value_name = "KIND=VALUE")]
+    pub also: Vec<String>,
+    /// Another identity of the same person, as KIND=VARIABLE: its value is read from the
+    /// environment variable; repeatable.
+    #[arg(long = "also-env", value_name = "KIND=VARIABLE")]
+    pub also_env: Vec<String>,
 }
 
 impl SubjectArgs {
@@ -103,6 +111,29 @@ impl SubjectArgs {
             bail!("the identity value is empty");
         }
         Ok(value)
+    }
+
+    /// The other identities of --also and --also-env, in that order.
+    pub fn more_identities(&self) -> anyhow::Result<Vec<crate::pb::Identity>> {
+        let split = |flag: &str, text: &str| -> anyhow::Result<(String, String)> {
+            let (kind, rest) = text
+                .split_once('=')
+                .filter(|(kind, rest)| !kind.is_empty() && !rest.is_empty())
+                .with_context(|| format!("{flag}: expected KIND=..., for example phone=..."))?;
+            Ok((kind.to_owned(), rest.to_owned()))
+        };
+        let mut more = Vec::new();
+        for text in &self.also {
+            let (kind, value) = split("--also", text)?;
+            more.push(crate::pb::Identity { kind, value });
+        }
+        for text in &self.also_env {
+            let (kind, var) = split("--also-env", text)?;
+            let value = std::env::var(&var)
+                .with_context(|| format!("--also-env: environment variable {var} is not set"))?;
+            more.push(crate::pb::Identity { kind, value });
+        }
+        Ok(more)
     }
 }
 

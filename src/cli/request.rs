@@ -208,6 +208,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
             nanos: t.timestamp_subsec_nanos() as i32,
         }),
         compliance_tag: args.compliance_tag.clone().unwrap_or_default(),
+        more_identities: args.subject.more_identities()?,
     })?;
     let op = clients
         .service

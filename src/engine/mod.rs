@@ -26,9 +26,9 @@ mod validate;
 pub use error::ExtractError;
 use error::Recorder;
 pub use extract::{
-    ExtractParams, ExtractStream, LinkReads, MAX_DETAIL_CHARS, MAX_IDENTITY_BYTES, MAX_LABEL_BYTES,
-    MAX_MESSAGE_BYTES, MAX_PII_FIELDS_PER_COLUMN, MAX_PRIMARY_KEY_CHARS, MAX_REQUESTED_TABLES,
-    MAX_VIOLATIONS_PER_TABLE,
+    ExtractParams, ExtractStream, LinkReads, MAX_DETAIL_CHARS, MAX_IDENTITIES, MAX_IDENTITY_BYTES,
+    MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, MAX_PII_FIELDS_PER_COLUMN, MAX_PRIMARY_KEY_CHARS,
+    MAX_REQUESTED_TABLES, MAX_VIOLATIONS_PER_TABLE, MoreIdentity,
 };
 
 use std::collections::HashMap;
@@ -345,6 +345,7 @@ mod tests {
             call_id: String::new(),
             span: tracing::Span::none(),
             links: Default::default(),
+            more_identities: Vec::new(),
         };
         let error = match engine.extract(params).await {
             Ok(_) => panic!("nothing listens on port 1"),

@@ -28,12 +28,11 @@ pub(super) async fn follow(
     let mut found: Vec<LinkedTask> = Vec::new();
     for (link, values) in requests.links_from(&task.source).zip(linked) {
         let path = if task.hops == 0 {
-            format!(
-                "{} -> {} as {}",
-                task.identity_kind,
-                link.origin(),
-                link.kind
-            )
+            // The values were read from the rows any of the task's identities matched.
+            let asked: Vec<&str> = std::iter::once(task.identity_kind.as_str())
+                .chain(task.more_identities.iter().map(|(kind, _)| kind.as_str()))
+                .collect();
+            format!("{} -> {} as {}", asked.join("+"), link.origin(), link.kind)
         } else {
             format!("{} -> {} as {}", task.path, link.origin(), link.kind)
         };

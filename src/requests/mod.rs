@@ -37,7 +37,7 @@ use crate::pb::google::longrunning::Operation;
 use crate::pb::{self, RequestKind};
 use crate::store::postgres::control::{Control, ControlError};
 use crate::store::postgres::requests::{
-    ControlManager, ControlPool, NewRequest, RequestRow, RequestUpdate,
+    ControlManager, ControlPool, NewRequest, NewTask, RequestRow, RequestUpdate,
 };
 
 pub use operation::{COLLECTION, operation, request_id_of};
@@ -228,14 +228,35 @@ impl Requests {
         let subject = request
             .subject
             .ok_or_else(|| invalid("subject: required".into()))?;
-        if subject.kind.is_empty() || subject.value.trim().is_empty() {
-            return Err(invalid("subject: both kind and value are required".into()));
-        }
-        if subject.value.len() > MAX_VALUE_BYTES {
+        if request.more_identities.len() >= crate::engine::MAX_IDENTITIES {
             return Err(invalid(format!(
-                "subject.value: longer than {MAX_VALUE_BYTES} bytes"
+                "more_identities: at most {} besides the subject",
+                crate::engine::MAX_IDENTITIES - 1
             )));
         }
+        let identities: Vec<(String, &pb::Identity)> =
+            std::iter::once(("subject".into(), &subject))
+                .chain(
+                    request
+                        .more_identities
+                        .iter()
+                        .enumerate()
+                        .map(|(i, identity)| (format!("more_identities[{i}]"), identity)),
+                )
+                .collect();
+        for (field, identity) in &identities {
+            if identity.kind.is_empty() || identity.value.trim().is_empty() {
+                return Err(invalid(format!(
+                    "{field}: both kind and value are required"
+                )));
+            }
+            if identity.value.len() > MAX_VALUE_BYTES {
+                return Err(invalid(format!(
+                    "{field}.value: longer than {MAX_VALUE_BYTES} bytes"
+                )));
+            }
+        }
+        let identities: Vec<&pb::Identity> = identities.into_iter().map(|(_, i)| i).collect();
         if kind == RequestKind::Erasure && !asker.may_call("Erase") {
             return Err(RequestError::PermissionDenied(format!(
                 "caller '{}' may not submit an erasure request: that needs the Erase scope as \
@@ -243,7 +264,9 @@ impl Requests {
                 asker.name()
             )));
         }
-        let sources = self.sources_for(asker, &subject.kind, &request.sources)?;
+        let tasks = self.tasks_for(asker, &identities, &request.sources, kind)?;
+        let mut sources: Vec<String> = tasks.iter().map(|t| t.source.clone()).collect();
+        sources.dedup();
         if kind == RequestKind::Access && self.cfg().package_dir.is_none() {
             return Err(RequestError::FailedPrecondition {
                 reason: "NO_PACKAGE_STORE",
@@ -270,13 +293,18 @@ impl Requests {
                 now + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::days(30))
             }
         };
-        let fingerprint = self.fingerprint(&[
+        let joined = sources.join("\u{1f}");
+        let mut parts: Vec<&str> = vec![
             kind_name,
             &subject.kind,
             &subject.value,
-            &sources.join("\u{1f}"),
+            &joined,
             &request.compliance_tag,
-        ]);
+        ];
+        for more in &request.more_identities {
+            parts.extend([more.kind.as_str(), more.value.as_str()]);
+        }
+        let fingerprint = self.fingerprint(&parts);
         let new = NewRequest {
             id,
             kind: kind_name,
@@ -286,7 +314,7 @@ impl Requests {
             compliance_tag: &request.compliance_tag,
             fingerprint: &fingerprint,
             due_time,
-            sources: &sources,
+            tasks: &tasks,
             phase: match kind {
                 RequestKind::Erasure => state::PREVIEW,
                 _ => state::EXTRACT,
@@ -298,7 +326,7 @@ impl Requests {
             && *stored != fingerprint
         {
             return Err(RequestError::AlreadyExists(format!(
-                "request_id '{id}' was submitted before with other content (kind, subject, \
+                "request_id '{id}' was submitted before with other content (kind, identities, \
                  sources or compliance tag); a new request needs a new id"
             )));
         }
@@ -332,20 +360,38 @@ impl Requests {
         Ok(operation(&row))
     }
 
-    /// The sources a request asks: those named, or every source that declares the kind;
-    /// each must declare it, and the caller must be allowed to read each.
-    fn sources_for(
+    /// The tasks of a request, for each source the identities it declares, in the order
+    /// given. An access request asks each source once, with all of them in one snapshot (the
+    /// first is the task's identity). An erasure asks each source once per identity, each task
+    /// previewed and approved by itself (one transaction erases what one identity reaches).
+    /// The sources are those named, each of which must declare one of the kinds, or every
+    /// source that declares one; the caller must be allowed to read each.
+    fn tasks_for(
         &self,
         asker: &dyn Asker,
-        kind: &str,
+        identities: &[&pb::Identity],
         named: &[String],
-    ) -> Result<Vec<String>, RequestError> {
+        kind: RequestKind,
+    ) -> Result<Vec<NewTask>, RequestError> {
         let config = self.engine.config();
+        let declares = |source: &crate::config::SourceConfig| {
+            identities
+                .iter()
+                .filter(|i| source.identity_kinds.contains(&i.kind))
+                .collect::<Vec<_>>()
+        };
+        let kinds = || {
+            identities
+                .iter()
+                .map(|i| format!("'{}'", clipped(&i.kind)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut sources: Vec<String> = if named.is_empty() {
             config
                 .sources
                 .iter()
-                .filter(|s| s.identity_kinds.iter().any(|k| k == kind))
+                .filter(|s| !declares(s).is_empty())
                 .map(|s| s.name.clone())
                 .collect()
         } else {
@@ -355,31 +401,60 @@ impl Requests {
         sources.dedup();
         if sources.is_empty() {
             return Err(RequestError::InvalidArgument(format!(
-                "subject.kind: no configured source declares the identity kind '{}'",
-                clipped(kind)
+                "subject.kind: no configured source declares the identity kind {}",
+                kinds()
             )));
         }
-        for name in &sources {
-            let Some(source) = config.sources.iter().find(|s| &s.name == name) else {
+        let mut tasks = Vec::with_capacity(sources.len());
+        for name in sources {
+            let Some(source) = config.sources.iter().find(|s| s.name == name) else {
                 return Err(RequestError::NotFound(format!(
                     "sources: no source named '{}'",
-                    clipped(name)
+                    clipped(&name)
                 )));
             };
-            if !source.identity_kinds.iter().any(|k| k == kind) {
+            let asked = declares(source);
+            let Some((first, more)) = asked.split_first() else {
                 return Err(RequestError::InvalidArgument(format!(
-                    "source '{name}' does not declare the identity kind '{}'",
-                    clipped(kind)
+                    "source '{name}' does not declare the identity kind {}",
+                    kinds()
                 )));
-            }
-            if !asker.may_read(name) {
+            };
+            if !asker.may_read(&name) {
                 return Err(RequestError::PermissionDenied(format!(
                     "caller '{}' may not read source '{name}'",
                     asker.name()
                 )));
             }
+            if kind == RequestKind::Erasure {
+                for (ordinal, identity) in asked.iter().enumerate() {
+                    tasks.push(NewTask {
+                        folder: match ordinal {
+                            0 => name.clone(),
+                            n => format!("{name}.{}", n + 1),
+                        },
+                        source: name.clone(),
+                        ordinal: ordinal as i32,
+                        kind: identity.kind.clone(),
+                        value: identity.value.clone(),
+                        more: Vec::new(),
+                    });
+                }
+                continue;
+            }
+            tasks.push(NewTask {
+                folder: name.clone(),
+                source: name,
+                ordinal: 0,
+                kind: first.kind.clone(),
+                value: first.value.clone(),
+                more: more
+                    .iter()
+                    .map(|i| (i.kind.clone(), i.value.clone()))
+                    .collect(),
+            });
         }
-        Ok(sources)
+        Ok(tasks)
     }
 
     /// A keyed hash of what was submitted: a resubmission with the same id must carry the

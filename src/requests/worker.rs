@@ -411,6 +411,14 @@ async fn extract_part(
         caller: task.submitter.clone(),
         call_id: format!("{}/{}/{}", task.request_id, task.source, task.attempts),
         span,
+        more_identities: task
+            .more_identities
+            .iter()
+            .map(|(kind, value)| crate::engine::MoreIdentity {
+                kind: kind.clone(),
+                value: value.clone(),
+            })
+            .collect(),
         links: crate::engine::LinkReads {
             columns: requests
                 .links_from(&task.source)

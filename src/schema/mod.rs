@@ -208,6 +208,22 @@ pub struct Plan {
     /// One row, one column per guard: the rows reached by lookup, or the rows that share a
     /// followed key. `None` when nothing needs checking.
     pub reach_guard_sql: Option<String>,
+    /// A plan of several identities of one subject (bound as one JSON array, in this order):
+    /// each, with the types its value must read as. Empty for a plan of one identity.
+    pub identities: Vec<PlanIdentity>,
+    /// For several identities: one row, per table of `tables` and then per identity, how many
+    /// of the table's rows that identity alone reaches.
+    pub identity_counts_sql: Option<String>,
+}
+
+/// One identity of a plan of several.
+#[derive(Debug, Clone)]
+pub struct PlanIdentity {
+    pub kind: String,
+    /// The kind, or `email#2` for a second identity of one kind, as paths name it.
+    pub label: String,
+    /// The distinct types of the identity columns of this kind.
+    pub types: Vec<String>,
 }
 
 /// A table of a plan with its compiled queries.
@@ -238,6 +254,9 @@ pub struct PlannedTable {
     /// path, and an expression that is above 0 when a second row shares a key the subject's
     /// rows hold.
     pub target_checks: Vec<(String, String)>,
+    /// In a plan of several identities: per identity, an expression counting the rows of
+    /// this table that identity alone reaches (`0` where it reaches none).
+    pub identity_counts: Vec<String>,
 }
 
 /// A branch of a planned table that selects rows reached by `lookup`: the rows of this table
@@ -290,6 +309,8 @@ pub struct DataMap {
     pub tables: Vec<Arc<MappedTable>>,
     pub dialect: Dialect,
     plans: HashMap<String, Arc<Plan>>,
+    /// Plans of several identities, compiled when first asked for, by their kinds in order.
+    several: std::sync::Mutex<HashMap<Vec<String>, Arc<Plan>>>,
     /// Erasure's plans, for the kinds where they differ from `plans`: identity columns
     /// compared exactly (the source's `erasure.matching = "exact"`, the default).
     erasure_plans: HashMap<String, Arc<Plan>>,
@@ -307,6 +328,7 @@ impl DataMap {
             tables: Vec::new(),
             dialect: Dialect::of(crate::config::DatabaseKind::Postgres),
             plans: HashMap::new(),
+            several: Default::default(),
             erasure_plans: HashMap::new(),
             declared_kinds: Vec::new(),
             warnings: Vec::new(),
@@ -339,7 +361,8 @@ impl DataMap {
         let compile = |compare: Compare, kinds: &mut dyn Iterator<Item = &String>| {
             kinds
                 .map(|kind| {
-                    let mut plan = plan::compile(&tables, kind, compare, dialect);
+                    let mut plan =
+                        plan::compile(&tables, &plan::Asked::only(kind), compare, dialect);
                     plan.guard_identity(source);
                     plan.guard_reach(source, dialect);
                     (kind.clone(), Arc::new(plan))
@@ -370,6 +393,7 @@ impl DataMap {
             tables,
             dialect,
             plans,
+            several: Default::default(),
             erasure_plans,
             declared_kinds: source.identity_kinds.clone(),
             warnings,
@@ -417,7 +441,7 @@ impl DataMap {
     pub fn looser_plan(&self, like: &Plan, looser: Looser) -> Plan {
         let mut plan = plan::compile(
             &self.tables,
-            &like.kind,
+            &plan::Asked::only(&like.kind),
             Compare::Looser(looser),
             self.dialect,
         );
@@ -436,6 +460,54 @@ impl DataMap {
         Ok(self.erasure_plans.get(kind).cloned().unwrap_or(declared))
     }
 
+    /// The plan for several identities of one subject, of `kinds` in the order their values
+    /// are bound (one kind: [`DataMap::plan`]), optionally restricted to `only`. Compiled
+    /// when first asked for, and kept.
+    pub fn plan_of(
+        &self,
+        source: &SourceConfig,
+        kinds: &[String],
+        only: &[String],
+    ) -> Result<Arc<Plan>, PlanError> {
+        let [first, more @ ..] = kinds else {
+            return Err(PlanError::UnknownIdentityKind {
+                source_name: self.source_name.clone(),
+                kind: String::new(),
+                declared: self.declared_kinds.join(", "),
+            });
+        };
+        if more.is_empty() {
+            return self.plan(first, only);
+        }
+        for kind in kinds {
+            self.plan(kind, &[])?;
+        }
+        let known = self
+            .several
+            .lock()
+            .ok()
+            .and_then(|plans| plans.get(kinds).cloned());
+        let plan = match known {
+            Some(plan) => plan,
+            None => {
+                let mut plan = plan::compile(
+                    &self.tables,
+                    &plan::Asked::several(kinds),
+                    Compare::Declared,
+                    self.dialect,
+                );
+                plan.guard_identity(source);
+                plan.guard_reach(source, self.dialect);
+                let plan = Arc::new(plan);
+                if let Ok(mut plans) = self.several.lock() {
+                    plans.insert(kinds.to_vec(), plan.clone());
+                }
+                plan
+            }
+        };
+        self.restrict(&plan, only)
+    }
+
     /// The plan for `kind`, optionally restricted to `only` (table names as callers see them).
     pub fn plan(&self, kind: &str, only: &[String]) -> Result<Arc<Plan>, PlanError> {
         let plan = self
@@ -446,6 +518,12 @@ impl DataMap {
                 kind: kind.to_owned(),
                 declared: self.declared_kinds.join(", "),
             })?;
+        self.restrict(plan, only)
+    }
+
+    /// `plan`, restricted to `only` when it names tables.
+    fn restrict(&self, plan: &Arc<Plan>, only: &[String]) -> Result<Arc<Plan>, PlanError> {
+        let kind = &plan.kind;
         if only.is_empty() {
             if pii_fields(plan).is_empty() {
                 return Err(PlanError::NoPersonalData {
@@ -501,7 +579,11 @@ impl DataMap {
             identity_rows_sql: plan.identity_rows_sql.clone(),
             reach_guards: plan.reach_guards.clone(),
             reach_guard_sql: plan.reach_guard_sql.clone(),
+            identities: plan.identities.clone(),
+            identity_counts_sql: None,
         };
+        let mut restricted = restricted;
+        restricted.fill_identity_counts(self.dialect);
         if pii_fields(&restricted).is_empty() {
             return Err(PlanError::NoPersonalData {
                 source_name: self.source_name.clone(),
@@ -553,6 +635,18 @@ impl Plan {
 }
 
 impl Plan {
+    /// Fills in the query that counts, per table and identity, the rows each identity of a
+    /// plan of several reaches alone.
+    fn fill_identity_counts(&mut self, dialect: Dialect) {
+        let columns: Vec<String> = self
+            .tables
+            .iter()
+            .flat_map(|t| t.identity_counts.iter().map(|c| dialect.as_bigint(c)))
+            .collect();
+        self.identity_counts_sql =
+            (!columns.is_empty()).then(|| format!("SELECT {}", columns.join(", ")));
+    }
+
     /// Fills in the checks of the reach rule and the one query that runs them: per table
     /// reached by lookup, its lookup rows against `max_reached_rows`; per followed key the
     /// catalog does not prove unique, the rows that share it.

@@ -12,9 +12,49 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Dialect, LookupBranch, MappedColumn, MappedTable, Plan, PlannedTable};
+use super::{Dialect, LookupBranch, MappedColumn, MappedTable, Plan, PlanIdentity, PlannedTable};
 use crate::config::{MatchMode, ReachRule};
-use crate::store::dialect::Compare;
+use crate::store::dialect::{Compare, Param};
+
+/// An identity a plan compares: its kind, where its value is bound, and how the plan's paths
+/// name it (the kind, or `email#2` for a second identity of one kind).
+#[derive(Clone, Debug)]
+pub(super) struct Asked {
+    pub kind: String,
+    pub param: Param,
+    pub label: String,
+}
+
+impl Asked {
+    /// The one identity of a plan, bound as the query's parameter.
+    pub fn only(kind: &str) -> Vec<Asked> {
+        vec![Asked {
+            kind: kind.to_owned(),
+            param: Param::Only,
+            label: kind.to_owned(),
+        }]
+    }
+
+    /// Several identities of one subject, bound together as a JSON array, in this order.
+    pub fn several(kinds: &[String]) -> Vec<Asked> {
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(k, kind)| {
+                let nth = kinds[..=k].iter().filter(|x| *x == kind).count();
+                Asked {
+                    kind: kind.clone(),
+                    param: Param::Element(k),
+                    label: if nth == 1 {
+                        kind.clone()
+                    } else {
+                        format!("{kind}#{nth}")
+                    },
+                }
+            })
+            .collect()
+    }
+}
 
 /// How one table is reached at alias `t{alias}`: one SQL condition per path, each usable as
 /// an index condition, with what it is, and the distance from the identity. Identity paths
@@ -65,20 +105,26 @@ impl Reach {
 /// 200 MB value never crosses into the process; the extraction then refuses its row.
 pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024 - 16 * 1024;
 
-/// Compiles the plan for one identity kind, its identity columns compared as `compare` says.
+/// Compiles the plan for the identities `asked` (one, or several of one subject, each row
+/// reached by any of them once), identity columns compared as `compare` says.
 pub(super) fn compile(
     tables: &[Arc<MappedTable>],
-    kind: &str,
+    asked: &[Asked],
     compare: Compare,
     dialect: Dialect,
 ) -> Plan {
+    let kind = asked
+        .iter()
+        .map(|a| a.label.as_str())
+        .collect::<Vec<_>>()
+        .join("+");
     // Conditions are built for alias depth 0; a parent's conditions are rebuilt at its depth.
     let mut planned: Vec<(usize, usize, PlannedTable)> = Vec::new();
     let mut unreachable = Vec::new();
     let mut graph = Graph::new(
         tables,
         Matcher {
-            kind,
+            asked,
             compare,
             dialect,
         },
@@ -179,33 +225,54 @@ pub(super) fn compile(
                             .collect(),
                         target_checks,
                         branches,
+                        identity_counts: Vec::new(),
                     },
                 ));
             }
             None => unreachable.push((
                 table.display.clone(),
                 format!(
-                    "it has no identity column of kind '{kind}', no owned reference to a table \
-                     the kind reaches, and no lookup into it from one"
+                    "it has no identity column of kind {}, no owned reference to a table \
+                     the kind reaches, and no lookup into it from one",
+                    asked
+                        .iter()
+                        .map(|a| format!("'{}'", a.kind))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
                 ),
             )),
         }
     }
     // Tables nearer the identity first; the data map's order among equals.
     planned.sort_by_key(|(depth, i, _)| (*depth, *i));
-    let mut identity_types: Vec<String> = tables
-        .iter()
-        .flat_map(|t| {
-            t.identities
-                .iter()
-                .filter(|i| i.kind == kind)
-                .filter_map(|i| t.column(&i.column).map(|c| c.base_type.clone()))
-        })
-        .collect();
-    identity_types.sort();
-    identity_types.dedup();
-    Plan {
-        kind: kind.to_owned(),
+    let types_of = |kind: &str| {
+        let mut types: Vec<String> = tables
+            .iter()
+            .flat_map(|t| {
+                t.identities
+                    .iter()
+                    .filter(|i| i.kind == kind)
+                    .filter_map(|i| t.column(&i.column).map(|c| c.base_type.clone()))
+            })
+            .collect();
+        types.sort();
+        types.dedup();
+        types
+    };
+    let identity_types = types_of(&asked[0].kind);
+    let identities = match asked {
+        [_] => Vec::new(),
+        several => several
+            .iter()
+            .map(|a| PlanIdentity {
+                kind: a.kind.clone(),
+                label: a.label.clone(),
+                types: types_of(&a.kind),
+            })
+            .collect(),
+    };
+    let mut plan = Plan {
+        kind,
         tables: planned.into_iter().map(|(_, _, t)| t).collect(),
         unreachable,
         identity_types,
@@ -213,7 +280,36 @@ pub(super) fn compile(
         identity_rows_sql: None,
         reach_guards: Vec::new(),
         reach_guard_sql: None,
+        identities,
+        identity_counts_sql: None,
+    };
+    if asked.len() > 1 {
+        // What each identity alone reaches, counted table by table in the same snapshot.
+        let alone: Vec<Plan> = asked
+            .iter()
+            .map(|a| compile(tables, std::slice::from_ref(a), compare, dialect))
+            .collect();
+        for table in &mut plan.tables {
+            table.identity_counts = alone
+                .iter()
+                .map(|p| {
+                    p.tables
+                        .iter()
+                        .find(|t| t.table.display == table.table.display)
+                        .map(|t| {
+                            t.branches
+                                .iter()
+                                .map(|w| format!("(SELECT count(*) FROM {} WHERE {w})", t.from))
+                                .collect::<Vec<_>>()
+                                .join(" + ")
+                        })
+                        .unwrap_or_else(|| "0".to_owned())
+                })
+                .collect();
+        }
+        plan.fill_identity_counts(dialect);
     }
+    plan
 }
 
 /// The WHERE clause of each UNION ALL branch: path k, and no earlier path. `IS NOT TRUE`
@@ -237,19 +333,26 @@ fn branches(paths: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The identity kind of a plan, and how its identity columns are compared.
+/// The identities of a plan, and how its identity columns are compared.
 struct Matcher<'a> {
-    kind: &'a str,
+    asked: &'a [Asked],
     compare: Compare,
     dialect: Dialect,
 }
 
 impl Matcher<'_> {
-    /// The condition on `{t}.column` for the identity value, in the source's dialect.
-    fn condition(&self, t: &str, column: &MappedColumn, matching: MatchMode) -> String {
+    /// The condition on `{t}.column` for the identity value at `param`, in the source's
+    /// dialect.
+    fn condition(
+        &self,
+        t: &str,
+        column: &MappedColumn,
+        matching: MatchMode,
+        param: Param,
+    ) -> String {
         let c = format!("{t}.{}", self.dialect.quote(&column.name));
         self.dialect
-            .identity_condition(&column.sql(&c), self.compare, matching)
+            .identity_condition(&column.sql(&c), self.compare, matching, param)
     }
 }
 
@@ -299,18 +402,27 @@ impl<'a> Graph<'a> {
         }
         let tables = self.tables;
         let table = &tables[i];
-        let kind = self.matcher.kind;
         let dialect = self.matcher.dialect;
         let t = format!("t{alias}");
         let mut reach = Reach::default();
-        for identity in table.identities.iter().filter(|i| i.kind == kind) {
+        let asked = self.matcher.asked;
+        for (a, identity) in asked.iter().flat_map(|a| {
+            table
+                .identities
+                .iter()
+                .filter(move |i| i.kind == a.kind)
+                .map(move |i| (a, i))
+        }) {
             let column = table
                 .column(&identity.column)
                 .expect("identity columns are mapped");
             reach.paths.push(Path {
-                condition: self.matcher.condition(&t, column, identity.matching),
+                condition: self
+                    .matcher
+                    .condition(&t, column, identity.matching, a.param),
                 via: format!(
-                    "{kind} -> {}.{}{}",
+                    "{} -> {}.{}{}",
+                    a.label,
                     table.display,
                     identity.column,
                     match (self.matcher.compare, identity.matching) {

@@ -92,13 +92,14 @@ pub trait SqlDialect: Send + Sync {
     fn measured(&self, column: &SqlColumn, limit: usize) -> Option<(String, String)>;
 
     /// The condition on the column for the identity value (the query's one parameter,
-    /// bound once per placeholder), compared as `compare` and `matching` say. Each form can
-    /// use an index.
+    /// bound once per placeholder, or one element of it, as `param` says), compared as
+    /// `compare` and `matching` say. Each form can use an index.
     fn identity_condition(
         &self,
         column: &SqlColumn,
         compare: Compare,
         matching: MatchMode,
+        param: Param,
     ) -> String;
 
     /// The statement that creates the index an identity match or a reference needs.
@@ -108,6 +109,16 @@ pub trait SqlDialect: Send + Sync {
     fn compares(&self, child: ColumnType, parent: ColumnType) -> bool {
         child.compares_with(parent)
     }
+}
+
+/// Where a plan's identity value is: the query's one parameter, or, for a plan of several
+/// identities, element `k` of that parameter, a JSON array of the normalised values. One
+/// parameter either way, so that every statement binds the same thing however many identities
+/// it compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Param {
+    Only,
+    Element(usize),
 }
 
 /// A source's dialect, chosen once from its kind ([`super::dialect_of`]).

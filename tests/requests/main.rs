@@ -217,6 +217,7 @@ fn submission(id: &str, kind: RequestKind) -> SubmitRequestRequest {
         sources: Vec::new(),
         due_time: None,
         compliance_tag: "gdpr".into(),
+        more_identities: Vec::new(),
     }
 }
 

@@ -82,6 +82,7 @@ pub async fn run(args: ExtractArgs) -> anyhow::Result<Written> {
         request_id: request_id.clone(),
         compliance_tag: args.call.compliance_tag.clone().unwrap_or_default(),
         tables: args.tables.clone(),
+        more_identities: args.call.subject.more_identities()?,
     };
     let channel = args.call.channel()?;
     let mut client = DsrConnectorServiceClient::new(channel);

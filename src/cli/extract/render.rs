@@ -223,6 +223,7 @@ mod tests {
                 table: "orders".into(),
                 row_count: 3,
                 verified: true,
+                ..Default::default()
             }],
             extraction_timestamp: Some(prost_types::Timestamp {
                 seconds: 0,

@@ -27,6 +27,8 @@ use crate::schema::{Plan, pii_fields};
 /// the call answers for.
 pub(super) struct Job {
     pub(super) params: ExtractParams,
+    /// What the statements bind, and the identities asked when there are several.
+    pub(super) asking: super::identities::Asking,
     pub(super) plan: Arc<Plan>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) shutdown: CancellationToken,
@@ -319,7 +321,8 @@ impl Job {
             tables,
             started_at: Some(prost_types::Timestamp::from(started_at)),
             finished_at: Some(prost_types::Timestamp::from(SystemTime::now())),
-            subject_kind: self.plan.kind.clone(),
+            subject_kind: self.params.kind.clone(),
+            identities: self.asking.named(),
         }
     }
 

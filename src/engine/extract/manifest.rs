@@ -74,6 +74,7 @@ mod tests {
                 table: "customers".into(),
                 row_count: 2,
                 verified: true,
+                ..Default::default()
             }],
             ..Default::default()
         }
@@ -100,11 +101,13 @@ mod tests {
                 table: "a".into(),
                 row_count: u64::MAX,
                 verified: true,
+                ..Default::default()
             },
             TableCount {
                 table: "b".into(),
                 row_count: 2,
                 verified: true,
+                ..Default::default()
             },
         ];
         let problems = violations(&manifest);

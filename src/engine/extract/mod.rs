@@ -25,12 +25,14 @@
 //! extraction.
 
 mod batch;
+mod identities;
 mod job;
 pub mod manifest;
 mod outcome;
 mod snapshot;
 mod table;
 
+pub use identities::{MAX_IDENTITIES, MoreIdentity};
 use job::Job;
 pub use outcome::{MAX_PII_FIELDS_PER_COLUMN, MAX_VIOLATIONS_PER_TABLE};
 pub use table::{MAX_DETAIL_CHARS, MAX_PRIMARY_KEY_CHARS};
@@ -92,6 +94,8 @@ pub struct ExtractParams {
     pub span: tracing::Span,
     /// Link columns to read in the same snapshot (durable requests follow `[[links]]`).
     pub links: LinkReads,
+    /// More identities of the subject, asked in the same snapshot.
+    pub more_identities: Vec<MoreIdentity>,
 }
 
 /// Columns whose values, on the rows the identity matches directly, a durable request asks
@@ -278,6 +282,12 @@ impl Engine {
                 "subject.value: longer than the {MAX_IDENTITY_BYTES}-byte maximum once normalised"
             )));
         }
+        let asking = identities::asking(
+            (&params.kind, &value),
+            &params.more_identities,
+            |kind| source.normalizers.get(kind),
+            |kind, value| subject_id(self.config.subject_key(), kind, value),
+        )?;
         params.value = secrecy::SecretString::from(value);
         // The slots are held until the producer ends: a stalled stream gives them back at the
         // stall timeout.
@@ -287,7 +297,11 @@ impl Engine {
             guard.settle(Some(error));
         }
         let map = map?;
-        let plan = map.plan(&params.kind, &params.tables)?;
+        let cfg = &self.config.sources[source.index];
+        let plan = match asking.identities.as_slice() {
+            [] => map.plan(&params.kind, &params.tables)?,
+            _ => map.plan_of(cfg, &asking.kinds(), &params.tables)?,
+        };
         let link_sql = params
             .links
             .columns
@@ -297,7 +311,6 @@ impl Engine {
 
         let (tx, rx) = mpsc::channel(self.limits.stream_buffer);
         let (outcome_tx, outcome) = oneshot::channel();
-        let cfg = &self.config.sources[source.index];
         let subject_id = subject_id(
             self.config.subject_key(),
             &params.kind,
@@ -305,6 +318,7 @@ impl Engine {
         );
         let job = Job {
             params,
+            asking,
             plan,
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
@@ -356,15 +370,20 @@ impl Engine {
     /// Validates what can be validated without the database. Returns the batch size to use.
     fn check_request(&self, source: &Source, params: &ExtractParams) -> Result<u32, ExtractError> {
         let cfg = &self.config.sources[source.index];
-        if params.kind.is_empty() {
-            return Err(ExtractError::InvalidArgument(
-                "subject.kind: must not be empty".into(),
-            ));
-        }
-        if params.kind.len() > MAX_LABEL_BYTES || params.kind.chars().any(char::is_control) {
+        identities::check("subject", &params.kind, params.value.expose_secret(), cfg)?;
+        if params.more_identities.len() >= MAX_IDENTITIES {
             return Err(ExtractError::InvalidArgument(format!(
-                "subject.kind: at most {MAX_LABEL_BYTES} bytes, without control characters"
+                "more_identities: at most {} besides the subject",
+                MAX_IDENTITIES - 1
             )));
+        }
+        for (i, more) in params.more_identities.iter().enumerate() {
+            identities::check(
+                &format!("more_identities[{i}]"),
+                &more.kind,
+                more.value.expose_secret(),
+                cfg,
+            )?;
         }
         if params.tables.len() > MAX_REQUESTED_TABLES
             || params
@@ -376,31 +395,6 @@ impl Engine {
                 "tables: at most {MAX_REQUESTED_TABLES} names of at most {MAX_LABEL_BYTES} \
                  bytes, without control characters"
             )));
-        }
-        if !cfg.identity_kinds.contains(&params.kind) {
-            return Err(ExtractError::InvalidArgument(format!(
-                "subject.kind: '{}' is not an identity kind of source '{}' (declared: {})",
-                params.kind,
-                cfg.name,
-                cfg.identity_kinds.join(", ")
-            )));
-        }
-        let value = params.value.expose_secret();
-        if value.trim().is_empty() {
-            return Err(ExtractError::InvalidArgument(
-                "subject.value: must not be empty".into(),
-            ));
-        }
-        if value.len() > MAX_IDENTITY_BYTES {
-            return Err(ExtractError::InvalidArgument(format!(
-                "subject.value: {} bytes is longer than the {MAX_IDENTITY_BYTES}-byte maximum",
-                value.len()
-            )));
-        }
-        if value.contains('\0') {
-            return Err(ExtractError::InvalidArgument(
-                "subject.value: must not contain NUL characters".into(),
-            ));
         }
         for (field, text) in [
             ("request_id", &params.request_id),

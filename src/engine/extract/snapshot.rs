@@ -89,7 +89,7 @@ impl Job {
         extraction_id: &str,
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
-        let value: &str = self.params.value.expose_secret();
+        let value: &str = self.asking.bound.expose_secret();
         let prefetch = self.prefetch();
         let options = ReadOptions {
             deadline: self.params.deadline,
@@ -161,6 +161,12 @@ impl Job {
                 columns: self.plan.reach_guards.len(),
             });
         }
+        if let Some(sql) = &self.plan.identity_counts_sql {
+            prefetch.push(Prefetch {
+                sql,
+                columns: self.plan.tables.len() * self.plan.identities.len(),
+            });
+        }
         prefetch
     }
 
@@ -183,20 +189,43 @@ impl Job {
         progress: &mut Progress,
     ) -> Result<(), ExtractError> {
         let started_at = SystemTime::now();
-        let value: &str = self.params.value.expose_secret();
-        // The identity value must read as every identity column's type. Checked once, up
-        // front, so that a later data error is never mistaken for a bad identity.
-        snapshot
-            .check_identity(&self.plan.identity_types, value)
-            .await
-            .map_err(|refused| match refused {
-                IdentityCheck::NotA { base_type, code } => ExtractError::InvalidArgument(format!(
-                    "subject.value: not a valid {base_type} for identity kind '{}'{}",
-                    self.params.kind,
-                    code.map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default()
-                )),
-                IdentityCheck::Db(e) => e.into(),
-            })?;
+        let value: &str = self.asking.bound.expose_secret();
+        // Each identity value must read as every identity column's type of its kind. Checked
+        // once, up front, so that a later data error is never mistaken for a bad identity.
+        let checks: Vec<(String, &str, &[String], &str)> = match self.plan.identities.as_slice() {
+            [] => vec![(
+                "subject".to_owned(),
+                self.params.kind.as_str(),
+                self.plan.identity_types.as_slice(),
+                self.params.value.expose_secret(),
+            )],
+            several => several
+                .iter()
+                .zip(&self.asking.identities)
+                .map(|(identity, asked)| {
+                    (
+                        asked.field.clone(),
+                        identity.kind.as_str(),
+                        identity.types.as_slice(),
+                        asked.value.expose_secret(),
+                    )
+                })
+                .collect(),
+        };
+        for (field, kind, types, value) in checks {
+            snapshot
+                .check_identity(types, value)
+                .await
+                .map_err(|refused| match refused {
+                    IdentityCheck::NotA { base_type, code } => {
+                        ExtractError::InvalidArgument(format!(
+                            "{field}.value: not a valid {base_type} for identity kind '{kind}'{}",
+                            code.map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default()
+                        ))
+                    }
+                    IdentityCheck::Db(e) => e.into(),
+                })?;
+        }
         let (epoch, server_version) = snapshot.clock();
         let server_version = server_version.to_owned();
         self.send_started(self.started_event(extraction_id, started_at))
@@ -228,6 +257,10 @@ impl Job {
             {
                 return Err(refusal.into());
             }
+        }
+        // With several identities: how many rows each reaches alone, table by table.
+        if let Some(sql) = &self.plan.identity_counts_sql {
+            tally.identity_counts = snapshot.counts(sql, value).await?;
         }
         for table in &self.plan.tables {
             let query = self.query_span(table, system);
@@ -272,6 +305,7 @@ impl Job {
             from_counts: self.identity_rows_from_counts(),
             found: Found::default(),
             counts: Vec::with_capacity(self.plan.tables.len()),
+            identity_counts: Vec::new(),
         }
     }
 
@@ -314,6 +348,7 @@ impl Job {
             request_id: self.params.request_id.clone(),
             subject_id: self.call.subject_id.clone(),
             categories: self.category_descriptions(),
+            identities: self.asking.named(),
         }
     }
 
@@ -347,6 +382,7 @@ impl Job {
             from_counts,
             found,
             counts,
+            identity_counts,
         } = tally;
         let from_counts = *from_counts;
         // The database returned every row read; those a coercion rule left out are counted
@@ -388,10 +424,21 @@ impl Job {
         }
         progress.rows += outcome.streamed;
         progress.tables += 1;
+        let identities = self.asking.named();
+        let at = counts.len() * identities.len();
         counts.push(pb::TableCount {
             table: table.table.display.clone(),
             row_count: outcome.streamed,
             verified: true,
+            identity_rows: identities
+                .into_iter()
+                .enumerate()
+                .map(|(k, i)| pb::IdentityRows {
+                    kind: i.kind,
+                    subject_id: i.subject_id,
+                    row_count: identity_counts.get(at + k).copied().unwrap_or(0).max(0) as u64,
+                })
+                .collect(),
         });
         outcome.gather_fields(&self.reading.matrix);
         found.add(&table.table.display, &outcome);
@@ -484,6 +531,9 @@ pub(super) struct Tally {
     pub(super) from_counts: bool,
     pub(super) found: Found,
     pub(super) counts: Vec<pb::TableCount>,
+    /// With several identities: per table (plan order), then per identity, the rows that
+    /// identity alone reaches.
+    pub(super) identity_counts: Vec<i64>,
 }
 
 fn timestamp_from_epoch(epoch: f64) -> prost_types::Timestamp {

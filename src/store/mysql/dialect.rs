@@ -5,7 +5,7 @@
 use super::MyDecoder;
 use crate::config::{MatchMode, QualifiedName};
 use crate::store::ColumnDecoder;
-use crate::store::dialect::{Compare, IndexOn, Looser, SqlColumn, SqlDialect};
+use crate::store::dialect::{Compare, IndexOn, Looser, Param, SqlColumn, SqlDialect};
 use crate::store::types::ColumnType;
 
 pub struct MySql;
@@ -63,39 +63,48 @@ impl SqlDialect for MySql {
         column: &SqlColumn,
         compare: Compare,
         matching: MatchMode,
+        param: Param,
     ) -> String {
         let c = column.expr;
+        // The value: the parameter, or its element (as coercible as the parameter itself, so
+        // the column's collation decides the comparison as it does for a bare `?`).
+        let v = match param {
+            Param::Only => "?".to_owned(),
+            Param::Element(k) => format!("JSON_UNQUOTE(JSON_EXTRACT(?, '$[{k}]'))"),
+        };
         let decoder = match column.decoder {
             ColumnDecoder::MySql(decoder) => decoder,
             // A MySQL source's catalog gives only MySQL decoders.
             _ => MyDecoder::Text,
         };
         let value = match decoder {
-            MyDecoder::Int | MyDecoder::Bool => "CAST(? AS SIGNED)",
-            MyDecoder::BigUnsigned => "CAST(? AS UNSIGNED)",
-            MyDecoder::Decimal => "CAST(? AS DECIMAL(65, 30))",
-            MyDecoder::Date => "CAST(? AS DATE)",
-            MyDecoder::DateTime | MyDecoder::Timestamp => "CAST(? AS DATETIME(6))",
-            MyDecoder::Bytes => "CAST(? AS BINARY)",
-            _ => "?",
+            MyDecoder::Int | MyDecoder::Bool => format!("CAST({v} AS SIGNED)"),
+            MyDecoder::BigUnsigned => format!("CAST({v} AS UNSIGNED)"),
+            MyDecoder::Decimal => format!("CAST({v} AS DECIMAL(65, 30))"),
+            MyDecoder::Date => format!("CAST({v} AS DATE)"),
+            MyDecoder::DateTime | MyDecoder::Timestamp => format!("CAST({v} AS DATETIME(6))"),
+            MyDecoder::Bytes => format!("CAST({v} AS BINARY)"),
+            _ => v.clone(),
         };
         // ENUM and SET arrive as text, and compare as their labels.
         let text = decoder == MyDecoder::Text;
         if text && matching == MatchMode::Digits {
-            return format!("REGEXP_REPLACE({c}, '[^0-9]', '') = REGEXP_REPLACE(?, '[^0-9]', '')");
+            return format!(
+                "REGEXP_REPLACE({c}, '[^0-9]', '') = REGEXP_REPLACE({v}, '[^0-9]', '')"
+            );
         }
         let folding = match (compare, matching) {
             (Compare::Looser(Looser::Trimmed), _) if text => {
-                return format!("TRIM({c}) = TRIM(?)");
+                return format!("TRIM({c}) = TRIM({v})");
             }
             (Compare::Looser(Looser::CaseInsensitive), _) => true,
             (Compare::Declared, MatchMode::CaseInsensitive) => true,
             _ => false,
         };
         match (text, folding, column.folds_case) {
-            (true, true, true) => format!("{c} = ?"),
-            (true, true, false) => format!("LOWER({c}) = LOWER(?)"),
-            (true, false, true) => format!("{c} = ? AND {c} = CAST(? AS BINARY)"),
+            (true, true, true) => format!("{c} = {v}"),
+            (true, true, false) => format!("LOWER({c}) = LOWER({v})"),
+            (true, false, true) => format!("{c} = {v} AND {c} = CAST({v} AS BINARY)"),
             _ => format!("{c} = {value}"),
         }
     }

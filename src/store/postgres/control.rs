@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS dsr_request_tasks (
     ordinal integer NOT NULL DEFAULT 0,
     identity_kind text NOT NULL,
     identity_value text,
+    more_identities text,
     path text NOT NULL DEFAULT '',
     hops integer NOT NULL DEFAULT 0,
     folder text NOT NULL,
@@ -84,6 +85,8 @@ CREATE TABLE IF NOT EXISTS dsr_request_tasks (
 );
 CREATE INDEX IF NOT EXISTS dsr_request_tasks_ready ON dsr_request_tasks (not_before)
     WHERE state IN ('queued', 'running');
+-- Added after the table first shipped.
+ALTER TABLE dsr_request_tasks ADD COLUMN IF NOT EXISTS more_identities text;
 COMMIT;";
 
 /// How an audit record whose erasure's COMMIT had an unknown outcome (`unknown`), or one that

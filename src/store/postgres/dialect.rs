@@ -4,7 +4,7 @@
 
 use super::quote_ident;
 use crate::config::{MatchMode, QualifiedName};
-use crate::store::dialect::{Compare, IndexOn, Looser, SqlColumn, SqlDialect};
+use crate::store::dialect::{Compare, IndexOn, Looser, Param, SqlColumn, SqlDialect};
 use crate::store::types::ColumnType;
 use crate::values::Decoder;
 
@@ -74,30 +74,36 @@ impl SqlDialect for Postgres {
         column: &SqlColumn,
         compare: Compare,
         matching: MatchMode,
+        param: Param,
     ) -> String {
         let c = column.expr;
         let text = column.column_type == ColumnType::Text;
+        // The value as text: an expression of the parameter only, so an index still serves.
+        let v = match param {
+            Param::Only => "$1::text".to_owned(),
+            Param::Element(k) => format!("($1::text::jsonb ->> {k})"),
+        };
         let cast = column.cast_type;
         match (compare, matching) {
             (Compare::Looser(Looser::CaseInsensitive), _) if text => {
-                format!("lower({c}) = lower($1::text)")
+                format!("lower({c}) = lower({v})")
             }
             (Compare::Looser(Looser::Trimmed), _) if text => {
-                format!("btrim({c}) = btrim($1::text)")
+                format!("btrim({c}) = btrim({v})")
             }
             // Digits are compared as digits however the columns are compared otherwise: a
             // phone number stored as typed has no other form to match.
             (_, MatchMode::Digits) if text => format!(
-                "regexp_replace({c}, '[^0-9]', '', 'g') = regexp_replace($1::text, '[^0-9]', '', 'g')"
+                "regexp_replace({c}, '[^0-9]', '', 'g') = regexp_replace({v}, '[^0-9]', '', 'g')"
             ),
             // citext would compare case-insensitively by itself (and no index serves this).
-            (Compare::Exact, _) if column.folds_case => format!("{c}::text = $1::text"),
-            (Compare::Exact, _) => format!("{c} = CAST($1::text AS {cast})"),
+            (Compare::Exact, _) if column.folds_case => format!("{c}::text = {v}"),
+            (Compare::Exact, _) => format!("{c} = CAST({v} AS {cast})"),
             (_, MatchMode::CaseInsensitive) if !column.folds_case => {
-                format!("lower({c}) = lower($1::text)")
+                format!("lower({c}) = lower({v})")
             }
             // citext compares case-insensitively by itself.
-            _ => format!("{c} = CAST($1::text AS {cast})"),
+            _ => format!("{c} = CAST({v} AS {cast})"),
         }
     }
 

@@ -24,9 +24,39 @@ pub struct NewRequest<'a> {
     pub compliance_tag: &'a str,
     pub fingerprint: &'a str,
     pub due_time: DateTime<Utc>,
-    pub sources: &'a [String],
+    pub tasks: &'a [NewTask],
     /// The tasks' first phase (`extract` or `preview`).
     pub phase: &'a str,
+}
+
+/// A source's task as a request is submitted: the identity it is asked with, and the others
+/// of the request that it declares (asked in the same snapshot). Not `Debug`: it holds the
+/// identity values.
+pub struct NewTask {
+    pub source: String,
+    pub ordinal: i32,
+    /// The folder of the package its part becomes (the source's name, `name.2` for its
+    /// second task).
+    pub folder: String,
+    pub kind: String,
+    pub value: String,
+    pub more: Vec<(String, String)>,
+}
+
+/// The other identities of a task as stored (a JSON array of `[kind, value]`), `None` when
+/// there are none.
+fn more_column(more: &[(String, String)]) -> Option<String> {
+    (!more.is_empty()).then(|| serde_json::to_string(more).unwrap_or_default())
+}
+
+/// The other identities of a task, from [`more_column`]'s form.
+fn more_of(column: Option<String>) -> Vec<(String, secrecy::SecretString)> {
+    column
+        .and_then(|text| serde_json::from_str::<Vec<(String, String)>>(&text).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(kind, value)| (kind, secrecy::SecretString::from(value)))
+        .collect()
 }
 
 /// A request and its tasks, as stored.
@@ -96,6 +126,8 @@ pub struct Claimed {
     pub identity_kind: String,
     /// The identity value: held only while the request is open.
     pub identity_value: secrecy::SecretString,
+    /// The request's other identities that the source declares, asked in the same snapshot.
+    pub more_identities: Vec<(String, secrecy::SecretString)>,
     pub compliance_tag: String,
     pub due_time: DateTime<Utc>,
     pub approved_digest: String,
@@ -247,16 +279,20 @@ impl ControlClient {
             txn.rollback().await?;
             return Ok(Some(row.get(0)));
         }
+        let sources: Vec<&str> = new.tasks.iter().map(|t| t.source.as_str()).collect();
+        let ordinals: Vec<i32> = new.tasks.iter().map(|t| t.ordinal).collect();
+        let folders: Vec<&str> = new.tasks.iter().map(|t| t.folder.as_str()).collect();
+        let kinds: Vec<&str> = new.tasks.iter().map(|t| t.kind.as_str()).collect();
+        let values: Vec<&str> = new.tasks.iter().map(|t| t.value.as_str()).collect();
+        let more: Vec<Option<String>> = new.tasks.iter().map(|t| more_column(&t.more)).collect();
         txn.execute(
-            "INSERT INTO dsr_request_tasks (request_id, source, folder, phase, state, \
-               identity_kind, identity_value, path) \
-             SELECT $1, s, s, $3, 'queued', $4, $5, 'submitted' FROM unnest($2::text[]) AS u(s)",
+            "INSERT INTO dsr_request_tasks (request_id, source, ordinal, folder, phase, state, \
+               identity_kind, identity_value, more_identities, path) \
+             SELECT $1, s, o, f, $3, 'queued', k, v, m, 'submitted' \
+             FROM unnest($2::text[], $4::text[], $5::text[], $6::text[], $7::int4[], \
+               $8::text[]) AS u(s, k, v, m, o, f)",
             &[
-                &new.id,
-                &new.sources,
-                &new.phase,
-                &new.identity_kind,
-                &new.identity_value,
+                &new.id, &sources, &new.phase, &kinds, &values, &more, &ordinals, &folders,
             ],
         )
         .await?;
@@ -348,7 +384,8 @@ impl ControlClient {
                    AND t.ordinal = due.ordinal AND r.id = t.request_id \
                  RETURNING t.request_id, t.source, r.kind, t.phase, t.attempts, r.submitter, \
                    t.identity_kind, t.identity_value, r.compliance_tag, r.due_time, \
-                   t.approved_digest, t.preview, t.ordinal, t.path, t.hops, t.folder",
+                   t.approved_digest, t.preview, t.ordinal, t.path, t.hops, t.folder, \
+                   t.more_identities",
                 &[&owner, &interval(lease)],
             )
             .await?;
@@ -371,6 +408,7 @@ impl ControlClient {
             path: row.get(13),
             hops: row.get(14),
             folder: row.get(15),
+            more_identities: more_of(row.get(16)),
         }))
     }
 
@@ -535,7 +573,8 @@ impl ControlClient {
         if update.finished {
             self.0
                 .execute(
-                    "UPDATE dsr_request_tasks SET identity_value = NULL WHERE request_id = $1",
+                    "UPDATE dsr_request_tasks SET identity_value = NULL, more_identities = NULL \
+                     WHERE request_id = $1",
                     &[&id],
                 )
                 .await?;
@@ -564,7 +603,11 @@ impl ControlClient {
             .0
             .query(
                 "SELECT source, identity_kind, identity_value, hops FROM dsr_request_tasks \
-                 WHERE request_id = $1 AND identity_value IS NOT NULL",
+                 WHERE request_id = $1 AND identity_value IS NOT NULL \
+                 UNION ALL \
+                 SELECT source, m ->> 0, m ->> 1, hops FROM dsr_request_tasks, \
+                   jsonb_array_elements(more_identities::jsonb) AS m \
+                 WHERE request_id = $1 AND more_identities IS NOT NULL",
                 &[&request_id],
             )
             .await?
