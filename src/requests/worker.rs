@@ -561,9 +561,11 @@ async fn erase(
     }
 }
 
-/// An approved erasure. A fresh preview comes first: when it changes nothing and the
-/// subject's last erasure was this request's, an earlier attempt committed (its replica died
-/// before it could say) and that erasure stands; when it shows the same changes as the
+/// An approved erasure. A fresh preview comes first: when it changes nothing, there is nothing
+/// left to erase, and the fresh preview is the receipt (when the subject's last erasure was
+/// this request's, an earlier attempt committed and its replica died before it could say, and
+/// the receipt points to that commit; when another identity of the request erased the rows
+/// first, it says that nothing was left); when it shows the same changes as the
 /// approved preview, the erasure runs against the fresh preview's digest; otherwise the
 /// source waits for approval again, with the fresh preview.
 async fn erase_approved(
@@ -581,7 +583,7 @@ async fn erase_approved(
         span.clone(),
     )
     .await?;
-    if fresh.rows_deleted + fresh.rows_masked == 0 && fresh.earlier_request_id == task.request_id {
+    if fresh.rows_deleted + fresh.rows_masked == 0 {
         return Ok(Done::Erased(fresh));
     }
     let approved = task

@@ -9,6 +9,7 @@ mod support;
 
 mod cli;
 mod flows;
+mod identities;
 mod links;
 mod refusals;
 
@@ -36,8 +37,10 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 /// The databases of the tests: each test's shop on both stores, and its control database.
-const DATABASES: [&str; 14] = [
+const DATABASES: [&str; 16] = [
     "req_access",
+    "req_both_access",
+    "req_both_erase",
     "req_links_erase",
     "req_links_bound",
     "req_links",
@@ -68,6 +71,8 @@ struct World {
     packages: tempfile::TempDir,
     /// Where the `mariadb` source connects (a gate in front of MariaDB, for some tests).
     mariadb_port: u16,
+    /// Edits the config text of both shops (a test's own identity kinds, say).
+    edit: fn(String) -> String,
 }
 
 impl World {
@@ -82,11 +87,12 @@ impl World {
             control_url: support::cluster().connection_string(&control_db),
             packages: tempfile::tempdir().unwrap(),
             mariadb_port: mariadb().port(),
+            edit: |text| text,
         }
     }
 
     fn config_text(&self, replica: &str, extra: &str) -> String {
-        let text = support::shop::config_text(mariadb(), self.name, "", |t| t).replace(
+        let text = support::shop::config_text(mariadb(), self.name, "", self.edit).replace(
             &format!("port = {}", mariadb().port()),
             &format!("port = {}", self.mariadb_port),
         );
@@ -377,6 +383,23 @@ fn same_as_extract(server: &ServeProcess, result: &RequestResult, source: &str) 
 
 /// [`same_as_extract`], for a package in `package` of the server at `addr`.
 fn same_as_extract_in(addr: &str, package: &Path, source: &str) {
+    let extracted = extract_files(addr, source);
+    let packaged = table_files(&package.join(source));
+    assert!(!extracted.is_empty());
+    assert_eq!(
+        packaged.keys().collect::<Vec<_>>(),
+        extracted.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &extracted {
+        assert!(
+            packaged[name] == *bytes,
+            "{source}/{name} differs from the extract command's"
+        );
+    }
+}
+
+/// The table files `dsr-connector extract` writes for alice by e-mail from `source`.
+fn extract_files(addr: &str, source: &str) -> BTreeMap<String, Vec<u8>> {
     let out = tempfile::tempdir().unwrap();
     let dir: PathBuf = out.path().join(source);
     let status = support::without_test_cargo_env(&mut std::process::Command::new(env!(
@@ -390,19 +413,7 @@ fn same_as_extract_in(addr: &str, package: &Path, source: &str) {
     .status()
     .unwrap();
     assert!(status.success());
-    let extracted = table_files(&dir);
-    let packaged = table_files(&package.join(source));
-    assert!(!extracted.is_empty());
-    assert_eq!(
-        packaged.keys().collect::<Vec<_>>(),
-        extracted.keys().collect::<Vec<_>>()
-    );
-    for (name, bytes) in &extracted {
-        assert!(
-            packaged[name] == *bytes,
-            "{source}/{name} differs from the extract command's"
-        );
-    }
+    table_files(&dir)
 }
 
 /// A TCP gate in front of a server: while closed, every connection through it is cut.

@@ -109,14 +109,35 @@ pub fn manifest_json(m: &pb::Manifest) -> serde_json::Value {
         "extractionId": m.extraction_id,
         "source": m.source,
         "requestId": m.request_id,
-        "tables": m.tables.iter().map(|t| json!({
-            "table": t.table,
-            "rowCount": t.row_count.to_string(),
-            "verified": t.verified,
-        })).collect::<Vec<_>>(),
+        "tables": m.tables.iter().map(|t| {
+            let mut table = json!({
+                "table": t.table,
+                "rowCount": t.row_count.to_string(),
+                "verified": t.verified,
+            });
+            if !t.identity_rows.is_empty() {
+                table["identityRows"] = t.identity_rows.iter().map(|i| json!({
+                    "kind": i.kind,
+                    "subjectId": i.subject_id,
+                    "rowCount": i.row_count.to_string(),
+                })).collect::<Vec<_>>().into();
+            }
+            table
+        }).collect::<Vec<_>>(),
         "subjectKind": m.subject_kind,
     });
     let object = v.as_object_mut().expect("an object");
+    // As protobuf's JSON mapping, a repeated field that is empty is left out.
+    if !m.identities.is_empty() {
+        object.insert(
+            "identities".into(),
+            m.identities
+                .iter()
+                .map(|i| json!({ "kind": i.kind, "subjectId": i.subject_id }))
+                .collect::<Vec<_>>()
+                .into(),
+        );
+    }
     for (key, at) in [
         ("extractionTimestamp", &m.extraction_timestamp),
         ("startedAt", &m.started_at),

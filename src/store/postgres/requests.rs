@@ -376,6 +376,10 @@ impl ControlClient {
                    WHERE r.finished IS NULL AND r.state <> 'cancelled' \
                      AND ((t.state = 'queued' AND t.not_before <= now()) \
                        OR (t.state = 'running' AND t.lease_until < now())) \
+                     AND NOT EXISTS (SELECT 1 FROM dsr_request_tasks o \
+                       WHERE o.request_id = t.request_id AND o.source = t.source \
+                         AND o.ordinal <> t.ordinal AND o.state = 'running' \
+                         AND o.lease_until >= now()) \
                    ORDER BY t.not_before LIMIT 1 FOR UPDATE OF t SKIP LOCKED) \
                  UPDATE dsr_request_tasks t SET state = 'running', lease_owner = $1, \
                    lease_until = now() + make_interval(secs => $2), attempts = t.attempts + 1 \
