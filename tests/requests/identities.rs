@@ -113,10 +113,23 @@ async fn an_access_request_by_email_and_phone_packages_each_row_once() {
         .unwrap()
         .get(0);
     assert_eq!(kept, 0);
-    for record in world.audit("both-1").await {
+    let records = world.audit("both-1").await;
+    for record in &records {
         let line = record.to_string();
         assert!(!line.contains("7946") && !line.contains(ALICE), "{line}");
     }
+    // Each extraction's record names the phone number by its keyed hash.
+    let phone = dsr_connector::subject::subject_id(
+        support::SUBJECT_KEY.as_bytes(),
+        "phone",
+        "+442079460958",
+    );
+    let named = records
+        .iter()
+        .filter(|r| r["rpc"] == "Extract" && r["outcome"] == "ok")
+        .filter(|r| r["more_subject_ids"] == serde_json::json!([phone]))
+        .count();
+    assert_eq!(named, 2, "{records:?}");
     server.stop().await.unwrap();
 }
 

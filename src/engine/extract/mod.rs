@@ -316,6 +316,12 @@ impl Engine {
             &params.kind,
             params.value.expose_secret(),
         );
+        let job_asking_ids: Vec<String> = asking
+            .identities
+            .iter()
+            .skip(1)
+            .map(|i| i.named.subject_id.clone())
+            .collect();
         let job = Job {
             params,
             asking,
@@ -349,6 +355,7 @@ impl Engine {
                 records: self.records.clone(),
                 entry: crate::records::audit::Entry {
                     extraction_id: uuid::Uuid::new_v4().to_string(),
+                    more_subject_ids: job_asking_ids,
                     ..entry
                 },
                 audited: AtomicBool::new(false),

@@ -81,6 +81,10 @@ pub struct Entry {
     /// `nothing_left`, `rows_left`). Absent otherwise.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub settlement: String,
+    /// For a call that asked with more identities of the subject: their keyed hashes, in the
+    /// order asked. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_subject_ids: Vec<String>,
 }
 
 /// The `rpc` of the record that opens a segment.
