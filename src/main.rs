@@ -55,6 +55,10 @@ enum Command {
     /// references and a category for every column, each with its evidence. Writes the config
     /// with the draft in place of the source's tables.
     Discover(Box<dsr_connector::cli::discover::DiscoverArgs>),
+    /// Propose links between the configured sources ([[links]]): columns of one source's
+    /// identity tables whose values are identities that other sources declare, from names,
+    /// types and the values they have in common (compared as keyed hashes, never kept).
+    DiscoverLinks(Box<dsr_connector::cli::discover::DiscoverLinksArgs>),
     /// Durable requests across sources on a running server: submit, status, wait, approve,
     /// cancel.
     Request {
@@ -148,6 +152,9 @@ fn main() -> ExitCode {
             Command::Discover(args) => telemetry::init(None, telemetry::json_logs(None))
                 .and_then(|_| runtime(None))
                 .and_then(|rt| rt.block_on(dsr_connector::cli::discover::run(*args))),
+            Command::DiscoverLinks(args) => telemetry::init(None, telemetry::json_logs(None))
+                .and_then(|_| runtime(None))
+                .and_then(|rt| rt.block_on(dsr_connector::cli::discover::run_links(*args))),
             Command::Audit {
                 command:
                     AuditCommand::Verify {

@@ -1,5 +1,6 @@
 //! `dsr-connector discover`: drafts the data map of a configured source and writes the config
-//! with the draft in place of the source's tables.
+//! with the draft in place of the source's tables. `dsr-connector discover-links` proposes
+//! links between the configured sources.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use anyhow::{Context, bail};
 
 use crate::config::Config;
 use crate::engine::discover::{
-    DEFAULT_SAMPLE, DEFAULT_STATEMENT_TIMEOUT, Filter, MAX_SAMPLE, Options, render,
+    DEFAULT_SAMPLE, DEFAULT_STATEMENT_TIMEOUT, Filter, MAX_SAMPLE, Options, links, render,
 };
 
 /// Arguments of `dsr-connector discover`.
@@ -149,4 +150,41 @@ fn share(text: &str) -> Result<f64, String> {
         Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
         _ => Err(format!("'{text}' is not a share between 0 and 1")),
     }
+}
+
+/// Arguments of `dsr-connector discover-links`.
+#[derive(Debug, clap::Args)]
+pub struct DiscoverLinksArgs {
+    /// The config file, with every source and its data map.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Rows read per column, in each source's sampling order.
+    #[arg(long, default_value_t = links::DEFAULT_SCAN,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(links::MAX_SCAN)))]
+    pub scan: u32,
+    /// How long one reading statement may run before it is cancelled.
+    #[arg(long, default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub statement_timeout: Duration,
+}
+
+/// Runs `discover-links`: prints the proposed `[[links]]`, each with its evidence as a
+/// comment, for a person to check and copy into the config.
+pub async fn run_links(args: DiscoverLinksArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let timeout = if args.statement_timeout.is_zero() {
+        DEFAULT_STATEMENT_TIMEOUT
+    } else {
+        args.statement_timeout
+    };
+    let proposals = links::propose(&config, args.scan, timeout)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    print!("{}", links::render(&proposals));
+    let new = proposals.iter().filter(|p| !p.configured).count();
+    eprintln!(
+        "discover-links: {} link(s) proposed ({new} not in the config yet); check each \
+         before you add it",
+        proposals.len()
+    );
+    Ok(())
 }

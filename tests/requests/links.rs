@@ -295,3 +295,101 @@ async fn an_erasure_shows_its_linked_identities_for_approval_and_erases_only_wha
     assert_eq!(world.committed_erasures("linked-erase", "crm").await, 1);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discover_links_proposes_the_shops_customer_id_for_the_crm() {
+    let world = World::open("req_links_found").await;
+    world.my.exec("", CRM_SQL).await;
+    // The config without its link: discover-links must find it.
+    let config = crm_config("req_links_found");
+    let without = &config[..config.find("[[links]]").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, world.config_text("local", without)).unwrap();
+    let output = support::without_test_cargo_env(&mut std::process::Command::new(env!(
+        "CARGO_BIN_EXE_dsr-connector"
+    )))
+    .args(["discover-links", "--config"])
+    .arg(&path)
+    .env("DSR_DEMO_PASSWORD", support::cluster().password())
+    .env("DSR_SUBJECT_KEY", support::SUBJECT_KEY)
+    .env("CONTROL_URL", &world.control_url)
+    .env(demo::mariadb::PASSWORD_ENV, mariadb().password())
+    .env("DSR_AUDIT_KEY", demo::audit_key(support::SUBJECT_KEY))
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // The proposals are TOML the config accepts, each with its evidence above it.
+    let parsed: toml_edit::DocumentMut = stdout.parse().unwrap();
+    let mut proposed: Vec<(String, String, String, String)> = parsed["links"]
+        .as_array_of_tables()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let from = l["from"].as_inline_table().unwrap();
+            let text = |key: &str| from.get(key).unwrap().as_str().unwrap().to_owned();
+            (
+                text("source"),
+                text("table"),
+                text("column"),
+                l["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    proposed.sort();
+    let expected = [
+        ("crm", "crm_contacts", "shop_customer_id", "customer_id"),
+        ("demo", "customers", "id", "shop_customer_id"),
+        ("mariadb", "customers", "id", "shop_customer_id"),
+    ];
+    assert_eq!(
+        proposed,
+        expected.map(|(a, b, c, d)| (a.into(), b.into(), c.into(), d.into())),
+        "{stdout}"
+    );
+    let comments: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .collect();
+    assert!(
+        comments.join(" ").contains(
+            "names: customers.id names the kind (shop_customer_id); 3 of 2003 distinct \
+             values read from demo.customers.id are among the 3 distinct shop_customer_id \
+             identities read from crm.crm_contacts.shop_customer_id"
+        ),
+        "{stdout}"
+    );
+    // No value of either side in what it printed.
+    for value in ["Alice", "alice@example.com", "Shared"] {
+        assert!(
+            !stdout.contains(value) && !stderr.contains(value),
+            "{value}"
+        );
+    }
+    // The file with the proposals added is a config that loads.
+    let mut text = world.config_text("local", without);
+    text.push('\n');
+    text.push_str(&stdout);
+    let dir2 = tempfile::tempdir().unwrap();
+    let path2 = dir2.path().join("config.toml");
+    std::fs::write(&path2, &text).unwrap();
+    let checked = support::without_test_cargo_env(&mut std::process::Command::new(env!(
+        "CARGO_BIN_EXE_dsr-connector"
+    )))
+    .arg("check-config")
+    .arg(&path2)
+    .env("DSR_DEMO_PASSWORD", support::cluster().password())
+    .env("DSR_SUBJECT_KEY", support::SUBJECT_KEY)
+    .env("CONTROL_URL", &world.control_url)
+    .env(demo::mariadb::PASSWORD_ENV, mariadb().password())
+    .env("DSR_AUDIT_KEY", demo::audit_key(support::SUBJECT_KEY))
+    .output()
+    .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}

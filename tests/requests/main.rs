@@ -37,8 +37,9 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 /// The databases of the tests: each test's shop on both stores, and its control database.
-const DATABASES: [&str; 16] = [
+const DATABASES: [&str; 17] = [
     "req_access",
+    "req_links_found",
     "req_both_access",
     "req_both_erase",
     "req_links_erase",

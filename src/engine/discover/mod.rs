@@ -18,6 +18,7 @@
 mod columns;
 mod draft;
 pub mod evidence;
+pub mod links;
 pub mod propose;
 pub mod reach;
 pub mod render;
