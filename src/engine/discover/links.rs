@@ -11,7 +11,7 @@
 //! smaller side are in the other: with the names and the counts as its evidence, for a person
 //! to check. No value is written, logged or sent from one database to another.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
@@ -48,9 +48,13 @@ struct Read {
     kind: String,
 }
 
-/// The keyed hashes of a column's distinct values, and whether it is an integer column.
+/// What reading a column found: the keyed hashes of its distinct values (empty when they
+/// were counted against a kind's and dropped), how many there were, how many of them the
+/// kind's identity columns hold, and whether it is an integer column.
 struct Hashed {
     set: HashSet<u64>,
+    distinct: usize,
+    common: usize,
     integer: bool,
 }
 
@@ -64,47 +68,47 @@ struct Candidate {
 }
 
 /// Proposes links between the sources of `config`, reading at most `scan` rows per column,
-/// each statement cancelled after `statement_timeout`.
+/// each statement cancelled after `statement_timeout`. One kind at a time: the hashes of its
+/// identity columns in the other sources are kept while each candidate column is read and
+/// counted against them, then dropped, so memory holds one kind's hashes and one column's.
 pub async fn propose(
     config: &Config,
     scan: u32,
     statement_timeout: Duration,
 ) -> Result<Vec<LinkProposal>, String> {
     let candidates = candidates(config);
-    let mut reads: Vec<Read> = candidates
-        .iter()
-        .flat_map(|c| std::iter::once(c.from.clone()).chain(c.targets.iter().cloned()))
-        .collect();
-    reads.sort();
-    reads.dedup();
+    let mut kinds: Vec<&str> = candidates.iter().map(|c| c.from.kind.as_str()).collect();
+    kinds.sort();
+    kinds.dedup();
     let key = std::collections::hash_map::RandomState::new();
-    let mut hashes: BTreeMap<Read, Option<Hashed>> = BTreeMap::new();
-    for (index, source) in config.sources.iter().enumerate() {
-        let wanted: Vec<Read> = reads
-            .iter()
-            .filter(|r| r.source == index)
-            .cloned()
-            .collect();
-        if wanted.is_empty() {
-            continue;
-        }
-        let store = SourceStore::open(source)?;
-        let read = store
-            .with(Hashing {
-                source,
-                reads: &wanted,
-                scan: scan.clamp(1, MAX_SCAN),
-                statement_timeout,
-                key: &key,
-            })
-            .await;
-        store.close().await;
-        let read = read.map_err(|e| format!("source '{}': {e}", source.name))?;
-        hashes.extend(wanted.into_iter().zip(read));
-    }
+    let reading = Reading {
+        config,
+        scan: scan.clamp(1, MAX_SCAN),
+        statement_timeout,
+        key: &key,
+    };
     let mut proposals = Vec::new();
-    for candidate in candidates {
-        if let Some(evidence) = evidence(config, &candidate, &hashes) {
+    for kind in kinds {
+        let of_kind: Vec<&Candidate> = candidates.iter().filter(|c| c.from.kind == kind).collect();
+        let mut targets: Vec<Read> = of_kind.iter().flat_map(|c| c.targets.clone()).collect();
+        targets.sort();
+        targets.dedup();
+        let mut held = HashSet::new();
+        let mut where_held = Vec::new();
+        for (target, hashed) in reading.read(&targets, None).await? {
+            if let Some(hashed) = hashed {
+                held.extend(hashed.set);
+                where_held.push(reading.name(&target));
+            }
+        }
+        let from: Vec<Read> = of_kind.iter().map(|c| c.from.clone()).collect();
+        let counted = reading.read(&from, Some(&held)).await?;
+        for (candidate, (_, hashed)) in of_kind.iter().zip(counted) {
+            let Some(hashed) = hashed else { continue };
+            let Some(evidence) = evidence(&reading, candidate, &hashed, held.len(), &where_held)
+            else {
+                continue;
+            };
             let from = &candidate.from;
             let source = &config.sources[from.source].name;
             proposals.push(LinkProposal {
@@ -122,7 +126,65 @@ pub async fn propose(
             });
         }
     }
+    proposals
+        .sort_by(|a, b| (&a.source, &a.table, &a.column).cmp(&(&b.source, &b.table, &b.column)));
     Ok(proposals)
+}
+
+/// How columns are read: the config, the rows per column, the statement timeout and the
+/// run's hash key.
+struct Reading<'a> {
+    config: &'a Config,
+    scan: u32,
+    statement_timeout: Duration,
+    key: &'a std::collections::hash_map::RandomState,
+}
+
+impl Reading<'_> {
+    /// `source.table.column`.
+    fn name(&self, read: &Read) -> String {
+        format!(
+            "{}.{}.{}",
+            self.config.sources[read.source].name, read.table, read.column
+        )
+    }
+
+    /// Reads `reads`, source by source, each in one snapshot. With `against`, each column's
+    /// values are counted against it and its own hashes dropped.
+    async fn read(
+        &self,
+        reads: &[Read],
+        against: Option<&HashSet<u64>>,
+    ) -> Result<Vec<(Read, Option<Hashed>)>, String> {
+        let mut out: Vec<(Read, Option<Hashed>)> = Vec::with_capacity(reads.len());
+        for (index, source) in self.config.sources.iter().enumerate() {
+            let wanted: Vec<Read> = reads
+                .iter()
+                .filter(|r| r.source == index)
+                .cloned()
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let store = SourceStore::open(source)?;
+            let read = store
+                .with(Hashing {
+                    source,
+                    reads: &wanted,
+                    scan: self.scan,
+                    statement_timeout: self.statement_timeout,
+                    key: self.key,
+                    against,
+                })
+                .await;
+            store.close().await;
+            let read = read.map_err(|e| format!("source '{}': {e}", source.name))?;
+            out.extend(wanted.into_iter().zip(read));
+        }
+        // In the order asked.
+        out.sort_by_key(|(r, _)| reads.iter().position(|x| x == r));
+        Ok(out)
+    }
 }
 
 /// Every pairing of an identity table's column with a kind that other sources declare, where
@@ -240,51 +302,32 @@ fn names_agree(table: &str, column: &str, kind: &str, targets: &[&str]) -> Optio
     None
 }
 
-/// Why `candidate` is proposed, from the hashes read; `None` when it is not.
+/// Why `candidate` is proposed, from what reading its column found against the `held`
+/// distinct identities of its kind (read from `where_held`); `None` when it is not.
 fn evidence(
-    config: &Config,
+    reading: &Reading<'_>,
     candidate: &Candidate,
-    hashes: &BTreeMap<Read, Option<Hashed>>,
+    from: &Hashed,
+    held: usize,
+    where_held: &[String],
 ) -> Option<String> {
-    let from = hashes.get(&candidate.from)?.as_ref()?;
-    let integer = from.integer;
-    let from = &from.set;
-    if from.is_empty() {
-        return None;
-    }
-    let mut held: HashSet<u64> = HashSet::new();
-    let mut where_held = Vec::new();
-    for target in &candidate.targets {
-        if let Some(Some(hashed)) = hashes.get(target) {
-            held.extend(hashed.set.iter().copied());
-            where_held.push(format!(
-                "{}.{}.{}",
-                config.sources[target.source].name, target.table, target.column
-            ));
-        }
-    }
-    let common = from.intersection(&held).count();
-    let smaller = from.len().min(held.len());
+    let smaller = from.distinct.min(held);
     // Small integers are in every id column: for an integer column the names must agree.
-    let most = !integer && common * 2 >= smaller && smaller > 0;
-    if common == 0 || (candidate.names.is_none() && !most) {
+    let most = !from.integer && from.common * 2 >= smaller && smaller > 0;
+    if from.common == 0 || (candidate.names.is_none() && !most) {
         return None;
     }
-    let from_name = format!(
-        "{}.{}.{}",
-        config.sources[candidate.from.source].name, candidate.from.table, candidate.from.column
-    );
     Some(format!(
-        "{}{} of {} distinct values read from {from_name} are among the {} distinct {} \
+        "{}{} of {} distinct values read from {} are among the {held} distinct {} \
          identities read from {} (compared as keyed hashes in memory, never kept)",
         candidate
             .names
             .as_ref()
             .map(|n| format!("names: {n}; "))
             .unwrap_or_default(),
-        common,
-        from.len(),
-        held.len(),
+        from.common,
+        from.distinct,
+        reading.name(&candidate.from),
         candidate.from.kind,
         where_held.join(", ")
     ))
@@ -297,6 +340,7 @@ struct Hashing<'a> {
     scan: u32,
     statement_timeout: Duration,
     key: &'a std::collections::hash_map::RandomState,
+    against: Option<&'a HashSet<u64>>,
 }
 
 impl WithStore for Hashing<'_> {
@@ -352,8 +396,18 @@ impl Hashing<'_> {
             .sample(&one, self.scan, limits, &mut each)
             .await
             .ok()?;
+        let distinct = hashes.len();
+        let common = self
+            .against
+            .map(|held| hashes.intersection(held).count())
+            .unwrap_or(0);
+        if self.against.is_some() {
+            hashes = HashSet::new();
+        }
         Some(Hashed {
             set: hashes,
+            distinct,
+            common,
             integer: column.is_integer(),
         })
     }
