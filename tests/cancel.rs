@@ -539,10 +539,18 @@ columns = { id = "not_pii", customer_id = "identifier.customer_id", note = "not_
         "{:?}",
         service_sessions(&db, app).await
     );
-    // The one-connection pool serves a full extraction again.
-    let mut req = request("email", "alice@example.com");
-    req.tables = vec!["customers".into(), "orders".into()];
-    let x = extract(&mut server.client().await, req).await;
+    // The one-connection pool serves a full extraction again. Within the 300 ms deadline,
+    // which a loaded machine can miss on a first call (a new connection, the catalog read
+    // again): a few tries, and any failure but the deadline is one.
+    let mut x = support::Extraction::default();
+    for _ in 0..5 {
+        let mut req = request("email", "alice@example.com");
+        req.tables = vec!["customers".into(), "orders".into()];
+        x = extract(&mut server.client().await, req).await;
+        if x.code() != Code::DeadlineExceeded {
+            break;
+        }
+    }
     assert_eq!(x.code(), Code::Ok, "{}", x.message());
     server.stop().await.unwrap();
 }

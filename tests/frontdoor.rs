@@ -341,6 +341,19 @@ fn readme_demo_serves_the_readme_commands_and_ctrl_c_removes_everything() {
     )
     .unwrap();
     assert_eq!(manifest["sources"][0]["rows"], 18, "{manifest}");
+    // Asked by e-mail and customer id: both named by their keyed hashes, her rows once.
+    let demo: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(requested.path().join("alice-request/demo/manifest.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let kinds: Vec<&str> = demo["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["email", "customer_id"], "{demo}");
     assert!(said[3].contains("AWAITING_APPROVAL"), "{}", said[3]);
     assert!(said[5].contains("ERASURE SUCCEEDED"), "{}", said[5]);
 

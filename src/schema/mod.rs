@@ -302,6 +302,10 @@ impl PlannedTable {
     }
 }
 
+/// The most plans of several identities a data map keeps compiled; beyond it, such a plan
+/// is compiled for its call alone.
+const MAX_KEPT_PLANS: usize = 64;
+
 /// A source's data map, checked against its catalog, with one plan per identity kind.
 #[derive(Debug)]
 pub struct DataMap {
@@ -499,7 +503,10 @@ impl DataMap {
                 plan.guard_identity(source);
                 plan.guard_reach(source, self.dialect);
                 let plan = Arc::new(plan);
-                if let Ok(mut plans) = self.several.lock() {
+                // Kept up to a bound, so that callers who vary their kinds cannot grow it.
+                if let Ok(mut plans) = self.several.lock()
+                    && plans.len() < MAX_KEPT_PLANS
+                {
                     plans.insert(kinds.to_vec(), plan.clone());
                 }
                 plan

@@ -237,6 +237,19 @@ pub struct PgConn {
 /// Prepared statements of one connection, by SQL text.
 pub type StatementCache = std::collections::HashMap<String, tokio_postgres::Statement>;
 
+/// The most statements a connection keeps prepared. A data map's plans need far fewer; plans
+/// of several identities are compiled per list of kinds, so the cache is bounded for callers
+/// who vary them: once full it is emptied (its statements are closed as they drop).
+const MAX_PREPARED: usize = 1024;
+
+/// Keeps `statement`, prepared for `sql`, in `cache`.
+pub fn remember(cache: &mut StatementCache, sql: &str, statement: &tokio_postgres::Statement) {
+    if cache.len() >= MAX_PREPARED {
+        cache.clear();
+    }
+    cache.insert(sql.to_owned(), statement.clone());
+}
+
 impl PgConn {
     /// The pool will discard this connection instead of reusing it.
     pub fn mark_broken(&mut self) {
@@ -265,7 +278,7 @@ pub async fn prepare_cached(
         return Ok(statement.clone());
     }
     let statement = txn.prepare(sql).await?;
-    cache.insert(sql.to_owned(), statement.clone());
+    remember(cache, sql, &statement);
     Ok(statement)
 }
 

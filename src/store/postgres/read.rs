@@ -288,7 +288,7 @@ async fn prepare(
         return Ok(statement.clone());
     }
     let statement = client.prepare(sql).await?;
-    cache.insert(sql.to_owned(), statement.clone());
+    super::remember(cache, sql, &statement);
     Ok(statement)
 }
 
