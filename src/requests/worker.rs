@@ -561,12 +561,13 @@ async fn erase(
     }
 }
 
-/// An approved erasure. A fresh preview comes first: when it changes nothing, there is nothing
-/// left to erase, and the fresh preview is the receipt (when the subject's last erasure was
-/// this request's, an earlier attempt committed and its replica died before it could say, and
-/// the receipt points to that commit; when another identity of the request erased the rows
-/// first, it says that nothing was left); when it shows the same changes as the
-/// approved preview, the erasure runs against the fresh preview's digest; otherwise the
+/// An approved erasure. A fresh preview comes first: when it changes nothing and the
+/// subject's last erasure was this request's, an earlier attempt committed (its replica died
+/// before it could say) and that erasure stands; when it shows the same changes as the
+/// approved preview, the erasure runs against the fresh preview's digest; when it changes
+/// nothing and keeps no more than the approved one did (another identity of the request
+/// erased those rows first), the erasure runs too: a transaction that changes nothing, so that
+/// its record says so and settles any earlier one whose outcome was unknown; otherwise the
 /// source waits for approval again, with the fresh preview.
 async fn erase_approved(
     requests: &Requests,
@@ -583,7 +584,7 @@ async fn erase_approved(
         span.clone(),
     )
     .await?;
-    if fresh.rows_deleted + fresh.rows_masked == 0 {
+    if fresh.rows_deleted + fresh.rows_masked == 0 && fresh.earlier_request_id == task.request_id {
         return Ok(Done::Erased(fresh));
     }
     let approved = task
@@ -591,13 +592,29 @@ async fn erase_approved(
         .as_deref()
         .and_then(|b| pb::ErasureReceipt::decode(b).ok())
         .unwrap_or_default();
-    if !same_changes(&fresh, &approved) {
+    if !same_changes(&fresh, &approved) && !nothing_left_of(&fresh, &approved) {
         return Ok(Done::Preview(fresh, Vec::new()));
     }
     let digest = fresh.preview_digest.clone();
     erase(requests, task, false, digest, attempt_stop, span)
         .await
         .map(Done::Erased)
+}
+
+/// Whether `fresh` changes nothing, and every table where it keeps rows was approved with the
+/// same action on at least as many: what was approved is gone, and nothing else is kept that a
+/// person did not see kept (a policy changed to `retain` since shows here as a difference).
+fn nothing_left_of(fresh: &pb::ErasureReceipt, approved: &pb::ErasureReceipt) -> bool {
+    fresh.subject_id == approved.subject_id
+        && fresh.rows_deleted + fresh.rows_masked == 0
+        && fresh.tables.iter().filter(|t| t.rows > 0).all(|t| {
+            approved.tables.iter().any(|a| {
+                a.table == t.table
+                    && a.action == t.action
+                    && a.rows >= t.rows
+                    && a.retained_columns == t.retained_columns
+            })
+        })
 }
 
 /// Whether two previews show the same changes: the same tables, actions, rows and columns.

@@ -169,6 +169,7 @@ impl Reading<'_> {
             let store = SourceStore::open(source)?;
             let read = store
                 .with(Hashing {
+                    config: self.config,
                     source,
                     reads: &wanted,
                     scan: self.scan,
@@ -335,6 +336,7 @@ fn evidence(
 
 /// Reads columns of one source and hashes their values.
 struct Hashing<'a> {
+    config: &'a Config,
     source: &'a SourceConfig,
     reads: &'a [Read],
     scan: u32,
@@ -377,7 +379,12 @@ impl Hashing<'_> {
             columns: vec![column.clone()],
             ..table.clone()
         };
-        let normalizer = self.source.normalizer(&read.kind);
+        // As a value of the kind is normalised when a link is followed: by the settings of a
+        // source that declares it (this one, for its own identity columns).
+        let normalizer = std::iter::once(self.source)
+            .chain(self.config.sources.iter())
+            .find(|s| s.identity_kinds.contains(&read.kind))?
+            .normalizer(&read.kind);
         let limits = SampleLimits {
             json_bytes: 0,
             text_chars: crate::engine::MAX_IDENTITY_BYTES,

@@ -49,14 +49,19 @@ fn more_column(more: &[(String, String)]) -> Option<String> {
     (!more.is_empty()).then(|| serde_json::to_string(more).unwrap_or_default())
 }
 
-/// The other identities of a task, from [`more_column`]'s form.
-fn more_of(column: Option<String>) -> Vec<(String, secrecy::SecretString)> {
-    column
-        .and_then(|text| serde_json::from_str::<Vec<(String, String)>>(&text).ok())
-        .unwrap_or_default()
+/// The other identities of a task, from [`more_column`]'s form. A column that does not read
+/// as one fails the claim: a task never runs with fewer identities than it was given.
+fn more_of(column: Option<String>) -> Result<Vec<(String, secrecy::SecretString)>, ControlError> {
+    let Some(text) = column else {
+        return Ok(Vec::new());
+    };
+    let more: Vec<(String, String)> = serde_json::from_str(&text).map_err(|_| {
+        ControlError::other("a task's more_identities column does not read as identities".into())
+    })?;
+    Ok(more
         .into_iter()
         .map(|(kind, value)| (kind, secrecy::SecretString::from(value)))
-        .collect()
+        .collect())
 }
 
 /// A request and its tasks, as stored.
@@ -367,6 +372,16 @@ impl ControlClient {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<Claimed>, ControlError> {
+        // Claims take turns, across replicas: each one's statement then sees the claims made
+        // before it, so that two tasks of one request and source never run at once (the
+        // NOT EXISTS below), which one statement's snapshot alone cannot promise. A claim
+        // that fails leaves the transaction open, and the client is dropped.
+        self.0
+            .batch_execute(
+                "BEGIN; SELECT pg_advisory_xact_lock(hashtext('dsr-connector request claims'))",
+            )
+            .await?;
+        self.1.store(true, Ordering::SeqCst);
         let row = self
             .0
             .query_opt(
@@ -393,7 +408,12 @@ impl ControlClient {
                 &[&owner, &interval(lease)],
             )
             .await?;
-        Ok(row.map(|row| Claimed {
+        self.commit().await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let more_identities = more_of(row.get(16))?;
+        Ok(Some(Claimed {
             request_id: row.get(0),
             source: row.get(1),
             kind: row.get(2),
@@ -412,7 +432,7 @@ impl ControlClient {
             path: row.get(13),
             hops: row.get(14),
             folder: row.get(15),
-            more_identities: more_of(row.get(16)),
+            more_identities,
         }))
     }
 
