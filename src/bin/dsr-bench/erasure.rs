@@ -191,6 +191,7 @@ pub(crate) async fn committed(
         cluster.password(),
         args.server_threads,
         ERASE_MAP.to_owned(),
+        false,
     )?;
     let mut compared = match &args.compare {
         Some(build) => Some(start_server(
@@ -199,6 +200,7 @@ pub(crate) async fn committed(
             cluster.password(),
             args.server_threads,
             ERASE_MAP.to_owned(),
+            false,
         )?),
         None => None,
     };

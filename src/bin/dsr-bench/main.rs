@@ -143,6 +143,12 @@ impl Shape {
 pub(crate) const DATABASE: &str = "bench";
 pub(crate) const HEAVY: &str = "heavy@bench.example";
 
+/// The heavy subject read by a client that accepts gzip and nothing else, as grpcio's and
+/// grpc-js's clients do by default: the service, by default offering zstd alone, serves it
+/// plain.
+pub(crate) const DEFAULT_CLIENT_ROW: &str =
+    "heavy: a client accepting gzip only, as grpcio's default (rows/s)";
+
 /// Concurrent calls in the many-streams scenario.
 const STREAMS: usize = 256;
 
@@ -240,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
     let mut ttfb = Vec::new();
     let mut mbps = Vec::new();
     let mut scan_off = Vec::new();
+    let mut default_client = Vec::new();
     let bytes = stream_bytes(channel.clone(), HEAVY).await?;
     warm_pool(&channel, &subjects).await?;
     if let Some((_, unscanned)) = &unscanned {
@@ -254,6 +261,16 @@ async fn main() -> anyhow::Result<()> {
         service.push(rows as f64 / secs);
         mbps.push(bytes as f64 / secs / 1e6);
         ttfb.push(first.as_secs_f64() * 1e3);
+        if !args.wire {
+            let (rows, _, secs) = extract_accepting(
+                channel.clone(),
+                HEAVY,
+                None,
+                Some(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .await?;
+            default_client.push(rows as f64 / secs);
+        }
         if let Some((_, unscanned)) = &unscanned {
             let (rows, _, secs) = extract_one(unscanned.clone(), HEAVY, None).await?;
             scan_off.push(rows as f64 / secs);
@@ -287,6 +304,14 @@ async fn main() -> anyhow::Result<()> {
         None,
         "",
     ));
+    if !default_client.is_empty() {
+        results.push(Row::new(
+            DEFAULT_CLIENT_ROW,
+            &default_client,
+            Some(&service),
+            "a client accepting no encoding",
+        ));
+    }
     if let Some((mut server, _)) = unscanned {
         results.push(Row::new(
             "heavy: dsr-connector, JSON scan on (rows/s)",
@@ -548,6 +573,7 @@ async fn serve_bench(
         cluster.password(),
         args.server_threads,
         bench_datamap(args.shape, args.single_path, scan_json),
+        args.wire,
     )?;
     let channel = connect(&addr).await?;
     Ok((server, addr, channel))

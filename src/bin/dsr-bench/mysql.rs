@@ -76,8 +76,14 @@ identity_kinds = ["email"]
         port = db.port(),
     );
     let tables = bench_datamap(args.shape, args.single_path, args.scan_json);
-    let (mut server, addr) =
-        start_server(binary, &source, db.password(), args.server_threads, tables)?;
+    let (mut server, addr) = start_server(
+        binary,
+        &source,
+        db.password(),
+        args.server_threads,
+        tables,
+        false,
+    )?;
     let channel = connect(&addr).await?;
     let subjects: Vec<String> = (0..args.subjects as i64)
         .map(|i| {
@@ -98,6 +104,7 @@ identity_kinds = ["email"]
     let (mut service, mut cli, mut mbps, mut ttfb) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut raw_heavy = Vec::new();
+    let mut default_client = Vec::new();
     let bytes = stream_bytes(channel.clone(), HEAVY).await?;
     for round in 0..args.repeat {
         eprintln!("heavy, round {} ...", round + 1);
@@ -105,6 +112,14 @@ identity_kinds = ["email"]
         service.push(rows as f64 / secs);
         mbps.push(bytes as f64 / secs / 1e6);
         ttfb.push(first.as_secs_f64() * 1e3);
+        let (rows, _, secs) = extract_accepting(
+            channel.clone(),
+            HEAVY,
+            None,
+            Some(tonic::codec::CompressionEncoding::Gzip),
+        )
+        .await?;
+        default_client.push(rows as f64 / secs);
         let (raw_rows, raw_secs) = raw_subject(&raw, HEAVY).await?;
         raw_heavy.push(raw_rows as f64 / raw_secs);
         anyhow::ensure!(
@@ -144,6 +159,12 @@ identity_kinds = ["email"]
         &cli,
         None,
         "",
+    ));
+    results.push(Row::new(
+        crate::DEFAULT_CLIENT_ROW,
+        &default_client,
+        Some(&service),
+        "a client accepting no encoding",
     ));
     results.push(Row::new("heavy: dsr-connector MB/s", &mbps, None, ""));
     results.push(Row::new("heavy: time to first batch (ms)", &ttfb, None, ""));

@@ -60,6 +60,7 @@ pub(crate) async fn run(
             cluster.password(),
             args.server_threads,
             settings.clone(),
+            false,
         )?);
     }
     let mut client = DsrRequestServiceClient::new(connect(&replicas[0].1).await?);

@@ -199,15 +199,17 @@ identity_kinds = ["email"]
 }
 
 /// Starts the release binary with a config for the bench source `source` (its `[[sources]]`
-/// block, whose password is `password`) and the data map `tables`.
+/// block, whose password is `password`) and the data map `tables`. It offers the default
+/// encodings (zstd), and gzip too with `gzip` (for `--wire`).
 pub(crate) fn start_server(
     binary: &PathBuf,
     source: &str,
     password: &str,
     threads: Option<usize>,
     tables: String,
+    gzip: bool,
 ) -> anyhow::Result<(std::process::Child, String)> {
-    start_server_at(binary, source, password, threads, tables, None)
+    start_server_at(binary, source, password, threads, tables, None, gzip)
 }
 
 /// [`start_server`], in the network namespace `netns` (listening on its address) when given.
@@ -218,14 +220,21 @@ pub(crate) fn start_server_at(
     threads: Option<usize>,
     tables: String,
     netns: Option<(&str, &str)>,
+    gzip: bool,
 ) -> anyhow::Result<(std::process::Child, String)> {
     let dir = tempfile::tempdir()?.keep();
-    // The erasure is measured without a token, which only a loopback listener allows. Both
-    // encodings are offered, so that `--wire` measures each (a client that asks for none,
-    // as every other scenario's, is served plain either way).
+    // The erasure is measured without a token, which only a loopback listener allows. With
+    // `gzip` both encodings are offered, so that `--wire` measures each (a client that asks for
+    // none, as every other scenario's, is served plain either way); otherwise the default,
+    // which serves a client that accepts only gzip (grpcio's, grpc-js's default) plain.
     let config = format!(
-        "[server]\nlisten = \"{listen}:0\"\nauth = \"none\"\ncompression = [\"zstd\", \"gzip\"]\n\
+        "[server]\nlisten = \"{listen}:0\"\nauth = \"none\"\n{compression}\
          {erase}{threads}\n\n{source}\n{tables}\n",
+        compression = if gzip {
+            "compression = [\"zstd\", \"gzip\"]\n"
+        } else {
+            ""
+        },
         listen = netns.map_or("127.0.0.1", |(_, address)| address),
         erase = if netns.is_none() {
             "anonymous_erase = true\n"

@@ -218,6 +218,7 @@ pub(crate) async fn compression_rows(
         args.server_threads,
         bench_datamap(args.shape, args.single_path, args.scan_json),
         Some((&link.netns, INSIDE)),
+        true,
     )?;
     let outcome = async {
         let loopback = channel(addr).await?;
