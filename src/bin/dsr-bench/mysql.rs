@@ -179,6 +179,7 @@ identity_kinds = ["email"]
         let (mut service, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
         let (mut cli, mut cli_p50, mut cli_p99) = (Vec::new(), Vec::new(), Vec::new());
         let (mut raw_rate, mut raw_p99, mut raw_db_cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut p999, mut raw_p999) = (Vec::new(), Vec::new());
         // MariaDB's CPU per subject, for each side, and the service's own.
         let (mut db_cpu, mut cli_db_cpu, mut service_cpu) = (Vec::new(), Vec::new(), Vec::new());
         let db_pid = db.pid().unwrap_or_default();
@@ -196,6 +197,7 @@ identity_kinds = ["email"]
             service.push(rate);
             p50.push(percentile(&lat, 0.50));
             p99.push(percentile(&lat, 0.99));
+            p999.push(percentile(&lat, 0.999));
             let db_before = cpu_ms(db_pid);
             let (rate, lat) = many(&subjects, concurrency, |s| {
                 let raw = raw.clone();
@@ -205,6 +207,7 @@ identity_kinds = ["email"]
             raw_db_cpu.push(per_subject(db_before, cpu_ms(db_pid)));
             raw_rate.push(rate);
             raw_p99.push(percentile(&lat, 0.99));
+            raw_p999.push(percentile(&lat, 0.999));
             let db_before = cpu_ms(db_pid);
             let db = &db;
             let (rate, lat) = many(&subjects, concurrency, |s| async move {
@@ -246,6 +249,18 @@ identity_kinds = ["email"]
         results.push(Row::new(
             &format!("{name}: raw mysql_async reader p99 (ms)"),
             &raw_p99,
+            None,
+            "",
+        ));
+        results.push(Row::new(
+            &format!("{name}: dsr-connector p99.9 (ms)"),
+            &p999,
+            Some(&raw_p999),
+            "raw p99.9",
+        ));
+        results.push(Row::new(
+            &format!("{name}: raw mysql_async reader p99.9 (ms)"),
+            &raw_p999,
             None,
             "",
         ));
