@@ -15,19 +15,7 @@ use tonic::Code;
 /// digits (the demo stores numbers as typed, "+44 20 7946 0958").
 async fn server() -> support::TestServer {
     let mariadb = support::mariadb::server(&[("shop", "")]);
-    let text = support::mariadb::config_text(mariadb, "shop", "")
-        .replace(
-            r#"identity_kinds = ["email", "customer_id"]"#,
-            r#"identity_kinds = ["email", "customer_id", "phone"]"#,
-        )
-        .replace(
-            r#"identity = [{ kind = "email", column = "email" }, { kind = "customer_id", column = "id" }]"#,
-            r#"identity = [{ kind = "email", column = "email" }, { kind = "customer_id", column = "id" }, { kind = "phone", column = "phone", match = "digits" }]"#,
-        )
-        .replace(
-            "[sources.identities.email]",
-            "[sources.identities.phone]\ndefault_region = \"GB\"\n\n[sources.identities.email]",
-        );
+    let text = support::shop::with_phone(support::mariadb::config_text(mariadb, "shop", ""));
     support::TestServer::start(support::mariadb::config(mariadb, &text)).await
 }
 

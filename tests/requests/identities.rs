@@ -6,22 +6,6 @@
 use super::*;
 use support::TestServer;
 
-/// Both shops with a third identity kind: the customer's phone number, by its digits.
-fn with_phone(text: String) -> String {
-    text.replace(
-        r#"identity_kinds = ["email", "customer_id"]"#,
-        r#"identity_kinds = ["email", "customer_id", "phone"]"#,
-    )
-    .replace(
-        r#"identity = [{ kind = "email", column = "email" }, { kind = "customer_id", column = "id" }]"#,
-        r#"identity = [{ kind = "email", column = "email" }, { kind = "customer_id", column = "id" }, { kind = "phone", column = "phone", match = "digits" }]"#,
-    )
-    .replace(
-        "[sources.identities.email]",
-        "[sources.identities.phone]\ndefault_region = \"GB\"\n\n[sources.identities.email]",
-    )
-}
-
 /// Alice by e-mail, with her phone number as typed.
 fn by_email_and_phone(id: &str, kind: RequestKind) -> SubmitRequestRequest {
     SubmitRequestRequest {
@@ -36,7 +20,7 @@ fn by_email_and_phone(id: &str, kind: RequestKind) -> SubmitRequestRequest {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_access_request_by_email_and_phone_packages_each_row_once() {
     let mut world = World::open("req_both_access").await;
-    world.edit = with_phone;
+    world.edit = support::shop::with_phone;
     let server = TestServer::start(world.config("", &[])).await;
     let mut client = requests_client(server.addr).await;
     let mut ops = operations(server.addr).await;
@@ -136,7 +120,7 @@ async fn an_access_request_by_email_and_phone_packages_each_row_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_erasure_by_email_and_phone_is_approved_per_identity_and_erases_only_hers() {
     let mut world = World::open("req_both_erase").await;
-    world.edit = with_phone;
+    world.edit = support::shop::with_phone;
     let server = TestServer::start(world.config("", &[])).await;
     let mut client = requests_client(server.addr).await;
     let mut ops = operations(server.addr).await;

@@ -306,18 +306,22 @@ async fn discover_links_proposes_the_shops_customer_id_for_the_crm() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, world.config_text("local", without)).unwrap();
-    let output = support::without_test_cargo_env(&mut std::process::Command::new(env!(
-        "CARGO_BIN_EXE_dsr-connector"
-    )))
-    .args(["discover-links", "--config"])
-    .arg(&path)
-    .env("DSR_DEMO_PASSWORD", support::cluster().password())
-    .env("DSR_SUBJECT_KEY", support::SUBJECT_KEY)
-    .env("CONTROL_URL", &world.control_url)
-    .env(demo::mariadb::PASSWORD_ENV, mariadb().password())
-    .env("DSR_AUDIT_KEY", demo::audit_key(support::SUBJECT_KEY))
-    .output()
-    .unwrap();
+    // The real binary, with the secrets the config names in its environment.
+    let run = |args: &[&str], path: &Path| {
+        support::without_test_cargo_env(&mut std::process::Command::new(env!(
+            "CARGO_BIN_EXE_dsr-connector"
+        )))
+        .args(args)
+        .arg(path)
+        .env("DSR_DEMO_PASSWORD", support::cluster().password())
+        .env("DSR_SUBJECT_KEY", support::SUBJECT_KEY)
+        .env("CONTROL_URL", &world.control_url)
+        .env(demo::mariadb::PASSWORD_ENV, mariadb().password())
+        .env("DSR_AUDIT_KEY", demo::audit_key(support::SUBJECT_KEY))
+        .output()
+        .unwrap()
+    };
+    let output = run(&["discover-links", "--config"], &path);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -375,18 +379,7 @@ async fn discover_links_proposes_the_shops_customer_id_for_the_crm() {
     let dir2 = tempfile::tempdir().unwrap();
     let path2 = dir2.path().join("config.toml");
     std::fs::write(&path2, &text).unwrap();
-    let checked = support::without_test_cargo_env(&mut std::process::Command::new(env!(
-        "CARGO_BIN_EXE_dsr-connector"
-    )))
-    .arg("check-config")
-    .arg(&path2)
-    .env("DSR_DEMO_PASSWORD", support::cluster().password())
-    .env("DSR_SUBJECT_KEY", support::SUBJECT_KEY)
-    .env("CONTROL_URL", &world.control_url)
-    .env(demo::mariadb::PASSWORD_ENV, mariadb().password())
-    .env("DSR_AUDIT_KEY", demo::audit_key(support::SUBJECT_KEY))
-    .output()
-    .unwrap();
+    let checked = run(&["check-config"], &path2);
     assert!(
         checked.status.success(),
         "{}",

@@ -379,6 +379,24 @@ pub fn config_text(
     edit(text.replace(KINDS, &format!("{KINDS}\n{settings}")))
 }
 
+/// `text` with both demo shops given a third identity kind: the customer's phone number,
+/// compared by its digits (the demo stores numbers as typed, "+44 20 7946 0958"), read as
+/// GB numbers when they have no country code.
+pub fn with_phone(text: String) -> String {
+    text.replace(
+        r#"identity_kinds = ["email", "customer_id"]"#,
+        r#"identity_kinds = ["email", "customer_id", "phone"]"#,
+    )
+    .replace(
+        r#"identity = [{ kind = "email", column = "email" }, { kind = "customer_id", column = "id" }]"#,
+        r#"identity = [{ kind = "email", column = "email" }, { kind = "customer_id", column = "id" }, { kind = "phone", column = "phone", match = "digits" }]"#,
+    )
+    .replace(
+        "[sources.identities.email]",
+        "[sources.identities.phone]\ndefault_region = \"GB\"\n\n[sources.identities.email]",
+    )
+}
+
 /// Parses config text with both stores' passwords and a pseudonym key.
 pub fn config(server: &TempMariaDb, text: &str) -> Config {
     Config::from_toml_str(text, |name| match name {

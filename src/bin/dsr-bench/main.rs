@@ -262,14 +262,7 @@ async fn main() -> anyhow::Result<()> {
         mbps.push(bytes as f64 / secs / 1e6);
         ttfb.push(first.as_secs_f64() * 1e3);
         if !args.wire {
-            let (rows, _, secs) = extract_accepting(
-                channel.clone(),
-                HEAVY,
-                None,
-                Some(tonic::codec::CompressionEncoding::Gzip),
-            )
-            .await?;
-            default_client.push(rows as f64 / secs);
+            default_client.push(default_client_rate(channel.clone()).await?);
         }
         if let Some((_, unscanned)) = &unscanned {
             let (rows, _, secs) = extract_one(unscanned.clone(), HEAVY, None).await?;

@@ -112,14 +112,7 @@ identity_kinds = ["email"]
         service.push(rows as f64 / secs);
         mbps.push(bytes as f64 / secs / 1e6);
         ttfb.push(first.as_secs_f64() * 1e3);
-        let (rows, _, secs) = extract_accepting(
-            channel.clone(),
-            HEAVY,
-            None,
-            Some(tonic::codec::CompressionEncoding::Gzip),
-        )
-        .await?;
-        default_client.push(rows as f64 / secs);
+        default_client.push(default_client_rate(channel.clone()).await?);
         let (raw_rows, raw_secs) = raw_subject(&raw, HEAVY).await?;
         raw_heavy.push(raw_rows as f64 / raw_secs);
         anyhow::ensure!(

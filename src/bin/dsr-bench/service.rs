@@ -89,6 +89,14 @@ pub(crate) async fn extract_accepting(
     ))
 }
 
+/// The heavy subject's rows per second for a client that accepts gzip and nothing else, as
+/// grpcio's and grpc-js's do by default ([`crate::DEFAULT_CLIENT_ROW`]).
+pub(crate) async fn default_client_rate(channel: Channel) -> anyhow::Result<f64> {
+    let gzip = Some(tonic::codec::CompressionEncoding::Gzip);
+    let (rows, _, secs) = extract_accepting(channel, crate::HEAVY, None, gzip).await?;
+    Ok(rows as f64 / secs)
+}
+
 /// Warms a server's pool as a server that has run for a while has it: its connections open,
 /// each with the plan's statements prepared on it. Ordinary subjects, as many streams at once
 /// as the pool has connections, four rounds' worth, so that each connection is very likely
