@@ -160,11 +160,7 @@ async fn an_erasure_by_email_and_phone_is_approved_per_identity_and_erases_only_
         let preview = task.preview.as_ref().unwrap();
         assert!(preview.rows_deleted > 0, "{task:?}");
     }
-    let digests: BTreeMap<String, String> = shown
-        .sources
-        .iter()
-        .map(|s| (s.folder.clone(), s.preview_digest.clone()))
-        .collect();
+    let digests = digests(&shown);
     // An approval that leaves out one identity's preview approves nothing.
     let mut partial = digests.clone();
     partial.remove("demo.2");

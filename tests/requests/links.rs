@@ -237,11 +237,7 @@ async fn an_erasure_shows_its_linked_identities_for_approval_and_erases_only_wha
         "email -> demo.customers.id as shop_customer_id"
     );
     assert_eq!(crm.preview.as_ref().unwrap().rows_deleted, 3, "{crm:?}");
-    let digests: BTreeMap<String, String> = shown
-        .sources
-        .iter()
-        .map(|s| (s.folder.clone(), s.preview_digest.clone()))
-        .collect();
+    let digests = digests(&shown);
     assert_eq!(digests.len(), 3);
 
     // An approval that leaves out the linked identity approves nothing.

@@ -228,6 +228,15 @@ fn submission(id: &str, kind: RequestKind) -> SubmitRequestRequest {
     }
 }
 
+/// Each waiting task's preview digest, by its folder: what ApproveRequest takes.
+fn digests(shown: &RequestProgress) -> BTreeMap<String, String> {
+    shown
+        .sources
+        .iter()
+        .map(|s| (s.folder.clone(), s.preview_digest.clone()))
+        .collect()
+}
+
 fn progress(op: &Operation) -> RequestProgress {
     RequestProgress::decode(op.metadata.as_ref().unwrap().value.as_slice()).unwrap()
 }

@@ -293,11 +293,7 @@ async fn a_preview_that_no_longer_holds_waits_again_and_an_earlier_commit_is_not
         progress(op).state() == RequestState::AwaitingApproval
     })
     .await;
-    let digests: BTreeMap<String, String> = progress(&waiting)
-        .sources
-        .iter()
-        .map(|s| (s.folder.clone(), s.preview_digest.clone()))
-        .collect();
+    let digests = digests(&progress(&waiting));
 
     // Alice orders again on PostgreSQL after the preview; the approval that follows approved
     // what the preview showed, not this.

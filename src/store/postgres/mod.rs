@@ -15,6 +15,7 @@ mod dialect;
 mod discovery;
 mod erase;
 mod read;
+mod request_links;
 pub mod requests;
 pub mod tls;
 
