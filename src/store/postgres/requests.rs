@@ -362,16 +362,10 @@ impl ControlClient {
         owner: &str,
         lease: Duration,
     ) -> Result<Option<Claimed>, ControlError> {
-        // Claims take turns, across replicas: each one's statement then sees the claims made
-        // before it, so that two tasks of one request and source never run at once (the
-        // NOT EXISTS below), which one statement's snapshot alone cannot promise. A claim
-        // that fails leaves the transaction open, and the client is dropped.
-        self.0
-            .batch_execute(
-                "BEGIN; SELECT pg_advisory_xact_lock(hashtext('dsr-connector request claims'))",
-            )
-            .await?;
-        self.1.store(true, Ordering::SeqCst);
+        // A task is not claimed while another task of its request and source runs, so that
+        // one source is not asked twice at once for one request. One statement's snapshot
+        // cannot promise it against a claim made at the same moment; an erasure that meets
+        // another one's changes sees a changed preview (ABORTED) and is tried again.
         let row = self
             .0
             .query_opt(
@@ -398,7 +392,6 @@ impl ControlClient {
                 &[&owner, &interval(lease)],
             )
             .await?;
-        self.commit().await?;
         let Some(row) = row else {
             return Ok(None);
         };
