@@ -77,16 +77,42 @@ pub async fn propose(
     statement_timeout: Duration,
 ) -> Result<Vec<LinkProposal>, String> {
     let candidates = candidates(config);
-    let mut kinds: Vec<&str> = candidates.iter().map(|c| c.from.kind.as_str()).collect();
-    kinds.sort();
-    kinds.dedup();
     let key = std::collections::hash_map::RandomState::new();
+    // Each source read is opened once, for every kind.
+    let mut stores = Vec::with_capacity(config.sources.len());
+    for (index, source) in config.sources.iter().enumerate() {
+        let read = candidates
+            .iter()
+            .any(|c| c.from.source == index || c.targets.iter().any(|t| t.source == index));
+        stores.push(if read {
+            Some(SourceStore::open(source)?)
+        } else {
+            None
+        });
+    }
     let reading = Reading {
         config,
+        stores: &stores,
         scan: scan.clamp(1, MAX_SCAN),
         statement_timeout,
         key: &key,
     };
+    let proposals = proposals(&reading, &candidates).await;
+    for store in stores.into_iter().flatten() {
+        store.close().await;
+    }
+    proposals
+}
+
+/// The candidates proposed, one kind at a time.
+async fn proposals(
+    reading: &Reading<'_>,
+    candidates: &[Candidate],
+) -> Result<Vec<LinkProposal>, String> {
+    let config = reading.config;
+    let mut kinds: Vec<&str> = candidates.iter().map(|c| c.from.kind.as_str()).collect();
+    kinds.sort();
+    kinds.dedup();
     let mut proposals = Vec::new();
     for kind in kinds {
         let of_kind: Vec<&Candidate> = candidates.iter().filter(|c| c.from.kind == kind).collect();
@@ -105,7 +131,7 @@ pub async fn propose(
         let counted = reading.read(&from, Some(&held)).await?;
         for (candidate, (_, hashed)) in of_kind.iter().zip(counted) {
             let Some(hashed) = hashed else { continue };
-            let Some(evidence) = evidence(&reading, candidate, &hashed, held.len(), &where_held)
+            let Some(evidence) = evidence(reading, candidate, &hashed, held.len(), &where_held)
             else {
                 continue;
             };
@@ -135,6 +161,8 @@ pub async fn propose(
 /// run's hash key.
 struct Reading<'a> {
     config: &'a Config,
+    /// Each source's store, opened when a column of it is read.
+    stores: &'a [Option<SourceStore>],
     scan: u32,
     statement_timeout: Duration,
     key: &'a std::collections::hash_map::RandomState,
@@ -166,7 +194,9 @@ impl Reading<'_> {
             if wanted.is_empty() {
                 continue;
             }
-            let store = SourceStore::open(source)?;
+            let Some(store) = &self.stores[index] else {
+                continue;
+            };
             let read = store
                 .with(Hashing {
                     config: self.config,
@@ -178,7 +208,6 @@ impl Reading<'_> {
                     against,
                 })
                 .await;
-            store.close().await;
             let read = read.map_err(|e| format!("source '{}': {e}", source.name))?;
             out.extend(wanted.into_iter().zip(read));
         }

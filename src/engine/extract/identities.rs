@@ -8,7 +8,7 @@ use super::{MAX_IDENTITY_BYTES, MAX_LABEL_BYTES};
 use crate::config::SourceConfig;
 use crate::engine::error::ExtractError;
 use crate::pb;
-use crate::subject::normalize::Normalizer;
+use crate::subject::normalize::{NormalizeError, Normalizer};
 
 /// The most identities one call may ask with, the subject's included.
 pub const MAX_IDENTITIES: usize = 8;
@@ -88,14 +88,15 @@ pub(super) fn check(
     Ok(())
 }
 
-/// Normalises an identity's value as its kind says, naming the field on refusal.
-pub(super) fn normalize(
+/// An identity's value as its kind's normalisation made it (`normalized`), or the refusal
+/// that names its field.
+pub(super) fn accept(
     field: &str,
     kind: &str,
-    value: &str,
+    normalized: Result<String, NormalizeError>,
     normalizer: &Normalizer,
 ) -> Result<String, ExtractError> {
-    let normalized = normalizer.apply(value).map_err(|e| {
+    let normalized = normalized.map_err(|e| {
         ExtractError::InvalidArgument(format!(
             "{field}.value: {e} (identity kind '{kind}' is normalised by: {})",
             normalizer.describe()
@@ -128,7 +129,8 @@ pub(super) fn asking<'n>(
         let normalizer = normalizer(&other.kind).ok_or_else(|| {
             ExtractError::Internal(format!("no normaliser for declared kind in {field}"))
         })?;
-        let value = normalize(&field, &other.kind, other.value.expose_secret(), normalizer)?;
+        let normalized = normalizer.apply(other.value.expose_secret());
+        let value = accept(&field, &other.kind, normalized, normalizer)?;
         if !values
             .iter()
             .any(|(k, v, _)| *k == other.kind && *v == value)

@@ -268,20 +268,9 @@ impl Engine {
             .normalizers
             .get(&params.kind)
             .ok_or_else(|| ExtractError::Internal("no normaliser for a declared kind".into()))?;
-        let value = normalized
-            .ok_or_else(|| ExtractError::Internal("the value was not normalised".into()))?
-            .map_err(|e| {
-                ExtractError::InvalidArgument(format!(
-                    "subject.value: {e} (identity kind '{}' is normalised by: {})",
-                    params.kind,
-                    normalizer.describe()
-                ))
-            })?;
-        if value.len() > MAX_IDENTITY_BYTES {
-            return Err(ExtractError::InvalidArgument(format!(
-                "subject.value: longer than the {MAX_IDENTITY_BYTES}-byte maximum once normalised"
-            )));
-        }
+        let normalized = normalized
+            .ok_or_else(|| ExtractError::Internal("the value was not normalised".into()))?;
+        let value = identities::accept("subject", &params.kind, normalized, normalizer)?;
         let asking = identities::asking(
             (&params.kind, &value),
             &params.more_identities,
