@@ -57,28 +57,14 @@ impl Store for SourcePool {
         });
         let idle_timeout = options.idle_limit.as_millis().to_string();
         let limits: [&(dyn ToSql + Sync); 2] = [&statement_timeout, &idle_timeout];
-        let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
-        let row = match statements.get(SNAPSHOT_SQL).cloned() {
-            // Prepared on this connection before: BEGIN and the first query go out together,
-            // one round trip (in order on the connection, so the query runs inside the
-            // transaction, and takes its snapshot).
-            Some(first) => {
-                let (begun, row) = futures_util::future::join(
-                    client.batch_execute(begin),
-                    client.query_one(&first, &limits),
-                )
-                .await;
-                begun.map_err(db)?;
-                row.map_err(db)?
-            }
-            None => {
-                client.batch_execute(begin).await.map_err(db)?;
-                let first = prepare(statements, client, SNAPSHOT_SQL)
-                    .await
-                    .map_err(db)?;
-                client.query_one(&first, &limits).await.map_err(db)?
-            }
-        };
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(db)?;
+        let first = prepare(statements, client, SNAPSHOT_SQL)
+            .await
+            .map_err(db)?;
+        let row = client.query_one(&first, &limits).await.map_err(db)?;
         snapshot.epoch = row.try_get(0).map_err(db)?;
         snapshot.version = row.try_get(1).map_err(db)?;
         Ok(snapshot)
