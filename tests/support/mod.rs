@@ -242,6 +242,20 @@ impl Extraction {
             .map(|s| s.message().to_owned())
             .unwrap_or_default()
     }
+
+    /// The message with every error it came from (a transport error's cause, for example).
+    pub fn message_and_sources(&self) -> String {
+        let mut text = self.message();
+        let mut source = self
+            .status
+            .as_ref()
+            .and_then(|s| std::error::Error::source(s));
+        while let Some(error) = source {
+            text.push_str(&format!(" <- {error:?}"));
+            source = error.source();
+        }
+        text
+    }
 }
 
 /// The status a streaming call ends with: its refusal, or the error that ends its stream.
