@@ -41,6 +41,7 @@ mod mysql;
 mod report;
 mod requests;
 mod service;
+mod suite;
 mod tls;
 mod wire;
 
@@ -80,6 +81,18 @@ pub(crate) struct Args {
     /// customers.email), to compare multi-path plans with single-path ones.
     #[arg(long)]
     single_path: bool,
+    /// Also measure, in the same rounds, a second server whose map reaches support_tickets by
+    /// one path only: the cost of the second path, as a ratio.
+    #[arg(long)]
+    against_single_path: bool,
+    /// Leave out the erasure scenarios (the suite measures them in one of its runs only).
+    #[arg(long)]
+    skip_erasure: bool,
+    /// Run the whole suite: one run per configuration (narrow, wide, wide with the JSON scan,
+    /// wide over TLS, MariaDB), each on a database of its own, one after the other, and then
+    /// a summary of every target of the performance work, from those runs (see `suite.rs`).
+    #[arg(long)]
+    suite: bool,
     /// Scan JSON for nested personal data (off by default), to measure the scan:
     /// `events.payload`, and in the wide shape `customers.address` too.
     #[arg(long)]
@@ -165,6 +178,9 @@ async fn main() -> anyhow::Result<()> {
         .map(|p| p.join("dsr-connector"))
         .filter(|p| p.is_file())
         .ok_or_else(|| anyhow::anyhow!("build the service first: cargo build --release"))?;
+    if args.suite {
+        return suite::run(&args);
+    }
     if args.store == StoreArg::Mysql {
         return mysql::run(&args, &binary).await;
     }
@@ -203,13 +219,14 @@ async fn main() -> anyhow::Result<()> {
     // A slow client first, on a server of its own, so that its peak RSS is its own.
     eprintln!("heavy with a slow client ...");
     let (mut slow_server, _, slow_channel) =
-        serve_bench(&args, &binary, &cluster, args.scan_json).await?;
+        serve_bench(&args, &binary, &cluster, args.scan_json, args.single_path).await?;
     let (slow_rows, _, slow_secs) =
         extract_one(slow_channel, HEAVY, Some(Duration::from_millis(2))).await?;
     let slow_rss = peak_rss_kib(slow_server.id());
     stop_server(&mut slow_server);
 
-    let (mut server, addr, channel) = serve_bench(&args, &binary, &cluster, args.scan_json).await?;
+    let (mut server, addr, channel) =
+        serve_bench(&args, &binary, &cluster, args.scan_json, args.single_path).await?;
     let subjects: Vec<String> = (0..args.subjects as i64)
         .map(|i| {
             format!(
@@ -222,7 +239,8 @@ async fn main() -> anyhow::Result<()> {
     // With the JSON scan on, a second server with the scan off reads the same heavy subject
     // in the same rounds: the scan's cost as a ratio.
     let unscanned = if args.scan_json {
-        let (server, _, channel) = serve_bench(&args, &binary, &cluster, false).await?;
+        let (server, _, channel) =
+            serve_bench(&args, &binary, &cluster, false, args.single_path).await?;
         Some((server, channel))
     } else {
         None
@@ -231,10 +249,21 @@ async fn main() -> anyhow::Result<()> {
     // The build compared against, when one is given.
     let compared = match &args.compare {
         Some(other) => {
-            let (server, _, channel) = serve_bench(&args, other, &cluster, args.scan_json).await?;
+            let (server, _, channel) =
+                serve_bench(&args, other, &cluster, args.scan_json, args.single_path).await?;
             Some((server, channel))
         }
         None => None,
+    };
+
+    // The same map with one path to support_tickets, measured in the same rounds.
+    let single = if args.against_single_path {
+        let (server, _, channel) =
+            serve_bench(&args, &binary, &cluster, args.scan_json, true).await?;
+        warm_pool(&channel, &subjects).await?;
+        Some((server, channel))
+    } else {
+        None
     };
 
     let mut results = Vec::new();
@@ -355,7 +384,7 @@ async fn main() -> anyhow::Result<()> {
     {
         eprintln!("{STREAMS} streams ...");
         let (mut many_server, many_addr, first) =
-            serve_bench(&args, &binary, &cluster, args.scan_json).await?;
+            serve_bench(&args, &binary, &cluster, args.scan_json, args.single_path).await?;
         let mut channels = vec![first];
         for _ in 1..8 {
             channels.push(connect(&many_addr).await?);
@@ -395,11 +424,13 @@ async fn main() -> anyhow::Result<()> {
         let mut p50 = Vec::new();
         let mut p99 = Vec::new();
         let mut raw_p99 = Vec::new();
+        let mut raw_p50 = Vec::new();
         let (mut p999, mut raw_p999) = (Vec::new(), Vec::new());
         let mut psql = Vec::new();
         let mut psql_p50 = Vec::new();
         let mut psql_p99 = Vec::new();
         let mut before = Vec::new();
+        let mut one_path = Vec::new();
         for round in 0..args.repeat {
             eprintln!("{name}, round {} ...", round + 1);
             let (rate, lat) = many(&subjects, concurrency, |s| {
@@ -419,12 +450,21 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
                 before.push(rate);
             }
+            if let Some((_, single)) = &single {
+                let (rate, _) = many(&subjects, concurrency, |s| {
+                    let channel = single.clone();
+                    async move { extract_one(channel, &s, None).await.map(|_| ()) }
+                })
+                .await?;
+                one_path.push(rate);
+            }
             let cluster = &cluster;
             let (rate, lat) = many(&subjects, concurrency, |s| async move {
                 raw_subject(cluster, &s).await.map(|_| ())
             })
             .await?;
             raw.push(rate);
+            raw_p50.push(percentile(&lat, 0.50));
             raw_p99.push(percentile(&lat, 0.99));
             raw_p999.push(percentile(&lat, 0.999));
             if psql_installed() {
@@ -461,6 +501,14 @@ async fn main() -> anyhow::Result<()> {
                 "the --compare build",
             ));
         }
+        if single.is_some() {
+            results.push(Row::new(
+                &format!("{name}: two paths to support_tickets against one (subjects/s)"),
+                &service,
+                Some(&one_path),
+                "one path",
+            ));
+        }
         results.push(Row::new(
             &format!("{name}: raw tokio-postgres (subjects/s)"),
             &raw,
@@ -470,6 +518,12 @@ async fn main() -> anyhow::Result<()> {
         results.push(Row::new(
             &format!("{name}: dsr-connector p50 (ms)"),
             &p50,
+            None,
+            "",
+        ));
+        results.push(Row::new(
+            &format!("{name}: raw tokio-postgres p50 (ms)"),
+            &raw_p50,
             None,
             "",
         ));
@@ -530,6 +584,16 @@ async fn main() -> anyhow::Result<()> {
             "psql p99",
         ));
     }
+    if let Some((mut server, _)) = single {
+        stop_server(&mut server);
+    }
+    if args.skip_erasure {
+        stop_server(&mut server);
+        if let Some((mut server, _)) = compared {
+            stop_server(&mut server);
+        }
+        return report(&args, "postgres", &results);
+    }
     // erasure: the heavy subject's whole erasure, rolled back on both sides. A rolled-back
     // DELETE leaves its pages not all-visible, which a production table (vacuumed, erased
     // once per subject) would not be: each side starts from a vacuumed table, outside the
@@ -576,13 +640,14 @@ async fn serve_bench(
     binary: &PathBuf,
     cluster: &TempCluster,
     scan_json: bool,
+    single_path: bool,
 ) -> anyhow::Result<(std::process::Child, String, Channel)> {
     let (server, addr) = start_server(
         binary,
         &postgres_source(cluster),
         cluster.password(),
         args.server_threads,
-        bench_datamap(args.shape, args.single_path, scan_json),
+        bench_datamap(args.shape, single_path, scan_json),
         args.wire,
     )?;
     let channel = connect(&addr).await?;
