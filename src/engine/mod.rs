@@ -243,6 +243,11 @@ impl Engine {
             .schema
             .get_or_load(cfg.schema_refresh, || async {
                 let loaded = DataMap::load(cfg, &self.matrix, &source.store, deadline).await;
+                // New connections prepare the map's statements before their first call (the
+                // pool replaces its connections over time, and grows under load).
+                if let Ok(map) = &loaded {
+                    source.store.prepare_on_connect(map.statements());
+                }
                 loaded.map_err(|error| {
                     if matches!(error, LoadError::Plan(PlanError::SchemaDrift { .. })) {
                         self.metrics

@@ -54,6 +54,9 @@ impl Engine {
                 Ok(report)
             })
             .await?;
+        if let Some(map) = &report.map {
+            source.store.prepare_on_connect(map.statements());
+        }
         source.schema.store(report.map.clone()).await;
         Ok(report)
     }

@@ -580,6 +580,30 @@ fn keys_of(
         .join(" UNION ALL ")
 }
 
+impl super::DataMap {
+    /// The statements of every one-identity plan of the map (each table's rows and count, the
+    /// identity rows and the reach guards), each once: what a new connection of the source can
+    /// prepare before any call needs it.
+    pub fn statements(&self) -> Vec<String> {
+        let mut statements: Vec<String> = Vec::new();
+        for plan in self.plans.values() {
+            let tables = plan
+                .tables
+                .iter()
+                .flat_map(|t| [&t.select_sql, &t.count_sql]);
+            let checks = [&plan.identity_rows_sql, &plan.reach_guard_sql]
+                .into_iter()
+                .flatten();
+            for sql in tables.chain(checks) {
+                if !statements.contains(sql) {
+                    statements.push(sql.clone());
+                }
+            }
+        }
+        statements
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,6 +109,14 @@ macro_rules! stores {
                 }
             }
 
+            /// Connections opened from now on prepare `statements` (see
+            /// [`Backend::prepare_on_connect`]).
+            pub fn prepare_on_connect(&self, statements: Vec<String>) {
+                match self {
+                    $(SourceStore::$variant(pool) => pool.prepare_on_connect(statements),)+
+                }
+            }
+
             /// Closes the store's connections.
             pub async fn close(self) {
                 match self {
@@ -184,6 +192,10 @@ pub trait Backend:
     fn pool_state(&self) -> Option<PoolState> {
         None
     }
+
+    /// The statements of the source's current data map: connections opened from now on
+    /// prepare them before their first call, where the driver keeps prepared statements.
+    fn prepare_on_connect(&self, _statements: Vec<String>) {}
 
     /// Closes the pool's connections.
     fn close(self) -> impl Future<Output = ()> + Send {

@@ -37,6 +37,7 @@
 mod baseline;
 mod data;
 mod erasure;
+mod fresh;
 mod mysql;
 mod report;
 mod requests;
@@ -412,6 +413,8 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
 
+    fresh::new_server_rows(&args, &binary, &cluster, &subjects, &mut results).await?;
+
     if args.wire {
         wire::compression_rows(&args, &binary, &cluster, (server.id(), &addr), &mut results)
             .await?;
@@ -507,6 +510,12 @@ async fn main() -> anyhow::Result<()> {
                 &service,
                 Some(&one_path),
                 "one path",
+            ));
+            results.push(Row::new(
+                &format!("{name}: one path to support_tickets (subjects/s)"),
+                &one_path,
+                None,
+                "",
             ));
         }
         results.push(Row::new(

@@ -92,14 +92,14 @@ const TARGETS: &[Target] = &[
         "two paths / one, one subject at a time",
         "narrow",
         "sequential: dsr-connector (subjects/s)",
-        "sequential: two paths to support_tickets against one (subjects/s)",
+        "sequential: one path to support_tickets (subjects/s)",
         0.9,
     ),
     faster(
         "two paths / one, 16-way",
         "narrow",
         "concurrent: dsr-connector (subjects/s)",
-        "concurrent: two paths to support_tickets against one (subjects/s)",
+        "concurrent: one path to support_tickets (subjects/s)",
         0.9,
     ),
     faster(

@@ -283,9 +283,39 @@ pub async fn prepare_cached(
     Ok(statement)
 }
 
-/// bb8 manager: bb8-postgres's manager, plus the broken flag.
+/// bb8 manager: bb8-postgres's manager, plus the broken flag and the statements a new
+/// connection prepares.
 pub struct PgManager {
     inner: PostgresConnectionManager<MakeRustlsConnect>,
+    /// The current data map's statements (empty until the schema gate first passes).
+    warm: Arc<std::sync::RwLock<Arc<[String]>>>,
+}
+
+/// How long a new connection's preparation waits for a table's lock (held by a migration, say)
+/// before it leaves that statement to be prepared when first used.
+const WARM_LOCK_TIMEOUT: &str = "SET lock_timeout = 200";
+
+/// Prepares `sqls` on a new connection, all in one round trip's time (tokio-postgres pipelines
+/// them): the first calls on the connection then prepare nothing. A statement that fails
+/// (a table dropped since, a lock held past [`WARM_LOCK_TIMEOUT`]) is prepared when first used,
+/// where its error is reported.
+async fn warm_up(
+    client: &Client,
+    cache: &mut StatementCache,
+    sqls: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    if sqls.is_empty() {
+        return Ok(());
+    }
+    client.batch_execute(WARM_LOCK_TIMEOUT).await?;
+    let prepared = futures_util::future::join_all(sqls.iter().map(|sql| client.prepare(sql))).await;
+    for (sql, statement) in sqls.iter().zip(prepared) {
+        if let Ok(statement) = statement {
+            remember(cache, sql, &statement);
+        }
+    }
+    // The session's own lock timeout again, or no connection (the pool makes another).
+    client.batch_execute("RESET lock_timeout").await
 }
 
 impl ManageConnection for PgManager {
@@ -294,10 +324,13 @@ impl ManageConnection for PgManager {
 
     async fn connect(&self) -> Result<PgConn, tokio_postgres::Error> {
         let client = self.inner.connect().await?;
+        let mut statements = StatementCache::new();
+        let warm = self.warm.read().unwrap_or_else(|e| e.into_inner()).clone();
+        warm_up(&client, &mut statements, &warm).await?;
         Ok(PgConn {
             client,
             broken: false,
-            statements: StatementCache::new(),
+            statements,
         })
     }
 
@@ -346,6 +379,8 @@ pub struct SourcePool {
     last_error: LastError,
     checkout_timeout: Duration,
     max: u32,
+    /// The statements new connections prepare (shared with the pool's manager).
+    warm: Arc<std::sync::RwLock<Arc<[String]>>>,
 }
 
 /// A connection checked out of a pool, owned (usable in a spawned task).
@@ -373,8 +408,10 @@ impl SourcePool {
             last: Arc::new(Mutex::new(None)),
             refused: Arc::new(tokio::sync::Notify::new()),
         };
+        let warm = Arc::new(std::sync::RwLock::new(Arc::from(Vec::new())));
         let manager = PgManager {
             inner: PostgresConnectionManager::new(pg, tls.connector.clone()),
+            warm: warm.clone(),
         };
         let pool = Pool::builder()
             .max_size(cfg.max_connections)
@@ -389,6 +426,7 @@ impl SourcePool {
             last_error,
             checkout_timeout: cfg.connect_timeout,
             max: cfg.max_connections,
+            warm,
         })
     }
 
@@ -501,6 +539,11 @@ impl crate::store::Backend for SourcePool {
 
     fn open(cfg: &SourceConfig) -> Result<SourcePool, String> {
         SourcePool::new(cfg)
+    }
+
+    fn prepare_on_connect(&self, mut statements: Vec<String>) {
+        statements.push(read::SNAPSHOT_SQL.to_owned());
+        *self.warm.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(statements);
     }
 
     fn pool_state(&self) -> Option<crate::store::PoolState> {

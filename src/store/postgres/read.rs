@@ -74,7 +74,7 @@ impl Store for SourcePool {
 /// The first statement of every snapshot: it takes the snapshot and sets the transaction's
 /// statement timeout (`$1`, milliseconds; NULL keeps the server's) and idle-in-transaction
 /// timeout (`$2`).
-const SNAPSHOT_SQL: &str = "SELECT extract(epoch from now())::float8, \
+pub(super) const SNAPSHOT_SQL: &str = "SELECT extract(epoch from now())::float8, \
      current_setting('server_version'), \
      set_config('statement_timeout', coalesce($1, current_setting('statement_timeout')), true), \
      set_config('idle_in_transaction_session_timeout', $2, true)";
