@@ -368,7 +368,10 @@ async fn the_control_database_restarts_under_load_and_the_chain_goes_on() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     tokio::task::block_in_place(|| control.resume()).unwrap();
     // Once it is back, calls are recorded again.
-    let mut client = server.client().await;
+    let mut client = match server.try_client().await {
+        Ok(client) => client,
+        Err(why) => panic!("{why}; the server ended with {:?}", server.stop().await),
+    };
     let mut recovered = false;
     for _ in 0..100 {
         let x = extract(&mut client, request("email", "alice@example.com")).await;

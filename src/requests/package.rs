@@ -46,6 +46,22 @@ pub fn prepare_part(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes an attempt's part that will not be settled, and then the folders above it that it
+/// leaves empty (`.attempts`, and the request's folder when the request ended without a
+/// package): nothing of a failed or cancelled request stays on the package store. A folder
+/// that holds anything else stays.
+pub fn discard_part(path: &Path) {
+    let _ = std::fs::remove_dir_all(path);
+    let attempts = path.parent();
+    for dir in [attempts, attempts.and_then(Path::parent)]
+        .into_iter()
+        .flatten()
+    {
+        // Fails, as it should, on a folder that is not empty.
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 /// Completes the package of `request`, whose every task succeeded: each source's settled part
 /// moves to `<source>/`, other attempts' parts are removed, and the top-level manifest and
 /// README are written. Returns the folder and the SHA-256 of its `manifest.json`.

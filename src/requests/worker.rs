@@ -84,13 +84,26 @@ async fn step(
         span.in_scope(|| tracing::info!("request task claimed"));
         let settlement = attempt(requests, &task, stop, span.clone()).await;
         if let Some(settlement) = settlement {
-            move_request(requests, c, &task.request_id, Some((&task, &settlement))).await?;
+            let moved =
+                move_request(requests, c, &task.request_id, Some((&task, &settlement))).await?;
+            // The request ended (or another replica took the task) while this attempt wrote
+            // its part: the part is no one's to move, and is removed.
+            if moved == Moved::NotSettled
+                && let Some(root) = &requests.cfg().package_dir
+            {
+                package::discard_part(&package::part(
+                    root,
+                    &task.request_id,
+                    &task.folder,
+                    task.attempts,
+                ));
+            }
         }
         return Ok(true);
     }
     let mut moved = false;
     for id in c.requests_to_move(4).await? {
-        moved |= move_request(requests, c, &id, None).await?;
+        moved |= move_request(requests, c, &id, None).await? == Moved::Moved;
     }
     Ok(moved)
 }
@@ -180,7 +193,7 @@ async fn attempt(
     if verdict.load(Ordering::SeqCst) != HELD {
         // Not ours any more: what this attempt wrote is removed, the rest is another's.
         if let Some(part) = &part {
-            let _ = std::fs::remove_dir_all(part);
+            package::discard_part(part);
         }
         return None;
     }
@@ -245,7 +258,7 @@ async fn attempt(
     if settlement.state != state::SUCCEEDED
         && let Some(part) = &part
     {
-        let _ = std::fs::remove_dir_all(part);
+        package::discard_part(part);
     }
     Some(settlement)
 }
@@ -639,17 +652,27 @@ fn same_changes(a: &pb::ErasureReceipt, b: &pb::ErasureReceipt) -> bool {
         && key(a) == key(b)
 }
 
+/// What [`move_request`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moved {
+    /// The request is not there to lock, or the attempt's lease was lost: nothing was settled
+    /// and nothing moved.
+    NotSettled,
+    /// The attempt (if any) was settled; the request did not move.
+    Unchanged,
+    Moved,
+}
+
 /// Moves request `id`, under its row lock: with `settle`, the attempt's task is settled in
-/// the same transaction (and nothing moves when the attempt's lease was lost). Whether the
-/// request moved.
+/// the same transaction (and nothing moves when the attempt's lease was lost).
 async fn move_request(
     requests: &Requests,
     c: &mut ControlClient,
     id: &str,
     settle: Option<(&Claimed, &Settlement)>,
-) -> Result<bool, ControlError> {
+) -> Result<Moved, ControlError> {
     let Some(mut row) = c.lock_request(id, settle.is_some()).await? else {
-        return Ok(false);
+        return Ok(Moved::NotSettled);
     };
     if let Some((task, settlement)) = settle {
         if !c
@@ -661,7 +684,7 @@ async fn move_request(
             .await?
         {
             c.rollback().await?;
-            return Ok(false);
+            return Ok(Moved::NotSettled);
         }
         if (settlement.state == state::SUCCEEDED || settlement.state == state::AWAITING_APPROVAL)
             && !settlement.linked.is_empty()
@@ -678,7 +701,7 @@ async fn move_request(
             c.update_request(id, &update).await?;
             c.commit().await?;
             ended(requests, id, &row.submitter, state::FAILED).await;
-            return Ok(true);
+            return Ok(Moved::Moved);
         }
         row.tasks = c.tasks(id).await?;
     }
@@ -689,12 +712,16 @@ async fn move_request(
     match next {
         Next::Same => {
             c.commit().await?;
-            return Ok(false);
+            return Ok(Moved::Unchanged);
         }
         Next::Open(s) => {
             if s == row.state {
                 c.commit().await?;
-                return Ok(settle.is_some());
+                return Ok(if settle.is_some() {
+                    Moved::Moved
+                } else {
+                    Moved::Unchanged
+                });
             }
             update.state = s.into();
         }
@@ -760,7 +787,7 @@ async fn move_request(
     if let Some(state) = ended_as {
         ended(requests, id, &row.submitter, &state).await;
     }
-    Ok(true)
+    Ok(Moved::Moved)
 }
 
 /// After a request ended as `state`: a package it will not complete is removed, and the end
