@@ -88,7 +88,7 @@ async fn step(
                 move_request(requests, c, &task.request_id, Some((&task, &settlement))).await?;
             // The request ended (or another replica took the task) while this attempt wrote
             // its part: the part is no one's to move, and is removed.
-            if moved == Moved::NotSettled
+            if moved == RequestMove::NotSettled
                 && let Some(root) = &requests.cfg().package_dir
             {
                 package::discard_part(&package::part(
@@ -103,7 +103,7 @@ async fn step(
     }
     let mut moved = false;
     for id in c.requests_to_move(4).await? {
-        moved |= move_request(requests, c, &id, None).await? == Moved::Moved;
+        moved |= move_request(requests, c, &id, None).await? == RequestMove::Moved;
     }
     Ok(moved)
 }
@@ -654,7 +654,7 @@ fn same_changes(a: &pb::ErasureReceipt, b: &pb::ErasureReceipt) -> bool {
 
 /// What [`move_request`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Moved {
+enum RequestMove {
     /// The request is not there to lock, or the attempt's lease was lost: nothing was settled
     /// and nothing moved.
     NotSettled,
@@ -670,9 +670,9 @@ async fn move_request(
     c: &mut ControlClient,
     id: &str,
     settle: Option<(&Claimed, &Settlement)>,
-) -> Result<Moved, ControlError> {
+) -> Result<RequestMove, ControlError> {
     let Some(mut row) = c.lock_request(id, settle.is_some()).await? else {
-        return Ok(Moved::NotSettled);
+        return Ok(RequestMove::NotSettled);
     };
     if let Some((task, settlement)) = settle {
         if !c
@@ -684,7 +684,7 @@ async fn move_request(
             .await?
         {
             c.rollback().await?;
-            return Ok(Moved::NotSettled);
+            return Ok(RequestMove::NotSettled);
         }
         if (settlement.state == state::SUCCEEDED || settlement.state == state::AWAITING_APPROVAL)
             && !settlement.linked.is_empty()
@@ -701,7 +701,7 @@ async fn move_request(
             c.update_request(id, &update).await?;
             c.commit().await?;
             ended(requests, id, &row.submitter, state::FAILED).await;
-            return Ok(Moved::Moved);
+            return Ok(RequestMove::Moved);
         }
         row.tasks = c.tasks(id).await?;
     }
@@ -712,15 +712,15 @@ async fn move_request(
     match next {
         Next::Same => {
             c.commit().await?;
-            return Ok(Moved::Unchanged);
+            return Ok(RequestMove::Unchanged);
         }
         Next::Open(s) => {
             if s == row.state {
                 c.commit().await?;
                 return Ok(if settle.is_some() {
-                    Moved::Moved
+                    RequestMove::Moved
                 } else {
-                    Moved::Unchanged
+                    RequestMove::Unchanged
                 });
             }
             update.state = s.into();
@@ -787,7 +787,7 @@ async fn move_request(
     if let Some(state) = ended_as {
         ended(requests, id, &row.submitter, &state).await;
     }
-    Ok(Moved::Moved)
+    Ok(RequestMove::Moved)
 }
 
 /// After a request ended as `state`: a package it will not complete is removed, and the end
