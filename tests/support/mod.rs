@@ -145,21 +145,6 @@ impl TestServer {
             .unwrap()
     }
 
-    /// A client, or why none could connect, with how the server ended if it did.
-    pub async fn try_client(&self) -> Result<DsrConnectorServiceClient<Channel>, String> {
-        match DsrConnectorServiceClient::connect(format!("http://{}", self.addr)).await {
-            Ok(client) => Ok(client),
-            Err(e) => Err(format!(
-                "cannot connect: {e:?}; the server's task has {}ended",
-                if self.handle.is_finished() {
-                    ""
-                } else {
-                    "not "
-                }
-            )),
-        }
-    }
-
     /// Sends the shutdown signal and waits for the server to stop.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
