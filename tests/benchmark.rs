@@ -12,7 +12,10 @@ use std::process::Command;
 
 #[test]
 fn the_readme_benchmark_commands_run_every_scenario_on_both_shapes_and_both_stores() {
-    let commands = support::readme_commands_with("--bin dsr-bench");
+    let commands: Vec<String> = support::readme_commands_with("--bin dsr-bench")
+        .into_iter()
+        .filter(|c| !c.contains("--suite"))
+        .collect();
     assert_eq!(commands.len(), 5, "{commands:?}");
     let mut shapes = Vec::new();
     for command in &commands {
@@ -95,6 +98,70 @@ fn the_readme_benchmark_commands_run_every_scenario_on_both_shapes_and_both_stor
             "postgres wide tls"
         ]
     );
+}
+
+/// The suite's command: every configuration, one after the other, and a summary in which every
+/// target of the performance work is measured (a ratio from rows of one run), with each
+/// round's ratio and the concurrent latencies of both stores.
+#[test]
+fn the_suite_command_measures_every_target_in_one_run() {
+    let commands = support::readme_commands_with("--suite");
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    let (build, args) = commands[0].split_once(" -- ").unwrap();
+    assert_eq!(
+        build,
+        "cargo build --release && cargo run --release --bin dsr-bench"
+    );
+    let args: Vec<&str> = args.split_whitespace().collect();
+    assert_eq!(args, ["--scale", "1.0", "--suite"]);
+    let out_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_dsr-bench"))
+        .args([
+            "--suite",
+            "--scale",
+            "0.01",
+            "--subjects",
+            "50",
+            "--repeat",
+            "1",
+        ])
+        .args(["--concurrency", "4"])
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{table}\n{log}");
+    assert!(!log.contains("run failed"), "{log}");
+    let suite: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.path().join("suite.json")).unwrap())
+            .unwrap();
+    let targets = suite["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 16, "{suite:#}");
+    for target in targets {
+        assert!(
+            target["ratio"].as_f64().is_some_and(|r| r > 0.0),
+            "not measured: {target}\n{table}"
+        );
+        assert_eq!(
+            target["rounds"].as_array().map(Vec::len),
+            Some(1),
+            "{target}"
+        );
+    }
+    for latency in suite["latencies"].as_array().unwrap() {
+        assert!(
+            latency["ratio"].as_f64().is_some_and(|r| r > 0.0),
+            "{latency}"
+        );
+    }
+    for run in ["narrow", "wide", "wide-scan", "wide-tls", "mariadb"] {
+        assert!(
+            out_dir.path().join(run).join("bench.json").is_file(),
+            "{run}"
+        );
+    }
 }
 
 /// What `--scan-json` adds: the heavy subject with the scan on and off, in the same rounds.
