@@ -125,7 +125,7 @@ fn the_suite_command_measures_every_target_in_one_run() {
             "--repeat",
             "1",
         ])
-        .args(["--concurrency", "4"])
+        .args(["--concurrency", "4", "--audit"])
         .arg("--out")
         .arg(out_dir.path())
         .output()
@@ -137,6 +137,7 @@ fn the_suite_command_measures_every_target_in_one_run() {
     let suite: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.path().join("suite.json")).unwrap())
             .unwrap();
+    assert_eq!(suite["audit"], true, "{suite:#}");
     let targets = suite["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 16, "{suite:#}");
     for target in targets {
@@ -157,10 +158,10 @@ fn the_suite_command_measures_every_target_in_one_run() {
         );
     }
     for run in ["narrow", "wide", "wide-scan", "wide-tls", "mariadb"] {
-        assert!(
-            out_dir.path().join(run).join("bench.json").is_file(),
-            "{run}"
-        );
+        let path = out_dir.path().join(run).join("bench.json");
+        let bench: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(bench["audit"], true, "{run}: the audit log was not on");
     }
 }
 

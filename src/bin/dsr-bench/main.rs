@@ -94,6 +94,11 @@ pub(crate) struct Args {
     /// a summary of every target of the performance work, from those runs (see `suite.rs`).
     #[arg(long)]
     suite: bool,
+    /// Run the service with its audit log on, as it is deployed on one machine: a file,
+    /// fsynced per batch, with a record before and after every call. Off by default, so that
+    /// figures compare with runs from before the log existed.
+    #[arg(long)]
+    audit: bool,
     /// Scan JSON for nested personal data (off by default), to measure the scan:
     /// `events.payload`, and in the wide shape `customers.address` too.
     #[arg(long)]
@@ -174,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
     let _leftovers = service::StopLeftovers;
     install_crypto_provider();
     let args = Args::parse();
+    service::AUDIT.store(args.audit, std::sync::atomic::Ordering::Relaxed);
     let binary = std::env::current_exe()?
         .parent()
         .map(|p| p.join("dsr-connector"))
@@ -670,9 +676,10 @@ pub(crate) fn report(args: &Args, store: &str, results: &[Row]) -> anyhow::Resul
         println!("{}", r.markdown());
     }
     println!(
-        "\n{store}, {} shape, scale {}{}{}{}, {} subjects, concurrency {}, {} repetitions, {} cores",
+        "\n{store}, {} shape, scale {}{}{}{}{}, {} subjects, concurrency {}, {} repetitions, {} cores",
         args.shape.name(),
         args.scale,
+        if args.audit { ", audit log on" } else { "" },
         if args.scan_json { ", JSON scanned" } else { "" },
         if args.tls {
             ", PostgreSQL over TLS (verify-full)"
@@ -699,6 +706,7 @@ pub(crate) fn report(args: &Args, store: &str, results: &[Row]) -> anyhow::Resul
         "single_path": args.single_path,
         "scan_json": args.scan_json,
         "tls": args.tls,
+        "audit": args.audit,
         "subjects": args.subjects,
         "concurrency": args.concurrency,
         "repeat": args.repeat,

@@ -237,7 +237,12 @@ pub(crate) fn start_server_at(
     // which serves a client that accepts only gzip (grpcio's, grpc-js's default) plain.
     let config = format!(
         "[server]\nlisten = \"{listen}:0\"\nauth = \"none\"\n{compression}\
-         {erase}{threads}\n\n{source}\n{tables}\n",
+         {erase}{threads}\n{audit}\n{source}\n{tables}\n",
+        audit = if AUDIT.load(std::sync::atomic::Ordering::Relaxed) {
+            format!("[server.audit]\npath = {:?}\n", dir.join("audit.jsonl"))
+        } else {
+            String::new()
+        },
         compression = if gzip {
             "compression = [\"zstd\", \"gzip\"]\n"
         } else {
@@ -270,6 +275,7 @@ pub(crate) fn start_server_at(
         .env("DSR_BENCH_PASSWORD", password)
         .env("DSR_SUBJECT_KEY", "bench-subject-key-0123456789")
         .env("DSR_BENCH_PSEUDONYM_KEY", "bench-pseudonym-key-0123456789")
+        .env("DSR_AUDIT_KEY", "bench-audit-key-0123456789")
         .env("RUST_LOG", "warn,dsr_connector::api=info")
         // Not this process's stdout: a caller reading it to the end would wait for a server
         // that outlived the benchmark.
@@ -292,6 +298,9 @@ pub(crate) fn start_server_at(
 
 /// The servers started and not yet stopped, by process id.
 static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Whether servers are started with their audit log on (`--audit`).
+pub(crate) static AUDIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Stops, when dropped, every server still running: a benchmark that fails half-way leaves
 /// none behind.

@@ -199,7 +199,7 @@ const LATENCIES: &[(&str, &str, &str)] = &[
 /// Runs every configuration, then prints and writes the summary.
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     let me = std::env::current_exe()?;
-    let common = [
+    let mut common = vec![
         "--scale".to_owned(),
         args.scale.to_string(),
         "--subjects".to_owned(),
@@ -209,6 +209,9 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         "--repeat".to_owned(),
         args.repeat.to_string(),
     ];
+    if args.audit {
+        common.push("--audit".to_owned());
+    }
     for (name, extra) in RUNS {
         eprintln!("== suite: {name} ==");
         let out = args.out.join(name);
@@ -342,8 +345,8 @@ fn summarise(args: &Args, out: &Path) -> anyhow::Result<()> {
         }));
     }
     println!(
-        "\nsuite: scale {}, {} subjects, concurrency {}, {} repetitions, {} cores; every run's \
-         own table is above and in {}/<run>/bench.json",
+        "\nsuite: scale {}, {} subjects, concurrency {}, {} repetitions, {} cores, audit log {}; \
+         every run's own table is above and in {}/<run>/bench.json",
         args.scale,
         args.subjects,
         args.concurrency,
@@ -351,6 +354,7 @@ fn summarise(args: &Args, out: &Path) -> anyhow::Result<()> {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
+        if args.audit { "on" } else { "off" },
         out.display()
     );
     let json = serde_json::json!({
@@ -358,6 +362,7 @@ fn summarise(args: &Args, out: &Path) -> anyhow::Result<()> {
         "subjects": args.subjects,
         "concurrency": args.concurrency,
         "repeat": args.repeat,
+        "audit": args.audit,
         "targets": summary,
         "latencies": latencies,
     });
