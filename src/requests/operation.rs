@@ -135,3 +135,26 @@ fn result(row: &RequestRow, kind: RequestKind) -> RequestResult {
         package_expire_time: row.package_expires.map(timestamp),
     }
 }
+
+/// A status as `google.rpc.Status`, with its details (the ErrorInfo) kept.
+pub(super) fn rpc_status(status: &tonic::Status) -> rpc::Status {
+    let details = rpc::Status::decode(status.details())
+        .map(|s| s.details)
+        .unwrap_or_default();
+    rpc::Status {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details,
+    }
+}
+
+/// The ErrorInfo reason of a status, or its code's name.
+pub(super) fn reason_of(status: &rpc::Status) -> String {
+    status
+        .details
+        .iter()
+        .filter(|d| d.type_url.ends_with("google.rpc.ErrorInfo"))
+        .find_map(|d| tonic_types::pb::ErrorInfo::decode(d.value.as_slice()).ok())
+        .map(|info| info.reason)
+        .unwrap_or_else(|| format!("{:?}", tonic::Code::from_i32(status.code)).to_uppercase())
+}

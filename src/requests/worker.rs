@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::operation::{reason_of, rpc_status};
 use super::state::{self, Next};
 use super::{Requests, package};
 use crate::cli::extract::package::Package;
@@ -304,29 +305,6 @@ fn settle_failure(
 /// A number in [0, 1) for the retry's jitter.
 fn rand_unit() -> f64 {
     (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
-}
-
-/// A status as `google.rpc.Status`, with its details (the ErrorInfo) kept.
-fn rpc_status(status: &tonic::Status) -> rpc::Status {
-    let details = rpc::Status::decode(status.details())
-        .map(|s| s.details)
-        .unwrap_or_default();
-    rpc::Status {
-        code: status.code() as i32,
-        message: status.message().to_owned(),
-        details,
-    }
-}
-
-/// The ErrorInfo reason of a status, or its code's name.
-fn reason_of(status: &rpc::Status) -> String {
-    status
-        .details
-        .iter()
-        .filter(|d| d.type_url.ends_with("google.rpc.ErrorInfo"))
-        .find_map(|d| tonic_types::pb::ErrorInfo::decode(d.value.as_slice()).ok())
-        .map(|info| info.reason)
-        .unwrap_or_else(|| format!("{:?}", tonic::Code::from_i32(status.code)).to_uppercase())
 }
 
 /// Renews the attempt's lease until `attempt_stop`; stops the attempt when the lease is lost
