@@ -101,6 +101,23 @@ async fn a_request_by_email_reaches_the_crm_through_the_shops_customer_id() {
             "submitted"
         ]
     );
+    // Consistency across sources, stated as it is: each source's own snapshot, and when
+    // each was read (a real time near the request's, whatever the store's clock precision).
+    assert_eq!(
+        manifest["consistency"],
+        "each source was read from one snapshot of its own, at its read_at; there is no \
+         snapshot across databases"
+    );
+    let time = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{v}: not an RFC 3339 time: {e}"))
+    };
+    let submitted = time(&manifest["submitted_at"]);
+    for source in manifest["sources"].as_array().unwrap() {
+        let read_at = time(&source["read_at"]);
+        let apart = (read_at - submitted).num_seconds().abs();
+        assert!(apart < 120, "{source}: read {apart} s from the submission");
+    }
     // No identity value left in the control database once the request ended.
     let kept: i64 = world
         .control
@@ -143,6 +160,46 @@ async fn a_request_by_email_reaches_the_crm_through_the_shops_customer_id() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(!left, "the failed request's package folder is still there");
+    server.stop().await.unwrap();
+}
+
+/// Several identities and a link together: alice by e-mail and by phone is one customer of
+/// the shop, so the CRM is asked once, through her one customer id, with both kinds named in
+/// the path and her rows only in its folder.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_by_email_and_phone_reaches_the_crm_once_with_both_kinds_in_its_path() {
+    let mut world = World::open("req_links_both").await;
+    world.edit = support::shop::with_phone;
+    world.my.exec("", CRM_SQL).await;
+    let server = TestServer::start(world.config(&crm_config("req_links_both"), &[])).await;
+    let mut client = requests_client(server.addr).await;
+    let mut ops = operations(server.addr).await;
+    let request = SubmitRequestRequest {
+        more_identities: vec![Identity {
+            kind: "phone".into(),
+            value: "+44 20 7946 0958".into(),
+        }],
+        ..submission("linked-both", RequestKind::Access)
+    };
+    client.submit_request(request).await.unwrap();
+    let op = done(&mut ops, "linked-both").await;
+    let shown = progress(&op);
+    assert_eq!(shown.state(), RequestState::Succeeded, "{shown:?}");
+    let crm: Vec<_> = shown.sources.iter().filter(|s| s.source == "crm").collect();
+    assert_eq!(crm.len(), 1, "the CRM is asked once: {shown:?}");
+    assert_eq!(
+        crm[0].identity_path,
+        "email+phone -> demo.customers.id as shop_customer_id"
+    );
+    assert_eq!(crm[0].rows, 3, "her contact and her two notes: {crm:?}");
+    let result = result(&op);
+    assert_eq!(verify_package(&result), ["crm", "demo", "mariadb"]);
+    let folder = Path::new(&result.package_path);
+    let contacts = std::fs::read_to_string(folder.join("crm/crm_contacts.jsonl")).unwrap();
+    assert_eq!(contacts.lines().count(), 1, "{contacts}");
+    assert!(contacts.contains("Alice in the CRM"), "{contacts}");
+    let manifest = std::fs::read_to_string(folder.join("manifest.json")).unwrap();
+    assert!(!manifest.contains("7946"), "a phone number in the manifest");
     server.stop().await.unwrap();
 }
 

@@ -37,8 +37,9 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 /// The databases of the tests: each test's shop on both stores, and its control database.
-const DATABASES: [&str; 17] = [
+const DATABASES: [&str; 18] = [
     "req_access",
+    "req_links_both",
     "req_links_found",
     "req_both_access",
     "req_both_erase",
