@@ -585,7 +585,7 @@ impl super::DataMap {
     /// identity rows and the reach guards), each once: what a new connection of the source can
     /// prepare before any call needs it.
     pub fn statements(&self) -> Vec<String> {
-        let mut statements: Vec<String> = Vec::new();
+        let mut statements = std::collections::BTreeSet::new();
         for plan in self.plans.values() {
             let tables = plan
                 .tables
@@ -594,13 +594,9 @@ impl super::DataMap {
             let checks = [&plan.identity_rows_sql, &plan.reach_guard_sql]
                 .into_iter()
                 .flatten();
-            for sql in tables.chain(checks) {
-                if !statements.contains(sql) {
-                    statements.push(sql.clone());
-                }
-            }
+            statements.extend(tables.chain(checks));
         }
-        statements
+        statements.into_iter().cloned().collect()
     }
 }
 

@@ -27,11 +27,7 @@ pub(crate) async fn new_server_rows(
             let (mut server, _, channel) =
                 serve_bench(args, build, cluster, args.scan_json, args.single_path).await?;
             extract_one(channel.clone(), &subjects[0], None).await?;
-            let (rate, latencies) = many(subjects, args.concurrency, |s| {
-                let channel = channel.clone();
-                async move { extract_one(channel, &s, None).await.map(|_| ()) }
-            })
-            .await?;
+            let (rate, latencies) = extract_many(&channel, subjects, args.concurrency).await?;
             stop_server(&mut server);
             rates.push(rate);
             p99s.push(percentile(&latencies, 0.99));

@@ -442,30 +442,16 @@ async fn main() -> anyhow::Result<()> {
         let mut one_path = Vec::new();
         for round in 0..args.repeat {
             eprintln!("{name}, round {} ...", round + 1);
-            let (rate, lat) = many(&subjects, concurrency, |s| {
-                let channel = channel.clone();
-                async move { extract_one(channel, &s, None).await.map(|_| ()) }
-            })
-            .await?;
+            let (rate, lat) = extract_many(&channel, &subjects, concurrency).await?;
             service.push(rate);
             p50.push(percentile(&lat, 0.50));
             p99.push(percentile(&lat, 0.99));
             p999.push(percentile(&lat, 0.999));
             if let Some((_, compared)) = &compared {
-                let (rate, _) = many(&subjects, concurrency, |s| {
-                    let channel = compared.clone();
-                    async move { extract_one(channel, &s, None).await.map(|_| ()) }
-                })
-                .await?;
-                before.push(rate);
+                before.push(extract_many(compared, &subjects, concurrency).await?.0);
             }
             if let Some((_, single)) = &single {
-                let (rate, _) = many(&subjects, concurrency, |s| {
-                    let channel = single.clone();
-                    async move { extract_one(channel, &s, None).await.map(|_| ()) }
-                })
-                .await?;
-                one_path.push(rate);
+                one_path.push(extract_many(single, &subjects, concurrency).await?.0);
             }
             let cluster = &cluster;
             let (rate, lat) = many(&subjects, concurrency, |s| async move {

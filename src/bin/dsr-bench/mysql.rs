@@ -180,11 +180,7 @@ identity_kinds = ["email"]
         for round in 0..args.repeat {
             eprintln!("{name}, round {} ...", round + 1);
             let (db_before, service_before) = (cpu_ms(db_pid), cpu_ms(server.id()));
-            let (rate, lat) = many(&subjects, concurrency, |s| {
-                let channel = channel.clone();
-                async move { extract_one(channel, &s, None).await.map(|_| ()) }
-            })
-            .await?;
+            let (rate, lat) = extract_many(&channel, &subjects, concurrency).await?;
             db_cpu.push(per_subject(db_before, cpu_ms(db_pid)));
             service_cpu.push(per_subject(service_before, cpu_ms(server.id())));
             service.push(rate);

@@ -97,6 +97,20 @@ pub(crate) async fn default_client_rate(channel: Channel) -> anyhow::Result<f64>
     Ok(rows as f64 / secs)
 }
 
+/// `subjects` extracted through `channel`, `concurrency` at a time, each stream read to its
+/// end: the rate (subjects per second) and every subject's latency.
+pub(crate) async fn extract_many(
+    channel: &Channel,
+    subjects: &[String],
+    concurrency: usize,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    many(subjects, concurrency, |s| {
+        let channel = channel.clone();
+        async move { extract_one(channel, &s, None).await.map(|_| ()) }
+    })
+    .await
+}
+
 /// Warms a server's pool as a server that has run for a while has it: its connections open,
 /// each with the plan's statements prepared on it. Ordinary subjects, as many streams at once
 /// as the pool has connections, four rounds' worth, so that each connection is very likely
@@ -104,11 +118,7 @@ pub(crate) async fn default_client_rate(channel: Channel) -> anyhow::Result<f64>
 /// preparations.
 pub(crate) async fn warm_pool(channel: &Channel, subjects: &[String]) -> anyhow::Result<()> {
     let warm_up = &subjects[..subjects.len().min(POOL * 4)];
-    many(warm_up, POOL, |s| {
-        let channel = channel.clone();
-        async move { extract_one(channel, &s, None).await.map(|_| ()) }
-    })
-    .await?;
+    extract_many(channel, warm_up, POOL).await?;
     Ok(())
 }
 

@@ -307,6 +307,8 @@ async fn warm_up(
     if sqls.is_empty() {
         return Ok(());
     }
+    // No more than the cache keeps: preparing beyond it would only empty it again.
+    let sqls = &sqls[..sqls.len().min(MAX_PREPARED)];
     client.batch_execute(WARM_LOCK_TIMEOUT).await?;
     let prepared = futures_util::future::join_all(sqls.iter().map(|sql| client.prepare(sql))).await;
     for (sql, statement) in sqls.iter().zip(prepared) {
